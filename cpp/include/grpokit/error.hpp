@@ -1,0 +1,60 @@
+// grpokit::Error — the one exception type the engine throws. The bindings translate `kind` to the
+// matching Python exception, so no C++ exception ever escapes as a crash.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace grpokit {
+
+enum class ErrorKind {
+  Value,           // -> ValueError: bad shape, bad value, bad hyper-parameter
+  Type,            // -> TypeError: unsupported dtype or object kind
+  Device,          // -> ValueError: wrong or mixed devices
+  NotImplemented,  // -> NotImplementedError: valid request this build cannot serve
+  Runtime,         // -> RuntimeError: a failure not caused by the arguments (CUDA launch, ...)
+};
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorKind kind, std::string message) : std::runtime_error(std::move(message)), kind_(kind) {}
+  ErrorKind kind() const noexcept { return kind_; }
+
+ private:
+  ErrorKind kind_;
+};
+
+namespace detail {
+template <class... Args>
+std::string concat(Args&&... args) {
+  std::ostringstream os;
+  (os << ... << std::forward<Args>(args));
+  return os.str();
+}
+}  // namespace detail
+
+// Throw helpers: the message names the argument, what it got and what was expected.
+template <class... Args>
+[[noreturn]] void value_error(Args&&... args) {
+  throw Error(ErrorKind::Value, detail::concat(std::forward<Args>(args)...));
+}
+template <class... Args>
+[[noreturn]] void type_error(Args&&... args) {
+  throw Error(ErrorKind::Type, detail::concat(std::forward<Args>(args)...));
+}
+template <class... Args>
+[[noreturn]] void device_error(Args&&... args) {
+  throw Error(ErrorKind::Device, detail::concat(std::forward<Args>(args)...));
+}
+template <class... Args>
+[[noreturn]] void not_implemented(Args&&... args) {
+  throw Error(ErrorKind::NotImplemented, detail::concat(std::forward<Args>(args)...));
+}
+template <class... Args>
+[[noreturn]] void runtime_error(Args&&... args) {
+  throw Error(ErrorKind::Runtime, detail::concat(std::forward<Args>(args)...));
+}
+
+}  // namespace grpokit

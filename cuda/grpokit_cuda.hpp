@@ -1,0 +1,24 @@
+// Host-side entry points of the CUDA kernels. Plain C++ (no CUDA headers), so the _cuda binding
+// module compiles as ordinary C++. Every launcher takes the caller's stream, never allocates device
+// memory and never synchronises the host.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "grpokit/advantages.hpp"
+
+namespace grpokit {
+namespace cuda {
+
+// Number of visible CUDA devices; 0 with `why` set when there is no driver or no device.
+int device_count(std::string* why);
+
+// Compiled architectures and the CUDA runtime version this module was built with.
+std::string build_info();
+
+void advantages(const TensorView& rewards, const TensorView& group_ids,
+                const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
+
+}  // namespace cuda
+}  // namespace grpokit

@@ -1,0 +1,29 @@
+// grpokit._cuda: the CUDA kernels. Built when a CUDA compiler is found; imported lazily by the
+// package. The CUDA runtime is linked statically, so importing needs no driver: without one,
+// device_count() says why and every op raises a clear error.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "grpokit/config.hpp"
+#include "grpokit_cuda.hpp"
+#include "ops.hpp"
+#include "tensor_import.hpp"
+
+namespace py = pybind11;
+using namespace grpokit;
+
+PYBIND11_MODULE(_cuda, m) {
+  m.doc() = "grpokit CUDA kernels (private; use the grpokit package)";
+  bindings::register_error_translator();
+  m.attr("__version__") = GRPOKIT_VERSION_STRING;
+  m.def("device_count", []() {
+    std::string why;
+    const int n = cuda::device_count(&why);
+    return py::make_tuple(n, why);
+  }, "(number of visible CUDA devices, reason when 0)");
+  m.def("build_info", &cuda::build_info, "CUDA runtime version and compiled architectures");
+
+  const bindings::Backend gpu{"cuda", &cuda::advantages};
+  bindings::bind_advantages(m, gpu);
+}

@@ -1,0 +1,193 @@
+#include "tensor_import.hpp"
+
+#include <cstring>
+#include <string>
+
+#include "dlpack.h"
+#include "grpokit/error.hpp"
+
+namespace grpokit {
+namespace bindings {
+namespace {
+
+constexpr const char* kLegacyName = "dltensor";
+constexpr const char* kLegacyUsed = "used_dltensor";
+constexpr const char* kVersionedName = "dltensor_versioned";
+constexpr const char* kVersionedUsed = "used_dltensor_versioned";
+
+DType to_dtype(const DLDataType& t, const char* name) {
+  if (t.lanes != 1) type_error(name, ": vector dtypes (lanes=", t.lanes, ") are not supported");
+  switch (t.code) {
+    case kDLFloat:
+      if (t.bits == 16) return DType::Float16;
+      if (t.bits == 32) return DType::Float32;
+      if (t.bits == 64) return DType::Float64;
+      break;
+    case kDLBfloat:
+      if (t.bits == 16) return DType::BFloat16;
+      break;
+    case kDLInt:
+      if (t.bits == 8) return DType::Int8;
+      if (t.bits == 32) return DType::Int32;
+      if (t.bits == 64) return DType::Int64;
+      break;
+    case kDLUInt:
+      if (t.bits == 8) return DType::UInt8;
+      break;
+    case kDLBool:
+      if (t.bits == 8) return DType::Bool;
+      break;
+    default:
+      break;
+  }
+  type_error(name, ": unsupported dtype (DLPack code ", int(t.code), ", ", int(t.bits),
+             " bits); grpokit takes float16/bfloat16/float32/float64, int32/int64, bool/uint8");
+}
+
+Device to_device(const DLDevice& d, const char* name) {
+  switch (d.device_type) {
+    case kDLCPU:
+    case kDLCUDAHost:
+      return Device{DeviceType::CPU, 0};
+    case kDLCUDA:
+    case kDLCUDAManaged:
+      return Device{DeviceType::CUDA, d.device_id};
+    default:
+      device_error(name, ": arrays on DLPack device type ", int(d.device_type),
+                   " are not supported (CPU and CUDA are)");
+  }
+}
+
+TensorView to_view(const DLTensor& t, const char* name, bool read_only) {
+  if (t.ndim < 0 || t.ndim > TensorView::kMaxDims)
+    value_error(name, ": expected at most ", TensorView::kMaxDims, " dimensions, got ", t.ndim);
+  if (t.ndim > 0 && t.shape == nullptr) value_error(name, ": DLPack tensor has no shape");
+  TensorView v;
+  v.dtype = to_dtype(t.dtype, name);
+  v.device = to_device(t.device, name);
+  v.ndim = t.ndim;
+  v.read_only = read_only;
+  int64_t numel = 1;
+  for (int i = 0; i < t.ndim; ++i) {
+    if (t.shape[i] < 0) value_error(name, ": DLPack tensor has a negative extent ", t.shape[i]);
+    v.shape[i] = t.shape[i];
+    numel *= t.shape[i];
+  }
+  int64_t expected = 1;
+  for (int i = t.ndim - 1; i >= 0; --i) {
+    v.strides[i] = t.strides ? t.strides[i] : expected;
+    expected *= v.shape[i];
+  }
+  if (t.data == nullptr && numel > 0) value_error(name, ": DLPack tensor has a null data pointer");
+  v.data = t.data ? static_cast<void*>(static_cast<char*>(t.data) + t.byte_offset) : nullptr;
+  return v;
+}
+
+std::string type_name(py::handle obj) {
+  return py::str(py::type::handle_of(obj).attr("__qualname__")).cast<std::string>();
+}
+
+}  // namespace
+
+Imported& Imported::operator=(Imported&& other) noexcept {
+  if (this != &other) {
+    release();
+    view_ = other.view_;
+    managed_ = other.managed_;
+    versioned_ = other.versioned_;
+    other.managed_ = nullptr;
+  }
+  return *this;
+}
+
+void Imported::release() noexcept {
+  if (!managed_) return;
+  if (versioned_) {
+    auto* m = static_cast<DLManagedTensorVersioned*>(managed_);
+    if (m->deleter) m->deleter(m);
+  } else {
+    auto* m = static_cast<DLManagedTensor*>(managed_);
+    if (m->deleter) m->deleter(m);
+  }
+  managed_ = nullptr;
+}
+
+Imported import_array(py::handle obj, const char* name, std::intptr_t stream, bool writable) {
+  Imported out;
+  if (obj.is_none()) return out;
+  if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
+    type_error(name, ": expected a NumPy array or an object implementing __dlpack__, got ",
+               type_name(obj));
+
+  py::tuple dev = obj.attr("__dlpack_device__")();
+  const bool on_device = dev.size() >= 1 && dev[0].cast<int>() != kDLCPU &&
+                         dev[0].cast<int>() != kDLCUDAHost;
+  py::object capsule;
+  try {
+    py::dict kwargs;
+    if (on_device) kwargs["stream"] = py::int_(stream);
+    kwargs["max_version"] = py::make_tuple(GRPOKIT_DLPACK_MAJOR_VERSION, 0);
+    try {
+      capsule = obj.attr("__dlpack__")(**kwargs);
+    } catch (py::error_already_set& e) {
+      if (!e.matches(PyExc_TypeError)) throw;
+      kwargs.attr("pop")("max_version");  // a producer that predates versioned capsules
+      capsule = obj.attr("__dlpack__")(**kwargs);
+    }
+  } catch (py::error_already_set& e) {
+    if (e.matches(PyExc_BufferError) || e.matches(PyExc_TypeError) ||
+        e.matches(PyExc_ValueError) || e.matches(PyExc_RuntimeError))
+      value_error(name, ": the ", type_name(obj), " could not be exported through DLPack (",
+                  e.what(), ")");
+    throw;
+  }
+
+  PyObject* cap = capsule.ptr();
+  if (PyCapsule_IsValid(cap, kVersionedName)) {
+    auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap, kVersionedName));
+    if (m == nullptr) value_error(name, ": DLPack capsule holds a null tensor");
+    if (m->version.major > GRPOKIT_DLPACK_MAJOR_VERSION) {
+      // The spec: a consumer must not read a capsule of a newer major version; it is not ours to
+      // free either, so the producer's capsule destructor keeps ownership.
+      value_error(name, ": DLPack major version ", m->version.major, " is newer than supported (",
+                  GRPOKIT_DLPACK_MAJOR_VERSION, ")");
+    }
+    if (PyCapsule_SetName(cap, kVersionedUsed) != 0) throw py::error_already_set();
+    out.managed_ = m;
+    out.versioned_ = true;
+    const bool ro = (m->flags & GRPOKIT_DLPACK_FLAG_BITMASK_READ_ONLY) != 0;
+    out.view_ = to_view(m->dl_tensor, name, ro);
+  } else if (PyCapsule_IsValid(cap, kLegacyName)) {
+    auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, kLegacyName));
+    if (m == nullptr) value_error(name, ": DLPack capsule holds a null tensor");
+    if (PyCapsule_SetName(cap, kLegacyUsed) != 0) throw py::error_already_set();
+    out.managed_ = m;
+    out.versioned_ = false;
+    out.view_ = to_view(m->dl_tensor, name, false);
+  } else {
+    value_error(name, ": __dlpack__ of ", type_name(obj),
+                " did not return an unused DLPack capsule");
+  }
+  if (writable && out.view_.read_only)
+    value_error(name, ": the array is read-only, but grpokit must write into it");
+  return out;
+}
+
+void register_error_translator() {
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      switch (e.kind()) {
+        case ErrorKind::Type: PyErr_SetString(PyExc_TypeError, e.what()); return;
+        case ErrorKind::NotImplemented: PyErr_SetString(PyExc_NotImplementedError, e.what()); return;
+        case ErrorKind::Runtime: PyErr_SetString(PyExc_RuntimeError, e.what()); return;
+        case ErrorKind::Value:
+        case ErrorKind::Device: PyErr_SetString(PyExc_ValueError, e.what()); return;
+      }
+    }
+  });
+}
+
+}  // namespace bindings
+}  // namespace grpokit

@@ -1,0 +1,194 @@
+"""The caller's arrays: which framework and device they live on, and outputs of the same kind.
+
+grpokit never converts a caller's array to another framework. NumPy in gives NumPy out, torch in
+gives torch out (on the same device), CuPy in gives CuPy out; JAX arrays are read through DLPack and
+results come back as JAX arrays. Python sequences and scalars become float64 / int64 NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+_DLPACK_CPU = 1
+_DLPACK_CUDA = 2
+_DLPACK_CUDA_HOST = 3
+_DLPACK_CUDA_MANAGED = 13
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a call's arrays live and which framework made them."""
+
+    kind: str  # "numpy" | "torch" | "cupy" | "jax" | "dlpack"
+    device_type: str  # "cpu" | "cuda"
+    device_index: int = 0
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device_type == "cuda"
+
+    def describe(self) -> str:
+        where = "cpu" if self.device_type == "cpu" else f"cuda:{self.device_index}"
+        return f"{self.kind} array on {where}"
+
+
+def _module_name(x: Any) -> str:
+    return type(x).__module__.split(".")[0]
+
+
+def _is_torch(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_jax(x: Any) -> bool:
+    return _module_name(x) in ("jax", "jaxlib")
+
+
+def _is_cupy(x: Any) -> bool:
+    return _module_name(x) == "cupy"
+
+
+def as_input(x: Any, name: str, *, default: str = "float64") -> Any:
+    """An object the engine can import through DLPack, without copying array inputs.
+
+    `default` is the dtype given to Python sequences and scalars ("float64", "int64" or "bool").
+    """
+    if x is None:
+        return None
+    if _is_torch(x):
+        # DLPack refuses tensors that require grad; detach() shares memory, so nothing is copied.
+        return x.detach() if x.requires_grad else x
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            raise TypeError(f"{name}: expected a numeric array, got a NumPy array of dtype object")
+        return x
+    if hasattr(x, "__dlpack__"):
+        return x
+    if isinstance(x, (list, tuple, int, float, bool, np.generic)):
+        try:
+            return np.asarray(x, dtype=default)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name}: expected numbers convertible to {default}, got {exc}") from None
+    raise TypeError(
+        f"{name}: expected a NumPy array, a Python sequence or an object implementing __dlpack__ "
+        f"(torch, CuPy, JAX), got {type(x).__name__}"
+    )
+
+
+def placement_of(x: Any) -> Placement:
+    """The framework and device of an array accepted by `as_input`."""
+    if isinstance(x, np.ndarray):
+        return Placement("numpy", "cpu")
+    if _is_torch(x):
+        dev = x.device
+        if dev.type == "cpu":
+            return Placement("torch", "cpu")
+        if dev.type == "cuda":
+            return Placement("torch", "cuda", dev.index or 0)
+        raise ValueError(f"torch tensors on device '{dev}' are not supported (CPU and CUDA are)")
+    kind = "jax" if _is_jax(x) else "cupy" if _is_cupy(x) else "dlpack"
+    dev_type, dev_id = x.__dlpack_device__()
+    if int(dev_type) in (_DLPACK_CPU, _DLPACK_CUDA_HOST):
+        return Placement(kind, "cpu")
+    if int(dev_type) in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED):
+        return Placement(kind, "cuda", int(dev_id))
+    raise ValueError(f"arrays on DLPack device type {int(dev_type)} are not supported (CPU and CUDA are)")
+
+
+def common_placement(named: dict) -> Placement:
+    """The placement shared by every non-None array of a call; mixed devices are an error."""
+    first_name, first = None, None
+    for name, arr in named.items():
+        if arr is None:
+            continue
+        p = placement_of(arr)
+        if first is None:
+            first_name, first = name, p
+            continue
+        if (p.device_type, p.device_index) != (first.device_type, first.device_index):
+            raise ValueError(
+                f"{name} is a {p.describe()} but {first_name} is a {first.describe()}; "
+                "all arrays of one call must be on the same device"
+            )
+    if first is None:
+        raise ValueError("no array argument was given")
+    return first
+
+
+def dtype_name(x: Any) -> str:
+    """The dtype of an accepted array as a plain name ("float32", "bfloat16", "int64", ...)."""
+    dt = x.dtype
+    if _is_torch(x):
+        return str(dt).replace("torch.", "")
+    return np.dtype(dt).name if not hasattr(dt, "name") else str(dt.name)
+
+
+def empty(p: Placement, shape: tuple, dtype: str, like: Any = None) -> Any:
+    """An uninitialised output of the caller's kind on the caller's device."""
+    if p.kind == "torch":
+        import torch
+
+        device = like.device if like is not None else torch.device(p.device_type, p.device_index)
+        return torch.empty(shape, dtype=getattr(torch, dtype), device=device)
+    if p.kind == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(p.device_index):
+            return cupy.empty(shape, dtype=dtype)
+    if p.is_cuda:
+        raise ValueError(
+            f"grpokit cannot allocate outputs for a {p.describe()}; pass torch or CuPy arrays on the GPU"
+        )
+    return np.empty(shape, dtype=dtype)
+
+
+def finish(p: Placement, out: Any) -> Any:
+    """Hand an output back as the caller's kind (NumPy buffers become JAX arrays for JAX callers)."""
+    if p.kind == "jax" and isinstance(out, np.ndarray):
+        import jax.numpy as jnp
+
+        return jnp.asarray(out)
+    return out
+
+
+def resolve_stream(p: Placement, stream: Optional[Any]) -> int:
+    """The CUDA stream (as a DLPack integer) the engine launches on; 0 for CPU arrays.
+
+    Explicit `stream` wins (an int, a torch.cuda.Stream or a CuPy stream); otherwise the caller's
+    current stream in its own framework. 1 is DLPack's legacy default stream.
+    """
+    if not p.is_cuda:
+        return 0
+    if stream is not None:
+        handle = getattr(stream, "cuda_stream", getattr(stream, "ptr", stream))
+        handle = int(handle)
+        return handle if handle != 0 else 1
+    if p.kind == "torch":
+        import torch
+
+        handle = torch.cuda.current_stream(p.device_index).cuda_stream
+        return handle if handle != 0 else 1
+    if p.kind == "cupy":
+        import cupy
+
+        handle = cupy.cuda.get_current_stream().ptr
+        return handle if handle != 0 else 1
+    return 1
+
+
+def raise_if_inf(x: Any, name: str) -> None:
+    """Opt-in value check for device arrays (it synchronises the host)."""
+    if _is_torch(x):
+        import torch
+
+        bad = bool(torch.isinf(x).any().item())
+    else:
+        mod = __import__(_module_name(x))
+        bad = bool(mod.isinf(x).any())
+    if bad:
+        raise ValueError(f"{name}: contains ±inf; values must be finite (NaN marks unscorable entries)")

@@ -1,0 +1,44 @@
+"""What this installation of grpokit can do: `grpokit info`."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any, Dict
+
+from . import _backend, _core
+
+
+def build_info() -> Dict[str, Any]:
+    """Version, CPU engine, whether CUDA kernels were compiled (and why not) and the visible GPUs."""
+    info: Dict[str, Any] = {
+        "version": _core.__version__,
+        "python": platform.python_version(),
+        "cpu_engine": "grpokit._core",
+        "cuda_kernels": False,
+        "cuda_build": None,
+        "cuda_devices": 0,
+        "cuda_note": None,
+    }
+    module, why = _backend.load_cuda()
+    if module is None:
+        info["cuda_note"] = why
+        return info
+    info["cuda_kernels"] = True
+    info["cuda_build"] = module.build_info()
+    count, reason = module.device_count()
+    info["cuda_devices"] = count
+    if count == 0:
+        info["cuda_note"] = f"kernels compiled, but no GPU is usable here: {reason}"
+    return info
+
+
+def format_info(info: Dict[str, Any]) -> str:
+    lines = [
+        f"grpokit {info['version']} (Python {info['python']})",
+        f"  CPU engine:    {info['cpu_engine']}",
+        f"  CUDA kernels:  {'compiled (' + info['cuda_build'] + ')' if info['cuda_kernels'] else 'not compiled'}",
+        f"  CUDA devices:  {info['cuda_devices']}",
+    ]
+    if info["cuda_note"]:
+        lines.append(f"  note:          {info['cuda_note']}")
+    return "\n".join(lines)
