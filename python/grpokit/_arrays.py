@@ -68,12 +68,23 @@ def as_input(x: Any, name: str, *, default: str = "float64") -> Any:
             raise TypeError(f"{name}: expected a numeric array, got a NumPy array of dtype object")
         return x
     if hasattr(x, "__dlpack__"):
+        if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+            # A bare DLPack producer: NumPy reads it (zero-copy) so outputs can be shaped like it.
+            try:
+                return np.from_dlpack(x)
+            except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+                raise ValueError(f"{name}: could not be read through DLPack ({exc})") from None
         return x
     if isinstance(x, (list, tuple, int, float, bool, np.generic)):
         try:
-            return np.asarray(x, dtype=default)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name}: expected numbers convertible to {default}, got {exc}") from None
+            arr = np.asarray(x)
+        except ValueError as exc:  # ragged nesting
+            raise ValueError(f"{name}: expected a rectangular array, got {exc}") from None
+        # Convert only where the intent is clear: numbers to float64, integers to int64, bools to bool.
+        allowed = {"float64": "biuf", "int64": "biu", "bool": "b"}[default]
+        if arr.dtype.kind not in allowed and not (arr.size == 0 and arr.dtype.kind == "f"):
+            raise TypeError(f"{name}: expected {default}-compatible values, got {arr.dtype} values")
+        return arr.astype(default)
     raise TypeError(
         f"{name}: expected a NumPy array, a Python sequence or an object implementing __dlpack__ "
         f"(torch, CuPy, JAX), got {type(x).__name__}"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs everything grpokit needs on a fresh Debian machine, builds once, and runs every test:
+# the C++ (Catch2, via ctest), the sanitizer build of the C++ tests, and the Python tests (pytest).
+# Usage: bash scripts/test.sh        (root, or sudo available, for the apt step)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+need_apt=()
+dpkg -s catch2 >/dev/null 2>&1 || need_apt+=(catch2)
+dpkg -s libeigen3-dev >/dev/null 2>&1 || need_apt+=(libeigen3-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== apt: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+echo "== pip: torch (CPU build from local disk) first, then the build tools and extras"
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmeel-eigen>=3.4" ninja cmake
+python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench]" \
+  --config-settings=cmake.define.GRPOKIT_CUDA="${GRPOKIT_CUDA:-AUTO}" \
+  --config-settings=cmake.define.GRPOKIT_BUILD_TESTS=ON
+
+BUILD_DIR=$(ls -d build/cp*/ | tail -n 1)
+echo "== grpokit info"
+grpokit info
+if [ "${GRPOKIT_CUDA:-AUTO}" = "ON" ]; then
+  grpokit info --json | python -c "import json,sys; sys.exit(0 if json.load(sys.stdin)['cuda_kernels'] else 'CUDA kernels were not compiled')"
+fi
+
+echo "== C++ tests (ctest, $BUILD_DIR)"
+ctest --test-dir "$BUILD_DIR" --output-on-failure
+
+echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (CUDA off, own build dir)"
+cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGRPOKIT_SANITIZE=ON -DGRPOKIT_CUDA=OFF \
+  -DGRPOKIT_BUILD_PYTHON=OFF -DGRPOKIT_BUILD_TESTS=ON >/dev/null
+cmake --build build/asan -j 2
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/asan --output-on-failure
+
+echo "== Python tests"
+set +e
+python -m pytest tests/python -q -p no:cacheprovider
+rc=$?
+set -e
+if [ $rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi
+exit $rc
