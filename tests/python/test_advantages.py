@@ -256,3 +256,46 @@ def test_bare_dlpack_producers_are_read_through_numpy():
 
     out = grpokit.advantages(Bare(np.array([2.0, 0.0])), group_size=2)
     np.testing.assert_array_equal(out, [1.0, -1.0])
+
+
+# ---- hand-made DLPack producers -------------------------------------------------------------
+
+from dlpack_fakes import FakeProducer  # noqa: E402
+
+
+@pytest.mark.parametrize("versioned", [True, False])
+def test_fake_producer_deleter_called_exactly_once(versioned):
+    arr = np.array([1.0, 0.0, 1.0, 1.0])
+    p = FakeProducer(arr, versioned=versioned)
+    for _ in range(5):
+        np.testing.assert_array_equal(grpokit.advantages(p, group_size=2), [0.5, -0.5, 0, 0])
+    assert p.made == 5 and p.deleted == 5
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(null_data=True), "null data pointer"),
+        (dict(shape=(-4,)), "negative"),
+        (dict(ndim=5, shape=(1, 1, 1, 1, 4), strides=(4, 4, 4, 4, 1)), "at most 4 dimensions"),
+        (dict(dtype_code=5, dtype_bits=128), "unsupported dtype"),
+        (dict(lanes=4), "vector dtypes"),
+        (dict(device_type=7), "device type 7"),
+        (dict(major=2), "major version 2"),
+        (dict(name=b"not_a_dltensor"), "unused DLPack capsule"),
+    ],
+)
+def test_lying_producers_are_refused(kwargs, match):
+    arr = np.array([1.0, 0.0, 1.0, 1.0])
+    p = FakeProducer(arr, **kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        grpokit.advantages(p, group_size=2)
+    # A capsule that was taken over is always released; a refused newer-major capsule stays the producer's.
+    assert p.deleted == (0 if kwargs.get("major", 1) > 1 or "name" in kwargs else p.made)
+
+
+def test_read_only_flag_is_respected_for_inputs():
+    arr = np.array([1.0, 0.0])
+    p = FakeProducer(arr, read_only=True)
+    np.testing.assert_array_equal(grpokit.advantages(p, group_size=2), [0.5, -0.5])
+    assert p.deleted == 1
