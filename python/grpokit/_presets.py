@@ -276,8 +276,10 @@ _PAPER = [
     _p("paper.cispo", "CISPO: sg[I]·log π, token mean (M is the mask)",
        "Table 1 has no clip; logp_weight='clip' or 'cap' adds one.",
        aggregation="token_mean", surrogate="logp", logp_weight="ratio"),
-    _p("paper.gcpo", "GCPO: raw sequence ratio π(y|x)/π_old(y|x), α = 1/(σG) (token sum)",
-       aggregation="seq_mean_token_sum", ratio="sequence_sum"),
+    _p("paper.gcpo", "GCPO: raw sequence ratio π(y|x)/π_old(y|x), α = 1/(σG), one term per completion",
+       "The ratio is per sequence, so its clipped term counts once per completion (a token sum would "
+       "multiply it by |o_i| and break the uniform weights Table 1 gives GCPO).",
+       aggregation="seq_mean_token_mean", ratio="sequence_sum"),
 ]
 
 # TRL 1.16.0 GRPOConfig defaults: epsilon 0.2 (= epsilon_high), beta 0.0 (k3), use_bias_correction_kl
