@@ -547,8 +547,8 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
         a.ratio_sum += static_cast<double>(o.ratio);
         a.ratio_min = std::min(a.ratio_min, static_cast<double>(o.ratio));
         a.ratio_max = std::max(a.ratio_max, static_cast<double>(o.ratio));
-        if (vespo) a.vespo_phi += static_cast<double>(ti.row_w_is);
       }
+      if (vespo && first) a.vespo_phi += static_cast<double>(ti.row_w_is);  // one weight per sequence
       row_low += o.flags.low;
       row_high += o.flags.high;
       a.kl += static_cast<double>(o.kl);

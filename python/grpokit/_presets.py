@@ -289,6 +289,7 @@ _TRL_PRESETS = [
     _p("trl.grpo", "TRL loss_type='grpo': per-sequence token mean, mean over sequences (÷K)",
        aggregation="seq_mean_token_mean", divide_by_ga=True, **_TRL),
     _p("trl.bnpo", "TRL loss_type='bnpo': token mean over the call's tokens (÷K)",
+       "TRL normalises bnpo by the micro-batch's own token count: leave num_items_in_batch unset.",
        aggregation="token_mean", divide_by_ga=True, **_TRL),
     _p("trl.dr_grpo", "TRL loss_type='dr_grpo': Σ φ / (B · max_completion_length) (÷K)",
        aggregation="seq_mean_token_sum_norm", divide_by_ga=True, **_TRL),
