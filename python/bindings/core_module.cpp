@@ -13,6 +13,10 @@ void advantages(const TensorView& r, const TensorView& ids, const AdvantageOptio
                 const TensorView& out, std::intptr_t /*stream*/) {
   advantages_cpu(r, ids, opt, out);
 }
+void loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int num_threads,
+          std::intptr_t /*stream*/) {
+  policy_loss_cpu(spec, in, out, num_threads);
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -20,6 +24,7 @@ PYBIND11_MODULE(_core, m) {
   bindings::register_error_translator();
   m.attr("__version__") = GRPOKIT_VERSION_STRING;
 
-  const bindings::Backend cpu{"cpu", &advantages};
+  const bindings::Backend cpu{"cpu", &advantages, &loss};
   bindings::bind_advantages(m, cpu);
+  bindings::bind_loss(m, cpu);
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "grpokit/advantages.hpp"
+#include "grpokit/loss.hpp"
 
 namespace grpokit {
 namespace bindings {
@@ -18,9 +19,12 @@ struct Backend {
   const char* name;  // "cpu" | "cuda"
   void (*advantages)(const TensorView& rewards, const TensorView& group_ids,
                      const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
+  void (*loss)(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int num_threads,
+               std::intptr_t stream);  // nullptr where the backend has no loss yet
 };
 
 void bind_advantages(py::module_& m, const Backend& backend);
+void bind_loss(py::module_& m, const Backend& backend);
 
 }  // namespace bindings
 }  // namespace grpokit

@@ -8,6 +8,8 @@ as the caller's kind on the caller's device.
 
 from ._advantages import advantages
 from ._core import __version__
+from ._loss import LossResult, policy_loss
+from ._presets import LossSpec, presets
 from .info import build_info
 
-__all__ = ["__version__", "advantages", "build_info"]
+__all__ = ["__version__", "LossResult", "LossSpec", "advantages", "build_info", "policy_loss", "presets"]

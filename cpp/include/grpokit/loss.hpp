@@ -1,0 +1,83 @@
+// The unified GRPO surrogate loss: forward value and exact gradient of any GRPO-style method.
+//
+// A method is a LossSpec: ratio rule × surrogate (clip) rule × weight rule × regulariser ×
+// aggregation, plus hyper-parameters. Presets (paper.*, trl.*, verl.*) are rows of this record,
+// defined in the Python package (grpokit/_presets.py); the math lives in grpokit/math/loss.hpp.
+//
+// Conventions (design §4): loss = −J (to minimise); grad_logp = ∂loss/∂logp; σ lives in the
+// advantages; the weight rule holds layout-independent factors (masks, keep flags, token weights,
+// IS weights) and the aggregation every normaliser; counts that span micro-batches or ranks come
+// from the caller (num_items_in_batch, num_sequences, dp_size).
+//
+// Layouts: padded (B, T) arrays with a (B, T) mask, or packed (N,) arrays with cu_seqlens (B+1,)
+// (and an optional (N,) mask). Advantages are (B,) or per token (the layout of logp).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "grpokit/math/loss.hpp"
+#include "grpokit/tensor.hpp"
+
+namespace grpokit {
+
+using math::KlEstimator;
+using math::LogpWeight;
+using math::RatioLevel;
+using math::SamplerIs;
+using math::Surrogate;
+
+using math::Aggregation;
+using math::EntropyAggregation;
+using math::LossSpec;  // the rule row; defined with the per-token math (plain data for kernels)
+
+// Field-by-name access for the bindings (names are the members above; enums take their names
+// as strings: see the parse tables in loss.cpp). Unknown names and values throw grpokit::Error.
+void set_spec_field(LossSpec& spec, const std::string& name, double value);
+void set_spec_field(LossSpec& spec, const std::string& name, const std::string& value);
+std::vector<std::string> spec_enum_values(const std::string& name);
+
+// Checks hyper-parameters (negative ε, τ ≤ 0, quantile outside (0, 1], ...).
+void validate_spec(const LossSpec& spec);
+
+struct LossInputs {
+  TensorView logp;           // (B, T) or (N,), float32/float64
+  TensorView old_logp;       // same layout; undefined = on-policy (old = sg(logp))
+  TensorView advantages;     // (B,) or the layout of logp; dtype of logp
+  TensorView mask;           // same layout as logp (bool/int/float, nonzero = valid); undefined = all valid
+  TensorView ref_logp;       // needed when beta != 0 and kl != None
+  TensorView entropies;      // needed by entropy_coef, top_entropy_quantile, gtpo_entropy
+  TensorView sampling_logp;  // sampler (vLLM) log-probs: OPSM and the sampler IS weight; NaN = unscored
+  TensorView cu_seqlens;     // (B+1,) int32/int64 for packed inputs; undefined for padded
+  TensorView keep;           // (B,) completion keep flags δ_i (GTPO); undefined = all kept
+  TensorView token_weights;  // layout of logp: per-token weights λ (GTPO); undefined = 1
+};
+
+struct LossOutputs {
+  TensorView loss;          // 1 element, dtype of logp
+  TensorView grad_logp;     // layout of logp
+  TensorView grad_entropy;  // layout of logp, or undefined (only when entropies enter the loss)
+  TensorView per_token;     // layout of logp, or undefined: φ_{i,t} (0 at padding)
+  TensorView weights;       // layout of logp, or undefined: ω_{i,t} (Prop. 1's effective α·s)
+  TensorView metrics;       // (M,) float64, M = loss_metric_names(...).size()
+};
+
+// Whether the entropies receive a gradient under this spec (grad_entropy is then required).
+bool loss_has_entropy_grad(const LossSpec& spec, bool has_entropies);
+
+// Names of the metrics the engine writes, in order, for this spec and these optional inputs.
+std::vector<std::string> loss_metric_names(const LossSpec& spec, const LossInputs& in);
+
+// Validates every argument (shapes, dtypes, devices, required inputs for the spec).
+void check_loss_args(const LossSpec& spec, const LossInputs& in, const LossOutputs& out);
+
+// CPU engine. Rows are processed in parallel (OpenMP when available, `num_threads` <= 0: the
+// runtime's default); every reduction runs in row order, so results are bitwise identical for any
+// thread count. Value checks: NaN/inf at valid positions are errors (sampling_logp: NaN = unscored).
+void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutputs& out,
+                     int num_threads = 0);
+
+}  // namespace grpokit

@@ -1,0 +1,468 @@
+// Per-token formulas of the unified GRPO surrogate loss, shared by the CPU engine and the CUDA kernels.
+//
+// A method is a row of rules (grpokit/loss.hpp, LossSpec). For one completion i and one of its valid
+// tokens t the engine evaluates
+//
+//   φ_{i,t} = w_{i,t} · (−A_{i,t} · v(x)) + reg_{i,t}
+//
+// where x is the ratio (or log π for the log-prob surrogates), v the surrogate's branch value per unit
+// advantage (min(r, clip r) for PPO, the soft gate for SAPO, sg(w)·log π for CISPO/GPG/...), w the
+// layout-independent weight rule (masks, keep flags, token weights, IS weights), reg the regulariser
+// (β·KL, GTPO's entropy term, DRO's quadratic, KL-Cov's penalty). The aggregation multiplies φ by a
+// per-row coefficient c_i; the loss is Σ_i c_i Σ_t φ_{i,t} (design §4: loss = −J, to minimise).
+//
+// Gradients: every quantity depends on log π_{i,t} directly and/or through one per-row scalar u_i (the
+// sequence log-ratio of GSPO/GCPO), so each function returns ∂/∂(direct) and ∂/∂u separately; the
+// engine distributes Σ_t ∂φ/∂u_i over the row with ∂u_i/∂log π_{i,t} (1/L_i or 1).
+//
+// Everything here is GRPOKIT_HD, allocation-free and templated on the compute type C (float or double).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "grpokit/config.hpp"
+
+namespace grpokit {
+namespace math {
+
+#if !defined(GRPOKIT_DEVICE_COMPILE)
+using std::exp;
+using std::log;
+#endif
+
+// ---- rule enums (the LossSpec row; plain data usable on the device) ----------------------------
+
+enum class RatioLevel : uint8_t {
+  Token,          // r = exp(ℓ − ℓ_old)
+  Sequence,       // s_i = exp(mean_t(ℓ − ℓ_old)), gradient through the mean (GSPO)
+  SequenceToken,  // value s_i, gradient s_i·∇ℓ_t: exp(sg(log s_i) + ℓ − sg ℓ) (GSPO-token)
+  SequenceSum,    // s_i = exp(Σ_t(ℓ − ℓ_old)), gradient through the sum (GCPO's raw sequence ratio)
+};
+
+enum class Surrogate : uint8_t {
+  Clip,       // v = min(min(r, δ), clip(r)) for A ≥ 0; min(max(min(r, δ), clip(r)), c) for A < 0
+  Unclipped,  // v = r (KL-Cov's base term)
+  Sapo,       // v = (4/τ)·σ(τ(r − 1)), τ by the sign of A (SAPO)
+  Logp,       // v = sg(w_is)·ℓ: CISPO, GPG, DPPO, VESPO, REINFORCE (w_is from LogpWeight)
+  GeoMean,    // v = R_i = exp(mean_t Δ̂), Δ̂ the sign-aware clipped log-ratio (GMPO, verl geo_mean)
+};
+
+enum class LogpWeight : uint8_t {
+  One,     // GPG, REINFORCE, DRO: −A·ℓ
+  Ratio,   // sg(r) (the paper's CISPO row: sg[I]·log π)
+  Clip,    // sg(clip(r, 1 − ε_low, 1 + ε_high)) (verl CISPO)
+  Cap,     // sg(min(r, ε_high)), ε_high a raw cap (TRL CISPO)
+  DppoTv,  // sg(min(r, c))·valid, valid by the total-variation test (verl dppo_tv)
+  DppoKl,  // sg(min(r, c))·valid, valid by the binary-KL test (verl dppo_kl)
+  Vespo,   // sg(φ_γ(W_i)) with W_i the sequence IS ratio (TRL VESPO)
+};
+
+enum class KlEstimator : uint8_t { None, K1, K2, K3, Abs };
+
+// ---- small helpers --------------------------------------------------------------------------
+
+template <class C>
+GRPOKIT_HD C clampv(C x, C lo, C hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+template <class C>
+GRPOKIT_HD C sigmoid(C x) { return C(1) / (C(1) + exp(-x)); }
+
+// A value and its derivative with respect to one variable.
+template <class C>
+struct ValueGrad {
+  C v;
+  C d;
+};
+
+// exp of a log-ratio clamped to [−clamp, clamp] (torch.clamp semantics: zero gradient outside).
+// Returns r and dr/dx.
+template <class C>
+GRPOKIT_HD ValueGrad<C> ratio_from_log(C x, C lo, C hi) {
+  const bool inside = x >= lo && x <= hi;
+  const C r = exp(inside ? x : clampv(x, lo, hi));
+  return {r, inside ? r : C(0)};
+}
+
+// ---- surrogates -------------------------------------------------------------------------------
+
+// Clip-family flags for metrics and for ω (the weight the diagnostics read).
+struct ClipFlags {
+  bool low;   // r < 1 − ε_low and A < 0 (the min's clipped branch binds on the low side)
+  bool high;  // r > 1 + ε_high and A > 0
+  bool dual;  // A < 0 and the dual-clip cap c binds (verl pg_clipfrac_lower)
+  bool verl;  // −A·clip(r) > −A·r (verl pg_clipfrac; sign-aware, same as low ∨ high up to ties)
+};
+
+// PPO clip with TRL's two-sided δ and verl's dual-clip c (both +inf when off): the branch value v
+// per unit advantage and dv/dr (0 where a clipped branch binds). φ = −A·v.
+template <class C>
+GRPOKIT_HD ValueGrad<C> clip_branch(C r, C A, C eps_low, C eps_high, C delta, C dual_c,
+                                    ClipFlags* flags) {
+  const C lo = C(1) - eps_low, hi = C(1) + eps_high;
+  const C rc = clampv(r, lo, hi);
+  const bool rc_inside = r >= lo && r <= hi;
+  const C rt = r < delta ? r : delta;  // min(r, δ)
+  const bool rt_free = r <= delta;
+  ValueGrad<C> out{rt, rt_free ? C(1) : C(0)};
+  bool low = false, high = false, dual = false;
+  if (A > C(0)) {  // min(r̃, clip r)
+    if (rc < rt) out = {rc, rc_inside ? C(1) : C(0)};
+    high = rt > hi;
+  } else if (A < C(0)) {  // max(r̃, clip r), then capped at c
+    if (rc > rt) out = {rc, rc_inside ? C(1) : C(0)};
+    low = rt < lo;
+    if (out.v > dual_c) {
+      out = {dual_c, C(0)};
+      dual = true;
+    }
+  }
+  if (flags) {
+    flags->low = low;
+    flags->high = high;
+    flags->dual = dual;
+    flags->verl = (A > C(0) && r > hi) || (A < C(0) && r < lo);
+  }
+  return out;
+}
+
+// SAPO's soft gate: v = (4/τ)·σ(τ(r − 1)), dv/dr = 4σ(1 − σ). τ = τ_pos for A > 0, τ_neg otherwise.
+template <class C>
+GRPOKIT_HD ValueGrad<C> sapo_gate(C r, C A, C tau_pos, C tau_neg) {
+  const C tau = A > C(0) ? tau_pos : tau_neg;
+  const C s = sigmoid(tau * (r - C(1)));
+  return {C(4) / tau * s, C(4) * s * (C(1) - s)};
+}
+
+// VESPO's detached Gamma weight of the sequence IS ratio W = exp(log_w):
+// φ_γ = exp(λ + k·log W − λ·W), (k, λ) by the sign of A; non-finite → 0 (as TRL).
+template <class C>
+GRPOKIT_HD C vespo_weight(C log_w, C A, C k_pos, C lambda_pos, C k_neg, C lambda_neg) {
+  const bool pos = A >= C(0);
+  const C k = pos ? k_pos : k_neg;
+  C lam = pos ? lambda_pos : lambda_neg;
+  if (lam < C(1e-4)) lam = C(1e-4);
+  const C phi = exp(lam + k * log_w - lam * exp(log_w));
+  return (phi == phi && phi < C(INFINITY)) ? phi : C(0);
+}
+
+// verl DPPO trust-region tests (p = e^ℓ). Total variation: A > 0 keeps p − p_old ≤ ε_high,
+// A ≤ 0 keeps p − p_old ≥ −ε_low. Binary KL b = p_old·(ℓ_old − ℓ) + (1 − p_old)·log((1−p_old)/(1−p)):
+// A > 0 keeps b ≤ ε_high or p ≤ p_old; A ≤ 0 keeps b ≤ ε_low or p ≥ p_old.
+template <class C>
+GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
+  const C d = exp(logp) - exp(old_logp);
+  return A > C(0) ? d <= eps_high : d >= -eps_low;
+}
+template <class C>
+GRPOKIT_HD bool dppo_kl_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
+  const C p = exp(logp), po = exp(old_logp);
+  const C b = po * (old_logp - logp) + (C(1) - po) * log((C(1) - po) / (C(1) - p));
+  return A > C(0) ? (b <= eps_high || p <= po) : (b <= eps_low || p >= po);
+}
+
+// Detached IS weight of the log-prob surrogates (everything but Vespo, which is per row).
+template <class C>
+GRPOKIT_HD C logp_weight(LogpWeight rule, C r, C logp, C old_logp, C A, C eps_low, C eps_high,
+                         C cap_c, bool* clipped) {
+  bool c = false;
+  C w = C(1);
+  switch (rule) {
+    case LogpWeight::One: break;
+    case LogpWeight::Ratio: w = r; break;
+    case LogpWeight::Clip:
+      w = clampv(r, C(1) - eps_low, C(1) + eps_high);
+      c = w != r;
+      break;
+    case LogpWeight::Cap:
+      w = r < eps_high ? r : eps_high;
+      c = r > eps_high && A > C(0);  // TRL cispo_clip_ratio
+      break;
+    case LogpWeight::DppoTv:
+    case LogpWeight::DppoKl: {
+      const bool ok = rule == LogpWeight::DppoTv ? dppo_tv_valid(logp, old_logp, A, eps_low, eps_high)
+                                                 : dppo_kl_valid(logp, old_logp, A, eps_low, eps_high);
+      w = ok ? (r < cap_c ? r : cap_c) : C(0);
+      c = !ok;
+      break;
+    }
+    case LogpWeight::Vespo: break;  // per-row weight, applied by the caller
+  }
+  if (clipped) *clipped = c;
+  return w;
+}
+
+// GMPO's sign-aware clipped log-ratio: Δ̂ = sgn(A)·min(sgn(A)·Δ, sgn(A)·clamp(Δ, −ε_low, ε_high)),
+// and dΔ̂/dΔ (1 where Δ itself is taken, 0 where the clamp binds).
+template <class C>
+GRPOKIT_HD ValueGrad<C> geo_mean_log_ratio(C delta, C A, C eps_low, C eps_high) {
+  const C sgn = A > C(0) ? C(1) : (A < C(0) ? C(-1) : C(0));
+  const C dc = clampv(delta, -eps_low, eps_high);
+  if (sgn * delta <= sgn * dc) return {delta, C(1)};
+  return {dc, (delta >= -eps_low && delta <= eps_high) ? C(1) : C(0)};
+}
+
+// ---- regularisers -----------------------------------------------------------------------------
+
+// KL(π‖π_ref) estimators of the per-token value at log π = logp, with the gradient in logp.
+// x = ℓ_ref − ℓ is clamped to [−log_clamp, log_clamp] and the value to [−value_clamp, value_clamp]
+// (verl: 20 and 10; TRL: none, pass +inf); clamps have zero gradient where they bind (torch.clamp).
+// straight_through (verl's "+" suffix): the value of `est`, the gradient of k2.
+template <class C>
+GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_clamp, C value_clamp,
+                                    bool straight_through) {
+  const C x_raw = ref_logp - logp;
+  const bool x_free = x_raw >= -log_clamp && x_raw <= log_clamp;
+  const C x = clampv(x_raw, -log_clamp, log_clamp);
+  const C dx = x_free ? C(-1) : C(0);  // dx/dℓ
+  ValueGrad<C> k{C(0), C(0)};
+  switch (est) {
+    case KlEstimator::None: return k;
+    case KlEstimator::K1: k = {-x, -dx}; break;                              // ℓ − ℓ_ref
+    case KlEstimator::K2: k = {C(0.5) * x * x, x * dx}; break;               // ½(ℓ − ℓ_ref)²
+    case KlEstimator::K3: {                                                  // e^x − x − 1
+      const C e = exp(x);
+      k = {e - x - C(1), (e - C(1)) * dx};
+      break;
+    }
+    case KlEstimator::Abs: k = {x < C(0) ? -x : x, (x < C(0) ? C(-1) : C(1)) * dx}; break;
+  }
+  if (!(k.v >= -value_clamp && k.v <= value_clamp)) k = {clampv(k.v, -value_clamp, value_clamp), C(0)};
+  if (straight_through) k.d = (logp - ref_logp);  // ∂/∂ℓ of ½(ℓ − ℓ_ref)², unclamped
+  return k;
+}
+
+// ---- sampler (train–inference) importance weights (TRL's vLLM IS correction) --------------------
+
+enum class SamplerIs : uint8_t { None, TokenTruncate, TokenMask, SequenceTruncate, SequenceMask };
+
+// ρ = exp(log_rho) truncated to [lo, hi] or zeroed outside it (a missing bound is ±inf).
+template <class C>
+GRPOKIT_HD C sampler_is_weight(C log_rho, bool truncate, C lo, C hi) {
+  const C rho = exp(log_rho);
+  if (truncate) return clampv(rho, lo, hi);
+  return (rho < lo || rho > hi) ? C(0) : rho;
+}
+
+// torch.quantile's linear interpolation between order statistics a ≤ b at fraction f.
+template <class C>
+GRPOKIT_HD C lerp(C a, C b, C f) { return a + (b - a) * f; }
+
+
+// ---- the rule row -------------------------------------------------------------------------------
+
+enum class Aggregation : uint8_t {
+  TokenMean,            // Σ_i Σ_t φ / N_tok                  (TRL dapo/cispo/vespo/bnpo, verl token-mean)
+  TokenSum,             // Σ_i Σ_t φ                          (verl token-sum)
+  SeqMeanTokenMean,     // Σ_i (Σ_t φ / L_i) / N_seq          (TRL grpo/sapo, verl seq-mean-token-mean)
+  SeqMeanTokenSum,      // Σ_i Σ_t φ / N_seq                  (TRL luspo, verl seq-mean-token-sum)
+  SeqMeanTokenSumNorm,  // Σ_i Σ_t φ / (N_seq · C)            (TRL dr_grpo, verl seq-mean-token-sum-norm)
+};
+
+enum class EntropyAggregation : uint8_t {
+  LocalTokenMean,  // TRL: Σ m′H / max(Σ m′, 1) over the call's tokens, ÷ gradient_accumulation_steps
+  Policy,          // verl: the policy term's aggregation
+};
+
+// One method: plain data (copied by value into kernels). Defaults are TRL's GRPOConfig defaults.
+struct LossSpec {
+  // rules
+  RatioLevel ratio = RatioLevel::Token;
+  Surrogate surrogate = Surrogate::Clip;
+  LogpWeight logp_weight = LogpWeight::One;  // for Surrogate::Logp
+  Aggregation aggregation = Aggregation::TokenMean;
+  KlEstimator kl = KlEstimator::None;
+  SamplerIs sampler_is = SamplerIs::None;
+  EntropyAggregation entropy_aggregation = EntropyAggregation::LocalTokenMean;
+
+  // clipping
+  double epsilon_low = 0.2;       // TRL `epsilon`, verl `clip_ratio_low`
+  double epsilon_high = 0.2;      // TRL `epsilon_high` (a raw cap for LogpWeight::Cap)
+  double delta = INFINITY;        // TRL two-sided clip δ (INTELLECT-2); +inf = off
+  double clip_ratio_c = INFINITY; // verl dual-clip c for A < 0 (and DPPO's cap); +inf = off
+  double log_ratio_min = -INFINITY;  // clamp of the log-ratio before exp (verl ±20; GSPO-token max 10)
+  double log_ratio_max = INFINITY;
+
+  // regularisers
+  double beta = 0.0;                 // KL coefficient (and GTPO's entropy-term coefficient)
+  bool kl_is_corrected = false;      // TRL use_bias_correction_kl: β·k·r with r differentiable
+  bool kl_straight_through = false;  // verl "+" estimators: value of `kl`, gradient of k2
+  double kl_log_clamp = INFINITY;    // verl 20
+  double kl_value_clamp = INFINITY;  // verl 10
+  bool gtpo_entropy = false;         // GTPO's R: β·δ_i·⟨H⟩_i·I·λ (when entropies are given)
+  double dro_beta = 0.0;             // DRO: + ½·dro_beta·(ℓ − ℓ_old)²
+  double entropy_coef = 0.0;         // entropy bonus: loss −= entropy_coef · aggregated entropy
+
+  // weight rules
+  double top_entropy_quantile = 1.0;         // keep tokens with H ≥ quantile(H, 1 − q)
+  double off_policy_mask_threshold = NAN;    // DeepSeek-V3.2 OPSM δ; NaN = off
+  double prune_threshold = -INFINITY;        // CPPO γ: keep completions with |A| > γ
+  double is_min = -INFINITY;                 // sampler IS bounds (TRL vllm_importance_sampling_clip_*)
+  double is_max = 3.0;
+
+  // method parameters
+  double sapo_temperature_pos = 1.0;
+  double sapo_temperature_neg = 1.05;
+  double vespo_k_pos = 2.0, vespo_lambda_pos = 3.0, vespo_k_neg = 3.0, vespo_lambda_neg = 2.0;
+
+  // aggregation counts and conventions (< 0: counted locally)
+  double num_items_in_batch = -1.0;     // N_tok of the whole optimizer step (all micro-batches, ranks)
+  double num_sequences = -1.0;          // N_seq of the whole optimizer step
+  double max_completion_length = -1.0;  // C of SeqMeanTokenSumNorm (TRL max_completion_length, verl loss_scale_factor)
+  double dp_size = 1.0;                 // multiplies the loss (TRL num_processes, verl dp_size)
+  double gradient_accumulation_steps = 1.0;  // TRL's ÷K where divide_by_ga (and the TRL entropy bonus)
+  bool divide_by_ga = false;            // TRL grpo/bnpo/dr_grpo/luspo/sapo
+  bool seq_count_nonempty = false;      // verl: N_seq counts rows with L_i > 0 only
+  bool seq_len_eps = false;             // verl: Σ_t φ / (L_i + 1e-8) instead of / max(L_i, 1)
+};
+
+// ---- per-row sequence log-ratio u_i -----------------------------------------------------------------
+
+// Whether the rule needs the per-row u_i (and a second pass distributing ∂/∂u_i over the row).
+GRPOKIT_HD bool uses_row_log_ratio(const LossSpec& s) {
+  return s.ratio != RatioLevel::Token || s.surrogate == Surrogate::GeoMean;
+}
+GRPOKIT_HD bool row_log_ratio_has_grad(const LossSpec& s) {
+  return s.surrogate == Surrogate::GeoMean ||
+         (s.surrogate != Surrogate::Logp &&
+          (s.ratio == RatioLevel::Sequence || s.ratio == RatioLevel::SequenceSum)) ||
+         (s.kl_is_corrected && (s.ratio == RatioLevel::Sequence || s.ratio == RatioLevel::SequenceSum));
+}
+
+// One valid token's contribution to Σ_t of the row's log-ratio, and its derivative in ℓ_t.
+// u_i = (Σ_t contribution) · row_log_ratio_scale(L_i).
+template <class C>
+GRPOKIT_HD ValueGrad<C> row_log_ratio_term(const LossSpec& s, C logp, C old_logp, C A) {
+  const C d = logp - old_logp;
+  if (s.surrogate == Surrogate::GeoMean)
+    return geo_mean_log_ratio(d, A, C(s.epsilon_low), C(s.epsilon_high));
+  return {d, C(1)};
+}
+template <class C>
+GRPOKIT_HD C row_log_ratio_scale(const LossSpec& s, int64_t L) {
+  if (s.surrogate != Surrogate::GeoMean && s.ratio == RatioLevel::SequenceSum) return C(1);
+  return C(1) / C(L > 1 ? L : 1);
+}
+
+// ---- the per-token term -----------------------------------------------------------------------------
+
+template <class C>
+struct TokenIn {
+  C logp, old_logp, adv;  // adv: A_{i,t} (GMPO: the row mean Ā_i)
+  C ref_logp;             // used when beta != 0 and kl != None
+  C token_weight;         // λ_{i,t} (1 when not given)
+  C keep;                 // δ_i (1 when not given)
+  C w;                    // weight rule product: δ·λ·CPPO·OPSM·entropy mask·sampler IS
+  C u;                    // the row's log-ratio u_i (see uses_row_log_ratio)
+  C hbar;                 // the row's mean entropy ⟨H⟩_i (GTPO)
+  C row_w_is;             // per-row detached weight (VESPO's φ_γ)
+};
+
+template <class C>
+struct TokenOut {
+  C phi;                   // per-token loss φ_{i,t}
+  C d_logp;                // ∂φ/∂ℓ_t (direct)
+  C d_u;                   // ∂φ/∂u_i
+  C d_hbar;                // ∂φ/∂⟨H⟩_i
+  C omega_direct, omega_u; // ω per unit advantage before the aggregation coefficient (direct, via u)
+  C ratio;                 // the ratio the surrogate saw (metrics)
+  C kl;                    // KL term value without β (metrics; IS-corrected when configured)
+  ClipFlags flags;
+  bool weight_clipped;     // CISPO cap / clip, DPPO invalid
+};
+
+template <class C>
+GRPOKIT_HD TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
+  TokenOut<C> o{};
+  const C A = in.adv;
+  const C delta = in.logp - in.old_logp;
+
+  // the ratio and where its gradient flows
+  ValueGrad<C> r{C(1), C(0)};
+  C dr_direct = C(0), dr_u = C(0);
+  if (s.surrogate == Surrogate::GeoMean) {
+    r = {exp(in.u), exp(in.u)};
+    dr_u = r.d;
+  } else if (s.ratio == RatioLevel::Token) {
+    r = ratio_from_log(delta, C(s.log_ratio_min), C(s.log_ratio_max));
+    dr_direct = r.d;
+  } else if (s.ratio == RatioLevel::SequenceToken) {  // value s_i, gradient s_i·∇ℓ_t
+    r = ratio_from_log(in.u, C(s.log_ratio_min), C(s.log_ratio_max));
+    dr_direct = r.d;
+  } else {
+    r = ratio_from_log(in.u, C(s.log_ratio_min), C(s.log_ratio_max));
+    dr_u = r.d;
+  }
+  o.ratio = r.v;
+
+  // the surrogate: φ_pg = −A·v(x)
+  C v, dv, dx_direct = dr_direct, dx_u = dr_u;
+  switch (s.surrogate) {
+    case Surrogate::Clip: {
+      const ValueGrad<C> b = clip_branch(r.v, A, C(s.epsilon_low), C(s.epsilon_high), C(s.delta),
+                                         C(s.clip_ratio_c), &o.flags);
+      v = b.v;
+      dv = b.d;
+      break;
+    }
+    case Surrogate::Sapo: {
+      const ValueGrad<C> g = sapo_gate(r.v, A, C(s.sapo_temperature_pos), C(s.sapo_temperature_neg));
+      v = g.v;
+      dv = g.d;
+      break;
+    }
+    case Surrogate::Logp: {
+      const C w_is = s.logp_weight == LogpWeight::Vespo
+                         ? in.row_w_is
+                         : logp_weight(s.logp_weight, r.v, in.logp, in.old_logp, A, C(s.epsilon_low),
+                                       C(s.epsilon_high), C(s.clip_ratio_c), &o.weight_clipped);
+      v = w_is * in.logp;
+      dv = w_is;
+      dx_direct = C(1);
+      dx_u = C(0);
+      break;
+    }
+    case Surrogate::Unclipped:
+    case Surrogate::GeoMean:
+    default:
+      v = r.v;
+      dv = C(1);
+      break;
+  }
+  o.phi = in.w * (-A * v);
+  o.d_logp = in.w * (-A) * dv * dx_direct;
+  o.d_u = in.w * (-A) * dv * dx_u;
+  o.omega_direct = in.w * dv * dx_direct;
+  o.omega_u = in.w * dv * dx_u;
+
+  // regularisers (not multiplied by the weight rule: TRL adds β·KL after the masks and IS weights)
+  if (s.kl != KlEstimator::None && s.beta != 0.0) {
+    const ValueGrad<C> k = kl_estimate(s.kl, in.logp, in.ref_logp, C(s.kl_log_clamp),
+                                       C(s.kl_value_clamp), s.kl_straight_through);
+    C kv = k.v, kd = k.d, ku = C(0);
+    if (s.kl_is_corrected) {  // k·r, r differentiable (DeepSeek-V3.2's unbiased KL)
+      kv = k.v * r.v;
+      kd = k.d * r.v + k.v * dr_direct;
+      ku = k.v * dr_u;
+    }
+    o.kl = kv;
+    o.phi += C(s.beta) * kv;
+    o.d_logp += C(s.beta) * kd;
+    o.d_u += C(s.beta) * ku;
+  }
+  if (s.gtpo_entropy && s.beta != 0.0) {  // GTPO: β·δ_i·⟨H⟩_i·I·λ with the token ratio I
+    const C I = exp(delta);
+    const C k = C(s.beta) * in.keep * in.token_weight;
+    o.phi += k * in.hbar * I;
+    o.d_logp += k * in.hbar * I;
+    o.d_hbar = k * I;
+  }
+  if (s.dro_beta != 0.0) {  // DRO: + ½β(ℓ − ℓ_old)²
+    o.phi += C(0.5) * C(s.dro_beta) * delta * delta;
+    o.d_logp += C(s.dro_beta) * delta;
+  }
+  return o;
+}
+
+}  // namespace math
+}  // namespace grpokit

@@ -1,0 +1,887 @@
+// CPU engine of the unified surrogate loss: argument checks, per-row passes, deterministic reductions.
+//
+// Two parallel passes over rows. Pass A reads each row once for its statistics (valid count L_i, the
+// sequence log-ratio u_i, OPSM divergence, sampler IS log-weight, mean entropy, ...). Between the
+// passes, the global quantities (token counts, the entropy quantile, aggregation coefficients) are
+// formed serially. Pass B evaluates math::token_term per token, writes the per-token outputs, and
+// distributes the row-level derivatives (∂/∂u_i, ∂/∂⟨H⟩_i) over the row. Every per-row result lives
+// in its own slot and is reduced in row order afterwards: the same bits for any thread count.
+#include "grpokit/loss.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <vector>
+
+#ifdef GRPOKIT_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace grpokit {
+namespace {
+
+constexpr double kInf = INFINITY;
+
+// ---- spec fields by name -------------------------------------------------------------------------
+
+template <class E>
+struct EnumTable {
+  const char* field;
+  std::vector<std::pair<const char*, E>> values;
+  E parse(const std::string& v) const {
+    for (const auto& kv : values)
+      if (v == kv.first) return kv.second;
+    std::ostringstream os;
+    for (size_t i = 0; i < values.size(); ++i) os << (i ? ", " : "") << "'" << values[i].first << "'";
+    value_error(field, ": expected one of ", os.str(), ", got '", v, "'");
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& kv : values) out.emplace_back(kv.first);
+    return out;
+  }
+};
+
+const EnumTable<RatioLevel> kRatio{"ratio",
+                                   {{"token", RatioLevel::Token},
+                                    {"sequence", RatioLevel::Sequence},
+                                    {"sequence_token", RatioLevel::SequenceToken},
+                                    {"sequence_sum", RatioLevel::SequenceSum}}};
+const EnumTable<Surrogate> kSurrogate{"surrogate",
+                                      {{"clip", Surrogate::Clip},
+                                       {"unclipped", Surrogate::Unclipped},
+                                       {"sapo", Surrogate::Sapo},
+                                       {"logp", Surrogate::Logp},
+                                       {"geo_mean", Surrogate::GeoMean}}};
+const EnumTable<LogpWeight> kLogpWeight{"logp_weight",
+                                        {{"one", LogpWeight::One},
+                                         {"ratio", LogpWeight::Ratio},
+                                         {"clip", LogpWeight::Clip},
+                                         {"cap", LogpWeight::Cap},
+                                         {"dppo_tv", LogpWeight::DppoTv},
+                                         {"dppo_kl", LogpWeight::DppoKl},
+                                         {"vespo", LogpWeight::Vespo}}};
+const EnumTable<Aggregation> kAggregation{"aggregation",
+                                          {{"token_mean", Aggregation::TokenMean},
+                                           {"token_sum", Aggregation::TokenSum},
+                                           {"seq_mean_token_mean", Aggregation::SeqMeanTokenMean},
+                                           {"seq_mean_token_sum", Aggregation::SeqMeanTokenSum},
+                                           {"seq_mean_token_sum_norm", Aggregation::SeqMeanTokenSumNorm}}};
+const EnumTable<KlEstimator> kKlTable{"kl",
+                                 {{"none", KlEstimator::None},
+                                  {"k1", KlEstimator::K1},
+                                  {"k2", KlEstimator::K2},
+                                  {"k3", KlEstimator::K3},
+                                  {"abs", KlEstimator::Abs}}};
+const EnumTable<SamplerIs> kSamplerIs{"sampler_is",
+                                      {{"none", SamplerIs::None},
+                                       {"token_truncate", SamplerIs::TokenTruncate},
+                                       {"token_mask", SamplerIs::TokenMask},
+                                       {"sequence_truncate", SamplerIs::SequenceTruncate},
+                                       {"sequence_mask", SamplerIs::SequenceMask}}};
+const EnumTable<EntropyAggregation> kEntropyAgg{"entropy_aggregation",
+                                                {{"local_token_mean", EntropyAggregation::LocalTokenMean},
+                                                 {"policy", EntropyAggregation::Policy}}};
+
+std::map<std::string, double LossSpec::*> double_fields() {
+  return {{"epsilon_low", &LossSpec::epsilon_low},
+          {"epsilon_high", &LossSpec::epsilon_high},
+          {"delta", &LossSpec::delta},
+          {"clip_ratio_c", &LossSpec::clip_ratio_c},
+          {"log_ratio_min", &LossSpec::log_ratio_min},
+          {"log_ratio_max", &LossSpec::log_ratio_max},
+          {"beta", &LossSpec::beta},
+          {"kl_log_clamp", &LossSpec::kl_log_clamp},
+          {"kl_value_clamp", &LossSpec::kl_value_clamp},
+          {"dro_beta", &LossSpec::dro_beta},
+          {"entropy_coef", &LossSpec::entropy_coef},
+          {"top_entropy_quantile", &LossSpec::top_entropy_quantile},
+          {"off_policy_mask_threshold", &LossSpec::off_policy_mask_threshold},
+          {"prune_threshold", &LossSpec::prune_threshold},
+          {"is_min", &LossSpec::is_min},
+          {"is_max", &LossSpec::is_max},
+          {"sapo_temperature_pos", &LossSpec::sapo_temperature_pos},
+          {"sapo_temperature_neg", &LossSpec::sapo_temperature_neg},
+          {"vespo_k_pos", &LossSpec::vespo_k_pos},
+          {"vespo_lambda_pos", &LossSpec::vespo_lambda_pos},
+          {"vespo_k_neg", &LossSpec::vespo_k_neg},
+          {"vespo_lambda_neg", &LossSpec::vespo_lambda_neg},
+          {"num_items_in_batch", &LossSpec::num_items_in_batch},
+          {"num_sequences", &LossSpec::num_sequences},
+          {"max_completion_length", &LossSpec::max_completion_length},
+          {"dp_size", &LossSpec::dp_size},
+          {"gradient_accumulation_steps", &LossSpec::gradient_accumulation_steps}};
+}
+
+std::map<std::string, bool LossSpec::*> bool_fields() {
+  return {{"kl_is_corrected", &LossSpec::kl_is_corrected},
+          {"kl_straight_through", &LossSpec::kl_straight_through},
+          {"gtpo_entropy", &LossSpec::gtpo_entropy},
+          {"divide_by_ga", &LossSpec::divide_by_ga},
+          {"seq_count_nonempty", &LossSpec::seq_count_nonempty},
+          {"seq_len_eps", &LossSpec::seq_len_eps}};
+}
+
+// ---- row addressing ------------------------------------------------------------------------------
+
+struct Layout {
+  bool packed = false;
+  int64_t B = 0, T = 0;
+  std::vector<int64_t> cu;  // packed: B+1 offsets
+  int64_t len(int64_t i) const { return packed ? cu[i + 1] - cu[i] : T; }
+};
+
+// One row of a per-token array (or a per-row scalar broadcast with step 0).
+template <class V>
+struct Row {
+  const V* p = nullptr;
+  int64_t step = 0;
+  V operator[](int64_t t) const { return p[t * step]; }
+  explicit operator bool() const { return p != nullptr; }
+};
+
+// per_row: a (B,) array broadcast over the row (advantages per completion).
+template <class V>
+Row<V> row_of(const TensorView& v, const Layout& L, int64_t i, bool per_row = false) {
+  Row<V> r;
+  if (!v.defined()) return r;
+  const V* base = v.ptr<const V>();
+  if (per_row) {
+    r.p = base + i * v.strides[0];
+  } else if (L.packed) {
+    r.p = base + L.cu[i] * v.strides[0];
+    r.step = v.strides[0];
+  } else {
+    r.p = base + i * v.strides[0];
+    r.step = v.strides[1];
+  }
+  return r;
+}
+
+template <class V>
+struct WRow {
+  V* p = nullptr;
+  int64_t step = 0;
+  V& operator[](int64_t t) const { return p[t * step]; }
+  explicit operator bool() const { return p != nullptr; }
+};
+
+template <class V>
+WRow<V> wrow_of(const TensorView& v, const Layout& L, int64_t i) {
+  WRow<V> r;
+  if (!v.defined()) return r;
+  V* base = v.ptr<V>();
+  if (L.packed) {
+    r.p = base + L.cu[i] * v.strides[0];
+    r.step = v.strides[0];
+  } else {
+    r.p = base + i * v.strides[0];
+    r.step = v.strides[1];
+  }
+  return r;
+}
+
+// A mask or flag array of any accepted dtype, read as "nonzero = valid".
+struct FlagRow {
+  const char* p = nullptr;
+  DType dt = DType::Bool;
+  int64_t step = 0, esize = 1;
+  bool operator[](int64_t t) const {
+    if (!p) return true;
+    const char* q = p + t * step * esize;
+    switch (dt) {
+      case DType::Bool:
+      case DType::UInt8:
+      case DType::Int8: return *q != 0;
+      case DType::Int32: return *reinterpret_cast<const int32_t*>(q) != 0;
+      case DType::Int64: return *reinterpret_cast<const int64_t*>(q) != 0;
+      case DType::Float32: return *reinterpret_cast<const float*>(q) != 0.0f;
+      case DType::Float64: return *reinterpret_cast<const double*>(q) != 0.0;
+      default: return true;
+    }
+  }
+};
+
+FlagRow flag_row_of(const TensorView& v, const Layout& L, int64_t i) {
+  FlagRow f;
+  if (!v.defined()) return f;
+  f.dt = v.dtype;
+  f.esize = dtype_size(v.dtype);
+  const char* base = static_cast<const char*>(v.data);
+  if (L.packed) {
+    f.p = base + L.cu[i] * v.strides[0] * f.esize;
+    f.step = v.strides[0];
+  } else {
+    f.p = base + i * v.strides[0] * f.esize;
+    f.step = v.strides[1];
+  }
+  return f;
+}
+
+bool flag_at_row(const TensorView& v, int64_t i) {  // (B,) flags
+  if (!v.defined()) return true;
+  FlagRow f;
+  f.dt = v.dtype;
+  f.esize = dtype_size(v.dtype);
+  f.p = static_cast<const char*>(v.data) + i * v.strides[0] * f.esize;
+  return f[0];
+}
+
+// ---- per-row state -------------------------------------------------------------------------------
+
+struct RowStats {
+  int64_t L = 0;         // valid tokens
+  double u = 0.0;        // sequence log-ratio
+  double hbar = 0.0;     // mean entropy
+  double abar = 0.0;     // mean advantage (GMPO)
+  double sum_is_log = 0.0;     // Σ (ℓ_old − ℓ_smp) (sequence sampler IS)
+  double opsm_div = 0.0;       // mean (ℓ_smp − ℓ) (OPSM)
+  double vespo_logw = 0.0;     // Σ clamp(Δ, ±20) [+ Σ clamp(log ρ_t)]
+  double n_ent_kept = 0.0;     // Σ m·entropy mask
+  double c = 0.0;              // aggregation coefficient
+};
+
+struct RowAcc {
+  double loss = 0.0;      // c_i Σ_t φ
+  double ent_bonus = 0.0; // Σ_t cH·m′·H
+  // metric sums (token counts or per-row indicators)
+  double n = 0.0, low = 0.0, high = 0.0, region = 0.0, verl = 0.0, dual = 0.0, wclip = 0.0;
+  double ratio_sum = 0.0, ratio_min = kInf, ratio_max = -kInf;
+  double kl = 0.0, ppo_kl = 0.0, ent = 0.0;
+  double is_sum = 0.0, is_min = kInf, is_max = -kInf, n_is = 0.0;
+  double vespo_phi = 0.0;
+  double low_row = NAN, high_row = NAN;  // per-completion clip means (NaN for an empty row)
+  // first bad value
+  int64_t err_pos = -1;
+  const char* err_name = nullptr;
+  double err_value = 0.0;
+};
+
+enum Metric {
+  kClipLowMean, kClipHighMean, kClipRegionMean, kClipLowMin, kClipHighMax, kPgClipfrac,
+  kPgClipfracLower, kCispoClipRatio, kWeightClipfrac, kRatioMin, kRatioMean, kRatioMax, kPpoKl, kKl,
+  kEntropy, kIsMin, kIsMean, kIsMax, kVespoPhi, kNumMetrics
+};
+const char* const kMetricNames[kNumMetrics] = {
+    "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "clip_ratio/low_min",
+    "clip_ratio/high_max", "pg_clipfrac", "pg_clipfrac_lower", "cispo_clip_ratio", "weight_clipfrac",
+    "ratio/min", "ratio/mean", "ratio/max", "ppo_kl", "kl", "entropy",
+    "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/mean",
+    "sampling/importance_sampling_ratio/max", "vespo/phi_seq_mean"};
+
+std::vector<int> metric_ids(const LossSpec& s, const LossInputs& in) {
+  std::vector<int> ids;
+  if (s.surrogate == Surrogate::Clip) {
+    for (int k : {kClipLowMean, kClipHighMean, kClipRegionMean, kClipLowMin, kClipHighMax, kPgClipfrac})
+      ids.push_back(k);
+    if (std::isfinite(s.clip_ratio_c)) ids.push_back(kPgClipfracLower);
+  }
+  if (s.surrogate == Surrogate::Logp) {
+    if (s.logp_weight == LogpWeight::Cap) ids.push_back(kCispoClipRatio);
+    if (s.logp_weight == LogpWeight::Clip || s.logp_weight == LogpWeight::DppoTv ||
+        s.logp_weight == LogpWeight::DppoKl)
+      ids.push_back(kWeightClipfrac);
+    if (s.logp_weight == LogpWeight::Vespo) ids.push_back(kVespoPhi);
+  }
+  for (int k : {kRatioMin, kRatioMean, kRatioMax, kPpoKl}) ids.push_back(k);
+  if (s.kl != KlEstimator::None && s.beta != 0.0) ids.push_back(kKl);
+  if (in.entropies.defined()) ids.push_back(kEntropy);
+  if (s.sampler_is != SamplerIs::None && in.sampling_logp.defined())
+    for (int k : {kIsMin, kIsMean, kIsMax}) ids.push_back(k);
+  return ids;
+}
+
+bool per_row_ratio(const LossSpec& s) {  // one ratio per sequence: metrics count sequences (TRL)
+  return s.surrogate == Surrogate::GeoMean || s.ratio == RatioLevel::Sequence ||
+         s.ratio == RatioLevel::SequenceSum;
+}
+
+bool uses_sampler_is(const LossSpec& s, const LossInputs& in) {
+  return s.sampler_is != SamplerIs::None && in.sampling_logp.defined();
+}
+
+// ---- the engine ----------------------------------------------------------------------------------
+
+template <class T>
+void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const Layout& L,
+         int num_threads) {
+  using C = T;  // compute type: float for float32 inputs (as TRL's fp32 math), double for float64
+  const int64_t B = L.B;
+  const bool has_old = in.old_logp.defined();
+  const bool has_ent = in.entropies.defined();
+  const bool has_smp = in.sampling_logp.defined();
+  const bool use_is = uses_sampler_is(s, in);
+  const bool seq_is = use_is && (s.sampler_is == SamplerIs::SequenceTruncate ||
+                                 s.sampler_is == SamplerIs::SequenceMask);
+  const bool is_truncate = s.sampler_is == SamplerIs::TokenTruncate ||
+                           s.sampler_is == SamplerIs::SequenceTruncate;
+  const bool opsm = !std::isnan(s.off_policy_mask_threshold);
+  const bool gmpo = s.surrogate == Surrogate::GeoMean;
+  const bool vespo = s.surrogate == Surrogate::Logp && s.logp_weight == LogpWeight::Vespo;
+  const bool need_u = math::uses_row_log_ratio(s) || vespo;
+  const bool u_grad = math::row_log_ratio_has_grad(s);
+  const bool gtpo_h = s.gtpo_entropy && s.beta != 0.0 && has_ent;
+  const bool has_quantile = s.top_entropy_quantile < 1.0;
+  const bool adv_row = in.advantages.ndim == 1 && (!L.packed || in.advantages.shape[0] != in.logp.shape[0]);
+
+  // Top-entropy threshold over every valid token of the call (TRL: torch.quantile, linear).
+  double h_threshold = -kInf;
+  if (has_quantile) {
+    std::vector<double> hs;
+    for (int64_t i = 0; i < B; ++i) {
+      const FlagRow m = flag_row_of(in.mask, L, i);
+      const Row<T> h = row_of<T>(in.entropies, L, i);
+      for (int64_t t = 0, n = L.len(i); t < n; ++t)
+        if (m[t]) hs.push_back(static_cast<double>(h[t]));
+    }
+    if (!hs.empty()) {
+      const double q = 1.0 - s.top_entropy_quantile;
+      const double pos = q * static_cast<double>(hs.size() - 1);
+      const size_t lo = static_cast<size_t>(std::floor(pos)), hi = static_cast<size_t>(std::ceil(pos));
+      std::nth_element(hs.begin(), hs.begin() + lo, hs.end());
+      const double a = hs[lo];
+      const double b = hi == lo ? a : *std::min_element(hs.begin() + lo + 1, hs.end());
+      h_threshold = math::lerp(a, b, pos - static_cast<double>(lo));
+    }
+  }
+  auto ent_kept = [&](T h) { return !has_quantile || static_cast<double>(h) >= h_threshold; };
+
+  std::vector<RowStats> st(static_cast<size_t>(B));
+  std::vector<RowAcc> acc(static_cast<size_t>(B));
+
+#ifdef GRPOKIT_HAVE_OPENMP
+  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+#define GRPOKIT_PARALLEL_ROWS _Pragma("omp parallel for schedule(static) num_threads(nt)")
+#else
+  (void)num_threads;
+#define GRPOKIT_PARALLEL_ROWS
+#endif
+
+  // ---- pass A: row statistics ----
+  GRPOKIT_PARALLEL_ROWS
+  for (int64_t i = 0; i < B; ++i) {
+    RowStats& r = st[i];
+    const FlagRow m = flag_row_of(in.mask, L, i);
+    const Row<T> lp = row_of<T>(in.logp, L, i), old = row_of<T>(in.old_logp, L, i);
+    const Row<T> adv = row_of<T>(in.advantages, L, i, adv_row), h = row_of<T>(in.entropies, L, i);
+    const Row<T> smp = row_of<T>(in.sampling_logp, L, i);
+    double su = 0.0, sh = 0.0, sa = 0.0, sis = 0.0, sop = 0.0, svw = 0.0, nk = 0.0;
+    int64_t n = 0;
+    for (int64_t t = 0, len = L.len(i); t < len; ++t) {
+      if (!m[t]) continue;
+      ++n;
+      const C l = lp[t], lo = has_old ? C(old[t]) : l;
+      if (need_u) {
+        const C dlt = l - lo;
+        su += static_cast<double>(math::row_log_ratio_term<C>(s, l, lo, C(adv[t])).v);
+        svw += static_cast<double>(math::clampv<C>(dlt, C(-20), C(20)));
+      }
+      if (has_ent) {
+        sh += static_cast<double>(h[t]);
+        if (ent_kept(h[t])) nk += 1.0;
+      }
+      sa += static_cast<double>(adv[t]);
+      if (use_is) {
+        const double d = static_cast<double>(lo) - static_cast<double>(smp[t]);
+        const double dd = std::isnan(d) ? 0.0 : d;
+        sis += dd;
+        if (vespo && !seq_is)  // VESPO folds token IS weights into W (TRL)
+          svw += std::min(20.0, std::max(std::log(1e-8),
+                                         std::log(static_cast<double>(math::sampler_is_weight<C>(
+                                             C(dd), is_truncate, C(s.is_min), C(s.is_max))))));
+      }
+      if (opsm) {
+        const double d = static_cast<double>(has_smp ? C(smp[t]) : lo) - static_cast<double>(l);
+        sop += std::isnan(d) ? 0.0 : d;
+      }
+    }
+    r.L = n;
+    const double Ld = static_cast<double>(n > 1 ? n : 1);
+    r.u = su * static_cast<double>(math::row_log_ratio_scale<double>(s, n));
+    r.hbar = sh / Ld;
+    r.abar = gmpo ? sa / (static_cast<double>(n) + 1e-8) : sa / Ld;
+    r.sum_is_log = sis;
+    r.opsm_div = sop / Ld;
+    r.vespo_logw = std::min(20.0, std::max(std::log(1e-8), svw));
+    r.n_ent_kept = nk;
+  }
+
+  // ---- global counts and aggregation coefficients ----
+  double n_tok = 0.0, n_rows_nonempty = 0.0, n_ent_kept = 0.0;
+  for (int64_t i = 0; i < B; ++i) {
+    n_tok += static_cast<double>(st[i].L);
+    n_rows_nonempty += st[i].L > 0 ? 1.0 : 0.0;
+    n_ent_kept += st[i].n_ent_kept;
+  }
+  const double scale = s.dp_size / (s.divide_by_ga ? s.gradient_accumulation_steps : 1.0);
+  const double N_tok = s.num_items_in_batch >= 0.0 ? std::max(s.num_items_in_batch, 1.0) : std::max(n_tok, 1.0);
+  const double N_seq = s.num_sequences >= 0.0 ? std::max(s.num_sequences, 1.0)
+                                              : std::max(s.seq_count_nonempty ? n_rows_nonempty
+                                                                              : static_cast<double>(B), 1.0);
+  for (int64_t i = 0; i < B; ++i) {
+    const double Li = static_cast<double>(st[i].L);
+    double c = 0.0;
+    switch (s.aggregation) {
+      case Aggregation::TokenMean: c = scale / N_tok; break;
+      case Aggregation::TokenSum: c = scale; break;
+      case Aggregation::SeqMeanTokenMean:
+        c = scale / (N_seq * (s.seq_len_eps ? Li + 1e-8 : std::max(Li, 1.0)));
+        break;
+      case Aggregation::SeqMeanTokenSum: c = scale / N_seq; break;
+      case Aggregation::SeqMeanTokenSumNorm: c = scale / (N_seq * s.max_completion_length); break;
+    }
+    st[i].c = c;
+  }
+  const double ent_local_c =
+      1.0 / (std::max(has_quantile ? n_ent_kept : n_tok, 1.0) * s.gradient_accumulation_steps);
+
+  // ---- pass B: per-token terms, outputs, row-level derivatives ----
+  GRPOKIT_PARALLEL_ROWS
+  for (int64_t i = 0; i < B; ++i) {
+    const RowStats& r = st[i];
+    RowAcc& a = acc[i];
+    const FlagRow m = flag_row_of(in.mask, L, i);
+    const Row<T> lp = row_of<T>(in.logp, L, i), old = row_of<T>(in.old_logp, L, i);
+    const Row<T> adv = row_of<T>(in.advantages, L, i, adv_row), ref = row_of<T>(in.ref_logp, L, i);
+    const Row<T> h = row_of<T>(in.entropies, L, i), smp = row_of<T>(in.sampling_logp, L, i);
+    const Row<T> tw = row_of<T>(in.token_weights, L, i);
+    const WRow<T> g = wrow_of<T>(out.grad_logp, L, i), gh = wrow_of<T>(out.grad_entropy, L, i);
+    const WRow<T> pt = wrow_of<T>(out.per_token, L, i), om = wrow_of<T>(out.weights, L, i);
+    const bool keep = flag_at_row(in.keep, i);
+    const C c = static_cast<C>(r.c);
+    const C cH = static_cast<C>(s.entropy_aggregation == EntropyAggregation::Policy ? r.c : ent_local_c);
+    const bool opsm_div_high = opsm && !(r.opsm_div <= s.off_policy_mask_threshold);
+    const C seq_w_is = seq_is ? math::sampler_is_weight<C>(C(r.sum_is_log), is_truncate, C(s.is_min),
+                                                           C(s.is_max))
+                              : C(1);
+    const bool row_metrics = per_row_ratio(s);
+    const int64_t len = L.len(i);
+
+    math::TokenIn<C> ti{};
+    ti.u = static_cast<C>(r.u);
+    ti.hbar = static_cast<C>(r.hbar);
+    ti.keep = keep ? C(1) : C(0);
+    double sum_phi = 0.0, G_u = 0.0, W_u = 0.0, G_h = 0.0, ent_sum = 0.0;
+    double row_low = 0.0, row_high = 0.0;
+    bool first = true;
+    auto fail = [&](int64_t t, const char* name, double v) {
+      if (a.err_pos < 0) {
+        a.err_pos = t;
+        a.err_name = name;
+        a.err_value = v;
+      }
+    };
+    for (int64_t t = 0; t < len; ++t) {
+      if (!m[t]) {
+        if (g) g[t] = T(0);
+        if (gh) gh[t] = T(0);
+        if (pt) pt[t] = T(0);
+        if (om) om[t] = T(0);
+        continue;
+      }
+      ti.logp = lp[t];
+      ti.old_logp = has_old ? C(old[t]) : ti.logp;
+      ti.adv = gmpo ? static_cast<C>(r.abar) : C(adv[t]);
+      ti.ref_logp = ref ? C(ref[t]) : C(0);
+      ti.token_weight = tw ? C(tw[t]) : C(1);
+      if (!std::isfinite(ti.logp)) fail(t, "logp", ti.logp);
+      if (!std::isfinite(ti.old_logp)) fail(t, "old_logp", ti.old_logp);
+      if (!std::isfinite(C(adv[t]))) fail(t, "advantages", adv[t]);
+      if (ref && !std::isfinite(ti.ref_logp)) fail(t, "ref_logp", ti.ref_logp);
+      if (!std::isfinite(ti.token_weight)) fail(t, "token_weights", ti.token_weight);
+      if (h && !std::isfinite(C(h[t]))) fail(t, "entropies", h[t]);
+      if (smp && std::isinf(C(smp[t]))) fail(t, "sampling_logp", smp[t]);
+
+      // weight rule
+      C w = ti.keep * ti.token_weight;
+      if (s.prune_threshold > -kInf && !(std::fabs(static_cast<double>(adv[t])) > s.prune_threshold)) w = C(0);
+      if (opsm && opsm_div_high && !(adv[t] >= T(0))) w = C(0);
+      const bool hk = h ? ent_kept(h[t]) : true;
+      if (!hk) w = C(0);
+      if (use_is && !vespo) {
+        C wis = seq_w_is;
+        if (!seq_is) {
+          const C d = ti.old_logp - C(smp[t]);
+          wis = math::sampler_is_weight<C>(d == d ? d : C(0), is_truncate, C(s.is_min), C(s.is_max));
+        }
+        w *= wis;
+        a.is_sum += static_cast<double>(wis);
+        a.is_min = std::min(a.is_min, static_cast<double>(wis));
+        a.is_max = std::max(a.is_max, static_cast<double>(wis));
+        a.n_is += 1.0;
+      }
+      ti.w = w;
+      if (vespo)
+        ti.row_w_is = math::vespo_weight<C>(C(r.vespo_logw), ti.adv, C(s.vespo_k_pos), C(s.vespo_lambda_pos),
+                                            C(s.vespo_k_neg), C(s.vespo_lambda_neg));
+
+      const math::TokenOut<C> o = math::token_term<C>(s, ti);
+      sum_phi += static_cast<double>(o.phi);
+      G_u += static_cast<double>(c * o.d_u);
+      W_u += static_cast<double>(c * o.omega_u);
+      G_h += static_cast<double>(c * o.d_hbar);
+      if (g) g[t] = static_cast<T>(c * o.d_logp);
+      if (om) om[t] = static_cast<T>(c * o.omega_direct);
+      if (pt) pt[t] = static_cast<T>(o.phi);
+      if (gh) {
+        C dh = C(0);
+        if (s.entropy_coef != 0.0 && hk) dh = -C(s.entropy_coef) * cH;
+        gh[t] = static_cast<T>(dh);
+      }
+      if (h) {
+        ent_sum += static_cast<double>(h[t]);
+        if (s.entropy_coef != 0.0 && hk) a.ent_bonus += static_cast<double>(cH) * static_cast<double>(h[t]);
+      }
+
+      // metrics (per token, or once per row when the ratio is per sequence)
+      if (!row_metrics || first) {
+        a.low += o.flags.low;
+        a.high += o.flags.high;
+        a.region += o.flags.low || o.flags.high;
+        a.verl += o.flags.verl;
+        a.dual += o.flags.dual;
+        a.wclip += o.weight_clipped;
+        a.ratio_sum += static_cast<double>(o.ratio);
+        a.ratio_min = std::min(a.ratio_min, static_cast<double>(o.ratio));
+        a.ratio_max = std::max(a.ratio_max, static_cast<double>(o.ratio));
+      }
+      if (vespo && first) a.vespo_phi += static_cast<double>(ti.row_w_is);  // one weight per sequence
+      row_low += o.flags.low;
+      row_high += o.flags.high;
+      a.kl += static_cast<double>(o.kl);
+      a.ppo_kl += static_cast<double>(ti.old_logp - ti.logp);
+      first = false;
+    }
+    a.n = static_cast<double>(r.L);
+    a.ent = ent_sum;
+    a.loss = static_cast<double>(r.c) * sum_phi;
+    if (r.L > 0) {
+      a.low_row = row_low / static_cast<double>(r.L);
+      a.high_row = row_high / static_cast<double>(r.L);
+    }
+
+    // distribute ∂/∂u_i and ∂/∂⟨H⟩_i over the row
+    if ((u_grad || gtpo_h) && r.L > 0) {
+      const C scale_u = math::row_log_ratio_scale<C>(s, r.L);
+      const C Gu = static_cast<C>(G_u), Wu = static_cast<C>(W_u);
+      const C Gh = static_cast<C>(G_h) / C(r.L);
+      for (int64_t t = 0; t < len; ++t) {
+        if (!m[t]) continue;
+        if (u_grad) {
+          const C l = lp[t], lo = has_old ? C(old[t]) : l;
+          const C du = math::row_log_ratio_term<C>(s, l, lo, C(adv[t])).d * scale_u;
+          if (g) g[t] = static_cast<T>(g[t] + Gu * du);
+          if (om) om[t] = static_cast<T>(om[t] + Wu * du);
+        }
+        if (gtpo_h && gh) gh[t] = static_cast<T>(gh[t] + Gh);
+      }
+    }
+  }
+#undef GRPOKIT_PARALLEL_ROWS
+
+  // ---- errors, then deterministic reductions in row order ----
+  for (int64_t i = 0; i < B; ++i) {
+    if (acc[i].err_pos >= 0)
+      value_error(acc[i].err_name, ": non-finite value ", acc[i].err_value, " at a valid position (row ", i,
+                  ", token ", acc[i].err_pos, "); values under the mask must be finite",
+                  std::string(acc[i].err_name) == "sampling_logp" ? " (NaN marks an unscored token)" : "");
+  }
+  double loss = 0.0, bonus = 0.0;
+  RowAcc tot;
+  double low_min = kInf, high_max = -kInf;
+  for (int64_t i = 0; i < B; ++i) {
+    const RowAcc& a = acc[i];
+    loss += a.loss;
+    bonus += a.ent_bonus;
+    tot.n += a.n;
+    tot.low += a.low;
+    tot.high += a.high;
+    tot.region += a.region;
+    tot.verl += a.verl;
+    tot.dual += a.dual;
+    tot.wclip += a.wclip;
+    tot.ratio_sum += a.ratio_sum;
+    tot.ratio_min = std::min(tot.ratio_min, a.ratio_min);
+    tot.ratio_max = std::max(tot.ratio_max, a.ratio_max);
+    tot.kl += a.kl;
+    tot.ppo_kl += a.ppo_kl;
+    tot.ent += a.ent;
+    tot.is_sum += a.is_sum;
+    tot.is_min = std::min(tot.is_min, a.is_min);
+    tot.is_max = std::max(tot.is_max, a.is_max);
+    tot.n_is += a.n_is;
+    tot.vespo_phi += a.vespo_phi;
+    const double lm = per_row_ratio(s) ? a.low : a.low_row;
+    const double hm = per_row_ratio(s) ? a.high : a.high_row;
+    if (st[i].L > 0) {
+      low_min = std::min(low_min, lm);
+      high_max = std::max(high_max, hm);
+    }
+  }
+  loss -= s.entropy_coef * bonus;
+  if (out.loss.dtype == DType::Float32)
+    *out.loss.ptr<float>() = static_cast<float>(loss);
+  else
+    *out.loss.ptr<double>() = loss;
+
+  if (out.metrics.defined()) {
+    const double n_tok_v = std::max(tot.n, 1.0);
+    const double n_flag = per_row_ratio(s) ? std::max(static_cast<double>(B), 1.0) : n_tok_v;
+    double vals[kNumMetrics];
+    vals[kClipLowMean] = tot.low / n_flag;
+    vals[kClipHighMean] = tot.high / n_flag;
+    vals[kClipRegionMean] = tot.region / n_flag;
+    vals[kClipLowMin] = low_min;
+    vals[kClipHighMax] = high_max;
+    vals[kPgClipfrac] = tot.verl / n_flag;
+    vals[kPgClipfracLower] = tot.dual / n_flag;
+    vals[kCispoClipRatio] = tot.wclip / n_flag;
+    vals[kWeightClipfrac] = tot.wclip / n_flag;
+    vals[kRatioMin] = tot.ratio_min;
+    vals[kRatioMean] = tot.ratio_sum / n_flag;
+    vals[kRatioMax] = tot.ratio_max;
+    vals[kPpoKl] = tot.ppo_kl / n_tok_v;
+    vals[kKl] = tot.kl / n_tok_v;
+    vals[kEntropy] = tot.ent / n_tok_v;
+    vals[kIsMin] = tot.is_min;
+    vals[kIsMean] = tot.is_sum / std::max(tot.n_is, 1.0);
+    vals[kIsMax] = tot.is_max;
+    vals[kVespoPhi] = tot.vespo_phi / std::max(static_cast<double>(B), 1.0);
+    const std::vector<int> ids = metric_ids(s, in);
+    double* mo = out.metrics.ptr<double>();
+    for (size_t k = 0; k < ids.size(); ++k) mo[k * out.metrics.strides[0]] = vals[ids[k]];
+  }
+}
+
+void check_flags(const TensorView& v, const char* name) {
+  check_dtype(v, name,
+              {DType::Bool, DType::UInt8, DType::Int8, DType::Int32, DType::Int64, DType::Float32, DType::Float64});
+}
+
+}  // namespace
+
+// ---- public API ----------------------------------------------------------------------------------
+
+void set_spec_field(LossSpec& spec, const std::string& name, double value) {
+  static const auto doubles = double_fields();
+  static const auto bools = bool_fields();
+  if (auto it = doubles.find(name); it != doubles.end()) {
+    if (std::isnan(value) && name != "off_policy_mask_threshold")
+      value_error(name, ": expected a number, got NaN");
+    spec.*(it->second) = value;
+    return;
+  }
+  if (auto it = bools.find(name); it != bools.end()) {
+    spec.*(it->second) = value != 0.0;
+    return;
+  }
+  value_error("LossSpec has no numeric field '", name, "'");
+}
+
+void set_spec_field(LossSpec& spec, const std::string& name, const std::string& value) {
+  if (name == "ratio") spec.ratio = kRatio.parse(value);
+  else if (name == "surrogate") spec.surrogate = kSurrogate.parse(value);
+  else if (name == "logp_weight") spec.logp_weight = kLogpWeight.parse(value);
+  else if (name == "aggregation") spec.aggregation = kAggregation.parse(value);
+  else if (name == "kl") spec.kl = kKlTable.parse(value);
+  else if (name == "sampler_is") spec.sampler_is = kSamplerIs.parse(value);
+  else if (name == "entropy_aggregation") spec.entropy_aggregation = kEntropyAgg.parse(value);
+  else value_error("LossSpec has no rule field '", name, "'");
+}
+
+std::vector<std::string> spec_enum_values(const std::string& name) {
+  if (name == "ratio") return kRatio.names();
+  if (name == "surrogate") return kSurrogate.names();
+  if (name == "logp_weight") return kLogpWeight.names();
+  if (name == "aggregation") return kAggregation.names();
+  if (name == "kl") return kKlTable.names();
+  if (name == "sampler_is") return kSamplerIs.names();
+  if (name == "entropy_aggregation") return kEntropyAgg.names();
+  value_error("LossSpec has no rule field '", name, "'");
+}
+
+void validate_spec(const LossSpec& s) {
+  auto nonneg = [](double v, const char* n) {
+    if (!(v >= 0.0)) value_error(n, ": expected a value >= 0, got ", v);
+  };
+  auto positive = [](double v, const char* n) {
+    if (!(v > 0.0)) value_error(n, ": expected a value > 0, got ", v);
+  };
+  nonneg(s.epsilon_low, "epsilon");
+  nonneg(s.epsilon_high, "epsilon_high");
+  positive(s.delta, "delta");
+  positive(s.clip_ratio_c, "clip_ratio_c");
+  if (s.surrogate == Surrogate::Clip && std::isfinite(s.clip_ratio_c) && !(s.clip_ratio_c > 1.0))
+    value_error("clip_ratio_c: the dual-clip bound must be > 1, got ", s.clip_ratio_c);
+  if (s.surrogate == Surrogate::Clip && s.epsilon_low > 1.0)
+    value_error("epsilon: the lower clip bound 1 − epsilon must be >= 0; got epsilon = ", s.epsilon_low);
+  if (!(s.log_ratio_min <= s.log_ratio_max))
+    value_error("log_ratio_min: must be <= log_ratio_max, got ", s.log_ratio_min, " > ", s.log_ratio_max);
+  if (!std::isfinite(s.beta)) value_error("beta: expected a finite value, got ", s.beta);
+  if (!std::isfinite(s.entropy_coef)) value_error("entropy_coef: expected a finite value, got ", s.entropy_coef);
+  nonneg(s.dro_beta, "dro_beta");
+  positive(s.kl_log_clamp, "kl_log_clamp");
+  positive(s.kl_value_clamp, "kl_value_clamp");
+  if (!(s.top_entropy_quantile > 0.0 && s.top_entropy_quantile <= 1.0))
+    value_error("top_entropy_quantile: expected a value in (0, 1], got ", s.top_entropy_quantile);
+  if (!std::isnan(s.off_policy_mask_threshold) && !(s.off_policy_mask_threshold >= 0.0))
+    value_error("off_policy_mask_threshold: expected a value >= 0 (or None), got ", s.off_policy_mask_threshold);
+  if (!(s.is_min < s.is_max))
+    value_error("vllm_importance_sampling_clip_min: must be less than the max, got ", s.is_min, " >= ", s.is_max);
+  positive(s.sapo_temperature_pos, "sapo_temperature_pos");
+  positive(s.sapo_temperature_neg, "sapo_temperature_neg");
+  positive(s.dp_size, "dp_size");
+  positive(s.gradient_accumulation_steps, "gradient_accumulation_steps");
+  if (s.num_items_in_batch == 0.0) value_error("num_items_in_batch: expected a positive count, got 0");
+  if (s.num_sequences == 0.0) value_error("num_sequences: expected a positive count, got 0");
+  if (s.aggregation == Aggregation::SeqMeanTokenSumNorm && !(s.max_completion_length > 0.0))
+    value_error("max_completion_length: the constant normaliser C of seq_mean_token_sum_norm must be > 0, got ",
+                s.max_completion_length);
+}
+
+bool loss_has_entropy_grad(const LossSpec& s, bool has_entropies) {
+  return has_entropies && (s.entropy_coef != 0.0 || (s.gtpo_entropy && s.beta != 0.0));
+}
+
+std::vector<std::string> loss_metric_names(const LossSpec& spec, const LossInputs& in) {
+  std::vector<std::string> names;
+  for (int k : metric_ids(spec, in)) names.emplace_back(kMetricNames[k]);
+  return names;
+}
+
+void check_loss_args(const LossSpec& s, const LossInputs& in, const LossOutputs& out) {
+  validate_spec(s);
+  const TensorView& lp = in.logp;
+  check_ndim(lp, "logp", {1, 2});
+  check_dtype(lp, "logp", {DType::Float32, DType::Float64});
+  const bool packed = in.cu_seqlens.defined();
+  if (packed && lp.ndim != 1)
+    value_error("logp: packed inputs (cu_seqlens given) must be 1-D (N,), got shape ", lp.shape_str());
+  if (!packed && lp.ndim != 2)
+    value_error("logp: expected a padded (B, T) array, or a packed (N,) array with cu_seqlens; got shape ",
+                lp.shape_str());
+  int64_t B = packed ? 0 : lp.shape[0];
+  if (packed) {
+    check_ndim(in.cu_seqlens, "cu_seqlens", {1});
+    check_dtype(in.cu_seqlens, "cu_seqlens", {DType::Int32, DType::Int64});
+    check_same_device(in.cu_seqlens, "cu_seqlens", lp, "logp");
+    if (in.cu_seqlens.shape[0] < 2)
+      value_error("cu_seqlens: expected (B+1,) offsets with B >= 1, got shape ", in.cu_seqlens.shape_str());
+    B = in.cu_seqlens.shape[0] - 1;
+  }
+  if (B == 0) value_error("logp: expected at least one completion, got shape ", lp.shape_str());
+  auto same_layout = [&](const TensorView& v, const char* name) {
+    if (!v.defined()) return;
+    check_shape_equal(v, name, lp, "logp");
+    check_same_device(v, name, lp, "logp");
+  };
+  auto same_float = [&](const TensorView& v, const char* name) {
+    if (!v.defined()) return;
+    if (v.dtype != lp.dtype)
+      type_error(name, ": expected dtype ", dtype_name(lp.dtype), " (the dtype of logp), got ", dtype_name(v.dtype));
+  };
+  for (auto [v, n] : {std::pair<const TensorView*, const char*>{&in.old_logp, "old_logp"},
+                      {&in.ref_logp, "ref_logp"}, {&in.entropies, "entropies"},
+                      {&in.sampling_logp, "sampling_logp"}, {&in.token_weights, "token_weights"}}) {
+    same_layout(*v, n);
+    same_float(*v, n);
+  }
+  if (in.mask.defined()) {
+    same_layout(in.mask, "mask");
+    check_flags(in.mask, "mask");
+  }
+  // advantages: (B,) or the layout of logp
+  const TensorView& A = in.advantages;
+  if (!A.defined()) value_error("advantages: required");
+  same_float(A, "advantages");
+  check_same_device(A, "advantages", lp, "logp");
+  const bool per_row = A.ndim == 1 && A.shape[0] == B;
+  const bool per_token = A.ndim == lp.ndim && (A.ndim == 2 ? (A.shape[0] == lp.shape[0] && A.shape[1] == lp.shape[1])
+                                                            : A.shape[0] == lp.shape[0]);
+  if (!per_row && !per_token)
+    value_error("advantages: expected shape (", B, ",) or ", lp.shape_str(), " (the shape of logp), got ",
+                A.shape_str());
+  if (in.keep.defined()) {
+    check_ndim(in.keep, "keep", {1});
+    check_flags(in.keep, "keep");
+    check_same_device(in.keep, "keep", lp, "logp");
+    if (in.keep.shape[0] != B) value_error("keep: expected shape (", B, ",), got ", in.keep.shape_str());
+  }
+  // what the spec needs
+  if (s.kl != KlEstimator::None && s.beta != 0.0 && !in.ref_logp.defined())
+    value_error("ref_logp: required when beta != 0 (beta = ", s.beta, "); pass beta=0 to drop the KL term");
+  if (s.top_entropy_quantile < 1.0 && !in.entropies.defined())
+    value_error("entropies: required when top_entropy_quantile < 1 (got ", s.top_entropy_quantile, ")");
+  if (s.entropy_coef != 0.0 && !in.entropies.defined())
+    value_error("entropies: required when entropy_coef != 0 (got ", s.entropy_coef, ")");
+  if (s.surrogate == Surrogate::Logp &&
+      (s.logp_weight == LogpWeight::DppoTv || s.logp_weight == LogpWeight::DppoKl) && !in.old_logp.defined())
+    value_error("old_logp: required by the DPPO trust-region tests");
+  // outputs
+  auto out_like = [&](const TensorView& v, const char* name, bool required) {
+    if (!v.defined()) {
+      if (required) value_error(name, ": output buffer required");
+      return;
+    }
+    check_shape_equal(v, name, lp, "logp");
+    check_dtype(v, name, {lp.dtype});
+    check_same_device(v, name, lp, "logp");
+    check_writable(v, name);
+  };
+  out_like(out.grad_logp, "grad_logp", true);
+  out_like(out.per_token, "per_token", false);
+  out_like(out.weights, "weights", false);
+  out_like(out.grad_entropy, "grad_entropy", loss_has_entropy_grad(s, in.entropies.defined()));
+  if (!out.loss.defined() || out.loss.numel() != 1) value_error("loss: expected a 1-element output buffer");
+  check_dtype(out.loss, "loss", {lp.dtype});
+  check_writable(out.loss, "loss");
+  if (out.metrics.defined()) {
+    check_ndim(out.metrics, "metrics", {1});
+    check_dtype(out.metrics, "metrics", {DType::Float64});
+    check_writable(out.metrics, "metrics");
+    if (out.metrics.shape[0] != static_cast<int64_t>(metric_ids(s, in).size()))
+      value_error("metrics: expected ", metric_ids(s, in).size(), " entries, got ", out.metrics.shape[0]);
+  }
+  if (out.grad_logp.data == lp.data) value_error("grad_logp: must not alias logp");
+}
+
+void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int num_threads) {
+  check_loss_args(spec, in, out);
+  check_cpu(in.logp, "logp");
+  Layout L;
+  L.packed = in.cu_seqlens.defined();
+  if (L.packed) {
+    const TensorView& cu = in.cu_seqlens;
+    L.B = cu.shape[0] - 1;
+    L.cu.resize(static_cast<size_t>(L.B + 1));
+    for (int64_t k = 0; k <= L.B; ++k)
+      L.cu[k] = cu.dtype == DType::Int32 ? cu.ptr<const int32_t>()[k * cu.strides[0]]
+                                         : cu.ptr<const int64_t>()[k * cu.strides[0]];
+    if (L.cu[0] != 0) value_error("cu_seqlens: must start at 0, got ", L.cu[0]);
+    for (int64_t k = 0; k < L.B; ++k)
+      if (L.cu[k + 1] < L.cu[k])
+        value_error("cu_seqlens: offsets must be non-decreasing, got ", L.cu[k], " then ", L.cu[k + 1]);
+    if (L.cu[L.B] != in.logp.shape[0])
+      value_error("cu_seqlens: the last offset (", L.cu[L.B], ") must equal the number of tokens (",
+                  in.logp.shape[0], ")");
+  } else {
+    L.B = in.logp.shape[0];
+    L.T = in.logp.shape[1];
+  }
+  // An entirely empty mask has no loss to define.
+  bool any = false;
+  for (int64_t i = 0; i < L.B && !any; ++i) {
+    const FlagRow m = flag_row_of(in.mask, L, i);
+    for (int64_t t = 0, n = L.len(i); t < n && !any; ++t) any = m[t];
+  }
+  if (!any) value_error("mask: no valid token (every position is masked); there is no loss to compute");
+  if (in.logp.dtype == DType::Float32)
+    run<float>(spec, in, out, L, num_threads);
+  else
+    run<double>(spec, in, out, L, num_threads);
+}
+
+}  // namespace grpokit

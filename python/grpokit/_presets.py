@@ -1,0 +1,328 @@
+"""Loss methods as data: the LossSpec record, the preset table and the override names.
+
+A preset is one row of rules (ratio × surrogate/clip × weight × regulariser × aggregation) and its
+hyper-parameters. Every row runs through the same engine (cpp/include/grpokit/math/loss.hpp); nothing
+here computes a loss.
+
+Namespaces say whose semantics a preset reproduces: ``paper.*`` the unified surrogate's Table 1
+(Fontana et al. 2026), ``trl.*`` TRL 1.16.0's ``GRPOTrainer``, ``verl.*`` verl's ``core_algos``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+from . import _core
+
+_INF = math.inf
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One GRPO-style method: rules and hyper-parameters (see docs/losses.md).
+
+    Rules (names, as strings):
+        ratio: ``token`` (r = π/π_old) | ``sequence`` (GSPO: exp of the mean log-ratio) |
+            ``sequence_token`` (GSPO-token: value s_i, gradient s_i·∇log π_t) | ``sequence_sum``
+            (GCPO: the raw sequence ratio).
+        surrogate: ``clip`` (PPO min with TRL's δ and verl's dual clip) | ``unclipped`` (−A·r) |
+            ``sapo`` | ``logp`` (−sg(w)·A·log π, w from ``logp_weight``) | ``geo_mean`` (GMPO).
+        logp_weight: ``one`` (GPG/REINFORCE) | ``ratio`` (sg r) | ``clip`` (sg clip(r, 1−ε, 1+ε_high)) |
+            ``cap`` (sg min(r, ε_high)) | ``dppo_tv`` | ``dppo_kl`` | ``vespo``.
+        aggregation: ``token_mean`` | ``token_sum`` | ``seq_mean_token_mean`` | ``seq_mean_token_sum``
+            | ``seq_mean_token_sum_norm``.
+        kl: ``none`` | ``k1`` | ``k2`` | ``k3`` | ``abs`` (per-token, added to φ after the weight rule).
+        sampler_is: ``none`` | ``token_truncate`` | ``token_mask`` | ``sequence_truncate`` |
+            ``sequence_mask`` (TRL's vLLM IS correction; applied when ``sampling_logp`` is given).
+        entropy_aggregation: ``local_token_mean`` (TRL) | ``policy`` (verl).
+
+    ``None`` switches a bound or count off (δ, dual clip c, OPSM threshold, CPPO γ, IS bounds) or
+    means "count it in this call" (``num_items_in_batch``, ``num_sequences``).
+    """
+
+    ratio: str = "token"
+    surrogate: str = "clip"
+    logp_weight: str = "one"
+    aggregation: str = "token_mean"
+    kl: str = "none"
+    sampler_is: str = "none"
+    entropy_aggregation: str = "local_token_mean"
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2
+    delta: Optional[float] = None
+    clip_ratio_c: Optional[float] = None
+    log_ratio_min: Optional[float] = None
+    log_ratio_max: Optional[float] = None
+    beta: float = 0.0
+    kl_is_corrected: bool = False
+    kl_straight_through: bool = False
+    kl_log_clamp: Optional[float] = None
+    kl_value_clamp: Optional[float] = None
+    gtpo_entropy: bool = False
+    dro_beta: float = 0.0
+    entropy_coef: float = 0.0
+    top_entropy_quantile: float = 1.0
+    off_policy_mask_threshold: Optional[float] = None
+    prune_threshold: Optional[float] = None
+    is_min: Optional[float] = None
+    is_max: Optional[float] = 3.0
+    sapo_temperature_pos: float = 1.0
+    sapo_temperature_neg: float = 1.05
+    vespo_k_pos: float = 2.0
+    vespo_lambda_pos: float = 3.0
+    vespo_k_neg: float = 3.0
+    vespo_lambda_neg: float = 2.0
+    num_items_in_batch: Optional[float] = None
+    num_sequences: Optional[float] = None
+    max_completion_length: Optional[float] = None
+    dp_size: float = 1.0
+    gradient_accumulation_steps: float = 1.0
+    divide_by_ga: bool = False
+    seq_count_nonempty: bool = False
+    seq_len_eps: bool = False
+
+    def replace(self, **changes: Any) -> "LossSpec":
+        """A copy with fields changed (field names, TRL names or verl aliases; see ``policy_loss``)."""
+        return apply_overrides(self, changes)
+
+    def engine_fields(self) -> Dict[str, Any]:
+        """The record as the engine reads it (None → its sentinel)."""
+        out: Dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                v = _NONE_AS.get(f.name, -1.0)
+            elif hasattr(v, "item"):  # NumPy / torch scalars
+                v = v.item()
+            out[f.name] = v
+        return out
+
+
+_NONE_AS = {
+    "delta": _INF,
+    "clip_ratio_c": _INF,
+    "log_ratio_min": -_INF,
+    "log_ratio_max": _INF,
+    "kl_log_clamp": _INF,
+    "kl_value_clamp": _INF,
+    "off_policy_mask_threshold": math.nan,
+    "prune_threshold": -_INF,
+    "is_min": -_INF,
+    "is_max": _INF,
+    "num_items_in_batch": -1.0,
+    "num_sequences": -1.0,
+    "max_completion_length": -1.0,
+}
+
+# ---- override names: TRL's GRPOConfig names first, then verl's (documented aliases) ----------------
+
+_VERL_AGG = {
+    "token-mean": dict(aggregation="token_mean"),
+    "token-sum": dict(aggregation="token_sum"),
+    "seq-mean-token-sum": dict(aggregation="seq_mean_token_sum", seq_count_nonempty=True),
+    "seq-mean-token-mean": dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True, seq_len_eps=True),
+    "seq-mean-token-sum-norm": dict(aggregation="seq_mean_token_sum_norm", seq_count_nonempty=True),
+}
+_VERL_KL = {"kl": "k1", "k1": "k1", "mse": "k2", "k2": "k2", "low_var_kl": "k3", "k3": "k3", "abs": "abs"}
+
+
+def _verl_kl(name: str) -> Dict[str, Any]:
+    st = name.endswith("+")
+    base = name[:-1] if st else name
+    if base not in _VERL_KL:
+        raise ValueError(
+            f"kl_loss_type: expected one of {sorted(_VERL_KL)} (optionally with a '+' suffix), got {name!r}"
+        )
+    return dict(kl=_VERL_KL[base], kl_straight_through=st)
+
+
+def _is_level(v: str) -> Dict[str, Any]:
+    if v not in ("token", "sequence"):
+        raise ValueError(f"importance_sampling_level: expected 'token' or 'sequence', got {v!r}")
+    return dict(ratio=v)
+
+
+def _vllm_correction(v: bool) -> Dict[str, Any]:
+    return {} if v else dict(sampler_is="none")
+
+
+_ALIASES = {
+    # TRL GRPOConfig
+    "epsilon": lambda v: dict(epsilon_low=v),
+    "importance_sampling_level": _is_level,
+    "use_bias_correction_kl": lambda v: dict(kl_is_corrected=bool(v)),
+    "vllm_importance_sampling_mode": lambda v: dict(sampler_is=v),
+    "vllm_importance_sampling_correction": _vllm_correction,
+    "vllm_importance_sampling_clip_min": lambda v: dict(is_min=v),
+    "vllm_importance_sampling_clip_max": lambda v: dict(is_max=v),
+    "num_processes": lambda v: dict(dp_size=v),
+    # verl
+    "clip_ratio": lambda v: dict(epsilon_low=v, epsilon_high=v),
+    "clip_ratio_low": lambda v: dict(epsilon_low=v),
+    "clip_ratio_high": lambda v: dict(epsilon_high=v),
+    "kl_loss_coef": lambda v: dict(beta=v),
+    "kl_loss_type": _verl_kl,
+    "loss_agg_mode": lambda v: dict(_VERL_AGG[v]) if v in _VERL_AGG else _bad("loss_agg_mode", v, _VERL_AGG),
+    "entropy_coeff": lambda v: dict(entropy_coef=v),
+    "loss_scale_factor": lambda v: dict(max_completion_length=v),
+    "batch_num_tokens": lambda v: dict(num_items_in_batch=v),
+    "global_batch_size": lambda v: dict(num_sequences=v),
+    "tau_pos": lambda v: dict(sapo_temperature_pos=v),
+    "tau_neg": lambda v: dict(sapo_temperature_neg=v),
+    # paper
+    "gamma": lambda v: dict(prune_threshold=v),
+}
+
+
+def _bad(name: str, v: Any, valid: Mapping) -> Dict[str, Any]:
+    raise ValueError(f"{name}: expected one of {sorted(valid)}, got {v!r}")
+
+
+_FIELDS = None
+
+
+def _field_names():
+    global _FIELDS
+    if _FIELDS is None:
+        _FIELDS = {f.name for f in dataclasses.fields(LossSpec)}
+    return _FIELDS
+
+
+def apply_overrides(spec: LossSpec, overrides: Mapping[str, Any]) -> LossSpec:
+    """``spec`` with overrides applied (field names, TRL names, verl aliases), validated."""
+    changes: Dict[str, Any] = {}
+    for name, value in overrides.items():
+        if name in _ALIASES:
+            changes.update(_ALIASES[name](value))
+        elif name in _field_names():
+            changes[name] = value
+        else:
+            valid = sorted(_field_names() | set(_ALIASES))
+            raise TypeError(f"unknown loss option {name!r}; valid options: {', '.join(valid)}")
+    # TRL: epsilon_high defaults to epsilon (the CISPO cap is a separate, raw parameter)
+    if "epsilon_low" in changes and "epsilon_high" not in changes and spec.epsilon_high == spec.epsilon_low \
+            and not (spec.surrogate == "logp" and spec.logp_weight == "cap"):
+        changes["epsilon_high"] = changes["epsilon_low"]
+    new = dataclasses.replace(spec, **changes)
+    validate(new)
+    return new
+
+
+def validate(spec: LossSpec) -> None:
+    """Raises ValueError for invalid hyper-parameters; warns where TRL warns."""
+    for name in ("ratio", "surrogate", "logp_weight", "aggregation", "kl", "sampler_is", "entropy_aggregation"):
+        v = getattr(spec, name)
+        valid = _core.loss_spec_enum_values(name)
+        if v not in valid:
+            raise ValueError(f"{name}: expected one of {valid}, got {v!r}")
+    _core.validate_loss_spec(spec.engine_fields())
+    if spec.surrogate == "clip" and spec.delta is not None and spec.delta <= 1 + spec.epsilon_high:
+        warnings.warn(
+            f"delta = {spec.delta} <= 1 + epsilon_high = {1 + spec.epsilon_high}: the two-sided clip then "
+            "caps ratios inside the trust region (TRL recommends delta > 1 + epsilon)",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+# ---- the presets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    spec: LossSpec
+    notes: str = ""
+
+    def defaults(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self.spec)
+
+
+def _p(name: str, description: str, notes: str = "", **fields: Any) -> Preset:
+    return Preset(name, description, LossSpec(**fields), notes)
+
+
+_KL_R1 = dict(kl="k3", beta=0.04)  # DeepSeekMath's β; pass beta=0 to drop the KL term
+_PAPER = [
+    _p("paper.grpo_r1", "GRPO (DeepSeekMath/R1): α = 1/(G|o_i|σ), token ratio, PPO clip, k3 KL",
+       "σ lives in the advantages: use advantages(std='population').",
+       aggregation="seq_mean_token_mean", **_KL_R1),
+    _p("paper.grpo_v32", "GRPO (DeepSeek-V3.2): α = M/(G|o_i|), token ratio, IS-corrected k3 KL",
+       "M is the off-policy sequence mask (set off_policy_mask_threshold; it reads sampling_logp, else "
+       "old_logp). No σ: advantages(std='none').",
+       aggregation="seq_mean_token_mean", kl="k3", beta=0.04, kl_is_corrected=True),
+    _p("paper.gspo", "GSPO: sequence ratio (geometric mean), clipped per sequence, α = 1/(G|o_i|σ)",
+       aggregation="seq_mean_token_mean", ratio="sequence", epsilon_low=3e-4, epsilon_high=4e-4),
+    _p("paper.gspo_token", "GSPO-token: sg[s_i/π]·π (value s_i, gradient s_i·∇log π_t), α = 1/(G|o_i|σ)",
+       aggregation="seq_mean_token_mean", ratio="sequence_token", epsilon_low=3e-4, epsilon_high=4e-4),
+    _p("paper.gtpo", "GTPO: α = δ_i λ_{i,t}/(G|o_i|), entropy regulariser β·δ_i⟨H⟩_i·I·λ",
+       "keep flags δ_i and token weights λ are inputs (keep=, token_weights=); the entropy term needs "
+       "entropies. beta = 0.1 is our default (the paper gives none).",
+       aggregation="seq_mean_token_mean", gtpo_entropy=True, beta=0.1),
+    _p("paper.dapo", "DAPO: α = 1/(σ Σ|o_i|) (token mean), clip-higher 0.2/0.28",
+       aggregation="token_mean", epsilon_low=0.2, epsilon_high=0.28),
+    _p("paper.cppo", "CPPO: GRPO-R1 with completions pruned where |A_i| <= γ",
+       "γ is prune_threshold (alias gamma); the pruning indicator multiplies the policy term only.",
+       aggregation="seq_mean_token_mean", prune_threshold=0.0, **_KL_R1),
+    _p("paper.dr_grpo", "Dr GRPO: α = 1/G (token sum per completion), k3 KL",
+       aggregation="seq_mean_token_sum", **_KL_R1),
+    _p("paper.gpg", "GPG: −A·log π, token mean (α̂ and F_norm live in the advantages)",
+       aggregation="token_mean", surrogate="logp", logp_weight="one"),
+    _p("paper.cispo", "CISPO: sg[I]·log π, token mean (M is the mask)",
+       "Table 1 has no clip; logp_weight='clip' or 'cap' adds one.",
+       aggregation="token_mean", surrogate="logp", logp_weight="ratio"),
+    _p("paper.gcpo", "GCPO: raw sequence ratio π(y|x)/π_old(y|x), α = 1/(σG), one term per completion",
+       "The ratio is per sequence, so its clipped term counts once per completion (a token sum would "
+       "multiply it by |o_i| and break the uniform weights Table 1 gives GCPO).",
+       aggregation="seq_mean_token_mean", ratio="sequence_sum"),
+]
+
+# TRL 1.16.0 GRPOConfig defaults: epsilon 0.2 (= epsilon_high), beta 0.0 (k3), use_bias_correction_kl
+# True, max_completion_length 512, vLLM IS "sequence_mask" with C_max 3.0.
+_TRL = dict(kl="k3", kl_is_corrected=True, sampler_is="sequence_mask", is_max=3.0, max_completion_length=512)
+_TRL_PRESETS = [
+    _p("trl.grpo", "TRL loss_type='grpo': per-sequence token mean, mean over sequences (÷K)",
+       aggregation="seq_mean_token_mean", divide_by_ga=True, **_TRL),
+    _p("trl.bnpo", "TRL loss_type='bnpo': token mean over the call's tokens (÷K)",
+       "TRL normalises bnpo by the micro-batch's own token count: leave num_items_in_batch unset.",
+       aggregation="token_mean", divide_by_ga=True, **_TRL),
+    _p("trl.dr_grpo", "TRL loss_type='dr_grpo': Σ φ / (B · max_completion_length) (÷K)",
+       aggregation="seq_mean_token_sum_norm", divide_by_ga=True, **_TRL),
+    _p("trl.dapo", "TRL loss_type='dapo' (TRL's default): Σ φ / num_items_in_batch (global tokens)",
+       aggregation="token_mean", **_TRL),
+    _p("trl.cispo", "TRL loss_type='cispo': −sg(min(r, ε_high))·A·log π, ε_high a raw cap (5.0)",
+       aggregation="token_mean", surrogate="logp", logp_weight="cap", epsilon_high=5.0, **_TRL),
+    _p("trl.sapo", "TRL loss_type='sapo': soft gate (4/τ)σ(τ(r−1)), τ 1.0/1.05, per-sequence mean (÷K)",
+       aggregation="seq_mean_token_mean", surrogate="sapo", divide_by_ga=True, **_TRL),
+    _p("trl.luspo", "TRL loss_type='luspo': sequence ratio, each sequence weighted by its length (÷K)",
+       aggregation="seq_mean_token_sum", ratio="sequence", divide_by_ga=True, **_TRL),
+    _p("trl.vespo", "TRL loss_type='vespo': −sg(φ_γ(W_i))·A·log π, Gamma weight of the sequence IS ratio",
+       "TRL folds token-level sampler IS weights into W (use a token_* sampler mode).",
+       aggregation="token_mean", surrogate="logp", logp_weight="vespo",
+       **{**_TRL, "sampler_is": "token_truncate"}),
+]
+
+_PRESETS: Dict[str, Preset] = {p.name: p for p in _PAPER + _TRL_PRESETS}
+
+
+def presets() -> Dict[str, Dict[str, Any]]:
+    """Every preset: ``{name: {"description", "notes", "defaults"}}`` (defaults = the LossSpec fields)."""
+    return {n: {"description": p.description, "notes": p.notes, "defaults": p.defaults()} for n, p in _PRESETS.items()}
+
+
+def resolve(spec: Any, overrides: Mapping[str, Any]) -> LossSpec:
+    """A preset name or a LossSpec, with overrides applied."""
+    if isinstance(spec, str):
+        if spec not in _PRESETS:
+            raise ValueError(f"unknown loss preset {spec!r}; valid presets: {', '.join(sorted(_PRESETS))}")
+        base = _PRESETS[spec].spec
+    elif isinstance(spec, LossSpec):
+        base = spec
+    else:
+        raise TypeError(f"spec: expected a preset name or a grpokit.LossSpec, got {type(spec).__name__}")
+    return apply_overrides(base, overrides)
