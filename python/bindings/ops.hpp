@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "grpokit/advantages.hpp"
+#include "grpokit/logprobs.hpp"
 
 namespace grpokit {
 namespace bindings {
@@ -18,9 +19,16 @@ struct Backend {
   const char* name;  // "cpu" | "cuda"
   void (*advantages)(const TensorView& rewards, const TensorView& group_ids,
                      const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
+  void (*token_logprobs)(const TokenLogprobArgs& in, const TensorView& logp,
+                         const TensorView& entropy, const TensorView& lse, std::intptr_t stream);
+  void (*token_logprobs_backward)(const TokenLogprobArgs& in, const TensorView& lse,
+                                  const TensorView& entropy, const TensorView& grad_logp,
+                                  const TensorView& grad_entropy, const TensorView& grad_logits,
+                                  std::intptr_t stream);
 };
 
 void bind_advantages(py::module_& m, const Backend& backend);
+void bind_logprobs(py::module_& m, const Backend& backend);
 
 }  // namespace bindings
 }  // namespace grpokit

@@ -8,6 +8,14 @@ as the caller's kind on the caller's device.
 
 from ._advantages import advantages
 from ._core import __version__
+from ._logprobs import TokenLogprobs, token_logprobs, token_logprobs_backward
 from .info import build_info
 
-__all__ = ["__version__", "advantages", "build_info"]
+__all__ = [
+    "__version__",
+    "advantages",
+    "build_info",
+    "TokenLogprobs",
+    "token_logprobs",
+    "token_logprobs_backward",
+]
