@@ -37,6 +37,11 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { re
 template <>
 __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
 
+// Fast exp of a clamped argument; exactly 0 at the clamp (a −inf logit), as on the CPU.
+__device__ __forceinline__ float exp_or_zero(float d) {
+  return d <= math::min_exp_arg<float>() ? 0.0f : __expf(d);
+}
+
 // A per-row array of the leading shape (N,) or (B, T).
 struct PerRow {
   void* data = nullptr;
@@ -139,7 +144,7 @@ __device__ __forceinline__ void fold(math::RowState<float>& st, const float (&z)
 #pragma unroll
   for (int k = 0; k < N; ++k) {
     const float d = math::clamp_exp_arg(z[k] - m);
-    const float e = __expf(d);
+    const float e = exp_or_zero(d);
     s += e;
     t += e * d;
   }
@@ -208,7 +213,7 @@ __global__ void __launch_bounds__(kThreads)
     if (bad_id) return NAN;
     if (c.zero) return 0.0f;
     const float d = math::clamp_exp_arg(v * inv_t - l);
-    return math::grad_element(c, __expf(d), d);
+    return math::grad_element(c, exp_or_zero(d), d);
   };
   if (vec_ok) {
     for_row(
@@ -226,7 +231,7 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (threadIdx.x == 0 && !bad_id && !c.zero) {
     const float d = math::clamp_exp_arg(z_y - l);
-    grow[id] = from_float<T>(math::grad_element(c, __expf(d), d) + c.target);
+    grow[id] = from_float<T>(math::grad_element(c, exp_or_zero(d), d) + c.target);
   }
 }
 

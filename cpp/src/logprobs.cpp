@@ -130,10 +130,10 @@ math::ChunkStats<double> chunk_stats_f64(const double* x, int64_t n, double inv_
   if (!(m > -INFINITY)) return {-INFINITY, 0.0, 0.0};
   double s = 0.0, t = 0.0;
   for (int64_t i = 0; i < n; ++i) {
-    const double d = x[i] * inv_t - m;
+    const double d = math::clamp_exp_arg(x[i] * inv_t - m);
     const double e = std::exp(d);
     s += e;
-    if (e > 0.0) t += e * d;
+    t += e * d;
   }
   return {m, s, t};
 }
@@ -141,9 +141,8 @@ math::ChunkStats<double> chunk_stats_f64(const double* x, int64_t n, double inv_
 void grad_row_f64(const double* x, double* g, int64_t n, double inv_t, double lse,
                   const math::GradCoeffs<double>& c) {
   for (int64_t i = 0; i < n; ++i) {
-    const double d = x[i] * inv_t - lse;
-    const double p = std::exp(d);
-    g[i] = p > 0.0 ? math::grad_element(c, p, d) : 0.0;
+    const double d = math::clamp_exp_arg(x[i] * inv_t - lse);
+    g[i] = math::grad_element(c, std::exp(d), d);
   }
 }
 
@@ -239,7 +238,12 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
     const auto c = math::grad_coeffs<F, double>(a, b, h, inv_t);
     // The target's own entry, from the logits before an in-place write replaces them.
     const F d_y = math::clamp_exp_arg(static_cast<F>(cpu::load(row[id]) * static_cast<F>(inv_t)) - l);
-    const F g_y = c.zero ? F(0) : math::grad_element(c, static_cast<F>(std::exp(d_y)), d_y) + c.target;
+    F p_y;
+    if constexpr (std::is_same<F, double>::value)
+      p_y = std::exp(d_y);
+    else
+      p_y = cpu::exp_nonpositive(d_y);
+    const F g_y = c.zero ? F(0) : math::grad_element(c, p_y, d_y) + c.target;
     if constexpr (std::is_same<F, double>::value)
       grad_row_f64(row, g, L.vocab, inv_t, l, c);
     else

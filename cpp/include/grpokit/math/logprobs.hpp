@@ -12,7 +12,7 @@
 // (ChunkStats); partial states merge associatively into a RowState kept in a wider type, so the
 // result does not depend on the chunk size beyond rounding and a row is read from memory once.
 // −inf logits are legal (probability 0, gradient 0); the exponent argument is clamped at
-// kMinExpArg so 0 · (−inf) never appears.
+// min_exp_arg so 0 · (−inf) never appears.
 #pragma once
 
 #include <cmath>
@@ -22,8 +22,13 @@
 namespace grpokit {
 namespace math {
 
-// exp(d) for d below this is 0 in float32 (and negligible next to the row maximum's exp(0) = 1).
-constexpr float kMinExpArg = -88.0f;
+// Exponent arguments are clamped here: exp of it is 0 (float32: the engines' exp flushes below the
+// smallest normal; float64: below the smallest subnormal), and it is finite, so p·d stays 0, never
+// 0·(−inf).
+template <class F>
+GRPOKIT_HD F min_exp_arg() {
+  return sizeof(F) == sizeof(double) ? F(-800.0) : F(-88.0);
+}
 
 // Partial sums of one chunk relative to the chunk maximum m:
 //   sum = Σ exp(z − m),   dot = Σ exp(z − m)·(z − m)   (dot ≤ 0).
@@ -82,7 +87,7 @@ struct RowState {
 };
 
 // Coefficients of the logits gradient of one row: ∂L/∂x_j = g_target·δ_jy − p_j·(g_p + g_d·d_j)
-// with d_j = max(z_j − lse, kMinExpArg) and p_j = exp(d_j).
+// with d_j = max(z_j − lse, min_exp_arg) and p_j = exp(d_j).
 template <class F>
 struct GradCoeffs {
   F target;  // a/τ
@@ -105,7 +110,7 @@ GRPOKIT_HD GradCoeffs<F> grad_coeffs(A grad_logp, A grad_entropy, A entropy, A i
 // computed by the caller with its own exp.
 template <class F>
 GRPOKIT_HD F clamp_exp_arg(F d) {
-  return d < F(kMinExpArg) ? F(kMinExpArg) : d;
+  return d < min_exp_arg<F>() ? min_exp_arg<F>() : d;
 }
 
 template <class F>
