@@ -19,3 +19,12 @@ __all__ = [
     "token_logprobs",
     "token_logprobs_backward",
 ]
+
+
+def __getattr__(name):
+    # grpokit.torch is imported on first use, so `import grpokit` never needs torch.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'grpokit' has no attribute {name!r}")

@@ -153,9 +153,11 @@ def token_logprobs_backward(
     if not isinstance(saved, TokenLogprobs):
         raise TypeError(f"saved: expected the TokenLogprobs returned by token_logprobs, got {type(saved).__name__}")
     x, ids, place = _prepare(logits, token_ids)
+    lse = _arrays.as_input(saved.lse, "lse")
+    ent = _arrays.as_input(saved.entropy, "entropy")
     ga = _arrays.as_input(grad_logp, "grad_logp")
     gb = _arrays.as_input(grad_entropy, "grad_entropy")
-    _arrays.common_placement({"logits": x, "lse": saved.lse, "grad_logp": ga, "grad_entropy": gb})
+    _arrays.common_placement({"logits": x, "lse": lse, "entropy": ent, "grad_logp": ga, "grad_entropy": gb})
     if inplace_grad:
         if place.kind == "jax":
             raise ValueError("inplace_grad=True: JAX arrays are immutable; use inplace_grad=False")
@@ -168,8 +170,8 @@ def token_logprobs_backward(
     backend.token_logprobs_backward(
         x,
         ids,
-        saved.lse,
-        saved.entropy,
+        lse,
+        ent,
         ga,
         gb,
         out,
