@@ -11,163 +11,14 @@
 #include <limits>
 #include <type_traits>
 
-#include "cpu_kernels.hpp"
+#include "logprobs_rows.hpp"
 #include "grpokit/logprobs.hpp"
 #include "grpokit/math/logprobs.hpp"
 
 namespace grpokit {
 namespace {
 
-using cpu::kLanes;
-using cpu::load;
-using cpu::store;
-
-constexpr int64_t kChunk = 2048;
-
-int64_t row_offset(const TensorView& x, int64_t r, int64_t inner) {
-  return x.ndim == 3 ? (r / inner) * x.strides[0] + (r % inner) * x.strides[1] : r * x.strides[0];
-}
-
-int64_t per_row_offset(const TensorView& t, int64_t r, int64_t inner) {
-  return t.ndim == 2 ? (r / inner) * t.strides[0] + (r % inner) * t.strides[1] : r * t.strides[0];
-}
-
-int64_t read_id(const TensorView& ids, int64_t off) {
-  return ids.dtype == DType::Int32 ? static_cast<int64_t>(ids.ptr<const int32_t>()[off])
-                                   : ids.ptr<const int64_t>()[off];
-}
-
-double read_real(const TensorView& t, int64_t off) {
-  return t.dtype == DType::Float32 ? static_cast<double>(t.ptr<const float>()[off])
-                                   : t.ptr<const double>()[off];
-}
-
-template <class R>
-void write_real(const TensorView& t, int64_t off, double v) {
-  t.ptr<R>()[off] = static_cast<R>(v);
-}
-
-// ---- float32 math (float32 / bfloat16 / float16 logits) -----------------------------------------
-
-template <class In>
-GRPOKIT_CPU_CLONES math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t n, float inv_t) {
-  float mx[kLanes];
-  int bad[kLanes];
-  for (int k = 0; k < kLanes; ++k) mx[k] = -INFINITY, bad[k] = 0;
-  const int64_t full = n - n % kLanes;
-  for (int64_t i = 0; i < full; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      const float z = load(x[i + k]) * inv_t;
-      mx[k] = mx[k] < z ? z : mx[k];
-      bad[k] |= (z != z) | (z == INFINITY);
-    }
-  }
-  float m = -INFINITY;
-  int any_bad = 0;
-  for (int64_t i = full; i < n; ++i) {
-    const float z = load(x[i]) * inv_t;
-    m = m < z ? z : m;
-    any_bad |= (z != z) | (z == INFINITY);
-  }
-  for (int k = 0; k < kLanes; ++k) m = m < mx[k] ? mx[k] : m, any_bad |= bad[k];
-  if (any_bad) return {INFINITY, NAN, NAN};
-  if (!(m > -INFINITY)) return {-INFINITY, 0.0f, 0.0f};
-
-  float s[kLanes], t[kLanes];
-  for (int k = 0; k < kLanes; ++k) s[k] = 0.0f, t[k] = 0.0f;
-  for (int64_t i = 0; i < full; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      const float d = math::clamp_exp_arg(load(x[i + k]) * inv_t - m);
-      const float e = cpu::exp_nonpositive(d);
-      s[k] += e;
-      t[k] += e * d;
-    }
-  }
-  float ss = 0.0f, tt = 0.0f;
-  for (int64_t i = full; i < n; ++i) {
-    const float d = math::clamp_exp_arg(load(x[i]) * inv_t - m);
-    const float e = cpu::exp_nonpositive(d);
-    ss += e;
-    tt += e * d;
-  }
-  for (int k = 0; k < kLanes; ++k) ss += s[k], tt += t[k];
-  return {m, ss, tt};
-}
-
-template <class In>
-GRPOKIT_CPU_CLONES void grad_row_f32(const In* x, In* g, int64_t n, float inv_t, float lse,
-                                     const math::GradCoeffs<float>& c) {
-  const int64_t full = n - n % kLanes;
-  if (c.zero) {
-    for (int64_t i = 0; i < n; ++i) g[i] = store<In>(0.0f);
-    return;
-  }
-  for (int64_t i = 0; i < full; i += kLanes) {
-    float v[kLanes];
-    for (int k = 0; k < kLanes; ++k) {
-      const float d = math::clamp_exp_arg(load(x[i + k]) * inv_t - lse);
-      v[k] = math::grad_element(c, cpu::exp_nonpositive(d), d);
-    }
-    for (int k = 0; k < kLanes; ++k) g[i + k] = store<In>(v[k]);  // after all reads: in-place safe
-  }
-  for (int64_t i = full; i < n; ++i) {
-    const float d = math::clamp_exp_arg(load(x[i]) * inv_t - lse);
-    g[i] = store<In>(math::grad_element(c, cpu::exp_nonpositive(d), d));
-  }
-}
-
-// ---- float64 math (float64 logits) ---------------------------------------------------------------
-
-math::ChunkStats<double> chunk_stats_f64(const double* x, int64_t n, double inv_t) {
-  double m = -INFINITY;
-  bool bad = false;
-  for (int64_t i = 0; i < n; ++i) {
-    const double z = x[i] * inv_t;
-    m = m < z ? z : m;
-    bad |= (z != z) || z == INFINITY;
-  }
-  if (bad) return {INFINITY, NAN, NAN};
-  if (!(m > -INFINITY)) return {-INFINITY, 0.0, 0.0};
-  double s = 0.0, t = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = math::clamp_exp_arg(x[i] * inv_t - m);
-    const double e = std::exp(d);
-    s += e;
-    t += e * d;
-  }
-  return {m, s, t};
-}
-
-void grad_row_f64(const double* x, double* g, int64_t n, double inv_t, double lse,
-                  const math::GradCoeffs<double>& c) {
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = math::clamp_exp_arg(x[i] * inv_t - lse);
-    g[i] = math::grad_element(c, std::exp(d), d);
-  }
-}
-
-// ---- rows ------------------------------------------------------------------------------------------
-
-struct RowError {
-  int64_t row = -1;
-  int kind = 0;  // 1: token id out of range, 2: NaN/+inf logits, 3: no finite logit
-  int64_t id = 0;
-
-  void record(int64_t r, int k, int64_t bad_id = 0) {
-#ifdef GRPOKIT_HAVE_OPENMP
-#pragma omp critical(grpokit_logprobs_error)
-#endif
-    if (row < 0 || r < row) row = r, kind = k, id = bad_id;
-  }
-
-  void raise(int64_t vocab) const {
-    if (row < 0) return;
-    if (kind == 1)
-      value_error("token_ids: row ", row, " holds ", id, ", outside the vocabulary [0, ", vocab, ")");
-    if (kind == 2) value_error("logits: row ", row, " contains NaN or +inf");
-    value_error("logits: row ", row, " has no finite value (all −inf); its probabilities are undefined");
-  }
-};
+using namespace rows;
 
 template <class In, class F, class A>
 void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
@@ -187,14 +38,7 @@ void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const Tens
       continue;
     }
     const In* row = x.ptr<const In>() + row_offset(x, r, L.inner);
-    math::RowState<A> st;
-    for (int64_t c0 = 0; c0 < L.vocab; c0 += kChunk) {
-      const int64_t n = L.vocab - c0 < kChunk ? L.vocab - c0 : kChunk;
-      if constexpr (std::is_same<F, double>::value)
-        st.merge(chunk_stats_f64(row + c0, n, inv_t));
-      else
-        st.merge(chunk_stats_f32(row + c0, n, inv_t));
-    }
+    const math::RowState<A> st = row_state(row, L.vocab, inv_t);
     const A l = st.lse();
     if (!(l < INFINITY)) {  // NaN or +inf
       err.record(r, 2);
@@ -237,18 +81,8 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
     const F l = static_cast<F>(read_real(lse, per_row_offset(lse, r, L.inner)));
     const auto c = math::grad_coeffs<F, double>(a, b, h, inv_t);
     // The target's own entry, from the logits before an in-place write replaces them.
-    const F d_y = math::clamp_exp_arg(static_cast<F>(cpu::load(row[id]) * static_cast<F>(inv_t)) - l);
-    F p_y;
-    if constexpr (std::is_same<F, double>::value)
-      p_y = std::exp(d_y);
-    else
-      p_y = cpu::exp_nonpositive(d_y);
-    const F g_y = c.zero ? F(0) : math::grad_element(c, p_y, d_y) + c.target;
-    if constexpr (std::is_same<F, double>::value)
-      grad_row_f64(row, g, L.vocab, inv_t, l, c);
-    else
-      grad_row_f32(row, g, L.vocab, static_cast<F>(inv_t), l, c);
-    g[id] = cpu::store<In>(g_y);
+    const F z_y = static_cast<F>(cpu::load(row[id]) * static_cast<F>(inv_t));
+    grad_row(row, g, L.vocab, static_cast<F>(inv_t), l, c, id, z_y);
   }
   err.raise(L.vocab);
 }
