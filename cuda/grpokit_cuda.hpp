@@ -7,6 +7,7 @@
 #include <string>
 
 #include "grpokit/advantages.hpp"
+#include "grpokit/logprobs.hpp"
 
 namespace grpokit {
 namespace cuda {
@@ -19,6 +20,13 @@ std::string build_info();
 
 void advantages(const TensorView& rewards, const TensorView& group_ids,
                 const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
+
+void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                    const TensorView& lse, std::intptr_t stream);
+void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
+                             const TensorView& entropy, const TensorView& grad_logp,
+                             const TensorView& grad_entropy, const TensorView& grad_logits,
+                             std::intptr_t stream);
 
 }  // namespace cuda
 }  // namespace grpokit

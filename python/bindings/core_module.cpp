@@ -17,6 +17,16 @@ void loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, in
           std::intptr_t /*stream*/) {
   policy_loss_cpu(spec, in, out, num_threads);
 }
+void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                    const TensorView& lse, std::intptr_t /*stream*/) {
+  token_logprobs_cpu(in, logp, entropy, lse);
+}
+void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
+                             const TensorView& entropy, const TensorView& grad_logp,
+                             const TensorView& grad_entropy, const TensorView& grad_logits,
+                             std::intptr_t /*stream*/) {
+  token_logprobs_backward_cpu(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -24,7 +34,8 @@ PYBIND11_MODULE(_core, m) {
   bindings::register_error_translator();
   m.attr("__version__") = GRPOKIT_VERSION_STRING;
 
-  const bindings::Backend cpu{"cpu", &advantages, &loss};
+  const bindings::Backend cpu{"cpu", &advantages, &loss, &token_logprobs, &token_logprobs_backward};
   bindings::bind_advantages(m, cpu);
   bindings::bind_loss(m, cpu);
+  bindings::bind_logprobs(m, cpu);
 }

@@ -24,6 +24,8 @@ PYBIND11_MODULE(_cuda, m) {
   }, "(number of visible CUDA devices, reason when 0)");
   m.def("build_info", &cuda::build_info, "CUDA runtime version and compiled architectures");
 
-  const bindings::Backend gpu{"cuda", &cuda::advantages, nullptr};
+  const bindings::Backend gpu{"cuda", &cuda::advantages, nullptr, &cuda::token_logprobs,
+                              &cuda::token_logprobs_backward};
   bindings::bind_advantages(m, gpu);
+  bindings::bind_logprobs(m, gpu);
 }

@@ -9,6 +9,7 @@
 
 #include "grpokit/advantages.hpp"
 #include "grpokit/loss.hpp"
+#include "grpokit/logprobs.hpp"
 
 namespace grpokit {
 namespace bindings {
@@ -21,10 +22,17 @@ struct Backend {
                      const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
   void (*loss)(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int num_threads,
                std::intptr_t stream);  // nullptr where the backend has no loss yet
+  void (*token_logprobs)(const TokenLogprobArgs& in, const TensorView& logp,
+                         const TensorView& entropy, const TensorView& lse, std::intptr_t stream);
+  void (*token_logprobs_backward)(const TokenLogprobArgs& in, const TensorView& lse,
+                                  const TensorView& entropy, const TensorView& grad_logp,
+                                  const TensorView& grad_entropy, const TensorView& grad_logits,
+                                  std::intptr_t stream);
 };
 
 void bind_advantages(py::module_& m, const Backend& backend);
 void bind_loss(py::module_& m, const Backend& backend);
+void bind_logprobs(py::module_& m, const Backend& backend);
 
 }  // namespace bindings
 }  // namespace grpokit

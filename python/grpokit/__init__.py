@@ -8,8 +8,29 @@ as the caller's kind on the caller's device.
 
 from ._advantages import advantages
 from ._core import __version__
+from ._logprobs import TokenLogprobs, token_logprobs, token_logprobs_backward
 from ._loss import LossResult, policy_loss
 from ._presets import LossSpec, presets
 from .info import build_info
 
-__all__ = ["__version__", "LossResult", "LossSpec", "advantages", "build_info", "policy_loss", "presets"]
+__all__ = [
+    "__version__",
+    "LossResult",
+    "LossSpec",
+    "TokenLogprobs",
+    "advantages",
+    "build_info",
+    "policy_loss",
+    "presets",
+    "token_logprobs",
+    "token_logprobs_backward",
+]
+
+
+def __getattr__(name):
+    # grpokit.torch is imported on first use, so `import grpokit` never needs torch.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'grpokit' has no attribute {name!r}")

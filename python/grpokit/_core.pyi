@@ -39,3 +39,23 @@ def loss_metric_names(spec: dict, has_entropies: bool, has_sampling_logp: bool) 
 def loss_has_entropy_grad(spec: dict, has_entropies: bool) -> bool: ...
 def validate_loss_spec(spec: dict) -> None: ...
 def loss_spec_enum_values(name: str) -> list[str]: ...
+def token_logprobs(
+    logits: Any,
+    token_ids: Any,
+    logp: Any,
+    entropy: Any,
+    lse: Any,
+    temperature: float,
+    stream: int = 0,
+) -> None: ...
+def token_logprobs_backward(
+    logits: Any,
+    token_ids: Any,
+    lse: Any,
+    entropy: Any,
+    grad_logp: Any,
+    grad_entropy: Any,
+    grad_logits: Any,
+    temperature: float,
+    stream: int = 0,
+) -> None: ...

@@ -15,3 +15,24 @@ def advantages(
     epsilon: float,
     stream: int = 0,
 ) -> None: ...
+
+def token_logprobs(
+    logits: Any,
+    token_ids: Any,
+    logp: Any,
+    entropy: Any,
+    lse: Any,
+    temperature: float,
+    stream: int = 0,
+) -> None: ...
+def token_logprobs_backward(
+    logits: Any,
+    token_ids: Any,
+    lse: Any,
+    entropy: Any,
+    grad_logp: Any,
+    grad_entropy: Any,
+    grad_logits: Any,
+    temperature: float,
+    stream: int = 0,
+) -> None: ...

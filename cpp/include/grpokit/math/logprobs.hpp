@@ -1,0 +1,122 @@
+// Per-row formulas of token log-probabilities and entropies from logits, shared by the CPU engine
+// and the CUDA kernels.
+//
+// For one row of logits x (V entries), temperature τ and target token y, with z = x / τ:
+//   lse     = log Σ_j exp(z_j)
+//   logp    = z_y − lse
+//   entropy = −Σ_j p_j log p_j = lse − Σ_j p_j z_j,            p_j = exp(z_j − lse)
+// and, for upstream gradients a = ∂L/∂logp and b = ∂L/∂entropy,
+//   ∂L/∂x_j = (1/τ) · [ a·δ_jy − p_j · (a + b·(log p_j + entropy)) ].
+//
+// The row is read in chunks. Each chunk is reduced to a partial state relative to its own maximum
+// (ChunkStats); partial states merge associatively into a RowState kept in a wider type, so the
+// result does not depend on the chunk size beyond rounding and a row is read from memory once.
+// −inf logits are legal (probability 0, gradient 0); the exponent argument is clamped at
+// min_exp_arg so 0 · (−inf) never appears.
+#pragma once
+
+#include <cmath>
+
+#include "grpokit/config.hpp"
+
+namespace grpokit {
+namespace math {
+
+// Exponent arguments are clamped here: exp of it is 0 (float32: the engines' exp flushes below the
+// smallest normal; float64: below the smallest subnormal), and it is finite, so p·d stays 0, never
+// 0·(−inf).
+template <class F>
+GRPOKIT_HD F min_exp_arg() {
+  return sizeof(F) == sizeof(double) ? F(-800.0) : F(-88.0);
+}
+
+// Partial sums of one chunk relative to the chunk maximum m:
+//   sum = Σ exp(z − m),   dot = Σ exp(z − m)·(z − m)   (dot ≤ 0).
+template <class F>
+struct ChunkStats {
+  F max;
+  F sum;
+  F dot;
+};
+
+// The running state of one row relative to its running maximum (same meaning as ChunkStats).
+template <class A>
+struct RowState {
+  A max = -INFINITY;
+  A sum = 0;
+  A dot = 0;
+
+  // Folds a chunk in. An all −inf chunk (max = −inf) contributes nothing; a chunk that saw NaN or
+  // +inf reports sum = NaN, which sticks.
+  template <class F>
+  GRPOKIT_HD void merge(const ChunkStats<F>& c) {
+    if (c.sum != c.sum) {
+      sum = dot = static_cast<A>(c.sum);
+      return;
+    }
+    const A cm = static_cast<A>(c.max);
+    if (!(cm > -INFINITY)) return;
+    if (cm <= max) {
+      const A shift = cm - max;  // ≤ 0: rescale the chunk to the running maximum
+      const A w = exp(shift);
+      sum += w * static_cast<A>(c.sum);
+      dot += w * (static_cast<A>(c.dot) + shift * static_cast<A>(c.sum));
+    } else {
+      const A shift = max - cm;  // < 0 (or −inf for the first chunk): rescale the running state
+      const A w = max > -INFINITY ? exp(shift) : A(0);
+      const A old_dot = w > A(0) ? w * (dot + shift * sum) : A(0);
+      sum = w * sum + static_cast<A>(c.sum);
+      dot = old_dot + static_cast<A>(c.dot);
+      max = cm;
+    }
+  }
+
+  // log Σ exp(z); −inf for a row with no finite logit; NaN for a row holding NaN or +inf.
+  GRPOKIT_HD A lse() const {
+    if (sum > A(0)) return max + log(sum);
+    return sum == A(0) ? A(-INFINITY) : sum;
+  }
+
+  // −Σ p log p = log(sum) − dot / sum (both relative to the maximum, so no cancellation at ±1e4).
+  GRPOKIT_HD A entropy() const {
+    if (sum != sum) return sum;
+    if (!(sum > A(0))) return A(0);
+    const A h = log(sum) - dot / sum;
+    return h > A(0) ? h : A(0);  // rounding can leave a one-hot row at −0 or −1e-17
+  }
+};
+
+// Coefficients of the logits gradient of one row: ∂L/∂x_j = g_target·δ_jy − p_j·(g_p + g_d·d_j)
+// with d_j = max(z_j − lse, min_exp_arg) and p_j = exp(d_j).
+template <class F>
+struct GradCoeffs {
+  F target;  // a/τ
+  F p;       // (a + b·entropy)/τ
+  F d;       // b/τ
+  bool zero;  // a = b = 0: the row's gradient is exactly 0
+};
+
+template <class F, class A>
+GRPOKIT_HD GradCoeffs<F> grad_coeffs(A grad_logp, A grad_entropy, A entropy, A inv_temperature) {
+  GradCoeffs<F> c;
+  c.target = static_cast<F>(grad_logp * inv_temperature);
+  c.p = static_cast<F>((grad_logp + grad_entropy * entropy) * inv_temperature);
+  c.d = static_cast<F>(grad_entropy * inv_temperature);
+  c.zero = grad_logp == A(0) && grad_entropy == A(0);
+  return c;
+}
+
+// One element of the logits gradient (without the target term), given d = z − lse and p = exp(d)
+// computed by the caller with its own exp.
+template <class F>
+GRPOKIT_HD F clamp_exp_arg(F d) {
+  return d < min_exp_arg<F>() ? min_exp_arg<F>() : d;
+}
+
+template <class F>
+GRPOKIT_HD F grad_element(const GradCoeffs<F>& c, F p, F d_clamped) {
+  return -p * (c.p + c.d * d_clamped);
+}
+
+}  // namespace math
+}  // namespace grpokit

@@ -1,0 +1,130 @@
+// Building blocks of the vectorised CPU loops (internal to the CPU engine): 16-bit float loads and
+// stores, an exp that compilers vectorise without -ffast-math, and run-time ISA dispatch.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace grpokit {
+namespace cpu {
+
+// Independent accumulators per loop: enough for one AVX-512 register of floats, and a fixed order,
+// so a sum does not depend on the ISA the loop was compiled for.
+constexpr int kLanes = 16;
+
+// AVX2+FMA and AVX-512 versions of a hot loop next to the baseline one, chosen when the library
+// loads (GCC/Clang function multi-versioning). FMA contraction makes the versions differ in the
+// last bits, never more.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GRPOKIT_NO_CLONES)
+#define GRPOKIT_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GRPOKIT_CPU_CLONES
+#endif
+
+struct bf16 {
+  uint16_t bits;
+};
+
+#if defined(__FLT16_MANT_DIG__)
+using f16 = _Float16;
+#else
+struct f16 {
+  uint16_t bits;
+};
+#endif
+
+inline float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline uint32_t float_to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+inline float load(float x) { return x; }
+inline double load(double x) { return x; }
+inline float load(bf16 x) { return bits_to_float(static_cast<uint32_t>(x.bits) << 16); }
+
+template <class Out>
+inline Out store(float v);
+template <>
+inline float store<float>(float v) { return v; }
+template <>
+inline bf16 store<bf16>(float v) {
+  // Round to nearest even; NaN stays a (quiet) NaN.
+  const uint32_t u = float_to_bits(v);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return bf16{static_cast<uint16_t>(v != v ? ((u >> 16) | 0x40u) : rounded)};
+}
+
+#if defined(__FLT16_MANT_DIG__)
+inline float load(f16 x) { return static_cast<float>(x); }
+template <>
+inline f16 store<f16>(float v) { return static_cast<f16>(v); }
+#else
+// Scalar IEEE binary16 conversions for compilers without _Float16.
+inline float load(f16 x) {
+  const uint32_t h = x.bits, sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (man << 13));
+  if (exp == 0) return (sign ? -1.0f : 1.0f) * static_cast<float>(man) * 5.9604644775390625e-8f;
+  return bits_to_float(sign | ((exp + 112) << 23) | (man << 13));
+}
+template <>
+inline f16 store<f16>(float v) {
+  const uint32_t u = float_to_bits(v), sign = (u >> 16) & 0x8000u;
+  const float a = v < 0 ? -v : v;
+  if (v != v) return f16{static_cast<uint16_t>(sign | 0x7e00u)};
+  if (a >= 65520.0f) return f16{static_cast<uint16_t>(sign | 0x7c00u)};
+  if (a < 6.103515625e-05f) {  // subnormal: multiples of 2^-24, round to nearest even by the FPU
+    const float q = a * 16777216.0f;
+    const auto m = static_cast<uint32_t>(q + 12582912.0f - 12582912.0f);
+    return f16{static_cast<uint16_t>(sign | m)};
+  }
+  const uint32_t au = float_to_bits(a);
+  const uint32_t r = au + 0xfffu + ((au >> 13) & 1u);
+  return f16{static_cast<uint16_t>(sign | (((r >> 23) - 112) << 10) | ((r >> 13) & 0x3ffu))};
+}
+#endif
+
+template <>
+inline double store<double>(float v) { return v; }
+
+template <class Out>
+inline Out store(double v);
+template <>
+inline double store<double>(double v) { return v; }
+
+// The dtype the engine reports results in for logits of type In.
+template <class In>
+struct Real {
+  using type = float;
+};
+template <>
+struct Real<double> {
+  using type = double;
+};
+
+// exp(x) for x ≤ 0 in float32, branch-free so that loops over it vectorise: Cody–Waite reduction
+// x = n·ln2 + r and Cephes' degree-6 polynomial for exp(r) (about 1 ulp); exactly 0 below the
+// smallest normal float's logarithm.
+inline float exp_nonpositive(float x) {
+  const float lo = -87.3365478515625f;
+  const float xc = x < lo ? lo : x;
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln2)
+  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const float scale = bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
+  return x < lo ? 0.0f : p * scale;
+}
+
+}  // namespace cpu
+}  // namespace grpokit

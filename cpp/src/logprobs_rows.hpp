@@ -1,0 +1,210 @@
+// Row kernels of the token log-probability engines (internal to the CPU engine): one chunk of a
+// row reduced to ChunkStats, one row of the logits gradient, and the small helpers around them.
+// Used by the logits engine (logprobs.cpp) and the hidden-states engine (linear_logprobs.cpp).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "cpu_kernels.hpp"
+#include "grpokit/error.hpp"
+#include "grpokit/math/logprobs.hpp"
+#include "grpokit/tensor.hpp"
+
+namespace grpokit {
+namespace rows {
+
+using cpu::kLanes;
+using cpu::load;
+using cpu::store;
+
+// Entries of a row reduced at a time: two passes over it, the second from L1.
+constexpr int64_t kChunk = 2048;
+
+// Offset of row r of (N, V) or (B, T, V) logits; inner = T.
+inline int64_t row_offset(const TensorView& x, int64_t r, int64_t inner) {
+  return x.ndim == 3 ? (r / inner) * x.strides[0] + (r % inner) * x.strides[1] : r * x.strides[0];
+}
+
+// Offset of row r in a per-row array of the leading shape (N,) or (B, T).
+inline int64_t per_row_offset(const TensorView& t, int64_t r, int64_t inner) {
+  return t.ndim == 2 ? (r / inner) * t.strides[0] + (r % inner) * t.strides[1] : r * t.strides[0];
+}
+
+inline int64_t read_id(const TensorView& ids, int64_t off) {
+  return ids.dtype == DType::Int32 ? static_cast<int64_t>(ids.ptr<const int32_t>()[off])
+                                   : ids.ptr<const int64_t>()[off];
+}
+
+inline double read_real(const TensorView& t, int64_t off) {
+  return t.dtype == DType::Float32 ? static_cast<double>(t.ptr<const float>()[off])
+                                   : t.ptr<const double>()[off];
+}
+
+template <class R>
+inline void write_real(const TensorView& t, int64_t off, double v) {
+  t.ptr<R>()[off] = static_cast<R>(v);
+}
+
+// ---- float32 math (float32 / bfloat16 / float16 logits) -----------------------------------------
+
+template <class In>
+GRPOKIT_CPU_CLONES math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t n, float inv_t) {
+  float mx[kLanes];
+  int bad[kLanes];
+  for (int k = 0; k < kLanes; ++k) mx[k] = -INFINITY, bad[k] = 0;
+  const int64_t full = n - n % kLanes;
+  for (int64_t i = 0; i < full; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const float z = load(x[i + k]) * inv_t;
+      mx[k] = mx[k] < z ? z : mx[k];
+      bad[k] |= (z != z) | (z == INFINITY);
+    }
+  }
+  float m = -INFINITY;
+  int any_bad = 0;
+  for (int64_t i = full; i < n; ++i) {
+    const float z = load(x[i]) * inv_t;
+    m = m < z ? z : m;
+    any_bad |= (z != z) | (z == INFINITY);
+  }
+  for (int k = 0; k < kLanes; ++k) m = m < mx[k] ? mx[k] : m, any_bad |= bad[k];
+  if (any_bad) return {INFINITY, NAN, NAN};
+  if (!(m > -INFINITY)) return {-INFINITY, 0.0f, 0.0f};
+
+  float s[kLanes], t[kLanes];
+  for (int k = 0; k < kLanes; ++k) s[k] = 0.0f, t[k] = 0.0f;
+  for (int64_t i = 0; i < full; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const float d = math::clamp_exp_arg(load(x[i + k]) * inv_t - m);
+      const float e = cpu::exp_nonpositive(d);
+      s[k] += e;
+      t[k] += e * d;
+    }
+  }
+  float ss = 0.0f, tt = 0.0f;
+  for (int64_t i = full; i < n; ++i) {
+    const float d = math::clamp_exp_arg(load(x[i]) * inv_t - m);
+    const float e = cpu::exp_nonpositive(d);
+    ss += e;
+    tt += e * d;
+  }
+  for (int k = 0; k < kLanes; ++k) ss += s[k], tt += t[k];
+  return {m, ss, tt};
+}
+
+template <class In>
+GRPOKIT_CPU_CLONES void grad_row_f32(const In* x, In* g, int64_t n, float inv_t, float lse,
+                                     const math::GradCoeffs<float>& c) {
+  const int64_t full = n - n % kLanes;
+  if (c.zero) {
+    for (int64_t i = 0; i < n; ++i) g[i] = store<In>(0.0f);
+    return;
+  }
+  for (int64_t i = 0; i < full; i += kLanes) {
+    float v[kLanes];
+    for (int k = 0; k < kLanes; ++k) {
+      const float d = math::clamp_exp_arg(load(x[i + k]) * inv_t - lse);
+      v[k] = math::grad_element(c, cpu::exp_nonpositive(d), d);
+    }
+    for (int k = 0; k < kLanes; ++k) g[i + k] = store<In>(v[k]);  // after all reads: in-place safe
+  }
+  for (int64_t i = full; i < n; ++i) {
+    const float d = math::clamp_exp_arg(load(x[i]) * inv_t - lse);
+    g[i] = store<In>(math::grad_element(c, cpu::exp_nonpositive(d), d));
+  }
+}
+
+// ---- float64 math (float64 logits) ---------------------------------------------------------------
+
+inline math::ChunkStats<double> chunk_stats_f64(const double* x, int64_t n, double inv_t) {
+  double m = -INFINITY;
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) {
+    const double z = x[i] * inv_t;
+    m = m < z ? z : m;
+    bad |= (z != z) || z == INFINITY;
+  }
+  if (bad) return {INFINITY, NAN, NAN};
+  if (!(m > -INFINITY)) return {-INFINITY, 0.0, 0.0};
+  double s = 0.0, t = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = math::clamp_exp_arg(x[i] * inv_t - m);
+    const double e = std::exp(d);
+    s += e;
+    t += e * d;
+  }
+  return {m, s, t};
+}
+
+inline void grad_row_f64(const double* x, double* g, int64_t n, double inv_t, double lse,
+                  const math::GradCoeffs<double>& c) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = math::clamp_exp_arg(x[i] * inv_t - lse);
+    g[i] = math::grad_element(c, std::exp(d), d);
+  }
+}
+
+// Row-level value errors found inside a parallel loop; the lowest row is reported after it.
+struct RowError {
+  int64_t row = -1;
+  int kind = 0;  // 1: token id out of range, 2: NaN/+inf logits, 3: no finite logit
+  int64_t id = 0;
+
+  void record(int64_t r, int k, int64_t bad_id = 0) {
+#ifdef GRPOKIT_HAVE_OPENMP
+#pragma omp critical(grpokit_logprobs_error)
+#endif
+    if (row < 0 || r < row) row = r, kind = k, id = bad_id;
+  }
+
+  void raise(int64_t vocab) const {
+    if (row < 0) return;
+    if (kind == 1)
+      value_error("token_ids: row ", row, " holds ", id, ", outside the vocabulary [0, ", vocab, ")");
+    if (kind == 2) value_error("logits: row ", row, " contains NaN or +inf");
+    value_error("logits: row ", row, " has no finite value (all −inf); its probabilities are undefined");
+  }
+};
+
+// exp in the engine's math type: the vectorisable float32 one, or std::exp.
+template <class F>
+inline F exp_of(F d) {
+  if constexpr (std::is_same<F, double>::value)
+    return std::exp(d);
+  else
+    return cpu::exp_nonpositive(d);
+}
+
+// The state of a whole row, chunk by chunk.
+template <class In, class F>
+inline math::RowState<double> row_state(const In* row, int64_t vocab, F inv_t) {
+  math::RowState<double> st;
+  for (int64_t c0 = 0; c0 < vocab; c0 += kChunk) {
+    const int64_t n = vocab - c0 < kChunk ? vocab - c0 : kChunk;
+    if constexpr (std::is_same<F, double>::value)
+      st.merge(chunk_stats_f64(row + c0, n, inv_t));
+    else
+      st.merge(chunk_stats_f32(row + c0, n, inv_t));
+  }
+  return st;
+}
+
+// The gradient of one row into g (may be the row itself). z_y: the target's scaled logit, read by
+// the caller before an in-place write could replace it; id < 0 means the target is elsewhere.
+template <class In, class F>
+inline void grad_row(const In* row, In* g, int64_t n, F inv_t, F lse, const math::GradCoeffs<F>& c,
+                     int64_t id, F z_y) {
+  if constexpr (std::is_same<F, double>::value)
+    grad_row_f64(row, g, n, inv_t, lse, c);
+  else
+    grad_row_f32(row, g, n, inv_t, lse, c);
+  if (id >= 0 && !c.zero) {
+    const F d_y = math::clamp_exp_arg(z_y - lse);
+    g[id] = store<In>(math::grad_element(c, exp_of(d_y), d_y) + c.target);
+  }
+}
+
+}  // namespace rows
+}  // namespace grpokit

@@ -1,0 +1,181 @@
+"""Per-token log-probabilities and entropies from logits, and their logits gradient, computed by the
+engine in one pass over the logits (no softmax is materialised)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _arrays, _backend
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """What :func:`token_logprobs` returns.
+
+    Attributes:
+        logp: log π(token_t | row t), shape ``logits.shape[:-1]``.
+        entropy: −Σ_v p_v log p_v of the row's (temperature-scaled) distribution, same shape, or
+            ``None`` when ``entropy=False``.
+        lse: log Σ_v exp(logits_v / temperature), same shape; saved for the backward.
+        temperature: the temperature used (needed by the backward).
+
+    All three arrays are float32 (float64 for float64 logits), of the caller's kind and device.
+    """
+
+    logp: Any
+    entropy: Any
+    lse: Any
+    temperature: float
+
+
+def _result_dtype(logits: Any) -> str:
+    return "float64" if _arrays.dtype_name(logits) == "float64" else "float32"
+
+
+def _prepare(logits: Any, token_ids: Any):
+    x = _arrays.as_input(logits, "logits", default="float64")
+    ids = _arrays.as_input(token_ids, "token_ids", default="int64")
+    place = _arrays.common_placement({"logits": x, "token_ids": ids})
+    if len(x.shape) not in (2, 3):
+        raise ValueError(f"logits: expected a (N, V) or (B, T, V) array, got shape {tuple(x.shape)}")
+    return x, ids, place
+
+
+def _raise_if_bad_rows(values: Any, name: str) -> None:
+    """Opt-in check of GPU results: the kernels mark bad rows with NaN/±inf instead of raising."""
+    if _arrays._is_torch(values):
+        import torch
+
+        bad = not bool(torch.isfinite(values).all().item())
+    else:
+        mod = __import__(_arrays._module_name(values))
+        bad = not bool(mod.isfinite(values).all())
+    if bad:
+        raise ValueError(
+            f"{name}: a row has a token id outside [0, V), NaN or +inf logits, or no finite logit"
+        )
+
+
+def token_logprobs(
+    logits: Any,
+    token_ids: Any,
+    *,
+    temperature: float = 1.0,
+    entropy: bool = True,
+    check_finite: bool = False,
+    stream: Any = None,
+) -> TokenLogprobs:
+    """Log-probability of each row's token and the row's entropy, from logits, in one pass.
+
+    With z = logits / temperature for one row: ``lse = log Σ_v exp(z_v)``,
+    ``logp = z[token] − lse`` and ``entropy = lse − Σ_v softmax(z)_v · z_v``. The same as
+    ``torch.log_softmax(logits / temperature, -1).gather(-1, ids[..., None])`` and the softmax
+    entropy (TRL's ``selective_log_softmax`` and ``entropy_from_logits``), without materialising any
+    (N, V) array.
+
+    Args:
+        logits: (N, V) or (B, T, V). Row t scores token t; nothing is shifted. The vocabulary
+            dimension must have stride 1; the leading dimensions may have any strides, so views such
+            as ``logits[:, :-1]`` are read without a copy. float32, bfloat16 or float16 (float32
+            math) on CPU and GPU; float64 (float64 math) on CPU.
+        token_ids: (N,) or (B, T) int32/int64 ids in [0, V), any strides.
+        temperature: > 0; logits are divided by it (TRL's ``temperature``).
+        entropy: also compute the entropy (free on CPU and GPU: same pass).
+        check_finite: on GPU, check the results for rows with an out-of-range token id, NaN/+inf
+            logits or no finite logit (synchronises the host). The CPU always checks and raises.
+        stream: CUDA stream for GPU inputs (default: the caller's current stream).
+
+    −inf logits are allowed (probability 0; they get a zero gradient).
+
+    Returns:
+        :class:`TokenLogprobs` with ``logp``, ``entropy`` and ``lse`` of shape ``logits.shape[:-1]``,
+        float32 (float64 for float64 logits), of the caller's kind and device.
+
+    Example:
+        >>> import numpy as np, grpokit
+        >>> r = grpokit.token_logprobs(np.zeros((2, 4), np.float32), [0, 3])
+        >>> r.logp, r.entropy
+        (array([-1.3862944, -1.3862944], dtype=float32), array([1.3862944, 1.3862944], dtype=float32))
+    """
+    x, ids, place = _prepare(logits, token_ids)
+    shape = tuple(int(s) for s in x.shape[:-1])
+    dtype = _result_dtype(x)
+    logp = _arrays.empty(place, shape, dtype, like=x)
+    lse = _arrays.empty(place, shape, dtype, like=x)
+    ent = _arrays.empty(place, shape, dtype, like=x) if entropy else None
+    backend = _backend.for_placement(place)
+    backend.token_logprobs(
+        x, ids, logp, ent, lse, temperature=float(temperature), stream=_arrays.resolve_stream(place, stream)
+    )
+    if place.is_cuda and check_finite:
+        _raise_if_bad_rows(lse, "logits")
+    return TokenLogprobs(
+        logp=_arrays.finish(place, logp),
+        entropy=_arrays.finish(place, ent) if ent is not None else None,
+        lse=_arrays.finish(place, lse),
+        temperature=float(temperature),
+    )
+
+
+def token_logprobs_backward(
+    logits: Any,
+    token_ids: Any,
+    saved: TokenLogprobs,
+    grad_logp: Any = None,
+    grad_entropy: Any = None,
+    *,
+    inplace_grad: bool = False,
+    stream: Any = None,
+) -> Any:
+    """The logits gradient ∂L/∂logits from upstream gradients of :func:`token_logprobs`' outputs.
+
+    For one row (z = logits / τ, p = softmax(z), y the token, a = ∂L/∂logp, b = ∂L/∂entropy):
+    ``∂L/∂logits_v = (a·[v = y] − p_v·(a + b·(log p_v + entropy))) / τ``, computed in one read of
+    the logits and one write, from the saved log-sum-exp.
+
+    Args:
+        logits, token_ids: exactly as passed to :func:`token_logprobs`.
+        saved: the :class:`TokenLogprobs` that call returned (its ``lse``, ``entropy`` and
+            ``temperature`` are used).
+        grad_logp: ∂L/∂logp, shape ``logits.shape[:-1]``, float32/float64; ``None`` means zero.
+        grad_entropy: ∂L/∂entropy, same shape; ``None`` means zero. Needs ``saved.entropy``.
+        inplace_grad: write the gradient into the logits buffer itself (saves an (N, V) buffer; the
+            logits are destroyed). Refused for read-only arrays and for JAX arrays (immutable).
+        stream: CUDA stream for GPU inputs (default: the caller's current stream).
+
+    Returns:
+        The gradient, shaped and typed like ``logits`` (the logits buffer itself, detached from
+        autograd, with ``inplace_grad=True``), of the caller's kind and device.
+    """
+    if not isinstance(saved, TokenLogprobs):
+        raise TypeError(f"saved: expected the TokenLogprobs returned by token_logprobs, got {type(saved).__name__}")
+    x, ids, place = _prepare(logits, token_ids)
+    lse = _arrays.as_input(saved.lse, "lse")
+    ent = _arrays.as_input(saved.entropy, "entropy")
+    ga = _arrays.as_input(grad_logp, "grad_logp")
+    gb = _arrays.as_input(grad_entropy, "grad_entropy")
+    _arrays.common_placement({"logits": x, "lse": lse, "entropy": ent, "grad_logp": ga, "grad_entropy": gb})
+    if inplace_grad:
+        if place.kind == "jax":
+            raise ValueError("inplace_grad=True: JAX arrays are immutable; use inplace_grad=False")
+        if isinstance(x, np.ndarray) and not x.flags.writeable:
+            raise ValueError("inplace_grad=True: logits is read-only; use inplace_grad=False")
+        out = x
+    else:
+        out = _arrays.empty(place, tuple(int(s) for s in x.shape), _arrays.dtype_name(x), like=x)
+    backend = _backend.for_placement(place)
+    backend.token_logprobs_backward(
+        x,
+        ids,
+        lse,
+        ent,
+        ga,
+        gb,
+        out,
+        temperature=saved.temperature,
+        stream=_arrays.resolve_stream(place, stream),
+    )
+    return _arrays.finish(place, out)

@@ -1,0 +1,88 @@
+"""PyTorch autograd functions over the grpokit engine (``import grpokit.torch``).
+
+Every function here takes and returns torch tensors on the tensors' own device; the forward and the
+backward run in the engine (CPU or CUDA, on the current stream), zero-copy through DLPack.
+
+Sections: token log-probabilities from logits; from hidden states and the output projection.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import _logprobs
+
+__all__ = ["LogprobsOutput", "token_logprobs"]
+
+
+class LogprobsOutput(NamedTuple):
+    """Per-token log-probabilities and entropies (float32; float64 for float64 inputs)."""
+
+    logp: torch.Tensor
+    entropy: Optional[torch.Tensor]
+
+
+# ---- token log-probabilities from logits -----------------------------------------------------------
+
+
+class _TokenLogprobsFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, token_ids, temperature, inplace_grad):
+        r = _logprobs.token_logprobs(logits, token_ids, temperature=temperature, entropy=True)
+        ctx.save_for_backward(logits, token_ids, r.lse, r.entropy)
+        ctx.temperature = temperature
+        ctx.inplace_grad = inplace_grad
+        return r.logp, r.entropy
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_logp, grad_entropy):
+        logits, token_ids, lse, entropy = ctx.saved_tensors
+        if grad_logp is None and grad_entropy is None or not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=ctx.temperature)
+        grad = _logprobs.token_logprobs_backward(
+            logits, token_ids, saved, grad_logp, grad_entropy, inplace_grad=ctx.inplace_grad
+        )
+        return grad, None, None, None
+
+
+def token_logprobs(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    entropy: bool = True,
+    inplace_grad: bool = False,
+) -> LogprobsOutput:
+    """Differentiable per-token log-probabilities and entropies from logits.
+
+    The forward is :func:`grpokit.token_logprobs` (one read of the logits); the backward is
+    :func:`grpokit.token_logprobs_backward` (one read, one write), with whatever upstream gradients
+    reach ``logp`` and ``entropy``. See those functions for shapes, dtypes and layouts: logits
+    (N, V) or (B, T, V) with unit stride along V (``logits[:, :-1]`` is read without a copy),
+    token_ids (N,) or (B, T); outputs float32 (float64 for float64 logits).
+
+    Args:
+        inplace_grad: write the logits gradient into the logits' own buffer in the backward (no
+            second (N, V) buffer). Only when nothing else reads those logits afterwards — autograd
+            cannot see the overwrite.
+
+    Returns:
+        ``LogprobsOutput(logp, entropy)``; ``entropy`` is ``None`` with ``entropy=False``.
+
+    Example:
+        >>> import torch, grpokit.torch as gkt
+        >>> logits = torch.zeros(2, 4, requires_grad=True)
+        >>> out = gkt.token_logprobs(logits, torch.tensor([0, 3]))
+        >>> out.logp.sum().backward()
+        >>> logits.grad[0]
+        tensor([ 0.7500, -0.2500, -0.2500, -0.2500])
+    """
+    if not isinstance(logits, torch.Tensor) or not isinstance(token_ids, torch.Tensor):
+        raise TypeError("grpokit.torch.token_logprobs: logits and token_ids must be torch tensors")
+    logp, ent = _TokenLogprobsFunction.apply(logits, token_ids, float(temperature), bool(inplace_grad))
+    return LogprobsOutput(logp, ent if entropy else None)

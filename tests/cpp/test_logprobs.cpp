@@ -1,0 +1,75 @@
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "../../cpp/src/cpu_kernels.hpp"
+#include "catch.hpp"
+#include "grpokit/logprobs.hpp"
+#include "grpokit/math/logprobs.hpp"
+
+using namespace grpokit;
+
+TEST_CASE("vectorisable exp is accurate on (-inf, 0]", "[logprobs]") {
+  double worst = 0.0;
+  for (float x = -87.0f; x <= 0.0f; x += 0.0137f) {
+    const double want = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::abs(cpu::exp_nonpositive(x) - want) / want);
+  }
+  CHECK(worst < 3e-7);  // about 2 float32 ulps
+  CHECK(cpu::exp_nonpositive(0.0f) == 1.0f);
+  CHECK(cpu::exp_nonpositive(-88.0f) == 0.0f);
+  CHECK(cpu::exp_nonpositive(-std::numeric_limits<float>::infinity()) == 0.0f);
+}
+
+TEST_CASE("bfloat16 stores round to nearest even", "[logprobs]") {
+  CHECK(cpu::store<cpu::bf16>(1.0f).bits == 0x3f80);
+  CHECK(cpu::store<cpu::bf16>(1.0f + 1.0f / 256.0f).bits == 0x3f80);  // tie -> even
+  CHECK(cpu::store<cpu::bf16>(1.0f + 3.0f / 256.0f).bits == 0x3f82);  // tie -> even (up)
+  CHECK(cpu::load(cpu::bf16{0x4049}) == 3.140625f);
+}
+
+TEST_CASE("row states merge independently of the chunking", "[logprobs]") {
+  const std::vector<double> z = {0.5, -3.0, 7.25, 7.0, -1e4, 2.0, -INFINITY, 1.5};
+  auto stats = [&](size_t b, size_t e) {
+    double m = -INFINITY;
+    for (size_t i = b; i < e; ++i) m = std::max(m, z[i]);
+    double s = 0, t = 0;
+    for (size_t i = b; i < e; ++i) {
+      const double d = math::clamp_exp_arg(z[i] - m);
+      s += std::exp(d);
+      t += std::exp(d) * d;
+    }
+    return math::ChunkStats<double>{m, s, t};
+  };
+  math::RowState<double> whole, pieces;
+  whole.merge(stats(0, z.size()));
+  for (size_t b = 0; b < z.size(); b += 3) pieces.merge(stats(b, std::min(z.size(), b + 3)));
+  CHECK(pieces.lse() == Approx(whole.lse()).epsilon(1e-14));
+  CHECK(pieces.entropy() == Approx(whole.entropy()).epsilon(1e-12));
+  // Independent value: entropy of softmax(z) by definition.
+  double lse = whole.lse(), h = 0;
+  for (double v : z)
+    if (v > -INFINITY) h -= std::exp(v - lse) * (v - lse);
+  CHECK(whole.entropy() == Approx(h).epsilon(1e-12));
+}
+
+TEST_CASE("token_logprobs_cpu on a tiny row and its errors", "[logprobs]") {
+  std::vector<float> x = {0.0f, 0.0f, 0.0f, 0.0f, 1.0f, 2.0f, 3.0f, 4.0f};
+  std::vector<int64_t> ids = {1, 3};
+  std::vector<float> logp(2), h(2), lse(2);
+  TokenLogprobArgs in{make_view(x.data(), DType::Float32, {2, 4}),
+                      make_view(ids.data(), DType::Int64, {2}), 1.0};
+  token_logprobs_cpu(in, make_view(logp.data(), DType::Float32, {2}),
+                     make_view(h.data(), DType::Float32, {2}),
+                     make_view(lse.data(), DType::Float32, {2}));
+  CHECK(logp[0] == Approx(-std::log(4.0)));
+  CHECK(h[0] == Approx(std::log(4.0)));
+  const double l1 = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0) + std::exp(4.0));
+  CHECK(logp[1] == Approx(4.0 - l1));
+  ids[0] = 4;
+  CHECK_THROWS_WITH(token_logprobs_cpu(in, make_view(logp.data(), DType::Float32, {2}),
+                                       undefined_tensor(),
+                                       make_view(lse.data(), DType::Float32, {2})),
+                    Catch::Contains("token_ids: row 0 holds 4"));
+}
