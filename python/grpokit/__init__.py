@@ -6,8 +6,9 @@ Arrays may be NumPy, Python sequences or any DLPack tensor (PyTorch, CuPy, JAX);
 as the caller's kind on the caller's device.
 """
 
+from . import diagnostics
 from ._advantages import advantages
 from ._core import __version__
 from .info import build_info
 
-__all__ = ["__version__", "advantages", "build_info"]
+__all__ = ["__version__", "advantages", "build_info", "diagnostics"]

@@ -30,6 +30,7 @@ class LossDecomposition(Report):
     regulariser_part: np.ndarray
     covariance_part: np.ndarray
     omega_sum: np.ndarray
+    group_size: int
     title = "What the surrogate's value measures (Prop. 4)"
     n_panels = 1
 
@@ -40,6 +41,13 @@ class LossDecomposition(Report):
     @property
     def loss(self) -> float:
         return -self.objective
+
+    @property
+    def omega_constant(self) -> bool:
+        """Ω_i equal within every group (to rounding): Case 1, the reward part cancels exactly."""
+        om = self.omega_sum.reshape(-1, self.group_size)
+        spread = np.max(np.abs(om - om[:, :1]), axis=1)
+        return bool(np.all(spread <= 1e-12 * np.maximum(np.max(np.abs(om), axis=1), 1e-300)))
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -61,7 +69,7 @@ class LossDecomposition(Report):
             f"  ratio-fluctuation part = {fmt(d['ratio_part'])} ({fmt(share['ratio_part'])})",
             f"  regulariser part β Σ α R = {fmt(d['regulariser_part'])} ({fmt(share['regulariser_part'])})",
         ]
-        if total > 0 and share["reward_part"] < 1e-9:
+        if self.omega_constant:
             lines.append("verdict: the reward part cancels (Case 1): the value shows only the regulariser and "
                          "ratio noise, not reward progress")
         elif total > 0:
@@ -131,4 +139,5 @@ def loss_decomposition(
         regulariser_part=float(beta) * out_group[:, 2],
         covariance_part=out_group[:, 3].copy(),
         omega_sum=omega_sum,
+        group_size=g,
     )
