@@ -35,42 +35,79 @@ void check_state(const TensorView& exp_avg, const TensorView& exp_avg_sq, const 
 
 AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
                                     const AdamHyper& hp, double rho_threshold, double hist_lo,
-                                    double hist_hi, int64_t hist_bins) {
+                                    double hist_hi, int64_t hist_bins,
+                                    const std::vector<double>& phis) {
   check_state(exp_avg, exp_avg_sq, hp, true);
+  for (double phi : phis)
+    if (!(phi > 0.0) || !std::isfinite(phi))
+      value_error("phis: reward scales must be finite and > 0 (a negative scale reverses every step), got ", phi);
   if (hist_bins < 1 || !(hist_hi > hist_lo))
     value_error("histogram: expected bins >= 1 and hi > lo, got bins=", hist_bins, ", [", hist_lo,
                 ", ", hist_hi, "]");
-  AdamStateStats st;
-  st.hist.assign(static_cast<size_t>(hist_bins), 0);
-  st.min_rho = std::numeric_limits<double>::infinity();
   const double t = hp.step;
   const double bc1 = math::bias_correction(hp.beta1, t), bc2 = math::bias_correction(hp.beta2, t);
-  const double bc1n = math::bias_correction(hp.beta1, t + 1), bc2n = math::bias_correction(hp.beta2, t + 1);
+  // The momentum-only next state (β1 m, β2 v at t + 1), from this step's m̂ and √v̂.
+  const double next_m = hp.beta1 * bc1 / math::bias_correction(hp.beta1, t + 1);
+  const double next_sv = std::sqrt(hp.beta2 * bc2 / math::bias_correction(hp.beta2, t + 1));
   const int64_t n = exp_avg_sq.shape[0];
   const int64_t sm = exp_avg.strides[0], sv = exp_avg_sq.strides[0];
   const double width = (hist_hi - hist_lo) / static_cast<double>(hist_bins);
-  st.n = n;
-  for (int64_t j = 0; j < n; ++j) {
-    const double m = load_float(exp_avg, j * sm), v = load_float(exp_avg_sq, j * sv);
-    const double rho = math::adam_rho(v, bc2, hp.eps);
-    if (rho > rho_threshold) ++st.n_rho_above;
-    const double e = math::reward_scale_elasticity(rho);
-    st.sum_elast += e;
-    if (v <= 0.0) {
-      ++st.n_zero_v;
-      continue;  // m = 0 there too: no step, no next step
+
+  auto empty_stats = [&] {
+    AdamStateStats st;
+    st.hist.assign(static_cast<size_t>(hist_bins), 0);
+    st.sum_abs_u_phi.assign(phis.size(), 0.0);
+    st.min_rho = std::numeric_limits<double>::infinity();
+    return st;
+  };
+  // A fixed number of chunks (independent of the thread count), reduced in order: deterministic.
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(256, n / 32768));
+  std::vector<AdamStateStats> part(static_cast<size_t>(chunks), empty_stats());
+#if defined(GRPOKIT_HAVE_OPENMP)
+#pragma omp parallel for schedule(static) if (chunks > 1)
+#endif
+  for (int64_t c = 0; c < chunks; ++c) {
+    AdamStateStats& st = part[static_cast<size_t>(c)];
+    for (int64_t j = c * n / chunks; j < (c + 1) * n / chunks; ++j) {
+      const double m = load_float(exp_avg, j * sm), v = load_float(exp_avg_sq, j * sv);
+      const double sqrt_vhat = std::sqrt(v / bc2), mhat = m / bc1;
+      const double rho = math::adam_rho_from_sqrt(sqrt_vhat, hp.eps);
+      if (rho > rho_threshold) ++st.n_rho_above;
+      const double e = math::reward_scale_elasticity(rho);
+      st.sum_elast += e;
+      if (v <= 0.0) {
+        ++st.n_zero_v;
+        continue;  // m = 0 there too: no step, no next step
+      }
+      const double u = math::adam_update_from_sqrt(mhat, sqrt_vhat, hp.eps, 1.0);
+      st.sum_u2 += u * u;
+      st.sum_abs_u += std::fabs(u);
+      st.sum_abs_u_elast += std::fabs(u) * e;
+      for (size_t k = 0; k < phis.size(); ++k)
+        st.sum_abs_u_phi[k] += std::fabs(math::adam_update_from_sqrt(mhat, sqrt_vhat, hp.eps, phis[k]));
+      const double un = math::adam_update_from_sqrt(next_m * mhat, next_sv * sqrt_vhat, hp.eps, 1.0);
+      st.sum_u2_next += un * un;
+      st.max_rho = std::max(st.max_rho, rho);
+      st.min_rho = std::min(st.min_rho, rho);
+      const double lg = rho > 0.0 ? std::log10(rho) : hist_lo;
+      const auto bin = static_cast<int64_t>(std::floor((lg - hist_lo) / width));
+      ++st.hist[static_cast<size_t>(std::clamp<int64_t>(bin, 0, hist_bins - 1))];
     }
-    const double u = math::adam_update(m, v, bc1, bc2, hp.eps, 1.0);
-    st.sum_u2 += u * u;
-    st.sum_abs_u += std::fabs(u);
-    st.sum_abs_u_elast += std::fabs(u) * e;
-    const double un = math::adam_update(hp.beta1 * m, hp.beta2 * v, bc1n, bc2n, hp.eps, 1.0);
-    st.sum_u2_next += un * un;
-    st.max_rho = std::max(st.max_rho, rho);
-    st.min_rho = std::min(st.min_rho, rho);
-    const double lg = rho > 0.0 ? std::log10(rho) : hist_lo;
-    const auto bin = static_cast<int64_t>(std::floor((lg - hist_lo) / width));
-    ++st.hist[static_cast<size_t>(std::clamp<int64_t>(bin, 0, hist_bins - 1))];
+  }
+  AdamStateStats st = empty_stats();
+  st.n = n;
+  for (const AdamStateStats& p : part) {
+    st.n_zero_v += p.n_zero_v;
+    st.n_rho_above += p.n_rho_above;
+    st.sum_u2 += p.sum_u2;
+    st.sum_abs_u += p.sum_abs_u;
+    st.sum_abs_u_elast += p.sum_abs_u_elast;
+    st.sum_elast += p.sum_elast;
+    st.sum_u2_next += p.sum_u2_next;
+    st.max_rho = std::max(st.max_rho, p.max_rho);
+    st.min_rho = std::min(st.min_rho, p.min_rho);
+    for (size_t k = 0; k < st.hist.size(); ++k) st.hist[k] += p.hist[k];
+    for (size_t k = 0; k < phis.size(); ++k) st.sum_abs_u_phi[k] += p.sum_abs_u_phi[k];
   }
   return st;
 }

@@ -82,14 +82,15 @@ void bind_diagnostics(py::module_& m) {
   m.def(
       "adam_state_stats",
       [](py::object exp_avg, py::object exp_avg_sq, double beta1, double beta2, double eps,
-         double step, double rho_threshold, double hist_lo, double hist_hi, int64_t hist_bins) {
+         double step, double rho_threshold, double hist_lo, double hist_hi, int64_t hist_bins,
+         const std::vector<double>& phis) {
         Imported m1 = import_array(exp_avg, "exp_avg", 0, false),
                  v = import_array(exp_avg_sq, "exp_avg_sq", 0, false);
         AdamStateStats st;
         {
           py::gil_scoped_release nogil;
           st = adam_state_stats_cpu(m1.view(), v.view(), hyper(beta1, beta2, eps, step),
-                                    rho_threshold, hist_lo, hist_hi, hist_bins);
+                                    rho_threshold, hist_lo, hist_hi, hist_bins, phis);
         }
         py::dict d;
         d["n"] = st.n;
@@ -103,11 +104,12 @@ void bind_diagnostics(py::module_& m) {
         d["max_rho"] = st.max_rho;
         d["min_rho"] = st.min_rho;
         d["hist"] = py::array_t<int64_t>(static_cast<py::ssize_t>(st.hist.size()), st.hist.data());
+        d["sum_abs_u_phi"] = st.sum_abs_u_phi;
         return d;
       },
       py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("beta1"), py::arg("beta2"),
       py::arg("eps"), py::arg("step"), py::arg("rho_threshold"), py::arg("hist_lo"),
-      py::arg("hist_hi"), py::arg("hist_bins"),
+      py::arg("hist_hi"), py::arg("hist_bins"), py::arg("phis") = std::vector<double>{},
       "ρ = eps/sqrt(v̂) statistics of one parameter tensor's Adam state.");
 
   m.def(

@@ -1,4 +1,4 @@
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 __version__: str
 
@@ -43,6 +43,7 @@ def adam_state_stats(
     hist_lo: float,
     hist_hi: float,
     hist_bins: int,
+    phis: List[float] = ...,
 ) -> Dict[str, Any]: ...
 def adam_update(
     exp_avg: Any,

@@ -135,8 +135,11 @@ def test_check_5_sign_dependent_clipping(s, expected):
     ratios = np.full((4, 1), s)
     clipped = gd.clip_region(ratios, A, epsilon=0.2).excess > 0
     omega = np.where(clipped, 0.0, 0.25 * ratios)
-    rep = gd.prefix_bias_from_weights(np.full((4, 1), 5), A, omega, 4)
+    rep = gd.prefix_bias_from_weights(np.full((4, 1), 5), A, omega, 4, omega_unclipped=0.25 * ratios)
     np.testing.assert_allclose(rep.coef[0, 0], expected, atol=1e-12)
+    # uniform α: without the clipped branch the shared token cancels, so all of W is clipping's
+    np.testing.assert_allclose(rep.clip_contribution[0, 0], expected, atol=1e-12)
+    np.testing.assert_allclose(rep.prefix_clip_contribution[0], expected, atol=1e-12)
 
 
 # ---- the reference on random batches -------------------------------------------------------------

@@ -216,3 +216,17 @@ def test_errors():
         gd.reward_scale(opt, phis=(0.0,))
     with pytest.raises(ValueError, match="steps: expected an integer >= 1"):
         gd.reward_scale_replay(Scalar(0.0), torch.optim.Adam(Scalar(0.0).parameters()), linear_loss_fn([1.0]), steps=0)
+
+
+def test_optimizer_state_is_read_in_place_and_not_modified():
+    from grpokit.diagnostics import _optim
+
+    model, opt = trained_adamw()
+    for s in _optim.param_states(opt):
+        assert s.exp_avg_sq.data_ptr() == opt.state[s.param]["exp_avg_sq"].data_ptr()  # zero-copy
+        assert s.exp_avg.data_ptr() == opt.state[s.param]["exp_avg"].data_ptr()
+    snapshot = {p: {k: v.clone() for k, v in opt.state[p].items()} for p in model.parameters()}
+    gd.reward_scale(opt)
+    for p in model.parameters():
+        for k, v in snapshot[p].items():
+            assert torch.equal(opt.state[p][k], v)

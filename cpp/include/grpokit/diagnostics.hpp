@@ -99,11 +99,14 @@ struct AdamStateStats {
   double max_rho = 0.0;         // over v > 0
   double min_rho = 0.0;         // over v > 0 (+inf if none)
   std::vector<int64_t> hist;
+  std::vector<double> sum_abs_u_phi;  // Σ |u_φ| for each requested reward scale φ
 };
 
+// `phis`: reward scales φ > 0 for which Σ|u_φ| is accumulated in the same pass.
 AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
                                     const AdamHyper& hp, double rho_threshold, double hist_lo,
-                                    double hist_hi, int64_t hist_bins);
+                                    double hist_hi, int64_t hist_bins,
+                                    const std::vector<double>& phis = {});
 
 // Per-coordinate preconditioned step into `out` (1-D float32/float64, same length): u_φ =
 // φm̂/(φ√v̂ + ϵ) of the state, or, with `momentum_only_next`, of the state one step later with a

@@ -60,6 +60,7 @@ class PrefixBiasReport(Report):
     group: Dict[str, np.ndarray]
     group_size: int
     cu_seqlens: Optional[np.ndarray] = None
+    unclipped: Optional["PrefixBiasReport"] = None
     title = "Shared-prefix bias (Prop. 1)"
     n_panels = 2
 
@@ -77,6 +78,20 @@ class PrefixBiasReport(Report):
         if group is not None and name in group:
             return group[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @property
+    def clip_contribution(self) -> Optional[np.ndarray]:
+        """Per token, W − W_unclipped: what the sign-dependent clipped branch adds to each prefix's
+        coefficient (needs ``omega_unclipped``; None otherwise). At inner step 1 (s = 1) it is 0;
+        later, a shared prefix whose ratio left the trust region keeps only one sign of A."""
+        return None if self.unclipped is None else self.coef - self.unclipped.coef
+
+    @property
+    def prefix_clip_contribution(self) -> Optional[np.ndarray]:
+        """Per group, the same on the whole-group prefix (sum over its tokens)."""
+        if self.unclipped is None:
+            return None
+        return self.group["prefix_coef"] - self.unclipped.group["prefix_coef"]
 
     @property
     def prefix_normalized(self) -> np.ndarray:
@@ -99,7 +114,7 @@ class PrefixBiasReport(Report):
     def to_dict(self) -> Dict[str, Any]:
         g = self.group
         shared = float(np.sum(g["shared_abs"]))
-        return {
+        out = {
             "groups": self.num_groups,
             "mean_prefix_len": float(np.mean(g["prefix_len"])),
             "prefix_bias_total": float(np.sum(g["prefix_bias"])),
@@ -111,6 +126,9 @@ class PrefixBiasReport(Report):
             if np.any(np.isfinite(g["weight_length_corr"]))
             else float("nan"),
         }
+        if self.unclipped is not None:
+            out["prefix_clip_contribution_total"] = float(np.sum(self.prefix_clip_contribution))
+        return out
 
     def _lines(self) -> List[str]:
         d = self.to_dict()
@@ -129,6 +147,11 @@ class PrefixBiasReport(Report):
             f"largest whole-group prefix bias: group {worst}, {fmt(self.group['prefix_bias'][worst])} over "
             f"{int(self.group['prefix_len'][worst])} tokens"
         )
+        if self.unclipped is not None:
+            lines.append(
+                f"clipping's contribution to the whole-group prefix coefficients: total "
+                f"{fmt(float(np.sum(self.prefix_clip_contribution)))}"
+            )
         if d["prefix_bias_abs_mean"] == 0.0 and d["shared_bias_total"] == 0.0:
             lines.append("verdict: uniform weights on every shared prefix; shared prefixes cancel (Case 1)")
         return lines
@@ -160,6 +183,7 @@ def prefix_bias_from_weights(
     *,
     mask: Any = None,
     cu_seqlens: Any = None,
+    omega_unclipped: Any = None,
 ) -> PrefixBiasReport:
     """Shared-prefix bias of a batch, given each token's effective weight ω (Prop. 1).
 
@@ -180,11 +204,19 @@ def prefix_bias_from_weights(
         mask: (B, T) (or (N,)) bool/int; a completion ends at its last valid token, masked tokens
             inside it are context with weight 0. Absent: every token is valid.
         cu_seqlens: (B+1,) offsets for packed ``ids``.
+        omega_unclipped: optional weights in the layout of ``omega`` with the clipped branch not
+            applied (α · ratio factor everywhere); the report's ``clip_contribution`` is then the
+            part of each coefficient due to the sign-dependent clipping at inner steps > 1.
 
     Returns:
         PrefixBiasReport (per-token and per-group NumPy arrays; ``print`` it or ``.plot()`` it).
         CPU arrays are read in place; device arrays are copied to the host.
     """
+    if omega_unclipped is not None:
+        unclipped = prefix_bias_from_weights(ids, advantages, omega_unclipped, group_size, mask=mask, cu_seqlens=cu_seqlens)
+        rep = prefix_bias_from_weights(ids, advantages, omega, group_size, mask=mask, cu_seqlens=cu_seqlens)
+        rep.unclipped = unclipped
+        return rep
     if _inputs.is_ragged(ids):
         if cu_seqlens is not None:
             raise ValueError("cu_seqlens: not used with ragged ids (a list of sequences)")

@@ -148,7 +148,8 @@ def reward_scale(
     scaled = {float(p): 0.0 for p in phis}
     for s in states:
         st = _core.adam_state_stats(
-            s.exp_avg, s.exp_avg_sq, s.beta1, s.beta2, s.eps, s.step, rho_threshold, HIST_LO, HIST_HI, HIST_BINS
+            s.exp_avg, s.exp_avg_sq, s.beta1, s.beta2, s.eps, s.step, rho_threshold, HIST_LO, HIST_HI, HIST_BINS,
+            list(scaled),
         )
         n += st["n"]
         n_zero += st["n_zero_v"]
@@ -166,8 +167,8 @@ def reward_scale(
                 "elasticity": st["sum_abs_u_elast"] / st["sum_abs_u"] if st["sum_abs_u"] > 0 else float("nan"),
             }
         )
-        for phi in scaled:
-            scaled[phi] += float(_optim.preconditioned_update(s, phi).abs().sum())
+        for phi, total in zip(scaled, st["sum_abs_u_phi"]):
+            scaled[phi] += total
     return RewardScaleReport(
         n=n,
         n_zero_v=n_zero,

@@ -43,10 +43,10 @@ GRPOKIT_HD double clipped_surrogate(double s, double A, double eps_low, double e
 GRPOKIT_HD double bias_correction(double beta, double step) { return 1.0 - pow(beta, step); }
 
 // ρ = ϵ/√v̂: how much ϵ shrinks this coordinate's step. v̂ = 0 (never updated) gives +inf.
-GRPOKIT_HD double adam_rho(double v, double bc2, double eps) {
-  const double s = sqrt(v / bc2);
-  return s > 0.0 ? eps / s : INFINITY;
+GRPOKIT_HD double adam_rho_from_sqrt(double sqrt_vhat, double eps) {
+  return sqrt_vhat > 0.0 ? eps / sqrt_vhat : INFINITY;
 }
+GRPOKIT_HD double adam_rho(double v, double bc2, double eps) { return adam_rho_from_sqrt(sqrt(v / bc2), eps); }
 
 // Elasticity of the step to a global reward scale φ at φ = 1: d log|Δθ| / d log φ = ρ/(1+ρ).
 GRPOKIT_HD double reward_scale_elasticity(double rho) {
@@ -56,8 +56,11 @@ GRPOKIT_HD double reward_scale_elasticity(double rho) {
 // Preconditioned step u = m̂/(√v̂ + ϵ) of a state (m, v) at step t (bc1 = 1−β1^t, bc2 = 1−β2^t).
 // With every past gradient scaled by φ > 0, the state is (φm, φ²v) and the step is
 // φm̂/(φ√v̂ + ϵ) = u·(1+ρ)/(1+ρ/φ) (Prop. 6 + §4.3).
+GRPOKIT_HD double adam_update_from_sqrt(double mhat, double sqrt_vhat, double eps, double phi) {
+  return phi * mhat / (phi * sqrt_vhat + eps);
+}
 GRPOKIT_HD double adam_update(double m, double v, double bc1, double bc2, double eps, double phi) {
-  return phi * (m / bc1) / (phi * sqrt(v / bc2) + eps);
+  return adam_update_from_sqrt(m / bc1, sqrt(v / bc2), eps, phi);
 }
 
 // ---- overshoot past the clip region (Prop. 7, Eq. 32–38) --------------------------------------
