@@ -38,4 +38,5 @@ PYBIND11_MODULE(_core, m) {
   bindings::bind_advantages(m, cpu);
   bindings::bind_loss(m, cpu);
   bindings::bind_logprobs(m, cpu);
+  bindings::bind_diagnostics(m);
 }

@@ -33,6 +33,7 @@ struct Backend {
 void bind_advantages(py::module_& m, const Backend& backend);
 void bind_loss(py::module_& m, const Backend& backend);
 void bind_logprobs(py::module_& m, const Backend& backend);
+void bind_diagnostics(py::module_& m);  // CPU only
 
 }  // namespace bindings
 }  // namespace grpokit

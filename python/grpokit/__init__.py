@@ -6,6 +6,7 @@ Arrays may be NumPy, Python sequences or any DLPack tensor (PyTorch, CuPy, JAX);
 as the caller's kind on the caller's device.
 """
 
+from . import diagnostics
 from ._advantages import advantages
 from ._core import __version__
 from ._logprobs import TokenLogprobs, token_logprobs, token_logprobs_backward
@@ -20,6 +21,7 @@ __all__ = [
     "TokenLogprobs",
     "advantages",
     "build_info",
+    "diagnostics",
     "policy_loss",
     "presets",
     "token_logprobs",
