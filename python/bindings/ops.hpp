@@ -21,6 +21,8 @@ struct Backend {
 };
 
 void bind_advantages(py::module_& m, const Backend& backend);
+void bind_estimators(py::module_& m);   // CPU only
+void bind_corrections(py::module_& m);  // CPU only
 
 }  // namespace bindings
 }  // namespace grpokit
