@@ -1,5 +1,6 @@
 #include "grpokit/estimators.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -32,7 +33,12 @@ constexpr NamedEstimator kEstimators[] = {
     {"gpg", Estimator::Gpg},
     {"normalize_then_sum", Estimator::NormalizeThenSum},
     {"optimal_token_baseline", Estimator::OptimalTokenBaseline},
+    {"tir_optimal_token_baseline", Estimator::TirOptimalTokenBaseline},
 };
+
+bool is_otb(Estimator e) {
+  return e == Estimator::OptimalTokenBaseline || e == Estimator::TirOptimalTokenBaseline;
+}
 
 bool needs_groups(Estimator e) { return e != Estimator::ReinforcePP && e != Estimator::Remax; }
 
@@ -160,9 +166,9 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     value_error("baseline_rewards: only estimator 'remax' takes greedy baseline rewards");
   }
 
-  if (opt.estimator == Estimator::OptimalTokenBaseline) {
+  if (is_otb(opt.estimator)) {
     if (!in.logp.defined() || !in.sum_pi_squared.defined())
-      value_error("logp, sum_pi_squared: estimator 'optimal_token_baseline' needs the (B, T) "
+      value_error("logp, sum_pi_squared: estimator '", est, "' needs the (B, T) "
                   "log-probabilities of the sampled tokens and Σπ² per position");
     check_token_array(in.logp, "logp", in.mask);
     check_token_array(in.sum_pi_squared, "sum_pi_squared", in.mask);
@@ -173,7 +179,7 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
       check_finite_selected(in.is_weights, "is_weights", in.mask);
     }
   } else if (in.logp.defined() || in.sum_pi_squared.defined() || in.is_weights.defined()) {
-    value_error("logp, sum_pi_squared, is_weights: only estimator 'optimal_token_baseline' takes them");
+    value_error("logp, sum_pi_squared, is_weights: only the optimal-token-baseline estimators take them");
   }
 
   if (opt.estimator == Estimator::ReinforcePP && !(std::isfinite(opt.gamma) && opt.gamma >= 0.0))
@@ -510,52 +516,55 @@ void token_estimator(const EstimatorInputs& in, const EstimatorOptions& opt, con
       const double b = read_real(in.baseline_rewards, i);
       for (int64_t t = 0; t < T; ++t) A[i * T + t] = tr.on(i, t) ? G[i * T + t] - b : 0.0;
     }
-  } else {  // OptimalTokenBaseline
+  } else {  // (Tir)OptimalTokenBaseline
     G = reward_to_go(tr);
+    const bool compact = opt.estimator == Estimator::TirOptimalTokenBaseline;
     const GroupLayout layout = detail::make_layout(B, in.group_ids, opt.group_size);
-    require_pairs(layout, "optimal_token_baseline");
+    require_pairs(layout, estimator_name(opt.estimator));
+    // W: cumulative path-variance proxy; slot: the position a token is compared at across the
+    // group (t, or its rank among the row's selected tokens for the multi-turn variant).
     std::vector<double> W(A.size(), 0.0), L(static_cast<size_t>(B), 0.0);
+    std::vector<int64_t> slot(A.size(), -1);
     for (int64_t i = 0; i < B; ++i) {
       double cum = 0.0;
       for (int64_t t = 0; t < T; ++t) {
-        if (tr.on(i, t)) {
-          const double rho = in.is_weights.defined() ? read_real(in.is_weights, i, t) : 1.0;
-          cum += math::otb_token_weight(read_real(in.logp, i, t), read_real(in.sum_pi_squared, i, t), rho);
-          L[i] += 1.0;
-        }
+        if (!tr.on(i, t)) continue;
+        const double rho = in.is_weights.defined() ? read_real(in.is_weights, i, t) : 1.0;
+        cum += math::otb_token_weight(read_real(in.logp, i, t), read_real(in.sum_pi_squared, i, t), rho);
         W[i * T + t] = cum;
+        slot[i * T + t] = compact ? static_cast<int64_t>(L[i]) : t;
+        L[i] += 1.0;
       }
     }
-    std::vector<double> base(static_cast<size_t>(T));
+    std::vector<double> num(static_cast<size_t>(T)), den(static_cast<size_t>(T));
+    std::vector<int64_t> rows;
     for (int64_t g = 0; g < layout.num_groups(); ++g) {
-      const int64_t* m = layout.members(g);
-      const int64_t n = layout.size(g);
-      for (int64_t t = 0; t < T; ++t) {
-        double num = 0.0, den = 0.0;
-        for (int64_t k = 0; k < n; ++k) {
-          const int64_t i = m[k];
-          if (!tr.on(i, t)) continue;
-          num += G[i * T + t] * W[i * T + t];
-          den += W[i * T + t];
-        }
-        base[t] = num / (den + opt.otb_epsilon);
-      }
+      rows.clear();
+      for (int64_t k = 0; k < layout.size(g); ++k)  // the multi-turn variant skips empty rows
+        if (!compact || L[layout.members(g)[k]] > 0.0) rows.push_back(layout.members(g)[k]);
+      std::fill(num.begin(), num.end(), 0.0);
+      std::fill(den.begin(), den.end(), 0.0);
+      for (int64_t i : rows)
+        for (int64_t t = 0; t < T; ++t)
+          if (tr.on(i, t)) num[slot[i * T + t]] += G[i * T + t] * W[i * T + t], den[slot[i * T + t]] += W[i * T + t];
       // Zero tail: past the second-longest completion only the longest one remains, and its own
       // return would be its baseline; verl zeroes the baseline there instead.
       int64_t longest = -1, count_max = 0;
       double lmax = -1.0, lsecond = -1.0;
-      for (int64_t k = 0; k < n; ++k) {
-        const double l = L[m[k]];
-        if (l > lmax) lsecond = lmax, lmax = l, longest = m[k], count_max = 1;
-        else if (l == lmax) ++count_max, lsecond = l;
-        else if (l > lsecond) lsecond = l;
+      for (int64_t i : rows) {
+        if (L[i] > lmax) lsecond = lmax, lmax = L[i], longest = i, count_max = 1;
+        else if (L[i] == lmax) ++count_max, lsecond = L[i];
+        else if (L[i] > lsecond) lsecond = L[i];
       }
-      for (int64_t k = 0; k < n; ++k) {
-        const int64_t i = m[k];
-        const bool zero_tail = opt.handle_zero_tail && i == longest && count_max == 1 && lmax > lsecond;
+      const bool alone = rows.size() == 1;  // verl: a single trajectory keeps its return
+      for (int64_t i : rows) {
+        const bool zero_tail = opt.handle_zero_tail && !alone && i == longest && count_max == 1 && lmax > lsecond;
         for (int64_t t = 0; t < T; ++t) {
-          const double b = (zero_tail && t >= static_cast<int64_t>(lsecond)) ? 0.0 : base[t];
-          A[i * T + t] = tr.on(i, t) ? G[i * T + t] - b : 0.0;
+          if (!tr.on(i, t)) continue;
+          const int64_t s = slot[i * T + t];
+          const double b = (alone || (zero_tail && s >= static_cast<int64_t>(lsecond)))
+                               ? 0.0 : num[s] / (den[s] + opt.otb_epsilon);
+          A[i * T + t] = G[i * T + t] - b;
         }
       }
     }
@@ -584,7 +593,7 @@ const char* estimator_name(Estimator e) {
 }
 
 bool is_token_estimator(Estimator e) {
-  return e == Estimator::ReinforcePP || e == Estimator::Remax || e == Estimator::OptimalTokenBaseline;
+  return e == Estimator::ReinforcePP || e == Estimator::Remax || is_otb(e);
 }
 
 BatchNorm parse_batch_norm(const std::string& name) {

@@ -9,12 +9,14 @@ as the caller's kind on the caller's device.
 from ._advantages import advantages
 from ._corrections import CORRECTIONS, correction, importance_weights, rejection_mask
 from ._estimators import ESTIMATORS
+from ._estimators import PRESETS as ESTIMATOR_PRESETS
 from ._core import __version__
 from .info import build_info
 
 __all__ = [
     "CORRECTIONS",
     "ESTIMATORS",
+    "ESTIMATOR_PRESETS",
     "__version__",
     "advantages",
     "build_info",

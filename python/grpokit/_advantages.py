@@ -79,7 +79,12 @@ def advantages(
     - ``"gdpo"`` (verl) and ``"normalize_then_sum"`` (TRL): per-reward group standardising of (B, K)
       rewards, weighted sum, then verl's masked whitening or TRL's batch standardising.
     - ``"optimal_token_baseline"`` (token): per-position baseline Σ G W / Σ W from ``logp`` and
-      ``sum_pi_squared`` (B, T) (and ``is_weights``), ``handle_zero_tail`` (True), ``epsilon`` (1e-8).
+      ``sum_pi_squared`` (B, T) (and ``is_weights``), ``handle_zero_tail`` (True), ``epsilon`` (1e-8);
+      ``"tir_optimal_token_baseline"`` compares each row's selected tokens by rank (multi-turn).
+
+    ``estimator`` may also name a peer preset — an estimator with the peer's default options, e.g.
+    ``"trl.grpo"`` (sample std, ε 1e-4), ``"verl.grpo"`` (sample std, ε 1e-6), ``"verl.gdpo"``
+    (``grpokit.ESTIMATOR_PRESETS``); explicit options override the preset's.
 
     Token estimators take ``rewards`` (B, T) token rewards, or (B,) rewards placed on each row's last
     selected token, with a (B, T) ``mask``; they return (B, T) advantages (0 where the mask is unset),
@@ -95,9 +100,9 @@ def advantages(
         >>> grpokit.advantages([1.0, 0.0, 1.0, 1.0], group_size=2)
         array([ 0.5, -0.5,  0. ,  0. ])
     """
-    info = _estimators.lookup(estimator)
+    info, preset = _estimators.lookup(estimator)
     given = {"baseline": baseline, "std": std, "std_scope": std_scope, "epsilon": epsilon, **options}
-    opts = _estimators.resolve_options(info, given)
+    opts = _estimators.resolve_options(info, given, preset)
     if group_size is not None and (isinstance(group_size, bool) or int(group_size) != group_size):
         raise TypeError(f"group_size: expected an integer, got {group_size!r}")
     r = _float_rewards(_arrays.as_input(rewards, "rewards"))

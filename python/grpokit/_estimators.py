@@ -74,6 +74,10 @@ ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType({
               "A_t = G_t − Σ_j G_jt W_jt / Σ_j W_jt, W = cumulative 1 − 2π + Σπ² (× ρ²)",
               {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
               ("mask", "logp", "sum_pi_squared", "is_weights"), ("mask", "logp", "sum_pi_squared")),
+        _info("tir_optimal_token_baseline", "tir_optimal_token_baseline", "token", "verl tir_optimal_token_baseline",
+              "the optimal token baseline over each row's selected tokens only (multi-turn: gaps removed)",
+              {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
+              ("mask", "logp", "sum_pi_squared", "is_weights"), ("mask", "logp", "sum_pi_squared")),
     )
 })
 
@@ -84,22 +88,58 @@ ALIASES: Mapping[str, str] = MappingProxyType({
     "sum_then_normalize": "grpo",
 })
 
+
+def _p(estimator: str, **options: Any) -> Tuple[str, Mapping[str, Any]]:
+    return estimator, MappingProxyType(options)
+
+
+# Peer-named presets: an estimator with the options that reproduce the peer's default configuration.
+# `advantages(..., estimator="verl.grpo")`; explicit options still override them.
+PRESETS: Mapping[str, Tuple[str, Mapping[str, Any]]] = MappingProxyType({
+    "paper.grpo": _p("grpo", std="population"),  # the papers' σ: population std, ε = 0
+    "trl.grpo": _p("grpo", std="sample", epsilon=1e-4),  # scale_rewards="group" (TRL's default)
+    "trl.grpo_batch_std": _p("grpo", std="sample", std_scope="batch", epsilon=1e-4),  # scale_rewards="batch"
+    "trl.grpo_no_std": _p("grpo"),  # scale_rewards="none" (Dr. GRPO)
+    "trl.normalize_then_sum": _p("normalize_then_sum"),
+    "trl.rloo": _p("rloo"),  # RLOOTrainer, normalize_advantages=False (its default)
+    "verl.grpo": _p("grpo", std="sample", epsilon=1e-6),  # norm_adv_by_std_in_grpo=True
+    "verl.grpo_no_std": _p("grpo"),  # norm_adv_by_std_in_grpo=False
+    "verl.rloo": _p("rloo"),
+    "verl.reinforce_plus_plus": _p("reinforce_pp", gamma=1.0),
+    "verl.reinforce_plus_plus_baseline": _p("reinforce_pp_baseline"),
+    "verl.remax": _p("remax"),
+    "verl.opo": _p("opo"),
+    "verl.grpo_passk": _p("grpo_passk", std="sample", epsilon=1e-6),
+    "verl.gpg": _p("gpg", f_norm=1.0),
+    "verl.gdpo": _p("gdpo", std="sample", epsilon=1e-6),
+    "verl.optimal_token_baseline": _p("optimal_token_baseline", handle_zero_tail=True, epsilon=1e-8),
+    "verl.tir_optimal_token_baseline": _p("tir_optimal_token_baseline", handle_zero_tail=True, epsilon=1e-8),
+})
+
 # Engine batch normalisation of each engine estimator (fixed by the definition, or by an option).
 _BATCH_NORM = {"reinforce_pp_baseline": "masked_whiten", "gdpo": "masked_whiten", "normalize_then_sum": "standardise"}
 
 
-def lookup(name: str) -> EstimatorInfo:
-    """The estimator called `name` (or a verl alias); unknown names list the valid ones."""
+def lookup(name: str) -> Tuple[EstimatorInfo, Mapping[str, Any]]:
+    """The estimator called `name` (an estimator, a verl alias or a peer preset such as
+    ``"verl.grpo"``) and the preset's options; unknown names list the valid ones."""
     if not isinstance(name, str):
         raise TypeError(f"estimator: expected a name (str), got {type(name).__name__}")
+    preset: Mapping[str, Any] = {}
+    if name in PRESETS:
+        name, preset = PRESETS[name]
     info = ESTIMATORS.get(ALIASES.get(name, name))
     if info is None:
-        raise ValueError(f"estimator: expected one of {sorted(ESTIMATORS)} (or {sorted(ALIASES)}), got {name!r}")
-    return info
+        raise ValueError(
+            f"estimator: expected one of {sorted(ESTIMATORS)}, a verl alias {sorted(ALIASES)} or a preset "
+            f"{sorted(PRESETS)}, got {name!r}"
+        )
+    return info, preset
 
 
-def resolve_options(info: EstimatorInfo, given: Mapping[str, Any]) -> dict:
-    """The estimator's defaults updated with `given`; names it does not take are a TypeError."""
+def resolve_options(info: EstimatorInfo, given: Mapping[str, Any], preset: Mapping[str, Any] = MappingProxyType({})) -> dict:
+    """The estimator's defaults, updated with the preset's options, then with `given` (None values
+    are "not given"); names the estimator does not take are a TypeError."""
     allowed = set(info.defaults) | set(info.inputs)
     unknown = sorted(k for k, v in given.items() if k not in allowed and v is not None)
     if unknown:
@@ -111,6 +151,7 @@ def resolve_options(info: EstimatorInfo, given: Mapping[str, Any]) -> dict:
     if missing:
         raise ValueError(f"estimator {info.name!r} needs {', '.join(missing)} (see grpokit.advantages)")
     opts = dict(info.defaults)
+    opts.update(preset)
     opts.update({k: v for k, v in given.items() if v is not None})
     return opts
 
@@ -155,6 +196,7 @@ def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: Estim
         shape = (int(rewards.shape[0]) if len(rewards.shape) else 0,)
     out = _arrays.empty(place, shape, dtype, like=rewards)
     returns = _arrays.empty(place, shape, dtype, like=rewards) if opts.get("return_returns") else None
+    otb = info.engine.endswith("optimal_token_baseline")  # its epsilon is the baseline's denominator's
     batch_norm = _BATCH_NORM.get(info.name, "standardise" if opts.get("normalize") else "none")
     _core.estimator_advantages(
         rewards, ids, arrays["reward_weights"], arrays["mask"], arrays["lengths"], arrays["baseline_rewards"],
@@ -164,13 +206,13 @@ def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: Estim
         baseline=opts.get("baseline", "mean"),
         std=opts.get("std", "none"),
         std_scope=opts.get("std_scope", "group"),
-        epsilon=float(opts.get("epsilon", 0.0)) if info.name != "optimal_token_baseline" else 0.0,
+        epsilon=0.0 if otb else float(opts.get("epsilon", 0.0)),
         batch_norm=batch_norm,
         final_epsilon=float(opts.get("final_epsilon", 1e-4)),
         gamma=float(opts.get("gamma", 1.0)),
         f_norm=float(opts.get("f_norm", 1.0)),
         handle_zero_tail=bool(opts.get("handle_zero_tail", True)),
-        otb_epsilon=float(opts["epsilon"]) if info.name == "optimal_token_baseline" else 1e-8,
+        otb_epsilon=float(opts["epsilon"]) if otb else 1e-8,
     )
     out = _arrays.finish(place, out)
     if returns is not None:

@@ -266,6 +266,71 @@ def test_optimal_token_baseline_matches_reference(with_is, zero_tail):
     np.testing.assert_allclose(ret, want_ret, rtol=1e-12, atol=1e-12)
 
 
+def ref_tir_otb(r, m, G, logp, sps, zero_tail=True, eps=1e-8):
+    """verl's multi-turn variant: each row's selected tokens packed to the left, baseline per rank."""
+    ret = ref_reward_to_go(r, m)
+    W = np.cumsum((1 - 2 * np.exp(logp) + sps) * m, -1)
+    B, T = r.shape
+    L = m.sum(-1).astype(int)
+    packed_R, packed_W = np.zeros((B, T)), np.zeros((B, T))
+    for i in range(B):
+        packed_R[i, :L[i]] = ret[i][m[i] > 0]
+        packed_W[i, :L[i]] = W[i][m[i] > 0]
+    base = np.zeros((B, T))
+    for g in groups(B, G):
+        g = [i for i in g if L[i] > 0]
+        if len(g) < 2:
+            continue
+        base[g] = (packed_R[g] * packed_W[g]).sum(0) / (packed_W[g].sum(0) + eps)
+        srt = np.sort(L[g])
+        longest = [i for i in g if L[i] == srt[-1]]
+        if zero_tail and len(longest) == 1 and srt[-1] > srt[-2]:
+            base[longest[0], srt[-2]:] = 0.0
+    adv = np.zeros((B, T))
+    for i in range(B):
+        adv[i][m[i] > 0] = (packed_R[i] - base[i])[:L[i]]
+    return adv, ret
+
+
+def test_tir_optimal_token_baseline_matches_reference():
+    B, T, G = 6, 8, 3
+    m = rng.uniform(size=(B, T)) < 0.7  # gaps: tool outputs inside the completion
+    m[:, 0] = True
+    m[3] = False  # an empty row drops out of its group (which keeps 2)
+    r = np.where(m, rng.normal(size=(B, T)), 0.0)
+    logp = np.log(rng.uniform(0.05, 1.0, size=(B, T)))
+    sps = rng.uniform(0.1, 1.0, size=(B, T))
+    adv, ret = gk.advantages(r, G, estimator="verl.tir_optimal_token_baseline", mask=m, logp=logp,
+                             sum_pi_squared=sps, return_returns=True)
+    want_adv, want_ret = ref_tir_otb(r, m.astype(float), G, logp, sps)
+    np.testing.assert_allclose(adv, want_adv, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(ret, want_ret, rtol=1e-12, atol=1e-12)
+
+
+def test_tir_equals_otb_without_gaps():
+    B, T, G = 6, 5, 3
+    m, _ = right_padded_mask(B, T, rng)
+    r = np.where(m, rng.normal(size=(B, T)), 0.0)
+    logp = np.log(rng.uniform(0.05, 1.0, size=(B, T)))
+    sps = rng.uniform(0.1, 1.0, size=(B, T))
+    kw = dict(mask=m, logp=logp, sum_pi_squared=sps)
+    np.testing.assert_allclose(gk.advantages(r, G, estimator="tir_optimal_token_baseline", **kw),
+                               gk.advantages(r, G, estimator="optimal_token_baseline", **kw), rtol=0, atol=1e-15)
+
+
+def test_peer_presets():
+    R = rng.normal(size=8)
+    np.testing.assert_array_equal(gk.advantages(R, 4, estimator="verl.grpo"),
+                                  gk.advantages(R, 4, std="sample", epsilon=1e-6))
+    np.testing.assert_array_equal(gk.advantages(R, 4, estimator="trl.grpo_batch_std"),
+                                  gk.advantages(R, 4, std="sample", epsilon=1e-4, std_scope="batch"))
+    # explicit options override the preset's
+    np.testing.assert_array_equal(gk.advantages(R, 4, estimator="verl.grpo", epsilon=0.0),
+                                  gk.advantages(R, 4, std="sample"))
+    for name, (est, opts) in gk.ESTIMATOR_PRESETS.items():
+        assert est in gk.ESTIMATORS, name
+
+
 def test_multi_reward_grpo_is_sum_then_normalize():
     Rk = rng.normal(size=(6, 2))
     Rk[1, 0] = np.nan  # one reward function could not score it: its other reward still counts

@@ -26,6 +26,8 @@ enum class Estimator : uint8_t {
   Gpg,                   // verl gpg: α (R − group mean) / f_norm, α = B / #non-zero scores
   NormalizeThenSum,      // GDPO: per-reward group standardising, weighted sum, then a batch normalisation
   OptimalTokenBaseline,  // verl optimal_token_baseline: A_t = G_t − Σ G W / Σ W per group and position
+  TirOptimalTokenBaseline,  // verl tir_optimal_token_baseline: the same over each row's selected tokens
+                            // only (multi-turn: positions counted without the tool-output gaps)
 };
 
 // The final batch normalisation of the leave-one-out and normalise-then-sum estimators.
@@ -37,7 +39,7 @@ enum class BatchNorm : uint8_t {
 
 Estimator parse_estimator(const std::string& name);  // the Python names, e.g. "reinforce_pp"
 const char* estimator_name(Estimator e);
-bool is_token_estimator(Estimator e);  // ReinforcePP, Remax, OptimalTokenBaseline
+bool is_token_estimator(Estimator e);  // ReinforcePP, Remax, (Tir)OptimalTokenBaseline
 BatchNorm parse_batch_norm(const std::string& name);  // "none" | "standardise" | "masked_whiten"
 
 struct EstimatorInputs {
