@@ -182,6 +182,8 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     value_error("logp, sum_pi_squared, is_weights: only the optimal-token-baseline estimators take them");
   }
 
+  if (opt.estimator == Estimator::Opo && !in.mask.defined() && !in.lengths.defined())
+    value_error("lengths: estimator 'opo' weighs rewards by completion length; pass mask (B, T) or lengths (B,)");
   if (opt.estimator == Estimator::ReinforcePP && !(std::isfinite(opt.gamma) && opt.gamma >= 0.0))
     value_error("gamma: expected a finite discount >= 0, got ", opt.gamma);
   if (opt.estimator == Estimator::Gpg && !(std::isfinite(opt.f_norm) && opt.f_norm != 0.0))

@@ -583,6 +583,11 @@ def test_opo_zero_length_group():
         gk.advantages([1.0, 0.0], 2, estimator="opo", lengths=[0, 0])
 
 
+def test_opo_needs_lengths():
+    with pytest.raises(ValueError, match="estimator 'opo' weighs rewards by completion length"):
+        gk.advantages([1.0, 0.0], 2, estimator="opo")
+
+
 def test_mask_and_lengths_together():
     with pytest.raises(ValueError, match="either mask or lengths"):
         gk.advantages([1.0, 0.0], 2, estimator="opo", lengths=[1, 2], mask=np.ones((2, 2), bool))
@@ -594,3 +599,23 @@ def test_estimator_table_is_complete():
             "normalize_then_sum", "optimal_token_baseline"} <= names
     for info in gk.ESTIMATORS.values():
         assert info.peer and info.summary
+
+
+def test_strided_inputs_read_correctly():
+    big = rng.normal(size=(6, 6))
+    m = np.asfortranarray(rng.uniform(size=(6, 3)) < 0.8)
+    m[:, 0] = True
+    r = big[:, ::2]  # a non-contiguous (6, 3) view
+    np.testing.assert_array_equal(gk.advantages(r, estimator="reinforce_pp", mask=m),
+                                  gk.advantages(np.ascontiguousarray(r), estimator="reinforce_pp", mask=np.ascontiguousarray(m)))
+    np.testing.assert_array_equal(gk.advantages(r, 3, estimator="gdpo", mask=m),
+                                  gk.advantages(np.ascontiguousarray(r), 3, estimator="gdpo", mask=np.ascontiguousarray(m)))
+
+
+@pytest.mark.parametrize("est", ["rloo", "gpg", "grpo_passk", "reinforce_pp_baseline", "normalize_then_sum"])
+def test_float32_in_float32_out(est):
+    R = rng.normal(size=8)
+    got = gk.advantages(R.astype(np.float32), 4, estimator=est)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, gk.advantages(R.astype(np.float32).astype(np.float64), 4, estimator=est),
+                               rtol=1e-6, atol=1e-6)
