@@ -183,14 +183,14 @@ void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sa
   double c_sum = 0.0, c_sq = 0.0;
   for (size_t k = 0; k < w.size(); ++k)
     if (r.sel[k]) {
-      const double c = std::min(std::max(w[k], 0.0), upper);
+      const double c = math::truncate_weight(w[k], 0.0, upper);
       c_sum += c, c_sq += c * c;
     }
   const double c_mean = math::verl_masked_mean(c_sum, n);
   double ess_sq = 0.0;
   for (size_t k = 0; k < w.size(); ++k)
     if (r.sel[k]) {
-      const double c = std::min(std::max(w[k], 0.0), upper) / (c_mean + 1e-8);
+      const double c = math::truncate_weight(w[k], 0.0, upper) / (c_mean + 1e-8);
       ess_sq += c * c;
     }
   const double var_c = math::verl_masked_mean(c_sq, n) - c_mean * c_mean;
