@@ -294,3 +294,16 @@ def test_bad_inputs():
         gk.correction("verl.nope", trn, smp, m)
     with pytest.raises(TypeError, match="unknown option"):
         gk.correction("verl.token_is", trn, smp, m, threshold=2.0)
+
+
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**31 - 1), st.sampled_from(["token", "sequence"]),
+       st.sampled_from(["truncate", "mask"]), st.sampled_from([(None, 3.0), (0.5, 2.0), (0.9, None)]),
+       st.sampled_from([None, 20.0, 1.0]))
+def test_weights_match_reference_on_random_batches(B, T, seed, level, mode, bounds, clamp):
+    trn, smp, m = batch(B, T, scale=0.5, seed=seed)
+    lo = -np.inf if bounds[0] is None else bounds[0]
+    hi = np.inf if bounds[1] is None else bounds[1]
+    got = gk.importance_weights(trn, smp, m, level=level, mode=mode, clip_min=bounds[0], clip_max=bounds[1],
+                                log_clamp=clamp)
+    want, _ = ref_weights(trn, smp, m, level, mode, lo, hi, np.inf if clamp is None else clamp)
+    np.testing.assert_allclose(got.weights, want, rtol=1e-13, atol=0)

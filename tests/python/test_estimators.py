@@ -619,3 +619,17 @@ def test_float32_in_float32_out(est):
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, gk.advantages(R.astype(np.float32).astype(np.float64), 4, estimator=est),
                                rtol=1e-6, atol=1e-6)
+
+
+@given(st.integers(2, 5), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_outcome_estimators_match_references_on_random_batches(G, n_groups, seed):
+    g = np.random.default_rng(seed)
+    B = G * n_groups
+    R = np.round(g.normal(size=B), 2)  # ties happen
+    L = g.integers(1, 9, size=B)
+    np.testing.assert_allclose(gk.advantages(R, G, estimator="rloo"), ref_rloo(R, G), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gk.advantages(R, G, estimator="gpg"), ref_gpg(R, G), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gk.advantages(R, G, estimator="opo", lengths=L), ref_opo(R, G, L), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gk.advantages(R, G, estimator="grpo_passk"), ref_passk(R, G), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gk.advantages(R, G, estimator="reinforce_pp_baseline", lengths=L),
+                               ref_rpp_baseline(R, G, L), rtol=1e-9, atol=1e-9)
