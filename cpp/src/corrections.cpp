@@ -109,6 +109,9 @@ const std::vector<std::string>& importance_metric_names() {
 void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sampler_logp,
                             const TensorView& mask, const ImportanceOptions& opt,
                             const TensorView& weights, const TensorView& metrics) {
+  if (!(opt.clip_max > 0.0)) value_error("clip_max: expected a positive bound (or None), got ", opt.clip_max);
+  if (!(opt.clip_min >= 0.0) && opt.clip_min != -INFINITY)
+    value_error("clip_min: expected a bound >= 0 (or None), got ", opt.clip_min);
   if (!(opt.clip_min <= opt.clip_max))
     value_error("clip_min: expected clip_min <= clip_max, got ", opt.clip_min, " > ", opt.clip_max);
   if (!(opt.log_clamp > 0.0)) value_error("log_clamp: expected a positive bound, got ", opt.log_clamp);

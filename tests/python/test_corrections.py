@@ -270,6 +270,10 @@ def test_bad_inputs():
         gk.importance_weights(trn, smp, m, mode="clip")
     with pytest.raises(ValueError, match="clip_min <= clip_max"):
         gk.importance_weights(trn, smp, m, clip_min=2.0, clip_max=1.0)
+    with pytest.raises(ValueError, match="clip_max: expected a positive bound"):
+        gk.importance_weights(trn, smp, m, clip_max=-1.0)
+    with pytest.raises(ValueError, match="clip_min: expected a bound >= 0"):
+        gk.importance_weights(trn, smp, m, clip_min=-0.5)
     with pytest.raises(ValueError, match="mask: no position is selected"):
         gk.importance_weights(trn, smp, np.zeros_like(m))
     with pytest.raises(ValueError, match="sampler_logp: .*shape"):
