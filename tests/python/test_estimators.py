@@ -633,3 +633,19 @@ def test_outcome_estimators_match_references_on_random_batches(G, n_groups, seed
     np.testing.assert_allclose(gk.advantages(R, G, estimator="grpo_passk"), ref_passk(R, G), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(gk.advantages(R, G, estimator="reinforce_pp_baseline", lengths=L),
                                ref_rpp_baseline(R, G, L), rtol=1e-9, atol=1e-9)
+
+
+def test_every_preset_runs_on_one_batch_with_filtered_inputs():
+    """The calling pattern of docs/estimators.md: one batch, every preset, inputs filtered by the table."""
+    B, T, G = 6, 5, 3
+    m, _ = right_padded_mask(B, T, rng, min_len=2)
+    batch_arrays = {"mask": m, "baseline_rewards": rng.normal(size=B), "logp": np.log(rng.uniform(0.1, 1, (B, T))),
+                    "sum_pi_squared": rng.uniform(0.1, 1, (B, T))}
+    R = rng.normal(size=B)
+    for name in gk.ESTIMATOR_PRESETS:
+        est, _ = gk.ESTIMATOR_PRESETS[name]
+        info = gk.ESTIMATORS[est]
+        inputs = {k: v for k, v in batch_arrays.items() if k in info.inputs}
+        A = gk.advantages(R, G, estimator=name, **inputs)
+        assert A.shape == ((B, T) if info.kind == "token" else (B,)), name
+        assert np.all(np.isfinite(A)), name
