@@ -1,50 +1,16 @@
 #include "grpokit/advantages.hpp"
 
 #include <cmath>
-#include <unordered_map>
 #include <vector>
 
+#include "engine_util.hpp"
 #include "grpokit/math/advantages.hpp"
 
 namespace grpokit {
 namespace {
 
-// Members of each group in row order (CSR), whatever way the groups were given.
-struct GroupLayout {
-  std::vector<int64_t> offsets;  // num_groups + 1
-  std::vector<int64_t> rows;     // B
-  int64_t num_groups() const { return static_cast<int64_t>(offsets.size()) - 1; }
-};
-
-int64_t read_id(const TensorView& ids, int64_t i) {
-  const int64_t off = i * ids.strides[0];
-  return ids.dtype == DType::Int32 ? static_cast<int64_t>(ids.ptr<const int32_t>()[off])
-                                   : ids.ptr<const int64_t>()[off];
-}
-
-GroupLayout make_layout(int64_t B, const TensorView& group_ids, int64_t group_size) {
-  GroupLayout g;
-  g.rows.resize(static_cast<size_t>(B));
-  if (!group_ids.defined()) {
-    for (int64_t i = 0; i < B; ++i) g.rows[i] = i;
-    for (int64_t s = 0; s <= B; s += group_size) g.offsets.push_back(s);
-    return g;
-  }
-  // Groups in order of first appearance; members keep their row order (deterministic sums).
-  std::unordered_map<int64_t, int64_t> index;
-  std::vector<int64_t> group_of(static_cast<size_t>(B)), counts;
-  for (int64_t i = 0; i < B; ++i) {
-    auto it = index.emplace(read_id(group_ids, i), static_cast<int64_t>(counts.size())).first;
-    if (it->second == static_cast<int64_t>(counts.size())) counts.push_back(0);
-    group_of[i] = it->second;
-    ++counts[it->second];
-  }
-  g.offsets.assign(counts.size() + 1, 0);
-  for (size_t k = 0; k < counts.size(); ++k) g.offsets[k + 1] = g.offsets[k] + counts[k];
-  std::vector<int64_t> fill(g.offsets.begin(), g.offsets.end() - 1);
-  for (int64_t i = 0; i < B; ++i) g.rows[fill[group_of[i]]++] = i;
-  return g;
-}
+using detail::GroupLayout;
+using detail::make_layout;
 
 template <class T>
 void run(const TensorView& rewards, const GroupLayout& layout, const AdvantageOptions& opt,

@@ -39,4 +39,6 @@ PYBIND11_MODULE(_core, m) {
   bindings::bind_loss(m, cpu);
   bindings::bind_logprobs(m, cpu);
   bindings::bind_diagnostics(m);
+  bindings::bind_estimators(m);
+  bindings::bind_corrections(m);
 }

@@ -8,6 +8,9 @@ as the caller's kind on the caller's device.
 
 from . import diagnostics
 from ._advantages import advantages
+from ._corrections import CORRECTIONS, correction, importance_weights, rejection_mask
+from ._estimators import ESTIMATORS
+from ._estimators import PRESETS as ESTIMATOR_PRESETS
 from ._core import __version__
 from ._logprobs import TokenLogprobs, token_logprobs, token_logprobs_backward
 from ._loss import LossResult, policy_loss
@@ -15,17 +18,23 @@ from ._presets import LossSpec, presets
 from .info import build_info
 
 __all__ = [
+    "CORRECTIONS",
+    "ESTIMATOR_PRESETS",
+    "ESTIMATORS",
     "__version__",
-    "LossResult",
-    "LossSpec",
-    "TokenLogprobs",
     "advantages",
     "build_info",
+    "correction",
     "diagnostics",
+    "importance_weights",
+    "LossResult",
+    "LossSpec",
     "policy_loss",
     "presets",
+    "rejection_mask",
     "token_logprobs",
     "token_logprobs_backward",
+    "TokenLogprobs",
 ]
 
 

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _arrays, _backend
+from . import _arrays, _backend, _estimators
 
 _STD_NAMES = ("none", "population", "sample")
 _SCOPES = ("group", "batch")
@@ -27,14 +27,16 @@ def advantages(
     group_size: Optional[int] = None,
     *,
     group_ids: Any = None,
-    baseline: str = "mean",
-    std: str = "none",
-    std_scope: str = "group",
-    epsilon: float = 0.0,
+    estimator: str = "grpo",
+    baseline: Optional[str] = None,
+    std: Optional[str] = None,
+    std_scope: Optional[str] = None,
+    epsilon: Optional[float] = None,
     check_finite: bool = False,
     stream: Any = None,
+    **options: Any,
 ) -> Any:
-    """Advantages of a batch of rewards, one per completion.
+    """Advantages of a batch of rewards, one per completion (or per token).
 
     A_i = (r_i − b_i) / (σ + epsilon), where b_i is the group mean (``baseline="mean"``, the papers'
     centred advantage) or the mean of the *other* completions of the group
@@ -60,14 +62,54 @@ def advantages(
     ``"batch"`` adds ``std_scope="batch"``; ``"none"`` is ``std="none"``. verl's ``grpo`` is
     ``std="sample", epsilon=1e-6``.
 
+    Other estimators (``estimator=``, every one TRL and verl offer; exact definitions, defaults and
+    the peer each reproduces are in docs/estimators.md and ``grpokit.ESTIMATORS``):
+
+    - ``"grpo"`` (default): the above. ``rewards`` may be (B, K) for K reward functions, combined as
+      TRL's ``sum_then_normalize``: R_i = Σ_k w_k r_ik over non-NaN r_ik (``reward_weights`` (K,),
+      default ones), NaN when every r_ik is NaN.
+    - ``"rloo"``: leave-one-out baseline (TRL and verl agree); ``normalize=True`` adds TRL's
+      ``normalize_advantages`` batch standardising with ``final_epsilon`` (1e-4).
+    - ``"reinforce_pp"`` (token): discounted return-to-go (``gamma``, 1.0) whitened over ``mask``.
+    - ``"reinforce_pp_baseline"``: R − group mean, whitened over the mask (rows weigh by length).
+    - ``"remax"`` (token): return-to-go − ``baseline_rewards`` (B,) (greedy completions' rewards).
+    - ``"opo"``: R − Σ L_j R_j / Σ L_j with lengths from ``mask`` or ``lengths``.
+    - ``"grpo_passk"``: only each group's best gets (R_max − R_2nd) / (σ + epsilon).
+    - ``"gpg"``: α (R − group mean) / ``f_norm``, α = B / #non-zero rewards.
+    - ``"gdpo"`` (verl) and ``"normalize_then_sum"`` (TRL): per-reward group standardising of (B, K)
+      rewards, weighted sum, then verl's masked whitening or TRL's batch standardising.
+    - ``"optimal_token_baseline"`` (token): per-position baseline Σ G W / Σ W from ``logp`` and
+      ``sum_pi_squared`` (B, T) (and ``is_weights``), ``handle_zero_tail`` (True), ``epsilon`` (1e-8);
+      ``"tir_optimal_token_baseline"`` compares each row's selected tokens by rank (multi-turn).
+
+    ``estimator`` may also name a peer preset — an estimator with the peer's default options, e.g.
+    ``"trl.grpo"`` (sample std, ε 1e-4), ``"verl.grpo"`` (sample std, ε 1e-6), ``"verl.gdpo"``
+    (``grpokit.ESTIMATOR_PRESETS``); explicit options override the preset's.
+
+    Token estimators take ``rewards`` (B, T) token rewards, or (B,) rewards placed on each row's last
+    selected token, with a (B, T) ``mask``; they return (B, T) advantages (0 where the mask is unset),
+    and ``(advantages, returns)`` with ``return_returns=True``. An option an estimator does not take is
+    a TypeError; ``baseline``/``std``/``std_scope``/``epsilon`` left as None take its defaults. Only
+    ``"grpo"`` with (B,) rewards runs on the GPU; the others run on the CPU engine.
+
     Returns:
-        (B,) advantages, the same kind, device and dtype as ``rewards``.
+        (B,) advantages (or (B, T) for token estimators), the same kind, device and dtype as ``rewards``.
 
     Example:
         >>> import grpokit
         >>> grpokit.advantages([1.0, 0.0, 1.0, 1.0], group_size=2)
         array([ 0.5, -0.5,  0. ,  0. ])
     """
+    info, preset = _estimators.lookup(estimator)
+    given = {"baseline": baseline, "std": std, "std_scope": std_scope, "epsilon": epsilon, **options}
+    opts = _estimators.resolve_options(info, given, preset)
+    if group_size is not None and (isinstance(group_size, bool) or int(group_size) != group_size):
+        raise TypeError(f"group_size: expected an integer, got {group_size!r}")
+    r = _float_rewards(_arrays.as_input(rewards, "rewards"))
+    if info.name != "grpo" or any(v is not None for v in options.values()) or len(r.shape) == 2:
+        return _estimators.compute(r, group_size, group_ids, info, opts)
+    baseline, std, std_scope, epsilon = opts["baseline"], opts["std"], opts["std_scope"], opts["epsilon"]
+
     if baseline not in _BASELINES:
         raise ValueError(f"baseline: expected one of {_BASELINES}, got {baseline!r}")
     if std not in _STD_NAMES:
@@ -76,10 +118,7 @@ def advantages(
         raise ValueError(f"std_scope: expected one of {_SCOPES}, got {std_scope!r}")
     if group_ids is None and group_size is None:
         raise ValueError("group_size: pass the number of completions per prompt, or group_ids")
-    if group_size is not None and (isinstance(group_size, bool) or int(group_size) != group_size):
-        raise TypeError(f"group_size: expected an integer, got {group_size!r}")
 
-    r = _float_rewards(_arrays.as_input(rewards, "rewards"))
     ids = _arrays.as_input(group_ids, "group_ids", default="int64")
     place = _arrays.common_placement({"rewards": r, "group_ids": ids})
     if place.is_cuda and check_finite:

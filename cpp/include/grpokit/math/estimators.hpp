@@ -1,0 +1,62 @@
+// Per-element formulas of the advantage estimators beyond group mean / std (verl's and TRL's),
+// shared by the CPU engine and any CUDA kernel. The loops that feed them live in cpp/src/estimators.cpp.
+#pragma once
+
+#include <cmath>
+
+#include "grpokit/config.hpp"
+
+namespace grpokit {
+namespace math {
+
+// verl's `masked_mean` adds 1e-8 to the count; `masked_whiten` adds 1e-8 to the variance.
+constexpr double kVerlMaskedMeanEps = 1e-8;
+constexpr double kVerlWhitenEps = 1e-8;
+
+// verl_F.masked_mean: Σ m·x / (Σ m + 1e-8).
+GRPOKIT_HD double verl_masked_mean(double sum, double count) { return sum / (count + kVerlMaskedMeanEps); }
+
+// verl_F.masked_var (unbiased): masked_mean((x − mean)²) · n / (n − 1). Needs n > 1 (checked by the caller).
+GRPOKIT_HD double verl_masked_var(double sum_sq_dev, double count) {
+  return verl_masked_mean(sum_sq_dev, count) * count / (count - 1.0);
+}
+
+// verl_F.masked_whiten (shift_mean=True): (x − mean) / sqrt(var + 1e-8).
+GRPOKIT_HD double verl_whiten(double x, double mean, double var) {
+  return (x - mean) / sqrt(var + kVerlWhitenEps);
+}
+
+// One step of the backward discounted return-to-go (verl REINFORCE++): a selected token takes
+// r_t + γ·G_{t+1}; an unselected one (padding, tool output) contributes nothing and carries G_{t+1}
+// through unchanged. Returns the new running return; `token_return` gets the value stored at t.
+GRPOKIT_HD double return_to_go_step(double reward, double running, double gamma, bool selected,
+                                    double* token_return) {
+  if (!selected) {
+    *token_return = 0.0;
+    return running;
+  }
+  const double g = reward + gamma * running;
+  *token_return = g;
+  return g;
+}
+
+// Per-token path-variance proxy of the optimal token baseline (verl): ‖s_t‖² = 1 − 2π_t + Σ_v π_v²,
+// scaled by ρ_t² when rollout IS weights are given (pass ρ = 1 otherwise).
+GRPOKIT_HD double otb_token_weight(double logp, double sum_pi_squared, double rho) {
+  return (1.0 - 2.0 * exp(logp) + sum_pi_squared) * rho * rho;
+}
+
+// GPG's batch correction factor α = B / max(#non-zero scores, 1).
+GRPOKIT_HD double gpg_alpha(double rows, double nonzero) { return rows / (nonzero < 1.0 ? 1.0 : nonzero); }
+
+// Standardised value (x − mean) / (std + eps) with 0/0 := 0 (an all-equal set gives 0, as TRL's
+// +1e-4 and the papers' convention do).
+GRPOKIT_HD double standardise(double x, double mean, double std, double eps) {
+  const double centred = x - mean;
+  const double denom = std + eps;
+  if (centred == 0.0 || denom == 0.0) return 0.0;
+  return centred / denom;
+}
+
+}  // namespace math
+}  // namespace grpokit

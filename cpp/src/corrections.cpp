@@ -1,0 +1,363 @@
+#include "grpokit/corrections.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "engine_util.hpp"
+#include "grpokit/math/advantages.hpp"
+#include "grpokit/math/corrections.hpp"
+#include "grpokit/math/estimators.hpp"
+
+namespace grpokit {
+namespace {
+
+using detail::read_mask;
+using detail::read_real;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Log-ratios lr = trainer − sampler at selected positions. A NaN sampler log-prob (the sampler could
+// not score the token) gives lr = 0 and scored = false (TRL's nan_to_num).
+struct LogRatios {
+  int64_t B = 0, T = 0;
+  std::vector<double> lr;
+  std::vector<char> sel, scored;
+  std::vector<double> len, seq_sum;  // selected tokens per row, Σ_t lr per row
+  double n_selected = 0.0;
+  size_t at(int64_t i, int64_t t) const { return static_cast<size_t>(i * T + t); }
+};
+
+LogRatios log_ratios(const TensorView& trn, const TensorView& smp, const TensorView& mask) {
+  check_ndim(trn, "trainer_logp", {2});
+  check_dtype(trn, "trainer_logp", {DType::Float32, DType::Float64});
+  check_cpu(trn, "trainer_logp");
+  check_shape_equal(smp, "sampler_logp", trn, "trainer_logp");
+  check_dtype(smp, "sampler_logp", {DType::Float32, DType::Float64});
+  check_cpu(smp, "sampler_logp");
+  check_shape_equal(mask, "mask", trn, "trainer_logp");
+  detail::check_mask_dtype(mask, "mask");
+  check_cpu(mask, "mask");
+  LogRatios r;
+  r.B = trn.shape[0];
+  r.T = trn.shape[1];
+  const size_t n = static_cast<size_t>(r.B * r.T);
+  r.lr.assign(n, 0.0);
+  r.sel.assign(n, 0);
+  r.scored.assign(n, 0);
+  r.len.assign(static_cast<size_t>(r.B), 0.0);
+  r.seq_sum.assign(static_cast<size_t>(r.B), 0.0);
+  for (int64_t i = 0; i < r.B; ++i)
+    for (int64_t t = 0; t < r.T; ++t) {
+      if (!read_mask(mask, i, t)) continue;
+      const double a = read_real(trn, i, t), b = read_real(smp, i, t);
+      if (!std::isfinite(a))
+        value_error("trainer_logp: element (", i, ", ", t, ") is ", a, " at a selected position; "
+                    "log-probabilities must be finite where mask is set");
+      if (std::isinf(b))
+        value_error("sampler_logp: element (", i, ", ", t, ") is ", b, " at a selected position; "
+                    "log-probabilities must be finite where mask is set (NaN marks an unscored token)");
+      const size_t k = r.at(i, t);
+      r.sel[k] = 1;
+      r.scored[k] = math::is_nan(b) ? 0 : 1;
+      r.lr[k] = r.scored[k] ? a - b : 0.0;
+      r.len[i] += 1.0;
+      r.seq_sum[i] += r.lr[k];
+      r.n_selected += 1.0;
+    }
+  if (r.n_selected == 0.0) value_error("mask: no position is selected; corrections need at least one token");
+  return r;
+}
+
+void put(const TensorView& metrics, size_t k, double v) { metrics.ptr<double>()[k * metrics.strides[0]] = v; }
+
+void check_metrics_out(const TensorView& metrics, size_t n) {
+  check_ndim(metrics, "metrics", {1});
+  check_dtype(metrics, "metrics", {DType::Float64});
+  check_cpu(metrics, "metrics");
+  check_writable(metrics, "metrics");
+  if (metrics.shape[0] != static_cast<int64_t>(n))
+    value_error("metrics: expected ", n, " slots, got ", metrics.shape[0]);
+}
+
+}  // namespace
+
+const std::vector<std::string>& importance_metric_names() {
+  static const std::vector<std::string> names = {
+      "ratio_mean",          // TRL: mean of the applied weights (tokens, or sequences at sequence level)
+      "ratio_min",           // TRL
+      "ratio_max",           // TRL
+      "ratio_token_mean",    // verl rollout_is_mean: token-weighted masked mean of the applied weights
+      "fraction_high",       // verl: raw ratio > clip_max
+      "fraction_low",        // verl: raw ratio < clip_min (or 1/clip_max without clip_min)
+      "masked_fraction",     // selected tokens whose weight the mask mode set to 0 (verl rollout_is_oob_ratio)
+      "seq_masked_fraction", // sequences with at least one zeroed weight
+      "ess",                 // verl rollout_is_eff_sample_size
+      "std",                 // verl rollout_is_std
+      "batch_norm_factor",   // verl rollout_is_batch_norm_factor (1 without batch_normalize)
+      "kl",                  // verl kl: masked mean of sampler − trainer log-probs (k1 of KL(π_smp‖π_trn))
+      "k3_kl",               // verl k3_kl: masked mean of e^{lr} − lr − 1
+      "chi2_token",          // verl chi2_token: masked mean of ρ² − 1
+      "chi2_seq",            // verl chi2_seq: mean over rows of (Π ρ)² − 1
+      "logp_diff_mean",      // TRL sampling_logp_difference/mean: mean |trainer − sampler|
+      "logp_diff_max",       // TRL sampling_logp_difference/max
+  };
+  return names;
+}
+
+void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                            const TensorView& mask, const ImportanceOptions& opt,
+                            const TensorView& weights, const TensorView& metrics) {
+  if (!(opt.clip_max > 0.0)) value_error("clip_max: expected a positive bound (or None), got ", opt.clip_max);
+  if (!(opt.clip_min >= 0.0) && opt.clip_min != -INFINITY)
+    value_error("clip_min: expected a bound >= 0 (or None), got ", opt.clip_min);
+  if (!(opt.clip_min <= opt.clip_max))
+    value_error("clip_min: expected clip_min <= clip_max, got ", opt.clip_min, " > ", opt.clip_max);
+  if (!(opt.log_clamp > 0.0)) value_error("log_clamp: expected a positive bound, got ", opt.log_clamp);
+  const LogRatios r = log_ratios(trainer_logp, sampler_logp, mask);
+  const int64_t B = r.B, T = r.T;
+  const bool seq = opt.level == IsLevel::Sequence;
+  if (seq) {
+    check_ndim(weights, "weights", {1});
+    if (weights.shape[0] != B) value_error("weights: expected shape (", B, ",), got ", weights.shape_str());
+  } else {
+    check_shape_equal(weights, "weights", trainer_logp, "trainer_logp");
+  }
+  check_dtype(weights, "weights", {trainer_logp.dtype});
+  check_cpu(weights, "weights");
+  check_writable(weights, "weights");
+  check_metrics_out(metrics, importance_metric_names().size());
+
+  // Raw and applied weights, per token (broadcast at sequence level) and per row.
+  auto apply = [&](double raw) {
+    return opt.mode == IsMode::Truncate ? math::truncate_weight(raw, opt.clip_min, opt.clip_max)
+                                        : math::mask_weight(raw, opt.clip_min, opt.clip_max);
+  };
+  std::vector<double> raw_row(static_cast<size_t>(B)), w_row(static_cast<size_t>(B));
+  std::vector<double> raw(r.lr.size(), 0.0), w(r.lr.size(), 0.0);
+  for (int64_t i = 0; i < B; ++i) {
+    raw_row[i] = std::exp(math::clamp_log_ratio(r.seq_sum[i], opt.log_clamp));
+    w_row[i] = apply(raw_row[i]);
+    for (int64_t t = 0; t < T; ++t) {
+      const size_t k = r.at(i, t);
+      if (!r.sel[k]) continue;
+      raw[k] = seq ? raw_row[i] : std::exp(math::clamp_log_ratio(r.lr[k], opt.log_clamp));
+      w[k] = seq ? w_row[i] : apply(raw[k]);
+    }
+  }
+
+  // ---- metrics (before batch renormalisation, as verl) ----
+  const double upper = opt.clip_max;
+  const double lower = std::isfinite(opt.clip_min) ? opt.clip_min : (std::isfinite(upper) ? 1.0 / upper : 0.0);
+  double sum_w = 0.0, wmin = kInf, wmax = -kInf, n_items = 0.0;
+  if (seq) {  // every row counts (an empty row has ratio exp(0) = 1), as TRL's (B, 1) ratio
+    for (int64_t i = 0; i < B; ++i) sum_w += w_row[i], wmin = std::min(wmin, w_row[i]), wmax = std::max(wmax, w_row[i]);
+    n_items = static_cast<double>(B);
+  } else {
+    for (size_t k = 0; k < w.size(); ++k)
+      if (r.sel[k]) sum_w += w[k], wmin = std::min(wmin, w[k]), wmax = std::max(wmax, w[k]);
+    n_items = r.n_selected;
+  }
+  double token_sum = 0.0, high = 0.0, low = 0.0, zeroed = 0.0;
+  for (size_t k = 0; k < w.size(); ++k) {
+    if (!r.sel[k]) continue;
+    token_sum += w[k];
+    if (!seq) high += raw[k] > upper ? 1.0 : 0.0, low += raw[k] < lower ? 1.0 : 0.0;
+    zeroed += (opt.mode == IsMode::Mask && w[k] == 0.0 && raw[k] != 0.0) ? 1.0 : 0.0;
+  }
+  double rows_valid = 0.0, rows_zeroed = 0.0;
+  for (int64_t i = 0; i < B; ++i) {
+    if (seq) {  // verl compares the unclamped log-ratio sums with log(bounds), over all rows
+      high += r.seq_sum[i] > std::log(upper) ? 1.0 : 0.0;
+      low += r.seq_sum[i] < std::log(lower) ? 1.0 : 0.0;
+    }
+    if (r.len[i] == 0.0) continue;
+    rows_valid += 1.0;
+    bool any = false;
+    for (int64_t t = 0; t < T; ++t) {
+      const size_t k = r.at(i, t);
+      any = any || (r.sel[k] && opt.mode == IsMode::Mask && w[k] == 0.0 && raw[k] != 0.0);
+    }
+    rows_zeroed += any ? 1.0 : 0.0;
+  }
+  const double n = r.n_selected;
+  // verl's ESS and std use the applied weights clamped to [0, upper].
+  double c_sum = 0.0, c_sq = 0.0;
+  for (size_t k = 0; k < w.size(); ++k)
+    if (r.sel[k]) {
+      const double c = math::truncate_weight(w[k], 0.0, upper);
+      c_sum += c, c_sq += c * c;
+    }
+  const double c_mean = math::verl_masked_mean(c_sum, n);
+  double ess_sq = 0.0;
+  for (size_t k = 0; k < w.size(); ++k)
+    if (r.sel[k]) {
+      const double c = math::truncate_weight(w[k], 0.0, upper) / (c_mean + 1e-8);
+      ess_sq += c * c;
+    }
+  const double var_c = math::verl_masked_mean(c_sq, n) - c_mean * c_mean;
+
+  // Mismatch between the two policies, over scored tokens.
+  double kl = 0.0, k3 = 0.0, chi2 = 0.0, n_scored = 0.0, dmax = 0.0;
+  double dsum = 0.0;
+  for (size_t k = 0; k < r.lr.size(); ++k) {
+    if (!r.scored[k]) continue;
+    const double lr = r.lr[k];
+    kl += -lr;
+    k3 += math::mismatch_k3(lr);
+    const double rho = std::exp(math::clamp_log_ratio(lr, math::kVerlLogRatioBound));
+    chi2 += rho * rho;
+    dsum += std::fabs(lr);
+    dmax = std::max(dmax, std::fabs(lr));
+    n_scored += 1.0;
+  }
+  double chi2_seq = 0.0;
+  for (int64_t i = 0; i < B; ++i)
+    chi2_seq += std::exp(2.0 * math::clamp_log_ratio(r.seq_sum[i], math::kVerlLogRatioBound));
+
+  // Batch renormalisation to mean 1 (verl: tokens, or the sequences that have tokens).
+  double factor = 1.0;
+  if (opt.batch_normalize) {
+    double mean = 0.0;
+    if (seq) {
+      double s = 0.0;
+      for (int64_t i = 0; i < B; ++i)
+        if (r.len[i] > 0.0) s += math::verl_masked_mean(w_row[i] * r.len[i], r.len[i]);
+      mean = s / std::max(rows_valid, 1e-8);
+    } else {
+      mean = math::verl_masked_mean(token_sum, n);
+    }
+    if (mean > 1e-8) factor = mean;
+  }
+
+  size_t m = 0;
+  put(metrics, m++, sum_w / n_items);
+  put(metrics, m++, wmin);
+  put(metrics, m++, wmax);
+  put(metrics, m++, math::verl_masked_mean(token_sum, n));
+  put(metrics, m++, seq ? high / static_cast<double>(B) : math::verl_masked_mean(high, n));
+  put(metrics, m++, seq ? low / static_cast<double>(B) : math::verl_masked_mean(low, n));
+  put(metrics, m++, math::verl_masked_mean(zeroed, n));
+  put(metrics, m++, rows_valid > 0.0 ? rows_zeroed / rows_valid : 0.0);
+  put(metrics, m++, 1.0 / math::verl_masked_mean(ess_sq, n));
+  put(metrics, m++, n > 1.0 ? std::sqrt(std::max(var_c, 0.0)) : 0.0);
+  put(metrics, m++, factor);
+  put(metrics, m++, math::verl_masked_mean(kl, n_scored));
+  put(metrics, m++, math::verl_masked_mean(k3, n_scored));
+  put(metrics, m++, math::verl_masked_mean(chi2, n_scored) - 1.0);
+  put(metrics, m++, chi2_seq / static_cast<double>(B) - 1.0);
+  put(metrics, m++, n_scored > 0.0 ? dsum / n_scored : 0.0);
+  put(metrics, m++, dmax);
+
+  for (int64_t i = 0; i < B; ++i) {
+    if (seq) {
+      detail::write_real(weights, i, 0, w_row[i] / factor);
+      continue;
+    }
+    for (int64_t t = 0; t < T; ++t) detail::write_real(weights, i, t, w[r.at(i, t)] / factor);
+  }
+}
+
+RejectionCriterion parse_rejection_criterion(const std::string& name) {
+  static const char* kValid =
+      "'token_k1', 'token_k2', 'token_k3', 'seq_sum_k1', 'seq_sum_k2', 'seq_sum_k3', 'seq_mean_k1', "
+      "'seq_mean_k2', 'seq_mean_k3', 'seq_max_k2', 'seq_max_k3'";
+  RejectionCriterion c;
+  std::string agg = name;
+  const auto pos = name.rfind("_k");
+  if (pos == std::string::npos || pos + 3 != name.size() || name[pos + 2] < '1' || name[pos + 2] > '3')
+    value_error("criteria: expected names among ", kValid, ", got '", name, "'");
+  c.k = name[pos + 2] - '0';
+  agg = name.substr(0, pos);
+  if (agg == "token") c.agg = RsAggregation::Token;
+  else if (agg == "seq_sum") c.agg = RsAggregation::SeqSum;
+  else if (agg == "seq_mean") c.agg = RsAggregation::SeqMean;
+  else if (agg == "seq_max" && c.k != 1) c.agg = RsAggregation::SeqMax;
+  else value_error("criteria: expected names among ", kValid, ", got '", name, "'");
+  return c;
+}
+
+std::vector<std::string> rejection_metric_names(const std::vector<std::string>& criteria) {
+  std::vector<std::string> names;
+  for (const auto& c : criteria)
+    for (const char* s : {"_mean", "_max", "_min", "_masked_fraction", "_seq_masked_fraction"})
+      names.push_back(c + s);
+  names.push_back("masked_fraction");
+  names.push_back("seq_masked_fraction");
+  return names;
+}
+
+void rejection_mask_cpu(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                        const TensorView& mask, const std::vector<RejectionCriterion>& criteria,
+                        const TensorView& keep, const TensorView& metrics) {
+  if (criteria.empty()) value_error("criteria: expected at least one rejection criterion");
+  for (const auto& c : criteria) {
+    if (c.k == 1 && !(c.lower > 0.0 && c.upper > 0.0 && c.lower <= c.upper))
+      value_error("thresholds: k1 criteria need ratio bounds 0 < lower <= upper, got ", c.lower, ", ", c.upper);
+    if (c.k != 1 && !(c.upper > 0.0)) value_error("thresholds: expected a positive upper bound, got ", c.upper);
+  }
+  const LogRatios r = log_ratios(trainer_logp, sampler_logp, mask);
+  const int64_t B = r.B, T = r.T;
+  check_shape_equal(keep, "keep", trainer_logp, "trainer_logp");
+  check_dtype(keep, "keep", {DType::Bool});
+  check_cpu(keep, "keep");
+  check_writable(keep, "keep");
+  check_metrics_out(metrics, 5 * criteria.size() + 2);
+
+  const double n = r.n_selected;
+  std::vector<char> kept(r.sel);  // the combined keep flags over selected tokens
+  size_t m = 0;
+  std::vector<double> stat(r.lr.size()), row(static_cast<size_t>(B));
+  for (const auto& c : criteria) {
+    const bool k1 = c.k == 1;
+    auto passes = [&](double s) { return k1 ? (s >= std::log(c.lower) && s <= std::log(c.upper)) : s <= c.upper; };
+    for (size_t k = 0; k < r.lr.size(); ++k)
+      stat[k] = r.sel[k] ? math::rs_divergence(c.k, math::clamp_log_ratio(r.lr[k], math::kVerlLogRatioBound)) : 0.0;
+    double smin = kInf, smax = -kInf, ssum = 0.0, rejected = 0.0, rows_valid = 0.0, rows_rejected = 0.0;
+    for (int64_t i = 0; i < B; ++i) {
+      if (c.agg != RsAggregation::Token) {
+        double s = 0.0, mx = -kInf;
+        for (int64_t t = 0; t < T; ++t)
+          if (r.sel[r.at(i, t)]) s += stat[r.at(i, t)], mx = std::max(mx, stat[r.at(i, t)]);
+        row[i] = c.agg == RsAggregation::SeqSum    ? s
+                 : c.agg == RsAggregation::SeqMean ? math::verl_masked_mean(s, r.len[i])
+                                                   : (r.len[i] > 0.0 ? mx : 0.0);
+        if (r.len[i] > 0.0) smin = std::min(smin, row[i]), smax = std::max(smax, row[i]);
+      }
+      bool row_rejected = false;
+      for (int64_t t = 0; t < T; ++t) {
+        const size_t k = r.at(i, t);
+        if (!r.sel[k]) continue;
+        const double s = c.agg == RsAggregation::Token ? stat[k] : row[i];
+        if (c.agg == RsAggregation::Token) smin = std::min(smin, s), smax = std::max(smax, s);
+        ssum += s;
+        if (!passes(s)) {
+          rejected += 1.0;
+          row_rejected = true;
+          kept[k] = 0;
+        }
+      }
+      if (r.len[i] > 0.0) rows_valid += 1.0, rows_rejected += row_rejected ? 1.0 : 0.0;
+    }
+    put(metrics, m++, math::verl_masked_mean(ssum, n));
+    put(metrics, m++, smax);
+    put(metrics, m++, smin);
+    put(metrics, m++, math::verl_masked_mean(rejected, n));
+    put(metrics, m++, rows_valid > 0.0 ? rows_rejected / rows_valid : 0.0);
+  }
+  double rejected = 0.0, rows_rejected = 0.0;
+  for (int64_t i = 0; i < B; ++i) {
+    bool any = false;
+    for (int64_t t = 0; t < T; ++t) {
+      const size_t k = r.at(i, t);
+      keep.ptr<bool>()[i * keep.strides[0] + t * keep.strides[1]] = kept[k] != 0;
+      if (r.sel[k] && !kept[k]) rejected += 1.0, any = true;
+    }
+    rows_rejected += any ? 1.0 : 0.0;
+  }
+  put(metrics, m++, math::verl_masked_mean(rejected, n));
+  put(metrics, m++, rows_rejected / static_cast<double>(B));  // verl: over every row
+}
+
+}  // namespace grpokit

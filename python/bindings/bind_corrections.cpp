@@ -1,0 +1,75 @@
+// Train–inference corrections (CPU engine only): importance weights and rejection masks.
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "grpokit/corrections.hpp"
+#include "ops.hpp"
+#include "tensor_import.hpp"
+
+namespace grpokit {
+namespace bindings {
+
+void bind_corrections(py::module_& m) {
+  m.def("importance_metric_names", &importance_metric_names,
+        "Names of the metric slots written by importance_weights, in order.");
+  m.def(
+      "importance_weights",
+      [](py::object trainer_logp, py::object sampler_logp, py::object mask, py::object weights,
+         py::object metrics, const std::string& level, const std::string& mode, double clip_min,
+         double clip_max, double log_clamp, bool batch_normalize) {
+        ImportanceOptions opt;
+        if (level == "token") opt.level = IsLevel::Token;
+        else if (level == "sequence") opt.level = IsLevel::Sequence;
+        else value_error("level: expected one of 'token', 'sequence', got '", level, "'");
+        if (mode == "truncate") opt.mode = IsMode::Truncate;
+        else if (mode == "mask") opt.mode = IsMode::Mask;
+        else value_error("mode: expected one of 'truncate', 'mask', got '", mode, "'");
+        opt.clip_min = clip_min;
+        opt.clip_max = clip_max;
+        opt.log_clamp = log_clamp;
+        opt.batch_normalize = batch_normalize;
+        Imported a = import_array(trainer_logp, "trainer_logp", 0, false);
+        Imported b = import_array(sampler_logp, "sampler_logp", 0, false);
+        Imported mk = import_array(mask, "mask", 0, false);
+        Imported w = import_array(weights, "weights", 0, true);
+        Imported mt = import_array(metrics, "metrics", 0, true);
+        py::gil_scoped_release nogil;
+        importance_weights_cpu(a.view(), b.view(), mk.view(), opt, w.view(), mt.view());
+      },
+      py::arg("trainer_logp"), py::arg("sampler_logp"), py::arg("mask"), py::arg("weights"),
+      py::arg("metrics"), py::arg("level"), py::arg("mode"), py::arg("clip_min"),
+      py::arg("clip_max"), py::arg("log_clamp"), py::arg("batch_normalize"),
+      "Importance weights and their metrics. See grpokit.importance_weights.");
+  m.def("rejection_metric_names", &rejection_metric_names, py::arg("criteria"),
+        "Names of the metric slots written by rejection_mask for these criteria, in order.");
+  m.def(
+      "rejection_mask",
+      [](py::object trainer_logp, py::object sampler_logp, py::object mask, py::object keep,
+         py::object metrics, const std::vector<std::string>& criteria,
+         const std::vector<double>& lower, const std::vector<double>& upper) {
+        if (lower.size() != criteria.size() || upper.size() != criteria.size())
+          value_error("thresholds: expected one (lower, upper) pair per criterion");
+        std::vector<RejectionCriterion> parsed;
+        for (size_t i = 0; i < criteria.size(); ++i) {
+          RejectionCriterion c = parse_rejection_criterion(criteria[i]);
+          c.lower = lower[i];
+          c.upper = upper[i];
+          parsed.push_back(c);
+        }
+        Imported a = import_array(trainer_logp, "trainer_logp", 0, false);
+        Imported b = import_array(sampler_logp, "sampler_logp", 0, false);
+        Imported mk = import_array(mask, "mask", 0, false);
+        Imported k = import_array(keep, "keep", 0, true);
+        Imported mt = import_array(metrics, "metrics", 0, true);
+        py::gil_scoped_release nogil;
+        rejection_mask_cpu(a.view(), b.view(), mk.view(), parsed, k.view(), mt.view());
+      },
+      py::arg("trainer_logp"), py::arg("sampler_logp"), py::arg("mask"), py::arg("keep"),
+      py::arg("metrics"), py::arg("criteria"), py::arg("lower"), py::arg("upper"),
+      "Rejection-sampling keep mask and metrics. See grpokit.rejection_mask.");
+}
+
+}  // namespace bindings
+}  // namespace grpokit

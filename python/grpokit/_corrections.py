@@ -1,0 +1,283 @@
+"""Train–inference corrections: importance weights between the trainer's and the sampler's
+log-probabilities, verl's rejection sampling, and named peer presets of both.
+
+The sampler (vLLM, SGLang) and the trainer compute slightly different log-probabilities for the
+same tokens; each peer corrects the policy term for it. docs/estimators.md has the exact formulas.
+"""
+
+from __future__ import annotations
+
+import math
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+from . import _arrays, _core
+
+
+class ImportanceWeights(NamedTuple):
+    """weights: (B, T) (token level, 0 where the mask is unset) or (B,) (sequence level)."""
+
+    weights: Any
+    metrics: Dict[str, Any]
+
+
+class RejectionMask(NamedTuple):
+    """mask: (B, T) bool, the input mask with every rejected token removed."""
+
+    mask: Any
+    metrics: Dict[str, Any]
+
+
+class Correction(NamedTuple):
+    """What a loss needs from a correction: IS weights (None if the preset has none), the mask to
+    use (rejections removed) and the metrics of both stages."""
+
+    weights: Optional[Any]
+    mask: Any
+    metrics: Dict[str, Any]
+
+
+def _inputs(trainer_logp: Any, sampler_logp: Any, mask: Any):
+    a = _arrays.as_input(trainer_logp, "trainer_logp")
+    b = _arrays.as_input(sampler_logp, "sampler_logp")
+    m = _arrays.as_input(mask, "mask", default="bool")
+    place = _arrays.common_placement({"trainer_logp": a, "sampler_logp": b, "mask": m})
+    if place.is_cuda:
+        raise NotImplementedError(
+            "train–inference corrections run on the CPU engine only; pass CPU arrays (e.g. tensor.cpu())"
+        )
+    if len(a.shape) != 2:
+        raise ValueError(f"trainer_logp: expected shape (B, T), got {tuple(a.shape)}")
+    return a, b, m, place
+
+
+def _metrics(names, values) -> Dict[str, Any]:
+    return {name: values[i] for i, name in enumerate(names)}
+
+
+def _bound(x: Optional[float], name: str, default: float) -> float:
+    if x is None:
+        return default
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or math.isnan(float(x)):
+        raise TypeError(f"{name}: expected a number or None, got {x!r}")
+    return float(x)
+
+
+def importance_weights(
+    trainer_logp: Any,
+    sampler_logp: Any,
+    mask: Any,
+    *,
+    level: str = "sequence",
+    mode: str = "mask",
+    clip_min: Optional[float] = None,
+    clip_max: Optional[float] = 3.0,
+    log_clamp: Optional[float] = None,
+    batch_normalize: bool = False,
+) -> ImportanceWeights:
+    """Importance weights ρ = π_trainer / π_sampler that correct the sampler–trainer mismatch.
+
+    lr_t = trainer_logp − sampler_logp at selected positions. Token level: ρ_t = exp(lr_t);
+    sequence level: ρ_i = exp(Σ_t lr_t). With ``log_clamp`` the (token or summed) log-ratio is
+    clamped to ±log_clamp first (verl: 20). ``mode="truncate"``: clamp(ρ, clip_min, clip_max);
+    ``mode="mask"``: ρ·1[clip_min ≤ ρ ≤ clip_max] (TRL's masked IS; IcePop with both bounds). A
+    missing bound is ∓inf. ``batch_normalize`` divides by the batch mean weight (verl: over tokens,
+    or over the sequences that have tokens), after the metrics are taken.
+
+    Defaults are TRL's (``vllm_importance_sampling_mode="sequence_mask"``, C_max 3.0, C_min None).
+    verl's ``rollout_is="token"``, threshold 2.0 is ``level="token", mode="truncate", clip_max=2.0,
+    log_clamp=20``; its IcePop ``"0.5_5.0"`` is ``mode="mask", clip_min=0.5, clip_max=5.0``.
+    ``grpokit.CORRECTIONS`` names them all.
+
+    Args:
+        trainer_logp, sampler_logp: (B, T) float32/float64 log-probabilities of the sampled tokens.
+            A NaN sampler log-prob at a selected position (the sampler could not score it) gives
+            ratio 1 there and is left out of the mismatch metrics (TRL).
+        mask: (B, T) bool/int/float; selected where non-zero. At least one position.
+
+    Returns:
+        ``ImportanceWeights(weights, metrics)``: weights (B, T) (0 where unselected) or (B,) at
+        sequence level, in the trainer_logp's dtype; metrics, a dict of scalars: ``ratio_mean``,
+        ``ratio_min``, ``ratio_max`` (TRL: applied weights over tokens, or over rows at sequence
+        level), ``ratio_token_mean``, ``fraction_high``, ``fraction_low``, ``ess``, ``std``,
+        ``batch_norm_factor`` (verl ``rollout_is_*``), ``masked_fraction`` / ``seq_masked_fraction``
+        (weights the mask mode zeroed), ``kl``, ``k3_kl``, ``chi2_token``, ``chi2_seq`` (verl's
+        mismatch metrics) and ``logp_diff_mean`` / ``logp_diff_max`` (TRL's).
+    """
+    if level not in ("token", "sequence"):
+        raise ValueError(f"level: expected one of ('token', 'sequence'), got {level!r}")
+    if mode not in ("truncate", "mask"):
+        raise ValueError(f"mode: expected one of ('truncate', 'mask'), got {mode!r}")
+    lo = _bound(clip_min, "clip_min", -math.inf)
+    hi = _bound(clip_max, "clip_max", math.inf)
+    clamp = _bound(log_clamp, "log_clamp", math.inf)
+    a, b, m, place = _inputs(trainer_logp, sampler_logp, mask)
+    B = int(a.shape[0])
+    shape = (B,) if level == "sequence" else tuple(int(s) for s in a.shape)
+    weights = _arrays.empty(place, shape, _arrays.dtype_name(a), like=a)
+    names = _core.importance_metric_names()
+    values = _arrays.empty(place, (len(names),), "float64", like=a)
+    _core.importance_weights(a, b, m, weights, values, level=level, mode=mode, clip_min=lo, clip_max=hi,
+                             log_clamp=clamp, batch_normalize=bool(batch_normalize))
+    return ImportanceWeights(_arrays.finish(place, weights), _metrics(names, _arrays.finish(place, values)))
+
+
+Thresholds = Union[float, str, Tuple[float, float], Sequence[Union[float, str, Tuple[float, float]]]]
+
+
+def _criteria(criteria: Union[str, Sequence[str]]) -> list:
+    names = [c.strip() for c in criteria.split(",")] if isinstance(criteria, str) else [str(c).strip() for c in criteria]
+    names = [c for c in names if c]
+    if not names:
+        raise ValueError("criteria: expected at least one rejection criterion, e.g. 'token_k1' or 'seq_mean_k3'")
+    unique = []
+    for c in names:  # verl de-duplicates, keeping the first
+        if c not in unique:
+            unique.append(c)
+    return unique
+
+
+def _threshold_pair(spec: Any, criterion: str) -> Tuple[float, float]:
+    """verl's threshold spec of one criterion → (lower, upper). k1: ratio bounds 'lower_upper' (a
+    single number u means [1/u, u]); k2/k3: a single upper bound."""
+    k1 = criterion.endswith("k1")
+    if isinstance(spec, tuple):
+        if not k1:
+            raise ValueError(f"thresholds: criterion {criterion!r} takes a single upper bound, got {spec!r}")
+        lower, upper = (float(x) for x in spec)
+    elif isinstance(spec, str) and "_" in spec:
+        if not k1:
+            raise ValueError(f"thresholds: criterion {criterion!r} takes a single upper bound without '_', got {spec!r}")
+        lower, upper = (float(x) for x in spec.split("_", 1))
+    else:
+        try:
+            upper = float(spec)
+        except (TypeError, ValueError):
+            raise ValueError(f"thresholds: invalid threshold {spec!r} for criterion {criterion!r}") from None
+        lower = 1.0 / upper if (k1 and upper > 0) else 0.0
+    return lower, upper
+
+
+def rejection_mask(
+    trainer_logp: Any,
+    sampler_logp: Any,
+    mask: Any,
+    criteria: Union[str, Sequence[str]],
+    thresholds: Thresholds,
+) -> RejectionMask:
+    """verl's rejection sampling (``rollout_rs``): drop tokens or whole sequences whose divergence
+    between the trainer and the sampler is out of bounds.
+
+    With lr = clamp(trainer_logp − sampler_logp, ±20): k1 = −lr, k2 = ½lr², k3 = e^{lr} − 1 − lr per
+    token; criteria ``token_k{1,2,3}``, ``seq_sum_k{1,2,3}``, ``seq_mean_k{1,2,3}`` (Σ/(L + 1e-8)),
+    ``seq_max_k{2,3}``; several criteria (a list or verl's comma-separated string) must all pass.
+    k1 keeps log(lower) ≤ statistic ≤ log(upper) (ratio bounds on π_sampler/π_trainer; a single
+    number u means [1/u, u]); k2/k3 keep statistic ≤ upper.
+
+    Args:
+        thresholds: one spec shared by every criterion, or a list with one per criterion (or verl's
+            comma-separated string). A spec is a number, verl's ``"lower_upper"`` string or a
+            ``(lower, upper)`` tuple (the last two for k1 only).
+
+    Returns:
+        ``RejectionMask(mask, metrics)``: the (B, T) bool mask with rejected tokens removed, and per
+        criterion ``<name>_mean``, ``_max``, ``_min``, ``_masked_fraction``, ``_seq_masked_fraction``,
+        then overall ``masked_fraction`` (of selected tokens) and ``seq_masked_fraction`` (of rows),
+        as verl logs them.
+    """
+    names = _criteria(criteria)
+    if isinstance(thresholds, list):
+        specs = list(thresholds)
+    elif isinstance(thresholds, str):
+        specs = [t.strip() for t in thresholds.split(",") if t.strip()]
+    else:  # a number, or one (lower, upper) pair
+        specs = [thresholds]
+    if len(specs) == 1:
+        specs = specs * len(names)
+    if len(specs) != len(names):
+        raise ValueError(
+            f"thresholds: expected one threshold shared by all criteria or exactly {len(names)} "
+            f"(one per criterion {names}), got {len(specs)}"
+        )
+    pairs = [_threshold_pair(s, c) for s, c in zip(specs, names)]
+    a, b, m, place = _inputs(trainer_logp, sampler_logp, mask)
+    keep = _arrays.empty(place, tuple(int(s) for s in a.shape), "bool", like=a)
+    metric_names = _core.rejection_metric_names(names)
+    values = _arrays.empty(place, (len(metric_names),), "float64", like=a)
+    _core.rejection_mask(a, b, m, keep, values, criteria=names, lower=[p[0] for p in pairs],
+                         upper=[p[1] for p in pairs])
+    return RejectionMask(_arrays.finish(place, keep), _metrics(metric_names, _arrays.finish(place, values)))
+
+
+def _preset(importance: Optional[dict] = None, rejection: Optional[dict] = None, peer: str = "") -> Mapping:
+    return MappingProxyType({"importance": importance, "rejection": rejection, "peer": peer})
+
+
+_VERL = {"log_clamp": 20.0}
+
+CORRECTIONS: Mapping[str, Mapping] = MappingProxyType({
+    "none": _preset(peer="no correction"),
+    "trl.token_truncate": _preset({"level": "token", "mode": "truncate", "clip_max": 3.0},
+                                  peer="TRL vllm_importance_sampling_mode='token_truncate'"),
+    "trl.token_mask": _preset({"level": "token", "mode": "mask", "clip_max": 3.0},
+                              peer="TRL vllm_importance_sampling_mode='token_mask'"),
+    "trl.sequence_truncate": _preset({"level": "sequence", "mode": "truncate", "clip_max": 3.0},
+                                     peer="TRL vllm_importance_sampling_mode='sequence_truncate'"),
+    "trl.sequence_mask": _preset({"level": "sequence", "mode": "mask", "clip_max": 3.0},
+                                 peer="TRL vllm_importance_sampling_mode='sequence_mask' (TRL's default)"),
+    "verl.token_is": _preset({"level": "token", "mode": "truncate", "clip_max": 2.0, **_VERL},
+                             peer="verl RolloutCorrectionConfig.decoupled_token_is()"),
+    "verl.seq_is": _preset({"level": "sequence", "mode": "truncate", "clip_max": 2.0, **_VERL},
+                           peer="verl RolloutCorrectionConfig.decoupled_seq_is()"),
+    "verl.token_icepop": _preset({"level": "token", "mode": "mask", "clip_min": 0.5, "clip_max": 5.0, **_VERL},
+                                 peer="verl RolloutCorrectionConfig.decoupled_token_icepop()"),
+    "verl.seq_is_rs": _preset({"level": "sequence", "mode": "truncate", "clip_max": 2.0, **_VERL},
+                              {"criteria": "seq_sum_k1", "thresholds": "0.5_2.0"},
+                              peer="verl RolloutCorrectionConfig.decoupled_seq_is_rs()"),
+    "verl.geo_rs": _preset(None, {"criteria": "seq_mean_k1", "thresholds": "0.999_1.001"},
+                           peer="verl RolloutCorrectionConfig.decoupled_geo_rs()"),
+    "verl.k3_rs": _preset(None, {"criteria": "seq_mean_k3", "thresholds": 0.01},
+                          peer="verl RolloutCorrectionConfig.bypass_ppo_clip_k3_rs() (its RS part)"),
+})
+
+_IMPORTANCE_KEYS = ("level", "mode", "clip_min", "clip_max", "log_clamp", "batch_normalize")
+_REJECTION_KEYS = ("criteria", "thresholds")
+
+
+def correction(name: str, trainer_logp: Any, sampler_logp: Any, mask: Any, **overrides: Any) -> Correction:
+    """Apply the correction preset ``name`` (see ``grpokit.CORRECTIONS``): rejection sampling first
+    (its mask), then importance weights. ``overrides`` replace the preset's options
+    (``importance_weights``'s keywords and ``criteria``/``thresholds``).
+
+    Metrics of the importance stage are prefixed ``is/``, of the rejection stage ``rs/``.
+    """
+    preset = CORRECTIONS.get(name)
+    if preset is None:
+        raise ValueError(f"correction: expected one of {sorted(CORRECTIONS)}, got {name!r}")
+    unknown = sorted(set(overrides) - set(_IMPORTANCE_KEYS) - set(_REJECTION_KEYS))
+    if unknown:
+        raise TypeError(f"correction: unknown option(s) {unknown}; expected {list(_IMPORTANCE_KEYS + _REJECTION_KEYS)}")
+    imp = dict(preset["importance"]) if preset["importance"] is not None else None
+    rej = dict(preset["rejection"]) if preset["rejection"] is not None else None
+    for k, v in overrides.items():
+        if k in _IMPORTANCE_KEYS:
+            if imp is None:
+                imp = {}
+            imp[k] = v
+        else:
+            if rej is None:
+                rej = {}
+            rej[k] = v
+    metrics: Dict[str, Any] = {}
+    keep = _arrays.as_input(mask, "mask", default="bool")
+    if rej is not None:
+        if "criteria" not in rej or "thresholds" not in rej:
+            raise ValueError("correction: rejection sampling needs both criteria and thresholds")
+        keep, rs_metrics = rejection_mask(trainer_logp, sampler_logp, mask, rej["criteria"], rej["thresholds"])
+        metrics.update({f"rs/{k}": v for k, v in rs_metrics.items()})
+    weights = None
+    if imp is not None:
+        # verl computes IS weights on the original mask; the rejection mask then removes tokens.
+        weights, is_metrics = importance_weights(trainer_logp, sampler_logp, mask, **imp)
+        metrics.update({f"is/{k}": v for k, v in is_metrics.items()})
+    return Correction(weights, keep, metrics)

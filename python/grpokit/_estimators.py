@@ -1,0 +1,220 @@
+"""The table of advantage estimators: each one's peer, inputs and option defaults.
+
+An estimator is named data — ``(name, options)`` — so a loss preset can say which advantages it uses
+(``estimator="rloo", normalize=True``) and :func:`grpokit.advantages` computes them in the engine.
+docs/estimators.md has the exact definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import _arrays, _core
+
+# Array inputs an estimator may take (besides rewards and group_ids).
+ARRAY_INPUTS = ("reward_weights", "mask", "lengths", "baseline_rewards", "logp", "sum_pi_squared", "is_weights")
+
+
+@dataclass(frozen=True)
+class EstimatorInfo:
+    """One estimator: what it reproduces, what it needs, and its option defaults."""
+
+    name: str
+    engine: str  # the engine's estimator
+    kind: str  # "outcome": advantages (B,); "token": advantages (B, T)
+    peer: str  # whose definition it reproduces
+    summary: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # options and their defaults
+    inputs: Tuple[str, ...] = ()  # array inputs it accepts
+    required: Tuple[str, ...] = ()  # of which these are required
+    grouped: bool = True  # needs group_size / group_ids
+
+
+def _info(name, engine, kind, peer, summary, defaults=None, inputs=(), required=(), grouped=True):
+    return EstimatorInfo(name, engine, kind, peer, summary, MappingProxyType(dict(defaults or {})),
+                         tuple(inputs), tuple(required), grouped)
+
+
+_GROUP_STD = {"baseline": "mean", "std": "none", "std_scope": "group", "epsilon": 0.0}
+
+ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType({
+    e.name: e
+    for e in (
+        _info("grpo", "grpo", "outcome", "paper; TRL scale_rewards / sum_then_normalize; verl grpo",
+              "(R − group mean) [/ (std + epsilon)]", _GROUP_STD, ("reward_weights",)),
+        _info("rloo", "rloo", "outcome", "TRL RLOOTrainer; verl rloo (identical: G/(G−1)(R − mean))",
+              "R − mean of the other completions; normalize=True adds TRL's batch standardising",
+              {"normalize": False, "final_epsilon": 1e-4}, ("reward_weights",)),
+        _info("reinforce_pp", "reinforce_pp", "token", "verl reinforce_plus_plus",
+              "discounted return-to-go, whitened over the mask", {"gamma": 1.0, "return_returns": False},
+              ("mask",), ("mask",), grouped=False),
+        _info("reinforce_pp_baseline", "reinforce_pp_baseline", "outcome", "verl reinforce_plus_plus_baseline",
+              "R − group mean, whitened over the mask (rows weigh by length)", {},
+              ("reward_weights", "mask", "lengths")),
+        _info("remax", "remax", "token", "verl remax", "return-to-go − greedy completion's reward",
+              {"return_returns": False}, ("mask", "baseline_rewards"), ("mask", "baseline_rewards"), grouped=False),
+        _info("opo", "opo", "outcome", "verl opo", "R − Σ L_j R_j / Σ L_j over the group",
+              {}, ("reward_weights", "mask", "lengths")),
+        _info("grpo_passk", "grpo_passk", "outcome", "verl grpo_passk",
+              "only the group's best gets (R_max − R_2nd) [/ (std + epsilon)]", {"std": "sample", "epsilon": 1e-6},
+              ("reward_weights",)),
+        _info("gpg", "gpg", "outcome", "verl gpg", "α (R − group mean) / f_norm, α = B / #non-zero rewards",
+              {"f_norm": 1.0}, ("reward_weights",)),
+        _info("gdpo", "normalize_then_sum", "outcome", "verl gdpo",
+              "Σ_k w_k (r_k − mean_k)/(std_k + epsilon) per group, then masked whitening",
+              {"std": "sample", "epsilon": 1e-6}, ("reward_weights", "mask", "lengths")),
+        _info("normalize_then_sum", "normalize_then_sum", "outcome", "TRL multi_objective_aggregation='normalize_then_sum'",
+              "Σ_k w_k (r_k − mean_k)/(std_k + epsilon) per group, then (x − mean)/(std + final_epsilon)",
+              {"std": "sample", "epsilon": 1e-4, "final_epsilon": 1e-4}, ("reward_weights",)),
+        _info("optimal_token_baseline", "optimal_token_baseline", "token", "verl optimal_token_baseline",
+              "A_t = G_t − Σ_j G_jt W_jt / Σ_j W_jt, W = cumulative 1 − 2π + Σπ² (× ρ²)",
+              {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
+              ("mask", "logp", "sum_pi_squared", "is_weights"), ("mask", "logp", "sum_pi_squared")),
+        _info("tir_optimal_token_baseline", "tir_optimal_token_baseline", "token", "verl tir_optimal_token_baseline",
+              "the optimal token baseline over each row's selected tokens only (multi-turn: gaps removed)",
+              {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
+              ("mask", "logp", "sum_pi_squared", "is_weights"), ("mask", "logp", "sum_pi_squared")),
+    )
+})
+
+# verl's spellings, accepted as aliases.
+ALIASES: Mapping[str, str] = MappingProxyType({
+    "reinforce_plus_plus": "reinforce_pp",
+    "reinforce_plus_plus_baseline": "reinforce_pp_baseline",
+    "sum_then_normalize": "grpo",
+})
+
+
+def _p(estimator: str, **options: Any) -> Tuple[str, Mapping[str, Any]]:
+    return estimator, MappingProxyType(options)
+
+
+# Peer-named presets: an estimator with the options that reproduce the peer's default configuration.
+# `advantages(..., estimator="verl.grpo")`; explicit options still override them.
+PRESETS: Mapping[str, Tuple[str, Mapping[str, Any]]] = MappingProxyType({
+    "paper.grpo": _p("grpo", std="population"),  # the papers' σ: population std, ε = 0
+    "trl.grpo": _p("grpo", std="sample", epsilon=1e-4),  # scale_rewards="group" (TRL's default)
+    "trl.grpo_batch_std": _p("grpo", std="sample", std_scope="batch", epsilon=1e-4),  # scale_rewards="batch"
+    "trl.grpo_no_std": _p("grpo"),  # scale_rewards="none" (Dr. GRPO)
+    "trl.normalize_then_sum": _p("normalize_then_sum"),
+    "trl.rloo": _p("rloo"),  # RLOOTrainer, normalize_advantages=False (its default)
+    "verl.grpo": _p("grpo", std="sample", epsilon=1e-6),  # norm_adv_by_std_in_grpo=True
+    "verl.grpo_no_std": _p("grpo"),  # norm_adv_by_std_in_grpo=False
+    "verl.rloo": _p("rloo"),
+    "verl.reinforce_plus_plus": _p("reinforce_pp", gamma=1.0),
+    "verl.reinforce_plus_plus_baseline": _p("reinforce_pp_baseline"),
+    "verl.remax": _p("remax"),
+    "verl.opo": _p("opo"),
+    "verl.grpo_passk": _p("grpo_passk", std="sample", epsilon=1e-6),
+    "verl.gpg": _p("gpg", f_norm=1.0),
+    "verl.gdpo": _p("gdpo", std="sample", epsilon=1e-6),
+    "verl.optimal_token_baseline": _p("optimal_token_baseline", handle_zero_tail=True, epsilon=1e-8),
+    "verl.tir_optimal_token_baseline": _p("tir_optimal_token_baseline", handle_zero_tail=True, epsilon=1e-8),
+})
+
+# Engine batch normalisation of each engine estimator (fixed by the definition, or by an option).
+_BATCH_NORM = {"reinforce_pp_baseline": "masked_whiten", "gdpo": "masked_whiten", "normalize_then_sum": "standardise"}
+
+
+def lookup(name: str) -> Tuple[EstimatorInfo, Mapping[str, Any]]:
+    """The estimator called `name` (an estimator, a verl alias or a peer preset such as
+    ``"verl.grpo"``) and the preset's options; unknown names list the valid ones."""
+    if not isinstance(name, str):
+        raise TypeError(f"estimator: expected a name (str), got {type(name).__name__}")
+    preset: Mapping[str, Any] = {}
+    if name in PRESETS:
+        name, preset = PRESETS[name]
+    info = ESTIMATORS.get(ALIASES.get(name, name))
+    if info is None:
+        raise ValueError(
+            f"estimator: expected one of {sorted(ESTIMATORS)}, a verl alias {sorted(ALIASES)} or a preset "
+            f"{sorted(PRESETS)}, got {name!r}"
+        )
+    return info, preset
+
+
+def resolve_options(info: EstimatorInfo, given: Mapping[str, Any], preset: Mapping[str, Any] = MappingProxyType({})) -> dict:
+    """The estimator's defaults, updated with the preset's options, then with `given` (None values
+    are "not given"); names the estimator does not take are a TypeError."""
+    allowed = set(info.defaults) | set(info.inputs)
+    unknown = sorted(k for k, v in given.items() if k not in allowed and v is not None)
+    if unknown:
+        raise TypeError(
+            f"estimator {info.name!r} takes no option {', '.join(map(repr, unknown))}; "
+            f"its options are {sorted(info.defaults)} and its inputs {list(info.inputs)}"
+        )
+    missing = [k for k in info.required if given.get(k) is None]
+    if missing:
+        raise ValueError(f"estimator {info.name!r} needs {', '.join(missing)} (see grpokit.advantages)")
+    opts = dict(info.defaults)
+    opts.update(preset)
+    opts.update({k: v for k, v in given.items() if v is not None})
+    return opts
+
+
+def _weights(w: Any) -> Optional[np.ndarray]:
+    """reward_weights as a float64 NumPy vector (a handful of numbers; any framework accepted)."""
+    if w is None:
+        return None
+    if _arrays._is_torch(w):
+        w = w.detach().cpu().numpy()
+    arr = np.asarray(w, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"reward_weights: expected a 1-D sequence of weights, got shape {arr.shape}")
+    return arr
+
+
+def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: EstimatorInfo, opts: dict) -> Any:
+    """Runs the engine for a resolved estimator. `rewards` is already an accepted float array."""
+    arrays = {k: opts.pop(k, None) for k in ARRAY_INPUTS}
+    arrays["reward_weights"] = _weights(arrays["reward_weights"])
+    defaults = {"mask": "bool", "lengths": "int64"}
+    for k in ARRAY_INPUTS:
+        if k != "reward_weights":
+            arrays[k] = _arrays.as_input(arrays[k], k, default=defaults.get(k, "float64"))
+    ids = _arrays.as_input(group_ids, "group_ids", default="int64")
+    named = {"rewards": rewards, "group_ids": ids, **{k: v for k, v in arrays.items() if k != "reward_weights"}}
+    place = _arrays.common_placement(named)
+    if place.is_cuda:
+        raise NotImplementedError(
+            f"estimator {info.name!r} runs on the CPU engine only; pass CPU arrays (e.g. tensor.cpu()) "
+            "— the GPU path covers estimator='grpo' with (B,) rewards"
+        )
+    if info.grouped and group_ids is None and group_size is None:
+        raise ValueError("group_size: pass the number of completions per prompt, or group_ids")
+    dtype = _arrays.dtype_name(rewards)
+    if info.kind == "token":
+        mask = arrays["mask"]
+        shape = tuple(int(s) for s in mask.shape)
+        if len(shape) != 2:
+            raise ValueError(f"mask: expected shape (B, T), got {shape}")
+    else:
+        shape = (int(rewards.shape[0]) if len(rewards.shape) else 0,)
+    out = _arrays.empty(place, shape, dtype, like=rewards)
+    returns = _arrays.empty(place, shape, dtype, like=rewards) if opts.get("return_returns") else None
+    otb = info.engine.endswith("optimal_token_baseline")  # its epsilon is the baseline's denominator's
+    batch_norm = _BATCH_NORM.get(info.name, "standardise" if opts.get("normalize") else "none")
+    _core.estimator_advantages(
+        rewards, ids, arrays["reward_weights"], arrays["mask"], arrays["lengths"], arrays["baseline_rewards"],
+        arrays["logp"], arrays["sum_pi_squared"], arrays["is_weights"], out, returns,
+        estimator=info.engine,
+        group_size=int(group_size) if group_size is not None else 0,
+        baseline=opts.get("baseline", "mean"),
+        std=opts.get("std", "none"),
+        std_scope=opts.get("std_scope", "group"),
+        epsilon=0.0 if otb else float(opts.get("epsilon", 0.0)),
+        batch_norm=batch_norm,
+        final_epsilon=float(opts.get("final_epsilon", 1e-4)),
+        gamma=float(opts.get("gamma", 1.0)),
+        f_norm=float(opts.get("f_norm", 1.0)),
+        handle_zero_tail=bool(opts.get("handle_zero_tail", True)),
+        otb_epsilon=float(opts["epsilon"]) if otb else 1e-8,
+    )
+    out = _arrays.finish(place, out)
+    if returns is not None:
+        return out, _arrays.finish(place, returns)
+    return out
