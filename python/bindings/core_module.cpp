@@ -22,4 +22,5 @@ PYBIND11_MODULE(_core, m) {
 
   const bindings::Backend cpu{"cpu", &advantages};
   bindings::bind_advantages(m, cpu);
+  bindings::bind_stationary(m);
 }

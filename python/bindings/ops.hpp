@@ -21,6 +21,7 @@ struct Backend {
 };
 
 void bind_advantages(py::module_& m, const Backend& backend);
+void bind_stationary(py::module_& m);  // CPU only
 
 }  // namespace bindings
 }  // namespace grpokit
