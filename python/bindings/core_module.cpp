@@ -41,4 +41,5 @@ PYBIND11_MODULE(_core, m) {
   bindings::bind_diagnostics(m);
   bindings::bind_estimators(m);
   bindings::bind_corrections(m);
+  bindings::bind_stationary(m);
 }

@@ -36,6 +36,7 @@ void bind_logprobs(py::module_& m, const Backend& backend);
 void bind_diagnostics(py::module_& m);  // CPU only
 void bind_estimators(py::module_& m);   // CPU only
 void bind_corrections(py::module_& m);  // CPU only
+void bind_stationary(py::module_& m);  // CPU only
 
 }  // namespace bindings
 }  // namespace grpokit

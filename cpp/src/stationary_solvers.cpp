@@ -1,0 +1,607 @@
+// Solvers of the stationarity condition (stationary.hpp): Newton with β-continuation on atom
+// logits, the expected on-policy GRPO flow on output logits, binary scans, residuals, dispatch.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <vector>
+
+#include <Eigen/Eigenvalues>
+
+#include "grpokit/error.hpp"
+#include "grpokit/stationary.hpp"
+
+namespace grpokit {
+namespace stationary {
+namespace {
+
+using Eigen::MatrixXd;
+using Eigen::VectorXd;
+
+double sup_norm(const VectorXd& v) { return v.size() ? v.cwiseAbs().maxCoeff() : 0.0; }
+double scale_of(double beta) { return std::max(1.0, beta); }  // tolerances are relative to max(1, β)
+double sigmoid(double y) { return y >= 0.0 ? 1.0 / (1.0 + std::exp(-y)) : std::exp(y) / (1.0 + std::exp(y)); }
+
+// The problem reduced to the supported atoms (reward levels with π_ref mass > 0).
+struct Reduced {
+  const PreferenceModel& model;
+  const VectorXd& pi_ref;
+  double beta;
+  Penalty penalty;
+  VectorXd q;                  // reference atom masses (all atoms)
+  std::vector<int64_t> active; // atoms with q > 0
+
+  Reduced(const PreferenceModel& m, const VectorXd& p, double b, Penalty pen)
+      : model(m), pi_ref(p), beta(b), penalty(pen), q(m.atom_masses(p)) {
+    for (Eigen::Index l = 0; l < q.size(); ++l)
+      if (q[l] > 0.0) active.push_back(l);
+  }
+  int64_t n() const { return static_cast<int64_t>(active.size()); }
+
+  VectorXd full(const VectorXd& w_active) const {
+    VectorXd w = VectorXd::Zero(q.size());
+    for (int64_t a = 0; a < n(); ++a) w[active[a]] = w_active[a];
+    return w;
+  }
+  VectorXd outputs(const VectorXd& w_active) const {  // π ∝ π_ref inside each atom
+    const VectorXd w = full(w_active);
+    VectorXd pi(pi_ref.size());
+    for (Eigen::Index o = 0; o < pi.size(); ++o) {
+      const int64_t l = model.atom_of()[o];
+      pi[o] = q[l] > 0.0 ? w[l] * (pi_ref[o] / q[l]) : 0.0;
+    }
+    return pi;
+  }
+
+  // Atom residual R (active) and, optionally, J = ∂R/∂θ over the active atom logits.
+  //   k3:    R_ℓ = w_ℓ (β − P_ℓ + P̄) − β q_ℓ                        (R = 0 ⇔ eq. (11))
+  //   k3_is: R_ℓ = −w_ℓ [(P_ℓ − P̄) − β (log(w_ℓ/q_ℓ) − KL(w‖q))]    (R = 0 ⇔ log pooling)
+  // The expected on-policy GRPO update of per-atom logits is dθ/dt = −R(θ).
+  VectorXd residual(const VectorXd& wa, MatrixXd* J) const {
+    const int64_t k = n();
+    VectorXd Pf, P(k);
+    MatrixXd Df;
+    model.evaluate(full(wa), Pf, J ? &Df : nullptr);
+    for (int64_t a = 0; a < k; ++a) P[a] = Pf[active[a]];
+    const double Pbar = wa.dot(P);
+    VectorXd lg(k), R(k);
+    double kl = 0.0;
+    if (penalty == Penalty::K3IS) {
+      for (int64_t a = 0; a < k; ++a) {
+        lg[a] = wa[a] > 0.0 ? std::log(wa[a] / q[active[a]]) : 0.0;
+        kl += wa[a] * lg[a];
+      }
+    }
+    for (int64_t a = 0; a < k; ++a)
+      R[a] = penalty == Penalty::K3 ? wa[a] * (beta - P[a] + Pbar) - beta * q[active[a]]
+                                    : -wa[a] * ((P[a] - Pbar) - beta * (lg[a] - kl));
+    if (!J) return R;
+    MatrixXd D(k, k);
+    for (int64_t a = 0; a < k; ++a)
+      for (int64_t b = 0; b < k; ++b) D(a, b) = Df(active[a], active[b]);
+    const VectorXd dPbar = P + D.transpose() * wa;  // ∂P̄/∂w_b
+    MatrixXd dRdw(k, k);
+    for (int64_t a = 0; a < k; ++a)
+      for (int64_t b = 0; b < k; ++b) {
+        const double d = a == b ? 1.0 : 0.0;
+        if (penalty == Penalty::K3) {
+          dRdw(a, b) = d * (beta - P[a] + Pbar) + wa[a] * (dPbar[b] - D(a, b));
+        } else {
+          const double inner = (P[a] - Pbar) - beta * (lg[a] - kl);
+          dRdw(a, b) = -d * inner - wa[a] * (D(a, b) - dPbar[b]) + beta * d -
+                       beta * wa[a] * (lg[b] + 1.0);
+        }
+      }
+    const MatrixXd dw = MatrixXd(wa.asDiagonal()) - wa * wa.transpose();  // softmax Jacobian
+    *J = dRdw * dw;
+    return R;
+  }
+};
+
+VectorXd softmax(const VectorXd& th) {
+  const VectorXd e = (th.array() - th.maxCoeff()).exp();
+  return e / e.sum();
+}
+
+// Stability under dθ/dt = −R(θ), in the gauge θ_last = 0: eigenvalues of −(J_ij − J_last,j).
+bool is_stable(const Reduced& pb, const VectorXd& wa) {
+  const int64_t k = pb.n();
+  if (k < 2) return true;
+  MatrixXd J;
+  pb.residual(wa, &J);
+  MatrixXd M(k - 1, k - 1);
+  for (int64_t i = 0; i < k - 1; ++i)
+    for (int64_t j = 0; j < k - 1; ++j) M(i, j) = -(J(i, j) - J(k - 1, j));
+  const Eigen::EigenSolver<MatrixXd> es(M, false);
+  if (es.info() != Eigen::Success) return false;
+  return es.eigenvalues().real().maxCoeff() < -1e-12 * scale_of(pb.beta);
+}
+
+void finish(StationaryResult& r, const Reduced& pb) {
+  r.boundary = false;
+  for (Eigen::Index o = 0; o < r.pi.size(); ++o)
+    if (pb.pi_ref[o] > 0.0 && r.pi[o] == 0.0) r.boundary = true;
+  if (!pb.model.exact()) {
+    r.residual = r.fixed_point_residual = std::numeric_limits<double>::quiet_NaN();
+    return;
+  }
+  r.residual = sup_norm(stationarity_residual(pb.model, r.pi, pb.pi_ref, pb.beta, pb.penalty));
+  r.fixed_point_residual = sup_norm(fixed_point_residual(pb.model, r.pi, pb.pi_ref, pb.beta, pb.penalty));
+}
+
+StationaryResult trivial(const Reduced& pb) {
+  StationaryResult r;
+  r.pi = pb.outputs(VectorXd::Ones(1));
+  r.converged = true;
+  r.method = "trivial";
+  r.message = "one reward level carries all of pi_ref: P_G = 0 there, so pi = pi_ref";
+  r.stable = true;
+  finish(r, pb);
+  r.equilibria.push_back({r.pi, true, false});
+  return r;
+}
+
+// Damped Newton on the free atom logits (the last is the gauge) at one β.
+struct NewtonOutcome {
+  bool ok = false;
+  int iterations = 0;
+  double residual = 0.0;
+};
+
+NewtonOutcome newton(const Reduced& pb, VectorXd& theta, double tol, int max_iter) {
+  const int64_t k = pb.n();
+  NewtonOutcome out;
+  MatrixXd J;
+  VectorXd R = pb.residual(softmax(theta), &J);
+  double norm = sup_norm(R);
+  for (int it = 0; it < max_iter && std::isfinite(norm); ++it) {
+    if (norm <= tol) break;
+    ++out.iterations;
+    const MatrixXd A = J.topLeftCorner(k - 1, k - 1);
+    Eigen::FullPivLU<MatrixXd> lu(A);
+    if (!lu.isInvertible()) break;
+    VectorXd d = VectorXd::Zero(k);
+    d.head(k - 1) = lu.solve(-R.head(k - 1));
+    const double dmax = sup_norm(d);
+    if (dmax > 2.0) d *= 2.0 / dmax;  // trust region on the logits
+    bool accepted = false;
+    for (double lam = 1.0; lam > 1e-10; lam *= 0.5) {
+      VectorXd t2 = theta + lam * d;
+      MatrixXd J2;
+      VectorXd R2 = pb.residual(softmax(t2), &J2);
+      const double n2 = sup_norm(R2);
+      if (n2 < norm) {
+        theta = t2, R = R2, J = J2, norm = n2;
+        accepted = true;
+        break;
+      }
+    }
+    if (!accepted) break;
+  }
+  out.residual = norm;
+  out.ok = norm <= tol;
+  return out;
+}
+
+// Roots of the binary residual in y = log(w_a / w_b), whose sign is the sign of R_a:
+//   k3:    R_a = β (w_a − q_a) − w_a w_b (P_a − P_b)
+//   k3_is: R_a = w_a w_b [β (y − log(q_a/q_b)) − (P_a − P_b)]   (the factor w_a w_b is dropped)
+double binary_sign_function(const Reduced& pb, double y) {
+  VectorXd wa(2);
+  wa << sigmoid(y), sigmoid(-y);
+  VectorXd P;
+  pb.model.evaluate(pb.full(wa), P, nullptr);
+  const double dP = P[pb.active[0]] - P[pb.active[1]];
+  const double qa = pb.q[pb.active[0]], qb = pb.q[pb.active[1]];
+  if (pb.penalty == Penalty::K3) return pb.beta * (wa[0] - qa) - wa[0] * wa[1] * dP;
+  return pb.beta * (y - std::log(qa / qb)) - dP;
+}
+
+}  // namespace
+
+void check_problem(const PreferenceModel& model, const VectorXd& pi_ref, double beta) {
+  if (!(beta > 0.0) || !std::isfinite(beta))
+    value_error("beta: expected a finite value > 0, got ", beta);
+  if (pi_ref.size() != model.num_outputs())
+    value_error("pi_ref: expected ", model.num_outputs(), " probabilities (one per output), got ",
+                pi_ref.size());
+  double s = 0.0;
+  for (Eigen::Index o = 0; o < pi_ref.size(); ++o) {
+    if (!(pi_ref[o] >= 0.0) || !std::isfinite(pi_ref[o]))
+      value_error("pi_ref: element ", o, " is ", pi_ref[o], "; expected finite probabilities >= 0");
+    s += pi_ref[o];
+  }
+  if (!(std::abs(s - 1.0) <= 1e-9))
+    value_error("pi_ref: expected probabilities summing to 1 (within 1e-9), got a sum of ", s);
+}
+
+VectorXd stationarity_residual(const PreferenceModel& model, const VectorXd& pi,
+                               const VectorXd& pi_ref, double beta, Penalty penalty) {
+  check_problem(model, pi_ref, beta);
+  const VectorXd w = model.atom_masses(pi);
+  VectorXd Pa;
+  model.evaluate(w, Pa, nullptr);
+  const Eigen::Index K = pi.size();
+  VectorXd P(K);
+  for (Eigen::Index o = 0; o < K; ++o) P[o] = Pa[model.atom_of()[o]];
+  const double Pbar = pi.dot(P);
+  VectorXd R = VectorXd::Zero(K);
+  if (penalty == Penalty::K3) {
+    for (Eigen::Index o = 0; o < K; ++o) R[o] = pi[o] * (beta - P[o] + Pbar) - beta * pi_ref[o];
+    return R;
+  }
+  double kl = 0.0;
+  for (Eigen::Index o = 0; o < K; ++o)
+    if (pi[o] > 0.0) kl += pi[o] * std::log(pi[o] / pi_ref[o]);
+  for (Eigen::Index o = 0; o < K; ++o)
+    if (pi[o] > 0.0) R[o] = -pi[o] * ((P[o] - Pbar) - beta * (std::log(pi[o] / pi_ref[o]) - kl));
+  return R;
+}
+
+VectorXd fixed_point_residual(const PreferenceModel& model, const VectorXd& pi,
+                              const VectorXd& pi_ref, double beta, Penalty penalty) {
+  check_problem(model, pi_ref, beta);
+  const VectorXd w = model.atom_masses(pi);
+  VectorXd Pa;
+  model.evaluate(w, Pa, nullptr);
+  const Eigen::Index K = pi.size();
+  VectorXd P(K);
+  for (Eigen::Index o = 0; o < K; ++o) P[o] = Pa[model.atom_of()[o]];
+  VectorXd out = VectorXd::Zero(K);
+  if (penalty == Penalty::K3) {  // eq. (11): π (1 − (P − E_π P)/β) = π_ref
+    const double Pbar = pi.dot(P);
+    for (Eigen::Index o = 0; o < K; ++o) out[o] = pi[o] * (1.0 - (P[o] - Pbar) / beta) - pi_ref[o];
+    return out;
+  }
+  // π = π_ref exp(P/β) / Z over the support of π (a boundary point keeps its zeros).
+  double top = -std::numeric_limits<double>::infinity(), Z = 0.0;
+  for (Eigen::Index o = 0; o < K; ++o)
+    if (pi[o] > 0.0) top = std::max(top, P[o]);
+  VectorXd g = VectorXd::Zero(K);
+  for (Eigen::Index o = 0; o < K; ++o)
+    if (pi[o] > 0.0) Z += (g[o] = pi_ref[o] * std::exp((P[o] - top) / beta));
+  for (Eigen::Index o = 0; o < K; ++o)
+    if (pi[o] > 0.0) out[o] = pi[o] - g[o] / Z;
+  return out;
+}
+
+StationaryResult solve_newton(const PreferenceModel& model, const VectorXd& pi_ref, double beta,
+                              const SolveOptions& opt) {
+  check_problem(model, pi_ref, beta);
+  if (!(opt.tol > 0.0)) value_error("tol: expected a value > 0, got ", opt.tol);
+  if (opt.max_iter < 1) value_error("max_iter: expected a positive integer, got ", opt.max_iter);
+  if (!(opt.beta_factor > 1.0)) value_error("beta_factor: expected a value > 1, got ", opt.beta_factor);
+  const Reduced pb0(model, pi_ref, beta, opt.penalty);
+  if (pb0.n() == 1) return trivial(pb0);
+
+  StationaryResult r;
+  r.method = "newton";
+  VectorXd theta(pb0.n());
+  for (int64_t a = 0; a < pb0.n(); ++a) theta[a] = std::log(pb0.q[pb0.active[a]]);
+  theta.array() -= theta[pb0.n() - 1];
+
+  // β-continuation: at large β the stationary policy is ≈ π_ref; shrink β geometrically,
+  // warm-starting each stage, adapting the factor (grow after easy stages, shrink on failure).
+  double b = std::max(opt.beta_start, beta), factor = opt.beta_factor, last_ok = -1.0;
+  NewtonOutcome step;
+  while (true) {
+    const Reduced pb(model, pi_ref, b, opt.penalty);
+    VectorXd trial = theta;
+    const double tol = (b == beta ? opt.tol : std::max(opt.tol, 1e-10)) * scale_of(b);
+    step = newton(pb, trial, tol, opt.max_iter);
+    r.iterations += step.iterations;
+    ++r.stages;
+    if (step.ok) {
+      theta = trial;
+      last_ok = b;
+      if (b == beta) break;
+      if (step.iterations <= 4) factor = std::min(factor * 1.5, 4.0);
+      b = std::max(beta, b / factor);
+      continue;
+    }
+    factor = std::sqrt(factor);
+    if (last_ok < 0.0 || factor < 1.0 + 1e-4) break;
+    b = std::max(beta, last_ok / factor);
+  }
+  const Reduced pb(model, pi_ref, beta, opt.penalty);
+  const VectorXd wa = softmax(theta);
+  r.pi = pb.outputs(wa);
+  r.converged = step.ok && last_ok == beta;
+  if (!r.converged) {
+    std::ostringstream os;
+    os << "Newton with beta-continuation did not converge: stalled at beta = "
+       << (last_ok < 0.0 ? b : last_ok) << " (target " << beta << ") with residual "
+       << step.residual << " > tol " << opt.tol * scale_of(b) << " after " << r.iterations
+       << " iterations";
+    if (opt.penalty == Penalty::K3IS)
+      os << "; with the direct-KL penalty the branch from pi_ref can end (a fold) and the policy "
+            "may collapse onto the best outputs: try method='flow' or equilibria()";
+    r.message = os.str();
+  }
+  r.stable = r.converged && is_stable(pb, wa);
+  finish(r, pb);
+  if (pb.n() == 2) r.equilibria = binary_equilibria(model, pi_ref, beta, opt.penalty);
+  else if (r.converged) r.equilibria.push_back({r.pi, r.stable, r.boundary});
+  return r;
+}
+
+StationaryResult solve_flow(const PreferenceModel& model, const VectorXd& pi_ref, double beta,
+                            const FlowOptions& opt) {
+  check_problem(model, pi_ref, beta);
+  if (opt.inner_steps < 1) value_error("inner_steps: expected an integer >= 1, got ", opt.inner_steps);
+  if (!(opt.tol > 0.0)) value_error("tol: expected a value > 0, got ", opt.tol);
+  if (!(opt.step >= 0.0)) value_error("step: expected a value >= 0 (0: automatic), got ", opt.step);
+  if (!(opt.rtol > 0.0 && opt.rtol < 1.0)) value_error("rtol: expected a value in (0, 1), got ", opt.rtol);
+  if (opt.max_steps < 1) value_error("max_steps: expected a positive integer, got ", opt.max_steps);
+  const Reduced pb(model, pi_ref, beta, opt.penalty);
+  if (pb.n() == 1) return trivial(pb);
+
+  // Per-output logits of the supported outputs, from log π_ref.
+  std::vector<Eigen::Index> idx;
+  for (Eigen::Index o = 0; o < pi_ref.size(); ++o)
+    if (pi_ref[o] > 0.0) idx.push_back(o);
+  const Eigen::Index m = static_cast<Eigen::Index>(idx.size());
+  VectorXd ref(m), theta(m);
+  for (Eigen::Index i = 0; i < m; ++i) ref[i] = pi_ref[idx[i]], theta[i] = std::log(ref[i]);
+  auto policy = [&](const VectorXd& th) {
+    VectorXd pi = VectorXd::Zero(pi_ref.size());
+    const VectorXd s = softmax(th);
+    for (Eigen::Index i = 0; i < m; ++i) pi[idx[i]] = s[i];
+    return pi;
+  };
+  auto prefs = [&](const VectorXd& pi) {  // P per supported output
+    VectorXd Pa;
+    model.evaluate(model.atom_masses(pi), Pa, nullptr);
+    VectorXd P(m);
+    for (Eigen::Index i = 0; i < m; ++i) P[i] = Pa[model.atom_of()[idx[i]]];
+    return P;
+  };
+  auto velocity = [&](const VectorXd& th) {  // dθ/dt = −R on the supported outputs
+    const VectorXd R = stationarity_residual(model, policy(th), pi_ref, beta, opt.penalty);
+    VectorXd v(m);
+    for (Eigen::Index i = 0; i < m; ++i) v[i] = -R[idx[i]];
+    return v;
+  };
+  const double tol = opt.tol * scale_of(beta);
+  StationaryResult r;
+  r.method = opt.inner_steps == 1 ? "flow" : "flow_inner_steps";
+  VectorXd k1 = velocity(theta);
+  double res = sup_norm(k1);
+  if (opt.inner_steps == 1) {
+    // Heun–Euler with relative-error control: the change of the velocity over a step must stay
+    // below rtol·|velocity| (the residual of a non-gradient field is not monotone, so plain
+    // residual-decrease control fails; notes §9.4).
+    double h = opt.step > 0.0 ? opt.step : 0.1 / (beta + 1.0);
+    while (res > tol && r.iterations < opt.max_steps) {
+      ++r.iterations;
+      const VectorXd k2 = velocity(theta + h * k1);
+      const double err = sup_norm(k1 - k2);
+      const double allowed = opt.rtol * std::max(sup_norm(k1), 1e-300);
+      if (err <= allowed) {
+        theta += 0.5 * h * (k1 + k2);
+        k1 = velocity(theta);
+        res = sup_norm(k1);
+        h *= std::min(2.0, 0.9 * allowed / std::max(err, 1e-300));
+      } else {
+        h *= std::max(0.2, 0.9 * allowed / err);
+      }
+      if (!std::isfinite(res) || !(h > 0.0)) break;
+    }
+  } else {
+    // GRPO's loop: π_old frozen for μ plain gradient steps on the surrogate J(π; π_old), whose
+    // penalty gradient is eq. (8) (k3) or log(π/π_ref) (k3_is).
+    const double lr = opt.step > 0.0 ? opt.step : 0.2 / (beta + 1.0);
+    while (res > tol && r.iterations < opt.max_steps) {
+      ++r.iterations;
+      const VectorXd old = softmax(theta);
+      const VectorXd P_old = prefs(policy(theta));
+      for (int s = 0; s < opt.inner_steps; ++s) {
+        const VectorXd pi = softmax(theta);
+        VectorXd g(m);
+        for (Eigen::Index i = 0; i < m; ++i)
+          g[i] = P_old[i] - beta * (opt.penalty == Penalty::K3
+                                        ? -old[i] * ref[i] / (pi[i] * pi[i]) + old[i] / pi[i]
+                                        : std::log(pi[i] / ref[i]));
+        theta.array() += lr * (pi.array() * (g.array() - pi.dot(g)));
+      }
+      res = sup_norm(velocity(theta));
+      if (!std::isfinite(res)) break;
+    }
+  }
+  r.pi = policy(theta);
+  r.converged = res <= tol;
+  if (!r.converged) {
+    std::ostringstream os;
+    os << "the flow did not converge: residual " << res << " > tol " << tol << " after "
+       << r.iterations << " steps";
+    double smallest = std::numeric_limits<double>::infinity();
+    for (Eigen::Index i = 0; i < m; ++i) smallest = std::min(smallest, r.pi[idx[i]] / ref[i]);
+    if (smallest < 1e-8)
+      os << "; some pi/pi_ref = " << smallest << ": the flow is approaching the boundary "
+         << "(collapse onto the best outputs)";
+    r.message = os.str();
+  }
+  finish(r, pb);
+  r.stable = r.converged;  // an attractor of the flow it followed
+  if (r.converged) r.equilibria.push_back({r.pi, r.stable, r.boundary});
+  return r;
+}
+
+std::vector<Equilibrium> binary_equilibria(const PreferenceModel& model, const VectorXd& pi_ref,
+                                           double beta, Penalty penalty) {
+  check_problem(model, pi_ref, beta);
+  const Reduced pb(model, pi_ref, beta, penalty);
+  if (pb.n() != 2)
+    value_error("equilibria: expected a binary problem (two supported reward levels or outputs), got ",
+                pb.n());
+  auto f = [&](double y) { return binary_sign_function(pb, y); };
+  // Grid in y = logit(w_a): uniform in w_a (where most roots are) and uniform in y to ±745.
+  std::vector<double> ys;
+  for (int i = 0; i < 4000; ++i) {
+    const double x = (i + 0.5) / 4000.0;
+    ys.push_back(std::log(x) - std::log1p(-x));
+  }
+  for (double y = -745.0; y <= 745.0; y += 0.5) ys.push_back(y);
+  std::sort(ys.begin(), ys.end());
+  std::vector<double> fs(ys.size());
+  for (size_t i = 0; i < ys.size(); ++i) fs[i] = f(ys[i]);
+  std::vector<Equilibrium> out;
+  auto point = [&](double y, bool stable, bool boundary) {
+    VectorXd wa(2);
+    if (boundary) wa << (y > 0 ? 1.0 : 0.0), (y > 0 ? 0.0 : 1.0);
+    else wa << sigmoid(y), sigmoid(-y);
+    out.push_back({pb.outputs(wa), stable, boundary});
+  };
+  if (fs.front() > 0.0) point(-1.0, true, true);  // R_a > 0 near w_a = 0: the flow empties atom a
+  for (size_t i = 0; i + 1 < ys.size(); ++i) {
+    if (fs[i] == 0.0) {
+      point(ys[i], i > 0 && fs[i - 1] < 0.0, false);
+      continue;
+    }
+    if ((fs[i] < 0.0) != (fs[i + 1] < 0.0) && fs[i + 1] != 0.0) {
+      double lo = ys[i], hi = ys[i + 1];
+      const bool increasing = fs[i] < 0.0;
+      for (int it = 0; it < 200; ++it) {
+        const double mid = 0.5 * (lo + hi);
+        if (mid <= lo || mid >= hi) break;
+        if ((f(mid) < 0.0) == increasing) lo = mid; else hi = mid;
+      }
+      point(0.5 * (lo + hi), increasing, false);  // R_a increasing in w_a: attracting
+    }
+  }
+  if (fs.back() < 0.0) point(1.0, true, true);  // R_a < 0 near w_a = 1: the flow fills atom a
+  return out;
+}
+
+bool has_closed_form(const PreferenceModel& model, const VectorXd& pi_ref, Penalty penalty) {
+  const Reduced pb(model, pi_ref, 1.0, penalty);
+  if (pb.n() <= 1) return true;
+  if (model.is_nlhf()) return penalty == Penalty::K3IS && pb.n() == 2;
+  if (model.is_pairwise()) return pb.n() == 2;
+  const GroupSpec& s = model.spec();
+  if (s.normalisation == Normalisation::MeanOnly) return true;
+  if (s.std_eps != 0.0) return false;
+  if (penalty == Penalty::K3) return s.group_size == 2 || s.infinite() || pb.n() == 2;
+  return pb.n() == 2 && (s.group_size == 2 || s.infinite());
+}
+
+StationaryResult solve_closed_form(const PreferenceModel& model, const VectorXd& pi_ref,
+                                   double beta, Penalty penalty) {
+  check_problem(model, pi_ref, beta);
+  const Reduced pb(model, pi_ref, beta, penalty);
+  if (pb.n() == 1) return trivial(pb);
+  if (!has_closed_form(model, pi_ref, penalty))
+    not_implemented("method='closed_form': no closed form for ", model.describe(), " with penalty '",
+                    penalty_name(penalty), "' (", pb.n(), " supported levels); use method='newton'");
+  StationaryResult r;
+  r.converged = true;
+  const GroupSpec& s = model.spec();
+  const int64_t G = s.group_size;
+  // Sample std scales every advantage by sqrt((G − 1)/G): the paper's model at β sqrt(G/(G − 1)).
+  const double beta_ddof = (s.std_ddof == 1 && !s.infinite())
+                               ? beta * std::sqrt(static_cast<double>(G) / static_cast<double>(G - 1))
+                               : beta;
+  auto binary = [&](const std::array<double, 2>& x) {  // x over (active[1], active[0]) = (top, bottom)
+    VectorXd wa(2);
+    wa << x[1], x[0];
+    return pb.outputs(wa);
+  };
+  const double p_top = pb.q[pb.active[1]];  // binary: atom 1 is the better level (sorted rewards)
+  if (model.is_nlhf() || model.is_pairwise()) {
+    // Binary margin of a = active[1] over b = active[0]: P(a|π) − P(b|π) does not depend on π
+    // here; read it off at π = δ_b.
+    VectorXd e0 = VectorXd::Zero(model.num_atoms()), Pb;
+    e0[pb.active[0]] = 1.0;
+    model.evaluate(e0, Pb, nullptr);
+    const double gamma = model.is_nlhf() ? Pb[pb.active[1]] - 0.5  // M(a,b) − 1/2
+                                         : Pb[pb.active[1]];        // Q(a,b) − Q(b,a)
+    if (penalty == Penalty::K3IS) {
+      r.method = model.is_nlhf() ? "closed_form:nlhf_logistic" : "closed_form:logistic_g2";
+      r.pi = binary(binary_g2_k3is(beta, gamma, p_top));
+    } else {
+      r.method = "closed_form:eq14";
+      r.pi = binary(binary_g2_k3(beta, gamma, p_top));
+    }
+  } else if (s.normalisation == Normalisation::MeanOnly) {
+    const Eigen::VectorXd rewards = [&] {
+      VectorXd rv(pi_ref.size());
+      for (Eigen::Index o = 0; o < rv.size(); ++o) rv[o] = model.atom_rewards()[model.atom_of()[o]];
+      return rv;
+    }();
+    if (penalty == Penalty::K3) {
+      r.method = "closed_form:shift_only";
+      r.pi = shift_k3(rewards, pi_ref, beta, G);
+    } else {
+      r.method = "closed_form:rlhf_beta_eff";
+      r.pi = log_pooling(rewards, pi_ref,
+                         s.infinite() ? beta : beta * static_cast<double>(G) / static_cast<double>(G - 1));
+    }
+  } else if (penalty == Penalty::K3) {
+    VectorXd rewards(pi_ref.size());
+    for (Eigen::Index o = 0; o < rewards.size(); ++o) rewards[o] = model.atom_rewards()[model.atom_of()[o]];
+    if (s.infinite()) {
+      r.method = pb.n() == 2 ? "closed_form:eq15" : "closed_form:semi_closed_ginf";
+      r.pi = pb.n() == 2 ? binary(binary_ginf_k3(beta, p_top)) : categorical_ginf_k3(rewards, pi_ref, beta);
+    } else if (G == 2) {
+      r.method = pb.n() == 2 ? "closed_form:eq14" : "closed_form:sequential_g2";
+      r.pi = categorical_g2_k3(rewards, pi_ref, beta_ddof);
+    } else {
+      r.method = "closed_form:bisection_finite_g";
+      r.pi = binary(binary_finite_k3(beta_ddof, G, p_top));
+    }
+  } else if (s.infinite()) {
+    const std::vector<Equilibrium> eq = binary_ginf_k3is(beta, p_top);
+    r.method = "closed_form:direct_kl_ginf";
+    r.pi = binary({eq.front().pi[0], eq.front().pi[1]});  // the one the flow from π_ref reaches
+    if (eq.size() == 1)
+      r.message = "no interior stationary policy: the direct-KL GRPO flow at G = inf collapses onto "
+                  "the better answer (boundary)";
+    for (const Equilibrium& e : eq) r.equilibria.push_back({binary({e.pi[0], e.pi[1]}), e.stable, e.boundary});
+  } else {
+    r.method = "closed_form:logistic_g2";
+    r.pi = binary(binary_g2_k3is(beta_ddof, 1.0, p_top));
+  }
+  finish(r, pb);
+  r.stable = true;
+  for (const Equilibrium& e : r.equilibria)
+    if ((e.pi - r.pi).cwiseAbs().maxCoeff() == 0.0) r.stable = e.stable;
+  if (r.equilibria.empty()) {
+    if (pb.n() == 2) {
+      r.equilibria = binary_equilibria(model, pi_ref, beta, penalty);
+      for (const Equilibrium& e : r.equilibria)  // the scan's verdict on the closed-form root
+        if (!e.boundary && (e.pi - r.pi).cwiseAbs().maxCoeff() < 1e-6) r.stable = e.stable;
+    } else {
+      const VectorXd w = model.atom_masses(r.pi);
+      VectorXd wa(pb.n());
+      for (int64_t a = 0; a < pb.n(); ++a) wa[a] = w[pb.active[a]];
+      r.stable = is_stable(pb, wa);
+      r.equilibria.push_back({r.pi, r.stable, r.boundary});
+    }
+  }
+  // A closed form is exact; a large residual means a numerical failure, never a silent answer.
+  if (model.exact() && !(r.residual <= 1e-8 * scale_of(beta))) {
+    r.converged = false;
+    std::ostringstream os;
+    os << "closed form '" << r.method << "' left a stationarity residual of " << r.residual
+       << " (numerical failure); use method='newton'";
+    r.message = os.str();
+  }
+  return r;
+}
+
+StationaryResult solve(const PreferenceModel& model, const VectorXd& pi_ref, double beta,
+                       const std::string& method, const SolveOptions& opt) {
+  if (method == "newton") return solve_newton(model, pi_ref, beta, opt);
+  if (method == "closed_form") return solve_closed_form(model, pi_ref, beta, opt.penalty);
+  if (method == "auto") {
+    check_problem(model, pi_ref, beta);
+    return has_closed_form(model, pi_ref, opt.penalty)
+               ? solve_closed_form(model, pi_ref, beta, opt.penalty)
+               : solve_newton(model, pi_ref, beta, opt);
+  }
+  value_error("method: expected one of 'auto', 'closed_form', 'newton' (or 'flow' in Python), got '",
+              method, "'");
+}
+
+}  // namespace stationary
+}  // namespace grpokit
