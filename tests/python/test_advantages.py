@@ -122,7 +122,7 @@ def test_leave_one_out_excludes_the_row_itself(r):
         (lambda: grpokit.advantages([1.0, 2.0], group_size=1, baseline="leave_one_out"), ValueError, "at least 2"),
         (lambda: grpokit.advantages([1.0, 2.0, 5.0], group_ids=[0, 0, 1], std="population"), ValueError, "single completion"),
         (lambda: grpokit.advantages([1.0, np.inf], group_size=2), ValueError, "finite"),
-        (lambda: grpokit.advantages(np.ones((2, 2)), group_size=2), ValueError, "rewards: expected a 1-D"),
+        (lambda: grpokit.advantages(np.ones((2, 2, 2)), group_size=2), ValueError, "rewards: expected a 1-D"),
         (lambda: grpokit.advantages(np.ones(4, np.float16), group_size=2), TypeError, "rewards: expected dtype"),
         (lambda: grpokit.advantages([], group_size=2), ValueError, "empty"),
         (lambda: grpokit.advantages([1.0, 2.0], group_ids=[0, 0, 1]), ValueError, "group_ids: expected shape"),
