@@ -271,7 +271,7 @@ class MomentumTracker:
         k = len(self.records)
         u_norm = math.sqrt(max(u2, 0.0))
         drift = float("nan")
-        if self.mu is not None and t >= 2:
+        if self.mu is not None:
             remaining = self.mu - k - 1
             drift = predicted_drift(remaining - 1, (b1, b2), T=t + 1) * math.sqrt(disp2) if remaining >= 1 else 0.0
         rec = StepRecord(
