@@ -134,6 +134,30 @@ void adam_update_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, co
   }
 }
 
+void adam_rho_cpu(const TensorView& exp_avg_sq, const AdamHyper& hp, const TensorView& out_rho,
+                  const TensorView& out_elasticity) {
+  check_state(exp_avg_sq, exp_avg_sq, hp, true);
+  auto check_out = [&](const TensorView& out, const char* name) {
+    check_dtype(out, name, diag::kFloatTypes);
+    check_shape_equal(out, name, exp_avg_sq, "exp_avg_sq");
+    check_cpu(out, name);
+    check_writable(out, name);
+  };
+  check_out(out_rho, "out_rho");
+  if (out_elasticity.defined()) check_out(out_elasticity, "out_elasticity");
+  auto store = [](const TensorView& out, int64_t j, double x) {
+    if (out.dtype == DType::Float32) out.ptr<float>()[j * out.strides[0]] = static_cast<float>(x);
+    else out.ptr<double>()[j * out.strides[0]] = x;
+  };
+  const double bc2 = math::bias_correction(hp.beta2, hp.step);
+  const int64_t n = exp_avg_sq.shape[0];
+  for (int64_t j = 0; j < n; ++j) {
+    const double rho = math::adam_rho(load_float(exp_avg_sq, j * exp_avg_sq.strides[0]), bc2, hp.eps);
+    store(out_rho, j, rho);
+    if (out_elasticity.defined()) store(out_elasticity, j, math::reward_scale_elasticity(rho));
+  }
+}
+
 AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
                                   const TensorView& grad, const TensorView& param, double l2,
                                   const AdamHyper& hp) {

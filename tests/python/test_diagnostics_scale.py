@@ -167,6 +167,12 @@ def test_reward_scale_matches_a_numpy_reference_of_the_state():
         scaled = np.abs(u) * (1 + rho) / (1 + rho / phi)
         np.testing.assert_allclose(rep.predicted_step_ratio[phi], scaled.sum() / np.abs(u).sum(), rtol=1e-6)
     assert rep.log10_rho_hist.sum() == rho.size
+    per = gd.rho_per_coordinate(opt, named=model)
+    flat_rho = np.concatenate([per[n][0].numpy().ravel() for n, _ in model.named_parameters()])
+    flat_e = np.concatenate([per[n][1].numpy().ravel() for n, _ in model.named_parameters()])
+    np.testing.assert_allclose(flat_rho, rho, rtol=1e-6)
+    np.testing.assert_allclose(flat_e, e, rtol=1e-6)
+    assert per["0.weight"][0].shape == model[0].weight.shape
     assert [r["name"] for r in rep.per_tensor] == [n for n, _ in model.named_parameters()]
     assert "verdict: sensitive" in str(rep)
 
