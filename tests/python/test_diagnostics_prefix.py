@@ -196,8 +196,7 @@ def test_padded_packed_and_ragged_match_the_reference(batch):
 def test_masked_tokens_inside_a_completion_are_context_with_weight_zero(batch):
     ids, adv, omega, G, holes = batch
     ids_p, _ = pad(ids)
-    om_p, _ = pad(omega, np.nan, np.float64)  # padding may hold anything
-    om_p[np.isnan(om_p)] = np.nan
+    om_p, _ = pad(omega, np.nan, np.float64)  # padding may hold anything, NaN included
     mask = np.zeros(ids_p.shape, dtype=bool)
     for i, h in enumerate(holes):
         mask[i, : len(h)] = h
