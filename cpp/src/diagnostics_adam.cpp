@@ -60,15 +60,14 @@ AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView&
     st.min_rho = std::numeric_limits<double>::infinity();
     return st;
   };
-  // A fixed number of chunks (independent of the thread count), reduced in order: deterministic.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(256, n / 32768));
+  const int64_t chunks = diag::num_chunks(n);
   std::vector<AdamStateStats> part(static_cast<size_t>(chunks), empty_stats());
 #if defined(GRPOKIT_HAVE_OPENMP)
 #pragma omp parallel for schedule(static) if (chunks > 1)
 #endif
   for (int64_t c = 0; c < chunks; ++c) {
     AdamStateStats& st = part[static_cast<size_t>(c)];
-    for (int64_t j = c * n / chunks; j < (c + 1) * n / chunks; ++j) {
+    for (int64_t j = diag::chunk_begin(c, n, chunks); j < diag::chunk_begin(c + 1, n, chunks); ++j) {
       const double m = load_float(exp_avg, j * sm), v = load_float(exp_avg_sq, j * sv);
       const double sqrt_vhat = std::sqrt(v / bc2), mhat = m / bc1;
       const double rho = math::adam_rho_from_sqrt(sqrt_vhat, hp.eps);
@@ -125,12 +124,37 @@ void adam_update_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, co
   const double b1 = momentum_only_next ? hp.beta1 : 1.0, b2 = momentum_only_next ? hp.beta2 : 1.0;
   const double bc1 = math::bias_correction(hp.beta1, t), bc2 = math::bias_correction(hp.beta2, t);
   const int64_t n = exp_avg_sq.shape[0];
+#if defined(GRPOKIT_HAVE_OPENMP)
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+#endif
   for (int64_t j = 0; j < n; ++j) {
     const double m = b1 * load_float(exp_avg, j * exp_avg.strides[0]);
     const double v = b2 * load_float(exp_avg_sq, j * exp_avg_sq.strides[0]);
-    const double u = v > 0.0 ? math::adam_update(m, v, bc1, bc2, hp.eps, phi) : 0.0;
-    if (out.dtype == DType::Float32) out.ptr<float>()[j * out.strides[0]] = static_cast<float>(u);
-    else out.ptr<double>()[j * out.strides[0]] = u;
+    diag::store_float(out, j * out.strides[0], v > 0.0 ? math::adam_update(m, v, bc1, bc2, hp.eps, phi) : 0.0);
+  }
+}
+
+void adam_rho_cpu(const TensorView& exp_avg_sq, const AdamHyper& hp, const TensorView& out_rho,
+                  const TensorView& out_elasticity) {
+  check_state(exp_avg_sq, exp_avg_sq, hp, true);
+  auto check_out = [&](const TensorView& out, const char* name) {
+    check_dtype(out, name, diag::kFloatTypes);
+    check_shape_equal(out, name, exp_avg_sq, "exp_avg_sq");
+    check_cpu(out, name);
+    check_writable(out, name);
+  };
+  check_out(out_rho, "out_rho");
+  if (out_elasticity.defined()) check_out(out_elasticity, "out_elasticity");
+  const double bc2 = math::bias_correction(hp.beta2, hp.step);
+  const int64_t n = exp_avg_sq.shape[0];
+  const bool elasticity = out_elasticity.defined();
+#if defined(GRPOKIT_HAVE_OPENMP)
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+#endif
+  for (int64_t j = 0; j < n; ++j) {
+    const double rho = math::adam_rho(load_float(exp_avg_sq, j * exp_avg_sq.strides[0]), bc2, hp.eps);
+    diag::store_float(out_rho, j * out_rho.strides[0], rho);
+    if (elasticity) diag::store_float(out_elasticity, j * out_elasticity.strides[0], math::reward_scale_elasticity(rho));
   }
 }
 
@@ -149,28 +173,52 @@ AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& e
   const double t = hp.step + 1;
   const double bc1 = math::bias_correction(hp.beta1, t), bc2 = math::bias_correction(hp.beta2, t);
   const double bc1p = math::bias_correction(hp.beta1, hp.step), bc2p = math::bias_correction(hp.beta2, hp.step);
-  AdamStepSplit sp;
   const int64_t n = exp_avg_sq.shape[0];
-  sp.n = n;
-  for (int64_t j = 0; j < n; ++j) {
-    const double m = load_float(exp_avg, j * exp_avg.strides[0]);
-    const double v = load_float(exp_avg_sq, j * exp_avg_sq.strides[0]);
-    double g = load_float(grad, j * grad.strides[0]);
-    if (param.defined()) g += l2 * load_float(param, j * param.strides[0]);
-    if (!std::isfinite(g)) value_error("grad: element ", j, " is ", g, "; gradients must be finite");
-    if (hp.step >= 1.0 && v > 0.0) {
-      const double up = math::adam_update(m, v, bc1p, bc2p, hp.eps, 1.0);
-      sp.prev2 += up * up;
+  const int64_t chunks = diag::num_chunks(n);
+  std::vector<AdamStepSplit> part(static_cast<size_t>(chunks));
+  std::vector<int64_t> bad(static_cast<size_t>(chunks), -1);  // first non-finite gradient per chunk
+#if defined(GRPOKIT_HAVE_OPENMP)
+#pragma omp parallel for schedule(static) if (chunks > 1)
+#endif
+  for (int64_t c = 0; c < chunks; ++c) {
+    AdamStepSplit& sp = part[static_cast<size_t>(c)];
+    for (int64_t j = diag::chunk_begin(c, n, chunks); j < diag::chunk_begin(c + 1, n, chunks); ++j) {
+      const double m = load_float(exp_avg, j * exp_avg.strides[0]);
+      const double v = load_float(exp_avg_sq, j * exp_avg_sq.strides[0]);
+      double g = load_float(grad, j * grad.strides[0]);
+      if (param.defined()) g += l2 * load_float(param, j * param.strides[0]);
+      if (!std::isfinite(g)) {
+        bad[static_cast<size_t>(c)] = j;
+        break;
+      }
+      if (hp.step >= 1.0 && v > 0.0) {
+        const double up = math::adam_update(m, v, bc1p, bc2p, hp.eps, 1.0);
+        sp.prev2 += up * up;
+      }
+      sp.grad2 += g * g;
+      const double vt = hp.beta2 * v + (1.0 - hp.beta2) * g * g;
+      const double d = bc1 * (std::sqrt(vt / bc2) + hp.eps);
+      if (!(d > 0.0)) continue;  // v_t = 0 and ϵ = 0: no step on this coordinate
+      const double us = hp.beta1 * m / d, uf = (1.0 - hp.beta1) * g / d;
+      sp.stale2 += us * us;
+      sp.fresh2 += uf * uf;
+      sp.stale_fresh += us * uf;
+      sp.u_grad += (us + uf) * g;
     }
-    sp.grad2 += g * g;
-    const double vt = hp.beta2 * v + (1.0 - hp.beta2) * g * g;
-    const double d = bc1 * (std::sqrt(vt / bc2) + hp.eps);
-    if (!(d > 0.0)) continue;  // v_t = 0 and ϵ = 0: no step on this coordinate
-    const double us = hp.beta1 * m / d, uf = (1.0 - hp.beta1) * g / d;
-    sp.stale2 += us * us;
-    sp.fresh2 += uf * uf;
-    sp.stale_fresh += us * uf;
-    sp.u_grad += (us + uf) * g;
+  }
+  for (int64_t j : bad)
+    if (j >= 0)
+      value_error("grad: element ", j, " is ", load_float(grad, j * grad.strides[0]),
+                  param.defined() ? " (with the L2 term)" : "", "; gradients must be finite");
+  AdamStepSplit sp;
+  sp.n = n;
+  for (const AdamStepSplit& p : part) {
+    sp.stale2 += p.stale2;
+    sp.fresh2 += p.fresh2;
+    sp.stale_fresh += p.stale_fresh;
+    sp.prev2 += p.prev2;
+    sp.grad2 += p.grad2;
+    sp.u_grad += p.u_grad;
   }
   return sp;
 }

@@ -24,6 +24,20 @@ inline int64_t load_int(const TensorView& t, int64_t off) {
   }
 }
 
+inline void store_float(const TensorView& t, int64_t off, double x) {
+  if (t.dtype == DType::Float32) t.ptr<float>()[off] = static_cast<float>(x);
+  else t.ptr<double>()[off] = x;
+}
+
+// Per-coordinate passes over parameter-sized arrays are split into a fixed number of chunks that
+// depends on n only (not on the thread count); partial results are combined in chunk order, so
+// reductions are deterministic however many threads run them.
+inline int64_t num_chunks(int64_t n) {
+  const int64_t per = int64_t(1) << 15;
+  return n / per < 1 ? 1 : (n / per > 256 ? 256 : n / per);
+}
+inline int64_t chunk_begin(int64_t c, int64_t n, int64_t chunks) { return c * n / chunks; }
+
 constexpr std::initializer_list<DType> kFloatTypes = {DType::Float32, DType::Float64};
 constexpr std::initializer_list<DType> kIdTypes = {DType::Int32, DType::Int64};
 constexpr std::initializer_list<DType> kMaskTypes = {DType::Bool, DType::UInt8, DType::Int8,

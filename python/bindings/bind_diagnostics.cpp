@@ -128,6 +128,19 @@ void bind_diagnostics(py::module_& m) {
       py::arg("out"), "Per-coordinate preconditioned Adam step of a state into out.");
 
   m.def(
+      "adam_rho",
+      [](py::object exp_avg_sq, double beta1, double beta2, double eps, double step, py::object out_rho,
+         py::object out_elasticity) {
+        Imported v = import_array(exp_avg_sq, "exp_avg_sq", 0, false),
+                 r = import_array(out_rho, "out_rho", 0, true),
+                 e = import_array(out_elasticity, "out_elasticity", 0, true);
+        py::gil_scoped_release nogil;
+        adam_rho_cpu(v.view(), hyper(beta1, beta2, eps, step), r.view(), e.view());
+      },
+      py::arg("exp_avg_sq"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("step"),
+      py::arg("out_rho"), py::arg("out_elasticity"), "Per-coordinate ρ and elasticity ρ/(1+ρ).");
+
+  m.def(
       "adam_step_split",
       [](py::object exp_avg, py::object exp_avg_sq, py::object grad, py::object param, double l2,
          double beta1, double beta2, double eps, double step) {

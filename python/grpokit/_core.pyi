@@ -101,6 +101,9 @@ def adam_update(
     momentum_only_next: bool,
     out: Any,
 ) -> None: ...
+def adam_rho(
+    exp_avg_sq: Any, beta1: float, beta2: float, eps: float, step: float, out_rho: Any, out_elasticity: Any
+) -> None: ...
 def adam_step_split(
     exp_avg: Any, exp_avg_sq: Any, grad: Any, param: Any, l2: float, beta1: float, beta2: float, eps: float, step: float
 ) -> Dict[str, float]: ...

@@ -196,8 +196,7 @@ def test_padded_packed_and_ragged_match_the_reference(batch):
 def test_masked_tokens_inside_a_completion_are_context_with_weight_zero(batch):
     ids, adv, omega, G, holes = batch
     ids_p, _ = pad(ids)
-    om_p, _ = pad(omega, np.nan, np.float64)  # padding may hold anything
-    om_p[np.isnan(om_p)] = np.nan
+    om_p, _ = pad(omega, np.nan, np.float64)  # padding may hold anything, NaN included
     mask = np.zeros(ids_p.shape, dtype=bool)
     for i, h in enumerate(holes):
         mask[i, : len(h)] = h
@@ -306,7 +305,9 @@ def test_prefix_bias_passes_the_loss_weights(monkeypatch):
     class Result:
         weights = np.array([[0.05, 0.05, 0.0], [0.0125, 0.0125, 0.0125]])
 
-    def fake_policy_loss(logp, old_logp, advantages, mask=None, *, spec, ref_logp=None, return_weights=False, **kw):
+    def fake_policy_loss(
+        logp, old_logp, advantages, mask=None, *, spec, ref_logp=None, cu_seqlens=None, return_weights=False, **kw
+    ):
         calls.update(spec=spec, return_weights=return_weights, kw=kw, mask=mask)
         return Result()
 
@@ -321,6 +322,8 @@ def test_prefix_bias_passes_the_loss_weights(monkeypatch):
     }
     rep = gd.prefix_bias(batch, "paper.grpo_r1", epsilon=0.3)
     assert calls["spec"] == "paper.grpo_r1" and calls["return_weights"] and calls["kw"] == {"epsilon": 0.3}
+    gd.prefix_bias({**batch, "keep": np.array([True, False])}, "paper.cppo")
+    assert calls["kw"]["keep"].tolist() == [True, False]
     np.testing.assert_allclose(rep.coef[0, :2], 0.5 * 0.05 - 0.5 * 0.0125)
     with pytest.raises(ValueError, match="batch: missing field 'advantages'"):
         gd.prefix_bias({k: v for k, v in batch.items() if k != "advantages"})

@@ -167,6 +167,12 @@ def test_reward_scale_matches_a_numpy_reference_of_the_state():
         scaled = np.abs(u) * (1 + rho) / (1 + rho / phi)
         np.testing.assert_allclose(rep.predicted_step_ratio[phi], scaled.sum() / np.abs(u).sum(), rtol=1e-6)
     assert rep.log10_rho_hist.sum() == rho.size
+    per = gd.rho_per_coordinate(opt, named=model)
+    flat_rho = np.concatenate([per[n][0].numpy().ravel() for n, _ in model.named_parameters()])
+    flat_e = np.concatenate([per[n][1].numpy().ravel() for n, _ in model.named_parameters()])
+    np.testing.assert_allclose(flat_rho, rho, rtol=1e-6)
+    np.testing.assert_allclose(flat_e, e, rtol=1e-6)
+    assert per["0.weight"][0].shape == model[0].weight.shape
     assert [r["name"] for r in rep.per_tensor] == [n for n, _ in model.named_parameters()]
     assert "verdict: sensitive" in str(rep)
 
@@ -230,3 +236,39 @@ def test_optimizer_state_is_read_in_place_and_not_modified():
     for p in model.parameters():
         for k, v in snapshot[p].items():
             assert torch.equal(opt.state[p][k], v)
+
+
+def test_large_tensors_take_the_chunked_parallel_path_with_the_same_results():
+    torch.manual_seed(3)
+    n = 200_003  # several chunks of 2^15, not a multiple
+    p = torch.nn.Parameter(torch.zeros(n, dtype=torch.float64))
+    opt = torch.optim.Adam([p], lr=1e-3, betas=(0.9, 0.99), eps=1e-6)
+    for _ in range(2):
+        p.grad = torch.randn(n, dtype=torch.float64) * torch.logspace(-9, -3, n, dtype=torch.float64)
+        opt.step()
+    st = opt.state[p]
+    t = float(st["step"])
+    m = st["exp_avg"].numpy() / (1 - 0.9**t)
+    sv = np.sqrt(st["exp_avg_sq"].numpy() / (1 - 0.99**t))
+    rho = 1e-6 / sv
+    u = m / (sv + 1e-6)
+    rep = gd.reward_scale(opt, phis=(3.0,))
+    np.testing.assert_allclose(rep.frac_rho_above, np.mean(rho > 0.01))
+    np.testing.assert_allclose(rep.elasticity, np.sum(np.abs(u) * rho / (1 + rho)) / np.sum(np.abs(u)), rtol=1e-10)
+    np.testing.assert_allclose(rep.predicted_step_ratio[3.0], np.sum(np.abs(3 * m / (3 * sv + 1e-6))) / np.sum(np.abs(u)), rtol=1e-10)
+    assert rep.log10_rho_hist.sum() == n
+    again = gd.reward_scale(opt, phis=(3.0,))
+    assert again.elasticity == rep.elasticity  # deterministic reductions
+    # the tracker's split on the same state
+    g = torch.randn(n, dtype=torch.float64) * 1e-4
+    p.grad = g
+    rec = gd.MomentumTracker(opt).step()
+    vt = 0.99 * st["exp_avg_sq"].numpy() + 0.01 * g.numpy() ** 2
+    d = (1 - 0.9 ** (t + 1)) * (np.sqrt(vt / (1 - 0.99 ** (t + 1))) + 1e-6)
+    ut = (0.9 * st["exp_avg"].numpy() + 0.1 * g.numpy()) / d
+    np.testing.assert_allclose(rec.u_norm, np.linalg.norm(ut), rtol=1e-10)
+    np.testing.assert_allclose(rec.u_prev_norm, np.linalg.norm(u), rtol=1e-10)
+    p.grad = g.clone()
+    p.grad[150_000] = float("nan")
+    with pytest.raises(ValueError, match="grad: element 150000 is nan"):
+        gd.MomentumTracker(opt).step()

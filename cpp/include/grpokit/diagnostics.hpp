@@ -114,6 +114,11 @@ AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView&
 void adam_update_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
                      double phi, bool momentum_only_next, const TensorView& out);
 
+// Per coordinate ρ = ϵ/√v̂ into `out_rho` and, if defined, the elasticity ρ/(1+ρ) into
+// `out_elasticity` (1-D float32/float64, the length of the state; ρ = +inf where v = 0).
+void adam_rho_cpu(const TensorView& exp_avg_sq, const AdamHyper& hp, const TensorView& out_rho,
+                  const TensorView& out_elasticity);
+
 // The coming step t = hp.step + 1 split into the part carried by momentum and the part from the
 // current gradient: u_t = u_stale + u_fresh with u_stale = β1 m_{t−1}/d, u_fresh = (1−β1) g_t/d,
 // d = (1−β1^t)(√v̂_t + ϵ), v_t = β2 v_{t−1} + (1−β2) g_t². `grad` has the length of the state;

@@ -4,7 +4,7 @@ Group-based RL", notes hidden_objective_biases.md §3–5; design §5).
 * Shared-prefix bias (Prop. 1): :func:`prefix_bias_from_weights` (per-token weights ω given) and
   :func:`prefix_bias` (ω from ``grpokit.policy_loss(..., return_weights=True)`` for a preset).
 * Reward scale under Adam (Props 2, 5, 6): :func:`reward_scale` (ρ = ϵ/√v̂ from the optimizer's
-  real state), :func:`regulariser_share`, :func:`reward_scale_replay`.
+  real state), :func:`rho_per_coordinate`, :func:`regulariser_share`, :func:`reward_scale_replay`.
 * Momentum past the clip region (Props 3, 7): :func:`clip_region`, :class:`MomentumTracker` (per
   inner step of the μ-step loop), :func:`momentum_lookahead`, and the closed forms
   :func:`overshoot_coefficient` (Eq. 32–37), :func:`predicted_drift`, :func:`overshoot_eps_factor`.
@@ -31,7 +31,14 @@ from ._momentum import (
 )
 from ._prefix import PrefixBiasReport, prefix_bias, prefix_bias_from_weights
 from ._report import Combined, Report
-from ._scale import ReplayReport, RewardScaleReport, regulariser_share, reward_scale, reward_scale_replay
+from ._scale import (
+    ReplayReport,
+    RewardScaleReport,
+    regulariser_share,
+    reward_scale,
+    reward_scale_replay,
+    rho_per_coordinate,
+)
 from ._value import LossDecomposition, loss_decomposition
 
 __all__ = [
@@ -58,4 +65,5 @@ __all__ = [
     "reward_scale",
     "reward_scale_elasticity",
     "reward_scale_replay",
+    "rho_per_coordinate",
 ]

@@ -20,9 +20,11 @@ def host(x: Any, name: str, *, default: str = "float64") -> Any:
         return None
     x = _arrays.as_input(x, name, default=default)
     if _arrays._is_torch(x):
+        import torch
+
         if x.device.type != "cpu":
             x = x.cpu()
-        if x.dtype in (_torch().bfloat16, _torch().float16):
+        if x.dtype in (torch.bfloat16, torch.float16):
             x = x.float()
         return x
     if isinstance(x, np.ndarray):
@@ -34,12 +36,6 @@ def host(x: Any, name: str, *, default: str = "float64") -> Any:
         # CuPy / JAX device arrays: one copy to the host.
         return np.asarray(x.get() if hasattr(x, "get") else x)
     return x
-
-
-def _torch() -> Any:
-    import torch
-
-    return torch
 
 
 def shape_of(x: Any) -> Tuple[int, ...]:

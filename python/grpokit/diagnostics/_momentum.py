@@ -271,7 +271,7 @@ class MomentumTracker:
         k = len(self.records)
         u_norm = math.sqrt(max(u2, 0.0))
         drift = float("nan")
-        if self.mu is not None and t >= 2:
+        if self.mu is not None:
             remaining = self.mu - k - 1
             drift = predicted_drift(remaining - 1, (b1, b2), T=t + 1) * math.sqrt(disp2) if remaining >= 1 else 0.0
         rec = StepRecord(
@@ -375,14 +375,16 @@ class MomentumReport(Report):
         lines = [
             f"betas ({b1:g}, {b2:g}): bound β1/√β2 = {fmt(b1 / math.sqrt(b2))}; clip widths "
             f"({fmt(self.epsilon)}, {fmt(self.epsilon_high)})",
-            "  k  step  ‖u_t‖/‖u_t−1‖  Eq.32   stale  cos(u,g)  clip frac  max excess  growing",
+            f"{'k':>3} {'step':>5} {'‖u_t‖/‖u_t−1‖':>13} {'Eq. 32':>8} {'stale':>8} {'cos(u,g)':>8} "
+            f"{'in ℛ_clip':>9} {'max excess':>10} {'growing':>8}",
         ]
         for r in self.records:
             c = r.clip
             lines.append(
-                f"{r.k:3d} {r.adam_step:5d}  {fmt(r.overshoot):>12}  {fmt(r.finite_T):>6}  {fmt(r.stale_share):>6}"
-                f"  {fmt(r.cos_grad):>8}  {fmt(c.fraction) if c else '-':>9}  {fmt(c.max_excess) if c else '-':>10}"
-                f"  {str(c.n_growing) + '/' + str(c.n_in_both) if c else '-':>7}"
+                f"{r.k:3d} {r.adam_step:5d} {r.overshoot:13.6g} {r.finite_T:8.6g} {r.stale_share:8.4g} "
+                f"{r.cos_grad:8.4g} {c.fraction if c else float('nan'):9.4g} "
+                f"{c.max_excess if c else float('nan'):10.4g} "
+                f"{str(c.n_growing) + '/' + str(c.n_in_both) if c else '-':>8}"
             )
         if self.onset is not None:
             mc, pc = self.measured_C, self.predicted_C

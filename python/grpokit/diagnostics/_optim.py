@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional
 
-import numpy as np
-
 from .. import _core
 
 
@@ -118,15 +116,6 @@ def stepped_states(optimizer: Any, named: Optional[Any] = None) -> List[ParamSta
             "call this after at least one optimizer.step()"
         )
     return states
-
-
-def betas_of(optimizer: Any) -> tuple:
-    g = optimizer.param_groups[0]
-    return float(g["betas"][0]), float(g["betas"][1])
-
-
-def as_numpy(t: Any) -> np.ndarray:
-    return t.detach().cpu().numpy()
 
 
 def preconditioned_update(s: ParamState, phi: float = 1.0, momentum_only_next: bool = False) -> Any:

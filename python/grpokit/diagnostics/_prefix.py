@@ -267,12 +267,16 @@ def _field(batch: Any, *names: str, required: bool = True) -> Any:
     return None
 
 
+_OPTIONAL_LOSS_INPUTS = ("entropies", "sampling_logp", "keep", "token_weights")
+
+
 def prefix_bias(batch: Any, preset: str = "trl.grpo", **overrides: Any) -> PrefixBiasReport:
     """Shared-prefix bias of a batch under a loss preset (the per-token weights come from the loss).
 
     ``batch`` is a mapping (or object) with ``completion_ids`` (or ``ids``), ``logp``, ``old_logp``,
-    ``advantages``, ``group_size``, and optionally ``completion_mask`` (or ``mask``) and
-    ``ref_logp``. Calls ``grpokit.policy_loss(logp, old_logp, advantages, mask, spec=preset,
+    ``advantages``, ``group_size``, and optionally ``completion_mask`` (or ``mask``),
+    ``ref_logp``, ``cu_seqlens`` (packed layout) and the inputs some presets need (``entropies``,
+    ``sampling_logp``, ``keep``, ``token_weights``), passed on when present. Calls ``grpokit.policy_loss(logp, old_logp, advantages, mask, spec=preset,
     ref_logp=..., return_weights=True, **overrides)`` and passes its ``.weights`` (ω per token:
     effective α × ratio factor, 0 where the clipped branch binds) to
     :func:`prefix_bias_from_weights`. Needs the policy-loss engine; without it, compute ω yourself
@@ -289,6 +293,9 @@ def prefix_bias(batch: Any, preset: str = "trl.grpo", **overrides: Any) -> Prefi
     ids = _field(batch, "completion_ids", "ids")
     mask = _field(batch, "completion_mask", "mask", required=False)
     advantages = _field(batch, "advantages")
+    cu_seqlens = _field(batch, "cu_seqlens", required=False)
+    # Inputs some presets need (CPPO's keep flags, GTPO's token weights, ...), passed when present.
+    extra = {k: v for k in _OPTIONAL_LOSS_INPUTS if (v := _field(batch, k, required=False)) is not None}
     result = policy_loss(
         _field(batch, "logp", "per_token_logps"),
         _field(batch, "old_logp", "old_per_token_logps"),
@@ -296,12 +303,14 @@ def prefix_bias(batch: Any, preset: str = "trl.grpo", **overrides: Any) -> Prefi
         mask,
         spec=preset,
         ref_logp=_field(batch, "ref_logp", "ref_per_token_logps", required=False),
+        cu_seqlens=cu_seqlens,
         return_weights=True,
+        **extra,
         **overrides,
     )
     weights = getattr(result, "weights", None)
     if weights is None:
         raise RuntimeError(f"grpokit.policy_loss(spec={preset!r}, return_weights=True) returned no weights")
     return prefix_bias_from_weights(
-        ids, advantages, weights, _field(batch, "group_size"), mask=mask
+        ids, advantages, weights, _field(batch, "group_size"), mask=mask, cu_seqlens=cu_seqlens
     )

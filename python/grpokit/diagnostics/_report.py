@@ -23,7 +23,8 @@ def fmt(x: Any) -> str:
     if v == 0.0:
         return "0"
     if 1e-3 <= abs(v) < 1e5:
-        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) >= 1 else f"{v:.6f}".rstrip("0")
+        text = f"{v:.4f}" if abs(v) >= 1 else f"{v:.6f}"
+        return text.rstrip("0").rstrip(".")
     return f"{v:.3e}"
 
 

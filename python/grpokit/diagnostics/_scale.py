@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -185,6 +185,21 @@ def reward_scale(
         sigma_in_alpha=sigma_in_alpha,
         regulariser_share=regulariser_share,
     )
+
+
+def rho_per_coordinate(optimizer: Any, *, named: Any = None) -> Dict[str, Tuple[Any, Any]]:
+    """Per parameter tensor, (ρ, ρ/(1+ρ)) per coordinate as float64 CPU tensors of the parameter's
+    shape: ρ = ϵ/√v̂ (+inf where v = 0) and the elasticity of that coordinate's step to a global reward
+    scale at φ = 1. Keyed by parameter name (``named``: a module or named_parameters() pairs)."""
+    import torch
+
+    out = {}
+    for s in _optim.stepped_states(optimizer, named):
+        rho = torch.empty(s.exp_avg_sq.shape, dtype=torch.float64)
+        elasticity = torch.empty_like(rho)
+        _core.adam_rho(s.exp_avg_sq, s.beta1, s.beta2, s.eps, s.step, rho, elasticity)
+        out[s.name] = (rho.reshape(s.param.shape), elasticity.reshape(s.param.shape))
+    return out
 
 
 def regulariser_share(params: Any, advantage_loss: Any, regulariser_loss: Any) -> Dict[str, float]:
