@@ -53,7 +53,7 @@ __device__ void row_advantage(const T* r, int64_t rs, const Rows& rows, const Ad
   const double mean = s.mean();
   double scale = opt.std == StdDivisor::None ? -1.0 : batch_scale;
   if (opt.std != StdDivisor::None && opt.std_scope == StdScope::Group) {
-    double m2 = 0.0;
+    math::SquaredDeviations m2;
     for_group(rows, i, [&](int64_t j) { math::add_sq_dev(m2, load(r, rs, j), mean); });
     scale = math::std_from_m2(m2, s.n, opt.std == StdDivisor::Sample);
   }
@@ -113,15 +113,28 @@ __global__ void advantages_batch_kernel(const T* r, int64_t rs, Rows rows, Advan
   const double total_n = cnt[0];
   const double mean = total_n > 0.0 ? shift + sum[0] / total_n : 0.0;
   __syncthreads();
-  double m2 = 0.0;
+  math::SquaredDeviations m2;
   for (int64_t i = t; i < B; i += blockDim.x) math::add_sq_dev(m2, load(r, rs, i), mean);
-  sum[t] = m2;
+  sum[t] = m2.scale;  // reuse the shared buffers: (scale, ssq) pairs, merged in a fixed tree
+  cnt[t] = m2.ssq;
   __syncthreads();
   for (int w = blockDim.x / 2; w > 0; w /= 2) {
-    if (t < w) sum[t] += sum[t + w];
+    if (t < w) {
+      math::SquaredDeviations a, b;
+      a.scale = sum[t];
+      a.ssq = cnt[t];
+      b.scale = sum[t + w];
+      b.ssq = cnt[t + w];
+      a.merge(b);
+      sum[t] = a.scale;
+      cnt[t] = a.ssq;
+    }
     __syncthreads();
   }
-  const double batch_std = math::std_from_m2(sum[0], total_n, opt.std == StdDivisor::Sample);
+  math::SquaredDeviations total;
+  total.scale = sum[0];
+  total.ssq = cnt[0];
+  const double batch_std = math::std_from_m2(total, total_n, opt.std == StdDivisor::Sample);
   for (int64_t i = t; i < B; i += blockDim.x) row_advantage(r, rs, rows, opt, batch_std, out, os, i);
 }
 

@@ -26,7 +26,7 @@ void run(const TensorView& rewards, const GroupLayout& layout, const AdvantageOp
   if (opt.std != StdDivisor::None && opt.std_scope == StdScope::Batch) {
     math::MomentSums s;
     for (int64_t i = 0; i < B; ++i) s.add(reward(i));
-    double m2 = 0.0;
+    math::SquaredDeviations m2;
     const double mean = s.mean();
     for (int64_t i = 0; i < B; ++i) math::add_sq_dev(m2, reward(i), mean);
     batch_std = math::std_from_m2(m2, s.n, sample);
@@ -40,7 +40,7 @@ void run(const TensorView& rewards, const GroupLayout& layout, const AdvantageOp
     const double mean = s.mean();
     double scale = batch_std;
     if (opt.std != StdDivisor::None && opt.std_scope == StdScope::Group) {
-      double m2 = 0.0;
+      math::SquaredDeviations m2;
       for (int64_t k = 0; k < n; ++k) math::add_sq_dev(m2, reward(members[k]), mean);
       scale = math::std_from_m2(m2, s.n, sample);
     }

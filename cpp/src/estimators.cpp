@@ -256,7 +256,8 @@ double group_mean(const std::vector<double>& x, const int64_t* members, int64_t 
 double group_std(const std::vector<double>& x, const int64_t* members, int64_t n, double mean,
                  StdDivisor divisor) {
   if (divisor == StdDivisor::None) return -1.0;
-  double m2 = 0.0, count = 0.0;
+  math::SquaredDeviations m2;
+  double count = 0.0;
   for (int64_t k = 0; k < n; ++k) {
     if (math::is_nan(x[members[k]])) continue;
     math::add_sq_dev(m2, x[members[k]], mean);
@@ -275,7 +276,7 @@ void batch_normalise(std::vector<double>& A, const std::vector<double>& L, Batch
     for (size_t i = 0; i < B; ++i)
       if (!math::is_nan(A[i])) sum += A[i], n += 1.0;
     const double mean = n > 0.0 ? sum / n : 0.0;
-    double m2 = 0.0;
+    math::SquaredDeviations m2;
     for (size_t i = 0; i < B; ++i) math::add_sq_dev(m2, A[i], mean);
     for (size_t i = 0; i < B; ++i)
       A[i] = (n < 2.0 || math::is_nan(A[i])) ? 0.0 : math::standardise(A[i], mean, math::std_from_m2(m2, n, true), final_eps);

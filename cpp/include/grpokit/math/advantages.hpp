@@ -31,16 +31,54 @@ struct MomentSums {
   GRPOKIT_HD double mean() const { return n > 0.0 ? shift + sum / n : 0.0; }
 };
 
-// Σ (r − mean)² accumulated in a second pass.
-GRPOKIT_HD void add_sq_dev(double& m2, double r, double mean) {
+// Σ (r − mean)² accumulated in a second pass, kept as scale² · ssq (the scaled sum of squares of
+// LAPACK's nrm2) so that rewards up to the largest double never overflow: 1e200 rewards still give
+// ±1 standardised advantages, not 0.
+struct SquaredDeviations {
+  double scale = 0.0;  // largest |r − mean| seen
+  double ssq = 0.0;    // Σ ((r − mean) / scale)²
+
+  GRPOKIT_HD void add(double d) {
+    const double a = d < 0.0 ? -d : d;
+    if (a == 0.0) return;
+    if (a > scale) {
+      const double q = scale / a;
+      ssq = 1.0 + ssq * q * q;
+      scale = a;
+    } else {
+      const double q = a / scale;
+      ssq += q * q;
+    }
+  }
+  // Folds in another partial sum (for parallel reductions; order fixed by the caller).
+  GRPOKIT_HD void merge(const SquaredDeviations& o) {
+    if (o.scale == 0.0) return;
+    if (o.scale > scale) {
+      const double q = scale / o.scale;
+      ssq = o.ssq + ssq * q * q;
+      scale = o.scale;
+    } else {
+      const double q = o.scale / scale;
+      ssq += o.ssq * q * q;
+    }
+  }
+};
+
+GRPOKIT_HD void add_sq_dev(SquaredDeviations& m2, double r, double mean) {
   if (is_nan(r)) return;
-  const double d = r - mean;
-  m2 += d * d;
+  m2.add(r - mean);
 }
 
 // Standard deviation from Σ(r − m)² over n valid values; divisor n (population) or n − 1 (sample).
 // Returns 0 when fewer values than the divisor needs: such a group is degenerate, not an error here
 // (group sizes are validated at the boundary).
+GRPOKIT_HD double std_from_m2(const SquaredDeviations& m2, double n, bool sample) {
+  const double div = sample ? n - 1.0 : n;
+  if (div <= 0.0 || m2.scale == 0.0) return 0.0;
+  return m2.scale * sqrt(m2.ssq / div);
+}
+
+// The same from a plain Σ(r − m)² (callers whose values cannot overflow).
 GRPOKIT_HD double std_from_m2(double m2, double n, bool sample) {
   const double div = sample ? n - 1.0 : n;
   if (div <= 0.0) return 0.0;
