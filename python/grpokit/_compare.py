@@ -100,18 +100,25 @@ def _run(b: Dict[str, Any], v: _variants.Variant, spec: Optional[LossSpec] = Non
 
 # ---- compare -------------------------------------------------------------------------------------
 
+# The table's clip columns: the engine's clip metrics (TRL's names; docs/losses.md defines them).
+_CLIP_COLUMNS = {"clip_low": "clip_ratio/low_mean", "clip_high": "clip_ratio/high_mean",
+                 "clip_region": "clip_ratio/region_mean"}
+
 
 @dataclass
 class PresetComparison:
     """``grpokit.compare``'s table: one row per preset on the same batch.
 
     ``rows``: one dict per preset with ``preset``, ``loss`` (the value to minimise), ``grad_norm``
-    (‖∂loss/∂logp‖ over the batch's tokens: what the engine hands to autograd), ``clip_*`` (the
-    engine's clip-fraction metrics), ``prefix_bias`` (mean |Σ (ω − ω̄) A| over the whole-group
+    (‖∂loss/∂logp‖ over the batch's tokens: what the engine hands to autograd), ``clip_low`` /
+    ``clip_high`` / ``clip_region`` (the engine's ``clip_ratio/low_mean``, ``high_mean`` and
+    ``region_mean``: fractions of tokens clipped at the lower bound, the upper bound, either; NaN for
+    methods without a clip), ``prefix_bias`` (mean |Σ (ω − ω̄) A| over the whole-group
     prefixes) and ``weight_length_corr`` (corr(mean ω, length): −1 is 1/|o| weighting), the last two
     when the batch has ``completion_ids``. ``weights[preset]``: (B,) effective weight per completion
     Σ_t ω_{i,t} (ω = effective α × ratio factor, 0 where the clip binds); ``grads[preset]``: (B, T)
-    ∂loss/∂logp; ``advantages[preset]``: (B,) the advantages the preset received.
+    ∂loss/∂logp; ``advantages[preset]``: (B,) the advantages the preset received; ``metrics[preset]``:
+    every metric the engine returned.
     """
 
     rows: List[Dict[str, Any]]
@@ -120,6 +127,7 @@ class PresetComparison:
     advantages: Dict[str, np.ndarray]
     lengths: np.ndarray
     notes: List[str]
+    metrics: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def columns(self) -> List[str]:
@@ -142,7 +150,7 @@ class PresetComparison:
 
         cols = [c for c in self.columns if c != "preset"]
         width = max([6] + [len(r["preset"]) for r in self.rows])
-        cw = max([9] + [len(c) for c in cols])
+        cw = max([9] + [len(c) for c in cols]) + 1
         lines = [f"{'preset':<{width}}  " + "  ".join(f"{c:>{cw}}" for c in cols)]
         lines.append("-" * len(lines[0]))
         for r in self.rows:
@@ -178,7 +186,7 @@ class PresetComparison:
             a2.plot(self.lengths, w / total if total > 0 else w, "o", ms=3, label=name)
         a2.set(xlabel="completion length", ylabel="Σ_t ω (normalised over the batch)",
                title="effective weight per completion")
-        a2.legend(fontsize=6)
+        a2.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
         fig.tight_layout()
         return fig
 
@@ -216,7 +224,7 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
     mask = None if b.get("mask") is None else np.asarray(b["mask"]).astype(bool)
     lp = np.asarray(b["logp"])
     lengths = (mask.sum(1) if mask is not None else np.full(lp.shape[0], lp.shape[1])).astype(np.float64)
-    rows, weights, grads, advs, notes = [], {}, {}, {}, []
+    rows, weights, grads, advs, notes, metrics = [], {}, {}, {}, [], {}
     if b.get("ref_logp") is None:
         notes.append("no ref_logp in the batch: KL terms are switched off (beta = 0)")
     if b.get("old_logp") is None:
@@ -227,7 +235,8 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
         v = _variants.make(p)
         r = _run(b, v)
         row: Dict[str, Any] = {"preset": v.label, "loss": r.loss, "grad_norm": float(np.linalg.norm(r.grad))}
-        row.update({k: x for k, x in r.metrics.items() if k.startswith("clip")})
+        for col, metric in _CLIP_COLUMNS.items():
+            row[col] = r.metrics.get(metric, float("nan"))
         w = r.weights * (mask if mask is not None else 1.0)
         if b.get("completion_ids") is not None:
             d = prefix_bias_from_weights(b["completion_ids"], r.advantages, r.weights, b["group_size"] if
@@ -238,7 +247,8 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
         weights[v.label] = w.sum(axis=1)
         grads[v.label] = r.grad
         advs[v.label] = r.advantages
-    return PresetComparison(rows, weights, grads, advs, lengths, notes)
+        metrics[v.label] = r.metrics
+    return PresetComparison(rows, weights, grads, advs, lengths, notes, metrics)
 
 
 # ---- explain -------------------------------------------------------------------------------------
