@@ -345,51 +345,70 @@ ax = st.plot_binary_comparison(beta=0.5)
         md("""
 # 7. TRL: GRPOTrainer with a grpokit loss and the diagnostics callback
 
-`grpokit.integrations.trl` swaps the loss of TRL's `GRPOTrainer` for any grpokit preset and logs the
-optimizer-state-aware diagnostics with `DiagnosticsCallback`. A tiny local model (built here from a
-config, no downloads) trains for a few steps on a toy reward."""),
+`grpokit.integrations.trl.GRPOTrainer` is TRL's trainer with the policy loss computed by grpokit:
+`loss=` takes any preset (here the paper's Dr GRPO row, without its KL term: `loss_options` overrides
+the preset, and TRL computes no reference log-probabilities with its default `beta=0`). `DiagnosticsCallback` adds grpokit's
+diagnostics to the trainer's logs (keys `grpokit/...`): clip region per inner step, Adam overshoot,
+ε-dominance, prefix bias. A tiny local model (a 2-layer Qwen2 built from a config, a word-level
+tokenizer: no downloads) trains for a few steps on a programmatic reward."""),
         code(SETUP + """
-import os, tempfile
+import os, tempfile, warnings
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from trl import GRPOConfig
 from grpokit.integrations.trl import DiagnosticsCallback, GRPOTrainer
 _ = torch.manual_seed(0)
 out = os.environ.get("GRPOKIT_NOTEBOOK_OUT") or tempfile.mkdtemp()"""),
         code("""
-# A word-level tokenizer and a 2-layer Llama with 64-d hidden states: built locally, no downloads.
-words = ["<pad>", "<eos>", "<bos>", "yes", "no", "maybe", "answer", "is", "the", "question"]
-tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-tok.pre_tokenizer = pre_tokenizers.Whitespace()
-tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
-model = LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=64, intermediate_size=128,
-                                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                                     max_position_embeddings=64, pad_token_id=0, eos_token_id=1, bos_token_id=2))
-dataset = Dataset.from_dict({"prompt": ["the question is"] * 16})
+words = ["a", "b", "c", "d", "e", "f", "g", "h"]
+tok = Tokenizer(models.WordLevel(vocab={"<pad>": 0, "<eos>": 1, **{w: i + 2 for i, w in enumerate(words)}},
+                                 unk_token="<pad>"))
+tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", padding_side="left")
+model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(words) + 2, hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                     max_position_embeddings=64, pad_token_id=0, eos_token_id=1, bos_token_id=1,
+                                     tie_word_embeddings=True))
+dataset = Dataset.from_dict({"prompt": [" ".join(words[(i + j) % 8] for j in range(3)) for i in range(16)]})
 
-def reward_yes(completions, **kw):
-    return [1.0 if c.strip().startswith("yes") else 0.0 for c in completions]
+def reward_count_a(completions, **kwargs):
+    return [float(c.split().count("a")) for c in completions]
+"""),
+        md("""
+`num_iterations=2` is μ = 2 inner steps per generation batch: with μ = 1 the ratio is always 1 and the
+clip fraction is 0 by construction (the callback says so rather than leaving it a mystery)."""),
+        code("""
+args = GRPOConfig(output_dir=os.path.join(out, "trl"), per_device_train_batch_size=4, num_generations=4,
+                  gradient_accumulation_steps=2, num_iterations=2, max_completion_length=6, max_steps=6,
+                  logging_steps=1, learning_rate=1e-2, report_to="none", save_strategy="no", use_cpu=True,
+                  seed=0, disable_tqdm=True, bf16=False)
+trainer = GRPOTrainer(model=model, reward_funcs=reward_count_a, args=args, train_dataset=dataset,
+                      processing_class=tokenizer, loss="paper.dr_grpo", loss_options={"beta": 0.0},
+                      callbacks=[DiagnosticsCallback()])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    trainer.train()
+print("loss spec:", trainer.loss_spec.aggregation, "| grpokit warnings:", [str(w.message)[:90] for w in caught
+                                                                          if "grpokit" in str(w.message)])
 """),
         code("""
-args = GRPOConfig(output_dir=os.path.join(out, "trl"), per_device_train_batch_size=8, num_generations=4,
-                  max_completion_length=8, max_steps=6, num_iterations=2, learning_rate=5e-3,
-                  logging_steps=1, report_to=[], use_cpu=True, seed=0, save_strategy="no")
-diag = DiagnosticsCallback()
-trainer = GRPOTrainer(model=model, reward_funcs=reward_yes, args=args, train_dataset=dataset,
-                      processing_class=tokenizer, loss_preset="trl.dapo", callbacks=[diag])
-trainer.train()
-"""),
-        code("""
-history = [h for h in trainer.state.log_history if "loss" in h]
-keys = [k for k in history[-1] if k.startswith("grpokit/")]
+history = [h for h in trainer.state.log_history if "loss" in h]   # one entry per optimizer step
+keys = sorted({k for h in history for k in h if k.startswith("grpokit/")})
 print(keys)
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-axes[0].plot([h["reward"] for h in history], "o-"); axes[0].set(xlabel="step", title="reward")
-for k in keys[:4]:
-    axes[1].plot([h.get(k, np.nan) for h in history], "o-", label=k)
-axes[1].set(xlabel="step", title="grpokit diagnostics"); axes[1].legend(fontsize=7);
+col = lambda k: [h.get(k, np.nan) if h.get(k) is not None else np.nan for h in history]
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+axes[0].plot(col("reward"), "o", label="reward (generation steps)")
+axes[0].plot(col("clip_ratio/region_mean"), "s", label="TRL clip_ratio/region_mean")
+axes[0].set(xlabel="optimizer step", title="TRL's metrics"); axes[0].legend(fontsize=7)
+for k in ["grpokit/clip_region/inner_step_1", "grpokit/overshoot", "grpokit/overshoot_bound",
+          "grpokit/stale_momentum_share"]:
+    axes[1].plot(col(k), "o-", label=k.replace("grpokit/", ""))
+axes[1].set(xlabel="optimizer step", title="grpokit diagnostics"); axes[1].legend(fontsize=7)
+fig.tight_layout()
 """),
     ],
 }
