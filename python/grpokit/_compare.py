@@ -354,8 +354,9 @@ class Explanation:
             if f.error:
                 lines.append(f"{f.name:<15} {'n/a':>11} {'n/a':>11} {'':>13}  {change} ({f.error})")
             else:
+                idle = " (no effect on this batch)" if f.delta_loss == 0.0 and f.delta_grad_norm == 0.0 else ""
                 lines.append(f"{f.name:<15} {fmt(f.delta_loss):>11} {fmt(f.delta_grad_norm):>11} "
-                             f"{fmt(f.grad_norm):>13}  {change}")
+                             f"{fmt(f.grad_norm):>13}  {change}{idle}")
         lines.append(f"{'interaction':<15} {fmt(self.interaction_loss):>11} "
                      f"{fmt(float(np.linalg.norm(self.interaction_grad))):>11}")
         lines.append("(each factor: a with only that rule switched to b's value; interaction: the rest)")

@@ -227,30 +227,31 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
     return run
 
 
-COLUMNS = (
-    ("reward", "reward", "mean reward, last fifth of the run"),
-    ("length", "length", "mean completion length, last fifth"),
-    ("length_drift", "Δlength", "length drift: last fifth − first fifth (the reward is blind to length)"),
-    ("clip_fraction", "clip frac", "fraction of tokens (GSPO: sequences) in the clip region, inner steps k ≥ 1"),
-    ("overshoot", "overshoot", "mean excess past the clip bound after the μ inner steps (clipped tokens)"),
-    ("eps_dominance", "ε-dom", "ε-dominance: elasticity of Adam's step to the reward scale, update-weighted "
-     "(0: ϵ ≪ √v̂, Prop. 2; 1: steps scale with the rewards)"),
-    ("weight_length_corr", "corr(ω,len)", "corr(mean ω, length) over a group: −1 = 1/|o| length preference"),
+COLUMNS = (  # (summary key, header, format, legend)
+    ("reward", "reward", ".3f", "mean reward, last fifth of the run"),
+    ("length", "length", ".2f", "mean completion length (tokens), last fifth"),
+    ("length_drift", "Δlength", "+.2f", "length drift: last fifth − first fifth (the reward ignores length)"),
+    ("clip_fraction", "clip frac", ".3f", "share of tokens (GSPO: sequences) in the clip region, inner steps k ≥ 1"),
+    ("overshoot", "overshoot", ".3f", "mean excess of clipped ratios past the bound after the μ inner steps"),
+    ("eps_dominance", "ε-dom", ".1e", "elasticity of Adam's step to the reward scale (0: ϵ ≪ √v̂; 1: ϵ dominates)"),
+    ("weight_length_corr", "corr(ω,len)", "+.2f", "corr(mean ω, length) in a group: −1 = 1/|o| length preference"),
 )
 
 
 def format_table(runs: Sequence[VariantRun]) -> str:
     """The comparison table (one row per variant) with a legend."""
-    from .diagnostics._report import fmt
+
+    def cell(x: float, f: str) -> str:
+        return "n/a" if not np.isfinite(x) else format(x, f)
 
     width = max([7] + [len(r.variant) for r in runs])
-    head = f"{'variant':<{width}}  " + "  ".join(f"{h:>11}" for _, h, _ in COLUMNS)
+    head = f"{'variant':<{width}}  " + "  ".join(f"{h:>11}" for _, h, _, _ in COLUMNS)
     lines = [head, "-" * len(head)]
     for r in runs:
         s = r.summary()
-        lines.append(f"{r.variant:<{width}}  " + "  ".join(f"{fmt(s[k]):>11}" for k, _, _ in COLUMNS))
+        lines.append(f"{r.variant:<{width}}  " + "  ".join(f"{cell(s[k], f):>11}" for k, _, f, _ in COLUMNS))
     lines.append("")
-    lines += [f"  {h:>11}: {d}" for _, h, d in COLUMNS]
+    lines += [f"  {h:>11}: {d}" for _, h, _, d in COLUMNS]
     return "\n".join(lines)
 
 

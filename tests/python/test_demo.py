@@ -69,7 +69,7 @@ def test_run_demo_history_and_determinism(tmp_path):
     (again,), _ = demo.run_demo(**kw)
     assert again.reward == run.reward and again.length == run.length
     s = run.summary()
-    assert set(k for k, _, _ in demo.COLUMNS) <= set(s)
+    assert set(c[0] for c in demo.COLUMNS) <= set(s)
     assert np.isnan(s["eps_dominance"]) or 0.0 <= s["eps_dominance"] <= 1.0
 
 
