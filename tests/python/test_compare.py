@@ -219,3 +219,44 @@ def test_cli_compare_errors(tmp_path, capsys):
     assert main(["compare", str(path)]) == 1
     assert "missing field 'logp'" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "absent.npz")]) == 1
+
+
+def test_explain_reports_a_factor_that_cannot_be_switched_alone(monkeypatch):
+    # a factor the engine refuses to switch alone (an invalid combination with the rest of a) is
+    # reported with the reason; its effect goes to the interaction, which still closes the sum
+    b = make_batch()
+    b["old_logp"] = b["logp"]
+    import grpokit._compare as C
+
+    real = C._run
+
+    def refuse_clip(bt, v, spec=None, adv=None):
+        if spec is not None and adv is None and spec.surrogate == "logp" and v.spec.surrogate == "clip":
+            raise ValueError("refused for the test")
+        return real(bt, v, spec, adv)
+
+    monkeypatch.setattr(C, "_run", refuse_clip)
+    e = grpokit.explain(b, "trl.dapo", "trl.cispo")
+    (f,) = [f for f in e.factors if f.differs]
+    assert f.name == "clip rule" and "refused for the test" in f.error and f.delta_grad is None
+    assert e.interaction_loss == pytest.approx(e.loss_b - e.loss_a, abs=1e-15)
+    assert "not switchable alone" in str(e)
+
+
+def test_plots_and_dicts():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b = make_batch()
+    t = grpokit.compare(b, presets=["trl.grpo", "trl.dapo"])
+    fig = t.plot()
+    assert len(fig.axes) == 3
+    plt.close(fig)
+    e = grpokit.explain(b, "paper.grpo_r1", "trl.grpo")
+    fig = e.plot()
+    assert len(fig.axes) == 2
+    plt.close(fig)
+    d = e.to_dict()
+    assert d["loss_a"] == e.loss_a and "std convention/delta_loss" in d and "clip rule/delta_loss" not in d
+    assert set(t.to_dict()["weights"]) == {"trl.grpo", "trl.dapo"}
