@@ -229,8 +229,8 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
         notes.append("no ref_logp in the batch: KL terms are switched off (beta = 0)")
     if b.get("old_logp") is None:
         notes.append("no old_logp in the batch: on-policy (ratio 1, clip fractions 0)")
-    if b.get("completion_ids") is None:
-        notes.append("no completion_ids in the batch: no prefix-bias columns")
+    if b.get("completion_ids") is None or b.get("group_size") is None:
+        notes.append("no completion_ids and group_size in the batch: no prefix-bias columns")
     for p in names:
         v = _variants.make(p)
         r = _run(b, v)
@@ -238,9 +238,9 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
         for col, metric in _CLIP_COLUMNS.items():
             row[col] = r.metrics.get(metric, float("nan"))
         w = r.weights * (mask if mask is not None else 1.0)
-        if b.get("completion_ids") is not None:
-            d = prefix_bias_from_weights(b["completion_ids"], r.advantages, r.weights, b["group_size"] if
-                                         b.get("group_size") else lp.shape[0], mask=mask).to_dict()
+        if b.get("completion_ids") is not None and b.get("group_size") is not None:
+            d = prefix_bias_from_weights(b["completion_ids"], r.advantages, r.weights, b["group_size"],
+                                         mask=mask).to_dict()
             row["prefix_bias"] = d["prefix_bias_abs_mean"]
             row["weight_length_corr"] = d["weight_length_corr_mean"]
         rows.append(row)

@@ -260,3 +260,27 @@ def test_plots_and_dicts():
     d = e.to_dict()
     assert d["loss_a"] == e.loss_a and "std convention/delta_loss" in d and "clip rule/delta_loss" not in d
     assert set(t.to_dict()["weights"]) == {"trl.grpo", "trl.dapo"}
+
+
+def test_new_presets_appear_automatically(monkeypatch):
+    # a verl.* preset registered later (another branch) is compared by default, with verl's advantages
+    import grpokit._presets as P
+
+    fake = P.Preset("verl.vanilla", "verl's vanilla PPO loss (test stand-in)", P.LossSpec(aggregation="token_mean"))
+    monkeypatch.setitem(P._PRESETS, "verl.vanilla", fake)
+    b = make_batch()
+    t = grpokit.compare(b)
+    assert "verl.vanilla" in [r["preset"] for r in t.rows]
+    np.testing.assert_allclose(t.advantages["verl.vanilla"],
+                               ref_advantages(b["rewards"], 4, std="sample", epsilon=1e-6), rtol=1e-12)
+    e = grpokit.explain(b, "trl.dapo", "verl.vanilla:loss_agg_mode=token-mean")
+    by = {f.name: f for f in e.factors}
+    assert by["std convention"].differs and by["std convention"].b["epsilon"] == 1e-6
+
+
+def test_compare_advantages_without_group_size_has_no_prefix_columns():
+    b = make_batch()
+    del b["rewards"], b["group_size"]
+    t = grpokit.compare(dict(b, advantages=np.linspace(-1, 1, 8)), presets=["trl.dapo"])
+    assert "prefix_bias" not in t.rows[0]
+    assert any("no prefix-bias columns" in n for n in t.notes)
