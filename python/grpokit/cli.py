@@ -18,6 +18,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window from the command line
     from . import demo
 
     cfg = demo.DemoConfig(
