@@ -154,10 +154,12 @@ def _token_logp(torch, policy, task: _Task, q, tokens):
     return gkt.token_logprobs(logits.double(), tokens, entropy=False).logp
 
 
-def _sequence_ratios(torch, logp, old_logp, mask):
-    """GSPO's s_i = exp(mean log-ratio over the completion), for the clip-region statistics."""
+def _sequence_ratios(torch, logp, old_logp, mask, ratio_rule: str):
+    """Sequence ratios for the clip-region statistics: GSPO's exp(mean log-ratio over the completion),
+    GCPO's (``sequence_sum``) raw exp(sum)."""
     m = mask.double()
-    return torch.exp(((logp - old_logp) * m).sum(1) / m.sum(1).clamp(min=1.0))
+    total = ((logp - old_logp) * m).sum(1)
+    return torch.exp(total if ratio_rule == "sequence_sum" else total / m.sum(1).clamp(min=1.0))
 
 
 def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> VariantRun:
@@ -203,7 +205,8 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
             logp.backward(res.grad_logp)
             ratios = torch.exp(logp.detach() - old_logp)
             if sequence_level:
-                tracker.step(sequence_ratios=_sequence_ratios(torch, logp.detach(), old_logp, mask), advantages=adv)
+                seq = _sequence_ratios(torch, logp.detach(), old_logp, mask, spec.ratio)
+                tracker.step(sequence_ratios=seq, advantages=adv)
             else:
                 tracker.step(ratios, adv, mask)
             opt.step()
@@ -211,7 +214,7 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
         with torch.no_grad():  # where the μ steps left the ratios: the excess past the bound
             logp = _token_logp(torch, policy, task, q, tokens)
             if sequence_level:
-                end = clip_region(_sequence_ratios(torch, logp, old_logp, mask), adv,
+                end = clip_region(_sequence_ratios(torch, logp, old_logp, mask, spec.ratio), adv,
                                   epsilon=spec.epsilon_low, epsilon_high=spec.epsilon_high)
             else:
                 end = clip_region(torch.exp(logp - old_logp), adv, mask=mask,

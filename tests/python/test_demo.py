@@ -134,3 +134,14 @@ def test_format_table_legend():
     assert s["overshoot"] == pytest.approx(0.2) and s["weight_length_corr"] == -1.0
     text = demo.format_table([run])
     assert "length drift" in text and "ε-dom" in text
+
+
+def test_every_preset_trains():
+    # whatever grpokit.presets() holds (verl.* included once merged) is a valid demo variant
+    import grpokit
+
+    for name in grpokit.presets():
+        (run,), _ = demo.run_demo(variants=[name], steps=1, inner_steps=2, group_size=4, prompts_per_step=2,
+                                  max_len=4, progress=False, plots=False)
+        assert run.variant == name and len(run.clip_fraction[0]) == 2
+        assert np.isfinite(run.reward[0]) and np.isfinite(run.overshoot[0])
