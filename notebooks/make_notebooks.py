@@ -159,9 +159,15 @@ rewards = np.array([1.0, 1.0, 0.0, 0.0])
 logp = np.log(np.full((G, T), 0.5))
 batch = dict(rewards=rewards, group_size=G, logp=logp, old_logp=logp, mask=mask, completion_ids=ids)
 """),
+        md("""
+## The prefix trie
+`node[i, t]` names the node of prefix y_{i,≤t} (equal ids = the same prefix), `count` how many completions
+share it; `coef` is W on that node, `bias` the part due to non-uniform weights."""),
         code("""
 rep = grpokit.diagnostics.prefix_bias(dict(batch, advantages=grpokit.advantages(rewards, G, std="population")),
                                       "trl.grpo")
+print("node ids:"); print(rep.node)
+print("completions sharing each prefix:"); print(rep.count)
 print(rep)
 fig = rep.plot()
 """),
