@@ -353,9 +353,9 @@ ax = st.plot_binary_comparison(beta=0.5)
 
 `grpokit.integrations.trl.GRPOTrainer` is TRL's trainer with the policy loss computed by grpokit:
 `loss=` takes any preset (here the paper's Dr GRPO row, without its KL term: `loss_options` overrides
-the preset, and TRL computes no reference log-probabilities with its default `beta=0`). `DiagnosticsCallback` adds grpokit's
-diagnostics to the trainer's logs (keys `grpokit/...`): clip region per inner step, Adam overshoot,
-ε-dominance, prefix bias. A tiny local model (a 2-layer Qwen2 built from a config, a word-level
+the preset, and TRL computes no reference log-probabilities with its default `beta=0`).
+`DiagnosticsCallback` adds grpokit's diagnostics to the trainer's logs (keys `grpokit/...`): clip region
+per inner step, Adam overshoot, ε-dominance, prefix bias. A tiny local model (a 2-layer Qwen2 built from a config, a word-level
 tokenizer: no downloads) trains for a few steps on a programmatic reward."""),
         code(SETUP + """
 import os, tempfile, warnings

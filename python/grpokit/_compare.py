@@ -7,7 +7,6 @@ module only runs them on the same batch and lays the results side by side.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 

@@ -236,7 +236,8 @@ COLUMNS = (  # (summary key, header, format, legend)
     ("length_drift", "Δlength", "+.2f", "length drift: last fifth − first fifth (the reward ignores length)"),
     ("clip_fraction", "clip frac", ".3f", "share of tokens (GSPO: sequences) in the clip region, inner steps k ≥ 1"),
     ("overshoot", "overshoot", ".3f", "mean excess of clipped ratios past the bound after the μ inner steps"),
-    ("eps_dominance", "ε-dom", ".1e", "elasticity of Adam's step to the reward scale (0: ϵ ≪ √v̂; 1: ϵ dominates)"),
+    ("eps_dominance", "ε-dom", ".1e",
+     "elasticity of Adam's step to the reward scale (0: ϵ ≪ √v̂; 1: ϵ dominates)"),
     ("weight_length_corr", "corr(ω,len)", "+.2f", "corr(mean ω, length) in a group: −1 = 1/|o| length preference"),
 )
 
