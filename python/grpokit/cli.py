@@ -44,6 +44,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from ._compare import explain, load_batch
+
+    e = explain(load_batch(args.file), args.a, args.b)
+    print(json.dumps(e.to_dict(), indent=2) if args.json else e)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grpokit", description="GRPO-family policy losses and diagnostics of their hidden biases."
@@ -117,6 +125,20 @@ def _add_compare(sub) -> None:
                    help="presets to compare (default: every preset), each 'preset[:key=value,...]'")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=_cmd_compare)
+    p = sub.add_parser(
+        "explain",
+        help="why two presets give different losses and gradients on a saved batch",
+        description=(
+            "Names the factors behind the difference between presets A and B on the batch in FILE (the .npz "
+            "of 'grpokit compare'): normaliser, std convention, clip rule, KL placement, IS weights, other "
+            "terms, each measured by switching only that rule of A to B's value (grpokit.explain)."
+        ),
+    )
+    p.add_argument("file", help="the batch, a .npz file (keys as for 'grpokit compare')")
+    p.add_argument("a", help="the first preset, 'preset[:key=value,...]'")
+    p.add_argument("b", help="the second preset")
+    p.add_argument("--json", action="store_true", help="print the factors as JSON")
+    p.set_defaults(func=_cmd_explain)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

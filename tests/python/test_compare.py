@@ -284,3 +284,22 @@ def test_compare_advantages_without_group_size_has_no_prefix_columns():
     t = grpokit.compare(dict(b, advantages=np.linspace(-1, 1, 8)), presets=["trl.dapo"])
     assert "prefix_bias" not in t.rows[0]
     assert any("no prefix-bias columns" in n for n in t.notes)
+
+
+def test_cli_explain_npz(tmp_path, capsys):
+    from grpokit.cli import main
+
+    b = make_batch()
+    path = tmp_path / "batch.npz"
+    np.savez(path, **b)
+    assert main(["explain", str(path), "trl.grpo", "trl.bnpo"]) == 0
+    out = capsys.readouterr().out
+    assert "trl.grpo  vs  trl.bnpo" in out and "normaliser" in out
+    assert main(["explain", str(path), "trl.grpo", "trl.bnpo", "--json"]) == 0
+    import json
+
+    d = json.loads(capsys.readouterr().out)
+    la, lb = reference(b, "trl.grpo")[0], reference(b, "trl.bnpo")[0]
+    assert d["normaliser/delta_loss"] == pytest.approx(lb - la, rel=1e-9, abs=1e-12)
+    assert main(["explain", str(path), "trl.grpo", "nope"]) == 1
+    assert "unknown loss preset 'nope'" in capsys.readouterr().err
