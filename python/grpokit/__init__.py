@@ -8,6 +8,7 @@ as the caller's kind on the caller's device.
 
 from . import diagnostics
 from ._advantages import advantages
+from ._compare import Explanation, PresetComparison, compare, explain
 from ._corrections import CORRECTIONS, correction, importance_weights, rejection_mask
 from ._estimators import ESTIMATORS
 from ._estimators import PRESETS as ESTIMATOR_PRESETS
@@ -24,12 +25,16 @@ __all__ = [
     "__version__",
     "advantages",
     "build_info",
+    "compare",
     "correction",
     "diagnostics",
+    "explain",
+    "Explanation",
     "importance_weights",
     "LossResult",
     "LossSpec",
     "policy_loss",
+    "PresetComparison",
     "presets",
     "rejection_mask",
     "token_logprobs",

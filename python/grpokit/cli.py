@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -16,6 +17,41 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window from the command line
+    from . import demo
+
+    cfg = demo.DemoConfig(
+        variants=tuple(args.variants), group_size=args.group_size, prompts_per_step=args.prompts,
+        inner_steps=args.mu, steps=args.steps, lr=args.lr, adam_eps=args.adam_eps,
+        weight_decay=args.weight_decay, max_len=args.max_len, seed=args.seed, out_dir=args.out,
+        progress=not args.no_progress,
+    )
+    runs, paths = demo.run_demo(cfg)
+    print(demo.format_table(runs))
+    print(f"\nplots written to {os.path.abspath(cfg.out_dir)}: " + ", ".join(os.path.basename(p) for p in paths))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ._compare import compare, load_batch
+
+    batch = load_batch(args.file)
+    table = compare(batch, presets=args.presets or None)
+    print(json.dumps(table.to_dict(), indent=2) if args.json else table)
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from ._compare import explain, load_batch
+
+    e = explain(load_batch(args.file), args.a, args.b)
+    print(json.dumps(e.to_dict(), indent=2) if args.json else e)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grpokit", description="GRPO-family policy losses and diagnostics of their hidden biases."
@@ -24,7 +60,85 @@ def build_parser() -> argparse.ArgumentParser:
     p_info = sub.add_parser("info", help="version, compiled CUDA kernels and visible devices")
     p_info.add_argument("--json", action="store_true", help="print the facts as JSON")
     p_info.set_defaults(func=_cmd_info)
+    _add_demo(sub)
+    _add_compare(sub)
     return parser
+
+
+def _add_demo(sub) -> None:
+    from .demo import DEFAULT_VARIANTS, DemoConfig
+
+    d = DemoConfig()
+    p = sub.add_parser(
+        "demo",
+        help="train a tiny policy under several GRPO variants; print a comparison, write plots",
+        description=(
+            "A small synthetic RL problem, no downloads: a tiny autoregressive MLP policy answers one of "
+            "a few questions with its first token and may then emit filler tokens until EOS; the reward "
+            "checks the answer only, so whatever a variant does to the length is the variant's bias. Each "
+            "variant trains a fresh policy (same initial weights, same sampling seed) with AdamW and mu "
+            "optimizer steps per sampled batch, with gradients from grpokit's engine. Prints a table (reward, "
+            "mean length, length drift, clip-region fraction, overshoot past the clip bound, epsilon-"
+            "dominance of Adam) and writes PNG plots to the output folder."
+        ),
+        epilog=(
+            "Variants are loss presets (grpokit.presets(): paper.*, trl.*, verl.*) with optional overrides "
+            "and a label: 'trl.grpo', 'trl.dapo:epsilon_high=0.28', 'gspo=trl.grpo:importance_sampling_level="
+            "sequence,epsilon=3e-4,epsilon_high=4e-4', 'trl.grpo:scale_rewards=none'. Advantages follow each "
+            "preset's home convention (TRL: sample std, eps 1e-4; verl: sample std, eps 1e-6; paper: "
+            "population std where the paper divides by sigma)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), metavar="VARIANT",
+                   help="loss variants to train, each 'preset[:key=value,...]' or 'label=preset[:...]'")
+    p.add_argument("-G", "--group-size", type=int, default=d.group_size, help="completions per prompt (G)")
+    p.add_argument("--mu", type=int, default=d.inner_steps,
+                   help="optimizer steps per sampled batch (mu; 1 = on-policy, the clip region stays empty)")
+    p.add_argument("--steps", type=int, default=d.steps, help="sampled batches per variant")
+    p.add_argument("--prompts", type=int, default=d.prompts_per_step, help="prompts per batch")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the initial weights and of the sampling")
+    p.add_argument("--out", "--output-dir", dest="out", default=d.out_dir, help="folder for the PNG plots")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
+    p.add_argument("--adam-eps", type=float, default=d.adam_eps,
+                   help="AdamW epsilon (try 1e-5 to see epsilon-dominance)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decoupled weight decay")
+    p.add_argument("--max-len", type=int, default=d.max_len, help="maximum completion length (tokens)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="loss, gradient norm, clip fractions, prefix bias and weights of many presets on a saved batch",
+        description=(
+            "Runs every preset (or --presets) on the same saved batch through the engine and prints one "
+            "table (grpokit.compare). FILE is a .npz with: rewards (B,) and group_size (scalar), or "
+            "advantages (B,); logp (B, T) current per-token log-probs; optional old_logp (B, T) (absent: "
+            "on-policy), mask (B, T) valid tokens, completion_ids (B, T) (for the prefix bias), ref_logp "
+            "(B, T) (absent: KL terms are off), sampling_logp (B, T). See docs/compare.md."
+        ),
+    )
+    p.add_argument("file", help="the batch, a .npz file")
+    p.add_argument("--presets", nargs="+", metavar="VARIANT",
+                   help="presets to compare (default: every preset), each 'preset[:key=value,...]'")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=_cmd_compare)
+    p = sub.add_parser(
+        "explain",
+        help="why two presets give different losses and gradients on a saved batch",
+        description=(
+            "Names the factors behind the difference between presets A and B on the batch in FILE (the .npz "
+            "of 'grpokit compare'): normaliser, std convention, clip rule, KL placement, IS weights, other "
+            "terms, each measured by switching only that rule of A to B's value (grpokit.explain)."
+        ),
+    )
+    p.add_argument("file", help="the batch, a .npz file (keys as for 'grpokit compare')")
+    p.add_argument("a", help="the first preset, 'preset[:key=value,...]'")
+    p.add_argument("b", help="the second preset")
+    p.add_argument("--json", action="store_true", help="print the factors as JSON")
+    p.set_defaults(func=_cmd_explain)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

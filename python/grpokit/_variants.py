@@ -1,0 +1,133 @@
+"""A variant: a loss preset with overrides and the advantage convention that goes with it.
+
+Shared by ``grpokit demo``, ``grpokit.compare`` and ``grpokit.explain``. A variant is written
+``"preset"``, ``"preset:key=value,key=value"`` or ``"label=preset:key=value"`` (the shell form), or given
+as a ``(preset, {overrides})`` pair, a ``LossSpec`` or a ``Variant``. Overrides are the loss options of
+``grpokit.policy_loss`` (TRL / verl names or ``LossSpec`` fields) plus three advantage options:
+``std`` (``none`` | ``population`` | ``sample``), TRL's ``scale_rewards`` (``group`` | ``batch`` |
+``none``) and verl's ``norm_adv_by_std_in_grpo`` (true | false).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Tuple
+
+from ._presets import LossSpec, presets, resolve
+
+# The papers' Table 1 rows whose α carries 1/σ (notes §2): the others use centred rewards only.
+_PAPER_WITH_STD = {"paper.grpo_r1", "paper.gspo", "paper.gspo_token", "paper.dapo", "paper.cppo",
+                   "paper.cispo", "paper.gcpo"}
+
+_ADV_KEYS = ("std", "scale_rewards", "norm_adv_by_std_in_grpo")
+
+
+def default_advantage_options(preset: str) -> Dict[str, Any]:
+    """``grpokit.advantages`` options of a preset's home: TRL's ``scale_rewards="group"`` (sample std,
+    ε 1e-4) for ``trl.*``, verl's ``norm_adv_by_std_in_grpo=True`` (sample std, ε 1e-6) for ``verl.*``,
+    the papers' population std (ε 0) for the ``paper.*`` rows with σ, centred rewards otherwise."""
+    if preset.startswith("trl."):
+        return {"std": "sample", "epsilon": 1e-4, "std_scope": "group"}
+    if preset.startswith("verl."):
+        return {"std": "sample", "epsilon": 1e-6, "std_scope": "group"}
+    if preset in _PAPER_WITH_STD:
+        return {"std": "population", "epsilon": 0.0, "std_scope": "group"}
+    return {"std": "none", "epsilon": 0.0, "std_scope": "group"}
+
+
+def _truthy(v: Any) -> bool:
+    if isinstance(v, str):
+        if v.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"norm_adv_by_std_in_grpo: expected true or false, got {v!r}")
+        return v.lower() in ("true", "1")
+    return bool(v)
+
+
+def _advantage_options(preset: str, given: Mapping[str, Any]) -> Dict[str, Any]:
+    opts = default_advantage_options(preset)
+    if "scale_rewards" in given:
+        v = given["scale_rewards"]
+        if v in ("group", True, "true"):
+            opts.update(std="sample", std_scope="group")
+        elif v == "batch":
+            opts.update(std="sample", std_scope="batch")
+        elif v in ("none", None, False, "false"):
+            opts.update(std="none")
+        else:
+            raise ValueError(f"scale_rewards: expected 'group', 'batch' or 'none', got {v!r}")
+    if "norm_adv_by_std_in_grpo" in given:
+        opts.update(std="sample" if _truthy(given["norm_adv_by_std_in_grpo"]) else "none")
+    if "std" in given:
+        if given["std"] not in ("none", "population", "sample"):
+            raise ValueError(f"std: expected 'none', 'population' or 'sample', got {given['std']!r}")
+        opts.update(std=given["std"])
+    return opts
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A loss preset with overrides (``spec``) and its advantage convention (``advantage_options``,
+    keyword arguments of ``grpokit.advantages``)."""
+
+    label: str
+    preset: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    spec: LossSpec = field(default_factory=LossSpec)
+    advantage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def advantages(self, rewards: Any, group_size: int) -> Any:
+        from ._advantages import advantages
+
+        return advantages(rewards, group_size, **self.advantage_options)
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {"none": None, "None": None, "true": True, "false": False}.get(text, text)
+
+
+def parse(text: str) -> Tuple[str, str, Dict[str, Any]]:
+    """``"label=preset:key=value,key=value"`` → (label, preset, overrides); label defaults to the text."""
+    label, _, rest = text.partition("=") if "=" in text.split(":", 1)[0] else ("", "", text)
+    preset, _, opts = rest.partition(":")
+    overrides: Dict[str, Any] = {}
+    for item in filter(None, (o.strip() for o in opts.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"variant {text!r}: expected key=value after ':', got {item!r}")
+        overrides[key.strip()] = _literal(value.strip())
+    return (label or text), preset.strip(), overrides
+
+
+def make(variant: Any, **extra: Any) -> Variant:
+    """A ``Variant`` from a string, a ``(preset, overrides)`` pair, a ``LossSpec`` or a ``Variant``;
+    ``extra`` overrides are applied to loss specs that have the field set (e.g.
+    ``max_completion_length`` for TRL's Dr GRPO normaliser)."""
+    if isinstance(variant, Variant):
+        return variant
+    if isinstance(variant, LossSpec):
+        label, preset, overrides, base = "LossSpec", "", {}, variant
+    else:
+        if isinstance(variant, str):
+            label, preset, overrides = parse(variant)
+        elif isinstance(variant, tuple) and len(variant) == 2 and isinstance(variant[0], str):
+            preset, overrides = variant[0], dict(variant[1])
+            label = preset + ("" if not overrides else ":" + ",".join(f"{k}={v}" for k, v in overrides.items()))
+        else:
+            raise TypeError(
+                f"variant: expected a preset name, 'preset:key=value,...', a (preset, overrides) pair, a "
+                f"LossSpec or a Variant, got {variant!r}"
+            )
+        if preset not in presets():
+            raise ValueError(f"unknown loss preset {preset!r}; valid presets: {', '.join(sorted(presets()))}")
+        base = preset
+    adv = {k: overrides[k] for k in _ADV_KEYS if k in overrides}
+    loss_overrides = {k: v for k, v in overrides.items() if k not in _ADV_KEYS}
+    spec = resolve(base, loss_overrides)
+    applicable = {k: v for k, v in extra.items() if getattr(spec, k, None) is not None and k not in loss_overrides}
+    if applicable:
+        spec = spec.replace(**applicable)
+    return Variant(label, preset, overrides, spec, _advantage_options(preset, adv))
