@@ -98,12 +98,51 @@ struct Reduced {
   }
 };
 
+// What Newton drives to zero. k3: R itself (R_ℓ → −β q_ℓ ≠ 0 as w_ℓ → 0). k3_is: R has the
+// factor w_ℓ, so near-boundary points (w_ℓ ≈ 1e-14) are spurious roots; Newton uses
+//   F_ℓ = (P_ℓ − P̄) − β (log(w_ℓ/q_ℓ) − KL)   (R = −w F),
+// with ∂F/∂θ = (D − 1·∂P̄ᵀ + β·1·(log(w/q) + 1)ᵀ)·(diag w − w wᵀ) − β (I − 1 wᵀ), no division by w.
+VectorXd newton_system(const Reduced& pb, const VectorXd& wa, MatrixXd* J) {
+  if (pb.penalty == Penalty::K3) return pb.residual(wa, J);
+  const int64_t k = pb.n();
+  VectorXd Pf, P(k), lg(k);
+  MatrixXd Df;
+  pb.model.evaluate(pb.full(wa), Pf, J ? &Df : nullptr);
+  double kl = 0.0;
+  for (int64_t a = 0; a < k; ++a) {
+    P[a] = Pf[pb.active[a]];
+    lg[a] = std::log(wa[a] / pb.q[pb.active[a]]);
+    kl += wa[a] * lg[a];
+  }
+  const double Pbar = wa.dot(P);
+  const VectorXd F = (P.array() - Pbar - pb.beta * (lg.array() - kl)).matrix();
+  if (!J) return F;
+  MatrixXd D(k, k);
+  for (int64_t a = 0; a < k; ++a)
+    for (int64_t b = 0; b < k; ++b) D(a, b) = Df(pb.active[a], pb.active[b]);
+  const VectorXd dPbar = P + D.transpose() * wa;
+  const VectorXd ones = VectorXd::Ones(k);
+  const MatrixXd dw = MatrixXd(wa.asDiagonal()) - wa * wa.transpose();
+  const VectorXd lg1 = (lg.array() + 1.0).matrix();
+  *J = (D - ones * dPbar.transpose() + pb.beta * ones * lg1.transpose()) * dw -
+       pb.beta * (MatrixXd::Identity(k, k) - ones * wa.transpose());
+  return F;
+}
+
 VectorXd softmax(const VectorXd& th) {
   const VectorXd e = (th.array() - th.maxCoeff()).exp();
   return e / e.sum();
 }
 
+bool is_stable(const Reduced& pb, const VectorXd& wa);
+
 // Stability under dθ/dt = −R(θ), in the gauge θ_last = 0: eigenvalues of −(J_ij − J_last,j).
+// Sets r.stable and r.stability_known (not assessed beyond kMaxStabilityLevels levels).
+void assess_stability(StationaryResult& r, const Reduced& pb, const VectorXd& wa) {
+  r.stability_known = pb.n() <= kMaxStabilityLevels;
+  r.stable = r.stability_known && is_stable(pb, wa);
+}
+
 bool is_stable(const Reduced& pb, const VectorXd& wa) {
   const int64_t k = pb.n();
   if (k < 2) return true;
@@ -127,6 +166,16 @@ void finish(StationaryResult& r, const Reduced& pb) {
   }
   r.residual = sup_norm(stationarity_residual(pb.model, r.pi, pb.pi_ref, pb.beta, pb.penalty));
   r.fixed_point_residual = sup_norm(fixed_point_residual(pb.model, r.pi, pb.pi_ref, pb.beta, pb.penalty));
+  // R = 0 can hold approximately at points that are not stationary (a mass of 1e-14 hides any
+  // bracket); the paper's own fixed-point form must hold too, or the answer is not returned as one.
+  if (r.converged && !(r.fixed_point_residual <= 1e-8)) {
+    r.converged = false;
+    std::ostringstream os;
+    os << r.method << " reached a small residual " << r.residual << " at a point that violates the "
+       << "fixed-point equation (residual " << r.fixed_point_residual << "): not a stationary policy";
+    if (!r.message.empty()) os << "; " << r.message;
+    r.message = os.str();
+  }
 }
 
 StationaryResult trivial(const Reduced& pb) {
@@ -152,7 +201,7 @@ NewtonOutcome newton(const Reduced& pb, VectorXd& theta, double tol, int max_ite
   const int64_t k = pb.n();
   NewtonOutcome out;
   MatrixXd J;
-  VectorXd R = pb.residual(softmax(theta), &J);
+  VectorXd R = newton_system(pb, softmax(theta), &J);
   double norm = sup_norm(R);
   for (int it = 0; it < max_iter && std::isfinite(norm); ++it) {
     if (norm <= tol) break;
@@ -168,7 +217,7 @@ NewtonOutcome newton(const Reduced& pb, VectorXd& theta, double tol, int max_ite
     for (double lam = 1.0; lam > 1e-10; lam *= 0.5) {
       VectorXd t2 = theta + lam * d;
       MatrixXd J2;
-      VectorXd R2 = pb.residual(softmax(t2), &J2);
+      VectorXd R2 = newton_system(pb, softmax(t2), &J2);
       const double n2 = sup_norm(R2);
       if (n2 < norm) {
         theta = t2, R = R2, J = J2, norm = n2;
@@ -318,8 +367,8 @@ StationaryResult solve_newton(const PreferenceModel& model, const VectorXd& pi_r
             "may collapse onto the best outputs: try method='flow' or equilibria()";
     r.message = os.str();
   }
-  r.stable = r.converged && is_stable(pb, wa);
   finish(r, pb);
+  if (r.converged) assess_stability(r, pb, wa);
   if (pb.n() == 2) r.equilibria = binary_equilibria(model, pi_ref, beta, opt.penalty);
   else if (r.converged) r.equilibria.push_back({r.pi, r.stable, r.boundary});
   return r;
@@ -574,7 +623,7 @@ StationaryResult solve_closed_form(const PreferenceModel& model, const VectorXd&
       const VectorXd w = model.atom_masses(r.pi);
       VectorXd wa(pb.n());
       for (int64_t a = 0; a < pb.n(); ++a) wa[a] = w[pb.active[a]];
-      r.stable = is_stable(pb, wa);
+      assess_stability(r, pb, wa);
       r.equilibria.push_back({r.pi, r.stable, r.boundary});
     }
   }

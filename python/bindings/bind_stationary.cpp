@@ -77,6 +77,7 @@ void bind_stationary(py::module_& m) {
       .def_readonly("method", &st::StationaryResult::method)
       .def_readonly("message", &st::StationaryResult::message)
       .def_readonly("stable", &st::StationaryResult::stable)
+      .def_readonly("stability_known", &st::StationaryResult::stability_known)
       .def_readonly("boundary", &st::StationaryResult::boundary)
       .def_readonly("equilibria", &st::StationaryResult::equilibria);
 

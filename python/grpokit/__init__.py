@@ -9,5 +9,6 @@ as the caller's kind on the caller's device.
 from ._advantages import advantages
 from ._core import __version__
 from .info import build_info
+from . import stationary
 
-__all__ = ["__version__", "advantages", "build_info"]
+__all__ = ["__version__", "advantages", "build_info", "stationary"]

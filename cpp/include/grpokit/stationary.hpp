@@ -32,6 +32,7 @@ namespace stationary {
 
 constexpr int64_t kInfiniteGroup = -1;         // G → ∞ (the law-of-large-numbers limit)
 constexpr int64_t kDefaultMaxTerms = 20000000;  // exact enumeration limit (compositions × atoms)
+constexpr int64_t kMaxStabilityLevels = 256;    // stability needs a dense eigenvalue problem
 
 enum class Penalty : uint8_t { K3, K3IS };                // "k3" | "k3_is"
 enum class Normalisation : uint8_t { MeanStd, MeanOnly };  // "mean_std" | "mean_only" (shift-only)
@@ -120,6 +121,7 @@ struct StationaryResult {
   std::string method;             // which solver produced `pi`
   std::string message;            // why it did not converge, or a note on the solution
   bool stable = false;
+  bool stability_known = true;    // false: not assessed (more than kMaxStabilityLevels levels)
   bool boundary = false;
   std::vector<Equilibrium> equilibria;  // all stationary policies found (binary: all of them)
 };
