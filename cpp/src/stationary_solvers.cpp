@@ -22,6 +22,13 @@ double sup_norm(const VectorXd& v) { return v.size() ? v.cwiseAbs().maxCoeff() :
 double scale_of(double beta) { return std::max(1.0, beta); }  // tolerances are relative to max(1, β)
 double sigmoid(double y) { return y >= 0.0 ? 1.0 / (1.0 + std::exp(-y)) : std::exp(y) / (1.0 + std::exp(y)); }
 
+// A · (diag w − w wᵀ), the chain rule through softmax, in O(k²).
+MatrixXd times_softmax_jacobian(const MatrixXd& A, const VectorXd& w) {
+  MatrixXd out = A * w.asDiagonal();
+  out.noalias() -= (A * w) * w.transpose();
+  return out;
+}
+
 // The problem reduced to the supported atoms (reward levels with π_ref mass > 0).
 struct Reduced {
   const PreferenceModel& model;
@@ -92,8 +99,7 @@ struct Reduced {
                        beta * wa[a] * (lg[b] + 1.0);
         }
       }
-    const MatrixXd dw = MatrixXd(wa.asDiagonal()) - wa * wa.transpose();  // softmax Jacobian
-    *J = dRdw * dw;
+    *J = times_softmax_jacobian(dRdw, wa);
     return R;
   }
 };
@@ -122,9 +128,8 @@ VectorXd newton_system(const Reduced& pb, const VectorXd& wa, MatrixXd* J) {
     for (int64_t b = 0; b < k; ++b) D(a, b) = Df(pb.active[a], pb.active[b]);
   const VectorXd dPbar = P + D.transpose() * wa;
   const VectorXd ones = VectorXd::Ones(k);
-  const MatrixXd dw = MatrixXd(wa.asDiagonal()) - wa * wa.transpose();
   const VectorXd lg1 = (lg.array() + 1.0).matrix();
-  *J = (D - ones * dPbar.transpose() + pb.beta * ones * lg1.transpose()) * dw -
+  *J = times_softmax_jacobian(D - ones * dPbar.transpose() + pb.beta * ones * lg1.transpose(), wa) -
        pb.beta * (MatrixXd::Identity(k, k) - ones * wa.transpose());
   return F;
 }
@@ -216,11 +221,11 @@ NewtonOutcome newton(const Reduced& pb, VectorXd& theta, double tol, int max_ite
     bool accepted = false;
     for (double lam = 1.0; lam > 1e-10; lam *= 0.5) {
       VectorXd t2 = theta + lam * d;
-      MatrixXd J2;
-      VectorXd R2 = newton_system(pb, softmax(t2), &J2);
-      const double n2 = sup_norm(R2);
-      if (n2 < norm) {
-        theta = t2, R = R2, J = J2, norm = n2;
+      const double n2 = sup_norm(newton_system(pb, softmax(t2), nullptr));
+      if (n2 < norm) {  // accepted: only now pay for the Jacobian
+        theta = t2;
+        R = newton_system(pb, softmax(theta), &J);
+        norm = n2;
         accepted = true;
         break;
       }
@@ -644,9 +649,21 @@ StationaryResult solve(const PreferenceModel& model, const VectorXd& pi_ref, dou
   if (method == "closed_form") return solve_closed_form(model, pi_ref, beta, opt.penalty);
   if (method == "auto") {
     check_problem(model, pi_ref, beta);
-    return has_closed_form(model, pi_ref, opt.penalty)
-               ? solve_closed_form(model, pi_ref, beta, opt.penalty)
-               : solve_newton(model, pi_ref, beta, opt);
+    if (has_closed_form(model, pi_ref, opt.penalty))
+      return solve_closed_form(model, pi_ref, beta, opt.penalty);
+    StationaryResult r = solve_newton(model, pi_ref, beta, opt);
+    if (r.converged || opt.penalty != Penalty::K3IS) return r;
+    // Direct KL: the branch from π_ref can end in a fold (several equilibria, as at G = ∞); the
+    // GRPO flow from π_ref then goes to the attractor GRPO itself would reach.
+    FlowOptions fo;
+    fo.penalty = opt.penalty;
+    fo.max_steps = 20000;  // a bounded fallback: method='flow' runs longer on request
+    StationaryResult f = solve_flow(model, pi_ref, beta, fo);
+    f.stages = r.stages;
+    f.iterations += r.iterations;
+    f.message = "Newton's continuation branch ended (" + r.message + "); the GRPO flow from pi_ref " +
+                (f.converged ? "converged instead" : "did not converge either: " + f.message);
+    return f;
   }
   value_error("method: expected one of 'auto', 'closed_form', 'newton' (or 'flow' in Python), got '",
               method, "'");

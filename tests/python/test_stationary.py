@@ -574,9 +574,14 @@ def test_non_convergence_is_never_silent():
     assert not flagged.converged and "NOT CONVERGED" in str(flagged)
     with pytest.raises(st.ConvergenceError):
         st.solve([2, 1, 0], [0.2, 0.3, 0.5], 0.01, 4, method="newton", max_iter=1)
-    # direct KL at G = ∞: past the fold Newton stops and says so; the flow heads for the boundary.
-    res = st.solve([1, 0.5, 0], [0.2, 0.3, 0.5], 0.05, INF, penalty="k3_is", allow_unconverged=True)
+    # direct KL at G = ∞: past the fold Newton stops and says so; "auto" then follows the flow
+    # from π_ref, which collapses onto the best output (a stable boundary point).
+    res = st.solve([1, 0.5, 0], [0.2, 0.3, 0.5], 0.05, INF, penalty="k3_is", method="newton",
+                   allow_unconverged=True)
     assert not res.converged and "fold" in res.message
+    auto = st.solve([1, 0.5, 0], [0.2, 0.3, 0.5], 0.05, INF, penalty="k3_is")
+    assert auto.method == "flow" and "converged instead" in auto.message
+    assert auto.pi[0] > 1 - 1e-12 and auto.fixed_point_residual < 1e-10
 
 
 # ---- presentation and plots ---------------------------------------------------------------------
