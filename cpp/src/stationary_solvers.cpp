@@ -269,15 +269,29 @@ void check_problem(const PreferenceModel& model, const VectorXd& pi_ref, double 
     value_error("pi_ref: expected probabilities summing to 1 (within 1e-9), got a sum of ", s);
 }
 
-VectorXd stationarity_residual(const PreferenceModel& model, const VectorXd& pi,
-                               const VectorXd& pi_ref, double beta, Penalty penalty) {
+namespace {
+// Checks a (policy, problem) pair and returns P_G(o|π) per output.
+VectorXd output_preferences(const PreferenceModel& model, const VectorXd& pi, const VectorXd& pi_ref,
+                            double beta) {
   check_problem(model, pi_ref, beta);
-  const VectorXd w = model.atom_masses(pi);
+  const VectorXd w = model.atom_masses(pi);  // checks the size
+  for (Eigen::Index o = 0; o < pi.size(); ++o)
+    if (!(pi[o] >= 0.0) || !std::isfinite(pi[o]) || (pi[o] > 0.0 && pi_ref[o] == 0.0))
+      value_error("pi: element ", o, " is ", pi[o], "; expected finite probabilities >= 0, and 0 "
+                  "where pi_ref is 0");
+  if (!(std::abs(w.sum() - 1.0) <= 1e-6)) value_error("pi: expected probabilities summing to 1, got ", w.sum());
   VectorXd Pa;
   model.evaluate(w, Pa, nullptr);
+  VectorXd P(pi.size());
+  for (Eigen::Index o = 0; o < pi.size(); ++o) P[o] = Pa[model.atom_of()[o]];
+  return P;
+}
+}  // namespace
+
+VectorXd stationarity_residual(const PreferenceModel& model, const VectorXd& pi,
+                               const VectorXd& pi_ref, double beta, Penalty penalty) {
+  const VectorXd P = output_preferences(model, pi, pi_ref, beta);
   const Eigen::Index K = pi.size();
-  VectorXd P(K);
-  for (Eigen::Index o = 0; o < K; ++o) P[o] = Pa[model.atom_of()[o]];
   const double Pbar = pi.dot(P);
   VectorXd R = VectorXd::Zero(K);
   if (penalty == Penalty::K3) {
@@ -294,13 +308,8 @@ VectorXd stationarity_residual(const PreferenceModel& model, const VectorXd& pi,
 
 VectorXd fixed_point_residual(const PreferenceModel& model, const VectorXd& pi,
                               const VectorXd& pi_ref, double beta, Penalty penalty) {
-  check_problem(model, pi_ref, beta);
-  const VectorXd w = model.atom_masses(pi);
-  VectorXd Pa;
-  model.evaluate(w, Pa, nullptr);
+  const VectorXd P = output_preferences(model, pi, pi_ref, beta);
   const Eigen::Index K = pi.size();
-  VectorXd P(K);
-  for (Eigen::Index o = 0; o < K; ++o) P[o] = Pa[model.atom_of()[o]];
   VectorXd out = VectorXd::Zero(K);
   if (penalty == Penalty::K3) {  // eq. (11): π (1 − (P − E_π P)/β) = π_ref
     const double Pbar = pi.dot(P);

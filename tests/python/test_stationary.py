@@ -547,6 +547,10 @@ def test_bad_input_errors():
         st.solve([2, 1, 0], [0.2, 0.3, 0.5], 1.0, 4, method="closed_form")
     with pytest.raises(ValueError, match="method: expected one of"):
         st.solve([1, 0], [0.5, 0.5], 1.0, method="magic")
+    with pytest.raises(ValueError, match="pi: element 0 is 0.5; expected finite probabilities >= 0, and 0 where"):
+        st.residuals([0.5, 0.5], [1, 0], [0.0, 1.0], 1.0)
+    R, fp = st.residuals([0.5, 0.5], [1, 0], [0.5, 0.5], 1.0)  # π_ref itself is not stationary
+    assert np.max(np.abs(fp)) > 0.1 and abs(R.sum()) < 1e-15
     with pytest.raises(ValueError, match="binary problem"):
         st.equilibria([2, 1, 0], [0.2, 0.3, 0.5], 1.0)
 
