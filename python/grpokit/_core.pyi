@@ -51,6 +51,7 @@ class StationaryResult:
     stability_known: bool
     boundary: bool
     equilibria: List[StationaryEquilibrium]
+    preference_std_error: float
 
 def stationary_model_rewards(
     rewards: np.ndarray, G: int, normalisation: str, std_ddof: int, std_eps: float, max_terms: int
@@ -59,7 +60,8 @@ def stationary_model_pairwise(pairwise: np.ndarray) -> StationaryModel: ...
 def stationary_model_nlhf(preference_matrix: np.ndarray) -> StationaryModel: ...
 def stationary_solve(
     model: StationaryModel, pi_ref: np.ndarray, beta: float, method: str, penalty: str, tol: float,
-    max_iter: int, beta_start: float, beta_factor: float,
+    max_iter: int, beta_start: float, beta_factor: float, samples: int = 20000, mc_rounds: int = 8,
+    mc_tol: float = 2e-3, seed: int = 0,
 ) -> StationaryResult: ...
 def stationary_flow(
     model: StationaryModel, pi_ref: np.ndarray, beta: float, penalty: str, inner_steps: int, step: float,

@@ -113,6 +113,8 @@ class StationaryPolicy:
             a dense eigenvalue problem); ``stable`` is then False.
         boundary: whether some output with π_ref > 0 has π = 0.
         equilibria: every stationary policy found (all of them for binary problems).
+        preference_std_error: 0 for exact P_G; with a Monte Carlo P_G, the sup of its standard
+            error at ``pi``.
         problem: a one-line description of the problem.
     """
 
@@ -128,6 +130,7 @@ class StationaryPolicy:
     boundary: bool
     equilibria: Tuple[Equilibrium, ...]
     stability_known: bool
+    preference_std_error: float
     beta: float
     penalty: str
     problem: str
@@ -291,6 +294,7 @@ def _wrap(r: Any, model: Any, beta: float, penalty: str, pi_ref: np.ndarray,
         fixed_point_residual=float(r.fixed_point_residual), iterations=int(r.iterations),
         stages=int(r.stages), method=str(r.method), message=str(r.message), stable=bool(r.stable),
         boundary=bool(r.boundary), stability_known=bool(r.stability_known),
+        preference_std_error=float(r.preference_std_error),
         equilibria=tuple(Equilibrium(np.array(e.pi), bool(e.stable), bool(e.boundary)) for e in r.equilibria),
         beta=float(beta), penalty=penalty, problem=model.describe(), pi_ref=pi_ref)
     if not res.converged and not allow_unconverged:
@@ -373,6 +377,10 @@ def solve(
     rtol: float = 0.2,
     max_steps: int = 200_000,
     max_terms: int = _DEFAULT_MAX_TERMS,
+    samples: int = 20_000,
+    mc_rounds: int = 8,
+    mc_tol: float = 2e-3,
+    seed: int = 0,
     allow_unconverged: bool = False,
 ) -> StationaryPolicy:
     """The stationary policy of GRPO's expected update for one context.
@@ -401,6 +409,13 @@ def solve(
             ``inner_steps`` = μ > 1, GRPO's loop: μ gradient steps of size ``step`` on the surrogate
             with π_old frozen. At most ``max_steps`` steps.
         tol: convergence threshold on sup|R|, relative to max(1, β) (see ``StationaryPolicy``).
+        max_terms, samples, mc_rounds, mc_tol, seed: when exact P_G would need more than ``max_terms``
+            terms, Newton runs on a Monte Carlo P_G instead (``method="auto"``/``"newton"``):
+            rounds of ``samples`` groups, each drawn at the previous solution and reweighted by
+            likelihood ratios (a smooth sample-average problem), until π moves by less than
+            ``mc_tol`` between rounds (at most ``mc_rounds`` rounds, else not converged). The result's
+            ``method`` is ``"newton_monte_carlo"`` and ``preference_std_error`` reports the Monte
+            Carlo standard error of P_G at the solution.
         allow_unconverged: return a flagged result (``converged=False``) instead of raising.
 
     Returns:
@@ -423,7 +438,8 @@ def solve(
                                   int(max_steps))
     else:
         r = _core.stationary_solve(model, p, float(beta), method, penalty, float(tol), int(max_iter),
-                                   float(beta_start), float(beta_factor))
+                                   float(beta_start), float(beta_factor), int(samples), int(mc_rounds),
+                                   float(mc_tol), int(seed))
     return _wrap(r, model, beta, penalty, p, allow_unconverged)
 
 

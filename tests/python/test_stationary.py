@@ -445,8 +445,20 @@ def test_preference_monte_carlo():
     assert big.method == "monte_carlo"
     with pytest.raises(NotImplementedError, match="terms"):
         st.preference(pi, r, 8, method="exact", max_terms=10)
-    with pytest.raises(NotImplementedError, match="Monte Carlo"):
-        st.solve(r, pi, 0.5, 8, max_terms=10)
+    with pytest.raises(NotImplementedError, match="terms"):
+        st.solve(r, pi, 0.5, 8, max_terms=10, method="flow")
+
+
+def test_solve_with_monte_carlo_preference():
+    r, p = [1.0, 0.6, 0.3, 0.0], [0.1, 0.2, 0.3, 0.4]
+    exact = st.solve(r, p, 1.0, 8)
+    mc = st.solve(r, p, 1.0, 8, max_terms=10, samples=20_000, seed=3)
+    assert mc.converged and mc.method == "newton_monte_carlo" and "Monte Carlo" in mc.message
+    assert exact.preference_std_error == 0.0 and 0 < mc.preference_std_error < 0.02
+    # the Monte Carlo error of π is of the order of that of P_G (times π/β here)
+    assert np.max(np.abs(mc.pi - exact.pi)) < 5 * mc.preference_std_error
+    again = st.solve(r, p, 1.0, 8, max_terms=10, samples=20_000, seed=3)
+    np.testing.assert_array_equal(mc.pi, again.pi)
 
 
 # ---- properties ---------------------------------------------------------------------------------
