@@ -642,3 +642,15 @@ def test_public_module():
     assert grpokit.stationary is st
     for name in st.__all__:
         assert getattr(st, name).__doc__ or name == "INF"
+
+
+def test_cli(capsys, tmp_path):
+    from grpokit.cli import main
+
+    out = tmp_path / "cmp.png"
+    assert main(["stationary", "--rewards", "1,0,0", "--pi-ref", "0.05,0.55,0.4", "--beta", "1",
+                 "--G", "4,inf", "--nlhf", "--plot", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "GRPO k3 G=4" in text and "0.450298" in text and "NLHF" in text and out.exists()
+    assert main(["stationary", "--rewards", "1,0", "--pi-ref", "0.5,0.6", "--beta", "1"]) == 1
+    assert "summing to 1" in capsys.readouterr().err
