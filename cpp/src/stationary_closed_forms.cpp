@@ -80,6 +80,21 @@ Eigen::VectorXd expand(const Levels& lv, const std::vector<double>& m, const Eig
 // π_ℓ = q_ℓ c / (t + gap_ℓ) with t > 0 such that Σ π_ℓ = 1 (the sum decreases in t; the top
 // level alone gives t >= q_top c, and Σ <= c/t gives t <= c).
 double solve_t(const Levels& lv, double c) {
+  // Newton from the left end: S is convex and decreasing, so the iterates rise monotonically to
+  // the root without overshooting; bisection in log t is the fallback.
+  double t = lv.q.back() * c;
+  for (int it = 0; it < 100; ++it) {
+    double S = 0.0, dS = 0.0;
+    for (size_t l = 0; l < lv.q.size(); ++l) {
+      const double inv = 1.0 / (t + lv.gap[l]);
+      S += lv.q[l] * c * inv;
+      dS += lv.q[l] * c * inv * inv;
+    }
+    if (!(S > 1.0)) return t;
+    const double step = (S - 1.0) / dS;
+    if (!(step > 1e-16 * t)) return t + step;
+    t += step;
+  }
   auto excess = [&](double u) {
     const double t = std::exp(u);
     double s = 0.0;

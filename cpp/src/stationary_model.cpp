@@ -73,6 +73,25 @@ void check_square_probabilities(const Eigen::MatrixXd& Q, const char* name) {
                     "; expected a probability in [0, 1]");
 }
 
+// Counts c (L,) of n draws from the atom masses w: Mult(n, w) by conditional binomials.
+void sample_others(const Eigen::VectorXd& w, int64_t n, std::mt19937_64& rng, int32_t* c) {
+  const int64_t L = w.size();
+  int64_t left = n;
+  double rest = w.sum();
+  for (int64_t j = 0; j < L; ++j) {
+    if (left == 0 || j == L - 1) {
+      c[j] = static_cast<int32_t>(j == L - 1 ? left : 0);
+      left -= c[j];
+      continue;
+    }
+    const double prob = rest > 0.0 ? std::min(1.0, std::max(0.0, w[j] / rest)) : 0.0;
+    std::binomial_distribution<int64_t> bin(left, prob);
+    c[j] = static_cast<int32_t>(bin(rng));
+    left -= c[j];
+    rest -= w[j];
+  }
+}
+
 }  // namespace
 
 Penalty parse_penalty(const std::string& name) {
@@ -219,7 +238,9 @@ std::string PreferenceModel::describe() const {
     os << ", " << (spec_.std_ddof == 1 ? "sample" : "population") << " std";
     if (spec_.std_eps != 0.0) os << " + " << spec_.std_eps;
   }
-  if (kind_ == Kind::Enumerated) os << ", exact P_G (" << num_terms_ << " terms)";
+  if (kind_ == Kind::Enumerated && sampled_groups_ > 0)
+    os << ", Monte Carlo P_G (" << sampled_groups_ << " sampled groups)";
+  else if (kind_ == Kind::Enumerated) os << ", exact P_G (" << num_terms_ << " terms)";
   if (kind_ == Kind::TooLarge) os << ", exact P_G too large (" << num_terms_ << " terms)";
   return os.str();
 }
@@ -328,6 +349,34 @@ void PreferenceModel::evaluate(const Eigen::VectorXd& w, Eigen::VectorXd& P,
   }
 }
 
+PreferenceModel PreferenceModel::sampled(const Eigen::VectorXd& w0, int64_t samples,
+                                         uint64_t seed) const {
+  if (kind_ == Kind::Linear || spec_.infinite())
+    value_error("sampled: Monte Carlo applies to reward models with a finite G");
+  if (samples < 2) value_error("samples: expected at least 2, got ", samples);
+  const int64_t L = num_atoms_;
+  PreferenceModel m = *this;
+  m.kind_ = Kind::Enumerated;
+  m.sampled_groups_ = samples;
+  m.num_terms_ = static_cast<double>(samples * L);
+  m.counts_.assign(static_cast<size_t>(samples * L), 0);
+  m.log_coef_.assign(static_cast<size_t>(samples), 0.0);
+  m.adv_.assign(static_cast<size_t>(samples * L), 0.0);
+  std::mt19937_64 rng(seed);
+  const double logN = std::log(static_cast<double>(samples));
+  for (int64_t s = 0; s < samples; ++s) {
+    int32_t* c = m.counts_.data() + s * L;
+    sample_others(w0, spec_.group_size - 1, rng, c);
+    double lc = -logN;  // weight 1/N at w = w0, times the likelihood ratio elsewhere
+    for (int64_t j = 0; j < L; ++j)
+      if (c[j]) lc -= c[j] * std::log(w0[j]);
+    m.log_coef_[s] = lc;
+    const OthersStats st = others_stats(c, atom_value_.data(), L);
+    for (int64_t l = 0; l < L; ++l) m.adv_[s * L + l] = advantage_with(st, atom_value_[l], spec_);
+  }
+  return m;
+}
+
 void PreferenceModel::monte_carlo(const Eigen::VectorXd& w, int64_t samples, uint64_t seed,
                                   Eigen::VectorXd& P, Eigen::VectorXd& std_error) const {
   if (kind_ == Kind::Linear)
@@ -342,22 +391,8 @@ void PreferenceModel::monte_carlo(const Eigen::VectorXd& w, int64_t samples, uin
   std::mt19937_64 rng(seed);
   std::vector<int32_t> c(static_cast<size_t>(L));
   Eigen::VectorXd sum = Eigen::VectorXd::Zero(L), sum2 = Eigen::VectorXd::Zero(L);
-  const double total = w.sum();
   for (int64_t s = 0; s < samples; ++s) {
-    int64_t left = G - 1;
-    double rest = total;
-    for (int64_t j = 0; j < L; ++j) {
-      if (left == 0 || j == L - 1) {
-        c[j] = static_cast<int32_t>(j == L - 1 ? left : 0);
-        left -= c[j];
-        continue;
-      }
-      const double prob = rest > 0.0 ? std::min(1.0, std::max(0.0, w[j] / rest)) : 0.0;
-      std::binomial_distribution<int64_t> bin(left, prob);
-      c[j] = static_cast<int32_t>(bin(rng));
-      left -= c[j];
-      rest -= w[j];
-    }
+    sample_others(w, G - 1, rng, c.data());
     const OthersStats st = others_stats(c.data(), v, L);
     for (int64_t l = 0; l < L; ++l) {
       const double a = advantage_with(st, v[l], spec_);

@@ -22,6 +22,13 @@ double sup_norm(const VectorXd& v) { return v.size() ? v.cwiseAbs().maxCoeff() :
 double scale_of(double beta) { return std::max(1.0, beta); }  // tolerances are relative to max(1, β)
 double sigmoid(double y) { return y >= 0.0 ? 1.0 / (1.0 + std::exp(-y)) : std::exp(y) / (1.0 + std::exp(y)); }
 
+// A · (diag w − w wᵀ), the chain rule through softmax, in O(k²).
+MatrixXd times_softmax_jacobian(const MatrixXd& A, const VectorXd& w) {
+  MatrixXd out = A * w.asDiagonal();
+  out.noalias() -= (A * w) * w.transpose();
+  return out;
+}
+
 // The problem reduced to the supported atoms (reward levels with π_ref mass > 0).
 struct Reduced {
   const PreferenceModel& model;
@@ -92,18 +99,55 @@ struct Reduced {
                        beta * wa[a] * (lg[b] + 1.0);
         }
       }
-    const MatrixXd dw = MatrixXd(wa.asDiagonal()) - wa * wa.transpose();  // softmax Jacobian
-    *J = dRdw * dw;
+    *J = times_softmax_jacobian(dRdw, wa);
     return R;
   }
 };
+
+// What Newton drives to zero. k3: R itself (R_ℓ → −β q_ℓ ≠ 0 as w_ℓ → 0). k3_is: R has the
+// factor w_ℓ, so near-boundary points (w_ℓ ≈ 1e-14) are spurious roots; Newton uses
+//   F_ℓ = (P_ℓ − P̄) − β (log(w_ℓ/q_ℓ) − KL)   (R = −w F),
+// with ∂F/∂θ = (D − 1·∂P̄ᵀ + β·1·(log(w/q) + 1)ᵀ)·(diag w − w wᵀ) − β (I − 1 wᵀ), no division by w.
+VectorXd newton_system(const Reduced& pb, const VectorXd& wa, MatrixXd* J) {
+  if (pb.penalty == Penalty::K3) return pb.residual(wa, J);
+  const int64_t k = pb.n();
+  VectorXd Pf, P(k), lg(k);
+  MatrixXd Df;
+  pb.model.evaluate(pb.full(wa), Pf, J ? &Df : nullptr);
+  double kl = 0.0;
+  for (int64_t a = 0; a < k; ++a) {
+    P[a] = Pf[pb.active[a]];
+    lg[a] = std::log(wa[a] / pb.q[pb.active[a]]);
+    kl += wa[a] * lg[a];
+  }
+  const double Pbar = wa.dot(P);
+  const VectorXd F = (P.array() - Pbar - pb.beta * (lg.array() - kl)).matrix();
+  if (!J) return F;
+  MatrixXd D(k, k);
+  for (int64_t a = 0; a < k; ++a)
+    for (int64_t b = 0; b < k; ++b) D(a, b) = Df(pb.active[a], pb.active[b]);
+  const VectorXd dPbar = P + D.transpose() * wa;
+  const VectorXd ones = VectorXd::Ones(k);
+  const VectorXd lg1 = (lg.array() + 1.0).matrix();
+  *J = times_softmax_jacobian(D - ones * dPbar.transpose() + pb.beta * ones * lg1.transpose(), wa) -
+       pb.beta * (MatrixXd::Identity(k, k) - ones * wa.transpose());
+  return F;
+}
 
 VectorXd softmax(const VectorXd& th) {
   const VectorXd e = (th.array() - th.maxCoeff()).exp();
   return e / e.sum();
 }
 
+bool is_stable(const Reduced& pb, const VectorXd& wa);
+
 // Stability under dθ/dt = −R(θ), in the gauge θ_last = 0: eigenvalues of −(J_ij − J_last,j).
+// Sets r.stable and r.stability_known (not assessed beyond kMaxStabilityLevels levels).
+void assess_stability(StationaryResult& r, const Reduced& pb, const VectorXd& wa) {
+  r.stability_known = pb.n() <= kMaxStabilityLevels;
+  r.stable = r.stability_known && is_stable(pb, wa);
+}
+
 bool is_stable(const Reduced& pb, const VectorXd& wa) {
   const int64_t k = pb.n();
   if (k < 2) return true;
@@ -127,6 +171,16 @@ void finish(StationaryResult& r, const Reduced& pb) {
   }
   r.residual = sup_norm(stationarity_residual(pb.model, r.pi, pb.pi_ref, pb.beta, pb.penalty));
   r.fixed_point_residual = sup_norm(fixed_point_residual(pb.model, r.pi, pb.pi_ref, pb.beta, pb.penalty));
+  // R = 0 can hold approximately at points that are not stationary (a mass of 1e-14 hides any
+  // bracket); the paper's own fixed-point form must hold too, or the answer is not returned as one.
+  if (r.converged && !(r.fixed_point_residual <= 1e-8)) {
+    r.converged = false;
+    std::ostringstream os;
+    os << r.method << " reached a small residual " << r.residual << " at a point that violates the "
+       << "fixed-point equation (residual " << r.fixed_point_residual << "): not a stationary policy";
+    if (!r.message.empty()) os << "; " << r.message;
+    r.message = os.str();
+  }
 }
 
 StationaryResult trivial(const Reduced& pb) {
@@ -152,7 +206,7 @@ NewtonOutcome newton(const Reduced& pb, VectorXd& theta, double tol, int max_ite
   const int64_t k = pb.n();
   NewtonOutcome out;
   MatrixXd J;
-  VectorXd R = pb.residual(softmax(theta), &J);
+  VectorXd R = newton_system(pb, softmax(theta), &J);
   double norm = sup_norm(R);
   for (int it = 0; it < max_iter && std::isfinite(norm); ++it) {
     if (norm <= tol) break;
@@ -167,11 +221,11 @@ NewtonOutcome newton(const Reduced& pb, VectorXd& theta, double tol, int max_ite
     bool accepted = false;
     for (double lam = 1.0; lam > 1e-10; lam *= 0.5) {
       VectorXd t2 = theta + lam * d;
-      MatrixXd J2;
-      VectorXd R2 = pb.residual(softmax(t2), &J2);
-      const double n2 = sup_norm(R2);
-      if (n2 < norm) {
-        theta = t2, R = R2, J = J2, norm = n2;
+      const double n2 = sup_norm(newton_system(pb, softmax(t2), nullptr));
+      if (n2 < norm) {  // accepted: only now pay for the Jacobian
+        theta = t2;
+        R = newton_system(pb, softmax(theta), &J);
+        norm = n2;
         accepted = true;
         break;
       }
@@ -215,15 +269,29 @@ void check_problem(const PreferenceModel& model, const VectorXd& pi_ref, double 
     value_error("pi_ref: expected probabilities summing to 1 (within 1e-9), got a sum of ", s);
 }
 
-VectorXd stationarity_residual(const PreferenceModel& model, const VectorXd& pi,
-                               const VectorXd& pi_ref, double beta, Penalty penalty) {
+namespace {
+// Checks a (policy, problem) pair and returns P_G(o|π) per output.
+VectorXd output_preferences(const PreferenceModel& model, const VectorXd& pi, const VectorXd& pi_ref,
+                            double beta) {
   check_problem(model, pi_ref, beta);
-  const VectorXd w = model.atom_masses(pi);
+  const VectorXd w = model.atom_masses(pi);  // checks the size
+  for (Eigen::Index o = 0; o < pi.size(); ++o)
+    if (!(pi[o] >= 0.0) || !std::isfinite(pi[o]) || (pi[o] > 0.0 && pi_ref[o] == 0.0))
+      value_error("pi: element ", o, " is ", pi[o], "; expected finite probabilities >= 0, and 0 "
+                  "where pi_ref is 0");
+  if (!(std::abs(w.sum() - 1.0) <= 1e-6)) value_error("pi: expected probabilities summing to 1, got ", w.sum());
   VectorXd Pa;
   model.evaluate(w, Pa, nullptr);
+  VectorXd P(pi.size());
+  for (Eigen::Index o = 0; o < pi.size(); ++o) P[o] = Pa[model.atom_of()[o]];
+  return P;
+}
+}  // namespace
+
+VectorXd stationarity_residual(const PreferenceModel& model, const VectorXd& pi,
+                               const VectorXd& pi_ref, double beta, Penalty penalty) {
+  const VectorXd P = output_preferences(model, pi, pi_ref, beta);
   const Eigen::Index K = pi.size();
-  VectorXd P(K);
-  for (Eigen::Index o = 0; o < K; ++o) P[o] = Pa[model.atom_of()[o]];
   const double Pbar = pi.dot(P);
   VectorXd R = VectorXd::Zero(K);
   if (penalty == Penalty::K3) {
@@ -240,13 +308,8 @@ VectorXd stationarity_residual(const PreferenceModel& model, const VectorXd& pi,
 
 VectorXd fixed_point_residual(const PreferenceModel& model, const VectorXd& pi,
                               const VectorXd& pi_ref, double beta, Penalty penalty) {
-  check_problem(model, pi_ref, beta);
-  const VectorXd w = model.atom_masses(pi);
-  VectorXd Pa;
-  model.evaluate(w, Pa, nullptr);
+  const VectorXd P = output_preferences(model, pi, pi_ref, beta);
   const Eigen::Index K = pi.size();
-  VectorXd P(K);
-  for (Eigen::Index o = 0; o < K; ++o) P[o] = Pa[model.atom_of()[o]];
   VectorXd out = VectorXd::Zero(K);
   if (penalty == Penalty::K3) {  // eq. (11): π (1 − (P − E_π P)/β) = π_ref
     const double Pbar = pi.dot(P);
@@ -318,8 +381,8 @@ StationaryResult solve_newton(const PreferenceModel& model, const VectorXd& pi_r
             "may collapse onto the best outputs: try method='flow' or equilibria()";
     r.message = os.str();
   }
-  r.stable = r.converged && is_stable(pb, wa);
   finish(r, pb);
+  if (r.converged) assess_stability(r, pb, wa);
   if (pb.n() == 2) r.equilibria = binary_equilibria(model, pi_ref, beta, opt.penalty);
   else if (r.converged) r.equilibria.push_back({r.pi, r.stable, r.boundary});
   return r;
@@ -574,7 +637,7 @@ StationaryResult solve_closed_form(const PreferenceModel& model, const VectorXd&
       const VectorXd w = model.atom_masses(r.pi);
       VectorXd wa(pb.n());
       for (int64_t a = 0; a < pb.n(); ++a) wa[a] = w[pb.active[a]];
-      r.stable = is_stable(pb, wa);
+      assess_stability(r, pb, wa);
       r.equilibria.push_back({r.pi, r.stable, r.boundary});
     }
   }
@@ -589,15 +652,73 @@ StationaryResult solve_closed_form(const PreferenceModel& model, const VectorXd&
   return r;
 }
 
+StationaryResult solve_monte_carlo(const PreferenceModel& model, const VectorXd& pi_ref,
+                                   double beta, const SolveOptions& opt) {
+  check_problem(model, pi_ref, beta);
+  if (opt.mc_rounds < 2) value_error("mc_rounds: expected an integer >= 2, got ", opt.mc_rounds);
+  // Round k draws its groups at the previous solution (π_ref first), so the likelihood ratios stay
+  // moderate where it matters; Newton solves each smooth sample-average problem. The rounds stop
+  // when the solution moves by less than mc_tol (sup-norm) from one round to the next.
+  VectorXd w0 = model.atom_masses(pi_ref), previous;
+  StationaryResult r;
+  int64_t iterations = 0;
+  double change = std::numeric_limits<double>::infinity();
+  int rounds = 0;
+  while (rounds < opt.mc_rounds) {
+    const PreferenceModel sm = model.sampled(w0, opt.mc_samples, opt.seed + static_cast<uint64_t>(rounds));
+    previous = r.pi;
+    r = solve_newton(sm, pi_ref, beta, opt);
+    ++rounds;
+    iterations += r.iterations;
+    if (!r.converged) break;
+    w0 = model.atom_masses(r.pi);
+    VectorXd P, se;
+    model.monte_carlo(w0, opt.mc_samples, opt.seed + 7919 + static_cast<uint64_t>(rounds), P, se);
+    r.preference_std_error = se.maxCoeff();
+    if (previous.size() == r.pi.size()) {
+      change = (r.pi - previous).cwiseAbs().maxCoeff();
+      if (change <= opt.mc_tol) break;
+    }
+  }
+  r.iterations = iterations;
+  r.method = "newton_monte_carlo";
+  std::ostringstream os;
+  os << "P_G by Monte Carlo (" << opt.mc_samples << " groups per round, " << rounds
+     << " rounds; exact enumeration would need " << model.num_terms() << " terms): standard error of "
+     << "P_G at pi <= " << r.preference_std_error << "; the last round moved pi by " << change
+     << "; residuals are those of the sampled problem";
+  if (r.converged && !(change <= opt.mc_tol)) {
+    r.converged = false;
+    os << "; the rounds did not settle below mc_tol = " << opt.mc_tol
+       << ": raise samples (Monte Carlo noise) or mc_rounds";
+  }
+  r.message = r.message.empty() ? os.str() : r.message + "; " + os.str();
+  return r;
+}
+
 StationaryResult solve(const PreferenceModel& model, const VectorXd& pi_ref, double beta,
                        const std::string& method, const SolveOptions& opt) {
+  if (!model.exact() && (method == "newton" || method == "auto"))
+    return solve_monte_carlo(model, pi_ref, beta, opt);
   if (method == "newton") return solve_newton(model, pi_ref, beta, opt);
   if (method == "closed_form") return solve_closed_form(model, pi_ref, beta, opt.penalty);
   if (method == "auto") {
     check_problem(model, pi_ref, beta);
-    return has_closed_form(model, pi_ref, opt.penalty)
-               ? solve_closed_form(model, pi_ref, beta, opt.penalty)
-               : solve_newton(model, pi_ref, beta, opt);
+    if (has_closed_form(model, pi_ref, opt.penalty))
+      return solve_closed_form(model, pi_ref, beta, opt.penalty);
+    StationaryResult r = solve_newton(model, pi_ref, beta, opt);
+    if (r.converged || opt.penalty != Penalty::K3IS) return r;
+    // Direct KL: the branch from π_ref can end in a fold (several equilibria, as at G = ∞); the
+    // GRPO flow from π_ref then goes to the attractor GRPO itself would reach.
+    FlowOptions fo;
+    fo.penalty = opt.penalty;
+    fo.max_steps = 20000;  // a bounded fallback: method='flow' runs longer on request
+    StationaryResult f = solve_flow(model, pi_ref, beta, fo);
+    f.stages = r.stages;
+    f.iterations += r.iterations;
+    f.message = "Newton's continuation branch ended (" + r.message + "); the GRPO flow from pi_ref " +
+                (f.converged ? "converged instead" : "did not converge either: " + f.message);
+    return f;
   }
   value_error("method: expected one of 'auto', 'closed_form', 'newton' (or 'flow' in Python), got '",
               method, "'");

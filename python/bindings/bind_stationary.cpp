@@ -77,14 +77,20 @@ void bind_stationary(py::module_& m) {
       .def_readonly("method", &st::StationaryResult::method)
       .def_readonly("message", &st::StationaryResult::message)
       .def_readonly("stable", &st::StationaryResult::stable)
+      .def_readonly("stability_known", &st::StationaryResult::stability_known)
       .def_readonly("boundary", &st::StationaryResult::boundary)
-      .def_readonly("equilibria", &st::StationaryResult::equilibria);
+      .def_readonly("equilibria", &st::StationaryResult::equilibria)
+      .def_readonly("preference_std_error", &st::StationaryResult::preference_std_error);
 
   m.def("stationary_solve",
         [](const Model& mo, const VectorXd& pi_ref, double beta, const std::string& method,
            const std::string& penalty, double tol, int max_iter, double beta_start,
-           double beta_factor) {
+           double beta_factor, int64_t samples, int mc_rounds, double mc_tol, uint64_t seed) {
           st::SolveOptions opt;
+          opt.mc_tol = mc_tol;
+          opt.mc_samples = samples;
+          opt.mc_rounds = mc_rounds;
+          opt.seed = seed;
           opt.penalty = st::parse_penalty(penalty);
           opt.tol = tol;
           opt.max_iter = max_iter;
@@ -94,7 +100,8 @@ void bind_stationary(py::module_& m) {
         },
         py::arg("model"), py::arg("pi_ref"), py::arg("beta"), py::arg("method"),
         py::arg("penalty"), py::arg("tol"), py::arg("max_iter"), py::arg("beta_start"),
-        py::arg("beta_factor"), py::call_guard<py::gil_scoped_release>());
+        py::arg("beta_factor"), py::arg("samples") = 20000, py::arg("mc_rounds") = 8,
+        py::arg("mc_tol") = 2e-3, py::arg("seed") = 0, py::call_guard<py::gil_scoped_release>());
   m.def("stationary_flow",
         [](const Model& mo, const VectorXd& pi_ref, double beta, const std::string& penalty,
            int inner_steps, double step, double rtol, double tol, int64_t max_steps) {

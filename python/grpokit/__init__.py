@@ -17,6 +17,7 @@ from ._logprobs import TokenLogprobs, token_logprobs, token_logprobs_backward
 from ._loss import LossResult, policy_loss
 from ._presets import LossSpec, presets
 from .info import build_info
+from . import stationary
 
 __all__ = [
     "CORRECTIONS",
@@ -37,6 +38,7 @@ __all__ = [
     "PresetComparison",
     "presets",
     "rejection_mask",
+    "stationary",
     "token_logprobs",
     "token_logprobs_backward",
     "TokenLogprobs",

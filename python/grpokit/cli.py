@@ -49,6 +49,17 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     e = explain(load_batch(args.file), args.a, args.b)
     print(json.dumps(e.to_dict(), indent=2) if args.json else e)
+def _cmd_stationary(args: argparse.Namespace) -> int:
+    from . import stationary
+
+    floats = lambda text: [float(x) for x in text.split(",")]  # noqa: E731
+    groups = [x if x.strip().lower() in ("inf", "infinity") else int(x) for x in args.G.split(",")]
+    cmp = stationary.compare(floats(args.rewards), floats(args.pi_ref), args.beta, groups,
+                             penalty=args.penalty, include_nlhf=args.nlhf)
+    print(cmp)
+    if args.plot:
+        cmp.plot().figure.savefig(args.plot, dpi=120, bbox_inches="tight")
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -62,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_info.set_defaults(func=_cmd_info)
     _add_demo(sub)
     _add_compare(sub)
+    p_st = sub.add_parser("stationary", help="GRPO's stationary policies next to RLHF for given rewards")
+    p_st.add_argument("--rewards", required=True, help="comma-separated rewards, e.g. 1,0,0")
+    p_st.add_argument("--pi-ref", required=True, help="comma-separated reference probabilities")
+    p_st.add_argument("--beta", type=float, required=True, help="penalty weight > 0")
+    p_st.add_argument("--G", default="2,4,8,16,inf", help="group sizes (default 2,4,8,16,inf)")
+    p_st.add_argument("--penalty", default="k3", choices=["k3", "k3_is"])
+    p_st.add_argument("--nlhf", action="store_true", help="add NLHF's equilibrium")
+    p_st.add_argument("--plot", default=None, help="write a bar chart to this file")
+    p_st.set_defaults(func=_cmd_stationary)
     return parser
 
 

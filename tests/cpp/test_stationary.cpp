@@ -121,3 +121,50 @@ TEST_CASE("bad input gives clear errors", "[stationary]") {
   CHECK(eq.converged);
   CHECK(maxdiff(eq.pi, vec({0.2, 0.3, 0.5})) == 0.0);
 }
+
+TEST_CASE("analytic dP/dw matches central differences along the simplex", "[stationary]") {
+  std::vector<PreferenceModel> models;
+  models.push_back(rewards_model({1.0, 0.6, 0.3, 0.0}, 5));                        // enumerated
+  models.push_back(rewards_model({1.0, 0.6, 0.3, 0.0}, 2));                        // pair sign
+  models.push_back(rewards_model({1.0, 0.6, 0.3, 0.0}, kInfiniteGroup));           // G = ∞
+  models.push_back(rewards_model({1.0, 0.6, 0.3, 0.0}, 6, Normalisation::MeanOnly));  // shift
+  {
+    GroupSpec s;
+    s.group_size = 4;
+    s.std_ddof = 1;
+    s.std_eps = 1e-4;
+    models.push_back(PreferenceModel::from_rewards(vec({1.0, 0.6, 0.3, 0.0}), s));  // TRL-style
+  }
+  Eigen::MatrixXd Q(4, 4);
+  Q << 0, 0.6, 0.7, 0.9, 0.3, 0, 0.5, 0.6, 0.2, 0.4, 0, 0.5, 0.1, 0.3, 0.4, 0;
+  models.push_back(PreferenceModel::from_pairwise(Q));
+  const Eigen::VectorXd w = vec({0.15, 0.25, 0.2, 0.4});
+  for (const auto& m : models) {
+    Eigen::VectorXd P;
+    Eigen::MatrixXd D;
+    m.evaluate(w, P, &D);
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        if (i == j) continue;
+        Eigen::VectorXd d = Eigen::VectorXd::Zero(4);
+        d[i] = 1.0, d[j] = -1.0;
+        const double h = 1e-6;
+        Eigen::VectorXd Pp, Pm;
+        m.evaluate(w + h * d, Pp, nullptr);
+        m.evaluate(w - h * d, Pm, nullptr);
+        const Eigen::VectorXd fd = (Pp - Pm) / (2 * h);
+        CHECK(maxdiff(fd, D * d) < 1e-7);
+      }
+  }
+}
+
+TEST_CASE("the sampled model reweights to the exact P_G", "[stationary]") {
+  const auto m = rewards_model({1.0, 0.6, 0.3, 0.0}, 6);
+  const Eigen::VectorXd w0 = vec({0.2, 0.3, 0.3, 0.2}), w = vec({0.25, 0.25, 0.3, 0.2});
+  const PreferenceModel s = m.sampled(w0, 40000, 11);
+  Eigen::VectorXd P, Ps, Pm, se;
+  m.evaluate(w, P, nullptr);
+  s.evaluate(w, Ps, nullptr);
+  m.monte_carlo(w, 40000, 11, Pm, se);
+  for (int l = 0; l < 4; ++l) CHECK(std::abs(Ps[l] - P[l]) < 6.0 * se[l]);
+}

@@ -32,6 +32,7 @@ namespace stationary {
 
 constexpr int64_t kInfiniteGroup = -1;         // G → ∞ (the law-of-large-numbers limit)
 constexpr int64_t kDefaultMaxTerms = 20000000;  // exact enumeration limit (compositions × atoms)
+constexpr int64_t kMaxStabilityLevels = 256;    // stability needs a dense eigenvalue problem
 
 enum class Penalty : uint8_t { K3, K3IS };                // "k3" | "k3_is"
 enum class Normalisation : uint8_t { MeanStd, MeanOnly };  // "mean_std" | "mean_only" (shift-only)
@@ -82,6 +83,9 @@ class PreferenceModel {
   // Deterministic for a given seed. Finite-G reward models only.
   void monte_carlo(const Eigen::VectorXd& w, int64_t samples, uint64_t seed, Eigen::VectorXd& P,
                    Eigen::VectorXd& std_error) const;
+  // A smooth sample-average model for the solvers: `samples` groups drawn once from w0, reweighted
+  // to any w by the likelihood ratio Π (w_j / w0_j)^{c_j} (same table form as the exact model).
+  PreferenceModel sampled(const Eigen::VectorXd& w0, int64_t samples, uint64_t seed) const;
 
  private:
   enum class Kind : uint8_t { Enumerated, PairSign, Infinite, Shift, Linear, TooLarge };
@@ -100,6 +104,7 @@ class PreferenceModel {
   std::vector<int32_t> counts_;
   std::vector<double> log_coef_;
   std::vector<double> adv_;
+  int64_t sampled_groups_ = 0;  // > 0: a sampled (Monte Carlo) table
 };
 
 // ---- results ------------------------------------------------------------------------------------
@@ -120,8 +125,10 @@ struct StationaryResult {
   std::string method;             // which solver produced `pi`
   std::string message;            // why it did not converge, or a note on the solution
   bool stable = false;
+  bool stability_known = true;    // false: not assessed (more than kMaxStabilityLevels levels)
   bool boundary = false;
   std::vector<Equilibrium> equilibria;  // all stationary policies found (binary: all of them)
+  double preference_std_error = 0.0;    // Monte Carlo P_G: sup of its standard error at `pi`
 };
 
 struct SolveOptions {
@@ -130,6 +137,12 @@ struct SolveOptions {
   int max_iter = 100;          // Newton iterations per continuation stage
   double beta_start = 1e3;     // continuation starts here (π ≈ π_ref) ...
   double beta_factor = 1.5;    // ... and divides β by (an adapted) factor per stage
+  // When exact P_G is too large: Monte Carlo groups per round, the most rounds (each resamples at
+  // the previous solution; they stop once π moves less than mc_tol between rounds), seed.
+  int64_t mc_samples = 20000;
+  int mc_rounds = 8;
+  double mc_tol = 2e-3;
+  uint64_t seed = 0;
 };
 
 struct FlowOptions {
@@ -156,7 +169,11 @@ StationaryResult solve_flow(const PreferenceModel& model, const Eigen::VectorXd&
 StationaryResult solve_closed_form(const PreferenceModel& model, const Eigen::VectorXd& pi_ref,
                                    double beta, Penalty penalty);
 bool has_closed_form(const PreferenceModel& model, const Eigen::VectorXd& pi_ref, Penalty penalty);
-// method: "auto" (closed form if any, else Newton), "closed_form", "newton".
+// Newton on a Monte Carlo P_G (exact enumeration too large): mc_rounds rounds of mc_samples groups.
+StationaryResult solve_monte_carlo(const PreferenceModel& model, const Eigen::VectorXd& pi_ref,
+                                   double beta, const SolveOptions& opt);
+// method: "auto" (closed form if any, else Newton; Monte Carlo Newton when P_G is too large),
+// "closed_form", "newton".
 StationaryResult solve(const PreferenceModel& model, const Eigen::VectorXd& pi_ref, double beta,
                        const std::string& method, const SolveOptions& opt);
 // All stationary policies of a problem with two supported atoms (scan + bisection of R, plus the
