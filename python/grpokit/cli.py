@@ -49,6 +49,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     e = explain(load_batch(args.file), args.a, args.b)
     print(json.dumps(e.to_dict(), indent=2) if args.json else e)
+    return 0
+
+
 def _cmd_stationary(args: argparse.Namespace) -> int:
     from . import stationary
 
