@@ -279,7 +279,7 @@ __global__ void __launch_bounds__(kReduceThreads) counts_kernel(const Args a) {
 template <class T>
 __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   using C = typename Compute<T>::type;
-  constexpr int kS = 18;  // sums: see `v` below
+  constexpr int kS = 19;  // sums: see `v` below
   __shared__ double smem_raw[kS * 32];
   __shared__ C bcast[3];
   C* smem = reinterpret_cast<C*>(smem_raw);
@@ -314,12 +314,9 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   ti.hbar = static_cast<C>(st[kHbar]);
   ti.keep = keep ? C(1) : C(0);
   const C abar = static_cast<C>(st[kAbar]);
-  if (f.vespo)
-    ti.row_w_is = math::vespo_weight<C>(C(st[kVespoLogw]), abar, C(s.vespo_k_pos), C(s.vespo_lambda_pos),
-                                        C(s.vespo_k_neg), C(s.vespo_lambda_neg));
 
   // sums: φ, ∂/∂u, ω_u, ∂/∂⟨H⟩, H, low, high, region, verl, dual, wclip, ratio, kl, ppo_kl, IS, n_IS,
-  // row low, row high
+  // row low, row high, VESPO φ_γ at the row's first token
   C v[kS] = {};
   C mins[2] = {C(INFINITY), C(INFINITY)};    // ratio, IS
   C maxs[2] = {C(-INFINITY), C(-INFINITY)};  // ratio, IS
@@ -336,6 +333,9 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     ti.old_logp = f.has_old ? C(ld<T>(a.old, ao, t)) : ti.logp;
     const C adv_raw = ld<T>(a.adv, aa, t);
     ti.adv = f.gmpo ? abar : adv_raw;
+    if (f.vespo)  // the sign of A picks (k, λ): per token, as the CPU engine
+      ti.row_w_is = math::vespo_weight<C>(C(st[kVespoLogw]), ti.adv, C(s.vespo_k_pos), C(s.vespo_lambda_pos),
+                                          C(s.vespo_k_neg), C(s.vespo_lambda_neg));
     ti.ref_logp = f.has_ref ? C(ld<T>(a.ref, ar, t)) : C(0);
     ti.token_weight = f.has_tw ? C(ld<T>(a.tw, aw, t)) : C(1);
     const C h = f.has_ent ? C(ld<T>(a.ent, ae, t)) : C(0);
@@ -383,6 +383,7 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
       mins[0] = o.ratio < mins[0] ? o.ratio : mins[0];
       maxs[0] = o.ratio > maxs[0] ? o.ratio : maxs[0];
     }
+    if (f.vespo && t == first) v[18] += ti.row_w_is;
     v[16] += o.flags.low;
     v[17] += o.flags.high;
     v[12] += o.kl;
@@ -414,7 +415,7 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     o[aIsMin] = mins[1];
     o[aIsMax] = maxs[1];
     o[aNIs] = v[15];
-    o[aVespoPhi] = f.vespo && L > 0.0 ? static_cast<double>(ti.row_w_is) : 0.0;
+    o[aVespoPhi] = v[18];
     o[aLowRow] = L > 0.0 ? static_cast<double>(v[16]) / L : NAN;
     o[aHighRow] = L > 0.0 ? static_cast<double>(v[17]) / L : NAN;
     bcast[0] = v[1];
@@ -431,7 +432,7 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     if (f.u_grad) {
       const C l = ld<T>(a.lp, al, t);
       const C lo = f.has_old ? C(ld<T>(a.old, ao, t)) : l;
-      const C adv = f.gmpo ? abar : C(ld<T>(a.adv, aa, t));
+      const C adv = ld<T>(a.adv, aa, t);  // raw A_{i,t}, as pass A and the CPU engine
       const C du = math::row_log_ratio_term<C>(s, l, lo, adv).d * scale_u;
       if (g) {
         T& x = g[ag.base + t * ag.step];
@@ -613,7 +614,7 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
     a.status = static_cast<unsigned long long*>(out.status.data);
   }
   a.f = math::pass_flags(spec, in.old_logp.defined(), in.entropies.defined(), in.sampling_logp.defined(),
-                         in.ref_logp.defined() && spec.kl != KlEstimator::None && spec.beta != 0.0,
+                         in.ref_logp.defined(),
                          in.token_weights.defined());
   a.lp = arr(in.logp);
   a.old = arr(in.old_logp);
