@@ -201,17 +201,22 @@ __global__ void __launch_bounds__(kRowThreads) stats_kernel(const Args a) {
   const RowAddr al = addr(a, a.lp.s0, a.lp.s1, i, rr), ao = addr(a, a.old.s0, a.old.s1, i, rr);
   const RowAddr aa = a.adv_row ? RowAddr{i * a.adv.s0, 0} : addr(a, a.adv.s0, a.adv.s1, i, rr);
   const RowAddr ae = addr(a, a.ent.s0, a.ent.s1, i, rr), as = addr(a, a.smp.s0, a.smp.s1, i, rr);
+  // Read only what a statistic in use needs (token-level rules read the mask alone): the row mean of
+  // A feeds GMPO only, ⟨H⟩_i GTPO only; what is not read enters the sums as 0 and is never used.
+  const math::PassFlags& f = a.f;
+  const bool need_lo = f.need_u || f.use_is || f.opsm, need_l = f.need_u || f.opsm;
+  const bool need_adv = f.need_u || f.gmpo, need_h = f.gtpo_h, need_smp = f.has_smp && (f.use_is || f.opsm);
   math::RowSums<C> s{};
   int64_t first = rr.len;
   for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
     if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) continue;
     if (first == rr.len) first = t;
-    const C l = ld<T>(a.lp, al, t);
-    const C lo = a.f.has_old ? C(ld<T>(a.old, ao, t)) : l;
-    const C adv = ld<T>(a.adv, aa, t);
-    const C h = a.f.has_ent ? C(ld<T>(a.ent, ae, t)) : C(0);
-    const C smp = a.f.has_smp ? C(ld<T>(a.smp, as, t)) : C(0);
-    math::row_sums_add<C>(a.s, a.f, s, l, lo, adv, h, smp);
+    const C l = need_l ? C(ld<T>(a.lp, al, t)) : C(0);
+    const C lo = need_lo ? (f.has_old ? C(ld<T>(a.old, ao, t)) : C(ld<T>(a.lp, al, t))) : l;
+    const C adv = need_adv ? C(ld<T>(a.adv, aa, t)) : C(0);
+    const C h = need_h ? C(ld<T>(a.ent, ae, t)) : C(0);
+    const C smp = need_smp ? C(ld<T>(a.smp, as, t)) : C(0);
+    math::row_sums_add<C>(a.s, f, s, l, lo, adv, h, smp);
   }
   C v[7] = {s.n, s.su, s.svw, s.sh, s.sa, s.sis, s.sop};
   block_reduce(v, smem, Sum{}, C(0));
