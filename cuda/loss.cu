@@ -16,16 +16,20 @@
 // float16 inputs (double for float64); per-row and global values are kept in double. Nothing is
 // allocated: the caller passes a float64 workspace (loss_workspace_size) and, for value checks, an
 // int64 (4,) status buffer. Nothing synchronises the host.
+#if !defined(GRPOKIT_CUDA_EMULATE)  // scripts/emulate_cuda_loss.cpp runs the kernels on host threads
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#endif
 
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#if !defined(GRPOKIT_CUDA_EMULATE)
 #include "common.cuh"
+#endif
 #include "grpokit/loss.hpp"
 #include "grpokit/math/loss_passes.hpp"
 #include "grpokit_cuda.hpp"
@@ -107,13 +111,14 @@ template <> struct Compute<double> { using type = double; };
 
 __device__ __forceinline__ float to_c(float x) { return x; }
 __device__ __forceinline__ double to_c(double x) { return x; }
-__device__ __forceinline__ float to_c(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_c(__half x) { return __half2float(x); }
-
 template <class T> __device__ __forceinline__ T from_c(float v) { return static_cast<T>(v); }
 template <class T> __device__ __forceinline__ T from_c(double v) { return static_cast<T>(v); }
+#if !defined(GRPOKIT_CUDA_EMULATE)
+__device__ __forceinline__ float to_c(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_c(__half x) { return __half2float(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_c<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 template <> __device__ __forceinline__ __half from_c<__half>(float v) { return __float2half(v); }
+#endif
 
 struct RowRange {
   int64_t begin, len;
@@ -562,25 +567,33 @@ void check_args_any_float(const LossSpec& spec, const LossInputs& in, const Loss
   check_loss_args(spec, in2, out2);
 }
 
+#if defined(GRPOKIT_CUDA_EMULATE)
+#define GRPOKIT_LAUNCH(kernel, grid, block, stream, args) emulate_launch(grid, block, [&] { kernel(args); })
+#else
+#define GRPOKIT_LAUNCH(kernel, grid, block, stream, args) kernel<<<grid, block, 0, stream>>>(args)
+#endif
+
 template <class T>
 void launch(const Args& a, cudaStream_t stream) {
   const unsigned rows = static_cast<unsigned>(a.B);
-  stats_kernel<T><<<rows, kRowThreads, 0, stream>>>(a);
-  counts_kernel<<<1, kReduceThreads, 0, stream>>>(a);
-  tokens_kernel<T><<<rows, kRowThreads, 0, stream>>>(a);
-  finish_kernel<T><<<1, kReduceThreads, 0, stream>>>(a);
+  GRPOKIT_LAUNCH(stats_kernel<T>, rows, kRowThreads, stream, a);
+  GRPOKIT_LAUNCH(counts_kernel, 1, kReduceThreads, stream, a);
+  GRPOKIT_LAUNCH(tokens_kernel<T>, rows, kRowThreads, stream, a);
+  GRPOKIT_LAUNCH(finish_kernel<T>, 1, kReduceThreads, stream, a);
 }
 
 }  // namespace
 
 int64_t loss_workspace_size(int64_t num_rows) {
-  return num_rows * (kNumStat + kNumAcc) + kNumGlobal;
+  return num_rows * (int64_t(kNumStat) + int64_t(kNumAcc)) + int64_t(kNumGlobal);
 }
 
 void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int /*num_threads*/,
                  std::intptr_t stream) {
   check_args_any_float(spec, in, out);
+#if !defined(GRPOKIT_CUDA_EMULATE)
   check_cuda_device(in.logp, "logp");
+#endif
   if (spec.top_entropy_quantile < 1.0)
     not_implemented("top_entropy_quantile < 1 (a selection over every token of the call) has no CUDA "
                     "kernel yet; compute the loss on CPU inputs");
@@ -658,6 +671,12 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
   a.acc = w + a.B * kNumStat;
   a.glob = a.acc + a.B * kNumAcc;
 
+#if defined(GRPOKIT_CUDA_EMULATE)
+  (void)stream;
+  if (in.logp.dtype == DType::Float32) launch<float>(a, nullptr);
+  else if (in.logp.dtype == DType::Float64) launch<double>(a, nullptr);
+  else type_error("emulation: float32/float64 only");
+#else
   DeviceGuard guard(in.logp.device.index);
   const cudaStream_t s = as_stream(stream);
   switch (in.logp.dtype) {
@@ -668,6 +687,7 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
     default: type_error("logp: unsupported dtype ", dtype_name(in.logp.dtype));
   }
   check_launch("policy_loss");
+#endif
 }
 
 }  // namespace cuda

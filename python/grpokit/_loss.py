@@ -44,7 +44,17 @@ _NO_ERROR = (1 << 63) - 1
 
 def _raise_device_status(status: Any, shape: tuple, packed: bool) -> None:
     """The CUDA kernels' value checks (opt-in): the same errors as the CPU engine. Synchronises."""
-    st = status.cpu().numpy() if hasattr(status, "cpu") else status.get()  # torch | CuPy
+    # The kernels may run on an explicit stream other than the current one: wait for the whole device.
+    if hasattr(status, "cpu"):  # torch
+        import torch
+
+        torch.cuda.synchronize(status.device)
+        st = status.cpu().numpy()
+    else:  # CuPy
+        import cupy
+
+        cupy.cuda.Device(status.device.id).synchronize()
+        st = status.get()
     first_bad, n_valid, cu_bad = int(st[0]), int(st[1]), int(st[2])
     if packed and cu_bad != _NO_ERROR:
         k, code = divmod(cu_bad, 4)
@@ -186,12 +196,18 @@ def policy_loss(
         workspace = _arrays.empty(place, (backend.loss_workspace_size(max(rows, 0)),), "float64", like=lp)
         if check_finite:
             status = _arrays.empty(place, (4,), "int64", like=lp)
+    handle = _arrays.resolve_stream(place, stream)
     backend.policy_loss(
         fields, lp, old, adv, m, ref, ent, smp, cu, kp, tw,
         loss, grad, grad_ent, per_token, weights, metrics,
-        num_threads=int(num_threads), stream=_arrays.resolve_stream(place, stream),
-        workspace=workspace, status=status,
+        num_threads=int(num_threads), stream=handle, workspace=workspace, status=status,
     )
+    if workspace is not None and stream is not None and place.kind == "torch" and handle > 2:
+        # the scratch is freed on return: keep torch's allocator from reusing it before the explicit
+        # stream's kernels are done (outputs are the caller's, as for any op on a side stream)
+        import torch
+
+        workspace.record_stream(torch.cuda.ExternalStream(handle, device=lp.device))
     if status is not None:
         _raise_device_status(status, shape, cu is not None)
     fin = lambda x: None if x is None else _arrays.finish(place, x)  # noqa: E731
