@@ -241,9 +241,59 @@ int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, 
   return bad;
 }
 
+// The device-side checks: first non-finite (row, token, input), valid-token count, cu_seqlens errors.
+int check_status() {
+  int bad = 0;
+  const int64_t B = 3, L = 5;
+  std::vector<float> lp(B * L, -1.0f), old(B * L, -1.1f), adv{1.0f, -1.0f, 0.5f}, g(B * L), loss(1);
+  std::vector<uint8_t> mask(B * L, 1);
+  std::vector<double> ws(cuda::loss_workspace_size(B));
+  std::vector<long long> st(4);
+  LossSpec s;
+  auto run = [&](const TensorView& cu, const TensorView& m) {
+    LossInputs in;
+    const bool packed = cu.defined();
+    in.logp = packed ? make_view(lp.data(), DType::Float32, {B * L}) : make_view(lp.data(), DType::Float32, {B, L});
+    in.old_logp = packed ? make_view(old.data(), DType::Float32, {B * L}) : make_view(old.data(), DType::Float32, {B, L});
+    in.advantages = make_view(adv.data(), DType::Float32, {packed ? cu.shape[0] - 1 : B});
+    in.mask = m;
+    in.cu_seqlens = cu;
+    LossOutputs out;
+    out.loss = make_view(loss.data(), DType::Float32, {1});
+    out.grad_logp = packed ? make_view(g.data(), DType::Float32, {B * L}) : make_view(g.data(), DType::Float32, {B, L});
+    out.workspace = make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())});
+    out.status = make_view(st.data(), DType::Int64, {4});
+    cuda::policy_loss(s, in, out, 0, 0);
+  };
+  old[1 * L + 3] = NAN;  // row 1, token 3 (valid), and an earlier inf in logp that is masked
+  lp[1 * L + 1] = INFINITY;
+  mask[1 * L + 1] = 0;
+  run(TensorView{}, make_view(mask.data(), DType::Bool, {B, L}));
+  if (st[0] != ((1ll << 32) + 3) * 7 + 1 || st[1] != 14) {
+    std::printf("  STATUS nan: %lld %lld\n", st[0], st[1]);
+    ++bad;
+  }
+  std::vector<uint8_t> none(B * L, 0);
+  run(TensorView{}, make_view(none.data(), DType::Bool, {B, L}));
+  if (st[1] != 0 || st[0] != 0x7FFFFFFFFFFFFFFFll) {
+    std::printf("  STATUS empty: %lld %lld\n", st[0], st[1]);
+    ++bad;
+  }
+  old[1 * L + 3] = -1.1f;
+  lp[1 * L + 1] = -1.0f;
+  std::vector<int64_t> cu{0, 6, 4, 9};  // decreasing at entry 2, last != 15
+  run(make_view(cu.data(), DType::Int64, {4}), TensorView{});
+  if (st[2] != 2 * 4 + 2) {
+    std::printf("  STATUS cu: %lld\n", st[2]);
+    ++bad;
+  }
+  std::printf("status checks: %s\n", bad ? "FAIL" : "ok");
+  return bad;
+}
+
 int main() {
   const std::vector<Case> cases = read_cases(std::cin);
-  int failures = 0, runs = 0;
+  int failures = check_status(), runs = 0;
   for (const Case& c : cases) {
     for (auto [B, T] : {std::pair<int64_t, int64_t>{5, 37}, {3, 1}, {1, 1}, {2, 150}}) {
       for (bool packed : {false, true}) {

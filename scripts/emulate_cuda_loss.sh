@@ -32,4 +32,4 @@ rows = [(n, resolve(n, {})) for n in sorted(grpokit.presets())] + [(n, resolve("
 for name, spec in rows:
     print(name, " ".join(f"{k}={v}" for k, v in spec.engine_fields().items()))
 PY
-timeout 900 "$OUT" < "$OUT.cases"
+timeout 900 "$OUT" < "${CASES:-$OUT.cases}"

@@ -1,12 +1,12 @@
 """The CUDA policy_loss against the CPU engine, every preset and dtype (skipped without a GPU).
 
 The CPU engine is itself checked against the independent fp64 reference (test_loss.py), so equality
-with it on the same inputs is the GPU's correctness criterion. bfloat16/float16 inputs are compared
-with the CPU engine run in float64 on the very same (exactly representable) values; tolerances
+with it on the same inputs is the GPU's correctness criterion. The CPU engine runs in float64 on the
+very same values the GPU reads (float32/bfloat16/float16 values are exact in float64); tolerances
 (docs/gpu.md):
   float64: 1e-9 relative (different reduction order; device exp/log are within 1–2 ulp of libm)
-  float32: 2e-5 relative, atol 1e-6 of the largest gradient (float math on both sides; reduction
-           order and device expf differ by a few ulp; sequence-level rules sum ∂/∂u over a row)
+  float32: 2e-5 relative, atol 1e-6 of the largest value (the GPU's per-token math is float:
+           ~1e-7 relative per operation, float block sums; sequence-level rules sum ∂/∂u over a row)
   bfloat16: 2^-7 relative (outputs are rounded to 8 significant bits, twice where a sequence-level
            term is added to a stored gradient), float16: 2^-9 relative, plus atol 2^-24·scale
            (float16 gradients of token means over many tokens are subnormal).
