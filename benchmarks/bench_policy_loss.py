@@ -246,7 +246,8 @@ def main_gpu(args):
     lines = [
         f"### policy_loss, GPU — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"{name}, peak DRAM bandwidth {peak / 1e9:.0f} GB/s (memory clock × bus width), "
+        f"{name}, peak DRAM bandwidth "
+        f"{f'{peak / 1e9:.0f} GB/s' if peak else 'unknown (could not query)'} (memory clock × bus width), "
         f"grpokit {grpokit.__version__}, torch {torch.__version__}. TRL dapo loss + gradient + clip metrics; "
         "median of CUDA-event timings.",
         "",
