@@ -8,6 +8,7 @@
 
 #include "grpokit/advantages.hpp"
 #include "grpokit/logprobs.hpp"
+#include "grpokit/loss.hpp"
 
 namespace grpokit {
 namespace cuda {
@@ -27,6 +28,14 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
                              const TensorView& entropy, const TensorView& grad_logp,
                              const TensorView& grad_entropy, const TensorView& grad_logits,
                              std::intptr_t stream);
+
+// The unified surrogate loss (cuda/loss.cu). float32/float64/bfloat16/float16 inputs; the caller
+// passes out.workspace (loss_workspace_size(B) float64 elements) and, for value checks, out.status
+// (int64 (4,); read it after the call: [0] first non-finite (row, token, input) key, [1] valid tokens,
+// [2] cu_seqlens error key; 2^63 − 1 = none). `num_threads` is ignored.
+int64_t loss_workspace_size(int64_t num_rows);
+void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int num_threads,
+                 std::intptr_t stream);
 
 }  // namespace cuda
 }  // namespace grpokit

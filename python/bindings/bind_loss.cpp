@@ -36,7 +36,8 @@ void bind_loss(py::module_& m, const Backend& backend) {
                 py::object mask, py::object ref_logp, py::object entropies, py::object sampling_logp,
                 py::object cu_seqlens, py::object keep, py::object token_weights, py::object loss,
                 py::object grad_logp, py::object grad_entropy, py::object per_token, py::object weights,
-                py::object metrics, int num_threads, std::intptr_t stream) {
+                py::object metrics, int num_threads, std::intptr_t stream, py::object workspace,
+                py::object status) {
         if (backend.loss == nullptr)
           not_implemented("policy_loss: the ", backend.name, " backend has no loss kernels yet");
         const LossSpec spec = spec_from_dict(spec_fields);
@@ -56,9 +57,12 @@ void bind_loss(py::module_& m, const Backend& backend) {
         Imported o_pt = import_array(per_token, "per_token", stream, true);
         Imported o_w = import_array(weights, "weights", stream, true);
         Imported o_m = import_array(metrics, "metrics", stream, true);
+        Imported o_ws = import_array(workspace, "workspace", stream, true);
+        Imported o_st = import_array(status, "status", stream, true);
         LossInputs in{a_lp.view(),  a_old.view(), a_adv.view(), a_mask.view(), a_ref.view(),
                       a_ent.view(), a_smp.view(), a_cu.view(),  a_keep.view(), a_tw.view()};
-        LossOutputs out{o_loss.view(), o_g.view(), o_gh.view(), o_pt.view(), o_w.view(), o_m.view()};
+        LossOutputs out{o_loss.view(), o_g.view(), o_gh.view(), o_pt.view(), o_w.view(), o_m.view(),
+                        o_ws.view(), o_st.view()};
         py::gil_scoped_release nogil;
         backend.loss(spec, in, out, num_threads, stream);
       },
@@ -66,7 +70,8 @@ void bind_loss(py::module_& m, const Backend& backend) {
       py::arg("ref_logp"), py::arg("entropies"), py::arg("sampling_logp"), py::arg("cu_seqlens"),
       py::arg("keep"), py::arg("token_weights"), py::arg("loss"), py::arg("grad_logp"),
       py::arg("grad_entropy"), py::arg("per_token"), py::arg("weights"), py::arg("metrics"),
-      py::arg("num_threads") = 0, py::arg("stream") = 0,
+      py::arg("num_threads") = 0, py::arg("stream") = 0, py::arg("workspace") = py::none(),
+      py::arg("status") = py::none(),
       "The unified surrogate loss and its gradient into caller-allocated outputs. See grpokit.policy_loss.");
 
   m.def(

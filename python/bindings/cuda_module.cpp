@@ -24,8 +24,11 @@ PYBIND11_MODULE(_cuda, m) {
   }, "(number of visible CUDA devices, reason when 0)");
   m.def("build_info", &cuda::build_info, "CUDA runtime version and compiled architectures");
 
-  const bindings::Backend gpu{"cuda", &cuda::advantages, nullptr, &cuda::token_logprobs,
+  const bindings::Backend gpu{"cuda", &cuda::advantages, &cuda::policy_loss, &cuda::token_logprobs,
                               &cuda::token_logprobs_backward};
   bindings::bind_advantages(m, gpu);
   bindings::bind_logprobs(m, gpu);
+  bindings::bind_loss(m, gpu);
+  m.def("loss_workspace_size", &cuda::loss_workspace_size, py::arg("num_rows"),
+        "float64 elements of scratch policy_loss needs for num_rows completions");
 }

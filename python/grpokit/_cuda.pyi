@@ -36,3 +36,31 @@ def token_logprobs_backward(
     temperature: float,
     stream: int = 0,
 ) -> None: ...
+def policy_loss(
+    spec: dict,
+    logp: Any,
+    old_logp: Any,
+    advantages: Any,
+    mask: Any,
+    ref_logp: Any,
+    entropies: Any,
+    sampling_logp: Any,
+    cu_seqlens: Any,
+    keep: Any,
+    token_weights: Any,
+    loss: Any,
+    grad_logp: Any,
+    grad_entropy: Any,
+    per_token: Any,
+    weights: Any,
+    metrics: Any,
+    num_threads: int = 0,
+    stream: int = 0,
+    workspace: Any = None,
+    status: Any = None,
+) -> None: ...
+def loss_metric_names(spec: dict, has_entropies: bool, has_sampling_logp: bool) -> list[str]: ...
+def loss_has_entropy_grad(spec: dict, has_entropies: bool) -> bool: ...
+def validate_loss_spec(spec: dict) -> None: ...
+def loss_spec_enum_values(name: str) -> list[str]: ...
+def loss_workspace_size(num_rows: int) -> int: ...

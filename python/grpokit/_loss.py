@@ -38,6 +38,41 @@ class LossResult:
     metrics: Optional[Dict[str, Any]] = None
 
 
+_CHECKED_INPUTS = ("logp", "old_logp", "advantages", "ref_logp", "token_weights", "entropies", "sampling_logp")
+_NO_ERROR = (1 << 63) - 1
+
+
+def _raise_device_status(status: Any, shape: tuple, packed: bool) -> None:
+    """The CUDA kernels' value checks (opt-in): the same errors as the CPU engine. Synchronises."""
+    # The kernels may run on an explicit stream other than the current one: wait for the whole device.
+    if hasattr(status, "cpu"):  # torch
+        import torch
+
+        torch.cuda.synchronize(status.device)
+        st = status.cpu().numpy()
+    else:  # CuPy
+        import cupy
+
+        cupy.cuda.Device(status.device.id).synchronize()
+        st = status.get()
+    first_bad, n_valid, cu_bad = int(st[0]), int(st[1]), int(st[2])
+    if packed and cu_bad != _NO_ERROR:
+        k, code = divmod(cu_bad, 4)
+        what = {1: "must start at 0", 2: f"offsets must be non-decreasing (entry {k})",
+                3: f"the last offset must equal the number of tokens ({shape[0]})"}[code]
+        raise ValueError(f"cu_seqlens: {what}")
+    if first_bad != _NO_ERROR:
+        key, code = divmod(first_bad, len(_CHECKED_INPUTS))
+        row, token = divmod(key, 1 << 32)
+        name = _CHECKED_INPUTS[code]
+        raise ValueError(
+            f"{name}: non-finite value at a valid position (row {row}, token {token}); values under the mask "
+            "must be finite" + (" (NaN marks an unscored token)" if name == "sampling_logp" else "")
+        )
+    if n_valid == 0:
+        raise ValueError("mask: no valid token (every position is masked); there is no loss to compute")
+
+
 def _mask_input(mask: Any, name: str) -> Any:
     return _arrays.as_input(mask, name, default="bool")
 
@@ -59,6 +94,7 @@ def policy_loss(
     return_weights: bool = False,
     num_threads: int = 0,
     stream: Any = None,
+    check_finite: bool = False,
     **overrides: Any,
 ) -> LossResult:
     """Loss and exact gradient of a GRPO-style policy objective.
@@ -69,7 +105,8 @@ def policy_loss(
     the aggregation c_i (see docs/losses.md). Sign: the loss is −J, to minimise.
 
     Args:
-        logp: current per-token log-probabilities, padded (B, T) or packed (N,), float32/float64.
+        logp: current per-token log-probabilities, padded (B, T) or packed (N,), float32/float64
+            (GPU inputs also bfloat16/float16: float32 math, outputs in the dtype of logp).
         old_logp: log-probabilities of the policy the ratio is taken against (same layout), or None
             for on-policy (old = sg(logp): ratio 1, gradient of the surrogate at r = 1).
         advantages: (B,) or per token (the layout of logp), the same dtype; final advantages (σ, if
@@ -86,7 +123,10 @@ def policy_loss(
         token_weights: per-token weights λ_{i,t} (GTPO), multiply the policy term.
         return_per_token, return_weights: also return φ_{i,t} and ω_{i,t}.
         num_threads: CPU threads (0: the OpenMP default). Results are identical for any count.
-        stream: CUDA stream for GPU inputs.
+        stream: CUDA stream for GPU inputs (default: the caller's current stream). GPU inputs never
+            synchronise the host: loss and metrics come back as 0-d device arrays (docs/gpu.md).
+        check_finite: GPU inputs: check NaN/inf at valid positions, an entirely masked batch and
+            cu_seqlens (this synchronises the host). The CPU engine always checks.
         **overrides: hyper-parameters by TRL's ``GRPOConfig`` names (``epsilon``, ``epsilon_high``,
             ``delta``, ``beta``, ``importance_sampling_level``, ``num_items_in_batch``,
             ``top_entropy_quantile``, ``max_completion_length``, ``off_policy_mask_threshold``,
@@ -134,8 +174,10 @@ def policy_loss(
     )
     backend = _backend.for_placement(place)
     dt = _arrays.dtype_name(lp)
-    if dt not in ("float32", "float64"):
-        raise TypeError(f"logp: expected dtype float32 or float64, got {dt}")
+    allowed = ("float32", "float64", "bfloat16", "float16") if place.is_cuda else ("float32", "float64")
+    if dt not in allowed:
+        raise TypeError(f"logp: expected dtype {' or '.join(allowed)}{' (CPU inputs)' if not place.is_cuda else ''}, "
+                        f"got {dt}")
     shape = tuple(int(d) for d in lp.shape)
 
     def like_logp() -> Any:
@@ -148,11 +190,26 @@ def policy_loss(
     per_token = like_logp() if return_per_token else None
     weights = like_logp() if return_weights else None
     metrics = _arrays.empty(place, (len(names),), "float64", like=lp)
+    workspace = status = None
+    if place.is_cuda:  # scratch from the caller's framework: the kernels never allocate
+        rows = int(cu.shape[0]) - 1 if cu is not None else shape[0]
+        workspace = _arrays.empty(place, (backend.loss_workspace_size(max(rows, 0)),), "float64", like=lp)
+        if check_finite:
+            status = _arrays.empty(place, (4,), "int64", like=lp)
+    handle = _arrays.resolve_stream(place, stream)
     backend.policy_loss(
         fields, lp, old, adv, m, ref, ent, smp, cu, kp, tw,
         loss, grad, grad_ent, per_token, weights, metrics,
-        num_threads=int(num_threads), stream=_arrays.resolve_stream(place, stream),
+        num_threads=int(num_threads), stream=handle, workspace=workspace, status=status,
     )
+    if workspace is not None and stream is not None and place.kind == "torch" and handle > 2:
+        # the scratch is freed on return: keep torch's allocator from reusing it before the explicit
+        # stream's kernels are done (outputs are the caller's, as for any op on a side stream)
+        import torch
+
+        workspace.record_stream(torch.cuda.ExternalStream(handle, device=lp.device))
+    if status is not None:
+        _raise_device_status(status, shape, cu is not None)
     fin = lambda x: None if x is None else _arrays.finish(place, x)  # noqa: E731
     metric_dict = {n: fin(metrics[k] if not isinstance(metrics, np.ndarray) else metrics[k, ...])
                    for k, n in enumerate(names)}

@@ -63,6 +63,9 @@ struct LossOutputs {
   TensorView per_token;     // layout of logp, or undefined: φ_{i,t} (0 at padding)
   TensorView weights;       // layout of logp, or undefined: ω_{i,t} (Prop. 1's effective α·s)
   TensorView metrics;       // (M,) float64, M = loss_metric_names(...).size()
+  // CUDA only (the CPU engine ignores them): caller-allocated scratch, so kernels never allocate.
+  TensorView workspace;     // float64, >= cuda::loss_workspace_size(B) elements
+  TensorView status;        // int64 (4,) device-side value checks, or undefined (no checks)
 };
 
 // Whether the entropies receive a gradient under this spec (grad_entropy is then required).

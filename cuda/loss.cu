@@ -1,0 +1,694 @@
+// The unified surrogate loss on the GPU: the CPU engine's passes, one kernel each.
+//
+//   1. stats   (grid = B rows, one block per row): row statistics (L_i, u_i, ⟨H⟩_i, OPSM divergence,
+//              sampler IS log-weight, VESPO's W_i) from math::row_sums_add, fixed-order block tree.
+//   2. counts  (one block): token / row counts, every row's aggregation coefficient c_i
+//              (math::agg_counts, math::agg_coefficient); optional device-side input checks.
+//   3. tokens  (grid = B rows): math::weight_rule + math::token_term per token, writes the gradients
+//              and per-token outputs, reduces the row's loss and metric sums, then (sequence-level
+//              rules only) distributes ∂/∂u_i and ∂/∂⟨H⟩_i over the row in a second sweep.
+//   4. finish  (one block): loss and metrics from the per-row results, fixed order.
+//
+// Rows are blocks and tokens are a block-stride loop, so no grid dimension grows with T (T = 65,536
+// and beyond work; B is limited only by gridDim.x ≤ 2^31 − 1). Every reduction has a fixed order
+// (thread-strided partial sums, then a fixed shuffle/shared-memory tree; rows reduced by one block),
+// so results are bitwise reproducible run to run. Per-token math runs in float for float32/bfloat16/
+// float16 inputs (double for float64); per-row and global values are kept in double. Nothing is
+// allocated: the caller passes a float64 workspace (loss_workspace_size) and, for value checks, an
+// int64 (4,) status buffer. Nothing synchronises the host.
+#if !defined(GRPOKIT_CUDA_EMULATE)  // scripts/emulate_cuda_loss.cpp runs the kernels on host threads
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#endif
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#if !defined(GRPOKIT_CUDA_EMULATE)
+#include "common.cuh"
+#endif
+#include "grpokit/loss.hpp"
+#include "grpokit/math/loss_passes.hpp"
+#include "grpokit_cuda.hpp"
+
+namespace grpokit {
+namespace cuda {
+namespace {
+
+constexpr int kRowThreads = 256;     // per-row kernels (stats, tokens)
+constexpr int kReduceThreads = 1024; // single-block kernels (counts, finish)
+constexpr unsigned long long kNoError = 0x7FFFFFFFFFFFFFFFull;
+
+// ---- workspace layout (float64) ---------------------------------------------------------------------
+
+enum StatField { kL, kU, kHbar, kAbar, kSumIsLog, kOpsmDiv, kVespoLogw, kFirst, kC, kNumStat };
+enum AccField {
+  aLoss, aEnt, aN, aLow, aHigh, aRegion, aVerl, aDual, aWclip, aRatioSum, aRatioMin, aRatioMax, aKl,
+  aPpoKl, aIsSum, aIsMin, aIsMax, aNIs, aVespoPhi, aLowRow, aHighRow, kNumAcc
+};
+enum GlobalField { gNTok, gNNonEmpty, gEntC, kNumGlobal };
+
+// ---- metrics (the CPU engine's names and definitions, mapped by name) -----------------------------------
+
+enum Metric {
+  kClipLowMean, kClipHighMean, kClipRegionMean, kClipLowMin, kClipHighMax, kPgClipfrac,
+  kPgClipfracLower, kCispoClipRatio, kWeightClipfrac, kRatioMin, kRatioMean, kRatioMax, kPpoKl, kKl,
+  kEntropy, kIsMin, kIsMean, kIsMax, kVespoPhi, kNumMetrics
+};
+const char* const kMetricNames[kNumMetrics] = {
+    "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "clip_ratio/low_min",
+    "clip_ratio/high_max", "pg_clipfrac", "pg_clipfrac_lower", "cispo_clip_ratio", "weight_clipfrac",
+    "ratio/min", "ratio/mean", "ratio/max", "ppo_kl", "kl", "entropy",
+    "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/mean",
+    "sampling/importance_sampling_ratio/max", "vespo/phi_seq_mean"};
+
+// Input codes of the value checks, in the CPU engine's order of checking at one token.
+enum BadInput { bLogp, bOld, bAdv, bRef, bTw, bEnt, bSmp, kNumBad };
+
+// ---- arguments ---------------------------------------------------------------------------------------
+
+struct Arr {  // a per-token (or per-row) array: element (row offset + t·step)
+  const void* p = nullptr;
+  int64_t s0 = 0, s1 = 0;
+};
+struct OutArr {
+  void* p = nullptr;
+  int64_t s0 = 0, s1 = 0;
+};
+
+struct Args {
+  LossSpec s;
+  math::PassFlags f;
+  int64_t B = 0, T = 0, N = 0;  // padded: (B, T); packed: N tokens
+  bool packed = false;
+  const void* cu = nullptr;
+  bool cu64 = false;
+  int64_t cu_s = 0;
+  Arr lp, old, adv, ref, ent, smp, tw;
+  bool adv_row = false;  // advantages are (B,)
+  Arr mask, keep;
+  DType mask_dt = DType::Bool, keep_dt = DType::Bool;
+  OutArr g, gh, pt, om;
+  void* loss = nullptr;
+  double* metrics = nullptr;
+  int64_t metrics_s = 0;
+  int n_metrics = 0;
+  int metric_ids[kNumMetrics] = {};
+  bool per_row_ratio = false;  // ratio metrics count sequences (TRL)
+  double* st = nullptr;        // B × kNumStat
+  double* acc = nullptr;       // B × kNumAcc
+  double* glob = nullptr;      // kNumGlobal
+  unsigned long long* status = nullptr;  // (4,): first bad (row, token, input), n_tok, cu_seqlens error
+};
+
+// ---- element access ------------------------------------------------------------------------------
+
+template <class T> struct Compute { using type = float; };
+template <> struct Compute<double> { using type = double; };
+
+__device__ __forceinline__ float to_c(float x) { return x; }
+__device__ __forceinline__ double to_c(double x) { return x; }
+template <class T> __device__ __forceinline__ T from_c(float v) { return static_cast<T>(v); }
+template <class T> __device__ __forceinline__ T from_c(double v) { return static_cast<T>(v); }
+#if !defined(GRPOKIT_CUDA_EMULATE)
+__device__ __forceinline__ float to_c(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_c(__half x) { return __half2float(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_c<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <> __device__ __forceinline__ __half from_c<__half>(float v) { return __float2half(v); }
+#endif
+
+struct RowRange {
+  int64_t begin, len;
+};
+
+__device__ int64_t cu_at(const Args& a, int64_t k) {
+  return a.cu64 ? static_cast<const int64_t*>(a.cu)[k * a.cu_s]
+                : static_cast<int64_t>(static_cast<const int32_t*>(a.cu)[k * a.cu_s]);
+}
+
+// Row i's tokens. Packed offsets are clamped to [0, N] so bad cu_seqlens never read out of bounds
+// (the counts kernel reports them when checks are on).
+__device__ RowRange row_range(const Args& a, int64_t i) {
+  if (!a.packed) return {0, a.T};
+  int64_t b = cu_at(a, i), e = cu_at(a, i + 1);
+  b = b < 0 ? 0 : (b > a.N ? a.N : b);
+  e = e < b ? b : (e > a.N ? a.N : e);
+  return {b, e - b};
+}
+
+// Offset of token t of row i is base + t·step.
+struct RowAddr {
+  int64_t base, step;
+};
+__device__ __forceinline__ RowAddr addr(const Args& a, int64_t s0, int64_t s1, int64_t i, const RowRange& r) {
+  return a.packed ? RowAddr{r.begin * s0, s0} : RowAddr{i * s0, s1};
+}
+
+template <class T>
+__device__ __forceinline__ auto ld(const Arr& x, const RowAddr& ad, int64_t t) {
+  return to_c(static_cast<const T*>(x.p)[ad.base + t * ad.step]);
+}
+
+__device__ __forceinline__ bool flag_at(const void* p, DType dt, int64_t off) {
+  switch (dt) {
+    case DType::Bool:
+    case DType::UInt8:
+    case DType::Int8: return static_cast<const int8_t*>(p)[off] != 0;
+    case DType::Int32: return static_cast<const int32_t*>(p)[off] != 0;
+    case DType::Int64: return static_cast<const int64_t*>(p)[off] != 0;
+    case DType::Float32: return static_cast<const float*>(p)[off] != 0.0f;
+    case DType::Float64: return static_cast<const double*>(p)[off] != 0.0;
+    default: return true;
+  }
+}
+
+// ---- fixed-order block reductions (result in thread 0) ---------------------------------------------
+
+struct Sum { template <class V> __device__ V operator()(V x, V y) const { return x + y; } };
+struct Min { template <class V> __device__ V operator()(V x, V y) const { return y < x ? y : x; } };
+struct Max { template <class V> __device__ V operator()(V x, V y) const { return y > x ? y : x; } };
+
+// blockDim.x is a multiple of 32; `smem` holds K × 32 values.
+template <class V, int K, class Op>
+__device__ void block_reduce(V (&v)[K], V* smem, Op op, V identity) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+    for (int off = 16; off > 0; off >>= 1) v[k] = op(v[k], __shfl_down_sync(0xffffffffu, v[k], off));
+  __syncthreads();  // smem may still be read by a previous reduction
+  if (lane == 0)
+#pragma unroll
+    for (int k = 0; k < K; ++k) smem[k * 32 + warp] = v[k];
+  __syncthreads();
+  if (warp == 0) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      V x = lane < nwarps ? smem[k * 32 + lane] : identity;
+      for (int off = 16; off > 0; off >>= 1) x = op(x, __shfl_down_sync(0xffffffffu, x, off));
+      v[k] = x;
+    }
+  }
+}
+
+// ---- 1. row statistics -----------------------------------------------------------------------------
+
+template <class T>
+__global__ void __launch_bounds__(kRowThreads) stats_kernel(const Args a) {
+  using C = typename Compute<T>::type;
+  __shared__ double smem_raw[8 * 32];
+  C* smem = reinterpret_cast<C*>(smem_raw);
+  const int64_t i = blockIdx.x;
+  const RowRange rr = row_range(a, i);
+  const RowAddr am = addr(a, a.mask.s0, a.mask.s1, i, rr);
+  const RowAddr al = addr(a, a.lp.s0, a.lp.s1, i, rr), ao = addr(a, a.old.s0, a.old.s1, i, rr);
+  const RowAddr aa = a.adv_row ? RowAddr{i * a.adv.s0, 0} : addr(a, a.adv.s0, a.adv.s1, i, rr);
+  const RowAddr ae = addr(a, a.ent.s0, a.ent.s1, i, rr), as = addr(a, a.smp.s0, a.smp.s1, i, rr);
+  // Read only what a statistic in use needs (token-level rules read the mask alone): the row mean of
+  // A feeds GMPO only, ⟨H⟩_i GTPO only; what is not read enters the sums as 0 and is never used.
+  const math::PassFlags& f = a.f;
+  const bool need_lo = f.need_u || f.use_is || f.opsm, need_l = f.need_u || f.opsm;
+  const bool need_adv = f.need_u || f.gmpo, need_h = f.gtpo_h, need_smp = f.has_smp && (f.use_is || f.opsm);
+  math::RowSums<C> s{};
+  int64_t first = rr.len;
+  for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
+    if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) continue;
+    if (first == rr.len) first = t;
+    const C l = need_l ? C(ld<T>(a.lp, al, t)) : C(0);
+    const C lo = need_lo ? (f.has_old ? C(ld<T>(a.old, ao, t)) : C(ld<T>(a.lp, al, t))) : l;
+    const C adv = need_adv ? C(ld<T>(a.adv, aa, t)) : C(0);
+    const C h = need_h ? C(ld<T>(a.ent, ae, t)) : C(0);
+    const C smp = need_smp ? C(ld<T>(a.smp, as, t)) : C(0);
+    math::row_sums_add<C>(a.s, f, s, l, lo, adv, h, smp);
+  }
+  C v[7] = {s.n, s.su, s.svw, s.sh, s.sa, s.sis, s.sop};
+  block_reduce(v, smem, Sum{}, C(0));
+  long long fv[1] = {static_cast<long long>(first)};
+  __shared__ long long smem_first[32];
+  block_reduce(fv, smem_first, Min{}, static_cast<long long>(rr.len));
+  if (threadIdx.x == 0) {
+    const math::RowSums<C> tot{v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
+    const math::RowStats r = math::row_stats_finish<C>(a.s, a.f, tot);
+    double* o = a.st + i * kNumStat;
+    o[kL] = r.L;
+    o[kU] = r.u;
+    o[kHbar] = r.hbar;
+    o[kAbar] = r.abar;
+    o[kSumIsLog] = r.sum_is_log;
+    o[kOpsmDiv] = r.opsm_div;
+    o[kVespoLogw] = r.vespo_logw;
+    o[kFirst] = static_cast<double>(fv[0]);
+  }
+}
+
+// ---- 2. counts and aggregation coefficients ----------------------------------------------------------
+
+__global__ void __launch_bounds__(kReduceThreads) counts_kernel(const Args a) {
+  __shared__ double smem[2 * 32];
+  __shared__ double shared_counts[2];
+  double v[2] = {0.0, 0.0};
+  for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x) {
+    const double L = a.st[i * kNumStat + kL];
+    v[0] += L;
+    v[1] += L > 0.0 ? 1.0 : 0.0;
+  }
+  block_reduce(v, smem, Sum{}, 0.0);
+  if (threadIdx.x == 0) {
+    shared_counts[0] = v[0];
+    shared_counts[1] = v[1];
+    a.glob[gNTok] = v[0];
+    a.glob[gNNonEmpty] = v[1];
+    a.glob[gEntC] = math::entropy_local_coefficient(a.s, v[0]);
+    if (a.status) {
+      a.status[0] = kNoError;
+      a.status[1] = static_cast<unsigned long long>(v[0]);
+      a.status[2] = kNoError;
+    }
+  }
+  __syncthreads();
+  const math::AggCounts k = math::agg_counts(a.s, shared_counts[0], shared_counts[1], static_cast<double>(a.B));
+  for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x)
+    a.st[i * kNumStat + kC] = math::agg_coefficient(a.s, k, a.st[i * kNumStat + kL]);
+  if (a.status && a.packed) {  // cu_seqlens: starts at 0, non-decreasing, ends at N (key: k·4 + code)
+    __syncthreads();         // status[2] initialised above
+    for (int64_t j = threadIdx.x; j <= a.B; j += blockDim.x) {
+      const int64_t cj = cu_at(a, j);
+      unsigned long long code = 0;
+      if (j == 0 && cj != 0) code = 1;
+      else if (j > 0 && cj < cu_at(a, j - 1)) code = 2;
+      else if (j == a.B && cj != a.N) code = 3;
+      if (code) atomicMin(&a.status[2], static_cast<unsigned long long>(j) * 4ull + code);
+    }
+  }
+}
+
+// ---- 3. per-token terms ------------------------------------------------------------------------------
+
+template <class T>
+__global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
+  using C = typename Compute<T>::type;
+  constexpr int kS = 19;  // sums: see `v` below
+  __shared__ double smem_raw[kS * 32];
+  __shared__ C bcast[3];
+  C* smem = reinterpret_cast<C*>(smem_raw);
+  const LossSpec& s = a.s;
+  const math::PassFlags& f = a.f;
+  const int64_t i = blockIdx.x;
+  const double* st = a.st + i * kNumStat;
+  const RowRange rr = row_range(a, i);
+  const RowAddr am = addr(a, a.mask.s0, a.mask.s1, i, rr);
+  const RowAddr al = addr(a, a.lp.s0, a.lp.s1, i, rr), ao = addr(a, a.old.s0, a.old.s1, i, rr);
+  const RowAddr aa = a.adv_row ? RowAddr{i * a.adv.s0, 0} : addr(a, a.adv.s0, a.adv.s1, i, rr);
+  const RowAddr ar = addr(a, a.ref.s0, a.ref.s1, i, rr), ae = addr(a, a.ent.s0, a.ent.s1, i, rr);
+  const RowAddr as = addr(a, a.smp.s0, a.smp.s1, i, rr), aw = addr(a, a.tw.s0, a.tw.s1, i, rr);
+  const RowAddr ag = addr(a, a.g.s0, a.g.s1, i, rr), agh = addr(a, a.gh.s0, a.gh.s1, i, rr);
+  const RowAddr apt = addr(a, a.pt.s0, a.pt.s1, i, rr), aom = addr(a, a.om.s0, a.om.s1, i, rr);
+  T* g = static_cast<T*>(a.g.p);
+  T* gh = static_cast<T*>(a.gh.p);
+  T* pt = static_cast<T*>(a.pt.p);
+  T* om = static_cast<T*>(a.om.p);
+
+  const bool keep = a.keep.p ? flag_at(a.keep.p, a.keep_dt, i * a.keep.s0) : true;
+  const C c = static_cast<C>(st[kC]);
+  const double cH_d = s.entropy_aggregation == math::EntropyAggregation::Policy ? st[kC] : a.glob[gEntC];
+  const C cH = static_cast<C>(cH_d);
+  const bool opsm_high = math::opsm_row_masked(s, f, st[kOpsmDiv]);
+  const C seq_w_is = math::row_sampler_weight<C>(s, f, st[kSumIsLog]);
+  const int64_t first = static_cast<int64_t>(st[kFirst]);
+  const double L = st[kL];
+
+  math::TokenIn<C> ti{};
+  ti.u = static_cast<C>(st[kU]);
+  ti.hbar = static_cast<C>(st[kHbar]);
+  ti.keep = keep ? C(1) : C(0);
+  const C abar = static_cast<C>(st[kAbar]);
+
+  // sums: φ, ∂/∂u, ω_u, ∂/∂⟨H⟩, H, low, high, region, verl, dual, wclip, ratio, kl, ppo_kl, IS, n_IS,
+  // row low, row high, VESPO φ_γ at the row's first token
+  C v[kS] = {};
+  C mins[2] = {C(INFINITY), C(INFINITY)};    // ratio, IS
+  C maxs[2] = {C(-INFINITY), C(-INFINITY)};  // ratio, IS
+  unsigned long long bad = kNoError;
+  for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
+    if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) {
+      if (g) g[ag.base + t * ag.step] = from_c<T>(C(0));
+      if (gh) gh[agh.base + t * agh.step] = from_c<T>(C(0));
+      if (pt) pt[apt.base + t * apt.step] = from_c<T>(C(0));
+      if (om) om[aom.base + t * aom.step] = from_c<T>(C(0));
+      continue;
+    }
+    ti.logp = ld<T>(a.lp, al, t);
+    ti.old_logp = f.has_old ? C(ld<T>(a.old, ao, t)) : ti.logp;
+    const C adv_raw = ld<T>(a.adv, aa, t);
+    ti.adv = f.gmpo ? abar : adv_raw;
+    if (f.vespo)  // the sign of A picks (k, λ): per token, as the CPU engine
+      ti.row_w_is = math::vespo_weight<C>(C(st[kVespoLogw]), ti.adv, C(s.vespo_k_pos), C(s.vespo_lambda_pos),
+                                          C(s.vespo_k_neg), C(s.vespo_lambda_neg));
+    ti.ref_logp = f.has_ref ? C(ld<T>(a.ref, ar, t)) : C(0);
+    ti.token_weight = f.has_tw ? C(ld<T>(a.tw, aw, t)) : C(1);
+    const C h = f.has_ent ? C(ld<T>(a.ent, ae, t)) : C(0);
+    const C smp = f.has_smp ? C(ld<T>(a.smp, as, t)) : C(0);
+    if (a.status && bad == kNoError) {  // first bad input at this thread's first bad token
+      int code = -1;
+      if (!math::is_finite_v(ti.logp)) code = bLogp;
+      else if (!math::is_finite_v(ti.old_logp)) code = bOld;
+      else if (!math::is_finite_v(adv_raw)) code = bAdv;
+      else if (f.has_ref && !math::is_finite_v(ti.ref_logp)) code = bRef;
+      else if (!math::is_finite_v(ti.token_weight)) code = bTw;
+      else if (f.has_ent && !math::is_finite_v(h)) code = bEnt;
+      else if (f.has_smp && (smp == C(INFINITY) || smp == C(-INFINITY))) code = bSmp;
+      if (code >= 0)
+        bad = ((static_cast<unsigned long long>(i) << 32) + static_cast<unsigned long long>(t)) * kNumBad + code;
+    }
+
+    C wis;
+    ti.w = math::weight_rule<C>(s, f, ti.keep, ti.token_weight, adv_raw, opsm_high, true, seq_w_is,
+                                ti.old_logp, smp, &wis);
+    const math::TokenOut<C> o = math::token_term<C>(s, ti);
+    v[0] += o.phi;
+    v[1] += c * o.d_u;
+    v[2] += c * o.omega_u;
+    v[3] += c * o.d_hbar;
+    if (g) g[ag.base + t * ag.step] = from_c<T>(c * o.d_logp);
+    if (om) om[aom.base + t * aom.step] = from_c<T>(c * o.omega_direct);
+    if (pt) pt[apt.base + t * apt.step] = from_c<T>(o.phi);
+    if (gh) gh[agh.base + t * agh.step] = from_c<T>(s.entropy_coef != 0.0 ? -C(s.entropy_coef) * cH : C(0));
+    v[4] += h;
+    if (f.use_is && !f.vespo) {
+      v[14] += wis;
+      v[15] += C(1);
+      mins[1] = wis < mins[1] ? wis : mins[1];
+      maxs[1] = wis > maxs[1] ? wis : maxs[1];
+    }
+    if (!a.per_row_ratio || t == first) {
+      v[5] += o.flags.low;
+      v[6] += o.flags.high;
+      v[7] += (o.flags.low || o.flags.high);
+      v[8] += o.flags.verl;
+      v[9] += o.flags.dual;
+      v[10] += o.weight_clipped;
+      v[11] += o.ratio;
+      mins[0] = o.ratio < mins[0] ? o.ratio : mins[0];
+      maxs[0] = o.ratio > maxs[0] ? o.ratio : maxs[0];
+    }
+    if (f.vespo && t == first) v[18] += ti.row_w_is;
+    v[16] += o.flags.low;
+    v[17] += o.flags.high;
+    v[12] += o.kl;
+    v[13] += ti.old_logp - ti.logp;
+  }
+  if (a.status && bad != kNoError) atomicMin(&a.status[0], bad);
+  block_reduce(v, smem, Sum{}, C(0));
+  block_reduce(mins, smem, Min{}, C(INFINITY));
+  block_reduce(maxs, smem, Max{}, C(-INFINITY));
+  if (threadIdx.x == 0) {
+    double* o = a.acc + i * kNumAcc;
+    // the row's loss, entropy bonus included (cH: the policy coefficient or TRL's local one)
+    o[aLoss] = st[kC] * static_cast<double>(v[0]) -
+               (s.entropy_coef != 0.0 ? s.entropy_coef * cH_d * static_cast<double>(v[4]) : 0.0);
+    o[aEnt] = static_cast<double>(v[4]);
+    o[aN] = L;
+    o[aLow] = v[5];
+    o[aHigh] = v[6];
+    o[aRegion] = v[7];
+    o[aVerl] = v[8];
+    o[aDual] = v[9];
+    o[aWclip] = v[10];
+    o[aRatioSum] = v[11];
+    o[aRatioMin] = mins[0];
+    o[aRatioMax] = maxs[0];
+    o[aKl] = v[12];
+    o[aPpoKl] = v[13];
+    o[aIsSum] = v[14];
+    o[aIsMin] = mins[1];
+    o[aIsMax] = maxs[1];
+    o[aNIs] = v[15];
+    o[aVespoPhi] = v[18];
+    o[aLowRow] = L > 0.0 ? static_cast<double>(v[16]) / L : NAN;
+    o[aHighRow] = L > 0.0 ? static_cast<double>(v[17]) / L : NAN;
+    bcast[0] = v[1];
+    bcast[1] = v[2];
+    bcast[2] = v[3];
+  }
+  // distribute ∂/∂u_i and ∂/∂⟨H⟩_i over the row (the CPU engine's order: direct part, then this)
+  if (!((f.u_grad || f.gtpo_h) && L > 0.0)) return;
+  __syncthreads();
+  const C Gu = bcast[0], Wu = bcast[1], Gh = bcast[2] / C(L);
+  const C scale_u = math::row_log_ratio_scale<C>(s, static_cast<int64_t>(L));
+  for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
+    if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) continue;
+    if (f.u_grad) {
+      const C l = ld<T>(a.lp, al, t);
+      const C lo = f.has_old ? C(ld<T>(a.old, ao, t)) : l;
+      const C adv = ld<T>(a.adv, aa, t);  // raw A_{i,t}, as pass A and the CPU engine
+      const C du = math::row_log_ratio_term<C>(s, l, lo, adv).d * scale_u;
+      if (g) {
+        T& x = g[ag.base + t * ag.step];
+        x = from_c<T>(to_c(x) + Gu * du);
+      }
+      if (om) {
+        T& x = om[aom.base + t * aom.step];
+        x = from_c<T>(to_c(x) + Wu * du);
+      }
+    }
+    if (f.gtpo_h && gh) {
+      T& x = gh[agh.base + t * agh.step];
+      x = from_c<T>(to_c(x) + Gh);
+    }
+  }
+}
+
+// ---- 4. loss and metrics ------------------------------------------------------------------------------
+
+template <class T>
+__global__ void __launch_bounds__(kReduceThreads) finish_kernel(const Args a) {
+  constexpr int kS = 15;
+  __shared__ double smem[kS * 32];
+  double v[kS] = {};
+  double mins[3] = {INFINITY, INFINITY, INFINITY};      // ratio, IS, low_min
+  double maxs[3] = {-INFINITY, -INFINITY, -INFINITY};   // ratio, IS, high_max
+  for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x) {
+    const double* r = a.acc + i * kNumAcc;
+    const int fields[kS] = {aLoss, aEnt, aN, aLow, aHigh, aRegion, aVerl, aDual, aWclip, aRatioSum,
+                            aKl, aPpoKl, aIsSum, aNIs, aVespoPhi};
+#pragma unroll
+    for (int k = 0; k < kS; ++k) v[k] += r[fields[k]];
+    mins[0] = fmin(mins[0], r[aRatioMin]);
+    maxs[0] = fmax(maxs[0], r[aRatioMax]);
+    mins[1] = fmin(mins[1], r[aIsMin]);
+    maxs[1] = fmax(maxs[1], r[aIsMax]);
+    if (r[aN] > 0.0) {
+      mins[2] = fmin(mins[2], a.per_row_ratio ? r[aLow] : r[aLowRow]);
+      maxs[2] = fmax(maxs[2], a.per_row_ratio ? r[aHigh] : r[aHighRow]);
+    }
+  }
+  block_reduce(v, smem, Sum{}, 0.0);
+  block_reduce(mins, smem, Min{}, static_cast<double>(INFINITY));
+  block_reduce(maxs, smem, Max{}, static_cast<double>(-INFINITY));
+  if (threadIdx.x != 0) return;
+  const double loss = v[0];
+  *static_cast<T*>(a.loss) = from_c<T>(static_cast<typename Compute<T>::type>(loss));
+  if (!a.metrics) return;
+  const double Bd = static_cast<double>(a.B);
+  const double n_tok = v[2] > 1.0 ? v[2] : 1.0;
+  const double n_flag = a.per_row_ratio ? (Bd > 1.0 ? Bd : 1.0) : n_tok;
+  double vals[kNumMetrics];
+  vals[kClipLowMean] = v[3] / n_flag;
+  vals[kClipHighMean] = v[4] / n_flag;
+  vals[kClipRegionMean] = v[5] / n_flag;
+  vals[kClipLowMin] = mins[2];
+  vals[kClipHighMax] = maxs[2];
+  vals[kPgClipfrac] = v[6] / n_flag;
+  vals[kPgClipfracLower] = v[7] / n_flag;
+  vals[kCispoClipRatio] = v[8] / n_flag;
+  vals[kWeightClipfrac] = v[8] / n_flag;
+  vals[kRatioMin] = mins[0];
+  vals[kRatioMean] = v[9] / n_flag;
+  vals[kRatioMax] = maxs[0];
+  vals[kPpoKl] = v[11] / n_tok;
+  vals[kKl] = v[10] / n_tok;
+  vals[kEntropy] = v[1] / n_tok;
+  vals[kIsMin] = mins[1];
+  vals[kIsMean] = v[12] / (v[13] > 1.0 ? v[13] : 1.0);
+  vals[kIsMax] = maxs[1];
+  vals[kVespoPhi] = v[14] / (Bd > 1.0 ? Bd : 1.0);
+  for (int k = 0; k < a.n_metrics; ++k) a.metrics[k * a.metrics_s] = vals[a.metric_ids[k]];
+}
+
+// ---- host side -------------------------------------------------------------------------------------
+
+Arr arr(const TensorView& v) {
+  Arr x;
+  if (!v.defined()) return x;
+  x.p = v.data;
+  x.s0 = v.strides[0];
+  x.s1 = v.ndim > 1 ? v.strides[1] : 0;
+  return x;
+}
+OutArr out_arr(const TensorView& v) {
+  OutArr x;
+  if (!v.defined()) return x;
+  x.p = v.data;
+  x.s0 = v.strides[0];
+  x.s1 = v.ndim > 1 ? v.strides[1] : 0;
+  return x;
+}
+
+bool is_half(DType d) { return d == DType::Float16 || d == DType::BFloat16; }
+
+// check_loss_args accepts float32/float64; half inputs are checked as float32 once every float
+// tensor is known to share logp's dtype (the rule check_loss_args applies to float32 too).
+void check_args_any_float(const LossSpec& spec, const LossInputs& in, const LossOutputs& out) {
+  const TensorView& lp = in.logp;
+  check_dtype(lp, "logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
+  if (!is_half(lp.dtype)) return check_loss_args(spec, in, out);
+  LossInputs in2 = in;
+  LossOutputs out2 = out;
+  auto relabel = [&](TensorView& v, const char* name) {
+    if (!v.defined()) return;
+    if (v.dtype != lp.dtype)
+      type_error(name, ": expected dtype ", dtype_name(lp.dtype), " (the dtype of logp), got ", dtype_name(v.dtype));
+    v.dtype = DType::Float32;
+  };
+  relabel(in2.old_logp, "old_logp");
+  relabel(in2.advantages, "advantages");
+  relabel(in2.ref_logp, "ref_logp");
+  relabel(in2.entropies, "entropies");
+  relabel(in2.sampling_logp, "sampling_logp");
+  relabel(in2.token_weights, "token_weights");
+  relabel(out2.loss, "loss");
+  relabel(out2.grad_logp, "grad_logp");
+  relabel(out2.grad_entropy, "grad_entropy");
+  relabel(out2.per_token, "per_token");
+  relabel(out2.weights, "weights");
+  in2.logp.dtype = DType::Float32;
+  check_loss_args(spec, in2, out2);
+}
+
+#if defined(GRPOKIT_CUDA_EMULATE)
+#define GRPOKIT_LAUNCH(kernel, grid, block, stream, args) emulate_launch(grid, block, [&] { kernel(args); })
+#else
+#define GRPOKIT_LAUNCH(kernel, grid, block, stream, args) kernel<<<grid, block, 0, stream>>>(args)
+#endif
+
+template <class T>
+void launch(const Args& a, cudaStream_t stream) {
+  const unsigned rows = static_cast<unsigned>(a.B);
+  GRPOKIT_LAUNCH(stats_kernel<T>, rows, kRowThreads, stream, a);
+  GRPOKIT_LAUNCH(counts_kernel, 1, kReduceThreads, stream, a);
+  GRPOKIT_LAUNCH(tokens_kernel<T>, rows, kRowThreads, stream, a);
+  GRPOKIT_LAUNCH(finish_kernel<T>, 1, kReduceThreads, stream, a);
+}
+
+}  // namespace
+
+int64_t loss_workspace_size(int64_t num_rows) {
+  return num_rows * (int64_t(kNumStat) + int64_t(kNumAcc)) + int64_t(kNumGlobal);
+}
+
+void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int /*num_threads*/,
+                 std::intptr_t stream) {
+  check_args_any_float(spec, in, out);
+#if !defined(GRPOKIT_CUDA_EMULATE)
+  check_cuda_device(in.logp, "logp");
+#endif
+  if (spec.top_entropy_quantile < 1.0)
+    not_implemented("top_entropy_quantile < 1 (a selection over every token of the call) has no CUDA "
+                    "kernel yet; compute the loss on CPU inputs");
+  Args a;
+  a.s = spec;
+  a.packed = in.cu_seqlens.defined();
+  if (a.packed) {
+    a.B = in.cu_seqlens.shape[0] - 1;
+    a.N = in.logp.shape[0];
+    a.cu = in.cu_seqlens.data;
+    a.cu64 = in.cu_seqlens.dtype == DType::Int64;
+    a.cu_s = in.cu_seqlens.strides[0];
+  } else {
+    a.B = in.logp.shape[0];
+    a.T = in.logp.shape[1];
+  }
+  if (a.B > 0x7FFFFFFF) value_error("logp: at most 2^31 − 1 completions per call on the GPU, got ", a.B);
+  // workspace and status
+  const TensorView& ws = out.workspace;
+  if (!ws.defined()) value_error("workspace: required on the GPU (float64, loss_workspace_size(B) elements)");
+  check_dtype(ws, "workspace", {DType::Float64});
+  check_ndim(ws, "workspace", {1});
+  check_same_device(ws, "workspace", in.logp, "logp");
+  check_writable(ws, "workspace");
+  if (ws.strides[0] != 1 || ws.shape[0] < loss_workspace_size(a.B))
+    value_error("workspace: expected a contiguous float64 array of at least ", loss_workspace_size(a.B),
+                " elements, got shape ", ws.shape_str());
+  if (out.status.defined()) {
+    check_dtype(out.status, "status", {DType::Int64});
+    check_same_device(out.status, "status", in.logp, "logp");
+    check_writable(out.status, "status");
+    if (out.status.numel() < 4 || out.status.strides[0] != 1)
+      value_error("status: expected a contiguous int64 array of 4 elements, got shape ", out.status.shape_str());
+    if (a.B >= (int64_t(1) << 27))
+      value_error("check_finite: supports at most 2^27 completions per call, got ", a.B);
+    a.status = static_cast<unsigned long long*>(out.status.data);
+  }
+  a.f = math::pass_flags(spec, in.old_logp.defined(), in.entropies.defined(), in.sampling_logp.defined(),
+                         in.ref_logp.defined(),
+                         in.token_weights.defined());
+  a.lp = arr(in.logp);
+  a.old = arr(in.old_logp);
+  a.adv = arr(in.advantages);
+  a.adv_row = in.advantages.ndim == 1 && (!a.packed || in.advantages.shape[0] != in.logp.shape[0]);
+  a.ref = arr(in.ref_logp);
+  a.ent = arr(in.entropies);
+  a.smp = arr(in.sampling_logp);
+  a.tw = arr(in.token_weights);
+  a.mask = arr(in.mask);
+  a.mask_dt = in.mask.dtype;
+  a.keep = arr(in.keep);
+  a.keep_dt = in.keep.dtype;
+  a.g = out_arr(out.grad_logp);
+  a.gh = out_arr(out.grad_entropy);
+  a.pt = out_arr(out.per_token);
+  a.om = out_arr(out.weights);
+  a.loss = out.loss.data;
+  a.per_row_ratio = spec.surrogate == Surrogate::GeoMean || spec.ratio == RatioLevel::Sequence ||
+                    spec.ratio == RatioLevel::SequenceSum;
+  if (out.metrics.defined()) {
+    a.metrics = out.metrics.ptr<double>();
+    a.metrics_s = out.metrics.strides[0];
+    const std::vector<std::string> names = loss_metric_names(spec, in);
+    a.n_metrics = static_cast<int>(names.size());
+    for (size_t k = 0; k < names.size(); ++k) {
+      int id = -1;
+      for (int m = 0; m < kNumMetrics; ++m)
+        if (names[k] == kMetricNames[m]) id = m;
+      if (id < 0) not_implemented("policy_loss: the metric '", names[k], "' has no CUDA implementation yet");
+      a.metric_ids[k] = id;
+    }
+  }
+  double* w = ws.ptr<double>();
+  a.st = w;
+  a.acc = w + a.B * kNumStat;
+  a.glob = a.acc + a.B * kNumAcc;
+
+#if defined(GRPOKIT_CUDA_EMULATE)
+  (void)stream;
+  if (in.logp.dtype == DType::Float32) launch<float>(a, nullptr);
+  else if (in.logp.dtype == DType::Float64) launch<double>(a, nullptr);
+  else type_error("emulation: float32/float64 only");
+#else
+  DeviceGuard guard(in.logp.device.index);
+  const cudaStream_t s = as_stream(stream);
+  switch (in.logp.dtype) {
+    case DType::Float32: launch<float>(a, s); break;
+    case DType::Float64: launch<double>(a, s); break;
+    case DType::BFloat16: launch<__nv_bfloat16>(a, s); break;
+    case DType::Float16: launch<__half>(a, s); break;
+    default: type_error("logp: unsupported dtype ", dtype_name(in.logp.dtype));
+  }
+  check_launch("policy_loss");
+#endif
+}
+
+}  // namespace cuda
+}  // namespace grpokit

@@ -1,0 +1,215 @@
+"""The CUDA policy_loss against the CPU engine, every preset and dtype (skipped without a GPU).
+
+The CPU engine is itself checked against the independent fp64 reference (test_loss.py), so equality
+with it on the same inputs is the GPU's correctness criterion. The CPU engine runs in float64 on the
+very same values the GPU reads (float32/bfloat16/float16 values are exact in float64); tolerances
+(docs/gpu.md):
+  float64: 1e-9 relative (different reduction order; device exp/log are within 1–2 ulp of libm)
+  float32: 2e-5 relative, atol 1e-6 of the largest value (the GPU's per-token math is float:
+           ~1e-7 relative per operation, float block sums; sequence-level rules sum ∂/∂u over a row)
+  bfloat16: 2^-7 relative (outputs are rounded to 8 significant bits, twice where a sequence-level
+           term is added to a stored gradient), float16: 2^-9 relative, plus atol 2^-24·scale
+           (float16 gradients of token means over many tokens are subnormal).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import grpokit
+from grpokit._presets import resolve
+
+pytestmark = pytest.mark.gpu
+torch = pytest.importorskip("torch")
+
+PRESETS = sorted(grpokit.presets())
+DEVICE = "cuda"
+TOL = {  # dtype: (rtol, atol as a fraction of the largest |value|)
+    "float64": (1e-9, 1e-12),
+    "float32": (2e-5, 1e-6),
+    "bfloat16": (2 ** -7, 2 ** -8),
+    "float16": (2 ** -9, 2 ** -10),
+}
+
+
+def batch(B, T, seed=0, empty_rows=(), dtype=torch.float32, device="cpu"):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[0] = T
+    for r in empty_rows:
+        lengths[r] = 0
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    lp = np.log(rng.uniform(0.05, 0.95, size=(B, T)))
+    b = dict(
+        lp=lp, old=lp + rng.normal(0, 0.2, size=(B, T)), ref=lp + rng.normal(0, 0.2, size=(B, T)),
+        H=rng.uniform(0.1, 2.0, size=(B, T)), A=rng.normal(size=B),
+    )
+    b["smp"] = b["old"] + rng.normal(0, 0.05, size=(B, T))
+    for k in ("lp", "old", "ref", "smp", "H"):
+        b[k][~mask] = np.nan  # padding is never read
+    out = {k: torch.tensor(v, dtype=dtype, device=device) for k, v in b.items()}
+    out["mask"] = torch.tensor(mask, device=device)
+    return out
+
+
+def kwargs_for(spec, b):
+    kw = {"sampling_logp": b["smp"]}
+    if spec.kl != "none" and spec.beta != 0.0:
+        kw["ref_logp"] = b["ref"]
+    if spec.gtpo_entropy or spec.entropy_coef != 0.0:
+        kw["entropies"] = b["H"]
+    return kw
+
+
+def to_dev(b, dtype):
+    return {k: (v.to(DEVICE) if v.dtype == torch.bool else v.to(DEVICE, dtype)) for k, v in b.items()}
+
+
+def compare(name, b, dtype, overrides=None, cu_seqlens=None):
+    """Runs the GPU in `dtype` and the CPU engine in float64 on the same rounded values."""
+    overrides = overrides or {}
+    spec = resolve(name, overrides)
+    gb = to_dev(b, dtype)
+    cb = {k: (v if v.dtype == torch.bool else v.to(dtype).double()) for k, v in b.items()}
+    kw_g, kw_c = kwargs_for(spec, gb), kwargs_for(spec, cb)
+    extra_g = dict(cu_seqlens=cu_seqlens.to(DEVICE)) if cu_seqlens is not None else {}
+    extra_c = dict(cu_seqlens=cu_seqlens) if cu_seqlens is not None else {}
+    g = grpokit.policy_loss(gb["lp"], gb["old"], gb["A"], gb["mask"], spec=name, return_per_token=True,
+                            return_weights=True, **kw_g, **extra_g, **overrides)
+    c = grpokit.policy_loss(cb["lp"], cb["old"], cb["A"], cb["mask"], spec=name, return_per_token=True,
+                            return_weights=True, **kw_c, **extra_c, **overrides)
+    rtol, afrac = TOL[str(dtype).replace("torch.", "")]
+    assert g.loss.device.type == DEVICE and g.loss.dim() == 0 and g.loss.dtype == dtype
+    assert g.grad_logp.device.type == DEVICE and g.grad_logp.dtype == dtype
+    for field in ("loss", "grad_logp", "per_token", "weights", "grad_entropy"):
+        want = getattr(c, field)
+        got = getattr(g, field)
+        assert (want is None) == (got is None), field
+        if want is None:
+            continue
+        want = want.numpy()
+        got = got.double().cpu().numpy()
+        scale = max(float(np.max(np.abs(want))), 1e-30)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=afrac * scale, err_msg=f"{name} {field}")
+    assert set(g.metrics) == set(c.metrics)
+    for k, v in c.metrics.items():
+        got = g.metrics[k]
+        assert got.device.type == DEVICE and got.dim() == 0, k
+        np.testing.assert_allclose(float(got), float(v), rtol=max(rtol, 1e-4), atol=1e-5, err_msg=f"{name} {k}")
+    return g, c
+
+
+DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_padded_odd_shape(name, dtype):
+    compare(name, batch(B=7, T=45, seed=len(name), empty_rows=(3,)), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_packed(name, dtype):
+    b = batch(B=5, T=33, seed=2, empty_rows=(2,))
+    m = b.pop("mask")
+    cu = torch.zeros(m.shape[0] + 1, dtype=torch.int32)
+    cu[1:] = torch.cumsum(m.sum(1), 0)
+    packed = {k: (v[m] if v.dim() == 2 else v) for k, v in b.items()}  # A stays (B,)
+    packed["mask"] = torch.ones(int(cu[-1]), dtype=torch.bool)
+    compare(name, packed, dtype, cu_seqlens=cu)
+
+
+@pytest.mark.parametrize("name", ["trl.dapo", "trl.grpo", "paper.gspo", "trl.vespo", "paper.gtpo"])
+@pytest.mark.parametrize("B, T", [(1, 1), (3, 1), (2, 65536), (33, 31)])
+def test_edge_shapes(name, B, T):
+    compare(name, batch(B=B, T=T, seed=B + T), torch.float32)
+    compare(name, batch(B=B, T=T, seed=B + T), torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(clip_ratio_c=1.2), dict(delta=1.5), dict(beta=0.1, kl="k2"), dict(beta=0.1, kl="abs"),
+        dict(beta=0.1, kl="k3", kl_log_clamp=0.2, kl_value_clamp=0.01), dict(importance_sampling_level="sequence"),
+        dict(loss_agg_mode="token-sum"), dict(loss_agg_mode="seq-mean-token-sum-norm", loss_scale_factor=9),
+        dict(surrogate="geo_mean", epsilon=0.1, epsilon_high=0.15, aggregation="seq_mean_token_mean"),
+        dict(surrogate="logp", logp_weight="dppo_tv", clip_ratio_c=3.0, epsilon=0.05, epsilon_high=0.05),
+        dict(surrogate="logp", logp_weight="dppo_kl", clip_ratio_c=3.0, epsilon=0.02, epsilon_high=0.02),
+        dict(dro_beta=0.5, surrogate="logp"), dict(prune_threshold=0.5), dict(entropy_coef=0.3),
+        dict(entropy_coef=0.3, entropy_aggregation="policy"), dict(off_policy_mask_threshold=0.01),
+        dict(vllm_importance_sampling_mode="token_truncate"), dict(num_items_in_batch=1000, dp_size=4),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_rule_options(overrides, dtype):
+    b = batch(B=6, T=40, seed=9, empty_rows=(5,))
+    compare("trl.dapo", b, dtype, dict(overrides))
+
+
+def test_per_token_advantages_keep_and_token_weights():
+    b = batch(B=4, T=37, seed=4)
+    b["A"] = torch.randn(4, 37, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    tw = torch.rand(4, 37, generator=g)
+    keep = torch.tensor([True, False, True, True])
+    res = {}
+    for dev in ("cpu", "cuda"):
+        x = {k: v.to(dev) for k, v in b.items()}
+        res[dev] = grpokit.policy_loss(x["lp"], x["old"], x["A"], x["mask"], spec="paper.gtpo", entropies=x["H"],
+                                       keep=keep.to(dev), token_weights=tw.to(dev))
+    np.testing.assert_allclose(res["cuda"].grad_logp.cpu().numpy(), res["cpu"].grad_logp.numpy(), rtol=2e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(float(res["cuda"].loss), float(res["cpu"].loss), rtol=2e-5)
+
+
+def test_side_stream_zero_copy_and_determinism():
+    b = batch(B=16, T=300, seed=1)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        x = to_dev(b, torch.float32)  # produced on the side stream
+        lp = x["lp"] * 1.0
+        r1 = grpokit.policy_loss(lp, x["old"], x["A"], x["mask"], spec="trl.grpo")
+        r2 = grpokit.policy_loss(lp, x["old"], x["A"], x["mask"], spec="trl.grpo")
+    s.synchronize()
+    c = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec="trl.grpo")
+    assert r1.grad_logp.device == lp.device
+    np.testing.assert_allclose(r1.grad_logp.cpu().numpy(), c.grad_logp.numpy(), rtol=2e-5, atol=1e-9)
+    assert torch.equal(r1.grad_logp, r2.grad_logp) and torch.equal(r1.loss, r2.loss)  # bitwise
+    ext = torch.cuda.Stream()
+    res = grpokit.policy_loss(lp, x["old"], x["A"], x["mask"], spec="trl.grpo", stream=ext)
+    ext.synchronize()
+    assert torch.equal(res.loss, r1.loss)
+
+
+def test_inputs_never_modified_and_strided():
+    b = to_dev(batch(B=5, T=64, seed=3), torch.float32)
+    lp_t = b["lp"].t().contiguous().t()  # column-major view
+    before = lp_t.clone()
+    r = grpokit.policy_loss(lp_t, b["old"], b["A"], b["mask"], spec="trl.dapo")
+    c = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec="trl.dapo")
+    assert torch.equal(lp_t, before)
+    assert torch.equal(r.grad_logp, c.grad_logp)
+
+
+def test_errors():
+    b = to_dev(batch(B=3, T=8, seed=0), torch.float32)
+    with pytest.raises(ValueError, match="same device"):
+        grpokit.policy_loss(b["lp"], b["old"].cpu(), b["A"], b["mask"])
+    with pytest.raises(TypeError, match="dtype"):
+        grpokit.policy_loss(b["lp"].bfloat16(), b["old"], b["A"], b["mask"])
+    with pytest.raises(NotImplementedError, match="top_entropy_quantile"):
+        grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], entropies=b["H"], top_entropy_quantile=0.5)
+    bad = b["old"].clone()
+    bad[1, 0] = float("inf")
+    grpokit.policy_loss(b["lp"], bad, b["A"], b["mask"])  # unchecked by default: no host sync
+    with pytest.raises(ValueError, match=r"old_logp: non-finite value at a valid position \(row 1, token 0\)"):
+        grpokit.policy_loss(b["lp"], bad, b["A"], b["mask"], check_finite=True)
+    with pytest.raises(ValueError, match="no valid token"):
+        grpokit.policy_loss(b["lp"], b["old"], b["A"], torch.zeros_like(b["mask"]), check_finite=True)
+    flat = b["lp"][b["mask"]]
+    with pytest.raises(ValueError, match="cu_seqlens: the last offset"):
+        grpokit.policy_loss(flat, None, torch.zeros(2, device="cuda"), None,
+                            cu_seqlens=torch.tensor([0, 1, 2], device="cuda"), check_finite=True)
