@@ -7,6 +7,7 @@
 #include <string>
 
 #include "grpokit/advantages.hpp"
+#include "grpokit/linear_logprobs.hpp"
 #include "grpokit/logprobs.hpp"
 
 namespace grpokit {
@@ -27,6 +28,17 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
                              const TensorView& entropy, const TensorView& grad_logp,
                              const TensorView& grad_entropy, const TensorView& grad_logits,
                              std::intptr_t stream);
+
+// Hidden states × weight (cuBLAS). The caller allocates `workspace` (linear_workspace_bytes).
+int64_t linear_workspace_bytes(const LinearLogprobArgs& in, bool backward);
+void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
+                           const TensorView& entropy, const TensorView& lse,
+                           const TensorView& workspace, std::intptr_t stream);
+void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorView& lse,
+                                    const TensorView& entropy, const TensorView& grad_logp,
+                                    const TensorView& grad_entropy, const TensorView& grad_hidden,
+                                    const TensorView& grad_weight, const TensorView& workspace,
+                                    std::intptr_t stream);
 
 }  // namespace cuda
 }  // namespace grpokit

@@ -29,7 +29,7 @@ void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const Tens
   const F inv_t = static_cast<F>(1.0 / in.temperature);
   RowError err;
 #ifdef GRPOKIT_HAVE_OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
 #endif
   for (int64_t r = 0; r < L.rows; ++r) {
     const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));
@@ -65,7 +65,7 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
   const double inv_t = 1.0 / in.temperature;
   RowError err;
 #ifdef GRPOKIT_HAVE_OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
 #endif
   for (int64_t r = 0; r < L.rows; ++r) {
     const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));

@@ -22,6 +22,9 @@ using cpu::store;
 // Entries of a row reduced at a time: two passes over it, the second from L1.
 constexpr int64_t kChunk = 2048;
 
+// Below this many logits a loop stays on one thread: waking a team costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 16;
+
 // Offset of row r of (N, V) or (B, T, V) logits; inner = T.
 inline int64_t row_offset(const TensorView& x, int64_t r, int64_t inner) {
   return x.ndim == 3 ? (r / inner) * x.strides[0] + (r % inner) * x.strides[1] : r * x.strides[0];
@@ -177,17 +180,23 @@ inline F exp_of(F d) {
     return cpu::exp_nonpositive(d);
 }
 
-// The state of a whole row, chunk by chunk.
+// Folds n entries of a row into st, kChunk at a time.
+template <class In, class F>
+inline void accumulate_row(math::RowState<double>& st, const In* row, int64_t n, F inv_t) {
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t m = n - c0 < kChunk ? n - c0 : kChunk;
+    if constexpr (std::is_same<F, double>::value)
+      st.merge(chunk_stats_f64(row + c0, m, inv_t));
+    else
+      st.merge(chunk_stats_f32(row + c0, m, inv_t));
+  }
+}
+
+// The state of a whole row.
 template <class In, class F>
 inline math::RowState<double> row_state(const In* row, int64_t vocab, F inv_t) {
   math::RowState<double> st;
-  for (int64_t c0 = 0; c0 < vocab; c0 += kChunk) {
-    const int64_t n = vocab - c0 < kChunk ? vocab - c0 : kChunk;
-    if constexpr (std::is_same<F, double>::value)
-      st.merge(chunk_stats_f64(row + c0, n, inv_t));
-    else
-      st.merge(chunk_stats_f32(row + c0, n, inv_t));
-  }
+  accumulate_row(st, row, vocab, inv_t);
   return st;
 }
 

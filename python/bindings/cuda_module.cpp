@@ -24,8 +24,13 @@ PYBIND11_MODULE(_cuda, m) {
   }, "(number of visible CUDA devices, reason when 0)");
   m.def("build_info", &cuda::build_info, "CUDA runtime version and compiled architectures");
 
-  const bindings::Backend gpu{"cuda", &cuda::advantages, &cuda::token_logprobs,
-                              &cuda::token_logprobs_backward};
+  const bindings::Backend gpu{"cuda",
+                              &cuda::advantages,
+                              &cuda::token_logprobs,
+                              &cuda::token_logprobs_backward,
+                              &cuda::linear_workspace_bytes,
+                              &cuda::linear_token_logprobs,
+                              &cuda::linear_token_logprobs_backward};
   bindings::bind_advantages(m, gpu);
   bindings::bind_logprobs(m, gpu);
 }

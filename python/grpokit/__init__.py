@@ -8,7 +8,13 @@ as the caller's kind on the caller's device.
 
 from ._advantages import advantages
 from ._core import __version__
-from ._logprobs import TokenLogprobs, token_logprobs, token_logprobs_backward
+from ._logprobs import (
+    TokenLogprobs,
+    linear_token_logprobs,
+    linear_token_logprobs_backward,
+    token_logprobs,
+    token_logprobs_backward,
+)
 from .info import build_info
 
 __all__ = [
@@ -18,6 +24,8 @@ __all__ = [
     "TokenLogprobs",
     "token_logprobs",
     "token_logprobs_backward",
+    "linear_token_logprobs",
+    "linear_token_logprobs_backward",
 ]
 
 

@@ -36,3 +36,31 @@ def token_logprobs_backward(
     temperature: float,
     stream: int = 0,
 ) -> None: ...
+def linear_workspace_bytes(hidden: Any, weight: Any, token_ids: Any, chunk_size: int, backward: bool) -> int: ...
+def linear_token_logprobs(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    logp: Any,
+    entropy: Any,
+    lse: Any,
+    workspace: Any,
+    temperature: float,
+    chunk_size: int,
+    stream: int = 0,
+) -> None: ...
+def linear_token_logprobs_backward(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    lse: Any,
+    entropy: Any,
+    grad_logp: Any,
+    grad_entropy: Any,
+    grad_hidden: Any,
+    grad_weight: Any,
+    workspace: Any,
+    temperature: float,
+    chunk_size: int,
+    stream: int = 0,
+) -> None: ...
