@@ -109,11 +109,14 @@ struct Real<double> {
 
 // exp(x) for x ≤ 0 in float32, branch-free so that loops over it vectorise: Cody–Waite reduction
 // x = n·ln2 + r and Cephes' degree-6 polynomial for exp(r) (about 1 ulp); exactly 0 below the
-// smallest normal float's logarithm.
+// smallest normal float's logarithm; NaN stays NaN.
 inline float exp_nonpositive(float x) {
   const float lo = -87.3365478515625f;
   const float xc = x < lo ? lo : x;
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln2)
+  // round(x / ln2) by the 1.5·2^23 trick; its low mantissa bits are n itself, so 2^n is built with
+  // integer operations only (no float → int conversion, which is undefined for NaN).
+  const float shifted = xc * 1.44269504088896341f + 12582912.0f;
+  const float n = shifted - 12582912.0f;
   const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -122,7 +125,7 @@ inline float exp_nonpositive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const float scale = bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
+  const float scale = bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
   return x < lo ? 0.0f : p * scale;
 }
 

@@ -52,39 +52,42 @@ inline void write_real(const TensorView& t, int64_t off, double v) {
 
 // ---- float32 math (float32 / bfloat16 / float16 logits) -----------------------------------------
 
+// NaN or +inf anywhere in the chunk makes sum NaN: d = z − m is NaN there, and exp keeps it.
 template <class In>
 GRPOKIT_CPU_CLONES math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t n, float inv_t) {
+  // Each loop body first fills small arrays, then folds them into the lanes: the shape GCC
+  // vectorises (a fully unrolled body with selects is left scalar).
   float mx[kLanes];
-  int bad[kLanes];
-  for (int k = 0; k < kLanes; ++k) mx[k] = -INFINITY, bad[k] = 0;
+  for (int k = 0; k < kLanes; ++k) mx[k] = -INFINITY;
   const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      const float z = load(x[i + k]) * inv_t;
-      mx[k] = mx[k] < z ? z : mx[k];
-      bad[k] |= (z != z) | (z == INFINITY);
-    }
+    float z[kLanes];
+    for (int k = 0; k < kLanes; ++k) z[k] = load(x[i + k]) * inv_t;
+    for (int k = 0; k < kLanes; ++k) mx[k] = mx[k] < z[k] ? z[k] : mx[k];
   }
   float m = -INFINITY;
-  int any_bad = 0;
   for (int64_t i = full; i < n; ++i) {
     const float z = load(x[i]) * inv_t;
     m = m < z ? z : m;
-    any_bad |= (z != z) | (z == INFINITY);
   }
-  for (int k = 0; k < kLanes; ++k) m = m < mx[k] ? mx[k] : m, any_bad |= bad[k];
-  if (any_bad) return {INFINITY, NAN, NAN};
-  if (!(m > -INFINITY)) return {-INFINITY, 0.0f, 0.0f};
+  for (int k = 0; k < kLanes; ++k) m = m < mx[k] ? mx[k] : m;
+  if (!(m > -INFINITY)) {
+    // No finite maximum: all −inf (contributes nothing), unless a NaN hid from the max.
+    for (int64_t i = 0; i < n; ++i)
+      if (load(x[i]) != load(x[i])) return {INFINITY, NAN, NAN};
+    return {-INFINITY, 0.0f, 0.0f};
+  }
 
   float s[kLanes], t[kLanes];
   for (int k = 0; k < kLanes; ++k) s[k] = 0.0f, t[k] = 0.0f;
   for (int64_t i = 0; i < full; i += kLanes) {
+    float e[kLanes], ed[kLanes];
     for (int k = 0; k < kLanes; ++k) {
       const float d = math::clamp_exp_arg(load(x[i + k]) * inv_t - m);
-      const float e = cpu::exp_nonpositive(d);
-      s[k] += e;
-      t[k] += e * d;
+      e[k] = cpu::exp_nonpositive(d);
+      ed[k] = e[k] * d;
     }
+    for (int k = 0; k < kLanes; ++k) s[k] += e[k], t[k] += ed[k];
   }
   float ss = 0.0f, tt = 0.0f;
   for (int64_t i = full; i < n; ++i) {
@@ -94,6 +97,7 @@ GRPOKIT_CPU_CLONES math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t 
     tt += e * d;
   }
   for (int k = 0; k < kLanes; ++k) ss += s[k], tt += t[k];
+  if (ss != ss) return {INFINITY, NAN, NAN};
   return {m, ss, tt};
 }
 
