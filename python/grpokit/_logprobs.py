@@ -128,6 +128,7 @@ def token_logprobs_backward(
     grad_entropy: Any = None,
     *,
     inplace_grad: bool = False,
+    out: Any = None,
     stream: Any = None,
 ) -> Any:
     """The logits gradient ∂L/∂logits from upstream gradients of :func:`token_logprobs`' outputs.
@@ -144,10 +145,12 @@ def token_logprobs_backward(
         grad_entropy: ∂L/∂entropy, same shape; ``None`` means zero. Needs ``saved.entropy``.
         inplace_grad: write the gradient into the logits buffer itself (saves an (N, V) buffer; the
             logits are destroyed). Refused for read-only arrays and for JAX arrays (immutable).
+        out: a preallocated gradient buffer (shape and dtype of ``logits``, unit stride along V),
+            e.g. reused across steps; must not overlap the logits. Not with ``inplace_grad``.
         stream: CUDA stream for GPU inputs (default: the caller's current stream).
 
     Returns:
-        The gradient, shaped and typed like ``logits`` (the logits buffer itself, detached from
+        The gradient (``out`` when given), shaped and typed like ``logits`` (the logits buffer itself, detached from
         autograd, with ``inplace_grad=True``), of the caller's kind and device.
     """
     if not isinstance(saved, TokenLogprobs):
@@ -163,7 +166,12 @@ def token_logprobs_backward(
             raise ValueError("inplace_grad=True: JAX arrays are immutable; use inplace_grad=False")
         if isinstance(x, np.ndarray) and not x.flags.writeable:
             raise ValueError("inplace_grad=True: logits is read-only; use inplace_grad=False")
+        if out is not None:
+            raise ValueError("out: pass either out= or inplace_grad=True, not both")
         out = x
+    elif out is not None:
+        out = _arrays.as_input(out, "out")
+        _arrays.common_placement({"logits": x, "out": out})
     else:
         out = _arrays.empty(place, tuple(int(s) for s in x.shape), _arrays.dtype_name(x), like=x)
     backend = _backend.for_placement(place)

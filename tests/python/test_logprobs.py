@@ -272,6 +272,24 @@ def test_inplace_grad_equals_out_of_place_and_refuses_read_only():
         grpokit.token_logprobs_backward(y, ids, grpokit.token_logprobs(y, ids), a, inplace_grad=True)
 
 
+def test_out_buffer_is_filled_and_checked():
+    rng = np.random.default_rng(12)
+    x = rand_logits(rng, (3, 30), dtype=np.float32)
+    ids = rng.integers(0, 30, size=3)
+    a = rng.standard_normal(3).astype(np.float32)
+    r = grpokit.token_logprobs(x, ids)
+    buf = np.full((3, 30), np.nan, np.float32)
+    g = grpokit.token_logprobs_backward(x, ids, r, a, out=buf)
+    assert g is buf
+    np.testing.assert_array_equal(buf, grpokit.token_logprobs_backward(x, ids, r, a))
+    with pytest.raises(ValueError, match=r"grad_logits: expected shape \(3, 30\)"):
+        grpokit.token_logprobs_backward(x, ids, r, a, out=np.empty((3, 31), np.float32))
+    with pytest.raises(TypeError, match="grad_logits: expected dtype float32, got float64"):
+        grpokit.token_logprobs_backward(x, ids, r, a, out=np.empty((3, 30)))
+    with pytest.raises(ValueError, match="either out= or inplace_grad"):
+        grpokit.token_logprobs_backward(x, ids, r, a, out=buf, inplace_grad=True)
+
+
 # ---- properties -----------------------------------------------------------------------------------
 
 
