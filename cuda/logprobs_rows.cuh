@@ -105,7 +105,8 @@ __device__ __forceinline__ math::RowState<float> warp_merge(math::RowState<float
   return st;
 }
 
-// Folds a run of values into a thread's state: stats relative to the run's max, then one merge.
+// Folds a run of values into a thread's state. Usually the run stays below the running maximum and
+// is added relative to it directly; a new maximum takes one merge (a rescale of the state).
 template <int N>
 __device__ __forceinline__ void fold(math::RowState<float>& st, const float (&z)[N]) {
   float m = z[0];
@@ -120,17 +121,22 @@ __device__ __forceinline__ void fold(math::RowState<float>& st, const float (&z)
     return;
   }
   if (!(m > -INFINITY)) return;
+  const float ref = m <= st.max ? st.max : m;
   float s = 0.0f, t = 0.0f;
 #pragma unroll
   for (int k = 0; k < N; ++k) {
-    const float d = math::clamp_exp_arg(z[k] - m);
+    const float d = math::clamp_exp_arg(z[k] - ref);
     const float e = exp_or_zero(d);
     s += e;
     t += e * d;
   }
-  st.merge(math::ChunkStats<float>{m, s, t});
+  if (ref == st.max) {
+    st.sum += s;
+    st.dot += t;
+  } else {
+    st.merge(math::ChunkStats<float>{m, s, t});
+  }
 }
-
 
 // The state of one row (n entries, scaled by inv_t) reduced over the block; valid in thread 0.
 // Needs blockDim.x a multiple of 32, at most kThreads.

@@ -58,14 +58,15 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
   m.def(
       "linear_workspace_bytes",
       [backend, linear_args](py::object hidden, py::object weight, py::object token_ids,
-                             int64_t chunk_size, bool backward) {
-        Imported h = import_array(hidden, "hidden", 0, false);
-        Imported w = import_array(weight, "weight", 0, false);
-        Imported ids = import_array(token_ids, "token_ids", 0, false);
+                             int64_t chunk_size, bool backward, std::intptr_t stream) {
+        Imported h = import_array(hidden, "hidden", stream, false);
+        Imported w = import_array(weight, "weight", stream, false);
+        Imported ids = import_array(token_ids, "token_ids", stream, false);
         return backend.linear_workspace_bytes(linear_args(h, w, ids, 1.0, chunk_size), backward);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("chunk_size"),
-      py::arg("backward"), "Bytes of device scratch linear_token_logprobs[_backward] needs.");
+      py::arg("backward"), py::arg("stream") = 0,
+      "Bytes of device scratch linear_token_logprobs[_backward] needs.");
   m.def(
       "linear_token_logprobs",
       [backend, linear_args](py::object hidden, py::object weight, py::object token_ids,

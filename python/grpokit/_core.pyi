@@ -34,7 +34,9 @@ def token_logprobs_backward(
     temperature: float,
     stream: int = 0,
 ) -> None: ...
-def linear_workspace_bytes(hidden: Any, weight: Any, token_ids: Any, chunk_size: int, backward: bool) -> int: ...
+def linear_workspace_bytes(
+    hidden: Any, weight: Any, token_ids: Any, chunk_size: int, backward: bool, stream: int = 0
+) -> int: ...
 def linear_token_logprobs(
     hidden: Any,
     weight: Any,

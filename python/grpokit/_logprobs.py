@@ -220,8 +220,8 @@ def _chunk(chunk_size: Optional[int]) -> int:
     return int(chunk_size)
 
 
-def _workspace(backend: Any, place: Any, h: Any, w: Any, ids: Any, chunk: int, backward: bool) -> Any:
-    nbytes = backend.linear_workspace_bytes(h, w, ids, chunk, backward)
+def _workspace(backend: Any, place: Any, h: Any, w: Any, ids: Any, chunk: int, backward: bool, stream: int) -> Any:
+    nbytes = backend.linear_workspace_bytes(h, w, ids, chunk, backward, stream)
     return _arrays.empty(place, (int(nbytes),), "uint8", like=h) if nbytes else None
 
 
@@ -261,10 +261,10 @@ def linear_token_logprobs(
     ent = _arrays.empty(place, (n,), dtype, like=h) if entropy else None
     chunk = _chunk(chunk_size)
     backend = _backend.for_placement(place)
-    ws = _workspace(backend, place, h, w, ids, chunk, False)
+    s = _arrays.resolve_stream(place, stream)
+    ws = _workspace(backend, place, h, w, ids, chunk, False, s)
     backend.linear_token_logprobs(
-        h, w, ids, logp, ent, lse, ws, temperature=float(temperature), chunk_size=chunk,
-        stream=_arrays.resolve_stream(place, stream),
+        h, w, ids, logp, ent, lse, ws, temperature=float(temperature), chunk_size=chunk, stream=s
     )
     if place.is_cuda and check_finite:
         _raise_if_bad_rows(lse, "hidden")
@@ -318,10 +318,10 @@ def linear_token_logprobs_backward(
     gw = _arrays.empty(place, tuple(int(s) for s in w.shape), dt, like=h) if weight_grad else None
     chunk = _chunk(chunk_size)
     backend = _backend.for_placement(place)
-    ws = _workspace(backend, place, h, w, ids, chunk, True)
+    s = _arrays.resolve_stream(place, stream)
+    ws = _workspace(backend, place, h, w, ids, chunk, True, s)
     backend.linear_token_logprobs_backward(
-        h, w, ids, lse, ent, ga, gb, gh, gw, ws, temperature=saved.temperature, chunk_size=chunk,
-        stream=_arrays.resolve_stream(place, stream),
+        h, w, ids, lse, ent, ga, gb, gh, gw, ws, temperature=saved.temperature, chunk_size=chunk, stream=s
     )
     if gh is not None:
         gh = _arrays.finish(place, gh.reshape(tuple(int(s) for s in hidden.shape)))
