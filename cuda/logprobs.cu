@@ -84,27 +84,41 @@ int threads_for(int64_t vocab) {
   return t;
 }
 
-void check_float_dtype(const TensorView& x) {
-  if (x.dtype == DType::Float64)
-    not_implemented("logits: float64 logits are supported on the CPU only; on the GPU pass "
-                    "float32, bfloat16 or float16");
-}
+// What both launchers check and derive before launching one block per row.
+struct Launch {
+  Rows L;
+  cudaStream_t stream;
+  float inv_t;
+  dim3 grid;
+  int threads;
+
+  Launch(const TokenLogprobArgs& in, std::intptr_t s) {
+    check_cuda_device(in.logits, "logits");
+    if (in.logits.dtype == DType::Float64)
+      not_implemented("logits: float64 logits are supported on the CPU only; on the GPU pass "
+                      "float32, bfloat16 or float16");
+    L = rows_of(in.logits);
+    if (L.rows > 0x7fffffff) value_error("logits: at most 2^31 − 1 rows per call, got ", L.rows);
+    stream = as_stream(s);
+    inv_t = static_cast<float>(1.0 / in.temperature);
+    grid = dim3(static_cast<unsigned>(L.rows));
+    threads = threads_for(L.vocab);
+  }
+};
 
 }  // namespace
 
 void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
                     const TensorView& lse, std::intptr_t stream) {
   check_token_logprobs_args(in, logp, entropy, lse);
-  check_cuda_device(in.logits, "logits");
-  check_float_dtype(in.logits);
-  const Rows L = rows_of(in.logits);
-  if (L.rows == 0) return;
-  if (L.rows > 0x7fffffff) value_error("logits: at most 2^31 − 1 rows per call, got ", L.rows);
+  const Launch go(in, stream);
+  if (go.L.rows == 0) return;
   DeviceGuard guard(in.logits.device.index);
-  const cudaStream_t s = as_stream(stream);
-  const float inv_t = static_cast<float>(1.0 / in.temperature);
-  const dim3 grid(static_cast<unsigned>(L.rows));
-  const int threads = threads_for(L.vocab);
+  const Rows& L = go.L;
+  const cudaStream_t s = go.stream;
+  const float inv_t = go.inv_t;
+  const dim3 grid = go.grid;
+  const int threads = go.threads;
   const PerRow ids = PerRow::of(in.token_ids), lp = PerRow::of(logp), h = PerRow::of(entropy),
                l = PerRow::of(lse);
   switch (in.logits.dtype) {
@@ -126,16 +140,14 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
                              const TensorView& grad_entropy, const TensorView& grad_logits,
                              std::intptr_t stream) {
   check_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
-  check_cuda_device(in.logits, "logits");
-  check_float_dtype(in.logits);
-  const Rows L = rows_of(in.logits);
-  if (L.rows == 0) return;
-  if (L.rows > 0x7fffffff) value_error("logits: at most 2^31 − 1 rows per call, got ", L.rows);
+  const Launch go(in, stream);
+  if (go.L.rows == 0) return;
   DeviceGuard guard(in.logits.device.index);
-  const cudaStream_t s = as_stream(stream);
-  const float inv_t = static_cast<float>(1.0 / in.temperature);
-  const dim3 grid(static_cast<unsigned>(L.rows));
-  const int threads = threads_for(L.vocab);
+  const Rows& L = go.L;
+  const cudaStream_t s = go.stream;
+  const float inv_t = go.inv_t;
+  const dim3 grid = go.grid;
+  const int threads = go.threads;
   const int64_t gs0 = grad_logits.strides[0], gs1 = grad_logits.ndim == 3 ? grad_logits.strides[1] : 0;
   const PerRow ids = PerRow::of(in.token_ids), l = PerRow::of(lse), h = PerRow::of(entropy),
                ga = PerRow::of(grad_logp), gb = PerRow::of(grad_entropy);
