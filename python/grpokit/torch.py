@@ -69,7 +69,7 @@ def token_logprobs(
     Args:
         inplace_grad: write the logits gradient into the logits' own buffer in the backward (no
             second (N, V) buffer). Only when nothing else reads those logits afterwards — autograd
-            cannot see the overwrite.
+            cannot see the overwrite. Refused for a leaf tensor that requires grad.
 
     Returns:
         ``LogprobsOutput(logp, entropy)``; ``entropy`` is ``None`` with ``entropy=False``.
@@ -84,6 +84,12 @@ def token_logprobs(
     """
     if not isinstance(logits, torch.Tensor) or not isinstance(token_ids, torch.Tensor):
         raise TypeError("grpokit.torch.token_logprobs: logits and token_ids must be torch tensors")
+    if inplace_grad and logits.is_leaf and logits.requires_grad:
+        raise ValueError(
+            "inplace_grad=True: logits is a leaf tensor that requires grad; writing its gradient "
+            "into it would overwrite its values (and alias .grad with them). Use it on the model's "
+            "output logits, or inplace_grad=False"
+        )
     logp, ent = _TokenLogprobsFunction.apply(logits, token_ids, float(temperature), bool(inplace_grad))
     return LogprobsOutput(logp, ent if entropy else None)
 
