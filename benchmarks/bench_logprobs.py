@@ -7,6 +7,10 @@ Methods
   compile      the same two functions under torch.compile (--compile)
   liger        Liger's fused_selective_log_softmax (GPU, when liger_kernel is installed)
 
+With --hidden H the input is hidden states (N, H) and an LM-head weight (V, H) instead of logits:
+  grpokit      grpokit.torch.linear_token_logprobs (chunked GEMM + online log-sum-exp; autograd)
+  trl          logits = hidden @ weight.T, then TRL's two functions (autograd)
+
 Every method runs in a fresh subprocess, so peak memory is that method's own: on the CPU the rise of
 the process's peak RSS over its RSS once the inputs exist; on the GPU torch.cuda.max_memory_allocated
 minus the inputs. Time is the median of --repeats runs after one warm-up.
@@ -14,6 +18,7 @@ minus the inputs. Time is the median of --repeats runs after one warm-up.
   python benchmarks/bench_logprobs.py                         # CPU shapes, float32
   python benchmarks/bench_logprobs.py --shapes 2048x32000 --backward
   python benchmarks/bench_logprobs.py --device cuda --dtype bfloat16 --backward --compile --peak-gbs 3350
+  python benchmarks/bench_logprobs.py --hidden 512 --shapes 1024x32000 --backward
 """
 
 from __future__ import annotations
@@ -40,6 +45,39 @@ def rss_bytes() -> int:
 
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def make_linear_method(name: str, backward: bool):
+    import torch
+
+    import grpokit.torch as gkt
+
+    if name == "grpokit":
+
+        def fn(h, w, ids):
+            out = gkt.linear_token_logprobs(h, w, ids)
+            return out.logp, out.entropy
+
+    elif name == "trl":
+        from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+        def fn(h, w, ids):
+            logits = h @ w.T
+            return selective_log_softmax(logits, ids), entropy_from_logits(logits)
+
+    else:
+        raise SystemExit(f"{name}: not available with --hidden")
+
+    def run(h, w, ids, g):
+        if not backward:
+            with torch.no_grad():
+                return fn(h, w, ids)[0]
+        hh, ww = h.detach().requires_grad_(), w.detach().requires_grad_()
+        lp, ent = fn(hh, ww, ids)
+        torch.autograd.backward([lp, ent], [g, g])
+        return lp
+
+    return run
 
 
 def make_method(name: str, backward: bool, device: str):
@@ -97,10 +135,20 @@ def worker(args) -> dict:
     n, v = (int(s) for s in args.shape.split("x"))
     dtype = getattr(torch, args.dtype)
     dev = torch.device(args.device)
-    x = torch.empty(n, v, device=dev, dtype=dtype).normal_(0.0, 3.0)  # no temporary (N, V) copy
     ids = torch.randint(0, v, (n,), device=dev)
     g = torch.randn(n, device=dev)
-    run = make_method(args.method, args.backward, args.device)
+    if args.hidden:
+        hid = torch.randn(n, args.hidden, device=dev).to(dtype)
+        wgt = (torch.randn(v, args.hidden, device=dev) / args.hidden**0.5 * 3).to(dtype)
+        x = torch.empty(0, device=dev, dtype=dtype)
+        inner = make_linear_method(args.method, args.backward)
+
+        def run(_x, i, gg):
+            return inner(hid, wgt, i, gg)
+
+    else:
+        x = torch.empty(n, v, device=dev, dtype=dtype).normal_(0.0, 3.0)  # no temporary (N, V) copy
+        run = make_method(args.method, args.backward, args.device)
     cuda = dev.type == "cuda"
 
     def sync():
@@ -128,7 +176,7 @@ def worker(args) -> dict:
         peak -= x.numel() * x.element_size()  # the benchmark's own clone of the logits
     t = statistics.median(times)
     passes = 3 if args.backward else 1  # fwd: read logits; bwd: read + write
-    nbytes = passes * x.numel() * x.element_size()
+    nbytes = passes * n * v * x.element_size()
     return {
         "method": args.method,
         "device": args.device,
@@ -139,9 +187,11 @@ def worker(args) -> dict:
         "time_ms": round(t * 1e3, 3),
         "min_ms": round(min(times) * 1e3, 3),
         "peak_extra_MiB": round(max(peak, 0) / 2**20, 1),
-        "logits_MiB": round(x.numel() * x.element_size() / 2**20, 1),
-        "GB_per_s": round(nbytes / t / 1e9, 2),
-        "frac_of_peak": round(nbytes / t / 1e9 / args.peak_gbs, 3) if args.peak_gbs else "",
+        "H": args.hidden,
+        "logits_MiB": round(n * v * x.element_size() / 2**20, 1),
+        # logits traffic is only meaningful when logits are the input
+        "GB_per_s": "" if args.hidden else round(nbytes / t / 1e9, 2),
+        "frac_of_peak": round(nbytes / t / 1e9 / args.peak_gbs, 3) if args.peak_gbs and not args.hidden else "",
     }
 
 
@@ -153,6 +203,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="*", default=None)
     p.add_argument("--backward", action="store_true", help="also time forward+backward")
     p.add_argument("--compile", action="store_true", help="include torch.compile")
+    p.add_argument("--hidden", type=int, default=0, help="H: time the hidden-state path (N, H) x (V, H)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peak-gbs", type=float, default=0.0, help="memory bandwidth peak in GB/s (H100 SXM 3350)")
     p.add_argument("--csv", default=None, help="append rows to this CSV file")
@@ -167,8 +218,8 @@ def main() -> None:
         return
 
     shapes = args.shapes or (CPU_SHAPES if args.device == "cpu" else GPU_SHAPES)
-    methods = args.methods or (["grpokit", "trl"] + (["compile"] if args.compile else [])
-                               + (["liger"] if args.device == "cuda" else []))
+    methods = args.methods or (["grpokit", "trl"] + (["compile"] if args.compile and not args.hidden else [])
+                               + (["liger"] if args.device == "cuda" and not args.hidden else []))
     passes = [False, True] if args.backward else [False]
     import torch
 
@@ -179,10 +230,12 @@ def main() -> None:
     rows = []
     for shape in shapes:
         for backward in passes:
-            for m in methods + (["grpokit_inplace"] if backward and "grpokit" in methods else []):
+            inplace = backward and "grpokit" in methods and not args.hidden
+            for m in methods + (["grpokit_inplace"] if inplace else []):
                 cmd = [sys.executable, __file__, "--worker", "--method", m, "--shape", shape,
                        "--device", args.device, "--dtype", args.dtype, "--repeats", str(args.repeats),
-                       "--peak-gbs", str(args.peak_gbs)] + (["--backward"] if backward else [])
+                       "--peak-gbs", str(args.peak_gbs), "--hidden", str(args.hidden)]
+                cmd += ["--backward"] if backward else []
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
                     why = (res.stderr.strip().splitlines() or ["failed"])[-1]
@@ -192,7 +245,7 @@ def main() -> None:
                 rows.append(row)
                 print(f"{m:16s} {shape:>13s} {row['pass']:8s} {row['time_ms']:10.2f} ms  "
                       f"peak +{row['peak_extra_MiB']:8.1f} MiB (logits {row['logits_MiB']} MiB)  "
-                      f"{row['GB_per_s']:7.2f} GB/s {row['frac_of_peak']}")
+                      + (f"{row['GB_per_s']:7.2f} GB/s {row['frac_of_peak']}" if row["GB_per_s"] != "" else ""))
     if args.csv and rows:
         new = not os.path.exists(args.csv)
         with open(args.csv, "a", newline="") as f:
