@@ -12,9 +12,11 @@ namespace cpu {
 // so a sum does not depend on the ISA the loop was compiled for.
 constexpr int kLanes = 16;
 
-// AVX2+FMA and AVX-512 versions of a hot loop next to the baseline one, chosen when the library
-// loads (GCC/Clang function multi-versioning). FMA contraction makes the versions differ in the
-// last bits, never more.
+// AVX-512 and AVX2+FMA versions of a hot loop next to the baseline one, chosen when the library
+// loads (GCC function multi-versioning). FMA contraction makes the versions differ in the last
+// bits, never more. The engine is compiled with -fno-trapping-math (CMakeLists.txt): without it
+// GCC turns the clamps of exp into branches it will not if-convert, and the AVX2 and baseline
+// loops stay scalar (only AVX-512's masked operations vectorise them).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GRPOKIT_NO_CLONES)
 #define GRPOKIT_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -126,7 +128,10 @@ inline float exp_nonpositive(float x) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
   const float scale = bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
-  return x < lo ? 0.0f : p * scale;
+  // Computed unconditionally, then selected: a product in only one arm of the select is a
+  // speculative FP operation that GCC will not if-convert for AVX2 (only under AVX-512 masks).
+  const float value = p * scale;
+  return x < lo ? 0.0f : value;
 }
 
 }  // namespace cpu

@@ -4,7 +4,7 @@
 // A row is read in chunks of kChunk entries: a max pass and an exp pass over the chunk (the second
 // read hits L1), reduced in kLanes independent float32 lanes (vectorisable without -ffast-math),
 // then merged into a float64 RowState, so even V = 262,144 keeps float32-rounding accuracy.
-// The hot loops are compiled for AVX2 and AVX-512 as well as the baseline, picked at run time.
+// The hot loops are compiled for AVX-512 and AVX2+FMA as well as the baseline, picked at run time.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
