@@ -14,9 +14,7 @@ constexpr int kLanes = 16;
 
 // AVX-512 and AVX2+FMA versions of a hot loop next to the baseline one, chosen when the library
 // loads (GCC function multi-versioning). FMA contraction makes the versions differ in the last
-// bits, never more. The engine is compiled with -fno-trapping-math (CMakeLists.txt): without it
-// GCC turns the clamps of exp into branches it will not if-convert, and the AVX2 and baseline
-// loops stay scalar (only AVX-512's masked operations vectorise them).
+// bits, never more.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GRPOKIT_NO_CLONES)
 #define GRPOKIT_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -109,11 +107,24 @@ struct Real<double> {
   using type = double;
 };
 
+// A constant hidden from the optimiser by an empty asm, for the bounds of clamps in hot loops.
+// With a visible constant, GCC threads the clamp's constant arm through the arithmetic after it;
+// the resulting branches hold FP operations it will not if-convert (FP traps), and the AVX2 and
+// baseline loops stay scalar. Call it outside the loop.
+inline float opaque(float v) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  asm("" : "+x"(v));
+#endif
+  return v;
+}
+
+// exp(x) is 0 in float32 below this (the smallest normal float's logarithm).
+constexpr float kExpLo = -87.3365478515625f;
+
 // exp(x) for x ≤ 0 in float32, branch-free so that loops over it vectorise: Cody–Waite reduction
-// x = n·ln2 + r and Cephes' degree-6 polynomial for exp(r) (about 1 ulp); exactly 0 below the
-// smallest normal float's logarithm; NaN stays NaN.
-inline float exp_nonpositive(float x) {
-  const float lo = -87.3365478515625f;
+// x = n·ln2 + r and Cephes' degree-6 polynomial for exp(r) (about 1 ulp); exactly 0 below lo
+// (pass opaque(kExpLo) from outside the loop); NaN stays NaN.
+inline float exp_nonpositive(float x, float lo = kExpLo) {
   const float xc = x < lo ? lo : x;
   // round(x / ln2) by the 1.5·2^23 trick; its low mantissa bits are n itself, so 2^n is built with
   // integer operations only (no float → int conversion, which is undefined for NaN).
@@ -127,11 +138,10 @@ inline float exp_nonpositive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const float scale = bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
-  // Computed unconditionally, then selected: a product in only one arm of the select is a
-  // speculative FP operation that GCC will not if-convert for AVX2 (only under AVX-512 masks).
-  const float value = p * scale;
-  return x < lo ? 0.0f : value;
+  const float value = p * bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
+  // Zero below lo by an integer mask rather than a float select (which GCC turns into a branch).
+  const uint32_t keep = 0u - static_cast<uint32_t>(!(x < lo));
+  return bits_to_float(float_to_bits(value) & keep);
 }
 
 }  // namespace cpu

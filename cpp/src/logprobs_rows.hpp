@@ -78,21 +78,24 @@ GRPOKIT_CPU_CLONES math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t 
     return {-INFINITY, 0.0f, 0.0f};
   }
 
+  const float dmin = cpu::opaque(math::min_exp_arg<float>()), lo = cpu::opaque(cpu::kExpLo);
   float s[kLanes], t[kLanes];
   for (int k = 0; k < kLanes; ++k) s[k] = 0.0f, t[k] = 0.0f;
   for (int64_t i = 0; i < full; i += kLanes) {
     float e[kLanes], ed[kLanes];
     for (int k = 0; k < kLanes; ++k) {
-      const float d = math::clamp_exp_arg(load(x[i + k]) * inv_t - m);
-      e[k] = cpu::exp_nonpositive(d);
+      float d = load(x[i + k]) * inv_t - m;
+      d = d < dmin ? dmin : d;  // math::clamp_exp_arg with an opaque bound
+      e[k] = cpu::exp_nonpositive(d, lo);
       ed[k] = e[k] * d;
     }
     for (int k = 0; k < kLanes; ++k) s[k] += e[k], t[k] += ed[k];
   }
   float ss = 0.0f, tt = 0.0f;
   for (int64_t i = full; i < n; ++i) {
-    const float d = math::clamp_exp_arg(load(x[i]) * inv_t - m);
-    const float e = cpu::exp_nonpositive(d);
+    float d = load(x[i]) * inv_t - m;
+    d = d < dmin ? dmin : d;
+    const float e = cpu::exp_nonpositive(d, lo);
     ss += e;
     tt += e * d;
   }
@@ -109,17 +112,20 @@ GRPOKIT_CPU_CLONES void grad_row_f32(const In* x, In* g, int64_t n, float inv_t,
     for (int64_t i = 0; i < n; ++i) g[i] = store<In>(0.0f);
     return;
   }
+  const float dmin = cpu::opaque(math::min_exp_arg<float>()), lo = cpu::opaque(cpu::kExpLo);
   for (int64_t i = 0; i < full; i += kLanes) {
     float v[kLanes];
     for (int k = 0; k < kLanes; ++k) {
-      const float d = math::clamp_exp_arg(load(x[i + k]) * inv_t - lse);
-      v[k] = math::grad_element(c, cpu::exp_nonpositive(d), d);
+      float d = load(x[i + k]) * inv_t - lse;
+      d = d < dmin ? dmin : d;  // math::clamp_exp_arg with an opaque bound
+      v[k] = math::grad_element(c, cpu::exp_nonpositive(d, lo), d);
     }
     for (int k = 0; k < kLanes; ++k) g[i + k] = store<In>(v[k]);  // after all reads: in-place safe
   }
   for (int64_t i = full; i < n; ++i) {
-    const float d = math::clamp_exp_arg(load(x[i]) * inv_t - lse);
-    g[i] = store<In>(math::grad_element(c, cpu::exp_nonpositive(d), d));
+    float d = load(x[i]) * inv_t - lse;
+    d = d < dmin ? dmin : d;
+    g[i] = store<In>(math::grad_element(c, cpu::exp_nonpositive(d, lo), d));
   }
 }
 
