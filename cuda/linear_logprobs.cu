@@ -255,20 +255,11 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
     logits_tile(h, in, v0, nv, tile, C);
     const unsigned grid = static_cast<unsigned>(N);
     const int threads = threads_for(nv);
-    switch (in.hidden.dtype) {
-      case DType::BFloat16:
-        tile_grad_kernel<<<grid, threads, 0, s>>>(tile, C, nv, v0, V, inv_t, ids, l, e, ga, gb,
-                                                  static_cast<__nv_bfloat16*>(dz), C);
-        break;
-      case DType::Float16:
-        tile_grad_kernel<<<grid, threads, 0, s>>>(tile, C, nv, v0, V, inv_t, ids, l, e, ga, gb,
-                                                  static_cast<__half*>(dz), C);
-        break;
-      default:
-        tile_grad_kernel<<<grid, threads, 0, s>>>(tile, C, nv, v0, V, inv_t, ids, l, e, ga, gb,
-                                                  static_cast<float*>(dz), C);
-        break;
-    }
+    dispatch_float(in.hidden.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      tile_grad_kernel<<<grid, threads, 0, s>>>(tile, C, nv, v0, V, inv_t, ids, l, e, ga, gb,
+                                                static_cast<T*>(dz), C);
+    });
     // grad_hidden (N × H) += dZ (N × nv) · W_c (nv × H): column-major Ghᵀ = W_cᵀ · dZᵀ.
     if (grad_hidden.defined()) {
       const char* w = static_cast<const char*>(in.weight.data) + v0 * in.weight.strides[0] * dtype_size(in.weight.dtype);
@@ -286,10 +277,10 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
   if (grad_hidden.defined() && !f32) {
     const int64_t n = N * H;
     const unsigned blocks = static_cast<unsigned>((n + 255) / 256);
-    if (in.hidden.dtype == DType::BFloat16)
-      convert_kernel<<<blocks, 256, 0, s>>>(gh, static_cast<__nv_bfloat16*>(grad_hidden.data), n);
-    else
-      convert_kernel<<<blocks, 256, 0, s>>>(gh, static_cast<__half*>(grad_hidden.data), n);
+    dispatch_float(in.hidden.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      convert_kernel<<<blocks, 256, 0, s>>>(gh, static_cast<T*>(grad_hidden.data), n);
+    });
   }
   check_launch("linear_token_logprobs_backward");
 }

@@ -114,24 +114,13 @@ void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const Te
   const Launch go(in, stream);
   if (go.L.rows == 0) return;
   DeviceGuard guard(in.logits.device.index);
-  const Rows& L = go.L;
-  const cudaStream_t s = go.stream;
-  const float inv_t = go.inv_t;
-  const dim3 grid = go.grid;
-  const int threads = go.threads;
   const PerRow ids = PerRow::of(in.token_ids), lp = PerRow::of(logp), h = PerRow::of(entropy),
                l = PerRow::of(lse);
-  switch (in.logits.dtype) {
-    case DType::Float32:
-      forward_kernel<<<grid, threads, 0, s>>>(in.logits.ptr<const float>(), L, ids, inv_t, lp, h, l);
-      break;
-    case DType::BFloat16:
-      forward_kernel<<<grid, threads, 0, s>>>(in.logits.ptr<const __nv_bfloat16>(), L, ids, inv_t, lp, h, l);
-      break;
-    default:
-      forward_kernel<<<grid, threads, 0, s>>>(in.logits.ptr<const __half>(), L, ids, inv_t, lp, h, l);
-      break;
-  }
+  dispatch_float(in.logits.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    forward_kernel<<<go.grid, go.threads, 0, go.stream>>>(in.logits.ptr<const T>(), go.L, ids,
+                                                          go.inv_t, lp, h, l);
+  });
   check_launch("token_logprobs");
 }
 
@@ -143,29 +132,15 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
   const Launch go(in, stream);
   if (go.L.rows == 0) return;
   DeviceGuard guard(in.logits.device.index);
-  const Rows& L = go.L;
-  const cudaStream_t s = go.stream;
-  const float inv_t = go.inv_t;
-  const dim3 grid = go.grid;
-  const int threads = go.threads;
   const int64_t gs0 = grad_logits.strides[0], gs1 = grad_logits.ndim == 3 ? grad_logits.strides[1] : 0;
   const PerRow ids = PerRow::of(in.token_ids), l = PerRow::of(lse), h = PerRow::of(entropy),
                ga = PerRow::of(grad_logp), gb = PerRow::of(grad_entropy);
-  switch (in.logits.dtype) {
-    case DType::Float32:
-      backward_kernel<<<grid, threads, 0, s>>>(in.logits.ptr<const float>(), grad_logits.ptr<float>(),
-                                               gs0, gs1, L, ids, inv_t, l, h, ga, gb);
-      break;
-    case DType::BFloat16:
-      backward_kernel<<<grid, threads, 0, s>>>(in.logits.ptr<const __nv_bfloat16>(),
-                                               grad_logits.ptr<__nv_bfloat16>(), gs0, gs1, L, ids,
-                                               inv_t, l, h, ga, gb);
-      break;
-    default:
-      backward_kernel<<<grid, threads, 0, s>>>(in.logits.ptr<const __half>(), grad_logits.ptr<__half>(),
-                                               gs0, gs1, L, ids, inv_t, l, h, ga, gb);
-      break;
-  }
+  dispatch_float(in.logits.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    backward_kernel<<<go.grid, go.threads, 0, go.stream>>>(in.logits.ptr<const T>(),
+                                                           grad_logits.ptr<T>(), gs0, gs1, go.L, ids,
+                                                           go.inv_t, l, h, ga, gb);
+  });
   check_launch("token_logprobs_backward");
 }
 

@@ -31,6 +31,16 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { re
 template <>
 __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
 
+// Calls f(T{}) with T the device type of a float32 / bfloat16 / float16 array (host side).
+template <class F>
+void dispatch_float(DType d, F&& f) {
+  switch (d) {
+    case DType::BFloat16: f(__nv_bfloat16{}); return;
+    case DType::Float16: f(__half{}); return;
+    default: f(float{}); return;
+  }
+}
+
 // Fast exp of a clamped argument; exactly 0 at the clamp (a −inf logit), as on the CPU.
 __device__ __forceinline__ float exp_or_zero(float d) {
   return d <= math::min_exp_arg<float>() ? 0.0f : __expf(d);
