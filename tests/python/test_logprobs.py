@@ -290,6 +290,30 @@ def test_out_buffer_is_filled_and_checked():
         grpokit.token_logprobs_backward(x, ids, r, a, out=buf, inplace_grad=True)
 
 
+class _JaxLike:
+    """Stands in for a JAX array (grpokit recognises JAX by the type's module): immutable."""
+
+    __module__ = "jaxlib.xla_extension"
+
+    def __init__(self, a):
+        self._a = a
+        self.shape, self.dtype = a.shape, a.dtype
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_inplace_grad_refuses_jax_arrays():
+    x = np.random.default_rng(13).standard_normal((2, 6)).astype(np.float32)
+    ids = np.array([1, 2])
+    r = grpokit.token_logprobs(x, ids)
+    with pytest.raises(ValueError, match="JAX arrays are immutable"):
+        grpokit.token_logprobs_backward(_JaxLike(x), ids, r, np.ones(2, np.float32), inplace_grad=True)
+
+
 # ---- properties -----------------------------------------------------------------------------------
 
 
