@@ -15,7 +15,8 @@ constexpr int kLanes = 16;
 // AVX-512 and AVX2+FMA versions of a hot loop next to the baseline one, chosen when the library
 // loads (GCC function multi-versioning). FMA contraction makes the versions differ in the last
 // bits, never more.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GRPOKIT_NO_CLONES)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && \
+    !defined(GRPOKIT_NO_CLONES)  // ifunc needs glibc
 #define GRPOKIT_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define GRPOKIT_CPU_CLONES
