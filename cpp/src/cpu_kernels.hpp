@@ -18,8 +18,23 @@ constexpr int kLanes = 16;
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && \
     !defined(GRPOKIT_NO_CLONES)  // ifunc needs glibc
 #define GRPOKIT_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define GRPOKIT_CPU_DISPATCH 1
+#define GRPOKIT_CPU_AVX512 __attribute__((target("arch=x86-64-v4")))
+#define GRPOKIT_CPU_AVX2_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define GRPOKIT_CPU_CLONES
+#endif
+
+#ifdef GRPOKIT_CPU_DISPATCH
+// Whether the CPU runs x86-64-v4 (AVX-512 F/BW/DQ/VL) code.
+inline bool has_avx512() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  }();
+  return yes;
+}
 #endif
 
 struct bf16 {
@@ -125,6 +140,7 @@ constexpr float kExpLo = -87.3365478515625f;
 // exp(x) for x ≤ 0 in float32, branch-free so that loops over it vectorise: Cody–Waite reduction
 // x = n·ln2 + r and Cephes' degree-6 polynomial for exp(r) (about 1 ulp); exactly 0 below lo
 // (pass opaque(kExpLo) from outside the loop); NaN stays NaN.
+template <bool kSelect = false>
 inline float exp_nonpositive(float x, float lo = kExpLo) {
   const float xc = x < lo ? lo : x;
   // round(x / ln2) by the 1.5·2^23 trick; its low mantissa bits are n itself, so 2^n is built with
@@ -140,9 +156,14 @@ inline float exp_nonpositive(float x, float lo = kExpLo) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
   const float value = p * bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
-  // Zero below lo by an integer mask rather than a float select (which GCC turns into a branch).
-  const uint32_t keep = 0u - static_cast<uint32_t>(!(x < lo));
-  return bits_to_float(float_to_bits(value) & keep);
+  if constexpr (kSelect) {
+    return x < lo ? 0.0f : value;
+  } else {
+    // Zero below lo by an integer mask: a float select here becomes a branch GCC will not
+    // if-convert for AVX2. Under AVX-512 the select (a masked move) is the faster of the two.
+    const uint32_t keep = 0u - static_cast<uint32_t>(!(x < lo));
+    return bits_to_float(float_to_bits(value) & keep);
+  }
 }
 
 }  // namespace cpu

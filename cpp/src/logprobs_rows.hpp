@@ -53,8 +53,10 @@ inline void write_real(const TensorView& t, int64_t off, double v) {
 // ---- float32 math (float32 / bfloat16 / float16 logits) -----------------------------------------
 
 // NaN or +inf anywhere in the chunk makes sum NaN: d = z − m is NaN there, and exp keeps it.
-template <class In>
-GRPOKIT_CPU_CLONES math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t n, float inv_t) {
+// kSelect picks exp's form (see cpu::exp_nonpositive): the select under AVX-512 only.
+template <class In, bool kSelect>
+inline __attribute__((always_inline)) math::ChunkStats<float> chunk_stats_body(const In* x, int64_t n,
+                                                                              float inv_t) {
   // Each loop body first fills small arrays, then folds them into the lanes: the shape GCC
   // vectorises (a fully unrolled body with selects is left scalar).
   float mx[kLanes];
@@ -86,7 +88,7 @@ GRPOKIT_CPU_CLONES math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t 
     for (int k = 0; k < kLanes; ++k) {
       float d = load(x[i + k]) * inv_t - m;
       d = d < dmin ? dmin : d;  // math::clamp_exp_arg with an opaque bound
-      e[k] = cpu::exp_nonpositive(d, lo);
+      e[k] = cpu::exp_nonpositive<kSelect>(d, lo);
       ed[k] = e[k] * d;
     }
     for (int k = 0; k < kLanes; ++k) s[k] += e[k], t[k] += ed[k];
@@ -95,13 +97,34 @@ GRPOKIT_CPU_CLONES math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t 
   for (int64_t i = full; i < n; ++i) {
     float d = load(x[i]) * inv_t - m;
     d = d < dmin ? dmin : d;
-    const float e = cpu::exp_nonpositive(d, lo);
+    const float e = cpu::exp_nonpositive<kSelect>(d, lo);
     ss += e;
     tt += e * d;
   }
   for (int k = 0; k < kLanes; ++k) ss += s[k], tt += t[k];
   if (ss != ss) return {INFINITY, NAN, NAN};
   return {m, ss, tt};
+}
+
+#ifdef GRPOKIT_CPU_DISPATCH
+template <class In>
+GRPOKIT_CPU_AVX512 math::ChunkStats<float> chunk_stats_avx512(const In* x, int64_t n, float inv_t) {
+  return chunk_stats_body<In, true>(x, n, inv_t);
+}
+template <class In>
+GRPOKIT_CPU_AVX2_CLONES math::ChunkStats<float> chunk_stats_avx2(const In* x, int64_t n, float inv_t) {
+  return chunk_stats_body<In, false>(x, n, inv_t);
+}
+#endif
+
+// One chunk of a row (float32 math), in the best version for this CPU.
+template <class In>
+math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t n, float inv_t) {
+#ifdef GRPOKIT_CPU_DISPATCH
+  return cpu::has_avx512() ? chunk_stats_avx512(x, n, inv_t) : chunk_stats_avx2(x, n, inv_t);
+#else
+  return chunk_stats_body<In, false>(x, n, inv_t);
+#endif
 }
 
 template <class In>
