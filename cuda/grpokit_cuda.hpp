@@ -7,6 +7,7 @@
 #include <string>
 
 #include "grpokit/advantages.hpp"
+#include "grpokit/linear_logprobs.hpp"
 #include "grpokit/logprobs.hpp"
 #include "grpokit/loss.hpp"
 
@@ -36,6 +37,16 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
 int64_t loss_workspace_size(int64_t num_rows);
 void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int num_threads,
                  std::intptr_t stream);
+// Hidden states × weight (cuBLAS). The caller allocates `workspace` (linear_workspace_bytes).
+int64_t linear_workspace_bytes(const LinearLogprobArgs& in, bool backward);
+void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
+                           const TensorView& entropy, const TensorView& lse,
+                           const TensorView& workspace, std::intptr_t stream);
+void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorView& lse,
+                                    const TensorView& entropy, const TensorView& grad_logp,
+                                    const TensorView& grad_entropy, const TensorView& grad_hidden,
+                                    const TensorView& grad_weight, const TensorView& workspace,
+                                    std::intptr_t stream);
 
 }  // namespace cuda
 }  // namespace grpokit

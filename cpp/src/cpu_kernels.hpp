@@ -12,13 +12,29 @@ namespace cpu {
 // so a sum does not depend on the ISA the loop was compiled for.
 constexpr int kLanes = 16;
 
-// AVX2+FMA and AVX-512 versions of a hot loop next to the baseline one, chosen when the library
-// loads (GCC/Clang function multi-versioning). FMA contraction makes the versions differ in the
-// last bits, never more.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GRPOKIT_NO_CLONES)
+// AVX-512 and AVX2+FMA versions of a hot loop next to the baseline one, chosen when the library
+// loads (GCC function multi-versioning). FMA contraction makes the versions differ in the last
+// bits, never more.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && \
+    !defined(GRPOKIT_NO_CLONES)  // ifunc needs glibc
 #define GRPOKIT_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define GRPOKIT_CPU_DISPATCH 1
+#define GRPOKIT_CPU_AVX512 __attribute__((target("arch=x86-64-v4")))
+#define GRPOKIT_CPU_AVX2_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define GRPOKIT_CPU_CLONES
+#endif
+
+#ifdef GRPOKIT_CPU_DISPATCH
+// Whether the CPU runs x86-64-v4 (AVX-512 F/BW/DQ/VL) code.
+inline bool has_avx512() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  }();
+  return yes;
+}
 #endif
 
 struct bf16 {
@@ -107,13 +123,30 @@ struct Real<double> {
   using type = double;
 };
 
+// A constant hidden from the optimiser by an empty asm, for the bounds of clamps in hot loops.
+// With a visible constant, GCC threads the clamp's constant arm through the arithmetic after it;
+// the resulting branches hold FP operations it will not if-convert (FP traps), and the AVX2 and
+// baseline loops stay scalar. Call it outside the loop.
+inline float opaque(float v) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  asm("" : "+x"(v));
+#endif
+  return v;
+}
+
+// exp(x) is 0 in float32 below this (the smallest normal float's logarithm).
+constexpr float kExpLo = -87.3365478515625f;
+
 // exp(x) for x ≤ 0 in float32, branch-free so that loops over it vectorise: Cody–Waite reduction
-// x = n·ln2 + r and Cephes' degree-6 polynomial for exp(r) (about 1 ulp); exactly 0 below the
-// smallest normal float's logarithm.
-inline float exp_nonpositive(float x) {
-  const float lo = -87.3365478515625f;
+// x = n·ln2 + r and Cephes' degree-6 polynomial for exp(r) (about 1 ulp); exactly 0 below lo
+// (pass opaque(kExpLo) from outside the loop); NaN stays NaN.
+template <bool kSelect = false>
+inline float exp_nonpositive(float x, float lo = kExpLo) {
   const float xc = x < lo ? lo : x;
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln2)
+  // round(x / ln2) by the 1.5·2^23 trick; its low mantissa bits are n itself, so 2^n is built with
+  // integer operations only (no float → int conversion, which is undefined for NaN).
+  const float shifted = xc * 1.44269504088896341f + 12582912.0f;
+  const float n = shifted - 12582912.0f;
   const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -122,8 +155,15 @@ inline float exp_nonpositive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const float scale = bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
-  return x < lo ? 0.0f : p * scale;
+  const float value = p * bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
+  if constexpr (kSelect) {
+    return x < lo ? 0.0f : value;
+  } else {
+    // Zero below lo by an integer mask: a float select here becomes a branch GCC will not
+    // if-convert for AVX2. Under AVX-512 the select (a masked move) is the faster of the two.
+    const uint32_t keep = 0u - static_cast<uint32_t>(!(x < lo));
+    return bits_to_float(float_to_bits(value) & keep);
+  }
 }
 
 }  // namespace cpu

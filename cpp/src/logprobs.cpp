@@ -4,7 +4,7 @@
 // A row is read in chunks of kChunk entries: a max pass and an exp pass over the chunk (the second
 // read hits L1), reduced in kLanes independent float32 lanes (vectorisable without -ffast-math),
 // then merged into a float64 RowState, so even V = 262,144 keeps float32-rounding accuracy.
-// The hot loops are compiled for AVX2 and AVX-512 as well as the baseline, picked at run time.
+// The hot loops are compiled for AVX-512 and AVX2+FMA as well as the baseline, picked at run time.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -29,7 +29,7 @@ void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const Tens
   const F inv_t = static_cast<F>(1.0 / in.temperature);
   RowError err;
 #ifdef GRPOKIT_HAVE_OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
 #endif
   for (int64_t r = 0; r < L.rows; ++r) {
     const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));
@@ -65,7 +65,7 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
   const double inv_t = 1.0 / in.temperature;
   RowError err;
 #ifdef GRPOKIT_HAVE_OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
 #endif
   for (int64_t r = 0; r < L.rows; ++r) {
     const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));

@@ -54,6 +54,18 @@ bool same_view(const TensorView& a, const TensorView& b) {
   return true;
 }
 
+// The logits, temperature and token ids: common to the forward and the backward.
+void check_inputs(const TokenLogprobArgs& in) {
+  const TensorView& x = in.logits;
+  check_ndim(x, "logits", {2, 3});
+  check_dtype(x, "logits", {DType::Float32, DType::BFloat16, DType::Float16, DType::Float64});
+  if (x.shape[x.ndim - 1] == 0) value_error("logits: the vocabulary dimension is empty");
+  check_vocab_contiguous(x, "logits");
+  if (!(in.temperature > 0.0) || std::isinf(in.temperature))
+    value_error("temperature: expected a finite value > 0, got ", in.temperature);
+  check_per_row(in.token_ids, "token_ids", x, {DType::Int32, DType::Int64}, false);
+}
+
 }  // namespace
 
 RowLayout RowLayout::of(const TensorView& logits) {
@@ -67,13 +79,7 @@ RowLayout RowLayout::of(const TensorView& logits) {
 void check_token_logprobs_args(const TokenLogprobArgs& in, const TensorView& logp,
                                const TensorView& entropy, const TensorView& lse) {
   const TensorView& x = in.logits;
-  check_ndim(x, "logits", {2, 3});
-  check_dtype(x, "logits", {DType::Float32, DType::BFloat16, DType::Float16, DType::Float64});
-  if (x.shape[x.ndim - 1] == 0) value_error("logits: the vocabulary dimension is empty");
-  check_vocab_contiguous(x, "logits");
-  if (!(in.temperature > 0.0) || std::isinf(in.temperature))
-    value_error("temperature: expected a finite value > 0, got ", in.temperature);
-  check_per_row(in.token_ids, "token_ids", x, {DType::Int32, DType::Int64}, false);
+  check_inputs(in);
   const DType rd = result_dtype(x.dtype);
   check_per_row(logp, "logp", x, {rd}, true);
   check_per_row(lse, "lse", x, {rd}, true);
@@ -85,13 +91,7 @@ void check_token_logprobs_backward_args(const TokenLogprobArgs& in, const Tensor
                                         const TensorView& grad_entropy,
                                         const TensorView& grad_logits) {
   const TensorView& x = in.logits;
-  check_ndim(x, "logits", {2, 3});
-  check_dtype(x, "logits", {DType::Float32, DType::BFloat16, DType::Float16, DType::Float64});
-  if (x.shape[x.ndim - 1] == 0) value_error("logits: the vocabulary dimension is empty");
-  check_vocab_contiguous(x, "logits");
-  if (!(in.temperature > 0.0) || std::isinf(in.temperature))
-    value_error("temperature: expected a finite value > 0, got ", in.temperature);
-  check_per_row(in.token_ids, "token_ids", x, {DType::Int32, DType::Int64}, false);
+  check_inputs(in);
   const DType rd = result_dtype(x.dtype);
   check_per_row(lse, "lse", x, {rd}, false);
   if (grad_logp.defined())

@@ -22,6 +22,9 @@ using cpu::store;
 // Entries of a row reduced at a time: two passes over it, the second from L1.
 constexpr int64_t kChunk = 2048;
 
+// Below this many logits a loop stays on one thread: waking a team costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 16;
+
 // Offset of row r of (N, V) or (B, T, V) logits; inner = T.
 inline int64_t row_offset(const TensorView& x, int64_t r, int64_t inner) {
   return x.ndim == 3 ? (r / inner) * x.strides[0] + (r % inner) * x.strides[1] : r * x.strides[0];
@@ -49,49 +52,79 @@ inline void write_real(const TensorView& t, int64_t off, double v) {
 
 // ---- float32 math (float32 / bfloat16 / float16 logits) -----------------------------------------
 
-template <class In>
-GRPOKIT_CPU_CLONES math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t n, float inv_t) {
+// NaN or +inf anywhere in the chunk makes sum NaN: d = z − m is NaN there, and exp keeps it.
+// kSelect picks exp's form (see cpu::exp_nonpositive): the select under AVX-512 only.
+template <class In, bool kSelect>
+inline __attribute__((always_inline)) math::ChunkStats<float> chunk_stats_body(const In* x, int64_t n,
+                                                                              float inv_t) {
+  // Each loop body first fills small arrays, then folds them into the lanes: the shape GCC
+  // vectorises (a fully unrolled body with selects is left scalar).
   float mx[kLanes];
-  int bad[kLanes];
-  for (int k = 0; k < kLanes; ++k) mx[k] = -INFINITY, bad[k] = 0;
+  for (int k = 0; k < kLanes; ++k) mx[k] = -INFINITY;
   const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      const float z = load(x[i + k]) * inv_t;
-      mx[k] = mx[k] < z ? z : mx[k];
-      bad[k] |= (z != z) | (z == INFINITY);
-    }
+    float z[kLanes];
+    for (int k = 0; k < kLanes; ++k) z[k] = load(x[i + k]) * inv_t;
+    for (int k = 0; k < kLanes; ++k) mx[k] = mx[k] < z[k] ? z[k] : mx[k];
   }
   float m = -INFINITY;
-  int any_bad = 0;
   for (int64_t i = full; i < n; ++i) {
     const float z = load(x[i]) * inv_t;
     m = m < z ? z : m;
-    any_bad |= (z != z) | (z == INFINITY);
   }
-  for (int k = 0; k < kLanes; ++k) m = m < mx[k] ? mx[k] : m, any_bad |= bad[k];
-  if (any_bad) return {INFINITY, NAN, NAN};
-  if (!(m > -INFINITY)) return {-INFINITY, 0.0f, 0.0f};
+  for (int k = 0; k < kLanes; ++k) m = m < mx[k] ? mx[k] : m;
+  if (!(m > -INFINITY)) {
+    // No finite maximum: all −inf (contributes nothing), unless a NaN hid from the max.
+    for (int64_t i = 0; i < n; ++i)
+      if (load(x[i]) != load(x[i])) return {INFINITY, NAN, NAN};
+    return {-INFINITY, 0.0f, 0.0f};
+  }
 
+  const float dmin = cpu::opaque(math::min_exp_arg<float>()), lo = cpu::opaque(cpu::kExpLo);
   float s[kLanes], t[kLanes];
   for (int k = 0; k < kLanes; ++k) s[k] = 0.0f, t[k] = 0.0f;
   for (int64_t i = 0; i < full; i += kLanes) {
+    float e[kLanes], ed[kLanes];
     for (int k = 0; k < kLanes; ++k) {
-      const float d = math::clamp_exp_arg(load(x[i + k]) * inv_t - m);
-      const float e = cpu::exp_nonpositive(d);
-      s[k] += e;
-      t[k] += e * d;
+      float d = load(x[i + k]) * inv_t - m;
+      d = d < dmin ? dmin : d;  // math::clamp_exp_arg with an opaque bound
+      e[k] = cpu::exp_nonpositive<kSelect>(d, lo);
+      ed[k] = e[k] * d;
     }
+    for (int k = 0; k < kLanes; ++k) s[k] += e[k], t[k] += ed[k];
   }
   float ss = 0.0f, tt = 0.0f;
   for (int64_t i = full; i < n; ++i) {
-    const float d = math::clamp_exp_arg(load(x[i]) * inv_t - m);
-    const float e = cpu::exp_nonpositive(d);
+    float d = load(x[i]) * inv_t - m;
+    d = d < dmin ? dmin : d;
+    const float e = cpu::exp_nonpositive<kSelect>(d, lo);
     ss += e;
     tt += e * d;
   }
   for (int k = 0; k < kLanes; ++k) ss += s[k], tt += t[k];
+  if (ss != ss) return {INFINITY, NAN, NAN};
   return {m, ss, tt};
+}
+
+#ifdef GRPOKIT_CPU_DISPATCH
+template <class In>
+GRPOKIT_CPU_AVX512 math::ChunkStats<float> chunk_stats_avx512(const In* x, int64_t n, float inv_t) {
+  return chunk_stats_body<In, true>(x, n, inv_t);
+}
+template <class In>
+GRPOKIT_CPU_AVX2_CLONES math::ChunkStats<float> chunk_stats_avx2(const In* x, int64_t n, float inv_t) {
+  return chunk_stats_body<In, false>(x, n, inv_t);
+}
+#endif
+
+// One chunk of a row (float32 math), in the best version for this CPU.
+template <class In>
+math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t n, float inv_t) {
+#ifdef GRPOKIT_CPU_DISPATCH
+  return cpu::has_avx512() ? chunk_stats_avx512(x, n, inv_t) : chunk_stats_avx2(x, n, inv_t);
+#else
+  return chunk_stats_body<In, false>(x, n, inv_t);
+#endif
 }
 
 template <class In>
@@ -102,17 +135,20 @@ GRPOKIT_CPU_CLONES void grad_row_f32(const In* x, In* g, int64_t n, float inv_t,
     for (int64_t i = 0; i < n; ++i) g[i] = store<In>(0.0f);
     return;
   }
+  const float dmin = cpu::opaque(math::min_exp_arg<float>()), lo = cpu::opaque(cpu::kExpLo);
   for (int64_t i = 0; i < full; i += kLanes) {
     float v[kLanes];
     for (int k = 0; k < kLanes; ++k) {
-      const float d = math::clamp_exp_arg(load(x[i + k]) * inv_t - lse);
-      v[k] = math::grad_element(c, cpu::exp_nonpositive(d), d);
+      float d = load(x[i + k]) * inv_t - lse;
+      d = d < dmin ? dmin : d;  // math::clamp_exp_arg with an opaque bound
+      v[k] = math::grad_element(c, cpu::exp_nonpositive(d, lo), d);
     }
     for (int k = 0; k < kLanes; ++k) g[i + k] = store<In>(v[k]);  // after all reads: in-place safe
   }
   for (int64_t i = full; i < n; ++i) {
-    const float d = math::clamp_exp_arg(load(x[i]) * inv_t - lse);
-    g[i] = store<In>(math::grad_element(c, cpu::exp_nonpositive(d), d));
+    float d = load(x[i]) * inv_t - lse;
+    d = d < dmin ? dmin : d;
+    g[i] = store<In>(math::grad_element(c, cpu::exp_nonpositive(d, lo), d));
   }
 }
 
@@ -177,17 +213,23 @@ inline F exp_of(F d) {
     return cpu::exp_nonpositive(d);
 }
 
-// The state of a whole row, chunk by chunk.
+// Folds n entries of a row into st, kChunk at a time.
+template <class In, class F>
+inline void accumulate_row(math::RowState<double>& st, const In* row, int64_t n, F inv_t) {
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t m = n - c0 < kChunk ? n - c0 : kChunk;
+    if constexpr (std::is_same<F, double>::value)
+      st.merge(chunk_stats_f64(row + c0, m, inv_t));
+    else
+      st.merge(chunk_stats_f32(row + c0, m, inv_t));
+  }
+}
+
+// The state of a whole row.
 template <class In, class F>
 inline math::RowState<double> row_state(const In* row, int64_t vocab, F inv_t) {
   math::RowState<double> st;
-  for (int64_t c0 = 0; c0 < vocab; c0 += kChunk) {
-    const int64_t n = vocab - c0 < kChunk ? vocab - c0 : kChunk;
-    if constexpr (std::is_same<F, double>::value)
-      st.merge(chunk_stats_f64(row + c0, n, inv_t));
-    else
-      st.merge(chunk_stats_f32(row + c0, n, inv_t));
-  }
+  accumulate_row(st, row, vocab, inv_t);
   return st;
 }
 

@@ -44,6 +44,77 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       py::arg("temperature"), py::arg("stream") = 0,
       "Logits gradient from upstream gradients of logp and entropy into grad_logits (may be the "
       "logits themselves). See grpokit.token_logprobs_backward.");
+
+  auto linear_args = [](const Imported& h, const Imported& w, const Imported& ids,
+                        double temperature, int64_t chunk_size) {
+    LinearLogprobArgs in;
+    in.hidden = h.view();
+    in.weight = w.view();
+    in.token_ids = ids.view();
+    in.temperature = temperature;
+    in.chunk_size = chunk_size;
+    return in;
+  };
+  m.def(
+      "linear_workspace_bytes",
+      [backend, linear_args](py::object hidden, py::object weight, py::object token_ids,
+                             int64_t chunk_size, bool backward, std::intptr_t stream) {
+        Imported h = import_array(hidden, "hidden", stream, false);
+        Imported w = import_array(weight, "weight", stream, false);
+        Imported ids = import_array(token_ids, "token_ids", stream, false);
+        return backend.linear_workspace_bytes(linear_args(h, w, ids, 1.0, chunk_size), backward);
+      },
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("chunk_size"),
+      py::arg("backward"), py::arg("stream") = 0,
+      "Bytes of device scratch linear_token_logprobs[_backward] needs.");
+  m.def(
+      "linear_token_logprobs",
+      [backend, linear_args](py::object hidden, py::object weight, py::object token_ids,
+                             py::object logp, py::object entropy, py::object lse,
+                             py::object workspace, double temperature, int64_t chunk_size,
+                             std::intptr_t stream) {
+        Imported h = import_array(hidden, "hidden", stream, false);
+        Imported w = import_array(weight, "weight", stream, false);
+        Imported ids = import_array(token_ids, "token_ids", stream, false);
+        Imported lp = import_array(logp, "logp", stream, true);
+        Imported e = import_array(entropy, "entropy", stream, true);
+        Imported l = import_array(lse, "lse", stream, true);
+        Imported ws = import_array(workspace, "workspace", stream, true);
+        const LinearLogprobArgs in = linear_args(h, w, ids, temperature, chunk_size);
+        py::gil_scoped_release nogil;
+        backend.linear_token_logprobs(in, lp.view(), e.view(), l.view(), ws.view(), stream);
+      },
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"),
+      py::arg("entropy"), py::arg("lse"), py::arg("workspace"), py::arg("temperature"),
+      py::arg("chunk_size"), py::arg("stream") = 0,
+      "Per-token logp/entropy/lse of hidden · weightᵀ. See grpokit.linear_token_logprobs.");
+  m.def(
+      "linear_token_logprobs_backward",
+      [backend, linear_args](py::object hidden, py::object weight, py::object token_ids,
+                             py::object lse, py::object entropy, py::object grad_logp,
+                             py::object grad_entropy, py::object grad_hidden,
+                             py::object grad_weight, py::object workspace, double temperature,
+                             int64_t chunk_size, std::intptr_t stream) {
+        Imported h = import_array(hidden, "hidden", stream, false);
+        Imported w = import_array(weight, "weight", stream, false);
+        Imported ids = import_array(token_ids, "token_ids", stream, false);
+        Imported l = import_array(lse, "lse", stream, false);
+        Imported e = import_array(entropy, "entropy", stream, false);
+        Imported ga = import_array(grad_logp, "grad_logp", stream, false);
+        Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
+        Imported gh = import_array(grad_hidden, "grad_hidden", stream, true);
+        Imported gw = import_array(grad_weight, "grad_weight", stream, true);
+        Imported ws = import_array(workspace, "workspace", stream, true);
+        const LinearLogprobArgs in = linear_args(h, w, ids, temperature, chunk_size);
+        py::gil_scoped_release nogil;
+        backend.linear_token_logprobs_backward(in, l.view(), e.view(), ga.view(), gb.view(),
+                                               gh.view(), gw.view(), ws.view(), stream);
+      },
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("lse"),
+      py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_hidden"),
+      py::arg("grad_weight"), py::arg("workspace"), py::arg("temperature"),
+      py::arg("chunk_size"), py::arg("stream") = 0,
+      "Gradients of hidden and weight. See grpokit.linear_token_logprobs_backward.");
 }
 
 }  // namespace bindings

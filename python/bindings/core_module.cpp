@@ -27,6 +27,20 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
                              std::intptr_t /*stream*/) {
   token_logprobs_backward_cpu(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
 }
+int64_t linear_workspace_bytes(const LinearLogprobArgs&, bool) { return 0; }
+void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
+                           const TensorView& entropy, const TensorView& lse,
+                           const TensorView& /*workspace*/, std::intptr_t /*stream*/) {
+  linear_token_logprobs_cpu(in, logp, entropy, lse);
+}
+void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorView& lse,
+                                    const TensorView& entropy, const TensorView& grad_logp,
+                                    const TensorView& grad_entropy, const TensorView& grad_hidden,
+                                    const TensorView& grad_weight, const TensorView& /*workspace*/,
+                                    std::intptr_t /*stream*/) {
+  linear_token_logprobs_backward_cpu(in, lse, entropy, grad_logp, grad_entropy, grad_hidden,
+                                     grad_weight);
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -34,7 +48,15 @@ PYBIND11_MODULE(_core, m) {
   bindings::register_error_translator();
   m.attr("__version__") = GRPOKIT_VERSION_STRING;
 
-  const bindings::Backend cpu{"cpu", &advantages, &loss, &token_logprobs, &token_logprobs_backward};
+  bindings::Backend cpu{};  // filled by name: adding an entry never reorders the others
+  cpu.name = "cpu";
+  cpu.advantages = &advantages;
+  cpu.loss = &loss;
+  cpu.token_logprobs = &token_logprobs;
+  cpu.token_logprobs_backward = &token_logprobs_backward;
+  cpu.linear_workspace_bytes = &linear_workspace_bytes;
+  cpu.linear_token_logprobs = &linear_token_logprobs;
+  cpu.linear_token_logprobs_backward = &linear_token_logprobs_backward;
   bindings::bind_advantages(m, cpu);
   bindings::bind_loss(m, cpu);
   bindings::bind_logprobs(m, cpu);

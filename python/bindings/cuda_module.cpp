@@ -24,8 +24,15 @@ PYBIND11_MODULE(_cuda, m) {
   }, "(number of visible CUDA devices, reason when 0)");
   m.def("build_info", &cuda::build_info, "CUDA runtime version and compiled architectures");
 
-  const bindings::Backend gpu{"cuda", &cuda::advantages, &cuda::policy_loss, &cuda::token_logprobs,
-                              &cuda::token_logprobs_backward};
+  bindings::Backend gpu{};  // filled by name: adding an entry never reorders the others
+  gpu.name = "cuda";
+  gpu.advantages = &cuda::advantages;
+  gpu.loss = &cuda::policy_loss;
+  gpu.token_logprobs = &cuda::token_logprobs;
+  gpu.token_logprobs_backward = &cuda::token_logprobs_backward;
+  gpu.linear_workspace_bytes = &cuda::linear_workspace_bytes;
+  gpu.linear_token_logprobs = &cuda::linear_token_logprobs;
+  gpu.linear_token_logprobs_backward = &cuda::linear_token_logprobs_backward;
   bindings::bind_advantages(m, gpu);
   bindings::bind_logprobs(m, gpu);
   bindings::bind_loss(m, gpu);

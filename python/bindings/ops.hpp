@@ -9,6 +9,7 @@
 
 #include "grpokit/advantages.hpp"
 #include "grpokit/loss.hpp"
+#include "grpokit/linear_logprobs.hpp"
 #include "grpokit/logprobs.hpp"
 
 namespace grpokit {
@@ -28,6 +29,17 @@ struct Backend {
                                   const TensorView& entropy, const TensorView& grad_logp,
                                   const TensorView& grad_entropy, const TensorView& grad_logits,
                                   std::intptr_t stream);
+  // Bytes of device scratch the hidden-state ops need (0 on the CPU, which allocates its own tile).
+  int64_t (*linear_workspace_bytes)(const LinearLogprobArgs& in, bool backward);
+  void (*linear_token_logprobs)(const LinearLogprobArgs& in, const TensorView& logp,
+                                const TensorView& entropy, const TensorView& lse,
+                                const TensorView& workspace, std::intptr_t stream);
+  void (*linear_token_logprobs_backward)(const LinearLogprobArgs& in, const TensorView& lse,
+                                         const TensorView& entropy, const TensorView& grad_logp,
+                                         const TensorView& grad_entropy,
+                                         const TensorView& grad_hidden,
+                                         const TensorView& grad_weight,
+                                         const TensorView& workspace, std::intptr_t stream);
 };
 
 void bind_advantages(py::module_& m, const Backend& backend);

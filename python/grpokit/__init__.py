@@ -13,7 +13,13 @@ from ._corrections import CORRECTIONS, correction, importance_weights, rejection
 from ._estimators import ESTIMATORS
 from ._estimators import PRESETS as ESTIMATOR_PRESETS
 from ._core import __version__
-from ._logprobs import TokenLogprobs, token_logprobs, token_logprobs_backward
+from ._logprobs import (
+    TokenLogprobs,
+    linear_token_logprobs,
+    linear_token_logprobs_backward,
+    token_logprobs,
+    token_logprobs_backward,
+)
 from ._loss import LossResult, policy_loss
 from ._presets import LossSpec, presets
 from .info import build_info
@@ -42,6 +48,8 @@ __all__ = [
     "token_logprobs",
     "token_logprobs_backward",
     "TokenLogprobs",
+    "linear_token_logprobs",
+    "linear_token_logprobs_backward",
 ]
 
 

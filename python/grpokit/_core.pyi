@@ -237,3 +237,33 @@ def stationary_residuals(
 def stationary_binary(p: np.ndarray, beta: float, G: int, penalty: str, gamma: float) -> np.ndarray: ...
 def stationary_binary_phi(x: float, G: int) -> float: ...
 def stationary_log_pooling(rewards: np.ndarray, pi_ref: np.ndarray, beta: float) -> np.ndarray: ...
+def linear_workspace_bytes(
+    hidden: Any, weight: Any, token_ids: Any, chunk_size: int, backward: bool, stream: int = 0
+) -> int: ...
+def linear_token_logprobs(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    logp: Any,
+    entropy: Any,
+    lse: Any,
+    workspace: Any,
+    temperature: float,
+    chunk_size: int,
+    stream: int = 0,
+) -> None: ...
+def linear_token_logprobs_backward(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    lse: Any,
+    entropy: Any,
+    grad_logp: Any,
+    grad_entropy: Any,
+    grad_hidden: Any,
+    grad_weight: Any,
+    workspace: Any,
+    temperature: float,
+    chunk_size: int,
+    stream: int = 0,
+) -> None: ...

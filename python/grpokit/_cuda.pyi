@@ -64,3 +64,33 @@ def loss_has_entropy_grad(spec: dict, has_entropies: bool) -> bool: ...
 def validate_loss_spec(spec: dict) -> None: ...
 def loss_spec_enum_values(name: str) -> list[str]: ...
 def loss_workspace_size(num_rows: int) -> int: ...
+def linear_workspace_bytes(
+    hidden: Any, weight: Any, token_ids: Any, chunk_size: int, backward: bool, stream: int = 0
+) -> int: ...
+def linear_token_logprobs(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    logp: Any,
+    entropy: Any,
+    lse: Any,
+    workspace: Any,
+    temperature: float,
+    chunk_size: int,
+    stream: int = 0,
+) -> None: ...
+def linear_token_logprobs_backward(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    lse: Any,
+    entropy: Any,
+    grad_logp: Any,
+    grad_entropy: Any,
+    grad_hidden: Any,
+    grad_weight: Any,
+    workspace: Any,
+    temperature: float,
+    chunk_size: int,
+    stream: int = 0,
+) -> None: ...

@@ -128,6 +128,7 @@ def token_logprobs_backward(
     grad_entropy: Any = None,
     *,
     inplace_grad: bool = False,
+    out: Any = None,
     stream: Any = None,
 ) -> Any:
     """The logits gradient ∂L/∂logits from upstream gradients of :func:`token_logprobs`' outputs.
@@ -144,10 +145,12 @@ def token_logprobs_backward(
         grad_entropy: ∂L/∂entropy, same shape; ``None`` means zero. Needs ``saved.entropy``.
         inplace_grad: write the gradient into the logits buffer itself (saves an (N, V) buffer; the
             logits are destroyed). Refused for read-only arrays and for JAX arrays (immutable).
+        out: a preallocated gradient buffer (shape and dtype of ``logits``, unit stride along V),
+            e.g. reused across steps; must not overlap the logits. Not with ``inplace_grad``.
         stream: CUDA stream for GPU inputs (default: the caller's current stream).
 
     Returns:
-        The gradient, shaped and typed like ``logits`` (the logits buffer itself, detached from
+        The gradient (``out`` when given), shaped and typed like ``logits`` (the logits buffer itself, detached from
         autograd, with ``inplace_grad=True``), of the caller's kind and device.
     """
     if not isinstance(saved, TokenLogprobs):
@@ -163,7 +166,12 @@ def token_logprobs_backward(
             raise ValueError("inplace_grad=True: JAX arrays are immutable; use inplace_grad=False")
         if isinstance(x, np.ndarray) and not x.flags.writeable:
             raise ValueError("inplace_grad=True: logits is read-only; use inplace_grad=False")
+        if out is not None:
+            raise ValueError("out: pass either out= or inplace_grad=True, not both")
         out = x
+    elif out is not None:
+        out = _arrays.as_input(out, "out")
+        _arrays.common_placement({"logits": x, "out": out})
     else:
         out = _arrays.empty(place, tuple(int(s) for s in x.shape), _arrays.dtype_name(x), like=x)
     backend = _backend.for_placement(place)
@@ -179,3 +187,142 @@ def token_logprobs_backward(
         stream=_arrays.resolve_stream(place, stream),
     )
     return _arrays.finish(place, out)
+
+
+# ---- from hidden states and the output projection ----------------------------------------------
+
+
+def _prepare_linear(hidden: Any, weight: Any, token_ids: Any):
+    h = _arrays.as_input(hidden, "hidden")
+    w = _arrays.as_input(weight, "weight")
+    ids = _arrays.as_input(token_ids, "token_ids", default="int64")
+    place = _arrays.common_placement({"hidden": h, "weight": w, "token_ids": ids})
+    if len(h.shape) not in (2, 3):
+        raise ValueError(f"hidden: expected a (N, H) or (B, T, H) array, got shape {tuple(h.shape)}")
+    lead = tuple(int(s) for s in h.shape[:-1])
+    if tuple(int(s) for s in ids.shape) != lead:
+        raise ValueError(f"token_ids: expected shape {lead} (hidden without its last dimension), got {tuple(ids.shape)}")
+    if len(lead) == 2:  # (B, T, H) -> (B·T, H): a view when the rows are evenly strided
+        h = h.reshape(-1, h.shape[-1])
+        ids = ids.reshape(-1)
+    return h, w, ids, place, lead
+
+
+def _flat(x: Any, lead: tuple) -> Any:
+    return x.reshape(-1) if x is not None and len(lead) == 2 else x
+
+
+def _chunk(chunk_size: Optional[int]) -> int:
+    if chunk_size is None:
+        return 0
+    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size <= 0:
+        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def _workspace(backend: Any, place: Any, h: Any, w: Any, ids: Any, chunk: int, backward: bool, stream: int) -> Any:
+    nbytes = backend.linear_workspace_bytes(h, w, ids, chunk, backward, stream)
+    return _arrays.empty(place, (int(nbytes),), "uint8", like=h) if nbytes else None
+
+
+def linear_token_logprobs(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    *,
+    temperature: float = 1.0,
+    entropy: bool = True,
+    chunk_size: Optional[int] = None,
+    check_finite: bool = False,
+    stream: Any = None,
+) -> TokenLogprobs:
+    """:func:`token_logprobs` of ``logits = hidden · weightᵀ``, never holding more than one tile of
+    logits (chunked GEMM plus online log-sum-exp): memory O(N·H + tile) instead of O(N·V).
+
+    Args:
+        hidden: (N, H) or (B, T, H) hidden states (unit stride along H); row t scores token t.
+        weight: (V, H) output projection (the LM head), unit stride along H, same dtype as hidden.
+        token_ids: (N,) or (B, T) int32/int64 ids in [0, V).
+        temperature, entropy, check_finite, stream: as in :func:`token_logprobs`.
+        chunk_size: vocabulary entries per logits tile (default 4096 on CPU, 2048 on GPU). The tile
+            holds min(N, 1024) × chunk_size float32 values on the CPU, N × chunk_size on the GPU.
+
+    Dtypes: CPU float32 (float32 GEMM and math) or float64; GPU float32, bfloat16 or float16 with
+    float32 accumulation (cuBLAS). Results are float32 (float64 for float64 inputs).
+
+    Returns:
+        :class:`TokenLogprobs` (logp, entropy, lse of shape ``hidden.shape[:-1]``).
+    """
+    h, w, ids, place, lead = _prepare_linear(hidden, weight, token_ids)
+    n = int(h.shape[0])
+    dtype = _result_dtype(h)
+    logp = _arrays.empty(place, (n,), dtype, like=h)
+    lse = _arrays.empty(place, (n,), dtype, like=h)
+    ent = _arrays.empty(place, (n,), dtype, like=h) if entropy else None
+    chunk = _chunk(chunk_size)
+    backend = _backend.for_placement(place)
+    s = _arrays.resolve_stream(place, stream)
+    ws = _workspace(backend, place, h, w, ids, chunk, False, s)
+    backend.linear_token_logprobs(
+        h, w, ids, logp, ent, lse, ws, temperature=float(temperature), chunk_size=chunk, stream=s
+    )
+    if place.is_cuda and check_finite:
+        _raise_if_bad_rows(lse, "hidden")
+
+    def shaped(x: Any) -> Any:
+        return None if x is None else _arrays.finish(place, x.reshape(lead))
+
+    return TokenLogprobs(logp=shaped(logp), entropy=shaped(ent), lse=shaped(lse), temperature=float(temperature))
+
+
+def linear_token_logprobs_backward(
+    hidden: Any,
+    weight: Any,
+    token_ids: Any,
+    saved: TokenLogprobs,
+    grad_logp: Any = None,
+    grad_entropy: Any = None,
+    *,
+    hidden_grad: bool = True,
+    weight_grad: bool = True,
+    chunk_size: Optional[int] = None,
+    stream: Any = None,
+) -> tuple:
+    """Gradients of :func:`linear_token_logprobs` with respect to ``hidden`` and ``weight``.
+
+    Recomputes each tile of logits, turns it into ∂L/∂logits (the formula of
+    :func:`token_logprobs_backward`) and accumulates ``grad_hidden += ∂L/∂logits · W_chunk`` and
+    ``grad_weight[chunk] = ∂L/∂logitsᵀ · hidden``.
+
+    Args:
+        hidden, weight, token_ids: as passed to :func:`linear_token_logprobs`.
+        saved: the :class:`TokenLogprobs` it returned.
+        grad_logp, grad_entropy: upstream gradients (shape ``hidden.shape[:-1]``); ``None`` is zero.
+        hidden_grad, weight_grad: which gradients to compute (skip the weight's for a frozen head).
+        chunk_size, stream: as in :func:`linear_token_logprobs`.
+
+    Returns:
+        ``(grad_hidden, grad_weight)``, each shaped and typed like its input, or ``None`` when not
+        requested.
+    """
+    if not isinstance(saved, TokenLogprobs):
+        raise TypeError(f"saved: expected the TokenLogprobs returned by linear_token_logprobs, got {type(saved).__name__}")
+    h, w, ids, place, lead = _prepare_linear(hidden, weight, token_ids)
+    lse = _flat(_arrays.as_input(saved.lse, "lse"), lead)
+    ent = _flat(_arrays.as_input(saved.entropy, "entropy"), lead)
+    ga = _flat(_arrays.as_input(grad_logp, "grad_logp"), lead)
+    gb = _flat(_arrays.as_input(grad_entropy, "grad_entropy"), lead)
+    _arrays.common_placement({"hidden": h, "lse": lse, "entropy": ent, "grad_logp": ga, "grad_entropy": gb})
+    dt = _arrays.dtype_name(h)
+    gh = _arrays.empty(place, tuple(int(s) for s in h.shape), dt, like=h) if hidden_grad else None
+    gw = _arrays.empty(place, tuple(int(s) for s in w.shape), dt, like=h) if weight_grad else None
+    chunk = _chunk(chunk_size)
+    backend = _backend.for_placement(place)
+    s = _arrays.resolve_stream(place, stream)
+    ws = _workspace(backend, place, h, w, ids, chunk, True, s)
+    backend.linear_token_logprobs_backward(
+        h, w, ids, lse, ent, ga, gb, gh, gw, ws, temperature=saved.temperature, chunk_size=chunk, stream=s
+    )
+    if gh is not None:
+        gh = _arrays.finish(place, gh.reshape(tuple(int(s) for s in hidden.shape)))
+    return gh, (_arrays.finish(place, gw) if gw is not None else None)

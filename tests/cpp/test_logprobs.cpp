@@ -73,3 +73,31 @@ TEST_CASE("token_logprobs_cpu on a tiny row and its errors", "[logprobs]") {
                                        make_view(lse.data(), DType::Float32, {2})),
                     Catch::Contains("token_ids: row 0 holds 4"));
 }
+
+#include "../../cpp/src/logprobs_rows.hpp"
+
+TEST_CASE("every compiled version of the forward chunk kernel agrees with float64", "[logprobs]") {
+  // Lengths around the 16-lane blocks, values with −inf entries and a wide range.
+  for (int64_t n : {1, 15, 16, 17, 100, 2048}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(std::sin(0.7 * i) * 12.0 - (i % 5 == 3 ? INFINITY : 0.0));
+    if (n > 1) x[0] = 3.0f;  // keep one finite entry
+    double m = -INFINITY;
+    for (float v : x) m = std::max(m, static_cast<double>(v) * 0.8);
+    double s = 0, t = 0;
+    for (float v : x) {
+      const double d = static_cast<double>(v) * 0.8 - m;
+      if (d > -INFINITY) s += std::exp(d), t += std::exp(d) * d;
+    }
+    std::vector<math::ChunkStats<float>> got = {rows::chunk_stats_f32(x.data(), n, 0.8f)};
+#ifdef GRPOKIT_CPU_DISPATCH
+    if (cpu::has_avx512()) got.push_back(rows::chunk_stats_avx512(x.data(), n, 0.8f));
+    got.push_back(rows::chunk_stats_avx2(x.data(), n, 0.8f));  // the AVX2 clone on an AVX2 CPU
+#endif
+    for (const auto& c : got) {
+      CHECK(c.max == Approx(m).epsilon(1e-6));
+      CHECK(c.sum == Approx(s).epsilon(2e-6));
+      CHECK(c.dot == Approx(t).epsilon(2e-5).margin(1e-5));
+    }
+  }
+}

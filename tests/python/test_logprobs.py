@@ -12,45 +12,7 @@ import grpokit
 
 torch = pytest.importorskip("torch")
 
-# ---- independent float64 reference (written from the formulas, not from the engine) -------------
-
-
-def ref_forward(logits, ids, temperature=1.0):
-    """(logp, entropy, lse) in float64 for (..., V) logits."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    m = np.max(z, axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    e = np.exp(z - m)
-    s = e.sum(-1, keepdims=True)
-    lse = (m + np.log(s))[..., 0]
-    p = e / s
-    with np.errstate(invalid="ignore", divide="ignore"):
-        logp_all = z - lse[..., None]
-        plogp = np.where(p > 0, p * logp_all, 0.0)
-    ids = np.asarray(ids)
-    logp = np.take_along_axis(logp_all, ids[..., None], -1)[..., 0]
-    return logp, -plogp.sum(-1), lse
-
-
-def ref_backward(logits, ids, grad_logp, grad_entropy, temperature=1.0):
-    """∂L/∂logits for L = Σ a·logp + b·entropy, in float64."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    _, h, lse = ref_forward(logits, ids, temperature)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        logp_all = z - lse[..., None]
-    p = np.exp(logp_all)
-    a = np.asarray(grad_logp, dtype=np.float64)[..., None]
-    b = np.asarray(grad_entropy, dtype=np.float64)[..., None]
-    log_term = np.where(p > 0, logp_all, 0.0) + h[..., None]
-    g = -p * (a + b * log_term)
-    onehot = np.zeros_like(g)
-    np.put_along_axis(onehot, np.asarray(ids)[..., None], 1.0, -1)
-    return (g + a * onehot) / temperature
-
-
-def rand_logits(rng, shape, scale=3.0, dtype=np.float64):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
-
+from logprobs_reference import rand_logits, ref_backward, ref_forward  # noqa: E402
 
 # ---- forward against the reference ---------------------------------------------------------------
 
@@ -310,6 +272,48 @@ def test_inplace_grad_equals_out_of_place_and_refuses_read_only():
         grpokit.token_logprobs_backward(y, ids, grpokit.token_logprobs(y, ids), a, inplace_grad=True)
 
 
+def test_out_buffer_is_filled_and_checked():
+    rng = np.random.default_rng(12)
+    x = rand_logits(rng, (3, 30), dtype=np.float32)
+    ids = rng.integers(0, 30, size=3)
+    a = rng.standard_normal(3).astype(np.float32)
+    r = grpokit.token_logprobs(x, ids)
+    buf = np.full((3, 30), np.nan, np.float32)
+    g = grpokit.token_logprobs_backward(x, ids, r, a, out=buf)
+    assert g is buf
+    np.testing.assert_array_equal(buf, grpokit.token_logprobs_backward(x, ids, r, a))
+    with pytest.raises(ValueError, match=r"grad_logits: expected shape \(3, 30\)"):
+        grpokit.token_logprobs_backward(x, ids, r, a, out=np.empty((3, 31), np.float32))
+    with pytest.raises(TypeError, match="grad_logits: expected dtype float32, got float64"):
+        grpokit.token_logprobs_backward(x, ids, r, a, out=np.empty((3, 30)))
+    with pytest.raises(ValueError, match="either out= or inplace_grad"):
+        grpokit.token_logprobs_backward(x, ids, r, a, out=buf, inplace_grad=True)
+
+
+class _JaxLike:
+    """Stands in for a JAX array (grpokit recognises JAX by the type's module): immutable."""
+
+    __module__ = "jaxlib.xla_extension"
+
+    def __init__(self, a):
+        self._a = a
+        self.shape, self.dtype = a.shape, a.dtype
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_inplace_grad_refuses_jax_arrays():
+    x = np.random.default_rng(13).standard_normal((2, 6)).astype(np.float32)
+    ids = np.array([1, 2])
+    r = grpokit.token_logprobs(x, ids)
+    with pytest.raises(ValueError, match="JAX arrays are immutable"):
+        grpokit.token_logprobs_backward(_JaxLike(x), ids, r, np.ones(2, np.float32), inplace_grad=True)
+
+
 # ---- properties -----------------------------------------------------------------------------------
 
 
@@ -327,11 +331,10 @@ def test_properties(rows, vocab, scale, temperature, seed):
     r = grpokit.token_logprobs(x, ids, temperature=temperature)
     assert (r.logp <= 1e-6).all()
     assert (r.entropy >= 0).all() and (r.entropy <= np.log(vocab) + 1e-5).all()
-    # Probabilities of every token of a row sum to 1.
-    all_ids = np.tile(np.arange(vocab), (rows, 1))
-    logp_all = np.stack([grpokit.token_logprobs(x, all_ids[:, j]).logp for j in range(min(vocab, 40))], 1)
-    if vocab <= 40:
-        np.testing.assert_allclose(np.exp(logp_all.astype(np.float64)).sum(1), 1.0, rtol=1e-5)
+    # Probabilities of every token of a row sum to 1 (each row repeated once per token).
+    if vocab <= 64:
+        every = grpokit.token_logprobs(np.repeat(x, vocab, 0), np.tile(np.arange(vocab), rows), temperature=temperature)
+        np.testing.assert_allclose(np.exp(every.logp.astype(np.float64)).reshape(rows, vocab).sum(1), 1.0, rtol=1e-5)
     # Softmax is shift invariant, so every gradient row sums to 0.
     a, b = rng.standard_normal(rows), rng.standard_normal(rows)
     g = grpokit.token_logprobs_backward(x, ids, r, a.astype(np.float32), b.astype(np.float32))

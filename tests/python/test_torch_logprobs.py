@@ -72,6 +72,12 @@ def test_bfloat16_logits_get_bfloat16_grad():
     torch.testing.assert_close(x.grad.double(), x2.grad, rtol=2.0**-8, atol=1e-6)
 
 
+def test_inplace_grad_refuses_a_leaf():
+    x = torch.zeros(2, 5, requires_grad=True)
+    with pytest.raises(ValueError, match="leaf tensor that requires grad"):
+        gkt.token_logprobs(x, torch.tensor([0, 1]), inplace_grad=True)
+
+
 def test_rejects_non_tensors():
     with pytest.raises(TypeError, match="must be torch tensors"):
         gkt.token_logprobs([[0.0, 1.0]], torch.tensor([0]))

@@ -1,0 +1,245 @@
+// Token log-probabilities from hidden states × output projection on the CPU: tiles of
+// kRowBlock rows × chunk vocabulary entries of logits, computed by Eigen's GEMM (multithreaded with
+// OpenMP), reduced into per-row online states by the logits engine's row kernels.
+#include "grpokit/linear_logprobs.hpp"
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "logprobs_rows.hpp"
+
+namespace grpokit {
+namespace {
+
+using namespace rows;
+
+constexpr int64_t kRowBlock = 1024;
+constexpr int64_t kDefaultChunk = 4096;
+
+template <class T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using ConstMap = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using MutMap = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
+
+void check_matrix(const TensorView& t, const char* name) {
+  check_ndim(t, name, {2});
+  check_dtype(t, name, {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
+  if (t.shape[1] > 1 && t.strides[1] != 1)
+    value_error(name, ": the hidden (last) dimension must have stride 1, got stride ", t.strides[1]);
+}
+
+void check_per_token(const TensorView& t, const char* name, const TensorView& hidden,
+                     std::initializer_list<DType> dtypes, bool writable) {
+  check_ndim(t, name, {1});
+  if (t.shape[0] != hidden.shape[0])
+    value_error(name, ": expected shape (", hidden.shape[0], ",) (one per row of hidden), got ",
+                t.shape_str());
+  check_dtype(t, name, dtypes);
+  check_same_device(t, name, hidden, "hidden");
+  if (writable) check_writable(t, name);
+}
+
+DType result_dtype(DType d) { return d == DType::Float64 ? DType::Float64 : DType::Float32; }
+
+void check_common(const LinearLogprobArgs& in) {
+  check_matrix(in.hidden, "hidden");
+  check_matrix(in.weight, "weight");
+  check_dtype(in.weight, "weight", {in.hidden.dtype});
+  check_same_device(in.weight, "weight", in.hidden, "hidden");
+  if (in.weight.shape[1] != in.hidden.shape[1])
+    value_error("weight: expected shape (V, ", in.hidden.shape[1],
+                ") (the hidden size of hidden), got ", in.weight.shape_str());
+  if (in.weight.shape[0] == 0) value_error("weight: the vocabulary dimension is empty");
+  if (!(in.temperature > 0.0) || std::isinf(in.temperature))
+    value_error("temperature: expected a finite value > 0, got ", in.temperature);
+  if (in.chunk_size < 0) value_error("chunk_size: expected a positive integer, got ", in.chunk_size);
+  check_per_token(in.token_ids, "token_ids", in.hidden, {DType::Int32, DType::Int64}, false);
+}
+
+int64_t chunk_of(const LinearLogprobArgs& in) {
+  const int64_t c = in.chunk_size > 0 ? in.chunk_size : kDefaultChunk;
+  return std::min<int64_t>(c, in.weight.shape[0]);
+}
+
+void require_cpu_dtype(const TensorView& hidden) {
+  check_cpu(hidden, "hidden");
+  if (hidden.dtype != DType::Float32 && hidden.dtype != DType::Float64)
+    not_implemented("hidden: ", dtype_name(hidden.dtype),
+                    " hidden states are supported on the GPU; on the CPU pass float32 or float64");
+}
+
+void check_ids(const TensorView& ids, int64_t vocab) {
+  RowError err;
+  for (int64_t r = 0; r < ids.shape[0]; ++r) {
+    const int64_t id = read_id(ids, r * ids.strides[0]);
+    if (id < 0 || id >= vocab) {
+      err.record(r, 1, id);
+      break;
+    }
+  }
+  err.raise(vocab);
+}
+
+template <class T>
+void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+             const TensorView& lse) {
+  const int64_t N = in.hidden.shape[0], H = in.hidden.shape[1], V = in.weight.shape[0];
+  const ConstMap<T> hid(in.hidden.ptr<const T>(), N, H, Eigen::OuterStride<>(in.hidden.strides[0]));
+  const ConstMap<T> w(in.weight.ptr<const T>(), V, H, Eigen::OuterStride<>(in.weight.strides[0]));
+  const int64_t chunk = chunk_of(in), nb = std::min(N, kRowBlock);
+  const T inv_t = static_cast<T>(1.0 / in.temperature);
+  RowMat<T> tile(nb, chunk);
+  std::vector<math::RowState<double>> st(static_cast<size_t>(nb));
+  std::vector<double> z_y(static_cast<size_t>(nb));
+  RowError err;
+  for (int64_t r0 = 0; r0 < N; r0 += nb) {
+    const int64_t nr = std::min(nb, N - r0);
+    std::fill(st.begin(), st.end(), math::RowState<double>{});
+    for (int64_t v0 = 0; v0 < V; v0 += chunk) {
+      const int64_t nv = std::min(chunk, V - v0);
+      MutMap<T> z(tile.data(), nr, nv, Eigen::OuterStride<>(chunk));
+      z.noalias() = hid.middleRows(r0, nr) * w.middleRows(v0, nv).transpose();
+#ifdef GRPOKIT_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (nr * nv > kParallelMin)
+#endif
+      for (int64_t i = 0; i < nr; ++i) {
+        const T* row = tile.data() + i * chunk;
+        accumulate_row(st[i], row, nv, inv_t);
+        const int64_t id = read_id(in.token_ids, (r0 + i) * in.token_ids.strides[0]);
+        if (id >= v0 && id < v0 + nv) z_y[i] = static_cast<double>(row[id - v0] * inv_t);
+      }
+    }
+    for (int64_t i = 0; i < nr; ++i) {
+      const int64_t r = r0 + i;
+      const double l = st[i].lse();
+      if (!(l < INFINITY))
+        err.record(r, 2);
+      else if (!(l > -INFINITY))
+        err.record(r, 3);
+      write_real<T>(logp, r * logp.strides[0], z_y[i] - l);
+      write_real<T>(lse, r * lse.strides[0], l);
+      if (entropy.defined()) write_real<T>(entropy, r * entropy.strides[0], st[i].entropy());
+    }
+  }
+  err.raise(V);
+}
+
+template <class T>
+void backward(const LinearLogprobArgs& in, const TensorView& lse, const TensorView& entropy,
+              const TensorView& grad_logp, const TensorView& grad_entropy,
+              const TensorView& grad_hidden, const TensorView& grad_weight) {
+  const int64_t N = in.hidden.shape[0], H = in.hidden.shape[1], V = in.weight.shape[0];
+  const ConstMap<T> hid(in.hidden.ptr<const T>(), N, H, Eigen::OuterStride<>(in.hidden.strides[0]));
+  const ConstMap<T> w(in.weight.ptr<const T>(), V, H, Eigen::OuterStride<>(in.weight.strides[0]));
+  const int64_t chunk = chunk_of(in), nb = std::min(N, kRowBlock);
+  const T inv_t = static_cast<T>(1.0 / in.temperature);
+  MutMap<T> gh(grad_hidden.defined() ? grad_hidden.ptr<T>() : nullptr, N, H, Eigen::OuterStride<>(H));
+  MutMap<T> gw(grad_weight.defined() ? grad_weight.ptr<T>() : nullptr, V, H, Eigen::OuterStride<>(H));
+  if (grad_hidden.defined()) gh.setZero();
+  if (grad_weight.defined()) gw.setZero();
+  RowMat<T> tile(nb, chunk);
+  for (int64_t r0 = 0; r0 < N; r0 += nb) {
+    const int64_t nr = std::min(nb, N - r0);
+    for (int64_t v0 = 0; v0 < V; v0 += chunk) {
+      const int64_t nv = std::min(chunk, V - v0);
+      MutMap<T> z(tile.data(), nr, nv, Eigen::OuterStride<>(chunk));
+      z.noalias() = hid.middleRows(r0, nr) * w.middleRows(v0, nv).transpose();
+#ifdef GRPOKIT_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (nr * nv > kParallelMin)
+#endif
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t r = r0 + i;
+        const double a = grad_logp.defined() ? read_real(grad_logp, r * grad_logp.strides[0]) : 0.0;
+        const double b = grad_entropy.defined() ? read_real(grad_entropy, r * grad_entropy.strides[0]) : 0.0;
+        const double h = grad_entropy.defined() ? read_real(entropy, r * entropy.strides[0]) : 0.0;
+        const auto c = math::grad_coeffs<T, double>(a, b, h, 1.0 / in.temperature);
+        const int64_t id = read_id(in.token_ids, r * in.token_ids.strides[0]);
+        T* row = tile.data() + i * chunk;
+        const bool here = id >= v0 && id < v0 + nv;
+        const T z_y = here ? row[id - v0] * inv_t : T(0);
+        grad_row(row, row, nv, inv_t, static_cast<T>(read_real(lse, r * lse.strides[0])), c,
+                 here ? id - v0 : -1, z_y);
+      }
+      // The tile now holds ∂L/∂logits for its rows and vocabulary entries.
+      if (grad_hidden.defined())
+        gh.middleRows(r0, nr).noalias() += z * w.middleRows(v0, nv);
+      if (grad_weight.defined())
+        gw.middleRows(v0, nv).noalias() += z.transpose() * hid.middleRows(r0, nr);
+    }
+  }
+}
+
+}  // namespace
+
+void check_linear_token_logprobs_args(const LinearLogprobArgs& in, const TensorView& logp,
+                                      const TensorView& entropy, const TensorView& lse) {
+  check_common(in);
+  const DType rd = result_dtype(in.hidden.dtype);
+  check_per_token(logp, "logp", in.hidden, {rd}, true);
+  check_per_token(lse, "lse", in.hidden, {rd}, true);
+  if (entropy.defined()) check_per_token(entropy, "entropy", in.hidden, {rd}, true);
+}
+
+void check_linear_token_logprobs_backward_args(const LinearLogprobArgs& in, const TensorView& lse,
+                                               const TensorView& entropy,
+                                               const TensorView& grad_logp,
+                                               const TensorView& grad_entropy,
+                                               const TensorView& grad_hidden,
+                                               const TensorView& grad_weight) {
+  check_common(in);
+  const DType rd = result_dtype(in.hidden.dtype);
+  check_per_token(lse, "lse", in.hidden, {rd}, false);
+  if (grad_logp.defined())
+    check_per_token(grad_logp, "grad_logp", in.hidden, {DType::Float32, DType::Float64}, false);
+  if (grad_entropy.defined()) {
+    check_per_token(grad_entropy, "grad_entropy", in.hidden, {DType::Float32, DType::Float64}, false);
+    if (!entropy.defined())
+      value_error("entropy: the forward's entropy is needed for a gradient through the entropy; "
+                  "run the forward with entropy=True");
+    check_per_token(entropy, "entropy", in.hidden, {rd}, false);
+  }
+  auto check_grad = [&](const TensorView& g, const char* name, const TensorView& ref,
+                        const char* ref_name) {
+    if (!g.defined()) return;
+    check_shape_equal(g, name, ref, ref_name);
+    check_dtype(g, name, {in.hidden.dtype});
+    check_same_device(g, name, in.hidden, "hidden");
+    check_writable(g, name);
+    if (!g.is_contiguous()) value_error(name, ": expected a contiguous array");
+  };
+  check_grad(grad_hidden, "grad_hidden", in.hidden, "hidden");
+  check_grad(grad_weight, "grad_weight", in.weight, "weight");
+}
+
+void linear_token_logprobs_cpu(const LinearLogprobArgs& in, const TensorView& logp,
+                               const TensorView& entropy, const TensorView& lse) {
+  check_linear_token_logprobs_args(in, logp, entropy, lse);
+  require_cpu_dtype(in.hidden);
+  check_ids(in.token_ids, in.weight.shape[0]);
+  if (in.hidden.dtype == DType::Float32)
+    forward<float>(in, logp, entropy, lse);
+  else
+    forward<double>(in, logp, entropy, lse);
+}
+
+void linear_token_logprobs_backward_cpu(const LinearLogprobArgs& in, const TensorView& lse,
+                                        const TensorView& entropy, const TensorView& grad_logp,
+                                        const TensorView& grad_entropy,
+                                        const TensorView& grad_hidden,
+                                        const TensorView& grad_weight) {
+  check_linear_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_hidden,
+                                            grad_weight);
+  require_cpu_dtype(in.hidden);
+  check_ids(in.token_ids, in.weight.shape[0]);
+  if (in.hidden.dtype == DType::Float32)
+    backward<float>(in, lse, entropy, grad_logp, grad_entropy, grad_hidden, grad_weight);
+  else
+    backward<double>(in, lse, entropy, grad_logp, grad_entropy, grad_hidden, grad_weight);
+}
+
+}  // namespace grpokit

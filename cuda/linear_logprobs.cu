@@ -1,0 +1,308 @@
+// Token log-probabilities from hidden states × output projection on the GPU: for each chunk of the
+// vocabulary, cuBLAS computes the (N × chunk) float32 tile of logits into the caller's workspace,
+// and a row kernel folds it into per-row online states (forward) or turns it into ∂L/∂logits and
+// two more GEMMs accumulate the gradients of hidden and weight (backward). Only one tile of logits
+// exists at a time. cuBLAS is linked into grpokit._cuda only.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "common.cuh"
+#include "grpokit/linear_logprobs.hpp"
+#include "grpokit/math/logprobs.hpp"
+#include "grpokit_cuda.hpp"
+#include "logprobs_rows.cuh"
+
+#ifdef GRPOKIT_HAVE_CUBLAS
+#include <cublas_v2.h>
+#endif
+
+namespace grpokit {
+namespace cuda {
+
+#ifdef GRPOKIT_HAVE_CUBLAS
+namespace {
+
+using namespace rows;
+
+constexpr int64_t kDefaultChunk = 2048;
+constexpr int64_t kAlign = 256;
+
+int64_t align_up(int64_t b) { return (b + kAlign - 1) / kAlign * kAlign; }
+
+int64_t chunk_of(const LinearLogprobArgs& in) {
+  const int64_t c = in.chunk_size > 0 ? in.chunk_size : kDefaultChunk;
+  return c < in.weight.shape[0] ? c : in.weight.shape[0];
+}
+
+// Workspace layout (byte offsets), in the order the buffers appear.
+struct Layout {
+  int64_t tile = 0;      // float32 [N × chunk]: the logits tile, then ∂L/∂logits
+  int64_t state = 0;     // forward: float32 [4 × N] (max, sum, dot, target logit) per row
+  int64_t tile_lp = 0;   // backward, 16-bit inputs: ∂L/∂logits in the input dtype for the GEMMs
+  int64_t gh_acc = 0;    // backward, 16-bit inputs: float32 [N × H] accumulator of grad_hidden
+  int64_t bytes = 0;
+
+  static Layout of(const LinearLogprobArgs& in, bool backward) {
+    const int64_t N = in.hidden.shape[0], H = in.hidden.shape[1], C = chunk_of(in);
+    const bool f32 = in.hidden.dtype == DType::Float32;
+    Layout l;
+    int64_t at = 0;
+    l.tile = at;
+    at += align_up(N * C * 4);
+    if (!backward) {
+      l.state = at;
+      at += align_up(4 * N * 4);
+    } else if (!f32) {
+      l.tile_lp = at;
+      at += align_up(N * C * 2);
+      l.gh_acc = at;
+      at += align_up(N * H * 4);
+    }
+    l.bytes = at;
+    return l;
+  }
+};
+
+cudaDataType_t cuda_type(DType d) {
+  switch (d) {
+    case DType::BFloat16: return CUDA_R_16BF;
+    case DType::Float16: return CUDA_R_16F;
+    default: return CUDA_R_32F;
+  }
+}
+
+// One cuBLAS handle per device, created on first use (cuBLAS allocates its own small workspace
+// then) and bound to the caller's stream on every call.
+cublasHandle_t handle_for(int device, cudaStream_t stream) {
+  static std::mutex mu;
+  static std::vector<cublasHandle_t> handles;
+  std::lock_guard<std::mutex> lock(mu);
+  if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
+  if (handles[device] == nullptr) {
+    if (cublasCreate(&handles[device]) != CUBLAS_STATUS_SUCCESS)
+      runtime_error("linear_token_logprobs: cublasCreate failed");
+  }
+  cublasSetStream(handles[device], stream);
+  return handles[device];
+}
+
+// Row-major C[m × n] (ldc) = op(A) · op(B) in row-major terms is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ;
+// callers pass the column-major form directly.
+void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+          int64_t k, const void* a, cudaDataType_t at, int64_t lda, const void* b,
+          cudaDataType_t bt, int64_t ldb, float beta, void* c, cudaDataType_t ct, int64_t ldc) {
+  const float alpha = 1.0f;
+  const cublasStatus_t s =
+      cublasGemmEx(h, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha,
+                   a, at, static_cast<int>(lda), b, bt, static_cast<int>(ldb), &beta, c, ct,
+                   static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (s != CUBLAS_STATUS_SUCCESS) runtime_error("linear_token_logprobs: cublasGemmEx failed (status ", int(s), ")");
+}
+
+// Z (row-major N × nv, ld = ldz) = hidden · W[v0 : v0 + nv]ᵀ.
+void logits_tile(cublasHandle_t h, const LinearLogprobArgs& in, int64_t v0, int64_t nv, float* z,
+                 int64_t ldz) {
+  const int64_t N = in.hidden.shape[0], H = in.hidden.shape[1];
+  const cudaDataType_t t = cuda_type(in.hidden.dtype);
+  const char* w = static_cast<const char*>(in.weight.data) + v0 * in.weight.strides[0] * dtype_size(in.weight.dtype);
+  gemm(h, CUBLAS_OP_T, CUBLAS_OP_N, nv, N, H, w, t, in.weight.strides[0], in.hidden.data, t,
+       in.hidden.strides[0], 0.0f, z, CUDA_R_32F, ldz);
+}
+
+__global__ void __launch_bounds__(kThreads)
+    tile_stats_kernel(const float* z, int64_t ldz, int64_t nv, int64_t v0, bool first, float inv_t,
+                      PerRow ids, float* state, int64_t N) {
+  const int64_t r = blockIdx.x;
+  const float* row = z + r * ldz;
+  const math::RowState<float> tile = block_row_state(row, nv, inv_t);
+  if (threadIdx.x != 0) return;
+  float* s = state + 4 * r;
+  math::RowState<float> st;
+  if (!first) st.max = s[0], st.sum = s[1], st.dot = s[2];
+  st.merge(math::ChunkStats<float>{tile.max, tile.sum, tile.dot});
+  s[0] = st.max, s[1] = st.sum, s[2] = st.dot;
+  const int64_t id = ids.id(r, 1);
+  if (id >= v0 && id < v0 + nv) s[3] = row[id - v0] * inv_t;
+}
+
+__global__ void finish_kernel(const float* state, int64_t N, int64_t vocab, PerRow ids, PerRow logp,
+                              PerRow entropy, PerRow lse) {
+  const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (r >= N) return;
+  const int64_t id = ids.id(r, 1);
+  const float* s = state + 4 * r;
+  math::RowState<float> st;
+  st.max = s[0], st.sum = s[1], st.dot = s[2];
+  const bool bad = id < 0 || id >= vocab;
+  const float l = bad ? NAN : st.lse();
+  logp.write(r, 1, bad ? NAN : s[3] - l);
+  lse.write(r, 1, l);
+  entropy.write(r, 1, bad ? NAN : st.entropy());
+}
+
+template <class U>
+__global__ void __launch_bounds__(kThreads)
+    tile_grad_kernel(float* z, int64_t ldz, int64_t nv, int64_t v0, int64_t vocab, float inv_t,
+                     PerRow ids, PerRow lse, PerRow entropy, PerRow grad_logp, PerRow grad_entropy,
+                     U* out, int64_t ldo) {
+  const int64_t r = blockIdx.x;
+  float* row = z + r * ldz;
+  const int64_t id = ids.id(r, 1);
+  const bool bad = id < 0 || id >= vocab;
+  const bool here = !bad && id >= v0 && id < v0 + nv;
+  const auto c = math::grad_coeffs<float, float>(grad_logp.real(r, 1), grad_entropy.real(r, 1),
+                                                 grad_entropy.data ? entropy.real(r, 1) : 0.0f, inv_t);
+  const float z_y = (threadIdx.x == 0 && here) ? row[id - v0] * inv_t : 0.0f;
+  __syncthreads();
+  block_grad_row(row, out + r * ldo, nv, inv_t, lse.real(r, 1), c, here ? id - v0 : -1, z_y, bad);
+}
+
+template <class T>
+__global__ void convert_kernel(const float* src, T* dst, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) dst[i] = from_float<T>(src[i]);
+}
+
+int threads_for(int64_t n) {
+  int t = 32;
+  while (t < kThreads && t * 8 < n) t *= 2;
+  return t;
+}
+
+void check_workspace(const TensorView& ws, const Layout& l) {
+  if (l.bytes == 0) return;
+  if (!ws.defined() || ws.numel() * dtype_size(ws.dtype) < l.bytes || !ws.is_contiguous())
+    value_error("workspace: expected a contiguous buffer of at least ", l.bytes, " bytes");
+  check_writable(ws, "workspace");
+}
+
+void check_gpu_dtype(const TensorView& hidden) {
+  if (hidden.dtype == DType::Float64)
+    not_implemented("hidden: float64 is supported on the CPU only; on the GPU pass float32, "
+                    "bfloat16 or float16");
+}
+
+}  // namespace
+
+int64_t linear_workspace_bytes(const LinearLogprobArgs& in, bool backward) {
+  return Layout::of(in, backward).bytes;
+}
+
+void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
+                           const TensorView& entropy, const TensorView& lse,
+                           const TensorView& workspace, std::intptr_t stream) {
+  check_linear_token_logprobs_args(in, logp, entropy, lse);
+  check_cuda_device(in.hidden, "hidden");
+  check_gpu_dtype(in.hidden);
+  const int64_t N = in.hidden.shape[0], V = in.weight.shape[0], C = chunk_of(in);
+  const Layout lay = Layout::of(in, false);
+  check_workspace(workspace, lay);
+  if (N == 0) return;
+  DeviceGuard guard(in.hidden.device.index);
+  const cudaStream_t s = as_stream(stream);
+  cublasHandle_t h = handle_for(in.hidden.device.index, s);
+  char* ws = static_cast<char*>(workspace.data);
+  float* tile = reinterpret_cast<float*>(ws + lay.tile);
+  float* state = reinterpret_cast<float*>(ws + lay.state);
+  const float inv_t = static_cast<float>(1.0 / in.temperature);
+  const PerRow ids = PerRow::of(in.token_ids);
+  for (int64_t v0 = 0; v0 < V; v0 += C) {
+    const int64_t nv = V - v0 < C ? V - v0 : C;
+    logits_tile(h, in, v0, nv, tile, C);
+    tile_stats_kernel<<<static_cast<unsigned>(N), threads_for(nv), 0, s>>>(tile, C, nv, v0, v0 == 0,
+                                                                           inv_t, ids, state, N);
+  }
+  finish_kernel<<<static_cast<unsigned>((N + 255) / 256), 256, 0, s>>>(
+      state, N, V, ids, PerRow::of(logp), PerRow::of(entropy), PerRow::of(lse));
+  check_launch("linear_token_logprobs");
+}
+
+void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorView& lse,
+                                    const TensorView& entropy, const TensorView& grad_logp,
+                                    const TensorView& grad_entropy, const TensorView& grad_hidden,
+                                    const TensorView& grad_weight, const TensorView& workspace,
+                                    std::intptr_t stream) {
+  check_linear_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_hidden,
+                                            grad_weight);
+  check_cuda_device(in.hidden, "hidden");
+  check_gpu_dtype(in.hidden);
+  const int64_t N = in.hidden.shape[0], H = in.hidden.shape[1], V = in.weight.shape[0];
+  const int64_t C = chunk_of(in);
+  const Layout lay = Layout::of(in, true);
+  check_workspace(workspace, lay);
+  DeviceGuard guard(in.hidden.device.index);
+  const cudaStream_t s = as_stream(stream);
+  if (N == 0) {
+    if (grad_weight.defined())
+      cudaMemsetAsync(grad_weight.data, 0, V * H * dtype_size(grad_weight.dtype), s);
+    return;
+  }
+  cublasHandle_t h = handle_for(in.hidden.device.index, s);
+  const bool f32 = in.hidden.dtype == DType::Float32;
+  const cudaDataType_t t = cuda_type(in.hidden.dtype);
+  char* ws = static_cast<char*>(workspace.data);
+  float* tile = reinterpret_cast<float*>(ws + lay.tile);
+  void* dz = f32 ? static_cast<void*>(tile) : static_cast<void*>(ws + lay.tile_lp);
+  float* gh = f32 ? static_cast<float*>(grad_hidden.data) : reinterpret_cast<float*>(ws + lay.gh_acc);
+  const float inv_t = static_cast<float>(1.0 / in.temperature);
+  const PerRow ids = PerRow::of(in.token_ids), l = PerRow::of(lse), e = PerRow::of(entropy),
+               ga = PerRow::of(grad_logp), gb = PerRow::of(grad_entropy);
+  for (int64_t v0 = 0; v0 < V; v0 += C) {
+    const int64_t nv = V - v0 < C ? V - v0 : C;
+    logits_tile(h, in, v0, nv, tile, C);
+    const unsigned grid = static_cast<unsigned>(N);
+    const int threads = threads_for(nv);
+    dispatch_float(in.hidden.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      tile_grad_kernel<<<grid, threads, 0, s>>>(tile, C, nv, v0, V, inv_t, ids, l, e, ga, gb,
+                                                static_cast<T*>(dz), C);
+    });
+    // grad_hidden (N × H) += dZ (N × nv) · W_c (nv × H): column-major Ghᵀ = W_cᵀ · dZᵀ.
+    if (grad_hidden.defined()) {
+      const char* w = static_cast<const char*>(in.weight.data) + v0 * in.weight.strides[0] * dtype_size(in.weight.dtype);
+      gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, H, N, nv, w, t, in.weight.strides[0], dz, t, C,
+           v0 == 0 ? 0.0f : 1.0f, gh, CUDA_R_32F, H);
+    }
+    // grad_weight[v0 : v0 + nv] (nv × H) = dZᵀ · hidden: column-major Gwᵀ = hiddenᵀ · dZ. All N
+    // rows are in the tile, so each chunk of grad_weight is written once, in its own dtype.
+    if (grad_weight.defined()) {
+      char* gw = static_cast<char*>(grad_weight.data) + v0 * H * dtype_size(grad_weight.dtype);
+      gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, H, nv, N, in.hidden.data, t, in.hidden.strides[0], dz, t, C,
+           0.0f, gw, t, H);
+    }
+  }
+  if (grad_hidden.defined() && !f32) {
+    const int64_t n = N * H;
+    const unsigned blocks = static_cast<unsigned>((n + 255) / 256);
+    dispatch_float(in.hidden.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      convert_kernel<<<blocks, 256, 0, s>>>(gh, static_cast<T*>(grad_hidden.data), n);
+    });
+  }
+  check_launch("linear_token_logprobs_backward");
+}
+
+#else  // no cuBLAS in this build
+
+int64_t linear_workspace_bytes(const LinearLogprobArgs&, bool) { return 0; }
+
+void linear_token_logprobs(const LinearLogprobArgs&, const TensorView&, const TensorView&,
+                           const TensorView&, const TensorView&, std::intptr_t) {
+  not_implemented("linear_token_logprobs: this build of grpokit._cuda has no cuBLAS; rebuild with "
+                  "the CUDA toolkit's cuBLAS, or pass CPU tensors");
+}
+
+void linear_token_logprobs_backward(const LinearLogprobArgs&, const TensorView&, const TensorView&,
+                                    const TensorView&, const TensorView&, const TensorView&,
+                                    const TensorView&, const TensorView&, std::intptr_t) {
+  not_implemented("linear_token_logprobs_backward: this build of grpokit._cuda has no cuBLAS; "
+                  "rebuild with the CUDA toolkit's cuBLAS, or pass CPU tensors");
+}
+
+#endif
+
+}  // namespace cuda
+}  // namespace grpokit
