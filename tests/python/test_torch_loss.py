@@ -207,3 +207,22 @@ def test_data_parallel_gloo_equals_full_batch(tmp_path):
     for spec, g in zip(_specs(), got):
         full = _grad(W, [(x, ids, mask, old, A)], spec, {})
         np.testing.assert_allclose(g.numpy(), full.numpy(), rtol=1e-12, atol=1e-15, err_msg=str(spec))
+
+
+@pytest.mark.gpu
+def test_cuda_tensors_match_cpu():
+    b = batch(9, dtype=torch.float32)
+    lp = b["lp"].clone().requires_grad_()
+    out = gkt.policy_loss(lp, b["old"], b["A"], b["mask"], spec="trl.grpo", ref_logp=b["ref"], beta=0.05)
+    out.loss.backward()
+    lpc = b["lp"].cuda().requires_grad_()
+    outc = gkt.policy_loss(lpc, b["old"].cuda(), b["A"].cuda(), b["mask"].cuda(), spec="trl.grpo",
+                           ref_logp=b["ref"].cuda(), beta=0.05)
+    outc.loss.backward()
+    assert outc.loss.device.type == "cuda" and lpc.grad.device.type == "cuda"
+    torch.testing.assert_close(outc.loss.cpu(), out.loss.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lpc.grad.cpu(), lp.grad, rtol=1e-5, atol=1e-6)
+    compiled = torch.compile(lambda x: gkt.policy_loss(x, b["old"].cuda(), b["A"].cuda(), b["mask"].cuda()).loss,
+                             backend="aot_eager")
+    torch.testing.assert_close(compiled(lpc).detach().cpu(),
+                               gkt.policy_loss(lp, b["old"], b["A"], b["mask"]).loss.detach(), rtol=1e-5, atol=1e-6)

@@ -64,7 +64,8 @@ class DiagnosticsCallback(TrainerCallback):
     * ``overshoot``, ``overshoot_bound``, ``stale_momentum_share``: Adam's ‖u_t‖/‖u_{t−1}‖, its
       bound β1/√β2 and the share of the update carried by momentum (``diagnostics.MomentumTracker``).
     * ``eps_dominance``: fraction of coordinates with ρ = ε/√v̂ > ``rho_threshold`` and the step's
-      reward-scale ``elasticity`` (``diagnostics.reward_scale`` on the optimizer's real state).
+      ``reward_scale_elasticity`` (``diagnostics.reward_scale`` on the optimizer's real state), on
+      the 2nd optimizer step and every ``eps_every`` steps after it.
     * ``prefix_bias``: ``prefix_normalized_mean`` and ``weight_length_corr_mean`` of
       ``diagnostics.prefix_bias`` on the step's complete groups (every ``prefix_every`` steps).
     * ``zero_signal_fraction``: share of completions with A = 0; ``non_finite_loss``/``non_finite_grad``.
@@ -75,16 +76,24 @@ class DiagnosticsCallback(TrainerCallback):
         rho_threshold: ε-dominance threshold on ρ = ε/√v̂; warns when more than ``eps_warn_fraction``
             of coordinates exceed it.
         prefix_every: compute the prefix bias every N optimizer steps (0: never).
+        eps_every: compute the ε-dominance every N optimizer steps (0: never). v̂ is an average over
+            ~1/(1−β2) = 1000 steps, so it moves slowly; a full pass over the optimizer state each step
+            would cost more than the rest of the callback.
+        momentum_every: run the momentum tracker (clip region per inner step, overshoot, stale share)
+            on every N-th generation batch, all its inner steps (0: never). Its cost is a fixed amount
+            per parameter tensor (benchmarks/RESULTS.md).
         warn: emit ``warnings.warn`` for the conditions above (each cause once per training run,
             except non-finite values, which warn every time).
     """
 
     def __init__(self, trainer: Any = None, *, rho_threshold: float = 0.1, eps_warn_fraction: float = 0.5,
-                 prefix_every: int = 1, warn: bool = True) -> None:
+                 prefix_every: int = 1, eps_every: int = 10, momentum_every: int = 1, warn: bool = True) -> None:
         self.trainer = trainer
         self.rho_threshold = float(rho_threshold)
         self.eps_warn_fraction = float(eps_warn_fraction)
         self.prefix_every = int(prefix_every)
+        self.eps_every = int(eps_every)
+        self.momentum_every = int(momentum_every)
         self.warn = warn
         self.messages: List[str] = []  # every warning text, in order
         self._warned: set = set()
@@ -138,7 +147,12 @@ class DiagnosticsCallback(TrainerCallback):
         if bad_loss:
             self._say("nan_loss", f"step {state.global_step + 1}: non-finite loss in {bad_loss} micro-batch(es)",
                       once=False)
-        bad_grad = [n for n, p in t.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        named = [(n, p.grad) for n, p in t.model.named_parameters() if p.grad is not None]
+        bad_grad = []
+        if named:  # one fused reduction; names are looked up only when something is non-finite
+            norms = torch.stack(torch._foreach_norm([g for _, g in named]))
+            if not bool(torch.isfinite(norms).all()):
+                bad_grad = [n for (n, _), v in zip(named, norms.tolist()) if not math.isfinite(v)]
         out["non_finite_grad"] = float(len(bad_grad))
         if bad_grad:
             self._say("nan_grad", f"step {state.global_step + 1}: non-finite gradients in {len(bad_grad)} tensors "
@@ -155,9 +169,11 @@ class DiagnosticsCallback(TrainerCallback):
         # optimizer: momentum tracker (inner steps) and ε-dominance (skipped when gradients are not finite)
         opt = getattr(optimizer, "optimizer", optimizer)
         adam = opt is not None and opt.__class__.__name__ in ("Adam", "AdamW") and not bad_grad
-        if adam and window:
-            self._momentum(args, opt, window, out, spec)
-        if adam and self._optim_steps > 0:
+        if adam and window and self.momentum_every:
+            generation = window[-1]["step"] // (args.steps_per_generation * args.num_iterations)
+            if generation % self.momentum_every == 0:
+                self._momentum(args, opt, window, out, spec)
+        if adam and self._optim_steps > 0 and self.eps_every and self._optim_steps % self.eps_every == 1 % self.eps_every:
             rep = diagnostics.reward_scale(opt, rho_threshold=self.rho_threshold)
             out["eps_dominance"] = rep.frac_rho_above
             out["reward_scale_elasticity"] = rep.elasticity
@@ -205,14 +221,15 @@ class DiagnosticsCallback(TrainerCallback):
         logp = torch.cat([pad(w["logp"], 0.0) for w in window]).double()
         old = torch.cat([pad(w["old_logp"], 0.0) for w in window]).double()
         adv = torch.cat([w["advantages"].reshape(w["advantages"].shape[0], -1)[:, 0] for w in window]).double()
-        # TRL shuffles a generation batch's rows: regroup the completions of a prompt
-        groups: Dict[Any, List[int]] = {}
-        for i, w in enumerate(r for w in window for r in zip(w["prompt_ids"], w["prompt_mask"])):
-            groups.setdefault(tuple(w[0][w[1].bool()].tolist()), []).append(i)
-        rows = [i for g in groups.values() if len(g) == G for i in g]
-        if not rows or not mask[rows].any():
+        # TRL shuffles a generation batch's rows: regroup the completions of each prompt (complete groups only)
+        P = max(w["prompt_ids"].shape[1] for w in window)
+        prompts = torch.cat([torch.nn.functional.pad(w["prompt_ids"] * w["prompt_mask"], (P - w["prompt_ids"].shape[1], 0))
+                             for w in window])
+        _, group = torch.unique(prompts, dim=0, return_inverse=True)
+        complete = torch.bincount(group)[group] == G
+        idx = torch.sort(group.masked_fill(~complete, -1), stable=True).indices[int((~complete).sum()):]
+        if idx.numel() == 0 or not mask[idx].any():
             return {}
-        idx = torch.tensor(rows)
         rep = diagnostics.prefix_bias(
             {"completion_ids": ids[idx], "completion_mask": mask[idx], "logp": logp[idx], "old_logp": old[idx],
              "advantages": adv[idx], "group_size": G}, spec,
