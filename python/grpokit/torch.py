@@ -10,6 +10,7 @@ rewards form, and the global counts for gradient accumulation and data paralleli
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
@@ -103,15 +104,9 @@ _OPTIONAL_INPUTS = ("old_logp", "mask", "ref_logp", "entropies", "sampling_logp"
                     "cu_seqlens")
 
 
+@functools.lru_cache(maxsize=64)  # bounded: per-step counts (num_items_in_batch) make new specs every step
 def _spec_of(spec_json: str) -> _presets.LossSpec:
-    spec = _SPEC_CACHE.get(spec_json)
-    if spec is None:
-        spec = _presets.LossSpec(**json.loads(spec_json))
-        _SPEC_CACHE[spec_json] = spec
-    return spec
-
-
-_SPEC_CACHE: Dict[str, _presets.LossSpec] = {}
+    return _presets.LossSpec(**json.loads(spec_json))
 
 
 def _metric_names(spec_json: str, has_entropies: bool, has_sampling: bool) -> List[str]:
@@ -216,6 +211,9 @@ def policy_loss(
     the concatenated batch.
 
     Works under ``torch.compile`` (the op ``torch.ops.grpokit.policy_loss`` has a fake implementation).
+    The spec and the options are constants of the compiled graph: an option whose value changes
+    every step (``num_items_in_batch``) recompiles; keep the loss call outside the compiled region
+    then, or pass counts that do not change.
 
     Example:
         >>> import torch, grpokit.torch as gkt
