@@ -264,7 +264,7 @@ def test_end_to_end_tiny_model(tmp_path, loss, steps):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     keys = set().union(*logs)
     for k in ("grpokit/clip_region/inner_step_0", "grpokit/clip_region/inner_step_1", "grpokit/overshoot",
-              "grpokit/stale_momentum_share", "grpokit/eps_dominance", "grpokit/prefix_bias/normalized_mean",
+              "grpokit/stale_momentum_share", "grpokit/overshoot_predicted", "grpokit/eps_dominance", "grpokit/prefix_bias/normalized_mean",
               "grpokit/normalization_invariant", "grpokit/zero_signal_fraction", "clip_ratio/region_mean"):
         assert k in keys, k
     assert all(h["grpokit/clipping_can_be_active"] == 1.0 for h in logs)
@@ -284,4 +284,5 @@ def test_end_to_end_stock_trl_trainer_with_callback(tmp_path):
     assert any("clipping cannot be active" in s for s in cb.messages)
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert all(h["grpokit/clipping_can_be_active"] == 0.0 for h in logs)
+    assert all(h["grpokit/normalization_invariant"] == 1.0 for h in logs)  # TRL's default dapo, K = S
     assert "grpokit/eps_dominance" in logs[-1]

@@ -61,8 +61,10 @@ class DiagnosticsCallback(TrainerCallback):
     * ``clip_region/inner_step_k``: fraction of valid tokens outside the clip region
       [1−ε, 1+ε_high] on the side that stops the gradient (A-sign aware), at inner step k of
       ``num_iterations``; ``clipping_can_be_active``: 0 when the configuration makes every ratio 1.
-    * ``overshoot``, ``overshoot_bound``, ``stale_momentum_share``: Adam's ‖u_t‖/‖u_{t−1}‖, its
-      bound β1/√β2 and the share of the update carried by momentum (``diagnostics.MomentumTracker``).
+    * ``overshoot``, ``overshoot_bound``, ``overshoot_predicted``, ``stale_momentum_share``: Adam's
+      ‖u_t‖/‖u_{t−1}‖, its bound β1/√β2, the finite-t coefficient of a zero-gradient step
+      (``diagnostics.overshoot_coefficient``) and the share of the update carried by momentum
+      (``diagnostics.MomentumTracker``).
     * ``eps_dominance``: fraction of coordinates with ρ = ε/√v̂ > ``rho_threshold`` and the step's
       ``reward_scale_elasticity`` (``diagnostics.reward_scale`` on the optimizer's real state), on
       the 2nd optimizer step and every ``eps_every`` steps after it.
@@ -125,12 +127,15 @@ class DiagnosticsCallback(TrainerCallback):
                       "steps_per_generation <= gradient_accumulation_steps): every update starts at π_old = π, "
                       "so the ratio is 1 and a clip fraction of 0 is expected, not a bug")
         spec = getattr(self.trainer, "loss_spec", None)
-        if spec is not None:
-            audit = normalization_audit(args, spec, self.trainer.accelerator.num_processes,
-                                        getattr(self.trainer, "normalization", "trl"))
-            self.audit = audit
-            if not audit["invariant"]:
-                self._say("norm", f"the step's gradient depends on how the batch is split: {audit['reason']}")
+        if spec is None:  # TRL's own trainer: audit the TRL loss its config names
+            from .trl import spec_from_config
+
+            spec = spec_from_config(args)
+        audit = normalization_audit(args, spec, self.trainer.accelerator.num_processes,
+                                    getattr(self.trainer, "normalization", "trl"))
+        self.audit = audit
+        if not audit["invariant"]:
+            self._say("norm", f"the step's gradient depends on how the batch is split: {audit['reason']}")
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         t = self.trainer
@@ -139,8 +144,7 @@ class DiagnosticsCallback(TrainerCallback):
             t.grpokit_window = []
         out: Dict[str, float] = {"clipping_can_be_active": float(clipping_can_be_active(args))}
         spec = getattr(t, "loss_spec", None)
-        if spec is not None:
-            out["normalization_invariant"] = float(self.audit["invariant"])
+        out["normalization_invariant"] = float(self.audit["invariant"])
         # non-finite loss / gradients
         bad_loss = sum(int(not torch.isfinite(w["loss"]).all()) for w in window)
         out["non_finite_loss"] = float(bad_loss)
@@ -205,7 +209,7 @@ class DiagnosticsCallback(TrainerCallback):
         if rec.clip is not None:
             out[f"clip_region/inner_step_{k}"] = rec.clip.fraction
         for name, v in (("overshoot", rec.overshoot), ("overshoot_bound", rec.bound),
-                        ("stale_momentum_share", rec.stale_share)):
+                        ("overshoot_predicted", rec.finite_T), ("stale_momentum_share", rec.stale_share)):
             if not math.isnan(v):
                 out[name] = v
 
