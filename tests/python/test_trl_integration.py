@@ -286,3 +286,26 @@ def test_end_to_end_stock_trl_trainer_with_callback(tmp_path):
     assert all(h["grpokit/clipping_can_be_active"] == 0.0 for h in logs)
     assert all(h["grpokit/normalization_invariant"] == 1.0 for h in logs)  # TRL's default dapo, K = S
     assert "grpokit/eps_dominance" in logs[-1]
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "cispo", "vespo", "grpo", "bnpo", "dr_grpo"])
+def test_two_processes_normaliser_equals_trl(loss_type):
+    """With num_processes = 2 each process's loss (before DDP's average) equals TRL's: the
+    token-mean losses divide by N_gen / P (grpokit: dp_size = P), the others are local."""
+    b = batch(seed=17)
+    cfg = _trl_cfg(loss_type, {})
+    n_items = float(b["mask"].sum()) * K * 2  # two processes' generation batches
+    lp = b["lp"].clone().requires_grad_(True)
+    t = _StubTrainer(loss_type, lp, b["H"], epsilon_high=cfg.get("epsilon_high"))
+    t.accelerator.num_processes = 2
+    want = t.compute_loss(None, inputs_of(b, n_items, False))
+    want.backward()
+    want_grad = lp.grad.clone()
+    spec = gtrl.spec_from_config(grpo_args(loss_type, cfg))
+    lp2 = b["lp"].clone().requires_grad_(True)
+    g = _GrpokitStub(spec, loss_type, lp2, b["H"])
+    g.accelerator.num_processes = 2
+    got = g.compute_loss(None, inputs_of(b, n_items, False))
+    got.backward()
+    np.testing.assert_allclose(got.item(), want.item(), rtol=1e-10)
+    np.testing.assert_allclose(lp2.grad.numpy(), want_grad.numpy(), rtol=1e-8, atol=1e-12)
