@@ -46,6 +46,7 @@ class _GrpokitStub(_StubTrainer):
     _loss_mask = staticmethod(gtrl.GRPOTrainer._loss_mask)
     _log_metrics = gtrl.GRPOTrainer._log_metrics
     compute_loss = _compute_loss
+    callback_handler = SimpleNamespace(callbacks=[])
 
     def __init__(self, spec, *a, normalization="trl", steps_per_generation=K, **kw):
         super().__init__(*a, **kw)
@@ -309,3 +310,4 @@ def test_two_processes_normaliser_equals_trl(loss_type):
     got.backward()
     np.testing.assert_allclose(got.item(), want.item(), rtol=1e-10)
     np.testing.assert_allclose(lp2.grad.numpy(), want_grad.numpy(), rtol=1e-8, atol=1e-12)
+    assert g.grpokit_window == []  # nothing is kept without a DiagnosticsCallback

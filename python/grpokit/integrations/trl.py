@@ -190,8 +190,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
             normalizer = self.current_gradient_accumulation_steps if self.model.training else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
         self._log_metrics(out.metrics, aux_loss)
-        if self.model.training:
-            self.grpokit_window.append({
+        if self.model.training and any(isinstance(cb, DiagnosticsCallback) for cb in self.callback_handler.callbacks):
+            self.grpokit_window.append({  # the callback consumes and clears it at the optimizer step
                 "logp": logp.detach(), "old_logp": old if old is not None else logp.detach(), "advantages": adv,
                 "mask": mask, "completion_ids": completion_ids, "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
                 "loss": loss.detach(), "step": self._step,
