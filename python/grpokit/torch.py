@@ -100,10 +100,6 @@ def token_logprobs(
 # one. Being a custom op with a fake implementation, it is opaque to torch.compile (no graph break),
 # and its autograd formula is a torch.autograd.Function that torch builds from register_autograd.
 
-_OPTIONAL_INPUTS = ("old_logp", "mask", "ref_logp", "entropies", "sampling_logp", "keep", "token_weights",
-                    "cu_seqlens")
-
-
 @functools.lru_cache(maxsize=64)  # bounded: per-step counts (num_items_in_batch) make new specs every step
 def _spec_of(spec_json: str) -> _presets.LossSpec:
     return _presets.LossSpec(**json.loads(spec_json))
@@ -147,7 +143,7 @@ def _(logp, old_logp, advantages, mask, ref_logp, entropies, sampling_logp, keep
 
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1], output[2])
-    ctx.has_grad_entropy = output[2].numel() > 0 or inputs[0].numel() == 0
+    ctx.has_grad_entropy = output[2].numel() > 0  # (0,) when entropies do not enter the loss
 
 
 def _backward(ctx, grad_loss, _g_grad, _g_grad_ent, _g_metrics):
