@@ -173,7 +173,8 @@ def _spec_json(spec: Any, overrides: Dict[str, Any]) -> str:
 
 
 @torch.compiler.assume_constant_result
-def _prepare(spec: Any, overrides: Tuple[Tuple[str, Any], ...], has_ent: bool, has_smp: bool) -> Tuple[str, Tuple[str, ...]]:
+def _prepare(spec: Any, overrides: Tuple[Tuple[str, Any], ...], has_ent: bool,
+             has_smp: bool) -> Tuple[str, Tuple[str, ...]]:
     # Spec resolution is plain Python over constants: torch.compile takes its result as a constant.
     sj = _spec_json(spec, dict(overrides))
     return sj, tuple(_metric_names(sj, has_ent, has_smp))

@@ -140,7 +140,8 @@ def _model_batch(seed, B=8, T=5, V=11, D=4):
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0], lengths[5] = T, 0  # an empty row, for verl's non-empty sequence counts
     mask = torch.arange(T)[None, :] < lengths[:, None]
-    old = torch.log_softmax(torch.randn(B, T, V, generator=g, dtype=torch.float64), -1).gather(-1, ids[..., None])[..., 0]
+    old_logits = torch.randn(B, T, V, generator=g, dtype=torch.float64)
+    old = torch.log_softmax(old_logits, -1).gather(-1, ids[..., None])[..., 0]
     A = torch.randn(B, generator=g, dtype=torch.float64)
     W = torch.randn(D, V, generator=g, dtype=torch.float64)
     return x, ids, mask, old, A, W

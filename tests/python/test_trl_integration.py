@@ -5,7 +5,6 @@ version guard, DiagnosticsCallback, and an offline end-to-end run on a tiny rand
 from __future__ import annotations
 
 import math
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -265,7 +264,8 @@ def test_end_to_end_tiny_model(tmp_path, loss, steps):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     keys = set().union(*logs)
     for k in ("grpokit/clip_region/inner_step_0", "grpokit/clip_region/inner_step_1", "grpokit/overshoot",
-              "grpokit/stale_momentum_share", "grpokit/overshoot_predicted", "grpokit/eps_dominance", "grpokit/prefix_bias/normalized_mean",
+              "grpokit/stale_momentum_share", "grpokit/overshoot_predicted", "grpokit/eps_dominance",
+              "grpokit/prefix_bias/normalized_mean",
               "grpokit/normalization_invariant", "grpokit/zero_signal_fraction", "clip_ratio/region_mean"):
         assert k in keys, k
     assert all(h["grpokit/clipping_can_be_active"] == 1.0 for h in logs)

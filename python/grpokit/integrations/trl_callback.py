@@ -177,15 +177,17 @@ class DiagnosticsCallback(TrainerCallback):
             generation = window[-1]["step"] // (args.steps_per_generation * args.num_iterations)
             if generation % self.momentum_every == 0:
                 self._momentum(args, opt, window, out, spec)
-        if adam and self._optim_steps > 0 and self.eps_every and self._optim_steps % self.eps_every == 1 % self.eps_every:
+        # ε-dominance needs a stepped state: the 2nd optimizer step, then every eps_every steps
+        due = self.eps_every and self._optim_steps % self.eps_every == 1 % self.eps_every
+        if adam and self._optim_steps > 0 and due:
             rep = diagnostics.reward_scale(opt, rho_threshold=self.rho_threshold)
             out["eps_dominance"] = rep.frac_rho_above
             out["reward_scale_elasticity"] = rep.elasticity
             if rep.frac_rho_above > self.eps_warn_fraction:
                 self._say("eps", f"Adam's ε dominates the update: {rep.frac_rho_above:.0%} of coordinates have "
-                          f"ε/√v̂ > {self.rho_threshold:g} (ε = {rep.eps:g}); the step then scales with the reward "
-                          "scale (elasticity {:.2f}) instead of being scale-free — lower eps or scale rewards up"
-                          .format(rep.elasticity))
+                          f"ε/√v̂ > {self.rho_threshold:g} (ε = {rep.eps:g}); the step then scales with the "
+                          f"reward scale (elasticity {rep.elasticity:.2f}) instead of being scale-free — lower "
+                          "eps or scale rewards up")
         if spec is not None and window and self.prefix_every and self._optim_steps % self.prefix_every == 0:
             out.update(self._prefix(window, spec))
         self._optim_steps += 1
@@ -227,8 +229,8 @@ class DiagnosticsCallback(TrainerCallback):
         adv = torch.cat([w["advantages"].reshape(w["advantages"].shape[0], -1)[:, 0] for w in window]).double()
         # TRL shuffles a generation batch's rows: regroup the completions of each prompt (complete groups only)
         P = max(w["prompt_ids"].shape[1] for w in window)
-        prompts = torch.cat([torch.nn.functional.pad(w["prompt_ids"] * w["prompt_mask"], (P - w["prompt_ids"].shape[1], 0))
-                             for w in window])
+        prompts = torch.cat([torch.nn.functional.pad(w["prompt_ids"] * w["prompt_mask"],
+                                                     (P - w["prompt_ids"].shape[1], 0)) for w in window])
         _, group = torch.unique(prompts, dim=0, return_inverse=True)
         complete = torch.bincount(group)[group] == G
         idx = torch.sort(group.masked_fill(~complete, -1), stable=True).indices[int((~complete).sum()):]
