@@ -311,3 +311,26 @@ def test_two_processes_normaliser_equals_trl(loss_type):
     np.testing.assert_allclose(got.item(), want.item(), rtol=1e-10)
     np.testing.assert_allclose(lp2.grad.numpy(), want_grad.numpy(), rtol=1e-8, atol=1e-12)
     assert g.grpokit_window == []  # nothing is kept without a DiagnosticsCallback
+
+
+def test_end_to_end_exact_normaliser_counts_the_step(tmp_path, monkeypatch):
+    """Real trainer, steps_per_generation = 4, K = 2: with normalization='exact' every micro-batch of an
+    optimizer step divides by the tokens of that step's two micro-batches."""
+    import trl_tiny as tt
+
+    seen = []
+    real = gtrl.gkt.policy_loss
+
+    def spy(logp, old, adv, mask, **kw):
+        seen.append((int(mask.sum()), kw["num_items_in_batch"]))
+        return real(logp, old, adv, mask, **kw)
+
+    monkeypatch.setattr(gtrl.gkt, "policy_loss", spy)
+    trainer = gtrl.GRPOTrainer(model=tt.model(), reward_funcs=tt.reward_count_a,
+                               args=tt.config(tmp_path, steps_per_generation=4, max_steps=2),
+                               train_dataset=tt.dataset(), processing_class=tt.tokenizer(), normalization="exact")
+    trainer.train()
+    assert len(seen) == 4
+    for step in (seen[0:2], seen[2:4]):
+        tokens = sum(n for n, _ in step)
+        assert all(count == tokens for _, count in step), seen
