@@ -78,7 +78,8 @@ def main():
     w, wo = statistics.median(with_cb), statistics.median(without)
     print(f"run with callback {w:.2f} s, without {wo:.2f} s: {100 * (w / wo - 1):+.1f}% (includes noise)")
     print(f"step time without callback: {1000 * wo / a.steps:.0f} ms")
-    for opts in ({"momentum_every": 2}, {"momentum_every": 0}, {"prefix_every": 0, "momentum_every": 0}):
+    for opts in ({"prefix_every": 1, "momentum_every": 1}, {"momentum_every": 0},
+                 {"prefix_every": 0, "momentum_every": 0}):
         fr = [(lambda r: r[1] / r[0])(run(a.steps, True, **opts)) for _ in range(a.repeat)]
         print(f"callback self-time with {opts}: {100 * statistics.median(fr):.2f}%")
 

@@ -69,7 +69,8 @@ class DiagnosticsCallback(TrainerCallback):
       ``reward_scale_elasticity`` (``diagnostics.reward_scale`` on the optimizer's real state), on
       the 2nd optimizer step and every ``eps_every`` steps after it.
     * ``prefix_bias``: ``prefix_normalized_mean`` and ``weight_length_corr_mean`` of
-      ``diagnostics.prefix_bias`` on the step's complete groups (every ``prefix_every`` steps).
+      ``diagnostics.prefix_bias`` on the step's complete groups (every ``prefix_every``-th
+      generation batch, all its inner steps).
     * ``zero_signal_fraction``: share of completions with A = 0; ``non_finite_loss``/``non_finite_grad``.
     * ``normalization_invariant``: 1 when the step's gradient does not depend on the batch split.
 
@@ -77,19 +78,20 @@ class DiagnosticsCallback(TrainerCallback):
         trainer: the trainer (set automatically by grpokit's ``GRPOTrainer``).
         rho_threshold: ε-dominance threshold on ρ = ε/√v̂; warns when more than ``eps_warn_fraction``
             of coordinates exceed it.
-        prefix_every: compute the prefix bias every N optimizer steps (0: never).
+        prefix_every: compute the prefix bias on every N-th generation batch, all its optimizer steps
+            (0: never). Default 2: it is the callback's largest cost in small models.
         eps_every: compute the ε-dominance every N optimizer steps (0: never). v̂ is an average over
             ~1/(1−β2) = 1000 steps, so it moves slowly; a full pass over the optimizer state each step
             would cost more than the rest of the callback.
         momentum_every: run the momentum tracker (clip region per inner step, overshoot, stale share)
-            on every N-th generation batch, all its inner steps (0: never). Its cost is a fixed amount
-            per parameter tensor (benchmarks/RESULTS.md).
+            on every N-th generation batch, all its inner steps (0: never). Default 2: its cost is a
+            fixed amount per parameter tensor, large next to a tiny model's step (benchmarks/RESULTS.md).
         warn: emit ``warnings.warn`` for the conditions above (each cause once per training run,
             except non-finite values, which warn every time).
     """
 
     def __init__(self, trainer: Any = None, *, rho_threshold: float = 0.1, eps_warn_fraction: float = 0.5,
-                 prefix_every: int = 1, eps_every: int = 10, momentum_every: int = 1, warn: bool = True) -> None:
+                 prefix_every: int = 2, eps_every: int = 10, momentum_every: int = 2, warn: bool = True) -> None:
         self.trainer = trainer
         self.rho_threshold = float(rho_threshold)
         self.eps_warn_fraction = float(eps_warn_fraction)
@@ -174,8 +176,7 @@ class DiagnosticsCallback(TrainerCallback):
         opt = getattr(optimizer, "optimizer", optimizer)
         adam = opt is not None and opt.__class__.__name__ in ("Adam", "AdamW") and not bad_grad
         if adam and window and self.momentum_every:
-            generation = window[-1]["step"] // (args.steps_per_generation * args.num_iterations)
-            if generation % self.momentum_every == 0:
+            if self._generation(args, window) % self.momentum_every == 0:
                 self._momentum(args, opt, window, out, spec)
         # ε-dominance needs a stepped state: the 2nd optimizer step, then every eps_every steps
         due = self.eps_every and self._optim_steps % self.eps_every == 1 % self.eps_every
@@ -188,10 +189,16 @@ class DiagnosticsCallback(TrainerCallback):
                           f"ε/√v̂ > {self.rho_threshold:g} (ε = {rep.eps:g}); the step then scales with the "
                           f"reward scale (elasticity {rep.elasticity:.2f}) instead of being scale-free — lower "
                           "eps or scale rewards up")
-        if spec is not None and window and self.prefix_every and self._optim_steps % self.prefix_every == 0:
+        prefix_due = self.prefix_every and window and self._generation(args, window) % self.prefix_every == 0
+        if spec is not None and prefix_due:
             out.update(self._prefix(window, spec))
         self._optim_steps += 1
         self._log(out)
+
+    @staticmethod
+    def _generation(args, window) -> int:
+        """The index of the generation batch the step's micro-batches come from."""
+        return window[-1]["step"] // (args.steps_per_generation * args.num_iterations)
 
     def _momentum(self, args, opt, window, out, spec) -> None:
         S, mu = args.steps_per_generation, args.num_iterations
