@@ -3,19 +3,31 @@
 Every function here takes and returns torch tensors on the tensors' own device; the forward and the
 backward run in the engine (CPU or CUDA, on the current stream), zero-copy through DLPack.
 
-Sections: token log-probabilities from logits; from hidden states and the output projection.
+Sections: token log-probabilities from logits; the policy loss (a ``torch.library`` custom op), its
+rewards form, and the global counts for gradient accumulation and data parallelism.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import dataclasses
+import functools
+import json
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import _logprobs
+from . import _advantages, _core, _logprobs, _loss, _presets
 
-__all__ = ["LogprobsOutput", "linear_token_logprobs", "token_logprobs"]
+__all__ = [
+    "LogprobsOutput",
+    "PolicyLossOutput",
+    "global_counts",
+    "linear_token_logprobs",
+    "policy_loss",
+    "policy_loss_from_rewards",
+    "token_logprobs",
+]
 
 
 class LogprobsOutput(NamedTuple):
@@ -147,3 +159,202 @@ def linear_token_logprobs(
             raise TypeError(f"grpokit.torch.linear_token_logprobs: {name} must be a torch tensor")
     logp, ent = _LinearTokenLogprobsFunction.apply(hidden, weight, token_ids, float(temperature), chunk_size)
     return LogprobsOutput(logp, ent if entropy else None)
+
+
+# ---- the policy loss -------------------------------------------------------------------------------
+#
+# One torch.library custom op, ``grpokit::policy_loss``: the engine computes the loss and its exact
+# gradient in one pass (forward); the registered backward scales the saved gradient by the incoming
+# one. Being a custom op with a fake implementation, it is opaque to torch.compile (no graph break),
+# and its autograd formula is a torch.autograd.Function that torch builds from register_autograd.
+
+@functools.lru_cache(maxsize=64)  # bounded: per-step counts (num_items_in_batch) make new specs every step
+def _spec_of(spec_json: str) -> _presets.LossSpec:
+    return _presets.LossSpec(**json.loads(spec_json))
+
+
+def _metric_names(spec_json: str, has_entropies: bool, has_sampling: bool) -> List[str]:
+    return list(_core.loss_metric_names(_spec_of(spec_json).engine_fields(), has_entropies, has_sampling))
+
+
+@torch.library.custom_op("grpokit::policy_loss", mutates_args=())
+def _policy_loss_op(
+    logp: torch.Tensor,
+    old_logp: Optional[torch.Tensor],
+    advantages: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    ref_logp: Optional[torch.Tensor],
+    entropies: Optional[torch.Tensor],
+    sampling_logp: Optional[torch.Tensor],
+    keep: Optional[torch.Tensor],
+    token_weights: Optional[torch.Tensor],
+    cu_seqlens: Optional[torch.Tensor],
+    spec: str,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r = _loss.policy_loss(
+        logp, old_logp, advantages, mask, spec=_spec_of(spec), ref_logp=ref_logp, entropies=entropies,
+        sampling_logp=sampling_logp, keep=keep, token_weights=token_weights, cu_seqlens=cu_seqlens,
+    )
+    metrics = torch.stack(list(r.metrics.values())) if r.metrics else logp.new_zeros((0,), dtype=torch.float64)
+    grad_ent = r.grad_entropy if r.grad_entropy is not None else logp.new_zeros((0,))
+    return r.loss, r.grad_logp, grad_ent, metrics
+
+
+@_policy_loss_op.register_fake
+def _(logp, old_logp, advantages, mask, ref_logp, entropies, sampling_logp, keep, token_weights, cu_seqlens, spec):
+    fields = _spec_of(spec).engine_fields()
+    has_grad_ent = entropies is not None and _core.loss_has_entropy_grad(fields, True)
+    n = len(_metric_names(spec, entropies is not None, sampling_logp is not None))
+    return (logp.new_empty(()), torch.empty_like(logp), logp.new_empty(logp.shape if has_grad_ent else (0,)),
+            logp.new_empty((n,), dtype=torch.float64))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1], output[2])
+    ctx.has_grad_entropy = output[2].numel() > 0  # (0,) when entropies do not enter the loss
+
+
+def _backward(ctx, grad_loss, _g_grad, _g_grad_ent, _g_metrics):
+    grad_logp, grad_ent = ctx.saved_tensors
+    g_lp = grad_logp * grad_loss.to(grad_logp.dtype) if ctx.needs_input_grad[0] else None
+    g_ent = None
+    if ctx.needs_input_grad[5] and ctx.has_grad_entropy:
+        g_ent = grad_ent * grad_loss.to(grad_ent.dtype)
+    return g_lp, None, None, None, None, g_ent, None, None, None, None, None
+
+
+_policy_loss_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class PolicyLossOutput(NamedTuple):
+    """``loss``: 0-d, differentiable with respect to ``logp`` (and ``entropies`` where they enter the
+    loss); ``metrics``: {name: 0-d float64 tensor} (clip fractions, ratio statistics, KL, entropy; see
+    docs/losses.md), detached."""
+
+    loss: torch.Tensor
+    metrics: Dict[str, torch.Tensor]
+
+
+def _spec_json(spec: Any, overrides: Dict[str, Any]) -> str:
+    s = _presets.resolve(spec, overrides)
+    return json.dumps(dataclasses.asdict(s), sort_keys=True)
+
+
+@torch.compiler.assume_constant_result
+def _prepare(spec: Any, overrides: Tuple[Tuple[str, Any], ...], has_ent: bool,
+             has_smp: bool) -> Tuple[str, Tuple[str, ...]]:
+    # Spec resolution is plain Python over constants: torch.compile takes its result as a constant.
+    sj = _spec_json(spec, dict(overrides))
+    return sj, tuple(_metric_names(sj, has_ent, has_smp))
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: Optional[torch.Tensor],
+    advantages: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    *,
+    spec: Any = "trl.grpo",
+    ref_logp: Optional[torch.Tensor] = None,
+    entropies: Optional[torch.Tensor] = None,
+    sampling_logp: Optional[torch.Tensor] = None,
+    keep: Optional[torch.Tensor] = None,
+    token_weights: Optional[torch.Tensor] = None,
+    cu_seqlens: Optional[torch.Tensor] = None,
+    **overrides: Any,
+) -> PolicyLossOutput:
+    """Differentiable GRPO-family loss: :func:`grpokit.policy_loss` as an autograd op.
+
+    Same arguments, layouts, dtypes and options as :func:`grpokit.policy_loss` (torch tensors on one
+    device, CPU or CUDA; read zero-copy through DLPack, also when they require grad). The forward runs
+    the engine once, which also yields ∂loss/∂logp (and ∂loss/∂entropies); the backward multiplies
+    them by the incoming gradient. ``old_logp=None`` is the on-policy shortcut (ratio 1).
+
+    Global counts: under gradient accumulation or data parallelism pass the counts of the whole
+    optimizer step, ``**global_counts(...)`` (tokens, sequences, and ``dp_size``, which undoes DDP's
+    gradient average); then the accumulated, averaged gradient equals the gradient of one call on
+    the concatenated batch.
+
+    Works under ``torch.compile`` (the op ``torch.ops.grpokit.policy_loss`` has a fake implementation).
+    The spec and the options are constants of the compiled graph: an option whose value changes
+    every step (``num_items_in_batch``) recompiles; keep the loss call outside the compiled region
+    then, or pass counts that do not change.
+
+    Example:
+        >>> import torch, grpokit.torch as gkt
+        >>> lp = torch.log(torch.full((2, 3), 0.5)).requires_grad_()
+        >>> out = gkt.policy_loss(lp, lp.detach(), torch.tensor([1.0, -1.0]), spec="paper.dapo")
+        >>> out.loss.backward()
+        >>> lp.grad[0, 0].item()
+        -0.1666666716337204
+    """
+    tensors = dict(old_logp=old_logp, mask=mask, ref_logp=ref_logp, entropies=entropies,
+                   sampling_logp=sampling_logp, keep=keep, token_weights=token_weights, cu_seqlens=cu_seqlens)
+    for name, t in (("logp", logp), ("advantages", advantages), *tensors.items()):
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"grpokit.torch.policy_loss: {name} must be a torch tensor, got {type(t).__name__}")
+    sj, names = _prepare(spec, tuple(sorted(overrides.items())), entropies is not None, sampling_logp is not None)
+    loss, _, _, metrics = torch.ops.grpokit.policy_loss(
+        logp, old_logp, advantages, mask, ref_logp, entropies, sampling_logp, keep, token_weights, cu_seqlens, sj
+    )
+    return PolicyLossOutput(loss, {n: metrics[k].detach() for k, n in enumerate(names)})
+
+
+def policy_loss_from_rewards(
+    logp: torch.Tensor,
+    old_logp: Optional[torch.Tensor],
+    rewards: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    *,
+    group_size: Optional[int] = None,
+    group_ids: Optional[torch.Tensor] = None,
+    estimator: str = "grpo",
+    std: Optional[str] = None,
+    spec: Any = "trl.grpo",
+    **loss_options: Any,
+) -> PolicyLossOutput:
+    """Rewards → advantages (:func:`grpokit.advantages`) → :func:`policy_loss`, in one call.
+
+    ``rewards`` (B,) (completions of a group adjacent, ``group_size`` each, or ``group_ids``);
+    ``estimator`` and ``std`` go to :func:`grpokit.advantages`, everything else to :func:`policy_loss`.
+    Under data parallelism each process must hold whole groups. The advantages carry no gradient.
+    """
+    adv = _advantages.advantages(rewards.detach(), group_size, group_ids=group_ids, estimator=estimator, std=std)
+    return policy_loss(logp, old_logp, adv.to(logp.dtype), mask, spec=spec, **loss_options)
+
+
+def global_counts(
+    masks: Any,
+    *,
+    spec: Any = "trl.grpo",
+    group: Any = None,
+    all_reduce: Optional[bool] = None,
+) -> Dict[str, float]:
+    """The counts of a whole optimizer step, as ``policy_loss`` options.
+
+    ``masks``: the (B, T) loss mask of every micro-batch this process accumulates into the step (one
+    tensor or a list). With ``torch.distributed`` initialised (or ``all_reduce=True``) the counts are
+    summed over the process ``group`` (one all-reduce) and ``dp_size`` is its size, so that DDP's
+    gradient average (÷dp_size) is undone. Returns ``{"num_items_in_batch", "num_sequences",
+    "dp_size"}``; ``num_sequences`` counts rows with at least one valid token where the spec's
+    aggregation does (verl's ``seq-mean-*``), else every row.
+
+    Example: ``gkt.policy_loss(lp, old, adv, mask, spec="paper.dapo", **gkt.global_counts([m1, m2]))``.
+    """
+    s = _presets.resolve(spec, {})
+    ms = [masks] if isinstance(masks, torch.Tensor) else list(masks)
+    if not ms:
+        raise ValueError("masks: expected at least one mask")
+    tok = sum((m != 0).sum().double() for m in ms)
+    seq = sum(((m != 0).sum(-1) > 0).sum().double() if s.seq_count_nonempty else torch.tensor(float(m.shape[0]),
+              dtype=torch.float64, device=m.device) for m in ms)
+    dist = torch.distributed
+    if all_reduce is None:
+        all_reduce = dist.is_available() and dist.is_initialized()
+    world = 1
+    if all_reduce:
+        counts = torch.stack([tok, seq]).to(ms[0].device)
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
+        tok, seq = counts[0], counts[1]
+        world = dist.get_world_size(group)
+    return {"num_items_in_batch": float(tok), "num_sequences": float(seq), "dp_size": float(world)}

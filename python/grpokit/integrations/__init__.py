@@ -1,0 +1,1 @@
+"""Integrations of grpokit into training frameworks (``grpokit.integrations.trl``)."""

@@ -1,0 +1,215 @@
+"""grpokit inside Hugging Face TRL's ``GRPOTrainer`` (tested with trl 1.16.0, transformers 5.23.0).
+
+* :class:`GRPOTrainer`: TRL's trainer with the policy loss computed by grpokit — ``loss=`` any preset
+  name or ``grpokit.LossSpec``. Generation, rewards, advantages, logging and TRL's normalisation
+  conventions (÷gradient_accumulation_steps, ``num_items_in_batch``, ``num_processes``) are TRL's own.
+* :class:`DiagnosticsCallback` (``grpokit.integrations.trl_callback``, re-exported here): grpokit's
+  diagnostics in the trainer's logs.
+
+See docs/trl.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+
+from .. import _presets
+from .. import torch as gkt
+
+SUPPORTED_TRL = ("1.16.0", "1.17.0")  # [min, max): the range the integration is tested against
+
+
+def _check_trl_version() -> None:
+    try:
+        import trl
+    except ImportError as exc:  # pragma: no cover - the extra is missing
+        raise ImportError(
+            "grpokit.integrations.trl needs TRL: pip install 'grpokit[trl]' (trl==1.16.0, transformers==5.23.0)"
+        ) from exc
+    from packaging.version import Version
+
+    v = Version(trl.__version__)
+    if not (Version(SUPPORTED_TRL[0]) <= v < Version(SUPPORTED_TRL[1])):
+        raise ImportError(
+            f"grpokit.integrations.trl supports trl >= {SUPPORTED_TRL[0]}, < {SUPPORTED_TRL[1]}, found trl "
+            f"{trl.__version__}: it overrides GRPOTrainer._compute_loss, whose inputs change between TRL "
+            "releases. Install the tested versions: pip install 'grpokit[trl]'"
+        )
+
+
+_check_trl_version()
+
+from trl import GRPOTrainer as _TRLGRPOTrainer  # noqa: E402
+
+from .trl_callback import DiagnosticsCallback, clipping_can_be_active, normalization_audit  # noqa: E402
+
+# TRL loss_type -> preset; every TRL loss has a trl.* preset reproducing it (tests/python/test_trl_integration.py)
+TRL_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
+
+
+def spec_from_config(args: Any, loss: Any = None, loss_options: Optional[Dict[str, Any]] = None) -> _presets.LossSpec:
+    """The ``LossSpec`` a :class:`GRPOTrainer` uses for a ``GRPOConfig``.
+
+    ``loss=None`` is ``f"trl.{args.loss_type}"``. A ``trl.*`` preset takes its hyper-parameters from
+    the config (epsilon, epsilon_high, delta, beta, importance_sampling_level, use_bias_correction_kl,
+    top_entropy_quantile, off_policy_mask_threshold, entropy_coef, max_completion_length, the SAPO /
+    VESPO parameters, the vLLM importance-sampling correction); any other preset keeps its own, except
+    ``max_completion_length`` (Dr GRPO's constant) and ``beta`` (TRL loads a reference model only when
+    ``GRPOConfig.beta`` ≠ 0, so the KL weight is the config's). ``loss_options`` override everything.
+    """
+    name = f"trl.{args.loss_type}" if loss is None else loss
+    over: Dict[str, Any] = {"max_completion_length": args.max_completion_length, "beta": args.beta}
+    if isinstance(name, str) and name.startswith("trl."):
+        eps_high = args.epsilon_high if args.epsilon_high is not None else args.epsilon
+        over.update(
+            epsilon=args.epsilon, epsilon_high=eps_high, delta=args.delta, beta=args.beta,
+            importance_sampling_level=args.importance_sampling_level,
+            use_bias_correction_kl=args.use_bias_correction_kl, top_entropy_quantile=args.top_entropy_quantile,
+            off_policy_mask_threshold=args.off_policy_mask_threshold, entropy_coef=args.entropy_coef,
+            sapo_temperature_pos=args.sapo_temperature_pos, sapo_temperature_neg=args.sapo_temperature_neg,
+            vespo_k_pos=args.vespo_k_pos, vespo_lambda_pos=args.vespo_lambda_pos, vespo_k_neg=args.vespo_k_neg,
+            vespo_lambda_neg=args.vespo_lambda_neg,
+        )
+        if name == "trl.cispo" and args.epsilon_high is None:
+            over["epsilon_high"] = 5.0  # TRL's documented CISPO cap; epsilon_high is a raw cap there
+        if args.use_vllm and args.vllm_importance_sampling_correction:
+            over.update(vllm_importance_sampling_mode=args.vllm_importance_sampling_mode,
+                        vllm_importance_sampling_clip_min=args.vllm_importance_sampling_clip_min,
+                        vllm_importance_sampling_clip_max=args.vllm_importance_sampling_clip_max)
+        else:
+            over["vllm_importance_sampling_correction"] = False
+    over.update(loss_options or {})
+    return _presets.resolve(name, over)
+
+
+class GRPOTrainer(_TRLGRPOTrainer):
+    """TRL's ``GRPOTrainer`` with grpokit's policy loss (forward and exact gradient in the engine).
+
+    Args (besides TRL's own):
+        loss: a preset name (``grpokit.presets()``) or a ``grpokit.LossSpec``; default
+            ``f"trl.{args.loss_type}"``, which reproduces TRL's loss, gradient and metrics.
+        loss_options: overrides of the spec (``grpokit.policy_loss`` option names).
+        normalization: ``"trl"`` (default) uses TRL's counts: for token-mean losses (dapo, cispo, vespo,
+            any token-mean preset) the generation batch's ``num_items_in_batch`` rescaled by
+            gradient_accumulation_steps / steps_per_generation; ``"exact"`` counts the tokens of the
+            optimizer step's own micro-batches (all processes), which differs from TRL's when
+            steps_per_generation ≠ gradient_accumulation_steps (docs/trl.md).
+
+    Normalisation of the other losses follows TRL exactly: TRL's ``grpo``/``bnpo``/``dr_grpo``/``sapo``/
+    ``luspo`` divide each micro-batch's local loss by the accumulation steps; grpokit presets without
+    TRL's ÷K use the step's global token and sequence counts (``num_sequences`` = rows per micro-batch
+    × accumulation steps × processes) and ``dp_size`` = processes, so the gradient of a step is that of
+    one call on the whole step's batch.
+
+    Example:
+        >>> trainer = GRPOTrainer(model=model, reward_funcs=reward, args=GRPOConfig(...),
+        ...                       train_dataset=ds, loss="paper.dr_grpo")  # doctest: +SKIP
+    """
+
+    def __init__(self, *args: Any, loss: Any = None, loss_options: Optional[Dict[str, Any]] = None,
+                 normalization: str = "trl", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if normalization not in ("trl", "exact"):
+            raise ValueError(f"normalization: expected 'trl' or 'exact', got {normalization!r}")
+        if self.use_adaptive_entropy:
+            raise NotImplementedError(
+                "grpokit.integrations.trl.GRPOTrainer: use_adaptive_entropy=True is not supported (its controller "
+                "lives in TRL's _compute_loss); use a static entropy_coef"
+            )
+        self.loss_spec = spec_from_config(self.args, loss, loss_options)
+        self.normalization = normalization
+        self.grpokit_window: list = []  # this optimizer step's micro-batch loss inputs (DiagnosticsCallback)
+        for cb in self.callback_handler.callbacks:
+            if isinstance(cb, DiagnosticsCallback) and cb.trainer is None:
+                cb.trainer = self
+
+    # ---- counts -----------------------------------------------------------------------------------
+
+    def _window_tokens(self, inputs: Dict[str, Any], mask: torch.Tensor) -> torch.Tensor:
+        """Tokens of this optimizer step, all processes (float64 scalar)."""
+        K = self.current_gradient_accumulation_steps
+        S = self.args.steps_per_generation
+        n_gen = inputs["num_items_in_batch"].double()
+        if self.normalization == "trl" or not self.model.training or K == S:
+            return n_gen * K / S if self.model.training else n_gen
+        if S % K != 0:
+            raise ValueError(
+                f"normalization='exact' needs steps_per_generation ({S}) to be a multiple of "
+                f"gradient_accumulation_steps ({K}): otherwise the step's later micro-batches are not generated yet"
+            )
+        first = ((self._step % S) // K) * K  # the step's first micro-batch within the buffered generation batch
+        local = sum(self._loss_mask(self._buffered_inputs[j]).sum() for j in range(first, first + K))
+        return self.accelerator.reduce(local.double().reshape(1), reduction="sum")[0]
+
+    @staticmethod
+    def _loss_mask(inputs: Dict[str, Any]) -> torch.Tensor:
+        m = inputs["completion_mask"]
+        return m if "tool_mask" not in inputs else m * inputs["tool_mask"]
+
+    def _count_options(self, inputs: Dict[str, Any], mask: torch.Tensor) -> Dict[str, Any]:
+        s = self.loss_spec
+        training = self.model.training
+        K = self.current_gradient_accumulation_steps if training else 1
+        if s.divide_by_ga:  # TRL's grpo/bnpo/dr_grpo/sapo/luspo: local normalisers, ÷K
+            return {"gradient_accumulation_steps": K}
+        P = self.accelerator.num_processes
+        return {"num_items_in_batch": float(self._window_tokens(inputs, mask)),
+                "num_sequences": float(mask.shape[0] * K * P), "dp_size": float(P),
+                "gradient_accumulation_steps": K}
+
+    # ---- the loss ---------------------------------------------------------------------------------
+
+    def _compute_loss(self, model: Any, inputs: Dict[str, Any]) -> torch.Tensor:
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        mask = self._loss_mask(inputs)
+        mm = {k: inputs.get(k) for k in ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask",
+                                         "spatial_shapes", "num_tiles", "image_sizes", "token_type_ids",
+                                         "mm_token_type_ids", "image_position_ids")}
+        logp, entropies, aux_loss = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=True,
+            compute_aux_loss=self.aux_loss_enabled, **mm,
+        )
+        s = self.loss_spec
+        sampling = None
+        if s.sampler_is != "none" or s.off_policy_mask_threshold is not None:
+            sampling = inputs.get("sampling_per_token_logps")
+        old = inputs.get("old_per_token_logps")  # None: TRL's on-policy shortcut (ratio 1), as the engine's
+        ref = inputs.get("ref_per_token_logps") if s.beta != 0.0 else None
+        adv = inputs["advantages"].to(logp.dtype)
+        out = gkt.policy_loss(
+            logp, old, adv, mask, spec=s, ref_logp=ref, entropies=entropies, sampling_logp=sampling,
+            **self._count_options(inputs, mask),
+        )
+        loss = out.loss
+        if self.aux_loss_enabled:
+            normalizer = self.current_gradient_accumulation_steps if self.model.training else 1.0
+            loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
+        self._log_metrics(out.metrics, aux_loss)
+        if self.model.training and any(isinstance(cb, DiagnosticsCallback) for cb in self.callback_handler.callbacks):
+            self.grpokit_window.append({  # the callback consumes and clears it at the optimizer step
+                "logp": logp.detach(), "old_logp": old if old is not None else logp.detach(), "advantages": adv,
+                "mask": mask, "completion_ids": completion_ids, "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
+                "loss": loss.detach(), "step": self._step,
+            })
+        return loss
+
+    def _log_metrics(self, metrics: Dict[str, torch.Tensor], aux_loss: Any) -> None:
+        mode = "train" if self.model.training else "eval"
+        for name, v in metrics.items():
+            if name in ("pg_clipfrac", "ppo_kl"):  # verl's names for the same quantities: keep TRL's only
+                continue
+            # TRL reduces its metrics over processes; an unweighted mean of the per-process values here
+            self._metrics[mode][name].append(self.accelerator.gather(v.reshape(1).float()).nanmean().item())
+        if self.aux_loss_enabled:
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
+        if self._entropy_bonus_enabled and mode == "train" and self.accelerator.sync_gradients:
+            self._metrics[mode]["entropy_coef"].append(self.entropy_coef)
+
+
+__all__ = ["DiagnosticsCallback", "GRPOTrainer", "SUPPORTED_TRL", "TRL_LOSS_TYPES", "clipping_can_be_active",
+           "normalization_audit", "spec_from_config"]
