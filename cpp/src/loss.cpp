@@ -82,6 +82,10 @@ const EnumTable<SamplerIs> kSamplerIs{"sampler_is",
                                        {"token_mask", SamplerIs::TokenMask},
                                        {"sequence_truncate", SamplerIs::SequenceTruncate},
                                        {"sequence_mask", SamplerIs::SequenceMask}}};
+const EnumTable<Selection> kSelection{"selection",
+                                      {{"none", Selection::None},
+                                       {"clip_cov", Selection::ClipCov},
+                                       {"kl_cov", Selection::KlCov}}};
 const EnumTable<EntropyAggregation> kEntropyAgg{"entropy_aggregation",
                                                 {{"local_token_mean", EntropyAggregation::LocalTokenMean},
                                                  {"policy", EntropyAggregation::Policy}}};
@@ -97,6 +101,7 @@ std::map<std::string, double LossSpec::*> double_fields() {
           {"kl_log_clamp", &LossSpec::kl_log_clamp},
           {"kl_value_clamp", &LossSpec::kl_value_clamp},
           {"dro_beta", &LossSpec::dro_beta},
+          {"ppo_kl_coef", &LossSpec::ppo_kl_coef},
           {"entropy_coef", &LossSpec::entropy_coef},
           {"top_entropy_quantile", &LossSpec::top_entropy_quantile},
           {"off_policy_mask_threshold", &LossSpec::off_policy_mask_threshold},
@@ -267,7 +272,7 @@ enum Metric {
 };
 const char* const kMetricNames[kNumMetrics] = {
     "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "clip_ratio/low_min",
-    "clip_ratio/high_max", "pg_clipfrac", "pg_clipfrac_lower", "cispo_clip_ratio", "weight_clipfrac",
+    "clip_ratio/high_max", "pg_clipfrac", "pg_clipfrac_lower", "cispo_clip_ratio", "pg_clipfrac",
     "ratio/min", "ratio/mean", "ratio/max", "ppo_kl", "kl", "entropy",
     "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/mean",
     "sampling/importance_sampling_ratio/max", "vespo/phi_seq_mean"};
@@ -283,7 +288,7 @@ std::vector<int> metric_ids(const LossSpec& s, const LossInputs& in) {
     if (s.logp_weight == LogpWeight::Cap) ids.push_back(kCispoClipRatio);
     if (s.logp_weight == LogpWeight::Clip || s.logp_weight == LogpWeight::DppoTv ||
         s.logp_weight == LogpWeight::DppoKl)
-      ids.push_back(kWeightClipfrac);
+      ids.push_back(kWeightClipfrac);  // verl's pg_clipfrac of CISPO (r ≠ clip r) and DPPO (invalid)
     if (s.logp_weight == LogpWeight::Vespo) ids.push_back(kVespoPhi);
   }
   for (int k : {kRatioMin, kRatioMean, kRatioMax, kPpoKl}) ids.push_back(k);
@@ -431,7 +436,9 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
         c = scale / (N_seq * (s.seq_len_eps ? Li + 1e-8 : std::max(Li, 1.0)));
         break;
       case Aggregation::SeqMeanTokenSum: c = scale / N_seq; break;
-      case Aggregation::SeqMeanTokenSumNorm: c = scale / (N_seq * s.max_completion_length); break;
+      case Aggregation::SeqMeanTokenSumNorm:  // C defaults to the padded length (verl's horizon)
+        c = scale / (N_seq * (s.max_completion_length > 0.0 ? s.max_completion_length : static_cast<double>(L.T)));
+        break;
     }
     st[i].c = c;
   }
@@ -448,6 +455,8 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
     const Row<T> adv = row_of<T>(in.advantages, L, i, adv_row), ref = row_of<T>(in.ref_logp, L, i);
     const Row<T> h = row_of<T>(in.entropies, L, i), smp = row_of<T>(in.sampling_logp, L, i);
     const Row<T> tw = row_of<T>(in.token_weights, L, i);
+    const FlagRow sel = in.selection.defined() ? flag_row_of(in.selection, L, i) : FlagRow{};
+    const bool has_sel = in.selection.defined();
     const WRow<T> g = wrow_of<T>(out.grad_logp, L, i), gh = wrow_of<T>(out.grad_entropy, L, i);
     const WRow<T> pt = wrow_of<T>(out.per_token, L, i), om = wrow_of<T>(out.weights, L, i);
     const bool keep = flag_at_row(in.keep, i);
@@ -514,6 +523,7 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
         a.n_is += 1.0;
       }
       ti.w = w;
+      ti.selected = has_sel && sel[t];
       if (vespo)
         ti.row_w_is = math::vespo_weight<C>(C(r.vespo_logw), ti.adv, C(s.vespo_k_pos), C(s.vespo_lambda_pos),
                                             C(s.vespo_k_neg), C(s.vespo_lambda_neg));
@@ -689,6 +699,7 @@ void set_spec_field(LossSpec& spec, const std::string& name, const std::string& 
   else if (name == "kl") spec.kl = kKlTable.parse(value);
   else if (name == "sampler_is") spec.sampler_is = kSamplerIs.parse(value);
   else if (name == "entropy_aggregation") spec.entropy_aggregation = kEntropyAgg.parse(value);
+  else if (name == "selection") spec.selection = kSelection.parse(value);
   else value_error("LossSpec has no rule field '", name, "'");
 }
 
@@ -700,6 +711,7 @@ std::vector<std::string> spec_enum_values(const std::string& name) {
   if (name == "kl") return kKlTable.names();
   if (name == "sampler_is") return kSamplerIs.names();
   if (name == "entropy_aggregation") return kEntropyAgg.names();
+  if (name == "selection") return kSelection.names();
   value_error("LossSpec has no rule field '", name, "'");
 }
 
@@ -737,9 +749,8 @@ void validate_spec(const LossSpec& s) {
   positive(s.gradient_accumulation_steps, "gradient_accumulation_steps");
   if (s.num_items_in_batch == 0.0) value_error("num_items_in_batch: expected a positive count, got 0");
   if (s.num_sequences == 0.0) value_error("num_sequences: expected a positive count, got 0");
-  if (s.aggregation == Aggregation::SeqMeanTokenSumNorm && !(s.max_completion_length > 0.0))
-    value_error("max_completion_length: the constant normaliser C of seq_mean_token_sum_norm must be > 0, got ",
-                s.max_completion_length);
+  if (s.max_completion_length == 0.0 || std::isnan(s.max_completion_length))
+    value_error("max_completion_length: the constant normaliser C must be > 0, got ", s.max_completion_length);
 }
 
 bool loss_has_entropy_grad(const LossSpec& s, bool has_entropies) {
@@ -817,6 +828,15 @@ void check_loss_args(const LossSpec& s, const LossInputs& in, const LossOutputs&
     value_error("entropies: required when top_entropy_quantile < 1 (got ", s.top_entropy_quantile, ")");
   if (s.entropy_coef != 0.0 && !in.entropies.defined())
     value_error("entropies: required when entropy_coef != 0 (got ", s.entropy_coef, ")");
+  if (s.aggregation == Aggregation::SeqMeanTokenSumNorm && !(s.max_completion_length > 0.0) && packed)
+    value_error("max_completion_length: packed inputs have no padded length; pass the constant normaliser C "
+                "(max_completion_length / loss_scale_factor)");
+  if (s.selection != Selection::None && !in.selection.defined())
+    value_error("selection: required by the clip_cov / kl_cov rules (the tokens they act on)");
+  if (in.selection.defined()) {
+    same_layout(in.selection, "selection");
+    check_flags(in.selection, "selection");
+  }
   if (s.surrogate == Surrogate::Logp &&
       (s.logp_weight == LogpWeight::DppoTv || s.logp_weight == LogpWeight::DppoKl) && !in.old_logp.defined())
     value_error("old_logp: required by the DPPO trust-region tests");

@@ -55,6 +55,7 @@ def policy_loss(
     cu_seqlens: Any = None,
     keep: Any = None,
     token_weights: Any = None,
+    selection: Any = None,
     return_per_token: bool = False,
     return_weights: bool = False,
     num_threads: int = 0,
@@ -84,6 +85,7 @@ def policy_loss(
         cu_seqlens: (B+1,) int32/int64 offsets for packed inputs.
         keep: (B,) completion keep flags δ_i (GTPO), multiply the policy term.
         token_weights: per-token weights λ_{i,t} (GTPO), multiply the policy term.
+        selection: per-token flags, the tokens the ``clip_cov`` / ``kl_cov`` rules act on.
         return_per_token, return_weights: also return φ_{i,t} and ω_{i,t}.
         num_threads: CPU threads (0: the OpenMP default). Results are identical for any count.
         stream: CUDA stream for GPU inputs.
@@ -128,9 +130,11 @@ def policy_loss(
     cu = _arrays.as_input(cu_seqlens, "cu_seqlens", default="int64")
     kp = _mask_input(keep, "keep")
     tw = _arrays.as_input(token_weights, "token_weights")
+    sel = _mask_input(selection, "selection")
     place = _arrays.common_placement(
         {"logp": lp, "old_logp": old, "advantages": adv, "mask": m, "ref_logp": ref, "entropies": ent,
-         "sampling_logp": smp, "cu_seqlens": cu, "keep": kp, "token_weights": tw}
+         "sampling_logp": smp, "cu_seqlens": cu, "keep": kp, "token_weights": tw,
+         "selection": sel}
     )
     backend = _backend.for_placement(place)
     dt = _arrays.dtype_name(lp)
@@ -149,7 +153,7 @@ def policy_loss(
     weights = like_logp() if return_weights else None
     metrics = _arrays.empty(place, (len(names),), "float64", like=lp)
     backend.policy_loss(
-        fields, lp, old, adv, m, ref, ent, smp, cu, kp, tw,
+        fields, lp, old, adv, m, ref, ent, smp, cu, kp, tw, sel,
         loss, grad, grad_ent, per_token, weights, metrics,
         num_threads=int(num_threads), stream=_arrays.resolve_stream(place, stream),
     )

@@ -60,6 +60,10 @@ enum class LogpWeight : uint8_t {
 
 enum class KlEstimator : uint8_t { None, K1, K2, K3, Abs };
 
+// verl's entropy-mechanism rules on a caller-selected token subset (`selection` input):
+// ClipCov zeroes the policy term of selected tokens; KlCov adds ppo_kl_coef·|ℓ − ℓ_old| to them.
+enum class Selection : uint8_t { None, ClipCov, KlCov };
+
 // ---- small helpers --------------------------------------------------------------------------
 
 template <class C>
@@ -147,7 +151,7 @@ GRPOKIT_HD C vespo_weight(C log_w, C A, C k_pos, C lambda_pos, C k_neg, C lambda
 }
 
 // verl DPPO trust-region tests (p = e^ℓ). Total variation: A > 0 keeps p − p_old ≤ ε_high,
-// A ≤ 0 keeps p − p_old ≥ −ε_low. Binary KL b = p_old·(ℓ_old − ℓ) + (1 − p_old)·log((1−p_old)/(1−p)):
+// A ≤ 0 keeps p − p_old ≥ −ε_low. Binary KL b = p_old·(ℓ_old − ℓ) + (1 − p_old)·log((1−p_old+1e-8)/(1−p+1e-8)):
 // A > 0 keeps b ≤ ε_high or p ≤ p_old; A ≤ 0 keeps b ≤ ε_low or p ≥ p_old.
 template <class C>
 GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
@@ -157,7 +161,7 @@ GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
 template <class C>
 GRPOKIT_HD bool dppo_kl_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
   const C p = exp(logp), po = exp(old_logp);
-  const C b = po * (old_logp - logp) + (C(1) - po) * log((C(1) - po) / (C(1) - p));
+  const C b = po * (old_logp - logp) + (C(1) - po) * log((C(1) - po + C(1e-8)) / (C(1) - p + C(1e-8)));
   return A > C(0) ? (b <= eps_high || p <= po) : (b <= eps_low || p >= po);
 }
 
@@ -205,12 +209,14 @@ GRPOKIT_HD ValueGrad<C> geo_mean_log_ratio(C delta, C A, C eps_low, C eps_high) 
 // ---- regularisers -----------------------------------------------------------------------------
 
 // KL(π‖π_ref) estimators of the per-token value at log π = logp, with the gradient in logp.
-// x = ℓ_ref − ℓ is clamped to [−log_clamp, log_clamp] and the value to [−value_clamp, value_clamp]
-// (verl: 20 and 10; TRL: none, pass +inf); clamps have zero gradient where they bind (torch.clamp).
+// For k3, x = ℓ_ref − ℓ is clamped to [−log_clamp, log_clamp] and the value to [−value_clamp,
+// value_clamp] (verl: 20 and 10; TRL: none, pass +inf); clamps have zero gradient where they bind.
 // straight_through (verl's "+" suffix): the value of `est`, the gradient of k2.
 template <class C>
 GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_clamp, C value_clamp,
                                     bool straight_through) {
+  // verl clamps only its k3 ("low_var_kl"); the other estimators are unclamped everywhere
+  if (est != KlEstimator::K3) log_clamp = value_clamp = C(INFINITY);
   const C x_raw = ref_logp - logp;
   const bool x_free = x_raw >= -log_clamp && x_raw <= log_clamp;
   const C x = clampv(x_raw, -log_clamp, log_clamp);
@@ -274,6 +280,7 @@ struct LossSpec {
   KlEstimator kl = KlEstimator::None;
   SamplerIs sampler_is = SamplerIs::None;
   EntropyAggregation entropy_aggregation = EntropyAggregation::LocalTokenMean;
+  Selection selection = Selection::None;
 
   // clipping
   double epsilon_low = 0.2;       // TRL `epsilon`, verl `clip_ratio_low`
@@ -291,6 +298,7 @@ struct LossSpec {
   double kl_value_clamp = INFINITY;  // verl 10
   bool gtpo_entropy = false;         // GTPO's R: β·δ_i·⟨H⟩_i·I·λ (when entropies are given)
   double dro_beta = 0.0;             // DRO: + ½·dro_beta·(ℓ − ℓ_old)²
+  double ppo_kl_coef = 1.0;          // KL-Cov: + ppo_kl_coef·|ℓ − ℓ_old| on selected tokens
   double entropy_coef = 0.0;         // entropy bonus: loss −= entropy_coef · aggregated entropy
 
   // weight rules
@@ -340,7 +348,8 @@ GRPOKIT_HD ValueGrad<C> row_log_ratio_term(const LossSpec& s, C logp, C old_logp
 }
 template <class C>
 GRPOKIT_HD C row_log_ratio_scale(const LossSpec& s, int64_t L) {
-  if (s.surrogate != Surrogate::GeoMean && s.ratio == RatioLevel::SequenceSum) return C(1);
+  if (s.surrogate == Surrogate::GeoMean) return C(1) / (C(L) + C(1e-8));  // verl geo_mean
+  if (s.ratio == RatioLevel::SequenceSum) return C(1);
   return C(1) / C(L > 1 ? L : 1);
 }
 
@@ -356,6 +365,7 @@ struct TokenIn {
   C u;                    // the row's log-ratio u_i (see uses_row_log_ratio)
   C hbar;                 // the row's mean entropy ⟨H⟩_i (GTPO)
   C row_w_is;             // per-row detached weight (VESPO's φ_γ)
+  bool selected;          // in the caller's selection (Clip-Cov / KL-Cov)
 };
 
 template <class C>
@@ -429,11 +439,12 @@ GRPOKIT_HD TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
       dv = C(1);
       break;
   }
-  o.phi = in.w * (-A * v);
-  o.d_logp = in.w * (-A) * dv * dx_direct;
-  o.d_u = in.w * (-A) * dv * dx_u;
-  o.omega_direct = in.w * dv * dx_direct;
-  o.omega_u = in.w * dv * dx_u;
+  const C w = (s.selection == Selection::ClipCov && in.selected) ? C(0) : in.w;
+  o.phi = w * (-A * v);
+  o.d_logp = w * (-A) * dv * dx_direct;
+  o.d_u = w * (-A) * dv * dx_u;
+  o.omega_direct = w * dv * dx_direct;
+  o.omega_u = w * dv * dx_u;
 
   // regularisers (not multiplied by the weight rule: TRL adds β·KL after the masks and IS weights)
   if (s.kl != KlEstimator::None && s.beta != 0.0) {
@@ -456,6 +467,10 @@ GRPOKIT_HD TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
     o.phi += k * in.hbar * I;
     o.d_logp += k * in.hbar * I;
     o.d_hbar = k * I;
+  }
+  if (s.selection == Selection::KlCov && in.selected) {  // KL-Cov: + κ|ℓ − ℓ_old|
+    o.phi += C(s.ppo_kl_coef) * (delta < C(0) ? -delta : delta);
+    o.d_logp += C(s.ppo_kl_coef) * (delta < C(0) ? C(-1) : (delta > C(0) ? C(1) : C(0)));
   }
   if (s.dro_beta != 0.0) {  // DRO: + ½β(ℓ − ℓ_old)²
     o.phi += C(0.5) * C(s.dro_beta) * delta * delta;
