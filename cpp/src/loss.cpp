@@ -126,8 +126,7 @@ std::map<std::string, bool LossSpec::*> bool_fields() {
           {"kl_straight_through", &LossSpec::kl_straight_through},
           {"gtpo_entropy", &LossSpec::gtpo_entropy},
           {"divide_by_ga", &LossSpec::divide_by_ga},
-          {"seq_count_nonempty", &LossSpec::seq_count_nonempty},
-          {"seq_len_eps", &LossSpec::seq_len_eps}};
+          {"seq_count_nonempty", &LossSpec::seq_count_nonempty}};
 }
 
 // ---- row addressing ------------------------------------------------------------------------------
@@ -407,7 +406,7 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
     const double Ld = static_cast<double>(n > 1 ? n : 1);
     r.u = su * static_cast<double>(math::row_log_ratio_scale<double>(s, n));
     r.hbar = sh / Ld;
-    r.abar = gmpo ? sa / (static_cast<double>(n) + 1e-8) : sa / Ld;
+    r.abar = sa / Ld;
     r.sum_is_log = sis;
     r.opsm_div = sop / Ld;
     r.vespo_logw = std::min(20.0, std::max(std::log(1e-8), svw));
@@ -433,7 +432,7 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
       case Aggregation::TokenMean: c = scale / N_tok; break;
       case Aggregation::TokenSum: c = scale; break;
       case Aggregation::SeqMeanTokenMean:
-        c = scale / (N_seq * (s.seq_len_eps ? Li + 1e-8 : std::max(Li, 1.0)));
+        c = scale / (N_seq * std::max(Li, 1.0));
         break;
       case Aggregation::SeqMeanTokenSum: c = scale / N_seq; break;
       case Aggregation::SeqMeanTokenSumNorm:  // C defaults to the padded length (verl's horizon)

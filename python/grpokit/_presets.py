@@ -87,7 +87,6 @@ class LossSpec:
     gradient_accumulation_steps: float = 1.0
     divide_by_ga: bool = False
     seq_count_nonempty: bool = False
-    seq_len_eps: bool = False
 
     def replace(self, **changes: Any) -> "LossSpec":
         """A copy with fields changed (field names, TRL names or verl aliases; see ``policy_loss``)."""
@@ -128,7 +127,7 @@ _VERL_AGG = {
     "token-mean": dict(aggregation="token_mean"),
     "token-sum": dict(aggregation="token_sum"),
     "seq-mean-token-sum": dict(aggregation="seq_mean_token_sum", seq_count_nonempty=True),
-    "seq-mean-token-mean": dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True, seq_len_eps=True),
+    "seq-mean-token-mean": dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True),
     "seq-mean-token-sum-norm": dict(aggregation="seq_mean_token_sum_norm", seq_count_nonempty=True),
 }
 _VERL_KL = {"kl": "k1", "k1": "k1", "mse": "k2", "k2": "k2", "low_var_kl": "k3", "k3": "k3", "abs": "abs"}
@@ -319,7 +318,7 @@ _TRL_PRESETS = [
 _VERL = dict(kl="k3", kl_log_clamp=20.0, kl_value_clamp=10.0, entropy_aggregation="policy", sampler_is="none",
              is_max=None)
 _CLAMP20 = dict(log_ratio_min=-20.0, log_ratio_max=20.0)
-_SEQ_MEAN_TOKEN_MEAN = dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True, seq_len_eps=True)
+_SEQ_MEAN_TOKEN_MEAN = dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True)
 _VERL_PRESETS = [
     _p("verl.vanilla", "verl loss_mode='vanilla': PPO clip with dual clip c = 3 for A < 0, log-ratio clamp ±20",
        clip_ratio_c=3.0, **_CLAMP20, **_VERL),

@@ -78,8 +78,8 @@ def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None
         sgn = np.sign(A)
         dc = np.clip(d, -el, eh)
         dhat = sgn * np.minimum(sgn * d, sgn * dc)
-        Abar = (A * mf).sum(1) / (L + 1e-8)
-        R = np.exp((dhat * mf).sum(1) / (L + 1e-8))
+        Abar = (A * mf).sum(1) / Lc
+        R = np.exp((dhat * mf).sum(1) / Lc)
         per_seq = -Abar * R
         phi = per_seq[:, None] * mf
         A_eff = Abar[:, None] * np.ones_like(lp)
@@ -204,7 +204,7 @@ def _aggregate(s, phi, mf, L):
     if s.aggregation == "token_sum":
         return scale * row.sum()
     if s.aggregation == "seq_mean_token_mean":
-        den = L + 1e-8 if s.seq_len_eps else np.maximum(L, 1.0)
+        den = np.maximum(L, 1.0)
         return scale * (row / den).sum() / n_seq
     if s.aggregation == "seq_mean_token_sum":
         return scale * row.sum() / n_seq

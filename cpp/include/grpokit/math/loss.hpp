@@ -321,7 +321,6 @@ struct LossSpec {
   double gradient_accumulation_steps = 1.0;  // TRL's ÷K where divide_by_ga (and the TRL entropy bonus)
   bool divide_by_ga = false;            // TRL grpo/bnpo/dr_grpo/luspo/sapo
   bool seq_count_nonempty = false;      // verl: N_seq counts rows with L_i > 0 only
-  bool seq_len_eps = false;             // verl: Σ_t φ / (L_i + 1e-8) instead of / max(L_i, 1)
 };
 
 // ---- per-row sequence log-ratio u_i -----------------------------------------------------------------
@@ -348,8 +347,7 @@ GRPOKIT_HD ValueGrad<C> row_log_ratio_term(const LossSpec& s, C logp, C old_logp
 }
 template <class C>
 GRPOKIT_HD C row_log_ratio_scale(const LossSpec& s, int64_t L) {
-  if (s.surrogate == Surrogate::GeoMean) return C(1) / (C(L) + C(1e-8));  // verl geo_mean
-  if (s.ratio == RatioLevel::SequenceSum) return C(1);
+  if (s.surrogate != Surrogate::GeoMean && s.ratio == RatioLevel::SequenceSum) return C(1);
   return C(1) / C(L > 1 ? L : 1);
 }
 
