@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import numpy as np
 
-from . import _arrays, _backend
+from . import _arrays, _backend, _core
 from ._presets import LossSpec, resolve
 
 
@@ -36,6 +37,29 @@ class LossResult:
     per_token: Any = None
     weights: Any = None
     metrics: Optional[Dict[str, Any]] = None
+
+
+def _plan(spec: Any, overrides: Dict[str, Any], has_entropies: bool, has_sampling: bool):
+    """(engine fields, metric names, whether entropies get a gradient): cached per spec and options,
+    since resolving and validating a spec costs more than a small loss."""
+    try:
+        key = (spec, tuple(sorted(overrides.items())), has_entropies, has_sampling)
+        hash(key)
+    except TypeError:  # unhashable override values (arrays): no cache
+        return _plan_uncached(spec, overrides, has_entropies, has_sampling)
+    return _plan_cached(*key)
+
+
+def _plan_uncached(spec, overrides, has_entropies, has_sampling):
+    s: LossSpec = resolve(spec, dict(overrides))
+    fields = s.engine_fields()
+    names = tuple(_core.loss_metric_names(fields, has_entropies, has_sampling))
+    return fields, names, _core.loss_has_entropy_grad(fields, has_entropies)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_cached(spec, overrides, has_entropies, has_sampling):
+    return _plan_uncached(spec, dict(overrides), has_entropies, has_sampling)
 
 
 def _mask_input(mask: Any, name: str) -> Any:
@@ -118,8 +142,6 @@ def policy_loss(
         >>> float(r.loss), r.grad_logp[0, 0]
         (0.0, -0.16666666666666666)
     """
-    s: LossSpec = resolve(spec, overrides)
-    fields = s.engine_fields()
     lp = _arrays.as_input(logp, "logp")
     old = _arrays.as_input(old_logp, "old_logp")
     adv = _arrays.as_input(advantages, "advantages")
@@ -137,6 +159,7 @@ def policy_loss(
          "selection": sel}
     )
     backend = _backend.for_placement(place)
+    fields, names, ent_grad = _plan(spec, overrides, ent is not None, smp is not None)
     dt = _arrays.dtype_name(lp)
     if dt not in ("float32", "float64"):
         raise TypeError(f"logp: expected dtype float32 or float64, got {dt}")
@@ -145,10 +168,9 @@ def policy_loss(
     def like_logp() -> Any:
         return _arrays.empty(place, shape, dt, like=lp)
 
-    names = backend.loss_metric_names(fields, ent is not None, smp is not None)
     loss = _arrays.empty(place, (), dt, like=lp)
     grad = like_logp()
-    grad_ent = like_logp() if ent is not None and backend.loss_has_entropy_grad(fields, True) else None
+    grad_ent = like_logp() if ent_grad else None
     per_token = like_logp() if return_per_token else None
     weights = like_logp() if return_weights else None
     metrics = _arrays.empty(place, (len(names),), "float64", like=lp)
