@@ -307,6 +307,136 @@ bool uses_sampler_is(const LossSpec& s, const LossInputs& in) {
   return s.sampler_is != SamplerIs::None && in.sampling_logp.defined();
 }
 
+// ---- the fast path --------------------------------------------------------------------------------
+//
+// The common training configuration — token ratio, one advantage per row, no per-token extras
+// (reference KL, entropies, sampler IS, masks beyond the token mask), unit-stride rows, no per-token
+// or weight outputs — runs the same math (clip_branch, sapo_gate, logp_weight) in a loop the
+// compiler vectorises: the exp is exp_vec, validity is a select, row sums are SIMD reductions.
+// Bitwise results still do not depend on the thread count (each row is one thread's loop).
+
+bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row) {
+  if (s.ratio != RatioLevel::Token || !adv_row) return false;
+  if (s.surrogate == Surrogate::GeoMean) return false;
+  if (s.surrogate == Surrogate::Logp && s.logp_weight != LogpWeight::One && s.logp_weight != LogpWeight::Ratio &&
+      s.logp_weight != LogpWeight::Clip && s.logp_weight != LogpWeight::Cap)
+    return false;
+  if ((s.kl != KlEstimator::None && s.beta != 0.0) || s.dro_beta != 0.0 || s.selection != Selection::None)
+    return false;
+  if (!std::isnan(s.off_policy_mask_threshold) || s.prune_threshold > -kInf) return false;
+  if (in.entropies.defined() || in.sampling_logp.defined() || in.keep.defined() || in.token_weights.defined() ||
+      in.selection.defined() || in.cu_seqlens.defined())
+    return false;
+  if (out.per_token.defined() || out.weights.defined() || out.grad_entropy.defined()) return false;
+  auto unit = [](const TensorView& v) { return !v.defined() || v.strides[v.ndim - 1] == 1; };
+  if (!unit(in.logp) || !unit(in.old_logp) || !unit(in.mask) || !unit(out.grad_logp)) return false;
+  return !in.mask.defined() || in.mask.dtype == DType::Bool || in.mask.dtype == DType::UInt8;
+}
+
+template <class C, Surrogate SUR, bool MASKED>
+void fast_row(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C A, C c, int64_t len, C* g,
+              RowAcc& a) {
+  const C lo = static_cast<C>(s.log_ratio_min), hi = static_cast<C>(s.log_ratio_max);
+  const C el = static_cast<C>(s.epsilon_low), eh = static_cast<C>(s.epsilon_high);
+  const C delta = static_cast<C>(s.delta), dual_c = static_cast<C>(s.clip_ratio_c);
+  const C tp = static_cast<C>(s.sapo_temperature_pos), tn = static_cast<C>(s.sapo_temperature_neg);
+  const LogpWeight lw = s.logp_weight;
+  // Every lane quantity is of type C (flags as 0/1 values): mixed widths stop the vectoriser.
+  // Row sums are accumulated in C per lane; a row is at most a few 10^4 tokens.
+  C sum_phi = 0, ratio_sum = 0, ppo_kl = 0, n = 0, low = 0, high = 0, verl = 0, dual = 0, wclip = 0, bad = 0;
+  C rmin = C(INFINITY), rmax = -C(INFINITY);
+#pragma omp simd reduction(+ : sum_phi, ratio_sum, ppo_kl, n, low, high, verl, dual, wclip, bad) \
+    reduction(min : rmin) reduction(max : rmax)
+  for (int64_t t = 0; t < len; ++t) {
+    const bool ok = !MASKED || m[t] != 0;  // (no conditional loads: they stop vectorisation)
+    const C valid = ok ? C(1) : C(0);  // counts; values are selected, never multiplied (padding may be NaN)
+    const C l = lp[t];
+    const C d = valid != C(0) ? l - old[t] : C(0);
+    bad += (valid != C(0) && !(d - d == C(0) && l - l == C(0))) ? C(1) : C(0);
+    const bool inside = d >= lo && d <= hi;
+    const C r = math::exp_vec(inside ? d : (d < lo ? lo : hi));
+    const C dr = inside ? r : C(0);
+    C v, dv, dx = dr;
+    C f_low = 0, f_high = 0, f_verl = 0, f_dual = 0, wc = 0;
+    if constexpr (SUR == Surrogate::Clip) {
+      math::ClipFlags f;
+      const math::ValueGrad<C> b = math::clip_branch(r, A, el, eh, delta, dual_c, &f);
+      v = b.v;
+      dv = b.d;
+      f_low = f.low ? C(1) : C(0);
+      f_high = f.high ? C(1) : C(0);
+      f_verl = f.verl ? C(1) : C(0);
+      f_dual = f.dual ? C(1) : C(0);
+    } else if constexpr (SUR == Surrogate::Sapo) {
+      const math::ValueGrad<C> b = math::sapo_gate(r, A, tp, tn);
+      v = b.v;
+      dv = b.d;
+    } else if constexpr (SUR == Surrogate::Logp) {
+      bool clipped = false;
+      const C w = math::logp_weight(lw, r, l, l, A, el, eh, C(INFINITY), &clipped);
+      v = w * l;
+      dv = w;
+      dx = C(1);
+      wc = clipped ? C(1) : C(0);
+    } else {
+      v = r;
+      dv = C(1);
+    }
+    g[t] = ok ? c * (-A) * dv * dx : C(0);
+    sum_phi += ok ? -A * v : C(0);
+    n += valid;
+    low += valid * f_low;
+    high += valid * f_high;
+    verl += valid * f_verl;
+    dual += valid * f_dual;
+    wclip += valid * wc;
+    ratio_sum += ok ? r : C(0);
+    rmin = (valid != C(0) && r < rmin) ? r : rmin;
+    rmax = (valid != C(0) && r > rmax) ? r : rmax;
+    ppo_kl -= d;  // d = 0 at padding
+  }
+  const double nn = static_cast<double>(n);
+  a.loss = static_cast<double>(c) * static_cast<double>(sum_phi);
+  a.n = nn;
+  a.low = low;
+  a.high = high;
+  a.region = static_cast<double>(low) + static_cast<double>(high);
+  a.verl = verl;
+  a.dual = dual;
+  a.wclip = wclip;
+  a.ratio_sum = ratio_sum;
+  a.ratio_min = nn > 0 ? static_cast<double>(rmin) : kInf;
+  a.ratio_max = nn > 0 ? static_cast<double>(rmax) : -kInf;
+  a.ppo_kl = ppo_kl;
+  if (nn > 0) {
+    a.low_row = static_cast<double>(low) / nn;
+    a.high_row = static_cast<double>(high) / nn;
+  }
+  if (bad != C(0)) {  // report the first bad position as the general path does
+    for (int64_t t = 0; t < len; ++t) {
+      if (MASKED && m[t] == 0) continue;
+      const C l = lp[t], o = old[t];
+      if (!std::isfinite(l) || !std::isfinite(o)) {
+        a.err_pos = t;
+        a.err_name = std::isfinite(l) ? "old_logp" : "logp";
+        a.err_value = static_cast<double>(std::isfinite(l) ? o : l);
+        break;
+      }
+    }
+  }
+}
+
+template <class C, bool MASKED>
+void fast_row_dispatch(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C A, C c, int64_t len,
+                       C* g, RowAcc& a) {
+  switch (s.surrogate) {
+    case Surrogate::Clip: fast_row<C, Surrogate::Clip, MASKED>(s, lp, old, m, A, c, len, g, a); break;
+    case Surrogate::Sapo: fast_row<C, Surrogate::Sapo, MASKED>(s, lp, old, m, A, c, len, g, a); break;
+    case Surrogate::Logp: fast_row<C, Surrogate::Logp, MASKED>(s, lp, old, m, A, c, len, g, a); break;
+    default: fast_row<C, Surrogate::Unclipped, MASKED>(s, lp, old, m, A, c, len, g, a); break;
+  }
+}
+
 // ---- the engine ----------------------------------------------------------------------------------
 
 template <class T>
@@ -365,6 +495,8 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
 #endif
 
   // ---- pass A: row statistics ----
+  const bool fast = fast_path_applies(s, in, out, adv_row);
+  const bool count_only = fast && !need_u && !has_ent && !use_is && !opsm && !gmpo;
   GRPOKIT_PARALLEL_ROWS
   for (int64_t i = 0; i < B; ++i) {
     RowStats& r = st[i];
@@ -374,7 +506,17 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
     const Row<T> smp = row_of<T>(in.sampling_logp, L, i);
     double su = 0.0, sh = 0.0, sa = 0.0, sis = 0.0, sop = 0.0, svw = 0.0, nk = 0.0;
     int64_t n = 0;
-    for (int64_t t = 0, len = L.len(i); t < len; ++t) {
+    if (count_only) {  // only L_i is needed: count the mask bytes (vectorised)
+      const int64_t len = L.len(i);
+      if (!in.mask.defined()) {
+        n = len;
+      } else {
+        const uint8_t* mk = static_cast<const uint8_t*>(in.mask.data) + i * in.mask.strides[0];
+#pragma omp simd reduction(+ : n)
+        for (int64_t t = 0; t < len; ++t) n += mk[t] != 0;
+      }
+    }
+    for (int64_t t = 0, len = count_only ? 0 : L.len(i); t < len; ++t) {
       if (!m[t]) continue;
       ++n;
       const C l = lp[t], lo = has_old ? C(old[t]) : l;
@@ -449,6 +591,31 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
   for (int64_t i = 0; i < B; ++i) {
     const RowStats& r = st[i];
     RowAcc& a = acc[i];
+    if (fast) {
+      const T A = *(in.advantages.ptr<const T>() + i * in.advantages.strides[0]);
+      if (!std::isfinite(A) && r.L > 0) {
+        a.err_pos = 0;
+        a.err_name = "advantages";
+        a.err_value = static_cast<double>(A);
+      }
+      const T* lp = in.logp.ptr<const T>() + i * in.logp.strides[0];
+      // on-policy: old = logp itself (the log-ratio is then exactly 0)
+      const T* old = in.old_logp.defined() ? in.old_logp.ptr<const T>() + i * in.old_logp.strides[0] : lp;
+      T* gi = out.grad_logp.ptr<T>() + i * out.grad_logp.strides[0];
+      RowAcc fa;
+      if (in.mask.defined())
+        fast_row_dispatch<T, true>(s, lp, old, static_cast<const uint8_t*>(in.mask.data) + i * in.mask.strides[0],
+                                   A, static_cast<T>(r.c), L.T, gi, fa);
+      else
+        fast_row_dispatch<T, false>(s, lp, old, nullptr, A, static_cast<T>(r.c), L.T, gi, fa);
+      if (a.err_pos >= 0) {
+        fa.err_pos = a.err_pos;
+        fa.err_name = a.err_name;
+        fa.err_value = a.err_value;
+      }
+      a = fa;
+      continue;
+    }
     const FlagRow m = flag_row_of(in.mask, L, i);
     const Row<T> lp = row_of<T>(in.logp, L, i), old = row_of<T>(in.old_logp, L, i);
     const Row<T> adv = row_of<T>(in.advantages, L, i, adv_row), ref = row_of<T>(in.ref_logp, L, i);

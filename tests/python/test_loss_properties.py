@@ -29,26 +29,46 @@ def batch(seed, B=5, T=6, spread=0.3, token_adv=False):
     return dict(lp=lp, old=old, ref=ref, H=H, A=A, mask=mask, sel=sel)
 
 
-def call(name, b, rows=None, **over):
+def call(name, b, rows=None, minimal=False, **over):
+    """minimal: only what the spec needs and no weights output (the engine's vectorised fast path)."""
     rows = slice(None) if rows is None else rows
+    weights = over.pop("return_weights", not minimal)
     spec = resolve(name, over)
-    kw = dict(ref_logp=b["ref"][rows], entropies=b["H"][rows])
+    kw = {} if minimal else dict(ref_logp=b["ref"][rows], entropies=b["H"][rows])
+    kw["return_weights"] = weights
+    if minimal and spec.kl != "none" and spec.beta != 0.0:
+        kw["ref_logp"] = b["ref"][rows]
     if spec.selection != "none":
         kw["selection"] = b["sel"][rows]
     return grpokit.policy_loss(b["lp"][rows], b["old"][rows], b["A"][rows], b["mask"][rows], spec=spec,
-                               return_weights=True, **kw, **over)
+                               **kw, **over)
 
 
 @settings(max_examples=25)
-@given(seed=st.integers(0, 10_000), name=st.sampled_from(PRESETS), fill=st.sampled_from([np.nan, np.inf, 1e30, -7.0]))
-def test_padding_content_changes_nothing(seed, name, fill):
+@given(seed=st.integers(0, 10_000), name=st.sampled_from(PRESETS), fill=st.sampled_from([np.nan, np.inf, 1e30, -7.0]),
+       minimal=st.booleans())
+def test_padding_content_changes_nothing(seed, name, fill, minimal):
     b = batch(seed)
-    base = call(name, b)
+    base = call(name, b, minimal=minimal)
     dirty = {k: (np.where(b["mask"], v, fill) if k in ("lp", "old", "ref", "H") else v) for k, v in b.items()}
-    res = call(name, dirty)
+    res = call(name, dirty, minimal=minimal)
     assert float(res.loss) == float(base.loss)
     np.testing.assert_array_equal(res.grad_logp, base.grad_logp)
-    np.testing.assert_array_equal(res.weights, base.weights)
+    if not minimal:
+        np.testing.assert_array_equal(res.weights, base.weights)
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 10_000), name=st.sampled_from(PRESETS), dtype=st.sampled_from(["float32", "float64"]))
+def test_fast_path_matches_the_general_path(seed, name, dtype):
+    """The vectorised row loop (no extras requested) against the general one (weights requested)."""
+    b = {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in batch(seed).items()}
+    fast, full = call(name, b, minimal=True), call(name, b, minimal=True, return_weights=True)
+    tol = 1e-12 if dtype == "float64" else 2e-6  # float32: exp_vec is within 2 ulp of expf
+    np.testing.assert_allclose(float(fast.loss), float(full.loss), rtol=tol, atol=tol)
+    np.testing.assert_allclose(fast.grad_logp, full.grad_logp, rtol=tol, atol=tol)
+    for k in full.metrics:
+        np.testing.assert_allclose(float(fast.metrics[k]), float(full.metrics[k]), rtol=tol, atol=tol, err_msg=k)
 
 
 @settings(max_examples=25)
