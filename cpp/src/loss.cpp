@@ -348,12 +348,15 @@ void fast_row(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C 
 #pragma omp simd reduction(+ : sum_phi, ratio_sum, ppo_kl, n, low, high, verl, dual, wclip, bad) \
     reduction(min : rmin) reduction(max : rmax)
   for (int64_t t = 0; t < len; ++t) {
-    const bool ok = !MASKED || m[t] != 0;  // (no conditional loads: they stop vectorisation)
-    const C valid = ok ? C(1) : C(0);  // counts; values are selected, never multiplied (padding may be NaN)
-    const C l = lp[t];
-    const C d = valid != C(0) ? l - old[t] : C(0);
-    bad += (valid != C(0) && !(d - d == C(0) && l - l == C(0))) ? C(1) : C(0);
-    const bool inside = d >= lo && d <= hi;
+    // Loads are unconditional (conditional loads stop the vectoriser); values are then selected,
+    // never multiplied by the mask (padding may hold NaN).
+    bool ok = true;
+    if constexpr (MASKED) ok = m[t] != 0;
+    const C valid = ok ? C(1) : C(0);
+    const C l = lp[t], o = old[t];
+    const C d = ok ? l - o : C(0);
+    bad += (ok & !((d - d == C(0)) & (l - l == C(0)))) ? C(1) : C(0);
+    const bool inside = (d >= lo) & (d <= hi);
     const C r = math::exp_vec(inside ? d : (d < lo ? lo : hi));
     const C dr = inside ? r : C(0);
     C v, dv, dx = dr;
@@ -391,8 +394,8 @@ void fast_row(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C 
     dual += valid * f_dual;
     wclip += valid * wc;
     ratio_sum += ok ? r : C(0);
-    rmin = (valid != C(0) && r < rmin) ? r : rmin;
-    rmax = (valid != C(0) && r > rmax) ? r : rmax;
+    rmin = (ok & (r < rmin)) ? r : rmin;
+    rmax = (ok & (r > rmax)) ? r : rmax;
     ppo_kl -= d;  // d = 0 at padding
   }
   const double nn = static_cast<double>(n);

@@ -138,25 +138,26 @@ struct ClipFlags {
 template <class C>
 GRPOKIT_HD ValueGrad<C> clip_branch(C r, C A, C eps_low, C eps_high, C delta, C dual_c,
                                     ClipFlags* flags) {
-  // Branch-free (selects only): vectorises on the CPU, no divergence on the GPU.
+  // Branch-free: selects and bitwise & / | on bools (short-circuit && / || are branches, which stop
+  // the CPU vectoriser and diverge on the GPU).
   const C lo = C(1) - eps_low, hi = C(1) + eps_high;
   const C rc = clampv(r, lo, hi);
-  const C rc_d = (r >= lo && r <= hi) ? C(1) : C(0);
+  const C rc_d = ((r >= lo) & (r <= hi)) ? C(1) : C(0);
   const C rt = r < delta ? r : delta;  // min(r, δ)
   const C rt_d = r <= delta ? C(1) : C(0);
   const bool pos = A > C(0), neg = A < C(0);
   // A > 0: min(r̃, clip r); A < 0: max(r̃, clip r), then capped at c; A = 0: r̃ (φ = 0 anyway)
-  const bool take_rc = (pos && rc < rt) || (neg && rc > rt);
+  const bool take_rc = (pos & (rc < rt)) | (neg & (rc > rt));
   C v = take_rc ? rc : rt;
   C d = take_rc ? rc_d : rt_d;
-  const bool capped = neg && v > dual_c;
+  const bool capped = neg & (v > dual_c);
   v = capped ? dual_c : v;
   d = capped ? C(0) : d;
   if (flags) {
-    flags->low = neg && rt < lo;
-    flags->high = pos && rt > hi;
+    flags->low = neg & (rt < lo);
+    flags->high = pos & (rt > hi);
     flags->dual = capped;
-    flags->verl = (pos && r > hi) || (neg && r < lo);
+    flags->verl = (pos & (r > hi)) | (neg & (r < lo));
   }
   return {v, d};
 }
