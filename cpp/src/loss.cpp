@@ -394,8 +394,9 @@ void fast_row(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C 
     dual += valid * f_dual;
     wclip += valid * wc;
     ratio_sum += ok ? r : C(0);
-    rmin = (ok & (r < rmin)) ? r : rmin;
-    rmax = (ok & (r > rmax)) ? r : rmax;
+    const C r_lo = ok ? r : C(INFINITY), r_hi = ok ? r : -C(INFINITY);  // plain min/max: vectorisable
+    rmin = r_lo < rmin ? r_lo : rmin;
+    rmax = r_hi > rmax ? r_hi : rmax;
     ppo_kl -= d;  // d = 0 at padding
   }
   const double nn = static_cast<double>(n);

@@ -139,7 +139,7 @@ def policy_loss(
         >>> import numpy as np, grpokit
         >>> lp = np.log(np.full((2, 3), 0.5))
         >>> r = grpokit.policy_loss(lp, lp, np.array([1.0, -1.0]), spec="paper.dapo")
-        >>> float(r.loss), r.grad_logp[0, 0]
+        >>> float(r.loss), float(r.grad_logp[0, 0])
         (0.0, -0.16666666666666666)
     """
     lp = _arrays.as_input(logp, "logp")
