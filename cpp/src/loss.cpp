@@ -498,7 +498,11 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
   std::vector<RowAcc> acc(static_cast<size_t>(B));
 
 #ifdef GRPOKIT_HAVE_OPENMP
-  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+  // Threads only where they pay (≥ 16k elements each): small calls stay on the caller's thread.
+  const int64_t elems = L.packed ? in.logp.shape[0] : L.B * L.T;
+  const int nt = static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>(num_threads > 0 ? num_threads : omp_get_max_threads(),
+                           std::min<int64_t>(B, elems / 16384))));
 #define GRPOKIT_PARALLEL_ROWS _Pragma("omp parallel for schedule(static) num_threads(nt)")
 #else
   (void)num_threads;
