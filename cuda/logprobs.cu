@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kThreads)
     return;
   }
   const float l = st.lse();
-  logp.write(r, L.inner, to_float(row[id]) * inv_t - l);
+  logp.write(r, L.inner, math::token_logp(to_float(row[id]) * inv_t, l));
   lse.write(r, L.inner, l);
   entropy.write(r, L.inner, st.entropy());
 }

@@ -89,8 +89,8 @@ struct Args {
   int64_t cu_s = 0;
   Arr lp, old, adv, ref, ent, smp, tw;
   bool adv_row = false;  // advantages are (B,)
-  Arr mask, keep;
-  DType mask_dt = DType::Bool, keep_dt = DType::Bool;
+  Arr mask, keep, sel;
+  DType mask_dt = DType::Bool, keep_dt = DType::Bool, sel_dt = DType::Bool;
   OutArr g, gh, pt, om;
   void* loss = nullptr;
   double* metrics = nullptr;
@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(kReduceThreads) counts_kernel(const Args a) {
   __syncthreads();
   const math::AggCounts k = math::agg_counts(a.s, shared_counts[0], shared_counts[1], static_cast<double>(a.B));
   for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x)
-    a.st[i * kNumStat + kC] = math::agg_coefficient(a.s, k, a.st[i * kNumStat + kL]);
+    a.st[i * kNumStat + kC] = math::agg_coefficient(a.s, k, a.st[i * kNumStat + kL], static_cast<double>(a.T));
   if (a.status && a.packed) {  // cu_seqlens: starts at 0, non-decreasing, ends at N (key: k·4 + code)
     __syncthreads();         // status[2] initialised above
     for (int64_t j = threadIdx.x; j <= a.B; j += blockDim.x) {
@@ -305,6 +305,7 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   const RowAddr as = addr(a, a.smp.s0, a.smp.s1, i, rr), aw = addr(a, a.tw.s0, a.tw.s1, i, rr);
   const RowAddr ag = addr(a, a.g.s0, a.g.s1, i, rr), agh = addr(a, a.gh.s0, a.gh.s1, i, rr);
   const RowAddr apt = addr(a, a.pt.s0, a.pt.s1, i, rr), aom = addr(a, a.om.s0, a.om.s1, i, rr);
+  const RowAddr asel = addr(a, a.sel.s0, a.sel.s1, i, rr);
   T* g = static_cast<T*>(a.g.p);
   T* gh = static_cast<T*>(a.gh.p);
   T* pt = static_cast<T*>(a.pt.p);
@@ -348,6 +349,7 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
                                           C(s.vespo_k_neg), C(s.vespo_lambda_neg));
     ti.ref_logp = f.has_ref ? C(ld<T>(a.ref, ar, t)) : C(0);
     ti.token_weight = f.has_tw ? C(ld<T>(a.tw, aw, t)) : C(1);
+    ti.selected = a.sel.p != nullptr && flag_at(a.sel.p, a.sel_dt, asel.base + t * asel.step);
     const C h = f.has_ent ? C(ld<T>(a.ent, ae, t)) : C(0);
     const C smp = f.has_smp ? C(ld<T>(a.smp, as, t)) : C(0);
     if (a.status && bad == kNoError) {  // first bad input at this thread's first bad token
@@ -646,6 +648,8 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
   a.mask_dt = in.mask.dtype;
   a.keep = arr(in.keep);
   a.keep_dt = in.keep.dtype;
+  a.sel = arr(in.selection);
+  a.sel_dt = in.selection.dtype;
   a.g = out_arr(out.grad_logp);
   a.gh = out_arr(out.grad_entropy);
   a.pt = out_arr(out.per_token);

@@ -24,7 +24,7 @@ extra = {
     "dapo+tok_mask": {"vllm_importance_sampling_mode": "token_mask"},
     "dapo+seq_trunc": {"vllm_importance_sampling_mode": "sequence_truncate"},
     "dapo+counts": {"num_items_in_batch": 1000, "dp_size": 4}, "dapo+token_sum": {"loss_agg_mode": "token-sum"},
-    "dapo+nonempty": {"loss_agg_mode": "seq-mean-token-mean", "seq_count_nonempty": True, "seq_len_eps": True},
+    "dapo+nonempty": {"loss_agg_mode": "seq-mean-token-mean", "seq_count_nonempty": True},
     "dapo+sapo": {"surrogate": "sapo"}, "dapo+unclipped": {"surrogate": "unclipped"},
     "dapo+seq_sum": {"ratio": "sequence_sum"}, "dapo+corrected_seq": {"beta": 0.1, "kl": "k3", "use_bias_correction_kl": True, "importance_sampling_level": "sequence"},
 }

@@ -121,7 +121,7 @@ void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorVi
         err.record(r, 2);
       else if (!(l > -INFINITY))
         err.record(r, 3);
-      write_real<T>(logp, r * logp.strides[0], z_y[i] - l);
+      write_real<T>(logp, r * logp.strides[0], math::token_logp(static_cast<double>(z_y[i]), static_cast<double>(l)));
       write_real<T>(lse, r * lse.strides[0], l);
       if (entropy.defined()) write_real<T>(entropy, r * entropy.strides[0], st[i].entropy());
     }

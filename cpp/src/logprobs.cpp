@@ -49,7 +49,7 @@ void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const Tens
       continue;
     }
     const A z_y = static_cast<A>(cpu::load(row[id]) * inv_t);
-    write_real<R>(logp, per_row_offset(logp, r, L.inner), z_y - l);
+    write_real<R>(logp, per_row_offset(logp, r, L.inner), math::token_logp(z_y, l));
     write_real<R>(lse, per_row_offset(lse, r, L.inner), l);
     if (entropy.defined()) write_real<R>(entropy, per_row_offset(entropy, r, L.inner), st.entropy());
   }

@@ -34,7 +34,7 @@ void bind_loss(py::module_& m, const Backend& backend) {
       "policy_loss",
       [backend](const py::dict& spec_fields, py::object logp, py::object old_logp, py::object advantages,
                 py::object mask, py::object ref_logp, py::object entropies, py::object sampling_logp,
-                py::object cu_seqlens, py::object keep, py::object token_weights, py::object loss,
+                py::object cu_seqlens, py::object keep, py::object token_weights, py::object selection, py::object loss,
                 py::object grad_logp, py::object grad_entropy, py::object per_token, py::object weights,
                 py::object metrics, int num_threads, std::intptr_t stream, py::object workspace,
                 py::object status) {
@@ -51,6 +51,7 @@ void bind_loss(py::module_& m, const Backend& backend) {
         Imported a_cu = import_array(cu_seqlens, "cu_seqlens", stream, false);
         Imported a_keep = import_array(keep, "keep", stream, false);
         Imported a_tw = import_array(token_weights, "token_weights", stream, false);
+        Imported a_sel = import_array(selection, "selection", stream, false);
         Imported o_loss = import_array(loss, "loss", stream, true);
         Imported o_g = import_array(grad_logp, "grad_logp", stream, true);
         Imported o_gh = import_array(grad_entropy, "grad_entropy", stream, true);
@@ -60,7 +61,7 @@ void bind_loss(py::module_& m, const Backend& backend) {
         Imported o_ws = import_array(workspace, "workspace", stream, true);
         Imported o_st = import_array(status, "status", stream, true);
         LossInputs in{a_lp.view(),  a_old.view(), a_adv.view(), a_mask.view(), a_ref.view(),
-                      a_ent.view(), a_smp.view(), a_cu.view(),  a_keep.view(), a_tw.view()};
+                      a_ent.view(), a_smp.view(), a_cu.view(),  a_keep.view(), a_tw.view(), a_sel.view()};
         LossOutputs out{o_loss.view(), o_g.view(), o_gh.view(), o_pt.view(), o_w.view(), o_m.view(),
                         o_ws.view(), o_st.view()};
         py::gil_scoped_release nogil;
@@ -68,7 +69,7 @@ void bind_loss(py::module_& m, const Backend& backend) {
       },
       py::arg("spec"), py::arg("logp"), py::arg("old_logp"), py::arg("advantages"), py::arg("mask"),
       py::arg("ref_logp"), py::arg("entropies"), py::arg("sampling_logp"), py::arg("cu_seqlens"),
-      py::arg("keep"), py::arg("token_weights"), py::arg("loss"), py::arg("grad_logp"),
+      py::arg("keep"), py::arg("token_weights"), py::arg("selection"), py::arg("loss"), py::arg("grad_logp"),
       py::arg("grad_entropy"), py::arg("per_token"), py::arg("weights"), py::arg("metrics"),
       py::arg("num_threads") = 0, py::arg("stream") = 0, py::arg("workspace") = py::none(),
       py::arg("status") = py::none(),

@@ -22,6 +22,7 @@ BATCH_KEYS = {
     "logp": "(B, T) current per-token log-probabilities (required)",
     "old_logp": "(B, T) log-probabilities of the sampling policy (absent: on-policy, ratio 1)",
     "mask": "(B, T) valid tokens (absent: all valid)",
+    "selection": "(B, T) tokens verl's clip_cov / kl_cov act on (absent: those rules select no token)",
     "completion_ids": "(B, T) token ids (needed for the prefix bias)",
     "ref_logp": "(B, T) reference-model log-probabilities (absent: KL terms are switched off)",
     "sampling_logp": "(B, T) the sampler's (vLLM's) log-probabilities (TRL's IS correction)",
@@ -78,7 +79,9 @@ def _advantages(b: Dict[str, Any], v: _variants.Variant) -> np.ndarray:
 def _spec_for_batch(b: Dict[str, Any], spec: LossSpec) -> LossSpec:
     # without reference log-probabilities a KL term cannot be evaluated: switch it off (documented)
     if b.get("ref_logp") is None and spec.kl != "none" and spec.beta != 0.0:
-        return spec.replace(beta=0.0)
+        spec = spec.replace(beta=0.0)
+    if b.get("selection") is None and spec.selection != "none":
+        spec = spec.replace(selection="none")  # clip_cov / kl_cov act on the tokens the caller selects
     return spec
 
 
@@ -91,7 +94,8 @@ def _run(b: Dict[str, Any], v: _variants.Variant, spec: Optional[LossSpec] = Non
     lp = np.asarray(b["logp"], dtype=np.float64)
     r = policy_loss(
         lp, None if b.get("old_logp") is None else np.asarray(b["old_logp"], dtype=np.float64), a, b.get("mask"),
-        spec=spec, ref_logp=b.get("ref_logp"), sampling_logp=b.get("sampling_logp"), return_weights=True,
+        spec=spec, ref_logp=b.get("ref_logp"), sampling_logp=b.get("sampling_logp"),
+        selection=b.get("selection"), return_weights=True,
     )
     return _Run(v, spec, a, float(r.loss), np.asarray(r.grad_logp), np.asarray(r.weights),
                 {k: float(x) for k, x in r.metrics.items()})
@@ -226,6 +230,8 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
     rows, weights, grads, advs, notes, metrics = [], {}, {}, {}, [], {}
     if b.get("ref_logp") is None:
         notes.append("no ref_logp in the batch: KL terms are switched off (beta = 0)")
+    if b.get("selection") is None:
+        notes.append("no selection in the batch: verl's clip_cov / kl_cov select no token")
     if b.get("old_logp") is None:
         notes.append("no old_logp in the batch: on-policy (ratio 1, clip fractions 0)")
     if b.get("completion_ids") is None or b.get("group_size") is None:
@@ -255,7 +261,7 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
 # Which LossSpec fields make up each factor (every field belongs to exactly one).
 FACTORS: Dict[str, Tuple[str, ...]] = {
     "normaliser": ("aggregation", "num_items_in_batch", "num_sequences", "max_completion_length", "dp_size",
-                   "gradient_accumulation_steps", "divide_by_ga", "seq_count_nonempty", "seq_len_eps"),
+                   "gradient_accumulation_steps", "divide_by_ga", "seq_count_nonempty"),
     "std convention": (),  # the advantages' σ: not a loss field (see _variants.default_advantage_options)
     "clip rule": ("surrogate", "logp_weight", "epsilon_low", "epsilon_high", "delta", "clip_ratio_c",
                   "log_ratio_min", "log_ratio_max", "sapo_temperature_pos", "sapo_temperature_neg",
@@ -263,7 +269,7 @@ FACTORS: Dict[str, Tuple[str, ...]] = {
     "KL placement": ("kl", "beta", "kl_is_corrected", "kl_straight_through", "kl_log_clamp", "kl_value_clamp"),
     "IS weights": ("ratio", "sampler_is", "is_min", "is_max", "off_policy_mask_threshold"),
     "other terms": ("entropy_coef", "entropy_aggregation", "top_entropy_quantile", "gtpo_entropy", "dro_beta",
-                    "prune_threshold"),
+                    "prune_threshold", "selection", "ppo_kl_coef"),
 }
 
 
@@ -413,6 +419,8 @@ def explain(batch: Any, a: Any, b: Any) -> Explanation:
     notes: List[str] = []
     if bt.get("ref_logp") is None:
         notes.append("no ref_logp in the batch: KL terms are switched off (beta = 0)")
+    if bt.get("selection") is None:
+        notes.append("no selection in the batch: verl's clip_cov / kl_cov select no token")
     for name, fields in FACTORS.items():
         if name == "std convention":
             fa, fb = dict(va.advantage_options), dict(vb.advantage_options)

@@ -26,6 +26,7 @@ def policy_loss(
     cu_seqlens: Any,
     keep: Any,
     token_weights: Any,
+    selection: Any,
     loss: Any,
     grad_logp: Any,
     grad_entropy: Any,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import numpy as np
 
-from . import _arrays, _backend
+from . import _arrays, _backend, _core
 from ._presets import LossSpec, resolve
 
 
@@ -71,6 +72,27 @@ def _raise_device_status(status: Any, shape: tuple, packed: bool) -> None:
         )
     if n_valid == 0:
         raise ValueError("mask: no valid token (every position is masked); there is no loss to compute")
+def _plan(spec: Any, overrides: Dict[str, Any], has_entropies: bool, has_sampling: bool):
+    """(engine fields, metric names, whether entropies get a gradient): cached per spec and options,
+    since resolving and validating a spec costs more than a small loss."""
+    try:
+        key = (spec, tuple(sorted(overrides.items())), has_entropies, has_sampling)
+        hash(key)
+    except TypeError:  # unhashable override values (arrays): no cache
+        return _plan_uncached(spec, overrides, has_entropies, has_sampling)
+    return _plan_cached(*key)
+
+
+def _plan_uncached(spec, overrides, has_entropies, has_sampling):
+    s: LossSpec = resolve(spec, dict(overrides))
+    fields = s.engine_fields()
+    names = tuple(_core.loss_metric_names(fields, has_entropies, has_sampling))
+    return fields, names, _core.loss_has_entropy_grad(fields, has_entropies)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_cached(spec, overrides, has_entropies, has_sampling):
+    return _plan_uncached(spec, dict(overrides), has_entropies, has_sampling)
 
 
 def _mask_input(mask: Any, name: str) -> Any:
@@ -90,6 +112,7 @@ def policy_loss(
     cu_seqlens: Any = None,
     keep: Any = None,
     token_weights: Any = None,
+    selection: Any = None,
     return_per_token: bool = False,
     return_weights: bool = False,
     num_threads: int = 0,
@@ -121,6 +144,7 @@ def policy_loss(
         cu_seqlens: (B+1,) int32/int64 offsets for packed inputs.
         keep: (B,) completion keep flags δ_i (GTPO), multiply the policy term.
         token_weights: per-token weights λ_{i,t} (GTPO), multiply the policy term.
+        selection: per-token flags, the tokens the ``clip_cov`` / ``kl_cov`` rules act on.
         return_per_token, return_weights: also return φ_{i,t} and ω_{i,t}.
         num_threads: CPU threads (0: the OpenMP default). Results are identical for any count.
         stream: CUDA stream for GPU inputs (default: the caller's current stream). GPU inputs never
@@ -153,11 +177,9 @@ def policy_loss(
         >>> import numpy as np, grpokit
         >>> lp = np.log(np.full((2, 3), 0.5))
         >>> r = grpokit.policy_loss(lp, lp, np.array([1.0, -1.0]), spec="paper.dapo")
-        >>> float(r.loss), r.grad_logp[0, 0]
+        >>> float(r.loss), float(r.grad_logp[0, 0])
         (0.0, -0.16666666666666666)
     """
-    s: LossSpec = resolve(spec, overrides)
-    fields = s.engine_fields()
     lp = _arrays.as_input(logp, "logp")
     old = _arrays.as_input(old_logp, "old_logp")
     adv = _arrays.as_input(advantages, "advantages")
@@ -168,25 +190,32 @@ def policy_loss(
     cu = _arrays.as_input(cu_seqlens, "cu_seqlens", default="int64")
     kp = _mask_input(keep, "keep")
     tw = _arrays.as_input(token_weights, "token_weights")
+    sel = _mask_input(selection, "selection")
     place = _arrays.common_placement(
         {"logp": lp, "old_logp": old, "advantages": adv, "mask": m, "ref_logp": ref, "entropies": ent,
-         "sampling_logp": smp, "cu_seqlens": cu, "keep": kp, "token_weights": tw}
+         "sampling_logp": smp, "cu_seqlens": cu, "keep": kp, "token_weights": tw,
+         "selection": sel}
     )
     backend = _backend.for_placement(place)
+    if not hasattr(backend, "policy_loss"):
+        raise NotImplementedError(
+            f"policy_loss: inputs are a {place.describe()}, and this build has no GPU loss kernels yet; "
+            "pass CPU arrays"
+        )
+    fields, names, ent_grad = _plan(spec, overrides, ent is not None, smp is not None)
     dt = _arrays.dtype_name(lp)
     allowed = ("float32", "float64", "bfloat16", "float16") if place.is_cuda else ("float32", "float64")
     if dt not in allowed:
-        raise TypeError(f"logp: expected dtype {' or '.join(allowed)}{' (CPU inputs)' if not place.is_cuda else ''}, "
-                        f"got {dt}")
+        raise TypeError(f"logp: expected dtype {' or '.join(allowed)}, got {dt}"
+                        + ("" if place.is_cuda else " (bfloat16/float16 are GPU-only)"))
     shape = tuple(int(d) for d in lp.shape)
 
     def like_logp() -> Any:
         return _arrays.empty(place, shape, dt, like=lp)
 
-    names = backend.loss_metric_names(fields, ent is not None, smp is not None)
     loss = _arrays.empty(place, (), dt, like=lp)
     grad = like_logp()
-    grad_ent = like_logp() if ent is not None and backend.loss_has_entropy_grad(fields, True) else None
+    grad_ent = like_logp() if ent_grad else None
     per_token = like_logp() if return_per_token else None
     weights = like_logp() if return_weights else None
     metrics = _arrays.empty(place, (len(names),), "float64", like=lp)
@@ -198,7 +227,7 @@ def policy_loss(
             status = _arrays.empty(place, (4,), "int64", like=lp)
     handle = _arrays.resolve_stream(place, stream)
     backend.policy_loss(
-        fields, lp, old, adv, m, ref, ent, smp, cu, kp, tw,
+        fields, lp, old, adv, m, ref, ent, smp, cu, kp, tw, sel,
         loss, grad, grad_ent, per_token, weights, metrics,
         num_threads=int(num_threads), stream=handle, workspace=workspace, status=status,
     )

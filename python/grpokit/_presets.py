@@ -39,6 +39,8 @@ class LossSpec:
         sampler_is: ``none`` | ``token_truncate`` | ``token_mask`` | ``sequence_truncate`` |
             ``sequence_mask`` (TRL's vLLM IS correction; applied when ``sampling_logp`` is given).
         entropy_aggregation: ``local_token_mean`` (TRL) | ``policy`` (verl).
+        selection: ``none`` | ``clip_cov`` (zero the policy term of the selected tokens) | ``kl_cov``
+            (add ppo_kl_coef·|log r| to them); the tokens come from ``policy_loss(selection=...)``.
 
     ``None`` switches a bound or count off (δ, dual clip c, OPSM threshold, CPPO γ, IS bounds) or
     means "count it in this call" (``num_items_in_batch``, ``num_sequences``).
@@ -51,6 +53,7 @@ class LossSpec:
     kl: str = "none"
     sampler_is: str = "none"
     entropy_aggregation: str = "local_token_mean"
+    selection: str = "none"
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2
     delta: Optional[float] = None
@@ -64,6 +67,7 @@ class LossSpec:
     kl_value_clamp: Optional[float] = None
     gtpo_entropy: bool = False
     dro_beta: float = 0.0
+    ppo_kl_coef: float = 1.0
     entropy_coef: float = 0.0
     top_entropy_quantile: float = 1.0
     off_policy_mask_threshold: Optional[float] = None
@@ -83,7 +87,6 @@ class LossSpec:
     gradient_accumulation_steps: float = 1.0
     divide_by_ga: bool = False
     seq_count_nonempty: bool = False
-    seq_len_eps: bool = False
 
     def replace(self, **changes: Any) -> "LossSpec":
         """A copy with fields changed (field names, TRL names or verl aliases; see ``policy_loss``)."""
@@ -124,7 +127,7 @@ _VERL_AGG = {
     "token-mean": dict(aggregation="token_mean"),
     "token-sum": dict(aggregation="token_sum"),
     "seq-mean-token-sum": dict(aggregation="seq_mean_token_sum", seq_count_nonempty=True),
-    "seq-mean-token-mean": dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True, seq_len_eps=True),
+    "seq-mean-token-mean": dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True),
     "seq-mean-token-sum-norm": dict(aggregation="seq_mean_token_sum_norm", seq_count_nonempty=True),
 }
 _VERL_KL = {"kl": "k1", "k1": "k1", "mse": "k2", "k2": "k2", "low_var_kl": "k3", "k3": "k3", "abs": "abs"}
@@ -173,6 +176,7 @@ _ALIASES = {
     "global_batch_size": lambda v: dict(num_sequences=v),
     "tau_pos": lambda v: dict(sapo_temperature_pos=v),
     "tau_neg": lambda v: dict(sapo_temperature_neg=v),
+    "rollout_is_threshold": lambda v: dict(epsilon_high=v),
     # paper
     "gamma": lambda v: dict(prune_threshold=v),
 }
@@ -214,7 +218,8 @@ def apply_overrides(spec: LossSpec, overrides: Mapping[str, Any]) -> LossSpec:
 
 def validate(spec: LossSpec) -> None:
     """Raises ValueError for invalid hyper-parameters; warns where TRL warns."""
-    for name in ("ratio", "surrogate", "logp_weight", "aggregation", "kl", "sampler_is", "entropy_aggregation"):
+    for name in ("ratio", "surrogate", "logp_weight", "aggregation", "kl", "sampler_is", "entropy_aggregation",
+                 "selection"):
         v = getattr(spec, name)
         valid = _core.loss_spec_enum_values(name)
         if v not in valid:
@@ -307,7 +312,49 @@ _TRL_PRESETS = [
        **{**_TRL, "sampler_is": "token_truncate"}),
 ]
 
-_PRESETS: Dict[str, Preset] = {p.name: p for p in _PAPER + _TRL_PRESETS}
+# verl 0.9.1 ActorConfig defaults: clip_ratio 0.2, clip_ratio_c 3.0, loss_agg_mode "token-mean",
+# kl_loss_type "low_var_kl" (k3 with its ±20 / ±10 clamps), use_kl_loss False (beta 0; kl_loss_coef
+# 0.001 once enabled), entropy aggregated like the policy term, log-ratio clamp ±20.
+_VERL = dict(kl="k3", kl_log_clamp=20.0, kl_value_clamp=10.0, entropy_aggregation="policy", sampler_is="none",
+             is_max=None)
+_CLAMP20 = dict(log_ratio_min=-20.0, log_ratio_max=20.0)
+_SEQ_MEAN_TOKEN_MEAN = dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True)
+_VERL_PRESETS = [
+    _p("verl.vanilla", "verl loss_mode='vanilla': PPO clip with dual clip c = 3 for A < 0, log-ratio clamp ±20",
+       clip_ratio_c=3.0, **_CLAMP20, **_VERL),
+    _p("verl.gspo", "verl loss_mode='gspo': GSPO-token ratio exp(sg(log s_i) + ℓ − sg ℓ), clamp ≤ 10",
+       "Defaults from GSPO's recipe (clip 3e-4 / 4e-4, seq-mean-token-mean); verl's config default is "
+       "token-mean.", ratio="sequence_token", log_ratio_max=10.0, epsilon_low=3e-4, epsilon_high=4e-4,
+       **_SEQ_MEAN_TOKEN_MEAN, **_VERL),
+    _p("verl.geo_mean", "verl loss_mode='geo_mean' (GMPO): geometric mean of sign-aware clipped token ratios",
+       "The policy term is a plain mean over sequences (verl ignores loss_agg_mode for it).",
+       surrogate="geo_mean", aggregation="seq_mean_token_mean", **_VERL),
+    _p("verl.gpg", "verl loss_mode='gpg': −A·log π", surrogate="logp", logp_weight="one", **_VERL),
+    _p("verl.cispo", "verl loss_mode='cispo': −sg(clip(r, 1 − ε_low, 1 + ε_high))·A·log π (two-sided)",
+       surrogate="logp", logp_weight="clip", **_CLAMP20, **_VERL),
+    _p("verl.sapo", "verl loss_mode='sapo': soft gate, τ 1.0/1.05, seq-mean-token-mean (forced by verl)",
+       surrogate="sapo", **_CLAMP20, **_SEQ_MEAN_TOKEN_MEAN, **_VERL),
+    _p("verl.clip_cov", "verl loss_mode='clip_cov': PPO clip; the selected tokens get no policy gradient",
+       "verl picks the tokens at random among those with covariance in (lb, ub): pass them as selection=.",
+       selection="clip_cov", **_VERL),
+    _p("verl.kl_cov", "verl loss_mode='kl_cov': −A·r unclipped, + ppo_kl_coef·|log r| on the selected tokens",
+       "verl selects the top kl_cov_ratio tokens by covariance: pass them as selection=.",
+       surrogate="unclipped", selection="kl_cov", ppo_kl_coef=0.1, **_VERL),
+    _p("verl.dppo_tv", "verl loss_mode='dppo_tv': −sg(min(r, c))·A·log π on tokens inside the TV trust region",
+       "c is clip_ratio_c (3.0: ActorConfig's value, which config.get returns).",
+       surrogate="logp", logp_weight="dppo_tv", clip_ratio_c=3.0, **_CLAMP20, **_VERL),
+    _p("verl.dppo_kl", "verl loss_mode='dppo_kl': −sg(min(r, c))·A·log π inside the binary-KL trust region",
+       surrogate="logp", logp_weight="dppo_kl", clip_ratio_c=3.0, **_CLAMP20, **_VERL),
+    _p("verl.dro", "verl loss_mode='dro': −(A·log π − ½β_dro (log r)²)",
+       "verl requires dro_beta (no default); 0.1 is ours.", surrogate="logp", logp_weight="one", dro_beta=0.1,
+       **_VERL),
+    _p("verl.reinforce", "verl bypass mode, loss_type='reinforce': −sg(min(r, C))·A·log π, r vs the sampler",
+       "Pass the rollout (sampler) log-probs as old_logp; C = rollout_is_threshold (2.0) is epsilon_high. "
+       "Bypass ppo_clip is verl.vanilla with old_logp = the rollout log-probs.",
+       surrogate="logp", logp_weight="cap", epsilon_high=2.0, **_CLAMP20, **_VERL),
+]
+
+_PRESETS: Dict[str, Preset] = {p.name: p for p in _PAPER + _TRL_PRESETS + _VERL_PRESETS}
 
 
 def presets() -> Dict[str, Dict[str, Any]]:

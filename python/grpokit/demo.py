@@ -173,6 +173,8 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
 
     v = _variants.make(variant, max_completion_length=cfg.max_len)
     spec = v.spec
+    if spec.selection != "none":  # verl's clip_cov / kl_cov act on caller-selected tokens: none here
+        spec = spec.replace(selection="none")
     task = _Task(cfg)
     torch.manual_seed(cfg.seed)
     policy = _policy(torch, task, cfg.hidden)

@@ -26,6 +26,8 @@ def _quantile_linear(x, q):
 
 
 def _kl(est, lp, ref, log_clamp, value_clamp, straight_through, lp_sg):
+    if est != "k3":  # verl clamps its low_var_kl (k3) only
+        log_clamp = value_clamp = math.inf
     x = np.clip(ref - lp, -log_clamp, log_clamp)
     if est == "k1":
         k = -x
@@ -46,7 +48,8 @@ def _kl(est, lp, ref, log_clamp, value_clamp, straight_through, lp_sg):
     return k
 
 
-def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None, tw=None, lp_sg=None):
+def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None, tw=None, sel=None,
+                   lp_sg=None):
     """(loss, per_token φ) of LossSpec ``s`` in float64. ``lp_sg``: the frozen logp (default lp)."""
     f = lambda v, d: d if v is None else v  # noqa: E731
     inf = math.inf
@@ -75,7 +78,7 @@ def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None
         sgn = np.sign(A)
         dc = np.clip(d, -el, eh)
         dhat = sgn * np.minimum(sgn * d, sgn * dc)
-        Abar = (A * mf).sum(1) / (L + 1e-8)
+        Abar = (A * mf).sum(1) / Lc
         R = np.exp((dhat * mf).sum(1) / Lc)
         per_seq = -Abar * R
         phi = per_seq[:, None] * mf
@@ -151,6 +154,8 @@ def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None
         w_rule = w_rule * ent_mask
     if s.sampler_is != "none" and smp is not None and s.logp_weight != "vespo":
         w_rule = w_rule * _sampler_is(s, old, smp, m)
+    if s.selection == "clip_cov":
+        w_rule = w_rule * ~np.asarray(sel, bool)
     phi = phi * w_rule
     if s.surrogate == "geo_mean":
         phi = phi  # GMPO's weights act per token on the per-sequence value (no weight inputs used in tests)
@@ -168,6 +173,8 @@ def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None
         kp = np.ones(B) if keep is None else np.asarray(keep, np.float64)
         lam = np.ones_like(lp) if tw is None else np.where(m, np.asarray(tw, np.float64), 0.0)
         phi = phi + s.beta * (kp * hbar)[:, None] * np.exp(d) * lam
+    if s.selection == "kl_cov":
+        phi = phi + s.ppo_kl_coef * np.abs(d) * np.asarray(sel, bool)
     if s.dro_beta != 0.0:
         phi = phi + 0.5 * s.dro_beta * d * d
 
@@ -197,7 +204,7 @@ def _aggregate(s, phi, mf, L):
     if s.aggregation == "token_sum":
         return scale * row.sum()
     if s.aggregation == "seq_mean_token_mean":
-        den = L + 1e-8 if s.seq_len_eps else np.maximum(L, 1.0)
+        den = np.maximum(L, 1.0)
         return scale * (row / den).sum() / n_seq
     if s.aggregation == "seq_mean_token_sum":
         return scale * row.sum() / n_seq
@@ -239,7 +246,7 @@ def _dppo(lp, old, A, el, eh, kind):
     if kind == "tv":
         return np.where(A > 0, p - po <= eh, p - po >= -el).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):  # p = 1 only at padding
-        b = po * (old - lp) + (1 - po) * np.log((1 - po) / (1 - p))
+        b = po * (old - lp) + (1 - po) * np.log((1 - po + 1e-8) / (1 - p + 1e-8))
     return np.where(A > 0, (b <= eh) | (p <= po), (b <= el) | (p >= po)).astype(np.float64)
 
 

@@ -92,6 +92,8 @@ def test_fuzz_policy_loss_valid_inputs_give_finite_results(B, T, spec, scale, se
     info = grpokit.presets()[spec]["defaults"]
     if info.get("beta", 0) and info.get("kl", "none") != "none":
         extra["ref_logp"] = logp + rng.normal(size=(B, T)) * 0.1
+    if info.get("selection", "none") != "none":
+        extra["selection"] = rng.random((B, T)) < 0.3
     try:
         res = grpokit.policy_loss(logp, old, adv, mask, spec=spec, **extra)
     except EXPECTED as exc:

@@ -50,9 +50,11 @@ def check(spec_or_name, b, overrides=None, extra=None, rtol=1e-10, gtol=2e-6):
     extra = extra or {}
     spec = resolve(spec_or_name, overrides)
     kw = {**inputs_for(spec, b), **extra}
+    if spec.selection != "none" and "selection" not in kw:
+        kw["selection"] = np.random.default_rng(12).random(b["lp"].shape) < 0.3
     res = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec=spec, return_per_token=True, **kw)
     ref_kw = dict(ref=kw.get("ref_logp"), H=kw.get("entropies"), smp=kw.get("sampling_logp"),
-                  keep=kw.get("keep"), tw=kw.get("token_weights"))
+                  keep=kw.get("keep"), tw=kw.get("token_weights"), sel=kw.get("selection"))
     want, phi = reference_loss(spec, b["lp"], b["old"], b["A"], b["mask"], **ref_kw)
     np.testing.assert_allclose(float(res.loss), want, rtol=rtol, atol=1e-12)
     np.testing.assert_allclose(res.per_token, phi, rtol=1e-9, atol=1e-12)
@@ -82,7 +84,7 @@ def test_every_preset_with_wide_clip_and_token_advantages(name):
         dict(delta=1.5),
         dict(clip_ratio_c=1.2),
         dict(log_ratio_min=-0.1, log_ratio_max=0.1),
-        dict(beta=0.1, kl="k1"),
+        dict(beta=0.1, kl="k1", kl_log_clamp=0.01),
         dict(beta=0.1, kl="k2"),
         dict(beta=0.1, kl="abs"),
         dict(beta=0.1, kl="k3", kl_log_clamp=0.2, kl_value_clamp=0.01),
@@ -169,10 +171,11 @@ def test_float32_matches_float64():
     for name in PRESETS:
         spec = resolve(name, {})
         kw = inputs_for(spec, b)
-        r64 = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec=spec, **kw)
+        sel = (np.arange(b["lp"].size).reshape(b["lp"].shape) % 3 == 0) if spec.selection != "none" else None
+        r64 = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec=spec, selection=sel, **kw)
         kw32 = {k: v.astype(np.float32) for k, v in kw.items()}
         r32 = grpokit.policy_loss(b["lp"].astype(np.float32), b["old"].astype(np.float32),
-                                  b["A"].astype(np.float32), b["mask"], spec=spec, **kw32)
+                                  b["A"].astype(np.float32), b["mask"], spec=spec, selection=sel, **kw32)
         assert r32.grad_logp.dtype == np.float32 and r32.loss.dtype == np.float32
         # float32 inputs round ratios at ~1e-7 relative; the sums here have < 40 terms
         np.testing.assert_allclose(float(r32.loss), float(r64.loss), rtol=1e-4, atol=1e-5)

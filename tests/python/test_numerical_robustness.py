@@ -47,9 +47,16 @@ def _inputs(B, T, delta, dtype, seed=0):
 @pytest.mark.parametrize("delta", [50.0, -50.0])
 def test_log_ratios_of_50_stay_finite(spec, delta):
     logp, old, adv = _inputs(4, 3, delta, np.float64)
-    res = grpokit.policy_loss(logp, old, adv, spec=spec, ref_logp=logp - 0.5)
+    res = grpokit.policy_loss(logp, old, adv, spec=spec, ref_logp=logp - 0.5, selection=_selection(spec, logp))
     assert np.isfinite(res.loss)
     assert np.all(np.isfinite(res.grad_logp))
+
+
+def _selection(spec, logp):
+    """Every other token for verl's clip_cov / kl_cov (they act on caller-selected tokens)."""
+    if grpokit.presets()[spec]["defaults"].get("selection", "none") == "none":
+        return None
+    return (np.arange(logp.size).reshape(logp.shape) % 2).astype(bool)
 
 
 @pytest.mark.parametrize("spec", [p for p in PRESETS if p != "paper.gcpo"])
@@ -57,7 +64,7 @@ def test_log_ratios_of_50_stay_finite(spec, delta):
 def test_log_ratios_of_50_stay_finite_in_float32(spec, delta):
     # paper.gcpo's raw sequence ratio exp(Σ Δ) = e^150 has no float32 value: excluded by design.
     logp, old, adv = _inputs(4, 3, delta, np.float32)
-    res = grpokit.policy_loss(logp, old, adv, spec=spec, ref_logp=logp - 0.5)
+    res = grpokit.policy_loss(logp, old, adv, spec=spec, ref_logp=logp - 0.5, selection=_selection(spec, logp))
     assert np.isfinite(res.loss)
     assert np.all(np.isfinite(res.grad_logp))
 

@@ -28,6 +28,7 @@ using math::KlEstimator;
 using math::LogpWeight;
 using math::RatioLevel;
 using math::SamplerIs;
+using math::Selection;
 using math::Surrogate;
 
 using math::Aggregation;
@@ -54,6 +55,7 @@ struct LossInputs {
   TensorView cu_seqlens;     // (B+1,) int32/int64 for packed inputs; undefined for padded
   TensorView keep;           // (B,) completion keep flags δ_i (GTPO); undefined = all kept
   TensorView token_weights;  // layout of logp: per-token weights λ (GTPO); undefined = 1
+  TensorView selection;      // layout of logp (flags): the tokens Clip-Cov / KL-Cov act on
 };
 
 struct LossOutputs {

@@ -86,6 +86,14 @@ struct RowState {
   }
 };
 
+// log p_y = z_y − lse, at most 0: a vectorised exp a few ulps low can leave lse just below z_y
+// (one-token rows), and a log-probability above 0 is garbage to every caller.
+template <class A>
+GRPOKIT_HD A token_logp(A z_y, A lse) {
+  const A v = z_y - lse;
+  return v < A(0) ? v : A(0);
+}
+
 // Coefficients of the logits gradient of one row: ∂L/∂x_j = g_target·δ_jy − p_j·(g_p + g_d·d_j)
 // with d_j = max(z_j − lse, min_exp_arg) and p_j = exp(d_j).
 template <class F>

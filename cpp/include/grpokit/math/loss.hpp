@@ -1,7 +1,7 @@
 // Per-token formulas of the unified GRPO surrogate loss, shared by the CPU engine and the CUDA kernels.
 //
-// A method is a row of rules (grpokit/loss.hpp, LossSpec). For one completion i and one of its valid
-// tokens t the engine evaluates
+// A method is a row of rules (LossSpec, below). For one completion i and one of its valid tokens t
+// the engine evaluates
 //
 //   φ_{i,t} = w_{i,t} · (−A_{i,t} · v(x)) + reg_{i,t}
 //
@@ -14,6 +14,12 @@
 // Gradients: every quantity depends on log π_{i,t} directly and/or through one per-row scalar u_i (the
 // sequence log-ratio of GSPO/GCPO), so each function returns ∂/∂(direct) and ∂/∂u separately; the
 // engine distributes Σ_t ∂φ/∂u_i over the row with ∂u_i/∂log π_{i,t} (1/L_i or 1).
+//
+// A kernel uses it as cpp/src/loss.cpp does: per row, (A) u_i = row_log_ratio_scale(L_i) ·
+// Σ_t row_log_ratio_term(...).v and the other row statistics; between rows, the aggregation
+// coefficients c_i; per token, (B) TokenOut o = token_term(spec, in), grad = c_i·o.d_logp,
+// ω = c_i·o.omega_direct, and per row Σ c_i·o.d_u (Σ c_i·o.omega_u), added to every valid token
+// times row_log_ratio_term(...).d · row_log_ratio_scale(L_i) when row_log_ratio_has_grad(spec).
 //
 // Everything here is GRPOKIT_HD, allocation-free and templated on the compute type C (float or double).
 #pragma once
@@ -29,6 +35,15 @@ namespace math {
 #if !defined(GRPOKIT_DEVICE_COMPILE)
 using std::exp;
 using std::log;
+#endif
+
+// The per-token term is large; GCC does not inline it on its own (measured ≈ 10 % slower as a call).
+#if defined(GRPOKIT_DEVICE_COMPILE)
+#define GRPOKIT_HD_HOT GRPOKIT_HD
+#elif defined(__GNUC__)
+#define GRPOKIT_HD_HOT __attribute__((always_inline)) inline
+#else
+#define GRPOKIT_HD_HOT inline
 #endif
 
 // ---- rule enums (the LossSpec row; plain data usable on the device) ----------------------------
@@ -60,6 +75,10 @@ enum class LogpWeight : uint8_t {
 
 enum class KlEstimator : uint8_t { None, K1, K2, K3, Abs };
 
+// verl's entropy-mechanism rules on a caller-selected token subset (`selection` input):
+// ClipCov zeroes the policy term of selected tokens; KlCov adds ppo_kl_coef·|ℓ − ℓ_old| to them.
+enum class Selection : uint8_t { None, ClipCov, KlCov };
+
 // ---- small helpers --------------------------------------------------------------------------
 
 template <class C>
@@ -84,6 +103,31 @@ GRPOKIT_HD ValueGrad<C> ratio_from_log(C x, C lo, C hi) {
   return {r, inside ? r : C(0)};
 }
 
+// exp for float without libm calls, written so compilers vectorise it (Cephes' expf: x = n·ln2 + f,
+// a degree-6 polynomial for e^f, 2^n from the exponent bits). Max relative error ≈ 2 ulp on
+// [−87, 88]; inputs outside are clamped (e^−87 ≈ 1.6e−38, e^88 ≈ 1.7e38). Double uses exp().
+GRPOKIT_HD float exp_vec(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float t = x * 1.44269504088896341f;
+  const int n = static_cast<int>(t + (t >= 0.0f ? 0.5f : -0.5f));
+  const float nf = static_cast<float>(n);
+  const float f = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * f + 1.3981999507e-3f;
+  p = p * f + 8.3334519073e-3f;
+  p = p * f + 4.1665795894e-2f;
+  p = p * f + 1.6666665459e-1f;
+  p = p * f + 5.0000001201e-1f;
+  p = p * f * f + f + 1.0f;
+  union {
+    int i;
+    float v;
+  } scale;
+  scale.i = (n + 127) << 23;
+  return p * scale.v;
+}
+GRPOKIT_HD double exp_vec(double x) { return exp(x); }
+
 // ---- surrogates -------------------------------------------------------------------------------
 
 // Clip-family flags for metrics and for ω (the weight the diagnostics read).
@@ -99,31 +143,28 @@ struct ClipFlags {
 template <class C>
 GRPOKIT_HD ValueGrad<C> clip_branch(C r, C A, C eps_low, C eps_high, C delta, C dual_c,
                                     ClipFlags* flags) {
+  // Branch-free: selects and bitwise & / | on bools (short-circuit && / || are branches, which stop
+  // the CPU vectoriser and diverge on the GPU).
   const C lo = C(1) - eps_low, hi = C(1) + eps_high;
   const C rc = clampv(r, lo, hi);
-  const bool rc_inside = r >= lo && r <= hi;
+  const C rc_d = ((r >= lo) & (r <= hi)) ? C(1) : C(0);
   const C rt = r < delta ? r : delta;  // min(r, δ)
-  const bool rt_free = r <= delta;
-  ValueGrad<C> out{rt, rt_free ? C(1) : C(0)};
-  bool low = false, high = false, dual = false;
-  if (A > C(0)) {  // min(r̃, clip r)
-    if (rc < rt) out = {rc, rc_inside ? C(1) : C(0)};
-    high = rt > hi;
-  } else if (A < C(0)) {  // max(r̃, clip r), then capped at c
-    if (rc > rt) out = {rc, rc_inside ? C(1) : C(0)};
-    low = rt < lo;
-    if (out.v > dual_c) {
-      out = {dual_c, C(0)};
-      dual = true;
-    }
-  }
+  const C rt_d = r <= delta ? C(1) : C(0);
+  const bool pos = A > C(0), neg = A < C(0);
+  // A > 0: min(r̃, clip r); A < 0: max(r̃, clip r), then capped at c; A = 0: r̃ (φ = 0 anyway)
+  const bool take_rc = (pos & (rc < rt)) | (neg & (rc > rt));
+  C v = take_rc ? rc : rt;
+  C d = take_rc ? rc_d : rt_d;
+  const bool capped = neg & (v > dual_c);
+  v = capped ? dual_c : v;
+  d = capped ? C(0) : d;
   if (flags) {
-    flags->low = low;
-    flags->high = high;
-    flags->dual = dual;
-    flags->verl = (A > C(0) && r > hi) || (A < C(0) && r < lo);
+    flags->low = neg & (rt < lo);
+    flags->high = pos & (rt > hi);
+    flags->dual = capped;
+    flags->verl = (pos & (r > hi)) | (neg & (r < lo));
   }
-  return out;
+  return {v, d};
 }
 
 // SAPO's soft gate: v = (4/τ)·σ(τ(r − 1)), dv/dr = 4σ(1 − σ). τ = τ_pos for A > 0, τ_neg otherwise.
@@ -147,7 +188,7 @@ GRPOKIT_HD C vespo_weight(C log_w, C A, C k_pos, C lambda_pos, C k_neg, C lambda
 }
 
 // verl DPPO trust-region tests (p = e^ℓ). Total variation: A > 0 keeps p − p_old ≤ ε_high,
-// A ≤ 0 keeps p − p_old ≥ −ε_low. Binary KL b = p_old·(ℓ_old − ℓ) + (1 − p_old)·log((1−p_old)/(1−p)):
+// A ≤ 0 keeps p − p_old ≥ −ε_low. Binary KL b = p_old·(ℓ_old − ℓ) + (1 − p_old)·log((1−p_old+1e-8)/(1−p+1e-8)):
 // A > 0 keeps b ≤ ε_high or p ≤ p_old; A ≤ 0 keeps b ≤ ε_low or p ≥ p_old.
 template <class C>
 GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
@@ -157,7 +198,7 @@ GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
 template <class C>
 GRPOKIT_HD bool dppo_kl_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
   const C p = exp(logp), po = exp(old_logp);
-  const C b = po * (old_logp - logp) + (C(1) - po) * log((C(1) - po) / (C(1) - p));
+  const C b = po * (old_logp - logp) + (C(1) - po) * log((C(1) - po + C(1e-8)) / (C(1) - p + C(1e-8)));
   return A > C(0) ? (b <= eps_high || p <= po) : (b <= eps_low || p >= po);
 }
 
@@ -205,12 +246,14 @@ GRPOKIT_HD ValueGrad<C> geo_mean_log_ratio(C delta, C A, C eps_low, C eps_high) 
 // ---- regularisers -----------------------------------------------------------------------------
 
 // KL(π‖π_ref) estimators of the per-token value at log π = logp, with the gradient in logp.
-// x = ℓ_ref − ℓ is clamped to [−log_clamp, log_clamp] and the value to [−value_clamp, value_clamp]
-// (verl: 20 and 10; TRL: none, pass +inf); clamps have zero gradient where they bind (torch.clamp).
+// For k3, x = ℓ_ref − ℓ is clamped to [−log_clamp, log_clamp] and the value to [−value_clamp,
+// value_clamp] (verl: 20 and 10; TRL: none, pass +inf); clamps have zero gradient where they bind.
 // straight_through (verl's "+" suffix): the value of `est`, the gradient of k2.
 template <class C>
 GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_clamp, C value_clamp,
                                     bool straight_through) {
+  // verl clamps only its k3 ("low_var_kl"); the other estimators are unclamped everywhere
+  if (est != KlEstimator::K3) log_clamp = value_clamp = C(INFINITY);
   const C x_raw = ref_logp - logp;
   const bool x_free = x_raw >= -log_clamp && x_raw <= log_clamp;
   const C x = clampv(x_raw, -log_clamp, log_clamp);
@@ -274,6 +317,7 @@ struct LossSpec {
   KlEstimator kl = KlEstimator::None;
   SamplerIs sampler_is = SamplerIs::None;
   EntropyAggregation entropy_aggregation = EntropyAggregation::LocalTokenMean;
+  Selection selection = Selection::None;
 
   // clipping
   double epsilon_low = 0.2;       // TRL `epsilon`, verl `clip_ratio_low`
@@ -291,6 +335,7 @@ struct LossSpec {
   double kl_value_clamp = INFINITY;  // verl 10
   bool gtpo_entropy = false;         // GTPO's R: β·δ_i·⟨H⟩_i·I·λ (when entropies are given)
   double dro_beta = 0.0;             // DRO: + ½·dro_beta·(ℓ − ℓ_old)²
+  double ppo_kl_coef = 1.0;          // KL-Cov: + ppo_kl_coef·|ℓ − ℓ_old| on selected tokens
   double entropy_coef = 0.0;         // entropy bonus: loss −= entropy_coef · aggregated entropy
 
   // weight rules
@@ -313,7 +358,6 @@ struct LossSpec {
   double gradient_accumulation_steps = 1.0;  // TRL's ÷K where divide_by_ga (and the TRL entropy bonus)
   bool divide_by_ga = false;            // TRL grpo/bnpo/dr_grpo/luspo/sapo
   bool seq_count_nonempty = false;      // verl: N_seq counts rows with L_i > 0 only
-  bool seq_len_eps = false;             // verl: Σ_t φ / (L_i + 1e-8) instead of / max(L_i, 1)
 };
 
 // ---- per-row sequence log-ratio u_i -----------------------------------------------------------------
@@ -356,6 +400,7 @@ struct TokenIn {
   C u;                    // the row's log-ratio u_i (see uses_row_log_ratio)
   C hbar;                 // the row's mean entropy ⟨H⟩_i (GTPO)
   C row_w_is;             // per-row detached weight (VESPO's φ_γ)
+  bool selected;          // in the caller's selection (Clip-Cov / KL-Cov)
 };
 
 template <class C>
@@ -372,7 +417,7 @@ struct TokenOut {
 };
 
 template <class C>
-GRPOKIT_HD TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
+GRPOKIT_HD_HOT TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
   TokenOut<C> o{};
   const C A = in.adv;
   const C delta = in.logp - in.old_logp;
@@ -429,11 +474,12 @@ GRPOKIT_HD TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
       dv = C(1);
       break;
   }
-  o.phi = in.w * (-A * v);
-  o.d_logp = in.w * (-A) * dv * dx_direct;
-  o.d_u = in.w * (-A) * dv * dx_u;
-  o.omega_direct = in.w * dv * dx_direct;
-  o.omega_u = in.w * dv * dx_u;
+  const C w = (s.selection == Selection::ClipCov && in.selected) ? C(0) : in.w;
+  o.phi = w * (-A * v);
+  o.d_logp = w * (-A) * dv * dx_direct;
+  o.d_u = w * (-A) * dv * dx_u;
+  o.omega_direct = w * dv * dx_direct;
+  o.omega_u = w * dv * dx_u;
 
   // regularisers (not multiplied by the weight rule: TRL adds β·KL after the masks and IS weights)
   if (s.kl != KlEstimator::None && s.beta != 0.0) {
@@ -456,6 +502,10 @@ GRPOKIT_HD TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
     o.phi += k * in.hbar * I;
     o.d_logp += k * in.hbar * I;
     o.d_hbar = k * I;
+  }
+  if (s.selection == Selection::KlCov && in.selected) {  // KL-Cov: + κ|ℓ − ℓ_old|
+    o.phi += C(s.ppo_kl_coef) * (delta < C(0) ? -delta : delta);
+    o.d_logp += C(s.ppo_kl_coef) * (delta < C(0) ? C(-1) : (delta > C(0) ? C(1) : C(0)));
   }
   if (s.dro_beta != 0.0) {  // DRO: + ½β(ℓ − ℓ_old)²
     o.phi += C(0.5) * C(s.dro_beta) * delta * delta;

@@ -124,14 +124,15 @@ GRPOKIT_HD AggCounts agg_counts(const LossSpec& s, double n_tok, double n_nonemp
   return k;
 }
 
-GRPOKIT_HD double agg_coefficient(const LossSpec& s, const AggCounts& k, double Li) {
+// padded_T: the padded length, verl's default constant normaliser C when max_completion_length <= 0.
+GRPOKIT_HD double agg_coefficient(const LossSpec& s, const AggCounts& k, double Li, double padded_T) {
   switch (s.aggregation) {
     case Aggregation::TokenMean: return k.scale / k.N_tok;
     case Aggregation::TokenSum: return k.scale;
-    case Aggregation::SeqMeanTokenMean:
-      return k.scale / (k.N_seq * (s.seq_len_eps ? Li + 1e-8 : (Li > 1.0 ? Li : 1.0)));
+    case Aggregation::SeqMeanTokenMean: return k.scale / (k.N_seq * (Li > 1.0 ? Li : 1.0));
     case Aggregation::SeqMeanTokenSum: return k.scale / k.N_seq;
-    case Aggregation::SeqMeanTokenSumNorm: return k.scale / (k.N_seq * s.max_completion_length);
+    case Aggregation::SeqMeanTokenSumNorm:
+      return k.scale / (k.N_seq * (s.max_completion_length > 0.0 ? s.max_completion_length : padded_T));
   }
   return 0.0;
 }
