@@ -3,7 +3,7 @@
 # Needs a built tree (pip install -e .) and the package importable (for the preset rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=$(ls -d build/*/ | head -1)
+BUILD=$(ls -d build/cp*/ | tail -n 1)
 OUT=${TMPDIR:-/tmp}/grpokit_emulate_cuda_loss
 g++ -std=c++20 -O1 -pthread -Icpp/include -Icuda scripts/emulate_cuda_loss.cpp "$BUILD/libgrpokit_core.a" \
   $( [ -n "$(nm -C "$BUILD/libgrpokit_core.a" 2>/dev/null | grep -m1 omp_get)" ] && echo -fopenmp ) -o "$OUT"

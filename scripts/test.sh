@@ -23,6 +23,9 @@ python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmeel-eigen
 python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench]" \
   --config-settings=cmake.define.GRPOKIT_CUDA="${GRPOKIT_CUDA:-AUTO}" \
   --config-settings=cmake.define.GRPOKIT_BUILD_TESTS=ON
+# verl's own loss functions for the parity tests: its source only (its runtime, ray and friends, is not
+# needed to read core_algos; the tests skip without it)
+python -m pip install -q --no-deps "verl==0.9.1"
 
 BUILD_DIR=$(ls -d build/cp*/ | tail -n 1)
 echo "== grpokit info"

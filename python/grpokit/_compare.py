@@ -230,14 +230,15 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
     rows, weights, grads, advs, notes, metrics = [], {}, {}, {}, [], {}
     if b.get("ref_logp") is None:
         notes.append("no ref_logp in the batch: KL terms are switched off (beta = 0)")
-    if b.get("selection") is None:
-        notes.append("no selection in the batch: verl's clip_cov / kl_cov select no token")
     if b.get("old_logp") is None:
         notes.append("no old_logp in the batch: on-policy (ratio 1, clip fractions 0)")
     if b.get("completion_ids") is None or b.get("group_size") is None:
         notes.append("no completion_ids and group_size in the batch: no prefix-bias columns")
+    selection_note = "no selection in the batch: verl's clip_cov / kl_cov select no token"
     for p in names:
         v = _variants.make(p)
+        if v.spec.selection != "none" and b.get("selection") is None and selection_note not in notes:
+            notes.append(selection_note)
         r = _run(b, v)
         row: Dict[str, Any] = {"preset": v.label, "loss": r.loss, "grad_norm": float(np.linalg.norm(r.grad))}
         for col, metric in _CLIP_COLUMNS.items():
@@ -419,7 +420,7 @@ def explain(batch: Any, a: Any, b: Any) -> Explanation:
     notes: List[str] = []
     if bt.get("ref_logp") is None:
         notes.append("no ref_logp in the batch: KL terms are switched off (beta = 0)")
-    if bt.get("selection") is None:
+    if bt.get("selection") is None and (va.spec.selection, vb.spec.selection) != ("none", "none"):
         notes.append("no selection in the batch: verl's clip_cov / kl_cov select no token")
     for name, fields in FACTORS.items():
         if name == "std convention":
