@@ -31,6 +31,15 @@ def _fresh_adamw():
 
 
 D = grpokit.diagnostics
+S = grpokit.stationary
+
+
+def _torch_loss(**kw):
+    torch = _torch()
+    lp = torch.full((2, 3), -1.0, requires_grad=True)
+    args = dict(logp=lp, old_logp=lp.detach(), advantages=torch.tensor([1.0, -1.0]))
+    args.update(kw)
+    return grpokit.torch.policy_loss(args.pop("logp"), args.pop("old_logp"), args.pop("advantages"), **args)
 
 CATALOGUE = [
     # ---- advantages ----
@@ -75,6 +84,14 @@ CATALOGUE = [
     ("clip_region: advantages", lambda: D.clip_region(np.ones((2, 3)), np.ones(3)), ValueError, "advantages: expected one advantage per completion"),
     ("clip_region: negative epsilon", lambda: D.clip_region(np.ones((2, 3)), np.ones(2), epsilon=-1), ValueError, "epsilon: expected finite clip widths >= 0"),
     ("overshoot_coefficient: T < 2", lambda: D.overshoot_coefficient(1, 0, betas=(0.9, 0.99)), ValueError, "T: expected an integer >= 2"),
+    # ---- stationary ----
+    ("stationary: beta 0", lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.5], beta=0, G=4), ValueError, "beta: expected a finite value > 0"),
+    ("stationary: pi_ref sum", lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.4], beta=0.5, G=4), ValueError, "pi_ref: expected probabilities summing to 1"),
+    ("stationary: G < 2", lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.5], beta=0.5, G=1), ValueError, "G: expected an integer >= 2"),
+    ("stationary: lengths", lambda: S.solve([1, 0], [0.2, 0.3, 0.5], beta=0.5, G=4), ValueError, "pi_ref: expected 2 probabilities"),
+    # ---- grpokit.torch ----
+    ("torch.policy_loss: unknown preset", lambda: _torch_loss(spec="trl.nope"), ValueError, "unknown loss preset 'trl.nope'"),
+    ("torch.policy_loss: advantages shape", lambda: _torch_loss(advantages=_torch().ones(3)), ValueError, "advantages: expected shape (2,) or (2, 3)"),
 ]
 
 

@@ -130,3 +130,42 @@ def test_int32_overflowing_logits_via_zero_stride_view():
         pytest.skip(f"refused: {exc}")
     want = row.astype(np.float64)[ids] - np.log(np.sum(np.exp(row.astype(np.float64))))
     np.testing.assert_allclose(res.logp, want, rtol=1e-4, atol=1e-4)
+
+
+@given(rewards=arrays(max_dims=2), group_size=st.integers(0, 4),
+       estimator=st.sampled_from(sorted(grpokit.ESTIMATORS)), mask=arrays(max_dims=2, dtypes=[np.bool_, np.float32]))
+def test_fuzz_estimators(rewards, group_size, estimator, mask):
+    info = grpokit.ESTIMATORS[estimator]
+    kwargs = {"mask": mask} if "mask" in info.inputs else {}
+    _check_outcome(lambda r: grpokit.advantages(r, group_size or None, estimator=estimator, **kwargs), [rewards])
+
+
+@given(ids=arrays(max_dims=2, dtypes=[np.int64, np.int32, np.float64]), adv=arrays(max_dims=1),
+       omega=arrays(max_dims=2), group_size=st.integers(0, 4))
+def test_fuzz_prefix_bias(ids, adv, omega, group_size):
+    if ids.dtype.kind == "i":
+        ids = np.abs(ids) % 5
+    _check_outcome(lambda a, b, c: grpokit.diagnostics.prefix_bias_from_weights(a, b, c, group_size=group_size),
+                   [ids, adv, omega])
+
+
+@given(ratios=arrays(max_dims=2), adv=arrays(max_dims=2), eps=st.sampled_from([0.2, 0.0, -0.1, float("nan")]))
+def test_fuzz_clip_region(ratios, adv, eps):
+    _check_outcome(lambda r, a: grpokit.diagnostics.clip_region(r, a, epsilon=eps), [ratios, adv])
+
+
+@given(rewards=arrays(max_dims=1, max_side=5), pi_ref=arrays(max_dims=1, max_side=5),
+       beta=st.sampled_from([0.5, 0.0, -1.0, float("inf"), 1e-3]), G=st.sampled_from([2, 3, 8, 1, 0, float("inf")]))
+@settings(max_examples=40)
+def test_fuzz_stationary(rewards, pi_ref, beta, G):
+    def call(r, p):
+        try:
+            return grpokit.stationary.solve(r, p, beta, G)
+        except grpokit.stationary.ConvergenceError as exc:  # a documented, flagged outcome
+            assert "converge" in str(exc).lower()
+            return None
+
+    out = _check_outcome(call, [rewards, pi_ref])
+    if out is not None:
+        pi = np.asarray(out.pi)
+        assert np.all(pi >= 0) and abs(pi.sum() - 1.0) < 1e-9

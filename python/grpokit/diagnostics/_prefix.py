@@ -243,6 +243,10 @@ def prefix_bias_from_weights(
     advantages = _inputs.host(advantages, "advantages")
 
     shape = _inputs.shape_of(ids)
+    expected_ndim = 2 if cu_seqlens is None else 1
+    if len(shape) != expected_ndim:
+        layout = "padded (B, T)" if cu_seqlens is None else "packed (N,) with cu_seqlens"
+        raise ValueError(f"ids: expected a {expected_ndim}-D array ({layout}), got shape {tuple(shape)}")
     B = shape[0] if cu_seqlens is None else _inputs.shape_of(cu_seqlens)[0] - 1
     g = _inputs.check_group_size(group_size, B)
     node = np.empty(shape, np.int64)
