@@ -32,6 +32,7 @@
 #endif
 #include "grpokit/loss.hpp"
 #include "grpokit/math/loss_passes.hpp"
+#include "grpokit/loss_metrics.hpp"
 #include "grpokit_cuda.hpp"
 
 namespace grpokit {
@@ -53,17 +54,7 @@ enum GlobalField { gNTok, gNNonEmpty, gEntC, kNumGlobal };
 
 // ---- metrics (the CPU engine's names and definitions, mapped by name) -----------------------------------
 
-enum Metric {
-  kClipLowMean, kClipHighMean, kClipRegionMean, kClipLowMin, kClipHighMax, kPgClipfrac,
-  kPgClipfracLower, kCispoClipRatio, kWeightClipfrac, kRatioMin, kRatioMean, kRatioMax, kPpoKl, kKl,
-  kEntropy, kIsMin, kIsMean, kIsMax, kVespoPhi, kNumMetrics
-};
-const char* const kMetricNames[kNumMetrics] = {
-    "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "clip_ratio/low_min",
-    "clip_ratio/high_max", "pg_clipfrac", "pg_clipfrac_lower", "cispo_clip_ratio", "weight_clipfrac",
-    "ratio/min", "ratio/mean", "ratio/max", "ppo_kl", "kl", "entropy",
-    "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/mean",
-    "sampling/importance_sampling_ratio/max", "vespo/phi_seq_mean"};
+using namespace loss_metrics;
 
 // Input codes of the value checks, in the CPU engine's order of checking at one token.
 enum BadInput { bLogp, bOld, bAdv, bRef, bTw, bEnt, bSmp, kNumBad };
@@ -660,14 +651,10 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
   if (out.metrics.defined()) {
     a.metrics = out.metrics.ptr<double>();
     a.metrics_s = out.metrics.strides[0];
-    const std::vector<std::string> names = loss_metric_names(spec, in);
-    a.n_metrics = static_cast<int>(names.size());
-    for (size_t k = 0; k < names.size(); ++k) {
-      int id = -1;
-      for (int m = 0; m < kNumMetrics; ++m)
-        if (names[k] == kMetricNames[m]) id = m;
-      if (id < 0) not_implemented("policy_loss: the metric '", names[k], "' has no CUDA implementation yet");
-      a.metric_ids[k] = id;
+    const std::vector<int> ids = loss_metric_ids(spec, in);  // the CPU engine's own choice of metrics
+    a.n_metrics = static_cast<int>(ids.size());
+    for (size_t k = 0; k < ids.size(); ++k) {
+      a.metric_ids[k] = ids[k];
     }
   }
   double* w = ws.ptr<double>();

@@ -183,6 +183,10 @@ int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, 
     in.token_weights = view(b.tw);
   }
   if (packed) in.cu_seqlens = make_view(b.cu.data(), DType::Int64, {B + 1});
+  std::vector<uint8_t> sel(static_cast<size_t>(N));  // verl's clip_cov / kl_cov: every third token
+  for (int64_t k = 0; k < N; ++k) sel[k] = k % 3 == 0;
+  if (s.selection != math::Selection::None)
+    in.selection = packed ? make_view(sel.data(), DType::Bool, {N}) : make_view(sel.data(), DType::Bool, {B, T_});
   const size_t M = loss_metric_names(s, in).size();
   struct Out {
     std::vector<T> loss, g, gh, pt, om;

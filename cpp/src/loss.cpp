@@ -7,6 +7,8 @@
 // distributes the row-level derivatives (∂/∂u_i, ∂/∂⟨H⟩_i) over the row. Every per-row result lives
 // in its own slot and is reduced in row order afterwards: the same bits for any thread count.
 #include "grpokit/loss.hpp"
+#include "grpokit/loss_metrics.hpp"
+#include "grpokit/math/loss_passes.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -264,17 +266,7 @@ struct RowAcc {
   double err_value = 0.0;
 };
 
-enum Metric {
-  kClipLowMean, kClipHighMean, kClipRegionMean, kClipLowMin, kClipHighMax, kPgClipfrac,
-  kPgClipfracLower, kCispoClipRatio, kWeightClipfrac, kRatioMin, kRatioMean, kRatioMax, kPpoKl, kKl,
-  kEntropy, kIsMin, kIsMean, kIsMax, kVespoPhi, kNumMetrics
-};
-const char* const kMetricNames[kNumMetrics] = {
-    "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "clip_ratio/low_min",
-    "clip_ratio/high_max", "pg_clipfrac", "pg_clipfrac_lower", "cispo_clip_ratio", "pg_clipfrac",
-    "ratio/min", "ratio/mean", "ratio/max", "ppo_kl", "kl", "entropy",
-    "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/mean",
-    "sampling/importance_sampling_ratio/max", "vespo/phi_seq_mean"};
+using namespace loss_metrics;
 
 std::vector<int> metric_ids(const LossSpec& s, const LossInputs& in) {
   std::vector<int> ids;
@@ -577,27 +569,10 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
     n_rows_nonempty += st[i].L > 0 ? 1.0 : 0.0;
     n_ent_kept += st[i].n_ent_kept;
   }
-  const double scale = s.dp_size / (s.divide_by_ga ? s.gradient_accumulation_steps : 1.0);
-  const double N_tok = s.num_items_in_batch >= 0.0 ? std::max(s.num_items_in_batch, 1.0) : std::max(n_tok, 1.0);
-  const double N_seq = s.num_sequences >= 0.0 ? std::max(s.num_sequences, 1.0)
-                                              : std::max(s.seq_count_nonempty ? n_rows_nonempty
-                                                                              : static_cast<double>(B), 1.0);
-  for (int64_t i = 0; i < B; ++i) {
-    const double Li = static_cast<double>(st[i].L);
-    double c = 0.0;
-    switch (s.aggregation) {
-      case Aggregation::TokenMean: c = scale / N_tok; break;
-      case Aggregation::TokenSum: c = scale; break;
-      case Aggregation::SeqMeanTokenMean:
-        c = scale / (N_seq * std::max(Li, 1.0));
-        break;
-      case Aggregation::SeqMeanTokenSum: c = scale / N_seq; break;
-      case Aggregation::SeqMeanTokenSumNorm:  // C defaults to the padded length (verl's horizon)
-        c = scale / (N_seq * (s.max_completion_length > 0.0 ? s.max_completion_length : static_cast<double>(L.T)));
-        break;
-    }
-    st[i].c = c;
-  }
+  // Counts and coefficients: the same functions the CUDA kernels call (math/loss_passes.hpp).
+  const math::AggCounts counts = math::agg_counts(s, n_tok, n_rows_nonempty, static_cast<double>(B));
+  for (int64_t i = 0; i < B; ++i)
+    st[i].c = math::agg_coefficient(s, counts, static_cast<double>(st[i].L), static_cast<double>(L.T));
   const double ent_local_c =
       1.0 / (std::max(has_quantile ? n_ent_kept : n_tok, 1.0) * s.gradient_accumulation_steps);
 
@@ -937,6 +912,8 @@ void validate_spec(const LossSpec& s) {
 bool loss_has_entropy_grad(const LossSpec& s, bool has_entropies) {
   return has_entropies && (s.entropy_coef != 0.0 || (s.gtpo_entropy && s.beta != 0.0));
 }
+
+std::vector<int> loss_metric_ids(const LossSpec& spec, const LossInputs& in) { return metric_ids(spec, in); }
 
 std::vector<std::string> loss_metric_names(const LossSpec& spec, const LossInputs& in) {
   std::vector<std::string> names;

@@ -73,6 +73,9 @@ struct LossOutputs {
 // Whether the entropies receive a gradient under this spec (grad_entropy is then required).
 bool loss_has_entropy_grad(const LossSpec& spec, bool has_entropies);
 
+// Ids (grpokit/loss_metrics.hpp) of the metrics the engine writes, in order, for this spec and inputs.
+std::vector<int> loss_metric_ids(const LossSpec& spec, const LossInputs& in);
+
 // Names of the metrics the engine writes, in order, for this spec and these optional inputs.
 std::vector<std::string> loss_metric_names(const LossSpec& spec, const LossInputs& in);
 
