@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import grpokit
+from dlpack_fakes import FakeProducer
 
 B, T = 2, 3
 LP = -np.ones((B, T))
@@ -84,6 +85,7 @@ CATALOGUE = [
     ("clip_region: advantages", lambda: D.clip_region(np.ones((2, 3)), np.ones(3)), ValueError, "advantages: expected one advantage per completion"),
     ("clip_region: negative epsilon", lambda: D.clip_region(np.ones((2, 3)), np.ones(2), epsilon=-1), ValueError, "epsilon: expected finite clip widths >= 0"),
     ("overshoot_coefficient: T < 2", lambda: D.overshoot_coefficient(1, 0, betas=(0.9, 0.99)), ValueError, "T: expected an integer >= 2"),
+    ("any op: a foreign array on a GPU", lambda: grpokit.advantages(FakeProducer(np.array([1.0, 0.0]), device_type=2), group_size=2), ValueError, "pass torch or CuPy arrays on the GPU"),
     # ---- stationary ----
     ("stationary: beta 0", lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.5], beta=0, G=4), ValueError, "beta: expected a finite value > 0"),
     ("stationary: pi_ref sum", lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.4], beta=0.5, G=4), ValueError, "pi_ref: expected probabilities summing to 1"),

@@ -169,3 +169,29 @@ def test_fuzz_stationary(rewards, pi_ref, beta, G):
     if out is not None:
         pi = np.asarray(out.pi)
         assert np.all(pi >= 0) and abs(pi.sum() - 1.0) < 1e-9
+
+
+@given(hidden=arrays(max_dims=2), weight=arrays(max_dims=2), ids=arrays(max_dims=1, dtypes=[np.int64, np.float32]))
+def test_fuzz_linear_token_logprobs(hidden, weight, ids):
+    if ids.dtype.kind == "i" and weight.ndim:
+        ids = np.abs(ids) % max(weight.shape[0], 1)
+    _check_outcome(lambda h, w, i: grpokit.linear_token_logprobs(h, w, i), [hidden, weight, ids])
+
+
+@given(logits=arrays(max_dims=2, max_side=5), grad=arrays(max_dims=1, max_side=5), inplace=st.booleans())
+def test_fuzz_token_logprobs_backward(logits, grad, inplace):
+    ids = np.zeros(logits.shape[:-1], np.int64) if logits.ndim >= 1 else np.zeros((), np.int64)
+    try:
+        saved = grpokit.token_logprobs(logits, ids)
+    except EXPECTED:
+        return
+    target = logits.copy() if inplace else logits  # in-place writes only the caller's opted-in buffer
+    _check_outcome(lambda lg, g: grpokit.token_logprobs_backward(target, ids, saved, g, inplace_grad=inplace),
+                   [logits, grad])
+
+
+@given(a=arrays(max_dims=2), b=arrays(max_dims=2), m=arrays(max_dims=2, dtypes=[np.bool_, np.float32]),
+       crit=st.sampled_from(["token_k1", "token_k3", "seq_sum_k2", "seq_mean_k3", "seq_max_k2", "bogus"]),
+       thr=st.sampled_from([1.0, 0.5, -1.0, float("nan")]))
+def test_fuzz_rejection_mask(a, b, m, crit, thr):
+    _check_outcome(lambda x, y, z: grpokit.rejection_mask(x, y, z, crit, thr), [a, b, m])
