@@ -100,7 +100,7 @@ GRPOKIT_HD RowStats row_stats_finish(const LossSpec& s, const PassFlags& f, cons
   r.L = n;
   r.u = static_cast<double>(a.su) * row_log_ratio_scale<double>(s, static_cast<int64_t>(n));
   r.hbar = static_cast<double>(a.sh) / Ld;
-  r.abar = f.gmpo ? static_cast<double>(a.sa) / (n + 1e-8) : static_cast<double>(a.sa) / Ld;
+  r.abar = static_cast<double>(a.sa) / Ld;  // GMPO: the row-mean advantage, as the CPU engine
   r.sum_is_log = static_cast<double>(a.sis);
   r.opsm_div = static_cast<double>(a.sop) / Ld;
   r.vespo_logw = clampv<double>(static_cast<double>(a.svw), -18.420680743952367, 20.0);
