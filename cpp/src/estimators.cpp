@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "engine_util.hpp"
@@ -178,9 +179,31 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
       check_token_array(in.is_weights, "is_weights", in.mask);
       check_finite_selected(in.is_weights, "is_weights", in.mask);
     }
+  } else if (opt.estimator == Estimator::Rloo) {
+    // KL in the reward (TRL RLOOTrainer): the log-probs are needed when beta != 0, unused otherwise.
+    if (!std::isfinite(opt.kl_beta)) value_error("beta: expected a finite value, got ", opt.kl_beta);
+    if (opt.kl_beta != 0.0 && (!in.logp.defined() || !in.ref_logp.defined() || !in.mask.defined()))
+      value_error("logp, ref_logp: estimator 'rloo' with beta != 0 needs the (B, T) log-probs of the "
+                  "policy and the reference, and the mask");
+    if (in.logp.defined() || in.ref_logp.defined()) {
+      if (!in.mask.defined()) value_error("mask: logp and ref_logp need the (B, T) mask");
+      for (const auto& [t, name] : {std::pair{in.logp, "logp"}, std::pair{in.ref_logp, "ref_logp"}}) {
+        if (!t.defined()) continue;
+        check_token_array(t, name, in.mask);
+        if (opt.kl_beta != 0.0) check_finite_selected(t, name, in.mask);
+      }
+    }
+    if (in.sum_pi_squared.defined() || in.is_weights.defined())
+      value_error("sum_pi_squared, is_weights: only the optimal-token-baseline estimators take them");
   } else if (in.logp.defined() || in.sum_pi_squared.defined() || in.is_weights.defined()) {
-    value_error("logp, sum_pi_squared, is_weights: only the optimal-token-baseline estimators take them");
+    value_error("logp, sum_pi_squared, is_weights: only the optimal-token-baseline estimators (and "
+                "'rloo', for its KL in the reward) take them");
   }
+  if (in.ref_logp.defined() && opt.estimator != Estimator::Rloo)
+    value_error("ref_logp: only estimator 'rloo' takes reference log-probs (KL in the reward)");
+  if (!(opt.reward_clip_min <= opt.reward_clip_max))
+    value_error("reward_clip_range: expected min <= max, got (", opt.reward_clip_min, ", ",
+                opt.reward_clip_max, ")");
 
   if (opt.estimator == Estimator::Opo && !in.mask.defined() && !in.lengths.defined())
     value_error("lengths: estimator 'opo' weighs rewards by completion length; pass mask (B, T) or lengths (B,)");
@@ -332,6 +355,13 @@ std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& o
 
     case Estimator::Rloo: {
       require_pairs(layout, est);
+      for (int64_t i = 0; i < B; ++i) {
+        double kl = 0.0;
+        if (opt.kl_beta != 0.0)
+          for (int64_t t = 0; t < in.mask.shape[1]; ++t)
+            if (read_mask(in.mask, i, t)) kl += read_real(in.logp, i, t) - read_real(in.ref_logp, i, t);
+        R[i] = math::rloo_shaped_reward(R[i], opt.reward_clip_min, opt.reward_clip_max, opt.kl_beta, kl);
+      }
       const std::vector<double> loo = grpo_like(R, in.group_ids, opt, Baseline::LeaveOneOut);
       for (int64_t g = 0; g < layout.num_groups(); ++g) {
         const int64_t* m = layout.members(g);

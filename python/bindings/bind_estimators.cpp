@@ -12,11 +12,12 @@ void bind_estimators(py::module_& m) {
   m.def(
       "estimator_advantages",
       [](py::object rewards, py::object group_ids, py::object reward_weights, py::object mask,
-         py::object lengths, py::object baseline_rewards, py::object logp, py::object sum_pi_squared,
-         py::object is_weights, py::object out, py::object returns, const std::string& estimator,
+         py::object lengths, py::object baseline_rewards, py::object logp, py::object ref_logp,
+         py::object sum_pi_squared, py::object is_weights, py::object out, py::object returns, const std::string& estimator,
          int64_t group_size, const std::string& baseline, const std::string& std,
          const std::string& std_scope, double epsilon, const std::string& batch_norm,
-         double final_epsilon, double gamma, double f_norm, bool handle_zero_tail, double otb_epsilon) {
+         double final_epsilon, double gamma, double f_norm, bool handle_zero_tail, double otb_epsilon,
+         double reward_clip_min, double reward_clip_max, double beta) {
         EstimatorOptions opt;
         opt.estimator = parse_estimator(estimator);
         opt.group_size = group_size;
@@ -30,6 +31,9 @@ void bind_estimators(py::module_& m) {
         opt.f_norm = f_norm;
         opt.handle_zero_tail = handle_zero_tail;
         opt.otb_epsilon = otb_epsilon;
+        opt.reward_clip_min = reward_clip_min;
+        opt.reward_clip_max = reward_clip_max;
+        opt.kl_beta = beta;
         Imported r = import_array(rewards, "rewards", 0, false);
         Imported ids = import_array(group_ids, "group_ids", 0, false);
         Imported w = import_array(reward_weights, "reward_weights", 0, false);
@@ -37,21 +41,33 @@ void bind_estimators(py::module_& m) {
         Imported len = import_array(lengths, "lengths", 0, false);
         Imported b = import_array(baseline_rewards, "baseline_rewards", 0, false);
         Imported lp = import_array(logp, "logp", 0, false);
+        Imported rl = import_array(ref_logp, "ref_logp", 0, false);
         Imported sp = import_array(sum_pi_squared, "sum_pi_squared", 0, false);
         Imported iw = import_array(is_weights, "is_weights", 0, false);
         Imported o = import_array(out, "out", 0, true);
         Imported ret = import_array(returns, "returns", 0, true);
-        EstimatorInputs in{r.view(), ids.view(), w.view(),  mk.view(), len.view(),
-                           b.view(), lp.view(),  sp.view(), iw.view()};
+        EstimatorInputs in;
+        in.rewards = r.view();
+        in.group_ids = ids.view();
+        in.reward_weights = w.view();
+        in.mask = mk.view();
+        in.lengths = len.view();
+        in.baseline_rewards = b.view();
+        in.logp = lp.view();
+        in.ref_logp = rl.view();
+        in.sum_pi_squared = sp.view();
+        in.is_weights = iw.view();
         py::gil_scoped_release nogil;
         estimator_advantages_cpu(in, opt, o.view(), ret.view());
       },
       py::arg("rewards"), py::arg("group_ids"), py::arg("reward_weights"), py::arg("mask"),
-      py::arg("lengths"), py::arg("baseline_rewards"), py::arg("logp"), py::arg("sum_pi_squared"),
+      py::arg("lengths"), py::arg("baseline_rewards"), py::arg("logp"), py::arg("ref_logp"),
+      py::arg("sum_pi_squared"),
       py::arg("is_weights"), py::arg("out"), py::arg("returns"), py::arg("estimator"),
       py::arg("group_size"), py::arg("baseline"), py::arg("std"), py::arg("std_scope"),
       py::arg("epsilon"), py::arg("batch_norm"), py::arg("final_epsilon"), py::arg("gamma"),
       py::arg("f_norm"), py::arg("handle_zero_tail"), py::arg("otb_epsilon"),
+      py::arg("reward_clip_min"), py::arg("reward_clip_max"), py::arg("beta"),
       "Advantages of any estimator into out. See grpokit.advantages.");
 }
 

@@ -69,7 +69,8 @@ def advantages(
       TRL's ``sum_then_normalize``: R_i = Σ_k w_k r_ik over non-NaN r_ik (``reward_weights`` (K,),
       default ones), NaN when every r_ik is NaN.
     - ``"rloo"``: leave-one-out baseline (TRL and verl agree); ``normalize=True`` adds TRL's
-      ``normalize_advantages`` batch standardising with ``final_epsilon`` (1e-4).
+      ``normalize_advantages`` batch standardising with ``final_epsilon`` (1e-4); TRL's
+      ``reward_clip_range`` and KL in the reward (``beta`` with ``logp``, ``ref_logp``, ``mask``).
     - ``"reinforce_pp"`` (token): discounted return-to-go (``gamma``, 1.0) whitened over ``mask``.
     - ``"reinforce_pp_baseline"``: R − group mean, whitened over the mask (rows weigh by length).
     - ``"remax"`` (token): return-to-go − ``baseline_rewards`` (B,) (greedy completions' rewards).

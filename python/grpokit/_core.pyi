@@ -134,6 +134,7 @@ def estimator_advantages(
     lengths: Any,
     baseline_rewards: Any,
     logp: Any,
+    ref_logp: Any,
     sum_pi_squared: Any,
     is_weights: Any,
     out: Any,
@@ -150,6 +151,9 @@ def estimator_advantages(
     f_norm: float,
     handle_zero_tail: bool,
     otb_epsilon: float,
+    reward_clip_min: float,
+    reward_clip_max: float,
+    beta: float,
 ) -> None: ...
 def importance_metric_names() -> list[str]: ...
 def importance_weights(

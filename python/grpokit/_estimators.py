@@ -7,6 +7,7 @@ docs/estimators.md has the exact definitions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Tuple
@@ -16,7 +17,8 @@ import numpy as np
 from . import _arrays, _core
 
 # Array inputs an estimator may take (besides rewards and group_ids).
-ARRAY_INPUTS = ("reward_weights", "mask", "lengths", "baseline_rewards", "logp", "sum_pi_squared", "is_weights")
+ARRAY_INPUTS = ("reward_weights", "mask", "lengths", "baseline_rewards", "logp", "ref_logp", "sum_pi_squared",
+                "is_weights")
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,10 @@ ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType({
         _info("grpo", "grpo", "outcome", "paper; TRL scale_rewards / sum_then_normalize; verl grpo",
               "(R − group mean) [/ (std + epsilon)]", _GROUP_STD, ("reward_weights",)),
         _info("rloo", "rloo", "outcome", "TRL RLOOTrainer; verl rloo (identical: G/(G−1)(R − mean))",
-              "R − mean of the other completions; normalize=True adds TRL's batch standardising",
-              {"normalize": False, "final_epsilon": 1e-4}, ("reward_weights",)),
+              "R − mean of the other completions; normalize=True adds TRL's batch standardising; "
+              "reward_clip_range and beta (KL in the reward) as TRL's RLOOTrainer",
+              {"normalize": False, "final_epsilon": 1e-4, "reward_clip_range": None, "beta": 0.0},
+              ("reward_weights", "mask", "logp", "ref_logp")),
         _info("reinforce_pp", "reinforce_pp", "token", "verl reinforce_plus_plus",
               "discounted return-to-go, whitened over the mask", {"gamma": 1.0, "return_returns": False},
               ("mask",), ("mask",), grouped=False),
@@ -196,11 +200,14 @@ def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: Estim
         shape = (int(rewards.shape[0]) if len(rewards.shape) else 0,)
     out = _arrays.empty(place, shape, dtype, like=rewards)
     returns = _arrays.empty(place, shape, dtype, like=rewards) if opts.get("return_returns") else None
+    clip = opts.get("reward_clip_range") or (None, None)
+    if len(clip) != 2:
+        raise ValueError(f"reward_clip_range: expected (min, max), got {clip!r}")
     otb = info.engine.endswith("optimal_token_baseline")  # its epsilon is the baseline's denominator's
     batch_norm = _BATCH_NORM.get(info.name, "standardise" if opts.get("normalize") else "none")
     _core.estimator_advantages(
         rewards, ids, arrays["reward_weights"], arrays["mask"], arrays["lengths"], arrays["baseline_rewards"],
-        arrays["logp"], arrays["sum_pi_squared"], arrays["is_weights"], out, returns,
+        arrays["logp"], arrays["ref_logp"], arrays["sum_pi_squared"], arrays["is_weights"], out, returns,
         estimator=info.engine,
         group_size=int(group_size) if group_size is not None else 0,
         baseline=opts.get("baseline", "mean"),
@@ -213,6 +220,9 @@ def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: Estim
         f_norm=float(opts.get("f_norm", 1.0)),
         handle_zero_tail=bool(opts.get("handle_zero_tail", True)),
         otb_epsilon=float(opts["epsilon"]) if otb else 1e-8,
+        reward_clip_min=float(clip[0]) if clip[0] is not None else -math.inf,
+        reward_clip_max=float(clip[1]) if clip[1] is not None else math.inf,
+        beta=float(opts.get("beta", 0.0)),
     )
     out = _arrays.finish(place, out)
     if returns is not None:

@@ -400,8 +400,12 @@ def trl_normalize_then_sum(rewards_per_func, weights, G):
     return torch.nan_to_num((rewards - torch.nanmean(rewards)) / (std + 1e-4), nan=0.0)
 
 
-def trl_rloo(rewards_per_func, weights, G, normalize):
+def trl_rloo(rewards_per_func, weights, G, normalize, clip=None, beta=0.0, old=None, ref=None, mask=None):
     rewards, _ = _trl_rewards(rewards_per_func, weights)
+    if clip:
+        rewards = rewards.clamp(min=clip[0], max=clip[1])
+    if beta != 0.0:
+        rewards = rewards - beta * ((old - ref) * mask).sum(-1)
     grouped = rewards.view(-1, G)
     counts = (~torch.isnan(grouped)).sum(dim=1, keepdim=True)
     total = torch.nansum(grouped, dim=1, keepdim=True)
@@ -447,6 +451,28 @@ def test_trl_parity_rloo(normalize):
     want = trl_rloo(torch.tensor(x), torch.tensor(w), 4, normalize).numpy()
     got = gk.advantages(x, 4, estimator="rloo", reward_weights=w, normalize=normalize)
     np.testing.assert_allclose(got, want, rtol=TRL_RTOL, atol=TRL_RTOL)
+
+
+def test_trl_parity_rloo_with_reward_clip_and_kl_in_reward():
+    x = _reward_table(8, 2, 10, nan_rows=[3])
+    w = np.array([1.0, 1.0])
+    T = 5
+    m = np.arange(T)[None, :] < rng.integers(1, T + 1, size=8)[:, None]
+    old = np.log(rng.uniform(0.1, 1.0, size=(8, T)))
+    ref = np.log(rng.uniform(0.1, 1.0, size=(8, T)))
+    want = trl_rloo(torch.tensor(x), torch.tensor(w), 4, True, clip=(-1.0, 1.0), beta=0.05,
+                    old=torch.tensor(old), ref=torch.tensor(ref), mask=torch.tensor(m, dtype=torch.float64)).numpy()
+    old[~m] = np.nan  # padding may hold anything
+    got = gk.advantages(x, 4, estimator="trl.rloo", reward_weights=w, normalize=True, reward_clip_range=(-1.0, 1.0),
+                        beta=0.05, logp=old, ref_logp=ref, mask=m)
+    np.testing.assert_allclose(got, want, rtol=TRL_RTOL, atol=TRL_RTOL)
+
+
+def test_rloo_kl_needs_its_inputs():
+    with pytest.raises(ValueError, match="estimator 'rloo' with beta != 0 needs"):
+        gk.advantages([1.0, 0.0], 2, estimator="rloo", beta=0.1)
+    with pytest.raises(ValueError, match="reward_clip_range: expected min <= max"):
+        gk.advantages([1.0, 0.0], 2, estimator="rloo", reward_clip_range=(1.0, -1.0))
 
 
 # ---- properties ---------------------------------------------------------------------------------

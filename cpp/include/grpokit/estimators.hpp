@@ -7,6 +7,7 @@
 // NaN outcome rewards mark unscorable completions: excluded from every statistic, advantage 0.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -49,7 +50,8 @@ struct EstimatorInputs {
   TensorView mask;              // (B, T) bool/int/float: token estimators (required), lengths otherwise
   TensorView lengths;           // (B,) int/float row lengths (alternative to a mask for outcome estimators)
   TensorView baseline_rewards;  // (B,) ReMax greedy-decoding rewards
-  TensorView logp;              // (B, T) log π of the sampled tokens (optimal token baseline)
+  TensorView logp;              // (B, T) log π of the sampled tokens (optimal token baseline; RLOO's KL)
+  TensorView ref_logp;          // (B, T) reference log-probs (RLOO's KL-in-reward, beta != 0)
   TensorView sum_pi_squared;    // (B, T) Σ_v π_v² per position (optimal token baseline)
   TensorView is_weights;        // (B, T) rollout IS weights ρ (optimal token baseline, optional)
 };
@@ -65,6 +67,9 @@ struct EstimatorOptions {
   BatchNorm batch_norm = BatchNorm::None;  // Rloo, ReinforcePPBaseline, NormalizeThenSum
   double final_epsilon = 1e-4;             // BatchNorm::Standardise only
   double gamma = 1.0;                      // ReinforcePP discount
+  double reward_clip_min = -INFINITY;      // Rloo: TRL reward_clip_range, applied to the combined reward
+  double reward_clip_max = INFINITY;
+  double kl_beta = 0.0;                    // Rloo: R_i −= β Σ_t m (logp − ref_logp) (TRL RLOOTrainer beta)
   double f_norm = 1.0;                     // Gpg
   bool handle_zero_tail = true;            // OptimalTokenBaseline
   double otb_epsilon = 1e-8;               // OptimalTokenBaseline denominator

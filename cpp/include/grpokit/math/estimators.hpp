@@ -49,6 +49,13 @@ GRPOKIT_HD double otb_token_weight(double logp, double sum_pi_squared, double rh
 // GPG's batch correction factor α = B / max(#non-zero scores, 1).
 GRPOKIT_HD double gpg_alpha(double rows, double nonzero) { return rows / (nonzero < 1.0 ? 1.0 : nonzero); }
 
+// TRL RLOOTrainer's reward shaping: clamp to reward_clip_range, then the sequence-level k1 penalty
+// β Σ_t (log π_old − log π_ref). NaN (unscorable) stays NaN.
+GRPOKIT_HD double rloo_shaped_reward(double r, double lo, double hi, double beta, double kl_sum) {
+  const double c = r < lo ? lo : (r > hi ? hi : r);
+  return c - beta * kl_sum;
+}
+
 // Standardised value (x − mean) / (std + eps) with 0/0 := 0 (an all-equal set gives 0, as TRL's
 // +1e-4 and the papers' convention do).
 GRPOKIT_HD double standardise(double x, double mean, double std, double eps) {
