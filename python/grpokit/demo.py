@@ -294,6 +294,8 @@ def figures(runs: Sequence[VariantRun], cfg: Optional[DemoConfig] = None) -> Dic
     ax0.set(xlabel="inner step k", ylabel="fraction in the clip region",
             title="clip region before each inner step (k = 0: always 0)")
     ax1.set(xlabel="batch", ylabel="mean excess past the bound", title="overshoot after the μ steps")
+    for ax in (ax0, ax1):  # inner steps and batches are whole numbers
+        ax.xaxis.get_major_locator().set_params(integer=True)
     ax0.legend(fontsize=7)
     fig.tight_layout()
     out["clip_overshoot"] = fig
