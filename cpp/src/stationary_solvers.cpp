@@ -20,6 +20,7 @@ using Eigen::VectorXd;
 
 double sup_norm(const VectorXd& v) { return v.size() ? v.cwiseAbs().maxCoeff() : 0.0; }
 double scale_of(double beta) { return std::max(1.0, beta); }  // tolerances are relative to max(1, β)
+bool tilted_family_applies(const PreferenceModel& model, Penalty penalty);  // defined with its use below
 double sigmoid(double y) { return y >= 0.0 ? 1.0 / (1.0 + std::exp(-y)) : std::exp(y) / (1.0 + std::exp(y)); }
 
 // A · (diag w − w wᵀ), the chain rule through softmax, in O(k²).
@@ -383,7 +384,8 @@ StationaryResult solve_newton(const PreferenceModel& model, const VectorXd& pi_r
   }
   finish(r, pb);
   if (r.converged) assess_stability(r, pb, wa);
-  if (pb.n() == 2) r.equilibria = binary_equilibria(model, pi_ref, beta, opt.penalty);
+  if (pb.n() == 2 || (pb.n() > 2 && tilted_family_applies(model, opt.penalty)))
+    r.equilibria = binary_equilibria(model, pi_ref, beta, opt.penalty);
   else if (r.converged) r.equilibria.push_back({r.pi, r.stable, r.boundary});
   return r;
 }
@@ -490,10 +492,80 @@ StationaryResult solve_flow(const PreferenceModel& model, const VectorXd& pi_ref
   return r;
 }
 
+namespace {
+
+// Direct KL (k3_is) at G = ∞ with σ-normalised advantages, any number of reward levels.
+// Stationarity is π ∝ π_ref · exp((r − μ_π)/(β σ_π)): every stationary policy is a tilt
+// π_s ∝ π_ref · e^{s r} whose inverse temperature solves g(s) = β s σ_s − 1 = 0, and the family is
+// invariant under the expected flow (ds/dt = −g(s)/σ_s; directions off the family decay at rate β).
+// So all interior equilibria are the roots of one scalar function: a root where g crosses upwards
+// attracts, one where it crosses downwards repels; the collapse onto the best level (s → ∞, where
+// g → −1) always attracts.
+std::vector<Equilibrium> tilted_equilibria(const Reduced& pb) {
+  const VectorXd& r_all = pb.model.atom_rewards();
+  const int64_t k = pb.n();
+  VectorXd r(k), q(k);
+  for (int64_t a = 0; a < k; ++a) {
+    r[a] = r_all[pb.active[a]];
+    q[a] = pb.q[pb.active[a]];
+  }
+  const double r_max = r.maxCoeff(), r_min = r.minCoeff();
+  const double span = r_max - r_min;
+  auto tilt = [&](double s) {  // w_s ∝ q e^{s (r − r_max)} (shifted: no overflow)
+    VectorXd w(k);
+    for (int64_t a = 0; a < k; ++a) w[a] = q[a] * std::exp(s * (r[a] - r_max));
+    return VectorXd(w / w.sum());
+  };
+  auto g = [&](double s) {
+    const VectorXd w = tilt(s);
+    const double mu = w.dot(r);
+    double var = 0.0;
+    for (int64_t a = 0; a < k; ++a) var += w[a] * (r[a] - mu) * (r[a] - mu);
+    return pb.beta * s * std::sqrt(var) - 1.0;
+  };
+  // s in units of 1/span: tilts beyond e^{±750} of the reward range are numerically the collapse.
+  std::vector<double> ss;
+  for (double x = -8.0; x <= std::log(750.0); x += 0.01) ss.push_back(std::exp(x) / span);
+  std::vector<double> gs(ss.size());
+  for (size_t i = 0; i < ss.size(); ++i) gs[i] = g(ss[i]);
+  std::vector<Equilibrium> out;
+  for (size_t i = 0; i + 1 < ss.size(); ++i) {
+    if ((gs[i] < 0.0) == (gs[i + 1] < 0.0)) continue;
+    const bool upward = gs[i] < 0.0;
+    double lo = ss[i], hi = ss[i + 1];
+    for (int it = 0; it < 200; ++it) {
+      const double mid = 0.5 * (lo + hi);
+      if (mid <= lo || mid >= hi) break;
+      if ((g(mid) < 0.0) == upward) lo = mid; else hi = mid;
+    }
+    out.push_back({pb.outputs(tilt(0.5 * (lo + hi))), upward, false});
+  }
+  VectorXd best = VectorXd::Zero(k);  // the collapse onto the best level, kept in π_ref's proportions
+  double q_best = 0.0;
+  for (int64_t a = 0; a < k; ++a)
+    if (r[a] == r_max) q_best += q[a];
+  for (int64_t a = 0; a < k; ++a)
+    if (r[a] == r_max) best[a] = q[a] / q_best;
+  out.push_back({pb.outputs(best), true, true});
+  (void)r_min;
+  return out;
+}
+
+bool tilted_family_applies(const PreferenceModel& model, Penalty penalty) {
+  if (penalty != Penalty::K3IS || !model.has_rewards() || model.is_pairwise() || model.is_nlhf())
+    return false;
+  const GroupSpec& s = model.spec();
+  return s.infinite() && s.normalisation != Normalisation::MeanOnly && s.std_eps == 0.0 &&
+         s.std_ddof == 0;
+}
+
+}  // namespace
+
 std::vector<Equilibrium> binary_equilibria(const PreferenceModel& model, const VectorXd& pi_ref,
                                            double beta, Penalty penalty) {
   check_problem(model, pi_ref, beta);
   const Reduced pb(model, pi_ref, beta, penalty);
+  if (pb.n() > 2 && tilted_family_applies(model, penalty)) return tilted_equilibria(pb);
   if (pb.n() != 2)
     value_error("equilibria: expected a binary problem (two supported reward levels or outputs), got ",
                 pb.n());

@@ -455,7 +455,10 @@ def equilibria(
     std_ddof: int = 0,
     std_eps: float = 0.0,
 ) -> List[Equilibrium]:
-    """Every stationary policy of a binary problem (two supported reward levels), with stability.
+    """Every stationary policy, with stability: of a binary problem (two supported reward levels), and
+    of any number of reward levels for the direct-KL penalty (``penalty="k3_is"``) at G = ∞, where every
+    stationary policy is a tilt π_ref·e^{s·r} (the roots of one scalar equation) or the collapse onto
+    the best level.
 
     Scans the stationarity residual over logit(π(a)) ∈ [−745, 745] and bisects every sign change;
     boundary points (π(a) ∈ {0, 1}) are listed when the expected GRPO flow is attracted to them.

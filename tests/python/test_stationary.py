@@ -297,6 +297,37 @@ def test_direct_kl_ginf_equilibria():
         assert sum(not e.boundary for e in below) == 2 and sum(not e.boundary for e in above) == 0
 
 
+def _direct_kl_inf_fixed_point(pi, rewards, pi_ref, beta):
+    """Independent fp64 check of π = π_ref · exp(P_∞(o|π)/β) / Z, P_∞ = (r − μ_π)/σ_π (notes §5.1)."""
+    r, q, pi = (np.asarray(x, dtype=np.float64) for x in (rewards, pi_ref, pi))
+    mu = pi @ r
+    sigma = math.sqrt(pi @ (r - mu) ** 2)
+    target = q * np.exp((r - mu) / (sigma * beta))
+    return np.abs(pi - target / target.sum()).max()
+
+
+@pytest.mark.parametrize("rewards, pi_ref", [
+    ([1.0, 0.5, 0.0], [0.02, 0.3, 0.68]),
+    ([2.0, 1.0, 1.0, 0.0, -1.0], [0.01, 0.2, 0.1, 0.39, 0.3]),  # 4 levels, a shared level
+])
+@pytest.mark.parametrize("beta", [0.3, 1.0, 3.0])
+def test_direct_kl_ginf_equilibria_any_number_of_levels(rewards, pi_ref, beta):
+    eqs = st.equilibria(rewards, pi_ref, beta, INF, penalty="k3_is")
+    interior = [e for e in eqs if not e.boundary]
+    for e in interior:  # every one satisfies the fixed-point equation, checked independently
+        assert _direct_kl_inf_fixed_point(e.pi, rewards, pi_ref, beta) < 1e-9
+    # the collapse onto the best level is always there and attracting
+    best = int(np.argmax(rewards))
+    assert any(e.boundary and e.stable and abs(e.pi[best] - 1.0) < 1e-12 for e in eqs)
+    # interior roots alternate: attracting, repelling (in order of tilt), and the flow from π_ref
+    # reaches the attracting one when it exists
+    stable = [e for e in interior if e.stable]
+    assert len(stable) == len(interior) - len(stable) and len(stable) <= 1
+    if stable:
+        flow = st.solve(rewards, pi_ref, beta, INF, penalty="k3_is", method="flow")
+        np.testing.assert_allclose(flow.pi, stable[0].pi, atol=1e-6)
+
+
 def test_k3_binary_has_one_equilibrium():
     for G in (2, 3, 8, INF):
         eqs = st.equilibria([1.0, 0.0], [0.2, 0.8], 0.3, G)

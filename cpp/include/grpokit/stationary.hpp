@@ -176,8 +176,11 @@ StationaryResult solve_monte_carlo(const PreferenceModel& model, const Eigen::Ve
 // "closed_form", "newton".
 StationaryResult solve(const PreferenceModel& model, const Eigen::VectorXd& pi_ref, double beta,
                        const std::string& method, const SolveOptions& opt);
-// All stationary policies of a problem with two supported atoms (scan + bisection of R, plus the
-// boundary points that attract the flow), each with its stability. Throws if not binary.
+// All stationary policies, each with its stability: of a problem with two supported atoms (scan +
+// bisection of R, plus the boundary points that attract the flow), and — direct KL (k3_is) at G = ∞
+// with the paper's population std — of any number of reward levels (every stationary policy is a
+// tilt π_ref·e^{s r}: the roots of one scalar equation, plus the collapse onto the best level).
+// Throws for other problems with more than two atoms.
 std::vector<Equilibrium> binary_equilibria(const PreferenceModel& model,
                                            const Eigen::VectorXd& pi_ref, double beta,
                                            Penalty penalty);
