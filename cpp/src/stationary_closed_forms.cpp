@@ -40,6 +40,33 @@ double bisect(F&& f, double lo, double hi) {
   return 0.5 * (lo + hi);
 }
 
+// The same root by the Illinois variant of regula falsi: superlinear on smooth monotone f (a handful
+// of evaluations instead of ~60 halvings), always inside the bracket; it stops when the bracket is
+// one ulp wide or an evaluation is exactly 0.
+template <class F>
+double illinois(F&& f, double lo, double hi) {
+  double flo = f(lo), fhi = f(hi);
+  int side = 0;
+  for (int it = 0; it < 200; ++it) {
+    double x = (lo * fhi - hi * flo) / (fhi - flo);
+    if (!(x > lo && x < hi)) x = 0.5 * (lo + hi);
+    if (x <= lo || x >= hi) break;
+    const double fx = f(x);
+    if (fx == 0.0) return x;
+    if ((fx < 0.0) == (flo < 0.0)) {
+      lo = x, flo = fx;
+      if (side == -1) fhi *= 0.5;
+      side = -1;
+    } else {
+      hi = x, fhi = fx;
+      if (side == 1) flo *= 0.5;
+      side = 1;
+    }
+    if (hi - lo <= 4e-16 * std::max(std::fabs(lo), std::fabs(hi))) break;
+  }
+  return 0.5 * (lo + hi);
+}
+
 // Reward levels of the supported outputs: value, reference mass, distance to the top level.
 struct Levels {
   std::vector<double> value, q, gap;  // gap = v_max − v (>= 0, exact: no (t + v_max) − v)
@@ -260,7 +287,7 @@ Eigen::VectorXd categorical_ginf_k3(const Eigen::VectorXd& rewards, const Eigen:
   if (!(sd_minus(lo) < 0.0 && sd_minus(hi) > 0.0))
     runtime_error("categorical_ginf_k3: could not bracket c = beta * sigma(pi) (beta = ", beta,
                   "); use the Newton solver");
-  const double c = std::exp(bisect(sd_minus, lo, hi));
+  const double c = std::exp(illinois(sd_minus, lo, hi));
   return expand(lv, pooled_masses(lv, c, solve_t(lv, c)), pi_ref);
 }
 
