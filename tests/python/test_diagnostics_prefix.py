@@ -293,10 +293,23 @@ def test_inputs_are_not_modified():
 # ---- the convenience layer over grpokit.policy_loss --------------------------------------------
 
 
-def test_prefix_bias_needs_policy_loss(monkeypatch):
-    monkeypatch.delattr(grpokit, "policy_loss", raising=False)
-    with pytest.raises(NotImplementedError, match="prefix_bias_from_weights"):
-        gd.prefix_bias({"completion_ids": [[1]], "logp": 0, "old_logp": 0, "advantages": [0], "group_size": 1})
+def test_prefix_bias_through_the_loss_engine_check_1a():
+    """Notes §9 check 1a end to end: GRPO-R1 weights from the real engine (paper.grpo_r1, σ in the
+    advantages), r = (1, 1, 0, 0), |o| = (10, 30, 20, 40), s = 1: W on a shared token = 0.01458333."""
+    L = np.array([10, 30, 20, 40])
+    T = L.max()
+    ids = np.full((4, T), 7)
+    ids[:, 1:] = np.arange(4)[:, None] + 10  # token 0 shared by the whole group, then distinct
+    mask = np.arange(T) < L[:, None]
+    r = np.array([1.0, 1.0, 0.0, 0.0])
+    adv = grpokit.advantages(r, group_size=4, std="population")  # A/σ: Table 1's α_i^S · A_i
+    logp = np.full((4, T), -1.0)
+    batch = dict(completion_ids=ids, completion_mask=mask, logp=logp, old_logp=logp, advantages=adv,
+                 group_size=4)
+    rep = gd.prefix_bias(batch, "paper.grpo_r1", beta=0.0)
+    assert rep.group["prefix_len"][0] == 1
+    assert rep.group["prefix_coef"][0] == pytest.approx(0.01458333, abs=1e-8)
+    assert rep.group["prefix_bias"][0] == pytest.approx(0.01458333, abs=1e-8)  # ω̄ Σ A = 0 here
 
 
 def test_prefix_bias_passes_the_loss_weights(monkeypatch):
@@ -311,7 +324,7 @@ def test_prefix_bias_passes_the_loss_weights(monkeypatch):
         calls.update(spec=spec, return_weights=return_weights, kw=kw, mask=mask)
         return Result()
 
-    monkeypatch.setattr(grpokit, "policy_loss", fake_policy_loss, raising=False)
+    monkeypatch.setattr(grpokit._loss, "policy_loss", fake_policy_loss)
     batch = {
         "completion_ids": np.array([[1, 2, 0], [1, 2, 3]]),
         "completion_mask": np.array([[1, 1, 0], [1, 1, 1]], dtype=bool),

@@ -283,24 +283,16 @@ def prefix_bias(batch: Any, preset: str = "trl.grpo", **overrides: Any) -> Prefi
     ``sampling_logp``, ``keep``, ``token_weights``), passed on when present. Calls ``grpokit.policy_loss(logp, old_logp, advantages, mask, spec=preset,
     ref_logp=..., return_weights=True, **overrides)`` and passes its ``.weights`` (ω per token:
     effective α × ratio factor, 0 where the clipped branch binds) to
-    :func:`prefix_bias_from_weights`. Needs the policy-loss engine; without it, compute ω yourself
-    and call :func:`prefix_bias_from_weights`.
+    :func:`prefix_bias_from_weights`.
     """
-    import grpokit
-
-    policy_loss = getattr(grpokit, "policy_loss", None)
-    if policy_loss is None:
-        raise NotImplementedError(
-            "prefix_bias(batch, preset) needs grpokit.policy_loss, which this build of grpokit does not "
-            "have; pass the per-token weights yourself with prefix_bias_from_weights(ids, advantages, omega, group_size)"
-        )
+    from .. import _loss
     ids = _field(batch, "completion_ids", "ids")
     mask = _field(batch, "completion_mask", "mask", required=False)
     advantages = _field(batch, "advantages")
     cu_seqlens = _field(batch, "cu_seqlens", required=False)
     # Inputs some presets need (CPPO's keep flags, GTPO's token weights, ...), passed when present.
     extra = {k: v for k in _OPTIONAL_LOSS_INPUTS if (v := _field(batch, k, required=False)) is not None}
-    result = policy_loss(
+    result = _loss.policy_loss(
         _field(batch, "logp", "per_token_logps"),
         _field(batch, "old_logp", "old_per_token_logps"),
         advantages,
