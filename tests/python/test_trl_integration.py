@@ -242,6 +242,22 @@ def test_callback_eps_dominance_from_real_optimizer_state():
     assert m["grpokit/eps_dominance"] == [1.0]  # ε = 1e-3 ≫ √v̂ ≈ 1e-6 on every coordinate
     assert any("Adam's ε dominates the update: 100% of coordinates" in s for s in cb.messages)
     assert "grpokit/clip_region/inner_step_0" in m and "grpokit/stale_momentum_share" in m
+    assert "grpokit/sigma_in_advantages" not in m  # the config did not say how rewards were scaled
+
+
+@pytest.mark.parametrize("scale_rewards, flag", [("group", 1.0), ("batch", 1.0), ("none", 0.0)])
+def test_callback_reports_whether_sigma_is_in_the_advantages(scale_rewards, flag):
+    t = _fake_trainer(torch.tensor([1.0, -1.0, 0.5, -0.5]), grad=1e-3)
+    opt = torch.optim.AdamW(t.model.parameters())
+    cb = gtrl.DiagnosticsCallback(t, warn=False)
+    state = SimpleNamespace(global_step=0)
+    args = _args(num_iterations=2, scale_rewards=scale_rewards)
+    cb.on_train_begin(args, state, None)
+    for _ in range(2):
+        t.grpokit_window = t.grpokit_window or _fake_trainer(torch.tensor([1.0, -1.0, 0.5, -0.5])).grpokit_window
+        cb.on_pre_optimizer_step(args, state, None, optimizer=opt)
+        opt.step()
+    assert t._metrics["train"]["grpokit/sigma_in_advantages"] == [flag]
 
 
 # ---- end to end, offline, tiny random model --------------------------------------------------------

@@ -181,8 +181,14 @@ class DiagnosticsCallback(TrainerCallback):
         # ε-dominance needs a stepped state: the 2nd optimizer step, then every eps_every steps
         due = self.eps_every and self._optim_steps % self.eps_every == 1 % self.eps_every
         if adam and self._optim_steps > 0 and due:
-            rep = diagnostics.reward_scale(opt, rho_threshold=self.rho_threshold)
+            # σ in the advantages (TRL's scale_rewards "group"/"batch"/True): a global reward scale
+            # then cancels before the optimizer, even with beta != 0 (notes §4.3)
+            scale = getattr(args, "scale_rewards", None)
+            sigma = None if scale is None else scale not in ("none", False)
+            rep = diagnostics.reward_scale(opt, rho_threshold=self.rho_threshold, sigma_in_alpha=sigma)
             out["eps_dominance"] = rep.frac_rho_above
+            if sigma is not None:
+                out["sigma_in_advantages"] = float(sigma)
             out["reward_scale_elasticity"] = rep.elasticity
             if rep.frac_rho_above > self.eps_warn_fraction:
                 self._say("eps", f"Adam's ε dominates the update: {rep.frac_rho_above:.0%} of coordinates have "
