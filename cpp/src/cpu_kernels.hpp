@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 namespace grpokit {
@@ -26,12 +27,15 @@ constexpr int kLanes = 16;
 #endif
 
 #ifdef GRPOKIT_CPU_DISPATCH
-// Whether the CPU runs x86-64-v4 (AVX-512 F/BW/DQ/VL) code.
+// Whether the CPU runs x86-64-v4 (AVX-512 F/BW/DQ/VL) code. GRPOKIT_NO_AVX512=1 in the environment
+// (read once) turns the hand-written AVX-512 loops off, so tests can compare them with the portable ones.
 inline bool has_avx512() {
   static const bool yes = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    const char* off = std::getenv("GRPOKIT_NO_AVX512");
+    return !(off && *off && *off != '0') && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vl");
   }();
   return yes;
 }

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -103,4 +104,30 @@ TEST_CASE("bad input is an error, padding is never read", "[loss]") {
   s = LossSpec{};
   for (auto& m : b.mask) m = 0;
   CHECK_THROWS_AS(run(s, b), Error);
+}
+
+TEST_CASE("the interval form of the clip equals clip_branch without δ and dual-clip, ties included", "[loss]") {
+  const double inf = INFINITY;
+  for (double eps_low : {0.2, 0.1}) {
+    for (double eps_high : {0.28, 0.2}) {
+      // ratios on a grid that hits both bounds exactly, plus the extremes
+      std::vector<double> rs = {0.0, 1e-30, 1.0 - eps_low, 1.0 + eps_high, 1.0, 1e30, inf};
+      for (int k = 0; k <= 400; ++k) rs.push_back(0.5 + 0.0025 * k);
+      for (double A : {-1.5, -1e-8, 0.0, 1e-8, 2.0}) {
+        const math::ClipInterval<double> iv = math::clip_interval(A, eps_low, eps_high);
+        for (double r : rs) {
+          math::ClipFlags f{};
+          const math::ValueGrad<double> b = math::clip_branch(r, A, eps_low, eps_high, inf, inf, &f);
+          const double v = std::min(std::max(r, iv.lo), iv.hi);
+          const bool inside = r >= iv.lo && r <= iv.hi;
+          INFO("A = " << A << ", r = " << r);
+          CHECK(v == b.v);
+          CHECK((inside ? 1.0 : 0.0) == b.d);
+          CHECK(!inside == (A < 0 ? f.low : (A > 0 ? f.high : false)));
+          CHECK((f.low || f.high) == f.verl);
+          CHECK_FALSE(f.dual);
+        }
+      }
+    }
+  }
 }

@@ -1,0 +1,149 @@
+"""The CPU engine's fast row loops (token ratio, one advantage per row, no per-token outputs) against
+its general path, which every other loss test checks against the fp64 reference.
+
+Asking for per-token terms (`return_per_token=True`) forces the general path, so the same call with
+and without it compares the two loops on the same inputs. Shapes cover the vector tails (rows of
+1..33 tokens around 16-lane boundaries), masks with holes, NaN padding and every advantage sign. The
+hand-written AVX-512 loop is also compared with the portable one in a subprocess with
+GRPOKIT_NO_AVX512=1 (the same machine otherwise picks the AVX-512 loop whenever it can).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import grpokit
+
+# (preset, overrides): the interval clip, the general clip (δ, dual-clip), the other fast surrogates,
+# and the log-ratio clamp
+CONFIGS = [
+    ("trl.dapo", {}),
+    ("trl.grpo", {}),
+    ("trl.dr_grpo", {}),
+    ("trl.bnpo", {}),
+    ("verl.vanilla", {"clip_ratio_c": float("inf")}),
+    ("verl.vanilla", {}),  # dual-clip c = 3
+    ("trl.dapo", {"delta": 1.5}),
+    ("trl.cispo", {}),
+    ("trl.sapo", {}),
+    ("verl.gpg", {}),
+]
+
+TS = [1, 7, 15, 16, 17, 31, 33, 100]
+
+
+def batch(T, dtype, seed=0, B=6, spread=0.4):
+    rng = np.random.default_rng(seed + T)
+    lengths = rng.integers(0, T + 1, size=B)
+    lengths[0] = T
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    mask &= rng.random((B, T)) < 0.85  # holes inside rows
+    lp = np.log(rng.uniform(0.05, 0.95, size=(B, T)))
+    old = lp + rng.normal(0, spread, size=(B, T))
+    A = rng.normal(size=B)
+    A[1 % B] = 0.0
+    A[2 % B] = -abs(A[2 % B])
+    lp[~mask] = np.nan  # never read
+    old[~mask] = np.inf
+    return lp.astype(dtype), old.astype(dtype), A.astype(dtype), mask
+
+
+def both_paths(name, overrides, T, dtype):
+    lp, old, A, mask = batch(T, dtype)
+    fast = grpokit.policy_loss(lp, old, A, mask, spec=name, **overrides)
+    general = grpokit.policy_loss(lp, old, A, mask, spec=name, return_per_token=True, **overrides)
+    return fast, general, mask
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,overrides", CONFIGS, ids=[f"{n}{'+' if o else ''}{','.join(o)}" for n, o in CONFIGS])
+def test_fast_loops_match_the_general_path(name, overrides, dtype):
+    rtol = 2e-6 if dtype == np.float32 else 1e-12
+    for T in TS:
+        fast, general, mask = both_paths(name, overrides, T, dtype)
+        assert fast.grad_logp.dtype == dtype
+        np.testing.assert_allclose(float(fast.loss), float(general.loss), rtol=rtol, atol=1e-7 * (dtype == np.float32))
+        np.testing.assert_allclose(fast.grad_logp, general.grad_logp, rtol=rtol, atol=0)
+        assert np.all(fast.grad_logp[~mask] == 0)
+        assert fast.metrics.keys() == general.metrics.keys()
+        for k in fast.metrics:
+            a, b = float(fast.metrics[k]), float(general.metrics[k])
+            if "clip" in k or "region" in k:  # counts of tokens: exact
+                assert a == b or (np.isnan(a) and np.isnan(b)), (k, a, b, T)
+            else:
+                np.testing.assert_allclose(a, b, rtol=rtol * 10, atol=1e-6 * (dtype == np.float32), err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_loop_reports_the_first_bad_value(dtype):
+    for T in (5, 16, 40):
+        lp, old, A, mask = batch(T, dtype)
+        mask[0, :] = True
+        lp[0], old[0] = np.log(0.5), np.log(0.4)
+        for which, arr in (("logp", lp), ("old_logp", old)):
+            x, y = lp.copy(), old.copy()
+            (x if which == "logp" else y)[0, T - 2] = np.nan
+            x[0, T - 1] = np.nan  # a later bad value: the first one is reported
+            with pytest.raises(ValueError, match=rf"{which}.*row 0, token {T - 2}"):
+                grpokit.policy_loss(x, y, A, mask, spec="trl.dapo")
+        x = lp.copy()
+        x[0, 1] = -np.inf
+        with pytest.raises(ValueError, match="logp.*-inf"):
+            grpokit.policy_loss(x, old, A, mask, spec="trl.dapo")
+
+
+def test_all_masked_rows_and_all_masked_batch():
+    lp, old, A, mask = batch(33, np.float32)
+    mask[1:] = False
+    r = grpokit.policy_loss(lp, old, A, mask, spec="trl.dapo")
+    want = grpokit.policy_loss(lp[:1], old[:1], A[:1], mask[:1], spec="trl.dapo")
+    assert float(r.loss) == float(want.loss)
+    np.testing.assert_array_equal(r.grad_logp[0], want.grad_logp[0])
+    assert np.all(r.grad_logp[1:] == 0)
+    mask[:] = False
+    with pytest.raises(ValueError, match="mask: no valid token"):
+        grpokit.policy_loss(lp, old, A, mask, spec="trl.dapo")
+
+
+_CHILD = r"""
+import json, sys
+import numpy as np
+import grpokit
+sys.path.insert(0, sys.argv[1])
+from test_loss_fast_path import batch
+out = {}
+for T in (1, 15, 16, 17, 100, 2049):
+    lp, old, A, mask = batch(T, np.float32)
+    for name, kw in (("trl.dapo", {}), ("verl.vanilla", {"clip_ratio_c": float("inf")})):
+        r = grpokit.policy_loss(lp, old, A, mask, spec=name, **kw)
+        out[f"{name}/{T}"] = [float(r.loss), r.grad_logp.tolist(), {k: float(v) for k, v in r.metrics.items()}]
+print(json.dumps(out))
+"""
+
+
+def _run_child(env_extra):
+    env = {**os.environ, **env_extra}
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.run([sys.executable, "-c", _CHILD, here], env=env, capture_output=True, text=True, check=True)
+    return json.loads(p.stdout)
+
+
+def test_avx512_loop_matches_the_portable_loop():
+    with_simd = _run_child({})
+    portable = _run_child({"GRPOKIT_NO_AVX512": "1"})
+    assert with_simd.keys() == portable.keys()
+    for key, (loss_a, grad_a, met_a) in with_simd.items():
+        loss_b, grad_b, met_b = portable[key]
+        np.testing.assert_allclose(loss_a, loss_b, rtol=2e-6, atol=1e-8, err_msg=key)
+        np.testing.assert_allclose(np.array(grad_a), np.array(grad_b), rtol=2e-6, atol=0, err_msg=key)
+        for k in met_a:
+            if "clip" in k or "region" in k:
+                assert met_a[k] == met_b[k] or (np.isnan(met_a[k]) and np.isnan(met_b[k])), (key, k)
+            else:
+                np.testing.assert_allclose(met_a[k], met_b[k], rtol=2e-5, atol=1e-6, err_msg=f"{key} {k}")
