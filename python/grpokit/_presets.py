@@ -177,9 +177,15 @@ _ALIASES = {
     "tau_pos": lambda v: dict(sapo_temperature_pos=v),
     "tau_neg": lambda v: dict(sapo_temperature_neg=v),
     "rollout_is_threshold": lambda v: dict(epsilon_high=v),
+    "rollout_is": lambda v: dict(ratio=_ROLLOUT_IS[v]) if v in _ROLLOUT_IS else _bad("rollout_is", v, _ROLLOUT_IS),
     # paper
     "gamma": lambda v: dict(prune_threshold=v),
 }
+
+
+# verl bypass REINFORCE's IS weight w = min(exp(clamp(·, ±20)), C), detached: of each token's log-ratio
+# against the rollout log-probs ("token"), or of the row's sum ("sequence": the product of the token ratios).
+_ROLLOUT_IS = {"token": "token", "sequence": "sequence_sum"}
 
 
 def _bad(name: str, v: Any, valid: Mapping) -> Dict[str, Any]:
@@ -207,6 +213,11 @@ def apply_overrides(spec: LossSpec, overrides: Mapping[str, Any]) -> LossSpec:
         else:
             valid = sorted(_field_names() | set(_ALIASES))
             raise TypeError(f"unknown loss option {name!r}; valid options: {', '.join(valid)}")
+    if "rollout_is" in overrides and not (spec.surrogate == "logp" and spec.logp_weight == "cap"):
+        raise ValueError(
+            "rollout_is: applies to verl's bypass loss_type='reinforce' (preset verl.reinforce); in bypass "
+            "ppo_clip verl applies no IS weight (the clip's ratio is already taken against the rollout log-probs)"
+        )
     # TRL: epsilon_high defaults to epsilon (the CISPO cap is a separate, raw parameter)
     if "epsilon_low" in changes and "epsilon_high" not in changes and spec.epsilon_high == spec.epsilon_low \
             and not (spec.surrogate == "logp" and spec.logp_weight == "cap"):
@@ -352,6 +363,11 @@ _VERL_PRESETS = [
        "Pass the rollout (sampler) log-probs as old_logp; C = rollout_is_threshold (2.0) is epsilon_high. "
        "Bypass ppo_clip is verl.vanilla with old_logp = the rollout log-probs.",
        surrogate="logp", logp_weight="cap", epsilon_high=2.0, **_CLAMP20, **_VERL),
+    _p("verl.reinforce_seq", "verl bypass mode, loss_type='reinforce', rollout_is='sequence': "
+       "−sg(min(Π_t r_t, C))·A·log π, r vs the sampler",
+       "verl.reinforce with rollout_is='sequence': one detached weight per completion, "
+       "min(exp(clamp(Σ_t log r_t, ±20)), C).",
+       surrogate="logp", logp_weight="cap", ratio="sequence_sum", epsilon_high=2.0, **_CLAMP20, **_VERL),
 ]
 
 _PRESETS: Dict[str, Preset] = {p.name: p for p in _PAPER + _TRL_PRESETS + _VERL_PRESETS}

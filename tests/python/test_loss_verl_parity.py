@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 import os
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -192,6 +193,66 @@ def test_verl_reinforce_bypass(verl):
                                                  config=cfg, rollout_is_weights=w)
     loss.backward()
     compare(ours("verl.reinforce", b, "token-mean"), loss.item(), lp.grad.numpy())
+
+
+@pytest.fixture(scope="module")
+def verl_rollout_weights():
+    """verl's own compute_rollout_correction_weights (rollout_corr_helper.py, read from source)."""
+    src = _verl_source("trainer/ppo/rollout_corr_helper.py")
+    tf = _verl_source("utils/torch_functional.py")
+    ns: dict = {"torch": torch, "math": math, "Optional": Optional, "Any": Any, "SAFETY_BOUND": 20.0}
+    exec(_functions(tf, {"masked_sum", "masked_mean", "masked_var"}), ns)  # noqa: S102 - verl's own code
+    ns["verl_F"] = SimpleNamespace(masked_sum=ns["masked_sum"], masked_mean=ns["masked_mean"],
+                                   masked_var=ns["masked_var"])
+    exec(_functions(src, {"_parse_rollout_is_threshold", "compute_rollout_correction_weights",  # noqa: S102
+                          "compute_is_metrics"}), ns)
+    return ns["compute_rollout_correction_weights"]
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("spread", [0.25, 4.0])  # 4.0: row sums beyond verl's ±20 safety bound
+def test_verl_bypass_reinforce_with_verls_own_is_weights(verl, verl_rollout_weights, level, spread):
+    b = batch(seed=11, spread=spread)
+    cfg = config()
+    lp = b["lp"].clone().requires_grad_(True)
+    w, _ = verl_rollout_weights(lp.detach() - b["old"], b["mask"], rollout_is=level, rollout_is_threshold=1.5)
+    loss, _ = verl.compute_policy_loss_reinforce(b["old"], lp, b["A"], b["mask"], loss_agg_mode="seq-mean-token-mean",
+                                                 config=cfg, rollout_is_weights=w)
+    loss.backward()
+    kw = dict(rollout_is=level, rollout_is_threshold=1.5)
+    compare(ours("verl.reinforce", b, "seq-mean-token-mean", **kw), loss.item(), lp.grad.numpy())
+    if level == "sequence":
+        compare(ours("verl.reinforce_seq", b, "seq-mean-token-mean", rollout_is_threshold=1.5), loss.item(),
+                lp.grad.numpy())
+
+
+def test_verl_bypass_reinforce_with_icepop_weights_from_grpokit_corrections(verl, verl_rollout_weights):
+    # IcePop / batch-normalised weights come from grpokit.importance_weights and enter as token_weights
+    b = batch(seed=12, spread=0.5)
+    cfg = config()
+    lp = b["lp"].clone().requires_grad_(True)
+    for level, norm in (("sequence", False), ("token", True)):
+        w, _ = verl_rollout_weights(lp.detach() - b["old"], b["mask"], rollout_is=level, rollout_is_threshold="0.5_2.5",
+                                    rollout_is_batch_normalize=norm)
+        lp.grad = None
+        loss, _ = verl.compute_policy_loss_reinforce(b["old"], lp, b["A"], b["mask"], loss_agg_mode="token-mean",
+                                                     config=cfg, rollout_is_weights=w)
+        loss.backward()
+        iw = grpokit.importance_weights(b["lp"].numpy(), b["old"].numpy(), b["mask"].numpy(), level=level,
+                                        mode="mask", clip_min=0.5, clip_max=2.5, log_clamp=20, batch_normalize=norm)
+        tw = np.broadcast_to(iw.weights[:, None], b["lp"].shape) if level == "sequence" else iw.weights
+        res = ours("verl.reinforce", b, "token-mean", logp_weight="one", token_weights=np.ascontiguousarray(tw))
+        # the batch-normalisation factor is a mean taken in another order: 1e-9 relative
+        np.testing.assert_allclose(float(res.loss), loss.item(), rtol=1e-9)
+        np.testing.assert_allclose(res.grad_logp, lp.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_rollout_is_is_refused_outside_bypass_reinforce():
+    b = batch(seed=1)
+    with pytest.raises(ValueError, match="rollout_is: applies to verl's bypass loss_type='reinforce'"):
+        ours("verl.vanilla", b, "token-mean", rollout_is="sequence")
+    with pytest.raises(ValueError, match="rollout_is: expected one of"):
+        ours("verl.reinforce", b, "token-mean", rollout_is="geometric")
 
 
 def test_verl_clip_cov_and_kl_cov_with_their_selection(verl):
