@@ -231,3 +231,52 @@ def test_gpu_linear_matches_cpu(tdtype):
     torch.testing.assert_close(gpu.sum_sq_probs.cpu(), cpu.sum_sq_probs, rtol=1e-4, atol=1e-6)
     plain = grpokit.linear_token_logprobs(hd.cuda(), wd.cuda(), ids.cuda(), chunk_size=300)
     torch.testing.assert_close(plain.logp, gpu.logp, rtol=0, atol=0)
+
+
+# ---- into the optimal token baseline (verl's Σπ² consumer) ---------------------------------------
+
+
+def _otb_batch(seed=0, B=4, T=6, V=50):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(B, T, V)).astype(np.float32) * 2
+    ids = rng.integers(0, V, (B, T))
+    mask = np.arange(T)[None, :] < np.array([6, 4, 5, 3])[:, None]
+    return x, ids, mask, rng.normal(size=B)
+
+
+@pytest.mark.parametrize("estimator", ["optimal_token_baseline", "verl.tir_optimal_token_baseline"])
+def test_optimal_token_baseline_takes_the_result(estimator):
+    x, ids, mask, r = _otb_batch()
+    res = grpokit.token_logprobs(x, ids, temperature=0.9, sum_sq_probs=True)
+    got = grpokit.advantages(r, 2, estimator=estimator, mask=mask, logprobs=res)
+    # The same estimator on fp64 reference inputs computed from the definitions.
+    logp, _, _ = ref_forward(x, ids, 0.9)
+    want = grpokit.advantages(r, 2, estimator=estimator, mask=mask, logp=logp, sum_pi_squared=ref_sum_sq_probs(x, 0.9))
+    # float32 logp and Σπ² (a few ulps) enter the weights 1 − 2π + Σπ².
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    explicit = grpokit.advantages(r, 2, estimator=estimator, mask=mask, logp=res.logp, sum_pi_squared=res.sum_sq_probs)
+    np.testing.assert_array_equal(got, explicit)
+
+
+def test_optimal_token_baseline_takes_the_torch_result():
+    x, ids, mask, r = _otb_batch(1)
+    xt = torch.from_numpy(x).requires_grad_()
+    out = grpokit.torch.token_logprobs(xt, torch.from_numpy(ids), sum_sq_probs=True)
+    got = grpokit.advantages(torch.from_numpy(r), 2, estimator="optimal_token_baseline", mask=torch.from_numpy(mask),
+                             logprobs=out)
+    res = grpokit.token_logprobs(x, ids, sum_sq_probs=True)
+    want = grpokit.advantages(r, 2, estimator="optimal_token_baseline", mask=mask, logprobs=res)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_logprobs_option_errors():
+    x, ids, mask, r = _otb_batch(2)
+    res = grpokit.token_logprobs(x, ids, sum_sq_probs=True)
+    with pytest.raises(ValueError, match=r"no sum_sq_probs; compute it with token_logprobs\(\.\.\., sum_sq_probs=True\)"):
+        grpokit.advantages(r, 2, estimator="optimal_token_baseline", mask=mask, logprobs=grpokit.token_logprobs(x, ids))
+    with pytest.raises(ValueError, match="pass either logprobs= or logp=, not both"):
+        grpokit.advantages(r, 2, estimator="optimal_token_baseline", mask=mask, logprobs=res, logp=res.logp)
+    with pytest.raises(TypeError, match="logprobs: expected the result of grpokit.token_logprobs"):
+        grpokit.advantages(r, 2, estimator="optimal_token_baseline", mask=mask, logprobs=res.logp)
+    with pytest.raises(TypeError, match="takes no option 'logprobs'"):
+        grpokit.advantages(r, 2, estimator="grpo", logprobs=res)
