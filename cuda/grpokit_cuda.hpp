@@ -24,7 +24,7 @@ void advantages(const TensorView& rewards, const TensorView& group_ids,
                 const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
 
 void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
-                    const TensorView& lse, std::intptr_t stream);
+                    const TensorView& lse, const TensorView& sum_sq_probs, std::intptr_t stream);
 void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
                              const TensorView& entropy, const TensorView& grad_logp,
                              const TensorView& grad_entropy, const TensorView& grad_logits,
@@ -41,7 +41,8 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
 int64_t linear_workspace_bytes(const LinearLogprobArgs& in, bool backward);
 void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
                            const TensorView& entropy, const TensorView& lse,
-                           const TensorView& workspace, std::intptr_t stream);
+                           const TensorView& sum_sq_probs, const TensorView& workspace,
+                           std::intptr_t stream);
 void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorView& lse,
                                     const TensorView& entropy, const TensorView& grad_logp,
                                     const TensorView& grad_entropy, const TensorView& grad_hidden,

@@ -29,6 +29,7 @@ using namespace rows;
 
 constexpr int64_t kDefaultChunk = 2048;
 constexpr int64_t kAlign = 256;
+constexpr int64_t kState = 5;  // floats of forward state per row (Σexp² used with sum_sq_probs only)
 
 int64_t align_up(int64_t b) { return (b + kAlign - 1) / kAlign * kAlign; }
 
@@ -40,7 +41,7 @@ int64_t chunk_of(const LinearLogprobArgs& in) {
 // Workspace layout (byte offsets), in the order the buffers appear.
 struct Layout {
   int64_t tile = 0;      // float32 [N × chunk]: the logits tile, then ∂L/∂logits
-  int64_t state = 0;     // forward: float32 [4 × N] (max, sum, dot, target logit) per row
+  int64_t state = 0;     // forward: float32 [kState × N] (max, sum, dot, Σexp², target logit) per row
   int64_t tile_lp = 0;   // backward, 16-bit inputs: ∂L/∂logits in the input dtype for the GEMMs
   int64_t gh_acc = 0;    // backward, 16-bit inputs: float32 [N × H] accumulator of grad_hidden
   int64_t bytes = 0;
@@ -54,7 +55,7 @@ struct Layout {
     at += align_up(N * C * 4);
     if (!backward) {
       l.state = at;
-      at += align_up(4 * N * 4);
+      at += align_up(kState * N * 4);
     } else if (!f32) {
       l.tile_lp = at;
       at += align_up(N * C * 2);
@@ -112,35 +113,43 @@ void logits_tile(cublasHandle_t h, const LinearLogprobArgs& in, int64_t v0, int6
        in.hidden.strides[0], 0.0f, z, CUDA_R_32F, ldz);
 }
 
+template <bool kSq>
 __global__ void __launch_bounds__(kThreads)
     tile_stats_kernel(const float* z, int64_t ldz, int64_t nv, int64_t v0, bool first, float inv_t,
                       PerRow ids, float* state, int64_t N) {
   const int64_t r = blockIdx.x;
   const float* row = z + r * ldz;
-  const math::RowState<float> tile = block_row_state(row, nv, inv_t);
+  const math::RowState<float, kSq> tile = block_row_state<kSq>(row, nv, inv_t);
   if (threadIdx.x != 0) return;
-  float* s = state + 4 * r;
-  math::RowState<float> st;
-  if (!first) st.max = s[0], st.sum = s[1], st.dot = s[2];
-  st.merge(math::ChunkStats<float>{tile.max, tile.sum, tile.dot});
+  float* s = state + kState * r;
+  math::RowState<float, kSq> st;
+  if (!first) {
+    st.max = s[0], st.sum = s[1], st.dot = s[2];
+    if constexpr (kSq) st.sq = s[3];
+  }
+  st.merge(math::ChunkStats<float>{tile.max, tile.sum, tile.dot, tile.sq});
   s[0] = st.max, s[1] = st.sum, s[2] = st.dot;
+  if constexpr (kSq) s[3] = st.sq;
   const int64_t id = ids.id(r, 1);
-  if (id >= v0 && id < v0 + nv) s[3] = row[id - v0] * inv_t;
+  if (id >= v0 && id < v0 + nv) s[4] = row[id - v0] * inv_t;
 }
 
+template <bool kSq>
 __global__ void finish_kernel(const float* state, int64_t N, int64_t vocab, PerRow ids, PerRow logp,
-                              PerRow entropy, PerRow lse) {
+                              PerRow entropy, PerRow lse, PerRow sum_sq) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r >= N) return;
   const int64_t id = ids.id(r, 1);
-  const float* s = state + 4 * r;
-  math::RowState<float> st;
+  const float* s = state + kState * r;
+  math::RowState<float, kSq> st;
   st.max = s[0], st.sum = s[1], st.dot = s[2];
+  if constexpr (kSq) st.sq = s[3];
   const bool bad = id < 0 || id >= vocab;
   const float l = bad ? NAN : st.lse();
-  logp.write(r, 1, bad ? NAN : s[3] - l);
+  logp.write(r, 1, bad ? NAN : s[4] - l);
   lse.write(r, 1, l);
   entropy.write(r, 1, bad ? NAN : st.entropy());
+  if constexpr (kSq) sum_sq.write(r, 1, bad ? NAN : st.sum_sq_probs());
 }
 
 template <class U>
@@ -166,12 +175,6 @@ __global__ void convert_kernel(const float* src, T* dst, int64_t n) {
   if (i < n) dst[i] = from_float<T>(src[i]);
 }
 
-int threads_for(int64_t n) {
-  int t = 32;
-  while (t < kThreads && t * 8 < n) t *= 2;
-  return t;
-}
-
 void check_workspace(const TensorView& ws, const Layout& l) {
   if (l.bytes == 0) return;
   if (!ws.defined() || ws.numel() * dtype_size(ws.dtype) < l.bytes || !ws.is_contiguous())
@@ -193,8 +196,9 @@ int64_t linear_workspace_bytes(const LinearLogprobArgs& in, bool backward) {
 
 void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
                            const TensorView& entropy, const TensorView& lse,
-                           const TensorView& workspace, std::intptr_t stream) {
-  check_linear_token_logprobs_args(in, logp, entropy, lse);
+                           const TensorView& sum_sq_probs, const TensorView& workspace,
+                           std::intptr_t stream) {
+  check_linear_token_logprobs_args(in, logp, entropy, lse, sum_sq_probs);
   check_cuda_device(in.hidden, "hidden");
   check_gpu_dtype(in.hidden);
   const int64_t N = in.hidden.shape[0], V = in.weight.shape[0], C = chunk_of(in);
@@ -209,14 +213,19 @@ void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
   float* state = reinterpret_cast<float*>(ws + lay.state);
   const float inv_t = static_cast<float>(1.0 / in.temperature);
   const PerRow ids = PerRow::of(in.token_ids);
+  // Σπ² is its own instantiation: the default kernels carry no third accumulator.
+  const bool sq = sum_sq_probs.defined();
+  const auto stats = sq ? tile_stats_kernel<true> : tile_stats_kernel<false>;
+  const auto finish = sq ? finish_kernel<true> : finish_kernel<false>;
   for (int64_t v0 = 0; v0 < V; v0 += C) {
     const int64_t nv = V - v0 < C ? V - v0 : C;
     logits_tile(h, in, v0, nv, tile, C);
-    tile_stats_kernel<<<static_cast<unsigned>(N), threads_for(nv), 0, s>>>(tile, C, nv, v0, v0 == 0,
-                                                                           inv_t, ids, state, N);
+    GRPOKIT_LAUNCH_KERNEL(stats, static_cast<unsigned>(N), threads_for(nv), s, tile, C, nv, v0,
+                          v0 == 0, inv_t, ids, state, N);
   }
-  finish_kernel<<<static_cast<unsigned>((N + 255) / 256), 256, 0, s>>>(
-      state, N, V, ids, PerRow::of(logp), PerRow::of(entropy), PerRow::of(lse));
+  GRPOKIT_LAUNCH_FLAT(finish, static_cast<unsigned>((N + 255) / 256), 256, s, state, N, V, ids,
+                        PerRow::of(logp), PerRow::of(entropy), PerRow::of(lse),
+                        PerRow::of(sum_sq_probs));
   check_launch("linear_token_logprobs");
 }
 
@@ -257,8 +266,9 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
     const int threads = threads_for(nv);
     dispatch_float(in.hidden.dtype, [&](auto tag) {
       using T = decltype(tag);
-      tile_grad_kernel<<<grid, threads, 0, s>>>(tile, C, nv, v0, V, inv_t, ids, l, e, ga, gb,
-                                                static_cast<T*>(dz), C);
+      const auto kernel = tile_grad_kernel<T>;
+      GRPOKIT_LAUNCH_KERNEL(kernel, grid, threads, s, tile, C, nv, v0, V, inv_t, ids, l, e, ga, gb,
+                            static_cast<T*>(dz), C);
     });
     // grad_hidden (N × H) += dZ (N × nv) · W_c (nv × H): column-major Ghᵀ = W_cᵀ · dZᵀ.
     if (grad_hidden.defined()) {
@@ -279,7 +289,8 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
     const unsigned blocks = static_cast<unsigned>((n + 255) / 256);
     dispatch_float(in.hidden.dtype, [&](auto tag) {
       using T = decltype(tag);
-      convert_kernel<<<blocks, 256, 0, s>>>(gh, static_cast<T*>(grad_hidden.data), n);
+      const auto kernel = convert_kernel<T>;
+      GRPOKIT_LAUNCH_FLAT(kernel, blocks, 256, s, gh, static_cast<T*>(grad_hidden.data), n);
     });
   }
   check_launch("linear_token_logprobs_backward");
@@ -290,7 +301,7 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
 int64_t linear_workspace_bytes(const LinearLogprobArgs&, bool) { return 0; }
 
 void linear_token_logprobs(const LinearLogprobArgs&, const TensorView&, const TensorView&,
-                           const TensorView&, const TensorView&, std::intptr_t) {
+                           const TensorView&, const TensorView&, const TensorView&, std::intptr_t) {
   not_implemented("linear_token_logprobs: this build of grpokit._cuda has no cuBLAS; rebuild with "
                   "the CUDA toolkit's cuBLAS, or pass CPU tensors");
 }

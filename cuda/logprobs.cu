@@ -3,7 +3,8 @@
 //
 // One block per row (rows on grid.x, so any number of tokens fits). Forward: each thread streams its
 // share of the row once with 16-byte loads, folding every vector into an online (max, Σe, Σe·d)
-// state; the block then merges the thread states. Backward: one read and one write per element,
+// state (with Σ exp² too in the kernels instantiated for sum_sq_probs); the block then merges the
+// thread states. Backward: one read and one write per element,
 // from the saved log-sum-exp (and entropy). Value problems cannot raise without synchronising, so
 // a token id outside [0, V) gives NaN outputs for its row (the Python layer's check_finite=True
 // looks for them), as do NaN/+inf logits.
@@ -37,25 +38,27 @@ Rows rows_of(const TensorView& x) {
   return Rows{L.rows, L.inner, L.vocab, x.strides[0], x.ndim == 3 ? x.strides[1] : 0, x.ndim};
 }
 
-template <class T>
+template <class T, bool kSq>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const T* x, Rows L, PerRow ids, float inv_t, PerRow logp, PerRow entropy,
-                   PerRow lse) {
+                   PerRow lse, PerRow sum_sq) {
   const int64_t r = blockIdx.x;
   const T* row = x + L.offset(r);
-  const math::RowState<float> st = block_row_state(row, L.vocab, inv_t);
+  const math::RowState<float, kSq> st = block_row_state<kSq>(row, L.vocab, inv_t);
   if (threadIdx.x != 0) return;
   const int64_t id = ids.id(r, L.inner);
   if (id < 0 || id >= L.vocab) {
     logp.write(r, L.inner, NAN);
     lse.write(r, L.inner, NAN);
     entropy.write(r, L.inner, NAN);
+    if constexpr (kSq) sum_sq.write(r, L.inner, NAN);
     return;
   }
   const float l = st.lse();
   logp.write(r, L.inner, math::token_logp(to_float(row[id]) * inv_t, l));
   lse.write(r, L.inner, l);
   entropy.write(r, L.inner, st.entropy());
+  if constexpr (kSq) sum_sq.write(r, L.inner, st.sum_sq_probs());
 }
 
 template <class T>
@@ -75,13 +78,6 @@ __global__ void __launch_bounds__(kThreads)
   const float z_y = (threadIdx.x == 0 && !bad_id) ? to_float(row[id]) * inv_t : 0.0f;
   __syncthreads();
   block_grad_row(row, grow, L.vocab, inv_t, lse.real(r, L.inner), c, bad_id ? -1 : id, z_y, bad_id);
-}
-
-int threads_for(int64_t vocab) {
-  // Small vocabularies do not need 512 threads; keep whole warps.
-  int t = 32;
-  while (t < kThreads && t * 8 < vocab) t *= 2;
-  return t;
 }
 
 // What both launchers check and derive before launching one block per row.
@@ -109,17 +105,19 @@ struct Launch {
 }  // namespace
 
 void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
-                    const TensorView& lse, std::intptr_t stream) {
-  check_token_logprobs_args(in, logp, entropy, lse);
+                    const TensorView& lse, const TensorView& sum_sq_probs, std::intptr_t stream) {
+  check_token_logprobs_args(in, logp, entropy, lse, sum_sq_probs);
   const Launch go(in, stream);
   if (go.L.rows == 0) return;
   DeviceGuard guard(in.logits.device.index);
   const PerRow ids = PerRow::of(in.token_ids), lp = PerRow::of(logp), h = PerRow::of(entropy),
-               l = PerRow::of(lse);
+               l = PerRow::of(lse), sq = PerRow::of(sum_sq_probs);
   dispatch_float(in.logits.dtype, [&](auto tag) {
     using T = decltype(tag);
-    forward_kernel<<<go.grid, go.threads, 0, go.stream>>>(in.logits.ptr<const T>(), go.L, ids,
-                                                          go.inv_t, lp, h, l);
+    // Σπ² is its own instantiation: the default kernel carries no third accumulator.
+    const auto kernel = sum_sq_probs.defined() ? forward_kernel<T, true> : forward_kernel<T, false>;
+    GRPOKIT_LAUNCH_KERNEL(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(), go.L,
+                          ids, go.inv_t, lp, h, l, sq);
   });
   check_launch("token_logprobs");
 }
@@ -137,9 +135,9 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
                ga = PerRow::of(grad_logp), gb = PerRow::of(grad_entropy);
   dispatch_float(in.logits.dtype, [&](auto tag) {
     using T = decltype(tag);
-    backward_kernel<<<go.grid, go.threads, 0, go.stream>>>(in.logits.ptr<const T>(),
-                                                           grad_logits.ptr<T>(), gs0, gs1, go.L, ids,
-                                                           go.inv_t, l, h, ga, gb);
+    const auto kernel = backward_kernel<T>;
+    GRPOKIT_LAUNCH_KERNEL(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(),
+                          grad_logits.ptr<T>(), gs0, gs1, go.L, ids, go.inv_t, l, h, ga, gb);
   });
   check_launch("token_logprobs_backward");
 }

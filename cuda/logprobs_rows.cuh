@@ -18,6 +18,23 @@ namespace rows {
 
 constexpr int kThreads = 512;
 
+// Kernel launches. scripts/emulate_cuda_logprobs.cpp defines them first to run the same launches on
+// host threads. `kernel` is one token (a template instantiation goes through a pointer variable).
+// FLAT: a kernel whose threads never cooperate (no barrier, no shuffle; the grid covers the work).
+#ifndef GRPOKIT_LAUNCH_KERNEL
+#define GRPOKIT_LAUNCH_KERNEL(kernel, grid, block, stream, ...) \
+  kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#define GRPOKIT_LAUNCH_FLAT(kernel, grid, block, stream, ...) \
+  kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#endif
+
+// Threads per row: whole warps, about 8 entries each, at most kThreads.
+inline int threads_for(int64_t n) {
+  int t = 32;
+  while (t < kThreads && t * 8 < n) t *= 2;
+  return t;
+}
+
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
@@ -104,12 +121,15 @@ __device__ __forceinline__ void for_row(const T* row, int64_t n, F&& f, FV&& fv)
   for (int64_t i = head + nvec * kVec + threadIdx.x; i < n; i += blockDim.x) f(i, to_float(row[i]));
 }
 
-__device__ __forceinline__ math::RowState<float> warp_merge(math::RowState<float> st) {
+// kSq: the states also carry Σ exp² (for Σπ²); only those instantiations shuffle and sum it.
+template <bool kSq>
+__device__ __forceinline__ math::RowState<float, kSq> warp_merge(math::RowState<float, kSq> st) {
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) {
     math::ChunkStats<float> o{__shfl_xor_sync(0xffffffffu, st.max, off),
                               __shfl_xor_sync(0xffffffffu, st.sum, off),
                               __shfl_xor_sync(0xffffffffu, st.dot, off)};
+    if constexpr (kSq) o.sq = __shfl_xor_sync(0xffffffffu, st.sq, off);
     st.merge(o);
   }
   return st;
@@ -117,8 +137,8 @@ __device__ __forceinline__ math::RowState<float> warp_merge(math::RowState<float
 
 // Folds a run of values into a thread's state. Usually the run stays below the running maximum and
 // is added relative to it directly; a new maximum takes one merge (a rescale of the state).
-template <int N>
-__device__ __forceinline__ void fold(math::RowState<float>& st, const float (&z)[N]) {
+template <bool kSq, int N>
+__device__ __forceinline__ void fold(math::RowState<float, kSq>& st, const float (&z)[N]) {
   float m = z[0];
   bool bad = false;
 #pragma unroll
@@ -132,44 +152,50 @@ __device__ __forceinline__ void fold(math::RowState<float>& st, const float (&z)
   }
   if (!(m > -INFINITY)) return;
   const float ref = m <= st.max ? st.max : m;
-  float s = 0.0f, t = 0.0f;
+  float s = 0.0f, t = 0.0f, q = 0.0f;
 #pragma unroll
   for (int k = 0; k < N; ++k) {
     const float d = math::clamp_exp_arg(z[k] - ref);
     const float e = exp_or_zero(d);
     s += e;
     t += e * d;
+    if constexpr (kSq) q += d < math::min_sq_arg<float>() ? 0.0f : e * e;  // the CPU's cut-off
   }
   if (ref == st.max) {
     st.sum += s;
     st.dot += t;
+    if constexpr (kSq) st.sq += q;
   } else {
-    st.merge(math::ChunkStats<float>{m, s, t});
+    st.merge(math::ChunkStats<float>{m, s, t, q});
   }
 }
 
 // The state of one row (n entries, scaled by inv_t) reduced over the block; valid in thread 0.
 // Needs blockDim.x a multiple of 32, at most kThreads.
-template <class T>
-__device__ __forceinline__ math::RowState<float> block_row_state(const T* row, int64_t n, float inv_t) {
-  math::RowState<float> st;
+template <bool kSq, class T>
+__device__ __forceinline__ math::RowState<float, kSq> block_row_state(const T* row, int64_t n, float inv_t) {
+  math::RowState<float, kSq> st;
   for_row(
-      row, n, [&](int64_t, float v) { fold<1>(st, {v * inv_t}); },
+      row, n, [&](int64_t, float v) { fold<kSq, 1>(st, {v * inv_t}); },
       [&](int64_t, const float* v) {
         constexpr int kVec = 16 / sizeof(T);
         float z[kVec];
 #pragma unroll
         for (int k = 0; k < kVec; ++k) z[k] = v[k] * inv_t;
-        fold<kVec>(st, z);
+        fold<kSq, kVec>(st, z);
       });
   st = warp_merge(st);
-  __shared__ float sm[kThreads / 32], ss[kThreads / 32], sd[kThreads / 32];
+  __shared__ float sm[kThreads / 32], ss[kThreads / 32], sd[kThreads / 32], sq[kThreads / 32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) sm[warp] = st.max, ss[warp] = st.sum, sd[warp] = st.dot;
+  if (lane == 0) {
+    sm[warp] = st.max, ss[warp] = st.sum, sd[warp] = st.dot;
+    if constexpr (kSq) sq[warp] = st.sq;
+  }
   __syncthreads();
-  st = math::RowState<float>{};
+  st = math::RowState<float, kSq>{};
   if (warp == 0) {
-    if (lane < static_cast<int>(blockDim.x / 32)) st.merge(math::ChunkStats<float>{sm[lane], ss[lane], sd[lane]});
+    if (lane < static_cast<int>(blockDim.x / 32))
+      st.merge(math::ChunkStats<float>{sm[lane], ss[lane], sd[lane], kSq ? sq[lane] : 0.0f});
     st = warp_merge(st);
   }
   return st;

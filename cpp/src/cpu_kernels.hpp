@@ -138,6 +138,18 @@ inline float opaque(float v) {
   return v;
 }
 
+// v where x ≥ lo, else 0, in a form the loops vectorise: a select under AVX-512 (kSelect, a masked
+// move), else an integer mask (a float select becomes a branch GCC will not if-convert for AVX2).
+template <bool kSelect = false>
+inline float zero_below(float v, float x, float lo) {
+  if constexpr (kSelect) {
+    return x < lo ? 0.0f : v;
+  } else {
+    const uint32_t keep = 0u - static_cast<uint32_t>(!(x < lo));
+    return bits_to_float(float_to_bits(v) & keep);
+  }
+}
+
 // exp(x) is 0 in float32 below this (the smallest normal float's logarithm).
 constexpr float kExpLo = -87.3365478515625f;
 
@@ -160,14 +172,7 @@ inline float exp_nonpositive(float x, float lo = kExpLo) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
   const float value = p * bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
-  if constexpr (kSelect) {
-    return x < lo ? 0.0f : value;
-  } else {
-    // Zero below lo by an integer mask: a float select here becomes a branch GCC will not
-    // if-convert for AVX2. Under AVX-512 the select (a masked move) is the faster of the two.
-    const uint32_t keep = 0u - static_cast<uint32_t>(!(x < lo));
-    return bits_to_float(float_to_bits(value) & keep);
-  }
+  return zero_below<kSelect>(value, x, lo);
 }
 
 }  // namespace cpu

@@ -85,21 +85,21 @@ void check_ids(const TensorView& ids, int64_t vocab) {
   err.raise(vocab);
 }
 
-template <class T>
+template <class T, bool kSq>
 void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
-             const TensorView& lse) {
+             const TensorView& lse, const TensorView& sum_sq) {
   const int64_t N = in.hidden.shape[0], H = in.hidden.shape[1], V = in.weight.shape[0];
   const ConstMap<T> hid(in.hidden.ptr<const T>(), N, H, Eigen::OuterStride<>(in.hidden.strides[0]));
   const ConstMap<T> w(in.weight.ptr<const T>(), V, H, Eigen::OuterStride<>(in.weight.strides[0]));
   const int64_t chunk = chunk_of(in), nb = std::min(N, kRowBlock);
   const T inv_t = static_cast<T>(1.0 / in.temperature);
   RowMat<T> tile(nb, chunk);
-  std::vector<math::RowState<double>> st(static_cast<size_t>(nb));
+  std::vector<math::RowState<double, kSq>> st(static_cast<size_t>(nb));
   std::vector<double> z_y(static_cast<size_t>(nb));
   RowError err;
   for (int64_t r0 = 0; r0 < N; r0 += nb) {
     const int64_t nr = std::min(nb, N - r0);
-    std::fill(st.begin(), st.end(), math::RowState<double>{});
+    std::fill(st.begin(), st.end(), math::RowState<double, kSq>{});
     for (int64_t v0 = 0; v0 < V; v0 += chunk) {
       const int64_t nv = std::min(chunk, V - v0);
       MutMap<T> z(tile.data(), nr, nv, Eigen::OuterStride<>(chunk));
@@ -124,6 +124,7 @@ void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorVi
       write_real<T>(logp, r * logp.strides[0], math::token_logp(static_cast<double>(z_y[i]), static_cast<double>(l)));
       write_real<T>(lse, r * lse.strides[0], l);
       if (entropy.defined()) write_real<T>(entropy, r * entropy.strides[0], st[i].entropy());
+      if constexpr (kSq) write_real<T>(sum_sq, r * sum_sq.strides[0], st[i].sum_sq_probs());
     }
   }
   err.raise(V);
@@ -177,12 +178,14 @@ void backward(const LinearLogprobArgs& in, const TensorView& lse, const TensorVi
 }  // namespace
 
 void check_linear_token_logprobs_args(const LinearLogprobArgs& in, const TensorView& logp,
-                                      const TensorView& entropy, const TensorView& lse) {
+                                      const TensorView& entropy, const TensorView& lse,
+                                      const TensorView& sum_sq_probs) {
   check_common(in);
   const DType rd = result_dtype(in.hidden.dtype);
   check_per_token(logp, "logp", in.hidden, {rd}, true);
   check_per_token(lse, "lse", in.hidden, {rd}, true);
   if (entropy.defined()) check_per_token(entropy, "entropy", in.hidden, {rd}, true);
+  if (sum_sq_probs.defined()) check_per_token(sum_sq_probs, "sum_sq_probs", in.hidden, {rd}, true);
 }
 
 void check_linear_token_logprobs_backward_args(const LinearLogprobArgs& in, const TensorView& lse,
@@ -217,14 +220,18 @@ void check_linear_token_logprobs_backward_args(const LinearLogprobArgs& in, cons
 }
 
 void linear_token_logprobs_cpu(const LinearLogprobArgs& in, const TensorView& logp,
-                               const TensorView& entropy, const TensorView& lse) {
-  check_linear_token_logprobs_args(in, logp, entropy, lse);
+                               const TensorView& entropy, const TensorView& lse,
+                               const TensorView& sum_sq_probs) {
+  check_linear_token_logprobs_args(in, logp, entropy, lse, sum_sq_probs);
   require_cpu_dtype(in.hidden);
   check_ids(in.token_ids, in.weight.shape[0]);
+  const bool sq = sum_sq_probs.defined();  // Σπ²: its own instantiation, the default one unchanged
   if (in.hidden.dtype == DType::Float32)
-    forward<float>(in, logp, entropy, lse);
+    sq ? forward<float, true>(in, logp, entropy, lse, sum_sq_probs)
+       : forward<float, false>(in, logp, entropy, lse, sum_sq_probs);
   else
-    forward<double>(in, logp, entropy, lse);
+    sq ? forward<double, true>(in, logp, entropy, lse, sum_sq_probs)
+       : forward<double, false>(in, logp, entropy, lse, sum_sq_probs);
 }
 
 void linear_token_logprobs_backward_cpu(const LinearLogprobArgs& in, const TensorView& lse,

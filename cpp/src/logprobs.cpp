@@ -20,9 +20,9 @@ namespace {
 
 using namespace rows;
 
-template <class In, class F, class A>
+template <class In, class F, class A, bool kSq>
 void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
-                  const TensorView& lse) {
+                  const TensorView& lse, const TensorView& sum_sq) {
   using R = typename cpu::Real<In>::type;  // result dtype: float, or double for float64 logits
   const TensorView& x = in.logits;
   const RowLayout L = RowLayout::of(x);
@@ -38,7 +38,7 @@ void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const Tens
       continue;
     }
     const In* row = x.ptr<const In>() + row_offset(x, r, L.inner);
-    const math::RowState<A> st = row_state(row, L.vocab, inv_t);
+    const math::RowState<A, kSq> st = row_state<kSq>(row, L.vocab, inv_t);
     const A l = st.lse();
     if (!(l < INFINITY)) {  // NaN or +inf
       err.record(r, 2);
@@ -52,6 +52,7 @@ void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const Tens
     write_real<R>(logp, per_row_offset(logp, r, L.inner), math::token_logp(z_y, l));
     write_real<R>(lse, per_row_offset(lse, r, L.inner), l);
     if (entropy.defined()) write_real<R>(entropy, per_row_offset(entropy, r, L.inner), st.entropy());
+    if constexpr (kSq) write_real<R>(sum_sq, per_row_offset(sum_sq, r, L.inner), st.sum_sq_probs());
   }
   err.raise(L.vocab);
 }
@@ -87,19 +88,30 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
   err.raise(L.vocab);
 }
 
+template <bool kSq>
+void forward_dtype(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                   const TensorView& lse, const TensorView& sum_sq) {
+  switch (in.logits.dtype) {
+    case DType::Float32: return forward_rows<float, float, double, kSq>(in, logp, entropy, lse, sum_sq);
+    case DType::BFloat16: return forward_rows<cpu::bf16, float, double, kSq>(in, logp, entropy, lse, sum_sq);
+    case DType::Float16: return forward_rows<cpu::f16, float, double, kSq>(in, logp, entropy, lse, sum_sq);
+    case DType::Float64: return forward_rows<double, double, double, kSq>(in, logp, entropy, lse, sum_sq);
+    default: break;
+  }
+}
+
 }  // namespace
 
 void token_logprobs_cpu(const TokenLogprobArgs& in, const TensorView& logp,
-                        const TensorView& entropy, const TensorView& lse) {
-  check_token_logprobs_args(in, logp, entropy, lse);
+                        const TensorView& entropy, const TensorView& lse,
+                        const TensorView& sum_sq_probs) {
+  check_token_logprobs_args(in, logp, entropy, lse, sum_sq_probs);
   check_cpu(in.logits, "logits");
-  switch (in.logits.dtype) {
-    case DType::Float32: return forward_rows<float, float, double>(in, logp, entropy, lse);
-    case DType::BFloat16: return forward_rows<cpu::bf16, float, double>(in, logp, entropy, lse);
-    case DType::Float16: return forward_rows<cpu::f16, float, double>(in, logp, entropy, lse);
-    case DType::Float64: return forward_rows<double, double, double>(in, logp, entropy, lse);
-    default: break;
-  }
+  // Σπ² is a separate instantiation: the default kernels carry no third accumulator.
+  if (sum_sq_probs.defined())
+    forward_dtype<true>(in, logp, entropy, lse, sum_sq_probs);
+  else
+    forward_dtype<false>(in, logp, entropy, lse, sum_sq_probs);
 }
 
 void token_logprobs_backward_cpu(const TokenLogprobArgs& in, const TensorView& lse,

@@ -77,13 +77,15 @@ RowLayout RowLayout::of(const TensorView& logits) {
 }
 
 void check_token_logprobs_args(const TokenLogprobArgs& in, const TensorView& logp,
-                               const TensorView& entropy, const TensorView& lse) {
+                               const TensorView& entropy, const TensorView& lse,
+                               const TensorView& sum_sq_probs) {
   const TensorView& x = in.logits;
   check_inputs(in);
   const DType rd = result_dtype(x.dtype);
   check_per_row(logp, "logp", x, {rd}, true);
   check_per_row(lse, "lse", x, {rd}, true);
   if (entropy.defined()) check_per_row(entropy, "entropy", x, {rd}, true);
+  if (sum_sq_probs.defined()) check_per_row(sum_sq_probs, "sum_sq_probs", x, {rd}, true);
 }
 
 void check_token_logprobs_backward_args(const TokenLogprobArgs& in, const TensorView& lse,

@@ -53,8 +53,9 @@ inline void write_real(const TensorView& t, int64_t off, double v) {
 // ---- float32 math (float32 / bfloat16 / float16 logits) -----------------------------------------
 
 // NaN or +inf anywhere in the chunk makes sum NaN: d = z − m is NaN there, and exp keeps it.
-// kSelect picks exp's form (see cpu::exp_nonpositive): the select under AVX-512 only.
-template <class In, bool kSelect>
+// kSelect picks exp's form (see cpu::exp_nonpositive): the select under AVX-512 only. kSq also
+// sums exp(d)² (for Σπ²); the default instantiation has no trace of it.
+template <class In, bool kSelect, bool kSq>
 inline __attribute__((always_inline)) math::ChunkStats<float> chunk_stats_body(const In* x, int64_t n,
                                                                               float inv_t) {
   // Each loop body first fills small arrays, then folds them into the lanes: the shape GCC
@@ -81,49 +82,62 @@ inline __attribute__((always_inline)) math::ChunkStats<float> chunk_stats_body(c
   }
 
   const float dmin = cpu::opaque(math::min_exp_arg<float>()), lo = cpu::opaque(cpu::kExpLo);
-  float s[kLanes], t[kLanes];
-  for (int k = 0; k < kLanes; ++k) s[k] = 0.0f, t[k] = 0.0f;
+  const float qlo = cpu::opaque(math::min_sq_arg<float>());
+  float s[kLanes], t[kLanes], q[kLanes];
+  for (int k = 0; k < kLanes; ++k) s[k] = 0.0f, t[k] = 0.0f, q[k] = 0.0f;
   for (int64_t i = 0; i < full; i += kLanes) {
-    float e[kLanes], ed[kLanes];
+    float e[kLanes], ed[kLanes], e2[kLanes];
     for (int k = 0; k < kLanes; ++k) {
       float d = load(x[i + k]) * inv_t - m;
       d = d < dmin ? dmin : d;  // math::clamp_exp_arg with an opaque bound
       e[k] = cpu::exp_nonpositive<kSelect>(d, lo);
       ed[k] = e[k] * d;
+      if constexpr (kSq) {
+        const float em = cpu::zero_below<kSelect>(e[k], d, qlo);  // no subnormal squares
+        e2[k] = em * em;
+      }
     }
     for (int k = 0; k < kLanes; ++k) s[k] += e[k], t[k] += ed[k];
+    if constexpr (kSq)
+      for (int k = 0; k < kLanes; ++k) q[k] += e2[k];
   }
-  float ss = 0.0f, tt = 0.0f;
+  float ss = 0.0f, tt = 0.0f, qq = 0.0f;
   for (int64_t i = full; i < n; ++i) {
     float d = load(x[i]) * inv_t - m;
     d = d < dmin ? dmin : d;
     const float e = cpu::exp_nonpositive<kSelect>(d, lo);
     ss += e;
     tt += e * d;
+    if constexpr (kSq) {
+      const float em = cpu::zero_below<kSelect>(e, d, qlo);
+      qq += em * em;
+    }
   }
   for (int k = 0; k < kLanes; ++k) ss += s[k], tt += t[k];
+  if constexpr (kSq)
+    for (int k = 0; k < kLanes; ++k) qq += q[k];
   if (ss != ss) return {INFINITY, NAN, NAN};
-  return {m, ss, tt};
+  return {m, ss, tt, qq};
 }
 
 #ifdef GRPOKIT_CPU_DISPATCH
-template <class In>
+template <class In, bool kSq>
 GRPOKIT_CPU_AVX512 math::ChunkStats<float> chunk_stats_avx512(const In* x, int64_t n, float inv_t) {
-  return chunk_stats_body<In, true>(x, n, inv_t);
+  return chunk_stats_body<In, true, kSq>(x, n, inv_t);
 }
-template <class In>
+template <class In, bool kSq>
 GRPOKIT_CPU_AVX2_CLONES math::ChunkStats<float> chunk_stats_avx2(const In* x, int64_t n, float inv_t) {
-  return chunk_stats_body<In, false>(x, n, inv_t);
+  return chunk_stats_body<In, false, kSq>(x, n, inv_t);
 }
 #endif
 
 // One chunk of a row (float32 math), in the best version for this CPU.
-template <class In>
+template <bool kSq, class In>
 math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t n, float inv_t) {
 #ifdef GRPOKIT_CPU_DISPATCH
-  return cpu::has_avx512() ? chunk_stats_avx512(x, n, inv_t) : chunk_stats_avx2(x, n, inv_t);
+  return cpu::has_avx512() ? chunk_stats_avx512<In, kSq>(x, n, inv_t) : chunk_stats_avx2<In, kSq>(x, n, inv_t);
 #else
-  return chunk_stats_body<In, false>(x, n, inv_t);
+  return chunk_stats_body<In, false, kSq>(x, n, inv_t);
 #endif
 }
 
@@ -154,6 +168,7 @@ GRPOKIT_CPU_CLONES void grad_row_f32(const In* x, In* g, int64_t n, float inv_t,
 
 // ---- float64 math (float64 logits) ---------------------------------------------------------------
 
+template <bool kSq>
 inline math::ChunkStats<double> chunk_stats_f64(const double* x, int64_t n, double inv_t) {
   double m = -INFINITY;
   bool bad = false;
@@ -164,14 +179,15 @@ inline math::ChunkStats<double> chunk_stats_f64(const double* x, int64_t n, doub
   }
   if (bad) return {INFINITY, NAN, NAN};
   if (!(m > -INFINITY)) return {-INFINITY, 0.0, 0.0};
-  double s = 0.0, t = 0.0;
+  double s = 0.0, t = 0.0, q = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     const double d = math::clamp_exp_arg(x[i] * inv_t - m);
     const double e = std::exp(d);
     s += e;
     t += e * d;
+    if constexpr (kSq) q += d < math::min_sq_arg<double>() ? 0.0 : e * e;
   }
-  return {m, s, t};
+  return {m, s, t, q};
 }
 
 inline void grad_row_f64(const double* x, double* g, int64_t n, double inv_t, double lse,
@@ -213,22 +229,22 @@ inline F exp_of(F d) {
     return cpu::exp_nonpositive(d);
 }
 
-// Folds n entries of a row into st, kChunk at a time.
-template <class In, class F>
-inline void accumulate_row(math::RowState<double>& st, const In* row, int64_t n, F inv_t) {
+// Folds n entries of a row into st, kChunk at a time (with Σ exp² when the state has kSq).
+template <bool kSq, class In, class F>
+inline void accumulate_row(math::RowState<double, kSq>& st, const In* row, int64_t n, F inv_t) {
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t m = n - c0 < kChunk ? n - c0 : kChunk;
     if constexpr (std::is_same<F, double>::value)
-      st.merge(chunk_stats_f64(row + c0, m, inv_t));
+      st.merge(chunk_stats_f64<kSq>(row + c0, m, inv_t));
     else
-      st.merge(chunk_stats_f32(row + c0, m, inv_t));
+      st.merge(chunk_stats_f32<kSq>(row + c0, m, inv_t));
   }
 }
 
 // The state of a whole row.
-template <class In, class F>
-inline math::RowState<double> row_state(const In* row, int64_t vocab, F inv_t) {
-  math::RowState<double> st;
+template <bool kSq, class In, class F>
+inline math::RowState<double, kSq> row_state(const In* row, int64_t vocab, F inv_t) {
+  math::RowState<double, kSq> st;
   accumulate_row(st, row, vocab, inv_t);
   return st;
 }

@@ -8,20 +8,21 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
   m.def(
       "token_logprobs",
       [backend](py::object logits, py::object token_ids, py::object logp, py::object entropy,
-                py::object lse, double temperature, std::intptr_t stream) {
+                py::object lse, double temperature, py::object sum_sq_probs, std::intptr_t stream) {
         Imported x = import_array(logits, "logits", stream, false);
         Imported ids = import_array(token_ids, "token_ids", stream, false);
         Imported lp = import_array(logp, "logp", stream, true);
         Imported h = import_array(entropy, "entropy", stream, true);
         Imported l = import_array(lse, "lse", stream, true);
+        Imported sq = import_array(sum_sq_probs, "sum_sq_probs", stream, true);
         const TokenLogprobArgs in{x.view(), ids.view(), temperature};
         py::gil_scoped_release nogil;
-        backend.token_logprobs(in, lp.view(), h.view(), l.view(), stream);
+        backend.token_logprobs(in, lp.view(), h.view(), l.view(), sq.view(), stream);
       },
       py::arg("logits"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"), py::arg("lse"),
-      py::arg("temperature"), py::arg("stream") = 0,
-      "Per-row log-probability, entropy (optional) and log-sum-exp into logp/entropy/lse. See "
-      "grpokit.token_logprobs.");
+      py::arg("temperature"), py::arg("sum_sq_probs") = py::none(), py::arg("stream") = 0,
+      "Per-row log-probability, entropy (optional), log-sum-exp and Σπ² (optional) into "
+      "logp/entropy/lse/sum_sq_probs. See grpokit.token_logprobs.");
   m.def(
       "token_logprobs_backward",
       [backend](py::object logits, py::object token_ids, py::object lse, py::object entropy,
@@ -72,7 +73,7 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       [backend, linear_args](py::object hidden, py::object weight, py::object token_ids,
                              py::object logp, py::object entropy, py::object lse,
                              py::object workspace, double temperature, int64_t chunk_size,
-                             std::intptr_t stream) {
+                             py::object sum_sq_probs, std::intptr_t stream) {
         Imported h = import_array(hidden, "hidden", stream, false);
         Imported w = import_array(weight, "weight", stream, false);
         Imported ids = import_array(token_ids, "token_ids", stream, false);
@@ -80,14 +81,17 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
         Imported e = import_array(entropy, "entropy", stream, true);
         Imported l = import_array(lse, "lse", stream, true);
         Imported ws = import_array(workspace, "workspace", stream, true);
+        Imported sq = import_array(sum_sq_probs, "sum_sq_probs", stream, true);
         const LinearLogprobArgs in = linear_args(h, w, ids, temperature, chunk_size);
         py::gil_scoped_release nogil;
-        backend.linear_token_logprobs(in, lp.view(), e.view(), l.view(), ws.view(), stream);
+        backend.linear_token_logprobs(in, lp.view(), e.view(), l.view(), sq.view(), ws.view(),
+                                      stream);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"),
       py::arg("entropy"), py::arg("lse"), py::arg("workspace"), py::arg("temperature"),
-      py::arg("chunk_size"), py::arg("stream") = 0,
-      "Per-token logp/entropy/lse of hidden · weightᵀ. See grpokit.linear_token_logprobs.");
+      py::arg("chunk_size"), py::arg("sum_sq_probs") = py::none(), py::arg("stream") = 0,
+      "Per-token logp/entropy/lse (and Σπ², optional) of hidden · weightᵀ. See "
+      "grpokit.linear_token_logprobs.");
   m.def(
       "linear_token_logprobs_backward",
       [backend, linear_args](py::object hidden, py::object weight, py::object token_ids,

@@ -18,8 +18,8 @@ void loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, in
   policy_loss_cpu(spec, in, out, num_threads);
 }
 void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
-                    const TensorView& lse, std::intptr_t /*stream*/) {
-  token_logprobs_cpu(in, logp, entropy, lse);
+                    const TensorView& lse, const TensorView& sum_sq_probs, std::intptr_t /*stream*/) {
+  token_logprobs_cpu(in, logp, entropy, lse, sum_sq_probs);
 }
 void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
                              const TensorView& entropy, const TensorView& grad_logp,
@@ -30,8 +30,9 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
 int64_t linear_workspace_bytes(const LinearLogprobArgs&, bool) { return 0; }
 void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
                            const TensorView& entropy, const TensorView& lse,
-                           const TensorView& /*workspace*/, std::intptr_t /*stream*/) {
-  linear_token_logprobs_cpu(in, logp, entropy, lse);
+                           const TensorView& sum_sq_probs, const TensorView& /*workspace*/,
+                           std::intptr_t /*stream*/) {
+  linear_token_logprobs_cpu(in, logp, entropy, lse, sum_sq_probs);
 }
 void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorView& lse,
                                     const TensorView& entropy, const TensorView& grad_logp,

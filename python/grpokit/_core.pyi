@@ -49,6 +49,7 @@ def token_logprobs(
     entropy: Any,
     lse: Any,
     temperature: float,
+    sum_sq_probs: Any = None,
     stream: int = 0,
 ) -> None: ...
 def token_logprobs_backward(
@@ -255,6 +256,7 @@ def linear_token_logprobs(
     workspace: Any,
     temperature: float,
     chunk_size: int,
+    sum_sq_probs: Any = None,
     stream: int = 0,
 ) -> None: ...
 def linear_token_logprobs_backward(

@@ -77,11 +77,11 @@ ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType({
         _info("optimal_token_baseline", "optimal_token_baseline", "token", "verl optimal_token_baseline",
               "A_t = G_t − Σ_j G_jt W_jt / Σ_j W_jt, W = cumulative 1 − 2π + Σπ² (× ρ²)",
               {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
-              ("mask", "logp", "sum_pi_squared", "is_weights"), ("mask", "logp", "sum_pi_squared")),
+              ("mask", "logp", "sum_pi_squared", "is_weights", "logprobs"), ("mask", "logp", "sum_pi_squared")),
         _info("tir_optimal_token_baseline", "tir_optimal_token_baseline", "token", "verl tir_optimal_token_baseline",
               "the optimal token baseline over each row's selected tokens only (multi-turn: gaps removed)",
               {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
-              ("mask", "logp", "sum_pi_squared", "is_weights"), ("mask", "logp", "sum_pi_squared")),
+              ("mask", "logp", "sum_pi_squared", "is_weights", "logprobs"), ("mask", "logp", "sum_pi_squared")),
     )
 })
 
@@ -141,9 +141,32 @@ def lookup(name: str) -> Tuple[EstimatorInfo, Mapping[str, Any]]:
     return info, preset
 
 
+def _unpack_logprobs(given: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The optimal-token-baseline estimators' ``logprobs=``: a result of ``grpokit.token_logprobs``
+    / ``linear_token_logprobs`` (or their ``grpokit.torch`` forms) computed with
+    ``sum_sq_probs=True`` on the (B, T) rows, supplying ``logp`` and ``sum_pi_squared``."""
+    r = given.get("logprobs")
+    if r is None:
+        return given
+    if not (hasattr(r, "logp") and hasattr(r, "sum_sq_probs")):
+        raise TypeError(f"logprobs: expected the result of grpokit.token_logprobs (with sum_sq_probs=True), "
+                        f"got {type(r).__name__}")
+    if r.sum_sq_probs is None:
+        raise ValueError("logprobs: the result has no sum_sq_probs; compute it with "
+                         "token_logprobs(..., sum_sq_probs=True)")
+    both = [k for k in ("logp", "sum_pi_squared") if given.get(k) is not None]
+    if both:
+        raise ValueError(f"logprobs: pass either logprobs= or {'/'.join(both)}=, not both")
+    out = {k: v for k, v in given.items() if k != "logprobs"}
+    out.update(logp=r.logp, sum_pi_squared=r.sum_sq_probs)
+    return out
+
+
 def resolve_options(info: EstimatorInfo, given: Mapping[str, Any], preset: Mapping[str, Any] = MappingProxyType({})) -> dict:
     """The estimator's defaults, updated with the preset's options, then with `given` (None values
     are "not given"); names the estimator does not take are a TypeError."""
+    if "logprobs" in info.inputs:
+        given = _unpack_logprobs(given)
     allowed = set(info.defaults) | set(info.inputs)
     unknown = sorted(k for k, v in given.items() if k not in allowed and v is not None)
     if unknown:

@@ -21,14 +21,17 @@ class TokenLogprobs:
             ``None`` when ``entropy=False``.
         lse: log Σ_v exp(logits_v / temperature), same shape; saved for the backward.
         temperature: the temperature used (needed by the backward).
+        sum_sq_probs: Σ_v p_v² of the row's (temperature-scaled) distribution, same shape, or
+            ``None`` unless ``sum_sq_probs=True``. A forward-only diagnostic (no gradient).
 
-    All three arrays are float32 (float64 for float64 logits), of the caller's kind and device.
+    The arrays are float32 (float64 for float64 logits), of the caller's kind and device.
     """
 
     logp: Any
     entropy: Any
     lse: Any
     temperature: float
+    sum_sq_probs: Any = None
 
 
 def _result_dtype(logits: Any) -> str:
@@ -65,6 +68,7 @@ def token_logprobs(
     *,
     temperature: float = 1.0,
     entropy: bool = True,
+    sum_sq_probs: bool = False,
     check_finite: bool = False,
     stream: Any = None,
 ) -> TokenLogprobs:
@@ -84,6 +88,10 @@ def token_logprobs(
         token_ids: (N,) or (B, T) int32/int64 ids in [0, V), any strides.
         temperature: > 0; logits are divided by it (TRL's ``temperature``).
         entropy: also compute the entropy (free on CPU and GPU: same pass).
+        sum_sq_probs: also compute Σ_v softmax(z)_v² per row (the collision probability; verl's
+            ``sum_pi_squared`` for the optimal token baseline), from a third accumulator of the same
+            pass. Off by default: the default kernels carry no extra work. Forward only — no
+            gradient flows through it (:func:`token_logprobs_backward` ignores it).
         check_finite: on GPU, check the results for rows with an out-of-range token id, NaN/+inf
             logits or no finite logit (synchronises the host). The CPU always checks and raises.
         stream: CUDA stream for GPU inputs (default: the caller's current stream).
@@ -91,8 +99,8 @@ def token_logprobs(
     −inf logits are allowed (probability 0; they get a zero gradient).
 
     Returns:
-        :class:`TokenLogprobs` with ``logp``, ``entropy`` and ``lse`` of shape ``logits.shape[:-1]``,
-        float32 (float64 for float64 logits), of the caller's kind and device.
+        :class:`TokenLogprobs` with ``logp``, ``entropy``, ``lse`` (and ``sum_sq_probs``) of shape
+        ``logits.shape[:-1]``, float32 (float64 for float64 logits), of the caller's kind and device.
 
     Example:
         >>> import numpy as np, grpokit
@@ -106,9 +114,11 @@ def token_logprobs(
     logp = _arrays.empty(place, shape, dtype, like=x)
     lse = _arrays.empty(place, shape, dtype, like=x)
     ent = _arrays.empty(place, shape, dtype, like=x) if entropy else None
+    sq = _arrays.empty(place, shape, dtype, like=x) if sum_sq_probs else None
     backend = _backend.for_placement(place)
     backend.token_logprobs(
-        x, ids, logp, ent, lse, temperature=float(temperature), stream=_arrays.resolve_stream(place, stream)
+        x, ids, logp, ent, lse, temperature=float(temperature), sum_sq_probs=sq,
+        stream=_arrays.resolve_stream(place, stream),
     )
     if place.is_cuda and check_finite:
         _raise_if_bad_rows(lse, "logits")
@@ -117,6 +127,7 @@ def token_logprobs(
         entropy=_arrays.finish(place, ent) if ent is not None else None,
         lse=_arrays.finish(place, lse),
         temperature=float(temperature),
+        sum_sq_probs=_arrays.finish(place, sq) if sq is not None else None,
     )
 
 
@@ -232,6 +243,7 @@ def linear_token_logprobs(
     *,
     temperature: float = 1.0,
     entropy: bool = True,
+    sum_sq_probs: bool = False,
     chunk_size: Optional[int] = None,
     check_finite: bool = False,
     stream: Any = None,
@@ -243,7 +255,7 @@ def linear_token_logprobs(
         hidden: (N, H) or (B, T, H) hidden states (unit stride along H); row t scores token t.
         weight: (V, H) output projection (the LM head), unit stride along H, same dtype as hidden.
         token_ids: (N,) or (B, T) int32/int64 ids in [0, V).
-        temperature, entropy, check_finite, stream: as in :func:`token_logprobs`.
+        temperature, entropy, sum_sq_probs, check_finite, stream: as in :func:`token_logprobs`.
         chunk_size: vocabulary entries per logits tile (default 4096 on CPU, 2048 on GPU). The tile
             holds min(N, 1024) × chunk_size float32 values on the CPU, N × chunk_size on the GPU.
 
@@ -251,7 +263,7 @@ def linear_token_logprobs(
     float32 accumulation (cuBLAS). Results are float32 (float64 for float64 inputs).
 
     Returns:
-        :class:`TokenLogprobs` (logp, entropy, lse of shape ``hidden.shape[:-1]``).
+        :class:`TokenLogprobs` (logp, entropy, lse and sum_sq_probs of shape ``hidden.shape[:-1]``).
     """
     h, w, ids, place, lead = _prepare_linear(hidden, weight, token_ids)
     n = int(h.shape[0])
@@ -259,12 +271,13 @@ def linear_token_logprobs(
     logp = _arrays.empty(place, (n,), dtype, like=h)
     lse = _arrays.empty(place, (n,), dtype, like=h)
     ent = _arrays.empty(place, (n,), dtype, like=h) if entropy else None
+    sq = _arrays.empty(place, (n,), dtype, like=h) if sum_sq_probs else None
     chunk = _chunk(chunk_size)
     backend = _backend.for_placement(place)
     s = _arrays.resolve_stream(place, stream)
     ws = _workspace(backend, place, h, w, ids, chunk, False, s)
     backend.linear_token_logprobs(
-        h, w, ids, logp, ent, lse, ws, temperature=float(temperature), chunk_size=chunk, stream=s
+        h, w, ids, logp, ent, lse, ws, temperature=float(temperature), chunk_size=chunk, sum_sq_probs=sq, stream=s
     )
     if place.is_cuda and check_finite:
         _raise_if_bad_rows(lse, "hidden")
@@ -272,7 +285,8 @@ def linear_token_logprobs(
     def shaped(x: Any) -> Any:
         return None if x is None else _arrays.finish(place, x.reshape(lead))
 
-    return TokenLogprobs(logp=shaped(logp), entropy=shaped(ent), lse=shaped(lse), temperature=float(temperature))
+    return TokenLogprobs(logp=shaped(logp), entropy=shaped(ent), lse=shaped(lse), temperature=float(temperature),
+                         sum_sq_probs=shaped(sq))
 
 
 def linear_token_logprobs_backward(

@@ -3,8 +3,10 @@
 Every function here takes and returns torch tensors on the tensors' own device; the forward and the
 backward run in the engine (CPU or CUDA, on the current stream), zero-copy through DLPack.
 
-Sections: token log-probabilities from logits; the policy loss (a ``torch.library`` custom op), its
-rewards form, and the global counts for gradient accumulation and data parallelism.
+Sections: token log-probabilities from logits and from hidden states (``torch.library`` custom ops);
+the policy loss (a custom op), its rewards form, and the global counts for gradient accumulation and
+data parallelism. Every op has a fake implementation, so all of them run under ``torch.compile``
+without a graph break.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import json
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
-
 from . import _advantages, _core, _logprobs, _loss, _presets
 
 __all__ = [
@@ -31,35 +31,98 @@ __all__ = [
 
 
 class LogprobsOutput(NamedTuple):
-    """Per-token log-probabilities and entropies (float32; float64 for float64 inputs)."""
+    """Per-token log-probabilities, entropies and (opt-in) Σπ² (float32; float64 for float64 inputs).
+
+    ``sum_sq_probs`` (Σ_v p_v², with ``sum_sq_probs=True``) is a forward-only diagnostic: it does
+    not require grad, and no gradient flows through it."""
 
     logp: torch.Tensor
     entropy: Optional[torch.Tensor]
+    sum_sq_probs: Optional[torch.Tensor] = None
 
 
-# ---- token log-probabilities from logits -----------------------------------------------------------
+# ---- token log-probabilities: torch.library custom ops ---------------------------------------------
+#
+# ``grpokit::token_logprobs`` and ``grpokit::linear_token_logprobs`` (forwards) and their backwards are
+# custom ops with fake implementations, so torch.compile keeps them in the graph (fullgraph=True works)
+# and never traces into the engine call. The forward returns (logp, entropy, lse, sum_sq_probs); lse
+# and sum_sq_probs are marked non-differentiable. Optional outputs are (0,) tensors (custom ops return
+# no None). The backward's gradient through the entropy uses the saved entropy, so the forward always
+# computes it (free: same pass).
 
 
-class _TokenLogprobsFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, token_ids, temperature, inplace_grad):
-        r = _logprobs.token_logprobs(logits, token_ids, temperature=temperature, entropy=True)
-        ctx.save_for_backward(logits, token_ids, r.lse, r.entropy)
-        ctx.temperature = temperature
-        ctx.inplace_grad = inplace_grad
-        return r.logp, r.entropy
+def _result_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_logp, grad_entropy):
-        logits, token_ids, lse, entropy = ctx.saved_tensors
-        if grad_logp is None and grad_entropy is None or not ctx.needs_input_grad[0]:
-            return None, None, None, None
-        saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=ctx.temperature)
-        grad = _logprobs.token_logprobs_backward(
-            logits, token_ids, saved, grad_logp, grad_entropy, inplace_grad=ctx.inplace_grad
-        )
-        return grad, None, None, None
+
+@torch.library.custom_op("grpokit::token_logprobs", mutates_args=())
+def _token_logprobs_op(
+    logits: torch.Tensor, token_ids: torch.Tensor, temperature: float, sum_sq_probs: bool, inplace_grad: bool
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r = _logprobs.token_logprobs(logits, token_ids, temperature=temperature, entropy=True, sum_sq_probs=sum_sq_probs)
+    sq = r.sum_sq_probs if sum_sq_probs else r.logp.new_empty((0,))
+    return r.logp, r.entropy, r.lse, sq
+
+
+@_token_logprobs_op.register_fake
+def _(logits, token_ids, temperature, sum_sq_probs, inplace_grad):
+    shape, dt = logits.shape[:-1], _result_dtype(logits)
+    return (logits.new_empty(shape, dtype=dt), logits.new_empty(shape, dtype=dt), logits.new_empty(shape, dtype=dt),
+            logits.new_empty(shape if sum_sq_probs else (0,), dtype=dt))
+
+
+@torch.library.custom_op("grpokit::token_logprobs_backward", mutates_args=())
+def _token_logprobs_backward_op(
+    logits: torch.Tensor, token_ids: torch.Tensor, lse: torch.Tensor, entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor], grad_entropy: Optional[torch.Tensor], temperature: float,
+) -> torch.Tensor:
+    saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=temperature)
+    return _logprobs.token_logprobs_backward(logits, token_ids, saved, grad_logp, grad_entropy)
+
+
+@_token_logprobs_backward_op.register_fake
+def _(logits, token_ids, lse, entropy, grad_logp, grad_entropy, temperature):
+    return logits.new_empty(logits.shape)  # the engine's gradient is a fresh contiguous buffer
+
+
+# inplace_grad=True: the gradient overwrites the logits' buffer (a mutating op; returns nothing).
+@torch.library.custom_op("grpokit::token_logprobs_backward_", mutates_args=("logits",))
+def _token_logprobs_backward_inplace_op(
+    logits: torch.Tensor, token_ids: torch.Tensor, lse: torch.Tensor, entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor], grad_entropy: Optional[torch.Tensor], temperature: float,
+) -> None:
+    saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=temperature)
+    _logprobs.token_logprobs_backward(logits, token_ids, saved, grad_logp, grad_entropy, inplace_grad=True)
+
+
+@_token_logprobs_backward_inplace_op.register_fake
+def _(logits, token_ids, lse, entropy, grad_logp, grad_entropy, temperature):
+    return None
+
+
+def _token_logprobs_setup(ctx, inputs, output):
+    logits, token_ids, temperature, _, inplace_grad = inputs
+    ctx.save_for_backward(logits, token_ids, output[2], output[1])
+    ctx.temperature = temperature
+    ctx.inplace_grad = inplace_grad
+    ctx.mark_non_differentiable(output[2], output[3])
+
+
+def _token_logprobs_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
+    logits, token_ids, lse, entropy = ctx.saved_tensors
+    if grad_logp is None and grad_entropy is None or not ctx.needs_input_grad[0]:
+        return None, None, None, None, None
+    if ctx.inplace_grad:
+        torch.ops.grpokit.token_logprobs_backward_(logits, token_ids, lse, entropy, grad_logp, grad_entropy,
+                                                   ctx.temperature)
+        grad = logits
+    else:
+        grad = torch.ops.grpokit.token_logprobs_backward(logits, token_ids, lse, entropy, grad_logp, grad_entropy,
+                                                         ctx.temperature)
+    return grad, None, None, None, None
+
+
+_token_logprobs_op.register_autograd(_token_logprobs_backward, setup_context=_token_logprobs_setup)
 
 
 def token_logprobs(
@@ -68,6 +131,7 @@ def token_logprobs(
     *,
     temperature: float = 1.0,
     entropy: bool = True,
+    sum_sq_probs: bool = False,
     inplace_grad: bool = False,
 ) -> LogprobsOutput:
     """Differentiable per-token log-probabilities and entropies from logits.
@@ -78,13 +142,19 @@ def token_logprobs(
     (N, V) or (B, T, V) with unit stride along V (``logits[:, :-1]`` is read without a copy),
     token_ids (N,) or (B, T); outputs float32 (float64 for float64 logits).
 
+    Both directions are the custom ops ``torch.ops.grpokit.token_logprobs`` /
+    ``token_logprobs_backward``: they work under ``torch.compile`` without a graph break.
+
     Args:
+        sum_sq_probs: also return Σ_v p_v² per row (same pass; e.g. for the optimal token baseline).
+            A diagnostic: it does not require grad.
         inplace_grad: write the logits gradient into the logits' own buffer in the backward (no
             second (N, V) buffer). Only when nothing else reads those logits afterwards — autograd
             cannot see the overwrite. Refused for a leaf tensor that requires grad.
 
     Returns:
-        ``LogprobsOutput(logp, entropy)``; ``entropy`` is ``None`` with ``entropy=False``.
+        ``LogprobsOutput(logp, entropy, sum_sq_probs)``; ``entropy`` is ``None`` with
+        ``entropy=False``, ``sum_sq_probs`` unless ``sum_sq_probs=True``.
 
     Example:
         >>> import torch, grpokit.torch as gkt
@@ -102,37 +172,75 @@ def token_logprobs(
             "into it would overwrite its values (and alias .grad with them). Use it on the model's "
             "output logits, or inplace_grad=False"
         )
-    logp, ent = _TokenLogprobsFunction.apply(logits, token_ids, float(temperature), bool(inplace_grad))
-    return LogprobsOutput(logp, ent if entropy else None)
+    logp, ent, _, sq = torch.ops.grpokit.token_logprobs(
+        logits, token_ids, float(temperature), bool(sum_sq_probs), bool(inplace_grad)
+    )
+    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
 
 
 # ---- token log-probabilities from hidden states and the output projection ------------------------
 
 
-class _LinearTokenLogprobsFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden, weight, token_ids, temperature, chunk_size):
-        r = _logprobs.linear_token_logprobs(
-            hidden, weight, token_ids, temperature=temperature, entropy=True, chunk_size=chunk_size
-        )
-        ctx.save_for_backward(hidden, weight, token_ids, r.lse, r.entropy)
-        ctx.temperature = temperature
-        ctx.chunk_size = chunk_size
-        return r.logp, r.entropy
+@torch.library.custom_op("grpokit::linear_token_logprobs", mutates_args=())
+def _linear_token_logprobs_op(
+    hidden: torch.Tensor, weight: torch.Tensor, token_ids: torch.Tensor, temperature: float, chunk_size: int,
+    sum_sq_probs: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r = _logprobs.linear_token_logprobs(hidden, weight, token_ids, temperature=temperature, entropy=True,
+                                        sum_sq_probs=sum_sq_probs, chunk_size=chunk_size or None)
+    sq = r.sum_sq_probs if sum_sq_probs else r.logp.new_empty((0,))
+    return r.logp, r.entropy, r.lse, sq
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_logp, grad_entropy):
-        hidden, weight, token_ids, lse, entropy = ctx.saved_tensors
-        want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if grad_logp is None and grad_entropy is None or not (want_h or want_w):
-            return None, None, None, None, None
-        saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=ctx.temperature)
-        gh, gw = _logprobs.linear_token_logprobs_backward(
-            hidden, weight, token_ids, saved, grad_logp, grad_entropy,
-            hidden_grad=want_h, weight_grad=want_w, chunk_size=ctx.chunk_size,
-        )
-        return gh, gw, None, None, None
+
+@_linear_token_logprobs_op.register_fake
+def _(hidden, weight, token_ids, temperature, chunk_size, sum_sq_probs):
+    shape, dt = hidden.shape[:-1], _result_dtype(hidden)
+    return (hidden.new_empty(shape, dtype=dt), hidden.new_empty(shape, dtype=dt), hidden.new_empty(shape, dtype=dt),
+            hidden.new_empty(shape if sum_sq_probs else (0,), dtype=dt))
+
+
+@torch.library.custom_op("grpokit::linear_token_logprobs_backward", mutates_args=())
+def _linear_token_logprobs_backward_op(
+    hidden: torch.Tensor, weight: torch.Tensor, token_ids: torch.Tensor, lse: torch.Tensor, entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor], grad_entropy: Optional[torch.Tensor], temperature: float, chunk_size: int,
+    hidden_grad: bool, weight_grad: bool,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=temperature)
+    gh, gw = _logprobs.linear_token_logprobs_backward(
+        hidden, weight, token_ids, saved, grad_logp, grad_entropy, hidden_grad=hidden_grad,
+        weight_grad=weight_grad, chunk_size=chunk_size or None,
+    )
+    return (gh if gh is not None else hidden.new_empty((0,)), gw if gw is not None else weight.new_empty((0,)))
+
+
+@_linear_token_logprobs_backward_op.register_fake
+def _(hidden, weight, token_ids, lse, entropy, grad_logp, grad_entropy, temperature, chunk_size, hidden_grad,
+      weight_grad):
+    return (hidden.new_empty(hidden.shape if hidden_grad else (0,)),
+            weight.new_empty(weight.shape if weight_grad else (0,)))
+
+
+def _linear_setup(ctx, inputs, output):
+    hidden, weight, token_ids, temperature, chunk_size, _ = inputs
+    ctx.save_for_backward(hidden, weight, token_ids, output[2], output[1])
+    ctx.temperature = temperature
+    ctx.chunk_size = chunk_size
+    ctx.mark_non_differentiable(output[2], output[3])
+
+
+def _linear_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
+    hidden, weight, token_ids, lse, entropy = ctx.saved_tensors
+    want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if grad_logp is None and grad_entropy is None or not (want_h or want_w):
+        return None, None, None, None, None, None
+    gh, gw = torch.ops.grpokit.linear_token_logprobs_backward(
+        hidden, weight, token_ids, lse, entropy, grad_logp, grad_entropy, ctx.temperature, ctx.chunk_size,
+        want_h, want_w,
+    )
+    return gh if want_h else None, gw if want_w else None, None, None, None, None
+
+
+_linear_token_logprobs_op.register_autograd(_linear_backward, setup_context=_linear_setup)
 
 
 def linear_token_logprobs(
@@ -142,6 +250,7 @@ def linear_token_logprobs(
     *,
     temperature: float = 1.0,
     entropy: bool = True,
+    sum_sq_probs: bool = False,
     chunk_size: Optional[int] = None,
 ) -> LogprobsOutput:
     """Differentiable per-token log-probabilities and entropies of ``hidden · weightᵀ`` without
@@ -149,16 +258,21 @@ def linear_token_logprobs(
 
     Gradients flow to ``hidden`` and ``weight`` (each only if it requires grad); the backward
     recomputes the logits tile by tile. hidden (N, H) or (B, T, H), weight (V, H) — the LM head's
-    ``lm_head.weight`` — token_ids (N,) or (B, T).
+    ``lm_head.weight`` — token_ids (N,) or (B, T). Custom ops (``torch.ops.grpokit.linear_token_logprobs``
+    and its backward): no graph break under ``torch.compile``.
 
     Returns:
-        ``LogprobsOutput(logp, entropy)``; ``entropy`` is ``None`` with ``entropy=False``.
+        ``LogprobsOutput(logp, entropy, sum_sq_probs)``; ``entropy`` is ``None`` with ``entropy=False``,
+        ``sum_sq_probs`` (no gradient) unless ``sum_sq_probs=True``.
     """
     for name, t in (("hidden", hidden), ("weight", weight), ("token_ids", token_ids)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"grpokit.torch.linear_token_logprobs: {name} must be a torch tensor")
-    logp, ent = _LinearTokenLogprobsFunction.apply(hidden, weight, token_ids, float(temperature), chunk_size)
-    return LogprobsOutput(logp, ent if entropy else None)
+    chunk = _logprobs._chunk(chunk_size)  # validated here: 0 is the op's "engine default"
+    logp, ent, _, sq = torch.ops.grpokit.linear_token_logprobs(
+        hidden, weight, token_ids, float(temperature), chunk, bool(sum_sq_probs)
+    )
+    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
 
 
 # ---- the policy loss -------------------------------------------------------------------------------

@@ -34,24 +34,31 @@ TEST_CASE("row states merge independently of the chunking", "[logprobs]") {
   auto stats = [&](size_t b, size_t e) {
     double m = -INFINITY;
     for (size_t i = b; i < e; ++i) m = std::max(m, z[i]);
-    double s = 0, t = 0;
+    double s = 0, t = 0, q = 0;
     for (size_t i = b; i < e; ++i) {
       const double d = math::clamp_exp_arg(z[i] - m);
       s += std::exp(d);
       t += std::exp(d) * d;
+      q += std::exp(2 * d);
     }
-    return math::ChunkStats<double>{m, s, t};
+    return math::ChunkStats<double>{m, s, t, q};
   };
-  math::RowState<double> whole, pieces;
+  math::RowState<double, true> whole, pieces;
   whole.merge(stats(0, z.size()));
   for (size_t b = 0; b < z.size(); b += 3) pieces.merge(stats(b, std::min(z.size(), b + 3)));
   CHECK(pieces.lse() == Approx(whole.lse()).epsilon(1e-14));
   CHECK(pieces.entropy() == Approx(whole.entropy()).epsilon(1e-12));
-  // Independent value: entropy of softmax(z) by definition.
-  double lse = whole.lse(), h = 0;
+  CHECK(pieces.sum_sq_probs() == Approx(whole.sum_sq_probs()).epsilon(1e-14));
+  // Independent values: entropy and Σp² of softmax(z) by definition.
+  double lse = whole.lse(), h = 0, p2 = 0;
   for (double v : z)
-    if (v > -INFINITY) h -= std::exp(v - lse) * (v - lse);
+    if (v > -INFINITY) h -= std::exp(v - lse) * (v - lse), p2 += std::exp(2 * (v - lse));
   CHECK(whole.entropy() == Approx(h).epsilon(1e-12));
+  CHECK(whole.sum_sq_probs() == Approx(p2).epsilon(1e-14));
+  // The default state never touches sq.
+  math::RowState<double> plain;
+  plain.merge(stats(0, z.size()));
+  CHECK(plain.sq == 0.0);
 }
 
 TEST_CASE("token_logprobs_cpu on a tiny row and its errors", "[logprobs]") {
@@ -84,20 +91,32 @@ TEST_CASE("every compiled version of the forward chunk kernel agrees with float6
     if (n > 1) x[0] = 3.0f;  // keep one finite entry
     double m = -INFINITY;
     for (float v : x) m = std::max(m, static_cast<double>(v) * 0.8);
-    double s = 0, t = 0;
+    double s = 0, t = 0, q = 0;
     for (float v : x) {
       const double d = static_cast<double>(v) * 0.8 - m;
-      if (d > -INFINITY) s += std::exp(d), t += std::exp(d) * d;
+      if (d > -INFINITY) s += std::exp(d), t += std::exp(d) * d, q += std::exp(2 * d);
     }
-    std::vector<math::ChunkStats<float>> got = {rows::chunk_stats_f32(x.data(), n, 0.8f)};
+    // The default versions (sq untouched) and the Σπ² ones (sq summed; the rest identical).
+    std::vector<math::ChunkStats<float>> got = {rows::chunk_stats_f32<false>(x.data(), n, 0.8f)};
+    std::vector<math::ChunkStats<float>> got_sq = {rows::chunk_stats_f32<true>(x.data(), n, 0.8f)};
 #ifdef GRPOKIT_CPU_DISPATCH
-    if (cpu::has_avx512()) got.push_back(rows::chunk_stats_avx512(x.data(), n, 0.8f));
-    got.push_back(rows::chunk_stats_avx2(x.data(), n, 0.8f));  // the AVX2 clone on an AVX2 CPU
+    if (cpu::has_avx512()) {
+      got.push_back(rows::chunk_stats_avx512<float, false>(x.data(), n, 0.8f));
+      got_sq.push_back(rows::chunk_stats_avx512<float, true>(x.data(), n, 0.8f));
+    }
+    got.push_back(rows::chunk_stats_avx2<float, false>(x.data(), n, 0.8f));  // the AVX2 clone on an AVX2 CPU
+    got_sq.push_back(rows::chunk_stats_avx2<float, true>(x.data(), n, 0.8f));
 #endif
-    for (const auto& c : got) {
+    for (size_t k = 0; k < got.size(); ++k) {
+      const auto& c = got[k];
       CHECK(c.max == Approx(m).epsilon(1e-6));
       CHECK(c.sum == Approx(s).epsilon(2e-6));
       CHECK(c.dot == Approx(t).epsilon(2e-5).margin(1e-5));
+      CHECK(c.sq == 0.0f);
+      CHECK(got_sq[k].max == c.max);
+      CHECK(got_sq[k].sum == c.sum);
+      CHECK(got_sq[k].dot == c.dot);
+      CHECK(got_sq[k].sq == Approx(q).epsilon(2e-6));
     }
   }
 }

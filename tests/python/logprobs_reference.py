@@ -40,3 +40,13 @@ def rand_logits(rng, shape, scale=3.0, dtype=np.float64):
     return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
+
+
+def ref_sum_sq_probs(logits, temperature=1.0):
+    """Σ_v softmax(logits / temperature)_v² in float64: the probabilities squared and summed."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    m = np.max(z, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(z - m)
+    p = e / e.sum(-1, keepdims=True)
+    return (p * p).sum(-1)

@@ -2,9 +2,10 @@
 // holding more than one tile of logits (chunked GEMM + online log-sum-exp), and their gradients
 // with respect to the hidden states and the weight.
 //
-// logits = hidden · weightᵀ, then exactly grpokit/logprobs.hpp's formulas per row.
+// logits = hidden · weightᵀ, then exactly grpokit/logprobs.hpp's formulas per row (sum_sq_probs,
+// optional: Σ_v p_v² per row, forward only, as there).
 // Shapes: hidden (N, H), weight (V, H), both with unit stride along H; token_ids (N,) int32/int64;
-// logp, entropy, lse (N,); grad_hidden (N, H) and grad_weight (V, H) contiguous, the dtype of their
+// logp, entropy, lse, sum_sq_probs (N,); grad_hidden (N, H) and grad_weight (V, H) contiguous, the dtype of their
 // input. Memory beyond inputs and outputs: one (rows × chunk) tile of logits (and on the GPU its
 // low-precision copy and a float32 (N, H) accumulator when hidden is not float32).
 // Dtypes: CPU float32 (float32 GEMM and math) and float64; CUDA float32, bfloat16, float16 with
@@ -26,7 +27,8 @@ struct LinearLogprobArgs {
 };
 
 void check_linear_token_logprobs_args(const LinearLogprobArgs& in, const TensorView& logp,
-                                      const TensorView& entropy, const TensorView& lse);
+                                      const TensorView& entropy, const TensorView& lse,
+                                      const TensorView& sum_sq_probs = TensorView{});
 // grad_hidden and grad_weight may each be undefined (not wanted).
 void check_linear_token_logprobs_backward_args(const LinearLogprobArgs& in, const TensorView& lse,
                                                const TensorView& entropy,
@@ -38,7 +40,8 @@ void check_linear_token_logprobs_backward_args(const LinearLogprobArgs& in, cons
 // CPU engine (Eigen GEMM, OpenMP over rows). Token ids outside [0, V) and rows whose logits hold
 // NaN/+inf throw grpokit::Error naming the row.
 void linear_token_logprobs_cpu(const LinearLogprobArgs& in, const TensorView& logp,
-                               const TensorView& entropy, const TensorView& lse);
+                               const TensorView& entropy, const TensorView& lse,
+                               const TensorView& sum_sq_probs = TensorView{});
 void linear_token_logprobs_backward_cpu(const LinearLogprobArgs& in, const TensorView& lse,
                                         const TensorView& entropy, const TensorView& grad_logp,
                                         const TensorView& grad_entropy,

@@ -7,8 +7,13 @@
 // the leading shape (N,) or (B, T), any strides.
 //
 // Dtypes: logits float32/bfloat16/float16 (float32 math; CPU and CUDA) or float64 (float64 math;
-// CPU only). logp, entropy and lse are float32, or float64 for float64 logits. token_ids int32/int64.
-// grad_logp/grad_entropy float32 or float64. grad_logits has the dtype of logits.
+// CPU only). logp, entropy, lse and sum_sq_probs are float32, or float64 for float64 logits.
+// token_ids int32/int64. grad_logp/grad_entropy float32 or float64. grad_logits has the dtype of
+// logits.
+//
+// sum_sq_probs (optional output of the forward): Σ_v p_v² of each row's temperature-scaled softmax,
+// from a third accumulator of the same pass (kernels instantiated separately, so the default path
+// is unchanged). A forward-only diagnostic: no backward takes a gradient through it.
 #pragma once
 
 #include <cstdint>
@@ -23,9 +28,11 @@ struct TokenLogprobArgs {
   double temperature = 1.0;
 };
 
-// Forward: logp and lse always, entropy when defined. Validates shapes, dtypes, devices, strides.
+// Forward: logp and lse always, entropy and sum_sq_probs when defined. Validates shapes, dtypes,
+// devices, strides.
 void check_token_logprobs_args(const TokenLogprobArgs& in, const TensorView& logp,
-                               const TensorView& entropy, const TensorView& lse);
+                               const TensorView& entropy, const TensorView& lse,
+                               const TensorView& sum_sq_probs = TensorView{});
 
 // Backward: grad_logits = ∂L/∂logits from grad_logp and grad_entropy (either may be undefined,
 // meaning zero). `entropy` (the forward's) is required when grad_entropy is defined. grad_logits
@@ -39,7 +46,8 @@ void check_token_logprobs_backward_args(const TokenLogprobArgs& in, const Tensor
 // any thread count. Value checks: a token id outside [0, V) and a row whose logits hold NaN or +inf
 // or no finite value throw grpokit::Error naming the row.
 void token_logprobs_cpu(const TokenLogprobArgs& in, const TensorView& logp,
-                        const TensorView& entropy, const TensorView& lse);
+                        const TensorView& entropy, const TensorView& lse,
+                        const TensorView& sum_sq_probs = TensorView{});
 void token_logprobs_backward_cpu(const TokenLogprobArgs& in, const TensorView& lse,
                                  const TensorView& entropy, const TensorView& grad_logp,
                                  const TensorView& grad_entropy, const TensorView& grad_logits);

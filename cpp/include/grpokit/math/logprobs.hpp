@@ -5,6 +5,7 @@
 //   lse     = log Σ_j exp(z_j)
 //   logp    = z_y − lse
 //   entropy = −Σ_j p_j log p_j = lse − Σ_j p_j z_j,            p_j = exp(z_j − lse)
+//   Σπ²     = Σ_j p_j² = Σ_j exp(z_j − m)² / (Σ_j exp(z_j − m))²   (any m; opt-in, forward only)
 // and, for upstream gradients a = ∂L/∂logp and b = ∂L/∂entropy,
 //   ∂L/∂x_j = (1/τ) · [ a·δ_jy − p_j · (a + b·(log p_j + entropy)) ].
 //
@@ -30,21 +31,34 @@ GRPOKIT_HD F min_exp_arg() {
   return sizeof(F) == sizeof(double) ? F(-800.0) : F(-88.0);
 }
 
+// exp(d)² is taken as 0 below this d, where it would be subnormal (float32: e^-87 > the smallest
+// normal float): subnormal products are slow on x86 and their share of Σ exp(d)², whose largest term
+// is 1, is below 1e-37.
+template <class F>
+GRPOKIT_HD F min_sq_arg() {
+  return sizeof(F) == sizeof(double) ? F(-350.0) : F(-43.5);
+}
+
 // Partial sums of one chunk relative to the chunk maximum m:
-//   sum = Σ exp(z − m),   dot = Σ exp(z − m)·(z − m)   (dot ≤ 0).
+//   sum = Σ exp(z − m),   dot = Σ exp(z − m)·(z − m)   (dot ≤ 0),   sq = Σ exp(z − m)²
+// (sq only in the kernels instantiated for Σπ²; 0 elsewhere).
 template <class F>
 struct ChunkStats {
   F max;
   F sum;
   F dot;
+  F sq = 0;
 };
 
-// The running state of one row relative to its running maximum (same meaning as ChunkStats).
-template <class A>
+// The running state of one row relative to its running maximum (same meaning as ChunkStats). With
+// kSq the state also carries sq, rescaled by the square of the max-shift factor; without it sq is
+// never touched, so the default instantiation does no extra work.
+template <class A, bool kSq = false>
 struct RowState {
   A max = -INFINITY;
   A sum = 0;
   A dot = 0;
+  A sq = 0;
 
   // Folds a chunk in. An all −inf chunk (max = −inf) contributes nothing; a chunk that saw NaN or
   // +inf reports sum = NaN, which sticks.
@@ -52,6 +66,7 @@ struct RowState {
   GRPOKIT_HD void merge(const ChunkStats<F>& c) {
     if (c.sum != c.sum) {
       sum = dot = static_cast<A>(c.sum);
+      if constexpr (kSq) sq = sum;
       return;
     }
     const A cm = static_cast<A>(c.max);
@@ -61,12 +76,14 @@ struct RowState {
       const A w = exp(shift);
       sum += w * static_cast<A>(c.sum);
       dot += w * (static_cast<A>(c.dot) + shift * static_cast<A>(c.sum));
+      if constexpr (kSq) sq += w * w * static_cast<A>(c.sq);
     } else {
       const A shift = max - cm;  // < 0 (or −inf for the first chunk): rescale the running state
       const A w = max > -INFINITY ? exp(shift) : A(0);
       const A old_dot = w > A(0) ? w * (dot + shift * sum) : A(0);
       sum = w * sum + static_cast<A>(c.sum);
       dot = old_dot + static_cast<A>(c.dot);
+      if constexpr (kSq) sq = w * w * sq + static_cast<A>(c.sq);
       max = cm;
     }
   }
@@ -83,6 +100,14 @@ struct RowState {
     if (!(sum > A(0))) return A(0);
     const A h = log(sum) - dot / sum;
     return h > A(0) ? h : A(0);  // rounding can leave a one-hot row at −0 or −1e-17
+  }
+
+  // Σ p² = sq / sum² (kSq states only), in [1/V, 1]; rounding can put a one-hot row an ulp above 1.
+  GRPOKIT_HD A sum_sq_probs() const {
+    if (sum != sum) return sum;
+    if (!(sum > A(0))) return A(0);
+    const A v = sq / (sum * sum);
+    return v < A(1) ? v : A(1);
   }
 };
 

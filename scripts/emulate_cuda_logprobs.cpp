@@ -1,0 +1,417 @@
+// Runs cuda/logprobs.cu's and cuda/linear_logprobs.cu's kernels on host threads and compares them
+// with the CPU engine: a check of the kernels' indexing, vector/scalar row traversal, warp and block
+// reductions (incl. the Σπ² accumulator) and barriers on machines without a GPU. It does not
+// exercise the device compiler; __expf is std::exp here, and bfloat16/float16 are host structs with
+// the device's round-to-nearest-even conversions. One std::thread per CUDA thread; __syncthreads and
+// warp shuffles are std::barrier rendezvous (a missing or divergent barrier deadlocks; the script
+// runs under a timeout). cuBLAS is a naive host GEMM with float32 accumulation.
+//
+//   scripts/emulate_cuda_logprobs.sh   (builds against build/<tag>/libgrpokit_core.a)
+//
+// The shim is a copy of scripts/emulate_cuda_loss.cpp's, plus what the log-prob kernels use
+// (xor shuffles, 16-byte vectors, 16-bit floats, dim3, cuBLAS).
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+
+// ---- CUDA runtime stand-ins ---------------------------------------------------------------------
+
+using cudaStream_t = void*;
+static cudaStream_t const cudaStreamLegacy = nullptr;
+static cudaStream_t const cudaStreamPerThread = nullptr;
+using cudaError_t = int;
+constexpr cudaError_t cudaSuccess = 0;
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline const char* cudaGetErrorString(cudaError_t) { return "no error"; }
+inline cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
+inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
+  std::memset(p, v, n);
+  return cudaSuccess;
+}
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct uint4 {
+  unsigned x, y, z, w;
+};
+
+static thread_local dim3 threadIdx;
+static dim3 blockIdx, blockDim;
+static std::barrier<>* g_block_barrier = nullptr;
+static std::vector<std::unique_ptr<std::barrier<>>> g_warp_barriers;
+
+inline void __syncthreads() { g_block_barrier->arrive_and_wait(); }
+
+template <class V>
+V __shfl_xor_sync(unsigned, V v, int mask) {
+  static V slot[1024];
+  const unsigned t = threadIdx.x, w = t >> 5;
+  slot[t] = v;
+  g_warp_barriers[w]->arrive_and_wait();
+  const V r = slot[t ^ static_cast<unsigned>(mask)];
+  g_warp_barriers[w]->arrive_and_wait();
+  return r;
+}
+
+inline float __expf(float x) { return std::exp(x); }
+
+struct __nv_bfloat16 {
+  uint16_t bits;
+};
+struct __half {
+  _Float16 v;
+};
+inline float __bfloat162float(__nv_bfloat16 x) {
+  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline __nv_bfloat16 __float2bfloat16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (f != f) return {static_cast<uint16_t>((u >> 16) | 0x40u)};
+  return {static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+inline float __half2float(__half x) { return static_cast<float>(x.v); }
+inline __half __float2half(float f) { return {static_cast<_Float16>(f)}; }
+
+// Blocks run one after another with at most 64 threads (2 warps: the cross-warp reduction path is
+// exercised; the row kernels read blockDim and never assume the launch size).
+template <class F>
+void emulate_launch(dim3 grid, dim3 block, F&& kernel) {
+  const unsigned nt = block.x < 64 ? block.x : 64;
+  blockDim = dim3(nt);
+  for (unsigned b = 0; b < grid.x; ++b) {
+    blockIdx = dim3(b);
+    std::barrier<> bar(nt);
+    g_block_barrier = &bar;
+    g_warp_barriers.clear();
+    for (unsigned w = 0; w < nt / 32; ++w) g_warp_barriers.emplace_back(new std::barrier<>(32));
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < nt; ++t)
+      threads.emplace_back([&, t] {
+        threadIdx = dim3(t);
+        kernel();
+      });
+    for (auto& th : threads) th.join();
+  }
+}
+
+// Kernels whose threads never cooperate (one element or row per thread, grid sized to cover all):
+// every thread of the requested launch, one after another on this host thread.
+template <class F>
+void emulate_flat(dim3 grid, dim3 block, F&& kernel) {
+  blockDim = block;
+  g_block_barrier = nullptr;
+  for (unsigned b = 0; b < grid.x; ++b) {
+    blockIdx = dim3(b);
+    for (unsigned t = 0; t < block.x; ++t) {
+      threadIdx = dim3(t);
+      kernel();
+    }
+  }
+}
+
+#define GRPOKIT_LAUNCH_KERNEL(kernel, grid, block, stream, ...) \
+  emulate_launch(grid, block, [&] { kernel(__VA_ARGS__); })
+#define GRPOKIT_LAUNCH_FLAT(kernel, grid, block, stream, ...) \
+  emulate_flat(grid, block, [&] { kernel(__VA_ARGS__); })
+
+// ---- cuBLAS stand-in: column-major GEMM, float32 accumulation ----------------------------------
+
+#define GRPOKIT_HAVE_CUBLAS 1
+using cublasHandle_t = int*;
+using cublasStatus_t = int;
+constexpr cublasStatus_t CUBLAS_STATUS_SUCCESS = 0;
+enum cublasOperation_t { CUBLAS_OP_N, CUBLAS_OP_T };
+enum cudaDataType_t { CUDA_R_32F, CUDA_R_16BF, CUDA_R_16F };
+enum cublasComputeType_t { CUBLAS_COMPUTE_32F };
+enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT };
+inline cublasStatus_t cublasCreate(cublasHandle_t* h) {
+  static int dummy;
+  *h = &dummy;
+  return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+
+inline float emu_read(const void* p, cudaDataType_t t, int64_t i) {
+  switch (t) {
+    case CUDA_R_16BF: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case CUDA_R_16F: return __half2float(static_cast<const __half*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+inline void emu_write(void* p, cudaDataType_t t, int64_t i, float v) {
+  switch (t) {
+    case CUDA_R_16BF: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v); return;
+    case CUDA_R_16F: static_cast<__half*>(p)[i] = __float2half(v); return;
+    default: static_cast<float*>(p)[i] = v;
+  }
+}
+inline cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                   int k, const float* alpha, const void* a, cudaDataType_t at, int lda,
+                                   const void* b, cudaDataType_t bt, int ldb, const float* beta, void* c,
+                                   cudaDataType_t ct, int ldc, cublasComputeType_t, cublasGemmAlgo_t) {
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      float s = 0.0f;
+      for (int l = 0; l < k; ++l) {
+        const float av = emu_read(a, at, ta == CUBLAS_OP_N ? i + int64_t(l) * lda : l + int64_t(i) * lda);
+        const float bv = emu_read(b, bt, tb == CUBLAS_OP_N ? l + int64_t(j) * ldb : j + int64_t(l) * ldb);
+        s += av * bv;
+      }
+      const int64_t o = i + int64_t(j) * ldc;
+      emu_write(c, ct, o, *alpha * s + (*beta != 0.0f ? *beta * emu_read(c, ct, o) : 0.0f));
+    }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+#include "../cuda/linear_logprobs.cu"
+#include "../cuda/logprobs.cu"
+
+using namespace grpokit;
+
+namespace {
+
+int g_failures = 0, g_checks = 0;
+
+// |cpu − emu| ≤ atol + rtol·|cpu|, NaN matching NaN.
+void compare(const char* what, const std::vector<float>& cpu, const std::vector<float>& emu, double rtol,
+             double atol) {
+  int bad = 0;
+  for (size_t k = 0; k < cpu.size(); ++k) {
+    const double w = cpu[k], g = emu[k];
+    if (std::isnan(w) && std::isnan(g)) continue;
+    if (!(std::fabs(w - g) <= atol + rtol * std::fabs(w))) {
+      if (bad < 4) std::printf("  MISMATCH %s [%zu]: cpu %.9g emu %.9g\n", what, k, w, g);
+      ++bad;
+    }
+  }
+  ++g_checks;
+  if (bad) ++g_failures;
+}
+
+template <class H>
+H to_half(float v);
+template <>
+float to_half<float>(float v) { return v; }
+template <>
+__nv_bfloat16 to_half<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <>
+__half to_half<__half>(float v) { return __float2half(v); }
+inline float to_f(float v) { return v; }
+inline float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+inline float to_f(__half v) { return __half2float(v); }
+template <class H>
+DType dtype_of();
+template <>
+DType dtype_of<float>() { return DType::Float32; }
+template <>
+DType dtype_of<__nv_bfloat16>() { return DType::BFloat16; }
+template <>
+DType dtype_of<__half>() { return DType::Float16; }
+
+TensorView on(TensorView v, DeviceType d) {
+  v.device.type = d;
+  return v;
+}
+
+// Rows of V logits at row stride V + pad (plus an offset so rows start unaligned when odd); the
+// emulated kernels and the CPU engine read the same buffer.
+template <class H>
+void check_logits(const char* name, int64_t N, int64_t V, int64_t pad, int64_t offset, double temperature,
+                  int kind, bool sum_sq) {
+  std::mt19937 gen(static_cast<unsigned>(N * 7919 + V * 31 + pad + kind));
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  const int64_t stride = V + pad;
+  std::vector<H> x(static_cast<size_t>(offset + N * stride), to_half<H>(0.0f));
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t v = 0; v < V; ++v) {
+      float z = nd(gen);
+      if (kind == 1 && v % 5 == 0) z = (v % 10 == 0) ? 1e4f : -1e4f;  // extreme logits
+      if (kind == 2 && v % 3 != 0) z = -INFINITY;                      // mostly −inf
+      x[offset + r * stride + v] = to_half<H>(z);
+    }
+  std::vector<int64_t> ids(static_cast<size_t>(N));
+  for (int64_t r = 0; r < N; ++r) ids[r] = kind == 2 ? (r * 3) % V : static_cast<int64_t>(gen() % V);
+  TensorView xv = make_view(x.data() + offset, dtype_of<H>(), {N, V});
+  xv.strides[0] = stride;
+  const TensorView idv = make_view(ids.data(), DType::Int64, {N});
+  std::vector<float> out[2][4];
+  for (int k = 0; k < 2; ++k) {
+    const DeviceType d = k == 0 ? DeviceType::CPU : DeviceType::CUDA;
+    for (auto& o : out[k]) o.assign(static_cast<size_t>(N), -7.0f);
+    const TokenLogprobArgs in{on(xv, d), on(idv, d), temperature};
+    auto v = [&](int j) { return on(make_view(out[k][j].data(), DType::Float32, {N}), d); };
+    const TensorView sq = sum_sq ? v(3) : TensorView{};
+    if (k == 0)
+      token_logprobs_cpu(in, v(0), v(1), v(2), sq);
+    else
+      cuda::token_logprobs(in, v(0), v(1), v(2), sq, 0);
+  }
+  char what[160];
+  const char* names[4] = {"logp", "entropy", "lse", "sum_sq_probs"};
+  for (int j = 0; j < (sum_sq ? 4 : 3); ++j) {
+    std::snprintf(what, sizeof what, "%s %s N=%lld V=%lld pad=%lld T=%g kind=%d sq=%d", name, names[j],
+                  (long long)N, (long long)V, (long long)pad, temperature, kind, sum_sq);
+    // float32 sums in another order (and exp vs __expf): a few ulps of the row's scale. With ±1e4
+    // logits, logp and lse are differences of values near 1e4/τ held in float32 on the device (the
+    // CPU keeps lse in float64): a few ulps of 1e4/τ, 2^-23·1e4/τ ≈ 1.7e-3 at τ = 0.7.
+    const double big = kind == 1 ? 2e4 / temperature * 0x1p-23 : 0.0;
+    compare(what, out[0][j], out[1][j], 2e-5, j == 0 || j == 2 ? 2e-5 + big : 2e-6);
+  }
+  if (!sum_sq)
+    for (float v : out[1][3]) g_failures += v != -7.0f;  // untouched without the request
+
+  // The backward's launches (the gradient of logp + 0.5·entropy).
+  std::vector<float> ga(static_cast<size_t>(N), 1.0f), gb(static_cast<size_t>(N), 0.5f);
+  std::vector<H> g[2];
+  for (int k = 0; k < 2; ++k) {
+    const DeviceType d = k == 0 ? DeviceType::CPU : DeviceType::CUDA;
+    g[k].assign(static_cast<size_t>(N * V), to_half<H>(-7.0f));
+    const TokenLogprobArgs in{on(xv, d), on(idv, d), temperature};
+    auto v = [&](std::vector<float>& a) { return on(make_view(a.data(), DType::Float32, {N}), d); };
+    const TensorView gv = on(make_view(g[k].data(), dtype_of<H>(), {N, V}), d);
+    if (k == 0)
+      token_logprobs_backward_cpu(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), gv);
+    else
+      cuda::token_logprobs_backward(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), gv, 0);
+  }
+  std::vector<float> g0, g1;
+  for (int64_t i = 0; i < N * V; ++i) g0.push_back(to_f(g[0][i])), g1.push_back(to_f(g[1][i]));
+  std::snprintf(what, sizeof what, "%s grad N=%lld V=%lld kind=%d", name, (long long)N, (long long)V, kind);
+  // 16-bit gradients: one rounding; ±1e4 logits: z − lse to a few ulps of 1e4/τ (the CPU clones
+  // contract x·(1/τ) − lse into an FMA, the emulator does not), relative to p.
+  compare(what, g0, g1, (sizeof(H) == 2 ? 1.0 / 128 : 1e-4) + (kind == 1 ? 2e4 / temperature * 0x1p-23 : 0.0), 1e-6);
+}
+
+// One out-of-range token id: every output of its row is NaN on the GPU (the CPU raises instead).
+void check_bad_id() {
+  const int64_t N = 2, V = 40;
+  std::vector<float> x(N * V, 0.5f), out[4];
+  std::vector<int64_t> ids{3, V};
+  for (auto& o : out) o.assign(N, -7.0f);
+  const DeviceType d = DeviceType::CUDA;
+  const TokenLogprobArgs in{on(make_view(x.data(), DType::Float32, {N, V}), d),
+                            on(make_view(ids.data(), DType::Int64, {N}), d), 1.0};
+  auto v = [&](int j) { return on(make_view(out[j].data(), DType::Float32, {N}), d); };
+  cuda::token_logprobs(in, v(0), v(1), v(2), v(3), 0);
+  bool ok = std::fabs(out[3][0] - 1.0f / V) < 1e-7f;
+  for (int j = 0; j < 4; ++j) ok = ok && std::isnan(out[j][1]);
+  ++g_checks;
+  if (!ok) {
+    std::printf("  MISMATCH bad id: sum_sq %g / %g\n", out[3][0], out[3][1]);
+    ++g_failures;
+  }
+}
+
+// hidden · weightᵀ: the CPU engine on float32 copies of the (rounded) inputs against the emulated
+// cuBLAS tile loop, forward (with and without Σπ²) and backward.
+template <class H>
+void check_linear(const char* name, int64_t N, int64_t Hd, int64_t V, int64_t chunk, double temperature) {
+  std::mt19937 gen(static_cast<unsigned>(N * 131 + V + chunk));
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<H> h(N * Hd), w(V * Hd);
+  std::vector<float> hf(N * Hd), wf(V * Hd);
+  for (int64_t i = 0; i < N * Hd; ++i) h[i] = to_half<H>(nd(gen)), hf[i] = to_f(h[i]);
+  for (int64_t i = 0; i < V * Hd; ++i) w[i] = to_half<H>(nd(gen) * 0.7f), wf[i] = to_f(w[i]);
+  std::vector<int64_t> ids(N);
+  for (auto& id : ids) id = static_cast<int64_t>(gen() % V);
+  std::vector<float> out[3][4];
+  for (int k = 0; k < 3; ++k) {  // CPU with Σπ², emulated GPU with and without it
+    const DeviceType d = k == 0 ? DeviceType::CPU : DeviceType::CUDA;
+    LinearLogprobArgs in;
+    in.hidden = on(k == 0 ? make_view(hf.data(), DType::Float32, {N, Hd}) : make_view(h.data(), dtype_of<H>(), {N, Hd}), d);
+    in.weight = on(k == 0 ? make_view(wf.data(), DType::Float32, {V, Hd}) : make_view(w.data(), dtype_of<H>(), {V, Hd}), d);
+    in.token_ids = on(make_view(ids.data(), DType::Int64, {N}), d);
+    in.temperature = temperature;
+    in.chunk_size = chunk;
+    for (auto& o : out[k]) o.assign(N, -7.0f);
+    auto v = [&](int j) { return on(make_view(out[k][j].data(), DType::Float32, {N}), d); };
+    if (k == 0) {
+      linear_token_logprobs_cpu(in, v(0), v(1), v(2), v(3));
+    } else {
+      std::vector<unsigned char> ws(cuda::linear_workspace_bytes(in, false));
+      cuda::linear_token_logprobs(in, v(0), v(1), v(2), k == 1 ? v(3) : TensorView{},
+                                  make_view(ws.data(), DType::UInt8, {static_cast<int64_t>(ws.size())}, Device{DeviceType::CUDA, 0}), 0);
+    }
+  }
+  char what[160];
+  const char* names[4] = {"logp", "entropy", "lse", "sum_sq_probs"};
+  for (int k = 1; k < 3; ++k)
+    for (int j = 0; j < (k == 1 ? 4 : 3); ++j) {
+      std::snprintf(what, sizeof what, "linear %s %s N=%lld V=%lld chunk=%lld sq=%d", name, names[j], (long long)N,
+                    (long long)V, (long long)chunk, k == 1);
+      compare(what, out[0][j], out[k][j], 5e-5, 5e-5);
+    }
+  // Backward of logp + 0.5·entropy: float32 only (the CPU engine has no 16-bit hidden states).
+  if constexpr (std::is_same<H, float>::value) {
+    std::vector<float> ga(N, 1.0f), gb(N, 0.5f), gh[2], gw[2];
+    for (int k = 0; k < 2; ++k) {
+      const DeviceType d = k == 0 ? DeviceType::CPU : DeviceType::CUDA;
+      LinearLogprobArgs in;
+      in.hidden = on(make_view(hf.data(), DType::Float32, {N, Hd}), d);
+      in.weight = on(make_view(wf.data(), DType::Float32, {V, Hd}), d);
+      in.token_ids = on(make_view(ids.data(), DType::Int64, {N}), d);
+      in.temperature = temperature;
+      in.chunk_size = chunk;
+      gh[k].assign(N * Hd, -7.0f);
+      gw[k].assign(V * Hd, -7.0f);
+      auto v = [&](std::vector<float>& a) { return on(make_view(a.data(), DType::Float32, {N}), d); };
+      const TensorView ghv = on(make_view(gh[k].data(), DType::Float32, {N, Hd}), d);
+      const TensorView gwv = on(make_view(gw[k].data(), DType::Float32, {V, Hd}), d);
+      if (k == 0) {
+        linear_token_logprobs_backward_cpu(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), ghv, gwv);
+      } else {
+        std::vector<unsigned char> ws(cuda::linear_workspace_bytes(in, true) + 1);
+        cuda::linear_token_logprobs_backward(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), ghv, gwv,
+                                             make_view(ws.data(), DType::UInt8, {static_cast<int64_t>(ws.size())}, Device{DeviceType::CUDA, 0}), 0);
+      }
+    }
+    std::snprintf(what, sizeof what, "linear %s grad_hidden V=%lld", name, (long long)V);
+    compare(what, gh[0], gh[1], 1e-4, 1e-5);
+    std::snprintf(what, sizeof what, "linear %s grad_weight V=%lld", name, (long long)V);
+    compare(what, gw[0], gw[1], 1e-4, 1e-5);
+  }
+}
+
+}  // namespace
+
+int main() {
+  // V: 1, below one 16-byte vector, odd, around the emulated block's share, several chunks (CPU).
+  for (int64_t V : {1, 3, 7, 33, 100, 257, 1000, 5000}) {
+    for (int kind : {0, 1, 2}) {
+      if (kind == 2 && V < 3) continue;
+      check_logits<float>("f32", 3, V, 5, 1, 0.7, kind, true);
+      check_logits<float>("f32", 2, V, 0, 0, 1.0, kind, false);
+      check_logits<__nv_bfloat16>("bf16", 2, V, 3, 1, 1.3, kind, true);
+      check_logits<__half>("f16", 2, V, 8, 0, 1.0, kind, true);
+    }
+    std::printf("V=%lld done (%d of %d checks differ so far)\n", (long long)V, g_failures, g_checks);
+    std::fflush(stdout);
+  }
+  check_bad_id();
+  check_linear<float>("f32", 5, 8, 300, 128, 0.9);
+  check_linear<float>("f32", 3, 5, 37, 0, 1.0);
+  check_linear<__nv_bfloat16>("bf16", 4, 8, 200, 64, 1.0);
+  std::printf("%d of %d checks differ\n", g_failures, g_checks);
+  return g_failures != 0;
+}
