@@ -81,6 +81,7 @@ def advantages(
       rewards, weighted sum, then verl's masked whitening or TRL's batch standardising.
     - ``"optimal_token_baseline"`` (token): per-position baseline Σ G W / Σ W from ``logp`` and
       ``sum_pi_squared`` (B, T) (and ``is_weights``), ``handle_zero_tail`` (True), ``epsilon`` (1e-8);
+      ``logprobs=`` a ``token_logprobs(..., sum_sq_probs=True)`` result supplies both at once;
       ``"tir_optimal_token_baseline"`` compares each row's selected tokens by rank (multi-turn).
 
     ``estimator`` may also name a peer preset — an estimator with the peer's default options, e.g.
