@@ -1,4 +1,5 @@
-// Python objects -> TensorView, through the DLPack protocol (pybind11 has no DLPack support).
+// Python objects -> TensorView: NumPy arrays directly, everything else through the DLPack protocol
+// (pybind11 has no DLPack support).
 //
 // A consumed capsule is renamed "used_dltensor[_versioned]" and its deleter is called exactly once,
 // when the Imported that owns it is destroyed (with the GIL held). Read-only arrays are refused
