@@ -34,6 +34,7 @@
 #include "grpokit/math/loss_passes.hpp"
 #include "grpokit/loss_metrics.hpp"
 #include "grpokit_cuda.hpp"
+#include "reduce.cuh"
 
 namespace grpokit {
 namespace cuda {
@@ -153,34 +154,6 @@ __device__ __forceinline__ bool flag_at(const void* p, DType dt, int64_t off) {
     case DType::Float32: return static_cast<const float*>(p)[off] != 0.0f;
     case DType::Float64: return static_cast<const double*>(p)[off] != 0.0;
     default: return true;
-  }
-}
-
-// ---- fixed-order block reductions (result in thread 0) ---------------------------------------------
-
-struct Sum { template <class V> __device__ V operator()(V x, V y) const { return x + y; } };
-struct Min { template <class V> __device__ V operator()(V x, V y) const { return y < x ? y : x; } };
-struct Max { template <class V> __device__ V operator()(V x, V y) const { return y > x ? y : x; } };
-
-// blockDim.x is a multiple of 32; `smem` holds K × 32 values.
-template <class V, int K, class Op>
-__device__ void block_reduce(V (&v)[K], V* smem, Op op, V identity) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-#pragma unroll
-  for (int k = 0; k < K; ++k)
-    for (int off = 16; off > 0; off >>= 1) v[k] = op(v[k], __shfl_down_sync(0xffffffffu, v[k], off));
-  __syncthreads();  // smem may still be read by a previous reduction
-  if (lane == 0)
-#pragma unroll
-    for (int k = 0; k < K; ++k) smem[k * 32 + warp] = v[k];
-  __syncthreads();
-  if (warp == 0) {
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      V x = lane < nwarps ? smem[k * 32 + lane] : identity;
-      for (int off = 16; off > 0; off >>= 1) x = op(x, __shfl_down_sync(0xffffffffu, x, off));
-      v[k] = x;
-    }
   }
 }
 
