@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "grpokit/advantages.hpp"
+#include "grpokit/diagnostics.hpp"
 #include "grpokit/linear_logprobs.hpp"
 #include "grpokit/logprobs.hpp"
 #include "grpokit/loss.hpp"
@@ -48,6 +50,25 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
                                     const TensorView& grad_entropy, const TensorView& grad_hidden,
                                     const TensorView& grad_weight, const TensorView& workspace,
                                     std::intptr_t stream);
+
+// Adam-state statistics (cuda/diagnostics_adam.cu): the CPU engine's adam_state_stats_into_cpu,
+// adam_update_cpu, adam_rho_cpu and adam_step_split_into_cpu on the optimizer's device tensors
+// (float32/float64/bfloat16/float16 state, float32/float64 outputs, same output layouts). The
+// reductions take `workspace` (float64, adam_workspace_size(n) elements on the state's device);
+// adam_state_stats takes at most 8 phis. adam_step_split cannot raise on a non-finite gradient: it
+// writes the first such index into out[kSplitFirstBad] (−1: none) for the caller to report.
+int64_t adam_workspace_size(int64_t n);
+void adam_state_stats(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
+                      double rho_threshold, double hist_lo, double hist_hi, const std::vector<double>& phis,
+                      const TensorView& out_stats, const TensorView& out_hist, const TensorView& workspace,
+                      std::intptr_t stream);
+void adam_update(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp, double phi,
+                 bool momentum_only_next, const TensorView& out, std::intptr_t stream);
+void adam_rho(const TensorView& exp_avg_sq, const AdamHyper& hp, const TensorView& out_rho,
+              const TensorView& out_elasticity, std::intptr_t stream);
+void adam_step_split(const TensorView& exp_avg, const TensorView& exp_avg_sq, const TensorView& grad,
+                     const TensorView& param, double l2, const AdamHyper& hp, const TensorView& out,
+                     const TensorView& workspace, std::intptr_t stream);
 
 }  // namespace cuda
 }  // namespace grpokit

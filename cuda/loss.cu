@@ -9,6 +9,13 @@
 //              rules only) distributes ∂/∂u_i and ∂/∂⟨H⟩_i over the row in a second sweep.
 //   4. finish  (one block): loss and metrics from the per-row results, fixed order.
 //
+// With top_entropy_quantile < 1 (TRL's top-entropy masking), between 2 and 3 the threshold is found on
+// the device, with no host sync: a radix select over order-preserving unsigned keys of the valid
+// tokens' entropies (8 bits per pass: a histogram kernel with integer atomics, then a one-block kernel
+// that picks the bucket of the lo-th and (lo+1)-th smallest) gives those two values exactly, and the
+// threshold is the CPU engine's linear interpolation of them in double, so it is the same bits; a last
+// pass counts the tokens kept (H ≥ threshold), the normaliser of TRL's entropy bonus.
+//
 // Rows are blocks and tokens are a block-stride loop, so no grid dimension grows with T (T = 65,536
 // and beyond work; B is limited only by gridDim.x ≤ 2^31 − 1). Every reduction has a fixed order
 // (thread-strided partial sums, then a fixed shuffle/shared-memory tree; rows reduced by one block),
@@ -24,6 +31,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -34,6 +42,7 @@
 #include "grpokit/math/loss_passes.hpp"
 #include "grpokit/loss_metrics.hpp"
 #include "grpokit_cuda.hpp"
+#include "reduce.cuh"
 
 namespace grpokit {
 namespace cuda {
@@ -70,6 +79,8 @@ struct OutArr {
   int64_t s0 = 0, s1 = 0;
 };
 
+struct SelectState;  // 2b. below
+
 struct Args {
   LossSpec s;
   math::PassFlags f;
@@ -92,6 +103,7 @@ struct Args {
   double* st = nullptr;        // B × kNumStat
   double* acc = nullptr;       // B × kNumAcc
   double* glob = nullptr;      // kNumGlobal
+  SelectState* esel = nullptr;  // top-entropy selection (top_entropy_quantile < 1), else null
   unsigned long long* status = nullptr;  // (4,): first bad (row, token, input), n_tok, cu_seqlens error
 };
 
@@ -153,34 +165,6 @@ __device__ __forceinline__ bool flag_at(const void* p, DType dt, int64_t off) {
     case DType::Float32: return static_cast<const float*>(p)[off] != 0.0f;
     case DType::Float64: return static_cast<const double*>(p)[off] != 0.0;
     default: return true;
-  }
-}
-
-// ---- fixed-order block reductions (result in thread 0) ---------------------------------------------
-
-struct Sum { template <class V> __device__ V operator()(V x, V y) const { return x + y; } };
-struct Min { template <class V> __device__ V operator()(V x, V y) const { return y < x ? y : x; } };
-struct Max { template <class V> __device__ V operator()(V x, V y) const { return y > x ? y : x; } };
-
-// blockDim.x is a multiple of 32; `smem` holds K × 32 values.
-template <class V, int K, class Op>
-__device__ void block_reduce(V (&v)[K], V* smem, Op op, V identity) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-#pragma unroll
-  for (int k = 0; k < K; ++k)
-    for (int off = 16; off > 0; off >>= 1) v[k] = op(v[k], __shfl_down_sync(0xffffffffu, v[k], off));
-  __syncthreads();  // smem may still be read by a previous reduction
-  if (lane == 0)
-#pragma unroll
-    for (int k = 0; k < K; ++k) smem[k * 32 + warp] = v[k];
-  __syncthreads();
-  if (warp == 0) {
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      V x = lane < nwarps ? smem[k * 32 + lane] : identity;
-      for (int off = 16; off > 0; off >>= 1) x = op(x, __shfl_down_sync(0xffffffffu, x, off));
-      v[k] = x;
-    }
   }
 }
 
@@ -275,12 +259,171 @@ __global__ void __launch_bounds__(kReduceThreads) counts_kernel(const Args a) {
   }
 }
 
+// ---- 2b. top-entropy threshold (top_entropy_quantile < 1) ----------------------------------------------
+//
+// The CPU engine collects every valid token's entropy as a double, takes a = the lo-th and b = the
+// (lo+1)-th smallest (0-based, lo = ⌊q(n−1)⌋, q = 1 − top_entropy_quantile; b = a when q(n−1) is whole)
+// and keeps tokens with H ≥ lerp(a, b, q(n−1) − lo). Selection by radix over keys that order like the
+// values finds a and b exactly; the interpolation is then the same double arithmetic.
+
+constexpr int kRadixBits = 8, kRadixBins = 1 << kRadixBits;
+
+struct SelectState {  // in the workspace, after the global fields (loss_workspace_size counts it)
+  unsigned long long hist[2][kRadixBins];  // this pass's digit counts (zeroed after each pick)
+  unsigned long long prefix[2];  // key bits fixed so far of the lo-th and (lo+1)-th smallest
+  unsigned long long rank[2];    // their rank among the keys that share that prefix
+  unsigned long long n_kept;     // valid tokens with H ≥ threshold
+  double frac;                   // q(n−1) − lo
+  double threshold;
+  int targets;                   // 0: no valid token (threshold −inf), 1: q(n−1) whole, 2
+};
+constexpr int64_t kSelectDoubles = (sizeof(SelectState) + sizeof(double) - 1) / sizeof(double);
+
+// Keys: x < y ⇔ key(x) < key(y) for non-NaN values; −0 is folded into +0 (they compare equal).
+template <class C> struct RadixKey;
+template <> struct RadixKey<float> {
+  static constexpr int kBits = 32;
+  __device__ static unsigned long long of(float x) {
+    if (x == 0.0f) x = 0.0f;
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  }
+  __device__ static double value(unsigned long long k) {
+    const uint32_t k32 = static_cast<uint32_t>(k);
+    const uint32_t u = (k32 & 0x80000000u) ? (k32 & 0x7FFFFFFFu) : ~k32;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return static_cast<double>(x);
+  }
+};
+template <> struct RadixKey<double> {
+  static constexpr int kBits = 64;
+  __device__ static unsigned long long of(double x) {
+    if (x == 0.0) x = 0.0;
+    unsigned long long u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+  }
+  __device__ static double value(unsigned long long k) {
+    const unsigned long long u = (k & 0x8000000000000000ull) ? (k & 0x7FFFFFFFFFFFFFFFull) : ~k;
+    double x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+  }
+};
+
+__device__ __forceinline__ unsigned long long high_bits(unsigned long long k, int shift) {
+  return shift >= 64 ? 0ull : k >> shift;
+}
+
+// One block: the ranks from the call's valid-token count (counts_kernel's n_tok).
+__global__ void __launch_bounds__(kReduceThreads) select_init_kernel(const Args a) {
+  SelectState* sel = a.esel;
+  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x) sel->hist[k / kRadixBins][k % kRadixBins] = 0ull;
+  if (threadIdx.x != 0) return;
+  const double n = a.glob[gNTok];
+  sel->prefix[0] = sel->prefix[1] = 0ull;
+  sel->n_kept = 0ull;
+  sel->threshold = -INFINITY;
+  sel->targets = 0;
+  if (!(n >= 1.0)) return;
+  const double pos = (1.0 - a.s.top_entropy_quantile) * (n - 1.0);
+  const double lo = floor(pos);
+  sel->frac = pos - lo;
+  sel->targets = ceil(pos) == lo ? 1 : 2;
+  sel->rank[0] = static_cast<unsigned long long>(lo);
+  sel->rank[1] = static_cast<unsigned long long>(lo) + 1ull;
+}
+
+// Grid = B rows: histogram of digit `pass` (from the top) of the keys matching each target's prefix.
+template <class T>
+__global__ void __launch_bounds__(kRowThreads) select_hist_kernel(const Args a, int pass) {
+  using C = typename Compute<T>::type;
+  using K = RadixKey<C>;
+  const SelectState* sel = a.esel;
+  if (sel->targets == 0) return;
+  __shared__ unsigned int h[2][kRadixBins];
+  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x) h[k / kRadixBins][k % kRadixBins] = 0u;
+  __syncthreads();
+  const int shift = K::kBits - kRadixBits * (pass + 1);  // this digit's lowest bit
+  const bool split = sel->targets == 2 && sel->prefix[0] != sel->prefix[1];  // the targets' paths differ
+  const unsigned long long p0 = high_bits(sel->prefix[0], shift + kRadixBits);
+  const unsigned long long p1 = high_bits(sel->prefix[1], shift + kRadixBits);
+  const int64_t i = blockIdx.x;
+  const RowRange rr = row_range(a, i);
+  const RowAddr am = addr(a, a.mask.s0, a.mask.s1, i, rr), ae = addr(a, a.ent.s0, a.ent.s1, i, rr);
+  for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
+    if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) continue;
+    const unsigned long long key = K::of(C(ld<T>(a.ent, ae, t)));
+    const unsigned long long top = high_bits(key, shift + kRadixBits);
+    const unsigned digit = static_cast<unsigned>((key >> shift) & (kRadixBins - 1));
+    if (top == p0) atomicAdd(&h[0][digit], 1u);
+    if (split && top == p1) atomicAdd(&h[1][digit], 1u);
+  }
+  __syncthreads();
+  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x) {
+    const unsigned c = h[k / kRadixBins][k % kRadixBins];
+    if (c != 0u) atomicAdd(&a.esel->hist[k / kRadixBins][k % kRadixBins], static_cast<unsigned long long>(c));
+  }
+}
+
+// One block: each target's digit is the bucket holding its rank; after the last digit the keys are the
+// lo-th and (lo+1)-th smallest entropies themselves.
+template <class T>
+__global__ void __launch_bounds__(kReduceThreads) select_pick_kernel(const Args a, int pass) {
+  using C = typename Compute<T>::type;
+  using K = RadixKey<C>;
+  SelectState* sel = a.esel;
+  if (sel->targets == 0) return;
+  const int shift = K::kBits - kRadixBits * (pass + 1);
+  if (threadIdx.x == 0) {
+    const bool split = sel->targets == 2 && sel->prefix[0] != sel->prefix[1];
+    for (int t = 0; t < sel->targets; ++t) {
+      const unsigned long long* h = sel->hist[split ? t : 0];
+      unsigned long long r = sel->rank[t];
+      int d = 0;
+      for (; d < kRadixBins - 1 && r >= h[d]; ++d) r -= h[d];
+      sel->prefix[t] |= static_cast<unsigned long long>(d) << shift;
+      sel->rank[t] = r;
+    }
+    if (shift == 0) {
+      const double lo = K::value(sel->prefix[0]);
+      const double hi = sel->targets == 2 ? K::value(sel->prefix[1]) : lo;
+      sel->threshold = math::lerp(lo, hi, sel->frac);
+    }
+  }
+  __syncthreads();
+  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x) sel->hist[k / kRadixBins][k % kRadixBins] = 0ull;
+}
+
+__device__ __forceinline__ bool entropy_kept(const Args& a, double h) {
+  return a.esel == nullptr || h >= a.esel->threshold;
+}
+
+// Grid = B rows: the number of valid tokens kept, TRL's normaliser of the entropy bonus.
+template <class T>
+__global__ void __launch_bounds__(kRowThreads) select_count_kernel(const Args a) {
+  using C = typename Compute<T>::type;
+  __shared__ double smem[32];
+  const int64_t i = blockIdx.x;
+  const RowRange rr = row_range(a, i);
+  const RowAddr am = addr(a, a.mask.s0, a.mask.s1, i, rr), ae = addr(a, a.ent.s0, a.ent.s1, i, rr);
+  double c[1] = {0.0};
+  for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
+    if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) continue;
+    c[0] += entropy_kept(a, static_cast<double>(C(ld<T>(a.ent, ae, t)))) ? 1.0 : 0.0;
+  }
+  block_reduce(c, smem, Sum{}, 0.0);
+  if (threadIdx.x == 0 && c[0] > 0.0) atomicAdd(&a.esel->n_kept, static_cast<unsigned long long>(c[0]));
+}
+
 // ---- 3. per-token terms ------------------------------------------------------------------------------
 
 template <class T>
 __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   using C = typename Compute<T>::type;
-  constexpr int kS = 19;  // sums: see `v` below
+  constexpr int kS = 20;  // sums: see `v` below
   __shared__ double smem_raw[kS * 32];
   __shared__ C bcast[3];
   C* smem = reinterpret_cast<C*>(smem_raw);
@@ -304,7 +447,10 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
 
   const bool keep = a.keep.p ? flag_at(a.keep.p, a.keep_dt, i * a.keep.s0) : true;
   const C c = static_cast<C>(st[kC]);
-  const double cH_d = s.entropy_aggregation == math::EntropyAggregation::Policy ? st[kC] : a.glob[gEntC];
+  // TRL's local coefficient counts the kept tokens under top-entropy masking (the CPU engine's rule)
+  const double cH_d = s.entropy_aggregation == math::EntropyAggregation::Policy ? st[kC]
+                      : a.esel ? math::entropy_local_coefficient(s, static_cast<double>(a.esel->n_kept))
+                              : a.glob[gEntC];
   const C cH = static_cast<C>(cH_d);
   const bool opsm_high = math::opsm_row_masked(s, f, st[kOpsmDiv]);
   const C seq_w_is = math::row_sampler_weight<C>(s, f, st[kSumIsLog]);
@@ -318,7 +464,7 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   const C abar = static_cast<C>(st[kAbar]);
 
   // sums: φ, ∂/∂u, ω_u, ∂/∂⟨H⟩, H, low, high, region, verl, dual, wclip, ratio, kl, ppo_kl, IS, n_IS,
-  // row low, row high, VESPO φ_γ at the row's first token
+  // row low, row high, VESPO φ_γ at the row's first token, H of the tokens the entropy rule keeps
   C v[kS] = {};
   C mins[2] = {C(INFINITY), C(INFINITY)};    // ratio, IS
   C maxs[2] = {C(-INFINITY), C(-INFINITY)};  // ratio, IS
@@ -357,7 +503,8 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     }
 
     C wis;
-    ti.w = math::weight_rule<C>(s, f, ti.keep, ti.token_weight, adv_raw, opsm_high, true, seq_w_is,
+    const bool hk = !f.has_ent || entropy_kept(a, static_cast<double>(h));
+    ti.w = math::weight_rule<C>(s, f, ti.keep, ti.token_weight, adv_raw, opsm_high, hk, seq_w_is,
                                 ti.old_logp, smp, &wis);
     const math::TokenOut<C> o = math::token_term<C>(s, ti);
     v[0] += o.phi;
@@ -367,8 +514,9 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     if (g) g[ag.base + t * ag.step] = from_c<T>(c * o.d_logp);
     if (om) om[aom.base + t * aom.step] = from_c<T>(c * o.omega_direct);
     if (pt) pt[apt.base + t * apt.step] = from_c<T>(o.phi);
-    if (gh) gh[agh.base + t * agh.step] = from_c<T>(s.entropy_coef != 0.0 ? -C(s.entropy_coef) * cH : C(0));
+    if (gh) gh[agh.base + t * agh.step] = from_c<T>(s.entropy_coef != 0.0 && hk ? -C(s.entropy_coef) * cH : C(0));
     v[4] += h;
+    if (hk) v[19] += h;
     if (f.use_is && !f.vespo) {
       v[14] += wis;
       v[15] += C(1);
@@ -400,7 +548,7 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     double* o = a.acc + i * kNumAcc;
     // the row's loss, entropy bonus included (cH: the policy coefficient or TRL's local one)
     o[aLoss] = st[kC] * static_cast<double>(v[0]) -
-               (s.entropy_coef != 0.0 ? s.entropy_coef * cH_d * static_cast<double>(v[4]) : 0.0);
+               (s.entropy_coef != 0.0 ? s.entropy_coef * cH_d * static_cast<double>(v[19]) : 0.0);
     o[aEnt] = static_cast<double>(v[4]);
     o[aN] = L;
     o[aLow] = v[5];
@@ -562,8 +710,10 @@ void check_args_any_float(const LossSpec& spec, const LossInputs& in, const Loss
 
 #if defined(GRPOKIT_CUDA_EMULATE)
 #define GRPOKIT_LAUNCH(kernel, grid, block, stream, args) emulate_launch(grid, block, [&] { kernel(args); })
+#define GRPOKIT_LAUNCH2(kernel, grid, block, stream, args, x) emulate_launch(grid, block, [&] { kernel(args, x); })
 #else
 #define GRPOKIT_LAUNCH(kernel, grid, block, stream, args) kernel<<<grid, block, 0, stream>>>(args)
+#define GRPOKIT_LAUNCH2(kernel, grid, block, stream, args, x) kernel<<<grid, block, 0, stream>>>(args, x)
 #endif
 
 template <class T>
@@ -571,6 +721,14 @@ void launch(const Args& a, cudaStream_t stream) {
   const unsigned rows = static_cast<unsigned>(a.B);
   GRPOKIT_LAUNCH(stats_kernel<T>, rows, kRowThreads, stream, a);
   GRPOKIT_LAUNCH(counts_kernel, 1, kReduceThreads, stream, a);
+  if (a.esel) {
+    GRPOKIT_LAUNCH(select_init_kernel, 1, kReduceThreads, stream, a);
+    for (int pass = 0; pass < RadixKey<typename Compute<T>::type>::kBits / kRadixBits; ++pass) {
+      GRPOKIT_LAUNCH2(select_hist_kernel<T>, rows, kRowThreads, stream, a, pass);
+      GRPOKIT_LAUNCH2(select_pick_kernel<T>, 1, kReduceThreads, stream, a, pass);
+    }
+    GRPOKIT_LAUNCH(select_count_kernel<T>, rows, kRowThreads, stream, a);
+  }
   GRPOKIT_LAUNCH(tokens_kernel<T>, rows, kRowThreads, stream, a);
   GRPOKIT_LAUNCH(finish_kernel<T>, 1, kReduceThreads, stream, a);
 }
@@ -578,7 +736,7 @@ void launch(const Args& a, cudaStream_t stream) {
 }  // namespace
 
 int64_t loss_workspace_size(int64_t num_rows) {
-  return num_rows * (int64_t(kNumStat) + int64_t(kNumAcc)) + int64_t(kNumGlobal);
+  return num_rows * (int64_t(kNumStat) + int64_t(kNumAcc)) + int64_t(kNumGlobal) + kSelectDoubles;
 }
 
 void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int /*num_threads*/,
@@ -587,9 +745,6 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
 #if !defined(GRPOKIT_CUDA_EMULATE)
   check_cuda_device(in.logp, "logp");
 #endif
-  if (spec.top_entropy_quantile < 1.0)
-    not_implemented("top_entropy_quantile < 1 (a selection over every token of the call) has no CUDA "
-                    "kernel yet; compute the loss on CPU inputs");
   Args a;
   a.s = spec;
   a.packed = in.cu_seqlens.defined();
@@ -661,6 +816,8 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
   a.st = w;
   a.acc = w + a.B * kNumStat;
   a.glob = a.acc + a.B * kNumAcc;
+  if (spec.top_entropy_quantile < 1.0)  // check_loss_args made entropies required
+    a.esel = reinterpret_cast<SelectState*>(a.glob + kNumGlobal);
 
 #if defined(GRPOKIT_CUDA_EMULATE)
   (void)stream;

@@ -56,6 +56,14 @@ inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v)
   return old;
 }
 
+template <class V>
+V atomicAdd(V* p, V v) {  // the top-entropy selection's integer histograms and counts
+  std::lock_guard<std::mutex> lock(g_atomic_mutex);
+  const V old = *p;
+  *p = old + v;
+  return old;
+}
+
 // Blocks run one after another with at most 64 threads (2 warps: the cross-warp reduction path is
 // exercised; the kernels read blockDim and never assume the launch size).
 template <class F>
@@ -176,7 +184,7 @@ int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, 
   in.mask = packed ? make_view(b.mask.data(), DType::Bool, {N}) : make_view(b.mask.data(), DType::Bool, {B, T_});
   const LossSpec& s = c.spec;
   if (s.kl != KlEstimator::None && s.beta != 0.0) in.ref_logp = view(b.ref);
-  if (s.gtpo_entropy || s.entropy_coef != 0.0) in.entropies = view(b.ent);
+  if (s.gtpo_entropy || s.entropy_coef != 0.0 || s.top_entropy_quantile < 1.0) in.entropies = view(b.ent);
   in.sampling_logp = view(b.smp);
   if (s.gtpo_entropy) {
     in.keep = make_view(b.keep.data(), DType::Bool, {B});

@@ -26,9 +26,13 @@ extra = {
     "dapo+counts": {"num_items_in_batch": 1000, "dp_size": 4}, "dapo+token_sum": {"loss_agg_mode": "token-sum"},
     "dapo+nonempty": {"loss_agg_mode": "seq-mean-token-mean", "seq_count_nonempty": True},
     "dapo+sapo": {"surrogate": "sapo"}, "dapo+unclipped": {"surrogate": "unclipped"},
+    "dapo+top_ent_0.2": {"top_entropy_quantile": 0.2}, "grpo+top_ent_0.5": {"top_entropy_quantile": 0.5, "entropy_coef": 0.3},
+    "dapo+top_ent_0.2_ent": {"top_entropy_quantile": 0.2, "entropy_coef": 0.3},
+    "dapo+top_ent_policy": {"top_entropy_quantile": 0.5, "entropy_coef": 0.3, "entropy_aggregation": "policy"},
     "dapo+seq_sum": {"ratio": "sequence_sum"}, "dapo+corrected_seq": {"beta": 0.1, "kl": "k3", "use_bias_correction_kl": True, "importance_sampling_level": "sequence"},
 }
-rows = [(n, resolve(n, {})) for n in sorted(grpokit.presets())] + [(n, resolve("trl.dapo", dict(o))) for n, o in extra.items()]
+rows = [(n, resolve(n, {})) for n in sorted(grpokit.presets())] + [
+    (n, resolve("trl.grpo" if n.startswith("grpo+") else "trl.dapo", dict(o))) for n, o in extra.items()]
 for name, spec in rows:
     print(name, " ".join(f"{k}={v}" for k, v in spec.engine_fields().items()))
 PY

@@ -13,15 +13,35 @@ namespace {
 
 using diag::load_float;
 
-void check_state(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
-                 bool need_step) {
+constexpr std::initializer_list<DType> kDeviceStateTypes = {DType::Float32, DType::Float64, DType::BFloat16,
+                                                            DType::Float16};
+
+void check_place(const TensorView& t, const char* name, const TensorView& ref, bool on_device) {
+  if (!on_device) return check_cpu(t, name);
+  if (t.device.type != DeviceType::CUDA)
+    device_error(name, ": expected a CUDA array, got one on ", device_name(t.device));
+  check_same_device(t, name, ref, "exp_avg_sq");
+}
+
+void check_contiguous_1d(const TensorView& t, const char* name, DType dt, int64_t len, const TensorView& ref,
+                         bool on_device) {
+  check_ndim(t, name, {1});
+  check_dtype(t, name, {dt});
+  check_place(t, name, ref, on_device);
+  check_writable(t, name);
+  if (t.shape[0] != len || (len > 1 && t.strides[0] != 1))
+    value_error(name, ": expected a contiguous ", dtype_name(dt), " array of ", len, " elements, got shape ",
+                t.shape_str(), " stride ", t.strides[0]);
+}
+
+}  // namespace
+
+void check_adam_state(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
+                      bool need_step, bool on_device) {
   check_ndim(exp_avg_sq, "exp_avg_sq", {1});
-  check_dtype(exp_avg_sq, "exp_avg_sq", diag::kFloatTypes);
-  check_cpu(exp_avg_sq, "exp_avg_sq");
-  check_ndim(exp_avg, "exp_avg", {1});
-  check_dtype(exp_avg, "exp_avg", diag::kFloatTypes);
-  check_shape_equal(exp_avg, "exp_avg", exp_avg_sq, "exp_avg_sq");
-  check_cpu(exp_avg, "exp_avg");
+  check_dtype(exp_avg_sq, "exp_avg_sq", on_device ? kDeviceStateTypes : diag::kFloatTypes);
+  check_place(exp_avg_sq, "exp_avg_sq", exp_avg_sq, on_device);
+  check_adam_input(exp_avg, "exp_avg", exp_avg_sq, on_device);
   if (!(hp.beta1 >= 0.0 && hp.beta1 < 1.0) || !(hp.beta2 >= 0.0 && hp.beta2 < 1.0))
     value_error("betas: expected 0 <= beta < 1, got (", hp.beta1, ", ", hp.beta2, ")");
   if (!(hp.eps >= 0.0) || !std::isfinite(hp.eps)) value_error("eps: expected a finite value >= 0, got ", hp.eps);
@@ -31,27 +51,57 @@ void check_state(const TensorView& exp_avg, const TensorView& exp_avg_sq, const 
     value_error("step: the optimizer has taken no step yet (step = 0); its state holds no moments");
 }
 
-}  // namespace
+void check_adam_input(const TensorView& t, const char* name, const TensorView& exp_avg_sq, bool on_device) {
+  check_ndim(t, name, {1});
+  check_dtype(t, name, on_device ? kDeviceStateTypes : diag::kFloatTypes);
+  check_shape_equal(t, name, exp_avg_sq, "exp_avg_sq");
+  check_place(t, name, exp_avg_sq, on_device);
+}
+
+void check_adam_output(const TensorView& out, const char* name, const TensorView& exp_avg_sq, bool on_device) {
+  check_dtype(out, name, diag::kFloatTypes);
+  check_shape_equal(out, name, exp_avg_sq, "exp_avg_sq");
+  check_place(out, name, exp_avg_sq, on_device);
+  check_writable(out, name);
+}
+
+void check_adam_phi(double phi) {
+  if (!(phi > 0.0) || !std::isfinite(phi))
+    value_error("phi: expected a finite reward scale > 0 (a negative scale reverses every step), got ", phi);
+}
+
+void check_adam_stats_options(double hist_lo, double hist_hi, int64_t hist_bins, const std::vector<double>& phis) {
+  for (double phi : phis)
+    if (!(phi > 0.0) || !std::isfinite(phi))
+      value_error("phis: reward scales must be finite and > 0 (a negative scale reverses every step), got ", phi);
+  if (hist_bins < 1 || hist_bins > (int64_t(1) << 24) || !(hist_hi > hist_lo) || !std::isfinite(hist_lo) ||
+      !std::isfinite(hist_hi))
+    value_error("histogram: expected 1 <= bins <= 2^24 and finite hi > lo, got bins=", hist_bins, ", [", hist_lo,
+                ", ", hist_hi, "]");
+}
+
+void check_adam_stats_outputs(const TensorView& out_stats, const TensorView& out_hist, size_t n_phis,
+                              const TensorView& exp_avg_sq, bool on_device) {
+  check_contiguous_1d(out_stats, "out_stats", DType::Float64, kAdamStatFields + static_cast<int64_t>(n_phis),
+                      exp_avg_sq, on_device);
+  check_ndim(out_hist, "out_hist", {1});
+  check_contiguous_1d(out_hist, "out_hist", DType::Int64, out_hist.shape[0], exp_avg_sq, on_device);
+}
+
+void check_adam_split_output(const TensorView& out, const TensorView& exp_avg_sq, bool on_device) {
+  check_contiguous_1d(out, "out", DType::Float64, kAdamSplitFields, exp_avg_sq, on_device);
+}
 
 AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
                                     const AdamHyper& hp, double rho_threshold, double hist_lo,
                                     double hist_hi, int64_t hist_bins,
                                     const std::vector<double>& phis) {
-  check_state(exp_avg, exp_avg_sq, hp, true);
-  for (double phi : phis)
-    if (!(phi > 0.0) || !std::isfinite(phi))
-      value_error("phis: reward scales must be finite and > 0 (a negative scale reverses every step), got ", phi);
-  if (hist_bins < 1 || !(hist_hi > hist_lo))
-    value_error("histogram: expected bins >= 1 and hi > lo, got bins=", hist_bins, ", [", hist_lo,
-                ", ", hist_hi, "]");
-  const double t = hp.step;
-  const double bc1 = math::bias_correction(hp.beta1, t), bc2 = math::bias_correction(hp.beta2, t);
-  // The momentum-only next state (β1 m, β2 v at t + 1), from this step's m̂ and √v̂.
-  const double next_m = hp.beta1 * bc1 / math::bias_correction(hp.beta1, t + 1);
-  const double next_sv = std::sqrt(hp.beta2 * bc2 / math::bias_correction(hp.beta2, t + 1));
+  check_adam_state(exp_avg, exp_avg_sq, hp, true, false);
+  check_adam_stats_options(hist_lo, hist_hi, hist_bins, phis);
+  const math::AdamStatsCoefs k = math::adam_stats_coefs(hp.beta1, hp.beta2, hp.eps, hp.step, rho_threshold,
+                                                         hist_lo, hist_hi, static_cast<double>(hist_bins));
   const int64_t n = exp_avg_sq.shape[0];
   const int64_t sm = exp_avg.strides[0], sv = exp_avg_sq.strides[0];
-  const double width = (hist_hi - hist_lo) / static_cast<double>(hist_bins);
 
   auto empty_stats = [&] {
     AdamStateStats st;
@@ -68,29 +118,22 @@ AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView&
   for (int64_t c = 0; c < chunks; ++c) {
     AdamStateStats& st = part[static_cast<size_t>(c)];
     for (int64_t j = diag::chunk_begin(c, n, chunks); j < diag::chunk_begin(c + 1, n, chunks); ++j) {
-      const double m = load_float(exp_avg, j * sm), v = load_float(exp_avg_sq, j * sv);
-      const double sqrt_vhat = std::sqrt(v / bc2), mhat = m / bc1;
-      const double rho = math::adam_rho_from_sqrt(sqrt_vhat, hp.eps);
-      if (rho > rho_threshold) ++st.n_rho_above;
-      const double e = math::reward_scale_elasticity(rho);
-      st.sum_elast += e;
-      if (v <= 0.0) {
+      const math::AdamCoordinate x = math::adam_coordinate(load_float(exp_avg, j * sm), load_float(exp_avg_sq, j * sv), k);
+      if (x.rho_above) ++st.n_rho_above;
+      st.sum_elast += x.elast;
+      if (x.zero_v) {
         ++st.n_zero_v;
         continue;  // m = 0 there too: no step, no next step
       }
-      const double u = math::adam_update_from_sqrt(mhat, sqrt_vhat, hp.eps, 1.0);
-      st.sum_u2 += u * u;
-      st.sum_abs_u += std::fabs(u);
-      st.sum_abs_u_elast += std::fabs(u) * e;
-      for (size_t k = 0; k < phis.size(); ++k)
-        st.sum_abs_u_phi[k] += std::fabs(math::adam_update_from_sqrt(mhat, sqrt_vhat, hp.eps, phis[k]));
-      const double un = math::adam_update_from_sqrt(next_m * mhat, next_sv * sqrt_vhat, hp.eps, 1.0);
-      st.sum_u2_next += un * un;
-      st.max_rho = std::max(st.max_rho, rho);
-      st.min_rho = std::min(st.min_rho, rho);
-      const double lg = rho > 0.0 ? std::log10(rho) : hist_lo;
-      const auto bin = static_cast<int64_t>(std::floor((lg - hist_lo) / width));
-      ++st.hist[static_cast<size_t>(std::clamp<int64_t>(bin, 0, hist_bins - 1))];
+      st.sum_u2 += x.u * x.u;
+      st.sum_abs_u += std::fabs(x.u);
+      st.sum_abs_u_elast += std::fabs(x.u) * x.elast;
+      for (size_t q = 0; q < phis.size(); ++q)
+        st.sum_abs_u_phi[q] += std::fabs(math::adam_update_from_sqrt(x.mhat, x.sqrt_vhat, hp.eps, phis[q]));
+      st.sum_u2_next += x.u_next * x.u_next;
+      st.max_rho = std::max(st.max_rho, x.rho);
+      st.min_rho = std::min(st.min_rho, x.rho);
+      ++st.hist[static_cast<size_t>(x.bin)];
     }
   }
   AdamStateStats st = empty_stats();
@@ -105,46 +148,34 @@ AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView&
     st.sum_u2_next += p.sum_u2_next;
     st.max_rho = std::max(st.max_rho, p.max_rho);
     st.min_rho = std::min(st.min_rho, p.min_rho);
-    for (size_t k = 0; k < st.hist.size(); ++k) st.hist[k] += p.hist[k];
-    for (size_t k = 0; k < phis.size(); ++k) st.sum_abs_u_phi[k] += p.sum_abs_u_phi[k];
+    for (size_t b = 0; b < st.hist.size(); ++b) st.hist[b] += p.hist[b];
+    for (size_t q = 0; q < phis.size(); ++q) st.sum_abs_u_phi[q] += p.sum_abs_u_phi[q];
   }
   return st;
 }
 
 void adam_update_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
                      double phi, bool momentum_only_next, const TensorView& out) {
-  check_state(exp_avg, exp_avg_sq, hp, true);
-  if (!(phi > 0.0) || !std::isfinite(phi))
-    value_error("phi: expected a finite reward scale > 0 (a negative scale reverses every step), got ", phi);
-  check_dtype(out, "out", diag::kFloatTypes);
-  check_shape_equal(out, "out", exp_avg_sq, "exp_avg_sq");
-  check_cpu(out, "out");
-  check_writable(out, "out");
-  const double t = momentum_only_next ? hp.step + 1 : hp.step;
-  const double b1 = momentum_only_next ? hp.beta1 : 1.0, b2 = momentum_only_next ? hp.beta2 : 1.0;
-  const double bc1 = math::bias_correction(hp.beta1, t), bc2 = math::bias_correction(hp.beta2, t);
+  check_adam_state(exp_avg, exp_avg_sq, hp, true, false);
+  check_adam_phi(phi);
+  check_adam_output(out, "out", exp_avg_sq, false);
+  const math::AdamUpdateCoefs k = math::adam_update_coefs(hp.beta1, hp.beta2, hp.step, momentum_only_next);
   const int64_t n = exp_avg_sq.shape[0];
 #if defined(GRPOKIT_HAVE_OPENMP)
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
 #endif
   for (int64_t j = 0; j < n; ++j) {
-    const double m = b1 * load_float(exp_avg, j * exp_avg.strides[0]);
-    const double v = b2 * load_float(exp_avg_sq, j * exp_avg_sq.strides[0]);
-    diag::store_float(out, j * out.strides[0], v > 0.0 ? math::adam_update(m, v, bc1, bc2, hp.eps, phi) : 0.0);
+    const double m = load_float(exp_avg, j * exp_avg.strides[0]);
+    const double v = load_float(exp_avg_sq, j * exp_avg_sq.strides[0]);
+    diag::store_float(out, j * out.strides[0], math::adam_update_coordinate(m, v, k, hp.eps, phi));
   }
 }
 
 void adam_rho_cpu(const TensorView& exp_avg_sq, const AdamHyper& hp, const TensorView& out_rho,
                   const TensorView& out_elasticity) {
-  check_state(exp_avg_sq, exp_avg_sq, hp, true);
-  auto check_out = [&](const TensorView& out, const char* name) {
-    check_dtype(out, name, diag::kFloatTypes);
-    check_shape_equal(out, name, exp_avg_sq, "exp_avg_sq");
-    check_cpu(out, name);
-    check_writable(out, name);
-  };
-  check_out(out_rho, "out_rho");
-  if (out_elasticity.defined()) check_out(out_elasticity, "out_elasticity");
+  check_adam_state(exp_avg_sq, exp_avg_sq, hp, true, false);
+  check_adam_output(out_rho, "out_rho", exp_avg_sq, false);
+  if (out_elasticity.defined()) check_adam_output(out_elasticity, "out_elasticity", exp_avg_sq, false);
   const double bc2 = math::bias_correction(hp.beta2, hp.step);
   const int64_t n = exp_avg_sq.shape[0];
   const bool elasticity = out_elasticity.defined();
@@ -161,18 +192,10 @@ void adam_rho_cpu(const TensorView& exp_avg_sq, const AdamHyper& hp, const Tenso
 AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
                                   const TensorView& grad, const TensorView& param, double l2,
                                   const AdamHyper& hp) {
-  check_state(exp_avg, exp_avg_sq, hp, false);
-  check_dtype(grad, "grad", diag::kFloatTypes);
-  check_shape_equal(grad, "grad", exp_avg_sq, "exp_avg_sq");
-  check_cpu(grad, "grad");
-  if (param.defined()) {
-    check_dtype(param, "param", diag::kFloatTypes);
-    check_shape_equal(param, "param", exp_avg_sq, "exp_avg_sq");
-    check_cpu(param, "param");
-  }
-  const double t = hp.step + 1;
-  const double bc1 = math::bias_correction(hp.beta1, t), bc2 = math::bias_correction(hp.beta2, t);
-  const double bc1p = math::bias_correction(hp.beta1, hp.step), bc2p = math::bias_correction(hp.beta2, hp.step);
+  check_adam_state(exp_avg, exp_avg_sq, hp, false, false);
+  check_adam_input(grad, "grad", exp_avg_sq, false);
+  if (param.defined()) check_adam_input(param, "param", exp_avg_sq, false);
+  const math::AdamSplitCoefs k = math::adam_split_coefs(hp.beta1, hp.beta2, hp.eps, hp.step);
   const int64_t n = exp_avg_sq.shape[0];
   const int64_t chunks = diag::num_chunks(n);
   std::vector<AdamStepSplit> part(static_cast<size_t>(chunks));
@@ -191,19 +214,14 @@ AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& e
         bad[static_cast<size_t>(c)] = j;
         break;
       }
-      if (hp.step >= 1.0 && v > 0.0) {
-        const double up = math::adam_update(m, v, bc1p, bc2p, hp.eps, 1.0);
-        sp.prev2 += up * up;
-      }
+      const math::AdamSplitTerm x = math::adam_split_term(m, v, g, k);
+      sp.prev2 += x.prev * x.prev;
       sp.grad2 += g * g;
-      const double vt = hp.beta2 * v + (1.0 - hp.beta2) * g * g;
-      const double d = bc1 * (std::sqrt(vt / bc2) + hp.eps);
-      if (!(d > 0.0)) continue;  // v_t = 0 and ϵ = 0: no step on this coordinate
-      const double us = hp.beta1 * m / d, uf = (1.0 - hp.beta1) * g / d;
-      sp.stale2 += us * us;
-      sp.fresh2 += uf * uf;
-      sp.stale_fresh += us * uf;
-      sp.u_grad += (us + uf) * g;
+      if (!x.step) continue;
+      sp.stale2 += x.us * x.us;
+      sp.fresh2 += x.uf * x.uf;
+      sp.stale_fresh += x.us * x.uf;
+      sp.u_grad += (x.us + x.uf) * g;
     }
   }
   for (int64_t j : bad)
@@ -221,6 +239,46 @@ AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& e
     sp.u_grad += p.u_grad;
   }
   return sp;
+}
+
+void adam_state_stats_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
+                               const AdamHyper& hp, double rho_threshold, double hist_lo,
+                               double hist_hi, const std::vector<double>& phis,
+                               const TensorView& out_stats, const TensorView& out_hist) {
+  check_adam_state(exp_avg, exp_avg_sq, hp, true, false);
+  check_adam_stats_outputs(out_stats, out_hist, phis.size(), exp_avg_sq, false);
+  const AdamStateStats st =
+      adam_state_stats_cpu(exp_avg, exp_avg_sq, hp, rho_threshold, hist_lo, hist_hi, out_hist.shape[0], phis);
+  double* o = out_stats.ptr<double>();
+  o[kAdamN] = static_cast<double>(st.n);
+  o[kAdamNZeroV] = static_cast<double>(st.n_zero_v);
+  o[kAdamNRhoAbove] = static_cast<double>(st.n_rho_above);
+  o[kAdamSumU2] = st.sum_u2;
+  o[kAdamSumAbsU] = st.sum_abs_u;
+  o[kAdamSumAbsUElast] = st.sum_abs_u_elast;
+  o[kAdamSumElast] = st.sum_elast;
+  o[kAdamSumU2Next] = st.sum_u2_next;
+  o[kAdamMaxRho] = st.max_rho;
+  o[kAdamMinRho] = st.min_rho;
+  for (size_t q = 0; q < phis.size(); ++q) o[kAdamStatFields + q] = st.sum_abs_u_phi[q];
+  std::copy(st.hist.begin(), st.hist.end(), out_hist.ptr<int64_t>());
+}
+
+void adam_step_split_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
+                              const TensorView& grad, const TensorView& param, double l2,
+                              const AdamHyper& hp, const TensorView& out) {
+  check_adam_state(exp_avg, exp_avg_sq, hp, false, false);
+  check_adam_split_output(out, exp_avg_sq, false);
+  const AdamStepSplit sp = adam_step_split_cpu(exp_avg, exp_avg_sq, grad, param, l2, hp);
+  double* o = out.ptr<double>();
+  o[kSplitN] = static_cast<double>(sp.n);
+  o[kSplitStale2] = sp.stale2;
+  o[kSplitFresh2] = sp.fresh2;
+  o[kSplitStaleFresh] = sp.stale_fresh;
+  o[kSplitPrev2] = sp.prev2;
+  o[kSplitGrad2] = sp.grad2;
+  o[kSplitUGrad] = sp.u_grad;
+  o[kSplitFirstBad] = -1.0;  // the CPU engine raised instead
 }
 
 }  // namespace grpokit

@@ -1,5 +1,6 @@
-// Diagnostics (CPU-only op family): import arrays, release the GIL, call the engine, return the
-// engine's reductions as dicts. See grpokit.diagnostics for the documented Python API.
+// Diagnostics: import arrays, release the GIL, call the engine. bind_adam (both backends) writes the
+// Adam-state statistics into caller-allocated arrays on the state's device; bind_diagnostics (CPU
+// only) returns the other reductions as dicts. See grpokit.diagnostics for the documented Python API.
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
@@ -22,6 +23,79 @@ AdamHyper hyper(double beta1, double beta2, double eps, double step) {
 }
 
 }  // namespace
+
+void bind_adam(py::module_& m, const Backend& backend) {
+  m.def("adam_workspace_size", backend.adam_workspace_size, py::arg("n"),
+        "float64 elements of scratch adam_state_stats_into / adam_step_split_into need for a state of n");
+
+  m.def(
+      "adam_state_stats_into",
+      [backend](py::object exp_avg, py::object exp_avg_sq, double beta1, double beta2, double eps, double step,
+                double rho_threshold, double hist_lo, double hist_hi, const std::vector<double>& phis,
+                py::object out_stats, py::object out_hist, py::object workspace, std::intptr_t stream) {
+        Imported m1 = import_array(exp_avg, "exp_avg", stream, false),
+                 v = import_array(exp_avg_sq, "exp_avg_sq", stream, false),
+                 o = import_array(out_stats, "out_stats", stream, true),
+                 h = import_array(out_hist, "out_hist", stream, true),
+                 w = import_array(workspace, "workspace", stream, true);
+        py::gil_scoped_release nogil;
+        backend.adam_state_stats(m1.view(), v.view(), hyper(beta1, beta2, eps, step), rho_threshold, hist_lo,
+                                 hist_hi, phis, o.view(), h.view(), w.view(), stream);
+      },
+      py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+      py::arg("step"), py::arg("rho_threshold"), py::arg("hist_lo"), py::arg("hist_hi"), py::arg("phis"),
+      py::arg("out_stats"), py::arg("out_hist"), py::arg("workspace") = py::none(), py::arg("stream") = 0,
+      "adam_state_stats into out_stats (float64, fields of grpokit/diagnostics.hpp then Σ|u_φ|) and "
+      "out_hist (int64, its length = the number of bins).");
+
+  m.def(
+      "adam_update",
+      [backend](py::object exp_avg, py::object exp_avg_sq, double beta1, double beta2, double eps, double step,
+                double phi, bool momentum_only_next, py::object out, std::intptr_t stream) {
+        Imported m1 = import_array(exp_avg, "exp_avg", stream, false),
+                 v = import_array(exp_avg_sq, "exp_avg_sq", stream, false),
+                 o = import_array(out, "out", stream, true);
+        py::gil_scoped_release nogil;
+        backend.adam_update(m1.view(), v.view(), hyper(beta1, beta2, eps, step), phi, momentum_only_next, o.view(),
+                            stream);
+      },
+      py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+      py::arg("step"), py::arg("phi"), py::arg("momentum_only_next"), py::arg("out"), py::arg("stream") = 0,
+      "Per-coordinate preconditioned Adam step of a state into out.");
+
+  m.def(
+      "adam_rho",
+      [backend](py::object exp_avg_sq, double beta1, double beta2, double eps, double step, py::object out_rho,
+                py::object out_elasticity, std::intptr_t stream) {
+        Imported v = import_array(exp_avg_sq, "exp_avg_sq", stream, false),
+                 r = import_array(out_rho, "out_rho", stream, true),
+                 e = import_array(out_elasticity, "out_elasticity", stream, true);
+        py::gil_scoped_release nogil;
+        backend.adam_rho(v.view(), hyper(beta1, beta2, eps, step), r.view(), e.view(), stream);
+      },
+      py::arg("exp_avg_sq"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("step"),
+      py::arg("out_rho"), py::arg("out_elasticity"), py::arg("stream") = 0,
+      "Per-coordinate ρ and elasticity ρ/(1+ρ).");
+
+  m.def(
+      "adam_step_split_into",
+      [backend](py::object exp_avg, py::object exp_avg_sq, py::object grad, py::object param, double l2,
+                double beta1, double beta2, double eps, double step, py::object out, py::object workspace,
+                std::intptr_t stream) {
+        Imported m1 = import_array(exp_avg, "exp_avg", stream, false),
+                 v = import_array(exp_avg_sq, "exp_avg_sq", stream, false),
+                 g = import_array(grad, "grad", stream, false), p = import_array(param, "param", stream, false),
+                 o = import_array(out, "out", stream, true), w = import_array(workspace, "workspace", stream, true);
+        py::gil_scoped_release nogil;
+        backend.adam_step_split(m1.view(), v.view(), g.view(), p.view(), l2, hyper(beta1, beta2, eps, step),
+                                o.view(), w.view(), stream);
+      },
+      py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("grad"), py::arg("param"), py::arg("l2"),
+      py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("step"), py::arg("out"),
+      py::arg("workspace") = py::none(), py::arg("stream") = 0,
+      "adam_step_split into out (float64, fields of grpokit/diagnostics.hpp; out[7] the first non-finite "
+      "gradient element on the GPU, -1 if none).");
+}
 
 void bind_diagnostics(py::module_& m) {
   m.def(
@@ -111,34 +185,6 @@ void bind_diagnostics(py::module_& m) {
       py::arg("eps"), py::arg("step"), py::arg("rho_threshold"), py::arg("hist_lo"),
       py::arg("hist_hi"), py::arg("hist_bins"), py::arg("phis") = std::vector<double>{},
       "ρ = eps/sqrt(v̂) statistics of one parameter tensor's Adam state.");
-
-  m.def(
-      "adam_update",
-      [](py::object exp_avg, py::object exp_avg_sq, double beta1, double beta2, double eps,
-         double step, double phi, bool momentum_only_next, py::object out) {
-        Imported m1 = import_array(exp_avg, "exp_avg", 0, false),
-                 v = import_array(exp_avg_sq, "exp_avg_sq", 0, false),
-                 o = import_array(out, "out", 0, true);
-        py::gil_scoped_release nogil;
-        adam_update_cpu(m1.view(), v.view(), hyper(beta1, beta2, eps, step), phi,
-                        momentum_only_next, o.view());
-      },
-      py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("beta1"), py::arg("beta2"),
-      py::arg("eps"), py::arg("step"), py::arg("phi"), py::arg("momentum_only_next"),
-      py::arg("out"), "Per-coordinate preconditioned Adam step of a state into out.");
-
-  m.def(
-      "adam_rho",
-      [](py::object exp_avg_sq, double beta1, double beta2, double eps, double step, py::object out_rho,
-         py::object out_elasticity) {
-        Imported v = import_array(exp_avg_sq, "exp_avg_sq", 0, false),
-                 r = import_array(out_rho, "out_rho", 0, true),
-                 e = import_array(out_elasticity, "out_elasticity", 0, true);
-        py::gil_scoped_release nogil;
-        adam_rho_cpu(v.view(), hyper(beta1, beta2, eps, step), r.view(), e.view());
-      },
-      py::arg("exp_avg_sq"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("step"),
-      py::arg("out_rho"), py::arg("out_elasticity"), "Per-coordinate ρ and elasticity ρ/(1+ρ).");
 
   m.def(
       "adam_step_split",

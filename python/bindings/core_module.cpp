@@ -42,6 +42,25 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
   linear_token_logprobs_backward_cpu(in, lse, entropy, grad_logp, grad_entropy, grad_hidden,
                                      grad_weight);
 }
+int64_t adam_workspace_size(int64_t) { return 0; }
+void adam_state_stats(const TensorView& m, const TensorView& v, const AdamHyper& hp, double rho_threshold,
+                      double hist_lo, double hist_hi, const std::vector<double>& phis, const TensorView& out_stats,
+                      const TensorView& out_hist, const TensorView& /*workspace*/, std::intptr_t /*stream*/) {
+  adam_state_stats_into_cpu(m, v, hp, rho_threshold, hist_lo, hist_hi, phis, out_stats, out_hist);
+}
+void adam_update(const TensorView& m, const TensorView& v, const AdamHyper& hp, double phi, bool next,
+                 const TensorView& out, std::intptr_t /*stream*/) {
+  adam_update_cpu(m, v, hp, phi, next, out);
+}
+void adam_rho(const TensorView& v, const AdamHyper& hp, const TensorView& out_rho, const TensorView& out_elasticity,
+              std::intptr_t /*stream*/) {
+  adam_rho_cpu(v, hp, out_rho, out_elasticity);
+}
+void adam_step_split(const TensorView& m, const TensorView& v, const TensorView& grad, const TensorView& param,
+                     double l2, const AdamHyper& hp, const TensorView& out, const TensorView& /*workspace*/,
+                     std::intptr_t /*stream*/) {
+  adam_step_split_into_cpu(m, v, grad, param, l2, hp, out);
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -58,7 +77,13 @@ PYBIND11_MODULE(_core, m) {
   cpu.linear_workspace_bytes = &linear_workspace_bytes;
   cpu.linear_token_logprobs = &linear_token_logprobs;
   cpu.linear_token_logprobs_backward = &linear_token_logprobs_backward;
+  cpu.adam_workspace_size = &adam_workspace_size;
+  cpu.adam_state_stats = &adam_state_stats;
+  cpu.adam_update = &adam_update;
+  cpu.adam_rho = &adam_rho;
+  cpu.adam_step_split = &adam_step_split;
   bindings::bind_advantages(m, cpu);
+  bindings::bind_adam(m, cpu);
   bindings::bind_loss(m, cpu);
   bindings::bind_logprobs(m, cpu);
   bindings::bind_diagnostics(m);

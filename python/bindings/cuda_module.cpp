@@ -33,7 +33,13 @@ PYBIND11_MODULE(_cuda, m) {
   gpu.linear_workspace_bytes = &cuda::linear_workspace_bytes;
   gpu.linear_token_logprobs = &cuda::linear_token_logprobs;
   gpu.linear_token_logprobs_backward = &cuda::linear_token_logprobs_backward;
+  gpu.adam_workspace_size = &cuda::adam_workspace_size;
+  gpu.adam_state_stats = &cuda::adam_state_stats;
+  gpu.adam_update = &cuda::adam_update;
+  gpu.adam_rho = &cuda::adam_rho;
+  gpu.adam_step_split = &cuda::adam_step_split;
   bindings::bind_advantages(m, gpu);
+  bindings::bind_adam(m, gpu);
   bindings::bind_logprobs(m, gpu);
   bindings::bind_loss(m, gpu);
   m.def("loss_workspace_size", &cuda::loss_workspace_size, py::arg("num_rows"),

@@ -6,8 +6,10 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "grpokit/advantages.hpp"
+#include "grpokit/diagnostics.hpp"
 #include "grpokit/loss.hpp"
 #include "grpokit/linear_logprobs.hpp"
 #include "grpokit/logprobs.hpp"
@@ -42,12 +44,27 @@ struct Backend {
                                          const TensorView& grad_hidden,
                                          const TensorView& grad_weight,
                                          const TensorView& workspace, std::intptr_t stream);
+  // Adam-state statistics (grpokit.diagnostics): results into arrays on the state's device, in the
+  // layouts of grpokit/diagnostics.hpp. Float64 scratch elements the reductions need (0 on the CPU).
+  int64_t (*adam_workspace_size)(int64_t n);
+  void (*adam_state_stats)(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
+                           double rho_threshold, double hist_lo, double hist_hi, const std::vector<double>& phis,
+                           const TensorView& out_stats, const TensorView& out_hist, const TensorView& workspace,
+                           std::intptr_t stream);
+  void (*adam_update)(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp, double phi,
+                      bool momentum_only_next, const TensorView& out, std::intptr_t stream);
+  void (*adam_rho)(const TensorView& exp_avg_sq, const AdamHyper& hp, const TensorView& out_rho,
+                   const TensorView& out_elasticity, std::intptr_t stream);
+  void (*adam_step_split)(const TensorView& exp_avg, const TensorView& exp_avg_sq, const TensorView& grad,
+                          const TensorView& param, double l2, const AdamHyper& hp, const TensorView& out,
+                          const TensorView& workspace, std::intptr_t stream);
 };
 
 void bind_advantages(py::module_& m, const Backend& backend);
 void bind_loss(py::module_& m, const Backend& backend);
 void bind_logprobs(py::module_& m, const Backend& backend);
-void bind_diagnostics(py::module_& m);  // CPU only
+void bind_adam(py::module_& m, const Backend& backend);
+void bind_diagnostics(py::module_& m);  // CPU only (the rest of grpokit.diagnostics)
 void bind_estimators(py::module_& m);   // CPU only
 void bind_corrections(py::module_& m);  // CPU only
 void bind_stationary(py::module_& m);  // CPU only

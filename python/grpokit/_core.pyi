@@ -104,9 +104,48 @@ def adam_update(
     phi: float,
     momentum_only_next: bool,
     out: Any,
+    stream: int = 0,
 ) -> None: ...
 def adam_rho(
-    exp_avg_sq: Any, beta1: float, beta2: float, eps: float, step: float, out_rho: Any, out_elasticity: Any
+    exp_avg_sq: Any,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step: float,
+    out_rho: Any,
+    out_elasticity: Any,
+    stream: int = 0,
+) -> None: ...
+def adam_workspace_size(n: int) -> int: ...
+def adam_state_stats_into(
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step: float,
+    rho_threshold: float,
+    hist_lo: float,
+    hist_hi: float,
+    phis: List[float],
+    out_stats: Any,
+    out_hist: Any,
+    workspace: Any = None,
+    stream: int = 0,
+) -> None: ...
+def adam_step_split_into(
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    grad: Any,
+    param: Any,
+    l2: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step: float,
+    out: Any,
+    workspace: Any = None,
+    stream: int = 0,
 ) -> None: ...
 def adam_step_split(
     exp_avg: Any, exp_avg_sq: Any, grad: Any, param: Any, l2: float, beta1: float, beta2: float, eps: float, step: float

@@ -1,4 +1,4 @@
-from typing import Any, Tuple
+from typing import Any, List, Tuple
 
 __version__: str
 
@@ -94,5 +94,58 @@ def linear_token_logprobs_backward(
     workspace: Any,
     temperature: float,
     chunk_size: int,
+    stream: int = 0,
+) -> None: ...
+def adam_workspace_size(n: int) -> int: ...
+def adam_state_stats_into(
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step: float,
+    rho_threshold: float,
+    hist_lo: float,
+    hist_hi: float,
+    phis: List[float],
+    out_stats: Any,
+    out_hist: Any,
+    workspace: Any = None,
+    stream: int = 0,
+) -> None: ...
+def adam_update(
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step: float,
+    phi: float,
+    momentum_only_next: bool,
+    out: Any,
+    stream: int = 0,
+) -> None: ...
+def adam_rho(
+    exp_avg_sq: Any,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step: float,
+    out_rho: Any,
+    out_elasticity: Any,
+    stream: int = 0,
+) -> None: ...
+def adam_step_split_into(
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    grad: Any,
+    param: Any,
+    l2: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step: float,
+    out: Any,
+    workspace: Any = None,
     stream: int = 0,
 ) -> None: ...

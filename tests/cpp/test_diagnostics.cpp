@@ -165,3 +165,41 @@ TEST_CASE("Adam state: ρ, elasticity and the φ-scaled step", "[diagnostics]") 
   CHECK_THROWS_WITH(adam_update_cpu(mv, vv, hp, -1.0, false, make_view(out.data(), DType::Float64, {1})),
                     Catch::Contains("phi: expected a finite reward scale > 0"));
 }
+
+TEST_CASE("Adam state: array outputs carry the struct's values in the shared layout", "[diagnostics]") {
+  // 5 coordinates, one never updated (v = 0), one with ρ beyond the histogram's range
+  std::vector<double> m = {1e-3, -2e-4, 0.0, 5e-6, 1e-3}, v = {1e-6, 4e-8, 0.0, 1e-12, 1e-40};
+  AdamHyper hp;
+  hp.beta1 = 0.9, hp.beta2 = 0.99, hp.eps = 1e-8, hp.step = 3;
+  auto mv = make_view(m.data(), DType::Float64, {5}), vv = make_view(v.data(), DType::Float64, {5});
+  const std::vector<double> phis = {0.5, 4.0};
+  const AdamStateStats st = adam_state_stats_cpu(mv, vv, hp, 0.01, -12, 4, 8, phis);
+  std::vector<double> out(kAdamStatFields + 2, -1.0);
+  std::vector<int64_t> hist(8, -1);
+  adam_state_stats_into_cpu(mv, vv, hp, 0.01, -12, 4, phis, make_view(out.data(), DType::Float64, {kAdamStatFields + 2}),
+                            make_view(hist.data(), DType::Int64, {8}));
+  CHECK(out[kAdamN] == 5);
+  CHECK(out[kAdamNZeroV] == 1);
+  CHECK(out[kAdamNRhoAbove] == double(st.n_rho_above));
+  CHECK(out[kAdamSumAbsU] == st.sum_abs_u);
+  CHECK(out[kAdamSumU2Next] == st.sum_u2_next);
+  CHECK(out[kAdamStatFields + 1] == st.sum_abs_u_phi[1]);
+  CHECK(hist == st.hist);
+  // one coordinate's terms from the shared function equal the definitions
+  const math::AdamStatsCoefs k = math::adam_stats_coefs(0.9, 0.99, 1e-8, 3, 0.01, -12, 4, 8);
+  const math::AdamCoordinate c = math::adam_coordinate(m[0], v[0], k);
+  const double mhat = m[0] / (1 - std::pow(0.9, 3)), sv = std::sqrt(v[0] / (1 - std::pow(0.99, 3)));
+  CHECK(c.u == Approx(mhat / (sv + 1e-8)).epsilon(1e-15));
+  CHECK(c.rho == Approx(1e-8 / sv).epsilon(1e-15));
+  CHECK(c.bin == static_cast<int>(std::floor((std::log10(c.rho) + 12) / 2)));
+  CHECK(hist[7] == 1);                                 // ρ = 1e12 in the last bin
+  CHECK(math::adam_coordinate(1.0, NAN, k).bin == 7);  // a NaN state: ρ = ∞, the last bin (no UB cast)
+  CHECK_THROWS_WITH(adam_state_stats_into_cpu(mv, vv, hp, 0.01, -12, 4, phis,
+                                              make_view(out.data(), DType::Float64, {kAdamStatFields}),
+                                              make_view(hist.data(), DType::Int64, {8})),
+                    Catch::Contains("out_stats: expected a contiguous float64 array of 12 elements"));
+  std::vector<double> g = {1.0, NAN, 0.0, 0.0, 0.0}, sp(kAdamSplitFields);
+  CHECK_THROWS_WITH(adam_step_split_into_cpu(mv, mv, make_view(g.data(), DType::Float64, {5}), TensorView{}, 0.0, hp,
+                                             make_view(sp.data(), DType::Float64, {kAdamSplitFields})),
+                    Catch::Contains("grad: element 1 is nan"));
+}

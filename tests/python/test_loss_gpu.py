@@ -57,7 +57,7 @@ def kwargs_for(spec, b):
     kw = {"sampling_logp": b["smp"]}
     if spec.kl != "none" and spec.beta != 0.0:
         kw["ref_logp"] = b["ref"]
-    if spec.gtpo_entropy or spec.entropy_coef != 0.0:
+    if spec.gtpo_entropy or spec.entropy_coef != 0.0 or spec.top_entropy_quantile < 1.0:
         kw["entropies"] = b["H"]
     return kw
 
@@ -149,6 +149,51 @@ def test_rule_options(overrides, dtype):
     compare("trl.dapo", b, dtype, dict(overrides))
 
 
+TRL_PRESETS = [n for n in PRESETS if n.startswith("trl.")]
+
+
+@pytest.mark.parametrize("quantile", [0.2, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", TRL_PRESETS)
+def test_top_entropy_quantile_trl_presets(name, dtype, quantile):
+    """TRL's top-entropy masking: the threshold is selected on the device (no host sync) and is the CPU
+    engine's exactly, so the same tokens are kept; with and without TRL's entropy bonus."""
+    compare(name, batch(B=7, T=45, seed=11, empty_rows=(3,)), dtype, dict(top_entropy_quantile=quantile))
+    compare(name, batch(B=4, T=33, seed=12), dtype, dict(top_entropy_quantile=quantile, entropy_coef=0.2))
+
+
+@pytest.mark.parametrize("quantile", [0.2, 0.5, 0.7])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_top_entropy_quantile_ties_keep_the_same_tokens(dtype, quantile):
+    """Entropies on 4 levels (ties everywhere, ±0 among them), padded and packed: a threshold off by one
+    ulp, or a rank off by one, would change the kept set, hence which tokens get the entropy gradient."""
+    b = batch(B=6, T=64, seed=3)
+    levels = torch.tensor([-0.0, 0.0, 0.5, 1.25], dtype=torch.float64)
+    b["H"] = levels[torch.randint(0, 4, b["H"].shape, generator=torch.Generator().manual_seed(0))].to(b["H"].dtype)
+    g, c = compare("trl.dapo", b, dtype, dict(top_entropy_quantile=quantile, entropy_coef=0.1))
+    assert torch.equal(g.grad_entropy.cpu() != 0, c.grad_entropy != 0)
+    m = b.pop("mask")
+    cu = torch.zeros(m.shape[0] + 1, dtype=torch.int64)
+    cu[1:] = torch.cumsum(m.sum(1), 0)
+    packed = {k: (v[m] if v.dim() == 2 else v) for k, v in b.items()}
+    packed["mask"] = torch.ones(int(cu[-1]), dtype=torch.bool)
+    g, c = compare("trl.dapo", packed, dtype, dict(top_entropy_quantile=quantile, entropy_coef=0.1), cu_seqlens=cu)
+    assert torch.equal(g.grad_entropy.cpu() != 0, c.grad_entropy != 0)
+
+
+def test_top_entropy_quantile_is_deterministic_and_never_syncs():
+    b = to_dev(batch(B=16, T=300, seed=1), torch.float32)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        r1 = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec="trl.grpo", entropies=b["H"],
+                                 top_entropy_quantile=0.3, entropy_coef=0.1)
+        r2 = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec="trl.grpo", entropies=b["H"],
+                                 top_entropy_quantile=0.3, entropy_coef=0.1)
+    s.synchronize()
+    assert torch.equal(r1.grad_logp, r2.grad_logp) and torch.equal(r1.loss, r2.loss)  # bitwise
+    assert torch.equal(r1.grad_entropy, r2.grad_entropy)
+
+
 def test_per_token_advantages_keep_and_token_weights():
     b = batch(B=4, T=37, seed=4)
     b["A"] = torch.randn(4, 37, dtype=torch.float32)
@@ -200,8 +245,6 @@ def test_errors():
         grpokit.policy_loss(b["lp"], b["old"].cpu(), b["A"], b["mask"])
     with pytest.raises(TypeError, match="dtype"):
         grpokit.policy_loss(b["lp"].bfloat16(), b["old"], b["A"], b["mask"])
-    with pytest.raises(NotImplementedError, match="top_entropy_quantile"):
-        grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], entropies=b["H"], top_entropy_quantile=0.5)
     bad = b["old"].clone()
     bad[1, 0] = float("inf")
     grpokit.policy_loss(b["lp"], bad, b["A"], b["mask"])  # unchecked by default: no host sync

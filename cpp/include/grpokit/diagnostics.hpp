@@ -77,7 +77,8 @@ ClipRegionStats clip_region_cpu(const TensorView& ratios, const TensorView& adva
 // ---- Adam state ----------------------------------------------------------------------------
 //
 // One parameter tensor's state as torch.optim.Adam/AdamW keeps it: `exp_avg` m and `exp_avg_sq` v
-// (1-D, same length, float32/float64, any stride), `step` t. Bias corrections use t.
+// (1-D, same length, float32/float64, any stride; the CUDA kernels also read bfloat16/float16),
+// `step` t. Bias corrections use t.
 struct AdamHyper {
   double beta1 = 0.9;
   double beta2 = 0.999;
@@ -136,6 +137,47 @@ struct AdamStepSplit {
 AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
                                   const TensorView& grad, const TensorView& param, double l2,
                                   const AdamHyper& hp);
+
+// ---- the same statistics as arrays (the layout both engines write) ------------------------------
+//
+// adam_state_stats_into_cpu / cuda::adam_state_stats write one parameter tensor's statistics into
+// `out_stats` (float64, kAdamStatFields + phis.size(), contiguous; counts are whole numbers, exact
+// in float64) and its histogram into `out_hist` (int64, hist_bins = its length, contiguous). With
+// many tensors the caller passes rows of one (tensors, fields) array and reads them all at once.
+enum AdamStatField : int {
+  kAdamN = 0, kAdamNZeroV, kAdamNRhoAbove, kAdamSumU2, kAdamSumAbsU, kAdamSumAbsUElast, kAdamSumElast,
+  kAdamSumU2Next, kAdamMaxRho, kAdamMinRho,
+  kAdamStatFields  // then Σ|u_φ| for each φ, in order
+};
+// adam_step_split_into_cpu / cuda::adam_step_split: `out` float64 (kAdamSplitFields,). The CPU
+// engine raises on a non-finite gradient; the CUDA kernels cannot, so they report the first such
+// element in kSplitFirstBad (−1: none) and the caller raises (grpokit.diagnostics does).
+enum AdamSplitField : int {
+  kSplitN = 0, kSplitStale2, kSplitFresh2, kSplitStaleFresh, kSplitPrev2, kSplitGrad2, kSplitUGrad,
+  kSplitFirstBad,
+  kAdamSplitFields
+};
+
+void adam_state_stats_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
+                               const AdamHyper& hp, double rho_threshold, double hist_lo,
+                               double hist_hi, const std::vector<double>& phis,
+                               const TensorView& out_stats, const TensorView& out_hist);
+void adam_step_split_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
+                              const TensorView& grad, const TensorView& param, double l2,
+                              const AdamHyper& hp, const TensorView& out);
+
+// Argument checks shared by the CPU engine and the CUDA launchers. On_device: the state may also be
+// bfloat16/float16 and every array must be on exp_avg_sq's CUDA device (else: on the CPU).
+void check_adam_state(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
+                      bool need_step, bool on_device);
+void check_adam_input(const TensorView& t, const char* name, const TensorView& exp_avg_sq, bool on_device);
+void check_adam_output(const TensorView& out, const char* name, const TensorView& exp_avg_sq, bool on_device);
+void check_adam_phi(double phi);
+// rho_threshold, the histogram range and phis; with the array outputs also their shapes.
+void check_adam_stats_options(double hist_lo, double hist_hi, int64_t hist_bins, const std::vector<double>& phis);
+void check_adam_stats_outputs(const TensorView& out_stats, const TensorView& out_hist, size_t n_phis,
+                              const TensorView& exp_avg_sq, bool on_device);
+void check_adam_split_output(const TensorView& out, const TensorView& exp_avg_sq, bool on_device);
 
 // ---- Prop. 4: what the surrogate's value measures ----------------------------------------------
 //

@@ -238,33 +238,39 @@ class MomentumTracker:
                 "optimizer: no parameter has a gradient; call MomentumTracker.step after loss.backward() "
                 "and before optimizer.step()"
             )
-        stale2 = fresh2 = sf = prev2 = g2 = ug = disp2 = wd2 = 0.0
-        steps = set()
+        import torch
+
+        items, wd_norms = [], []
         for s in with_grad:
-            grad = _optim.flat_host(s.param.grad)
-            zeros = None
+            grad = _optim.flat_state(s.param.grad)
             m, v = s.exp_avg, s.exp_avg_sq
             if not s.has_state:  # the first step: Adam starts from m = v = 0
-                import torch
-
-                zeros = torch.zeros(grad.shape, dtype=torch.float64)
-                m = v = zeros
+                m = v = torch.zeros(grad.shape, dtype=grad.dtype, device=grad.device)
             coupled = (not s.decoupled) and s.weight_decay != 0.0
-            param = _optim.flat_host(s.param) if coupled else None
-            sp = _core.adam_step_split(
-                m, v, grad, param, s.weight_decay if coupled else 0.0, s.beta1, s.beta2, s.eps, s.step
-            )
-            stale2 += sp["stale2"]
-            fresh2 += sp["fresh2"]
-            sf += sp["stale_fresh"]
-            prev2 += sp["prev2"]
-            g2 += sp["grad2"]
-            ug += sp["u_grad"]
-            u2 = sp["stale2"] + sp["fresh2"] + 2 * sp["stale_fresh"]
+            param = _optim.flat_state(s.param) if coupled else None
+            items.append((m, v, grad, param, s.weight_decay if coupled else 0.0, s))
+            if s.decoupled and s.weight_decay:  # ‖θ‖ where θ lives; read with the splits below
+                wd_norms.append((s, torch.linalg.vector_norm(s.param.detach(), dtype=torch.float64)))
+        rows = _optim.step_splits(items)
+        col = {f: k for k, f in enumerate(_optim.SPLIT_FIELDS)}
+        stale2 = fresh2 = sf = prev2 = g2 = ug = disp2 = wd2 = 0.0
+        steps = set()
+        for (_, _, _, _, _, s), r in zip(items, rows):
+            stale2 += r[col["stale2"]]
+            fresh2 += r[col["fresh2"]]
+            sf += r[col["stale_fresh"]]
+            prev2 += r[col["prev2"]]
+            g2 += r[col["grad2"]]
+            ug += r[col["u_grad"]]
+            u2 = r[col["stale2"]] + r[col["fresh2"]] + 2 * r[col["stale_fresh"]]
             disp2 += s.lr**2 * u2
-            if s.decoupled and s.weight_decay:
-                wd2 += (s.lr * s.weight_decay) ** 2 * float((_optim.flat_host(s.param).double() ** 2).sum())
             steps.add(int(s.step) + 1)
+        for idx in _optim._by_device([x for _, x in wd_norms]).values():
+            norms = torch.stack([wd_norms[i][1] for i in idx]).cpu().tolist()
+            for i, norm in zip(idx, norms):
+                s = wd_norms[i][0]
+                wd2 += (s.lr * s.weight_decay) ** 2 * norm**2
+        stale2, fresh2, sf, prev2, g2, ug, disp2 = (float(x) for x in (stale2, fresh2, sf, prev2, g2, ug, disp2))
         u2 = stale2 + fresh2 + 2 * sf
         b1, b2 = with_grad[0].beta1, with_grad[0].beta2
         t = max(steps)

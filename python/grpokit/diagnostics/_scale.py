@@ -8,7 +8,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import _core
 from . import _optim
 from ._report import Report, fmt
 
@@ -140,35 +139,30 @@ def reward_scale(
         if not phi > 0:
             raise ValueError(f"phis: reward scales must be > 0 (a negative scale reverses every step), got {phi}")
     states = _optim.stepped_states(optimizer, named)
-    n = n_zero = n_above = 0
-    s_abs_u = s_abs_u_e = s_e = 0.0
-    min_rho, max_rho = float("inf"), 0.0
-    hist = np.zeros(HIST_BINS, dtype=np.int64)
-    per_tensor = []
     scaled = {float(p): 0.0 for p in phis}
-    for s in states:
-        st = _core.adam_state_stats(
-            s.exp_avg, s.exp_avg_sq, s.beta1, s.beta2, s.eps, s.step, rho_threshold, HIST_LO, HIST_HI, HIST_BINS,
-            list(scaled),
-        )
-        n += st["n"]
-        n_zero += st["n_zero_v"]
-        n_above += st["n_rho_above"]
-        s_abs_u += st["sum_abs_u"]
-        s_abs_u_e += st["sum_abs_u_elast"]
-        s_e += st["sum_elast"]
-        min_rho, max_rho = min(min_rho, st["min_rho"]), max(max_rho, st["max_rho"])
-        hist += st["hist"]
+    rows, hists = _optim.state_stats(states, rho_threshold, HIST_LO, HIST_HI, HIST_BINS, list(scaled))
+    col = {f: k for k, f in enumerate(_optim.STAT_FIELDS)}
+    tot = np.zeros(rows.shape[1])
+    for r in rows:  # in tensor order
+        tot += r
+    n, n_zero, n_above = (int(tot[col[f]]) for f in ("n", "n_zero_v", "n_rho_above"))
+    s_abs_u, s_abs_u_e, s_e = (float(tot[col[f]]) for f in ("sum_abs_u", "sum_abs_u_elast", "sum_elast"))
+    min_rho = float(min(rows[:, col["min_rho"]].min(), np.inf))
+    max_rho = float(max(rows[:, col["max_rho"]].max(), 0.0))
+    hist = hists.sum(axis=0)
+    per_tensor = []
+    for s, r in zip(states, rows):
         per_tensor.append(
             {
                 "name": s.name,
-                "n": st["n"],
-                "frac_rho_above": st["n_rho_above"] / max(st["n"], 1),
-                "elasticity": st["sum_abs_u_elast"] / st["sum_abs_u"] if st["sum_abs_u"] > 0 else float("nan"),
+                "n": int(r[col["n"]]),
+                "frac_rho_above": float(r[col["n_rho_above"]] / max(r[col["n"]], 1)),
+                "elasticity": float(r[col["sum_abs_u_elast"]] / r[col["sum_abs_u"]])
+                if r[col["sum_abs_u"]] > 0 else float("nan"),
             }
         )
-        for phi, total in zip(scaled, st["sum_abs_u_phi"]):
-            scaled[phi] += total
+    for k, phi in enumerate(scaled):
+        scaled[phi] = float(tot[len(_optim.STAT_FIELDS) + k])
     return RewardScaleReport(
         n=n,
         n_zero_v=n_zero,
@@ -188,16 +182,12 @@ def reward_scale(
 
 
 def rho_per_coordinate(optimizer: Any, *, named: Any = None) -> Dict[str, Tuple[Any, Any]]:
-    """Per parameter tensor, (ρ, ρ/(1+ρ)) per coordinate as float64 CPU tensors of the parameter's
-    shape: ρ = ϵ/√v̂ (+inf where v = 0) and the elasticity of that coordinate's step to a global reward
+    """Per parameter tensor, (ρ, ρ/(1+ρ)) per coordinate as float64 tensors of the parameter's shape,
+    on the device of its optimizer state (computed there; nothing per coordinate is copied): ρ = ϵ/√v̂ (+inf where v = 0) and the elasticity of that coordinate's step to a global reward
     scale at φ = 1. Keyed by parameter name (``named``: a module or named_parameters() pairs)."""
-    import torch
-
     out = {}
     for s in _optim.stepped_states(optimizer, named):
-        rho = torch.empty(s.exp_avg_sq.shape, dtype=torch.float64)
-        elasticity = torch.empty_like(rho)
-        _core.adam_rho(s.exp_avg_sq, s.beta1, s.beta2, s.eps, s.step, rho, elasticity)
+        rho, elasticity = _optim.rho(s)
         out[s.name] = (rho.reshape(s.param.shape), elasticity.reshape(s.param.shape))
     return out
 
