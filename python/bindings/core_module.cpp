@@ -41,6 +41,23 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
   linear_token_logprobs_backward_cpu(in, lse, entropy, grad_logp, grad_entropy, grad_hidden,
                                      grad_weight);
 }
+int64_t no_workspace_est(Estimator, int64_t, int64_t) { return 0; }
+int64_t no_workspace_rows(int64_t) { return 0; }
+int64_t no_workspace_rs(int64_t, int64_t) { return 0; }
+void estimator_advantages(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
+                          const TensorView& returns, const TensorView& /*workspace*/, std::intptr_t /*stream*/) {
+  estimator_advantages_cpu(in, opt, out, returns);
+}
+void importance_weights(const TensorView& a, const TensorView& b, const TensorView& m,
+                        const ImportanceOptions& opt, const TensorView& w, const TensorView& metrics,
+                        const TensorView& /*workspace*/, std::intptr_t /*stream*/) {
+  importance_weights_cpu(a, b, m, opt, w, metrics);
+}
+void rejection_mask(const TensorView& a, const TensorView& b, const TensorView& m,
+                    const std::vector<RejectionCriterion>& criteria, const TensorView& keep,
+                    const TensorView& metrics, const TensorView& /*workspace*/, std::intptr_t /*stream*/) {
+  rejection_mask_cpu(a, b, m, criteria, keep, metrics);
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -57,11 +74,17 @@ PYBIND11_MODULE(_core, m) {
   cpu.linear_workspace_bytes = &linear_workspace_bytes;
   cpu.linear_token_logprobs = &linear_token_logprobs;
   cpu.linear_token_logprobs_backward = &linear_token_logprobs_backward;
+  cpu.estimator_workspace_size = &no_workspace_est;
+  cpu.estimator_advantages = &estimator_advantages;
+  cpu.importance_workspace_size = &no_workspace_rows;
+  cpu.rejection_workspace_size = &no_workspace_rs;
+  cpu.importance_weights = &importance_weights;
+  cpu.rejection_mask = &rejection_mask;
   bindings::bind_advantages(m, cpu);
   bindings::bind_loss(m, cpu);
   bindings::bind_logprobs(m, cpu);
   bindings::bind_diagnostics(m);
-  bindings::bind_estimators(m);
-  bindings::bind_corrections(m);
+  bindings::bind_estimators(m, cpu);
+  bindings::bind_corrections(m, cpu);
   bindings::bind_stationary(m);
 }

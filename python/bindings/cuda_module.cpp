@@ -33,9 +33,17 @@ PYBIND11_MODULE(_cuda, m) {
   gpu.linear_workspace_bytes = &cuda::linear_workspace_bytes;
   gpu.linear_token_logprobs = &cuda::linear_token_logprobs;
   gpu.linear_token_logprobs_backward = &cuda::linear_token_logprobs_backward;
+  gpu.estimator_workspace_size = &cuda::estimator_workspace_size;
+  gpu.estimator_advantages = &cuda::estimator_advantages;
+  gpu.importance_workspace_size = &cuda::importance_workspace_size;
+  gpu.rejection_workspace_size = &cuda::rejection_workspace_size;
+  gpu.importance_weights = &cuda::importance_weights;
+  gpu.rejection_mask = &cuda::rejection_mask;
   bindings::bind_advantages(m, gpu);
   bindings::bind_logprobs(m, gpu);
   bindings::bind_loss(m, gpu);
+  bindings::bind_estimators(m, gpu);
+  bindings::bind_corrections(m, gpu);
   m.def("loss_workspace_size", &cuda::loss_workspace_size, py::arg("num_rows"),
         "float64 elements of scratch policy_loss needs for num_rows completions");
 }
