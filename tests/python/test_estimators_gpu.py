@@ -166,7 +166,8 @@ def test_inputs_in_other_dtypes_and_layouts():
     assert_close(gpu, cpu, torch.float64)
     m = d["mask"].to(torch.uint8)
     kw = dict(estimator="optimal_token_baseline", group_size=4)
-    cpu = grpokit.advantages(d["token_rewards"], mask=m, logp=d["logp"].float(), sum_pi_squared=d["sum_pi_squared"].float(), **kw)
+    cpu = grpokit.advantages(d["token_rewards"], mask=m, logp=d["logp"].float(),
+                             sum_pi_squared=d["sum_pi_squared"].float(), **kw)
     gpu = grpokit.advantages(d["token_rewards"].cuda(), mask=m.cuda(), logp=d["logp"].float().cuda(),
                              sum_pi_squared=d["sum_pi_squared"].float().cuda(), **kw)
     assert_close(gpu, cpu, torch.float64)
