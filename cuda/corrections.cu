@@ -376,6 +376,7 @@ void importance_weights(const TensorView& trainer_logp, const TensorView& sample
 #if defined(GRPOKIT_CUDA_EMULATE)
   (void)stream;
   const Stream s = nullptr;
+  (void)s;  // the emulated launch takes no stream
 #else
   DeviceGuard guard(trainer_logp.device.index);
   const Stream s = as_stream(stream);
@@ -414,6 +415,7 @@ void rejection_mask(const TensorView& trainer_logp, const TensorView& sampler_lo
 #if defined(GRPOKIT_CUDA_EMULATE)
   (void)stream;
   const Stream s = nullptr;
+  (void)s;  // the emulated launch takes no stream
 #else
   DeviceGuard guard(trainer_logp.device.index);
   const Stream s = as_stream(stream);

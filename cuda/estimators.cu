@@ -546,6 +546,7 @@ __global__ void otb_write_kernel(const Args a) {
 }
 
 void run(const Args& a, cudaStream_t stream) {
+  (void)stream;  // unused when emulated on the host
   const unsigned rows = strided::grid_for(a.B, kRowThreads);
   const Estimator e = a.opt.estimator;
   if (e == Estimator::ReinforcePP) {
