@@ -7,8 +7,12 @@
 #include <string>
 #include <vector>
 
+#include <vector>
+
 #include "grpokit/advantages.hpp"
 #include "grpokit/diagnostics.hpp"
+#include "grpokit/corrections.hpp"
+#include "grpokit/estimators.hpp"
 #include "grpokit/linear_logprobs.hpp"
 #include "grpokit/logprobs.hpp"
 #include "grpokit/loss.hpp"
@@ -24,6 +28,23 @@ std::string build_info();
 
 void advantages(const TensorView& rewards, const TensorView& group_ids,
                 const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
+
+// Advantage estimators (cuda/estimators.cu): the caller passes a float64 `workspace` of
+// estimator_workspace_size(estimator, B, T) elements (T: mask columns, 0 without a mask; 0 elements:
+// none needed). reward_weights stays a host array (its values are passed by value).
+int64_t estimator_workspace_size(Estimator estimator, int64_t num_rows, int64_t num_tokens);
+void estimator_advantages(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
+                          const TensorView& returns, const TensorView& workspace, std::intptr_t stream);
+
+// Train–inference corrections (cuda/corrections.cu); metrics stay on the device (float64 (n,)).
+int64_t importance_workspace_size(int64_t num_rows);
+int64_t rejection_workspace_size(int64_t num_rows, int64_t num_criteria);
+void importance_weights(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
+                        const ImportanceOptions& opt, const TensorView& weights, const TensorView& metrics,
+                        const TensorView& workspace, std::intptr_t stream);
+void rejection_mask(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
+                    const std::vector<RejectionCriterion>& criteria, const TensorView& keep,
+                    const TensorView& metrics, const TensorView& workspace, std::intptr_t stream);
 
 void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
                     const TensorView& lse, const TensorView& sum_sq_probs, std::intptr_t stream);

@@ -29,16 +29,32 @@ struct LogRatios {
   size_t at(int64_t i, int64_t t) const { return static_cast<size_t>(i * T + t); }
 };
 
-LogRatios log_ratios(const TensorView& trn, const TensorView& smp, const TensorView& mask) {
+// Arrays on `dev` (the CPU engine's, or a CUDA device for the GPU launchers' host-side checks).
+void check_on(const TensorView& t, const char* name, const Device& dev) {
+  if (dev.type == DeviceType::CPU) return check_cpu(t, name);
+  if (t.device != dev)
+    device_error(name, " is on ", device_name(t.device), " but trainer_logp is on ", device_name(dev),
+                 "; all arrays of one call must be on the same device");
+}
+
+void check_log_ratio_inputs(const TensorView& trn, const TensorView& smp, const TensorView& mask,
+                            const Device& dev) {
   check_ndim(trn, "trainer_logp", {2});
-  check_dtype(trn, "trainer_logp", {DType::Float32, DType::Float64});
-  check_cpu(trn, "trainer_logp");
+  const bool gpu = dev.type != DeviceType::CPU;  // the GPU reads half precision too
+  if (gpu) check_dtype(trn, "trainer_logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
+  else check_dtype(trn, "trainer_logp", {DType::Float32, DType::Float64});
+  check_on(trn, "trainer_logp", dev);
   check_shape_equal(smp, "sampler_logp", trn, "trainer_logp");
-  check_dtype(smp, "sampler_logp", {DType::Float32, DType::Float64});
-  check_cpu(smp, "sampler_logp");
+  if (gpu) check_dtype(smp, "sampler_logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
+  else check_dtype(smp, "sampler_logp", {DType::Float32, DType::Float64});
+  check_on(smp, "sampler_logp", dev);
   check_shape_equal(mask, "mask", trn, "trainer_logp");
   detail::check_mask_dtype(mask, "mask");
-  check_cpu(mask, "mask");
+  check_on(mask, "mask", dev);
+}
+
+LogRatios log_ratios(const TensorView& trn, const TensorView& smp, const TensorView& mask) {
+  check_log_ratio_inputs(trn, smp, mask, Device{});
   LogRatios r;
   r.B = trn.shape[0];
   r.T = trn.shape[1];
@@ -61,7 +77,7 @@ LogRatios log_ratios(const TensorView& trn, const TensorView& smp, const TensorV
       const size_t k = r.at(i, t);
       r.sel[k] = 1;
       r.scored[k] = math::is_nan(b) ? 0 : 1;
-      r.lr[k] = r.scored[k] ? a - b : 0.0;
+      r.lr[k] = math::sampler_log_ratio(a, b);
       r.len[i] += 1.0;
       r.seq_sum[i] += r.lr[k];
       r.n_selected += 1.0;
@@ -72,10 +88,10 @@ LogRatios log_ratios(const TensorView& trn, const TensorView& smp, const TensorV
 
 void put(const TensorView& metrics, size_t k, double v) { metrics.ptr<double>()[k * metrics.strides[0]] = v; }
 
-void check_metrics_out(const TensorView& metrics, size_t n) {
+void check_metrics_out(const TensorView& metrics, size_t n, const Device& dev) {
   check_ndim(metrics, "metrics", {1});
   check_dtype(metrics, "metrics", {DType::Float64});
-  check_cpu(metrics, "metrics");
+  check_on(metrics, "metrics", dev);
   check_writable(metrics, "metrics");
   if (metrics.shape[0] != static_cast<int64_t>(n))
     value_error("metrics: expected ", n, " slots, got ", metrics.shape[0]);
@@ -106,34 +122,49 @@ const std::vector<std::string>& importance_metric_names() {
   return names;
 }
 
-void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sampler_logp,
-                            const TensorView& mask, const ImportanceOptions& opt,
-                            const TensorView& weights, const TensorView& metrics) {
+namespace {
+
+void check_importance(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
+                      const ImportanceOptions& opt, const TensorView& weights, const TensorView& metrics,
+                      const Device& dev) {
   if (!(opt.clip_max > 0.0)) value_error("clip_max: expected a positive bound (or None), got ", opt.clip_max);
   if (!(opt.clip_min >= 0.0) && opt.clip_min != -INFINITY)
     value_error("clip_min: expected a bound >= 0 (or None), got ", opt.clip_min);
   if (!(opt.clip_min <= opt.clip_max))
     value_error("clip_min: expected clip_min <= clip_max, got ", opt.clip_min, " > ", opt.clip_max);
   if (!(opt.log_clamp > 0.0)) value_error("log_clamp: expected a positive bound, got ", opt.log_clamp);
-  const LogRatios r = log_ratios(trainer_logp, sampler_logp, mask);
-  const int64_t B = r.B, T = r.T;
-  const bool seq = opt.level == IsLevel::Sequence;
-  if (seq) {
+  check_log_ratio_inputs(trainer_logp, sampler_logp, mask, dev);
+  const int64_t B = trainer_logp.shape[0];
+  if (opt.level == IsLevel::Sequence) {
     check_ndim(weights, "weights", {1});
     if (weights.shape[0] != B) value_error("weights: expected shape (", B, ",), got ", weights.shape_str());
   } else {
     check_shape_equal(weights, "weights", trainer_logp, "trainer_logp");
   }
   check_dtype(weights, "weights", {trainer_logp.dtype});
-  check_cpu(weights, "weights");
+  check_on(weights, "weights", dev);
   check_writable(weights, "weights");
-  check_metrics_out(metrics, importance_metric_names().size());
+  check_metrics_out(metrics, importance_metric_names().size(), dev);
+}
+
+}  // namespace
+
+void check_importance_args(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                           const TensorView& mask, const ImportanceOptions& opt, const TensorView& weights,
+                           const TensorView& metrics) {
+  check_importance(trainer_logp, sampler_logp, mask, opt, weights, metrics, trainer_logp.device);
+}
+
+void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                            const TensorView& mask, const ImportanceOptions& opt,
+                            const TensorView& weights, const TensorView& metrics) {
+  check_importance(trainer_logp, sampler_logp, mask, opt, weights, metrics, Device{});
+  const LogRatios r = log_ratios(trainer_logp, sampler_logp, mask);
+  const int64_t B = r.B, T = r.T;
+  const bool seq = opt.level == IsLevel::Sequence;
 
   // Raw and applied weights, per token (broadcast at sequence level) and per row.
-  auto apply = [&](double raw) {
-    return opt.mode == IsMode::Truncate ? math::truncate_weight(raw, opt.clip_min, opt.clip_max)
-                                        : math::mask_weight(raw, opt.clip_min, opt.clip_max);
-  };
+  auto apply = [&](double raw) { return math::apply_is_weight(raw, opt.mode == IsMode::Mask, opt.clip_min, opt.clip_max); };
   std::vector<double> raw_row(static_cast<size_t>(B)), w_row(static_cast<size_t>(B));
   std::vector<double> raw(r.lr.size(), 0.0), w(r.lr.size(), 0.0);
   for (int64_t i = 0; i < B; ++i) {
@@ -149,7 +180,7 @@ void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sa
 
   // ---- metrics (before batch renormalisation, as verl) ----
   const double upper = opt.clip_max;
-  const double lower = std::isfinite(opt.clip_min) ? opt.clip_min : (std::isfinite(upper) ? 1.0 / upper : 0.0);
+  const double lower = math::is_lower_bound(opt.clip_min, upper);
   double sum_w = 0.0, wmin = kInf, wmax = -kInf, n_items = 0.0;
   if (seq) {  // every row counts (an empty row has ratio exp(0) = 1), as TRL's (B, 1) ratio
     for (int64_t i = 0; i < B; ++i) sum_w += w_row[i], wmin = std::min(wmin, w_row[i]), wmax = std::max(wmax, w_row[i]);
@@ -196,7 +227,6 @@ void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sa
       const double c = math::truncate_weight(w[k], 0.0, upper) / (c_mean + 1e-8);
       ess_sq += c * c;
     }
-  const double var_c = math::verl_masked_mean(c_sq, n) - c_mean * c_mean;
 
   // Mismatch between the two policies, over scored tokens.
   double kl = 0.0, k3 = 0.0, chi2 = 0.0, n_scored = 0.0, dmax = 0.0;
@@ -241,7 +271,7 @@ void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sa
   put(metrics, m++, math::verl_masked_mean(zeroed, n));
   put(metrics, m++, rows_valid > 0.0 ? rows_zeroed / rows_valid : 0.0);
   put(metrics, m++, 1.0 / math::verl_masked_mean(ess_sq, n));
-  put(metrics, m++, n > 1.0 ? std::sqrt(std::max(var_c, 0.0)) : 0.0);
+  put(metrics, m++, math::is_weight_std(c_sq, c_mean, n));
   put(metrics, m++, factor);
   put(metrics, m++, math::verl_masked_mean(kl, n_scored));
   put(metrics, m++, math::verl_masked_mean(k3, n_scored));
@@ -288,30 +318,46 @@ std::vector<std::string> rejection_metric_names(const std::vector<std::string>& 
   return names;
 }
 
-void rejection_mask_cpu(const TensorView& trainer_logp, const TensorView& sampler_logp,
-                        const TensorView& mask, const std::vector<RejectionCriterion>& criteria,
-                        const TensorView& keep, const TensorView& metrics) {
+namespace {
+
+void check_rejection(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
+                     const std::vector<RejectionCriterion>& criteria, const TensorView& keep,
+                     const TensorView& metrics, const Device& dev) {
   if (criteria.empty()) value_error("criteria: expected at least one rejection criterion");
   for (const auto& c : criteria) {
     if (c.k == 1 && !(c.lower > 0.0 && c.upper > 0.0 && c.lower <= c.upper))
       value_error("thresholds: k1 criteria need ratio bounds 0 < lower <= upper, got ", c.lower, ", ", c.upper);
     if (c.k != 1 && !(c.upper > 0.0)) value_error("thresholds: expected a positive upper bound, got ", c.upper);
   }
-  const LogRatios r = log_ratios(trainer_logp, sampler_logp, mask);
-  const int64_t B = r.B, T = r.T;
+  check_log_ratio_inputs(trainer_logp, sampler_logp, mask, dev);
   check_shape_equal(keep, "keep", trainer_logp, "trainer_logp");
   check_dtype(keep, "keep", {DType::Bool});
-  check_cpu(keep, "keep");
+  check_on(keep, "keep", dev);
   check_writable(keep, "keep");
-  check_metrics_out(metrics, 5 * criteria.size() + 2);
+  check_metrics_out(metrics, 5 * criteria.size() + 2, dev);
+}
+
+}  // namespace
+
+void check_rejection_args(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                          const TensorView& mask, const std::vector<RejectionCriterion>& criteria,
+                          const TensorView& keep, const TensorView& metrics) {
+  check_rejection(trainer_logp, sampler_logp, mask, criteria, keep, metrics, trainer_logp.device);
+}
+
+void rejection_mask_cpu(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                        const TensorView& mask, const std::vector<RejectionCriterion>& criteria,
+                        const TensorView& keep, const TensorView& metrics) {
+  check_rejection(trainer_logp, sampler_logp, mask, criteria, keep, metrics, Device{});
+  const LogRatios r = log_ratios(trainer_logp, sampler_logp, mask);
+  const int64_t B = r.B, T = r.T;
 
   const double n = r.n_selected;
   std::vector<char> kept(r.sel);  // the combined keep flags over selected tokens
   size_t m = 0;
   std::vector<double> stat(r.lr.size()), row(static_cast<size_t>(B));
   for (const auto& c : criteria) {
-    const bool k1 = c.k == 1;
-    auto passes = [&](double s) { return k1 ? (s >= std::log(c.lower) && s <= std::log(c.upper)) : s <= c.upper; };
+    auto passes = [&](double s) { return math::rs_passes(c.k, s, c.lower, c.upper); };
     for (size_t k = 0; k < r.lr.size(); ++k)
       stat[k] = r.sel[k] ? math::rs_divergence(c.k, math::clamp_log_ratio(r.lr[k], math::kVerlLogRatioBound)) : 0.0;
     double smin = kInf, smax = -kInf, ssum = 0.0, rejected = 0.0, rows_valid = 0.0, rows_rejected = 0.0;
@@ -320,9 +366,7 @@ void rejection_mask_cpu(const TensorView& trainer_logp, const TensorView& sample
         double s = 0.0, mx = -kInf;
         for (int64_t t = 0; t < T; ++t)
           if (r.sel[r.at(i, t)]) s += stat[r.at(i, t)], mx = std::max(mx, stat[r.at(i, t)]);
-        row[i] = c.agg == RsAggregation::SeqSum    ? s
-                 : c.agg == RsAggregation::SeqMean ? math::verl_masked_mean(s, r.len[i])
-                                                   : (r.len[i] > 0.0 ? mx : 0.0);
+        row[i] = math::rs_row_statistic(static_cast<int>(c.agg), s, mx, r.len[i]);
         if (r.len[i] > 0.0) smin = std::min(smin, row[i]), smax = std::max(smax, row[i]);
       }
       bool row_rejected = false;

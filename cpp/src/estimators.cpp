@@ -45,19 +45,33 @@ bool needs_groups(Estimator e) { return e != Estimator::ReinforcePP && e != Esti
 
 // ---- validation ---------------------------------------------------------------------------------
 
-void check_real(const TensorView& t, const char* name) {
-  check_dtype(t, name, {DType::Float32, DType::Float64});
-  check_cpu(t, name);
+// Every array of a call lives on `dev` (the rewards' device): the CPU engine checks values too, the
+// CUDA launchers only what the host knows (reading device values would synchronise).
+void check_on(const TensorView& t, const char* name, const Device& dev) {
+  if (dev.type == DeviceType::CPU) return check_cpu(t, name);
+  if (t.device != dev)
+    device_error(name, " is on ", device_name(t.device), " but rewards is on ", device_name(dev),
+                 "; all arrays of one call must be on the same device");
 }
 
-void check_token_array(const TensorView& t, const char* name, const TensorView& mask) {
+void check_real(const TensorView& t, const char* name, const Device& dev) {
+  if (dev.type == DeviceType::CPU)
+    check_dtype(t, name, {DType::Float32, DType::Float64});
+  else  // the GPU reads half precision too (float32 arithmetic at least)
+    check_dtype(t, name, {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
+  check_on(t, name, dev);
+}
+
+void check_token_array(const TensorView& t, const char* name, const TensorView& mask, const Device& dev) {
   check_ndim(t, name, {2});
-  check_real(t, name);
+  check_real(t, name, dev);
   check_shape_equal(t, name, mask, "mask");
 }
 
 // Finite at selected positions (NaN/inf in padding is allowed: masks select, never multiply).
+// Host arrays only: a device array's values are not read.
 void check_finite_selected(const TensorView& t, const char* name, const TensorView& mask) {
+  if (t.device.type != DeviceType::CPU || mask.device.type != DeviceType::CPU) return;
   for (int64_t i = 0; i < t.shape[0]; ++i)
     for (int64_t j = 0; j < t.shape[1]; ++j)
       if (read_mask(mask, i, j) && !std::isfinite(read_real(t, i, j)))
@@ -65,11 +79,11 @@ void check_finite_selected(const TensorView& t, const char* name, const TensorVi
                     " at a selected position; values must be finite where mask is set");
 }
 
-void check_groups(const EstimatorInputs& in, const EstimatorOptions& opt, int64_t B) {
+void check_groups(const EstimatorInputs& in, const EstimatorOptions& opt, int64_t B, const Device& dev) {
   if (in.group_ids.defined()) {
     check_ndim(in.group_ids, "group_ids", {1});
     check_dtype(in.group_ids, "group_ids", {DType::Int32, DType::Int64});
-    check_cpu(in.group_ids, "group_ids");
+    check_on(in.group_ids, "group_ids", dev);
     if (in.group_ids.shape[0] != B)
       value_error("group_ids: expected ", B, " ids (one per completion), got ", in.group_ids.shape[0]);
     return;
@@ -82,10 +96,10 @@ void check_groups(const EstimatorInputs& in, const EstimatorOptions& opt, int64_
 }
 
 void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
-                  const TensorView& returns) {
+                  const TensorView& returns, const Device& dev) {
   const char* est = estimator_name(opt.estimator);
   const TensorView& r = in.rewards;
-  check_real(r, "rewards");
+  check_real(r, "rewards", dev);
   check_ndim(r, "rewards", {1, 2});
   const int64_t B = r.shape[0];
   if (B == 0) value_error("rewards: expected at least one completion, got an empty array");
@@ -99,7 +113,7 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
       value_error("mask: estimator '", est, "' works on tokens and needs a (B, T) mask");
     check_ndim(in.mask, "mask", {2});
     detail::check_mask_dtype(in.mask, "mask");
-    check_cpu(in.mask, "mask");
+    check_on(in.mask, "mask", dev);
     if (in.mask.shape[0] != B)
       value_error("mask: expected ", B, " rows (one per completion), got shape ", in.mask.shape_str());
     if (r.ndim == 2) check_shape_equal(r, "rewards", in.mask, "mask");
@@ -120,7 +134,7 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     if (in.reward_weights.defined()) {
       check_ndim(in.reward_weights, "reward_weights", {1});
       check_dtype(in.reward_weights, "reward_weights", {DType::Float64});
-      check_cpu(in.reward_weights, "reward_weights");
+      check_cpu(in.reward_weights, "reward_weights");  // a few host values on every backend
       const int64_t K = r.ndim == 2 ? r.shape[1] : 1;
       if (in.reward_weights.shape[0] != K)
         value_error("reward_weights: expected ", K, " weights (one per reward column of rewards ",
@@ -135,20 +149,20 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     if (in.mask.defined()) {
       check_ndim(in.mask, "mask", {2});
       detail::check_mask_dtype(in.mask, "mask");
-      check_cpu(in.mask, "mask");
+      check_on(in.mask, "mask", dev);
       if (in.mask.shape[0] != B)
         value_error("mask: expected ", B, " rows (one per completion), got shape ", in.mask.shape_str());
     }
     if (in.lengths.defined()) {
       check_ndim(in.lengths, "lengths", {1});
       check_dtype(in.lengths, "lengths", {DType::Int32, DType::Int64, DType::Float32, DType::Float64});
-      check_cpu(in.lengths, "lengths");
+      check_on(in.lengths, "lengths", dev);
       if (in.lengths.shape[0] != B)
         value_error("lengths: expected ", B, " lengths (one per completion), got ", in.lengths.shape[0]);
     }
   }
   check_dtype(out, "out", {r.dtype});
-  check_cpu(out, "out");
+  check_on(out, "out", dev);
   check_writable(out, "out");
   if (out.data == r.data) value_error("out: must not alias rewards");
 
@@ -156,10 +170,10 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     if (!in.baseline_rewards.defined())
       value_error("baseline_rewards: estimator 'remax' needs the (B,) rewards of the greedy completions");
     check_ndim(in.baseline_rewards, "baseline_rewards", {1});
-    check_real(in.baseline_rewards, "baseline_rewards");
+    check_real(in.baseline_rewards, "baseline_rewards", dev);
     if (in.baseline_rewards.shape[0] != B)
       value_error("baseline_rewards: expected ", B, " rewards, got ", in.baseline_rewards.shape[0]);
-    for (int64_t i = 0; i < B; ++i)
+    for (int64_t i = 0; dev.type == DeviceType::CPU && i < B; ++i)
       if (!std::isfinite(read_real(in.baseline_rewards, i)))
         value_error("baseline_rewards: element ", i, " is ", read_real(in.baseline_rewards, i),
                     "; values must be finite");
@@ -171,12 +185,12 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     if (!in.logp.defined() || !in.sum_pi_squared.defined())
       value_error("logp, sum_pi_squared: estimator '", est, "' needs the (B, T) "
                   "log-probabilities of the sampled tokens and Σπ² per position");
-    check_token_array(in.logp, "logp", in.mask);
-    check_token_array(in.sum_pi_squared, "sum_pi_squared", in.mask);
+    check_token_array(in.logp, "logp", in.mask, dev);
+    check_token_array(in.sum_pi_squared, "sum_pi_squared", in.mask, dev);
     check_finite_selected(in.logp, "logp", in.mask);
     check_finite_selected(in.sum_pi_squared, "sum_pi_squared", in.mask);
     if (in.is_weights.defined()) {
-      check_token_array(in.is_weights, "is_weights", in.mask);
+      check_token_array(in.is_weights, "is_weights", in.mask, dev);
       check_finite_selected(in.is_weights, "is_weights", in.mask);
     }
   } else if (opt.estimator == Estimator::Rloo) {
@@ -189,7 +203,7 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
       if (!in.mask.defined()) value_error("mask: logp and ref_logp need the (B, T) mask");
       for (const auto& [t, name] : {std::pair{in.logp, "logp"}, std::pair{in.ref_logp, "ref_logp"}}) {
         if (!t.defined()) continue;
-        check_token_array(t, name, in.mask);
+        check_token_array(t, name, in.mask, dev);
         if (opt.kl_beta != 0.0) check_finite_selected(t, name, in.mask);
       }
     }
@@ -213,7 +227,7 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     value_error("f_norm: expected a finite non-zero value, got ", opt.f_norm);
   if (opt.batch_norm == BatchNorm::MaskedWhiten && is_token_estimator(opt.estimator))
     value_error("batch_norm: token estimators whiten (or not) by definition");
-  if (needs_groups(opt.estimator)) check_groups(in, opt, B);
+  if (needs_groups(opt.estimator)) check_groups(in, opt, B, dev);
 }
 
 // ---- shared pieces --------------------------------------------------------------------------------
@@ -302,7 +316,7 @@ void batch_normalise(std::vector<double>& A, const std::vector<double>& L, Batch
     math::SquaredDeviations m2;
     for (size_t i = 0; i < B; ++i) math::add_sq_dev(m2, A[i], mean);
     for (size_t i = 0; i < B; ++i)
-      A[i] = (n < 2.0 || math::is_nan(A[i])) ? 0.0 : math::standardise(A[i], mean, math::std_from_m2(m2, n, true), final_eps);
+      A[i] = math::batch_standardised(A[i], mean, math::std_from_m2(m2, n, true), n, final_eps);
   } else if (how == BatchNorm::MaskedWhiten) {
     // verl_F.masked_whiten of the (B, T) broadcast A_i·m_it: rows weigh by their length L_i.
     double sum = 0.0, n = 0.0;
@@ -408,7 +422,7 @@ std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& o
                         "is undefined");
           continue;
         }
-        const double base = num / den;
+        const double base = math::opo_baseline(num, den);
         for (int64_t k = 0; k < layout.size(g); ++k)
           if (!math::is_nan(R[m[k]])) A[m[k]] = R[m[k]] - base;
       }
@@ -434,7 +448,7 @@ std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& o
         const double mean = group_mean(R, m, n);
         const double sd = group_std(R, m, n, mean, opt.std);
         const double gap = R[best] - second;
-        A[best] = sd < 0.0 ? gap : math::standardise(gap, 0.0, sd, opt.epsilon);
+        A[best] = math::passk_advantage(gap, sd, opt.epsilon);
       }
       break;
     }
@@ -591,12 +605,13 @@ void token_estimator(const EstimatorInputs& in, const EstimatorOptions& opt, con
       }
       const bool alone = rows.size() == 1;  // verl: a single trajectory keeps its return
       for (int64_t i : rows) {
-        const bool zero_tail = opt.handle_zero_tail && !alone && i == longest && count_max == 1 && lmax > lsecond;
+        const bool zero_tail = math::otb_has_zero_tail(opt.handle_zero_tail, alone, i == longest,
+                                                       static_cast<double>(count_max), lmax, lsecond);
         for (int64_t t = 0; t < T; ++t) {
           if (!tr.on(i, t)) continue;
           const int64_t s = slot[i * T + t];
-          const double b = (alone || (zero_tail && s >= static_cast<int64_t>(lsecond)))
-                               ? 0.0 : num[s] / (den[s] + opt.otb_epsilon);
+          const bool zero = alone || (zero_tail && s >= static_cast<int64_t>(lsecond));
+          const double b = math::otb_baseline(num[s], den[s], opt.otb_epsilon, zero);
           A[i * T + t] = G[i * T + t] - b;
         }
       }
@@ -636,9 +651,14 @@ BatchNorm parse_batch_norm(const std::string& name) {
   value_error("batch_norm: expected one of 'none', 'standardise', 'masked_whiten', got '", name, "'");
 }
 
+void check_estimator_args(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
+                          const TensorView& returns) {
+  check_inputs(in, opt, out, returns, in.rewards.device);
+}
+
 void estimator_advantages_cpu(const EstimatorInputs& in, const EstimatorOptions& opt,
                               const TensorView& out, const TensorView& returns) {
-  check_inputs(in, opt, out, returns);
+  check_inputs(in, opt, out, returns, Device{});
   if (is_token_estimator(opt.estimator)) {
     token_estimator(in, opt, out, returns);
     return;

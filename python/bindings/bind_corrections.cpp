@@ -1,4 +1,4 @@
-// Train–inference corrections (CPU engine only): importance weights and rejection masks.
+// Train–inference corrections (both backends): importance weights and rejection masks.
 #include <pybind11/stl.h>
 
 #include <string>
@@ -11,14 +11,15 @@
 namespace grpokit {
 namespace bindings {
 
-void bind_corrections(py::module_& m) {
+void bind_corrections(py::module_& m, const Backend& backend) {
   m.def("importance_metric_names", &importance_metric_names,
         "Names of the metric slots written by importance_weights, in order.");
   m.def(
       "importance_weights",
-      [](py::object trainer_logp, py::object sampler_logp, py::object mask, py::object weights,
-         py::object metrics, const std::string& level, const std::string& mode, double clip_min,
-         double clip_max, double log_clamp, bool batch_normalize) {
+      [backend](py::object trainer_logp, py::object sampler_logp, py::object mask, py::object weights,
+                py::object metrics, const std::string& level, const std::string& mode, double clip_min,
+                double clip_max, double log_clamp, bool batch_normalize, py::object workspace,
+                std::intptr_t stream) {
         ImportanceOptions opt;
         if (level == "token") opt.level = IsLevel::Token;
         else if (level == "sequence") opt.level = IsLevel::Sequence;
@@ -30,25 +31,28 @@ void bind_corrections(py::module_& m) {
         opt.clip_max = clip_max;
         opt.log_clamp = log_clamp;
         opt.batch_normalize = batch_normalize;
-        Imported a = import_array(trainer_logp, "trainer_logp", 0, false);
-        Imported b = import_array(sampler_logp, "sampler_logp", 0, false);
-        Imported mk = import_array(mask, "mask", 0, false);
-        Imported w = import_array(weights, "weights", 0, true);
-        Imported mt = import_array(metrics, "metrics", 0, true);
+        Imported a = import_array(trainer_logp, "trainer_logp", stream, false);
+        Imported b = import_array(sampler_logp, "sampler_logp", stream, false);
+        Imported mk = import_array(mask, "mask", stream, false);
+        Imported w = import_array(weights, "weights", stream, true);
+        Imported mt = import_array(metrics, "metrics", stream, true);
+        Imported ws = import_array(workspace, "workspace", stream, true);
         py::gil_scoped_release nogil;
-        importance_weights_cpu(a.view(), b.view(), mk.view(), opt, w.view(), mt.view());
+        backend.importance_weights(a.view(), b.view(), mk.view(), opt, w.view(), mt.view(), ws.view(), stream);
       },
       py::arg("trainer_logp"), py::arg("sampler_logp"), py::arg("mask"), py::arg("weights"),
       py::arg("metrics"), py::arg("level"), py::arg("mode"), py::arg("clip_min"),
       py::arg("clip_max"), py::arg("log_clamp"), py::arg("batch_normalize"),
+      py::arg("workspace") = py::none(), py::arg("stream") = 0,
       "Importance weights and their metrics. See grpokit.importance_weights.");
   m.def("rejection_metric_names", &rejection_metric_names, py::arg("criteria"),
         "Names of the metric slots written by rejection_mask for these criteria, in order.");
   m.def(
       "rejection_mask",
-      [](py::object trainer_logp, py::object sampler_logp, py::object mask, py::object keep,
-         py::object metrics, const std::vector<std::string>& criteria,
-         const std::vector<double>& lower, const std::vector<double>& upper) {
+      [backend](py::object trainer_logp, py::object sampler_logp, py::object mask, py::object keep,
+                py::object metrics, const std::vector<std::string>& criteria,
+                const std::vector<double>& lower, const std::vector<double>& upper, py::object workspace,
+                std::intptr_t stream) {
         if (lower.size() != criteria.size() || upper.size() != criteria.size())
           value_error("thresholds: expected one (lower, upper) pair per criterion");
         std::vector<RejectionCriterion> parsed;
@@ -58,17 +62,23 @@ void bind_corrections(py::module_& m) {
           c.upper = upper[i];
           parsed.push_back(c);
         }
-        Imported a = import_array(trainer_logp, "trainer_logp", 0, false);
-        Imported b = import_array(sampler_logp, "sampler_logp", 0, false);
-        Imported mk = import_array(mask, "mask", 0, false);
-        Imported k = import_array(keep, "keep", 0, true);
-        Imported mt = import_array(metrics, "metrics", 0, true);
+        Imported a = import_array(trainer_logp, "trainer_logp", stream, false);
+        Imported b = import_array(sampler_logp, "sampler_logp", stream, false);
+        Imported mk = import_array(mask, "mask", stream, false);
+        Imported k = import_array(keep, "keep", stream, true);
+        Imported mt = import_array(metrics, "metrics", stream, true);
+        Imported ws = import_array(workspace, "workspace", stream, true);
         py::gil_scoped_release nogil;
-        rejection_mask_cpu(a.view(), b.view(), mk.view(), parsed, k.view(), mt.view());
+        backend.rejection_mask(a.view(), b.view(), mk.view(), parsed, k.view(), mt.view(), ws.view(), stream);
       },
       py::arg("trainer_logp"), py::arg("sampler_logp"), py::arg("mask"), py::arg("keep"),
       py::arg("metrics"), py::arg("criteria"), py::arg("lower"), py::arg("upper"),
+      py::arg("workspace") = py::none(), py::arg("stream") = 0,
       "Rejection-sampling keep mask and metrics. See grpokit.rejection_mask.");
+  m.def("importance_workspace_size", backend.importance_workspace_size, py::arg("num_rows"),
+        "float64 elements of scratch importance_weights needs (0: none).");
+  m.def("rejection_workspace_size", backend.rejection_workspace_size, py::arg("num_rows"),
+        py::arg("num_criteria"), "float64 elements of scratch rejection_mask needs (0: none).");
 }
 
 }  // namespace bindings

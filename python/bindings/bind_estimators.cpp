@@ -1,4 +1,4 @@
-// Advantage estimators (CPU engine only). Thin: import arrays, parse option names, release the GIL.
+// Advantage estimators (both backends). Thin: import arrays, parse option names, release the GIL.
 #include <string>
 
 #include "grpokit/estimators.hpp"
@@ -8,16 +8,17 @@
 namespace grpokit {
 namespace bindings {
 
-void bind_estimators(py::module_& m) {
+void bind_estimators(py::module_& m, const Backend& backend) {
   m.def(
       "estimator_advantages",
-      [](py::object rewards, py::object group_ids, py::object reward_weights, py::object mask,
+      [backend](py::object rewards, py::object group_ids, py::object reward_weights, py::object mask,
          py::object lengths, py::object baseline_rewards, py::object logp, py::object ref_logp,
          py::object sum_pi_squared, py::object is_weights, py::object out, py::object returns, const std::string& estimator,
          int64_t group_size, const std::string& baseline, const std::string& std,
          const std::string& std_scope, double epsilon, const std::string& batch_norm,
          double final_epsilon, double gamma, double f_norm, bool handle_zero_tail, double otb_epsilon,
-         double reward_clip_min, double reward_clip_max, double beta) {
+         double reward_clip_min, double reward_clip_max, double beta, py::object workspace,
+         std::intptr_t stream) {
         EstimatorOptions opt;
         opt.estimator = parse_estimator(estimator);
         opt.group_size = group_size;
@@ -34,18 +35,18 @@ void bind_estimators(py::module_& m) {
         opt.reward_clip_min = reward_clip_min;
         opt.reward_clip_max = reward_clip_max;
         opt.kl_beta = beta;
-        Imported r = import_array(rewards, "rewards", 0, false);
-        Imported ids = import_array(group_ids, "group_ids", 0, false);
-        Imported w = import_array(reward_weights, "reward_weights", 0, false);
-        Imported mk = import_array(mask, "mask", 0, false);
-        Imported len = import_array(lengths, "lengths", 0, false);
-        Imported b = import_array(baseline_rewards, "baseline_rewards", 0, false);
-        Imported lp = import_array(logp, "logp", 0, false);
-        Imported rl = import_array(ref_logp, "ref_logp", 0, false);
-        Imported sp = import_array(sum_pi_squared, "sum_pi_squared", 0, false);
-        Imported iw = import_array(is_weights, "is_weights", 0, false);
-        Imported o = import_array(out, "out", 0, true);
-        Imported ret = import_array(returns, "returns", 0, true);
+        Imported r = import_array(rewards, "rewards", stream, false);
+        Imported ids = import_array(group_ids, "group_ids", stream, false);
+        Imported w = import_array(reward_weights, "reward_weights", stream, false);
+        Imported mk = import_array(mask, "mask", stream, false);
+        Imported len = import_array(lengths, "lengths", stream, false);
+        Imported b = import_array(baseline_rewards, "baseline_rewards", stream, false);
+        Imported lp = import_array(logp, "logp", stream, false);
+        Imported rl = import_array(ref_logp, "ref_logp", stream, false);
+        Imported sp = import_array(sum_pi_squared, "sum_pi_squared", stream, false);
+        Imported iw = import_array(is_weights, "is_weights", stream, false);
+        Imported o = import_array(out, "out", stream, true);
+        Imported ret = import_array(returns, "returns", stream, true);
         EstimatorInputs in;
         in.rewards = r.view();
         in.group_ids = ids.view();
@@ -57,8 +58,9 @@ void bind_estimators(py::module_& m) {
         in.ref_logp = rl.view();
         in.sum_pi_squared = sp.view();
         in.is_weights = iw.view();
+        Imported ws = import_array(workspace, "workspace", stream, true);
         py::gil_scoped_release nogil;
-        estimator_advantages_cpu(in, opt, o.view(), ret.view());
+        backend.estimator_advantages(in, opt, o.view(), ret.view(), ws.view(), stream);
       },
       py::arg("rewards"), py::arg("group_ids"), py::arg("reward_weights"), py::arg("mask"),
       py::arg("lengths"), py::arg("baseline_rewards"), py::arg("logp"), py::arg("ref_logp"),
@@ -68,7 +70,15 @@ void bind_estimators(py::module_& m) {
       py::arg("epsilon"), py::arg("batch_norm"), py::arg("final_epsilon"), py::arg("gamma"),
       py::arg("f_norm"), py::arg("handle_zero_tail"), py::arg("otb_epsilon"),
       py::arg("reward_clip_min"), py::arg("reward_clip_max"), py::arg("beta"),
+      py::arg("workspace") = py::none(), py::arg("stream") = 0,
       "Advantages of any estimator into out. See grpokit.advantages.");
+  m.def(
+      "estimator_workspace_size",
+      [backend](const std::string& estimator, int64_t num_rows, int64_t num_tokens) {
+        return backend.estimator_workspace_size(parse_estimator(estimator), num_rows, num_tokens);
+      },
+      py::arg("estimator"), py::arg("num_rows"), py::arg("num_tokens"),
+      "float64 elements of scratch estimator_advantages needs (0: none); num_tokens = mask columns.");
 }
 
 }  // namespace bindings

@@ -61,6 +61,23 @@ void adam_step_split(const TensorView& m, const TensorView& v, const TensorView&
                      std::intptr_t /*stream*/) {
   adam_step_split_into_cpu(m, v, grad, param, l2, hp, out);
 }
+int64_t no_workspace_est(Estimator, int64_t, int64_t) { return 0; }
+int64_t no_workspace_rows(int64_t) { return 0; }
+int64_t no_workspace_rs(int64_t, int64_t) { return 0; }
+void estimator_advantages(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
+                          const TensorView& returns, const TensorView& /*workspace*/, std::intptr_t /*stream*/) {
+  estimator_advantages_cpu(in, opt, out, returns);
+}
+void importance_weights(const TensorView& a, const TensorView& b, const TensorView& m,
+                        const ImportanceOptions& opt, const TensorView& w, const TensorView& metrics,
+                        const TensorView& /*workspace*/, std::intptr_t /*stream*/) {
+  importance_weights_cpu(a, b, m, opt, w, metrics);
+}
+void rejection_mask(const TensorView& a, const TensorView& b, const TensorView& m,
+                    const std::vector<RejectionCriterion>& criteria, const TensorView& keep,
+                    const TensorView& metrics, const TensorView& /*workspace*/, std::intptr_t /*stream*/) {
+  rejection_mask_cpu(a, b, m, criteria, keep, metrics);
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -82,12 +99,18 @@ PYBIND11_MODULE(_core, m) {
   cpu.adam_update = &adam_update;
   cpu.adam_rho = &adam_rho;
   cpu.adam_step_split = &adam_step_split;
+  cpu.estimator_workspace_size = &no_workspace_est;
+  cpu.estimator_advantages = &estimator_advantages;
+  cpu.importance_workspace_size = &no_workspace_rows;
+  cpu.rejection_workspace_size = &no_workspace_rs;
+  cpu.importance_weights = &importance_weights;
+  cpu.rejection_mask = &rejection_mask;
   bindings::bind_advantages(m, cpu);
   bindings::bind_adam(m, cpu);
   bindings::bind_loss(m, cpu);
   bindings::bind_logprobs(m, cpu);
   bindings::bind_diagnostics(m);
-  bindings::bind_estimators(m);
-  bindings::bind_corrections(m);
+  bindings::bind_estimators(m, cpu);
+  bindings::bind_corrections(m, cpu);
   bindings::bind_stationary(m);
 }

@@ -38,10 +38,18 @@ PYBIND11_MODULE(_cuda, m) {
   gpu.adam_update = &cuda::adam_update;
   gpu.adam_rho = &cuda::adam_rho;
   gpu.adam_step_split = &cuda::adam_step_split;
+  gpu.estimator_workspace_size = &cuda::estimator_workspace_size;
+  gpu.estimator_advantages = &cuda::estimator_advantages;
+  gpu.importance_workspace_size = &cuda::importance_workspace_size;
+  gpu.rejection_workspace_size = &cuda::rejection_workspace_size;
+  gpu.importance_weights = &cuda::importance_weights;
+  gpu.rejection_mask = &cuda::rejection_mask;
   bindings::bind_advantages(m, gpu);
   bindings::bind_adam(m, gpu);
   bindings::bind_logprobs(m, gpu);
   bindings::bind_loss(m, gpu);
+  bindings::bind_estimators(m, gpu);
+  bindings::bind_corrections(m, gpu);
   m.def("loss_workspace_size", &cuda::loss_workspace_size, py::arg("num_rows"),
         "float64 elements of scratch policy_loss needs for num_rows completions");
 }

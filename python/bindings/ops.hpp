@@ -8,8 +8,12 @@
 #include <cstdint>
 #include <vector>
 
+#include <vector>
+
 #include "grpokit/advantages.hpp"
 #include "grpokit/diagnostics.hpp"
+#include "grpokit/corrections.hpp"
+#include "grpokit/estimators.hpp"
 #include "grpokit/loss.hpp"
 #include "grpokit/linear_logprobs.hpp"
 #include "grpokit/logprobs.hpp"
@@ -58,6 +62,22 @@ struct Backend {
   void (*adam_step_split)(const TensorView& exp_avg, const TensorView& exp_avg_sq, const TensorView& grad,
                           const TensorView& param, double l2, const AdamHyper& hp, const TensorView& out,
                           const TensorView& workspace, std::intptr_t stream);
+  // Advantage estimators and train–inference corrections. Scratch sizes are float64 elements the
+  // caller allocates (0 on the CPU, which needs none).
+  int64_t (*estimator_workspace_size)(Estimator estimator, int64_t num_rows, int64_t num_tokens);
+  void (*estimator_advantages)(const EstimatorInputs& in, const EstimatorOptions& opt,
+                               const TensorView& out, const TensorView& returns,
+                               const TensorView& workspace, std::intptr_t stream);
+  int64_t (*importance_workspace_size)(int64_t num_rows);
+  int64_t (*rejection_workspace_size)(int64_t num_rows, int64_t num_criteria);
+  void (*importance_weights)(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                             const TensorView& mask, const ImportanceOptions& opt,
+                             const TensorView& weights, const TensorView& metrics,
+                             const TensorView& workspace, std::intptr_t stream);
+  void (*rejection_mask)(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                         const TensorView& mask, const std::vector<RejectionCriterion>& criteria,
+                         const TensorView& keep, const TensorView& metrics,
+                         const TensorView& workspace, std::intptr_t stream);
 };
 
 void bind_advantages(py::module_& m, const Backend& backend);
@@ -65,8 +85,8 @@ void bind_loss(py::module_& m, const Backend& backend);
 void bind_logprobs(py::module_& m, const Backend& backend);
 void bind_adam(py::module_& m, const Backend& backend);
 void bind_diagnostics(py::module_& m);  // CPU only (the rest of grpokit.diagnostics)
-void bind_estimators(py::module_& m);   // CPU only
-void bind_corrections(py::module_& m);  // CPU only
+void bind_estimators(py::module_& m, const Backend& backend);
+void bind_corrections(py::module_& m, const Backend& backend);
 void bind_stationary(py::module_& m);  // CPU only
 
 }  // namespace bindings

@@ -91,8 +91,9 @@ def advantages(
     Token estimators take ``rewards`` (B, T) token rewards, or (B,) rewards placed on each row's last
     selected token, with a (B, T) ``mask``; they return (B, T) advantages (0 where the mask is unset),
     and ``(advantages, returns)`` with ``return_returns=True``. An option an estimator does not take is
-    a TypeError; ``baseline``/``std``/``std_scope``/``epsilon`` left as None take its defaults. Only
-    ``"grpo"`` with (B,) rewards runs on the GPU; the others run on the CPU engine.
+    a TypeError; ``baseline``/``std``/``std_scope``/``epsilon`` left as None take its defaults. Every
+    estimator runs on the GPU too (CUDA arrays in; bfloat16/float16 rewards there as well), without
+    host synchronisation: value checks the CPU engine makes are skipped there (docs/gpu.md).
 
     Returns:
         (B,) advantages (or (B, T) for token estimators), the same kind, device and dtype as ``rewards``.
@@ -108,8 +109,9 @@ def advantages(
     if group_size is not None and (isinstance(group_size, bool) or int(group_size) != group_size):
         raise TypeError(f"group_size: expected an integer, got {group_size!r}")
     r = _float_rewards(_arrays.as_input(rewards, "rewards"))
-    if info.name != "grpo" or any(v is not None for v in options.values()) or len(r.shape) == 2:
-        return _estimators.compute(r, group_size, group_ids, info, opts)
+    half = _arrays.dtype_name(r) in ("bfloat16", "float16")  # GPU-only dtypes: the estimator kernels read them
+    if info.name != "grpo" or any(v is not None for v in options.values()) or len(r.shape) == 2 or half:
+        return _estimators.compute(r, group_size, group_ids, info, opts, stream=stream, check_finite=check_finite)
     baseline, std, std_scope, epsilon = opts["baseline"], opts["std"], opts["std_scope"], opts["epsilon"]
 
     if baseline not in _BASELINES:

@@ -194,7 +194,10 @@ def estimator_advantages(
     reward_clip_min: float,
     reward_clip_max: float,
     beta: float,
+    workspace: Any = None,
+    stream: int = 0,
 ) -> None: ...
+def estimator_workspace_size(estimator: str, num_rows: int, num_tokens: int) -> int: ...
 def importance_metric_names() -> list[str]: ...
 def importance_weights(
     trainer_logp: Any,
@@ -208,7 +211,10 @@ def importance_weights(
     clip_max: float,
     log_clamp: float,
     batch_normalize: bool,
+    workspace: Any = None,
+    stream: int = 0,
 ) -> None: ...
+def importance_workspace_size(num_rows: int) -> int: ...
 def rejection_metric_names(criteria: list[str]) -> list[str]: ...
 def rejection_mask(
     trainer_logp: Any,
@@ -219,7 +225,10 @@ def rejection_mask(
     criteria: list[str],
     lower: list[float],
     upper: list[float],
+    workspace: Any = None,
+    stream: int = 0,
 ) -> None: ...
+def rejection_workspace_size(num_rows: int, num_criteria: int) -> int: ...
 # ---- stationary policies (bind_stationary.cpp; see grpokit.stationary) ----
 import numpy as np
 from typing import List, Tuple

@@ -11,7 +11,7 @@ import math
 from types import MappingProxyType
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
-from . import _arrays, _core
+from . import _arrays, _backend, _core
 
 
 class ImportanceWeights(NamedTuple):
@@ -42,17 +42,29 @@ def _inputs(trainer_logp: Any, sampler_logp: Any, mask: Any):
     b = _arrays.as_input(sampler_logp, "sampler_logp")
     m = _arrays.as_input(mask, "mask", default="bool")
     place = _arrays.common_placement({"trainer_logp": a, "sampler_logp": b, "mask": m})
-    if place.is_cuda:
-        raise NotImplementedError(
-            "train–inference corrections run on the CPU engine only; pass CPU arrays (e.g. tensor.cpu())"
-        )
     if len(a.shape) != 2:
         raise ValueError(f"trainer_logp: expected shape (B, T), got {tuple(a.shape)}")
     return a, b, m, place
 
 
 def _metrics(names, values) -> Dict[str, Any]:
+    """{name: value}: NumPy scalars on the CPU, 0-d views of the device array on the GPU (no sync)."""
     return {name: values[i] for i, name in enumerate(names)}
+
+
+def _workspace(place: Any, size: int, like: Any) -> Any:
+    """Scratch from the caller's framework (the CUDA kernels never allocate); None on the CPU."""
+    return _arrays.empty(place, (size,), "float64", like=like) if place.is_cuda and size > 0 else None
+
+
+def _keep_for_stream(place: Any, workspace: Any, handle: int, like: Any) -> None:
+    """On an explicit torch side stream, keep the allocator from reusing the scratch too early."""
+    if workspace is None or place.kind != "torch" or handle <= 2:
+        return
+    import torch
+
+    if handle != torch.cuda.current_stream(like.device).cuda_stream:
+        workspace.record_stream(torch.cuda.ExternalStream(handle, device=like.device))
 
 
 def _bound(x: Optional[float], name: str, default: float) -> float:
@@ -74,6 +86,7 @@ def importance_weights(
     clip_max: Optional[float] = 3.0,
     log_clamp: Optional[float] = None,
     batch_normalize: bool = False,
+    stream: Any = None,
 ) -> ImportanceWeights:
     """Importance weights ρ = π_trainer / π_sampler that correct the sampler–trainer mismatch.
 
@@ -94,6 +107,11 @@ def importance_weights(
             A NaN sampler log-prob at a selected position (the sampler could not score it) gives
             ratio 1 there and is left out of the mismatch metrics (TRL).
         mask: (B, T) bool/int/float; selected where non-zero. At least one position.
+        stream: CUDA stream for GPU inputs (default: the caller's current stream).
+
+    CUDA inputs run on the GPU (float32/float64/bfloat16/float16 log-probs) with no host
+    synchronisation: weights and metrics stay on the device (each metric a 0-d float64 array), and
+    the CPU engine's value checks (finite log-probs, at least one selected position) are skipped.
 
     Returns:
         ``ImportanceWeights(weights, metrics)``: weights (B, T) (0 where unselected) or (B,) at
@@ -112,13 +130,18 @@ def importance_weights(
     hi = _bound(clip_max, "clip_max", math.inf)
     clamp = _bound(log_clamp, "log_clamp", math.inf)
     a, b, m, place = _inputs(trainer_logp, sampler_logp, mask)
+    backend = _backend.for_placement(place)
     B = int(a.shape[0])
     shape = (B,) if level == "sequence" else tuple(int(s) for s in a.shape)
     weights = _arrays.empty(place, shape, _arrays.dtype_name(a), like=a)
     names = _core.importance_metric_names()
     values = _arrays.empty(place, (len(names),), "float64", like=a)
-    _core.importance_weights(a, b, m, weights, values, level=level, mode=mode, clip_min=lo, clip_max=hi,
-                             log_clamp=clamp, batch_normalize=bool(batch_normalize))
+    workspace = _workspace(place, backend.importance_workspace_size(B), a)
+    handle = _arrays.resolve_stream(place, stream)
+    backend.importance_weights(a, b, m, weights, values, level=level, mode=mode, clip_min=lo, clip_max=hi,
+                               log_clamp=clamp, batch_normalize=bool(batch_normalize), workspace=workspace,
+                               stream=handle)
+    _keep_for_stream(place, workspace, handle, a)
     return ImportanceWeights(_arrays.finish(place, weights), _metrics(names, _arrays.finish(place, values)))
 
 
@@ -164,6 +187,8 @@ def rejection_mask(
     mask: Any,
     criteria: Union[str, Sequence[str]],
     thresholds: Thresholds,
+    *,
+    stream: Any = None,
 ) -> RejectionMask:
     """verl's rejection sampling (``rollout_rs``): drop tokens or whole sequences whose divergence
     between the trainer and the sampler is out of bounds.
@@ -178,6 +203,8 @@ def rejection_mask(
         thresholds: one spec shared by every criterion, or a list with one per criterion (or verl's
             comma-separated string). A spec is a number, verl's ``"lower_upper"`` string or a
             ``(lower, upper)`` tuple (the last two for k1 only).
+        stream: CUDA stream for GPU inputs (default: the caller's current stream). CUDA inputs run
+            on the GPU with no host synchronisation (mask and metrics stay on the device).
 
     Returns:
         ``RejectionMask(mask, metrics)``: the (B, T) bool mask with rejected tokens removed, and per
@@ -201,11 +228,15 @@ def rejection_mask(
         )
     pairs = [_threshold_pair(s, c) for s, c in zip(specs, names)]
     a, b, m, place = _inputs(trainer_logp, sampler_logp, mask)
+    backend = _backend.for_placement(place)
     keep = _arrays.empty(place, tuple(int(s) for s in a.shape), "bool", like=a)
     metric_names = _core.rejection_metric_names(names)
     values = _arrays.empty(place, (len(metric_names),), "float64", like=a)
-    _core.rejection_mask(a, b, m, keep, values, criteria=names, lower=[p[0] for p in pairs],
-                         upper=[p[1] for p in pairs])
+    workspace = _workspace(place, backend.rejection_workspace_size(int(a.shape[0]), len(names)), a)
+    handle = _arrays.resolve_stream(place, stream)
+    backend.rejection_mask(a, b, m, keep, values, criteria=names, lower=[p[0] for p in pairs],
+                           upper=[p[1] for p in pairs], workspace=workspace, stream=handle)
+    _keep_for_stream(place, workspace, handle, a)
     return RejectionMask(_arrays.finish(place, keep), _metrics(metric_names, _arrays.finish(place, values)))
 
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 
-from . import _arrays, _core
+from . import _arrays, _backend
 
 # Array inputs an estimator may take (besides rewards and group_ids).
 ARRAY_INPUTS = ("reward_weights", "mask", "lengths", "baseline_rewards", "logp", "ref_logp", "sum_pi_squared",
@@ -195,8 +195,22 @@ def _weights(w: Any) -> Optional[np.ndarray]:
     return arr
 
 
-def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: EstimatorInfo, opts: dict) -> Any:
-    """Runs the engine for a resolved estimator. `rewards` is already an accepted float array."""
+def _keep_for_stream(place: Any, workspace: Any, handle: int, like: Any) -> None:
+    """The scratch is freed on return: on an explicit torch side stream, keep torch's allocator from
+    reusing it before that stream's kernels are done (as grpokit.policy_loss does)."""
+    if workspace is None or place.kind != "torch" or handle <= 2:
+        return
+    import torch
+
+    if handle != torch.cuda.current_stream(like.device).cuda_stream:
+        workspace.record_stream(torch.cuda.ExternalStream(handle, device=like.device))
+
+
+def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: EstimatorInfo, opts: dict,
+            stream: Any = None, check_finite: bool = False) -> Any:
+    """Runs the engine (CPU or CUDA, by the arrays' device) for a resolved estimator. `rewards` is
+    already an accepted float array. On the GPU, `check_finite` checks the rewards for ±inf (one
+    host synchronisation); the CPU engine always checks."""
     arrays = {k: opts.pop(k, None) for k in ARRAY_INPUTS}
     arrays["reward_weights"] = _weights(arrays["reward_weights"])
     defaults = {"mask": "bool", "lengths": "int64"}
@@ -206,11 +220,9 @@ def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: Estim
     ids = _arrays.as_input(group_ids, "group_ids", default="int64")
     named = {"rewards": rewards, "group_ids": ids, **{k: v for k, v in arrays.items() if k != "reward_weights"}}
     place = _arrays.common_placement(named)
-    if place.is_cuda:
-        raise NotImplementedError(
-            f"estimator {info.name!r} runs on the CPU engine only; pass CPU arrays (e.g. tensor.cpu()) "
-            "— the GPU path covers estimator='grpo' with (B,) rewards"
-        )
+    backend = _backend.for_placement(place)
+    if place.is_cuda and check_finite:
+        _arrays.raise_if_inf(rewards, "rewards")
     if info.grouped and group_ids is None and group_size is None:
         raise ValueError("group_size: pass the number of completions per prompt, or group_ids")
     dtype = _arrays.dtype_name(rewards)
@@ -223,12 +235,21 @@ def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: Estim
         shape = (int(rewards.shape[0]) if len(rewards.shape) else 0,)
     out = _arrays.empty(place, shape, dtype, like=rewards)
     returns = _arrays.empty(place, shape, dtype, like=rewards) if opts.get("return_returns") else None
+    workspace = None
+    if place.is_cuda:  # scratch from the caller's framework: the kernels never allocate
+        mask = arrays["mask"]
+        tokens = int(mask.shape[1]) if mask is not None and len(mask.shape) == 2 else 0
+        rows = int(rewards.shape[0]) if len(rewards.shape) else 0
+        size = backend.estimator_workspace_size(info.engine, rows, tokens)
+        if size > 0:
+            workspace = _arrays.empty(place, (size,), "float64", like=rewards)
+    handle = _arrays.resolve_stream(place, stream)
     clip = opts.get("reward_clip_range") or (None, None)
     if len(clip) != 2:
         raise ValueError(f"reward_clip_range: expected (min, max), got {clip!r}")
     otb = info.engine.endswith("optimal_token_baseline")  # its epsilon is the baseline's denominator's
     batch_norm = _BATCH_NORM.get(info.name, "standardise" if opts.get("normalize") else "none")
-    _core.estimator_advantages(
+    backend.estimator_advantages(
         rewards, ids, arrays["reward_weights"], arrays["mask"], arrays["lengths"], arrays["baseline_rewards"],
         arrays["logp"], arrays["ref_logp"], arrays["sum_pi_squared"], arrays["is_weights"], out, returns,
         estimator=info.engine,
@@ -246,7 +267,10 @@ def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: Estim
         reward_clip_min=float(clip[0]) if clip[0] is not None else -math.inf,
         reward_clip_max=float(clip[1]) if clip[1] is not None else math.inf,
         beta=float(opts.get("beta", 0.0)),
+        workspace=workspace,
+        stream=handle,
     )
+    _keep_for_stream(place, workspace, handle, rewards)
     out = _arrays.finish(place, out)
     if returns is not None:
         return out, _arrays.finish(place, returns)

@@ -311,3 +311,25 @@ def test_weights_match_reference_on_random_batches(B, T, seed, level, mode, boun
                                 log_clamp=clamp)
     want, _ = ref_weights(trn, smp, m, level, mode, lo, hi, np.inf if clamp is None else clamp)
     np.testing.assert_allclose(got.weights, want, rtol=1e-13, atol=0)
+
+
+# ---- CUDA inputs go to the GPU backend (the kernels are tested in test_corrections_gpu.py) ------
+
+
+def _has_cuda_device():
+    from grpokit import _backend
+
+    module, _ = _backend.load_cuda()
+    return module is not None and module.device_count()[0] > 0
+
+
+@pytest.mark.skipif(_has_cuda_device(), reason="the fake CUDA arrays hold host memory")
+def test_cuda_inputs_dispatch_to_the_gpu_backend():
+    from dlpack_fakes import FakeProducer
+
+    a, b, m = (FakeProducer(np.zeros((2, 3)), device_type=2) for _ in range(3))
+    with pytest.raises(RuntimeError, match="inputs are on cuda:0 but"):
+        gk.importance_weights(a, b, m)
+    a, b, m = (FakeProducer(np.zeros((2, 3)), device_type=2) for _ in range(3))
+    with pytest.raises(RuntimeError, match="inputs are on cuda:0 but"):
+        gk.rejection_mask(a, b, m, "token_k1", 2.0)

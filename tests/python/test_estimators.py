@@ -675,3 +675,25 @@ def test_every_preset_runs_on_one_batch_with_filtered_inputs():
         A = gk.advantages(R, G, estimator=name, **inputs)
         assert A.shape == ((B, T) if info.kind == "token" else (B,)), name
         assert np.all(np.isfinite(A)), name
+
+
+# ---- CUDA inputs go to the GPU backend (the kernels are tested in test_estimators_gpu.py) -------
+
+
+def _has_cuda_device():
+    from grpokit import _backend
+
+    module, _ = _backend.load_cuda()
+    return module is not None and module.device_count()[0] > 0
+
+
+@pytest.mark.skipif(_has_cuda_device(), reason="the fake CUDA array holds host memory")
+@pytest.mark.parametrize("estimator, kw", [("rloo", {"group_size": 2}), ("reinforce_pp", {"mask": None})])
+def test_cuda_inputs_dispatch_to_the_gpu_backend(estimator, kw):
+    from dlpack_fakes import FakeProducer
+
+    r = FakeProducer(np.array([1.0, 0.0, 1.0, 1.0]), device_type=2)  # labelled CUDA
+    if "mask" in kw:
+        kw = {"mask": FakeProducer(np.ones((4, 1), dtype=bool), device_type=2)}
+    with pytest.raises(RuntimeError, match="inputs are on cuda:0 but"):
+        gk.advantages(r, estimator=estimator, **kw)

@@ -35,8 +35,14 @@ void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sa
                             const TensorView& mask, const ImportanceOptions& opt,
                             const TensorView& weights, const TensorView& metrics);
 
+// The checks that need no array values (options, dtypes, shapes, one device), for backends whose
+// arrays the host cannot read. On a CUDA device bfloat16/float16 log-probs are accepted too.
+void check_importance_args(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                           const TensorView& mask, const ImportanceOptions& opt, const TensorView& weights,
+                           const TensorView& metrics);
+
 // verl rollout_rs criteria: aggregation of a per-token divergence k ∈ {1, 2, 3}.
-enum class RsAggregation : uint8_t { Token, SeqSum, SeqMean, SeqMax };
+enum class RsAggregation : uint8_t { Token, SeqSum, SeqMean, SeqMax };  // codes of math::rs_row_statistic
 
 struct RejectionCriterion {
   RsAggregation agg = RsAggregation::Token;
@@ -50,6 +56,10 @@ RejectionCriterion parse_rejection_criterion(const std::string& name);
 
 // Metrics per criterion (prefix "<name>_") then overall, in this order.
 std::vector<std::string> rejection_metric_names(const std::vector<std::string>& criteria);
+
+void check_rejection_args(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                          const TensorView& mask, const std::vector<RejectionCriterion>& criteria,
+                          const TensorView& keep, const TensorView& metrics);
 
 // keep (B, T) bool: mask ∧ every criterion passes. metrics: float64 (n,) contiguous.
 void rejection_mask_cpu(const TensorView& trainer_logp, const TensorView& sampler_logp,

@@ -75,6 +75,12 @@ struct EstimatorOptions {
   double otb_epsilon = 1e-8;               // OptimalTokenBaseline denominator
 };
 
+// The checks that need no array values (dtypes, shapes, one device, options, group layout of
+// contiguous groups), for backends whose arrays the host cannot read. reward_weights is always a
+// host float64 array. On a CUDA device bfloat16/float16 arrays are accepted too.
+void check_estimator_args(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
+                          const TensorView& returns);
+
 // Validates (dtypes, shapes, devices, group layout, finite values) and computes. `out` has the
 // rewards' dtype and shape (B,) or (B, T); `returns` (B, T) is optional (token estimators only).
 // Inputs are never written. CPU only.

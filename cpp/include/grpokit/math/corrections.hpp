@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "grpokit/config.hpp"
+#include "grpokit/math/estimators.hpp"
 
 namespace grpokit {
 namespace math {
@@ -35,6 +36,44 @@ GRPOKIT_HD double rs_divergence(int k, double lr) {
 
 // k3 of the sampler vs the trainer as verl logs it (`k3_kl`): e^{lr} − lr − 1 (unclamped).
 GRPOKIT_HD double mismatch_k3(double lr) { return exp(lr) - lr - 1.0; }
+
+// Log-ratio trainer − sampler at a selected position; a NaN sampler log-prob (the sampler could not
+// score the token) gives 0 (TRL's nan_to_num).
+GRPOKIT_HD double sampler_log_ratio(double trainer, double sampler) {
+  return sampler != sampler ? 0.0 : trainer - sampler;
+}
+
+// The applied IS weight of one raw ratio: truncated (mask_mode = false) or masked.
+GRPOKIT_HD double apply_is_weight(double raw, bool mask_mode, double lo, double hi) {
+  return mask_mode ? mask_weight(raw, lo, hi) : truncate_weight(raw, lo, hi);
+}
+
+// The lower bound verl's fraction_low compares with: clip_min, else 1/clip_max, else 0.
+GRPOKIT_HD double is_lower_bound(double clip_min, double clip_max) {
+  const bool min_finite = clip_min - clip_min == 0.0;  // x − x is 0 exactly when x is finite
+  const bool max_finite = clip_max - clip_max == 0.0;
+  return min_finite ? clip_min : (max_finite ? 1.0 / clip_max : 0.0);
+}
+
+// verl rollout_is_std: the standard deviation of the weights clamped to [0, upper] from Σc², their
+// mean and the token count (0 with a single token).
+GRPOKIT_HD double is_weight_std(double sum_sq, double mean, double n) {
+  const double var = verl_masked_mean(sum_sq, n) - mean * mean;
+  return n > 1.0 ? sqrt(var > 0.0 ? var : 0.0) : 0.0;
+}
+
+// Whether a rejection statistic passes: k1 keeps log(lower) ≤ s ≤ log(upper); k2/k3 keep s ≤ upper.
+GRPOKIT_HD bool rs_passes(int k, double s, double lower, double upper) {
+  return k == 1 ? (s >= log(lower) && s <= log(upper)) : s <= upper;
+}
+
+// A sequence-level rejection statistic from the row's Σ and max of the token divergence:
+// agg 1 = sum, 2 = mean (Σ / (L + 1e-8), verl's masked_mean), 3 = max (0 for an empty row).
+GRPOKIT_HD double rs_row_statistic(int agg, double sum, double max, double len) {
+  if (agg == 1) return sum;
+  if (agg == 2) return sum / (len + 1e-8);
+  return len > 0.0 ? max : 0.0;
+}
 
 }  // namespace math
 }  // namespace grpokit

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "grpokit/config.hpp"
+#include "grpokit/math/advantages.hpp"
 
 namespace grpokit {
 namespace math {
@@ -63,6 +64,34 @@ GRPOKIT_HD double standardise(double x, double mean, double std, double eps) {
   const double denom = std + eps;
   if (centred == 0.0 || denom == 0.0) return 0.0;
   return centred / denom;
+}
+
+// GRPO pass@k (verl grpo_passk): the group's best completion gets the gap to the runner-up,
+// standardised by the group std (sd < 0: no std divisor).
+GRPOKIT_HD double passk_advantage(double gap, double sd, double eps) {
+  return sd < 0.0 ? gap : standardise(gap, 0.0, sd, eps);
+}
+
+// OPO's length-weighted group baseline Σ L_j R_j / Σ L_j (the caller handles Σ L_j = 0).
+GRPOKIT_HD double opo_baseline(double num, double den) { return num / den; }
+
+// Optimal token baseline at one slot: Σ G W / (Σ W + ε), or 0 where verl zeroes it (a lone
+// trajectory, or the zero tail of the longest completion).
+GRPOKIT_HD double otb_baseline(double num, double den, double eps, bool zero) {
+  return zero ? 0.0 : num / (den + eps);
+}
+
+// The zero tail of the optimal token baseline: only the strictly longest row of a group (of more
+// than one row) has one, from slot `second` (the second-longest length) on.
+GRPOKIT_HD bool otb_has_zero_tail(bool handle_zero_tail, bool alone, bool is_longest, double count_max,
+                                  double lmax, double lsecond) {
+  return handle_zero_tail && !alone && is_longest && count_max == 1.0 && lmax > lsecond;
+}
+
+// The batch standardising of TRL (x − mean) / (std + eps), with fewer than two values giving 0
+// (nanstd of one value is NaN, then 0); NaN rows give 0.
+GRPOKIT_HD double batch_standardised(double x, double mean, double std, double n, double eps) {
+  return (n < 2.0 || is_nan(x)) ? 0.0 : standardise(x, mean, std, eps);
 }
 
 }  // namespace math

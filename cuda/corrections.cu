@@ -1,0 +1,431 @@
+// The train–inference corrections of cpp/src/corrections.cpp on the GPU (importance weights with their
+// metrics, verl's rejection sampling), from the same per-element formulas (grpokit/math/corrections.hpp).
+//
+//   1. rows    (thread per row): the row's log-ratios in token order (the CPU's order), its Σ lr, and
+//              every metric's partial sum / min / max over the row.
+//   2. finish  (one block): the partials reduced in a fixed order, the metrics (written as float64 on
+//              the device) and the batch renormalisation factor.
+//   3. write   importance weights (per token, or per row at sequence level) divided by the factor.
+// Rejection sampling needs no third kernel: the keep mask is written by the rows kernel.
+//
+// Deterministic (fixed-order reductions), no allocation (a float64 workspace from the caller), no host
+// synchronisation. An entirely masked batch (the CPU engine raises) gives weights 0 and metrics from
+// empty sums (see docs/gpu.md).
+#if !defined(GRPOKIT_CUDA_EMULATE)  // scripts/emulate_cuda_estimators.cpp runs the kernels on host threads
+#include <cuda_runtime.h>
+
+#include "common.cuh"
+#endif
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "grpokit/corrections.hpp"
+#include "grpokit/math/corrections.hpp"
+#include "grpokit/math/estimators.hpp"
+#include "grpokit_cuda.hpp"
+#include "strided.cuh"
+
+namespace grpokit {
+namespace cuda {
+namespace {
+
+using strided::first_index;
+using strided::flag_at;
+using strided::grid_stride;
+using strided::In;
+using strided::Out;
+using strided::real_at;
+using strided::store;
+
+constexpr int kCorrRowThreads = 128;
+constexpr int kCorrReduceThreads = 128;  // a power of two
+constexpr int kMaxCriteria = 16;
+
+// ---- importance weights -----------------------------------------------------------------------------
+
+// Per-row partials, reduced by the finish kernel with the op in GRPOKIT_IMPORTANCE_OPS.
+enum ImpField {
+  pSumW, pMinW, pMaxW, pTokenSum, pHigh, pLow, pZeroed, pRowZeroed, pRowValid, pCSum, pCSq, pKl, pK3,
+  pChi2, pDSum, pDMax, pNScored, pChi2Seq, pBnSeq, pNSel, kNumImp
+};
+#define GRPOKIT_IMPORTANCE_OPS "smMssssssssssssMssss"  // a literal: device code reads it
+static_assert(sizeof(GRPOKIT_IMPORTANCE_OPS) == kNumImp + 1, "one reduction op per partial");
+
+struct ImpArgs {
+  ImportanceOptions opt;
+  int64_t B = 0, T = 0;
+  In trn, smp, mask;
+  Out weights;
+  double* metrics = nullptr;
+  int64_t metrics_s = 0;
+  double* part = nullptr;     // B × kNumImp
+  double* seq_sum = nullptr;  // B
+  double* factor = nullptr;   // 1
+};
+
+__device__ double raw_weight(double lr, double log_clamp) { return exp(math::clamp_log_ratio(lr, log_clamp)); }
+
+__global__ void importance_rows_kernel(const ImpArgs a) {
+  const ImportanceOptions& o = a.opt;
+  const bool seq = o.level == IsLevel::Sequence, mask_mode = o.mode == IsMode::Mask;
+  const double upper = o.clip_max, lower = math::is_lower_bound(o.clip_min, upper);
+  for (int64_t i = first_index(); i < a.B; i += grid_stride()) {
+    double len = 0.0, ssum = 0.0;
+    for (int64_t t = 0; t < a.T; ++t)
+      if (flag_at(a.mask, i, t)) {
+        ssum += math::sampler_log_ratio(real_at(a.trn, i, t), real_at(a.smp, i, t));
+        len += 1.0;
+      }
+    const double raw_row = raw_weight(ssum, o.log_clamp);
+    const double w_row = math::apply_is_weight(raw_row, mask_mode, o.clip_min, o.clip_max);
+    double p[kNumImp] = {};
+    p[pMinW] = INFINITY;
+    p[pMaxW] = -INFINITY;
+    bool any_zeroed = false;
+    for (int64_t t = 0; t < a.T; ++t) {
+      if (!flag_at(a.mask, i, t)) continue;
+      const double b = real_at(a.smp, i, t);
+      const double lr = math::sampler_log_ratio(real_at(a.trn, i, t), b);
+      const double raw = seq ? raw_row : raw_weight(lr, o.log_clamp);
+      const double w = seq ? w_row : math::apply_is_weight(raw, mask_mode, o.clip_min, o.clip_max);
+      if (!seq) {
+        p[pSumW] += w;
+        p[pMinW] = w < p[pMinW] ? w : p[pMinW];
+        p[pMaxW] = w > p[pMaxW] ? w : p[pMaxW];
+        p[pHigh] += raw > upper ? 1.0 : 0.0;
+        p[pLow] += raw < lower ? 1.0 : 0.0;
+      }
+      p[pTokenSum] += w;
+      const bool zeroed = mask_mode && w == 0.0 && raw != 0.0;
+      p[pZeroed] += zeroed ? 1.0 : 0.0;
+      any_zeroed = any_zeroed || zeroed;
+      const double c = math::truncate_weight(w, 0.0, upper);  // verl's ESS and std clamp to [0, upper]
+      p[pCSum] += c;
+      p[pCSq] += c * c;
+      if (!math::is_nan(b)) {  // mismatch metrics over the tokens the sampler scored
+        p[pKl] += -lr;
+        p[pK3] += math::mismatch_k3(lr);
+        const double rho = exp(math::clamp_log_ratio(lr, math::kVerlLogRatioBound));
+        p[pChi2] += rho * rho;
+        const double d = fabs(lr);
+        p[pDSum] += d;
+        p[pDMax] = d > p[pDMax] ? d : p[pDMax];
+        p[pNScored] += 1.0;
+      }
+    }
+    if (seq) {  // every row counts (an empty row has ratio exp(0) = 1), as TRL's (B, 1) ratio
+      p[pSumW] = w_row;
+      p[pMinW] = w_row;
+      p[pMaxW] = w_row;
+      // verl compares the unclamped log-ratio sums with log(bounds), over all rows
+      p[pHigh] = ssum > log(upper) ? 1.0 : 0.0;
+      p[pLow] = ssum < log(lower) ? 1.0 : 0.0;
+    }
+    if (len > 0.0) {
+      p[pRowValid] = 1.0;
+      p[pRowZeroed] = any_zeroed ? 1.0 : 0.0;
+      p[pBnSeq] = math::verl_masked_mean(w_row * len, len);
+    }
+    p[pChi2Seq] = exp(2.0 * math::clamp_log_ratio(ssum, math::kVerlLogRatioBound));
+    p[pNSel] = len;
+    for (int k = 0; k < kNumImp; ++k) a.part[i * kNumImp + k] = p[k];
+    a.seq_sum[i] = ssum;
+  }
+}
+
+__global__ void importance_finish_kernel(const ImpArgs a) {
+  __shared__ double smem[kNumImp * kCorrReduceThreads];
+  const char* ops = GRPOKIT_IMPORTANCE_OPS;
+  double v[kNumImp];
+  for (int k = 0; k < kNumImp; ++k) v[k] = ops[k] == 'm' ? INFINITY : (ops[k] == 'M' ? -INFINITY : 0.0);
+  v[pDMax] = 0.0;  // |lr| ≥ 0: the CPU's max starts at 0
+  for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x)
+    for (int k = 0; k < kNumImp; ++k) {
+      const double x = a.part[i * kNumImp + k];
+      const char op = ops[k];
+      v[k] = op == 's' ? v[k] + x : op == 'm' ? (x < v[k] ? x : v[k]) : (x > v[k] ? x : v[k]);
+    }
+  strided::block_reduce<kNumImp>(v, smem, ops);
+  if (threadIdx.x != 0) return;
+  const ImportanceOptions& o = a.opt;
+  const bool seq = o.level == IsLevel::Sequence;
+  const double B = static_cast<double>(a.B), n = v[pNSel], n_scored = v[pNScored];
+  const double c_mean = math::verl_masked_mean(v[pCSum], n);
+  const double ess_sq = v[pCSq] / ((c_mean + 1e-8) * (c_mean + 1e-8));  // Σ (c / (mean + 1e-8))²
+  double factor = 1.0;
+  if (o.batch_normalize) {
+    const double rows = v[pRowValid] > 1e-8 ? v[pRowValid] : 1e-8;
+    const double mean = seq ? v[pBnSeq] / rows : math::verl_masked_mean(v[pTokenSum], n);
+    if (mean > 1e-8) factor = mean;
+  }
+  const double m[] = {
+      v[pSumW] / (seq ? B : n),
+      v[pMinW],
+      v[pMaxW],
+      math::verl_masked_mean(v[pTokenSum], n),
+      seq ? v[pHigh] / B : math::verl_masked_mean(v[pHigh], n),
+      seq ? v[pLow] / B : math::verl_masked_mean(v[pLow], n),
+      math::verl_masked_mean(v[pZeroed], n),
+      v[pRowValid] > 0.0 ? v[pRowZeroed] / v[pRowValid] : 0.0,
+      1.0 / math::verl_masked_mean(ess_sq, n),
+      math::is_weight_std(v[pCSq], c_mean, n),
+      factor,
+      math::verl_masked_mean(v[pKl], n_scored),
+      math::verl_masked_mean(v[pK3], n_scored),
+      math::verl_masked_mean(v[pChi2], n_scored) - 1.0,
+      v[pChi2Seq] / B - 1.0,
+      n_scored > 0.0 ? v[pDSum] / n_scored : 0.0,
+      v[pDMax],
+  };
+  for (int k = 0; k < static_cast<int>(sizeof(m) / sizeof(m[0])); ++k) a.metrics[k * a.metrics_s] = m[k];
+  *a.factor = factor;
+}
+
+__global__ void importance_write_kernel(const ImpArgs a) {
+  const ImportanceOptions& o = a.opt;
+  const bool mask_mode = o.mode == IsMode::Mask;
+  const double factor = *a.factor;
+  if (o.level == IsLevel::Sequence) {
+    for (int64_t i = first_index(); i < a.B; i += grid_stride())
+      store(a.weights, i, 0, math::apply_is_weight(raw_weight(a.seq_sum[i], o.log_clamp), mask_mode, o.clip_min, o.clip_max) / factor);
+    return;
+  }
+  const int64_t n = a.B * a.T;
+  for (int64_t e = first_index(); e < n; e += grid_stride()) {
+    const int64_t i = e / a.T, t = e % a.T;
+    double w = 0.0;
+    if (flag_at(a.mask, i, t)) {
+      const double lr = math::sampler_log_ratio(real_at(a.trn, i, t), real_at(a.smp, i, t));
+      w = math::apply_is_weight(raw_weight(lr, o.log_clamp), mask_mode, o.clip_min, o.clip_max);
+    }
+    store(a.weights, i, t, w / factor);
+  }
+}
+
+// ---- rejection sampling ----------------------------------------------------------------------------
+
+struct Criterion {
+  int agg = 0;  // RsAggregation (math::rs_row_statistic's codes)
+  int k = 1;
+  double lower = 0.0, upper = 0.0;
+};
+
+// Per row: for each criterion Σ statistic, min, max, rejected tokens, row rejected; then overall.
+enum RejField { rSum, rMin, rMax, rRejected, rRowRejected, kPerCriterion };
+enum RejOverall { oRowValid, oRejected, oRowAny, oNSel, kOverall };
+
+struct RejArgs {
+  int64_t B = 0, T = 0;
+  int C = 0;
+  Criterion crit[kMaxCriteria];
+  In trn, smp, mask;
+  Out keep;
+  double* metrics = nullptr;
+  int64_t metrics_s = 0;
+  double* part = nullptr;  // B × (kPerCriterion · C + kOverall)
+};
+
+__device__ double rs_token_stat(const RejArgs& a, int c, double lr) {
+  return math::rs_divergence(a.crit[c].k, math::clamp_log_ratio(lr, math::kVerlLogRatioBound));
+}
+
+__global__ void rejection_rows_kernel(const RejArgs a) {
+  const int width = kPerCriterion * a.C + kOverall;
+  for (int64_t i = first_index(); i < a.B; i += grid_stride()) {
+    double rsum[kMaxCriteria], rmax[kMaxCriteria], rv[kMaxCriteria];
+    for (int c = 0; c < a.C; ++c) rsum[c] = 0.0, rmax[c] = -INFINITY;
+    double len = 0.0;
+    for (int64_t t = 0; t < a.T; ++t) {
+      if (!flag_at(a.mask, i, t)) continue;
+      len += 1.0;
+      const double lr = math::sampler_log_ratio(real_at(a.trn, i, t), real_at(a.smp, i, t));
+      for (int c = 0; c < a.C; ++c) {
+        const double s = rs_token_stat(a, c, lr);
+        rsum[c] += s;
+        rmax[c] = s > rmax[c] ? s : rmax[c];
+      }
+    }
+    double* p = a.part + i * width;
+    for (int c = 0; c < a.C; ++c) {
+      rv[c] = math::rs_row_statistic(a.crit[c].agg, rsum[c], rmax[c], len);
+      double* q = p + kPerCriterion * c;
+      q[rSum] = 0.0;
+      q[rMin] = INFINITY;
+      q[rMax] = -INFINITY;
+      q[rRejected] = 0.0;
+      q[rRowRejected] = 0.0;
+      if (a.crit[c].agg != static_cast<int>(RsAggregation::Token) && len > 0.0) q[rMin] = q[rMax] = rv[c];
+    }
+    double rejected = 0.0;
+    for (int64_t t = 0; t < a.T; ++t) {
+      const bool sel = flag_at(a.mask, i, t);
+      bool kept = sel;
+      if (sel) {
+        const double lr = math::sampler_log_ratio(real_at(a.trn, i, t), real_at(a.smp, i, t));
+        for (int c = 0; c < a.C; ++c) {
+          double* q = p + kPerCriterion * c;
+          const bool token = a.crit[c].agg == static_cast<int>(RsAggregation::Token);
+          const double s = token ? rs_token_stat(a, c, lr) : rv[c];
+          if (token) q[rMin] = s < q[rMin] ? s : q[rMin], q[rMax] = s > q[rMax] ? s : q[rMax];
+          q[rSum] += s;
+          if (!math::rs_passes(a.crit[c].k, s, a.crit[c].lower, a.crit[c].upper)) {
+            q[rRejected] += 1.0;
+            q[rRowRejected] = 1.0;
+            kept = false;
+          }
+        }
+        rejected += kept ? 0.0 : 1.0;
+      }
+      store(a.keep, i, t, kept ? 1.0 : 0.0);
+    }
+    double* q = p + kPerCriterion * a.C;
+    q[oRowValid] = len > 0.0 ? 1.0 : 0.0;
+    q[oRejected] = rejected;
+    q[oRowAny] = rejected > 0.0 ? 1.0 : 0.0;
+    q[oNSel] = len;
+  }
+}
+
+__global__ void rejection_finish_kernel(const RejArgs a) {
+  __shared__ double smem[kPerCriterion * kCorrReduceThreads];
+  const int width = kPerCriterion * a.C + kOverall;
+  double o[kOverall] = {0.0, 0.0, 0.0, 0.0};
+  for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x)
+    for (int k = 0; k < kOverall; ++k) o[k] += a.part[i * width + kPerCriterion * a.C + k];
+  strided::block_reduce<kOverall>(o, smem, "ssss");
+  const double n = o[oNSel], rows_valid = o[oRowValid];
+  int64_t m = 0;
+  for (int c = 0; c < a.C; ++c) {
+    double v[kPerCriterion] = {0.0, INFINITY, -INFINITY, 0.0, 0.0};
+    for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x) {
+      const double* q = a.part + i * width + kPerCriterion * c;
+      v[rSum] += q[rSum];
+      v[rMin] = q[rMin] < v[rMin] ? q[rMin] : v[rMin];
+      v[rMax] = q[rMax] > v[rMax] ? q[rMax] : v[rMax];
+      v[rRejected] += q[rRejected];
+      v[rRowRejected] += q[rRowRejected];
+    }
+    strided::block_reduce<kPerCriterion>(v, smem, "smMss");
+    if (threadIdx.x == 0) {
+      a.metrics[(m++) * a.metrics_s] = math::verl_masked_mean(v[rSum], n);
+      a.metrics[(m++) * a.metrics_s] = v[rMax];
+      a.metrics[(m++) * a.metrics_s] = v[rMin];
+      a.metrics[(m++) * a.metrics_s] = math::verl_masked_mean(v[rRejected], n);
+      a.metrics[(m++) * a.metrics_s] = rows_valid > 0.0 ? v[rRowRejected] / rows_valid : 0.0;
+    }
+  }
+  if (threadIdx.x == 0) {
+    a.metrics[(m++) * a.metrics_s] = math::verl_masked_mean(o[oRejected], n);
+    a.metrics[(m++) * a.metrics_s] = o[oRowAny] / static_cast<double>(a.B);  // verl: over every row
+  }
+}
+
+// ---- workspace and arguments ---------------------------------------------------------------------------
+
+double* workspace_ptr(const TensorView& ws, int64_t need, const TensorView& ref, const char* what) {
+  if (!ws.defined()) value_error("workspace: required on the GPU (float64, ", what, " elements)");
+  check_dtype(ws, "workspace", {DType::Float64});
+  check_ndim(ws, "workspace", {1});
+  check_same_device(ws, "workspace", ref, "trainer_logp");
+  check_writable(ws, "workspace");
+  if (ws.strides[0] != 1 || ws.shape[0] < need)
+    value_error("workspace: expected a contiguous float64 array of at least ", need, " elements, got shape ",
+                ws.shape_str());
+  return ws.ptr<double>();
+}
+
+#if defined(GRPOKIT_CUDA_EMULATE)
+using Stream = void*;
+#else
+using Stream = cudaStream_t;
+#endif
+
+}  // namespace
+
+int64_t importance_workspace_size(int64_t num_rows) { return num_rows * (kNumImp + 1) + 1; }
+
+int64_t rejection_workspace_size(int64_t num_rows, int64_t num_criteria) {
+  return num_rows * (kPerCriterion * num_criteria + kOverall);
+}
+
+void importance_weights(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
+                        const ImportanceOptions& opt, const TensorView& weights, const TensorView& metrics,
+                        const TensorView& workspace, std::intptr_t stream) {
+  check_importance_args(trainer_logp, sampler_logp, mask, opt, weights, metrics);
+#if !defined(GRPOKIT_CUDA_EMULATE)
+  check_cuda_device(trainer_logp, "trainer_logp");
+#endif
+  ImpArgs a;
+  a.opt = opt;
+  a.B = trainer_logp.shape[0];
+  a.T = trainer_logp.shape[1];
+  a.trn = strided::in_of(trainer_logp);
+  a.smp = strided::in_of(sampler_logp);
+  a.mask = strided::in_of(mask);
+  a.weights = strided::out_of(weights);
+  a.metrics = metrics.ptr<double>();
+  a.metrics_s = metrics.strides[0];
+  double* ws = workspace_ptr(workspace, importance_workspace_size(a.B), trainer_logp, "importance_workspace_size(B)");
+  a.part = ws;
+  a.seq_sum = ws + a.B * kNumImp;
+  a.factor = a.seq_sum + a.B;
+  const unsigned rows = strided::grid_for(a.B, kCorrRowThreads);
+  const unsigned elems = opt.level == IsLevel::Sequence ? rows : strided::grid_for(a.B * a.T, kCorrRowThreads);
+#if defined(GRPOKIT_CUDA_EMULATE)
+  (void)stream;
+  const Stream s = nullptr;
+  (void)s;  // the emulated launch takes no stream
+#else
+  DeviceGuard guard(trainer_logp.device.index);
+  const Stream s = as_stream(stream);
+#endif
+  GRPOKIT_KERNEL_LAUNCH(importance_rows_kernel, rows, kCorrRowThreads, s, a);
+  GRPOKIT_KERNEL_LAUNCH(importance_finish_kernel, 1, kCorrReduceThreads, s, a);
+  GRPOKIT_KERNEL_LAUNCH(importance_write_kernel, elems, kCorrRowThreads, s, a);
+#if !defined(GRPOKIT_CUDA_EMULATE)
+  check_launch("importance_weights");
+#endif
+}
+
+void rejection_mask(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
+                    const std::vector<RejectionCriterion>& criteria, const TensorView& keep,
+                    const TensorView& metrics, const TensorView& workspace, std::intptr_t stream) {
+  check_rejection_args(trainer_logp, sampler_logp, mask, criteria, keep, metrics);
+#if !defined(GRPOKIT_CUDA_EMULATE)
+  check_cuda_device(trainer_logp, "trainer_logp");
+#endif
+  if (criteria.size() > static_cast<size_t>(kMaxCriteria))
+    value_error("criteria: the GPU kernel takes at most ", kMaxCriteria, " criteria, got ", criteria.size());
+  RejArgs a;
+  a.B = trainer_logp.shape[0];
+  a.T = trainer_logp.shape[1];
+  a.C = static_cast<int>(criteria.size());
+  for (int c = 0; c < a.C; ++c)
+    a.crit[c] = Criterion{static_cast<int>(criteria[c].agg), criteria[c].k, criteria[c].lower, criteria[c].upper};
+  a.trn = strided::in_of(trainer_logp);
+  a.smp = strided::in_of(sampler_logp);
+  a.mask = strided::in_of(mask);
+  a.keep = strided::out_of(keep);
+  a.metrics = metrics.ptr<double>();
+  a.metrics_s = metrics.strides[0];
+  a.part = workspace_ptr(workspace, rejection_workspace_size(a.B, a.C), trainer_logp,
+                         "rejection_workspace_size(B, number of criteria)");
+#if defined(GRPOKIT_CUDA_EMULATE)
+  (void)stream;
+  const Stream s = nullptr;
+  (void)s;  // the emulated launch takes no stream
+#else
+  DeviceGuard guard(trainer_logp.device.index);
+  const Stream s = as_stream(stream);
+#endif
+  GRPOKIT_KERNEL_LAUNCH(rejection_rows_kernel, strided::grid_for(a.B, kCorrRowThreads), kCorrRowThreads, s, a);
+  GRPOKIT_KERNEL_LAUNCH(rejection_finish_kernel, 1, kCorrReduceThreads, s, a);
+#if !defined(GRPOKIT_CUDA_EMULATE)
+  check_launch("rejection_mask");
+#endif
+}
+
+}  // namespace cuda
+}  // namespace grpokit
