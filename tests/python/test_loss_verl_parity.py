@@ -3,7 +3,7 @@
 verl cannot be imported without its heavy dependencies (ray, tensordict, omegaconf, hydra configs:
 ``import verl`` runs ``verl/protocol.py``, which imports ray). The loss functions themselves only need
 torch, so this test reads the installed source of ``core_algos.py`` and ``utils/torch_functional.py``,
-takes the functions it needs (``agg_loss``, ``compute_policy_loss_*``, ``kl_penalty``,
+takes the functions it needs (verl_source.py; ``agg_loss``, ``compute_policy_loss_*``, ``kl_penalty``,
 ``kl_penalty_forward``, ``masked_sum``, ``masked_mean``) as they are, drops their registry decorators,
 and runs them with a small config object in place of ``ActorConfig``. It skips when verl's wheel is
 not installed (``pip install --no-deps verl==0.9.1``); the formula tests of test_loss.py cover the
@@ -12,10 +12,7 @@ same presets without it.
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import math
-import os
 from types import SimpleNamespace
 from typing import Any, Optional
 
@@ -25,27 +22,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import grpokit  # noqa: E402
-
-
-def _verl_source(rel: str) -> str:
-    spec = importlib.util.find_spec("verl")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("verl is not installed (pip install --no-deps verl==0.9.1)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], rel)
-    with open(path, encoding="utf-8") as fh:
-        return fh.read()
-
-
-def _functions(source: str, names: set) -> str:
-    tree = ast.parse(source)
-    out = []
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name in names:
-            node.decorator_list = []
-            out.append(ast.unparse(node))
-    missing = names - {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert not missing, missing
-    return "\n\n".join(out)
+from verl_source import functions as _functions  # noqa: E402
+from verl_source import source as _verl_source  # noqa: E402
 
 
 class ActorConfig(SimpleNamespace):
