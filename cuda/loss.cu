@@ -328,12 +328,11 @@ __global__ void __launch_bounds__(kReduceThreads) select_init_kernel(const Args 
   sel->threshold = -INFINITY;
   sel->targets = 0;
   if (!(n >= 1.0)) return;
-  const double pos = (1.0 - a.s.top_entropy_quantile) * (n - 1.0);
-  const double lo = floor(pos);
-  sel->frac = pos - lo;
-  sel->targets = ceil(pos) == lo ? 1 : 2;
-  sel->rank[0] = static_cast<unsigned long long>(lo);
-  sel->rank[1] = static_cast<unsigned long long>(lo) + 1ull;
+  const math::QuantilePosition qp = math::quantile_position(1.0 - a.s.top_entropy_quantile, static_cast<int64_t>(n));
+  sel->frac = qp.frac;
+  sel->targets = qp.hi == qp.lo ? 1 : 2;
+  sel->rank[0] = static_cast<unsigned long long>(qp.lo);
+  sel->rank[1] = static_cast<unsigned long long>(qp.lo) + 1ull;
 }
 
 // Grid = B rows: histogram of digit `pass` (from the top) of the keys matching each target's prefix.

@@ -576,13 +576,12 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
         if (m[t]) hs.push_back(static_cast<double>(h[t]));
     }
     if (!hs.empty()) {
-      const double q = 1.0 - s.top_entropy_quantile;
-      const double pos = q * static_cast<double>(hs.size() - 1);
-      const size_t lo = static_cast<size_t>(std::floor(pos)), hi = static_cast<size_t>(std::ceil(pos));
-      std::nth_element(hs.begin(), hs.begin() + lo, hs.end());
-      const double a = hs[lo];
-      const double b = hi == lo ? a : *std::min_element(hs.begin() + lo + 1, hs.end());
-      h_threshold = math::lerp(a, b, pos - static_cast<double>(lo));
+      const math::QuantilePosition qp =
+          math::quantile_position(1.0 - s.top_entropy_quantile, static_cast<int64_t>(hs.size()));
+      std::nth_element(hs.begin(), hs.begin() + qp.lo, hs.end());
+      const double a = hs[qp.lo];
+      const double b = qp.hi == qp.lo ? a : *std::min_element(hs.begin() + qp.lo + 1, hs.end());
+      h_threshold = math::lerp(a, b, qp.frac);
     }
   }
   auto ent_kept = [&](T h) { return !has_quantile || static_cast<double>(h) >= h_threshold; };

@@ -35,6 +35,8 @@ namespace math {
 #if !defined(GRPOKIT_DEVICE_COMPILE)
 using std::exp;
 using std::log;
+using std::ceil;
+using std::floor;
 #endif
 
 // The per-token term is large; GCC does not inline it on its own (measured ≈ 10 % slower as a call).
@@ -306,6 +308,19 @@ GRPOKIT_HD C sampler_is_weight(C log_rho, bool truncate, C lo, C hi) {
 // torch.quantile's linear interpolation between order statistics a ≤ b at fraction f.
 template <class C>
 GRPOKIT_HD C lerp(C a, C b, C f) { return a + (b - a) * f; }
+
+// torch.quantile(x, q) (linear interpolation) of n values: lerp(x_(lo), x_(hi), frac) of the lo-th and
+// hi-th smallest (0-based), lo = ⌊q(n−1)⌋, hi = ⌈q(n−1)⌉. TRL's top-entropy masking keeps H ≥ this at
+// q = 1 − top_entropy_quantile; the CPU engine selects by nth_element, the CUDA kernels by radix select.
+struct QuantilePosition {
+  int64_t lo, hi;
+  double frac;
+};
+GRPOKIT_HD QuantilePosition quantile_position(double q, int64_t n) {
+  const double pos = q * static_cast<double>(n - 1);
+  const double lo = floor(pos);
+  return {static_cast<int64_t>(lo), static_cast<int64_t>(ceil(pos)), pos - lo};
+}
 
 
 // ---- the rule row -------------------------------------------------------------------------------
