@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kRowThreads) stats_kernel(const Args a) {
     const C adv = need_adv ? C(ld<T>(a.adv, aa, t)) : C(0);
     const C h = need_h ? C(ld<T>(a.ent, ae, t)) : C(0);
     const C smp = need_smp ? C(ld<T>(a.smp, as, t)) : C(0);
-    math::row_sums_add<C>(a.s, f, s, l, lo, adv, h, smp);
+    math::row_sums_add<C, C>(a.s, f, s, l, lo, adv, h, smp);
   }
   C v[7] = {s.n, s.su, s.svw, s.sh, s.sa, s.sis, s.sop};
   block_reduce(v, smem, Sum{}, C(0));
@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(kRowThreads) stats_kernel(const Args a) {
   block_reduce(fv, smem_first, Min{}, static_cast<long long>(rr.len));
   if (threadIdx.x == 0) {
     const math::RowSums<C> tot{v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
-    const math::RowStats r = math::row_stats_finish<C>(a.s, a.f, tot);
+    const math::RowStats r = math::row_stats_finish<C>(a.s, tot);
     double* o = a.st + i * kNumStat;
     o[kL] = r.L;
     o[kU] = r.u;

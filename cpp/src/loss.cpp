@@ -298,10 +298,6 @@ bool per_row_ratio(const LossSpec& s) {  // one ratio per sequence: metrics coun
          s.ratio == RatioLevel::SequenceSum;
 }
 
-bool uses_sampler_is(const LossSpec& s, const LossInputs& in) {
-  return s.sampler_is != SamplerIs::None && in.sampling_logp.defined();
-}
-
 // ---- the fast path --------------------------------------------------------------------------------
 //
 // The common training configuration — token ratio, one advantage per row, no per-token extras
@@ -551,17 +547,11 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
   const bool has_old = in.old_logp.defined();
   const bool has_ent = in.entropies.defined();
   const bool has_smp = in.sampling_logp.defined();
-  const bool use_is = uses_sampler_is(s, in);
-  const bool seq_is = use_is && (s.sampler_is == SamplerIs::SequenceTruncate ||
-                                 s.sampler_is == SamplerIs::SequenceMask);
-  const bool is_truncate = s.sampler_is == SamplerIs::TokenTruncate ||
-                           s.sampler_is == SamplerIs::SequenceTruncate;
-  const bool opsm = !std::isnan(s.off_policy_mask_threshold);
-  const bool gmpo = s.surrogate == Surrogate::GeoMean;
-  const bool vespo = s.surrogate == Surrogate::Logp && s.logp_weight == LogpWeight::Vespo;
-  const bool need_u = math::uses_row_log_ratio(s) || vespo;
-  const bool u_grad = math::row_log_ratio_has_grad(s);
-  const bool gtpo_h = s.gtpo_entropy && s.beta != 0.0 && has_ent;
+  // what the call needs (the same flags the CUDA kernels derive: math/loss_passes.hpp)
+  const math::PassFlags pf =
+      math::pass_flags(s, has_old, has_ent, has_smp, in.ref_logp.defined(), in.token_weights.defined());
+  const bool use_is = pf.use_is, opsm = pf.opsm, gmpo = pf.gmpo, vespo = pf.vespo, need_u = pf.need_u;
+  const bool u_grad = pf.u_grad, gtpo_h = pf.gtpo_h;
   const bool has_quantile = s.top_entropy_quantile < 1.0;
   const bool adv_row = in.advantages.ndim == 1 && (!L.packed || in.advantages.shape[0] != in.logp.shape[0]);
 
@@ -611,10 +601,9 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
     const Row<T> lp = row_of<T>(in.logp, L, i), old = row_of<T>(in.old_logp, L, i);
     const Row<T> adv = row_of<T>(in.advantages, L, i, adv_row), h = row_of<T>(in.entropies, L, i);
     const Row<T> smp = row_of<T>(in.sampling_logp, L, i);
-    double su = 0.0, sh = 0.0, sa = 0.0, sis = 0.0, sop = 0.0, svw = 0.0, nk = 0.0;
-    int64_t n = 0;
     if (count_only) {  // only L_i is needed: count the mask bytes (vectorised)
       const int64_t len = L.len(i);
+      int64_t n = 0;
       if (!in.mask.defined()) {
         n = len;
       } else {
@@ -622,43 +611,27 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
 #pragma omp simd reduction(+ : n)
         for (int64_t t = 0; t < len; ++t) n += mk[t] != 0;
       }
+      r.L = n;
+      continue;
     }
-    for (int64_t t = 0, len = count_only ? 0 : L.len(i); t < len; ++t) {
+    // the same per-token steps as the CUDA kernels (math/loss_passes.hpp), summed in double
+    math::RowSums<double> sums{};
+    double nk = 0.0;
+    for (int64_t t = 0, len = L.len(i); t < len; ++t) {
       if (!m[t]) continue;
-      ++n;
       const C l = lp[t], lo = has_old ? C(old[t]) : l;
-      if (need_u) {
-        const C dlt = l - lo;
-        su += static_cast<double>(math::row_log_ratio_term<C>(s, l, lo, C(adv[t])).v);
-        svw += static_cast<double>(math::clampv<C>(dlt, C(-20), C(20)));
-      }
-      if (has_ent) {
-        sh += static_cast<double>(h[t]);
-        if (ent_kept(h[t])) nk += 1.0;
-      }
-      sa += static_cast<double>(adv[t]);
-      if (use_is) {
-        const double d = static_cast<double>(lo) - static_cast<double>(smp[t]);
-        const double dd = std::isnan(d) ? 0.0 : d;
-        sis += dd;
-        if (vespo && !seq_is)  // VESPO folds token IS weights into W (TRL)
-          svw += std::min(20.0, std::max(std::log(1e-8),
-                                         std::log(static_cast<double>(math::sampler_is_weight<C>(
-                                             C(dd), is_truncate, C(s.is_min), C(s.is_max))))));
-      }
-      if (opsm) {
-        const double d = static_cast<double>(has_smp ? C(smp[t]) : lo) - static_cast<double>(l);
-        sop += std::isnan(d) ? 0.0 : d;
-      }
+      const C ht = h ? C(h[t]) : C(0), st_smp = smp ? C(smp[t]) : C(0);
+      math::row_sums_add<C, double>(s, pf, sums, l, lo, C(adv[t]), ht, st_smp);
+      if (has_ent && ent_kept(h[t])) nk += 1.0;
     }
-    r.L = n;
-    const double Ld = static_cast<double>(n > 1 ? n : 1);
-    r.u = su * static_cast<double>(math::row_log_ratio_scale<double>(s, n));
-    r.hbar = sh / Ld;
-    r.abar = sa / Ld;
-    r.sum_is_log = sis;
-    r.opsm_div = sop / Ld;
-    r.vespo_logw = std::min(20.0, std::max(std::log(1e-8), svw));
+    const math::RowStats rs = math::row_stats_finish(s, sums);
+    r.L = static_cast<int64_t>(rs.L);
+    r.u = rs.u;
+    r.hbar = rs.hbar;
+    r.abar = rs.abar;
+    r.sum_is_log = rs.sum_is_log;
+    r.opsm_div = rs.opsm_div;
+    r.vespo_logw = rs.vespo_logw;
     r.n_ent_kept = nk;
   }
 
@@ -718,10 +691,8 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
     const bool keep = flag_at_row(in.keep, i);
     const C c = static_cast<C>(r.c);
     const C cH = static_cast<C>(s.entropy_aggregation == EntropyAggregation::Policy ? r.c : ent_local_c);
-    const bool opsm_div_high = opsm && !(r.opsm_div <= s.off_policy_mask_threshold);
-    const C seq_w_is = seq_is ? math::sampler_is_weight<C>(C(r.sum_is_log), is_truncate, C(s.is_min),
-                                                           C(s.is_max))
-                              : C(1);
+    const bool opsm_div_high = math::opsm_row_masked(s, pf, r.opsm_div);
+    const C seq_w_is = math::row_sampler_weight<C>(s, pf, r.sum_is_log);
     const bool row_metrics = per_row_ratio(s);
     const int64_t len = L.len(i);
 
@@ -760,25 +731,17 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
       if (h && !std::isfinite(C(h[t]))) fail(t, "entropies", h[t]);
       if (smp && std::isinf(C(smp[t]))) fail(t, "sampling_logp", smp[t]);
 
-      // weight rule
-      C w = ti.keep * ti.token_weight;
-      if (s.prune_threshold > -kInf && !(std::fabs(static_cast<double>(adv[t])) > s.prune_threshold)) w = C(0);
-      if (opsm && opsm_div_high && !(adv[t] >= T(0))) w = C(0);
+      // weight rule (math/loss_passes.hpp, as the CUDA kernels)
       const bool hk = h ? ent_kept(h[t]) : true;
-      if (!hk) w = C(0);
+      C wis = C(1);
+      ti.w = math::weight_rule<C>(s, pf, ti.keep, ti.token_weight, C(adv[t]), opsm_div_high, hk, seq_w_is,
+                                  ti.old_logp, smp ? C(smp[t]) : C(0), &wis);
       if (use_is && !vespo) {
-        C wis = seq_w_is;
-        if (!seq_is) {
-          const C d = ti.old_logp - C(smp[t]);
-          wis = math::sampler_is_weight<C>(d == d ? d : C(0), is_truncate, C(s.is_min), C(s.is_max));
-        }
-        w *= wis;
         a.is_sum += static_cast<double>(wis);
         a.is_min = std::min(a.is_min, static_cast<double>(wis));
         a.is_max = std::max(a.is_max, static_cast<double>(wis));
         a.n_is += 1.0;
       }
-      ti.w = w;
       ti.selected = has_sel && sel[t];
       if (vespo)
         ti.row_w_is = math::vespo_weight<C>(C(r.vespo_logw), ti.adv, C(s.vespo_k_pos), C(s.vespo_lambda_pos),

@@ -1,7 +1,6 @@
 // The per-token steps of the loss engine's passes, as GRPOKIT_HD functions: the row statistics of
-// pass A, the aggregation coefficients between the passes, and the weight rule of pass B. The CUDA
-// kernels (cuda/loss.cu) call these; they restate, step for step, what cpp/src/loss.cpp's pass A /
-// pass B loops compute inline, so the CPU engine can call them too (one place per rule).
+// pass A, the aggregation coefficients between the passes, and the weight rule of pass B. Both the
+// CPU engine (cpp/src/loss.cpp) and the CUDA kernels (cuda/loss.cu) call them: one place per rule.
 //
 // Everything is allocation-free, exception-free and templated on the compute type C.
 #pragma once
@@ -55,35 +54,38 @@ GRPOKIT_HD PassFlags pass_flags(const LossSpec& s, bool has_old, bool has_ent, b
 
 // ---- pass A: row statistics ---------------------------------------------------------------------
 
-// Partial sums of one row over some of its valid tokens (a thread's share on the GPU).
-template <class C>
+// Partial sums of one row over some of its valid tokens (a thread's share on the GPU). A is the
+// accumulator type: the CPU engine sums in double, the CUDA kernels in the compute type.
+template <class A>
 struct RowSums {
-  C n, su, svw, sh, sa, sis, sop;
+  A n, su, svw, sh, sa, sis, sop;
 };
 
 // Adds one valid token. `lo` is old_logp (= logp when absent); `h`, `smp` are read only when present.
-template <class C>
-GRPOKIT_HD void row_sums_add(const LossSpec& s, const PassFlags& f, RowSums<C>& a, C l, C lo, C adv, C h,
+// Per-token terms are computed in C; differences of log-probs that are only summed (sampler IS, OPSM)
+// are taken in A.
+template <class C, class A>
+GRPOKIT_HD void row_sums_add(const LossSpec& s, const PassFlags& f, RowSums<A>& a, C l, C lo, C adv, C h,
                              C smp) {
-  a.n += C(1);
+  a.n += A(1);
   if (f.need_u) {
-    a.su += row_log_ratio_term<C>(s, l, lo, adv).v;
-    a.svw += clampv<C>(l - lo, C(-20), C(20));
+    a.su += static_cast<A>(row_log_ratio_term<C>(s, l, lo, adv).v);
+    a.svw += static_cast<A>(clampv<C>(l - lo, C(-20), C(20)));
   }
-  if (f.has_ent) a.sh += h;
-  a.sa += adv;
+  if (f.has_ent) a.sh += static_cast<A>(h);
+  a.sa += static_cast<A>(adv);
   if (f.use_is) {
-    const C d = lo - smp;
-    const C dd = is_nan_v(d) ? C(0) : d;
+    const A d = static_cast<A>(lo) - static_cast<A>(smp);
+    const A dd = is_nan_v(d) ? A(0) : d;
     a.sis += dd;
     if (f.vespo && !f.seq_is) {  // VESPO folds token IS weights into W (TRL)
-      const C lw = log(sampler_is_weight<C>(dd, f.is_truncate, C(s.is_min), C(s.is_max)));
-      a.svw += clampv<C>(lw, C(-18.420680743952367), C(20));  // [log 1e-8, 20]
+      const A lw = log(static_cast<A>(sampler_is_weight<C>(C(dd), f.is_truncate, C(s.is_min), C(s.is_max))));
+      a.svw += clampv<A>(lw, A(-18.420680743952367), A(20));  // [log 1e-8, 20]
     }
   }
   if (f.opsm) {
-    const C d = (f.has_smp ? smp : lo) - l;
-    a.sop += is_nan_v(d) ? C(0) : d;
+    const A d = static_cast<A>(f.has_smp ? smp : lo) - static_cast<A>(l);
+    a.sop += is_nan_v(d) ? A(0) : d;
   }
 }
 
@@ -92,15 +94,15 @@ struct RowStats {
   double L, u, hbar, abar, sum_is_log, opsm_div, vespo_logw;
 };
 
-template <class C>
-GRPOKIT_HD RowStats row_stats_finish(const LossSpec& s, const PassFlags& f, const RowSums<C>& a) {
+template <class A>
+GRPOKIT_HD RowStats row_stats_finish(const LossSpec& s, const RowSums<A>& a) {
   RowStats r{};
   const double n = static_cast<double>(a.n);
   const double Ld = n > 1.0 ? n : 1.0;
   r.L = n;
   r.u = static_cast<double>(a.su) * row_log_ratio_scale<double>(s, static_cast<int64_t>(n));
   r.hbar = static_cast<double>(a.sh) / Ld;
-  r.abar = static_cast<double>(a.sa) / Ld;  // GMPO: the row-mean advantage, as the CPU engine
+  r.abar = static_cast<double>(a.sa) / Ld;  // GMPO: the row-mean advantage
   r.sum_is_log = static_cast<double>(a.sis);
   r.opsm_div = static_cast<double>(a.sop) / Ld;
   r.vespo_logw = clampv<double>(static_cast<double>(a.svw), -18.420680743952367, 20.0);
@@ -150,8 +152,8 @@ template <class C>
 GRPOKIT_HD C weight_rule(const LossSpec& s, const PassFlags& f, C keep, C token_weight, C adv_raw,
                          bool opsm_div_high, bool entropy_kept, C seq_w_is, C lo, C smp, C* wis) {
   C w = keep * token_weight;
-  const C abs_a = adv_raw < C(0) ? -adv_raw : adv_raw;
-  if (s.prune_threshold > -INFINITY && !(abs_a > C(s.prune_threshold))) w = C(0);
+  const double abs_a = adv_raw < C(0) ? -static_cast<double>(adv_raw) : static_cast<double>(adv_raw);
+  if (s.prune_threshold > -INFINITY && !(abs_a > s.prune_threshold)) w = C(0);  // CPPO: |A| > γ
   if (f.opsm && opsm_div_high && !(adv_raw >= C(0))) w = C(0);
   if (!entropy_kept) w = C(0);
   *wis = C(1);
