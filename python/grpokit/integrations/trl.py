@@ -84,6 +84,69 @@ def spec_from_config(args: Any, loss: Any = None, loss_options: Optional[Dict[st
     return _presets.resolve(name, over)
 
 
+def _plain_lm_head(model: Any) -> Optional[str]:
+    """Why grpokit's fused head cannot stand in for TRL's on this model (None: it can)."""
+    cfg = model.config.get_text_config()
+    if getattr(cfg, "final_logit_softcapping", None) is not None:
+        return "the model soft-caps its logits"
+    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"):
+        if getattr(cfg, name, None) not in (None, 1, 1.0):
+            return f"the model scales its logits ({name})"
+    head = model.get_output_embeddings()
+    if head is None or getattr(head, "bias", None) is not None:
+        return "the LM head is not a bias-free linear layer"
+    return None
+
+
+def add_grpokit_lm_head(model: Any, temperature: float = 1.0, entropy: bool = True) -> bool:
+    """Computes the per-token log-probabilities (and entropies) of a model patched by TRL's
+    ``add_fused_lm_head`` with grpokit's fused hidden × weight op (``grpokit.torch.linear_token_logprobs``:
+    chunked GEMM + online log-sum-exp, no (tokens × vocab) buffer) instead of TRL's tiles.
+
+    ``model(..., labels=labels, fused_lm_head=True)`` then returns the same ``FusedCausalLMOutput`` fields
+    GRPOTrainer reads (``log_probs``, ``entropy``, ``label_mask``, ``loss``). Calls grpokit cannot serve —
+    pre-shifted ``shift_labels``, MoE router losses, hidden states in a dtype its backend lacks (bfloat16 on
+    the CPU) — and every call without ``fused_lm_head`` go to TRL's forward unchanged. Returns False, and
+    leaves the model alone, when the head is not a plain projection (logit soft-capping or scaling, a bias).
+    """
+    if _plain_lm_head(model) is not None:
+        return False
+    import types
+
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    trl_forward = model.forward  # TRL's fused forward (add_fused_lm_head ran in TRL's __init__)
+    cfg = model.config.get_text_config()
+
+    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None,
+                **kwargs):
+        device_ok = True
+        if fused_lm_head and labels is not None:
+            w = self.get_output_embeddings().weight
+            device_ok = w.is_cuda or w.dtype in (torch.float32, torch.float64)
+        if (not fused_lm_head or shift_labels is not None or labels is None or not device_ok
+                or kwargs.get("output_router_logits") or getattr(cfg, "output_router_logits", False)):
+            return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
+                               num_items_in_batch=num_items_in_batch, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        weight = self.get_output_embeddings().weight
+        labels = labels[:, 1:].to(weight.device)
+        mask = labels != -100
+        h = hidden.to(weight.device)[mask]
+        out = gkt.linear_token_logprobs(h.to(weight.dtype), weight, labels[mask], temperature=temperature,
+                                        entropy=entropy)
+        # masked_scatter keeps an all-masked micro-batch connected to the graph (a differentiable zero)
+        log_probs = out.logp.new_zeros(mask.shape).masked_scatter(mask, out.logp)
+        ent = None if out.entropy is None else out.entropy.new_zeros(mask.shape).masked_scatter(mask, out.entropy)
+        denom = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(loss=-log_probs.sum() / denom, log_probs=log_probs, entropy=ent,
+                                   label_mask=mask)
+
+    model.forward = types.MethodType(forward, model)
+    return True
+
+
 class GRPOTrainer(_TRLGRPOTrainer):
     """TRL's ``GRPOTrainer`` with grpokit's policy loss (forward and exact gradient in the engine).
 
@@ -91,6 +154,9 @@ class GRPOTrainer(_TRLGRPOTrainer):
         loss: a preset name (``grpokit.presets()``) or a ``grpokit.LossSpec``; default
             ``f"trl.{args.loss_type}"``, which reproduces TRL's loss, gradient and metrics.
         loss_options: overrides of the spec (``grpokit.policy_loss`` option names).
+        logprobs: ``"trl"`` (default) keeps TRL's fused LM head for the per-token log-probabilities and
+            entropies; ``"grpokit"`` computes them with grpokit's fused hidden × weight op
+            (:func:`add_grpokit_lm_head`; TRL's head stays for models and calls it does not cover).
         normalization: ``"trl"`` (default) uses TRL's counts: for token-mean losses (dapo, cispo, vespo,
             any token-mean preset) the generation batch's ``num_items_in_batch`` rescaled by
             gradient_accumulation_steps / steps_per_generation; ``"exact"`` counts the tokens of the
@@ -109,10 +175,26 @@ class GRPOTrainer(_TRLGRPOTrainer):
     """
 
     def __init__(self, *args: Any, loss: Any = None, loss_options: Optional[Dict[str, Any]] = None,
-                 normalization: str = "trl", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+                 normalization: str = "trl", logprobs: str = "trl", **kwargs: Any) -> None:
         if normalization not in ("trl", "exact"):
             raise ValueError(f"normalization: expected 'trl' or 'exact', got {normalization!r}")
+        if logprobs not in ("trl", "grpokit"):
+            raise ValueError(f"logprobs: expected 'trl' or 'grpokit', got {logprobs!r}")
+        super().__init__(*args, **kwargs)
+        self.grpokit_logprobs = False
+        if logprobs == "grpokit":
+            from accelerate.utils import is_peft_model
+
+            policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
+            why = _plain_lm_head(policy)
+            if why is not None:
+                import warnings
+
+                warnings.warn(f"logprobs='grpokit': {why}; TRL's fused LM head is kept", stacklevel=2)
+            else:
+                self.grpokit_logprobs = add_grpokit_lm_head(policy, self.temperature)
+                if self.ref_model is not None:
+                    add_grpokit_lm_head(self.ref_model, self.temperature, entropy=False)
         if self.use_adaptive_entropy:
             raise NotImplementedError(
                 "grpokit.integrations.trl.GRPOTrainer: use_adaptive_entropy=True is not supported (its controller "
@@ -211,5 +293,5 @@ class GRPOTrainer(_TRLGRPOTrainer):
             self._metrics[mode]["entropy_coef"].append(self.entropy_coef)
 
 
-__all__ = ["DiagnosticsCallback", "GRPOTrainer", "SUPPORTED_TRL", "TRL_LOSS_TYPES", "clipping_can_be_active",
-           "normalization_audit", "spec_from_config"]
+__all__ = ["DiagnosticsCallback", "GRPOTrainer", "SUPPORTED_TRL", "TRL_LOSS_TYPES", "add_grpokit_lm_head",
+           "clipping_can_be_active", "normalization_audit", "spec_from_config"]
