@@ -136,6 +136,34 @@ __global__ void outcome_rows_kernel(const Args a) {
   }
 }
 
+// Every thread's squared deviations (scale-aware sums, math::SquaredDeviations) merged in a fixed tree
+// order over the block (blockDim.x a power of two; smem holds 2·blockDim.x doubles). All threads get
+// the total.
+__device__ math::SquaredDeviations block_merge_sq_dev(const math::SquaredDeviations& mine, double* smem) {
+  const int t = threadIdx.x, n = blockDim.x;
+  smem[t] = mine.scale;
+  smem[n + t] = mine.ssq;
+  __syncthreads();
+  for (int w = n / 2; w > 0; w /= 2) {
+    if (t < w) {
+      math::SquaredDeviations x, y;
+      x.scale = smem[t];
+      x.ssq = smem[n + t];
+      y.scale = smem[t + w];
+      y.ssq = smem[n + t + w];
+      x.merge(y);
+      smem[t] = x.scale;
+      smem[n + t] = x.ssq;
+    }
+    __syncthreads();
+  }
+  math::SquaredDeviations total;
+  total.scale = smem[0];
+  total.ssq = smem[n];
+  __syncthreads();  // smem is reused by the caller
+  return total;
+}
+
 // The batch std of R for GRPO with std_scope="batch" (as advantages_cpu: mean around the first valid
 // reward, then the scaled sum of squared deviations), into globals[0].
 __global__ void batch_std_kernel(const Args a) {
@@ -164,26 +192,8 @@ __global__ void batch_std_kernel(const Args a) {
   const double mean = s.mean();
   math::SquaredDeviations m2;
   for (int64_t i = t; i < a.B; i += n) math::add_sq_dev(m2, R[i], mean);
-  smem[t] = m2.scale;
-  smem[n + t] = m2.ssq;
-  __syncthreads();
-  for (int w = n / 2; w > 0; w /= 2) {
-    if (t < w) {
-      math::SquaredDeviations x, y;
-      x.scale = smem[t];
-      x.ssq = smem[n + t];
-      y.scale = smem[t + w];
-      y.ssq = smem[n + t + w];
-      x.merge(y);
-      smem[t] = x.scale;
-      smem[n + t] = x.ssq;
-    }
-    __syncthreads();
-  }
+  const math::SquaredDeviations total = block_merge_sq_dev(m2, smem);
   if (t == 0) {
-    math::SquaredDeviations total;
-    total.scale = smem[0];
-    total.ssq = smem[n];
     glob[0] = math::std_from_m2(total, s.n, a.opt.std == StdDivisor::Sample);
   }
 }
@@ -315,25 +325,7 @@ __global__ void outcome_finish_kernel(const Args a) {
     const double cnt = v[1], mean = cnt > 0.0 ? v[0] / cnt : 0.0;
     math::SquaredDeviations m2;
     for (int64_t i = t; i < a.B; i += n) math::add_sq_dev(m2, A[i], mean);
-    smem[t] = m2.scale;
-    smem[n + t] = m2.ssq;
-    __syncthreads();
-    for (int w = n / 2; w > 0; w /= 2) {
-      if (t < w) {
-        math::SquaredDeviations x, y;
-        x.scale = smem[t];
-        x.ssq = smem[n + t];
-        y.scale = smem[t + w];
-        y.ssq = smem[n + t + w];
-        x.merge(y);
-        smem[t] = x.scale;
-        smem[n + t] = x.ssq;
-      }
-      __syncthreads();
-    }
-    math::SquaredDeviations total;
-    total.scale = smem[0];
-    total.ssq = smem[n];
+    const math::SquaredDeviations total = block_merge_sq_dev(m2, smem);
     const double sd = math::std_from_m2(total, cnt, true);
     for (int64_t i = t; i < a.B; i += n)
       store(a.out, i, 0, math::batch_standardised(A[i], mean, sd, cnt, o.final_epsilon));
