@@ -608,8 +608,15 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
         n = len;
       } else {
         const uint8_t* mk = static_cast<const uint8_t*>(in.mask.data) + i * in.mask.strides[0];
+#ifdef GRPOKIT_CPU_DISPATCH
+        if (cpu::has_avx512()) {
+          n = cpu::count_nonzero_avx512(mk, len);
+        } else
+#endif
+        {
 #pragma omp simd reduction(+ : n)
-        for (int64_t t = 0; t < len; ++t) n += mk[t] != 0;
+          for (int64_t t = 0; t < len; ++t) n += mk[t] != 0;
+        }
       }
       r.L = n;
       continue;

@@ -58,6 +58,21 @@ GRPOKIT_CPU_AVX512 inline __m512 exp_vec_avx512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// Σ_t [m_t ≠ 0] (a row's valid tokens): 64 mask bytes per k-register test and popcount.
+GRPOKIT_CPU_AVX512 inline int64_t count_nonzero_avx512(const uint8_t* m, int64_t len) {
+  int64_t n = 0, t = 0;
+  for (; t + 64 <= len; t += 64) {
+    const __m512i v = _mm512_loadu_si512(m + t);
+    n += __builtin_popcountll(_mm512_test_epi8_mask(v, v));
+  }
+  if (t < len) {
+    const __mmask64 live = ~0ull >> (64 - (len - t));
+    const __m512i v = _mm512_maskz_loadu_epi8(live, m + t);
+    n += __builtin_popcountll(_mm512_mask_test_epi8_mask(live, v, v));
+  }
+  return n;
+}
+
 // One row: g[t] = cA·r·[r in the interval]·[log-ratio inside its clamp] at valid tokens, 0 elsewhere;
 // the row sums of v = clamp(r, v_lo, v_hi), r and −(ℓ − ℓ_old) over valid tokens; ratio min/max.
 // m = nullptr: every token is valid. LOG_CLAMP: whether [log_lo, log_hi] is finite (verl's clamp).
