@@ -147,3 +147,14 @@ def test_avx512_loop_matches_the_portable_loop():
                 assert met_a[k] == met_b[k] or (np.isnan(met_a[k]) and np.isnan(met_b[k])), (key, k)
             else:
                 np.testing.assert_allclose(met_a[k], met_b[k], rtol=2e-5, atol=1e-6, err_msg=f"{key} {k}")
+
+
+@pytest.mark.parametrize("T", [1, 63, 64, 65, 200])
+def test_uint8_masks_count_any_nonzero_byte(T):
+    lp, old, A, mask = batch(T, np.float32)
+    m8 = np.where(mask, np.random.default_rng(T).choice([1, 3, 255], size=mask.shape), 0).astype(np.uint8)
+    for spec in ("trl.dapo", "trl.grpo"):  # token mean (global count) and sequence mean (per-row counts)
+        want = grpokit.policy_loss(lp, old, A, mask, spec=spec)
+        got = grpokit.policy_loss(lp, old, A, m8, spec=spec)
+        assert float(got.loss) == float(want.loss)
+        np.testing.assert_array_equal(got.grad_logp, want.grad_logp)
