@@ -36,4 +36,8 @@ rows = [(n, resolve(n, {})) for n in sorted(grpokit.presets())] + [
 for name, spec in rows:
     print(name, " ".join(f"{k}={v}" for k, v in spec.engine_fields().items()))
 PY
+if [ -n "${ONLY:-}" ]; then  # ONLY="trl.dapo verl.vanilla ...": those rows of the case list
+  printf '%s\n' $ONLY | awk 'NR == FNR { want[$1] = 1; next } ($1 in want)' - "$OUT.cases" > "$OUT.only"
+  CASES="$OUT.only"
+fi
 timeout 900 "$OUT" < "${CASES:-$OUT.cases}"

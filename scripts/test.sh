@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything grpokit needs on a fresh Debian machine, builds once, and runs every test:
-# the C++ (Catch2, via ctest), the sanitizer build of the C++ tests, and the Python tests (pytest).
+# the C++ (Catch2, via ctest), the CUDA kernels on host threads (with GRPOKIT_CUDA=ON), the sanitizer
+# build of the C++ tests, and the Python tests (pytest).
 # Usage: bash scripts/test.sh        (root, or sudo available, for the apt step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,20 @@ fi
 
 echo "== C++ tests (ctest, $BUILD_DIR)"
 ctest --test-dir "$BUILD_DIR" --output-on-failure
+
+if [ "${GRPOKIT_CUDA:-AUTO}" = "ON" ]; then
+  # No GPU needed: each .cu file is compiled for the host with one thread per CUDA thread and its
+  # kernels compared with the CPU engine (docs/gpu.md). A mismatch prints the script's whole log.
+  echo "== CUDA kernels on host threads against the CPU engine (scripts/emulate_cuda_*.sh)"
+  for part in estimators adam logprobs loss; do
+    log=$(mktemp)
+    if bash "scripts/emulate_cuda_$part.sh" >"$log" 2>&1; then
+      echo "$part: $(tail -n 1 "$log")"
+    else
+      cat "$log"; echo "emulate_cuda_$part.sh failed"; exit 1
+    fi
+  done
+fi
 
 echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (CUDA off, own build dir)"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGRPOKIT_SANITIZE=ON -DGRPOKIT_CUDA=OFF \
