@@ -102,3 +102,43 @@ def test_bad_input(call, exc, fragment):
     with pytest.raises(exc) as info:
         call()
     assert fragment in str(info.value), f"message {str(info.value)!r} lacks {fragment!r}"
+
+
+# ---- NumPy arrays are read without a DLPack capsule (python/bindings/tensor_import.cpp) -------------------
+
+class _DLPackOnly:
+    """Hides an ndarray behind the DLPack protocol alone, so the bindings take their DLPack path."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kw):
+        return self._a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_numpy_fast_path_equals_the_dlpack_path():
+    rng = np.random.default_rng(0)
+    lp = np.log(rng.uniform(0.1, 0.9, (3, 40))).astype(np.float32)[:, ::2]  # strided rows
+    old = (lp + 0.1).astype(np.float32)
+    A = rng.normal(size=3).astype(np.float32)
+    mask = rng.random(lp.shape) < 0.8
+    a = grpokit.policy_loss(lp, old, A, mask, spec="trl.grpo")
+    b = grpokit.policy_loss(_DLPackOnly(lp), _DLPackOnly(old), _DLPackOnly(A), _DLPackOnly(mask), spec="trl.grpo")
+    assert float(a.loss) == float(b.loss)
+    np.testing.assert_array_equal(a.grad_logp, b.grad_logp)
+
+
+def test_numpy_arrays_the_fast_path_does_not_take_get_dlpacks_errors():
+    lp = np.log(np.full((2, 3), 0.5))
+    A = np.array([1.0, -1.0])
+    with pytest.raises(ValueError, match="logp: .*native byte order"):
+        grpokit.policy_loss(lp.astype(">f8"), lp, A)
+    odd32 = np.lib.stride_tricks.as_strided(np.zeros(64, np.float32), shape=(2, 3), strides=(14, 6))
+    with pytest.raises(ValueError, match="logp: .*multiple of itemsize"):
+        grpokit.policy_loss(odd32, lp.astype(np.float32), A.astype(np.float32))
+    ro = lp.copy()
+    ro.flags.writeable = False
+    assert float(grpokit.policy_loss(ro, ro, A, spec="trl.dapo").loss) == 0.0  # read-only inputs are fine
