@@ -298,7 +298,8 @@ def main():
         f"### policy_loss, CPU — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), threads={args.threads}, "
-        f"grpokit {grpokit.__version__}, torch {torch.__version__}, NumPy {np.__version__}. "
+        f"grpokit {grpokit.__version__} ({grpokit._core.cpu_simd_level()} loops), torch {torch.__version__}, "
+        f"NumPy {np.__version__}. "
         f"Streaming bandwidth (NumPy copy, same run): {bw / 1e9:.1f} GB/s.",
         "",
         "| B×T | PyTorch eager (TRL dapo, fwd+bwd+metrics) ms | grpokit ms | speed-up | grpokit GB/s | "

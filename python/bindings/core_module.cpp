@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include "grpokit/config.hpp"
+#include "grpokit/cpu_features.hpp"
 #include "ops.hpp"
 #include "tensor_import.hpp"
 
@@ -84,6 +85,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "grpokit CPU engine (private; use the grpokit package)";
   bindings::register_error_translator();
   m.attr("__version__") = GRPOKIT_VERSION_STRING;
+  m.def("cpu_simd_level", &cpu_simd_level, "The widest vector code the CPU engine's hot loops use here.");
+  m.def("cpu_max_threads", &cpu_max_threads, "Threads the CPU engine's row loops use by default.");
 
   bindings::Backend cpu{};  // filled by name: adding an entry never reorders the others
   cpu.name = "cpu";

@@ -2,6 +2,9 @@ from typing import Any, Dict, List
 
 __version__: str
 
+def cpu_simd_level() -> str: ...
+def cpu_max_threads() -> int: ...
+
 def advantages(
     rewards: Any,
     group_ids: Any,

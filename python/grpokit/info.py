@@ -14,6 +14,8 @@ def build_info() -> Dict[str, Any]:
         "version": _core.__version__,
         "python": platform.python_version(),
         "cpu_engine": "grpokit._core",
+        "cpu_simd": _core.cpu_simd_level(),
+        "cpu_threads": _core.cpu_max_threads(),
         "cuda_kernels": False,
         "cuda_build": None,
         "cuda_devices": 0,
@@ -32,10 +34,19 @@ def build_info() -> Dict[str, Any]:
     return info
 
 
+_SIMD = {
+    "avx512": "AVX-512 loops",
+    "avx512-clones": "AVX-512 compiler-vectorised loops; GRPOKIT_NO_AVX512 turns the hand-written ones off",
+    "avx2": "AVX2 loops",
+    "baseline": "baseline-ISA loops",
+}
+
+
 def format_info(info: Dict[str, Any]) -> str:
     lines = [
         f"grpokit {info['version']} (Python {info['python']})",
-        f"  CPU engine:    {info['cpu_engine']}",
+        f"  CPU engine:    {info['cpu_engine']} ({_SIMD[info['cpu_simd']]}; {info['cpu_threads']} thread"
+        f"{'s' if info['cpu_threads'] != 1 else ''} by default)",
         f"  CUDA kernels:  {'compiled (' + info['cuda_build'] + ')' if info['cuda_kernels'] else 'not compiled'}",
         f"  CUDA devices:  {info['cuda_devices']}",
     ]
