@@ -73,7 +73,7 @@ class _Run:
 def _advantages(b: Dict[str, Any], v: _variants.Variant) -> np.ndarray:
     if b.get("advantages") is not None:
         return np.asarray(b["advantages"], dtype=np.float64)
-    return np.asarray(v.advantages(np.asarray(b["rewards"], dtype=np.float64), b["group_size"]))
+    return np.asarray(v.advantages(np.asarray(b["rewards"], dtype=np.float64), b["group_size"], mask=b.get("mask")))
 
 
 def _spec_for_batch(b: Dict[str, Any], spec: LossSpec) -> LossSpec:
@@ -85,6 +85,26 @@ def _spec_for_batch(b: Dict[str, Any], spec: LossSpec) -> LossSpec:
     return spec
 
 
+def _correct(b: Dict[str, Any], v: _variants.Variant, trainer_logp: np.ndarray) -> Tuple[Any, Any]:
+    """The variant's train–inference correction of the batch: (mask with rejections removed, IS weights
+    per token or None)."""
+    from ._corrections import correction
+
+    if b.get("sampling_logp") is None:
+        raise ValueError(f"{v.label}: correction {v.correction!r} needs the batch's sampling_logp "
+                         "(the sampler's per-token log-probabilities)")
+    mask = b.get("mask")
+    mask = np.ones(trainer_logp.shape, dtype=bool) if mask is None else np.asarray(mask).astype(bool)
+    c = correction(v.correction, trainer_logp, np.asarray(b["sampling_logp"], dtype=np.float64), mask)
+    if not np.asarray(c.mask).any():
+        raise ValueError(f"{v.label}: correction {v.correction!r} rejected every token of the batch")
+    w = None
+    if c.weights is not None:
+        w = np.asarray(c.weights, dtype=np.float64)
+        w = np.ascontiguousarray(np.broadcast_to(w[:, None], trainer_logp.shape) if w.ndim == 1 else w)
+    return np.asarray(c.mask).astype(bool), w
+
+
 def _run(b: Dict[str, Any], v: _variants.Variant, spec: Optional[LossSpec] = None,
          adv: Optional[np.ndarray] = None) -> _Run:
     from ._loss import policy_loss
@@ -92,10 +112,14 @@ def _run(b: Dict[str, Any], v: _variants.Variant, spec: Optional[LossSpec] = Non
     spec = _spec_for_batch(b, v.spec if spec is None else spec)
     a = _advantages(b, v) if adv is None else adv
     lp = np.asarray(b["logp"], dtype=np.float64)
+    old = None if b.get("old_logp") is None else np.asarray(b["old_logp"], dtype=np.float64)
+    mask, sampling, token_weights = b.get("mask"), b.get("sampling_logp"), None
+    if v.correction is not None:
+        mask, token_weights = _correct(b, v, lp if old is None else old)
+        sampling = None  # the correction replaces the preset's own sampler IS weight
     r = policy_loss(
-        lp, None if b.get("old_logp") is None else np.asarray(b["old_logp"], dtype=np.float64), a, b.get("mask"),
-        spec=spec, ref_logp=b.get("ref_logp"), sampling_logp=b.get("sampling_logp"),
-        selection=b.get("selection"), return_weights=True,
+        lp, old, a, mask, spec=spec, ref_logp=b.get("ref_logp"), sampling_logp=sampling,
+        selection=b.get("selection"), token_weights=token_weights, return_weights=True,
     )
     return _Run(v, spec, a, float(r.loss), np.asarray(r.grad_logp), np.asarray(r.weights),
                 {k: float(x) for k, x in r.metrics.items()})
@@ -263,7 +287,8 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
 FACTORS: Dict[str, Tuple[str, ...]] = {
     "normaliser": ("aggregation", "num_items_in_batch", "num_sequences", "max_completion_length", "dp_size",
                    "gradient_accumulation_steps", "divide_by_ga", "seq_count_nonempty"),
-    "std convention": (),  # the advantages' σ: not a loss field (see _variants.default_advantage_options)
+    "advantages": (),  # estimator and σ convention: not loss fields (_variants.default_advantage_options)
+    "correction": (),  # the train–inference correction (IS weights, rejection): not a loss field
     "clip rule": ("surrogate", "logp_weight", "epsilon_low", "epsilon_high", "delta", "clip_ratio_c",
                   "log_ratio_min", "log_ratio_max", "sapo_temperature_pos", "sapo_temperature_neg",
                   "vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg", "vespo_lambda_neg"),
@@ -303,7 +328,7 @@ class Explanation:
     """Why presets a and b give different losses and gradients on a batch (:func:`explain`).
 
     ``loss_a``/``loss_b``, ``grad_a``/``grad_b`` (∂loss/∂logp), ``factors`` (:class:`Factor`, in the
-    order normaliser, std convention, clip rule, KL placement, IS weights, other terms) and the
+    order normaliser, advantages, correction, clip rule, KL placement, IS weights, other terms) and the
     ``interaction``: what switching the factors one at a time does not account for, so that
     loss_b − loss_a = Σ factors' Δloss + interaction_loss exactly (likewise for the gradient).
     """
@@ -356,7 +381,8 @@ class Explanation:
             if not f.differs:
                 lines.append(f"{f.name:<15} {'same':>11}")
                 continue
-            change = "; ".join(f"{k}: {f.a[k]!r} → {f.b[k]!r}" for k in f.a if f.a[k] != f.b[k])
+            change = "; ".join(f"{k}: {f.a.get(k, '-')!r} → {f.b.get(k, '-')!r}" for k in {**f.a, **f.b}
+                              if f.a.get(k) != f.b.get(k))
             if f.error:
                 lines.append(f"{f.name:<15} {'n/a':>11} {'n/a':>11} {'':>13}  {change} ({f.error})")
             else:
@@ -396,7 +422,8 @@ def explain(batch: Any, a: Any, b: Any) -> Explanation:
     """Names the factors behind the difference in loss and gradient between presets ``a`` and ``b`` on
     ``batch``, with each factor's size on this batch.
 
-    Factors: the normaliser (aggregation and its counts), the std convention of the advantages, the
+    Factors: the normaliser (aggregation and its counts), the advantages (estimator and σ convention), the
+    train–inference correction, the
     clip rule (surrogate, weight rule, clip widths, δ, dual clip), the KL placement (estimator, β, IS
     correction), the IS weights (ratio level, sampler correction) and other terms (entropy, pruning).
     Each factor's size is measured through the engine: spec ``a`` with only that factor's rules set
@@ -423,19 +450,23 @@ def explain(batch: Any, a: Any, b: Any) -> Explanation:
     if bt.get("selection") is None and (va.spec.selection, vb.spec.selection) != ("none", "none"):
         notes.append("no selection in the batch: verl's clip_cov / kl_cov select no token")
     for name, fields in FACTORS.items():
-        if name == "std convention":
+        if name == "advantages":
             fa, fb = dict(va.advantage_options), dict(vb.advantage_options)
             if bt.get("advantages") is not None:
                 fb = fa  # the batch's advantages are used as they are
-                notes.append("the batch carries advantages: the std convention is not compared")
+                notes.append("the batch carries advantages: the advantage convention is not compared")
+        elif name == "correction":
+            fa, fb = {"correction": va.correction or "none"}, {"correction": vb.correction or "none"}
         else:
             fa = {k: getattr(sa, k) for k in fields}
             fb = {k: getattr(sb, k) for k in fields}
         f = Factor(name, fa, fb)
         if f.differs:
             try:
-                if name == "std convention":
+                if name == "advantages":
                     r = _run(bt, va, spec=sa, adv=_advantages(bt, vb))
+                elif name == "correction":
+                    r = _run(bt, dataclasses.replace(va, correction=vb.correction), spec=sa)
                 else:
                     changed = {k: fb[k] for k in fields if fa[k] != fb[k]}
                     r = _run(bt, va, spec=dataclasses.replace(sa, **changed))

@@ -5,14 +5,17 @@ Shared by ``grpokit demo``, ``grpokit.compare`` and ``grpokit.explain``. A varia
 as a ``(preset, {overrides})`` pair, a ``LossSpec`` or a ``Variant``. Overrides are the loss options of
 ``grpokit.policy_loss`` (TRL / verl names or ``LossSpec`` fields) plus three advantage options:
 ``std`` (``none`` | ``population`` | ``sample``), TRL's ``scale_rewards`` (``group`` | ``batch`` |
-``none``) and verl's ``norm_adv_by_std_in_grpo`` (true | false).
+``none``) and verl's ``norm_adv_by_std_in_grpo`` (true | false), and two method keys that make a variant
+a whole method: ``estimator`` (an advantage estimator or estimator preset of ``grpokit.advantages``, e.g.
+``rloo``, ``verl.opo``) and ``correction`` (a train–inference correction of ``grpokit.CORRECTIONS``, e.g.
+``verl.seq_is``, applied to the batch's ``sampling_logp``).
 """
 
 from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ._presets import LossSpec, presets, resolve
 
@@ -20,7 +23,7 @@ from ._presets import LossSpec, presets, resolve
 _PAPER_WITH_STD = {"paper.grpo_r1", "paper.gspo", "paper.gspo_token", "paper.dapo", "paper.cppo",
                    "paper.cispo", "paper.gcpo"}
 
-_ADV_KEYS = ("std", "scale_rewards", "norm_adv_by_std_in_grpo")
+_ADV_KEYS = ("std", "scale_rewards", "norm_adv_by_std_in_grpo", "estimator")
 
 
 def default_advantage_options(preset: str) -> Dict[str, Any]:
@@ -45,7 +48,13 @@ def _truthy(v: Any) -> bool:
 
 
 def _advantage_options(preset: str, given: Mapping[str, Any]) -> Dict[str, Any]:
-    opts = default_advantage_options(preset)
+    if "estimator" in given:  # a named estimator brings its own defaults (or its peer preset's)
+        from ._estimators import lookup
+
+        lookup(str(given["estimator"]))  # unknown names: ValueError listing the valid ones
+        opts: Dict[str, Any] = {"estimator": given["estimator"]}
+    else:
+        opts = default_advantage_options(preset)
     if "scale_rewards" in given:
         v = given["scale_rewards"]
         if v in ("group", True, "true"):
@@ -75,11 +84,19 @@ class Variant:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     spec: LossSpec = field(default_factory=LossSpec)
     advantage_options: Mapping[str, Any] = field(default_factory=dict)
+    correction: Optional[str] = None  # a grpokit.CORRECTIONS name, applied to the batch's sampling_logp
 
-    def advantages(self, rewards: Any, group_size: int) -> Any:
+    def advantages(self, rewards: Any, group_size: int, mask: Any = None) -> Any:
+        """The variant's advantages; ``mask`` (B, T) goes to estimators that take one (lengths, whitening)."""
         from ._advantages import advantages
 
-        return advantages(rewards, group_size, **self.advantage_options)
+        opts = dict(self.advantage_options)
+        if mask is not None and "estimator" in opts:
+            from ._estimators import lookup
+
+            if "mask" in lookup(str(opts["estimator"]))[0].inputs:
+                opts["mask"] = mask
+        return advantages(rewards, group_size, **opts)
 
 
 def _literal(text: str) -> Any:
@@ -125,9 +142,16 @@ def make(variant: Any, **extra: Any) -> Variant:
             raise ValueError(f"unknown loss preset {preset!r}; valid presets: {', '.join(sorted(presets()))}")
         base = preset
     adv = {k: overrides[k] for k in _ADV_KEYS if k in overrides}
-    loss_overrides = {k: v for k, v in overrides.items() if k not in _ADV_KEYS}
+    correction = overrides.get("correction")
+    if correction is not None:
+        from ._corrections import CORRECTIONS
+
+        if correction not in CORRECTIONS:
+            raise ValueError(f"correction: expected one of {sorted(CORRECTIONS)}, got {correction!r}")
+        correction = None if correction == "none" else correction
+    loss_overrides = {k: v for k, v in overrides.items() if k not in _ADV_KEYS and k != "correction"}
     spec = resolve(base, loss_overrides)
     applicable = {k: v for k, v in extra.items() if getattr(spec, k, None) is not None and k not in loss_overrides}
     if applicable:
         spec = spec.replace(**applicable)
-    return Variant(label, preset, overrides, spec, _advantage_options(preset, adv))
+    return Variant(label, preset, overrides, spec, _advantage_options(preset, adv), correction)

@@ -153,7 +153,7 @@ def _add_compare(sub) -> None:
         help="why two presets give different losses and gradients on a saved batch",
         description=(
             "Names the factors behind the difference between presets A and B on the batch in FILE (the .npz "
-            "of 'grpokit compare'): normaliser, std convention, clip rule, KL placement, IS weights, other "
+            "of 'grpokit compare'): normaliser, advantages, correction, clip rule, KL placement, IS weights, other "
             "terms, each measured by switching only that rule of A to B's value (grpokit.explain)."
         ),
     )

@@ -155,14 +155,14 @@ def test_explain_paper_grpo_r1_vs_trl_grpo():
     a, c = "paper.grpo_r1", "trl.grpo"
     e = grpokit.explain(b, a, c)
     by = {f.name: f for f in e.factors}
-    assert by["std convention"].differs and by["KL placement"].differs and by["normaliser"].differs
+    assert by["advantages"].differs and by["KL placement"].differs and by["normaliser"].differs
     assert not by["clip rule"].differs
     sa = grpokit._presets.resolve(a, {})
     A_a = ref_advantages(b["rewards"], 4, **CONVENTION[a])
     A_b = ref_advantages(b["rewards"], 4, **CONVENTION[c])
     ref = lambda A, s: reference_loss(s, b["logp"], b["old_logp"], A, b["mask"], ref=b["ref_logp"])[0]  # noqa: E731
-    # std convention alone: spec a with b's advantages
-    assert by["std convention"].delta_loss == pytest.approx(ref(A_b, sa) - ref(A_a, sa), rel=1e-9, abs=1e-12)
+    # the advantages alone: spec a with b's advantages
+    assert by["advantages"].delta_loss == pytest.approx(ref(A_b, sa) - ref(A_a, sa), rel=1e-9, abs=1e-12)
     # KL placement alone: a with TRL's (beta 0, IS-corrected k3)
     sk = dataclasses.replace(sa, beta=0.0, kl_is_corrected=True)
     assert by["KL placement"].delta_loss == pytest.approx(ref(A_a, sk) - ref(A_a, sa), rel=1e-9, abs=1e-12)
@@ -172,7 +172,7 @@ def test_explain_paper_grpo_r1_vs_trl_grpo():
     grad_total = sum(f.delta_grad for f in e.factors if f.delta_grad is not None) + e.interaction_grad
     np.testing.assert_allclose(grad_total, e.grad_b - e.grad_a, atol=1e-13)
     text = str(e)
-    assert "std convention" in text and "'population' → 'sample'" in text and "interaction" in text
+    assert "advantages" in text and "'population' → 'sample'" in text and "interaction" in text
 
 
 def test_explain_clip_rule_dapo_vs_cispo():
@@ -258,7 +258,7 @@ def test_plots_and_dicts():
     assert len(fig.axes) == 2
     plt.close(fig)
     d = e.to_dict()
-    assert d["loss_a"] == e.loss_a and "std convention/delta_loss" in d and "clip rule/delta_loss" not in d
+    assert d["loss_a"] == e.loss_a and "advantages/delta_loss" in d and "clip rule/delta_loss" not in d
     assert set(t.to_dict()["weights"]) == {"trl.grpo", "trl.dapo"}
 
 
@@ -275,7 +275,7 @@ def test_new_presets_appear_automatically(monkeypatch):
                                ref_advantages(b["rewards"], 4, std="sample", epsilon=1e-6), rtol=1e-12)
     e = grpokit.explain(b, "trl.dapo", "verl.vanilla:loss_agg_mode=token-mean")
     by = {f.name: f for f in e.factors}
-    assert by["std convention"].differs and by["std convention"].b["epsilon"] == 1e-6
+    assert by["advantages"].differs and by["advantages"].b["epsilon"] == 1e-6
 
 
 def test_compare_advantages_without_group_size_has_no_prefix_columns():
@@ -303,3 +303,65 @@ def test_cli_explain_npz(tmp_path, capsys):
     assert d["normaliser/delta_loss"] == pytest.approx(lb - la, rel=1e-9, abs=1e-12)
     assert main(["explain", str(path), "trl.grpo", "nope"]) == 1
     assert "unknown loss preset 'nope'" in capsys.readouterr().err
+
+
+# ---- whole methods: an advantage estimator and a train–inference correction per variant -------------
+
+def _method_batch(seed=3, B=8, T=9, G=4, sampler_noise=0.4):
+    rng = np.random.default_rng(seed)
+    mask = np.arange(T)[None, :] < rng.integers(3, T + 1, B)[:, None]
+    old = np.log(rng.uniform(0.2, 0.9, (B, T)))
+    return dict(rewards=rng.integers(0, 2, B).astype(float), group_size=G, logp=old + rng.normal(0, 0.15, (B, T)),
+                old_logp=old, mask=mask, sampling_logp=old + rng.normal(0, sampler_noise, (B, T)))
+
+
+def test_variant_with_an_estimator_gets_its_advantages():
+    b = _method_batch()
+    t = grpokit.compare(b, presets=["trl.dapo:estimator=rloo", "verl.vanilla:estimator=verl.opo"])
+    want_rloo = grpokit.advantages(b["rewards"], b["group_size"], estimator="rloo")
+    want_opo = grpokit.advantages(b["rewards"], b["group_size"], estimator="verl.opo", mask=b["mask"])
+    np.testing.assert_allclose(t.advantages["trl.dapo:estimator=rloo"], want_rloo, rtol=1e-12)
+    np.testing.assert_allclose(t.advantages["verl.vanilla:estimator=verl.opo"], want_opo, rtol=1e-12)
+    r = grpokit.policy_loss(b["logp"], b["old_logp"], want_rloo, b["mask"], spec="trl.dapo",
+                            sampling_logp=b["sampling_logp"])
+    assert t.rows[0]["loss"] == pytest.approx(float(r.loss), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["verl.seq_is_rs", "verl.token_icepop", "trl.token_truncate", "verl.geo_rs"])
+def test_variant_with_a_correction_applies_its_weights_and_mask(name):
+    b = _method_batch(sampler_noise=1e-4 if name == "verl.geo_rs" else 0.4)  # geo_rs: |mean log r| < 1e-3
+    t = grpokit.compare(b, presets=[f"trl.dapo:correction={name}"])
+    c = grpokit.correction(name, b["old_logp"], b["sampling_logp"], b["mask"])
+    w = None
+    if c.weights is not None:
+        w = np.asarray(c.weights)
+        w = np.ascontiguousarray(np.broadcast_to(w[:, None], b["logp"].shape)) if w.ndim == 1 else w
+    # the correction replaces the preset's own sampler IS: no sampling_logp reaches the loss
+    want = grpokit.policy_loss(b["logp"], b["old_logp"], t.advantages[f"trl.dapo:correction={name}"],
+                               np.asarray(c.mask), spec="trl.dapo", token_weights=w)
+    assert t.rows[0]["loss"] == pytest.approx(float(want.loss), rel=1e-12, abs=1e-15)
+    np.testing.assert_allclose(t.grads[f"trl.dapo:correction={name}"], want.grad_logp, rtol=1e-12, atol=1e-15)
+
+
+def test_method_keys_errors():
+    b = _method_batch()
+    with pytest.raises(ValueError, match="correction: expected one of"):
+        grpokit.compare(b, presets=["trl.dapo:correction=bogus"])
+    with pytest.raises(ValueError, match="estimator: expected one of"):
+        grpokit.compare(b, presets=["trl.dapo:estimator=bogus"])
+    with pytest.raises(ValueError, match="rejected every token of the batch"):
+        grpokit.compare(b, presets=["trl.dapo:correction=verl.geo_rs"])  # sampler noise 0.4 ≫ geo_rs's 1e-3
+    del b["sampling_logp"]
+    with pytest.raises(ValueError, match="needs the batch's sampling_logp"):
+        grpokit.compare(b, presets=["trl.dapo:correction=verl.seq_is"])
+
+
+def test_explain_separates_estimator_and_correction():
+    b = _method_batch()
+    e = grpokit.explain(b, "trl.dapo", "trl.dapo:estimator=rloo,correction=verl.token_icepop")
+    by = {f.name: f for f in e.factors}
+    assert by["advantages"].differs and by["correction"].differs
+    assert not by["clip rule"].differs and not by["normaliser"].differs
+    total = sum(f.delta_loss for f in e.factors if f.differs and not f.error) + e.interaction_loss
+    assert total == pytest.approx(e.loss_b - e.loss_a, rel=1e-12, abs=1e-15)
+    assert "correction: 'none' → 'verl.token_icepop'" in str(e)
