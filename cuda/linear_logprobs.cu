@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 #include "common.cuh"
@@ -33,6 +32,19 @@ constexpr int64_t kState = 5;  // floats of forward state per row (Σexp² used 
 
 int64_t align_up(int64_t b) { return (b + kAlign - 1) / kAlign * kAlign; }
 
+// cuBLAS's workspace, given per call from the caller's workspace buffer (cuBLAS's recommendation:
+// 32 MiB on Hopper and later, 4 MiB before). A handle's default workspace pool is shared by every
+// stream the handle is used on, and cuBLAS needs a user workspace under CUDA graph capture; the
+// caller's buffer is ordered on the caller's stream by its framework's allocator.
+int64_t cublas_workspace_bytes(int device) {
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();  // not sticky; an unknown device gets the larger size
+    major = 9;
+  }
+  return (major >= 9 ? 32 : 4) << 20;
+}
+
 int64_t chunk_of(const LinearLogprobArgs& in) {
   const int64_t c = in.chunk_size > 0 ? in.chunk_size : kDefaultChunk;
   return c < in.weight.shape[0] ? c : in.weight.shape[0];
@@ -44,6 +56,8 @@ struct Layout {
   int64_t state = 0;     // forward: float32 [kState × N] (max, sum, dot, Σexp², target logit) per row
   int64_t tile_lp = 0;   // backward, 16-bit inputs: ∂L/∂logits in the input dtype for the GEMMs
   int64_t gh_acc = 0;    // backward, 16-bit inputs: float32 [N × H] accumulator of grad_hidden
+  int64_t blas = 0;      // cuBLAS's workspace (blas_bytes), see handle_for
+  int64_t blas_bytes = 0;
   int64_t bytes = 0;
 
   static Layout of(const LinearLogprobArgs& in, bool backward) {
@@ -62,6 +76,9 @@ struct Layout {
       l.gh_acc = at;
       at += align_up(N * H * 4);
     }
+    l.blas = at;
+    l.blas_bytes = cublas_workspace_bytes(in.hidden.device.index);
+    at += l.blas_bytes;
     l.bytes = at;
     return l;
   }
@@ -75,19 +92,37 @@ cudaDataType_t cuda_type(DType d) {
   }
 }
 
-// One cuBLAS handle per device, created on first use (cuBLAS allocates its own small workspace
-// then) and bound to the caller's stream on every call.
-cublasHandle_t handle_for(int device, cudaStream_t stream) {
-  static std::mutex mu;
-  static std::vector<cublasHandle_t> handles;
-  std::lock_guard<std::mutex> lock(mu);
+// One cuBLAS handle per (host thread, device), created on first use: a handle's stream and workspace
+// are settings of the handle, so host threads sharing one would switch each other's stream between
+// the GEMMs of a call. Bound to the caller's stream and workspace on every call. Never destroyed (at
+// process exit the CUDA context may already be gone; PyTorch does the same).
+cublasHandle_t handle_for(int device, cudaStream_t stream, void* blas_ws, int64_t blas_bytes) {
+  thread_local std::vector<cublasHandle_t> handles;
   if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
   if (handles[device] == nullptr) {
     if (cublasCreate(&handles[device]) != CUBLAS_STATUS_SUCCESS)
       runtime_error("linear_token_logprobs: cublasCreate failed");
+    // Full float32 GEMMs for float32 inputs (no TF32), whatever NVIDIA's defaults become.
+    cublasSetMathMode(handles[device], CUBLAS_DEFAULT_MATH);
   }
-  cublasSetStream(handles[device], stream);
-  return handles[device];
+  cublasHandle_t h = handles[device];
+  // cublasSetStream resets the workspace to cuBLAS's pool, so the workspace is set after it.
+  if (cublasSetStream(h, stream) != CUBLAS_STATUS_SUCCESS ||
+      cublasSetWorkspace(h, blas_ws, static_cast<size_t>(blas_bytes)) != CUBLAS_STATUS_SUCCESS)
+    runtime_error("linear_token_logprobs: binding the cuBLAS handle to the stream and workspace failed");
+  return h;
+}
+
+// A (rows × H) operand's row stride as a cuBLAS leading dimension, which must be ≥ max(1, H). The
+// stride of a single row is arbitrary in DLPack (a transposed (H, 1) column has strides (1, 1)), so
+// it is taken as H; overlapping rows (stride < H, e.g. an expanded tensor) cannot be expressed.
+int64_t leading_dim(const TensorView& m, const char* name) {
+  const int64_t H = m.shape[1], need = H > 1 ? H : 1;
+  if (m.shape[0] <= 1 || H == 0) return need;
+  if (m.strides[0] < need)
+    value_error(name, ": on the GPU the rows must not overlap (row stride >= ", need, "), got strides (",
+                m.strides[0], ", ", m.strides[1], "); pass a contiguous array");
+  return m.strides[0];
 }
 
 // Row-major C[m × n] (ldc) = op(A) · op(B) in row-major terms is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ;
@@ -96,6 +131,10 @@ void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t 
           int64_t k, const void* a, cudaDataType_t at, int64_t lda, const void* b,
           cudaDataType_t bt, int64_t ldb, float beta, void* c, cudaDataType_t ct, int64_t ldc) {
   const float alpha = 1.0f;
+  for (const int64_t d : {m, n, k, lda, ldb, ldc})
+    if (d > 0x7fffffff)
+      value_error("linear_token_logprobs: a GEMM dimension or row stride of ", d,
+                  " exceeds cuBLAS's 32-bit limit; use fewer rows per call or a smaller chunk_size");
   const cublasStatus_t s =
       cublasGemmEx(h, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha,
                    a, at, static_cast<int>(lda), b, bt, static_cast<int>(ldb), &beta, c, ct,
@@ -104,13 +143,12 @@ void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t 
 }
 
 // Z (row-major N × nv, ld = ldz) = hidden · W[v0 : v0 + nv]ᵀ.
-void logits_tile(cublasHandle_t h, const LinearLogprobArgs& in, int64_t v0, int64_t nv, float* z,
-                 int64_t ldz) {
+void logits_tile(cublasHandle_t h, const LinearLogprobArgs& in, int64_t ldh, int64_t ldw, int64_t v0,
+                 int64_t nv, float* z, int64_t ldz) {
   const int64_t N = in.hidden.shape[0], H = in.hidden.shape[1];
   const cudaDataType_t t = cuda_type(in.hidden.dtype);
   const char* w = static_cast<const char*>(in.weight.data) + v0 * in.weight.strides[0] * dtype_size(in.weight.dtype);
-  gemm(h, CUBLAS_OP_T, CUBLAS_OP_N, nv, N, H, w, t, in.weight.strides[0], in.hidden.data, t,
-       in.hidden.strides[0], 0.0f, z, CUDA_R_32F, ldz);
+  gemm(h, CUBLAS_OP_T, CUBLAS_OP_N, nv, N, H, w, t, ldw, in.hidden.data, t, ldh, 0.0f, z, CUDA_R_32F, ldz);
 }
 
 template <bool kSq>
@@ -146,7 +184,7 @@ __global__ void finish_kernel(const float* state, int64_t N, int64_t vocab, PerR
   if constexpr (kSq) st.sq = s[3];
   const bool bad = id < 0 || id >= vocab;
   const float l = bad ? NAN : st.lse();
-  logp.write(r, 1, bad ? NAN : s[4] - l);
+  logp.write(r, 1, bad ? NAN : math::token_logp(s[4], l));  // ≤ 0, as the CPU engine
   lse.write(r, 1, l);
   entropy.write(r, 1, bad ? NAN : st.entropy());
   if constexpr (kSq) sum_sq.write(r, 1, bad ? NAN : st.sum_sq_probs());
@@ -177,8 +215,10 @@ __global__ void convert_kernel(const float* src, T* dst, int64_t n) {
 
 void check_workspace(const TensorView& ws, const Layout& l) {
   if (l.bytes == 0) return;
-  if (!ws.defined() || ws.numel() * dtype_size(ws.dtype) < l.bytes || !ws.is_contiguous())
-    value_error("workspace: expected a contiguous buffer of at least ", l.bytes, " bytes");
+  if (!ws.defined() || ws.numel() * dtype_size(ws.dtype) < l.bytes || !ws.is_contiguous() ||
+      reinterpret_cast<uintptr_t>(ws.data) % kAlign != 0)
+    value_error("workspace: expected a contiguous buffer of at least ", l.bytes, " bytes, aligned to ",
+                kAlign, " bytes (cuBLAS's workspace is part of it)");
   check_writable(ws, "workspace");
 }
 
@@ -205,10 +245,11 @@ void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
   const Layout lay = Layout::of(in, false);
   check_workspace(workspace, lay);
   if (N == 0) return;
+  const int64_t ldh = leading_dim(in.hidden, "hidden"), ldw = leading_dim(in.weight, "weight");
   DeviceGuard guard(in.hidden.device.index);
   const cudaStream_t s = as_stream(stream);
-  cublasHandle_t h = handle_for(in.hidden.device.index, s);
   char* ws = static_cast<char*>(workspace.data);
+  cublasHandle_t h = handle_for(in.hidden.device.index, s, ws + lay.blas, lay.blas_bytes);
   float* tile = reinterpret_cast<float*>(ws + lay.tile);
   float* state = reinterpret_cast<float*>(ws + lay.state);
   const float inv_t = static_cast<float>(1.0 / in.temperature);
@@ -219,7 +260,7 @@ void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
   const auto finish = sq ? finish_kernel<true> : finish_kernel<false>;
   for (int64_t v0 = 0; v0 < V; v0 += C) {
     const int64_t nv = V - v0 < C ? V - v0 : C;
-    logits_tile(h, in, v0, nv, tile, C);
+    logits_tile(h, in, ldh, ldw, v0, nv, tile, C);
     GRPOKIT_LAUNCH_KERNEL(stats, static_cast<unsigned>(N), threads_for(nv), s, tile, C, nv, v0,
                           v0 == 0, inv_t, ids, state, N);
   }
@@ -242,6 +283,7 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
   const int64_t C = chunk_of(in);
   const Layout lay = Layout::of(in, true);
   check_workspace(workspace, lay);
+  const int64_t ldh = leading_dim(in.hidden, "hidden"), ldw = leading_dim(in.weight, "weight");
   DeviceGuard guard(in.hidden.device.index);
   const cudaStream_t s = as_stream(stream);
   if (N == 0) {
@@ -249,10 +291,10 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
       cudaMemsetAsync(grad_weight.data, 0, V * H * dtype_size(grad_weight.dtype), s);
     return;
   }
-  cublasHandle_t h = handle_for(in.hidden.device.index, s);
+  char* ws = static_cast<char*>(workspace.data);
+  cublasHandle_t h = handle_for(in.hidden.device.index, s, ws + lay.blas, lay.blas_bytes);
   const bool f32 = in.hidden.dtype == DType::Float32;
   const cudaDataType_t t = cuda_type(in.hidden.dtype);
-  char* ws = static_cast<char*>(workspace.data);
   float* tile = reinterpret_cast<float*>(ws + lay.tile);
   void* dz = f32 ? static_cast<void*>(tile) : static_cast<void*>(ws + lay.tile_lp);
   float* gh = f32 ? static_cast<float*>(grad_hidden.data) : reinterpret_cast<float*>(ws + lay.gh_acc);
@@ -261,7 +303,7 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
                ga = PerRow::of(grad_logp), gb = PerRow::of(grad_entropy);
   for (int64_t v0 = 0; v0 < V; v0 += C) {
     const int64_t nv = V - v0 < C ? V - v0 : C;
-    logits_tile(h, in, v0, nv, tile, C);
+    logits_tile(h, in, ldh, ldw, v0, nv, tile, C);
     const unsigned grid = static_cast<unsigned>(N);
     const int threads = threads_for(nv);
     dispatch_float(in.hidden.dtype, [&](auto tag) {
@@ -273,14 +315,14 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
     // grad_hidden (N × H) += dZ (N × nv) · W_c (nv × H): column-major Ghᵀ = W_cᵀ · dZᵀ.
     if (grad_hidden.defined()) {
       const char* w = static_cast<const char*>(in.weight.data) + v0 * in.weight.strides[0] * dtype_size(in.weight.dtype);
-      gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, H, N, nv, w, t, in.weight.strides[0], dz, t, C,
+      gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, H, N, nv, w, t, ldw, dz, t, C,
            v0 == 0 ? 0.0f : 1.0f, gh, CUDA_R_32F, H);
     }
     // grad_weight[v0 : v0 + nv] (nv × H) = dZᵀ · hidden: column-major Gwᵀ = hiddenᵀ · dZ. All N
     // rows are in the tile, so each chunk of grad_weight is written once, in its own dtype.
     if (grad_weight.defined()) {
       char* gw = static_cast<char*>(grad_weight.data) + v0 * H * dtype_size(grad_weight.dtype);
-      gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, H, nv, N, in.hidden.data, t, in.hidden.strides[0], dz, t, C,
+      gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, H, nv, N, in.hidden.data, t, ldh, dz, t, C,
            0.0f, gw, t, H);
     }
   }

@@ -14,7 +14,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <memory>
 #include <random>
 #include <thread>
@@ -39,6 +41,11 @@ inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline const char* cudaGetErrorString(cudaError_t) { return "no error"; }
 inline cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
 inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor };
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
+  *v = 8;  // an A100: cuBLAS's workspace is 4 MiB
+  return cudaSuccess;
+}
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
   std::memset(p, v, n);
   return cudaSuccess;
@@ -93,11 +100,18 @@ inline __nv_bfloat16 __float2bfloat16(float f) {
 inline float __half2float(__half x) { return static_cast<float>(x.v); }
 inline __half __float2half(float f) { return {static_cast<_Float16>(f)}; }
 
-// Blocks run one after another with at most 64 threads (2 warps: the cross-warp reduction path is
-// exercised; the row kernels read blockDim and never assume the launch size).
+// Blocks run one after another with at most g_max_threads threads: 64 (2 warps: the cross-warp
+// reduction path is exercised; the row kernels read blockDim and never assume the launch size), or
+// the launch's own block size for the few full-size cases main() runs with GRPOKIT_EMULATE_FULL_BLOCKS=1
+// (up to 512 threads, 16 warps: the shared-memory sizing and the 16-way cross-warp merge).
+static unsigned g_max_threads = 64;
 template <class F>
 void emulate_launch(dim3 grid, dim3 block, F&& kernel) {
-  const unsigned nt = block.x < 64 ? block.x : 64;
+  const unsigned nt = block.x < g_max_threads ? block.x : g_max_threads;
+  if (nt % 32 != 0 || nt > 1024) {
+    std::printf("  BAD LAUNCH: %u threads per block (whole warps, at most 1024)\n", nt);
+    std::exit(2);
+  }
   blockDim = dim3(nt);
   for (unsigned b = 0; b < grid.x; ++b) {
     blockIdx = dim3(b);
@@ -141,7 +155,9 @@ void emulate_flat(dim3 grid, dim3 block, F&& kernel) {
 using cublasHandle_t = int*;
 using cublasStatus_t = int;
 constexpr cublasStatus_t CUBLAS_STATUS_SUCCESS = 0;
+constexpr cublasStatus_t CUBLAS_STATUS_INVALID_VALUE = 7;
 enum cublasOperation_t { CUBLAS_OP_N, CUBLAS_OP_T };
+enum cublasMath_t { CUBLAS_DEFAULT_MATH, CUBLAS_TF32_TENSOR_OP_MATH };
 enum cudaDataType_t { CUDA_R_32F, CUDA_R_16BF, CUDA_R_16F };
 enum cublasComputeType_t { CUBLAS_COMPUTE_32F };
 enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT };
@@ -150,7 +166,23 @@ inline cublasStatus_t cublasCreate(cublasHandle_t* h) {
   *h = &dummy;
   return CUBLAS_STATUS_SUCCESS;
 }
-inline cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+// cuBLAS's rules that a GPU would enforce: cublasSetStream drops a user workspace (the kernels must
+// set theirs after it), a workspace is 256-byte aligned, float32 GEMMs never run in TF32.
+static const void* g_blas_ws = nullptr;
+static cublasMath_t g_math = CUBLAS_DEFAULT_MATH;
+inline cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) {
+  g_blas_ws = nullptr;
+  return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetWorkspace(cublasHandle_t, void* p, size_t n) {
+  if (reinterpret_cast<uintptr_t>(p) % 256 != 0 || n < (16u << 10)) return CUBLAS_STATUS_INVALID_VALUE;
+  g_blas_ws = p;
+  return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t m) {
+  g_math = m;
+  return CUBLAS_STATUS_SUCCESS;
+}
 
 inline float emu_read(const void* p, cudaDataType_t t, int64_t i) {
   switch (t) {
@@ -170,6 +202,17 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasO
                                    int k, const float* alpha, const void* a, cudaDataType_t at, int lda,
                                    const void* b, cudaDataType_t bt, int ldb, const float* beta, void* c,
                                    cudaDataType_t ct, int ldc, cublasComputeType_t, cublasGemmAlgo_t) {
+  // cuBLAS's argument checks (column-major: op(A) is m × k, op(B) is k × n).
+  auto least = [](int v) { return v > 1 ? v : 1; };
+  if (m < 0 || n < 0 || k < 0 || lda < least(ta == CUBLAS_OP_N ? m : k) ||
+      ldb < least(tb == CUBLAS_OP_N ? k : n) || ldc < least(m)) {
+    std::printf("  cublasGemmEx: invalid arguments m=%d n=%d k=%d lda=%d ldb=%d ldc=%d\n", m, n, k, lda, ldb, ldc);
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (g_blas_ws == nullptr || g_math != CUBLAS_DEFAULT_MATH) {
+    std::printf("  cublasGemmEx: no user workspace bound after cublasSetStream, or TF32 math\n");
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < m; ++i) {
       float s = 0.0f;
@@ -228,6 +271,17 @@ template <>
 DType dtype_of<__nv_bfloat16>() { return DType::BFloat16; }
 template <>
 DType dtype_of<__half>() { return DType::Float16; }
+
+// A workspace as the Python layer allocates it: a fresh framework buffer, 256-byte aligned.
+struct Workspace {
+  std::vector<unsigned char> raw;
+  TensorView view;
+  explicit Workspace(int64_t bytes) : raw(static_cast<size_t>(bytes + 256)) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(raw.data());
+    unsigned char* p = raw.data() + (256 - a % 256) % 256;
+    view = make_view(p, DType::UInt8, {bytes}, Device{DeviceType::CUDA, 0});
+  }
+};
 
 TensorView on(TensorView v, DeviceType d) {
   v.device.type = d;
@@ -325,22 +379,36 @@ void check_bad_id() {
 
 // hidden · weightᵀ: the CPU engine on float32 copies of the (rounded) inputs against the emulated
 // cuBLAS tile loop, forward (with and without Σπ²) and backward.
+// layout 0: contiguous; 1: one row of hidden with DLPack strides (1, 1) (a transposed (H, 1) column:
+// the row stride of a single row is arbitrary) and weight rows padded to Hd + 3.
 template <class H>
-void check_linear(const char* name, int64_t N, int64_t Hd, int64_t V, int64_t chunk, double temperature) {
+void check_linear(const char* name, int64_t N, int64_t Hd, int64_t V, int64_t chunk, double temperature,
+                  int layout = 0) {
+  const int64_t wstride = layout == 1 ? Hd + 3 : Hd;
   std::mt19937 gen(static_cast<unsigned>(N * 131 + V + chunk));
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<H> h(N * Hd), w(V * Hd);
-  std::vector<float> hf(N * Hd), wf(V * Hd);
+  std::vector<H> h(N * Hd), w(V * wstride);
+  std::vector<float> hf(N * Hd), wf(V * wstride);
   for (int64_t i = 0; i < N * Hd; ++i) h[i] = to_half<H>(nd(gen)), hf[i] = to_f(h[i]);
-  for (int64_t i = 0; i < V * Hd; ++i) w[i] = to_half<H>(nd(gen) * 0.7f), wf[i] = to_f(w[i]);
+  for (int64_t i = 0; i < V * wstride; ++i) w[i] = to_half<H>(nd(gen) * 0.7f), wf[i] = to_f(w[i]);
+  auto hid = [&](void* p, DType dt) {
+    TensorView v = make_view(p, dt, {N, Hd});
+    if (layout == 1 && N == 1) v.strides[0] = 1;
+    return v;
+  };
+  auto wt = [&](void* p, DType dt) {
+    TensorView v = make_view(p, dt, {V, Hd});
+    v.strides[0] = wstride;
+    return v;
+  };
   std::vector<int64_t> ids(N);
   for (auto& id : ids) id = static_cast<int64_t>(gen() % V);
   std::vector<float> out[3][4];
   for (int k = 0; k < 3; ++k) {  // CPU with Σπ², emulated GPU with and without it
     const DeviceType d = k == 0 ? DeviceType::CPU : DeviceType::CUDA;
     LinearLogprobArgs in;
-    in.hidden = on(k == 0 ? make_view(hf.data(), DType::Float32, {N, Hd}) : make_view(h.data(), dtype_of<H>(), {N, Hd}), d);
-    in.weight = on(k == 0 ? make_view(wf.data(), DType::Float32, {V, Hd}) : make_view(w.data(), dtype_of<H>(), {V, Hd}), d);
+    in.hidden = on(k == 0 ? hid(hf.data(), DType::Float32) : hid(h.data(), dtype_of<H>()), d);
+    in.weight = on(k == 0 ? wt(wf.data(), DType::Float32) : wt(w.data(), dtype_of<H>()), d);
     in.token_ids = on(make_view(ids.data(), DType::Int64, {N}), d);
     in.temperature = temperature;
     in.chunk_size = chunk;
@@ -349,9 +417,8 @@ void check_linear(const char* name, int64_t N, int64_t Hd, int64_t V, int64_t ch
     if (k == 0) {
       linear_token_logprobs_cpu(in, v(0), v(1), v(2), v(3));
     } else {
-      std::vector<unsigned char> ws(cuda::linear_workspace_bytes(in, false));
-      cuda::linear_token_logprobs(in, v(0), v(1), v(2), k == 1 ? v(3) : TensorView{},
-                                  make_view(ws.data(), DType::UInt8, {static_cast<int64_t>(ws.size())}, Device{DeviceType::CUDA, 0}), 0);
+      Workspace ws(cuda::linear_workspace_bytes(in, false));
+      cuda::linear_token_logprobs(in, v(0), v(1), v(2), k == 1 ? v(3) : TensorView{}, ws.view, 0);
     }
   }
   char what[160];
@@ -368,8 +435,8 @@ void check_linear(const char* name, int64_t N, int64_t Hd, int64_t V, int64_t ch
     for (int k = 0; k < 2; ++k) {
       const DeviceType d = k == 0 ? DeviceType::CPU : DeviceType::CUDA;
       LinearLogprobArgs in;
-      in.hidden = on(make_view(hf.data(), DType::Float32, {N, Hd}), d);
-      in.weight = on(make_view(wf.data(), DType::Float32, {V, Hd}), d);
+      in.hidden = on(hid(hf.data(), DType::Float32), d);
+      in.weight = on(wt(wf.data(), DType::Float32), d);
       in.token_ids = on(make_view(ids.data(), DType::Int64, {N}), d);
       in.temperature = temperature;
       in.chunk_size = chunk;
@@ -381,9 +448,8 @@ void check_linear(const char* name, int64_t N, int64_t Hd, int64_t V, int64_t ch
       if (k == 0) {
         linear_token_logprobs_backward_cpu(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), ghv, gwv);
       } else {
-        std::vector<unsigned char> ws(cuda::linear_workspace_bytes(in, true) + 1);
-        cuda::linear_token_logprobs_backward(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), ghv, gwv,
-                                             make_view(ws.data(), DType::UInt8, {static_cast<int64_t>(ws.size())}, Device{DeviceType::CUDA, 0}), 0);
+        Workspace ws(cuda::linear_workspace_bytes(in, true) + 1);
+        cuda::linear_token_logprobs_backward(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), ghv, gwv, ws.view, 0);
       }
     }
     std::snprintf(what, sizeof what, "linear %s grad_hidden V=%lld", name, (long long)V);
@@ -393,9 +459,49 @@ void check_linear(const char* name, int64_t N, int64_t Hd, int64_t V, int64_t ch
   }
 }
 
+// Rows that overlap (an expanded weight, row stride 0) cannot be a cuBLAS operand: a clear error
+// before anything is launched, not a cuBLAS status.
+void check_overlapping_weight() {
+  const int64_t N = 2, Hd = 4, V = 3;
+  std::vector<float> h(N * Hd, 0.5f), w(Hd, 0.25f), out[2];
+  std::vector<int64_t> ids{0, 2};
+  LinearLogprobArgs in;
+  const Device dev{DeviceType::CUDA, 0};
+  in.hidden = make_view(h.data(), DType::Float32, {N, Hd}, dev);
+  in.weight = make_view(w.data(), DType::Float32, {V, Hd}, dev);
+  in.weight.strides[0] = 0;
+  in.token_ids = make_view(ids.data(), DType::Int64, {N}, dev);
+  for (auto& o : out) o.assign(N, -7.0f);
+  Workspace ws(cuda::linear_workspace_bytes(in, false));
+  bool raised = false;
+  try {
+    cuda::linear_token_logprobs(in, make_view(out[0].data(), DType::Float32, {N}, dev), TensorView{},
+                                make_view(out[1].data(), DType::Float32, {N}, dev), TensorView{}, ws.view, 0);
+  } catch (const std::exception& e) {
+    raised = std::strstr(e.what(), "weight: on the GPU the rows must not overlap") != nullptr;
+    if (!raised) std::printf("  unexpected error: %s\n", e.what());
+  }
+  ++g_checks;
+  if (!raised || out[0][0] != -7.0f) {
+    std::printf("  MISMATCH overlapping weight: no clear error before the launch\n");
+    ++g_failures;
+  }
+}
+
 }  // namespace
 
 int main() {
+  if (const char* full = std::getenv("GRPOKIT_EMULATE_FULL_BLOCKS"); full && full[0] == '1') {
+    // A few launches at their real block size (512 threads for V ≥ 2048): 16 warps per block.
+    g_max_threads = 1024;
+    check_logits<float>("f32 full", 2, 5000, 3, 1, 0.7, 0, true);
+    check_logits<float>("f32 full", 2, 5000, 0, 0, 1.0, 2, false);
+    check_logits<__nv_bfloat16>("bf16 full", 2, 4099, 3, 1, 1.3, 1, true);
+    check_logits<__half>("f16 full", 1, 700, 8, 0, 1.0, 0, true);  // 128 threads
+    check_linear<float>("f32 full", 2, 8, 5000, 4096, 0.9);
+    std::printf("full blocks: %d of %d checks differ\n", g_failures, g_checks);
+    return g_failures != 0;
+  }
   // V: 1, below one 16-byte vector, odd, around the emulated block's share, several chunks (CPU).
   for (int64_t V : {1, 3, 7, 33, 100, 257, 1000, 5000}) {
     for (int kind : {0, 1, 2}) {
@@ -412,6 +518,10 @@ int main() {
   check_linear<float>("f32", 5, 8, 300, 128, 0.9);
   check_linear<float>("f32", 3, 5, 37, 0, 1.0);
   check_linear<__nv_bfloat16>("bf16", 4, 8, 200, 64, 1.0);
+  check_linear<float>("f32 strided", 1, 6, 50, 16, 1.0, 1);
+  check_linear<__nv_bfloat16>("bf16 strided", 1, 6, 50, 0, 1.0, 1);
+  check_linear<float>("f32 padded", 3, 6, 40, 16, 1.0, 1);
+  check_overlapping_weight();
   std::printf("%d of %d checks differ\n", g_failures, g_checks);
   return g_failures != 0;
 }

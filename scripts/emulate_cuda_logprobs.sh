@@ -12,3 +12,5 @@ g++ -std=c++20 -O1 -pthread -I"$OUT.include" -Icpp/include -Icpp/src -Icuda scri
   "$BUILD/libgrpokit_core.a" \
   $( [ -n "$(nm -C "$BUILD/libgrpokit_core.a" 2>/dev/null | grep -m1 omp_get)" ] && echo -fopenmp ) -o "$OUT"
 timeout 900 "$OUT"
+# A few launches at their real block sizes (up to 512 threads: 16 warps), briefly.
+GRPOKIT_EMULATE_FULL_BLOCKS=1 timeout 300 "$OUT"

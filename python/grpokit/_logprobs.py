@@ -3,6 +3,7 @@ engine in one pass over the logits (no softmax is materialised)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -47,19 +48,49 @@ def _prepare(logits: Any, token_ids: Any):
     return x, ids, place
 
 
-def _raise_if_bad_rows(values: Any, name: str) -> None:
-    """Opt-in check of GPU results: the kernels mark bad rows with NaN/±inf instead of raising."""
+def _raise_if_bad_rows(values: Any, name: str, handle: int = 0) -> None:
+    """Opt-in check of GPU results: the kernels mark bad rows with NaN/±inf instead of raising. The
+    check reads them on the stream the kernels ran on (`handle`), not the current one."""
     if _arrays._is_torch(values):
         import torch
 
-        bad = not bool(torch.isfinite(values).all().item())
+        with _on_stream(values, handle):
+            bad = not bool(torch.isfinite(values).all().item())
     else:
         mod = __import__(_arrays._module_name(values))
-        bad = not bool(mod.isfinite(values).all())
+        with _on_stream(values, handle):
+            bad = not bool(mod.isfinite(values).all())
     if bad:
         raise ValueError(
             f"{name}: a row has a token id outside [0, V), NaN or +inf logits, or no finite logit"
         )
+
+
+def _on_stream(like: Any, handle: int) -> Any:
+    """A context that makes the explicit stream `handle` current for torch/CuPy work (a no-op when it
+    already is, or for the default streams 0-2)."""
+    if handle > 2 and _arrays._is_torch(like):
+        import torch
+
+        if handle != torch.cuda.current_stream(like.device).cuda_stream:
+            return torch.cuda.stream(torch.cuda.ExternalStream(handle, device=like.device))
+    elif handle > 2 and _arrays._module_name(like) == "cupy":
+        import cupy
+
+        if handle != cupy.cuda.get_current_stream().ptr:
+            return cupy.cuda.ExternalStream(handle)
+    return contextlib.nullcontext()
+
+
+def _keep_for_stream(workspace: Any, handle: int) -> None:
+    """The scratch is freed on return: on an explicit torch side stream, keep torch's allocator from
+    reusing it before that stream's kernels are done (as grpokit.policy_loss does)."""
+    if workspace is None or handle <= 2 or not _arrays._is_torch(workspace):
+        return
+    import torch
+
+    if handle != torch.cuda.current_stream(workspace.device).cuda_stream:
+        workspace.record_stream(torch.cuda.ExternalStream(handle, device=workspace.device))
 
 
 def token_logprobs(
@@ -116,12 +147,10 @@ def token_logprobs(
     ent = _arrays.empty(place, shape, dtype, like=x) if entropy else None
     sq = _arrays.empty(place, shape, dtype, like=x) if sum_sq_probs else None
     backend = _backend.for_placement(place)
-    backend.token_logprobs(
-        x, ids, logp, ent, lse, temperature=float(temperature), sum_sq_probs=sq,
-        stream=_arrays.resolve_stream(place, stream),
-    )
+    handle = _arrays.resolve_stream(place, stream)
+    backend.token_logprobs(x, ids, logp, ent, lse, temperature=float(temperature), sum_sq_probs=sq, stream=handle)
     if place.is_cuda and check_finite:
-        _raise_if_bad_rows(lse, "logits")
+        _raise_if_bad_rows(lse, "logits", handle)
     return TokenLogprobs(
         logp=_arrays.finish(place, logp),
         entropy=_arrays.finish(place, ent) if ent is not None else None,
@@ -279,8 +308,9 @@ def linear_token_logprobs(
     backend.linear_token_logprobs(
         h, w, ids, logp, ent, lse, ws, temperature=float(temperature), chunk_size=chunk, sum_sq_probs=sq, stream=s
     )
+    _keep_for_stream(ws, s)
     if place.is_cuda and check_finite:
-        _raise_if_bad_rows(lse, "hidden")
+        _raise_if_bad_rows(lse, "hidden", s)
 
     def shaped(x: Any) -> Any:
         return None if x is None else _arrays.finish(place, x.reshape(lead))
@@ -337,6 +367,7 @@ def linear_token_logprobs_backward(
     backend.linear_token_logprobs_backward(
         h, w, ids, lse, ent, ga, gb, gh, gw, ws, temperature=saved.temperature, chunk_size=chunk, stream=s
     )
+    _keep_for_stream(ws, s)
     if gh is not None:
         gh = _arrays.finish(place, gh.reshape(tuple(int(s) for s in hidden.shape)))
     return gh, (_arrays.finish(place, gw) if gw is not None else None)

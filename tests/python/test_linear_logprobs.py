@@ -150,3 +150,33 @@ def test_gpu_matches_cpu(tdtype):
     tol = {"float32": 1e-4, "bfloat16": 2.0**-6, "float16": 2.0**-9}[tdtype]
     torch.testing.assert_close(ggh.cpu().float(), gh, rtol=tol, atol=tol)
     torch.testing.assert_close(ggw.cpu().float(), gw, rtol=tol, atol=tol)
+
+
+@pytest.mark.gpu
+def test_gpu_strided_operands_and_side_stream():
+    # One row of hidden as a transposed (H, 1) column (DLPack strides (1, 1): the row stride of a
+    # single row is arbitrary, cuBLAS needs a leading dimension >= H) and weight rows padded; run on
+    # an explicit side stream with check_finite (the check reads on that stream).
+    gen = torch.Generator().manual_seed(8)
+    col = torch.randn(48, 1, generator=gen)
+    padded = torch.randn(300, 51, generator=gen) / 8
+    ids = torch.tensor([17])
+    a, b = torch.ones(1), torch.full((1,), 0.5)
+    cpu = grpokit.linear_token_logprobs(col.T.contiguous(), padded[:, :48].contiguous(), ids, chunk_size=64)
+    gh, gw = grpokit.linear_token_logprobs_backward(
+        col.T.contiguous(), padded[:, :48].contiguous(), ids, cpu, a, b, chunk_size=64
+    )
+    hcol, wpad = col.cuda().T, padded.cuda()[:, :48]
+    assert hcol.stride() == (1, 1) and wpad.stride() == (51, 1)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    gpu = grpokit.linear_token_logprobs(hcol, wpad, ids.cuda(), chunk_size=64, check_finite=True, stream=side)
+    ggh, ggw = grpokit.linear_token_logprobs_backward(
+        hcol, wpad, ids.cuda(), gpu, a.cuda(), b.cuda(), chunk_size=64, stream=side
+    )
+    side.synchronize()
+    torch.testing.assert_close(gpu.logp.cpu(), cpu.logp, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ggh.cpu(), gh, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ggw.cpu(), gw, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="rows must not overlap"):
+        grpokit.linear_token_logprobs(torch.randn(2, 48).cuda(), padded.cuda()[:1, :48].expand(300, 48), ids.cuda().repeat(2))
