@@ -138,6 +138,25 @@ mine = demo.run_demo(cfg, variants=["gspo=trl.grpo:importance_sampling_level=seq
                                     "trl.dapo:epsilon_high=0.4"], steps=15, plots=False)[0]
 print(demo.format_table(mine))
 """),
+        md("""
+## Whole methods on one batch: estimator, correction, loss
+A variant can also name an advantage estimator (`estimator=`, any of `grpokit.advantages`) and a
+train–inference correction (`correction=`, any of `grpokit.CORRECTIONS`, applied to the batch's sampler
+log-probabilities). `grpokit.compare` then compares whole methods, and `grpokit.explain` says how much of a
+difference each part makes."""),
+        code("""
+rng = np.random.default_rng(0)
+B, T, G = 16, 12, 4
+mask = np.arange(T)[None, :] < rng.integers(4, T + 1, B)[:, None]
+old = np.log(rng.uniform(0.2, 0.9, (B, T)))
+batch = dict(rewards=rng.integers(0, 2, B).astype(float), group_size=G, mask=mask, old_logp=old,
+             logp=old + rng.normal(0, 0.15, (B, T)), sampling_logp=old + rng.normal(0, 0.3, (B, T)))
+table = grpokit.compare(batch, presets=["trl.dapo", "trl.dapo:estimator=rloo",
+                                        "trl.dapo:correction=verl.seq_is_rs",
+                                        "verl.vanilla:estimator=verl.opo,correction=verl.token_icepop"])
+print(table)
+print(grpokit.explain(batch, "trl.dapo", "trl.dapo:estimator=rloo,correction=verl.token_icepop"))
+"""),
     ],
     "03_prefix_bias": [
         md("""
