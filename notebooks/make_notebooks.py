@@ -405,7 +405,9 @@ def reward_count_a(completions, **kwargs):
 """),
         md("""
 `num_iterations=2` is μ = 2 inner steps per generation batch: with μ = 1 the ratio is always 1 and the
-clip fraction is 0 by construction (the callback says so rather than leaving it a mystery)."""),
+clip fraction is 0 by construction (the callback says so rather than leaving it a mystery).
+`logprobs="grpokit"` computes the per-token log-probabilities and entropies with grpokit's fused
+hidden × weight op instead of TRL's fused LM head (no tokens × vocabulary buffer either way)."""),
         code("""
 args = GRPOConfig(output_dir=os.path.join(out, "trl"), per_device_train_batch_size=4, num_generations=4,
                   gradient_accumulation_steps=2, num_iterations=2, max_completion_length=6, max_steps=6,
@@ -413,7 +415,7 @@ args = GRPOConfig(output_dir=os.path.join(out, "trl"), per_device_train_batch_si
                   seed=0, disable_tqdm=True, bf16=False)
 trainer = GRPOTrainer(model=model, reward_funcs=reward_count_a, args=args, train_dataset=dataset,
                       processing_class=tokenizer, loss="paper.dr_grpo", loss_options={"beta": 0.0},
-                      callbacks=[DiagnosticsCallback()])
+                      logprobs="grpokit", callbacks=[DiagnosticsCallback()])
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     trainer.train()
