@@ -116,7 +116,7 @@ __device__ __forceinline__ float to_c(float x) { return x; }
 __device__ __forceinline__ double to_c(double x) { return x; }
 template <class T> __device__ __forceinline__ T from_c(float v) { return static_cast<T>(v); }
 template <class T> __device__ __forceinline__ T from_c(double v) { return static_cast<T>(v); }
-#if !defined(GRPOKIT_CUDA_EMULATE)
+#if !defined(GRPOKIT_CUDA_EMULATE) || defined(GRPOKIT_EMULATE_HALF)  // the emulator's host structs
 __device__ __forceinline__ float to_c(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_c(__half x) { return __half2float(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_c<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
@@ -822,6 +822,10 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
   (void)stream;
   if (in.logp.dtype == DType::Float32) launch<float>(a, nullptr);
   else if (in.logp.dtype == DType::Float64) launch<double>(a, nullptr);
+#if defined(GRPOKIT_EMULATE_HALF)
+  else if (in.logp.dtype == DType::BFloat16) launch<__nv_bfloat16>(a, nullptr);
+  else if (in.logp.dtype == DType::Float16) launch<__half>(a, nullptr);
+#endif
   else type_error("emulation: float32/float64 only");
 #else
   DeviceGuard guard(in.logp.device.index);

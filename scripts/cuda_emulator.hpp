@@ -6,10 +6,20 @@
 //
 // Include this first, then the .cu file. Used by scripts/emulate_cuda_loss.cpp, emulate_cuda_adam.cpp and
 // scripts/emulate_cuda_estimators.cpp. It does not exercise the device compiler, device math or half
-// precision (the kernels leave bfloat16/float16 out under GRPOKIT_CUDA_EMULATE).
+// precision unless the includer defines GRPOKIT_EMULATE_HALF first: then __nv_bfloat16 / __half are
+// host structs with the device's conversions (round to nearest even), for kernels that opt in.
+//
+// Launch size: blocks are capped at EMULATE_MAX_BLOCK threads (environment; default 64, at most
+// 1024), so a few cases can run at the real launch size (reductions over 8 or 32 warps, block-stride
+// loops). A launch the device would refuse (empty grid or block, block > 1024, grid > 2^31 − 1) is
+// reported on stderr and counted in g_emulate_launch_errors, and runs nothing.
 #pragma once
 
 #include <barrier>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -32,6 +42,40 @@ static Dim3 blockIdx, blockDim, gridDim;
 static std::barrier<>* g_block_barrier = nullptr;
 static std::vector<std::unique_ptr<std::barrier<>>> g_warp_barriers;
 static std::mutex g_atomic_mutex;
+static int g_emulate_launch_errors = 0;
+
+#if defined(GRPOKIT_EMULATE_HALF)
+struct __nv_bfloat16 {
+  uint16_t bits;
+};
+struct __half {
+  _Float16 v;
+};
+inline float __bfloat162float(__nv_bfloat16 x) {
+  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline __nv_bfloat16 __float2bfloat16(float f) {  // round to nearest even, NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (f != f) return {static_cast<uint16_t>((u >> 16) | 0x40u)};
+  return {static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+inline float __half2float(__half x) { return static_cast<float>(x.v); }
+inline __half __float2half(float f) { return {static_cast<_Float16>(f)}; }
+#endif
+
+// Threads per emulated block: EMULATE_MAX_BLOCK (default 64).
+inline unsigned emulate_max_block() {
+  static const unsigned n = [] {
+    const char* e = std::getenv("EMULATE_MAX_BLOCK");
+    const long v = e ? std::strtol(e, nullptr, 10) : 64;
+    return static_cast<unsigned>(v < 1 ? 1 : (v > 1024 ? 1024 : v));
+  }();
+  return n;
+}
 
 inline void __syncthreads() { g_block_barrier->arrive_and_wait(); }
 
@@ -61,19 +105,27 @@ V atomicAdd(V* p, V v) {  // integer histograms and counts (the top-entropy sele
   return old;
 }
 
-// Blocks run one after another with at most 64 threads (2 warps: the cross-warp reduction path is
-// exercised; the kernels read blockDim and never assume the launch size).
+// Blocks run one after another with at most emulate_max_block() threads (default 64, 2 warps: the
+// cross-warp reduction path is exercised; the kernels read blockDim and never assume the launch size).
 template <class F>
-void emulate_launch(unsigned grid, unsigned block, F&& kernel) {
-  block = block < 64 ? block : 64;
+void emulate_launch(uint64_t grid, unsigned block, F&& kernel) {
+  if (grid == 0 || grid > 0x7FFFFFFFull || block == 0 || block > 1024) {  // cudaErrorInvalidConfiguration
+    std::fprintf(stderr, "EMULATE: invalid launch configuration (grid %llu, block %u)\n",
+                 static_cast<unsigned long long>(grid), block);
+    ++g_emulate_launch_errors;
+    return;
+  }
+  const unsigned cap = emulate_max_block();
+  block = block < cap ? block : cap;
   blockDim.x = block;
-  gridDim.x = grid;
+  gridDim.x = static_cast<unsigned>(grid);
   for (unsigned b = 0; b < grid; ++b) {
     blockIdx.x = b;
     std::barrier<> bar(block);
     g_block_barrier = &bar;
     g_warp_barriers.clear();
-    for (unsigned w = 0; w < block / 32; ++w) g_warp_barriers.emplace_back(new std::barrier<>(32));
+    for (unsigned w = 0; w * 32 < block; ++w)  // a partial last warp rendezvouses its own threads
+      g_warp_barriers.emplace_back(new std::barrier<>(block - w * 32 < 32 ? block - w * 32 : 32));
     std::vector<std::thread> threads;
     for (unsigned t = 0; t < block; ++t)
       threads.emplace_back([&, t] {

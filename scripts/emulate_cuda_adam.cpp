@@ -4,8 +4,9 @@
 // histogram atomics and barriers on machines without a GPU. It does not exercise the device compiler.
 // It also runs cuda/loss.cu's top-entropy selection on entropies full of ties, signed zeros and
 // single tokens (scripts/emulate_cuda_loss.sh covers it on random entropies, every rule).
-// One std::thread per CUDA thread (at most 64 per block); a missing barrier deadlocks (the script runs
-// under a timeout).
+// One std::thread per CUDA thread (at most 64 per block, or EMULATE_MAX_BLOCK: the script runs a few
+// checks again at the real launch size, 256 / 1024 threads); a missing barrier deadlocks (the script
+// runs under a timeout).
 //
 //   scripts/emulate_cuda_adam.sh   (builds against build/<tag>/libgrpokit_core.a)
 #include <algorithm>
@@ -389,26 +390,41 @@ void check_quantile() {
 }
 
 int main() {
-  check_quantile();
   const std::vector<DType> dts{DType::Float32, DType::Float64, DType::BFloat16, DType::Float16};
-  // sizes around one block's share (8192 coordinates) and a few blocks, none a multiple of 64
-  for (int64_t n : {1, 7, 100, 8191, 8193, 30001}) {
-    for (DType dt : dts) check_stats(n, dt, n % 2 ? 1 : 3, 64);
-    std::printf("stats n=%lld done (%d failures so far)\n", (long long)n, g_fail);
-    std::fflush(stdout);
+  if (emulate_max_block() > 64) {  // real launch sizes: 8-warp blocks, grid strides over several blocks
+    check_quantile();
+    for (int64_t n : {8193, 30001})
+      for (DType dt : {DType::Float32, DType::BFloat16}) check_stats(n, dt, 3, 64);
+    check_stats(20000, DType::Float32, 1, 3000);
+    for (int64_t n : {1000, 9001}) check_elementwise(n, DType::Float16, 2);
+    check_split(17000, DType::Float32, 3.0, true, 12345);
+    check_split(17000, DType::BFloat16, 4.0, false, -1);
+  } else {
+    check_quantile();
+    // sizes around one block's share (8192 coordinates) and a few blocks, none a multiple of 64
+    for (int64_t n : {1, 7, 100, 8191, 8193, 30001}) {
+      for (DType dt : dts) check_stats(n, dt, n % 2 ? 1 : 3, 64);
+      std::printf("stats n=%lld done (%d failures so far)\n", (long long)n, g_fail);
+      std::fflush(stdout);
+    }
+    check_stats(20000, DType::Float32, 1, 3000);  // more bins than shared memory holds: global atomics
+    check_stats(0, DType::Float32, 1, 16);
+    for (int64_t n : {1, 65, 1000, 9001})
+      for (DType dt : dts) check_elementwise(n, dt, n % 2 ? 2 : 1);
+    std::printf("update / rho done (%d failures so far)\n", g_fail);
+    for (int64_t n : {1, 333, 17000})
+      for (double step : {0.0, 4.0})
+        for (bool param : {false, true}) check_split(n, n == 333 ? DType::BFloat16 : DType::Float32, step, param, -1);
+    check_split(17000, DType::Float64, 3.0, true, -1);
+    check_split(17000, DType::Float32, 3.0, true, 12345);
+    check_split(17000, DType::Float32, 3.0, false, 2);
+    check_errors();
   }
-  check_stats(20000, DType::Float32, 1, 3000);  // more bins than shared memory holds: global atomics
-  check_stats(0, DType::Float32, 1, 16);
-  for (int64_t n : {1, 65, 1000, 9001})
-    for (DType dt : dts) check_elementwise(n, dt, n % 2 ? 2 : 1);
-  std::printf("update / rho done (%d failures so far)\n", g_fail);
-  for (int64_t n : {1, 333, 17000})
-    for (double step : {0.0, 4.0})
-      for (bool param : {false, true}) check_split(n, n == 333 ? DType::BFloat16 : DType::Float32, step, param, -1);
-  check_split(17000, DType::Float64, 3.0, true, -1);
-  check_split(17000, DType::Float32, 3.0, true, 12345);
-  check_split(17000, DType::Float32, 3.0, false, 2);
-  check_errors();
-  std::printf("adam emulation: %s (%d failures)\n", g_fail ? "FAIL" : "ok", g_fail);
+  if (g_emulate_launch_errors) {
+    std::printf("%d launches the device would refuse\n", g_emulate_launch_errors);
+    ++g_fail;
+  }
+  std::printf("adam emulation (blocks of at most %u threads): %s (%d failures)\n", emulate_max_block(),
+              g_fail ? "FAIL" : "ok", g_fail);
   return g_fail != 0;
 }

@@ -1,8 +1,13 @@
 // Runs cuda/loss.cu's kernels on host threads and compares them with the CPU engine: a check of the
 // kernels' indexing, pass structure, reductions and barriers on machines without a GPU (it does not
-// exercise the device compiler or half precision). One std::thread per CUDA thread; __syncthreads and
-// warp shuffles are std::barrier rendezvous, so a missing or divergent barrier deadlocks (the script
-// runs under a timeout) and shared-memory reuse follows the same order as on the device.
+// exercise the device compiler). One std::thread per CUDA thread; __syncthreads and warp shuffles are
+// std::barrier rendezvous, so a missing or divergent barrier deadlocks (the script runs under a
+// timeout) and shared-memory reuse follows the same order as on the device.
+//
+// bfloat16/float16: inputs rounded to the half type run through the kernels' half path (host structs
+// with the device's conversions) and are compared with the CPU engine on the same values in float32:
+// metrics to float32 accuracy (the kernels compute in float), outputs to the half type's rounding.
+// With EMULATE_MAX_BLOCK=1024 blocks run at their real launch size (256 / 1024 threads) on longer rows.
 //
 //   scripts/emulate_cuda_loss.sh   (builds against build/<tag>/libgrpokit_core.a, reads the presets)
 #include <barrier>
@@ -16,8 +21,10 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
+#define GRPOKIT_EMULATE_HALF 1
 #include "cuda_emulator.hpp"
 
 #include "../cuda/loss.cu"
@@ -103,85 +110,130 @@ Batch<T> make_batch(int64_t B, int64_t L, bool packed, bool token_adv, unsigned 
   return b;
 }
 
-template <class T>
-int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, double rtol, double afrac) {
-  const DType dt = sizeof(T) == 4 ? DType::Float32 : DType::Float64;
+// Storage types of the emulated run: T itself, or a half type holding the same values.
+template <class S> double to_d(S x) { return static_cast<double>(x); }
+double to_d(__nv_bfloat16 x) { return __bfloat162float(x); }
+double to_d(__half x) { return __half2float(x); }
+template <class S> S from_f(double v) { return static_cast<S>(v); }
+template <> __nv_bfloat16 from_f<__nv_bfloat16>(double v) { return __float2bfloat16(static_cast<float>(v)); }
+template <> __half from_f<__half>(double v) { return __float2half(static_cast<float>(v)); }
+template <class S> DType dtype_of() { return sizeof(S) == 8 ? DType::Float64 : DType::Float32; }
+template <> DType dtype_of<__nv_bfloat16>() { return DType::BFloat16; }
+template <> DType dtype_of<__half>() { return DType::Float16; }
+
+// The CPU engine runs on T; the kernels on S (= T, or bfloat16/float16 with T = float: the inputs are
+// rounded to S first, so both see the same values). rtol/afrac apply to metrics (computed in T by the
+// kernels), out_rtol/out_afrac to the outputs stored in S.
+template <class T, class S = T>
+int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, double rtol, double afrac,
+             double out_rtol = -1.0, double out_afrac = -1.0) {
+  if (out_rtol < 0.0) out_rtol = rtol;
+  if (out_afrac < 0.0) out_afrac = afrac;
+  const DType dt = dtype_of<T>(), ds = dtype_of<S>();
   Batch<T> b = make_batch<T>(B, T_, packed, token_adv, static_cast<unsigned>(B * 131 + T_));
   const int64_t N = static_cast<int64_t>(b.lp.size());
-  auto view = [&](std::vector<T>& v) {
-    return packed ? make_view(v.data(), dt, {N}) : make_view(v.data(), dt, {B, T_});
-  };
-  LossInputs in;
-  in.logp = view(b.lp);
-  in.old_logp = view(b.old);
-  in.advantages = token_adv ? view(b.adv) : make_view(b.adv.data(), dt, {B});
-  in.mask = packed ? make_view(b.mask.data(), DType::Bool, {N}) : make_view(b.mask.data(), DType::Bool, {B, T_});
-  const LossSpec& s = c.spec;
-  if (s.kl != KlEstimator::None && s.beta != 0.0) in.ref_logp = view(b.ref);
-  if (s.gtpo_entropy || s.entropy_coef != 0.0 || s.top_entropy_quantile < 1.0) in.entropies = view(b.ent);
-  in.sampling_logp = view(b.smp);
-  if (s.gtpo_entropy) {
-    in.keep = make_view(b.keep.data(), DType::Bool, {B});
-    in.token_weights = view(b.tw);
+  std::vector<T>* fields[] = {&b.lp, &b.old, &b.adv, &b.ref, &b.ent, &b.smp, &b.tw};
+  std::vector<S> sf[7];
+  for (int k = 0; k < 7; ++k) {
+    for (T& x : *fields[k]) {
+      sf[k].push_back(from_f<S>(x));
+      x = static_cast<T>(to_d(sf[k].back()));
+    }
   }
-  if (packed) in.cu_seqlens = make_view(b.cu.data(), DType::Int64, {B + 1});
   std::vector<uint8_t> sel(static_cast<size_t>(N));  // verl's clip_cov / kl_cov: every third token
   for (int64_t k = 0; k < N; ++k) sel[k] = k % 3 == 0;
-  if (s.selection != math::Selection::None)
-    in.selection = packed ? make_view(sel.data(), DType::Bool, {N}) : make_view(sel.data(), DType::Bool, {B, T_});
+  const LossSpec& s = c.spec;
+  auto inputs = [&](void* const* f, DType d) {  // f: lp, old, adv, ref, ent, smp, tw
+    auto view = [&](void* p) { return packed ? make_view(p, d, {N}) : make_view(p, d, {B, T_}); };
+    LossInputs in;
+    in.logp = view(f[0]);
+    in.old_logp = view(f[1]);
+    in.advantages = token_adv ? view(f[2]) : make_view(f[2], d, {B});
+    in.mask = packed ? make_view(b.mask.data(), DType::Bool, {N}) : make_view(b.mask.data(), DType::Bool, {B, T_});
+    if (s.kl != KlEstimator::None && s.beta != 0.0) in.ref_logp = view(f[3]);
+    if (s.gtpo_entropy || s.entropy_coef != 0.0 || s.top_entropy_quantile < 1.0) in.entropies = view(f[4]);
+    in.sampling_logp = view(f[5]);
+    if (s.gtpo_entropy) {
+      in.keep = make_view(b.keep.data(), DType::Bool, {B});
+      in.token_weights = view(f[6]);
+    }
+    if (packed) in.cu_seqlens = make_view(b.cu.data(), DType::Int64, {B + 1});
+    if (s.selection != math::Selection::None)
+      in.selection = packed ? make_view(sel.data(), DType::Bool, {N}) : make_view(sel.data(), DType::Bool, {B, T_});
+    return in;
+  };
+  void* pt[7];
+  void* ps[7];
+  for (int k = 0; k < 7; ++k) {
+    pt[k] = fields[k]->data();
+    ps[k] = sf[k].data();
+  }
+  const LossInputs in = inputs(pt, dt), ins = inputs(ps, ds);
   const size_t M = loss_metric_names(s, in).size();
-  struct Out {
+  struct OutT {
     std::vector<T> loss, g, gh, pt, om;
-    std::vector<double> metrics, ws;
-    std::vector<long long> status;
-  } o[2];
+  } o0;
+  struct OutS {
+    std::vector<S> loss, g, gh, pt, om;
+  } o1;
+  std::vector<double> metrics[2], ws;
+  std::vector<long long> status(4, -1);
   const bool has_gh = loss_has_entropy_grad(s, in.entropies.defined());
   LossOutputs out[2];
-  for (int k = 0; k < 2; ++k) {
-    o[k].loss.assign(1, T(0));
-    o[k].g.assign(N, T(-7));
-    o[k].gh.assign(N, T(-7));
-    o[k].pt.assign(N, T(-7));
-    o[k].om.assign(N, T(-7));
-    o[k].metrics.assign(M, -7.0);
-    o[k].ws.assign(cuda::loss_workspace_size(B), NAN);
-    o[k].status.assign(4, -1);
-    out[k].loss = make_view(o[k].loss.data(), dt, {1});
-    out[k].grad_logp = view(o[k].g);
-    if (has_gh) out[k].grad_entropy = view(o[k].gh);
-    out[k].per_token = view(o[k].pt);
-    out[k].weights = view(o[k].om);
-    out[k].metrics = make_view(o[k].metrics.data(), DType::Float64, {static_cast<int64_t>(M)});
-  }
-  out[1].workspace = make_view(o[1].ws.data(), DType::Float64, {static_cast<int64_t>(o[1].ws.size())});
-  out[1].status = make_view(o[1].status.data(), DType::Int64, {4});
+  auto fill = [&](auto& o, DType d, LossOutputs& lo, std::vector<double>& m) {
+    using V = typename std::decay_t<decltype(o.g)>::value_type;
+    const V junk = from_f<V>(-7.0);
+    o.loss.assign(1, junk);
+    o.g.assign(N, junk);
+    o.gh.assign(N, junk);
+    o.pt.assign(N, junk);
+    o.om.assign(N, junk);
+    m.assign(M, -7.0);
+    auto view = [&](std::vector<V>& v) { return packed ? make_view(v.data(), d, {N}) : make_view(v.data(), d, {B, T_}); };
+    lo.loss = make_view(o.loss.data(), d, {1});
+    lo.grad_logp = view(o.g);
+    if (has_gh) lo.grad_entropy = view(o.gh);
+    lo.per_token = view(o.pt);
+    lo.weights = view(o.om);
+    lo.metrics = make_view(m.data(), DType::Float64, {static_cast<int64_t>(M)});
+  };
+  fill(o0, dt, out[0], metrics[0]);
+  fill(o1, ds, out[1], metrics[1]);
+  ws.assign(cuda::loss_workspace_size(B), NAN);  // never read before written
+  out[1].workspace = make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())});
+  out[1].status = make_view(status.data(), DType::Int64, {4});
   policy_loss_cpu(s, in, out[0], 1);
-  cuda::policy_loss(s, in, out[1], 0, 0);
+  const int launch_errors = g_emulate_launch_errors;
+  cuda::policy_loss(s, ins, out[1], 0, 0);
   int bad = 0;
-  auto cmp = [&](const char* what, const auto& want, const auto& got) {
+  const char* tname = std::is_same_v<S, T> ? (sizeof(T) == 8 ? "f64" : "f32") : dtype_name(ds);
+  auto cmp = [&](const char* what, const auto& want, const auto& got, double rt, double af) {
     double scale = 1e-30;
-    for (auto w : want) scale = std::max(scale, std::fabs(double(w)));
+    for (auto w : want) scale = std::max(scale, std::fabs(to_d(w)));
     for (size_t k = 0; k < want.size(); ++k) {
-      const double w = double(want[k]), g = double(got[k]);
+      const double w = to_d(want[k]), g = to_d(got[k]);
       const bool both_nan = std::isnan(w) && std::isnan(g);
       const bool same_inf = std::isinf(w) && w == g;
-      if (!both_nan && !same_inf && !(std::fabs(w - g) <= rtol * std::fabs(w) + afrac * scale)) {
+      if (!both_nan && !same_inf && !(std::fabs(w - g) <= rt * std::fabs(w) + af * scale)) {
         if (bad < 5)
-          std::printf("  MISMATCH %s %s B=%lld T=%lld packed=%d tokA=%d [%zu]: cpu %.10g emu %.10g\n", c.name.c_str(),
-                      what, (long long)B, (long long)T_, packed, token_adv, k, w, g);
+          std::printf("  MISMATCH %s %s %s B=%lld T=%lld packed=%d tokA=%d [%zu]: cpu %.10g emu %.10g\n", c.name.c_str(),
+                      tname, what, (long long)B, (long long)T_, packed, token_adv, k, w, g);
         ++bad;
       }
     }
   };
-  cmp("loss", o[0].loss, o[1].loss);
-  cmp("grad_logp", o[0].g, o[1].g);
-  if (has_gh) cmp("grad_entropy", o[0].gh, o[1].gh);
-  cmp("per_token", o[0].pt, o[1].pt);
-  cmp("weights", o[0].om, o[1].om);
-  std::vector<double> mw(o[0].metrics), mg(o[1].metrics);
-  cmp("metrics", mw, mg);
-  if (o[1].status[0] != 0x7FFFFFFFFFFFFFFFll || o[1].status[2] != 0x7FFFFFFFFFFFFFFFll) {
-    std::printf("  STATUS %s: %lld %lld %lld\n", c.name.c_str(), o[1].status[0], o[1].status[1], o[1].status[2]);
+  cmp("loss", o0.loss, o1.loss, out_rtol, out_afrac);
+  cmp("grad_logp", o0.g, o1.g, out_rtol, out_afrac);
+  if (has_gh) cmp("grad_entropy", o0.gh, o1.gh, out_rtol, out_afrac);
+  cmp("per_token", o0.pt, o1.pt, out_rtol, out_afrac);
+  cmp("weights", o0.om, o1.om, out_rtol, out_afrac);
+  cmp("metrics", metrics[0], metrics[1], rtol, afrac);
+  if (status[0] != 0x7FFFFFFFFFFFFFFFll || status[2] != 0x7FFFFFFFFFFFFFFFll) {
+    std::printf("  STATUS %s: %lld %lld %lld\n", c.name.c_str(), status[0], status[1], status[2]);
+    ++bad;
+  }
+  if (g_emulate_launch_errors != launch_errors) {
+    std::printf("  LAUNCH %s: a launch the device would refuse\n", c.name.c_str());
     ++bad;
   }
   return bad;
@@ -240,8 +292,14 @@ int check_status() {
 int main() {
   const std::vector<Case> cases = read_cases(std::cin);
   int failures = check_status(), runs = 0;
+  // Real launch sizes (EMULATE_MAX_BLOCK > 64): rows longer than 256 threads so every thread and warp
+  // of a row block is busy and the block-stride loop wraps; few shapes (each block is 256 / 1024 threads).
+  const bool full = emulate_max_block() > 64;
+  const std::vector<std::pair<int64_t, int64_t>> shapes =
+      full ? std::vector<std::pair<int64_t, int64_t>>{{3, 700}, {2, 33}}
+           : std::vector<std::pair<int64_t, int64_t>>{{5, 37}, {3, 1}, {1, 1}, {2, 150}};
   for (const Case& c : cases) {
-    for (auto [B, T] : {std::pair<int64_t, int64_t>{5, 37}, {3, 1}, {1, 1}, {2, 150}}) {
+    for (auto [B, T] : shapes) {
       for (bool packed : {false, true}) {
         for (bool tok : {false, true}) {
           failures += run_case<double>(c, B, T, packed, tok, 1e-9, 1e-12) != 0;
@@ -250,9 +308,17 @@ int main() {
         }
       }
     }
+    // bfloat16 / float16 storage (float math): one shape, both layouts. Outputs are rounded once to the
+    // half type, or twice where a sequence-level gradient is added to the stored direct part.
+    for (bool packed : {false, true}) {
+      const bool tok = packed;
+      failures += run_case<float, __nv_bfloat16>(c, 5, full ? 300 : 37, packed, tok, 2e-5, 1e-6, 8e-3, 1e-3) != 0;
+      failures += run_case<float, __half>(c, 5, full ? 300 : 37, packed, tok, 2e-5, 1e-6, 1e-3, 1e-4) != 0;
+      runs += 2;
+    }
     std::printf("%s done (%d differing runs so far)\n", c.name.c_str(), failures);
     std::fflush(stdout);
   }
-  std::printf("%d of %d runs differ\n", failures, runs);
+  std::printf("%d of %d runs differ (blocks of at most %u threads)\n", failures, runs, emulate_max_block());
   return failures != 0;
 }

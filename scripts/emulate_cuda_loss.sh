@@ -41,3 +41,10 @@ if [ -n "${ONLY:-}" ]; then  # ONLY="trl.dapo verl.vanilla ...": those rows of t
   CASES="$OUT.only"
 fi
 timeout 900 "$OUT" < "${CASES:-$OUT.cases}"
+# A few cases again with blocks at their real launch size (256 threads per row, 1024 for the one-block
+# kernels): 8 / 32-warp reductions and wrapping block-stride loops (EMULATE_MAX_BLOCK; FULL_BLOCKS=0 skips).
+if [ "${FULL_BLOCKS:-1}" != 0 ] && [ -z "${ONLY:-}" ]; then
+  printf '%s\n' paper.gspo trl.dapo paper.gtpo dapo+gmpo trl.vespo dapo+top_ent_0.2_ent \
+    | awk 'NR == FNR { want[$1] = 1; next } ($1 in want)' - "$OUT.cases" > "$OUT.full"
+  EMULATE_MAX_BLOCK=1024 timeout 900 "$OUT" < "$OUT.full"
+fi

@@ -128,7 +128,9 @@ def advantages(
     if place.is_cuda and check_finite:
         _arrays.raise_if_inf(r, "rewards")
     shape = tuple(int(s) for s in r.shape)
-    out = _arrays.empty(place, shape, _arrays.dtype_name(r) if len(shape) else "float64", like=r)
+    handle = _arrays.resolve_stream(place, stream)
+    with _arrays.allocating_on(place, handle):  # from the pool of the stream the kernel writes on
+        out = _arrays.empty(place, shape, _arrays.dtype_name(r) if len(shape) else "float64", like=r)
     backend = _backend.for_placement(place)
     backend.advantages(
         r,
@@ -139,6 +141,6 @@ def advantages(
         std=std,
         std_scope=std_scope,
         epsilon=float(epsilon),
-        stream=_arrays.resolve_stream(place, stream),
+        stream=handle,
     )
     return _arrays.finish(place, out)

@@ -7,6 +7,7 @@ results come back as JAX arrays. Python sequences and scalars become float64 / i
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -190,6 +191,36 @@ def resolve_stream(p: Placement, stream: Optional[Any]) -> int:
         handle = cupy.cuda.get_current_stream().ptr
         return handle if handle != 0 else 1
     return 1
+
+
+@contextlib.contextmanager
+def allocating_on(p: Placement, handle: int):
+    """Allocate (``empty``) from the pool of the stream the kernels will write on.
+
+    torch's and CuPy's caching allocators hand a block freed on stream S to the next allocation on S
+    at once, because later work on S is ordered after the block's last use. Buffers written by
+    kernels on another stream (an explicit ``stream=``) must come from that stream's pool, else they
+    may be a block whose last reads on the current stream are still queued: a race. As torch does
+    for an op run under ``with torch.cuda.stream(s)``.
+    """
+    if not p.is_cuda or p.kind not in ("torch", "cupy") or handle == resolve_stream(p, None):
+        yield
+        return
+    if p.kind == "torch":
+        import torch
+
+        device = torch.device("cuda", p.device_index)
+        stream = (torch.cuda.default_stream(device) if handle == 1
+                  else torch.cuda.ExternalStream(handle, device=device))
+        with torch.cuda.stream(stream):
+            yield
+    else:
+        import cupy
+
+        with cupy.cuda.Device(p.device_index):
+            stream = cupy.cuda.Stream.null if handle == 1 else cupy.cuda.ExternalStream(handle)
+            with stream:
+                yield
 
 
 def raise_if_inf(x: Any, name: str) -> None:

@@ -213,30 +213,28 @@ def policy_loss(
     def like_logp() -> Any:
         return _arrays.empty(place, shape, dt, like=lp)
 
-    loss = _arrays.empty(place, (), dt, like=lp)
-    grad = like_logp()
-    grad_ent = like_logp() if ent_grad else None
-    per_token = like_logp() if return_per_token else None
-    weights = like_logp() if return_weights else None
-    metrics = _arrays.empty(place, (len(names),), "float64", like=lp)
-    workspace = status = None
-    if place.is_cuda:  # scratch from the caller's framework: the kernels never allocate
-        rows = int(cu.shape[0]) - 1 if cu is not None else shape[0]
-        workspace = _arrays.empty(place, (backend.loss_workspace_size(max(rows, 0)),), "float64", like=lp)
-        if check_finite:
-            status = _arrays.empty(place, (4,), "int64", like=lp)
     handle = _arrays.resolve_stream(place, stream)
+    workspace = status = None
+    # outputs and scratch from the pool of the stream the kernels write on (an explicit stream's, not
+    # the current one's: a block freed on the current stream may still be read there)
+    with _arrays.allocating_on(place, handle):
+        loss = _arrays.empty(place, (), dt, like=lp)
+        grad = like_logp()
+        grad_ent = like_logp() if ent_grad else None
+        per_token = like_logp() if return_per_token else None
+        weights = like_logp() if return_weights else None
+        metrics = _arrays.empty(place, (len(names),), "float64", like=lp)
+        if place.is_cuda:  # scratch from the caller's framework: the kernels never allocate
+            rows = int(cu.shape[0]) - 1 if cu is not None else shape[0]
+            workspace = _arrays.empty(place, (backend.loss_workspace_size(max(rows, 0)),), "float64", like=lp)
+            if check_finite:
+                status = _arrays.empty(place, (4,), "int64", like=lp)
     backend.policy_loss(
         fields, lp, old, adv, m, ref, ent, smp, cu, kp, tw, sel,
         loss, grad, grad_ent, per_token, weights, metrics,
         num_threads=int(num_threads), stream=handle, workspace=workspace, status=status,
     )
-    if workspace is not None and stream is not None and place.kind == "torch" and handle > 2:
-        # the scratch is freed on return: keep torch's allocator from reusing it before the explicit
-        # stream's kernels are done (outputs are the caller's, as for any op on a side stream)
-        import torch
-
-        workspace.record_stream(torch.cuda.ExternalStream(handle, device=lp.device))
+    # The scratch is freed on return into the kernels' stream's pool: reused only by work ordered after them.
     if status is not None:
         _raise_device_status(status, shape, cu is not None)
     fin = lambda x: None if x is None else _arrays.finish(place, x)  # noqa: E731
