@@ -57,16 +57,6 @@ def _workspace(place: Any, size: int, like: Any) -> Any:
     return _arrays.empty(place, (size,), "float64", like=like) if place.is_cuda and size > 0 else None
 
 
-def _keep_for_stream(place: Any, workspace: Any, handle: int, like: Any) -> None:
-    """On an explicit torch side stream, keep the allocator from reusing the scratch too early."""
-    if workspace is None or place.kind != "torch" or handle <= 2:
-        return
-    import torch
-
-    if handle != torch.cuda.current_stream(like.device).cuda_stream:
-        workspace.record_stream(torch.cuda.ExternalStream(handle, device=like.device))
-
-
 def _bound(x: Optional[float], name: str, default: float) -> float:
     if x is None:
         return default
@@ -133,15 +123,15 @@ def importance_weights(
     backend = _backend.for_placement(place)
     B = int(a.shape[0])
     shape = (B,) if level == "sequence" else tuple(int(s) for s in a.shape)
-    weights = _arrays.empty(place, shape, _arrays.dtype_name(a), like=a)
     names = _core.importance_metric_names()
-    values = _arrays.empty(place, (len(names),), "float64", like=a)
-    workspace = _workspace(place, backend.importance_workspace_size(B), a)
     handle = _arrays.resolve_stream(place, stream)
+    with _arrays.allocating_on(place, handle):  # from the pool of the stream the kernels write on
+        weights = _arrays.empty(place, shape, _arrays.dtype_name(a), like=a)
+        values = _arrays.empty(place, (len(names),), "float64", like=a)
+        workspace = _workspace(place, backend.importance_workspace_size(B), a)
     backend.importance_weights(a, b, m, weights, values, level=level, mode=mode, clip_min=lo, clip_max=hi,
                                log_clamp=clamp, batch_normalize=bool(batch_normalize), workspace=workspace,
                                stream=handle)
-    _keep_for_stream(place, workspace, handle, a)
     return ImportanceWeights(_arrays.finish(place, weights), _metrics(names, _arrays.finish(place, values)))
 
 
@@ -229,14 +219,14 @@ def rejection_mask(
     pairs = [_threshold_pair(s, c) for s, c in zip(specs, names)]
     a, b, m, place = _inputs(trainer_logp, sampler_logp, mask)
     backend = _backend.for_placement(place)
-    keep = _arrays.empty(place, tuple(int(s) for s in a.shape), "bool", like=a)
     metric_names = _core.rejection_metric_names(names)
-    values = _arrays.empty(place, (len(metric_names),), "float64", like=a)
-    workspace = _workspace(place, backend.rejection_workspace_size(int(a.shape[0]), len(names)), a)
     handle = _arrays.resolve_stream(place, stream)
+    with _arrays.allocating_on(place, handle):  # from the pool of the stream the kernels write on
+        keep = _arrays.empty(place, tuple(int(s) for s in a.shape), "bool", like=a)
+        values = _arrays.empty(place, (len(metric_names),), "float64", like=a)
+        workspace = _workspace(place, backend.rejection_workspace_size(int(a.shape[0]), len(names)), a)
     backend.rejection_mask(a, b, m, keep, values, criteria=names, lower=[p[0] for p in pairs],
                            upper=[p[1] for p in pairs], workspace=workspace, stream=handle)
-    _keep_for_stream(place, workspace, handle, a)
     return RejectionMask(_arrays.finish(place, keep), _metrics(metric_names, _arrays.finish(place, values)))
 
 

@@ -195,17 +195,6 @@ def _weights(w: Any) -> Optional[np.ndarray]:
     return arr
 
 
-def _keep_for_stream(place: Any, workspace: Any, handle: int, like: Any) -> None:
-    """The scratch is freed on return: on an explicit torch side stream, keep torch's allocator from
-    reusing it before that stream's kernels are done (as grpokit.policy_loss does)."""
-    if workspace is None or place.kind != "torch" or handle <= 2:
-        return
-    import torch
-
-    if handle != torch.cuda.current_stream(like.device).cuda_stream:
-        workspace.record_stream(torch.cuda.ExternalStream(handle, device=like.device))
-
-
 def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: EstimatorInfo, opts: dict,
             stream: Any = None, check_finite: bool = False) -> Any:
     """Runs the engine (CPU or CUDA, by the arrays' device) for a resolved estimator. `rewards` is
@@ -233,17 +222,18 @@ def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: Estim
             raise ValueError(f"mask: expected shape (B, T), got {shape}")
     else:
         shape = (int(rewards.shape[0]) if len(rewards.shape) else 0,)
-    out = _arrays.empty(place, shape, dtype, like=rewards)
-    returns = _arrays.empty(place, shape, dtype, like=rewards) if opts.get("return_returns") else None
-    workspace = None
-    if place.is_cuda:  # scratch from the caller's framework: the kernels never allocate
-        mask = arrays["mask"]
-        tokens = int(mask.shape[1]) if mask is not None and len(mask.shape) == 2 else 0
-        rows = int(rewards.shape[0]) if len(rewards.shape) else 0
-        size = backend.estimator_workspace_size(info.engine, rows, tokens)
-        if size > 0:
-            workspace = _arrays.empty(place, (size,), "float64", like=rewards)
     handle = _arrays.resolve_stream(place, stream)
+    with _arrays.allocating_on(place, handle):  # from the pool of the stream the kernels write on
+        out = _arrays.empty(place, shape, dtype, like=rewards)
+        returns = _arrays.empty(place, shape, dtype, like=rewards) if opts.get("return_returns") else None
+        workspace = None
+        if place.is_cuda:  # scratch from the caller's framework: the kernels never allocate
+            mask = arrays["mask"]
+            tokens = int(mask.shape[1]) if mask is not None and len(mask.shape) == 2 else 0
+            rows = int(rewards.shape[0]) if len(rewards.shape) else 0
+            size = backend.estimator_workspace_size(info.engine, rows, tokens)
+            if size > 0:
+                workspace = _arrays.empty(place, (size,), "float64", like=rewards)
     clip = opts.get("reward_clip_range") or (None, None)
     if len(clip) != 2:
         raise ValueError(f"reward_clip_range: expected (min, max), got {clip!r}")
@@ -270,7 +260,6 @@ def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: Estim
         workspace=workspace,
         stream=handle,
     )
-    _keep_for_stream(place, workspace, handle, rewards)
     out = _arrays.finish(place, out)
     if returns is not None:
         return out, _arrays.finish(place, returns)

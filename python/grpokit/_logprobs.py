@@ -82,17 +82,6 @@ def _on_stream(like: Any, handle: int) -> Any:
     return contextlib.nullcontext()
 
 
-def _keep_for_stream(workspace: Any, handle: int) -> None:
-    """The scratch is freed on return: on an explicit torch side stream, keep torch's allocator from
-    reusing it before that stream's kernels are done (as grpokit.policy_loss does)."""
-    if workspace is None or handle <= 2 or not _arrays._is_torch(workspace):
-        return
-    import torch
-
-    if handle != torch.cuda.current_stream(workspace.device).cuda_stream:
-        workspace.record_stream(torch.cuda.ExternalStream(handle, device=workspace.device))
-
-
 def token_logprobs(
     logits: Any,
     token_ids: Any,
@@ -142,12 +131,13 @@ def token_logprobs(
     x, ids, place = _prepare(logits, token_ids)
     shape = tuple(int(s) for s in x.shape[:-1])
     dtype = _result_dtype(x)
-    logp = _arrays.empty(place, shape, dtype, like=x)
-    lse = _arrays.empty(place, shape, dtype, like=x)
-    ent = _arrays.empty(place, shape, dtype, like=x) if entropy else None
-    sq = _arrays.empty(place, shape, dtype, like=x) if sum_sq_probs else None
-    backend = _backend.for_placement(place)
     handle = _arrays.resolve_stream(place, stream)
+    with _arrays.allocating_on(place, handle):  # from the pool of the stream the kernels write on
+        logp = _arrays.empty(place, shape, dtype, like=x)
+        lse = _arrays.empty(place, shape, dtype, like=x)
+        ent = _arrays.empty(place, shape, dtype, like=x) if entropy else None
+        sq = _arrays.empty(place, shape, dtype, like=x) if sum_sq_probs else None
+    backend = _backend.for_placement(place)
     backend.token_logprobs(x, ids, logp, ent, lse, temperature=float(temperature), sum_sq_probs=sq, stream=handle)
     if place.is_cuda and check_finite:
         _raise_if_bad_rows(lse, "logits", handle)
@@ -212,20 +202,12 @@ def token_logprobs_backward(
     elif out is not None:
         out = _arrays.as_input(out, "out")
         _arrays.common_placement({"logits": x, "out": out})
-    else:
-        out = _arrays.empty(place, tuple(int(s) for s in x.shape), _arrays.dtype_name(x), like=x)
+    handle = _arrays.resolve_stream(place, stream)
+    if out is None:
+        with _arrays.allocating_on(place, handle):
+            out = _arrays.empty(place, tuple(int(s) for s in x.shape), _arrays.dtype_name(x), like=x)
     backend = _backend.for_placement(place)
-    backend.token_logprobs_backward(
-        x,
-        ids,
-        lse,
-        ent,
-        ga,
-        gb,
-        out,
-        temperature=saved.temperature,
-        stream=_arrays.resolve_stream(place, stream),
-    )
+    backend.token_logprobs_backward(x, ids, lse, ent, ga, gb, out, temperature=saved.temperature, stream=handle)
     return _arrays.finish(place, out)
 
 
@@ -297,18 +279,18 @@ def linear_token_logprobs(
     h, w, ids, place, lead = _prepare_linear(hidden, weight, token_ids)
     n = int(h.shape[0])
     dtype = _result_dtype(h)
-    logp = _arrays.empty(place, (n,), dtype, like=h)
-    lse = _arrays.empty(place, (n,), dtype, like=h)
-    ent = _arrays.empty(place, (n,), dtype, like=h) if entropy else None
-    sq = _arrays.empty(place, (n,), dtype, like=h) if sum_sq_probs else None
     chunk = _chunk(chunk_size)
     backend = _backend.for_placement(place)
     s = _arrays.resolve_stream(place, stream)
-    ws = _workspace(backend, place, h, w, ids, chunk, False, s)
+    with _arrays.allocating_on(place, s):  # from the pool of the stream the kernels write on
+        logp = _arrays.empty(place, (n,), dtype, like=h)
+        lse = _arrays.empty(place, (n,), dtype, like=h)
+        ent = _arrays.empty(place, (n,), dtype, like=h) if entropy else None
+        sq = _arrays.empty(place, (n,), dtype, like=h) if sum_sq_probs else None
+        ws = _workspace(backend, place, h, w, ids, chunk, False, s)
     backend.linear_token_logprobs(
         h, w, ids, logp, ent, lse, ws, temperature=float(temperature), chunk_size=chunk, sum_sq_probs=sq, stream=s
     )
-    _keep_for_stream(ws, s)
     if place.is_cuda and check_finite:
         _raise_if_bad_rows(lse, "hidden", s)
 
@@ -358,16 +340,16 @@ def linear_token_logprobs_backward(
     gb = _flat(_arrays.as_input(grad_entropy, "grad_entropy"), lead)
     _arrays.common_placement({"hidden": h, "lse": lse, "entropy": ent, "grad_logp": ga, "grad_entropy": gb})
     dt = _arrays.dtype_name(h)
-    gh = _arrays.empty(place, tuple(int(s) for s in h.shape), dt, like=h) if hidden_grad else None
-    gw = _arrays.empty(place, tuple(int(s) for s in w.shape), dt, like=h) if weight_grad else None
     chunk = _chunk(chunk_size)
     backend = _backend.for_placement(place)
     s = _arrays.resolve_stream(place, stream)
-    ws = _workspace(backend, place, h, w, ids, chunk, True, s)
+    with _arrays.allocating_on(place, s):  # from the pool of the stream the kernels write on
+        gh = _arrays.empty(place, tuple(int(d) for d in h.shape), dt, like=h) if hidden_grad else None
+        gw = _arrays.empty(place, tuple(int(d) for d in w.shape), dt, like=h) if weight_grad else None
+        ws = _workspace(backend, place, h, w, ids, chunk, True, s)
     backend.linear_token_logprobs_backward(
         h, w, ids, lse, ent, ga, gb, gh, gw, ws, temperature=saved.temperature, chunk_size=chunk, stream=s
     )
-    _keep_for_stream(ws, s)
     if gh is not None:
         gh = _arrays.finish(place, gh.reshape(tuple(int(s) for s in hidden.shape)))
     return gh, (_arrays.finish(place, gw) if gw is not None else None)
