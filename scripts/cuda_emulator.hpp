@@ -45,26 +45,7 @@ static std::mutex g_atomic_mutex;
 static int g_emulate_launch_errors = 0;
 
 #if defined(GRPOKIT_EMULATE_HALF)
-struct __nv_bfloat16 {
-  uint16_t bits;
-};
-struct __half {
-  _Float16 v;
-};
-inline float __bfloat162float(__nv_bfloat16 x) {
-  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline __nv_bfloat16 __float2bfloat16(float f) {  // round to nearest even, NaN stays NaN
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if (f != f) return {static_cast<uint16_t>((u >> 16) | 0x40u)};
-  return {static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
-}
-inline float __half2float(__half x) { return static_cast<float>(x.v); }
-inline __half __float2half(float f) { return {static_cast<_Float16>(f)}; }
+#include "cuda_emulator_half.hpp"
 #endif
 
 // Threads per emulated block: EMULATE_MAX_BLOCK (default 64).

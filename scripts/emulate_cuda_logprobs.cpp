@@ -79,26 +79,7 @@ V __shfl_xor_sync(unsigned, V v, int mask) {
 
 inline float __expf(float x) { return std::exp(x); }
 
-struct __nv_bfloat16 {
-  uint16_t bits;
-};
-struct __half {
-  _Float16 v;
-};
-inline float __bfloat162float(__nv_bfloat16 x) {
-  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline __nv_bfloat16 __float2bfloat16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if (f != f) return {static_cast<uint16_t>((u >> 16) | 0x40u)};
-  return {static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
-}
-inline float __half2float(__half x) { return static_cast<float>(x.v); }
-inline __half __float2half(float f) { return {static_cast<_Float16>(f)}; }
+#include "cuda_emulator_half.hpp"
 
 // Blocks run one after another with at most g_max_threads threads: 64 (2 warps: the cross-warp
 // reduction path is exercised; the row kernels read blockDim and never assume the launch size), or
