@@ -8,4 +8,5 @@
 #define GRPOKIT_HD inline
 #endif
 
-#define GRPOKIT_VERSION_STRING "0.1.0"
+// GRPOKIT_VERSION_STRING is a compile definition of every target that links grpokit_core,
+// set by CMakeLists.txt from pyproject.toml's version: the version is declared there only.
