@@ -97,6 +97,32 @@ void bind_loss(py::module_& m, const Backend& backend) {
       py::arg("spec"), "Raises ValueError for invalid hyper-parameters.");
   m.def("loss_spec_enum_values", &spec_enum_values, py::arg("name"),
         "The accepted names of one rule field of LossSpec.");
+  m.def(
+      "loss_spec_fields",
+      [] {
+        static const char* const kinds[] = {"rule", "real", "flag", "unsettable", "count"};
+        py::list out;
+        for (const SpecField& f : loss_spec_fields()) {
+          py::dict d;
+          d["name"] = f.name;
+          d["kind"] = kinds[static_cast<int>(f.kind)];
+          if (f.kind == SpecFieldKind::Rule) {
+            d["default"] = f.values[static_cast<size_t>(f.default_value)];
+            d["values"] = f.values;
+            d["docs"] = f.docs;
+          } else if (f.kind == SpecFieldKind::Flag) {
+            d["default"] = f.default_value != 0.0;
+          } else {
+            d["default"] = f.default_value;
+          }
+          if (f.kind == SpecFieldKind::Unsettable || f.kind == SpecFieldKind::Count) d["unset"] = f.unset;
+          out.append(d);
+        }
+        return out;
+      },
+      "The fields of LossSpec in record order (grpokit/math/loss_spec.hpp): name, kind (rule | real | flag | "
+      "unsettable | count), default, and the value read as unset (unsettable, count) or the accepted names "
+      "and what each does (rule).");
 }
 
 }  // namespace bindings

@@ -19,30 +19,11 @@
 #include <string>
 #include <vector>
 
+#include "grpokit/loss_spec.hpp"
 #include "grpokit/math/loss.hpp"
 #include "grpokit/tensor.hpp"
 
 namespace grpokit {
-
-using math::KlEstimator;
-using math::LogpWeight;
-using math::RatioLevel;
-using math::SamplerIs;
-using math::Selection;
-using math::Surrogate;
-
-using math::Aggregation;
-using math::EntropyAggregation;
-using math::LossSpec;  // the rule row; defined with the per-token math (plain data for kernels)
-
-// Field-by-name access for the bindings (names are the members above; enums take their names
-// as strings: see the parse tables in loss.cpp). Unknown names and values throw grpokit::Error.
-void set_spec_field(LossSpec& spec, const std::string& name, double value);
-void set_spec_field(LossSpec& spec, const std::string& name, const std::string& value);
-std::vector<std::string> spec_enum_values(const std::string& name);
-
-// Checks hyper-parameters (negative ε, τ ≤ 0, quantile outside (0, 1], ...).
-void validate_spec(const LossSpec& spec);
 
 struct LossInputs {
   TensorView logp;           // (B, T) or (N,), float32/float64

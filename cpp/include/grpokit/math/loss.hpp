@@ -1,7 +1,7 @@
 // Per-token formulas of the unified GRPO surrogate loss, shared by the CPU engine and the CUDA kernels.
 //
-// A method is a row of rules (LossSpec, below). For one completion i and one of its valid tokens t
-// the engine evaluates
+// A method is a row of rules (LossSpec, declared in math/loss_spec.hpp). For one completion i and one
+// of its valid tokens t the engine evaluates
 //
 //   φ_{i,t} = w_{i,t} · (−A_{i,t} · v(x)) + reg_{i,t}
 //
@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include "grpokit/config.hpp"
+#include "grpokit/math/loss_spec.hpp"
 
 namespace grpokit {
 namespace math {
@@ -47,39 +48,6 @@ using std::floor;
 #else
 #define GRPOKIT_HD_HOT inline
 #endif
-
-// ---- rule enums (the LossSpec row; plain data usable on the device) ----------------------------
-
-enum class RatioLevel : uint8_t {
-  Token,          // r = exp(ℓ − ℓ_old)
-  Sequence,       // s_i = exp(mean_t(ℓ − ℓ_old)), gradient through the mean (GSPO)
-  SequenceToken,  // value s_i, gradient s_i·∇ℓ_t: exp(sg(log s_i) + ℓ − sg ℓ) (GSPO-token)
-  SequenceSum,    // s_i = exp(Σ_t(ℓ − ℓ_old)), gradient through the sum (GCPO's raw sequence ratio)
-};
-
-enum class Surrogate : uint8_t {
-  Clip,       // v = min(min(r, δ), clip(r)) for A ≥ 0; min(max(min(r, δ), clip(r)), c) for A < 0
-  Unclipped,  // v = r (KL-Cov's base term)
-  Sapo,       // v = (4/τ)·σ(τ(r − 1)), τ by the sign of A (SAPO)
-  Logp,       // v = sg(w_is)·ℓ: CISPO, GPG, DPPO, VESPO, REINFORCE (w_is from LogpWeight)
-  GeoMean,    // v = R_i = exp(mean_t Δ̂), Δ̂ the sign-aware clipped log-ratio (GMPO, verl geo_mean)
-};
-
-enum class LogpWeight : uint8_t {
-  One,     // GPG, REINFORCE, DRO: −A·ℓ
-  Ratio,   // sg(r) (the paper's CISPO row: sg[I]·log π)
-  Clip,    // sg(clip(r, 1 − ε_low, 1 + ε_high)) (verl CISPO)
-  Cap,     // sg(min(r, ε_high)), ε_high a raw cap (TRL CISPO)
-  DppoTv,  // sg(min(r, c))·valid, valid by the total-variation test (verl dppo_tv)
-  DppoKl,  // sg(min(r, c))·valid, valid by the binary-KL test (verl dppo_kl)
-  Vespo,   // sg(φ_γ(W_i)) with W_i the sequence IS ratio (TRL VESPO)
-};
-
-enum class KlEstimator : uint8_t { None, K1, K2, K3, Abs };
-
-// verl's entropy-mechanism rules on a caller-selected token subset (`selection` input):
-// ClipCov zeroes the policy term of selected tokens; KlCov adds ppo_kl_coef·|ℓ − ℓ_old| to them.
-enum class Selection : uint8_t { None, ClipCov, KlCov };
 
 // ---- small helpers --------------------------------------------------------------------------
 
@@ -295,8 +263,6 @@ GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_c
 
 // ---- sampler (train–inference) importance weights (TRL's vLLM IS correction) --------------------
 
-enum class SamplerIs : uint8_t { None, TokenTruncate, TokenMask, SequenceTruncate, SequenceMask };
-
 // ρ = exp(log_rho) truncated to [lo, hi] or zeroed outside it (a missing bound is ±inf).
 template <class C>
 GRPOKIT_HD C sampler_is_weight(C log_rho, bool truncate, C lo, C hi) {
@@ -324,72 +290,6 @@ GRPOKIT_HD QuantilePosition quantile_position(double q, int64_t n) {
 
 
 // ---- the rule row -------------------------------------------------------------------------------
-
-enum class Aggregation : uint8_t {
-  TokenMean,            // Σ_i Σ_t φ / N_tok                  (TRL dapo/cispo/vespo/bnpo, verl token-mean)
-  TokenSum,             // Σ_i Σ_t φ                          (verl token-sum)
-  SeqMeanTokenMean,     // Σ_i (Σ_t φ / L_i) / N_seq          (TRL grpo/sapo, verl seq-mean-token-mean)
-  SeqMeanTokenSum,      // Σ_i Σ_t φ / N_seq                  (TRL luspo, verl seq-mean-token-sum)
-  SeqMeanTokenSumNorm,  // Σ_i Σ_t φ / (N_seq · C)            (TRL dr_grpo, verl seq-mean-token-sum-norm)
-};
-
-enum class EntropyAggregation : uint8_t {
-  LocalTokenMean,  // TRL: Σ m′H / max(Σ m′, 1) over the call's tokens, ÷ gradient_accumulation_steps
-  Policy,          // verl: the policy term's aggregation
-};
-
-// One method: plain data (copied by value into kernels). Defaults are TRL's GRPOConfig defaults.
-struct LossSpec {
-  // rules
-  RatioLevel ratio = RatioLevel::Token;
-  Surrogate surrogate = Surrogate::Clip;
-  LogpWeight logp_weight = LogpWeight::One;  // for Surrogate::Logp
-  Aggregation aggregation = Aggregation::TokenMean;
-  KlEstimator kl = KlEstimator::None;
-  SamplerIs sampler_is = SamplerIs::None;
-  EntropyAggregation entropy_aggregation = EntropyAggregation::LocalTokenMean;
-  Selection selection = Selection::None;
-
-  // clipping
-  double epsilon_low = 0.2;       // TRL `epsilon`, verl `clip_ratio_low`
-  double epsilon_high = 0.2;      // TRL `epsilon_high` (a raw cap for LogpWeight::Cap)
-  double delta = INFINITY;        // TRL two-sided clip δ (INTELLECT-2); +inf = off
-  double clip_ratio_c = INFINITY; // verl dual-clip c for A < 0 (and DPPO's cap); +inf = off
-  double log_ratio_min = -INFINITY;  // clamp of the log-ratio before exp (verl ±20; GSPO-token max 10)
-  double log_ratio_max = INFINITY;
-
-  // regularisers
-  double beta = 0.0;                 // KL coefficient (and GTPO's entropy-term coefficient)
-  bool kl_is_corrected = false;      // TRL use_bias_correction_kl: β·k·r with r differentiable
-  bool kl_straight_through = false;  // verl "+" estimators: value of `kl`, gradient of k2
-  double kl_log_clamp = INFINITY;    // verl 20
-  double kl_value_clamp = INFINITY;  // verl 10
-  bool gtpo_entropy = false;         // GTPO's R: β·δ_i·⟨H⟩_i·I·λ (when entropies are given)
-  double dro_beta = 0.0;             // DRO: + ½·dro_beta·(ℓ − ℓ_old)²
-  double ppo_kl_coef = 1.0;          // KL-Cov: + ppo_kl_coef·|ℓ − ℓ_old| on selected tokens
-  double entropy_coef = 0.0;         // entropy bonus: loss −= entropy_coef · aggregated entropy
-
-  // weight rules
-  double top_entropy_quantile = 1.0;         // keep tokens with H ≥ quantile(H, 1 − q)
-  double off_policy_mask_threshold = NAN;    // DeepSeek-V3.2 OPSM δ; NaN = off
-  double prune_threshold = -INFINITY;        // CPPO γ: keep completions with |A| > γ
-  double is_min = -INFINITY;                 // sampler IS bounds (TRL vllm_importance_sampling_clip_*)
-  double is_max = 3.0;
-
-  // method parameters
-  double sapo_temperature_pos = 1.0;
-  double sapo_temperature_neg = 1.05;
-  double vespo_k_pos = 2.0, vespo_lambda_pos = 3.0, vespo_k_neg = 3.0, vespo_lambda_neg = 2.0;
-
-  // aggregation counts and conventions (< 0: counted locally)
-  double num_items_in_batch = -1.0;     // N_tok of the whole optimizer step (all micro-batches, ranks)
-  double num_sequences = -1.0;          // N_seq of the whole optimizer step
-  double max_completion_length = -1.0;  // C of SeqMeanTokenSumNorm (TRL max_completion_length, verl loss_scale_factor)
-  double dp_size = 1.0;                 // multiplies the loss (TRL num_processes, verl dp_size)
-  double gradient_accumulation_steps = 1.0;  // TRL's ÷K where divide_by_ga (and the TRL entropy bonus)
-  bool divide_by_ga = false;            // TRL grpo/bnpo/dr_grpo/luspo/sapo
-  bool seq_count_nonempty = false;      // verl: N_seq counts rows with L_i > 0 only
-};
 
 // ---- per-row sequence log-ratio u_i -----------------------------------------------------------------
 
