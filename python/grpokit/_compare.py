@@ -287,7 +287,7 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
 FACTORS: Dict[str, Tuple[str, ...]] = {
     "normaliser": ("aggregation", "num_items_in_batch", "num_sequences", "max_completion_length", "dp_size",
                    "gradient_accumulation_steps", "divide_by_ga", "seq_count_nonempty"),
-    "advantages": (),  # estimator and σ convention: not loss fields (_variants.default_advantage_options)
+    "advantages": (),  # estimator and σ convention: not loss fields (the preset row's advantages column)
     "correction": (),  # the train–inference correction (IS weights, rejection): not a loss field
     "clip rule": ("surrogate", "logp_weight", "epsilon_low", "epsilon_high", "delta", "clip_ratio_c",
                   "log_ratio_min", "log_ratio_max", "sapo_temperature_pos", "sapo_temperature_neg",

@@ -14,112 +14,96 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, cast
 
 from . import _core
 
-_INF = math.inf
+# ---- the record: built from the engine's one declaration of its fields --------------------------
 
+_DOC_HEAD = """One GRPO-style method: rules and hyper-parameters (see docs/losses.md).
 
-@dataclass(frozen=True)
-class LossSpec:
-    """One GRPO-style method: rules and hyper-parameters (see docs/losses.md).
-
-    Rules (names, as strings):
-        ratio: ``token`` (r = π/π_old) | ``sequence`` (GSPO: exp of the mean log-ratio) |
-            ``sequence_token`` (GSPO-token: value s_i, gradient s_i·∇log π_t) | ``sequence_sum``
-            (GCPO: the raw sequence ratio).
-        surrogate: ``clip`` (PPO min with TRL's δ and verl's dual clip) | ``unclipped`` (−A·r) |
-            ``sapo`` | ``logp`` (−sg(w)·A·log π, w from ``logp_weight``) | ``geo_mean`` (GMPO).
-        logp_weight: ``one`` (GPG/REINFORCE) | ``ratio`` (sg r) | ``clip`` (sg clip(r, 1−ε, 1+ε_high)) |
-            ``cap`` (sg min(r, ε_high)) | ``dppo_tv`` | ``dppo_kl`` | ``vespo``.
-        aggregation: ``token_mean`` | ``token_sum`` | ``seq_mean_token_mean`` | ``seq_mean_token_sum``
-            | ``seq_mean_token_sum_norm``.
-        kl: ``none`` | ``k1`` | ``k2`` | ``k3`` | ``abs`` (per-token, added to φ after the weight rule).
-        sampler_is: ``none`` | ``token_truncate`` | ``token_mask`` | ``sequence_truncate`` |
-            ``sequence_mask`` (TRL's vLLM IS correction; applied when ``sampling_logp`` is given).
-        entropy_aggregation: ``local_token_mean`` (TRL) | ``policy`` (verl).
-        selection: ``none`` | ``clip_cov`` (zero the policy term of the selected tokens) | ``kl_cov``
-            (add ppo_kl_coef·|log r| to them); the tokens come from ``policy_loss(selection=...)``.
-
+    Rules (names, as strings; ℓ = log π of a token, r = π/π_old, A its advantage). ``sampler_is`` applies
+    when ``sampling_logp`` is given; the tokens of ``selection`` come from ``policy_loss(selection=...)``."""
+_DOC_TAIL = """
     ``None`` switches a bound or count off (δ, dual clip c, OPSM threshold, CPPO γ, IS bounds) or
-    means "count it in this call" (``num_items_in_batch``, ``num_sequences``).
-    """
+    means "count it in this call" (``num_items_in_batch``, ``num_sequences``, ``max_completion_length``).
 
-    ratio: str = "token"
-    surrogate: str = "clip"
-    logp_weight: str = "one"
-    aggregation: str = "token_mean"
-    kl: str = "none"
-    sampler_is: str = "none"
-    entropy_aggregation: str = "local_token_mean"
-    selection: str = "none"
-    epsilon_low: float = 0.2
-    epsilon_high: float = 0.2
-    delta: Optional[float] = None
-    clip_ratio_c: Optional[float] = None
-    log_ratio_min: Optional[float] = None
-    log_ratio_max: Optional[float] = None
-    beta: float = 0.0
-    kl_is_corrected: bool = False
-    kl_straight_through: bool = False
-    kl_log_clamp: Optional[float] = None
-    kl_value_clamp: Optional[float] = None
-    gtpo_entropy: bool = False
-    dro_beta: float = 0.0
-    ppo_kl_coef: float = 1.0
-    entropy_coef: float = 0.0
-    top_entropy_quantile: float = 1.0
-    off_policy_mask_threshold: Optional[float] = None
-    prune_threshold: Optional[float] = None
-    is_min: Optional[float] = None
-    is_max: Optional[float] = 3.0
-    sapo_temperature_pos: float = 1.0
-    sapo_temperature_neg: float = 1.05
-    vespo_k_pos: float = 2.0
-    vespo_lambda_pos: float = 3.0
-    vespo_k_neg: float = 3.0
-    vespo_lambda_neg: float = 2.0
-    num_items_in_batch: Optional[float] = None
-    num_sequences: Optional[float] = None
-    max_completion_length: Optional[float] = None
-    dp_size: float = 1.0
-    gradient_accumulation_steps: float = 1.0
-    divide_by_ga: bool = False
-    seq_count_nonempty: bool = False
+    Fields, defaults, rule names and unset values come from the engine (grpokit/math/loss_spec.hpp,
+    through ``_core.loss_spec_fields()``).
+"""
+
+# (name, kind, default, unset, values, docs) per field, in record order; kind is rule | real | flag |
+# unsettable | count; `unset` is the engine's value for None (None: the field cannot be unset).
+_FIELDS = tuple(_core.loss_spec_fields())
+_FIELD_NAMES = frozenset(f["name"] for f in _FIELDS)
+_UNSET = {f["name"]: f["unset"] for f in _FIELDS if "unset" in f}
+_COUNTS = frozenset(f["name"] for f in _FIELDS if f["kind"] == "count")
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _python_field(f: Mapping[str, Any]) -> Tuple[str, Any, Any]:
+    """(name, type, dataclass field): ``None`` is the default where the engine's default is unset."""
+    types = {"rule": str, "real": float, "flag": bool}
+    if f["kind"] in types:
+        return f["name"], types[f["kind"]], field(default=f["default"])
+    default = None if _same(f["default"], f["unset"]) else f["default"]
+    return f["name"], Optional[float], field(default=default)
+
+
+def _docstring() -> str:
+    lines = [_DOC_HEAD]
+    for f in _FIELDS:
+        if f["kind"] == "rule":
+            lines.append(f"        {f['name']}:")
+            lines += [f"            ``{n}``: {d}." for n, d in zip(f["values"], f["docs"])]
+    return "\n".join(lines) + "\n" + _DOC_TAIL
+
+
+class _Methods:
+    """The methods of LossSpec (its fields come from the engine)."""
+
+    __slots__ = ()
 
     def replace(self, **changes: Any) -> "LossSpec":
         """A copy with fields changed (field names, TRL names or verl aliases; see ``policy_loss``)."""
-        return apply_overrides(self, changes)
+        return apply_overrides(cast("LossSpec", self), changes)
 
     def engine_fields(self) -> Dict[str, Any]:
-        """The record as the engine reads it (None → its sentinel)."""
+        """The record as the engine reads it (None → the field's unset value)."""
         out: Dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
+        for f in _FIELDS:
+            name, v = f["name"], getattr(self, f["name"])
             if v is None:
-                v = _NONE_AS.get(f.name, -1.0)
-            elif hasattr(v, "item"):  # NumPy / torch scalars
-                v = v.item()
-            out[f.name] = v
+                if name not in _UNSET:
+                    raise ValueError(f"{name}: None is not allowed (it has no unset value)")
+                v = _UNSET[name]
+            else:
+                if hasattr(v, "item"):  # NumPy / torch scalars
+                    v = v.item()
+                if name in _COUNTS and isinstance(v, (int, float)) and v < 0:  # the engine reads it as unset
+                    raise ValueError(f"{name}: expected a positive count or None (count it in this call), got {v}")
+            out[name] = v
         return out
 
 
-_NONE_AS = {
-    "delta": _INF,
-    "clip_ratio_c": _INF,
-    "log_ratio_min": -_INF,
-    "log_ratio_max": _INF,
-    "kl_log_clamp": _INF,
-    "kl_value_clamp": _INF,
-    "off_policy_mask_threshold": math.nan,
-    "prune_threshold": -_INF,
-    "is_min": -_INF,
-    "is_max": _INF,
-    "num_items_in_batch": -1.0,
-    "num_sequences": -1.0,
-    "max_completion_length": -1.0,
-}
+if TYPE_CHECKING:  # what a type checker sees: the fields exist only at run time
+
+    @dataclass(frozen=True, init=False)
+    class LossSpec(_Methods):
+        def __init__(self, **fields: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    LossSpec = dataclasses.make_dataclass(
+        "LossSpec",
+        [_python_field(f) for f in _FIELDS],
+        bases=(_Methods,),
+        frozen=True,
+        namespace={"__module__": __name__, "__doc__": _docstring()},
+    )
 
 # ---- override names: TRL's GRPOConfig names first, then verl's (documented aliases) ----------------
 
@@ -192,14 +176,9 @@ def _bad(name: str, v: Any, valid: Mapping) -> Dict[str, Any]:
     raise ValueError(f"{name}: expected one of {sorted(valid)}, got {v!r}")
 
 
-_FIELDS = None
-
-
-def _field_names():
-    global _FIELDS
-    if _FIELDS is None:
-        _FIELDS = {f.name for f in dataclasses.fields(LossSpec)}
-    return _FIELDS
+def epsilon_high_is_cap(spec: LossSpec) -> bool:
+    """Whether ``epsilon_high`` is a raw cap on the ratio (TRL CISPO, verl REINFORCE), not 1 + ε."""
+    return spec.surrogate == "logp" and spec.logp_weight == "cap"
 
 
 def apply_overrides(spec: LossSpec, overrides: Mapping[str, Any]) -> LossSpec:
@@ -208,19 +187,19 @@ def apply_overrides(spec: LossSpec, overrides: Mapping[str, Any]) -> LossSpec:
     for name, value in overrides.items():
         if name in _ALIASES:
             changes.update(_ALIASES[name](value))
-        elif name in _field_names():
+        elif name in _FIELD_NAMES:
             changes[name] = value
         else:
-            valid = sorted(_field_names() | set(_ALIASES))
+            valid = sorted(_FIELD_NAMES | set(_ALIASES))
             raise TypeError(f"unknown loss option {name!r}; valid options: {', '.join(valid)}")
-    if "rollout_is" in overrides and not (spec.surrogate == "logp" and spec.logp_weight == "cap"):
+    if "rollout_is" in overrides and not epsilon_high_is_cap(spec):
         raise ValueError(
             "rollout_is: applies to verl's bypass loss_type='reinforce' (preset verl.reinforce); in bypass "
             "ppo_clip verl applies no IS weight (the clip's ratio is already taken against the rollout log-probs)"
         )
     # TRL: epsilon_high defaults to epsilon (the CISPO cap is a separate, raw parameter)
     if "epsilon_low" in changes and "epsilon_high" not in changes and spec.epsilon_high == spec.epsilon_low \
-            and not (spec.surrogate == "logp" and spec.logp_weight == "cap"):
+            and not epsilon_high_is_cap(spec):
         changes["epsilon_high"] = changes["epsilon_low"]
     new = dataclasses.replace(spec, **changes)
     validate(new)
@@ -229,12 +208,9 @@ def apply_overrides(spec: LossSpec, overrides: Mapping[str, Any]) -> LossSpec:
 
 def validate(spec: LossSpec) -> None:
     """Raises ValueError for invalid hyper-parameters; warns where TRL warns."""
-    for name in ("ratio", "surrogate", "logp_weight", "aggregation", "kl", "sampler_is", "entropy_aggregation",
-                 "selection"):
-        v = getattr(spec, name)
-        valid = _core.loss_spec_enum_values(name)
-        if v not in valid:
-            raise ValueError(f"{name}: expected one of {valid}, got {v!r}")
+    for f in _FIELDS:
+        if f["kind"] == "rule" and getattr(spec, f["name"]) not in f["values"]:
+            raise ValueError(f"{f['name']}: expected one of {f['values']}, got {getattr(spec, f['name'])!r}")
     _core.validate_loss_spec(spec.engine_fields())
     if spec.surrogate == "clip" and spec.delta is not None and spec.delta <= 1 + spec.epsilon_high:
         warnings.warn(
@@ -247,60 +223,83 @@ def validate(spec: LossSpec) -> None:
 
 # ---- the presets ----------------------------------------------------------------------------------
 
+# Advantage conventions (keyword arguments of ``grpokit.advantages``): a row's ``advantages`` column.
+_CENTRED = {"std": "none", "epsilon": 0.0, "std_scope": "group"}  # centred rewards, no σ
+_PAPER_STD = {"std": "population", "epsilon": 0.0, "std_scope": "group"}  # Table 1 rows whose α carries 1/σ
+_TRL_ADV = {"std": "sample", "epsilon": 1e-4, "std_scope": "group"}  # TRL scale_rewards="group"
+_VERL_ADV = {"std": "sample", "epsilon": 1e-6, "std_scope": "group"}  # verl norm_adv_by_std_in_grpo=True
+
 
 @dataclass(frozen=True)
 class Preset:
+    """One row: the loss (``spec``) and the advantage convention that goes with it (``advantages``)."""
+
     name: str
     description: str
     spec: LossSpec
     notes: str = ""
+    advantages: Optional[Mapping[str, Any]] = None  # None: its namespace's (namespace_advantages)
+
+    def __post_init__(self) -> None:
+        adv = namespace_advantages(self.name) if self.advantages is None else dict(self.advantages)
+        object.__setattr__(self, "advantages", adv)
 
     def defaults(self) -> Dict[str, Any]:
         return dataclasses.asdict(self.spec)
 
 
-def _p(name: str, description: str, notes: str = "", **fields: Any) -> Preset:
-    return Preset(name, description, LossSpec(**fields), notes)
+def _p(name: str, description: str, notes: str = "", advantages: Optional[Mapping[str, Any]] = None,
+       **fields: Any) -> Preset:
+    return Preset(name, description, LossSpec(**fields), notes, advantages)
 
 
-_KL_R1 = dict(kl="k3", beta=0.04)  # DeepSeekMath's β; pass beta=0 to drop the KL term
+def namespace_advantages(name: str) -> Dict[str, Any]:
+    """The advantage convention of a row that states none, or of a name outside the table: its peer's
+    (``trl.*``, ``verl.*``), else centred rewards."""
+    return dict({"trl": _TRL_ADV, "verl": _VERL_ADV}.get(name.partition(".")[0], _CENTRED))
+
+
+_KL_R1: Dict[str, Any] = dict(kl="k3", beta=0.04)  # DeepSeekMath's β; pass beta=0 to drop the KL term
 _PAPER = [
     _p("paper.grpo_r1", "GRPO (DeepSeekMath/R1): α = 1/(G|o_i|σ), token ratio, PPO clip, k3 KL",
        "σ lives in the advantages: use advantages(std='population').",
-       aggregation="seq_mean_token_mean", **_KL_R1),
+       aggregation="seq_mean_token_mean", **_KL_R1, advantages=_PAPER_STD),
     _p("paper.grpo_v32", "GRPO (DeepSeek-V3.2): α = M/(G|o_i|), token ratio, IS-corrected k3 KL",
        "M is the off-policy sequence mask (set off_policy_mask_threshold; it reads sampling_logp, else "
        "old_logp). No σ: advantages(std='none').",
        aggregation="seq_mean_token_mean", kl="k3", beta=0.04, kl_is_corrected=True),
     _p("paper.gspo", "GSPO: sequence ratio (geometric mean), clipped per sequence, α = 1/(G|o_i|σ)",
-       aggregation="seq_mean_token_mean", ratio="sequence", epsilon_low=3e-4, epsilon_high=4e-4),
+       aggregation="seq_mean_token_mean", ratio="sequence", epsilon_low=3e-4, epsilon_high=4e-4,
+       advantages=_PAPER_STD),
     _p("paper.gspo_token", "GSPO-token: sg[s_i/π]·π (value s_i, gradient s_i·∇log π_t), α = 1/(G|o_i|σ)",
-       aggregation="seq_mean_token_mean", ratio="sequence_token", epsilon_low=3e-4, epsilon_high=4e-4),
+       aggregation="seq_mean_token_mean", ratio="sequence_token", epsilon_low=3e-4, epsilon_high=4e-4,
+       advantages=_PAPER_STD),
     _p("paper.gtpo", "GTPO: α = δ_i λ_{i,t}/(G|o_i|), entropy regulariser β·δ_i⟨H⟩_i·I·λ",
        "keep flags δ_i and token weights λ are inputs (keep=, token_weights=); the entropy term needs "
        "entropies. beta = 0.1 is our default (the paper gives none).",
        aggregation="seq_mean_token_mean", gtpo_entropy=True, beta=0.1),
     _p("paper.dapo", "DAPO: α = 1/(σ Σ|o_i|) (token mean), clip-higher 0.2/0.28",
-       aggregation="token_mean", epsilon_low=0.2, epsilon_high=0.28),
+       aggregation="token_mean", epsilon_low=0.2, epsilon_high=0.28, advantages=_PAPER_STD),
     _p("paper.cppo", "CPPO: GRPO-R1 with completions pruned where |A_i| <= γ",
        "γ is prune_threshold (alias gamma); the pruning indicator multiplies the policy term only.",
-       aggregation="seq_mean_token_mean", prune_threshold=0.0, **_KL_R1),
+       aggregation="seq_mean_token_mean", prune_threshold=0.0, **_KL_R1, advantages=_PAPER_STD),
     _p("paper.dr_grpo", "Dr GRPO: α = 1/G (token sum per completion), k3 KL",
        aggregation="seq_mean_token_sum", **_KL_R1),
     _p("paper.gpg", "GPG: −A·log π, token mean (α̂ and F_norm live in the advantages)",
        aggregation="token_mean", surrogate="logp", logp_weight="one"),
     _p("paper.cispo", "CISPO: sg[I]·log π, token mean (M is the mask)",
        "Table 1 has no clip; logp_weight='clip' or 'cap' adds one.",
-       aggregation="token_mean", surrogate="logp", logp_weight="ratio"),
+       aggregation="token_mean", surrogate="logp", logp_weight="ratio", advantages=_PAPER_STD),
     _p("paper.gcpo", "GCPO: raw sequence ratio π(y|x)/π_old(y|x), α = 1/(σG), one term per completion",
        "The ratio is per sequence, so its clipped term counts once per completion (a token sum would "
        "multiply it by |o_i| and break the uniform weights Table 1 gives GCPO).",
-       aggregation="seq_mean_token_mean", ratio="sequence_sum"),
+       aggregation="seq_mean_token_mean", ratio="sequence_sum", advantages=_PAPER_STD),
 ]
 
 # TRL 1.16.0 GRPOConfig defaults: epsilon 0.2 (= epsilon_high), beta 0.0 (k3), use_bias_correction_kl
 # True, max_completion_length 512, vLLM IS "sequence_mask" with C_max 3.0.
-_TRL = dict(kl="k3", kl_is_corrected=True, sampler_is="sequence_mask", is_max=3.0, max_completion_length=512)
+_TRL: Dict[str, Any] = dict(kl="k3", kl_is_corrected=True, sampler_is="sequence_mask", is_max=3.0,
+                            max_completion_length=512, advantages=_TRL_ADV)
 _TRL_PRESETS = [
     _p("trl.grpo", "TRL loss_type='grpo': per-sequence token mean, mean over sequences (÷K)",
        aggregation="seq_mean_token_mean", divide_by_ga=True, **_TRL),
@@ -326,10 +325,10 @@ _TRL_PRESETS = [
 # verl 0.9.1 ActorConfig defaults: clip_ratio 0.2, clip_ratio_c 3.0, loss_agg_mode "token-mean",
 # kl_loss_type "low_var_kl" (k3 with its ±20 / ±10 clamps), use_kl_loss False (beta 0; kl_loss_coef
 # 0.001 once enabled), entropy aggregated like the policy term, log-ratio clamp ±20.
-_VERL = dict(kl="k3", kl_log_clamp=20.0, kl_value_clamp=10.0, entropy_aggregation="policy", sampler_is="none",
-             is_max=None)
-_CLAMP20 = dict(log_ratio_min=-20.0, log_ratio_max=20.0)
-_SEQ_MEAN_TOKEN_MEAN = dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True)
+_VERL: Dict[str, Any] = dict(kl="k3", kl_log_clamp=20.0, kl_value_clamp=10.0, entropy_aggregation="policy",
+                             sampler_is="none", is_max=None, advantages=_VERL_ADV)
+_CLAMP20: Dict[str, Any] = dict(log_ratio_min=-20.0, log_ratio_max=20.0)
+_SEQ_MEAN_TOKEN_MEAN: Dict[str, Any] = dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True)
 _VERL_PRESETS = [
     _p("verl.vanilla", "verl loss_mode='vanilla': PPO clip with dual clip c = 3 for A < 0, log-ratio clamp ±20",
        clip_ratio_c=3.0, **_CLAMP20, **_VERL),
@@ -374,8 +373,16 @@ _PRESETS: Dict[str, Preset] = {p.name: p for p in _PAPER + _TRL_PRESETS + _VERL_
 
 
 def presets() -> Dict[str, Dict[str, Any]]:
-    """Every preset: ``{name: {"description", "notes", "defaults"}}`` (defaults = the LossSpec fields)."""
-    return {n: {"description": p.description, "notes": p.notes, "defaults": p.defaults()} for n, p in _PRESETS.items()}
+    """Every preset: ``{name: {"description", "notes", "defaults", "advantages"}}`` (defaults = the
+    LossSpec fields; advantages = the keyword arguments of ``grpokit.advantages`` that go with it)."""
+    return {n: {"description": p.description, "notes": p.notes, "defaults": p.defaults(),
+                "advantages": dict(p.advantages or {})} for n, p in _PRESETS.items()}
+
+
+def preset_advantages(name: str) -> Dict[str, Any]:
+    """A preset's advantage convention (its ``advantages`` column; see :func:`namespace_advantages`
+    for a name outside the table)."""
+    return dict(_PRESETS[name].advantages or {}) if name in _PRESETS else namespace_advantages(name)
 
 
 def resolve(spec: Any, overrides: Mapping[str, Any]) -> LossSpec:

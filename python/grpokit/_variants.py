@@ -17,26 +17,16 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ._presets import LossSpec, presets, resolve
-
-# The papers' Table 1 rows whose α carries 1/σ (notes §2): the others use centred rewards only.
-_PAPER_WITH_STD = {"paper.grpo_r1", "paper.gspo", "paper.gspo_token", "paper.dapo", "paper.cppo",
-                   "paper.cispo", "paper.gcpo"}
+from ._presets import LossSpec, preset_advantages, presets, resolve
 
 _ADV_KEYS = ("std", "scale_rewards", "norm_adv_by_std_in_grpo", "estimator")
 
 
 def default_advantage_options(preset: str) -> Dict[str, Any]:
-    """``grpokit.advantages`` options of a preset's home: TRL's ``scale_rewards="group"`` (sample std,
-    ε 1e-4) for ``trl.*``, verl's ``norm_adv_by_std_in_grpo=True`` (sample std, ε 1e-6) for ``verl.*``,
-    the papers' population std (ε 0) for the ``paper.*`` rows with σ, centred rewards otherwise."""
-    if preset.startswith("trl."):
-        return {"std": "sample", "epsilon": 1e-4, "std_scope": "group"}
-    if preset.startswith("verl."):
-        return {"std": "sample", "epsilon": 1e-6, "std_scope": "group"}
-    if preset in _PAPER_WITH_STD:
-        return {"std": "population", "epsilon": 0.0, "std_scope": "group"}
-    return {"std": "none", "epsilon": 0.0, "std_scope": "group"}
+    """``grpokit.advantages`` options of a preset: its row's ``advantages`` column (TRL's
+    ``scale_rewards="group"`` for ``trl.*``, verl's ``norm_adv_by_std_in_grpo=True`` for ``verl.*``, the
+    papers' population std for the ``paper.*`` rows whose α carries 1/σ, centred rewards otherwise)."""
+    return preset_advantages(preset)
 
 
 def _truthy(v: Any) -> bool:

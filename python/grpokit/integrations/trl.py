@@ -62,7 +62,11 @@ def spec_from_config(args: Any, loss: Any = None, loss_options: Optional[Dict[st
     name = f"trl.{args.loss_type}" if loss is None else loss
     over: Dict[str, Any] = {"max_completion_length": args.max_completion_length, "beta": args.beta}
     if isinstance(name, str) and name.startswith("trl."):
-        eps_high = args.epsilon_high if args.epsilon_high is not None else args.epsilon
+        # epsilon_high=None is TRL's "as epsilon", except where the row's epsilon_high is a raw cap (CISPO's)
+        eps_high = args.epsilon_high
+        if eps_high is None:
+            row = _presets.resolve(name, {})
+            eps_high = row.epsilon_high if _presets.epsilon_high_is_cap(row) else args.epsilon
         over.update(
             epsilon=args.epsilon, epsilon_high=eps_high, delta=args.delta, beta=args.beta,
             importance_sampling_level=args.importance_sampling_level,
@@ -72,8 +76,6 @@ def spec_from_config(args: Any, loss: Any = None, loss_options: Optional[Dict[st
             vespo_k_pos=args.vespo_k_pos, vespo_lambda_pos=args.vespo_lambda_pos, vespo_k_neg=args.vespo_k_neg,
             vespo_lambda_neg=args.vespo_lambda_neg,
         )
-        if name == "trl.cispo" and args.epsilon_high is None:
-            over["epsilon_high"] = 5.0  # TRL's documented CISPO cap; epsilon_high is a raw cap there
         if args.use_vllm and args.vllm_importance_sampling_correction:
             over.update(vllm_importance_sampling_mode=args.vllm_importance_sampling_mode,
                         vllm_importance_sampling_clip_min=args.vllm_importance_sampling_clip_min,
