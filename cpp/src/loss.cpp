@@ -74,7 +74,8 @@ const EnumTable<Aggregation> kAggregation{"aggregation",
                                            {"token_sum", Aggregation::TokenSum},
                                            {"seq_mean_token_mean", Aggregation::SeqMeanTokenMean},
                                            {"seq_mean_token_sum", Aggregation::SeqMeanTokenSum},
-                                           {"seq_mean_token_sum_norm", Aggregation::SeqMeanTokenSumNorm}}};
+                                           {"seq_mean_token_sum_norm", Aggregation::SeqMeanTokenSumNorm},
+                                           {"prompt_mean", Aggregation::PromptMean}}};
 const EnumTable<KlEstimator> kKlTable{"kl",
                                  {{"none", KlEstimator::None},
                                   {"k1", KlEstimator::K1},
@@ -122,6 +123,8 @@ std::map<std::string, double LossSpec::*> double_fields() {
           {"num_items_in_batch", &LossSpec::num_items_in_batch},
           {"num_sequences", &LossSpec::num_sequences},
           {"max_completion_length", &LossSpec::max_completion_length},
+          {"group_size", &LossSpec::group_size},
+          {"num_prompts", &LossSpec::num_prompts},
           {"dp_size", &LossSpec::dp_size},
           {"gradient_accumulation_steps", &LossSpec::gradient_accumulation_steps}};
 }
@@ -651,8 +654,10 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
   }
   // Counts and coefficients: the same functions the CUDA kernels call (math/loss_passes.hpp).
   const math::AggCounts counts = math::agg_counts(s, n_tok, n_rows_nonempty, static_cast<double>(B));
+  const auto row_tokens = [&](int64_t j) { return static_cast<double>(st[j].L); };
   for (int64_t i = 0; i < B; ++i)
-    st[i].c = math::agg_coefficient(s, counts, static_cast<double>(st[i].L), static_cast<double>(L.T));
+    st[i].c = math::agg_coefficient(s, counts, static_cast<double>(st[i].L), static_cast<double>(L.T),
+                                    math::group_tokens(s, row_tokens, i));
   const double ent_local_c =
       1.0 / (std::max(has_quantile ? n_ent_kept : n_tok, 1.0) * s.gradient_accumulation_steps);
 
@@ -975,6 +980,10 @@ void validate_spec(const LossSpec& s) {
   positive(s.gradient_accumulation_steps, "gradient_accumulation_steps");
   if (s.num_items_in_batch == 0.0) value_error("num_items_in_batch: expected a positive count, got 0");
   if (s.num_sequences == 0.0) value_error("num_sequences: expected a positive count, got 0");
+  if (s.num_prompts == 0.0) value_error("num_prompts: expected a positive count, got 0");
+  if (s.group_size != -1.0 && !(s.group_size >= 1.0 && s.group_size == std::floor(s.group_size) && s.group_size < 9.0e15))
+    value_error("group_size: expected a whole number of rows >= 1, got ", s.group_size);
+
   if (s.max_completion_length == 0.0 || std::isnan(s.max_completion_length))
     value_error("max_completion_length: the constant normaliser C must be > 0, got ", s.max_completion_length);
 }
@@ -1059,6 +1068,11 @@ void check_loss_args(const LossSpec& s, const LossInputs& in, const LossOutputs&
   if (s.aggregation == Aggregation::SeqMeanTokenSumNorm && !(s.max_completion_length > 0.0) && packed)
     value_error("max_completion_length: packed inputs have no padded length; pass the constant normaliser C "
                 "(max_completion_length / loss_scale_factor)");
+  if (s.aggregation == Aggregation::PromptMean && s.group_size == -1.0)
+    value_error("group_size: required by aggregation='prompt_mean' (the completions per prompt, G)");
+  if (s.aggregation == Aggregation::PromptMean && B % static_cast<int64_t>(s.group_size) != 0)
+    value_error("group_size: aggregation='prompt_mean' needs whole prompt groups in a call; ", B,
+                " completions are not a multiple of group_size = ", static_cast<int64_t>(s.group_size));
   if (s.selection != Selection::None && !in.selection.defined())
     value_error("selection: required by the clip_cov / kl_cov rules (the tokens they act on)");
   if (in.selection.defined()) {

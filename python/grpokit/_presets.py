@@ -34,7 +34,8 @@ class LossSpec:
         logp_weight: ``one`` (GPG/REINFORCE) | ``ratio`` (sg r) | ``clip`` (sg clip(r, 1−ε, 1+ε_high)) |
             ``cap`` (sg min(r, ε_high)) | ``dppo_tv`` | ``dppo_kl`` | ``vespo``.
         aggregation: ``token_mean`` | ``token_sum`` | ``seq_mean_token_mean`` | ``seq_mean_token_sum``
-            | ``seq_mean_token_sum_norm``.
+            | ``seq_mean_token_sum_norm`` | ``prompt_mean`` (token mean inside each prompt group of
+            ``group_size`` rows, then the mean over prompts).
         kl: ``none`` | ``k1`` | ``k2`` | ``k3`` | ``abs`` (per-token, added to φ after the weight rule).
         sampler_is: ``none`` | ``token_truncate`` | ``token_mask`` | ``sequence_truncate`` |
             ``sequence_mask`` (TRL's vLLM IS correction; applied when ``sampling_logp`` is given).
@@ -83,6 +84,8 @@ class LossSpec:
     num_items_in_batch: Optional[float] = None
     num_sequences: Optional[float] = None
     max_completion_length: Optional[float] = None
+    group_size: Optional[float] = None
+    num_prompts: Optional[float] = None
     dp_size: float = 1.0
     gradient_accumulation_steps: float = 1.0
     divide_by_ga: bool = False
@@ -119,6 +122,8 @@ _NONE_AS = {
     "num_items_in_batch": -1.0,
     "num_sequences": -1.0,
     "max_completion_length": -1.0,
+    "group_size": -1.0,
+    "num_prompts": -1.0,
 }
 
 # ---- override names: TRL's GRPOConfig names first, then verl's (documented aliases) ----------------
@@ -163,6 +168,7 @@ _ALIASES = {
     "vllm_importance_sampling_clip_min": lambda v: dict(is_min=v),
     "vllm_importance_sampling_clip_max": lambda v: dict(is_max=v),
     "num_processes": lambda v: dict(dp_size=v),
+    "num_generations": lambda v: dict(group_size=v),
     # verl
     "clip_ratio": lambda v: dict(epsilon_low=v, epsilon_high=v),
     "clip_ratio_low": lambda v: dict(epsilon_low=v),

@@ -331,6 +331,7 @@ enum class Aggregation : uint8_t {
   SeqMeanTokenMean,     // Σ_i (Σ_t φ / L_i) / N_seq          (TRL grpo/sapo, verl seq-mean-token-mean)
   SeqMeanTokenSum,      // Σ_i Σ_t φ / N_seq                  (TRL luspo, verl seq-mean-token-sum)
   SeqMeanTokenSumNorm,  // Σ_i Σ_t φ / (N_seq · C)            (TRL dr_grpo, verl seq-mean-token-sum-norm)
+  PromptMean,           // Σ_g (Σ_{i∈g} Σ_t φ / N_tok(g)) / N_prompt  (SkyRL prompt_mean; groups of group_size rows)
 };
 
 enum class EntropyAggregation : uint8_t {
@@ -385,6 +386,8 @@ struct LossSpec {
   double num_items_in_batch = -1.0;     // N_tok of the whole optimizer step (all micro-batches, ranks)
   double num_sequences = -1.0;          // N_seq of the whole optimizer step
   double max_completion_length = -1.0;  // C of SeqMeanTokenSumNorm (TRL max_completion_length, verl loss_scale_factor)
+  double group_size = -1.0;             // rows per prompt group (contiguous blocks), for PromptMean
+  double num_prompts = -1.0;            // N_prompt of the whole optimizer step (PromptMean)
   double dp_size = 1.0;                 // multiplies the loss (TRL num_processes, verl dp_size)
   double gradient_accumulation_steps = 1.0;  // TRL's ÷K where divide_by_ga (and the TRL entropy bonus)
   bool divide_by_ga = false;            // TRL grpo/bnpo/dr_grpo/luspo/sapo
