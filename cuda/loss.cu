@@ -220,6 +220,11 @@ __global__ void __launch_bounds__(kRowThreads) stats_kernel(const Args a) {
 
 // ---- 2. counts and aggregation coefficients ----------------------------------------------------------
 
+struct RowTokens {  // row j's valid-token count, for math::group_tokens
+  const double* st;
+  __device__ double operator()(int64_t j) const { return st[j * kNumStat + kL]; }
+};
+
 __global__ void __launch_bounds__(kReduceThreads) counts_kernel(const Args a) {
   __shared__ double smem[2 * 32];
   __shared__ double shared_counts[2];
@@ -244,8 +249,10 @@ __global__ void __launch_bounds__(kReduceThreads) counts_kernel(const Args a) {
   }
   __syncthreads();
   const math::AggCounts k = math::agg_counts(a.s, shared_counts[0], shared_counts[1], static_cast<double>(a.B));
+  const RowTokens row_tokens{a.st};
   for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x)
-    a.st[i * kNumStat + kC] = math::agg_coefficient(a.s, k, a.st[i * kNumStat + kL], static_cast<double>(a.T));
+    a.st[i * kNumStat + kC] = math::agg_coefficient(a.s, k, a.st[i * kNumStat + kL], static_cast<double>(a.T),
+                                                    math::group_tokens(a.s, row_tokens, i));
   if (a.status && a.packed) {  // cu_seqlens: starts at 0, non-decreasing, ends at N (key: k·4 + code)
     __syncthreads();         // status[2] initialised above
     for (int64_t j = threadIdx.x; j <= a.B; j += blockDim.x) {

@@ -547,8 +547,10 @@ void run(const LossSpec& s, const LossInputs& in, const LossOutputs& out, const 
   }
   // Counts and coefficients: the same functions the CUDA kernels call (math/loss_passes.hpp).
   const math::AggCounts counts = math::agg_counts(s, n_tok, n_rows_nonempty, static_cast<double>(B));
+  const auto row_tokens = [&](int64_t j) { return static_cast<double>(st[j].L); };
   for (int64_t i = 0; i < B; ++i)
-    st[i].c = math::agg_coefficient(s, counts, static_cast<double>(st[i].L), static_cast<double>(L.T));
+    st[i].c = math::agg_coefficient(s, counts, static_cast<double>(st[i].L), static_cast<double>(L.T),
+                                    math::group_tokens(s, row_tokens, i));
   const double ent_local_c =
       1.0 / (std::max(has_quantile ? n_ent_kept : n_tok, 1.0) * s.gradient_accumulation_steps);
 
@@ -877,6 +879,11 @@ void check_loss_args(const LossSpec& s, const LossInputs& in, const LossOutputs&
   if (s.aggregation == Aggregation::SeqMeanTokenSumNorm && !(s.max_completion_length > 0.0) && packed)
     value_error("max_completion_length: packed inputs have no padded length; pass the constant normaliser C "
                 "(max_completion_length / loss_scale_factor)");
+  if (s.aggregation == Aggregation::PromptMean && s.group_size == -1.0)
+    value_error("group_size: required by aggregation='prompt_mean' (the completions per prompt, G)");
+  if (s.aggregation == Aggregation::PromptMean && B % static_cast<int64_t>(s.group_size) != 0)
+    value_error("group_size: aggregation='prompt_mean' needs whole prompt groups in a call; ", B,
+                " completions are not a multiple of group_size = ", static_cast<int64_t>(s.group_size));
   if (s.selection != Selection::None && !in.selection.defined())
     value_error("selection: required by the clip_cov / kl_cov rules (the tokens they act on)");
   if (in.selection.defined()) {

@@ -172,6 +172,8 @@ void validate_spec(const LossSpec& s) {
       if (v == 0.0 || std::isnan(v) || (v < 0.0 && v != GRPOKIT_COUNT_UNSET))
         value_error(f.info.name, ": expected a positive count (or unset), got ", v);
     }
+  if (s.group_size != GRPOKIT_COUNT_UNSET && !(s.group_size == std::floor(s.group_size) && s.group_size < 9.0e15))
+    value_error("group_size: expected a whole number of rows >= 1, got ", s.group_size);
 }
 
 }  // namespace grpokit

@@ -82,6 +82,8 @@ def _spec_for_batch(b: Dict[str, Any], spec: LossSpec) -> LossSpec:
         spec = spec.replace(beta=0.0)
     if b.get("selection") is None and spec.selection != "none":
         spec = spec.replace(selection="none")  # clip_cov / kl_cov act on the tokens the caller selects
+    if spec.aggregation == "prompt_mean" and spec.group_size is None and b.get("group_size") is not None:
+        spec = spec.replace(group_size=b["group_size"])  # the batch's prompt groups
     return spec
 
 
@@ -285,8 +287,8 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
 
 # Which LossSpec fields make up each factor (every field belongs to exactly one).
 FACTORS: Dict[str, Tuple[str, ...]] = {
-    "normaliser": ("aggregation", "num_items_in_batch", "num_sequences", "max_completion_length", "dp_size",
-                   "gradient_accumulation_steps", "divide_by_ga", "seq_count_nonempty"),
+    "normaliser": ("aggregation", "num_items_in_batch", "num_sequences", "max_completion_length", "group_size",
+                   "num_prompts", "dp_size", "gradient_accumulation_steps", "divide_by_ga", "seq_count_nonempty"),
     "advantages": (),  # estimator and σ convention: not loss fields (the preset row's advantages column)
     "correction": (),  # the train–inference correction (IS weights, rejection): not a loss field
     "clip rule": ("surrogate", "logp_weight", "epsilon_low", "epsilon_high", "delta", "clip_ratio_c",

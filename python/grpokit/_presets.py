@@ -147,6 +147,8 @@ _ALIASES = {
     "vllm_importance_sampling_clip_min": lambda v: dict(is_min=v),
     "vllm_importance_sampling_clip_max": lambda v: dict(is_max=v),
     "num_processes": lambda v: dict(dp_size=v),
+    "num_generations": lambda v: dict(group_size=v),
+    "num_generations": lambda v: dict(group_size=v),
     # verl
     "clip_ratio": lambda v: dict(epsilon_low=v, epsilon_high=v),
     "clip_ratio_low": lambda v: dict(epsilon_low=v),

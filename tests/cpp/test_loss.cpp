@@ -131,3 +131,22 @@ TEST_CASE("the interval form of the clip equals clip_branch without δ and dual-
     }
   }
 }
+
+TEST_CASE("prompt_mean: on-policy, each group's token mean of −A, averaged over groups", "[loss]") {
+  Batch b(4, 4);  // rows 0–1 and 2–3 are two prompt groups; row lengths 2, 3, 4, 5→4 (T = 4)
+  b.old = b.lp;
+  LossSpec s;
+  s.aggregation = Aggregation::PromptMean;
+  s.group_size = 2;
+  const Result r = run(s, b);
+  std::vector<double> L(4, 0.0);
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t t = 0; t < 4; ++t) L[i] += b.mask[i * 4 + t];
+  const double g0 = L[0] + L[1], g1 = L[2] + L[3];
+  const double want = -((b.adv[0] * L[0] + b.adv[1] * L[1]) / g0 + (b.adv[2] * L[2] + b.adv[3] * L[3]) / g1) / 2;
+  CHECK(r.loss == Approx(want));
+  CHECK(r.grad[0] == Approx(-b.adv[0] / (2 * g0)));   // row 0, group 0
+  CHECK(r.grad[8] == Approx(-b.adv[2] / (2 * g1)));   // row 2, group 1
+  s.num_prompts = 4;                                   // the step holds 4 prompts: half the weight
+  CHECK(run(s, b).loss == Approx(want / 2));
+}

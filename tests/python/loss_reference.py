@@ -210,6 +210,12 @@ def _aggregate(s, phi, mf, L):
         return scale * row.sum() / n_seq
     if s.aggregation == "seq_mean_token_sum_norm":
         return scale * row.sum() / (n_seq * s.max_completion_length)
+    if s.aggregation == "prompt_mean":  # SkyRL: token mean inside each prompt group, mean over prompts
+        G = int(s.group_size)
+        groups = [slice(g, g + G) for g in range(0, B, G)]
+        n_prompt = s.num_prompts if s.num_prompts is not None else len(groups)
+        per_prompt = [row[g].sum() / max(mf[g].sum(), 1.0) for g in groups]
+        return scale * sum(per_prompt) / max(n_prompt, 1.0)
     raise ValueError(s.aggregation)
 
 

@@ -112,7 +112,7 @@ GRPOKIT_HD RowStats row_stats_finish(const LossSpec& s, const RowSums<A>& a) {
 // ---- between the passes: counts and the aggregation coefficient c_i -----------------------------
 
 struct AggCounts {
-  double N_tok, N_seq, scale;
+  double N_tok, N_seq, N_prompt, scale;
 };
 
 // n_tok: valid tokens of the call; n_nonempty: rows with L_i > 0; B: rows.
@@ -123,11 +123,26 @@ GRPOKIT_HD AggCounts agg_counts(const LossSpec& s, double n_tok, double n_nonemp
   k.N_tok = nt > 1.0 ? nt : 1.0;
   const double ns = s.num_sequences >= 0.0 ? s.num_sequences : (s.seq_count_nonempty ? n_nonempty : B);
   k.N_seq = ns > 1.0 ? ns : 1.0;
+  const double np = s.num_prompts >= 0.0 ? s.num_prompts : (s.group_size >= 1.0 ? B / s.group_size : B);
+  k.N_prompt = np > 1.0 ? np : 1.0;
   return k;
 }
 
-// padded_T: the padded length, verl's default constant normaliser C when max_completion_length <= 0.
-GRPOKIT_HD double agg_coefficient(const LossSpec& s, const AggCounts& k, double Li, double padded_T) {
+// PromptMean: the valid tokens of row i's prompt group, the rows [g·G, g·G + G) with G = group_size;
+// row_tokens(j) is row j's valid-token count (0 for the other aggregations, which do not read it).
+template <class RowTokens>
+GRPOKIT_HD double group_tokens(const LossSpec& s, const RowTokens& row_tokens, int64_t i) {
+  if (s.aggregation != Aggregation::PromptMean) return 0.0;
+  const int64_t G = static_cast<int64_t>(s.group_size), first = (i / G) * G;
+  double n = 0.0;
+  for (int64_t j = first; j < first + G; ++j) n += row_tokens(j);
+  return n;
+}
+
+// padded_T: the padded length, verl's default constant normaliser C when max_completion_length <= 0;
+// n_group: group_tokens() of the row (PromptMean).
+GRPOKIT_HD double agg_coefficient(const LossSpec& s, const AggCounts& k, double Li, double padded_T,
+                                  double n_group) {
   switch (s.aggregation) {
     case Aggregation::TokenMean: return k.scale / k.N_tok;
     case Aggregation::TokenSum: return k.scale;
@@ -135,6 +150,7 @@ GRPOKIT_HD double agg_coefficient(const LossSpec& s, const AggCounts& k, double 
     case Aggregation::SeqMeanTokenSum: return k.scale / k.N_seq;
     case Aggregation::SeqMeanTokenSumNorm:
       return k.scale / (k.N_seq * (s.max_completion_length > 0.0 ? s.max_completion_length : padded_T));
+    case Aggregation::PromptMean: return k.scale / (k.N_prompt * (n_group > 1.0 ? n_group : 1.0));
   }
   return 0.0;
 }

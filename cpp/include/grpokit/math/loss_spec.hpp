@@ -49,7 +49,9 @@ namespace math {
   X(SeqMeanTokenMean, seq_mean_token_mean, "Σ_i (Σ_t φ / L_i) / N_seq (TRL grpo/sapo, verl seq-mean-token-mean)") \
   X(SeqMeanTokenSum, seq_mean_token_sum, "Σ_i Σ_t φ / N_seq (TRL luspo, verl seq-mean-token-sum)")       \
   X(SeqMeanTokenSumNorm, seq_mean_token_sum_norm,                                                        \
-    "Σ_i Σ_t φ / (N_seq · C), C = max_completion_length (TRL dr_grpo, verl seq-mean-token-sum-norm)")
+    "Σ_i Σ_t φ / (N_seq · C), C = max_completion_length (TRL dr_grpo, verl seq-mean-token-sum-norm)")    \
+  X(PromptMean, prompt_mean,                                                                             \
+    "Σ_g (Σ_{i∈g} Σ_t φ / N_tok(g)) / N_prompt, g the groups of group_size rows (SkyRL prompt_mean)")
 
 #define GRPOKIT_KL_ESTIMATORS(X)                                                                         \
   X(None, none, "no KL term")                                                                            \
@@ -143,6 +145,8 @@ GRPOKIT_LOSS_RULE_ENUMS(GRPOKIT_DECLARE_RULE_ENUM_)
   COUNT(num_items_in_batch)    /* N_tok of the whole optimizer step (all micro-batches and ranks) */     \
   COUNT(num_sequences)         /* N_seq of the whole optimizer step */                                    \
   COUNT(max_completion_length) /* C of SeqMeanTokenSumNorm (TRL max_completion_length, verl loss_scale_factor) */ \
+  COUNT(group_size)            /* rows per prompt group (contiguous blocks) of PromptMean; TRL num_generations */ \
+  COUNT(num_prompts)           /* N_prompt of the whole optimizer step (PromptMean) */                   \
   REAL(dp_size, 1.0)                     /* multiplies the loss (TRL num_processes, verl dp_size) */     \
   REAL(gradient_accumulation_steps, 1.0) /* TRL's ÷K where divide_by_ga (and the TRL entropy bonus) */   \
   FLAG(divide_by_ga, false)              /* TRL grpo/bnpo/dr_grpo/luspo/sapo */                          \
