@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-# The five variants of the issue, by their real preset names. GSPO is the paper's row (sequence ratio
+# The five default variants, by their preset names. GSPO is the paper's row (sequence ratio
 # clipped at 3e-4/4e-4); TRL's GSPO is "trl.grpo:importance_sampling_level=sequence,epsilon=3e-4,epsilon_high=4e-4".
 DEFAULT_VARIANTS = ("trl.grpo", "trl.dr_grpo", "trl.dapo", "paper.gspo", "trl.cispo")
 
@@ -239,7 +239,7 @@ COLUMNS = (  # (summary key, header, format, legend)
     ("overshoot", "overshoot", ".3f", "mean excess of clipped ratios past the bound after the μ inner steps"),
     ("eps_dominance", "ε-dom", ".1e",
      "elasticity of Adam's step to the reward scale (0: ϵ ≪ √v̂; 1: ϵ dominates)"),
-    ("weight_length_corr", "corr(ω,len)", "+.2f", "corr(mean ω, length) in a group: −1 = 1/|o| length preference"),
+    ("weight_length_corr", "corr(ω,len)", "+.2f", "corr(mean ω, length) in a group: < 0 for a 1/|o| length preference (−1 only for two lengths)"),
 )
 
 
