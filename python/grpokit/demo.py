@@ -239,7 +239,8 @@ COLUMNS = (  # (summary key, header, format, legend)
     ("overshoot", "overshoot", ".3f", "mean excess of clipped ratios past the bound after the μ inner steps"),
     ("eps_dominance", "ε-dom", ".1e",
      "elasticity of Adam's step to the reward scale (0: ϵ ≪ √v̂; 1: ϵ dominates)"),
-    ("weight_length_corr", "corr(ω,len)", "+.2f", "corr(mean ω, length) in a group: < 0 for a 1/|o| length preference (−1 only for two lengths)"),
+    ("weight_length_corr", "corr(ω,len)", "+.2f",
+     "corr(mean ω, length) in a group: < 0 for a 1/|o| length preference (−1 only for two lengths)"),
 )
 
 
