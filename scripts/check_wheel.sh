@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # CI: `pip wheel .` builds a wheel that installs into a fresh virtual environment (no system packages:
 # the wheel's own dependencies come from the package index) where `grpokit info` and one
-# grpokit.policy_loss call run. CUDA is off: the packaging is what is checked here, the kernels are
-# checked elsewhere, and it keeps the build short. The build tools (scikit-build-core, pybind11, cmeel-eigen, ninja,
-# cmake) must be installed already, as scripts/test.sh does: the build runs without isolation.
-# Usage: bash scripts/check_wheel.sh [DIR]     (DIR: wheel, build and venv; default a fresh temp dir)
+# grpokit.policy_loss call run. CUDA is off: the packaging is what is checked here (the kernels are
+# checked elsewhere), and it keeps the build short. The build tools (scikit-build-core, pybind11,
+# cmeel-eigen, ninja, cmake) must be installed already, as scripts/test.sh does: no build isolation.
+# Usage: bash scripts/check_wheel.sh [DIR]     (DIR keeps the wheel, build and venv; default: a temp dir,
+#                                              removed at the end)
 set -euo pipefail
-dir=${1:-$(mktemp -d)}
-mkdir -p "$dir" && dir=$(cd "$dir" && pwd)
+if [ -n "${1:-}" ]; then mkdir -p "$1" && dir=$(cd "$1" && pwd); else dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT; fi
 cd "$(dirname "$0")/.."
 echo "== wheel: pip wheel . into a fresh virtual environment ($dir)"
 # own build dir: the editable install's build/<wheel tag>/ keeps its configuration
