@@ -102,7 +102,8 @@ def _add_demo(sub) -> None:
         description=(
             "A small synthetic RL problem, no downloads: a tiny autoregressive MLP policy answers one of "
             "a few questions with its first token and may then emit filler tokens until EOS; the reward "
-            "checks the answer only, so whatever a variant does to the length is the variant's bias. Each "
+            "checks the answer only, so a length drift comes from the training, not the reward (compare "
+            "variants with each other, over --seeds). Each "
             "variant trains a fresh policy (same initial weights, same sampling seed) with AdamW and mu "
             "optimizer steps per sampled batch, with gradients from grpokit's engine. Prints a table (reward, "
             "mean length, length drift, clip-region fraction, overshoot past the clip bound, epsilon-"

@@ -1,8 +1,10 @@
 """`grpokit demo`: a small synthetic RL problem trained end to end under several GRPO variants.
 
 The task: a prompt is one of K "questions"; a completion is a sequence of tokens ending in EOS. The
-reward is verifiable and blind to length: 1 if the first token answers the question, else 0. Anything
-a variant does to the length of completions is therefore a bias of the variant, not of the task.
+reward is verifiable and blind to length: 1 if the first token answers the question, else 0. A drift of
+the length therefore comes from the training procedure (the variant's weights, the optimizer, sampling
+noise), not from the reward; it varies between seeds (``run_seeds``), so variants are best compared
+with each other, over several seeds.
 
 The policy is a tiny autoregressive MLP (question, previous token, position → next-token logits),
 trained with AdamW and μ inner steps per batch, exactly as GRPO trainers do: sample with the frozen
