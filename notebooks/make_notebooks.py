@@ -125,8 +125,12 @@ figs = demo.figures(runs, cfg)
 Things to look for:
 * **clip fraction at k = 0 is 0** — with one update per batch (μ = 1) the ratio is 1 and nothing is
   ever clipped; the clip region only fills at inner steps k ≥ 1.
-* **length drift** — the reward ignores length, so a drift is the variant's bias: 1/|o_i| weighting
-  (`trl.grpo`) gives the tokens of short wrong answers larger penalties than those of long wrong ones.
+* **length drift** — the reward ignores length, so a drift comes from the training procedure, not the
+  reward. One run is one seed and drifts vary between seeds: compare variants with each other, over
+  seeds (`demo.run_seeds`, `grpokit demo --seeds 4`). 1/|o_i| weighting (`trl.grpo`) gives the tokens of
+  short wrong answers larger penalties than those of long wrong ones; in each of four seeds of the
+  default demo it drifted shorter than uniform weights (`trl.dr_grpo`) did (README). Whether lengths
+  rise or fall in absolute terms depends on the run.
 * **overshoot** — the ratio ends past the clip bound after the μ steps although the clipped tokens get
   no gradient: Adam's momentum carries them.
 """),
@@ -206,7 +210,8 @@ ax.set(ylabel="|bias| on the whole-group prefix", title="shared-prefix bias per 
 ## The length preference
 ω per completion against its length: 1/|o_i| weighting gives every completion the same total weight,
 so each token of a short completion weighs more. With A < 0 that punishes short wrong answers harder
-than long ones (the policy drifts longer when it is wrong), with A > 0 it favours short right ones."""),
+than long ones, with A > 0 it favours short right ones: relative to uniform weights, the policy is pushed
+towards longer wrong and shorter right answers."""),
         code("""
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for name in ["trl.grpo", "trl.dapo", "trl.dr_grpo"]:

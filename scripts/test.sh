@@ -59,6 +59,7 @@ cmake --build build/asan -j 2
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/asan --output-on-failure
 
+bash scripts/check_wheel.sh  # pip wheel . into a fresh venv: grpokit info and one loss call there
 echo "== Python tests"
 set +e
 python -m pytest tests/python -q -p no:cacheprovider

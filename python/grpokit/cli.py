@@ -29,6 +29,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, max_len=args.max_len, seed=args.seed, out_dir=args.out,
         progress=not args.no_progress,
     )
+    if args.seeds is not None:  # the spread over seeds; plots are of one run (--seed)
+        seeds = demo.parse_seeds(args.seeds, first=args.seed)
+        print(demo.format_seeds_table(demo.run_seeds(seeds, cfg), seeds))
+        return 0
     runs, paths = demo.run_demo(cfg)
     print(demo.format_table(runs))
     print(f"\nplots written to {os.path.abspath(cfg.out_dir)}: " + ", ".join(os.path.basename(p) for p in paths))
@@ -98,7 +102,8 @@ def _add_demo(sub) -> None:
         description=(
             "A small synthetic RL problem, no downloads: a tiny autoregressive MLP policy answers one of "
             "a few questions with its first token and may then emit filler tokens until EOS; the reward "
-            "checks the answer only, so whatever a variant does to the length is the variant's bias. Each "
+            "checks the answer only, so a length drift comes from the training, not the reward (compare "
+            "variants with each other, over --seeds). Each "
             "variant trains a fresh policy (same initial weights, same sampling seed) with AdamW and mu "
             "optimizer steps per sampled batch, with gradients from grpokit's engine. Prints a table (reward, "
             "mean length, length drift, clip-region fraction, overshoot past the clip bound, epsilon-"
@@ -121,6 +126,9 @@ def _add_demo(sub) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help="sampled batches per variant")
     p.add_argument("--prompts", type=int, default=d.prompts_per_step, help="prompts per batch")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the initial weights and of the sampling")
+    p.add_argument("--seeds", default=None, metavar="N|S1,S2,...",
+                   help="train every variant under several seeds (N: --seed, --seed+1, ...; or a list) and print "
+                        "each column's mean ± std over the seeds and the length drift per seed; no plots")
     p.add_argument("--out", "--output-dir", dest="out", default=d.out_dir, help="folder for the PNG plots")
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
     p.add_argument("--adam-eps", type=float, default=d.adam_eps,

@@ -1,8 +1,10 @@
 """`grpokit demo`: a small synthetic RL problem trained end to end under several GRPO variants.
 
 The task: a prompt is one of K "questions"; a completion is a sequence of tokens ending in EOS. The
-reward is verifiable and blind to length: 1 if the first token answers the question, else 0. Anything
-a variant does to the length of completions is therefore a bias of the variant, not of the task.
+reward is verifiable and blind to length: 1 if the first token answers the question, else 0. A drift of
+the length therefore comes from the training procedure (the variant's weights, the optimizer, sampling
+noise), not from the reward; it varies between seeds (``run_seeds``), so variants are best compared
+with each other, over several seeds.
 
 The policy is a tiny autoregressive MLP (question, previous token, position → next-token logits),
 trained with AdamW and μ inner steps per batch, exactly as GRPO trainers do: sample with the frozen
@@ -21,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-# The five variants of the issue, by their real preset names. GSPO is the paper's row (sequence ratio
+# The five default variants, by their preset names. GSPO is the paper's row (sequence ratio
 # clipped at 3e-4/4e-4); TRL's GSPO is "trl.grpo:importance_sampling_level=sequence,epsilon=3e-4,epsilon_high=4e-4".
 DEFAULT_VARIANTS = ("trl.grpo", "trl.dr_grpo", "trl.dapo", "paper.gspo", "trl.cispo")
 
@@ -81,7 +83,6 @@ class VariantRun:
 def _nanmean(x: Sequence[float]) -> float:
     x = np.asarray(x, dtype=np.float64)
     return float(np.mean(x[np.isfinite(x)])) if np.any(np.isfinite(x)) else float("nan")
-
 
 
 def _require_torch():
@@ -240,7 +241,8 @@ COLUMNS = (  # (summary key, header, format, legend)
     ("overshoot", "overshoot", ".3f", "mean excess of clipped ratios past the bound after the μ inner steps"),
     ("eps_dominance", "ε-dom", ".1e",
      "elasticity of Adam's step to the reward scale (0: ϵ ≪ √v̂; 1: ϵ dominates)"),
-    ("weight_length_corr", "corr(ω,len)", "+.2f", "corr(mean ω, length) in a group: −1 = 1/|o| length preference"),
+    ("weight_length_corr", "corr(ω,len)", "+.2f",
+     "corr(mean ω, length) in a group: < 0 for a 1/|o| length preference (−1 only for two lengths)"),
 )
 
 
@@ -369,3 +371,57 @@ def run_demo(cfg: Optional[DemoConfig] = None, **changes: Any) -> Tuple[List[Var
             bar.close()
     paths = plot_runs(runs, cfg.out_dir, cfg) if cfg.plots else []
     return runs, paths
+
+
+def parse_seeds(text: str, first: int = 0) -> List[int]:
+    """``--seeds``: ``"N"`` is the N seeds ``first, first + 1, …``; ``"0,3,7"`` names them."""
+    try:
+        seeds = [int(x) for x in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"seeds: expected a count N or comma-separated integers, got {text!r}") from None
+    if "," not in str(text):
+        if seeds[0] < 1:
+            raise ValueError(f"seeds: expected a count >= 1, got {seeds[0]}")
+        seeds = list(range(first, first + seeds[0]))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: each seed once, got {text!r}")
+    return seeds
+
+
+def run_seeds(seeds: Sequence[int], cfg: Optional[DemoConfig] = None, **changes: Any) -> List[List[VariantRun]]:
+    """``run_demo`` once per seed, without plots; returns the runs as ``[seed][variant]``."""
+    if not seeds:
+        raise ValueError("seeds: expected at least one seed")
+    cfg = dataclasses.replace(cfg or DemoConfig(), **changes)
+    return [run_demo(cfg, seed=int(s), plots=False)[0] for s in seeds]
+
+
+def format_seeds_table(runs_by_seed: Sequence[Sequence[VariantRun]], seeds: Sequence[int]) -> str:
+    """The comparison table over seeds: each column's mean ± standard deviation (n − 1) over the seeds
+    (NaN seeds left out), then each variant's length drift per seed and in how many seeds it was > 0."""
+    names = [r.variant for r in runs_by_seed[0]]
+    rows = [[runs[i].summary() for runs in runs_by_seed] for i in range(len(names))]
+
+    def cell(values: Sequence[float], f: str) -> str:
+        x = np.asarray(values, dtype=np.float64)
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            return "n/a"
+        sd = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
+        return f"{format(float(np.mean(x)), f)} ± {format(sd, f.lstrip('+'))}"
+
+    cells = [[cell([s[k] for s in row], f) for k, _, f, _ in COLUMNS] for row in rows]
+    width = max([7] + [len(n) for n in names])
+    cw = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h, _, _) in enumerate(COLUMNS)]
+    head = f"{'variant':<{width}}  " + "  ".join(f"{h:>{w}}" for (_, h, _, _), w in zip(COLUMNS, cw))
+    lines = [f"mean ± std over {len(seeds)} seeds ({', '.join(map(str, seeds))})", head, "-" * len(head)]
+    lines += [f"{n:<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(row, cw)) for n, row in zip(names, cells)]
+    head = f"{'Δlength':<{width}}  " + "  ".join(f"{'seed ' + str(s):>8}" for s in seeds) + "   longer in"
+    lines += ["", head, "-" * len(head)]
+    for n, row in zip(names, rows):
+        drift = [s["length_drift"] for s in row]
+        lines.append(f"{n:<{width}}  " + "  ".join(f"{d:>+8.2f}" for d in drift)
+                     + f"   {sum(d > 0 for d in drift)} of {len(drift)} seeds")
+    lines.append("")
+    lines += [f"  {h:>11}: {d}" for _, h, _, d in COLUMNS]
+    return "\n".join(lines)

@@ -608,7 +608,7 @@ def _binary_figure(G: Any, penalty: str, betas: Sequence[float], ax: Any, title:
 def plot_figure1(betas: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0), ax: Any = None) -> Any:
     """Paper Fig. 1: GRPO, binary, G = 2, π(a) against π_ref(a) for several β/γ (eq. (14)).
 
-    The paper's legend values could not be recovered; the defaults are the notes' stand-in. Open
+    The paper's legend values could not be recovered; the defaults are a stand-in (docs/stationary.md). Open
     circles mark the right-limit 1 − β/γ at π_ref(a) = 0 (the jump when β < γ). Returns the Axes.
     """
     return _binary_figure(2, "k3", betas, ax, "GRPO, G = 2 (eq. 14)", r"$\beta/\gamma$", True)

@@ -1,5 +1,5 @@
 """Independent fp64 NumPy reference of the GRPO-family losses, written from the formulas of
-shared/reference/peer_libraries.md (B1, B2, B4, B5, B6) and hidden_objective_biases.md (Table 1).
+the peers (TRL 1.16.0, verl 0.9.1) and the hidden-biases paper's Table 1, as docs/losses.md states them.
 
 It is written the way the peers write their losses (whole-array expressions, masks multiplied in),
 not the way the engine is (per-row passes), and never calls the engine. Stop-gradient is modelled

@@ -1,4 +1,4 @@
-"""Independent fp64 NumPy references for the engine's ops, written from the formulas in the notes.
+"""Independent fp64 NumPy references for the engine's ops, written from the formulas in docs/.
 
 Nothing here calls grpokit: these are the oracles the engine is tested against.
 """

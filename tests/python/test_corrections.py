@@ -1,4 +1,4 @@
-"""Train–inference corrections: fp64 NumPy references from TRL's and verl's definitions (notes B5),
+"""Train–inference corrections: fp64 NumPy references from TRL's and verl's definitions (docs/estimators.md),
 TRL parity (TRL 1.16.0's own lines), properties and bad inputs."""
 
 import math

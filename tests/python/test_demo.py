@@ -145,3 +145,53 @@ def test_every_preset_trains():
                                   max_len=4, progress=False, plots=False)
         assert run.variant == name and len(run.clip_fraction[0]) == 2
         assert np.isfinite(run.reward[0]) and np.isfinite(run.overshoot[0])
+
+
+def test_parse_seeds():
+    assert demo.parse_seeds("3") == [0, 1, 2]
+    assert demo.parse_seeds("2", first=5) == [5, 6]
+    assert demo.parse_seeds("0,3,7", first=5) == [0, 3, 7]
+    for bad in ("0", "x", "1,x", "1,1", ""):
+        with pytest.raises(ValueError, match="seeds"):
+            demo.parse_seeds(bad)
+
+
+def test_cli_demo_seeds_spread(tmp_path, capsys):
+    out = tmp_path / "plots"
+    rc = main(["demo", *TINY, "--variants", "trl.grpo", "trl.dr_grpo", "--seeds", "0,1,2", "--out", str(out)])
+    assert rc == 0 and not out.exists()  # no plots over seeds
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "mean ± std over 3 seeds (0, 1, 2)"
+    # each cell is the mean ± sample std of the single-seed runs' summaries
+    kw = dict(variants=["trl.grpo", "trl.dr_grpo"], steps=3, inner_steps=2, group_size=4, prompts_per_step=2,
+              max_len=5, progress=False, plots=False)
+    single = [demo.run_demo(seed=s, **kw)[0] for s in (0, 1, 2)]
+    for i, name in enumerate(kw["variants"]):
+        row = next(ln for ln in lines[3:5] if ln.split()[0] == name)
+        reward, _, reward_sd, length, _, length_sd = row.split()[1:7]
+        rewards = [runs[i].summary()["reward"] for runs in single]
+        lengths = [runs[i].summary()["length"] for runs in single]
+        assert float(reward) == pytest.approx(np.mean(rewards), abs=6e-4)
+        assert float(reward_sd) == pytest.approx(np.std(rewards, ddof=1), abs=6e-4)
+        assert float(length) == pytest.approx(np.mean(lengths), abs=6e-3)
+        assert float(length_sd) == pytest.approx(np.std(lengths, ddof=1), abs=6e-3)
+        drift = [runs[i].summary()["length_drift"] for runs in single]
+        per_seed = next(ln for ln in lines[5:] if ln.split()[:1] == [name]).split()
+        assert [float(x) for x in per_seed[1:4]] == pytest.approx(drift, abs=6e-3)
+        assert " ".join(per_seed[4:]) == f"{sum(d > 0 for d in drift)} of 3 seeds"
+    assert "n/a" in next(ln for ln in lines[3:5] if ln.startswith("trl.dr_grpo"))  # uniform ω: no corr
+
+
+def test_cli_demo_bad_seeds(capsys):
+    assert main(["demo", *TINY, "--seeds", "0,zero"]) == 1
+    assert "seeds" in capsys.readouterr().err
+
+
+def test_seeds_table_one_seed_and_nan():
+    run = demo.VariantRun("x", reward=[0.0, 1.0], length=[2.0, 4.0], clip_fraction=[[0.0, 0.5]] * 2,
+                          overshoot=[0.1, 0.3], eps_dominance=[np.nan, np.nan], momentum_ratio=[1.0, 1.0],
+                          length_weight_corr=[np.nan, np.nan])
+    text = demo.format_seeds_table([[run]], [4])
+    row = text.splitlines()[3].split()
+    assert row[:4] == ["x", "1.000", "±", "0.000"] and row.count("n/a") == 2
+    assert "+2.00   1 of 1 seeds" in text

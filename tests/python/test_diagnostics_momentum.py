@@ -1,4 +1,5 @@
-"""Momentum past the clip region (Props 3, 7): notes §9 checks 11–13, 15, 18, 19, and references."""
+"""Momentum past the clip region (Props 3, 7): worked checks 11–13, 15, 18, 19 (docs/diagnostics.md,
+Tests), and references."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""Shared-prefix bias (Prop. 1): notes §9 checks 1–5, an independent fp64 trie reference, properties."""
+"""Shared-prefix bias (Prop. 1): worked checks 1–5 (docs/diagnostics.md, Tests), an independent fp64 trie
+reference, properties."""
 
 import math
 
@@ -71,7 +72,7 @@ def whole_prefix_W(alpha, A, lengths, s=None):
     return rep, rep.coef[:3]
 
 
-# ---- notes §9 checks 1–5 ------------------------------------------------------------------------
+# ---- worked checks 1–5 -------------------------------------------------------------------------
 
 
 def test_check_1a_grpo_r1_and_gspo_weights():
@@ -294,7 +295,7 @@ def test_inputs_are_not_modified():
 
 
 def test_prefix_bias_through_the_loss_engine_check_1a():
-    """Notes §9 check 1a end to end: GRPO-R1 weights from the real engine (paper.grpo_r1, σ in the
+    """Worked check 1a end to end: GRPO-R1 weights from the real engine (paper.grpo_r1, σ in the
     advantages), r = (1, 1, 0, 0), |o| = (10, 30, 20, 40), s = 1: W on a shared token = 0.01458333."""
     L = np.array([10, 30, 20, 40])
     T = L.max()

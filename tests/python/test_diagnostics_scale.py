@@ -1,4 +1,5 @@
-"""Reward scale under Adam (Props 2, 5, 6): notes §9 checks 7–10, 16, against torch.optim state."""
+"""Reward scale under Adam (Props 2, 5, 6): worked checks 7–10, 16 (docs/diagnostics.md, Tests), against
+torch.optim state."""
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ class Scalar(torch.nn.Module):
 
 
 def linear_loss_fn(grads, reg=None):
-    """loss(model, φ) whose gradient at call n is φ·g_n − g_R: the notes' gradient sequences
+    """loss(model, φ) whose gradient at call n is φ·g_n − g_R: the worked checks' gradient sequences
     (Eq. 21: g = g_A − g_R, g_R = β∇R, unscaled by φ)."""
     calls = {"n": 0}
     seq = torch.tensor(grads, dtype=torch.float64)
@@ -44,13 +45,13 @@ CHECK8_SEQ = [3, -1, 2, 2.5, -0.5, 1]
         (1e-5, 1e-6, (0.121060, 3.688020)),
     ],
 )
-def test_check_8_replay_against_the_notes(eps, scale, expected):
+def test_check_8_replay_against_the_worked_values(eps, scale, expected):
     model = Scalar(0.0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-6, betas=(0.9, 0.999), eps=eps)
     for phi, want in zip((0.1, 10.0), expected):
         rep = gd.reward_scale_replay(model, opt, linear_loss_fn([g * scale for g in CHECK8_SEQ]), phi=phi, steps=6)
         np.testing.assert_allclose(rep.measured_ratio, want, atol=2e-6)
-        # β = 0: the prediction from ρ is exact, step by step (Prop. 6 + notes §4.3)
+        # β = 0: the prediction from ρ is exact, step by step (Prop. 6; docs/diagnostics.md §2)
         np.testing.assert_allclose(rep.predicted_ratio, want, atol=2e-6)
         assert rep.prediction_error < 1e-9
     assert float(model.theta.detach()) == 0.0 and not opt.state  # the originals are untouched

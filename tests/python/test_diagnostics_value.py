@@ -1,4 +1,5 @@
-"""The surrogate's value is not progress (Prop. 4): notes §9 checks 6 and 17, and a reference."""
+"""The surrogate's value is not progress (Prop. 4): worked checks 6 and 17 (docs/diagnostics.md, Tests),
+and a reference."""
 
 import numpy as np
 import pytest

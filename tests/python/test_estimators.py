@@ -1,5 +1,5 @@
 """Advantage estimators: fp64 NumPy references written from the peers' definitions
-(docs/estimators.md; notes B3), TRL parity (TRL's own lines, with TRL's nanstd), properties and bad inputs."""
+(docs/estimators.md), TRL parity (TRL's own lines, with TRL's nanstd), properties and bad inputs."""
 
 import math
 

@@ -3,7 +3,7 @@ runs on the same tensors (a stub trainer supplies the attributes it reads and re
 log-probabilities in place of a model forward), and autograd gives TRL's gradient.
 
 Gradient accumulation runs with ``gradient_accumulation_steps == steps_per_generation`` (K = S = 2),
-the setting in which TRL's normalisers are the global ones (peer notes B2); ``num_items_in_batch`` is
+the setting in which TRL's normalisers are the global ones (docs/losses.md); ``num_items_in_batch`` is
 the generation batch's token count, as TRL passes it.
 """
 

@@ -1,4 +1,4 @@
-"""The worked numbers of shared/reference/hidden_objective_biases.md §9 that concern the loss: the
+"""The worked checks (docs/diagnostics.md, Tests) that concern the loss: the
 shared-prefix coefficient W_agg = Σ_i ω_i A_i from the returned weights (checks 1–5), the loss value
 of Prop. 4 (check 6) and the k3 values (check 14)."""
 

@@ -1,9 +1,10 @@
-"""grpokit.stationary against independent fp64 references and the notes' worked tables.
+"""grpokit.stationary against independent fp64 references and worked tables (computed independently
+of the engine, by a separate Python solver, for the parameters below).
 
-The references below are written from the formulas of the notes (grpo_alignment_objective.md §2–§6),
-not from the engine: P_G by enumerating groups *per output* with NumPy's std, the binomial form of
-the binary case, eq. (11) and the closed forms (14)/(15). Numbers quoted from the notes' tables carry
-9 (or 12) significant decimals, hence the 1e-9 tolerances.
+The references below are written from the paper's formulas (docs/stationary.md), not from the engine:
+P_G by enumerating groups *per output* with NumPy's std, the binomial form of the binary case, eq. (11)
+and the closed forms (14)/(15). Numbers quoted from the worked tables carry 9 (or 12) significant
+decimals, hence the 1e-9 tolerances.
 """
 
 import math
@@ -93,9 +94,9 @@ def ref_logpool(r, p, beta):
     return w / w.sum()
 
 
-# ---- the notes' worked tables ------------------------------------------------------------------
+# ---- the worked tables -----------------------------------------------------------------------------
 
-MAIN_GRID = {  # (β, π_ref(a)) -> π(a) for G = 2, 4, 8, 16, ∞ and RLHF (notes §8, rows 1–60)
+MAIN_GRID = {  # (β, π_ref(a)) -> π(a) for G = 2, 4, 8, 16, ∞ and RLHF (the main grid)
     (0.01, 0.1): (0.991009072, 0.994799657, 0.996583160, 0.997656385, 0.999919008, 1.000000000),
     (0.01, 0.5): (0.995024999, 0.997119371, 0.998108704, 0.998704411, 0.999975002, 1.000000000),
     (0.01, 0.9): (0.999008928, 0.999425548, 0.999623117, 0.999742151, 0.999999000, 1.000000000),
@@ -132,7 +133,7 @@ def test_main_grid_numeric_solvers(beta, p):
             assert res.pi[0] == pytest.approx(x, abs=1e-9), (G, method)
 
 
-FIG1 = {  # notes §7 stand-in tables (4 decimals); columns p = 0.01 ... 0.9
+FIG1 = {  # the figures' stand-in tables (4 decimals); columns p = 0.01 ... 0.9
     0.1: (0.9011, 0.9055, 0.9110, 0.9270, 0.9525, 0.9768, 0.9908),
     0.5: (0.5098, 0.5458, 0.5854, 0.6830, 0.8090, 0.9114, 0.9659),
     1.0: (0.1000, 0.2236, 0.3162, 0.5000, 0.7071, 0.8660, 0.9487),
@@ -182,7 +183,7 @@ def test_right_limits():
     assert st.right_limit(0.04, INF) == pytest.approx(0.998403, abs=1e-6)
 
 
-CATEGORICAL = [  # (rewards, π_ref, β, G, π) from the notes' categorical tables (rows 66–113)
+CATEGORICAL = [  # (rewards, π_ref, β, G, π) from the categorical tables
     ((2, 1, 0), (0.2, 0.3, 0.5), 0.01, 2, (0.992016096, 0.003008903, 0.004975001)),
     ((2, 1, 0), (0.2, 0.3, 0.5), 0.01, 16, (0.997918151, 0.000784565, 0.001297284)),
     ((2, 1, 0), (0.2, 0.3, 0.5), 0.01, INF, (0.999928507, 0.000038996, 0.000032497)),
@@ -227,7 +228,7 @@ def test_stochastic_g2_pairwise_rows():
     rows = [(0.1, 0.5, 0.3, 0.869041575982), (0.25, 0.5, 0.3, 0.710977222865), (1.0, 0.2, 0.5, 0.549509756796),
             (0.04, 0.2, 0.05, 0.812310562562), (0.5, 0.5, 0.01, 0.1)]
     for beta, gamma, p, x in rows:
-        pab = (1 + gamma) / 2 - 0.05  # notes: tie mass 0.1
+        pab = (1 + gamma) / 2 - 0.05  # tie mass 0.1
         Q = [[0.0, pab], [pab - gamma, 0.0]]
         for method in ("auto", "newton", "flow"):
             res = st.solve(None, [p, 1 - p], beta, pairwise=Q, method=method)
@@ -236,7 +237,7 @@ def test_stochastic_g2_pairwise_rows():
         assert eq14(beta, gamma, p) == pytest.approx(x, abs=1e-9)
 
 
-VARIANTS = [  # (rewards, π_ref, β, G, penalty, normalisation, π[0]) — notes §8 "Variants"
+VARIANTS = [  # (rewards, π_ref, β, G, penalty, normalisation, π[0]) — the variants' table
     ((1, 0), (0.5, 0.5), 0.1, 2, "k3_is", "mean_std", 0.999954602131),
     ((1, 0), (0.5, 0.5), 1.0, 2, "k3_is", "mean_std", 0.731058578630),
     ((1, 0), (0.1, 0.9), 1.0, INF, "k3_is", "mean_std", 0.453051419255),
@@ -285,10 +286,10 @@ def test_direct_kl_ginf_equilibria():
     assert any(e.boundary and e.stable and e.pi[0] == 1.0 for e in eqs)
     res = st.solve([1.0, 0.0], [0.1, 0.9], 1.0, INF, penalty="k3_is")
     assert len(res.equilibria) == 3 and res.stable
-    # β = 10, p = 0.5: x2 = 0.999876505816 (notes row 122)
+    # β = 10, p = 0.5: x2 = 0.999876505816 (a worked value)
     eqs = st.equilibria([1.0, 0.0], [0.5, 0.5], 10.0, INF, penalty="k3_is")
     assert any(abs(e.pi[0] - 0.999876505816) < 1e-9 and not e.stable for e in eqs)
-    # The existence threshold logit(p) < 2 asinh(β) − 2 sqrt(1 + β²)/β (notes §5.1).
+    # The existence threshold logit(p) < 2 asinh(β) − 2 sqrt(1 + β²)/β (direct KL at G → ∞).
     for beta in (0.5, 1.0, 3.0):
         thr = 2 * math.asinh(beta) - 2 * math.sqrt(1 + beta * beta) / beta
         pthr = 1 / (1 + math.exp(-thr))
@@ -298,7 +299,7 @@ def test_direct_kl_ginf_equilibria():
 
 
 def _direct_kl_inf_fixed_point(pi, rewards, pi_ref, beta):
-    """Independent fp64 check of π = π_ref · exp(P_∞(o|π)/β) / Z, P_∞ = (r − μ_π)/σ_π (notes §5.1)."""
+    """Independent fp64 check of π = π_ref · exp(P_∞(o|π)/β) / Z, P_∞ = (r − μ_π)/σ_π (G → ∞)."""
     r, q, pi = (np.asarray(x, dtype=np.float64) for x in (rewards, pi_ref, pi))
     mu = pi @ r
     sigma = math.sqrt(pi @ (r - mu) ** 2)
@@ -458,7 +459,7 @@ def test_preference_matches_reference_enumeration():
     np.testing.assert_allclose(st.preference(pi, r, 2).values, st.preference(pi, pairwise=Q).values, atol=1e-15)
     np.testing.assert_allclose(st.preference(pi, r, 2).values, [0.9, 0.3, 0.3, -0.6], atol=1e-15)
     np.testing.assert_allclose(st.preference(pi, r, INF).values, ref_P(r, pi, INF), atol=1e-14)
-    # convergence to the G → ∞ limit sqrt(0.7/0.3) as G grows (notes App. C)
+    # convergence to the G → ∞ limit sqrt(0.7/0.3) as G grows
     assert st.preference([0.3, 0.7], [1, 0], 64).values[0] == pytest.approx(1.5130640580695536, abs=1e-12)
 
 
@@ -513,7 +514,7 @@ def test_property_solution_is_stationary(prob):
     assert np.all(res.pi > 0) and res.pi.sum() == pytest.approx(1.0, abs=1e-12)
     P = ref_P(r, res.pi, G)
     assert np.max(np.abs(eq11_residual(res.pi, p, P, beta))) < 1e-10
-    # every kept output is within β of the average preference (notes §2.4)
+    # every kept output is within β of the average preference (the stationarity condition, eq. (11))
     pref = st.preference(res.pi, r, G).values
     assert np.all(pref < beta + 1e-12)
     # ties: π ∝ π_ref inside a reward level
@@ -642,7 +643,7 @@ def test_results_print_readably():
     cmp = st.compare([1, 0, 0], [0.05, 0.55, 0.4], 1.0, G_values=(4, INF), include_nlhf=True)
     table = str(cmp)
     assert "GRPO k3 G=4" in table and "RLHF log-pooling" in table and "NLHF" in table
-    assert "0.450298" in table and "0.125161" in table  # notes §6 example
+    assert "0.450298" in table and "0.125161" in table  # a worked example
     labels = [row[0] for row in cmp.summary()]
     assert labels == ["GRPO k3 G=4", "GRPO k3 G=inf", "RLHF log-pooling", "NLHF"]
     assert "monte_carlo" in repr(st.preference([0.5, 0.5], [1, 0], 4, method="monte_carlo", samples=100))

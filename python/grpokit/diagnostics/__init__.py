@@ -1,5 +1,5 @@
 """Optimizer-state-aware diagnostics of GRPO's hidden biases ("On the Hidden Objective Biases of
-Group-based RL", notes hidden_objective_biases.md §3–5; design §5).
+Group-based RL", arXiv:2601.05002; docs/diagnostics.md).
 
 * Shared-prefix bias (Prop. 1): :func:`prefix_bias_from_weights` (per-token weights ω given) and
   :func:`prefix_bias` (ω from ``grpokit.policy_loss(..., return_weights=True)`` for a preset).

@@ -1,4 +1,4 @@
-"""Momentum carries the policy past the clip region (Props 3, 7; notes §5)."""
+"""Momentum carries the policy past the clip region (Props 3, 7; docs/diagnostics.md §3)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def overshoot_eps_factor(sqrt_vhat_before: float, sqrt_vhat_after: float, eps: f
 
 
 def reward_scale_elasticity(rho: float) -> float:
-    """ρ/(1+ρ): d log|Δθ| / d log φ at φ = 1 for one coordinate with ρ = ϵ/√v̂ (notes §4.3)."""
+    """ρ/(1+ρ): d log|Δθ| / d log φ at φ = 1 for one coordinate with ρ = ϵ/√v̂ (docs/diagnostics.md §2)."""
     if not rho >= 0:
         raise ValueError(f"rho: expected a value >= 0, got {rho}")
     return _core.reward_scale_elasticity(float(rho))

@@ -48,8 +48,9 @@ class PrefixBiasReport(Report):
     for centred advantages, so W = bias = G·Cov_pop(ω, A) per token), ``prefix_normalized``,
     ``shared_bias`` / ``shared_abs`` (sums over every node shared by ≥ 2 completions) and
     ``weight_length_corr`` (Pearson correlation over the group between a completion's mean ω and
-    its number of valid tokens: −1 for 1/|o_i| weights, where any bias is a length preference;
-    NaN when undefined, e.g. uniform weights).
+    its number of valid tokens: negative for 1/|o_i| weights, where any bias is a length preference,
+    and −1 only for exactly two distinct lengths (1/L is not linear in L); NaN when undefined, e.g.
+    uniform weights or equal lengths).
     """
 
     node: np.ndarray

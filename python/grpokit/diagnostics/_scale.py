@@ -1,4 +1,4 @@
-"""Reward scale under AdamW (Props 2, 5, 6; notes §4): what a global reward scale φ does to the step."""
+"""Reward scale under AdamW (Props 2, 5, 6; docs/diagnostics.md §2): what a global reward scale φ does to the step."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class RewardScaleReport(Report):
     * ``predicted_step_ratio[φ]``: Σ|u_φ| / Σ|u| with u_φ the step had every past gradient been
       scaled by φ (per coordinate (1+ρ)/(1+ρ/φ), exact for Adam when the gradient is linear in A).
     * ``sigma_in_alpha``: the advantages are divided by the group std, so φ cancels before the
-      optimizer — for any ϵ and even with a regulariser (β ≠ 0), up to the ε added to σ (notes §4.3).
+      optimizer — for any ϵ and even with a regulariser (β ≠ 0), up to the ε added to σ (docs/diagnostics.md §2).
     * ``regulariser_share``: ‖g_R‖/‖g_A‖ from :func:`regulariser_share` when given: with β ≠ 0 and
       no σ in the weights, φ changes the balance between reward and regulariser.
     * ``per_tensor``: one row per parameter tensor (name, n, frac_rho_above, elasticity).
