@@ -1,4 +1,4 @@
-// Closed forms and fast paths for stationary policies (stationary.hpp; notes §4–§6).
+// Closed forms and fast paths for stationary policies (stationary.hpp; docs/stationary.md, The model).
 #include <algorithm>
 #include <cmath>
 #include <limits>

@@ -435,7 +435,7 @@ StationaryResult solve_flow(const PreferenceModel& model, const VectorXd& pi_ref
   if (opt.inner_steps == 1) {
     // Heun–Euler with relative-error control: the change of the velocity over a step must stay
     // below rtol·|velocity| (the residual of a non-gradient field is not monotone, so plain
-    // residual-decrease control fails; notes §9.4).
+    // residual-decrease control fails; docs/stationary.md, Solvers).
     double h = opt.step > 0.0 ? opt.step : 0.1 / (beta + 1.0);
     while (res > tol && r.iterations < opt.max_steps) {
       ++r.iterations;

@@ -38,7 +38,7 @@ PrefixRun run_padded(std::vector<int64_t> ids, std::vector<uint8_t> mask, std::v
 
 }  // namespace
 
-TEST_CASE("prefix bias: notes check 1a on a 2-token whole-group prefix", "[diagnostics]") {
+TEST_CASE("prefix bias: worked check 1a (docs/diagnostics.md, Tests) on a 2-token whole-group prefix", "[diagnostics]") {
   // r = (1,1,0,0), |o| = (10,30,20,40), α = 1/(G|o|σ), σ = 0.5: W = 0.01458333 on the shared prefix.
   const int64_t B = 4, T = 3;
   const double L[4] = {10, 30, 20, 40};
@@ -135,7 +135,7 @@ TEST_CASE("clip region: sign-aware excess", "[diagnostics]") {
   CHECK(out[2] == Approx(0.1));
 }
 
-TEST_CASE("overshoot closed forms: notes check 11", "[diagnostics]") {
+TEST_CASE("overshoot closed forms: worked check 11 (docs/diagnostics.md, Tests)", "[diagnostics]") {
   CHECK(math::overshoot_limit(0, 0.9, 0.95) == Approx(0.923381).margin(1e-6));
   CHECK(math::overshoot_limit(4, 0.9, 0.95) == Approx(0.671280).margin(1e-6));
   CHECK(math::overshoot_coefficient(10, 0, 0.9, 0.95) == Approx(0.904707).margin(1e-6));
@@ -145,7 +145,7 @@ TEST_CASE("overshoot closed forms: notes check 11", "[diagnostics]") {
 }
 
 TEST_CASE("Adam state: ρ, elasticity and the φ-scaled step", "[diagnostics]") {
-  // one coordinate at step 1 with √v̂ = 1e-6, ϵ = 1e-5 (notes check 9: φ = 10 gives 5.5×)
+  // one coordinate at step 1 with √v̂ = 1e-6, ϵ = 1e-5 (worked check 9, docs/diagnostics.md: φ = 10 gives 5.5×)
   const double b2 = 0.999;
   std::vector<double> m = {0.1 * 1e-6}, v = {(1 - b2) * 1e-12}, out(1);
   AdamHyper hp;

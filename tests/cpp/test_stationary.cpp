@@ -1,4 +1,4 @@
-// Stationary policies: the notes' worked tables (grpo_alignment_objective.md §7–§8), closed forms
+// Stationary policies: the paper's worked tables (docs/stationary.md, Verification), closed forms
 // against the Newton solver and the flow, and bad input.
 #include <cmath>
 #include <vector>
@@ -21,8 +21,8 @@ PreferenceModel rewards_model(std::vector<double> r, int64_t G, Normalisation n 
 double maxdiff(const Eigen::VectorXd& a, const Eigen::VectorXd& b) { return (a - b).cwiseAbs().maxCoeff(); }
 }  // namespace
 
-TEST_CASE("binary closed forms reproduce the notes' main grid", "[stationary]") {
-  // β = 1, p = 0.1: G = 2, 4, 8, 16, ∞ (notes §8 main grid).
+TEST_CASE("binary closed forms reproduce the paper's main grid", "[stationary]") {
+  // β = 1, p = 0.1: G = 2, 4, 8, 16, ∞ (the main grid of docs/stationary.md, Verification).
   CHECK(binary_g2_k3(1.0, 1.0, 0.1)[0] == Approx(0.316227766).epsilon(1e-9));
   CHECK(binary_finite_k3(1.0, 4, 0.1)[0] == Approx(0.503982560).epsilon(1e-9));
   CHECK(binary_finite_k3(1.0, 8, 0.1)[0] == Approx(0.559594914).epsilon(1e-9));
@@ -51,7 +51,7 @@ TEST_CASE("direct-KL closed forms (Fig. 3, App. B.2)", "[stationary]") {
   CHECK(binary_ginf_k3is(1.0, 0.5).size() == 1);  // collapse: h > 0 on [0, 1]
 }
 
-TEST_CASE("categorical closed forms match Newton and the notes", "[stationary]") {
+TEST_CASE("categorical closed forms match Newton and the paper's table", "[stationary]") {
   const Eigen::VectorXd r = vec({2, 1, 0}), p = vec({0.2, 0.3, 0.5});
   SolveOptions opt;
   const Eigen::VectorXd g2 = categorical_g2_k3(r, p, 1.0);

@@ -1,4 +1,4 @@
-// Diagnostics of GRPO's hidden biases (notes hidden_objective_biases.md §3–5, design §5): the CPU
+// Diagnostics of GRPO's hidden biases (docs/diagnostics.md §1–4): the CPU
 // engine parts that touch per-token or per-parameter arrays.
 //
 //  * prefix_bias_cpu: the prefix trie of each group's completions and, for every node (a prefix

@@ -1,6 +1,6 @@
 // Per-element formulas of group advantages, shared by the CPU engine and the CUDA kernels.
 //
-// Conventions (design §4): a NaN reward is unscorable — excluded from every statistic, advantage 0.
+// Conventions (docs/architecture.md, Conventions): a NaN reward is unscorable — excluded from every statistic, advantage 0.
 // Group statistics are computed in two passes around a shift (the group's first valid reward), so
 // an all-equal group has a mean that equals its rewards exactly and a variance of exactly 0: the
 // one-pass E[r²] − m² form leaves spurious non-zero advantages there. 0/0 := 0.

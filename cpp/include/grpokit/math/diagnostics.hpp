@@ -1,4 +1,4 @@
-// Per-element formulas of the diagnostics (notes hidden_objective_biases.md §3–5), shared by every
+// Per-element formulas of the diagnostics (docs/diagnostics.md §1–4), shared by every
 // engine path that needs them.
 //
 // Sign conventions: advantages A as the papers define them (A > 0 favours a completion); the
