@@ -1,7 +1,7 @@
 # Types of grpokit._core (the CPU engine), checked against the built module by mypy.stubtest
 # (scripts/test.sh). Arrays are anything the bindings import: NumPy arrays or DLPack producers
 # (torch, CuPy, JAX); None where an input is optional or an output is not wanted.
-from typing import Dict, List, Optional, Protocol, Tuple, Union
+from typing import Dict, List, Optional, Protocol, Tuple, TypedDict, Union
 
 import numpy as np
 
@@ -94,9 +94,20 @@ def prefix_bias(
     abs_sum: _Array,
     group: _Array,
 ) -> None: ...
+class _ClipRegionSums(TypedDict):
+    n_valid: int
+    n_in_region: int
+    n_in_region_pos: int
+    n_in_region_neg: int
+    sum_excess: float
+    max_excess: float
+    n_in_both: int
+    n_growing: int
+    sum_growth: float
+
 def clip_region(
     ratios: _Array, advantages: _Array, mask: _Opt, eps_low: float, eps_high: float, prev_excess: _Opt, out_excess: _Opt
-) -> Dict[str, float]: ...
+) -> _ClipRegionSums: ...
 def adam_update(
     exp_avg: _Array,
     exp_avg_sq: _Array,
@@ -246,24 +257,40 @@ class StationaryModel:
     def preference_monte_carlo(self, pi: np.ndarray, samples: int, seed: int) -> Tuple[np.ndarray, np.ndarray]: ...
 
 class StationaryEquilibrium:
-    pi: np.ndarray
-    stable: bool
-    boundary: bool
+    @property
+    def pi(self) -> np.ndarray: ...
+    @property
+    def stable(self) -> bool: ...
+    @property
+    def boundary(self) -> bool: ...
 
 class StationaryResult:
-    pi: np.ndarray
-    converged: bool
-    residual: float
-    fixed_point_residual: float
-    iterations: int
-    stages: int
-    method: str
-    message: str
-    stable: bool
-    stability_known: bool
-    boundary: bool
-    equilibria: List[StationaryEquilibrium]
-    preference_std_error: float
+    @property
+    def pi(self) -> np.ndarray: ...
+    @property
+    def converged(self) -> bool: ...
+    @property
+    def residual(self) -> float: ...
+    @property
+    def fixed_point_residual(self) -> float: ...
+    @property
+    def iterations(self) -> int: ...
+    @property
+    def stages(self) -> int: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def stable(self) -> bool: ...
+    @property
+    def stability_known(self) -> bool: ...
+    @property
+    def boundary(self) -> bool: ...
+    @property
+    def equilibria(self) -> List[StationaryEquilibrium]: ...
+    @property
+    def preference_std_error(self) -> float: ...
 
 def stationary_model_rewards(
     rewards: np.ndarray, G: int, normalisation: str, std_ddof: int, std_eps: float, max_terms: int

@@ -318,8 +318,10 @@ def _policy_loss_op(
         num_threads=num_threads, stream=stream, check_finite=check_finite,
     )
     metrics = torch.stack(list(r.metrics.values())) if r.metrics else logp.new_zeros((0,), dtype=torch.float64)
-    outs = (r.loss, r.grad_logp, r.grad_entropy, metrics, r.per_token, r.weights)
-    return tuple(logp.new_zeros((0,)) if x is None else x for x in outs)  # custom ops return no None
+    def given(x: Optional[torch.Tensor]) -> torch.Tensor:  # custom ops return no None
+        return logp.new_zeros((0,)) if x is None else x
+
+    return r.loss, r.grad_logp, given(r.grad_entropy), metrics, given(r.per_token), given(r.weights)
 
 
 @_policy_loss_op.register_fake
