@@ -318,6 +318,7 @@ def _policy_loss_op(
         num_threads=num_threads, stream=stream, check_finite=check_finite,
     )
     metrics = torch.stack(list(r.metrics.values())) if r.metrics else logp.new_zeros((0,), dtype=torch.float64)
+
     def given(x: Optional[torch.Tensor]) -> torch.Tensor:  # custom ops return no None
         return logp.new_zeros((0,)) if x is None else x
 

@@ -92,6 +92,15 @@ def test_torch_selection_under_compile():
     assert compiled(x).item() == f(x).item()
 
 
+def test_torch_op_with_the_new_arguments_passes_opcheck():
+    lp, old, A, mask, sel = _cov_batch(7)
+    sj = gkt._spec_json("verl.kl_cov", {})
+    args = (torch.from_numpy(lp).requires_grad_(), torch.from_numpy(old), torch.from_numpy(A), torch.from_numpy(mask),
+            None, None, None, None, None, None, sj, torch.from_numpy(sel), True, True, 1, None, True)
+    torch.library.opcheck(torch.ops.grpokit.policy_loss.default, args,
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
 # ---- one backend policy ------------------------------------------------------------------------
 
 
