@@ -31,6 +31,7 @@ python -m pip install -q --no-deps "verl==0.9.1"
 BUILD_DIR=$(ls -d build/cp*/ | tail -n 1)
 echo "== grpokit info"
 grpokit info
+python -m mypy.stubtest grpokit._core $(python -c "import grpokit._cuda" 2>/dev/null && echo grpokit._cuda) --allowlist scripts/stubtest_allowlist.txt
 if [ "${GRPOKIT_CUDA:-AUTO}" = "ON" ]; then
   grpokit info --json | python -c "import json,sys; sys.exit(0 if json.load(sys.stdin)['cuda_kernels'] else 'CUDA kernels were not compiled')"
 fi

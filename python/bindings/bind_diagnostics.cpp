@@ -1,7 +1,6 @@
 // Diagnostics: import arrays, release the GIL, call the engine. bind_adam (both backends) writes the
 // Adam-state statistics into caller-allocated arrays on the state's device; bind_diagnostics (CPU
 // only) returns the other reductions as dicts. See grpokit.diagnostics for the documented Python API.
-#include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include "grpokit/diagnostics.hpp"
@@ -152,66 +151,6 @@ void bind_diagnostics(py::module_& m) {
       py::arg("ratios"), py::arg("advantages"), py::arg("mask"), py::arg("eps_low"),
       py::arg("eps_high"), py::arg("prev_excess"), py::arg("out_excess"),
       "Sign-aware clip-region excess into out_excess; returns the counts and sums.");
-
-  m.def(
-      "adam_state_stats",
-      [](py::object exp_avg, py::object exp_avg_sq, double beta1, double beta2, double eps,
-         double step, double rho_threshold, double hist_lo, double hist_hi, int64_t hist_bins,
-         const std::vector<double>& phis) {
-        Imported m1 = import_array(exp_avg, "exp_avg", 0, false),
-                 v = import_array(exp_avg_sq, "exp_avg_sq", 0, false);
-        AdamStateStats st;
-        {
-          py::gil_scoped_release nogil;
-          st = adam_state_stats_cpu(m1.view(), v.view(), hyper(beta1, beta2, eps, step),
-                                    rho_threshold, hist_lo, hist_hi, hist_bins, phis);
-        }
-        py::dict d;
-        d["n"] = st.n;
-        d["n_zero_v"] = st.n_zero_v;
-        d["n_rho_above"] = st.n_rho_above;
-        d["sum_u2"] = st.sum_u2;
-        d["sum_abs_u"] = st.sum_abs_u;
-        d["sum_abs_u_elast"] = st.sum_abs_u_elast;
-        d["sum_elast"] = st.sum_elast;
-        d["sum_u2_next"] = st.sum_u2_next;
-        d["max_rho"] = st.max_rho;
-        d["min_rho"] = st.min_rho;
-        d["hist"] = py::array_t<int64_t>(static_cast<py::ssize_t>(st.hist.size()), st.hist.data());
-        d["sum_abs_u_phi"] = st.sum_abs_u_phi;
-        return d;
-      },
-      py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("beta1"), py::arg("beta2"),
-      py::arg("eps"), py::arg("step"), py::arg("rho_threshold"), py::arg("hist_lo"),
-      py::arg("hist_hi"), py::arg("hist_bins"), py::arg("phis") = std::vector<double>{},
-      "ρ = eps/sqrt(v̂) statistics of one parameter tensor's Adam state.");
-
-  m.def(
-      "adam_step_split",
-      [](py::object exp_avg, py::object exp_avg_sq, py::object grad, py::object param, double l2,
-         double beta1, double beta2, double eps, double step) {
-        Imported m1 = import_array(exp_avg, "exp_avg", 0, false),
-                 v = import_array(exp_avg_sq, "exp_avg_sq", 0, false),
-                 g = import_array(grad, "grad", 0, false), p = import_array(param, "param", 0, false);
-        AdamStepSplit sp;
-        {
-          py::gil_scoped_release nogil;
-          sp = adam_step_split_cpu(m1.view(), v.view(), g.view(), p.view(), l2,
-                                   hyper(beta1, beta2, eps, step));
-        }
-        py::dict d;
-        d["n"] = sp.n;
-        d["stale2"] = sp.stale2;
-        d["fresh2"] = sp.fresh2;
-        d["stale_fresh"] = sp.stale_fresh;
-        d["prev2"] = sp.prev2;
-        d["grad2"] = sp.grad2;
-        d["u_grad"] = sp.u_grad;
-        return d;
-      },
-      py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("grad"), py::arg("param"), py::arg("l2"),
-      py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("step"),
-      "The coming Adam step split into its momentum and current-gradient parts.");
 
   m.def(
       "loss_decomposition",

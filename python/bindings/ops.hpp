@@ -8,8 +8,6 @@
 #include <cstdint>
 #include <vector>
 
-#include <vector>
-
 #include "grpokit/advantages.hpp"
 #include "grpokit/diagnostics.hpp"
 #include "grpokit/corrections.hpp"
@@ -28,7 +26,7 @@ struct Backend {
   void (*advantages)(const TensorView& rewards, const TensorView& group_ids,
                      const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
   void (*loss)(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int num_threads,
-               std::intptr_t stream);  // nullptr where the backend has no loss yet
+               std::intptr_t stream);
   void (*token_logprobs)(const TokenLogprobArgs& in, const TensorView& logp,
                          const TensorView& entropy, const TensorView& lse,
                          const TensorView& sum_sq_probs, std::intptr_t stream);

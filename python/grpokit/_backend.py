@@ -1,16 +1,20 @@
-"""Backend selection: the CPU engine (`_core`) or the CUDA kernels (`_cuda`), by the inputs' device.
+"""Backend selection, one policy for every op: the device of the inputs selects the engine.
 
-`_cuda` is imported lazily, so `import grpokit` works on any machine; a GPU array is the first thing
-that needs it, and if it cannot be loaded the error says why.
+Host arrays go to the CPU engine (`_core`), GPU arrays to the CUDA kernels (`_cuda`). `_cuda` is
+imported lazily, so `import grpokit` works on any machine; a GPU array is the first thing that needs
+it, and if it cannot be used the call fails with the reason `grpokit info` prints, rather than copying
+to the host behind the caller's back. (Ops that exist only in the CPU engine, such as the diagnostics
+in `grpokit.diagnostics` other than the Adam-state ones, read device arrays through one host copy:
+there is no engine to choose.)
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from . import _core
-from ._arrays import Placement
+from ._arrays import Placement, placement_of
 
 _cuda_module: Optional[ModuleType] = None
 _cuda_error: Optional[str] = None
@@ -39,6 +43,8 @@ def load_cuda() -> Tuple[Optional[ModuleType], Optional[str]]:
 
 
 def for_placement(p: Placement) -> ModuleType:
+    """The engine for arrays at `p`: `_core` on the host, `_cuda` on a GPU (an error saying why it
+    cannot be used, never a silent host copy)."""
     if not p.is_cuda:
         return _core
     module, why = load_cuda()
@@ -48,3 +54,8 @@ def for_placement(p: Placement) -> ModuleType:
     if count == 0:
         raise RuntimeError(f"inputs are on cuda:{p.device_index} but no CUDA device is usable: {reason}")
     return module
+
+
+def for_array(x: Any) -> ModuleType:
+    """The engine for one array (torch tensor, NumPy array or DLPack producer) by its device."""
+    return for_placement(placement_of(x))

@@ -1,4 +1,17 @@
-from typing import Any, Dict, List
+# Types of grpokit._core (the CPU engine), checked against the built module by mypy.stubtest
+# (scripts/test.sh). Arrays are anything the bindings import: NumPy arrays or DLPack producers
+# (torch, CuPy, JAX); None where an input is optional or an output is not wanted.
+from typing import Dict, List, Optional, Protocol, Tuple, TypedDict, Union
+
+import numpy as np
+
+class _DLPackArray(Protocol):
+    def __dlpack__(self) -> object: ...
+    def __dlpack_device__(self) -> Tuple[int, int]: ...
+
+_Array = Union[np.ndarray, _DLPackArray]
+_Opt = Optional[_Array]
+_Spec = Dict[str, object]  # LossSpec.engine_fields()
 
 __version__: str
 
@@ -6,9 +19,9 @@ def cpu_simd_level() -> str: ...
 def cpu_max_threads() -> int: ...
 
 def advantages(
-    rewards: Any,
-    group_ids: Any,
-    out: Any,
+    rewards: _Array,
+    group_ids: _Opt,
+    out: _Array,
     group_size: int,
     baseline: str,
     std: str,
@@ -18,112 +31,110 @@ def advantages(
 ) -> None: ...
 
 def policy_loss(
-    spec: dict,
-    logp: Any,
-    old_logp: Any,
-    advantages: Any,
-    mask: Any,
-    ref_logp: Any,
-    entropies: Any,
-    sampling_logp: Any,
-    cu_seqlens: Any,
-    keep: Any,
-    token_weights: Any,
-    selection: Any,
-    loss: Any,
-    grad_logp: Any,
-    grad_entropy: Any,
-    per_token: Any,
-    weights: Any,
-    metrics: Any,
+    spec: _Spec,
+    logp: _Array,
+    old_logp: _Opt,
+    advantages: _Array,
+    mask: _Opt,
+    ref_logp: _Opt,
+    entropies: _Opt,
+    sampling_logp: _Opt,
+    cu_seqlens: _Opt,
+    keep: _Opt,
+    token_weights: _Opt,
+    selection: _Opt,
+    loss: _Array,
+    grad_logp: _Array,
+    grad_entropy: _Opt,
+    per_token: _Opt,
+    weights: _Opt,
+    metrics: _Array,
     num_threads: int = 0,
     stream: int = 0,
-    workspace: Any = None,
-    status: Any = None,
+    workspace: _Opt = None,
+    status: _Opt = None,
 ) -> None: ...
-def loss_metric_names(spec: dict, has_entropies: bool, has_sampling_logp: bool) -> list[str]: ...
-def loss_has_entropy_grad(spec: dict, has_entropies: bool) -> bool: ...
-def validate_loss_spec(spec: dict) -> None: ...
+def loss_metric_names(spec: _Spec, has_entropies: bool, has_sampling_logp: bool) -> list[str]: ...
+def loss_has_entropy_grad(spec: _Spec, has_entropies: bool) -> bool: ...
+def validate_loss_spec(spec: _Spec) -> None: ...
 def loss_spec_enum_values(name: str) -> list[str]: ...
 def loss_spec_fields() -> List[Dict[str, Any]]: ...
 def token_logprobs(
-    logits: Any,
-    token_ids: Any,
-    logp: Any,
-    entropy: Any,
-    lse: Any,
+    logits: _Array,
+    token_ids: _Array,
+    logp: _Array,
+    entropy: _Opt,
+    lse: _Array,
     temperature: float,
-    sum_sq_probs: Any = None,
+    sum_sq_probs: _Opt = None,
     stream: int = 0,
 ) -> None: ...
 def token_logprobs_backward(
-    logits: Any,
-    token_ids: Any,
-    lse: Any,
-    entropy: Any,
-    grad_logp: Any,
-    grad_entropy: Any,
-    grad_logits: Any,
+    logits: _Array,
+    token_ids: _Array,
+    lse: _Array,
+    entropy: _Opt,
+    grad_logp: _Opt,
+    grad_entropy: _Opt,
+    grad_logits: _Array,
     temperature: float,
     stream: int = 0,
 ) -> None: ...
 # ---- diagnostics (CPU only; see grpokit.diagnostics) ----
 def prefix_bias(
-    ids: Any,
-    mask: Any,
-    cu_seqlens: Any,
-    advantages: Any,
-    omega: Any,
+    ids: _Array,
+    mask: _Opt,
+    cu_seqlens: _Opt,
+    advantages: _Array,
+    omega: _Opt,
     group_size: int,
-    node: Any,
-    count: Any,
-    coef: Any,
-    bias: Any,
-    abs_sum: Any,
-    group: Any,
+    node: _Array,
+    count: _Array,
+    coef: _Array,
+    bias: _Array,
+    abs_sum: _Array,
+    group: _Array,
 ) -> None: ...
+class _ClipRegionSums(TypedDict):
+    n_valid: int
+    n_in_region: int
+    n_in_region_pos: int
+    n_in_region_neg: int
+    sum_excess: float
+    max_excess: float
+    n_in_both: int
+    n_growing: int
+    sum_growth: float
+
 def clip_region(
-    ratios: Any, advantages: Any, mask: Any, eps_low: float, eps_high: float, prev_excess: Any, out_excess: Any
-) -> Dict[str, Any]: ...
-def adam_state_stats(
-    exp_avg: Any,
-    exp_avg_sq: Any,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    step: float,
-    rho_threshold: float,
-    hist_lo: float,
-    hist_hi: float,
-    hist_bins: int,
-    phis: List[float] = ...,
-) -> Dict[str, Any]: ...
+    ratios: _Array, advantages: _Array, mask: _Opt, eps_low: float, eps_high: float, prev_excess: _Opt, out_excess: _Opt
+) -> _ClipRegionSums: ...
 def adam_update(
-    exp_avg: Any,
-    exp_avg_sq: Any,
+    exp_avg: _Array,
+    exp_avg_sq: _Array,
     beta1: float,
     beta2: float,
     eps: float,
     step: float,
     phi: float,
     momentum_only_next: bool,
-    out: Any,
+    out: _Array,
     stream: int = 0,
 ) -> None: ...
 def adam_rho(
-    exp_avg_sq: Any,
+    exp_avg_sq: _Array,
     beta1: float,
     beta2: float,
     eps: float,
     step: float,
-    out_rho: Any,
-    out_elasticity: Any,
+    out_rho: _Array,
+    out_elasticity: _Array,
     stream: int = 0,
 ) -> None: ...
 def adam_workspace_size(n: int) -> int: ...
 def adam_state_stats_into(
-    exp_avg: Any,
-    exp_avg_sq: Any,
+    exp_avg: _Array,
+    exp_avg_sq: _Array,
     beta1: float,
     beta2: float,
     eps: float,
@@ -132,57 +143,54 @@ def adam_state_stats_into(
     hist_lo: float,
     hist_hi: float,
     phis: List[float],
-    out_stats: Any,
-    out_hist: Any,
-    workspace: Any = None,
+    out_stats: _Array,
+    out_hist: _Array,
+    workspace: _Opt = None,
     stream: int = 0,
 ) -> None: ...
 def adam_step_split_into(
-    exp_avg: Any,
-    exp_avg_sq: Any,
-    grad: Any,
-    param: Any,
+    exp_avg: _Array,
+    exp_avg_sq: _Array,
+    grad: _Array,
+    param: _Opt,
     l2: float,
     beta1: float,
     beta2: float,
     eps: float,
     step: float,
-    out: Any,
-    workspace: Any = None,
+    out: _Array,
+    workspace: _Opt = None,
     stream: int = 0,
 ) -> None: ...
-def adam_step_split(
-    exp_avg: Any, exp_avg_sq: Any, grad: Any, param: Any, l2: float, beta1: float, beta2: float, eps: float, step: float
-) -> Dict[str, float]: ...
 def loss_decomposition(
-    alpha: Any,
-    ratios: Any,
-    reg: Any,
-    mask: Any,
-    advantages: Any,
+    alpha: _Array,
+    ratios: _Array,
+    reg: _Array,
+    mask: _Opt,
+    advantages: _Array,
     group_size: int,
     eps_low: float,
     eps_high: float,
-    out_group: Any,
-    out_omega_sum: Any,
+    out_group: _Array,
+    out_omega_sum: _Array,
 ) -> None: ...
 def overshoot_coefficient(T: float, k: float, beta1: float, beta2: float) -> float: ...
 def overshoot_limit(k: float, beta1: float, beta2: float) -> float: ...
 def overshoot_eps_factor(sqrt_vhat_before: float, sqrt_vhat_after: float, eps: float) -> float: ...
 def reward_scale_elasticity(rho: float) -> float: ...
 def estimator_advantages(
-    rewards: Any,
-    group_ids: Any,
-    reward_weights: Any,
-    mask: Any,
-    lengths: Any,
-    baseline_rewards: Any,
-    logp: Any,
-    ref_logp: Any,
-    sum_pi_squared: Any,
-    is_weights: Any,
-    out: Any,
-    returns: Any,
+    rewards: _Array,
+    group_ids: _Opt,
+    reward_weights: _Opt,
+    mask: _Opt,
+    lengths: _Opt,
+    baseline_rewards: _Opt,
+    logp: _Opt,
+    ref_logp: _Opt,
+    sum_pi_squared: _Opt,
+    is_weights: _Opt,
+    out: _Array,
+    returns: _Opt,
     estimator: str,
     group_size: int,
     baseline: str,
@@ -198,45 +206,42 @@ def estimator_advantages(
     reward_clip_min: float,
     reward_clip_max: float,
     beta: float,
-    workspace: Any = None,
+    workspace: _Opt = None,
     stream: int = 0,
 ) -> None: ...
 def estimator_workspace_size(estimator: str, num_rows: int, num_tokens: int) -> int: ...
 def importance_metric_names() -> list[str]: ...
 def importance_weights(
-    trainer_logp: Any,
-    sampler_logp: Any,
-    mask: Any,
-    weights: Any,
-    metrics: Any,
+    trainer_logp: _Array,
+    sampler_logp: _Array,
+    mask: _Opt,
+    weights: _Opt,
+    metrics: _Array,
     level: str,
     mode: str,
     clip_min: float,
     clip_max: float,
     log_clamp: float,
     batch_normalize: bool,
-    workspace: Any = None,
+    workspace: _Opt = None,
     stream: int = 0,
 ) -> None: ...
 def importance_workspace_size(num_rows: int) -> int: ...
 def rejection_metric_names(criteria: list[str]) -> list[str]: ...
 def rejection_mask(
-    trainer_logp: Any,
-    sampler_logp: Any,
-    mask: Any,
-    keep: Any,
-    metrics: Any,
+    trainer_logp: _Array,
+    sampler_logp: _Array,
+    mask: _Opt,
+    keep: _Opt,
+    metrics: _Array,
     criteria: list[str],
     lower: list[float],
     upper: list[float],
-    workspace: Any = None,
+    workspace: _Opt = None,
     stream: int = 0,
 ) -> None: ...
 def rejection_workspace_size(num_rows: int, num_criteria: int) -> int: ...
 # ---- stationary policies (bind_stationary.cpp; see grpokit.stationary) ----
-import numpy as np
-from typing import List, Tuple
-
 class StationaryModel:
     @property
     def num_outputs(self) -> int: ...
@@ -253,24 +258,40 @@ class StationaryModel:
     def preference_monte_carlo(self, pi: np.ndarray, samples: int, seed: int) -> Tuple[np.ndarray, np.ndarray]: ...
 
 class StationaryEquilibrium:
-    pi: np.ndarray
-    stable: bool
-    boundary: bool
+    @property
+    def pi(self) -> np.ndarray: ...
+    @property
+    def stable(self) -> bool: ...
+    @property
+    def boundary(self) -> bool: ...
 
 class StationaryResult:
-    pi: np.ndarray
-    converged: bool
-    residual: float
-    fixed_point_residual: float
-    iterations: int
-    stages: int
-    method: str
-    message: str
-    stable: bool
-    stability_known: bool
-    boundary: bool
-    equilibria: List[StationaryEquilibrium]
-    preference_std_error: float
+    @property
+    def pi(self) -> np.ndarray: ...
+    @property
+    def converged(self) -> bool: ...
+    @property
+    def residual(self) -> float: ...
+    @property
+    def fixed_point_residual(self) -> float: ...
+    @property
+    def iterations(self) -> int: ...
+    @property
+    def stages(self) -> int: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def stable(self) -> bool: ...
+    @property
+    def stability_known(self) -> bool: ...
+    @property
+    def boundary(self) -> bool: ...
+    @property
+    def equilibria(self) -> List[StationaryEquilibrium]: ...
+    @property
+    def preference_std_error(self) -> float: ...
 
 def stationary_model_rewards(
     rewards: np.ndarray, G: int, normalisation: str, std_ddof: int, std_eps: float, max_terms: int
@@ -296,32 +317,32 @@ def stationary_binary(p: np.ndarray, beta: float, G: int, penalty: str, gamma: f
 def stationary_binary_phi(x: float, G: int) -> float: ...
 def stationary_log_pooling(rewards: np.ndarray, pi_ref: np.ndarray, beta: float) -> np.ndarray: ...
 def linear_workspace_bytes(
-    hidden: Any, weight: Any, token_ids: Any, chunk_size: int, backward: bool, stream: int = 0
+    hidden: _Array, weight: _Array, token_ids: _Array, chunk_size: int, backward: bool, stream: int = 0
 ) -> int: ...
 def linear_token_logprobs(
-    hidden: Any,
-    weight: Any,
-    token_ids: Any,
-    logp: Any,
-    entropy: Any,
-    lse: Any,
-    workspace: Any,
+    hidden: _Array,
+    weight: _Array,
+    token_ids: _Array,
+    logp: _Array,
+    entropy: _Opt,
+    lse: _Array,
+    workspace: _Opt,
     temperature: float,
     chunk_size: int,
-    sum_sq_probs: Any = None,
+    sum_sq_probs: _Opt = None,
     stream: int = 0,
 ) -> None: ...
 def linear_token_logprobs_backward(
-    hidden: Any,
-    weight: Any,
-    token_ids: Any,
-    lse: Any,
-    entropy: Any,
-    grad_logp: Any,
-    grad_entropy: Any,
-    grad_hidden: Any,
-    grad_weight: Any,
-    workspace: Any,
+    hidden: _Array,
+    weight: _Array,
+    token_ids: _Array,
+    lse: _Array,
+    entropy: _Opt,
+    grad_logp: _Opt,
+    grad_entropy: _Opt,
+    grad_hidden: _Opt,
+    grad_weight: _Opt,
+    workspace: _Opt,
     temperature: float,
     chunk_size: int,
     stream: int = 0,

@@ -197,11 +197,6 @@ def policy_loss(
          "selection": sel}
     )
     backend = _backend.for_placement(place)
-    if not hasattr(backend, "policy_loss"):
-        raise NotImplementedError(
-            f"policy_loss: inputs are a {place.describe()}, and this build has no GPU loss kernels yet; "
-            "pass CPU arrays"
-        )
     fields, names, ent_grad = _plan(spec, overrides, ent is not None, smp is not None)
     dt = _arrays.dtype_name(lp)
     allowed = ("float32", "float64", "bfloat16", "float16") if place.is_cuda else ("float32", "float64")

@@ -17,7 +17,7 @@ import json
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
-from . import _advantages, _core, _logprobs, _loss, _presets
+from . import _advantages, _arrays, _core, _logprobs, _loss, _presets
 
 __all__ = [
     "LogprobsOutput",
@@ -304,37 +304,51 @@ def _policy_loss_op(
     token_weights: Optional[torch.Tensor],
     cu_seqlens: Optional[torch.Tensor],
     spec: str,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    selection: Optional[torch.Tensor] = None,
+    return_per_token: bool = False,
+    return_weights: bool = False,
+    num_threads: int = 0,
+    stream: Optional[int] = None,
+    check_finite: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     r = _loss.policy_loss(
         logp, old_logp, advantages, mask, spec=_spec_of(spec), ref_logp=ref_logp, entropies=entropies,
         sampling_logp=sampling_logp, keep=keep, token_weights=token_weights, cu_seqlens=cu_seqlens,
+        selection=selection, return_per_token=return_per_token, return_weights=return_weights,
+        num_threads=num_threads, stream=stream, check_finite=check_finite,
     )
     metrics = torch.stack(list(r.metrics.values())) if r.metrics else logp.new_zeros((0,), dtype=torch.float64)
-    grad_ent = r.grad_entropy if r.grad_entropy is not None else logp.new_zeros((0,))
-    return r.loss, r.grad_logp, grad_ent, metrics
+
+    def given(x: Optional[torch.Tensor]) -> torch.Tensor:  # custom ops return no None
+        return logp.new_zeros((0,)) if x is None else x
+
+    return r.loss, r.grad_logp, given(r.grad_entropy), metrics, given(r.per_token), given(r.weights)
 
 
 @_policy_loss_op.register_fake
-def _(logp, old_logp, advantages, mask, ref_logp, entropies, sampling_logp, keep, token_weights, cu_seqlens, spec):
+def _(logp, old_logp, advantages, mask, ref_logp, entropies, sampling_logp, keep, token_weights, cu_seqlens, spec,
+      selection=None, return_per_token=False, return_weights=False, num_threads=0, stream=None, check_finite=False):
     fields = _spec_of(spec).engine_fields()
     has_grad_ent = entropies is not None and _core.loss_has_entropy_grad(fields, True)
     n = len(_metric_names(spec, entropies is not None, sampling_logp is not None))
-    return (logp.new_empty(()), torch.empty_like(logp), logp.new_empty(logp.shape if has_grad_ent else (0,)),
-            logp.new_empty((n,), dtype=torch.float64))
+    like = lambda wanted: logp.new_empty(logp.shape if wanted else (0,))  # noqa: E731
+    return (logp.new_empty(()), torch.empty_like(logp), like(has_grad_ent), logp.new_empty((n,), dtype=torch.float64),
+            like(return_per_token), like(return_weights))
 
 
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1], output[2])
     ctx.has_grad_entropy = output[2].numel() > 0  # (0,) when entropies do not enter the loss
+    ctx.mark_non_differentiable(output[4], output[5])  # per_token, weights: diagnostics
 
 
-def _backward(ctx, grad_loss, _g_grad, _g_grad_ent, _g_metrics):
+def _backward(ctx, grad_loss, _g_grad, _g_grad_ent, _g_metrics, _g_per_token, _g_weights):
     grad_logp, grad_ent = ctx.saved_tensors
     g_lp = grad_logp * grad_loss.to(grad_logp.dtype) if ctx.needs_input_grad[0] else None
     g_ent = None
     if ctx.needs_input_grad[5] and ctx.has_grad_entropy:
         g_ent = grad_ent * grad_loss.to(grad_ent.dtype)
-    return g_lp, None, None, None, None, g_ent, None, None, None, None, None
+    return (g_lp, None, None, None, None, g_ent) + (None,) * 11
 
 
 _policy_loss_op.register_autograd(_backward, setup_context=_setup_context)
@@ -343,10 +357,13 @@ _policy_loss_op.register_autograd(_backward, setup_context=_setup_context)
 class PolicyLossOutput(NamedTuple):
     """``loss``: 0-d, differentiable with respect to ``logp`` (and ``entropies`` where they enter the
     loss); ``metrics``: {name: 0-d float64 tensor} (clip fractions, ratio statistics, KL, entropy; see
-    docs/losses.md), detached."""
+    docs/losses.md), detached; ``per_token`` (φ_{i,t}) and ``weights`` (ω_{i,t}) with
+    ``return_per_token`` / ``return_weights``, else None: diagnostics, without gradient."""
 
     loss: torch.Tensor
     metrics: Dict[str, torch.Tensor]
+    per_token: Optional[torch.Tensor] = None
+    weights: Optional[torch.Tensor] = None
 
 
 def _spec_json(spec: Any, overrides: Dict[str, Any]) -> str:
@@ -372,17 +389,25 @@ def policy_loss(
     ref_logp: Optional[torch.Tensor] = None,
     entropies: Optional[torch.Tensor] = None,
     sampling_logp: Optional[torch.Tensor] = None,
+    cu_seqlens: Optional[torch.Tensor] = None,
     keep: Optional[torch.Tensor] = None,
     token_weights: Optional[torch.Tensor] = None,
-    cu_seqlens: Optional[torch.Tensor] = None,
+    selection: Optional[torch.Tensor] = None,
+    return_per_token: bool = False,
+    return_weights: bool = False,
+    num_threads: int = 0,
+    stream: Any = None,
+    check_finite: bool = False,
     **overrides: Any,
 ) -> PolicyLossOutput:
     """Differentiable GRPO-family loss: :func:`grpokit.policy_loss` as an autograd op.
 
     Same arguments, layouts, dtypes and options as :func:`grpokit.policy_loss` (torch tensors on one
-    device, CPU or CUDA; read zero-copy through DLPack, also when they require grad). The forward runs
-    the engine once, which also yields ∂loss/∂logp (and ∂loss/∂entropies); the backward multiplies
-    them by the incoming gradient. ``old_logp=None`` is the on-policy shortcut (ratio 1).
+    device, CPU or CUDA; read zero-copy through DLPack, also when they require grad), including
+    ``selection`` (the ``verl.clip_cov`` / ``verl.kl_cov`` tokens). The forward runs the engine once,
+    which also yields ∂loss/∂logp (and ∂loss/∂entropies); the backward multiplies them by the incoming
+    gradient. ``old_logp=None`` is the on-policy shortcut (ratio 1). ``per_token`` and ``weights``
+    (``return_per_token`` / ``return_weights``) are returned without gradient.
 
     Global counts: under gradient accumulation or data parallelism pass the counts of the whole
     optimizer step, ``**global_counts(...)`` (tokens, sequences, and ``dp_size``, which undoes DDP's
@@ -403,15 +428,20 @@ def policy_loss(
         -0.1666666716337204
     """
     tensors = dict(old_logp=old_logp, mask=mask, ref_logp=ref_logp, entropies=entropies,
-                   sampling_logp=sampling_logp, keep=keep, token_weights=token_weights, cu_seqlens=cu_seqlens)
+                   sampling_logp=sampling_logp, keep=keep, token_weights=token_weights, cu_seqlens=cu_seqlens,
+                   selection=selection)
     for name, t in (("logp", logp), ("advantages", advantages), *tensors.items()):
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"grpokit.torch.policy_loss: {name} must be a torch tensor, got {type(t).__name__}")
     sj, names = _prepare(spec, tuple(sorted(overrides.items())), entropies is not None, sampling_logp is not None)
-    loss, _, _, metrics = torch.ops.grpokit.policy_loss(
-        logp, old_logp, advantages, mask, ref_logp, entropies, sampling_logp, keep, token_weights, cu_seqlens, sj
+    # an explicit stream object becomes its handle here (the op takes an int); None: the current stream
+    handle = None if stream is None else _arrays.resolve_stream(_arrays.placement_of(logp), stream)
+    loss, _, _, metrics, per_token, weights = torch.ops.grpokit.policy_loss(
+        logp, old_logp, advantages, mask, ref_logp, entropies, sampling_logp, keep, token_weights, cu_seqlens, sj,
+        selection, bool(return_per_token), bool(return_weights), int(num_threads), handle, bool(check_finite),
     )
-    return PolicyLossOutput(loss, {n: metrics[k].detach() for k, n in enumerate(names)})
+    return PolicyLossOutput(loss, {n: metrics[k].detach() for k, n in enumerate(names)},
+                            per_token if return_per_token else None, weights if return_weights else None)
 
 
 def policy_loss_from_rewards(

@@ -5,19 +5,19 @@ Per parameter: ``exp_avg`` (m), ``exp_avg_sq`` (v), ``step`` (t); per group: ``b
 DLPack) on the device they live on: CPU tensors to the CPU engine, CUDA tensors (float32/float64/
 bfloat16/float16) to the CUDA kernels, which compute every per-coordinate quantity on the device.
 Only the per-tensor summaries come back to the host, in one transfer per device and diagnostic call
-(that transfer synchronises the host with the current stream; see docs/diagnostics.md). Without
-usable CUDA kernels (a CPU-only build) or on other devices, a state is copied to the host once per call.
+(that transfer synchronises the host with the current stream; see docs/diagnostics.md). A CUDA state
+without usable CUDA kernels (a CPU-only build) is an error saying why, as for every other op
+(``grpokit._backend``); a state on another device is refused.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import _backend, _core
+from .. import _arrays, _backend, _core
 
 # Columns of the engine's per-tensor summaries (cpp/include/grpokit/diagnostics.hpp).
 STAT_FIELDS = ("n", "n_zero_v", "n_rho_above", "sum_u2", "sum_abs_u", "sum_abs_u_elast", "sum_elast",
@@ -59,22 +59,10 @@ def flat_host(t: Any) -> Any:
     return t.reshape(-1)
 
 
-@functools.lru_cache(maxsize=1)
-def _cuda_engine() -> Optional[Any]:
-    module, _ = _backend.load_cuda()
-    if module is None or module.device_count()[0] == 0:
-        return None
-    return module
-
-
 def engine_for(t: Any) -> Any:
-    """The engine that reads tensor ``t`` in place: the CUDA kernels for a CUDA tensor when they are
-    usable, else the CPU engine."""
-    if t.device.type == "cuda":
-        cuda = _cuda_engine()
-        if cuda is not None:
-            return cuda
-    return _core
+    """The engine that reads tensor ``t`` in place, by its device (``_backend``'s policy: a CUDA
+    tensor without usable CUDA kernels is an error saying why)."""
+    return _backend.for_array(t)
 
 
 def flat_state(t: Any) -> Any:
@@ -90,12 +78,7 @@ def flat_state(t: Any) -> Any:
 
 def _stream(t: Any) -> int:
     """The caller's current CUDA stream on t's device (a DLPack integer); 0 for host tensors."""
-    if t.device.type != "cuda":
-        return 0
-    import torch
-
-    handle = torch.cuda.current_stream(t.device).cuda_stream
-    return handle if handle != 0 else 1
+    return _arrays.resolve_stream(_arrays.placement_of(t), None)
 
 
 def _by_device(tensors: Sequence[Any]) -> Dict[Any, List[int]]:

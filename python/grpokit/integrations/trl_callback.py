@@ -10,6 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 from .. import diagnostics
+from .trl_config import spec_from_config
 
 PREFIX = "grpokit/"
 
@@ -130,8 +131,6 @@ class DiagnosticsCallback(TrainerCallback):
                       "so the ratio is 1 and a clip fraction of 0 is expected, not a bug")
         spec = getattr(self.trainer, "loss_spec", None)
         if spec is None:  # TRL's own trainer: audit the TRL loss its config names
-            from .trl import spec_from_config
-
             spec = spec_from_config(args)
         audit = normalization_audit(args, spec, self.trainer.accelerator.num_processes,
                                     getattr(self.trainer, "normalization", "trl"))
