@@ -1,5 +1,5 @@
 // LossSpec by name: the field table, the rule-name tables and the hyper-parameter checks, all generated
-// from the lists of grpokit/math/loss_spec.hpp.
+// from the table grpokit/math/loss_spec.def.
 #include "grpokit/loss_spec.hpp"
 
 #include <cmath>

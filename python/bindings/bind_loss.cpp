@@ -120,7 +120,7 @@ void bind_loss(py::module_& m, const Backend& backend) {
         }
         return out;
       },
-      "The fields of LossSpec in record order (grpokit/math/loss_spec.hpp): name, kind (rule | real | flag | "
+      "The fields of LossSpec in record order (grpokit/math/loss_spec.def): name, kind (rule | real | flag | "
       "unsettable | count), default, and the value read as unset (unsettable, count) or the accepted names "
       "and what each does (rule).");
 }

@@ -28,7 +28,7 @@ _DOC_TAIL = """
     ``None`` switches a bound or count off (δ, dual clip c, OPSM threshold, CPPO γ, IS bounds) or
     means "count it in this call" (``num_items_in_batch``, ``num_sequences``, ``max_completion_length``).
 
-    Fields, defaults, rule names and unset values come from the engine (grpokit/math/loss_spec.hpp,
+    Fields, defaults, rule names and unset values come from the engine (grpokit/math/loss_spec.def,
     through ``_core.loss_spec_fields()``).
 """
 

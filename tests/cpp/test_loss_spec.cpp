@@ -1,4 +1,4 @@
-// The LossSpec field table and rule-name tables generated from grpokit/math/loss_spec.hpp.
+// The LossSpec field table and rule-name tables generated from grpokit/math/loss_spec.def.
 #include <cmath>
 #include <string>
 

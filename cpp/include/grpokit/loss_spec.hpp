@@ -1,5 +1,5 @@
 // The LossSpec record by name: what the bindings and the Python record (grpokit.LossSpec) read.
-// The fields and rule names themselves are declared once, in grpokit/math/loss_spec.hpp.
+// The fields and rule names themselves are declared once, in the table grpokit/math/loss_spec.def.
 #pragma once
 
 #include <string>
@@ -21,7 +21,7 @@ using math::Surrogate;
 
 enum class SpecFieldKind { Rule, Real, Flag, Unsettable, Count };
 
-// One field of LossSpec as math/loss_spec.hpp declares it.
+// One field of LossSpec as math/loss_spec.def declares it.
 struct SpecField {
   std::string name;
   SpecFieldKind kind;

@@ -1,6 +1,6 @@
 // Per-token formulas of the unified GRPO surrogate loss, shared by the CPU engine and the CUDA kernels.
 //
-// A method is a row of rules (LossSpec, declared in math/loss_spec.hpp). For one completion i and one
+// A method is a row of rules (LossSpec, declared in math/loss_spec.def). For one completion i and one
 // of its valid tokens t the engine evaluates
 //
 //   φ_{i,t} = w_{i,t} · (−A_{i,t} · v(x)) + reg_{i,t}
