@@ -26,7 +26,7 @@ def _same(a, b):
 def test_record_fields_are_the_engine_fields_in_order():
     fields = dataclasses.fields(grpokit.LossSpec)
     assert [f.name for f in fields] == [f["name"] for f in ENGINE]
-    assert len(fields) == 41
+    assert {"ratio", "aggregation", "beta", "num_items_in_batch", "seq_count_nonempty"} <= {f.name for f in fields}
     hints = typing.get_type_hints(grpokit.LossSpec)
     for f, e in zip(fields, ENGINE):
         if e["kind"] == "rule":
