@@ -41,9 +41,9 @@ if [ "${GRPOKIT_CUDA:-AUTO}" = "ON" ]; then  # every GPU path compiled, the cuBL
 fi
 
 # With CUDA on, ctest also runs every .cu file's kernels on host threads against the CPU engine
-# (tests/cuda_emulation, label "emulation"; docs/gpu.md).
+# (tests/cuda_emulation, label "emulation"; docs/gpu.md), two programs at a time.
 echo "== C++ tests (ctest, $BUILD_DIR)"
-ctest --test-dir "$BUILD_DIR" --output-on-failure
+ctest --test-dir "$BUILD_DIR" --output-on-failure --parallel 2
 
 echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (CUDA off, own build dir)"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGRPOKIT_SANITIZE=ON -DGRPOKIT_CUDA=OFF \
