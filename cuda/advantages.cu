@@ -9,6 +9,7 @@
 #include "common.cuh"
 #include "grpokit/math/advantages.hpp"
 #include "grpokit_cuda.hpp"
+#include "launch.cuh"
 
 namespace grpokit {
 namespace cuda {
@@ -144,13 +145,13 @@ void launch(const TensorView& rewards, const Rows& rows, const AdvantageOptions&
   const T* r = rewards.ptr<const T>();
   T* o = out.ptr<T>();
   if (opt.std != StdDivisor::None && opt.std_scope == StdScope::Batch) {
-    advantages_batch_kernel<T><<<1, kBatchThreads, 0, stream>>>(r, rewards.strides[0], rows, opt, o,
-                                                                 out.strides[0]);
+    GRPOKIT_LAUNCH(advantages_batch_kernel<T>, 1, kBatchThreads, stream, r, rewards.strides[0], rows, opt, o,
+                   out.strides[0]);
   } else {
     const int threads = 256;
     const int64_t blocks = (rows.B + threads - 1) / threads;
-    advantages_group_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
-        r, rewards.strides[0], rows, opt, o, out.strides[0]);
+    GRPOKIT_LAUNCH_FLAT(advantages_group_kernel<T>, static_cast<unsigned>(blocks), threads, stream, r,
+                        rewards.strides[0], rows, opt, o, out.strides[0]);
   }
 }
 

@@ -11,7 +11,7 @@
 // Deterministic (fixed-order reductions), no allocation (a float64 workspace from the caller), no host
 // synchronisation. An entirely masked batch (the CPU engine raises) gives weights 0 and metrics from
 // empty sums (see docs/gpu.md).
-#if !defined(GRPOKIT_CUDA_EMULATE)  // scripts/emulate_cuda_estimators.cpp runs the kernels on host threads
+#if !defined(GRPOKIT_CUDA_EMULATE)  // tests/cuda_emulation/emulate_estimators.cpp runs the kernels on host threads
 #include <cuda_runtime.h>
 
 #include "common.cuh"
@@ -25,6 +25,7 @@
 #include "grpokit/math/corrections.hpp"
 #include "grpokit/math/estimators.hpp"
 #include "grpokit_cuda.hpp"
+#include "launch.cuh"
 #include "strided.cuh"
 
 namespace grpokit {
@@ -381,9 +382,9 @@ void importance_weights(const TensorView& trainer_logp, const TensorView& sample
   DeviceGuard guard(trainer_logp.device.index);
   const Stream s = as_stream(stream);
 #endif
-  GRPOKIT_KERNEL_LAUNCH(importance_rows_kernel, rows, kCorrRowThreads, s, a);
-  GRPOKIT_KERNEL_LAUNCH(importance_finish_kernel, 1, kCorrReduceThreads, s, a);
-  GRPOKIT_KERNEL_LAUNCH(importance_write_kernel, elems, kCorrRowThreads, s, a);
+  GRPOKIT_LAUNCH(importance_rows_kernel, rows, kCorrRowThreads, s, a);
+  GRPOKIT_LAUNCH(importance_finish_kernel, 1, kCorrReduceThreads, s, a);
+  GRPOKIT_LAUNCH(importance_write_kernel, elems, kCorrRowThreads, s, a);
 #if !defined(GRPOKIT_CUDA_EMULATE)
   check_launch("importance_weights");
 #endif
@@ -420,8 +421,8 @@ void rejection_mask(const TensorView& trainer_logp, const TensorView& sampler_lo
   DeviceGuard guard(trainer_logp.device.index);
   const Stream s = as_stream(stream);
 #endif
-  GRPOKIT_KERNEL_LAUNCH(rejection_rows_kernel, strided::grid_for(a.B, kCorrRowThreads), kCorrRowThreads, s, a);
-  GRPOKIT_KERNEL_LAUNCH(rejection_finish_kernel, 1, kCorrReduceThreads, s, a);
+  GRPOKIT_LAUNCH(rejection_rows_kernel, strided::grid_for(a.B, kCorrRowThreads), kCorrRowThreads, s, a);
+  GRPOKIT_LAUNCH(rejection_finish_kernel, 1, kCorrReduceThreads, s, a);
 #if !defined(GRPOKIT_CUDA_EMULATE)
   check_launch("rejection_mask");
 #endif

@@ -15,7 +15,7 @@
 // for the histogram bin, is within 1 ulp), and the sums differ by their order only. Results are
 // bitwise reproducible run to run. Nothing is allocated (the caller passes the
 // workspace) and nothing synchronises the host.
-#if !defined(GRPOKIT_CUDA_EMULATE)  // scripts/emulate_cuda_adam.cpp runs the kernels on host threads
+#if !defined(GRPOKIT_CUDA_EMULATE)  // tests/cuda_emulation/emulate_adam.cpp runs the kernels on host threads
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #endif
@@ -31,6 +31,7 @@
 #include "grpokit/diagnostics.hpp"
 #include "grpokit/math/diagnostics.hpp"
 #include "grpokit_cuda.hpp"
+#include "launch.cuh"
 #include "reduce.cuh"
 
 namespace grpokit {
@@ -293,12 +294,6 @@ __global__ void __launch_bounds__(kThreads) rho_kernel(const RhoArgs a) {
 }
 
 // ---- host side -----------------------------------------------------------------------------------
-
-#if defined(GRPOKIT_CUDA_EMULATE)
-#define GRPOKIT_LAUNCH(kernel, grid, block, stream, args) emulate_launch(grid, block, [&] { kernel(args); })
-#else
-#define GRPOKIT_LAUNCH(kernel, grid, block, stream, args) kernel<<<grid, block, 0, stream>>>(args)
-#endif
 
 // Elementwise kernels: enough blocks to fill the device, a grid stride beyond that.
 int64_t elementwise_blocks(int64_t n) {

@@ -21,7 +21,7 @@
 // estimator_workspace_size elements) and nothing synchronises the host. Value checks the CPU engine
 // makes (finite inputs, groups of one, a whitening over ≤ 1 token, an OPO group of total length 0)
 // would need the data on the host: here such inputs give the formulas' values (see docs/gpu.md).
-#if !defined(GRPOKIT_CUDA_EMULATE)  // scripts/emulate_cuda_estimators.cpp runs the kernels on host threads
+#if !defined(GRPOKIT_CUDA_EMULATE)  // tests/cuda_emulation/emulate_estimators.cpp runs the kernels on host threads
 #include <cuda_runtime.h>
 
 #include "common.cuh"
@@ -35,6 +35,7 @@
 #include "grpokit/math/advantages.hpp"
 #include "grpokit/math/estimators.hpp"
 #include "grpokit_cuda.hpp"
+#include "launch.cuh"
 #include "strided.cuh"
 
 namespace grpokit {
@@ -543,23 +544,23 @@ void run(const Args& a, cudaStream_t stream) {
   const Estimator e = a.opt.estimator;
   if (e == Estimator::ReinforcePP) {
     for (int phase = 0; phase < 3; ++phase) {
-      GRPOKIT_KERNEL_LAUNCH(rpp_rows_kernel, rows, kRowThreads, stream, a, phase);
-      if (phase < 2) GRPOKIT_KERNEL_LAUNCH(rpp_reduce_kernel, 1, kReduceThreads, stream, a, phase);
+      GRPOKIT_LAUNCH(rpp_rows_kernel, rows, kRowThreads, stream, a, phase);
+      if (phase < 2) GRPOKIT_LAUNCH(rpp_reduce_kernel, 1, kReduceThreads, stream, a, phase);
     }
   } else if (e == Estimator::Remax) {
-    GRPOKIT_KERNEL_LAUNCH(remax_kernel, rows, kRowThreads, stream, a);
+    GRPOKIT_LAUNCH(remax_kernel, rows, kRowThreads, stream, a);
   } else if (is_otb(e)) {
-    GRPOKIT_KERNEL_LAUNCH(otb_rows_kernel, rows, kRowThreads, stream, a);
-    GRPOKIT_KERNEL_LAUNCH(otb_groups_kernel, rows, kRowThreads, stream, a);
-    GRPOKIT_KERNEL_LAUNCH(otb_sums_kernel, strided::grid_for(a.B * a.T, kRowThreads), kRowThreads, stream, a);
-    GRPOKIT_KERNEL_LAUNCH(otb_write_kernel, rows, kRowThreads, stream, a);
+    GRPOKIT_LAUNCH(otb_rows_kernel, rows, kRowThreads, stream, a);
+    GRPOKIT_LAUNCH(otb_groups_kernel, rows, kRowThreads, stream, a);
+    GRPOKIT_LAUNCH(otb_sums_kernel, strided::grid_for(a.B * a.T, kRowThreads), kRowThreads, stream, a);
+    GRPOKIT_LAUNCH(otb_write_kernel, rows, kRowThreads, stream, a);
   } else {
-    GRPOKIT_KERNEL_LAUNCH(outcome_rows_kernel, rows, kRowThreads, stream, a);
+    GRPOKIT_LAUNCH(outcome_rows_kernel, rows, kRowThreads, stream, a);
     if (e == Estimator::Grpo && a.opt.baseline != Baseline::LeaveOneOut && a.opt.std != StdDivisor::None &&
         a.opt.std_scope == StdScope::Batch)
-      GRPOKIT_KERNEL_LAUNCH(batch_std_kernel, 1, kReduceThreads, stream, a);
-    GRPOKIT_KERNEL_LAUNCH(outcome_groups_kernel, rows, kRowThreads, stream, a);
-    GRPOKIT_KERNEL_LAUNCH(outcome_finish_kernel, 1, kReduceThreads, stream, a);
+      GRPOKIT_LAUNCH(batch_std_kernel, 1, kReduceThreads, stream, a);
+    GRPOKIT_LAUNCH(outcome_groups_kernel, rows, kRowThreads, stream, a);
+    GRPOKIT_LAUNCH(outcome_finish_kernel, 1, kReduceThreads, stream, a);
   }
 }
 

@@ -26,6 +26,9 @@ int device_count(std::string* why);
 // Compiled architectures and the CUDA runtime version this module was built with.
 std::string build_info();
 
+// Whether linear_token_logprobs was built with cuBLAS (else its GPU entry points raise NotImplementedError).
+bool cublas_built();
+
 void advantages(const TensorView& rewards, const TensorView& group_ids,
                 const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
 

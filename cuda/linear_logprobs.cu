@@ -261,7 +261,7 @@ void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
   for (int64_t v0 = 0; v0 < V; v0 += C) {
     const int64_t nv = V - v0 < C ? V - v0 : C;
     logits_tile(h, in, ldh, ldw, v0, nv, tile, C);
-    GRPOKIT_LAUNCH_KERNEL(stats, static_cast<unsigned>(N), threads_for(nv), s, tile, C, nv, v0,
+    GRPOKIT_LAUNCH(stats, static_cast<unsigned>(N), threads_for(nv), s, tile, C, nv, v0,
                           v0 == 0, inv_t, ids, state, N);
   }
   GRPOKIT_LAUNCH_FLAT(finish, static_cast<unsigned>((N + 255) / 256), 256, s, state, N, V, ids,
@@ -309,7 +309,7 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
     dispatch_float(in.hidden.dtype, [&](auto tag) {
       using T = decltype(tag);
       const auto kernel = tile_grad_kernel<T>;
-      GRPOKIT_LAUNCH_KERNEL(kernel, grid, threads, s, tile, C, nv, v0, V, inv_t, ids, l, e, ga, gb,
+      GRPOKIT_LAUNCH(kernel, grid, threads, s, tile, C, nv, v0, V, inv_t, ids, l, e, ga, gb,
                             static_cast<T*>(dz), C);
     });
     // grad_hidden (N × H) += dZ (N × nv) · W_c (nv × H): column-major Ghᵀ = W_cᵀ · dZᵀ.
@@ -345,17 +345,25 @@ int64_t linear_workspace_bytes(const LinearLogprobArgs&, bool) { return 0; }
 void linear_token_logprobs(const LinearLogprobArgs&, const TensorView&, const TensorView&,
                            const TensorView&, const TensorView&, const TensorView&, std::intptr_t) {
   not_implemented("linear_token_logprobs: this build of grpokit._cuda has no cuBLAS; rebuild with "
-                  "the CUDA toolkit's cuBLAS, or pass CPU tensors");
+                  "cuBLAS (the CUDA toolkit's or the nvidia-cublas wheel's: docs/gpu.md), or pass CPU tensors");
 }
 
 void linear_token_logprobs_backward(const LinearLogprobArgs&, const TensorView&, const TensorView&,
                                     const TensorView&, const TensorView&, const TensorView&,
                                     const TensorView&, const TensorView&, std::intptr_t) {
   not_implemented("linear_token_logprobs_backward: this build of grpokit._cuda has no cuBLAS; "
-                  "rebuild with the CUDA toolkit's cuBLAS, or pass CPU tensors");
+                  "rebuild with cuBLAS (the CUDA toolkit's or the nvidia-cublas wheel's: docs/gpu.md), or pass CPU tensors");
 }
 
 #endif
+
+bool cublas_built() {
+#ifdef GRPOKIT_HAVE_CUBLAS
+  return true;
+#else
+  return false;
+#endif
+}
 
 }  // namespace cuda
 }  // namespace grpokit

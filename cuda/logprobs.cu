@@ -116,7 +116,7 @@ void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const Te
     using T = decltype(tag);
     // Σπ² is its own instantiation: the default kernel carries no third accumulator.
     const auto kernel = sum_sq_probs.defined() ? forward_kernel<T, true> : forward_kernel<T, false>;
-    GRPOKIT_LAUNCH_KERNEL(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(), go.L,
+    GRPOKIT_LAUNCH(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(), go.L,
                           ids, go.inv_t, lp, h, l, sq);
   });
   check_launch("token_logprobs");
@@ -136,7 +136,7 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
   dispatch_float(in.logits.dtype, [&](auto tag) {
     using T = decltype(tag);
     const auto kernel = backward_kernel<T>;
-    GRPOKIT_LAUNCH_KERNEL(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(),
+    GRPOKIT_LAUNCH(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(),
                           grad_logits.ptr<T>(), gs0, gs1, go.L, ids, go.inv_t, l, h, ga, gb);
   });
   check_launch("token_logprobs_backward");

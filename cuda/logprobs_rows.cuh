@@ -11,22 +11,13 @@
 
 #include "grpokit/math/logprobs.hpp"
 #include "grpokit/tensor.hpp"
+#include "launch.cuh"
 
 namespace grpokit {
 namespace cuda {
 namespace rows {
 
 constexpr int kThreads = 512;
-
-// Kernel launches. scripts/emulate_cuda_logprobs.cpp defines them first to run the same launches on
-// host threads. `kernel` is one token (a template instantiation goes through a pointer variable).
-// FLAT: a kernel whose threads never cooperate (no barrier, no shuffle; the grid covers the work).
-#ifndef GRPOKIT_LAUNCH_KERNEL
-#define GRPOKIT_LAUNCH_KERNEL(kernel, grid, block, stream, ...) \
-  kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
-#define GRPOKIT_LAUNCH_FLAT(kernel, grid, block, stream, ...) \
-  kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
-#endif
 
 // Threads per row: whole warps, about 8 entries each, at most kThreads.
 inline int threads_for(int64_t n) {

@@ -23,7 +23,7 @@
 // float16 inputs (double for float64); per-row and global values are kept in double. Nothing is
 // allocated: the caller passes a float64 workspace (loss_workspace_size) and, for value checks, an
 // int64 (4,) status buffer. Nothing synchronises the host.
-#if !defined(GRPOKIT_CUDA_EMULATE)  // scripts/emulate_cuda_loss.cpp runs the kernels on host threads
+#if !defined(GRPOKIT_CUDA_EMULATE)  // tests/cuda_emulation/emulate_loss.cpp runs the kernels on host threads
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -42,6 +42,7 @@
 #include "grpokit/math/loss_passes.hpp"
 #include "grpokit/loss_metrics.hpp"
 #include "grpokit_cuda.hpp"
+#include "launch.cuh"
 #include "reduce.cuh"
 
 namespace grpokit {
@@ -714,14 +715,6 @@ void check_args_any_float(const LossSpec& spec, const LossInputs& in, const Loss
   check_loss_args(spec, in2, out2);
 }
 
-#if defined(GRPOKIT_CUDA_EMULATE)
-#define GRPOKIT_LAUNCH(kernel, grid, block, stream, args) emulate_launch(grid, block, [&] { kernel(args); })
-#define GRPOKIT_LAUNCH2(kernel, grid, block, stream, args, x) emulate_launch(grid, block, [&] { kernel(args, x); })
-#else
-#define GRPOKIT_LAUNCH(kernel, grid, block, stream, args) kernel<<<grid, block, 0, stream>>>(args)
-#define GRPOKIT_LAUNCH2(kernel, grid, block, stream, args, x) kernel<<<grid, block, 0, stream>>>(args, x)
-#endif
-
 template <class T>
 void launch(const Args& a, cudaStream_t stream) {
   const unsigned rows = static_cast<unsigned>(a.B);
@@ -730,8 +723,8 @@ void launch(const Args& a, cudaStream_t stream) {
   if (a.esel) {
     GRPOKIT_LAUNCH(select_init_kernel, 1, kReduceThreads, stream, a);
     for (int pass = 0; pass < RadixKey<typename Compute<T>::type>::kBits / kRadixBits; ++pass) {
-      GRPOKIT_LAUNCH2(select_hist_kernel<T>, rows, kRowThreads, stream, a, pass);
-      GRPOKIT_LAUNCH2(select_pick_kernel<T>, 1, kReduceThreads, stream, a, pass);
+      GRPOKIT_LAUNCH(select_hist_kernel<T>, rows, kRowThreads, stream, a, pass);
+      GRPOKIT_LAUNCH(select_pick_kernel<T>, 1, kReduceThreads, stream, a, pass);
     }
     GRPOKIT_LAUNCH(select_count_kernel<T>, rows, kRowThreads, stream, a);
   }

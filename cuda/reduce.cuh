@@ -1,6 +1,6 @@
 // Fixed-order block reductions shared by the kernels: thread-strided partials, then a fixed
 // shuffle/shared-memory tree, so a result never depends on scheduling (bitwise reproducible).
-// No CUDA headers: scripts/emulate_cuda_*.cpp compile the kernels that include it on the host.
+// No CUDA headers: tests/cuda_emulation/emulate_*.cpp compile the kernels that include it on the host.
 #pragma once
 
 namespace grpokit {

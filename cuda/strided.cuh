@@ -4,7 +4,7 @@
 // array carries its dtype and every read converts to double: the arithmetic is the CPU engine's
 // (double), and the kernels are not instantiated per dtype combination.
 //
-// Host-emulatable: with GRPOKIT_CUDA_EMULATE (scripts/cuda_emulator.hpp) no CUDA header is needed and
+// Host-emulatable: with GRPOKIT_CUDA_EMULATE (tests/cuda_emulation/cuda_emulator.hpp) no CUDA header is needed and
 // half precision is left out.
 #pragma once
 
@@ -19,13 +19,6 @@
 
 #include "grpokit/tensor.hpp"
 
-#if defined(GRPOKIT_CUDA_EMULATE)
-#define GRPOKIT_KERNEL_LAUNCH(kernel, grid, block, stream, ...) \
-  emulate_launch(grid, block, [&] { kernel(__VA_ARGS__); })
-#else
-#define GRPOKIT_KERNEL_LAUNCH(kernel, grid, block, stream, ...) \
-  kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
-#endif
 
 namespace grpokit {
 namespace cuda {

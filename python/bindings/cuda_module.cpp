@@ -23,6 +23,7 @@ PYBIND11_MODULE(_cuda, m) {
     return py::make_tuple(n, why);
   }, "(number of visible CUDA devices, reason when 0)");
   m.def("build_info", &cuda::build_info, "CUDA runtime version and compiled architectures");
+  m.def("cublas_built", &cuda::cublas_built, "whether linear_token_logprobs has its cuBLAS GPU path");
 
   bindings::Backend gpu{};  // filled by name: adding an entry never reorders the others
   gpu.name = "cuda";

@@ -7,6 +7,11 @@ from typing import Any, Dict
 
 from . import _backend, _core
 
+# The GPU paths of grpokit._cuda: every kernel family is compiled with the module; the hidden × weight
+# log-probabilities need cuBLAS too (the CUDA toolkit's or the nvidia-cublas wheel's, docs/gpu.md).
+GPU_PATHS = ("loss", "advantages", "estimators", "corrections", "logprobs", "linear_logprobs_cublas",
+             "adam_diagnostics")
+
 
 def build_info() -> Dict[str, Any]:
     """Version, CPU engine, whether CUDA kernels were compiled (and why not) and the visible GPUs."""
@@ -18,6 +23,7 @@ def build_info() -> Dict[str, Any]:
         "cpu_threads": _core.cpu_max_threads(),
         "cuda_kernels": False,
         "cuda_build": None,
+        "cuda_paths": {name: False for name in GPU_PATHS},
         "cuda_devices": 0,
         "cuda_note": None,
     }
@@ -27,6 +33,8 @@ def build_info() -> Dict[str, Any]:
         return info
     info["cuda_kernels"] = True
     info["cuda_build"] = module.build_info()
+    info["cuda_paths"] = {name: True for name in GPU_PATHS}
+    info["cuda_paths"]["linear_logprobs_cublas"] = bool(module.cublas_built())
     count, reason = module.device_count()
     info["cuda_devices"] = count
     if count == 0:
@@ -48,6 +56,7 @@ def format_info(info: Dict[str, Any]) -> str:
         f"  CPU engine:    {info['cpu_engine']} ({_SIMD[info['cpu_simd']]}; {info['cpu_threads']} thread"
         f"{'s' if info['cpu_threads'] != 1 else ''} by default)",
         f"  CUDA kernels:  {'compiled (' + info['cuda_build'] + ')' if info['cuda_kernels'] else 'not compiled'}",
+        f"  GPU paths:     {', '.join(k for k, v in info['cuda_paths'].items() if v) or 'none'}",
         f"  CUDA devices:  {info['cuda_devices']}",
     ]
     if info["cuda_note"]:

@@ -37,3 +37,23 @@ def test_cli_json_and_the_avx512_switch():
         assert off["cpu_simd"] == "avx512-clones"
     else:
         assert off["cpu_simd"] == info["cpu_simd"]
+
+
+def test_cli_json_reports_the_gpu_paths_built():
+    """cuda_paths: every GPU path by name; all False without the CUDA module, and with it every kernel
+    family True and the cuBLAS path as the module was built (CI builds it with the nvidia-cublas wheel)."""
+    from grpokit import _backend
+    from grpokit.info import GPU_PATHS
+
+    info = json.loads(_cli("--json"))
+    paths = info["cuda_paths"]
+    assert list(paths) == list(GPU_PATHS) and "linear_logprobs_cublas" in paths
+    assert all(isinstance(v, bool) for v in paths.values())
+    module, _ = _backend.load_cuda()
+    if module is None:
+        assert not info["cuda_kernels"] and not any(paths.values())
+    else:
+        assert info["cuda_kernels"]
+        assert paths["linear_logprobs_cublas"] == module.cublas_built()
+        assert all(v for k, v in paths.items() if k != "linear_logprobs_cublas")
+    assert "GPU paths" in format_info(info)

@@ -14,6 +14,9 @@ very same values the GPU reads (float32/bfloat16/float16 values are exact in flo
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -128,25 +131,16 @@ def test_edge_shapes(name, B, T):
     compare(name, batch(B=B, T=T, seed=B + T), torch.bfloat16)
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        dict(clip_ratio_c=1.2), dict(delta=1.5), dict(beta=0.1, kl="k2"), dict(beta=0.1, kl="abs"),
-        dict(beta=0.1, kl="k3", kl_log_clamp=0.2, kl_value_clamp=0.01), dict(importance_sampling_level="sequence"),
-        dict(loss_agg_mode="token-sum"), dict(loss_agg_mode="seq-mean-token-sum-norm", loss_scale_factor=9),
-        dict(surrogate="geo_mean", epsilon=0.1, epsilon_high=0.15, aggregation="seq_mean_token_mean"),
-        dict(surrogate="logp", logp_weight="dppo_tv", clip_ratio_c=3.0, epsilon=0.05, epsilon_high=0.05),
-        dict(surrogate="logp", logp_weight="dppo_kl", clip_ratio_c=3.0, epsilon=0.02, epsilon_high=0.02),
-        dict(dro_beta=0.5, surrogate="logp"), dict(prune_threshold=0.5), dict(entropy_coef=0.3),
-        dict(entropy_coef=0.3, entropy_aggregation="policy"), dict(off_policy_mask_threshold=0.01),
-        dict(vllm_importance_sampling_mode="token_truncate"), dict(num_items_in_batch=1000, dp_size=4),
-    ],
-    ids=repr,
-)
+# The rule options beyond the presets: one list, also run by the host emulation of cuda/loss.cu
+# (tests/cuda_emulation/loss_cases.py).
+RULE_OPTIONS = json.loads((pathlib.Path(__file__).parents[1] / "loss_cases.json").read_text())["rule_options"]
+
+
+@pytest.mark.parametrize("case", RULE_OPTIONS, ids=lambda c: c["name"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_rule_options(overrides, dtype):
+def test_rule_options(case, dtype):
     b = batch(B=6, T=40, seed=9, empty_rows=(5,))
-    compare("trl.dapo", b, dtype, dict(overrides))
+    compare(case["preset"], b, dtype, dict(case["overrides"]))
 
 
 TRL_PRESETS = [n for n in PRESETS if n.startswith("trl.")]

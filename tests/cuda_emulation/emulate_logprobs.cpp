@@ -2,14 +2,9 @@
 // with the CPU engine: a check of the kernels' indexing, vector/scalar row traversal, warp and block
 // reductions (incl. the Σπ² accumulator) and barriers on machines without a GPU. It does not
 // exercise the device compiler; __expf is std::exp here, and bfloat16/float16 are host structs with
-// the device's round-to-nearest-even conversions. One std::thread per CUDA thread; __syncthreads and
-// warp shuffles are std::barrier rendezvous (a missing or divergent barrier deadlocks; the script
-// runs under a timeout). cuBLAS is a naive host GEMM with float32 accumulation.
-//
-//   scripts/emulate_cuda_logprobs.sh   (builds against build/<tag>/libgrpokit_core.a)
-//
-// The shim is a copy of scripts/emulate_cuda_loss.cpp's, plus what the log-prob kernels use
-// (xor shuffles, 16-byte vectors, 16-bit floats, dim3, cuBLAS).
+// the device's round-to-nearest-even conversions (cuda_emulator.hpp). cuBLAS is a naive host GEMM
+// with float32 accumulation. With EMULATE_MAX_BLOCK > 64 it runs a few launches at their real block
+// size instead. ctest runs it both ways (tests/cpp/CMakeLists.txt).
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -23,112 +18,7 @@
 #include <type_traits>
 #include <vector>
 
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __shared__ static
-
-// ---- CUDA runtime stand-ins ---------------------------------------------------------------------
-
-using cudaStream_t = void*;
-static cudaStream_t const cudaStreamLegacy = nullptr;
-static cudaStream_t const cudaStreamPerThread = nullptr;
-using cudaError_t = int;
-constexpr cudaError_t cudaSuccess = 0;
-inline cudaError_t cudaGetLastError() { return cudaSuccess; }
-inline const char* cudaGetErrorString(cudaError_t) { return "no error"; }
-inline cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
-inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
-enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor };
-inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
-  *v = 8;  // an A100: cuBLAS's workspace is 4 MiB
-  return cudaSuccess;
-}
-inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
-  std::memset(p, v, n);
-  return cudaSuccess;
-}
-
-struct dim3 {
-  unsigned x = 1, y = 1, z = 1;
-  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
-};
-struct uint4 {
-  unsigned x, y, z, w;
-};
-
-static thread_local dim3 threadIdx;
-static dim3 blockIdx, blockDim;
-static std::barrier<>* g_block_barrier = nullptr;
-static std::vector<std::unique_ptr<std::barrier<>>> g_warp_barriers;
-
-inline void __syncthreads() { g_block_barrier->arrive_and_wait(); }
-
-template <class V>
-V __shfl_xor_sync(unsigned, V v, int mask) {
-  static V slot[1024];
-  const unsigned t = threadIdx.x, w = t >> 5;
-  slot[t] = v;
-  g_warp_barriers[w]->arrive_and_wait();
-  const V r = slot[t ^ static_cast<unsigned>(mask)];
-  g_warp_barriers[w]->arrive_and_wait();
-  return r;
-}
-
-inline float __expf(float x) { return std::exp(x); }
-
-#include "cuda_emulator_half.hpp"
-
-// Blocks run one after another with at most g_max_threads threads: 64 (2 warps: the cross-warp
-// reduction path is exercised; the row kernels read blockDim and never assume the launch size), or
-// the launch's own block size for the few full-size cases main() runs with GRPOKIT_EMULATE_FULL_BLOCKS=1
-// (up to 512 threads, 16 warps: the shared-memory sizing and the 16-way cross-warp merge).
-static unsigned g_max_threads = 64;
-template <class F>
-void emulate_launch(dim3 grid, dim3 block, F&& kernel) {
-  const unsigned nt = block.x < g_max_threads ? block.x : g_max_threads;
-  if (nt % 32 != 0 || nt > 1024) {
-    std::printf("  BAD LAUNCH: %u threads per block (whole warps, at most 1024)\n", nt);
-    std::exit(2);
-  }
-  blockDim = dim3(nt);
-  for (unsigned b = 0; b < grid.x; ++b) {
-    blockIdx = dim3(b);
-    std::barrier<> bar(nt);
-    g_block_barrier = &bar;
-    g_warp_barriers.clear();
-    for (unsigned w = 0; w < nt / 32; ++w) g_warp_barriers.emplace_back(new std::barrier<>(32));
-    std::vector<std::thread> threads;
-    for (unsigned t = 0; t < nt; ++t)
-      threads.emplace_back([&, t] {
-        threadIdx = dim3(t);
-        kernel();
-      });
-    for (auto& th : threads) th.join();
-  }
-}
-
-// Kernels whose threads never cooperate (one element or row per thread, grid sized to cover all):
-// every thread of the requested launch, one after another on this host thread.
-template <class F>
-void emulate_flat(dim3 grid, dim3 block, F&& kernel) {
-  blockDim = block;
-  g_block_barrier = nullptr;
-  for (unsigned b = 0; b < grid.x; ++b) {
-    blockIdx = dim3(b);
-    for (unsigned t = 0; t < block.x; ++t) {
-      threadIdx = dim3(t);
-      kernel();
-    }
-  }
-}
-
-#define GRPOKIT_LAUNCH_KERNEL(kernel, grid, block, stream, ...) \
-  emulate_launch(grid, block, [&] { kernel(__VA_ARGS__); })
-#define GRPOKIT_LAUNCH_FLAT(kernel, grid, block, stream, ...) \
-  emulate_flat(grid, block, [&] { kernel(__VA_ARGS__); })
+#include "cuda_emulator.hpp"
 
 // ---- cuBLAS stand-in: column-major GEMM, float32 accumulation ----------------------------------
 
@@ -208,8 +98,8 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasO
   return CUBLAS_STATUS_SUCCESS;
 }
 
-#include "../cuda/linear_logprobs.cu"
-#include "../cuda/logprobs.cu"
+#include "linear_logprobs.cu"
+#include "logprobs.cu"
 
 using namespace grpokit;
 
@@ -472,16 +362,15 @@ void check_overlapping_weight() {
 }  // namespace
 
 int main() {
-  if (const char* full = std::getenv("GRPOKIT_EMULATE_FULL_BLOCKS"); full && full[0] == '1') {
+  if (emulate_max_block() > 64) {
     // A few launches at their real block size (512 threads for V ≥ 2048): 16 warps per block.
-    g_max_threads = 1024;
     check_logits<float>("f32 full", 2, 5000, 3, 1, 0.7, 0, true);
     check_logits<float>("f32 full", 2, 5000, 0, 0, 1.0, 2, false);
     check_logits<__nv_bfloat16>("bf16 full", 2, 4099, 3, 1, 1.3, 1, true);
     check_logits<__half>("f16 full", 1, 700, 8, 0, 1.0, 0, true);  // 128 threads
     check_linear<float>("f32 full", 2, 8, 5000, 4096, 0.9);
     std::printf("full blocks: %d of %d checks differ\n", g_failures, g_checks);
-    return g_failures != 0;
+    return g_failures != 0 || g_emulate_launch_errors != 0;
   }
   // V: 1, below one 16-byte vector, odd, around the emulated block's share, several chunks (CPU).
   for (int64_t V : {1, 3, 7, 33, 100, 257, 1000, 5000}) {
@@ -503,6 +392,7 @@ int main() {
   check_linear<__nv_bfloat16>("bf16 strided", 1, 6, 50, 0, 1.0, 1);
   check_linear<float>("f32 padded", 3, 6, 40, 16, 1.0, 1);
   check_overlapping_weight();
-  std::printf("%d of %d checks differ\n", g_failures, g_checks);
-  return g_failures != 0;
+  std::printf("%d of %d checks differ, %d launches the device would refuse\n", g_failures, g_checks,
+              g_emulate_launch_errors);
+  return g_failures != 0 || g_emulate_launch_errors != 0;
 }

@@ -1,7 +1,7 @@
 // Runs cuda/loss.cu's kernels on host threads and compares them with the CPU engine: a check of the
 // kernels' indexing, pass structure, reductions and barriers on machines without a GPU (it does not
 // exercise the device compiler). One std::thread per CUDA thread; __syncthreads and warp shuffles are
-// std::barrier rendezvous, so a missing or divergent barrier deadlocks (the script runs under a
+// std::barrier rendezvous, so a missing or divergent barrier deadlocks (ctest runs under a
 // timeout) and shared-memory reuse follows the same order as on the device.
 //
 // bfloat16/float16: inputs rounded to the half type run through the kernels' half path (host structs
@@ -9,10 +9,10 @@
 // metrics to float32 accuracy (the kernels compute in float), outputs to the half type's rounding.
 // With EMULATE_MAX_BLOCK=1024 blocks run at their real launch size (256 / 1024 threads) on longer rows.
 //
-//   scripts/emulate_cuda_loss.sh   (builds against build/<tag>/libgrpokit_core.a, reads the presets)
 #include <barrier>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -27,7 +27,7 @@
 #define GRPOKIT_EMULATE_HALF 1
 #include "cuda_emulator.hpp"
 
-#include "../cuda/loss.cu"
+#include "loss.cu"
 
 using namespace grpokit;
 
@@ -289,8 +289,18 @@ int check_status() {
   return bad;
 }
 
-int main() {
-  const std::vector<Case> cases = read_cases(std::cin);
+// emulate_loss CASES: the case list that loss_cases.py writes.
+int main(int argc, char** argv) {
+  std::ifstream file(argc > 1 ? argv[1] : "");
+  if (!file) {
+    std::printf("usage: emulate_loss CASES (written by tests/cuda_emulation/loss_cases.py)\n");
+    return 2;
+  }
+  const std::vector<Case> cases = read_cases(file);
+  if (cases.empty()) {
+    std::printf("no cases read\n");
+    return 2;
+  }
   int failures = check_status(), runs = 0;
   // Real launch sizes (EMULATE_MAX_BLOCK > 64): rows longer than 256 threads so every thread and warp
   // of a row block is busy and the block-stride loop wraps; few shapes (each block is 256 / 1024 threads).

@@ -3,12 +3,11 @@
 // Adam states: a check of the kernels' indexing, grid stride, partial rows, fixed-order reductions,
 // histogram atomics and barriers on machines without a GPU. It does not exercise the device compiler.
 // It also runs cuda/loss.cu's top-entropy selection on entropies full of ties, signed zeros and
-// single tokens (scripts/emulate_cuda_loss.sh covers it on random entropies, every rule).
-// One std::thread per CUDA thread (at most 64 per block, or EMULATE_MAX_BLOCK: the script runs a few
-// checks again at the real launch size, 256 / 1024 threads); a missing barrier deadlocks (the script
-// runs under a timeout).
+// single tokens (emulate_loss.cpp covers it on random entropies, every rule).
+// One std::thread per CUDA thread (at most 64 per block, or EMULATE_MAX_BLOCK: ctest runs a few
+// checks again at the real launch size, 256 / 1024 threads); a missing barrier deadlocks (ctest
+// ends at its timeout).
 //
-//   scripts/emulate_cuda_adam.sh   (builds against build/<tag>/libgrpokit_core.a)
 #include <algorithm>
 #include <barrier>
 #include <cmath>
@@ -22,11 +21,11 @@
 #include <thread>
 #include <vector>
 
-// ---- the shim -------------------------------------------------------------------------------------------
+
 #include "cuda_emulator.hpp"
 
-#include "../cuda/diagnostics_adam.cu"
-#include "../cuda/loss.cu"
+#include "diagnostics_adam.cu"
+#include "loss.cu"
 
 // ---- the checks --------------------------------------------------------------------------------------
 
@@ -134,11 +133,7 @@ void make_state(int64_t n, unsigned seed, double beta1, double beta2, int t, std
 const char* dt_name(DType d) { return dtype_name(d); }
 
 void check_stats(int64_t n, DType dt, int64_t stride, int64_t bins) {
-  AdamHyper hp;
-  hp.beta1 = 0.9;
-  hp.beta2 = 0.99;
-  hp.eps = 1e-6;
-  hp.step = 3;
+  const AdamHyper hp{0.9, 0.99, 1e-6, 3.0};
   std::vector<double> m, v;
   make_state(n, static_cast<unsigned>(n * 7 + bins), hp.beta1, hp.beta2, 3, m, v);
   Stored sm = store_as(m, dt, stride), sv = store_as(v, dt, 1);
@@ -170,11 +165,7 @@ void check_stats(int64_t n, DType dt, int64_t stride, int64_t bins) {
 }
 
 void check_elementwise(int64_t n, DType dt, int64_t stride) {
-  AdamHyper hp;
-  hp.beta1 = 0.8;
-  hp.beta2 = 0.95;
-  hp.eps = 1e-5;
-  hp.step = 2;
+  const AdamHyper hp{0.8, 0.95, 1e-5, 2.0};
   std::vector<double> m, v;
   make_state(n, static_cast<unsigned>(n + 3), hp.beta1, hp.beta2, 2, m, v);
   Stored sm = store_as(m, dt, stride), sv = store_as(v, dt, stride);
@@ -202,11 +193,7 @@ void check_elementwise(int64_t n, DType dt, int64_t stride) {
 }
 
 void check_split(int64_t n, DType dt, double step, bool with_param, int64_t bad_at) {
-  AdamHyper hp;
-  hp.beta1 = 0.9;
-  hp.beta2 = 0.999;
-  hp.eps = 1e-8;
-  hp.step = step;
+  const AdamHyper hp{0.9, 0.999, 1e-8, step};
   std::vector<double> m, v, g(n), p(n);
   make_state(n, static_cast<unsigned>(n * 3 + 1), hp.beta1, hp.beta2, static_cast<int>(step), m, v);
   std::mt19937_64 r(n);

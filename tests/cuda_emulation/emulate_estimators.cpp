@@ -1,4 +1,4 @@
-// Runs cuda/estimators.cu's and cuda/corrections.cu's kernels on host threads (scripts/cuda_emulator.hpp)
+// Runs cuda/estimators.cu's and cuda/corrections.cu's kernels on host threads (cuda_emulator.hpp)
 // and compares them with the CPU engine on random inputs: every estimator (outcome and token, each
 // option that changes the code path, contiguous groups and uneven group ids, mask or lengths, K = 1
 // or 3 reward columns with NaN entries and an unscorable row, an all-masked row, strided rewards) and
@@ -7,11 +7,10 @@
 // float64, several shapes. A check of indexing, pass structure, reductions and barriers without a
 // GPU (not of the device compiler, device math or half precision: the GPU tests cover those).
 //
-//   scripts/emulate_cuda_estimators.sh   (builds against build/<tag>/libgrpokit_core.a)
 #include "cuda_emulator.hpp"
 
-#include "../cuda/estimators.cu"
-#include "../cuda/corrections.cu"
+#include "estimators.cu"
+#include "corrections.cu"
 
 #include <cmath>
 #include <cstdio>
@@ -359,6 +358,7 @@ int main() {
     run_rejection<double>(B, T, {"token_k1", "seq_mean_k3", "seq_max_k2"}, {{0.8, 1.25}, {0.0, 0.01}, {0.0, 0.03}}, 1e-11);
   }
   std::printf("%-24s %s\n", "rejection_mask", g_bad_runs == before ? "ok" : "DIFFERS");
-  std::printf("%d of %d runs differ\n", g_bad_runs, g_runs);
-  return g_bad_runs != 0;
+  std::printf("%d of %d runs differ, %d launches the device would refuse\n", g_bad_runs, g_runs,
+              g_emulate_launch_errors);
+  return g_bad_runs != 0 || g_emulate_launch_errors != 0;
 }
