@@ -143,6 +143,14 @@ def test_rule_options(case, dtype):
     compare(case["preset"], b, dtype, dict(case["overrides"]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_prompt_mean_groups(dtype):
+    """aggregation='prompt_mean' with groups of 3 rows (the shared case list has G = 1, which every
+    emulated shape divides): each row's coefficient reads its group's token count on the device."""
+    b = batch(B=6, T=40, seed=21, empty_rows=(4,))
+    compare("trl.dapo", b, dtype, dict(aggregation="prompt_mean", group_size=3))
+
+
 TRL_PRESETS = [n for n in PRESETS if n.startswith("trl.")]
 
 
