@@ -39,7 +39,9 @@
 #include "common.cuh"
 #endif
 #include "grpokit/loss.hpp"
+#include "grpokit/math/flags.hpp"
 #include "grpokit/math/loss_passes.hpp"
+#include "grpokit/math/metric_sums.hpp"
 #include "grpokit/loss_metrics.hpp"
 #include "grpokit_cuda.hpp"
 #include "reduce.cuh"
@@ -55,13 +57,15 @@ constexpr unsigned long long kNoError = 0x7FFFFFFFFFFFFFFFull;
 // ---- workspace layout (float64) ---------------------------------------------------------------------
 
 enum StatField { kL, kU, kHbar, kAbar, kSumIsLog, kOpsmDiv, kVespoLogw, kFirst, kC, kNumStat };
-enum AccField {
-  aLoss, aEnt, aN, aLow, aHigh, aRegion, aVerl, aDual, aWclip, aRatioSum, aRatioMin, aRatioMax, aKl,
-  aPpoKl, aIsSum, aIsMin, aIsMax, aNIs, aVespoPhi, aLowRow, aHighRow, kNumAcc
-};
 enum GlobalField { gNTok, gNNonEmpty, gEntC, kNumGlobal };
 
-// ---- metrics (the CPU engine's names and definitions, mapped by name) -----------------------------------
+// A row's results: its loss (entropy bonus included) and metric sums (math/metric_sums.hpp).
+using Metrics = math::MetricSums<double>;
+struct RowResult {
+  double loss;
+  Metrics m;
+};
+constexpr int64_t kNumAcc = (sizeof(RowResult) + sizeof(double) - 1) / sizeof(double);
 
 using namespace loss_metrics;
 
@@ -99,9 +103,9 @@ struct Args {
   int64_t metrics_s = 0;
   int n_metrics = 0;
   int metric_ids[kNumMetrics] = {};
-  bool per_row_ratio = false;  // ratio metrics count sequences (TRL)
+  bool per_row_ratio = false;  // ratio metrics count sequences (math::ratio_metrics_per_row)
   double* st = nullptr;        // B × kNumStat
-  double* acc = nullptr;       // B × kNumAcc
+  RowResult* acc = nullptr;    // B
   double* glob = nullptr;      // kNumGlobal
   SelectState* esel = nullptr;  // top-entropy selection (top_entropy_quantile < 1), else null
   unsigned long long* status = nullptr;  // (4,): first bad (row, token, input), n_tok, cu_seqlens error
@@ -155,18 +159,7 @@ __device__ __forceinline__ auto ld(const Arr& x, const RowAddr& ad, int64_t t) {
   return to_c(static_cast<const T*>(x.p)[ad.base + t * ad.step]);
 }
 
-__device__ __forceinline__ bool flag_at(const void* p, DType dt, int64_t off) {
-  switch (dt) {
-    case DType::Bool:
-    case DType::UInt8:
-    case DType::Int8: return static_cast<const int8_t*>(p)[off] != 0;
-    case DType::Int32: return static_cast<const int32_t*>(p)[off] != 0;
-    case DType::Int64: return static_cast<const int64_t*>(p)[off] != 0;
-    case DType::Float32: return static_cast<const float*>(p)[off] != 0.0f;
-    case DType::Float64: return static_cast<const double*>(p)[off] != 0.0;
-    default: return true;
-  }
-}
+using math::flag_at;
 
 // ---- 1. row statistics -----------------------------------------------------------------------------
 
@@ -422,8 +415,8 @@ __global__ void __launch_bounds__(kRowThreads) select_count_kernel(const Args a)
 template <class T>
 __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   using C = typename Compute<T>::type;
-  constexpr int kS = 20;  // sums: see `v` below
-  __shared__ double smem_raw[kS * 32];
+  using Sums = math::MetricSums<C>;
+  __shared__ double smem_raw[Sums::kNumSums * 32];
   __shared__ C bcast[3];
   C* smem = reinterpret_cast<C*>(smem_raw);
   const LossSpec& s = a.s;
@@ -462,11 +455,9 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   ti.keep = keep ? C(1) : C(0);
   const C abar = static_cast<C>(st[kAbar]);
 
-  // sums: φ, ∂/∂u, ω_u, ∂/∂⟨H⟩, H, low, high, region, verl, dual, wclip, ratio, kl, ppo_kl, IS, n_IS,
-  // row low, row high, VESPO φ_γ at the row's first token, H of the tokens the entropy rule keeps
-  C v[kS] = {};
-  C mins[2] = {C(INFINITY), C(INFINITY)};    // ratio, IS
-  C maxs[2] = {C(-INFINITY), C(-INFINITY)};  // ratio, IS
+  // sums: φ, ∂/∂u, ω_u, ∂/∂⟨H⟩, H of the tokens the entropy rule keeps; and the metric sums
+  C v[5] = {};
+  Sums ms = Sums::zero();
   unsigned long long bad = kNoError;
   for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
     if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) {
@@ -514,60 +505,24 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     if (om) om[aom.base + t * aom.step] = from_c<T>(c * o.omega_direct);
     if (pt) pt[apt.base + t * apt.step] = from_c<T>(o.phi);
     if (gh) gh[agh.base + t * agh.step] = from_c<T>(s.entropy_coef != 0.0 && hk ? -C(s.entropy_coef) * cH : C(0));
-    v[4] += h;
-    if (hk) v[19] += h;
-    if (f.use_is && !f.vespo) {
-      v[14] += wis;
-      v[15] += C(1);
-      mins[1] = wis < mins[1] ? wis : mins[1];
-      maxs[1] = wis > maxs[1] ? wis : maxs[1];
-    }
-    if (!a.per_row_ratio || t == first) {
-      v[5] += o.flags.low;
-      v[6] += o.flags.high;
-      v[7] += (o.flags.low || o.flags.high);
-      v[8] += o.flags.verl;
-      v[9] += o.flags.dual;
-      v[10] += o.weight_clipped;
-      v[11] += o.ratio;
-      mins[0] = o.ratio < mins[0] ? o.ratio : mins[0];
-      maxs[0] = o.ratio > maxs[0] ? o.ratio : maxs[0];
-    }
-    if (f.vespo && t == first) v[18] += ti.row_w_is;
-    v[16] += o.flags.low;
-    v[17] += o.flags.high;
-    v[12] += o.kl;
-    v[13] += ti.old_logp - ti.logp;
+    if (hk) v[4] += h;
+    if (f.use_is && !f.vespo) ms.add_is_weight(wis);
+    ms.add_token(o, !a.per_row_ratio || t == first, ti.logp, ti.old_logp, h);
+    if (f.vespo && t == first) ms.add_row_weight(ti.row_w_is);
   }
   if (a.status && bad != kNoError) atomicMin(&a.status[0], bad);
   block_reduce(v, smem, Sum{}, C(0));
-  block_reduce(mins, smem, Min{}, C(INFINITY));
-  block_reduce(maxs, smem, Max{}, C(-INFINITY));
+  block_reduce(ms.sum, smem, Sum{}, C(0));
+  block_reduce(ms.min, smem, Min{}, C(INFINITY));
+  block_reduce(ms.max, smem, Max{}, C(-INFINITY));
   if (threadIdx.x == 0) {
-    double* o = a.acc + i * kNumAcc;
+    RowResult& o = a.acc[i];
     // the row's loss, entropy bonus included (cH: the policy coefficient or TRL's local one)
-    o[aLoss] = st[kC] * static_cast<double>(v[0]) -
-               (s.entropy_coef != 0.0 ? s.entropy_coef * cH_d * static_cast<double>(v[19]) : 0.0);
-    o[aEnt] = static_cast<double>(v[4]);
-    o[aN] = L;
-    o[aLow] = v[5];
-    o[aHigh] = v[6];
-    o[aRegion] = v[7];
-    o[aVerl] = v[8];
-    o[aDual] = v[9];
-    o[aWclip] = v[10];
-    o[aRatioSum] = v[11];
-    o[aRatioMin] = mins[0];
-    o[aRatioMax] = maxs[0];
-    o[aKl] = v[12];
-    o[aPpoKl] = v[13];
-    o[aIsSum] = v[14];
-    o[aIsMin] = mins[1];
-    o[aIsMax] = maxs[1];
-    o[aNIs] = v[15];
-    o[aVespoPhi] = v[18];
-    o[aLowRow] = L > 0.0 ? static_cast<double>(v[16]) / L : NAN;
-    o[aHighRow] = L > 0.0 ? static_cast<double>(v[17]) / L : NAN;
+    o.loss = st[kC] * static_cast<double>(v[0]) -
+             (s.entropy_coef != 0.0 ? s.entropy_coef * cH_d * static_cast<double>(v[4]) : 0.0);
+    o.m = Metrics::zero();
+    o.m.merge(ms);
+    o.m.row_done(a.per_row_ratio);
     bcast[0] = v[1];
     bcast[1] = v[2];
     bcast[2] = v[3];
@@ -604,56 +559,22 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
 
 template <class T>
 __global__ void __launch_bounds__(kReduceThreads) finish_kernel(const Args a) {
-  constexpr int kS = 15;
-  __shared__ double smem[kS * 32];
-  double v[kS] = {};
-  double mins[3] = {INFINITY, INFINITY, INFINITY};      // ratio, IS, low_min
-  double maxs[3] = {-INFINITY, -INFINITY, -INFINITY};   // ratio, IS, high_max
+  __shared__ double smem[Metrics::kNumSums * 32];
+  double loss[1] = {0.0};
+  Metrics tot = Metrics::zero();
   for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x) {
-    const double* r = a.acc + i * kNumAcc;
-    const int fields[kS] = {aLoss, aEnt, aN, aLow, aHigh, aRegion, aVerl, aDual, aWclip, aRatioSum,
-                            aKl, aPpoKl, aIsSum, aNIs, aVespoPhi};
-#pragma unroll
-    for (int k = 0; k < kS; ++k) v[k] += r[fields[k]];
-    mins[0] = fmin(mins[0], r[aRatioMin]);
-    maxs[0] = fmax(maxs[0], r[aRatioMax]);
-    mins[1] = fmin(mins[1], r[aIsMin]);
-    maxs[1] = fmax(maxs[1], r[aIsMax]);
-    if (r[aN] > 0.0) {
-      mins[2] = fmin(mins[2], a.per_row_ratio ? r[aLow] : r[aLowRow]);
-      maxs[2] = fmax(maxs[2], a.per_row_ratio ? r[aHigh] : r[aHighRow]);
-    }
+    loss[0] += a.acc[i].loss;
+    tot.merge(a.acc[i].m);
   }
-  block_reduce(v, smem, Sum{}, 0.0);
-  block_reduce(mins, smem, Min{}, static_cast<double>(INFINITY));
-  block_reduce(maxs, smem, Max{}, static_cast<double>(-INFINITY));
+  block_reduce(loss, smem, Sum{}, 0.0);
+  block_reduce(tot.sum, smem, Sum{}, 0.0);
+  block_reduce(tot.min, smem, Min{}, static_cast<double>(INFINITY));
+  block_reduce(tot.max, smem, Max{}, static_cast<double>(-INFINITY));
   if (threadIdx.x != 0) return;
-  const double loss = v[0];
-  *static_cast<T*>(a.loss) = from_c<T>(static_cast<typename Compute<T>::type>(loss));
+  *static_cast<T*>(a.loss) = from_c<T>(static_cast<typename Compute<T>::type>(loss[0]));
   if (!a.metrics) return;
-  const double Bd = static_cast<double>(a.B);
-  const double n_tok = v[2] > 1.0 ? v[2] : 1.0;
-  const double n_flag = a.per_row_ratio ? (Bd > 1.0 ? Bd : 1.0) : n_tok;
   double vals[kNumMetrics];
-  vals[kClipLowMean] = v[3] / n_flag;
-  vals[kClipHighMean] = v[4] / n_flag;
-  vals[kClipRegionMean] = v[5] / n_flag;
-  vals[kClipLowMin] = mins[2];
-  vals[kClipHighMax] = maxs[2];
-  vals[kPgClipfrac] = v[6] / n_flag;
-  vals[kPgClipfracLower] = v[7] / n_flag;
-  vals[kCispoClipRatio] = v[8] / n_flag;
-  vals[kWeightClipfrac] = v[8] / n_flag;
-  vals[kRatioMin] = mins[0];
-  vals[kRatioMean] = v[9] / n_flag;
-  vals[kRatioMax] = maxs[0];
-  vals[kPpoKl] = v[11] / n_tok;
-  vals[kKl] = v[10] / n_tok;
-  vals[kEntropy] = v[1] / n_tok;
-  vals[kIsMin] = mins[1];
-  vals[kIsMean] = v[12] / (v[13] > 1.0 ? v[13] : 1.0);
-  vals[kIsMax] = maxs[1];
-  vals[kVespoPhi] = v[14] / (Bd > 1.0 ? Bd : 1.0);
+  tot.finish(a.per_row_ratio, a.B, vals);
   for (int k = 0; k < a.n_metrics; ++k) a.metrics[k * a.metrics_s] = vals[a.metric_ids[k]];
 }
 
@@ -800,8 +721,7 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
   a.pt = out_arr(out.per_token);
   a.om = out_arr(out.weights);
   a.loss = out.loss.data;
-  a.per_row_ratio = spec.surrogate == Surrogate::GeoMean || spec.ratio == RatioLevel::Sequence ||
-                    spec.ratio == RatioLevel::SequenceSum;
+  a.per_row_ratio = math::ratio_metrics_per_row(spec);
   if (out.metrics.defined()) {
     a.metrics = out.metrics.ptr<double>();
     a.metrics_s = out.metrics.strides[0];
@@ -813,8 +733,8 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
   }
   double* w = ws.ptr<double>();
   a.st = w;
-  a.acc = w + a.B * kNumStat;
-  a.glob = a.acc + a.B * kNumAcc;
+  a.acc = reinterpret_cast<RowResult*>(w + a.B * kNumStat);
+  a.glob = w + a.B * (kNumStat + kNumAcc);
   if (spec.top_entropy_quantile < 1.0)  // check_loss_args made entropies required
     a.esel = reinterpret_cast<SelectState*>(a.glob + kNumGlobal);
 

@@ -9,13 +9,13 @@
 // advantage (min(r, clip r) for PPO, the soft gate for SAPO, sg(w)·log π for CISPO/GPG/...), w the
 // layout-independent weight rule (masks, keep flags, token weights, IS weights), reg the regulariser
 // (β·KL, GTPO's entropy term, DRO's quadratic, KL-Cov's penalty). The aggregation multiplies φ by a
-// per-row coefficient c_i; the loss is Σ_i c_i Σ_t φ_{i,t} (design §4: loss = −J, to minimise).
+// per-row coefficient c_i; the loss is Σ_i c_i Σ_t φ_{i,t} (loss = −J, to minimise).
 //
 // Gradients: every quantity depends on log π_{i,t} directly and/or through one per-row scalar u_i (the
 // sequence log-ratio of GSPO/GCPO), so each function returns ∂/∂(direct) and ∂/∂u separately; the
 // engine distributes Σ_t ∂φ/∂u_i over the row with ∂u_i/∂log π_{i,t} (1/L_i or 1).
 //
-// A kernel uses it as cpp/src/loss.cpp does: per row, (A) u_i = row_log_ratio_scale(L_i) ·
+// A kernel uses it as cpp/src/loss_engine.cpp does: per row, (A) u_i = row_log_ratio_scale(L_i) ·
 // Σ_t row_log_ratio_term(...).v and the other row statistics; between rows, the aggregation
 // coefficients c_i; per token, (B) TokenOut o = token_term(spec, in), grad = c_i·o.d_logp,
 // ω = c_i·o.omega_direct, and per row Σ c_i·o.d_u (Σ c_i·o.omega_u), added to every valid token
@@ -104,31 +104,6 @@ GRPOKIT_HD ValueGrad<C> ratio_from_log(C x, C lo, C hi) {
   const C r = exp(inside ? x : clampv(x, lo, hi));
   return {r, inside ? r : C(0)};
 }
-
-// exp for float without libm calls, written so compilers vectorise it (Cephes' expf: x = n·ln2 + f,
-// a degree-6 polynomial for e^f, 2^n from the exponent bits). Max relative error ≈ 2 ulp on
-// [−87, 88]; inputs outside are clamped (e^−87 ≈ 1.6e−38, e^88 ≈ 1.7e38). Double uses exp().
-GRPOKIT_HD float exp_vec(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float t = x * 1.44269504088896341f;
-  const int n = static_cast<int>(t + (t >= 0.0f ? 0.5f : -0.5f));
-  const float nf = static_cast<float>(n);
-  const float f = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * f + 1.3981999507e-3f;
-  p = p * f + 8.3334519073e-3f;
-  p = p * f + 4.1665795894e-2f;
-  p = p * f + 1.6666665459e-1f;
-  p = p * f + 5.0000001201e-1f;
-  p = p * f * f + f + 1.0f;
-  union {
-    int i;
-    float v;
-  } scale;
-  scale.i = (n + 127) << 23;
-  return p * scale.v;
-}
-GRPOKIT_HD double exp_vec(double x) { return exp(x); }
 
 // ---- surrogates -------------------------------------------------------------------------------
 
