@@ -242,10 +242,11 @@ void fast_token_row(const Call& k, int64_t i, const RowStats& r, RowResult& a) {
   const T* lp = k.in.logp.ptr<const T>() + i * k.in.logp.strides[0];
   // on-policy: old = logp itself (the log-ratio is then exactly 0)
   const T* old = k.in.old_logp.defined() ? k.in.old_logp.ptr<const T>() + i * k.in.old_logp.strides[0] : lp;
+  const T* ref = k.in.ref_logp.defined() ? k.in.ref_logp.ptr<const T>() + i * k.in.ref_logp.strides[0] : nullptr;
   T* g = k.out.grad_logp.ptr<T>() + i * k.out.grad_logp.strides[0];
-  const uint8_t* m = k.in.mask.defined() ? static_cast<const uint8_t*>(k.in.mask.data) + i * k.in.mask.strides[0]
-                                         : nullptr;
-  fast_row<T>(k.s, lp, old, m, A, static_cast<T>(r.c), k.L.T, r.L, g, a);
+  thread_local std::vector<uint8_t> buf;
+  const uint8_t* m = mask_of(k, i, buf);
+  fast_row<T>(k.s, lp, old, ref, m, A, static_cast<T>(r.c), k.L.T, r.L, g, a);
   if (!std::isfinite(A) && r.L > 0) {  // reported before any per-token value
     a.err_pos = -1;
     a.fail(0, "advantages", static_cast<double>(A));

@@ -31,15 +31,17 @@ struct RowResult {
   }
 };
 
-// Whether the call runs the fast row loop: token ratio, one advantage per row, no per-token extras
-// (reference KL, entropies, sampler IS, masks beyond the token mask), unit-stride rows, byte masks,
-// no per-token or weight outputs.
+// Whether the call runs the fast row loops: padded rows, token ratio, one advantage per row, unit-stride
+// log-prob rows, no per-token inputs beyond the mask and ref_logp (entropies, sampler IS, keep flags,
+// token weights, selections), no per-token outputs but the gradient; any surrogate but GeoMean, any
+// weight rule but DppoKl and Vespo, any KL estimator, DRO.
 bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row);
 
 // One padded row on the fast path: writes g (0 at padding) and the row's loss and metric sums.
-// m: the row's mask bytes (nullptr: every token valid); n_valid: its valid tokens (pass A).
+// ref: ref_logp's row (read when the spec has a KL term); m: the row's mask bytes (nullptr: every
+// token valid); n_valid: its valid tokens (pass A).
 template <class C>
-void fast_row(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C A, C c, int64_t len,
+void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c, int64_t len,
               int64_t n_valid, C* g, RowResult& a);
 
 }  // namespace loss_cpu

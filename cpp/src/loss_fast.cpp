@@ -6,9 +6,11 @@
 // GCC needs two things to vectorise these loops: the function out of line (inlined into the OpenMP
 // region it is not vectorised) and -fno-trapping-math on this file (CMakeLists.txt; GCC's default
 // -ftrapping-math keeps it from if-converting float comparisons; grpokit never relies on FP traps).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "cpu_kernels.hpp"
 #include "grpokit/math/loss.hpp"
@@ -22,16 +24,15 @@ namespace {
 constexpr double kInf = INFINITY;
 using Sums = math::MetricSums<double>;
 
-// The first valid position whose logp or old_logp is not finite (the fast loops only detect that one exists).
+// The first valid position whose logp, old_logp or ref_logp (when given) is not finite, named as the
+// general loop names it (the fast loops only detect that one exists). m: nullptr = every token valid.
 template <class C>
-void first_bad_position(const C* lp, const C* old, const uint8_t* m, bool masked, int64_t len, RowResult& a) {
+void first_bad_position(const C* lp, const C* old, const C* ref, const uint8_t* m, int64_t len, RowResult& a) {
   for (int64_t t = 0; t < len; ++t) {
-    if (masked && m[t] == 0) continue;
-    const C l = lp[t], o = old[t];
-    if (!std::isfinite(l) || !std::isfinite(o)) {
-      a.fail(t, std::isfinite(l) ? "old_logp" : "logp", static_cast<double>(std::isfinite(l) ? o : l));
-      return;
-    }
+    if (m && m[t] == 0) continue;
+    if (!std::isfinite(lp[t])) return a.fail(t, "logp", static_cast<double>(lp[t]));
+    if (!std::isfinite(old[t])) return a.fail(t, "old_logp", static_cast<double>(old[t]));
+    if (ref && !std::isfinite(ref[t])) return a.fail(t, "ref_logp", static_cast<double>(ref[t]));
   }
 }
 
@@ -119,45 +120,64 @@ void fast_row_interval(const LossSpec& s, const C* lp, const C* old, const uint8
     ms.max[Sums::xRatioMax] = sums.rmax;
   }
   ms.row_done(false);
-  if (sums.bad) first_bad_position(lp, old, m, MASKED, len, a);
+  if (sums.bad) first_bad_position<C>(lp, old, nullptr, MASKED ? m : nullptr, len, a);
 }
 
+// cpu::exp_vec as the exp policy of the math/ formulas (math::StdExp): libm's exp is a call the
+// vectoriser cannot widen.
+struct VecExp {
+  template <class C>
+  static C exp(C x) {
+    return cpu::exp_vec(x);
+  }
+};
+
+// An integer as wide as C: the mask compared at the width of the values (GCC 12 vectorises no
+// `omp simd` loop of a target_clones function that mixes byte-wide and float-wide conditions).
+template <class C>
+using LaneInt = std::conditional_t<sizeof(C) == 4, int32_t, int64_t>;
+
+// One row of the token-ratio rules with a constant advantage: the surrogate SUR (and its weight rule
+// LW for Surrogate::Logp), the KL estimator KL (None: no KL term) fixed at compile time, so that
+// every rule's math/ formula inlines to selects and the loop vectorises. valid: the row's mask as
+// LaneInt (m: the same as bytes, nullptr when the call has none); ref: ref_logp (read when KL != None).
+//
 // Each loop is cloned for AVX-512 and AVX2 (GRPOKIT_CPU_CLONES, picked when the library loads): at SSE
-// width the twelve row sums spill registers (measured 5.2 → 1.3 ns/token with AVX-512 at 64×2048).
-template <class C, Surrogate SUR, bool MASKED>
+// width the row sums spill registers (measured 5.2 → 1.3 ns/token with AVX-512 at 64×2048).
+template <class C, Surrogate SUR, LogpWeight LW, KlEstimator KL>
 GRPOKIT_CPU_CLONES
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-void surrogate_row(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C A, C c, int64_t len, C* g,
-              RowResult& a) {
+void vector_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, const LaneInt<C>* valid,
+                C A, C c, int64_t len, C* g, RowResult& a) {
   const C lo = static_cast<C>(s.log_ratio_min), hi = static_cast<C>(s.log_ratio_max);
   const C el = static_cast<C>(s.epsilon_low), eh = static_cast<C>(s.epsilon_high);
   const C delta = static_cast<C>(s.delta), dual_c = static_cast<C>(s.clip_ratio_c);
   const C tp = static_cast<C>(s.sapo_temperature_pos), tn = static_cast<C>(s.sapo_temperature_neg);
-  const LogpWeight lw = s.logp_weight;
+  const C beta = static_cast<C>(s.beta), klc = static_cast<C>(s.kl_log_clamp), kvc = static_cast<C>(s.kl_value_clamp);
+  const bool kl_st = s.kl_straight_through, kl_is = s.kl_is_corrected;
+  const C dro = static_cast<C>(s.dro_beta);
+  const bool has_dro = s.dro_beta != 0.0;
   // Every lane quantity is of type C (flags as 0/1 values): mixed widths stop the vectoriser.
   // Row sums are accumulated in C per lane; a row is at most a few 10^4 tokens.
-  C sum_phi = 0, ratio_sum = 0, ppo_kl = 0, n = 0, low = 0, high = 0, verl = 0, dual = 0, wclip = 0, bad = 0;
+  C sum_phi = 0, ratio_sum = 0, ppo_kl = 0, n = 0, low = 0, high = 0, verl = 0, dual = 0, wclip = 0;
+  C kl_sum = 0, ref_check = 0;
   C rmin = C(INFINITY), rmax = -C(INFINITY);
-#pragma omp simd reduction(+ : sum_phi, ratio_sum, ppo_kl, n, low, high, verl, dual, wclip, bad) \
+#pragma omp simd reduction(+ : sum_phi, ratio_sum, ppo_kl, n, low, high, verl, dual, wclip, kl_sum, ref_check) \
     reduction(min : rmin) reduction(max : rmax)
   for (int64_t t = 0; t < len; ++t) {
     // Loads are unconditional (conditional loads stop the vectoriser); values are then selected,
     // never multiplied by the mask (padding may hold NaN).
-    bool ok = true;
-    if constexpr (MASKED) ok = m[t] != 0;
+    const bool ok = valid[t] != 0;
     const C l = lp[t], o = old[t];
     const C d = ok ? l - o : C(0);
-    bad += (ok & !((d - d == C(0)) & (l - l == C(0)))) ? C(1) : C(0);
-    const bool inside = (d >= lo) & (d <= hi);
-    const C r = cpu::exp_vec(inside ? d : (d < lo ? lo : hi));
-    const C dr = inside ? r : C(0);
-    C v, dv, dx = dr;
+    const math::ValueGrad<C> r = math::ratio_from_log<C, VecExp>(d, lo, hi);
+    C v, dv, dx = r.d;
     C f_low = 0, f_high = 0, f_verl = 0, f_dual = 0, wc = 0;
     if constexpr (SUR == Surrogate::Clip) {
       math::ClipFlags f;
-      const math::ValueGrad<C> b = math::clip_branch(r, A, el, eh, delta, dual_c, &f);
+      const math::ValueGrad<C> b = math::clip_branch(r.v, A, el, eh, delta, dual_c, &f);
       v = b.v;
       dv = b.d;
       f_low = f.low ? C(1) : C(0);
@@ -165,22 +185,38 @@ void surrogate_row(const LossSpec& s, const C* lp, const C* old, const uint8_t* 
       f_verl = f.verl ? C(1) : C(0);
       f_dual = f.dual ? C(1) : C(0);
     } else if constexpr (SUR == Surrogate::Sapo) {
-      const math::ValueGrad<C> b = math::sapo_gate(r, A, tp, tn);
+      const math::ValueGrad<C> b = math::sapo_gate<C, VecExp>(r.v, A, tp, tn);
       v = b.v;
       dv = b.d;
     } else if constexpr (SUR == Surrogate::Logp) {
       bool clipped = false;
-      const C w = math::logp_weight(lw, r, l, l, A, el, eh, C(INFINITY), &clipped);
+      const C w = math::logp_weight<C, VecExp>(LW, r.v, l, o, A, el, eh, dual_c, &clipped);
       v = w * l;
       dv = w;
       dx = C(1);
       wc = clipped ? C(1) : C(0);
     } else {
-      v = r;
+      v = r.v;
       dv = C(1);
     }
-    g[t] = ok ? c * (-A) * dv * dx : C(0);
-    sum_phi += ok ? -A * v : C(0);
+    C phi = -A * v;
+    C gt = c * (-A) * dv * dx;
+    if constexpr (KL != KlEstimator::None) {  // β·KL (· r when IS-corrected), as math::token_term
+      const C rf = ref[t];
+      ref_check += ok ? rf - rf : C(0);  // 0, or NaN once a valid ref_logp is not finite
+      const math::ValueGrad<C> k = math::kl_estimate<C, VecExp>(KL, l, rf, klc, kvc, kl_st);
+      const C kv = kl_is ? k.v * r.v : k.v;
+      const C kd = kl_is ? k.d * r.v + k.v * r.d : k.d;
+      phi += beta * kv;
+      gt += c * (beta * kd);
+      kl_sum += ok ? kv : C(0);
+    }
+    if (has_dro) {  // DRO: + ½β(ℓ − ℓ_old)²
+      phi += C(0.5) * dro * d * d;
+      gt += c * (dro * d);
+    }
+    g[t] = ok ? gt : C(0);
+    sum_phi += ok ? phi : C(0);
     // (`x += ok ? 1 : 0` rather than a 0/1 variable: GCC 12 then recognises the reductions)
     n += ok ? C(1) : C(0);
     low += ok ? f_low : C(0);
@@ -188,11 +224,13 @@ void surrogate_row(const LossSpec& s, const C* lp, const C* old, const uint8_t* 
     verl += ok ? f_verl : C(0);
     dual += ok ? f_dual : C(0);
     wclip += ok ? wc : C(0);
-    ratio_sum += ok ? r : C(0);
-    const C r_lo = ok ? r : C(INFINITY), r_hi = ok ? r : -C(INFINITY);  // plain min/max: vectorisable
+    ratio_sum += ok ? r.v : C(0);
+    const C r_lo = ok ? r.v : C(INFINITY), r_hi = ok ? r.v : -C(INFINITY);  // plain min/max: vectorisable
     rmin = r_lo < rmin ? r_lo : rmin;
     rmax = r_hi > rmax ? r_hi : rmax;
-    ppo_kl -= d;  // d = 0 at padding
+    // d = 0 at padding; a non-finite valid ℓ or ℓ_old makes the sum non-finite (no per-token flag: a
+    // bool of the mask's width mixed with the floats' stops GCC 12's vectoriser)
+    ppo_kl -= d;
   }
   const double nn = static_cast<double>(n);
   a.loss = static_cast<double>(c) * static_cast<double>(sum_phi);
@@ -206,28 +244,54 @@ void surrogate_row(const LossSpec& s, const C* lp, const C* old, const uint8_t* 
   ms.sum[Sums::sWclip] = wclip;
   ms.sum[Sums::sRatio] = ratio_sum;
   ms.sum[Sums::sPpoKl] = ppo_kl;
+  ms.sum[Sums::sKl] = kl_sum;
   if (nn > 0) {
     ms.min[Sums::mRatioMin] = static_cast<double>(rmin);
     ms.max[Sums::xRatioMax] = static_cast<double>(rmax);
   }
   ms.row_done(false);
-  if (bad != C(0)) first_bad_position(lp, old, m, MASKED, len, a);
+  if (!std::isfinite(ppo_kl) || !std::isfinite(ref_check))
+    first_bad_position(lp, old, KL != KlEstimator::None ? ref : nullptr, m, len, a);
 }
 
-template <class C, bool MASKED>
-void fast_row_masked(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C A, C c, int64_t len,
-                     int64_t n_valid, C* g, RowResult& a) {
-  switch (s.surrogate) {
-    case Surrogate::Clip:
-      if (s.delta == kInf && s.clip_ratio_c == kInf)  // neither δ nor the dual-clip cap
-        fast_row_interval<C, MASKED>(s, lp, old, m, A, c, len, n_valid, g, a);
-      else
-        surrogate_row<C, Surrogate::Clip, MASKED>(s, lp, old, m, A, c, len, g, a);
-      break;
-    case Surrogate::Sapo: surrogate_row<C, Surrogate::Sapo, MASKED>(s, lp, old, m, A, c, len, g, a); break;
-    case Surrogate::Logp: surrogate_row<C, Surrogate::Logp, MASKED>(s, lp, old, m, A, c, len, g, a); break;
-    default: surrogate_row<C, Surrogate::Unclipped, MASKED>(s, lp, old, m, A, c, len, g, a); break;
+// The KL estimator, then the surrogate (and weight rule), as template arguments.
+template <class C, Surrogate SUR, LogpWeight LW>
+void vector_row_kl(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m,
+                   const LaneInt<C>* valid, C A, C c, int64_t len, C* g, RowResult& a) {
+  const KlEstimator kl = s.beta != 0.0 ? s.kl : KlEstimator::None;
+  switch (kl) {
+    case KlEstimator::None: return vector_row<C, SUR, LW, KlEstimator::None>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case KlEstimator::K1: return vector_row<C, SUR, LW, KlEstimator::K1>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case KlEstimator::K2: return vector_row<C, SUR, LW, KlEstimator::K2>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case KlEstimator::K3: return vector_row<C, SUR, LW, KlEstimator::K3>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case KlEstimator::Abs: return vector_row<C, SUR, LW, KlEstimator::Abs>(s, lp, old, ref, m, valid, A, c, len, g, a);
   }
+}
+
+template <class C>
+void vector_row_rules(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m,
+                      const LaneInt<C>* valid, C A, C c, int64_t len, C* g, RowResult& a) {
+  using LW = LogpWeight;
+  constexpr LW kAny = LW::One;  // the weight rule matters to Surrogate::Logp only
+  switch (s.surrogate) {
+    case Surrogate::Clip: return vector_row_kl<C, Surrogate::Clip, kAny>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case Surrogate::Sapo: return vector_row_kl<C, Surrogate::Sapo, kAny>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case Surrogate::Logp: break;
+    default: return vector_row_kl<C, Surrogate::Unclipped, kAny>(s, lp, old, ref, m, valid, A, c, len, g, a);
+  }
+  switch (s.logp_weight) {
+    case LW::One: return vector_row_kl<C, Surrogate::Logp, LW::One>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case LW::Ratio: return vector_row_kl<C, Surrogate::Logp, LW::Ratio>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case LW::Clip: return vector_row_kl<C, Surrogate::Logp, LW::Clip>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case LW::Cap: return vector_row_kl<C, Surrogate::Logp, LW::Cap>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    default: return vector_row_kl<C, Surrogate::Logp, LW::DppoTv>(s, lp, old, ref, m, valid, A, c, len, g, a);
+  }
+}
+
+// Whether a row takes the interval form of the clip: no δ, no dual-clip cap, no KL, no DRO.
+bool interval_applies(const LossSpec& s) {
+  return s.surrogate == Surrogate::Clip && s.delta == kInf && s.clip_ratio_c == kInf &&
+         (s.kl == KlEstimator::None || s.beta == 0.0) && s.dro_beta == 0.0;
 }
 
 }  // namespace
@@ -235,34 +299,45 @@ void fast_row_masked(const LossSpec& s, const C* lp, const C* old, const uint8_t
 bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row) {
   if (s.ratio != RatioLevel::Token || !adv_row) return false;
   if (s.surrogate == Surrogate::GeoMean) return false;
-  if (s.surrogate == Surrogate::Logp && s.logp_weight != LogpWeight::One && s.logp_weight != LogpWeight::Ratio &&
-      s.logp_weight != LogpWeight::Clip && s.logp_weight != LogpWeight::Cap)
+  if (s.surrogate == Surrogate::Logp && (s.logp_weight == LogpWeight::DppoKl || s.logp_weight == LogpWeight::Vespo))
     return false;
-  if ((s.kl != KlEstimator::None && s.beta != 0.0) || s.dro_beta != 0.0 || s.selection != Selection::None)
-    return false;
+  if (s.selection != Selection::None || (s.gtpo_entropy && s.beta != 0.0)) return false;
   if (!std::isnan(s.off_policy_mask_threshold) || s.prune_threshold > -kInf) return false;
   if (in.entropies.defined() || in.sampling_logp.defined() || in.keep.defined() || in.token_weights.defined() ||
       in.selection.defined() || in.cu_seqlens.defined())
     return false;
   if (out.per_token.defined() || out.weights.defined() || out.grad_entropy.defined()) return false;
+  const bool kl = s.kl != KlEstimator::None && s.beta != 0.0;
   auto unit = [](const TensorView& v) { return !v.defined() || v.strides[v.ndim - 1] == 1; };
-  if (!unit(in.logp) || !unit(in.old_logp) || !unit(in.mask) || !unit(out.grad_logp)) return false;
-  return !in.mask.defined() || in.mask.dtype == DType::Bool || in.mask.dtype == DType::UInt8;
+  return unit(in.logp) && unit(in.old_logp) && unit(out.grad_logp) && (!kl || unit(in.ref_logp));
 }
 
 template <class C>
-void fast_row(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C A, C c, int64_t len,
+void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c, int64_t len,
               int64_t n_valid, C* g, RowResult& a) {
-  if (m)
-    fast_row_masked<C, true>(s, lp, old, m, A, c, len, n_valid, g, a);
-  else
-    fast_row_masked<C, false>(s, lp, old, nullptr, A, c, len, n_valid, g, a);
+  if (interval_applies(s)) {
+    if (m)
+      fast_row_interval<C, true>(s, lp, old, m, A, c, len, n_valid, g, a);
+    else
+      fast_row_interval<C, false>(s, lp, old, nullptr, A, c, len, n_valid, g, a);
+    return;
+  }
+  thread_local std::vector<LaneInt<C>> valid;  // the row's mask, converted once
+  valid.resize(static_cast<size_t>(len));
+  LaneInt<C>* v = valid.data();
+  if (m) {
+#pragma omp simd
+    for (int64_t t = 0; t < len; ++t) v[t] = m[t] != 0;
+  } else {
+    std::fill(v, v + len, LaneInt<C>(1));
+  }
+  vector_row_rules<C>(s, lp, old, ref, m, v, A, c, len, g, a);
 }
 
-template void fast_row<float>(const LossSpec&, const float*, const float*, const uint8_t*, float, float, int64_t,
-                              int64_t, float*, RowResult&);
-template void fast_row<double>(const LossSpec&, const double*, const double*, const uint8_t*, double, double,
-                               int64_t, int64_t, double*, RowResult&);
+template void fast_row<float>(const LossSpec&, const float*, const float*, const float*, const uint8_t*, float,
+                              float, int64_t, int64_t, float*, RowResult&);
+template void fast_row<double>(const LossSpec&, const double*, const double*, const double*, const uint8_t*,
+                               double, double, int64_t, int64_t, double*, RowResult&);
 
 }  // namespace loss_cpu
 }  // namespace grpokit

@@ -86,8 +86,17 @@ enum class Selection : uint8_t { None, ClipCov, KlCov };
 template <class C>
 GRPOKIT_HD C clampv(C x, C lo, C hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
+// The exp the formulas below call: the standard one unless a caller passes another policy E with a
+// static E::exp (the CPU's vectorised row loops pass one over cpu::exp_vec, cpp/src/loss_fast.cpp).
 template <class C>
-GRPOKIT_HD C sigmoid(C x) { return C(1) / (C(1) + exp(-x)); }
+GRPOKIT_HD C std_exp(C x) { return exp(x); }
+struct StdExp {
+  template <class C>
+  GRPOKIT_HD static C exp(C x) { return std_exp(x); }
+};
+
+template <class C, class E = StdExp>
+GRPOKIT_HD C sigmoid(C x) { return C(1) / (C(1) + E::exp(-x)); }
 
 // A value and its derivative with respect to one variable.
 template <class C>
@@ -98,10 +107,10 @@ struct ValueGrad {
 
 // exp of a log-ratio clamped to [−clamp, clamp] (torch.clamp semantics: zero gradient outside).
 // Returns r and dr/dx.
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD ValueGrad<C> ratio_from_log(C x, C lo, C hi) {
-  const bool inside = x >= lo && x <= hi;
-  const C r = exp(inside ? x : clampv(x, lo, hi));
+  const bool inside = (x >= lo) & (x <= hi);
+  const C r = E::exp(inside ? x : clampv(x, lo, hi));
   return {r, inside ? r : C(0)};
 }
 
@@ -161,10 +170,10 @@ GRPOKIT_HD ClipInterval<C> clip_interval(C A, C eps_low, C eps_high) {
 }
 
 // SAPO's soft gate: v = (4/τ)·σ(τ(r − 1)), dv/dr = 4σ(1 − σ). τ = τ_pos for A > 0, τ_neg otherwise.
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD ValueGrad<C> sapo_gate(C r, C A, C tau_pos, C tau_neg) {
   const C tau = A > C(0) ? tau_pos : tau_neg;
-  const C s = sigmoid(tau * (r - C(1)));
+  const C s = sigmoid<C, E>(tau * (r - C(1)));
   return {C(4) / tau * s, C(4) * s * (C(1) - s)};
 }
 
@@ -183,9 +192,9 @@ GRPOKIT_HD C vespo_weight(C log_w, C A, C k_pos, C lambda_pos, C k_neg, C lambda
 // verl DPPO trust-region tests (p = e^ℓ). Total variation: A > 0 keeps p − p_old ≤ ε_high,
 // A ≤ 0 keeps p − p_old ≥ −ε_low. Binary KL b = p_old·(ℓ_old − ℓ) + (1 − p_old)·log((1−p_old+1e-8)/(1−p+1e-8)):
 // A > 0 keeps b ≤ ε_high or p ≤ p_old; A ≤ 0 keeps b ≤ ε_low or p ≥ p_old.
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
-  const C d = exp(logp) - exp(old_logp);
+  const C d = E::exp(logp) - E::exp(old_logp);
   return A > C(0) ? d <= eps_high : d >= -eps_low;
 }
 template <class C>
@@ -196,7 +205,7 @@ GRPOKIT_HD bool dppo_kl_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
 }
 
 // Detached IS weight of the log-prob surrogates (everything but Vespo, which is per row).
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD C logp_weight(LogpWeight rule, C r, C logp, C old_logp, C A, C eps_low, C eps_high,
                          C cap_c, bool* clipped) {
   bool c = false;
@@ -210,11 +219,11 @@ GRPOKIT_HD C logp_weight(LogpWeight rule, C r, C logp, C old_logp, C A, C eps_lo
       break;
     case LogpWeight::Cap:
       w = r < eps_high ? r : eps_high;
-      c = r > eps_high && A > C(0);  // TRL cispo_clip_ratio
+      c = (r > eps_high) & (A > C(0));  // TRL cispo_clip_ratio
       break;
     case LogpWeight::DppoTv:
     case LogpWeight::DppoKl: {
-      const bool ok = rule == LogpWeight::DppoTv ? dppo_tv_valid(logp, old_logp, A, eps_low, eps_high)
+      const bool ok = rule == LogpWeight::DppoTv ? dppo_tv_valid<C, E>(logp, old_logp, A, eps_low, eps_high)
                                                  : dppo_kl_valid(logp, old_logp, A, eps_low, eps_high);
       w = ok ? (r < cap_c ? r : cap_c) : C(0);
       c = !ok;
@@ -242,13 +251,13 @@ GRPOKIT_HD ValueGrad<C> geo_mean_log_ratio(C delta, C A, C eps_low, C eps_high) 
 // For k3, x = ℓ_ref − ℓ is clamped to [−log_clamp, log_clamp] and the value to [−value_clamp,
 // value_clamp] (verl: 20 and 10; TRL: none, pass +inf); clamps have zero gradient where they bind.
 // straight_through (verl's "+" suffix): the value of `est`, the gradient of k2.
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_clamp, C value_clamp,
                                     bool straight_through) {
   // verl clamps only its k3 ("low_var_kl"); the other estimators are unclamped everywhere
   if (est != KlEstimator::K3) log_clamp = value_clamp = C(INFINITY);
   const C x_raw = ref_logp - logp;
-  const bool x_free = x_raw >= -log_clamp && x_raw <= log_clamp;
+  const bool x_free = (x_raw >= -log_clamp) & (x_raw <= log_clamp);
   const C x = clampv(x_raw, -log_clamp, log_clamp);
   const C dx = x_free ? C(-1) : C(0);  // dx/dℓ
   ValueGrad<C> k{C(0), C(0)};
@@ -257,14 +266,17 @@ GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_c
     case KlEstimator::K1: k = {-x, -dx}; break;                              // ℓ − ℓ_ref
     case KlEstimator::K2: k = {C(0.5) * x * x, x * dx}; break;               // ½(ℓ − ℓ_ref)²
     case KlEstimator::K3: {                                                  // e^x − x − 1
-      const C e = exp(x);
+      const C e = E::exp(x);
       k = {e - x - C(1), (e - C(1)) * dx};
       break;
     }
     case KlEstimator::Abs: k = {x < C(0) ? -x : x, (x < C(0) ? C(-1) : C(1)) * dx}; break;
   }
-  if (!(k.v >= -value_clamp && k.v <= value_clamp)) k = {clampv(k.v, -value_clamp, value_clamp), C(0)};
-  if (straight_through) k.d = (logp - ref_logp);  // ∂/∂ℓ of ½(ℓ − ℓ_ref)², unclamped
+  // selects, not branches: the CPU's row loops vectorise this
+  const bool v_free = (k.v >= -value_clamp) & (k.v <= value_clamp);
+  const C d = v_free ? k.d : C(0);
+  k.v = v_free ? k.v : clampv(k.v, -value_clamp, value_clamp);
+  k.d = straight_through ? (logp - ref_logp) : d;  // ∂/∂ℓ of ½(ℓ − ℓ_ref)², unclamped
   return k;
 }
 
