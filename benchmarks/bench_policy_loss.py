@@ -26,9 +26,8 @@ import statistics
 import time
 import tracemalloc
 
-import numpy as np
-
 import grpokit
+import numpy as np
 from grpokit._presets import resolve
 
 

@@ -15,10 +15,9 @@ import os
 import subprocess
 import sys
 
+import grpokit
 import numpy as np
 import pytest
-
-import grpokit
 
 # (preset, overrides): the interval clip, the general clip (δ, dual-clip), the other fast surrogates,
 # and the log-ratio clamp
@@ -108,7 +107,7 @@ def test_fast_loops_match_the_general_path(name, overrides, dtype):
 def test_fast_loops_read_masks_of_any_dtype(mask_dtype):
     for name, overrides in (("trl.dapo", {}), ("trl.grpo", {"beta": 0.04}), ("trl.sapo", {})):
         for T in (7, 33):
-            fast, general, mask = both_paths(name, overrides, T, np.float32, mask_dtype)
+            fast, general, _ = both_paths(name, overrides, T, np.float32, mask_dtype)
             want, _, _ = both_paths(name, overrides, T, np.float32)
             np.testing.assert_allclose(fast.grad_logp, general.grad_logp, rtol=2e-6,
                                        atol=2e-6 * np.abs(general.grad_logp).max())
