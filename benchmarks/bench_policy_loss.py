@@ -3,6 +3,7 @@ TRL writes it, with the machine's memory bandwidth measured (CPU) or queried (GP
 
     python benchmarks/bench_policy_loss.py [--shapes 64x2048,256x4096] [--threads N] [--append]
     python benchmarks/bench_policy_loss.py --device cuda [--tokens 16:25] [--dtypes float32,bfloat16] [--append]
+    python benchmarks/bench_policy_loss.py --matrix [--shapes ...] [--presets ...] [--threads N]  (--quick: a check)
 
 GPU (--device cuda): see run_gpu() below.
 
@@ -25,9 +26,9 @@ import statistics
 import time
 import tracemalloc
 
-import numpy as np
-
 import grpokit
+import numpy as np
+from grpokit._presets import resolve
 
 
 def median_time(fn, repeat):
@@ -96,7 +97,7 @@ def run(B, T, threads, repeat):
     ours()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    row_state = B * 2 * 160  # RowStats + RowAcc per row (bytes, upper bound)
+    row_state = B * 2 * 160  # RowStats + RowResult per row (bytes, upper bound)
     moved = B * T * (4 + 4 + 1 + 4) + B * 4
     return dict(t_torch=t_torch, t_ours=t_ours, moved=moved, peak=peak + row_state,
                 grad_bytes=B * T * 4)
@@ -279,6 +280,182 @@ def main_gpu(args):
             fh.write("\n" + text)
 
 
+# ---- the preset matrix (--matrix) -------------------------------------------------------------------
+#
+# Every preset × beta ∈ {0, 0.04} × shape, grpokit against PyTorch eager and torch.compile of the same
+# preset written as TRL / verl write it (whole-array torch: ratio, surrogate, KL, masked aggregation,
+# then autograd), one thread and all threads, interleaved in one run; ns per token (B·T) and torch /
+# grpokit ratios. The torch formulation is built from the preset's own rule row for the rules peers
+# write as whole-array code (token / sequence / sequence-token / sequence-sum ratios, clip with δ and
+# dual clip, SAPO, log-π surrogates with the one / ratio / clip / cap weights, the KL estimators, every
+# aggregation); a preset that also needs other inputs or rules (sampler IS, entropies, selections,
+# OPSM, CPPO, VESPO, DPPO, GMPO, GTPO, DRO) is timed for grpokit only and shows n/a for torch. Parity
+# with the torch loss and gradient is asserted before timing. --quick: two small shapes, four presets.
+
+QUICK_PRESETS = ["trl.grpo", "trl.dapo", "verl.vanilla", "paper.gspo"]
+
+
+def torch_supported(f):
+    """Whether the whole-array torch formulation below covers this rule row with plain inputs."""
+    surrogate_ok = f["surrogate"] in ("clip", "unclipped", "sapo") or (
+        f["surrogate"] == "logp" and f["logp_weight"] in ("one", "ratio", "clip", "cap"))
+    no_opsm = f["off_policy_mask_threshold"] != f["off_policy_mask_threshold"]  # NaN: off
+    extras_off = (f["selection"] == "none" and not f["gtpo_entropy"] and f["top_entropy_quantile"] >= 1.0
+                  and f["prune_threshold"] == -np.inf and f["dro_beta"] == 0.0 and f["entropy_coef"] == 0.0)
+    return surrogate_ok and no_opsm and extras_off  # the sampler IS needs sampling_logp: not passed here
+
+
+def torch_loss(torch, f, lp, old, A, mask, ref):
+    """The preset's loss, gradient and ratio / clip metrics, as whole-array torch (TRL / verl style)."""
+    x = lp.detach().requires_grad_(True)
+    m = mask
+    L = m.sum(-1).clamp(min=1.0)
+    d = (x - old).clamp(f["log_ratio_min"], f["log_ratio_max"])
+    if f["ratio"] == "token":
+        r = torch.exp(d)
+    else:
+        s = (d * m).sum(-1, keepdim=True)
+        u = s if f["ratio"] == "sequence_sum" else s / L.unsqueeze(-1)
+        if f["ratio"] == "sequence_token":  # value s_i, gradient s_i·∇ℓ_t
+            r = torch.exp(u.detach() + x - x.detach())
+        else:
+            r = torch.exp(u).expand_as(x)
+    a = A.unsqueeze(-1)
+    el, eh = f["epsilon_low"], f["epsilon_high"]
+    metrics = {}
+    if f["surrogate"] == "clip":
+        rt = torch.clamp(r, max=f["delta"])
+        rc = torch.clamp(r, 1 - el, 1 + eh)
+        pg = -torch.min(rt * a, rc * a)
+        if f["clip_ratio_c"] != np.inf:  # verl's dual clip for A < 0
+            pg = torch.where(a < 0, torch.min(pg, -a * f["clip_ratio_c"]), pg)
+        with torch.no_grad():
+            low = ((r < 1 - el) & (a < 0)).float()
+            high = ((r > 1 + eh) & (a > 0)).float()
+            n = m.sum()
+            metrics["clip_low"] = (low * m).sum() / n
+            metrics["clip_high"] = (high * m).sum() / n
+    elif f["surrogate"] == "sapo":
+        tau = torch.where(a > 0, torch.tensor(f["sapo_temperature_pos"]), torch.tensor(f["sapo_temperature_neg"]))
+        pg = -a * 4.0 / tau * torch.sigmoid(tau * (r - 1.0))
+    elif f["surrogate"] == "logp":
+        w = {"one": torch.ones_like(r), "ratio": r, "clip": torch.clamp(r, 1 - el, 1 + eh),
+             "cap": torch.clamp(r, max=eh)}[f["logp_weight"]].detach()
+        pg = -a * w * x
+    else:
+        pg = -a * r
+    phi = pg
+    if f["kl"] != "none" and f["beta"] != 0.0:
+        lc = f["kl_log_clamp"] if f["kl"] == "k3" else np.inf
+        z = (ref - x).clamp(-lc, lc)
+        k = {"k1": -z, "k2": 0.5 * z * z, "k3": torch.exp(z) - z - 1.0, "abs": z.abs()}[f["kl"]]
+        if f["kl"] == "k3" and f["kl_value_clamp"] != np.inf:
+            k = k.clamp(-f["kl_value_clamp"], f["kl_value_clamp"])
+        if f["kl_is_corrected"]:
+            k = k * r
+        phi = phi + f["beta"] * k
+        with torch.no_grad():
+            metrics["kl"] = (k * m).sum() / m.sum()
+    agg = f["aggregation"]
+    B = float(m.shape[0])
+    scale = f["dp_size"] / (f["gradient_accumulation_steps"] if f["divide_by_ga"] else 1.0)
+    if agg == "token_mean":
+        loss = (phi * m).sum() / m.sum().clamp(min=1.0)
+    elif agg == "token_sum":
+        loss = (phi * m).sum()
+    elif agg == "seq_mean_token_mean":
+        loss = ((phi * m).sum(-1) / L).sum() / B
+    elif agg == "seq_mean_token_sum":
+        loss = (phi * m).sum() / B
+    else:
+        C = f["max_completion_length"] if f["max_completion_length"] > 0 else float(m.shape[1])
+        loss = (phi * m).sum() / (B * C)
+    loss = loss * scale
+    loss.backward()
+    with torch.no_grad():
+        rm = r.detach()
+        metrics["ratio_mean"] = (rm * m).sum() / m.sum()
+        metrics["ratio_min"] = torch.where(m > 0, rm, torch.inf).min()
+        metrics["ratio_max"] = torch.where(m > 0, rm, -torch.inf).max()
+    return loss, x.grad, metrics
+
+
+def inputs(B, T, seed=0):
+    rng = np.random.default_rng(seed)
+    lp = np.log(rng.uniform(0.05, 0.95, size=(B, T))).astype(np.float32)
+    old = (lp + rng.normal(0, 0.1, size=(B, T))).astype(np.float32)
+    ref = (lp + rng.normal(0, 0.1, size=(B, T))).astype(np.float32)
+    A = rng.normal(size=B).astype(np.float32)
+    mask = np.arange(T)[None, :] < rng.integers(T // 2, T + 1, size=B)[:, None]
+    return lp, old, ref, A, mask
+
+
+def bench_row(torch, name, beta, shape, threads, repeat, compiled_cache):
+    B, T = shape
+    f = dict(resolve(name, {"beta": beta}).engine_fields())
+    lp, old, ref, A, mask = inputs(B, T)
+    torch.set_num_threads(threads)
+
+    def ours():
+        return grpokit.policy_loss(lp, old, A, mask, spec=name, beta=beta, ref_logp=ref, num_threads=threads)
+
+    out = {"grpokit": median_time(ours, repeat), "eager": None, "compile": None}
+    if not torch_supported(f):
+        return out
+    t_lp, t_old, t_ref, t_A = (torch.from_numpy(v) for v in (lp, old, ref, A))
+    t_m = torch.from_numpy(mask.astype(np.float32))
+    r = ours()
+    loss, grad, _ = torch_loss(torch, f, t_lp, t_old, t_A, t_m, t_ref)
+    assert abs(float(r.loss) - loss.item()) <= 1e-4 * max(1.0, abs(loss.item())), (name, float(r.loss), loss.item())
+    np.testing.assert_allclose(r.grad_logp, grad.numpy(), rtol=1e-3, atol=1e-4 * float(np.abs(grad.numpy()).max()))
+    out["eager"] = median_time(lambda: torch_loss(torch, f, t_lp, t_old, t_A, t_m, t_ref), repeat)
+    key = (name, beta)
+    if key not in compiled_cache:
+        compiled_cache[key] = torch.compile(lambda *a: torch_loss(torch, f, *a), dynamic=False)
+    fn = compiled_cache[key]
+    try:
+        out["compile"] = median_time(lambda: fn(t_lp, t_old, t_A, t_m, t_ref), repeat)
+    except Exception as exc:  # noqa: BLE001 - report, don't abort the matrix
+        print(f"note: torch.compile failed for {name} beta={beta}: {type(exc).__name__}: {str(exc)[:100]}")
+    return out
+
+
+def main_matrix(args):
+    import torch
+
+    for knob in ("cache_size_limit", "recompile_limit"):  # one compiled graph per preset, beta and shape
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, 1024)
+
+    presets = [p for p in args.presets.split(",") if p] or sorted(grpokit.presets())
+    shapes = args.shapes
+    if args.quick:
+        presets = [p for p in presets if p in QUICK_PRESETS] or QUICK_PRESETS
+        shapes, args.repeat = "8x256,16x512", min(args.repeat, 2)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in shapes.split(",")]
+    thread_counts = sorted({1, args.threads})
+    print(f"### policy_loss matrix, CPU — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, grpokit {grpokit.__version__} "
+          f"({grpokit._core.cpu_simd_level()} loops), torch {torch.__version__}; float32; ns/token "
+          "(loss + gradient + metrics); ratio = torch / grpokit.\n")
+    print("| preset | beta | B×T | threads | grpokit ns/tok | eager ns/tok (×) | compile ns/tok (×) |")
+    print("|---|---|---|---|---|---|---|")
+    cache = {}
+    # interleaved: every configuration of one shape and thread count before the next
+    for shape in shapes:
+        for threads in thread_counts:
+            for name in presets:
+                for beta in (0.0, 0.04):
+                    r = bench_row(torch, name, beta, shape, threads, args.repeat, cache)
+                    n = shape[0] * shape[1]
+
+                    def cell(t, r=r, n=n):
+                        return "n/a" if t is None else f"{t / n * 1e9:.2f} ({t / r['grpokit']:.1f}×)"
+
+                    print(f"| {name} | {beta} | {shape[0]}×{shape[1]} | {threads} | {r['grpokit'] / n * 1e9:.2f} | "
+                          f"{cell(r['eager'])} | {cell(r['compile'])} |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -288,9 +465,17 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--append", action="store_true", help="append the results to benchmarks/RESULTS.md")
+    ap.add_argument("--matrix", action="store_true", help="every preset × beta × shape against eager and compile")
+    ap.add_argument("--quick", action="store_true", help="--matrix on small shapes and four presets (a check)")
+    ap.add_argument("--presets", default="", help="--matrix: comma-separated preset names (default: all)")
     args = ap.parse_args()
     if args.device == "cuda":
         return main_gpu(args)
+    if args.matrix or args.quick:
+        if args.shapes == ap.get_default("shapes"):
+            args.shapes = "64x2048,256x4096,1024x8192"
+        args.repeat = min(args.repeat, 5)
+        return main_matrix(args)
     import torch
 
     bw = stream_bandwidth(args.threads)

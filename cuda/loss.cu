@@ -39,135 +39,19 @@
 #include "common.cuh"
 #endif
 #include "grpokit/loss.hpp"
+#include "grpokit/math/flags.hpp"
 #include "grpokit/math/loss_passes.hpp"
+#include "grpokit/math/metric_sums.hpp"
 #include "grpokit/loss_metrics.hpp"
 #include "grpokit_cuda.hpp"
 #include "launch.cuh"
+#include "loss_args.cuh"
+#include "loss_select.cuh"
 #include "reduce.cuh"
 
 namespace grpokit {
 namespace cuda {
 namespace {
-
-constexpr int kRowThreads = 256;     // per-row kernels (stats, tokens)
-constexpr int kReduceThreads = 1024; // single-block kernels (counts, finish)
-constexpr unsigned long long kNoError = 0x7FFFFFFFFFFFFFFFull;
-
-// ---- workspace layout (float64) ---------------------------------------------------------------------
-
-enum StatField { kL, kU, kHbar, kAbar, kSumIsLog, kOpsmDiv, kVespoLogw, kFirst, kC, kNumStat };
-enum AccField {
-  aLoss, aEnt, aN, aLow, aHigh, aRegion, aVerl, aDual, aWclip, aRatioSum, aRatioMin, aRatioMax, aKl,
-  aPpoKl, aIsSum, aIsMin, aIsMax, aNIs, aVespoPhi, aLowRow, aHighRow, kNumAcc
-};
-enum GlobalField { gNTok, gNNonEmpty, gEntC, kNumGlobal };
-
-// ---- metrics (the CPU engine's names and definitions, mapped by name) -----------------------------------
-
-using namespace loss_metrics;
-
-// Input codes of the value checks, in the CPU engine's order of checking at one token.
-enum BadInput { bLogp, bOld, bAdv, bRef, bTw, bEnt, bSmp, kNumBad };
-
-// ---- arguments ---------------------------------------------------------------------------------------
-
-struct Arr {  // a per-token (or per-row) array: element (row offset + t·step)
-  const void* p = nullptr;
-  int64_t s0 = 0, s1 = 0;
-};
-struct OutArr {
-  void* p = nullptr;
-  int64_t s0 = 0, s1 = 0;
-};
-
-struct SelectState;  // 2b. below
-
-struct Args {
-  LossSpec s;
-  math::PassFlags f;
-  int64_t B = 0, T = 0, N = 0;  // padded: (B, T); packed: N tokens
-  bool packed = false;
-  const void* cu = nullptr;
-  bool cu64 = false;
-  int64_t cu_s = 0;
-  Arr lp, old, adv, ref, ent, smp, tw;
-  bool adv_row = false;  // advantages are (B,)
-  Arr mask, keep, sel;
-  DType mask_dt = DType::Bool, keep_dt = DType::Bool, sel_dt = DType::Bool;
-  OutArr g, gh, pt, om;
-  void* loss = nullptr;
-  double* metrics = nullptr;
-  int64_t metrics_s = 0;
-  int n_metrics = 0;
-  int metric_ids[kNumMetrics] = {};
-  bool per_row_ratio = false;  // ratio metrics count sequences (TRL)
-  double* st = nullptr;        // B × kNumStat
-  double* acc = nullptr;       // B × kNumAcc
-  double* glob = nullptr;      // kNumGlobal
-  SelectState* esel = nullptr;  // top-entropy selection (top_entropy_quantile < 1), else null
-  unsigned long long* status = nullptr;  // (4,): first bad (row, token, input), n_tok, cu_seqlens error
-};
-
-// ---- element access ------------------------------------------------------------------------------
-
-template <class T> struct Compute { using type = float; };
-template <> struct Compute<double> { using type = double; };
-
-__device__ __forceinline__ float to_c(float x) { return x; }
-__device__ __forceinline__ double to_c(double x) { return x; }
-template <class T> __device__ __forceinline__ T from_c(float v) { return static_cast<T>(v); }
-template <class T> __device__ __forceinline__ T from_c(double v) { return static_cast<T>(v); }
-#if !defined(GRPOKIT_CUDA_EMULATE) || defined(GRPOKIT_EMULATE_HALF)  // the emulator's host structs
-__device__ __forceinline__ float to_c(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_c(__half x) { return __half2float(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_c<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
-template <> __device__ __forceinline__ __half from_c<__half>(float v) { return __float2half(v); }
-#endif
-
-struct RowRange {
-  int64_t begin, len;
-};
-
-__device__ int64_t cu_at(const Args& a, int64_t k) {
-  return a.cu64 ? static_cast<const int64_t*>(a.cu)[k * a.cu_s]
-                : static_cast<int64_t>(static_cast<const int32_t*>(a.cu)[k * a.cu_s]);
-}
-
-// Row i's tokens. Packed offsets are clamped to [0, N] so bad cu_seqlens never read out of bounds
-// (the counts kernel reports them when checks are on).
-__device__ RowRange row_range(const Args& a, int64_t i) {
-  if (!a.packed) return {0, a.T};
-  int64_t b = cu_at(a, i), e = cu_at(a, i + 1);
-  b = b < 0 ? 0 : (b > a.N ? a.N : b);
-  e = e < b ? b : (e > a.N ? a.N : e);
-  return {b, e - b};
-}
-
-// Offset of token t of row i is base + t·step.
-struct RowAddr {
-  int64_t base, step;
-};
-__device__ __forceinline__ RowAddr addr(const Args& a, int64_t s0, int64_t s1, int64_t i, const RowRange& r) {
-  return a.packed ? RowAddr{r.begin * s0, s0} : RowAddr{i * s0, s1};
-}
-
-template <class T>
-__device__ __forceinline__ auto ld(const Arr& x, const RowAddr& ad, int64_t t) {
-  return to_c(static_cast<const T*>(x.p)[ad.base + t * ad.step]);
-}
-
-__device__ __forceinline__ bool flag_at(const void* p, DType dt, int64_t off) {
-  switch (dt) {
-    case DType::Bool:
-    case DType::UInt8:
-    case DType::Int8: return static_cast<const int8_t*>(p)[off] != 0;
-    case DType::Int32: return static_cast<const int32_t*>(p)[off] != 0;
-    case DType::Int64: return static_cast<const int64_t*>(p)[off] != 0;
-    case DType::Float32: return static_cast<const float*>(p)[off] != 0.0f;
-    case DType::Float64: return static_cast<const double*>(p)[off] != 0.0;
-    default: return true;
-  }
-}
 
 // ---- 1. row statistics -----------------------------------------------------------------------------
 
@@ -267,171 +151,14 @@ __global__ void __launch_bounds__(kReduceThreads) counts_kernel(const Args a) {
   }
 }
 
-// ---- 2b. top-entropy threshold (top_entropy_quantile < 1) ----------------------------------------------
-//
-// The CPU engine collects every valid token's entropy as a double, takes a = the lo-th and b = the
-// (lo+1)-th smallest (0-based, lo = ⌊q(n−1)⌋, q = 1 − top_entropy_quantile; b = a when q(n−1) is whole)
-// and keeps tokens with H ≥ lerp(a, b, q(n−1) − lo). Selection by radix over keys that order like the
-// values finds a and b exactly; the interpolation is then the same double arithmetic.
-
-constexpr int kRadixBits = 8, kRadixBins = 1 << kRadixBits;
-
-struct SelectState {  // in the workspace, after the global fields (loss_workspace_size counts it)
-  unsigned long long hist[2][kRadixBins];  // this pass's digit counts (zeroed after each pick)
-  unsigned long long prefix[2];  // key bits fixed so far of the lo-th and (lo+1)-th smallest
-  unsigned long long rank[2];    // their rank among the keys that share that prefix
-  unsigned long long n_kept;     // valid tokens with H ≥ threshold
-  double frac;                   // q(n−1) − lo
-  double threshold;
-  int targets;                   // 0: no valid token (threshold −inf), 1: q(n−1) whole, 2
-};
-constexpr int64_t kSelectDoubles = (sizeof(SelectState) + sizeof(double) - 1) / sizeof(double);
-
-// Keys: x < y ⇔ key(x) < key(y) for non-NaN values; −0 is folded into +0 (they compare equal).
-template <class C> struct RadixKey;
-template <> struct RadixKey<float> {
-  static constexpr int kBits = 32;
-  __device__ static unsigned long long of(float x) {
-    if (x == 0.0f) x = 0.0f;
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  }
-  __device__ static double value(unsigned long long k) {
-    const uint32_t k32 = static_cast<uint32_t>(k);
-    const uint32_t u = (k32 & 0x80000000u) ? (k32 & 0x7FFFFFFFu) : ~k32;
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return static_cast<double>(x);
-  }
-};
-template <> struct RadixKey<double> {
-  static constexpr int kBits = 64;
-  __device__ static unsigned long long of(double x) {
-    if (x == 0.0) x = 0.0;
-    unsigned long long u;
-    memcpy(&u, &x, sizeof u);
-    return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
-  }
-  __device__ static double value(unsigned long long k) {
-    const unsigned long long u = (k & 0x8000000000000000ull) ? (k & 0x7FFFFFFFFFFFFFFFull) : ~k;
-    double x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-  }
-};
-
-__device__ __forceinline__ unsigned long long high_bits(unsigned long long k, int shift) {
-  return shift >= 64 ? 0ull : k >> shift;
-}
-
-// One block: the ranks from the call's valid-token count (counts_kernel's n_tok).
-__global__ void __launch_bounds__(kReduceThreads) select_init_kernel(const Args a) {
-  SelectState* sel = a.esel;
-  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x) sel->hist[k / kRadixBins][k % kRadixBins] = 0ull;
-  if (threadIdx.x != 0) return;
-  const double n = a.glob[gNTok];
-  sel->prefix[0] = sel->prefix[1] = 0ull;
-  sel->n_kept = 0ull;
-  sel->threshold = -INFINITY;
-  sel->targets = 0;
-  if (!(n >= 1.0)) return;
-  const math::QuantilePosition qp = math::quantile_position(1.0 - a.s.top_entropy_quantile, static_cast<int64_t>(n));
-  sel->frac = qp.frac;
-  sel->targets = qp.hi == qp.lo ? 1 : 2;
-  sel->rank[0] = static_cast<unsigned long long>(qp.lo);
-  sel->rank[1] = static_cast<unsigned long long>(qp.lo) + 1ull;
-}
-
-// Grid = B rows: histogram of digit `pass` (from the top) of the keys matching each target's prefix.
-template <class T>
-__global__ void __launch_bounds__(kRowThreads) select_hist_kernel(const Args a, int pass) {
-  using C = typename Compute<T>::type;
-  using K = RadixKey<C>;
-  const SelectState* sel = a.esel;
-  if (sel->targets == 0) return;
-  __shared__ unsigned int h[2][kRadixBins];
-  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x) h[k / kRadixBins][k % kRadixBins] = 0u;
-  __syncthreads();
-  const int shift = K::kBits - kRadixBits * (pass + 1);  // this digit's lowest bit
-  const bool split = sel->targets == 2 && sel->prefix[0] != sel->prefix[1];  // the targets' paths differ
-  const unsigned long long p0 = high_bits(sel->prefix[0], shift + kRadixBits);
-  const unsigned long long p1 = high_bits(sel->prefix[1], shift + kRadixBits);
-  const int64_t i = blockIdx.x;
-  const RowRange rr = row_range(a, i);
-  const RowAddr am = addr(a, a.mask.s0, a.mask.s1, i, rr), ae = addr(a, a.ent.s0, a.ent.s1, i, rr);
-  for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
-    if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) continue;
-    const unsigned long long key = K::of(C(ld<T>(a.ent, ae, t)));
-    const unsigned long long top = high_bits(key, shift + kRadixBits);
-    const unsigned digit = static_cast<unsigned>((key >> shift) & (kRadixBins - 1));
-    if (top == p0) atomicAdd(&h[0][digit], 1u);
-    if (split && top == p1) atomicAdd(&h[1][digit], 1u);
-  }
-  __syncthreads();
-  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x) {
-    const unsigned c = h[k / kRadixBins][k % kRadixBins];
-    if (c != 0u) atomicAdd(&a.esel->hist[k / kRadixBins][k % kRadixBins], static_cast<unsigned long long>(c));
-  }
-}
-
-// One block: each target's digit is the bucket holding its rank; after the last digit the keys are the
-// lo-th and (lo+1)-th smallest entropies themselves.
-template <class T>
-__global__ void __launch_bounds__(kReduceThreads) select_pick_kernel(const Args a, int pass) {
-  using C = typename Compute<T>::type;
-  using K = RadixKey<C>;
-  SelectState* sel = a.esel;
-  if (sel->targets == 0) return;
-  const int shift = K::kBits - kRadixBits * (pass + 1);
-  if (threadIdx.x == 0) {
-    const bool split = sel->targets == 2 && sel->prefix[0] != sel->prefix[1];
-    for (int t = 0; t < sel->targets; ++t) {
-      const unsigned long long* h = sel->hist[split ? t : 0];
-      unsigned long long r = sel->rank[t];
-      int d = 0;
-      for (; d < kRadixBins - 1 && r >= h[d]; ++d) r -= h[d];
-      sel->prefix[t] |= static_cast<unsigned long long>(d) << shift;
-      sel->rank[t] = r;
-    }
-    if (shift == 0) {
-      const double lo = K::value(sel->prefix[0]);
-      const double hi = sel->targets == 2 ? K::value(sel->prefix[1]) : lo;
-      sel->threshold = math::lerp(lo, hi, sel->frac);
-    }
-  }
-  __syncthreads();
-  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x) sel->hist[k / kRadixBins][k % kRadixBins] = 0ull;
-}
-
-__device__ __forceinline__ bool entropy_kept(const Args& a, double h) {
-  return a.esel == nullptr || h >= a.esel->threshold;
-}
-
-// Grid = B rows: the number of valid tokens kept, TRL's normaliser of the entropy bonus.
-template <class T>
-__global__ void __launch_bounds__(kRowThreads) select_count_kernel(const Args a) {
-  using C = typename Compute<T>::type;
-  __shared__ double smem[32];
-  const int64_t i = blockIdx.x;
-  const RowRange rr = row_range(a, i);
-  const RowAddr am = addr(a, a.mask.s0, a.mask.s1, i, rr), ae = addr(a, a.ent.s0, a.ent.s1, i, rr);
-  double c[1] = {0.0};
-  for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
-    if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) continue;
-    c[0] += entropy_kept(a, static_cast<double>(C(ld<T>(a.ent, ae, t)))) ? 1.0 : 0.0;
-  }
-  block_reduce(c, smem, Sum{}, 0.0);
-  if (threadIdx.x == 0 && c[0] > 0.0) atomicAdd(&a.esel->n_kept, static_cast<unsigned long long>(c[0]));
-}
 
 // ---- 3. per-token terms ------------------------------------------------------------------------------
 
 template <class T>
 __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   using C = typename Compute<T>::type;
-  constexpr int kS = 20;  // sums: see `v` below
-  __shared__ double smem_raw[kS * 32];
+  using Sums = math::MetricSums<C>;
+  __shared__ double smem_raw[Sums::kNumSums * 32];
   __shared__ C bcast[3];
   C* smem = reinterpret_cast<C*>(smem_raw);
   const LossSpec& s = a.s;
@@ -470,11 +197,9 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   ti.keep = keep ? C(1) : C(0);
   const C abar = static_cast<C>(st[kAbar]);
 
-  // sums: φ, ∂/∂u, ω_u, ∂/∂⟨H⟩, H, low, high, region, verl, dual, wclip, ratio, kl, ppo_kl, IS, n_IS,
-  // row low, row high, VESPO φ_γ at the row's first token, H of the tokens the entropy rule keeps
-  C v[kS] = {};
-  C mins[2] = {C(INFINITY), C(INFINITY)};    // ratio, IS
-  C maxs[2] = {C(-INFINITY), C(-INFINITY)};  // ratio, IS
+  // sums: φ, ∂/∂u, ω_u, ∂/∂⟨H⟩, H of the tokens the entropy rule keeps; and the metric sums
+  C v[5] = {};
+  Sums ms = Sums::zero();
   unsigned long long bad = kNoError;
   for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
     if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) {
@@ -522,60 +247,24 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     if (om) om[aom.base + t * aom.step] = from_c<T>(c * o.omega_direct);
     if (pt) pt[apt.base + t * apt.step] = from_c<T>(o.phi);
     if (gh) gh[agh.base + t * agh.step] = from_c<T>(s.entropy_coef != 0.0 && hk ? -C(s.entropy_coef) * cH : C(0));
-    v[4] += h;
-    if (hk) v[19] += h;
-    if (f.use_is && !f.vespo) {
-      v[14] += wis;
-      v[15] += C(1);
-      mins[1] = wis < mins[1] ? wis : mins[1];
-      maxs[1] = wis > maxs[1] ? wis : maxs[1];
-    }
-    if (!a.per_row_ratio || t == first) {
-      v[5] += o.flags.low;
-      v[6] += o.flags.high;
-      v[7] += (o.flags.low || o.flags.high);
-      v[8] += o.flags.verl;
-      v[9] += o.flags.dual;
-      v[10] += o.weight_clipped;
-      v[11] += o.ratio;
-      mins[0] = o.ratio < mins[0] ? o.ratio : mins[0];
-      maxs[0] = o.ratio > maxs[0] ? o.ratio : maxs[0];
-    }
-    if (f.vespo && t == first) v[18] += ti.row_w_is;
-    v[16] += o.flags.low;
-    v[17] += o.flags.high;
-    v[12] += o.kl;
-    v[13] += ti.old_logp - ti.logp;
+    if (hk) v[4] += h;
+    if (f.use_is && !f.vespo) ms.add_is_weight(wis);
+    ms.add_token(o, !a.per_row_ratio || t == first, ti.logp, ti.old_logp, h);
+    if (f.vespo && t == first) ms.add_row_weight(ti.row_w_is);
   }
   if (a.status && bad != kNoError) atomicMin(&a.status[0], bad);
   block_reduce(v, smem, Sum{}, C(0));
-  block_reduce(mins, smem, Min{}, C(INFINITY));
-  block_reduce(maxs, smem, Max{}, C(-INFINITY));
+  block_reduce(ms.sum, smem, Sum{}, C(0));
+  block_reduce(ms.min, smem, Min{}, C(INFINITY));
+  block_reduce(ms.max, smem, Max{}, C(-INFINITY));
   if (threadIdx.x == 0) {
-    double* o = a.acc + i * kNumAcc;
+    RowResult& o = a.acc[i];
     // the row's loss, entropy bonus included (cH: the policy coefficient or TRL's local one)
-    o[aLoss] = st[kC] * static_cast<double>(v[0]) -
-               (s.entropy_coef != 0.0 ? s.entropy_coef * cH_d * static_cast<double>(v[19]) : 0.0);
-    o[aEnt] = static_cast<double>(v[4]);
-    o[aN] = L;
-    o[aLow] = v[5];
-    o[aHigh] = v[6];
-    o[aRegion] = v[7];
-    o[aVerl] = v[8];
-    o[aDual] = v[9];
-    o[aWclip] = v[10];
-    o[aRatioSum] = v[11];
-    o[aRatioMin] = mins[0];
-    o[aRatioMax] = maxs[0];
-    o[aKl] = v[12];
-    o[aPpoKl] = v[13];
-    o[aIsSum] = v[14];
-    o[aIsMin] = mins[1];
-    o[aIsMax] = maxs[1];
-    o[aNIs] = v[15];
-    o[aVespoPhi] = v[18];
-    o[aLowRow] = L > 0.0 ? static_cast<double>(v[16]) / L : NAN;
-    o[aHighRow] = L > 0.0 ? static_cast<double>(v[17]) / L : NAN;
+    o.loss = st[kC] * static_cast<double>(v[0]) -
+             (s.entropy_coef != 0.0 ? s.entropy_coef * cH_d * static_cast<double>(v[4]) : 0.0);
+    o.m = Metrics::zero();
+    o.m.merge(ms);
+    o.m.row_done(a.per_row_ratio);
     bcast[0] = v[1];
     bcast[1] = v[2];
     bcast[2] = v[3];
@@ -612,56 +301,22 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
 
 template <class T>
 __global__ void __launch_bounds__(kReduceThreads) finish_kernel(const Args a) {
-  constexpr int kS = 15;
-  __shared__ double smem[kS * 32];
-  double v[kS] = {};
-  double mins[3] = {INFINITY, INFINITY, INFINITY};      // ratio, IS, low_min
-  double maxs[3] = {-INFINITY, -INFINITY, -INFINITY};   // ratio, IS, high_max
+  __shared__ double smem[Metrics::kNumSums * 32];
+  double loss[1] = {0.0};
+  Metrics tot = Metrics::zero();
   for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x) {
-    const double* r = a.acc + i * kNumAcc;
-    const int fields[kS] = {aLoss, aEnt, aN, aLow, aHigh, aRegion, aVerl, aDual, aWclip, aRatioSum,
-                            aKl, aPpoKl, aIsSum, aNIs, aVespoPhi};
-#pragma unroll
-    for (int k = 0; k < kS; ++k) v[k] += r[fields[k]];
-    mins[0] = fmin(mins[0], r[aRatioMin]);
-    maxs[0] = fmax(maxs[0], r[aRatioMax]);
-    mins[1] = fmin(mins[1], r[aIsMin]);
-    maxs[1] = fmax(maxs[1], r[aIsMax]);
-    if (r[aN] > 0.0) {
-      mins[2] = fmin(mins[2], a.per_row_ratio ? r[aLow] : r[aLowRow]);
-      maxs[2] = fmax(maxs[2], a.per_row_ratio ? r[aHigh] : r[aHighRow]);
-    }
+    loss[0] += a.acc[i].loss;
+    tot.merge(a.acc[i].m);
   }
-  block_reduce(v, smem, Sum{}, 0.0);
-  block_reduce(mins, smem, Min{}, static_cast<double>(INFINITY));
-  block_reduce(maxs, smem, Max{}, static_cast<double>(-INFINITY));
+  block_reduce(loss, smem, Sum{}, 0.0);
+  block_reduce(tot.sum, smem, Sum{}, 0.0);
+  block_reduce(tot.min, smem, Min{}, static_cast<double>(INFINITY));
+  block_reduce(tot.max, smem, Max{}, static_cast<double>(-INFINITY));
   if (threadIdx.x != 0) return;
-  const double loss = v[0];
-  *static_cast<T*>(a.loss) = from_c<T>(static_cast<typename Compute<T>::type>(loss));
+  *static_cast<T*>(a.loss) = from_c<T>(static_cast<typename Compute<T>::type>(loss[0]));
   if (!a.metrics) return;
-  const double Bd = static_cast<double>(a.B);
-  const double n_tok = v[2] > 1.0 ? v[2] : 1.0;
-  const double n_flag = a.per_row_ratio ? (Bd > 1.0 ? Bd : 1.0) : n_tok;
   double vals[kNumMetrics];
-  vals[kClipLowMean] = v[3] / n_flag;
-  vals[kClipHighMean] = v[4] / n_flag;
-  vals[kClipRegionMean] = v[5] / n_flag;
-  vals[kClipLowMin] = mins[2];
-  vals[kClipHighMax] = maxs[2];
-  vals[kPgClipfrac] = v[6] / n_flag;
-  vals[kPgClipfracLower] = v[7] / n_flag;
-  vals[kCispoClipRatio] = v[8] / n_flag;
-  vals[kWeightClipfrac] = v[8] / n_flag;
-  vals[kRatioMin] = mins[0];
-  vals[kRatioMean] = v[9] / n_flag;
-  vals[kRatioMax] = maxs[0];
-  vals[kPpoKl] = v[11] / n_tok;
-  vals[kKl] = v[10] / n_tok;
-  vals[kEntropy] = v[1] / n_tok;
-  vals[kIsMin] = mins[1];
-  vals[kIsMean] = v[12] / (v[13] > 1.0 ? v[13] : 1.0);
-  vals[kIsMax] = maxs[1];
-  vals[kVespoPhi] = v[14] / (Bd > 1.0 ? Bd : 1.0);
+  tot.finish(a.per_row_ratio, a.B, vals);
   for (int k = 0; k < a.n_metrics; ++k) a.metrics[k * a.metrics_s] = vals[a.metric_ids[k]];
 }
 
@@ -800,8 +455,7 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
   a.pt = out_arr(out.per_token);
   a.om = out_arr(out.weights);
   a.loss = out.loss.data;
-  a.per_row_ratio = spec.surrogate == Surrogate::GeoMean || spec.ratio == RatioLevel::Sequence ||
-                    spec.ratio == RatioLevel::SequenceSum;
+  a.per_row_ratio = math::ratio_metrics_per_row(spec);
   if (out.metrics.defined()) {
     a.metrics = out.metrics.ptr<double>();
     a.metrics_s = out.metrics.strides[0];
@@ -813,8 +467,8 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
   }
   double* w = ws.ptr<double>();
   a.st = w;
-  a.acc = w + a.B * kNumStat;
-  a.glob = a.acc + a.B * kNumAcc;
+  a.acc = reinterpret_cast<RowResult*>(w + a.B * kNumStat);
+  a.glob = w + a.B * (kNumStat + kNumAcc);
   if (spec.top_entropy_quantile < 1.0)  // check_loss_args made entropies required
     a.esel = reinterpret_cast<SelectState*>(a.glob + kNumGlobal);
 

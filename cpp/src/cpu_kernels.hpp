@@ -1,7 +1,8 @@
 // Building blocks of the vectorised CPU loops (internal to the CPU engine): 16-bit float loads and
-// stores, an exp that compilers vectorise without -ffast-math, and run-time ISA dispatch.
+// stores, exps that compilers vectorise without -ffast-math, and run-time ISA dispatch.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -150,6 +151,36 @@ inline float zero_below(float v, float x, float lo) {
   }
 }
 
+// Cephes' degree-6 polynomial for e^r, |r| ≤ ln2/2 (the reduced argument of both float exps below).
+inline float exp_reduced(float r) {
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  return p * r * r + r + 1.0f;
+}
+
+// exp for float without libm calls, written so compilers vectorise it: x = n·ln2 + f, e^f by the
+// polynomial, 2^n from the exponent bits. Max relative error ≈ 2 ulp on [−87, 88]; inputs outside
+// are clamped (e^−87 ≈ 1.6e−38, e^88 ≈ 1.7e38). Double uses exp(). The loss's row loops use it.
+inline float exp_vec(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float t = x * 1.44269504088896341f;
+  const int n = static_cast<int>(t + (t >= 0.0f ? 0.5f : -0.5f));
+  const float nf = static_cast<float>(n);
+  const float f = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
+  const float p = exp_reduced(f);
+  union {
+    int i;
+    float v;
+  } scale;
+  scale.i = (n + 127) << 23;
+  return p * scale.v;
+}
+inline double exp_vec(double x) { return std::exp(x); }
+
 // exp(x) is 0 in float32 below this (the smallest normal float's logarithm).
 constexpr float kExpLo = -87.3365478515625f;
 
@@ -164,14 +195,7 @@ inline float exp_nonpositive(float x, float lo = kExpLo) {
   const float shifted = xc * 1.44269504088896341f + 12582912.0f;
   const float n = shifted - 12582912.0f;
   const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const float value = p * bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
+  const float value = exp_reduced(r) * bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
   return zero_below<kSelect>(value, x, lo);
 }
 

@@ -2,13 +2,13 @@
 //
 // The interval form of the clip (math::clip_interval) over one row of float32 tokens: TRL's
 // grpo/dapo/dr_grpo/bnpo and verl's vanilla without dual-clip, i.e. most training runs. GCC's
-// `omp simd` version of the same loop (loss.cpp, fast_row_interval) keeps its seven row sums in
+// `omp simd` version of the same loop (loss_fast.cpp, interval_row) keeps its seven row sums in
 // stack arrays and widens the byte mask four vectors at a time, which costs ≈ 0.9 ns/token; here the
 // sums stay in registers, the mask is a k-register, counts are integer popcounts, the tail is a
 // masked iteration and the streams are prefetched: the loop then runs at the speed of memory
 // (benchmarks/RESULTS.md).
 //
-// Same math as math::clip_interval + math::exp_vec (same polynomial, same rounding of n), so the
+// Same math as math::clip_interval + cpu::exp_vec (same polynomial, same rounding of n), so the
 // results differ from the portable loop only in the order of the float sums and FMA contraction.
 #pragma once
 
@@ -40,7 +40,7 @@ struct IntervalRowSums {
 namespace grpokit {
 namespace cpu {
 
-// math::exp_vec for 16 lanes: clamp to [−87, 88], x = n·ln2 + f (Cody–Waite), Cephes' degree-6
+// cpu::exp_vec for 16 lanes: clamp to [−87, 88], x = n·ln2 + f (Cody–Waite), Cephes' degree-6
 // polynomial for e^f, times 2^n by vscalefps. n is rounded to nearest even (exp_vec rounds halves away
 // from zero: the two differ only when x·log2 e is exactly k + ½, and both are within 2 ulp there).
 GRPOKIT_CPU_AVX512 inline __m512 exp_vec_avx512(__m512 x) {

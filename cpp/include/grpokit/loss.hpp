@@ -4,7 +4,7 @@
 // aggregation, plus hyper-parameters. Presets (paper.*, trl.*, verl.*) are rows of this record,
 // defined in the Python package (grpokit/_presets.py); the math lives in grpokit/math/loss.hpp.
 //
-// Conventions (design §4): loss = −J (to minimise); grad_logp = ∂loss/∂logp; σ lives in the
+// Conventions: loss = −J (to minimise); grad_logp = ∂loss/∂logp; σ lives in the
 // advantages; the weight rule holds layout-independent factors (masks, keep flags, token weights,
 // IS weights) and the aggregation every normaliser; counts that span micro-batches or ranks come
 // from the caller (num_items_in_batch, num_sequences, dp_size).

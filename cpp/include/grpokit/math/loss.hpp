@@ -9,13 +9,13 @@
 // advantage (min(r, clip r) for PPO, the soft gate for SAPO, sg(w)·log π for CISPO/GPG/...), w the
 // layout-independent weight rule (masks, keep flags, token weights, IS weights), reg the regulariser
 // (β·KL, GTPO's entropy term, DRO's quadratic, KL-Cov's penalty). The aggregation multiplies φ by a
-// per-row coefficient c_i; the loss is Σ_i c_i Σ_t φ_{i,t} (design §4: loss = −J, to minimise).
+// per-row coefficient c_i; the loss is Σ_i c_i Σ_t φ_{i,t} (loss = −J, to minimise).
 //
 // Gradients: every quantity depends on log π_{i,t} directly and/or through one per-row scalar u_i (the
 // sequence log-ratio of GSPO/GCPO), so each function returns ∂/∂(direct) and ∂/∂u separately; the
 // engine distributes Σ_t ∂φ/∂u_i over the row with ∂u_i/∂log π_{i,t} (1/L_i or 1).
 //
-// A kernel uses it as cpp/src/loss.cpp does: per row, (A) u_i = row_log_ratio_scale(L_i) ·
+// A kernel uses it as cpp/src/loss_engine.cpp does: per row, (A) u_i = row_log_ratio_scale(L_i) ·
 // Σ_t row_log_ratio_term(...).v and the other row statistics; between rows, the aggregation
 // coefficients c_i; per token, (B) TokenOut o = token_term(spec, in), grad = c_i·o.d_logp,
 // ω = c_i·o.omega_direct, and per row Σ c_i·o.d_u (Σ c_i·o.omega_u), added to every valid token
@@ -54,8 +54,17 @@ using std::floor;
 template <class C>
 GRPOKIT_HD C clampv(C x, C lo, C hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
+// The exp the formulas below call: the standard one unless a caller passes another policy E with a
+// static E::exp (the CPU's vectorised row loops pass one over cpu::exp_vec, cpp/src/loss_fast.cpp).
 template <class C>
-GRPOKIT_HD C sigmoid(C x) { return C(1) / (C(1) + exp(-x)); }
+GRPOKIT_HD C std_exp(C x) { return exp(x); }
+struct StdExp {
+  template <class C>
+  GRPOKIT_HD static C exp(C x) { return std_exp(x); }
+};
+
+template <class C, class E = StdExp>
+GRPOKIT_HD C sigmoid(C x) { return C(1) / (C(1) + E::exp(-x)); }
 
 // A value and its derivative with respect to one variable.
 template <class C>
@@ -66,37 +75,12 @@ struct ValueGrad {
 
 // exp of a log-ratio clamped to [−clamp, clamp] (torch.clamp semantics: zero gradient outside).
 // Returns r and dr/dx.
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD ValueGrad<C> ratio_from_log(C x, C lo, C hi) {
-  const bool inside = x >= lo && x <= hi;
-  const C r = exp(inside ? x : clampv(x, lo, hi));
+  const bool inside = (x >= lo) & (x <= hi);
+  const C r = E::exp(inside ? x : clampv(x, lo, hi));
   return {r, inside ? r : C(0)};
 }
-
-// exp for float without libm calls, written so compilers vectorise it (Cephes' expf: x = n·ln2 + f,
-// a degree-6 polynomial for e^f, 2^n from the exponent bits). Max relative error ≈ 2 ulp on
-// [−87, 88]; inputs outside are clamped (e^−87 ≈ 1.6e−38, e^88 ≈ 1.7e38). Double uses exp().
-GRPOKIT_HD float exp_vec(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float t = x * 1.44269504088896341f;
-  const int n = static_cast<int>(t + (t >= 0.0f ? 0.5f : -0.5f));
-  const float nf = static_cast<float>(n);
-  const float f = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * f + 1.3981999507e-3f;
-  p = p * f + 8.3334519073e-3f;
-  p = p * f + 4.1665795894e-2f;
-  p = p * f + 1.6666665459e-1f;
-  p = p * f + 5.0000001201e-1f;
-  p = p * f * f + f + 1.0f;
-  union {
-    int i;
-    float v;
-  } scale;
-  scale.i = (n + 127) << 23;
-  return p * scale.v;
-}
-GRPOKIT_HD double exp_vec(double x) { return exp(x); }
 
 // ---- surrogates -------------------------------------------------------------------------------
 
@@ -154,10 +138,10 @@ GRPOKIT_HD ClipInterval<C> clip_interval(C A, C eps_low, C eps_high) {
 }
 
 // SAPO's soft gate: v = (4/τ)·σ(τ(r − 1)), dv/dr = 4σ(1 − σ). τ = τ_pos for A > 0, τ_neg otherwise.
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD ValueGrad<C> sapo_gate(C r, C A, C tau_pos, C tau_neg) {
   const C tau = A > C(0) ? tau_pos : tau_neg;
-  const C s = sigmoid(tau * (r - C(1)));
+  const C s = sigmoid<C, E>(tau * (r - C(1)));
   return {C(4) / tau * s, C(4) * s * (C(1) - s)};
 }
 
@@ -176,9 +160,9 @@ GRPOKIT_HD C vespo_weight(C log_w, C A, C k_pos, C lambda_pos, C k_neg, C lambda
 // verl DPPO trust-region tests (p = e^ℓ). Total variation: A > 0 keeps p − p_old ≤ ε_high,
 // A ≤ 0 keeps p − p_old ≥ −ε_low. Binary KL b = p_old·(ℓ_old − ℓ) + (1 − p_old)·log((1−p_old+1e-8)/(1−p+1e-8)):
 // A > 0 keeps b ≤ ε_high or p ≤ p_old; A ≤ 0 keeps b ≤ ε_low or p ≥ p_old.
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
-  const C d = exp(logp) - exp(old_logp);
+  const C d = E::exp(logp) - E::exp(old_logp);
   return A > C(0) ? d <= eps_high : d >= -eps_low;
 }
 template <class C>
@@ -189,7 +173,7 @@ GRPOKIT_HD bool dppo_kl_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
 }
 
 // Detached IS weight of the log-prob surrogates (everything but Vespo, which is per row).
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD C logp_weight(LogpWeight rule, C r, C logp, C old_logp, C A, C eps_low, C eps_high,
                          C cap_c, bool* clipped) {
   bool c = false;
@@ -203,11 +187,11 @@ GRPOKIT_HD C logp_weight(LogpWeight rule, C r, C logp, C old_logp, C A, C eps_lo
       break;
     case LogpWeight::Cap:
       w = r < eps_high ? r : eps_high;
-      c = r > eps_high && A > C(0);  // TRL cispo_clip_ratio
+      c = (r > eps_high) & (A > C(0));  // TRL cispo_clip_ratio
       break;
     case LogpWeight::DppoTv:
     case LogpWeight::DppoKl: {
-      const bool ok = rule == LogpWeight::DppoTv ? dppo_tv_valid(logp, old_logp, A, eps_low, eps_high)
+      const bool ok = rule == LogpWeight::DppoTv ? dppo_tv_valid<C, E>(logp, old_logp, A, eps_low, eps_high)
                                                  : dppo_kl_valid(logp, old_logp, A, eps_low, eps_high);
       w = ok ? (r < cap_c ? r : cap_c) : C(0);
       c = !ok;
@@ -235,13 +219,13 @@ GRPOKIT_HD ValueGrad<C> geo_mean_log_ratio(C delta, C A, C eps_low, C eps_high) 
 // For k3, x = ℓ_ref − ℓ is clamped to [−log_clamp, log_clamp] and the value to [−value_clamp,
 // value_clamp] (verl: 20 and 10; TRL: none, pass +inf); clamps have zero gradient where they bind.
 // straight_through (verl's "+" suffix): the value of `est`, the gradient of k2.
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_clamp, C value_clamp,
                                     bool straight_through) {
   // verl clamps only its k3 ("low_var_kl"); the other estimators are unclamped everywhere
   if (est != KlEstimator::K3) log_clamp = value_clamp = C(INFINITY);
   const C x_raw = ref_logp - logp;
-  const bool x_free = x_raw >= -log_clamp && x_raw <= log_clamp;
+  const bool x_free = (x_raw >= -log_clamp) & (x_raw <= log_clamp);
   const C x = clampv(x_raw, -log_clamp, log_clamp);
   const C dx = x_free ? C(-1) : C(0);  // dx/dℓ
   ValueGrad<C> k{C(0), C(0)};
@@ -250,14 +234,17 @@ GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_c
     case KlEstimator::K1: k = {-x, -dx}; break;                              // ℓ − ℓ_ref
     case KlEstimator::K2: k = {C(0.5) * x * x, x * dx}; break;               // ½(ℓ − ℓ_ref)²
     case KlEstimator::K3: {                                                  // e^x − x − 1
-      const C e = exp(x);
+      const C e = E::exp(x);
       k = {e - x - C(1), (e - C(1)) * dx};
       break;
     }
     case KlEstimator::Abs: k = {x < C(0) ? -x : x, (x < C(0) ? C(-1) : C(1)) * dx}; break;
   }
-  if (!(k.v >= -value_clamp && k.v <= value_clamp)) k = {clampv(k.v, -value_clamp, value_clamp), C(0)};
-  if (straight_through) k.d = (logp - ref_logp);  // ∂/∂ℓ of ½(ℓ − ℓ_ref)², unclamped
+  // selects, not branches: the CPU's row loops vectorise this
+  const bool v_free = (k.v >= -value_clamp) & (k.v <= value_clamp);
+  const C d = v_free ? k.d : C(0);
+  k.v = v_free ? k.v : clampv(k.v, -value_clamp, value_clamp);
+  k.d = straight_through ? (logp - ref_logp) : d;  // ∂/∂ℓ of ½(ℓ − ℓ_ref)², unclamped
   return k;
 }
 

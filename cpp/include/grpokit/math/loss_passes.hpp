@@ -1,6 +1,6 @@
 // The per-token steps of the loss engine's passes, as GRPOKIT_HD functions: the row statistics of
 // pass A, the aggregation coefficients between the passes, and the weight rule of pass B. Both the
-// CPU engine (cpp/src/loss.cpp) and the CUDA kernels (cuda/loss.cu) call them: one place per rule.
+// CPU engine (cpp/src/loss_engine.cpp) and the CUDA kernels (cuda/loss.cu) call them: one place per rule.
 //
 // Everything is allocation-free, exception-free and templated on the compute type C.
 #pragma once

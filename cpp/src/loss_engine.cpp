@@ -1,0 +1,355 @@
+// CPU engine of the unified surrogate loss: per-row passes and deterministic reductions.
+//
+// Two parallel passes over rows. Pass A reads each row once for its statistics (valid count L_i, the
+// sequence log-ratio u_i, OPSM divergence, sampler IS log-weight, mean entropy, ...). Between the
+// passes, the global quantities (token counts, the entropy quantile, aggregation coefficients) are
+// formed serially. Pass B evaluates math::token_term per token (or a fast row loop, loss_fast.cpp),
+// writes the per-token outputs, and distributes the row-level derivatives (∂/∂u_i, ∂/∂⟨H⟩_i) over the
+// row. Every per-row result lives in its own slot and is reduced in row order afterwards: the same
+// bits for any thread count.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "cpu_kernels.hpp"
+#include "grpokit/loss.hpp"
+#include "grpokit/math/loss_passes.hpp"
+#include "grpokit/math/metric_sums.hpp"
+#include "loss_engine.hpp"
+#include "loss_rows.hpp"
+#include "loss_simd.hpp"
+
+#ifdef GRPOKIT_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace grpokit {
+namespace loss_cpu {
+namespace {
+
+constexpr double kInf = INFINITY;
+
+// What pass A leaves for pass B about one row.
+struct RowStats {
+  int64_t L = 0;            // valid tokens
+  math::RowStats r{};       // u_i, ⟨H⟩_i, Ā_i, sampler IS log-weight, OPSM divergence, VESPO's log W_i
+  double n_ent_kept = 0.0;  // Σ m·entropy mask
+  double c = 0.0;           // aggregation coefficient
+};
+
+// One call: its arguments and what is derived from them once.
+struct Call {
+  const LossSpec& s;
+  const LossInputs& in;
+  const LossOutputs& out;
+  const Layout& L;
+  math::PassFlags pf;
+  bool adv_row;                // advantages are (B,)
+  bool per_row_ratio;          // the ratio metrics count sequences
+  bool fast;                   // pass B runs loss_fast.cpp's loop
+  bool has_quantile;           // top-entropy masking
+  double h_threshold = -kInf;  // ... its threshold
+  bool ent_kept(double h) const { return !has_quantile || h >= h_threshold; }
+};
+
+// Row i's mask as bytes (nullptr: all valid); `buf` is this thread's conversion buffer.
+const uint8_t* mask_of(const Call& k, int64_t i, std::vector<uint8_t>& buf) {
+  return flag_bytes(k.in.mask, k.L, i, buf);
+}
+
+// Runs fn(i) for every row, in parallel where it pays (≥ 16k elements per thread).
+template <class F>
+void for_rows(const Call& k, int num_threads, F&& fn) {
+  const int64_t B = k.L.B;
+#ifdef GRPOKIT_HAVE_OPENMP
+  const int64_t elems = k.L.packed ? k.in.logp.shape[0] : k.L.B * k.L.T;
+  const int nt = static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>(num_threads > 0 ? num_threads : omp_get_max_threads(),
+                           std::min<int64_t>(B, elems / 16384))));
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t i = 0; i < B; ++i) fn(i);
+#else
+  (void)num_threads;
+  for (int64_t i = 0; i < B; ++i) fn(i);
+#endif
+}
+
+// TRL's top-entropy threshold over every valid token of the call (torch.quantile, linear).
+template <class T>
+double entropy_threshold(const Call& k) {
+  std::vector<double> hs;
+  std::vector<uint8_t> buf;
+  for (int64_t i = 0; i < k.L.B; ++i) {
+    const uint8_t* m = mask_of(k, i, buf);
+    const Row<const T> h = row_of<const T>(k.in.entropies, k.L, i);
+    for (int64_t t = 0, n = k.L.len(i); t < n; ++t)
+      if (!m || m[t]) hs.push_back(static_cast<double>(h[t]));
+  }
+  if (hs.empty()) return -kInf;
+  const math::QuantilePosition qp =
+      math::quantile_position(1.0 - k.s.top_entropy_quantile, static_cast<int64_t>(hs.size()));
+  std::nth_element(hs.begin(), hs.begin() + qp.lo, hs.end());
+  const double a = hs[qp.lo];
+  const double b = qp.hi == qp.lo ? a : *std::min_element(hs.begin() + qp.lo + 1, hs.end());
+  return math::lerp(a, b, qp.frac);
+}
+
+// Σ_t [m_t ≠ 0] of a row of mask bytes.
+int64_t count_valid(const uint8_t* m, int64_t len) {
+  if (!m) return len;
+#ifdef GRPOKIT_CPU_DISPATCH
+  if (cpu::has_avx512()) return cpu::count_nonzero_avx512(m, len);
+#endif
+  int64_t n = 0;
+#pragma omp simd reduction(+ : n)
+  for (int64_t t = 0; t < len; ++t) n += m[t] != 0;
+  return n;
+}
+
+// ---- pass A: one row's statistics ----------------------------------------------------------------
+
+template <class T>
+void row_stats(const Call& k, int64_t i, RowStats& r) {
+  using C = T;
+  thread_local std::vector<uint8_t> buf;
+  const uint8_t* m = mask_of(k, i, buf);
+  const int64_t len = k.L.len(i);
+  const math::PassFlags& pf = k.pf;
+  if (k.fast && !pf.need_u && !pf.use_is && !pf.opsm && !pf.gmpo) {  // only L_i is needed
+    r.L = count_valid(m, len);
+    return;
+  }
+  const Row<const T> lp = row_of<const T>(k.in.logp, k.L, i), old = row_of<const T>(k.in.old_logp, k.L, i);
+  const Row<const T> adv = row_of<const T>(k.in.advantages, k.L, i, k.adv_row);
+  const Row<const T> h = row_of<const T>(k.in.entropies, k.L, i), smp = row_of<const T>(k.in.sampling_logp, k.L, i);
+  // the same per-token steps as the CUDA kernels (math/loss_passes.hpp), summed in double
+  math::RowSums<double> sums{};
+  double nk = 0.0;
+  for (int64_t t = 0; t < len; ++t) {
+    if (m && !m[t]) continue;
+    const C l = lp[t], lo = pf.has_old ? C(old[t]) : l;
+    const C ht = h ? C(h[t]) : C(0), st_smp = smp ? C(smp[t]) : C(0);
+    math::row_sums_add<C, double>(k.s, pf, sums, l, lo, C(adv[t]), ht, st_smp);
+    if (pf.has_ent && k.ent_kept(static_cast<double>(h[t]))) nk += 1.0;
+  }
+  r.r = math::row_stats_finish(k.s, sums);
+  r.L = static_cast<int64_t>(r.r.L);
+  r.n_ent_kept = nk;
+}
+
+// ---- pass B: one row's tokens (the general loop) ---------------------------------------------------
+
+// cH: the entropy bonus's coefficient for this row.
+template <class T>
+void token_row(const Call& k, int64_t i, const RowStats& r, double cH_d, RowResult& a) {
+  using C = T;  // compute type: float for float32 inputs (as TRL's fp32 math), double for float64
+  const LossSpec& s = k.s;
+  const math::PassFlags& pf = k.pf;
+  const Layout& L = k.L;
+  thread_local std::vector<uint8_t> mbuf, sbuf;
+  const uint8_t* m = mask_of(k, i, mbuf);
+  const uint8_t* sel = flag_bytes(k.in.selection, L, i, sbuf);
+  const Row<const T> lp = row_of<const T>(k.in.logp, L, i), old = row_of<const T>(k.in.old_logp, L, i);
+  const Row<const T> adv = row_of<const T>(k.in.advantages, L, i, k.adv_row);
+  const Row<const T> ref = row_of<const T>(k.in.ref_logp, L, i), h = row_of<const T>(k.in.entropies, L, i);
+  const Row<const T> smp = row_of<const T>(k.in.sampling_logp, L, i), tw = row_of<const T>(k.in.token_weights, L, i);
+  const Row<T> g = row_of<T>(k.out.grad_logp, L, i), gh = row_of<T>(k.out.grad_entropy, L, i);
+  const Row<T> pt = row_of<T>(k.out.per_token, L, i), om = row_of<T>(k.out.weights, L, i);
+  const C c = static_cast<C>(r.c);
+  const C cH = static_cast<C>(cH_d);
+  const bool opsm_div_high = math::opsm_row_masked(s, pf, r.r.opsm_div);
+  const C seq_w_is = math::row_sampler_weight<C>(s, pf, r.r.sum_is_log);
+  const int64_t len = L.len(i);
+
+  math::TokenIn<C> ti{};
+  ti.u = static_cast<C>(r.r.u);
+  ti.hbar = static_cast<C>(r.r.hbar);
+  ti.keep = flag_of_row(k.in.keep, i) ? C(1) : C(0);
+  double sum_phi = 0.0, G_u = 0.0, W_u = 0.0, G_h = 0.0;
+  bool first = true;
+  for (int64_t t = 0; t < len; ++t) {
+    if (m && !m[t]) {
+      if (g) g[t] = T(0);
+      if (gh) gh[t] = T(0);
+      if (pt) pt[t] = T(0);
+      if (om) om[t] = T(0);
+      continue;
+    }
+    ti.logp = lp[t];
+    ti.old_logp = pf.has_old ? C(old[t]) : ti.logp;
+    ti.adv = pf.gmpo ? static_cast<C>(r.r.abar) : C(adv[t]);
+    ti.ref_logp = ref ? C(ref[t]) : C(0);
+    ti.token_weight = tw ? C(tw[t]) : C(1);
+    if (!std::isfinite(ti.logp)) a.fail(t, "logp", ti.logp);
+    if (!std::isfinite(ti.old_logp)) a.fail(t, "old_logp", ti.old_logp);
+    if (!std::isfinite(C(adv[t]))) a.fail(t, "advantages", adv[t]);
+    if (ref && !std::isfinite(ti.ref_logp)) a.fail(t, "ref_logp", ti.ref_logp);
+    if (!std::isfinite(ti.token_weight)) a.fail(t, "token_weights", ti.token_weight);
+    if (h && !std::isfinite(C(h[t]))) a.fail(t, "entropies", h[t]);
+    if (smp && std::isinf(C(smp[t]))) a.fail(t, "sampling_logp", smp[t]);
+
+    // weight rule (math/loss_passes.hpp, as the CUDA kernels)
+    const bool hk = h ? k.ent_kept(static_cast<double>(h[t])) : true;
+    C wis = C(1);
+    ti.w = math::weight_rule<C>(s, pf, ti.keep, ti.token_weight, C(adv[t]), opsm_div_high, hk, seq_w_is,
+                                ti.old_logp, smp ? C(smp[t]) : C(0), &wis);
+    if (pf.use_is && !pf.vespo) a.m.add_is_weight(wis);
+    ti.selected = sel && sel[t];
+    if (pf.vespo)
+      ti.row_w_is = math::vespo_weight<C>(C(r.r.vespo_logw), ti.adv, C(s.vespo_k_pos), C(s.vespo_lambda_pos),
+                                          C(s.vespo_k_neg), C(s.vespo_lambda_neg));
+
+    const math::TokenOut<C> o = math::token_term<C>(s, ti);
+    sum_phi += static_cast<double>(o.phi);
+    G_u += static_cast<double>(c * o.d_u);
+    W_u += static_cast<double>(c * o.omega_u);
+    G_h += static_cast<double>(c * o.d_hbar);
+    if (g) g[t] = static_cast<T>(c * o.d_logp);
+    if (om) om[t] = static_cast<T>(c * o.omega_direct);
+    if (pt) pt[t] = static_cast<T>(o.phi);
+    const bool bonus = s.entropy_coef != 0.0 && hk;
+    if (gh) gh[t] = static_cast<T>(bonus ? -C(s.entropy_coef) * cH : C(0));
+    if (h && bonus) a.ent_bonus += static_cast<double>(cH) * static_cast<double>(h[t]);
+    a.m.add_token(o, !k.per_row_ratio || first, ti.logp, ti.old_logp, h ? C(h[t]) : C(0));
+    if (pf.vespo && first) a.m.add_row_weight(ti.row_w_is);  // one weight per sequence
+    first = false;
+  }
+  a.m.row_done(k.per_row_ratio);
+  a.loss = r.c * sum_phi;
+
+  // distribute ∂/∂u_i and ∂/∂⟨H⟩_i over the row
+  if (!((pf.u_grad || pf.gtpo_h) && r.L > 0)) return;
+  const C scale_u = math::row_log_ratio_scale<C>(s, r.L);
+  const C Gu = static_cast<C>(G_u), Wu = static_cast<C>(W_u);
+  const C Gh = static_cast<C>(G_h) / C(r.L);
+  for (int64_t t = 0; t < len; ++t) {
+    if (m && !m[t]) continue;
+    if (pf.u_grad) {
+      const C l = lp[t], lo = pf.has_old ? C(old[t]) : l;
+      const C du = math::row_log_ratio_term<C>(s, l, lo, C(adv[t])).d * scale_u;
+      if (g) g[t] = static_cast<T>(g[t] + Gu * du);
+      if (om) om[t] = static_cast<T>(om[t] + Wu * du);
+    }
+    if (pf.gtpo_h && gh) gh[t] = static_cast<T>(gh[t] + Gh);
+  }
+}
+
+// Pass B of one row on the fast path (padded, unit-stride rows; loss_fast.cpp).
+template <class T>
+void fast_token_row(const Call& k, int64_t i, const RowStats& r, RowResult& a) {
+  const T A = *(k.in.advantages.ptr<const T>() + i * k.in.advantages.strides[0]);
+  const T* lp = k.in.logp.ptr<const T>() + i * k.in.logp.strides[0];
+  // on-policy: old = logp itself (the log-ratio is then exactly 0)
+  const T* old = k.in.old_logp.defined() ? k.in.old_logp.ptr<const T>() + i * k.in.old_logp.strides[0] : lp;
+  const T* ref = k.in.ref_logp.defined() ? k.in.ref_logp.ptr<const T>() + i * k.in.ref_logp.strides[0] : nullptr;
+  T* g = k.out.grad_logp.ptr<T>() + i * k.out.grad_logp.strides[0];
+  thread_local std::vector<uint8_t> buf;
+  const uint8_t* m = mask_of(k, i, buf);
+  fast_row<T>(k.s, lp, old, ref, m, A, static_cast<T>(r.c), k.L.T, r.L, g, a);
+  if (!std::isfinite(A) && r.L > 0) {  // reported before any per-token value
+    a.err_pos = -1;
+    a.fail(0, "advantages", static_cast<double>(A));
+  }
+}
+
+// ---- errors, then deterministic reductions in row order ----------------------------------------------
+
+void finish(const Call& k, const std::vector<RowResult>& acc) {
+  const int64_t B = k.L.B;
+  for (int64_t i = 0; i < B; ++i) {
+    const RowResult& a = acc[i];
+    if (a.err_pos >= 0)
+      value_error(a.err_name, ": non-finite value ", a.err_value, " at a valid position (row ", i, ", token ",
+                  a.err_pos, "); values under the mask must be finite",
+                  std::string(a.err_name) == "sampling_logp" ? " (NaN marks an unscored token)" : "");
+  }
+  double loss = 0.0, bonus = 0.0;
+  math::MetricSums<double> tot = math::MetricSums<double>::zero();
+  for (int64_t i = 0; i < B; ++i) {
+    loss += acc[i].loss;
+    bonus += acc[i].ent_bonus;
+    tot.merge(acc[i].m);
+  }
+  loss -= k.s.entropy_coef * bonus;
+  if (k.out.loss.dtype == DType::Float32)
+    *k.out.loss.ptr<float>() = static_cast<float>(loss);
+  else
+    *k.out.loss.ptr<double>() = loss;
+  if (!k.out.metrics.defined()) return;
+  double vals[loss_metrics::kNumMetrics];
+  tot.finish(k.per_row_ratio, B, vals);
+  const std::vector<int> ids = loss_metric_ids(k.s, k.in);
+  double* mo = k.out.metrics.ptr<double>();
+  for (size_t j = 0; j < ids.size(); ++j) mo[j * k.out.metrics.strides[0]] = vals[ids[j]];
+}
+
+template <class T>
+void run(Call& k, int num_threads) {
+  const int64_t B = k.L.B;
+  if (k.has_quantile) k.h_threshold = entropy_threshold<T>(k);
+
+  std::vector<RowStats> st(static_cast<size_t>(B));
+  for_rows(k, num_threads, [&](int64_t i) { row_stats<T>(k, i, st[i]); });
+
+  // global counts and aggregation coefficients: the functions the CUDA kernels call
+  double n_tok = 0.0, n_rows_nonempty = 0.0, n_ent_kept = 0.0;
+  for (int64_t i = 0; i < B; ++i) {
+    n_tok += static_cast<double>(st[i].L);
+    n_rows_nonempty += st[i].L > 0 ? 1.0 : 0.0;
+    n_ent_kept += st[i].n_ent_kept;
+  }
+  const math::AggCounts counts = math::agg_counts(k.s, n_tok, n_rows_nonempty, static_cast<double>(B));
+  const auto row_tokens = [&](int64_t j) { return static_cast<double>(st[j].L); };
+  for (int64_t i = 0; i < B; ++i)
+    st[i].c = math::agg_coefficient(k.s, counts, static_cast<double>(st[i].L), static_cast<double>(k.L.T),
+                                    math::group_tokens(k.s, row_tokens, i));
+  // TRL's local coefficient counts the tokens the top-entropy mask keeps
+  const double ent_local_c = math::entropy_local_coefficient(k.s, k.has_quantile ? n_ent_kept : n_tok);
+  const bool policy_c = k.s.entropy_aggregation == EntropyAggregation::Policy;
+
+  std::vector<RowResult> acc(static_cast<size_t>(B));
+  for_rows(k, num_threads, [&](int64_t i) {
+    if (k.fast)
+      fast_token_row<T>(k, i, st[i], acc[i]);
+    else
+      token_row<T>(k, i, st[i], policy_c ? st[i].c : ent_local_c, acc[i]);
+  });
+  finish(k, acc);
+}
+
+}  // namespace
+}  // namespace loss_cpu
+
+void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int num_threads) {
+  using namespace loss_cpu;
+  check_loss_args(spec, in, out);
+  check_cpu(in.logp, "logp");
+  const Layout L = layout_of(in);
+  // An entirely empty mask has no loss to define.
+  bool any = !in.mask.defined();
+  std::vector<uint8_t> buf;
+  for (int64_t i = 0; i < L.B && !any; ++i) {
+    const uint8_t* m = flag_bytes(in.mask, L, i, buf);
+    for (int64_t t = 0, n = L.len(i); t < n && !any; ++t) any = m[t] != 0;
+  }
+  if (!any) value_error("mask: no valid token (every position is masked); there is no loss to compute");
+
+  const bool adv_row = in.advantages.ndim == 1 && (!L.packed || in.advantages.shape[0] != in.logp.shape[0]);
+  Call k{spec,
+         in,
+         out,
+         L,
+         math::pass_flags(spec, in.old_logp.defined(), in.entropies.defined(), in.sampling_logp.defined(),
+                          in.ref_logp.defined(), in.token_weights.defined()),
+         adv_row,
+         math::ratio_metrics_per_row(spec),
+         fast_path_applies(spec, in, out, adv_row),
+         spec.top_entropy_quantile < 1.0};
+  if (in.logp.dtype == DType::Float32)
+    run<float>(k, num_threads);
+  else
+    run<double>(k, num_threads);
+}
+
+}  // namespace grpokit
