@@ -15,6 +15,8 @@ import grpokit
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
+from torch_batches import ragged_logprobs  # noqa: E402
+
 # Weights are computed in double and rounded once to the log-probs' dtype; metrics stay float64.
 TOL = {torch.float64: (1e-10, 1e-12), torch.float32: (2e-6, 1e-7), torch.bfloat16: (2**-7, 2**-8),
        torch.float16: (2**-9, 2**-10)}
@@ -46,15 +48,7 @@ def logprobs(B, T, noise, seed):
     """trainer/sampler log-probs with NaN sampler values (unscored tokens), padding holding inf/NaN,
     row 2 all masked, a gap in some rows."""
     gen = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, T + 1, (B,), generator=gen)
-    lengths[0] = T
-    if B > 2:
-        lengths[2] = 0
-    mask = torch.arange(T)[None, :] < lengths[:, None]
-    if T > 3:
-        mask[1::3, 1] = False
-    a = (torch.rand(B, T, generator=gen, dtype=torch.float64) * 0.9 + 0.05).log()
-    b = a + noise * torch.randn(B, T, generator=gen, dtype=torch.float64)
+    mask, a, b = ragged_logprobs(B, T, gen, noise, empty_row=True, gap=True)
     b[mask & (torch.rand(B, T, generator=gen) < 0.09)] = float("nan")
     a = torch.where(mask, a, torch.where(torch.arange(T)[None, :] % 2 == 1, float("inf"), float("nan")))
     return a, b, mask

@@ -14,6 +14,8 @@ import grpokit
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
+from torch_batches import ragged_mask  # noqa: E402
+
 # Each output is computed in double and rounded once to the rewards' dtype.
 TOL = {torch.float64: (1e-10, 1e-12), torch.float32: (2e-6, 1e-6), torch.bfloat16: (2**-7, 2**-8),
        torch.float16: (2**-9, 2**-10)}
@@ -55,18 +57,6 @@ TOKEN = [
 SHAPES = [(6, 5, 3), (12, 33, 4), (10, 1, 2), (9, 7, None), (130, 17, None), (512, 64, 16)]
 
 
-def make_mask(B, T, gen):
-    """Row 0 full, row 2 all masked, others random lengths with a gap (multi-turn tool output)."""
-    lengths = torch.randint(1, T + 1, (B,), generator=gen)
-    lengths[0] = T
-    if B > 2:
-        lengths[2] = 0
-    mask = torch.arange(T)[None, :] < lengths[:, None]
-    if T > 3:
-        mask[1::3, 1] = False
-    return mask
-
-
 def batch(B, T, K, gen):
     """Rewards (exact 0/1 ties and random values, NaN entries with K > 1, row 1 unscorable) and
     every optional input, as float64 CPU tensors."""
@@ -76,7 +66,7 @@ def batch(B, T, K, gen):
     if K > 1:
         r[torch.rand(B, K, generator=gen) < 0.2] = float("nan")
     r[1] = float("nan")
-    mask = make_mask(B, T, gen)
+    mask = ragged_mask(B, T, gen, empty_row=True, gap=True)
     p = torch.rand(B, T, generator=gen, dtype=torch.float64) * 0.9 + 0.05
     return {
         "rewards": r[:, 0] if K == 1 else r,

@@ -12,6 +12,8 @@ from logprobs_reference import ref_backward, ref_forward
 
 torch = pytest.importorskip("torch")
 
+from torch_batches import linear_head  # noqa: E402
+
 
 def problem(seed, n, h, v, dtype=np.float64):
     rng = np.random.default_rng(seed)
@@ -132,12 +134,8 @@ def test_bad_inputs():
 @pytest.mark.parametrize("tdtype", ["float32", "bfloat16", "float16"])
 def test_gpu_matches_cpu(tdtype):
     gen = torch.Generator().manual_seed(6)
-    hidden = torch.randn(37, 64, generator=gen)
-    weight = torch.randn(1001, 64, generator=gen) / 8
-    ids = torch.randint(0, 1001, (37,), generator=gen)
+    hd, wd, ids = linear_head(gen, tdtype)
     a, b = torch.randn(37, generator=gen), torch.randn(37, generator=gen)
-    dt = getattr(torch, tdtype)
-    hd, wd = hidden.to(dt), weight.to(dt)
     # The CPU oracle sees the same rounded inputs in float32.
     cpu = grpokit.linear_token_logprobs(hd.float(), wd.float(), ids, chunk_size=300)
     gh, gw = grpokit.linear_token_logprobs_backward(hd.float(), wd.float(), ids, cpu, a, b, chunk_size=300)

@@ -14,6 +14,7 @@ from grpokit import _core
 torch = pytest.importorskip("torch")
 
 from logprobs_reference import rand_logits, ref_forward, ref_sum_sq_probs  # noqa: E402
+from torch_batches import linear_head  # noqa: E402
 
 # Around the 16 float32 lanes, the 2048-entry chunk, and a large vocabulary.
 VOCABS = [1, 2, 7, 15, 16, 17, 33, 2047, 2048, 2049, 5003, 151_936]
@@ -219,12 +220,7 @@ def test_gpu_bad_id_row_is_nan():
 @pytest.mark.gpu
 @pytest.mark.parametrize("tdtype", ["float32", "bfloat16", "float16"])
 def test_gpu_linear_matches_cpu(tdtype):
-    gen = torch.Generator().manual_seed(6)
-    hidden = torch.randn(37, 64, generator=gen)
-    weight = torch.randn(1001, 64, generator=gen) / 8
-    ids = torch.randint(0, 1001, (37,), generator=gen)
-    dt = getattr(torch, tdtype)
-    hd, wd = hidden.to(dt), weight.to(dt)
+    hd, wd, ids = linear_head(torch.Generator().manual_seed(6), tdtype)
     cpu = grpokit.linear_token_logprobs(hd.float(), wd.float(), ids, chunk_size=300, sum_sq_probs=True)
     gpu = grpokit.linear_token_logprobs(hd.cuda(), wd.cuda(), ids.cuda(), chunk_size=300, sum_sq_probs=True)
     # cuBLAS and Eigen round the logits differently (1e-6 relative), then float32 softmax math.

@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer")
 
 import grpokit  # noqa: E402
+from torch_batches import ragged_logprobs  # noqa: E402
 
 GRPOTrainer = trl_grpo.GRPOTrainer
 K = 2  # gradient_accumulation_steps == steps_per_generation
@@ -97,11 +98,8 @@ def trl_is_ratio(old, smp, mask, mode, cmin, cmax):
 
 def batch(seed, B=6, T=9, spread=0.3):
     g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, T + 1, (B,), generator=g)
-    lengths[0] = T
-    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
-    lp = torch.log(torch.rand(B, T, generator=g, dtype=torch.float64) * 0.9 + 0.05)
-    old = lp + spread * torch.randn(B, T, generator=g, dtype=torch.float64)
+    mask, lp, old = ragged_logprobs(B, T, g, spread)
+    mask = mask.long()
     ref = lp + spread * torch.randn(B, T, generator=g, dtype=torch.float64)
     smp = old + 0.2 * torch.randn(B, T, generator=g, dtype=torch.float64)
     H = torch.rand(B, T, generator=g, dtype=torch.float64) * 2 + 0.05

@@ -22,6 +22,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import grpokit  # noqa: E402
+from torch_batches import ragged_logprobs  # noqa: E402
 from verl_source import functions as _functions  # noqa: E402
 from verl_source import source as _verl_source  # noqa: E402
 
@@ -55,11 +56,8 @@ def verl():
 def batch(seed, B=6, T=8, spread=0.25):
     # A float32 response mask, as verl's: its `L + 1e-8` denominators then equal L exactly.
     g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, T + 1, (B,), generator=g)
-    lengths[0] = T
-    mask = (torch.arange(T)[None, :] < lengths[:, None]).float()
-    lp = torch.log(torch.rand(B, T, generator=g, dtype=torch.float64) * 0.9 + 0.05)
-    old = lp + spread * torch.randn(B, T, generator=g, dtype=torch.float64)
+    mask, lp, old = ragged_logprobs(B, T, g, spread)
+    mask = mask.float()
     ref = lp + 1.5 * torch.randn(B, T, generator=g, dtype=torch.float64)  # wide: exercises the k3 clamps
     A = torch.randn(B, generator=g, dtype=torch.float64)[:, None].expand(B, T).contiguous()
     H = torch.rand(B, T, generator=g, dtype=torch.float64) * 2
