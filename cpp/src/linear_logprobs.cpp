@@ -117,10 +117,7 @@ void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorVi
     for (int64_t i = 0; i < nr; ++i) {
       const int64_t r = r0 + i;
       const double l = st[i].lse();
-      if (!(l < INFINITY))
-        err.record(r, 2);
-      else if (!(l > -INFINITY))
-        err.record(r, 3);
+      err.finite_lse(r, l);  // written all the same: the error is raised after the loop
       write_real<T>(logp, r * logp.strides[0], math::token_logp(static_cast<double>(z_y[i]), static_cast<double>(l)));
       write_real<T>(lse, r * lse.strides[0], l);
       if (entropy.defined()) write_real<T>(entropy, r * entropy.strides[0], st[i].entropy());

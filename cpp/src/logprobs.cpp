@@ -20,6 +20,14 @@ namespace {
 
 using namespace rows;
 
+// Row r's target id, or -1 (recorded in err) when it lies outside the vocabulary.
+inline int64_t row_target(const TensorView& ids, const RowLayout& L, int64_t r, RowError& err) {
+  const int64_t id = read_id(ids, per_row_offset(ids, r, L.inner));
+  if (id >= 0 && id < L.vocab) return id;
+  err.record(r, 1, id);
+  return -1;
+}
+
 template <class In, class F, class A, bool kSq>
 void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
                   const TensorView& lse, const TensorView& sum_sq) {
@@ -32,22 +40,12 @@ void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const Tens
 #pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
 #endif
   for (int64_t r = 0; r < L.rows; ++r) {
-    const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));
-    if (id < 0 || id >= L.vocab) {
-      err.record(r, 1, id);
-      continue;
-    }
+    const int64_t id = row_target(in.token_ids, L, r, err);
+    if (id < 0) continue;
     const In* row = x.ptr<const In>() + row_offset(x, r, L.inner);
     const math::RowState<A, kSq> st = row_state<kSq>(row, L.vocab, inv_t);
     const A l = st.lse();
-    if (!(l < INFINITY)) {  // NaN or +inf
-      err.record(r, 2);
-      continue;
-    }
-    if (!(l > -INFINITY)) {
-      err.record(r, 3);
-      continue;
-    }
+    if (!err.finite_lse(r, l)) continue;
     const A z_y = static_cast<A>(cpu::load(row[id]) * inv_t);
     write_real<R>(logp, per_row_offset(logp, r, L.inner), math::token_logp(z_y, l));
     write_real<R>(lse, per_row_offset(lse, r, L.inner), l);
@@ -69,11 +67,8 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
 #pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
 #endif
   for (int64_t r = 0; r < L.rows; ++r) {
-    const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));
-    if (id < 0 || id >= L.vocab) {
-      err.record(r, 1, id);
-      continue;
-    }
+    const int64_t id = row_target(in.token_ids, L, r, err);
+    if (id < 0) continue;
     const In* row = x.ptr<const In>() + row_offset(x, r, L.inner);
     In* g = grad_logits.ptr<In>() + row_offset(grad_logits, r, L.inner);
     const double a = grad_logp.defined() ? read_real(grad_logp, per_row_offset(grad_logp, r, L.inner)) : 0.0;

@@ -211,6 +211,17 @@ struct RowError {
     if (row < 0 || r < row) row = r, kind = k, id = bad_id;
   }
 
+  // Records row r if its log-sum-exp l is NaN/+inf or −inf; true when l is finite.
+  bool finite_lse(int64_t r, double l) {
+    if (!(l < INFINITY))
+      record(r, 2);
+    else if (!(l > -INFINITY))
+      record(r, 3);
+    else
+      return true;
+    return false;
+  }
+
   void raise(int64_t vocab) const {
     if (row < 0) return;
     if (kind == 1)
