@@ -20,56 +20,51 @@ namespace {
 
 using namespace rows;
 
-// Row r's target id, or -1 (recorded in err) when it lies outside the vocabulary.
-inline int64_t row_target(const TensorView& ids, const RowLayout& L, int64_t r, RowError& err) {
-  const int64_t id = read_id(ids, per_row_offset(ids, r, L.inner));
-  if (id >= 0 && id < L.vocab) return id;
-  err.record(r, 1, id);
-  return -1;
+// Calls f(r, id, row, err) for every row whose target id lies in the vocabulary (OpenMP over rows), then
+// raises the lowest row's error: an id outside the vocabulary, or what f recorded in err.
+template <class In, class Fn>
+void for_each_row(const TokenLogprobArgs& in, const RowLayout& L, Fn&& f) {
+  const TensorView& x = in.logits;
+  RowError err;
+#ifdef GRPOKIT_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
+#endif
+  for (int64_t r = 0; r < L.rows; ++r) {
+    const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));
+    if (id < 0 || id >= L.vocab) {
+      err.record(r, 1, id);
+      continue;
+    }
+    f(r, id, x.ptr<const In>() + row_offset(x, r, L.inner), err);
+  }
+  err.raise(L.vocab);
 }
 
 template <class In, class F, class A, bool kSq>
 void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
                   const TensorView& lse, const TensorView& sum_sq) {
   using R = typename cpu::Real<In>::type;  // result dtype: float, or double for float64 logits
-  const TensorView& x = in.logits;
-  const RowLayout L = RowLayout::of(x);
+  const RowLayout L = RowLayout::of(in.logits);
   const F inv_t = static_cast<F>(1.0 / in.temperature);
-  RowError err;
-#ifdef GRPOKIT_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
-#endif
-  for (int64_t r = 0; r < L.rows; ++r) {
-    const int64_t id = row_target(in.token_ids, L, r, err);
-    if (id < 0) continue;
-    const In* row = x.ptr<const In>() + row_offset(x, r, L.inner);
+  for_each_row<In>(in, L, [&](int64_t r, int64_t id, const In* row, RowError& err) {
     const math::RowState<A, kSq> st = row_state<kSq>(row, L.vocab, inv_t);
     const A l = st.lse();
-    if (!err.finite_lse(r, l)) continue;
+    if (!err.finite_lse(r, l)) return;
     const A z_y = static_cast<A>(cpu::load(row[id]) * inv_t);
     write_real<R>(logp, per_row_offset(logp, r, L.inner), math::token_logp(z_y, l));
     write_real<R>(lse, per_row_offset(lse, r, L.inner), l);
     if (entropy.defined()) write_real<R>(entropy, per_row_offset(entropy, r, L.inner), st.entropy());
     if constexpr (kSq) write_real<R>(sum_sq, per_row_offset(sum_sq, r, L.inner), st.sum_sq_probs());
-  }
-  err.raise(L.vocab);
+  });
 }
 
 template <class In, class F>
 void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const TensorView& entropy,
                    const TensorView& grad_logp, const TensorView& grad_entropy,
                    const TensorView& grad_logits) {
-  const TensorView& x = in.logits;
-  const RowLayout L = RowLayout::of(x);
+  const RowLayout L = RowLayout::of(in.logits);
   const double inv_t = 1.0 / in.temperature;
-  RowError err;
-#ifdef GRPOKIT_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
-#endif
-  for (int64_t r = 0; r < L.rows; ++r) {
-    const int64_t id = row_target(in.token_ids, L, r, err);
-    if (id < 0) continue;
-    const In* row = x.ptr<const In>() + row_offset(x, r, L.inner);
+  for_each_row<In>(in, L, [&](int64_t r, int64_t id, const In* row, RowError&) {
     In* g = grad_logits.ptr<In>() + row_offset(grad_logits, r, L.inner);
     const double a = grad_logp.defined() ? read_real(grad_logp, per_row_offset(grad_logp, r, L.inner)) : 0.0;
     const double b = grad_entropy.defined() ? read_real(grad_entropy, per_row_offset(grad_entropy, r, L.inner)) : 0.0;
@@ -79,8 +74,7 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
     // The target's own entry, from the logits before an in-place write replaces them.
     const F z_y = static_cast<F>(cpu::load(row[id]) * static_cast<F>(inv_t));
     grad_row(row, g, L.vocab, static_cast<F>(inv_t), l, c, id, z_y);
-  }
-  err.raise(L.vocab);
+  });
 }
 
 template <bool kSq>
