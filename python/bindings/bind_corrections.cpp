@@ -10,6 +10,25 @@
 
 namespace grpokit {
 namespace bindings {
+namespace {
+
+// The arrays both corrections take, imported in argument order (a braced list evaluates left to right).
+struct CorrectionArrays {
+  Imported trainer, sampler, mask, out, metrics, workspace;
+};
+
+CorrectionArrays import_correction_arrays(py::object trainer_logp, py::object sampler_logp, py::object mask,
+                                          py::object out, const char* out_name, py::object metrics,
+                                          py::object workspace, std::intptr_t stream) {
+  return {import_array(trainer_logp, "trainer_logp", stream, false),
+          import_array(sampler_logp, "sampler_logp", stream, false),
+          import_array(mask, "mask", stream, false),
+          import_array(out, out_name, stream, true),
+          import_array(metrics, "metrics", stream, true),
+          import_array(workspace, "workspace", stream, true)};
+}
+
+}  // namespace
 
 void bind_corrections(py::module_& m, const Backend& backend) {
   m.def("importance_metric_names", &importance_metric_names,
@@ -31,14 +50,11 @@ void bind_corrections(py::module_& m, const Backend& backend) {
         opt.clip_max = clip_max;
         opt.log_clamp = log_clamp;
         opt.batch_normalize = batch_normalize;
-        Imported a = import_array(trainer_logp, "trainer_logp", stream, false);
-        Imported b = import_array(sampler_logp, "sampler_logp", stream, false);
-        Imported mk = import_array(mask, "mask", stream, false);
-        Imported w = import_array(weights, "weights", stream, true);
-        Imported mt = import_array(metrics, "metrics", stream, true);
-        Imported ws = import_array(workspace, "workspace", stream, true);
+        const CorrectionArrays x =
+            import_correction_arrays(trainer_logp, sampler_logp, mask, weights, "weights", metrics, workspace, stream);
         py::gil_scoped_release nogil;
-        backend.importance_weights(a.view(), b.view(), mk.view(), opt, w.view(), mt.view(), ws.view(), stream);
+        backend.importance_weights(x.trainer.view(), x.sampler.view(), x.mask.view(), opt, x.out.view(),
+                                   x.metrics.view(), x.workspace.view(), stream);
       },
       py::arg("trainer_logp"), py::arg("sampler_logp"), py::arg("mask"), py::arg("weights"),
       py::arg("metrics"), py::arg("level"), py::arg("mode"), py::arg("clip_min"),
@@ -62,14 +78,11 @@ void bind_corrections(py::module_& m, const Backend& backend) {
           c.upper = upper[i];
           parsed.push_back(c);
         }
-        Imported a = import_array(trainer_logp, "trainer_logp", stream, false);
-        Imported b = import_array(sampler_logp, "sampler_logp", stream, false);
-        Imported mk = import_array(mask, "mask", stream, false);
-        Imported k = import_array(keep, "keep", stream, true);
-        Imported mt = import_array(metrics, "metrics", stream, true);
-        Imported ws = import_array(workspace, "workspace", stream, true);
+        const CorrectionArrays x =
+            import_correction_arrays(trainer_logp, sampler_logp, mask, keep, "keep", metrics, workspace, stream);
         py::gil_scoped_release nogil;
-        backend.rejection_mask(a.view(), b.view(), mk.view(), parsed, k.view(), mt.view(), ws.view(), stream);
+        backend.rejection_mask(x.trainer.view(), x.sampler.view(), x.mask.view(), parsed, x.out.view(),
+                               x.metrics.view(), x.workspace.view(), stream);
       },
       py::arg("trainer_logp"), py::arg("sampler_logp"), py::arg("mask"), py::arg("keep"),
       py::arg("metrics"), py::arg("criteria"), py::arg("lower"), py::arg("upper"),
