@@ -3,21 +3,51 @@
 
 namespace grpokit {
 namespace bindings {
+namespace {
+
+// The inputs of token_logprobs[_backward], imported; the engine's arguments view them.
+struct TokenInputs {
+  Imported logits, ids;
+  TokenLogprobArgs args(double temperature) const { return {logits.view(), ids.view(), temperature}; }
+};
+
+TokenInputs import_token(py::object logits, py::object token_ids, std::intptr_t stream) {
+  return {import_array(logits, "logits", stream, false), import_array(token_ids, "token_ids", stream, false)};
+}
+
+// The inputs of the linear_* functions, imported; the engine's arguments view them.
+struct LinearInputs {
+  Imported hidden, weight, ids;
+  LinearLogprobArgs args(double temperature, int64_t chunk_size) const {
+    LinearLogprobArgs in;
+    in.hidden = hidden.view();
+    in.weight = weight.view();
+    in.token_ids = ids.view();
+    in.temperature = temperature;
+    in.chunk_size = chunk_size;
+    return in;
+  }
+};
+
+LinearInputs import_linear(py::object hidden, py::object weight, py::object token_ids, std::intptr_t stream) {
+  return {import_array(hidden, "hidden", stream, false), import_array(weight, "weight", stream, false),
+          import_array(token_ids, "token_ids", stream, false)};
+}
+
+}  // namespace
 
 void bind_logprobs(py::module_& m, const Backend& backend) {
   m.def(
       "token_logprobs",
       [backend](py::object logits, py::object token_ids, py::object logp, py::object entropy,
                 py::object lse, double temperature, py::object sum_sq_probs, std::intptr_t stream) {
-        Imported x = import_array(logits, "logits", stream, false);
-        Imported ids = import_array(token_ids, "token_ids", stream, false);
+        const TokenInputs x = import_token(logits, token_ids, stream);
         Imported lp = import_array(logp, "logp", stream, true);
         Imported h = import_array(entropy, "entropy", stream, true);
         Imported l = import_array(lse, "lse", stream, true);
         Imported sq = import_array(sum_sq_probs, "sum_sq_probs", stream, true);
-        const TokenLogprobArgs in{x.view(), ids.view(), temperature};
         py::gil_scoped_release nogil;
-        backend.token_logprobs(in, lp.view(), h.view(), l.view(), sq.view(), stream);
+        backend.token_logprobs(x.args(temperature), lp.view(), h.view(), l.view(), sq.view(), stream);
       },
       py::arg("logits"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"), py::arg("lse"),
       py::arg("temperature"), py::arg("sum_sq_probs") = py::none(), py::arg("stream") = 0,
@@ -28,16 +58,14 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       [backend](py::object logits, py::object token_ids, py::object lse, py::object entropy,
                 py::object grad_logp, py::object grad_entropy, py::object grad_logits,
                 double temperature, std::intptr_t stream) {
-        Imported x = import_array(logits, "logits", stream, false);
-        Imported ids = import_array(token_ids, "token_ids", stream, false);
+        const TokenInputs x = import_token(logits, token_ids, stream);
         Imported l = import_array(lse, "lse", stream, false);
         Imported h = import_array(entropy, "entropy", stream, false);
         Imported ga = import_array(grad_logp, "grad_logp", stream, false);
         Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
         Imported g = import_array(grad_logits, "grad_logits", stream, true);
-        const TokenLogprobArgs in{x.view(), ids.view(), temperature};
         py::gil_scoped_release nogil;
-        backend.token_logprobs_backward(in, l.view(), h.view(), ga.view(), gb.view(), g.view(),
+        backend.token_logprobs_backward(x.args(temperature), l.view(), h.view(), ga.view(), gb.view(), g.view(),
                                         stream);
       },
       py::arg("logits"), py::arg("token_ids"), py::arg("lse"), py::arg("entropy"),
@@ -46,43 +74,29 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       "Logits gradient from upstream gradients of logp and entropy into grad_logits (may be the "
       "logits themselves). See grpokit.token_logprobs_backward.");
 
-  auto linear_args = [](const Imported& h, const Imported& w, const Imported& ids,
-                        double temperature, int64_t chunk_size) {
-    LinearLogprobArgs in;
-    in.hidden = h.view();
-    in.weight = w.view();
-    in.token_ids = ids.view();
-    in.temperature = temperature;
-    in.chunk_size = chunk_size;
-    return in;
-  };
   m.def(
       "linear_workspace_bytes",
-      [backend, linear_args](py::object hidden, py::object weight, py::object token_ids,
+      [backend](py::object hidden, py::object weight, py::object token_ids,
                              int64_t chunk_size, bool backward, std::intptr_t stream) {
-        Imported h = import_array(hidden, "hidden", stream, false);
-        Imported w = import_array(weight, "weight", stream, false);
-        Imported ids = import_array(token_ids, "token_ids", stream, false);
-        return backend.linear_workspace_bytes(linear_args(h, w, ids, 1.0, chunk_size), backward);
+        const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
+        return backend.linear_workspace_bytes(x.args(1.0, chunk_size), backward);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("chunk_size"),
       py::arg("backward"), py::arg("stream") = 0,
       "Bytes of device scratch linear_token_logprobs[_backward] needs.");
   m.def(
       "linear_token_logprobs",
-      [backend, linear_args](py::object hidden, py::object weight, py::object token_ids,
+      [backend](py::object hidden, py::object weight, py::object token_ids,
                              py::object logp, py::object entropy, py::object lse,
                              py::object workspace, double temperature, int64_t chunk_size,
                              py::object sum_sq_probs, std::intptr_t stream) {
-        Imported h = import_array(hidden, "hidden", stream, false);
-        Imported w = import_array(weight, "weight", stream, false);
-        Imported ids = import_array(token_ids, "token_ids", stream, false);
+        const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
         Imported lp = import_array(logp, "logp", stream, true);
         Imported e = import_array(entropy, "entropy", stream, true);
         Imported l = import_array(lse, "lse", stream, true);
         Imported ws = import_array(workspace, "workspace", stream, true);
         Imported sq = import_array(sum_sq_probs, "sum_sq_probs", stream, true);
-        const LinearLogprobArgs in = linear_args(h, w, ids, temperature, chunk_size);
+        const LinearLogprobArgs in = x.args(temperature, chunk_size);
         py::gil_scoped_release nogil;
         backend.linear_token_logprobs(in, lp.view(), e.view(), l.view(), sq.view(), ws.view(),
                                       stream);
@@ -94,14 +108,12 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       "grpokit.linear_token_logprobs.");
   m.def(
       "linear_token_logprobs_backward",
-      [backend, linear_args](py::object hidden, py::object weight, py::object token_ids,
+      [backend](py::object hidden, py::object weight, py::object token_ids,
                              py::object lse, py::object entropy, py::object grad_logp,
                              py::object grad_entropy, py::object grad_hidden,
                              py::object grad_weight, py::object workspace, double temperature,
                              int64_t chunk_size, std::intptr_t stream) {
-        Imported h = import_array(hidden, "hidden", stream, false);
-        Imported w = import_array(weight, "weight", stream, false);
-        Imported ids = import_array(token_ids, "token_ids", stream, false);
+        const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
         Imported l = import_array(lse, "lse", stream, false);
         Imported e = import_array(entropy, "entropy", stream, false);
         Imported ga = import_array(grad_logp, "grad_logp", stream, false);
@@ -109,7 +121,7 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
         Imported gh = import_array(grad_hidden, "grad_hidden", stream, true);
         Imported gw = import_array(grad_weight, "grad_weight", stream, true);
         Imported ws = import_array(workspace, "workspace", stream, true);
-        const LinearLogprobArgs in = linear_args(h, w, ids, temperature, chunk_size);
+        const LinearLogprobArgs in = x.args(temperature, chunk_size);
         py::gil_scoped_release nogil;
         backend.linear_token_logprobs_backward(in, l.view(), e.view(), ga.view(), gb.view(),
                                                gh.view(), gw.view(), ws.view(), stream);
