@@ -11,12 +11,7 @@
 // Deterministic (fixed-order reductions), no allocation (a float64 workspace from the caller), no host
 // synchronisation. An entirely masked batch (the CPU engine raises) gives weights 0 and metrics from
 // empty sums (see docs/gpu.md).
-#if !defined(GRPOKIT_CUDA_EMULATE)  // tests/cuda_emulation/emulate_estimators.cpp runs the kernels on host threads
-#include <cuda_runtime.h>
-
-#include "common.cuh"
-#endif
-
+// tests/cuda_emulation/emulate_estimators.cpp runs the kernels on host threads (launch.cuh).
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -32,13 +27,7 @@ namespace grpokit {
 namespace cuda {
 namespace {
 
-using strided::first_index;
-using strided::flag_at;
-using strided::grid_stride;
-using strided::In;
-using strided::Out;
-using strided::real_at;
-using strided::store;
+using namespace strided;  // NOLINT(build/namespaces): the kernels' array accessors
 
 constexpr int kCorrRowThreads = 128;
 constexpr int kCorrReduceThreads = 128;  // a power of two
@@ -54,13 +43,28 @@ enum ImpField {
 #define GRPOKIT_IMPORTANCE_OPS "smMssssssssssssMssss"  // a literal: device code reads it
 static_assert(sizeof(GRPOKIT_IMPORTANCE_OPS) == kNumImp + 1, "one reduction op per partial");
 
-struct ImpArgs {
-  ImportanceOptions opt;
+// What both corrections read (the (B, T) log-probs and mask) and where they write their metrics.
+struct CorrBatch {
   int64_t B = 0, T = 0;
   In trn, smp, mask;
-  Out weights;
   double* metrics = nullptr;
   int64_t metrics_s = 0;
+};
+
+void set_batch(CorrBatch& a, const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
+               const TensorView& metrics) {
+  a.B = trainer_logp.shape[0];
+  a.T = trainer_logp.shape[1];
+  a.trn = in_of(trainer_logp);
+  a.smp = in_of(sampler_logp);
+  a.mask = in_of(mask);
+  a.metrics = metrics.ptr<double>();
+  a.metrics_s = metrics.strides[0];
+}
+
+struct ImpArgs : CorrBatch {
+  ImportanceOptions opt;
+  Out weights;
   double* part = nullptr;     // B × kNumImp
   double* seq_sum = nullptr;  // B
   double* factor = nullptr;   // 1
@@ -217,14 +221,10 @@ struct Criterion {
 enum RejField { rSum, rMin, rMax, rRejected, rRowRejected, kPerCriterion };
 enum RejOverall { oRowValid, oRejected, oRowAny, oNSel, kOverall };
 
-struct RejArgs {
-  int64_t B = 0, T = 0;
+struct RejArgs : CorrBatch {
   int C = 0;
   Criterion crit[kMaxCriteria];
-  In trn, smp, mask;
   Out keep;
-  double* metrics = nullptr;
-  int64_t metrics_s = 0;
   double* part = nullptr;  // B × (kPerCriterion · C + kOverall)
 };
 
@@ -337,12 +337,6 @@ double* workspace_ptr(const TensorView& ws, int64_t need, const TensorView& ref,
   return ws.ptr<double>();
 }
 
-#if defined(GRPOKIT_CUDA_EMULATE)
-using Stream = void*;
-#else
-using Stream = cudaStream_t;
-#endif
-
 }  // namespace
 
 int64_t importance_workspace_size(int64_t num_rows) { return num_rows * (kNumImp + 1) + 1; }
@@ -355,77 +349,45 @@ void importance_weights(const TensorView& trainer_logp, const TensorView& sample
                         const ImportanceOptions& opt, const TensorView& weights, const TensorView& metrics,
                         const TensorView& workspace, std::intptr_t stream) {
   check_importance_args(trainer_logp, sampler_logp, mask, opt, weights, metrics);
-#if !defined(GRPOKIT_CUDA_EMULATE)
-  check_cuda_device(trainer_logp, "trainer_logp");
-#endif
+  GRPOKIT_CHECK_CUDA_DEVICE(trainer_logp, "trainer_logp");
   ImpArgs a;
+  set_batch(a, trainer_logp, sampler_logp, mask, metrics);
   a.opt = opt;
-  a.B = trainer_logp.shape[0];
-  a.T = trainer_logp.shape[1];
-  a.trn = strided::in_of(trainer_logp);
-  a.smp = strided::in_of(sampler_logp);
-  a.mask = strided::in_of(mask);
   a.weights = strided::out_of(weights);
-  a.metrics = metrics.ptr<double>();
-  a.metrics_s = metrics.strides[0];
   double* ws = workspace_ptr(workspace, importance_workspace_size(a.B), trainer_logp, "importance_workspace_size(B)");
   a.part = ws;
   a.seq_sum = ws + a.B * kNumImp;
   a.factor = a.seq_sum + a.B;
   const unsigned rows = strided::grid_for(a.B, kCorrRowThreads);
   const unsigned elems = opt.level == IsLevel::Sequence ? rows : strided::grid_for(a.B * a.T, kCorrRowThreads);
-#if defined(GRPOKIT_CUDA_EMULATE)
-  (void)stream;
-  const Stream s = nullptr;
-  (void)s;  // the emulated launch takes no stream
-#else
-  DeviceGuard guard(trainer_logp.device.index);
-  const Stream s = as_stream(stream);
-#endif
+  GRPOKIT_DEVICE_GUARD(trainer_logp);
+  const Stream s = stream_of(stream);
   GRPOKIT_LAUNCH(importance_rows_kernel, rows, kCorrRowThreads, s, a);
   GRPOKIT_LAUNCH(importance_finish_kernel, 1, kCorrReduceThreads, s, a);
   GRPOKIT_LAUNCH(importance_write_kernel, elems, kCorrRowThreads, s, a);
-#if !defined(GRPOKIT_CUDA_EMULATE)
-  check_launch("importance_weights");
-#endif
+  GRPOKIT_CHECK_LAUNCH("importance_weights");
 }
 
 void rejection_mask(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
                     const std::vector<RejectionCriterion>& criteria, const TensorView& keep,
                     const TensorView& metrics, const TensorView& workspace, std::intptr_t stream) {
   check_rejection_args(trainer_logp, sampler_logp, mask, criteria, keep, metrics);
-#if !defined(GRPOKIT_CUDA_EMULATE)
-  check_cuda_device(trainer_logp, "trainer_logp");
-#endif
+  GRPOKIT_CHECK_CUDA_DEVICE(trainer_logp, "trainer_logp");
   if (criteria.size() > static_cast<size_t>(kMaxCriteria))
     value_error("criteria: the GPU kernel takes at most ", kMaxCriteria, " criteria, got ", criteria.size());
   RejArgs a;
-  a.B = trainer_logp.shape[0];
-  a.T = trainer_logp.shape[1];
+  set_batch(a, trainer_logp, sampler_logp, mask, metrics);
   a.C = static_cast<int>(criteria.size());
   for (int c = 0; c < a.C; ++c)
     a.crit[c] = Criterion{static_cast<int>(criteria[c].agg), criteria[c].k, criteria[c].lower, criteria[c].upper};
-  a.trn = strided::in_of(trainer_logp);
-  a.smp = strided::in_of(sampler_logp);
-  a.mask = strided::in_of(mask);
   a.keep = strided::out_of(keep);
-  a.metrics = metrics.ptr<double>();
-  a.metrics_s = metrics.strides[0];
   a.part = workspace_ptr(workspace, rejection_workspace_size(a.B, a.C), trainer_logp,
                          "rejection_workspace_size(B, number of criteria)");
-#if defined(GRPOKIT_CUDA_EMULATE)
-  (void)stream;
-  const Stream s = nullptr;
-  (void)s;  // the emulated launch takes no stream
-#else
-  DeviceGuard guard(trainer_logp.device.index);
-  const Stream s = as_stream(stream);
-#endif
+  GRPOKIT_DEVICE_GUARD(trainer_logp);
+  const Stream s = stream_of(stream);
   GRPOKIT_LAUNCH(rejection_rows_kernel, strided::grid_for(a.B, kCorrRowThreads), kCorrRowThreads, s, a);
   GRPOKIT_LAUNCH(rejection_finish_kernel, 1, kCorrReduceThreads, s, a);
-#if !defined(GRPOKIT_CUDA_EMULATE)
-  check_launch("rejection_mask");
-#endif
+  GRPOKIT_CHECK_LAUNCH("rejection_mask");
 }
 
 }  // namespace cuda

@@ -25,9 +25,6 @@
 #include <cstring>
 #include <vector>
 
-#if !defined(GRPOKIT_CUDA_EMULATE)
-#include "common.cuh"
-#endif
 #include "grpokit/diagnostics.hpp"
 #include "grpokit/math/diagnostics.hpp"
 #include "grpokit_cuda.hpp"
@@ -313,18 +310,6 @@ double* check_workspace(const TensorView& ws, int64_t n, const TensorView& exp_a
                 ws.shape_str());
   return ws.ptr<double>();
 }
-
-#if defined(GRPOKIT_CUDA_EMULATE)
-using Stream = void*;
-Stream stream_of(std::intptr_t) { return nullptr; }
-#define GRPOKIT_DEVICE_GUARD(t) (void)0
-#define GRPOKIT_CHECK_LAUNCH(op) (void)0
-#else
-using Stream = cudaStream_t;
-Stream stream_of(std::intptr_t s) { return as_stream(s); }
-#define GRPOKIT_DEVICE_GUARD(t) DeviceGuard guard((t).device.index)
-#define GRPOKIT_CHECK_LAUNCH(op) check_launch(op)
-#endif
 
 }  // namespace
 

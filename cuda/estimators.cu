@@ -21,12 +21,7 @@
 // estimator_workspace_size elements) and nothing synchronises the host. Value checks the CPU engine
 // makes (finite inputs, groups of one, a whitening over ≤ 1 token, an OPO group of total length 0)
 // would need the data on the host: here such inputs give the formulas' values (see docs/gpu.md).
-#if !defined(GRPOKIT_CUDA_EMULATE)  // tests/cuda_emulation/emulate_estimators.cpp runs the kernels on host threads
-#include <cuda_runtime.h>
-
-#include "common.cuh"
-#endif
-
+// tests/cuda_emulation/emulate_estimators.cpp runs the kernels on host threads (launch.cuh).
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -42,14 +37,7 @@ namespace grpokit {
 namespace cuda {
 namespace {
 
-using strided::first_index;
-using strided::flag_at;
-using strided::grid_stride;
-using strided::In;
-using strided::int_at;
-using strided::Out;
-using strided::real_at;
-using strided::store;
+using namespace strided;  // NOLINT(build/namespaces): the kernels' array accessors
 
 constexpr int kRowThreads = 128;     // thread-per-row and per-element kernels
 constexpr int kReduceThreads = 128;  // single-block kernels (a power of two)
@@ -538,7 +526,7 @@ __global__ void otb_write_kernel(const Args a) {
   }
 }
 
-void run(const Args& a, cudaStream_t stream) {
+void run(const Args& a, Stream stream) {
   (void)stream;  // unused when emulated on the host
   const unsigned rows = strided::grid_for(a.B, kRowThreads);
   const Estimator e = a.opt.estimator;
@@ -573,9 +561,7 @@ int64_t estimator_workspace_size(Estimator estimator, int64_t num_rows, int64_t 
 void estimator_advantages(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
                           const TensorView& returns, const TensorView& workspace, std::intptr_t stream) {
   check_estimator_args(in, opt, out, returns);
-#if !defined(GRPOKIT_CUDA_EMULATE)
-  check_cuda_device(in.rewards, "rewards");
-#endif
+  GRPOKIT_CHECK_CUDA_DEVICE(in.rewards, "rewards");
   Args a;
   a.opt = opt;
   a.B = in.rewards.shape[0];
@@ -613,14 +599,9 @@ void estimator_advantages(const EstimatorInputs& in, const EstimatorOptions& opt
                   ws.shape_str());
     a.ws = ws.ptr<double>();
   }
-#if defined(GRPOKIT_CUDA_EMULATE)
-  (void)stream;
-  run(a, nullptr);
-#else
-  DeviceGuard guard(in.rewards.device.index);
-  run(a, as_stream(stream));
-  check_launch("estimator_advantages");
-#endif
+  GRPOKIT_DEVICE_GUARD(in.rewards);
+  run(a, stream_of(stream));
+  GRPOKIT_CHECK_LAUNCH("estimator_advantages");
 }
 
 }  // namespace cuda

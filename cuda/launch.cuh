@@ -7,6 +7,12 @@
 //                        them one after another on one host thread.
 #pragma once
 
+#include <cstdint>
+
+#if !defined(GRPOKIT_CUDA_EMULATE)
+#include "common.cuh"
+#endif
+
 #if defined(GRPOKIT_CUDA_EMULATE)
 #define GRPOKIT_LAUNCH(kernel, grid, block, stream, ...) \
   ((void)(stream), emulate_launch(grid, block, [&] { kernel(__VA_ARGS__); }))
@@ -16,3 +22,25 @@
 #define GRPOKIT_LAUNCH(kernel, grid, block, stream, ...) kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
 #define GRPOKIT_LAUNCH_FLAT(kernel, grid, block, stream, ...) kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
 #endif
+
+namespace grpokit {
+namespace cuda {
+
+// The host side of a launch: the stream, the arrays' device made current, the launch check; under
+// emulation the kernels run on host threads and these do nothing.
+#if defined(GRPOKIT_CUDA_EMULATE)
+using Stream = void*;
+inline Stream stream_of(std::intptr_t) { return nullptr; }
+#define GRPOKIT_DEVICE_GUARD(t) (void)0
+#define GRPOKIT_CHECK_LAUNCH(op) (void)0
+#define GRPOKIT_CHECK_CUDA_DEVICE(t, name) (void)0
+#else
+using Stream = cudaStream_t;
+inline Stream stream_of(std::intptr_t s) { return as_stream(s); }
+#define GRPOKIT_DEVICE_GUARD(t) DeviceGuard guard((t).device.index)
+#define GRPOKIT_CHECK_LAUNCH(op) check_launch(op)
+#define GRPOKIT_CHECK_CUDA_DEVICE(t, name) check_cuda_device(t, name)
+#endif
+
+}  // namespace cuda
+}  // namespace grpokit

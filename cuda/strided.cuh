@@ -39,8 +39,10 @@ struct Out {
   __device__ __host__ bool defined() const { return p != nullptr; }
 };
 
-inline In in_of(const TensorView& v) {
-  In a;
+// An In or Out of a view (null for an undefined one).
+template <class A>
+A view_of(const TensorView& v) {
+  A a;
   if (!v.defined()) return a;
   a.p = v.data;
   a.dt = v.dtype;
@@ -48,16 +50,8 @@ inline In in_of(const TensorView& v) {
   a.s1 = v.ndim > 1 ? v.strides[1] : 0;
   return a;
 }
-
-inline Out out_of(const TensorView& v) {
-  Out a;
-  if (!v.defined()) return a;
-  a.p = v.data;
-  a.dt = v.dtype;
-  a.s0 = v.strides[0];
-  a.s1 = v.ndim > 1 ? v.strides[1] : 0;
-  return a;
-}
+inline In in_of(const TensorView& v) { return view_of<In>(v); }
+inline Out out_of(const TensorView& v) { return view_of<Out>(v); }
 
 // Element (i, j) as double (j is ignored for 1-D arrays: s1 = 0).
 __device__ inline double real_at(const In& a, int64_t i, int64_t j = 0) {
