@@ -85,35 +85,57 @@ void check_ids(const TensorView& ids, int64_t vocab) {
   err.raise(vocab);
 }
 
+// The logits hidden · weightᵀ, a tile (up to kRowBlock rows × one vocabulary chunk) at a time in one
+// reused buffer: never the whole (N, V) matrix.
+template <class T>
+struct LogitTiles {
+  const int64_t N, H, V, chunk, nb;
+  const ConstMap<T> hid, w;
+  RowMat<T> tile;
+
+  explicit LogitTiles(const LinearLogprobArgs& in)
+      : N(in.hidden.shape[0]), H(in.hidden.shape[1]), V(in.weight.shape[0]), chunk(chunk_of(in)),
+        nb(std::min(N, kRowBlock)),
+        hid(in.hidden.ptr<const T>(), N, H, Eigen::OuterStride<>(in.hidden.strides[0])),
+        w(in.weight.ptr<const T>(), V, H, Eigen::OuterStride<>(in.weight.strides[0])),
+        tile(nb, chunk) {}
+
+  // Calls f(r0, nr, v0, nv, z) with z the computed logits of rows [r0, r0 + nr) and vocabulary entries
+  // [v0, v0 + nv) (row i at z.data() + i * chunk): row blocks in order, each block's chunks in order.
+  template <class Fn>
+  void for_each(Fn&& f) {
+    for (int64_t r0 = 0; r0 < N; r0 += nb) {
+      const int64_t nr = std::min(nb, N - r0);
+      for (int64_t v0 = 0; v0 < V; v0 += chunk) {
+        const int64_t nv = std::min(chunk, V - v0);
+        MutMap<T> z(tile.data(), nr, nv, Eigen::OuterStride<>(chunk));
+        z.noalias() = hid.middleRows(r0, nr) * w.middleRows(v0, nv).transpose();
+        f(r0, nr, v0, nv, z);
+      }
+    }
+  }
+};
+
 template <class T, bool kSq>
 void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
              const TensorView& lse, const TensorView& sum_sq) {
-  const int64_t N = in.hidden.shape[0], H = in.hidden.shape[1], V = in.weight.shape[0];
-  const ConstMap<T> hid(in.hidden.ptr<const T>(), N, H, Eigen::OuterStride<>(in.hidden.strides[0]));
-  const ConstMap<T> w(in.weight.ptr<const T>(), V, H, Eigen::OuterStride<>(in.weight.strides[0]));
-  const int64_t chunk = chunk_of(in), nb = std::min(N, kRowBlock);
+  LogitTiles<T> tiles(in);
   const T inv_t = static_cast<T>(1.0 / in.temperature);
-  RowMat<T> tile(nb, chunk);
-  std::vector<math::RowState<double, kSq>> st(static_cast<size_t>(nb));
-  std::vector<double> z_y(static_cast<size_t>(nb));
+  std::vector<math::RowState<double, kSq>> st(static_cast<size_t>(tiles.nb));
+  std::vector<double> z_y(static_cast<size_t>(tiles.nb));
   RowError err;
-  for (int64_t r0 = 0; r0 < N; r0 += nb) {
-    const int64_t nr = std::min(nb, N - r0);
-    std::fill(st.begin(), st.end(), math::RowState<double, kSq>{});
-    for (int64_t v0 = 0; v0 < V; v0 += chunk) {
-      const int64_t nv = std::min(chunk, V - v0);
-      MutMap<T> z(tile.data(), nr, nv, Eigen::OuterStride<>(chunk));
-      z.noalias() = hid.middleRows(r0, nr) * w.middleRows(v0, nv).transpose();
+  tiles.for_each([&](int64_t r0, int64_t nr, int64_t v0, int64_t nv, MutMap<T>& z) {
+    if (v0 == 0) std::fill(st.begin(), st.end(), math::RowState<double, kSq>{});
 #ifdef GRPOKIT_HAVE_OPENMP
 #pragma omp parallel for schedule(static) if (nr * nv > kParallelMin)
 #endif
-      for (int64_t i = 0; i < nr; ++i) {
-        const T* row = tile.data() + i * chunk;
-        accumulate_row(st[i], row, nv, inv_t);
-        const int64_t id = read_id(in.token_ids, (r0 + i) * in.token_ids.strides[0]);
-        if (id >= v0 && id < v0 + nv) z_y[i] = static_cast<double>(row[id - v0] * inv_t);
-      }
+    for (int64_t i = 0; i < nr; ++i) {
+      const T* row = z.data() + i * tiles.chunk;
+      accumulate_row(st[i], row, nv, inv_t);
+      const int64_t id = read_id(in.token_ids, (r0 + i) * in.token_ids.strides[0]);
+      if (id >= v0 && id < v0 + nv) z_y[i] = static_cast<double>(row[id - v0] * inv_t);
     }
+    if (v0 + nv < tiles.V) return;  // the block's rows are complete after its last chunk
     for (int64_t i = 0; i < nr; ++i) {
       const int64_t r = r0 + i;
       const double l = st[i].lse();
@@ -123,53 +145,42 @@ void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorVi
       if (entropy.defined()) write_real<T>(entropy, r * entropy.strides[0], st[i].entropy());
       if constexpr (kSq) write_real<T>(sum_sq, r * sum_sq.strides[0], st[i].sum_sq_probs());
     }
-  }
-  err.raise(V);
+  });
+  err.raise(tiles.V);
 }
 
 template <class T>
 void backward(const LinearLogprobArgs& in, const TensorView& lse, const TensorView& entropy,
               const TensorView& grad_logp, const TensorView& grad_entropy,
               const TensorView& grad_hidden, const TensorView& grad_weight) {
-  const int64_t N = in.hidden.shape[0], H = in.hidden.shape[1], V = in.weight.shape[0];
-  const ConstMap<T> hid(in.hidden.ptr<const T>(), N, H, Eigen::OuterStride<>(in.hidden.strides[0]));
-  const ConstMap<T> w(in.weight.ptr<const T>(), V, H, Eigen::OuterStride<>(in.weight.strides[0]));
-  const int64_t chunk = chunk_of(in), nb = std::min(N, kRowBlock);
+  LogitTiles<T> tiles(in);
+  const int64_t N = tiles.N, H = tiles.H, V = tiles.V;
   const T inv_t = static_cast<T>(1.0 / in.temperature);
   MutMap<T> gh(grad_hidden.defined() ? grad_hidden.ptr<T>() : nullptr, N, H, Eigen::OuterStride<>(H));
   MutMap<T> gw(grad_weight.defined() ? grad_weight.ptr<T>() : nullptr, V, H, Eigen::OuterStride<>(H));
   if (grad_hidden.defined()) gh.setZero();
   if (grad_weight.defined()) gw.setZero();
-  RowMat<T> tile(nb, chunk);
-  for (int64_t r0 = 0; r0 < N; r0 += nb) {
-    const int64_t nr = std::min(nb, N - r0);
-    for (int64_t v0 = 0; v0 < V; v0 += chunk) {
-      const int64_t nv = std::min(chunk, V - v0);
-      MutMap<T> z(tile.data(), nr, nv, Eigen::OuterStride<>(chunk));
-      z.noalias() = hid.middleRows(r0, nr) * w.middleRows(v0, nv).transpose();
+  tiles.for_each([&](int64_t r0, int64_t nr, int64_t v0, int64_t nv, MutMap<T>& z) {
 #ifdef GRPOKIT_HAVE_OPENMP
 #pragma omp parallel for schedule(static) if (nr * nv > kParallelMin)
 #endif
-      for (int64_t i = 0; i < nr; ++i) {
-        const int64_t r = r0 + i;
-        const double a = grad_logp.defined() ? read_real(grad_logp, r * grad_logp.strides[0]) : 0.0;
-        const double b = grad_entropy.defined() ? read_real(grad_entropy, r * grad_entropy.strides[0]) : 0.0;
-        const double h = grad_entropy.defined() ? read_real(entropy, r * entropy.strides[0]) : 0.0;
-        const auto c = math::grad_coeffs<T, double>(a, b, h, 1.0 / in.temperature);
-        const int64_t id = read_id(in.token_ids, r * in.token_ids.strides[0]);
-        T* row = tile.data() + i * chunk;
-        const bool here = id >= v0 && id < v0 + nv;
-        const T z_y = here ? row[id - v0] * inv_t : T(0);
-        grad_row(row, row, nv, inv_t, static_cast<T>(read_real(lse, r * lse.strides[0])), c,
-                 here ? id - v0 : -1, z_y);
-      }
-      // The tile now holds ∂L/∂logits for its rows and vocabulary entries.
-      if (grad_hidden.defined())
-        gh.middleRows(r0, nr).noalias() += z * w.middleRows(v0, nv);
-      if (grad_weight.defined())
-        gw.middleRows(v0, nv).noalias() += z.transpose() * hid.middleRows(r0, nr);
+    for (int64_t i = 0; i < nr; ++i) {
+      const int64_t r = r0 + i;
+      const double a = grad_logp.defined() ? read_real(grad_logp, r * grad_logp.strides[0]) : 0.0;
+      const double b = grad_entropy.defined() ? read_real(grad_entropy, r * grad_entropy.strides[0]) : 0.0;
+      const double h = grad_entropy.defined() ? read_real(entropy, r * entropy.strides[0]) : 0.0;
+      const auto c = math::grad_coeffs<T, double>(a, b, h, 1.0 / in.temperature);
+      const int64_t id = read_id(in.token_ids, r * in.token_ids.strides[0]);
+      T* row = z.data() + i * tiles.chunk;
+      const bool here = id >= v0 && id < v0 + nv;
+      const T z_y = here ? row[id - v0] * inv_t : T(0);
+      grad_row(row, row, nv, inv_t, static_cast<T>(read_real(lse, r * lse.strides[0])), c,
+               here ? id - v0 : -1, z_y);
     }
-  }
+    // The tile now holds ∂L/∂logits for its rows and vocabulary entries.
+    if (grad_hidden.defined()) gh.middleRows(r0, nr).noalias() += z * tiles.w.middleRows(v0, nv);
+    if (grad_weight.defined()) gw.middleRows(v0, nv).noalias() += z.transpose() * tiles.hid.middleRows(r0, nr);
+  });
 }
 
 }  // namespace
