@@ -1,6 +1,7 @@
 #include "grpokit/tensor.hpp"
 
 #include <sstream>
+#include <string>
 
 namespace grpokit {
 
@@ -74,28 +75,35 @@ TensorView make_view(void* data, DType dtype, std::initializer_list<int64_t> sha
   return t;
 }
 
+namespace {
+
+// The allowed values of an error message, each written by put(os, value), separated by sep.
+template <class T, class Put>
+std::string joined(std::initializer_list<T> allowed, const char* sep, Put&& put) {
+  std::ostringstream os;
+  const char* s = "";
+  for (const T& v : allowed) {
+    os << s;
+    put(os, v);
+    s = sep;
+  }
+  return os.str();
+}
+
+}  // namespace
+
 void check_dtype(const TensorView& t, const char* name, std::initializer_list<DType> allowed) {
   for (DType d : allowed)
     if (t.dtype == d) return;
-  std::ostringstream os;
-  bool first = true;
-  for (DType d : allowed) {
-    os << (first ? "" : ", ") << dtype_name(d);
-    first = false;
-  }
-  type_error(name, ": expected dtype ", os.str(), ", got ", dtype_name(t.dtype));
+  const std::string want = joined(allowed, ", ", [](std::ostream& os, DType d) { os << dtype_name(d); });
+  type_error(name, ": expected dtype ", want, ", got ", dtype_name(t.dtype));
 }
 
 void check_ndim(const TensorView& t, const char* name, std::initializer_list<int> allowed) {
   for (int d : allowed)
     if (t.ndim == d) return;
-  std::ostringstream os;
-  bool first = true;
-  for (int d : allowed) {
-    os << (first ? "" : " or ") << d << "-D";
-    first = false;
-  }
-  value_error(name, ": expected a ", os.str(), " array, got shape ", t.shape_str());
+  const std::string want = joined(allowed, " or ", [](std::ostream& os, int d) { os << d << "-D"; });
+  value_error(name, ": expected a ", want, " array, got shape ", t.shape_str());
 }
 
 void check_shape_equal(const TensorView& t, const char* name, const TensorView& ref,
