@@ -51,8 +51,8 @@ struct CorrBatch {
   int64_t metrics_s = 0;
 };
 
-void set_batch(CorrBatch& a, const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
-               const TensorView& metrics) {
+void set_batch(CorrBatch& a, const TensorView& trainer_logp, const TensorView& sampler_logp,
+               const TensorView& mask, const TensorView& metrics) {
   a.B = trainer_logp.shape[0];
   a.T = trainer_logp.shape[1];
   a.trn = in_of(trainer_logp);

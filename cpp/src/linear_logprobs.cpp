@@ -94,7 +94,10 @@ struct LogitTiles {
   RowMat<T> tile;
 
   explicit LogitTiles(const LinearLogprobArgs& in)
-      : N(in.hidden.shape[0]), H(in.hidden.shape[1]), V(in.weight.shape[0]), chunk(chunk_of(in)),
+      : N(in.hidden.shape[0]),
+        H(in.hidden.shape[1]),
+        V(in.weight.shape[0]),
+        chunk(chunk_of(in)),
         nb(std::min(N, kRowBlock)),
         hid(in.hidden.ptr<const T>(), N, H, Eigen::OuterStride<>(in.hidden.strides[0])),
         w(in.weight.ptr<const T>(), V, H, Eigen::OuterStride<>(in.weight.strides[0])),
@@ -179,7 +182,8 @@ void backward(const LinearLogprobArgs& in, const TensorView& lse, const TensorVi
     }
     // The tile now holds ∂L/∂logits for its rows and vocabulary entries.
     if (grad_hidden.defined()) gh.middleRows(r0, nr).noalias() += z * tiles.w.middleRows(v0, nv);
-    if (grad_weight.defined()) gw.middleRows(v0, nv).noalias() += z.transpose() * tiles.hid.middleRows(r0, nr);
+    if (grad_weight.defined())
+      gw.middleRows(v0, nv).noalias() += z.transpose() * tiles.hid.middleRows(r0, nr);
   });
 }
 

@@ -50,8 +50,8 @@ void bind_corrections(py::module_& m, const Backend& backend) {
         opt.clip_max = clip_max;
         opt.log_clamp = log_clamp;
         opt.batch_normalize = batch_normalize;
-        const CorrectionArrays x =
-            import_correction_arrays(trainer_logp, sampler_logp, mask, weights, "weights", metrics, workspace, stream);
+        const CorrectionArrays x = import_correction_arrays(trainer_logp, sampler_logp, mask, weights,
+                                                            "weights", metrics, workspace, stream);
         py::gil_scoped_release nogil;
         backend.importance_weights(x.trainer.view(), x.sampler.view(), x.mask.view(), opt, x.out.view(),
                                    x.metrics.view(), x.workspace.view(), stream);
@@ -78,8 +78,8 @@ void bind_corrections(py::module_& m, const Backend& backend) {
           c.upper = upper[i];
           parsed.push_back(c);
         }
-        const CorrectionArrays x =
-            import_correction_arrays(trainer_logp, sampler_logp, mask, keep, "keep", metrics, workspace, stream);
+        const CorrectionArrays x = import_correction_arrays(trainer_logp, sampler_logp, mask, keep, "keep",
+                                                            metrics, workspace, stream);
         py::gil_scoped_release nogil;
         backend.rejection_mask(x.trainer.view(), x.sampler.view(), x.mask.view(), parsed, x.out.view(),
                                x.metrics.view(), x.workspace.view(), stream);

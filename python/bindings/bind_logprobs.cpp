@@ -39,8 +39,8 @@ LinearInputs import_linear(py::object hidden, py::object weight, py::object toke
 void bind_logprobs(py::module_& m, const Backend& backend) {
   m.def(
       "token_logprobs",
-      [backend](py::object logits, py::object token_ids, py::object logp, py::object entropy,
-                py::object lse, double temperature, py::object sum_sq_probs, std::intptr_t stream) {
+      [backend](py::object logits, py::object token_ids, py::object logp, py::object entropy, py::object lse,
+                double temperature, py::object sum_sq_probs, std::intptr_t stream) {
         const TokenInputs x = import_token(logits, token_ids, stream);
         Imported lp = import_array(logp, "logp", stream, true);
         Imported h = import_array(entropy, "entropy", stream, true);
@@ -56,8 +56,8 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
   m.def(
       "token_logprobs_backward",
       [backend](py::object logits, py::object token_ids, py::object lse, py::object entropy,
-                py::object grad_logp, py::object grad_entropy, py::object grad_logits,
-                double temperature, std::intptr_t stream) {
+                py::object grad_logp, py::object grad_entropy, py::object grad_logits, double temperature,
+                std::intptr_t stream) {
         const TokenInputs x = import_token(logits, token_ids, stream);
         Imported l = import_array(lse, "lse", stream, false);
         Imported h = import_array(entropy, "entropy", stream, false);
@@ -65,31 +65,28 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
         Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
         Imported g = import_array(grad_logits, "grad_logits", stream, true);
         py::gil_scoped_release nogil;
-        backend.token_logprobs_backward(x.args(temperature), l.view(), h.view(), ga.view(), gb.view(), g.view(),
-                                        stream);
+        backend.token_logprobs_backward(x.args(temperature), l.view(), h.view(), ga.view(), gb.view(),
+                                        g.view(), stream);
       },
-      py::arg("logits"), py::arg("token_ids"), py::arg("lse"), py::arg("entropy"),
-      py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_logits"),
-      py::arg("temperature"), py::arg("stream") = 0,
+      py::arg("logits"), py::arg("token_ids"), py::arg("lse"), py::arg("entropy"), py::arg("grad_logp"),
+      py::arg("grad_entropy"), py::arg("grad_logits"), py::arg("temperature"), py::arg("stream") = 0,
       "Logits gradient from upstream gradients of logp and entropy into grad_logits (may be the "
       "logits themselves). See grpokit.token_logprobs_backward.");
 
   m.def(
       "linear_workspace_bytes",
-      [backend](py::object hidden, py::object weight, py::object token_ids,
-                             int64_t chunk_size, bool backward, std::intptr_t stream) {
+      [backend](py::object hidden, py::object weight, py::object token_ids, int64_t chunk_size, bool backward,
+                std::intptr_t stream) {
         const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
         return backend.linear_workspace_bytes(x.args(1.0, chunk_size), backward);
       },
-      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("chunk_size"),
-      py::arg("backward"), py::arg("stream") = 0,
-      "Bytes of device scratch linear_token_logprobs[_backward] needs.");
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("chunk_size"), py::arg("backward"),
+      py::arg("stream") = 0, "Bytes of device scratch linear_token_logprobs[_backward] needs.");
   m.def(
       "linear_token_logprobs",
-      [backend](py::object hidden, py::object weight, py::object token_ids,
-                             py::object logp, py::object entropy, py::object lse,
-                             py::object workspace, double temperature, int64_t chunk_size,
-                             py::object sum_sq_probs, std::intptr_t stream) {
+      [backend](py::object hidden, py::object weight, py::object token_ids, py::object logp,
+                py::object entropy, py::object lse, py::object workspace, double temperature,
+                int64_t chunk_size, py::object sum_sq_probs, std::intptr_t stream) {
         const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
         Imported lp = import_array(logp, "logp", stream, true);
         Imported e = import_array(entropy, "entropy", stream, true);
@@ -101,18 +98,17 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
         backend.linear_token_logprobs(in, lp.view(), e.view(), l.view(), sq.view(), ws.view(),
                                       stream);
       },
-      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"),
-      py::arg("entropy"), py::arg("lse"), py::arg("workspace"), py::arg("temperature"),
-      py::arg("chunk_size"), py::arg("sum_sq_probs") = py::none(), py::arg("stream") = 0,
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"),
+      py::arg("lse"), py::arg("workspace"), py::arg("temperature"), py::arg("chunk_size"),
+      py::arg("sum_sq_probs") = py::none(), py::arg("stream") = 0,
       "Per-token logp/entropy/lse (and Σπ², optional) of hidden · weightᵀ. See "
       "grpokit.linear_token_logprobs.");
   m.def(
       "linear_token_logprobs_backward",
-      [backend](py::object hidden, py::object weight, py::object token_ids,
-                             py::object lse, py::object entropy, py::object grad_logp,
-                             py::object grad_entropy, py::object grad_hidden,
-                             py::object grad_weight, py::object workspace, double temperature,
-                             int64_t chunk_size, std::intptr_t stream) {
+      [backend](py::object hidden, py::object weight, py::object token_ids, py::object lse,
+                py::object entropy, py::object grad_logp, py::object grad_entropy, py::object grad_hidden,
+                py::object grad_weight, py::object workspace, double temperature, int64_t chunk_size,
+                std::intptr_t stream) {
         const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
         Imported l = import_array(lse, "lse", stream, false);
         Imported e = import_array(entropy, "entropy", stream, false);
@@ -126,10 +122,9 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
         backend.linear_token_logprobs_backward(in, l.view(), e.view(), ga.view(), gb.view(),
                                                gh.view(), gw.view(), ws.view(), stream);
       },
-      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("lse"),
-      py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_hidden"),
-      py::arg("grad_weight"), py::arg("workspace"), py::arg("temperature"),
-      py::arg("chunk_size"), py::arg("stream") = 0,
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("lse"), py::arg("entropy"),
+      py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_hidden"), py::arg("grad_weight"),
+      py::arg("workspace"), py::arg("temperature"), py::arg("chunk_size"), py::arg("stream") = 0,
       "Gradients of hidden and weight. See grpokit.linear_token_logprobs_backward.");
 }
 
