@@ -325,18 +325,6 @@ __global__ void rejection_finish_kernel(const RejArgs a) {
 
 // ---- workspace and arguments ---------------------------------------------------------------------------
 
-double* workspace_ptr(const TensorView& ws, int64_t need, const TensorView& ref, const char* what) {
-  if (!ws.defined()) value_error("workspace: required on the GPU (float64, ", what, " elements)");
-  check_dtype(ws, "workspace", {DType::Float64});
-  check_ndim(ws, "workspace", {1});
-  check_same_device(ws, "workspace", ref, "trainer_logp");
-  check_writable(ws, "workspace");
-  if (ws.strides[0] != 1 || ws.shape[0] < need)
-    value_error("workspace: expected a contiguous float64 array of at least ", need, " elements, got shape ",
-                ws.shape_str());
-  return ws.ptr<double>();
-}
-
 }  // namespace
 
 int64_t importance_workspace_size(int64_t num_rows) { return num_rows * (kNumImp + 1) + 1; }
@@ -354,7 +342,8 @@ void importance_weights(const TensorView& trainer_logp, const TensorView& sample
   set_batch(a, trainer_logp, sampler_logp, mask, metrics);
   a.opt = opt;
   a.weights = strided::out_of(weights);
-  double* ws = workspace_ptr(workspace, importance_workspace_size(a.B), trainer_logp, "importance_workspace_size(B)");
+  double* ws = device_workspace(workspace, importance_workspace_size(a.B), "importance_workspace_size(B)",
+                                trainer_logp, "trainer_logp");
   a.part = ws;
   a.seq_sum = ws + a.B * kNumImp;
   a.factor = a.seq_sum + a.B;
@@ -381,8 +370,8 @@ void rejection_mask(const TensorView& trainer_logp, const TensorView& sampler_lo
   for (int c = 0; c < a.C; ++c)
     a.crit[c] = Criterion{static_cast<int>(criteria[c].agg), criteria[c].k, criteria[c].lower, criteria[c].upper};
   a.keep = strided::out_of(keep);
-  a.part = workspace_ptr(workspace, rejection_workspace_size(a.B, a.C), trainer_logp,
-                         "rejection_workspace_size(B, number of criteria)");
+  a.part = device_workspace(workspace, rejection_workspace_size(a.B, a.C),
+                            "rejection_workspace_size(B, number of criteria)", trainer_logp, "trainer_logp");
   GRPOKIT_DEVICE_GUARD(trainer_logp);
   const Stream s = stream_of(stream);
   GRPOKIT_LAUNCH(rejection_rows_kernel, strided::grid_for(a.B, kCorrRowThreads), kCorrRowThreads, s, a);

@@ -299,16 +299,7 @@ int64_t elementwise_blocks(int64_t n) {
 }
 
 double* check_workspace(const TensorView& ws, int64_t n, const TensorView& exp_avg_sq) {
-  const int64_t need = adam_workspace_size(n);
-  if (!ws.defined()) value_error("workspace: required on the GPU (float64, adam_workspace_size(n) elements)");
-  check_dtype(ws, "workspace", {DType::Float64});
-  check_ndim(ws, "workspace", {1});
-  check_same_device(ws, "workspace", exp_avg_sq, "exp_avg_sq");
-  check_writable(ws, "workspace");
-  if (ws.shape[0] < need || (ws.shape[0] > 1 && ws.strides[0] != 1))
-    value_error("workspace: expected a contiguous float64 array of at least ", need, " elements, got shape ",
-                ws.shape_str());
-  return ws.ptr<double>();
+  return device_workspace(ws, adam_workspace_size(n), "adam_workspace_size(n)", exp_avg_sq, "exp_avg_sq");
 }
 
 }  // namespace

@@ -586,19 +586,8 @@ void estimator_advantages(const EstimatorInputs& in, const EstimatorOptions& opt
   a.out = strided::out_of(out);
   a.ret = strided::out_of(returns);
   const int64_t need = workspace_elements(opt.estimator, a.B, a.T);
-  if (need > 0) {
-    const TensorView& ws = workspace;
-    if (!ws.defined())
-      value_error("workspace: required on the GPU (float64, estimator_workspace_size(...) elements)");
-    check_dtype(ws, "workspace", {DType::Float64});
-    check_ndim(ws, "workspace", {1});
-    check_same_device(ws, "workspace", in.rewards, "rewards");
-    check_writable(ws, "workspace");
-    if (ws.strides[0] != 1 || ws.shape[0] < need)
-      value_error("workspace: expected a contiguous float64 array of at least ", need, " elements, got shape ",
-                  ws.shape_str());
-    a.ws = ws.ptr<double>();
-  }
+  if (need > 0)
+    a.ws = device_workspace(workspace, need, "estimator_workspace_size(...)", in.rewards, "rewards");
   GRPOKIT_DEVICE_GUARD(in.rewards);
   run(a, stream_of(stream));
   GRPOKIT_CHECK_LAUNCH("estimator_advantages");

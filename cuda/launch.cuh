@@ -9,6 +9,9 @@
 
 #include <cstdint>
 
+#include "grpokit/error.hpp"
+#include "grpokit/tensor.hpp"
+
 #if !defined(GRPOKIT_CUDA_EMULATE)
 #include "common.cuh"
 #endif
@@ -41,6 +44,21 @@ inline Stream stream_of(std::intptr_t s) { return as_stream(s); }
 #define GRPOKIT_CHECK_LAUNCH(op) check_launch(op)
 #define GRPOKIT_CHECK_CUDA_DEVICE(t, name) check_cuda_device(t, name)
 #endif
+
+// The caller's float64 scratch: a contiguous 1-D array of at least `need` elements on like's device.
+// size_fn names the function that gives its size, like_name the array it must sit beside.
+inline double* device_workspace(const TensorView& ws, int64_t need, const char* size_fn,
+                                const TensorView& like, const char* like_name) {
+  if (!ws.defined()) value_error("workspace: required on the GPU (float64, ", size_fn, " elements)");
+  check_dtype(ws, "workspace", {DType::Float64});
+  check_ndim(ws, "workspace", {1});
+  check_same_device(ws, "workspace", like, like_name);
+  check_writable(ws, "workspace");
+  if (ws.strides[0] != 1 || ws.shape[0] < need)
+    value_error("workspace: expected a contiguous float64 array of at least ", need, " elements, got shape ",
+                ws.shape_str());
+  return ws.ptr<double>();
+}
 
 }  // namespace cuda
 }  // namespace grpokit
