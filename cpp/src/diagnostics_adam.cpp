@@ -13,6 +13,12 @@ namespace {
 
 using diag::load_float;
 
+// dst.*f += src.*f for each listed field: a chunk's partial sums merged into the total.
+template <class S, class... F>
+void add_fields(S& dst, const S& src, F... f) {
+  ((dst.*f += src.*f), ...);
+}
+
 constexpr std::initializer_list<DType> kDeviceStateTypes = {DType::Float32, DType::Float64, DType::BFloat16,
                                                             DType::Float16};
 
@@ -139,13 +145,9 @@ AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView&
   AdamStateStats st = empty_stats();
   st.n = n;
   for (const AdamStateStats& p : part) {
-    st.n_zero_v += p.n_zero_v;
-    st.n_rho_above += p.n_rho_above;
-    st.sum_u2 += p.sum_u2;
-    st.sum_abs_u += p.sum_abs_u;
-    st.sum_abs_u_elast += p.sum_abs_u_elast;
-    st.sum_elast += p.sum_elast;
-    st.sum_u2_next += p.sum_u2_next;
+    add_fields(st, p, &AdamStateStats::n_zero_v, &AdamStateStats::n_rho_above, &AdamStateStats::sum_u2,
+               &AdamStateStats::sum_abs_u, &AdamStateStats::sum_abs_u_elast, &AdamStateStats::sum_elast,
+               &AdamStateStats::sum_u2_next);
     st.max_rho = std::max(st.max_rho, p.max_rho);
     st.min_rho = std::min(st.min_rho, p.min_rho);
     for (size_t b = 0; b < st.hist.size(); ++b) st.hist[b] += p.hist[b];
@@ -231,12 +233,8 @@ AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& e
   AdamStepSplit sp;
   sp.n = n;
   for (const AdamStepSplit& p : part) {
-    sp.stale2 += p.stale2;
-    sp.fresh2 += p.fresh2;
-    sp.stale_fresh += p.stale_fresh;
-    sp.prev2 += p.prev2;
-    sp.grad2 += p.grad2;
-    sp.u_grad += p.u_grad;
+    add_fields(sp, p, &AdamStepSplit::stale2, &AdamStepSplit::fresh2, &AdamStepSplit::stale_fresh,
+               &AdamStepSplit::prev2, &AdamStepSplit::grad2, &AdamStepSplit::u_grad);
   }
   return sp;
 }
