@@ -1,0 +1,219 @@
+"""grpokit inside verl (tested with verl 0.9.1): policy losses and advantage estimators registered with
+verl's own registries, so that a verl run switches with configuration alone.
+
+Importing this module registers, in ``verl.trainer.ppo.core_algos``:
+
+* one policy loss per grpokit preset, named ``grpokit.<preset>`` (``grpokit.verl.vanilla``,
+  ``grpokit.paper.dapo``, ...): ``actor_rollout_ref.actor.policy_loss.loss_mode=grpokit.verl.vanilla``;
+* one advantage estimator per verl outcome estimator grpokit mirrors, named ``grpokit.<estimator>``
+  (``algorithm.adv_estimator=grpokit.verl.grpo``).
+
+verl imports it by itself: grpokit declares it as a ``verl.plugins`` entry point, which ``import verl``
+loads; ``VERL_USE_EXTERNAL_MODULES=grpokit.integrations.verl`` or
+``actor_rollout_ref.model.external_lib=grpokit.integrations.verl`` do the same explicitly. Presets with
+grpokit-only overrides are registered under a name of one's own with :func:`register_policy_loss`.
+See docs/verl.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+
+from .. import _advantages, _presets
+from .. import torch as gkt
+from ..diagnostics import clip_region
+
+try:
+    from verl.trainer.ppo import core_algos
+except ImportError as exc:  # pragma: no cover - the extra is missing
+    raise ImportError(
+        "grpokit.integrations.verl needs verl 0.9 and what importing its trainer needs: pip install 'grpokit[verl]'"
+    ) from exc
+
+__all__ = ["PREFIX", "register_policy_loss", "register_adv_est", "verl_options"]
+
+PREFIX = "grpokit."
+# grpokit's metric -> verl's name for it (verl's logging and aggregation read these)
+_VERL_METRICS = {"pg_clipfrac": "actor/pg_clipfrac", "pg_clipfrac_lower": "actor/pg_clipfrac_lower",
+                 "ppo_kl": "actor/ppo_kl"}
+# verl applies these losses with seq-mean-token-mean (sapo) or a plain sequence mean (geo_mean) whatever
+# loss_agg_mode says: the preset's aggregation stands
+_FIXED_AGGREGATION = ("verl.sapo", "verl.geo_mean")
+# presets that need inputs verl's call does not carry (the tokens verl's clip_cov / kl_cov select inside
+# the loss; bypass mode's rollout log-probs): not registered
+_NOT_REGISTERED = ("verl.clip_cov", "verl.kl_cov", "verl.reinforce", "verl.reinforce_seq")
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def verl_options(preset: str, config: Any, loss_agg_mode: str) -> Dict[str, Any]:
+    """The grpokit options a verl ``ActorConfig`` sets for ``preset``.
+
+    Every preset takes verl's global batch counts (``global_batch_info``: ``dp_size``,
+    ``batch_num_tokens``, ``global_batch_size``, ``loss_scale_factor``), so verl's data-parallel and
+    micro-batch scaling hold. A ``verl.*`` preset also takes verl's hyper-parameters, as verl's own
+    loss of that name reads them: ``clip_ratio_low`` / ``clip_ratio_high`` (``clip_ratio`` where
+    unset), ``clip_ratio_c``, ``loss_agg_mode``, ``tau_pos`` / ``tau_neg``,
+    ``policy_loss.dro_beta``. Any other preset keeps its own hyper-parameters and aggregation.
+    The KL and entropy terms stay verl's (it adds them outside the policy loss).
+    """
+    info = dict(config.get("global_batch_info", None) or {})
+    opts: Dict[str, Any] = {"kl_loss_coef": 0.0, "entropy_coeff": 0.0}
+    for verl_name, ours in (("dp_size", "dp_size"), ("batch_num_tokens", "num_items_in_batch"),
+                            ("global_batch_size", "num_sequences"), ("loss_scale_factor", "max_completion_length")):
+        if info.get(verl_name) is not None:
+            opts[ours] = float(info[verl_name])
+    if not preset.startswith("verl."):
+        return opts
+    spec = _presets.resolve(preset, {})
+    clip = config.get("clip_ratio", None)
+    opts["clip_ratio_low"] = _first(config.get("clip_ratio_low", None), clip, spec.epsilon_low)
+    opts["clip_ratio_high"] = _first(config.get("clip_ratio_high", None), clip, spec.epsilon_high)
+    if spec.clip_ratio_c is not None:
+        opts["clip_ratio_c"] = config.get("clip_ratio_c", spec.clip_ratio_c)
+    if spec.surrogate == "sapo":
+        opts.update(tau_pos=config.get("tau_pos", spec.sapo_temperature_pos),
+                    tau_neg=config.get("tau_neg", spec.sapo_temperature_neg))
+    if spec.dro_beta:
+        policy = config.get("policy_loss", None)
+        beta = policy.get("dro_beta", None) if policy is not None else None
+        if beta is None or beta <= 0:
+            raise ValueError(f"policy_loss.dro_beta: {PREFIX}{preset} needs dro_beta > 0 (as verl's 'dro'), "
+                             f"got {beta!r}")
+        opts["dro_beta"] = beta
+    if preset not in _FIXED_AGGREGATION:
+        opts["loss_agg_mode"] = loss_agg_mode
+    return opts
+
+
+def _diagnostics(spec: _presets.LossSpec, log_prob: torch.Tensor, old_log_prob: torch.Tensor,
+                 advantages: torch.Tensor, mask: torch.Tensor) -> Dict[str, float]:
+    # the clip region of this micro-batch's token ratios (grpokit.diagnostics.clip_region), valid tokens only
+    valid = mask.bool()
+    ratio = torch.exp((log_prob.detach() - old_log_prob)[valid].double())
+    region = clip_region(ratio.cpu(), advantages[valid].double().cpu(), epsilon=spec.epsilon_low,
+                         epsilon_high=spec.epsilon_high)
+    frac = region.n_in_region / region.n_valid if region.n_valid else 0.0
+    return {"grpokit/clip_region/fraction": frac, "grpokit/clip_region/mean_excess": region.mean_excess,
+            "grpokit/clip_region/max_excess": region.max_excess}
+
+
+def _token_weights(preset: str, spec: _presets.LossSpec, w: Optional[torch.Tensor], mask: torch.Tensor,
+                   dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """verl's rollout IS weights as grpokit's token_weights (they multiply each token's policy term)."""
+    if w is None:
+        return None
+    if spec.dro_beta:
+        # verl weights the whole DRO term, penalty included; grpokit's token_weights weight the policy term
+        raise ValueError(f"rollout_is_weights: {PREFIX}{preset} does not take verl's rollout correction weights "
+                         "(verl also weights the DRO penalty, which grpokit's token_weights do not); "
+                         "switch rollout correction off or use verl's 'dro'")
+    w = w.detach().to(dtype)
+    if spec.surrogate == "geo_mean":
+        # verl's geo_mean weighs each sequence by the geometric mean of its token weights (its own epsilons)
+        m = mask.to(dtype)
+        w = torch.exp((torch.log(w + 1e-10) * m).sum(-1) / (m.sum(-1) + 1e-8))[:, None].expand_as(m).contiguous()
+    return w
+
+
+def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> Callable[..., Tuple[torch.Tensor, Dict]]:
+    """A verl policy-loss function computing ``preset`` (with ``overrides`` on top of verl's config).
+
+    It takes verl's call ``(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
+    rollout_is_weights)`` and returns ``(pg_loss, pg_metrics)``: the loss is grpokit's autograd op
+    (exact gradient, verl's backward unchanged); ``rollout_is_weights`` multiply each token's term, as
+    in verl. Metrics: ``actor/pg_clipfrac``, ``actor/pg_clipfrac_lower``, ``actor/ppo_kl`` where
+    grpokit computes them, every other grpokit metric under ``grpokit/``, and with ``diagnostics``
+    the token clip region (``grpokit/clip_region/fraction``, ``mean_excess``, ``max_excess``).
+    """
+    _presets.resolve(preset, overrides)  # bad names and values fail at registration, not mid-training
+
+    def loss_fn(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+                response_mask: torch.Tensor, loss_agg_mode: str = "token-mean", config: Any = None,
+                rollout_is_weights: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        if config is None:
+            raise ValueError(f"config: {PREFIX}{preset} reads verl's ActorConfig, got None")
+        opts = {**verl_options(preset, config, loss_agg_mode), **overrides}
+        spec = _presets.resolve(preset, opts)
+        weights = _token_weights(preset, spec, rollout_is_weights, response_mask, log_prob.dtype)
+        out = gkt.policy_loss(log_prob, old_log_prob, advantages.to(log_prob.dtype), response_mask, spec=preset,
+                              token_weights=weights, **opts)
+        metrics: Dict[str, Any] = {}
+        for name, value in out.metrics.items():
+            metrics[_VERL_METRICS.get(name, "grpokit/" + name)] = value.item()
+        if diagnostics and spec.ratio == "token":
+            metrics.update(_diagnostics(spec, log_prob, old_log_prob, advantages, response_mask))
+        return out.loss.to(log_prob.dtype), metrics
+
+    loss_fn.__name__ = loss_fn.__qualname__ = f"grpokit_{preset.replace('.', '_')}"
+    return loss_fn
+
+
+def register_policy_loss(name: str, preset: str, diagnostics: bool = True, **overrides: Any) -> None:
+    """Registers ``preset`` (with grpokit ``overrides``) as verl's policy loss ``name``:
+    ``actor_rollout_ref.actor.policy_loss.loss_mode=<name>``. Call it from a module verl imports
+    (``external_lib`` / ``VERL_USE_EXTERNAL_MODULES``)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name: expected a non-empty string, got {name!r}")
+    core_algos.register_policy_loss(name)(policy_loss_fn(preset, diagnostics, **overrides))
+
+
+# verl outcome estimator -> grpokit estimator (tests/python/test_verl_integration.py checks each against verl)
+_ESTIMATORS = ("verl.grpo", "verl.grpo_no_std", "verl.rloo", "verl.opo", "verl.gpg", "verl.grpo_passk",
+               "verl.reinforce_plus_plus_baseline")
+_MASKED = ("verl.opo", "verl.reinforce_plus_plus_baseline")  # they read the response lengths
+
+
+def adv_estimator_fn(estimator: str) -> Callable[..., Tuple[torch.Tensor, torch.Tensor]]:
+    """A verl advantage estimator (verl's call ``(token_level_rewards, response_mask, index, ...)``,
+    returning ``(advantages, returns)``, both (B, T)) computing grpokit's ``estimator`` on each
+    completion's outcome reward (the sum of its token rewards), groups given by verl's ``index``."""
+    if estimator not in _ESTIMATORS:
+        raise ValueError(f"estimator: expected one of {list(_ESTIMATORS)}, got {estimator!r}")
+
+    def estimator_fn(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, index: Any = None,
+                     config: Any = None, **_: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+        if index is None:
+            raise ValueError(f"index: {PREFIX}{estimator} groups completions by verl's uid index, got None")
+        mask = response_mask.bool()
+        rewards = (token_level_rewards * mask).sum(-1).double()
+        _, group_ids = _unique_ids(index)
+        kw = {"mask": mask} if estimator in _MASKED else {}
+        name = estimator
+        if estimator == "verl.grpo" and config is not None and not config.get("norm_adv_by_std_in_grpo", True):
+            name = "verl.grpo_no_std"  # verl's grpo reads this switch from algorithm's config
+        adv = _advantages.advantages(rewards, group_ids=group_ids.to(rewards.device), estimator=name, **kw)
+        adv = adv.to(token_level_rewards.dtype)[:, None] * mask
+        return adv, adv
+
+    estimator_fn.__name__ = estimator_fn.__qualname__ = f"grpokit_{estimator.replace('.', '_')}"
+    return estimator_fn
+
+
+def _unique_ids(index: Any) -> Tuple[Any, torch.Tensor]:
+    # verl's index: a NumPy array of uid strings (or ints), one per completion
+    ids: Dict[Any, int] = {}
+    codes = [ids.setdefault(u, len(ids)) for u in list(index)]
+    return ids, torch.tensor(codes, dtype=torch.int64)
+
+
+def register_adv_est(name: str, estimator: str) -> None:
+    """Registers grpokit's ``estimator`` as verl's advantage estimator ``name``
+    (``algorithm.adv_estimator=<name>``)."""
+    core_algos.register_adv_est(name)(adv_estimator_fn(estimator))
+
+
+def _register_all() -> None:
+    for preset in _presets.presets():
+        if preset not in _NOT_REGISTERED and PREFIX + preset not in core_algos.POLICY_LOSS_REGISTRY:
+            register_policy_loss(PREFIX + preset, preset)
+    for est in _ESTIMATORS:
+        if PREFIX + est not in core_algos.ADV_ESTIMATOR_REGISTRY:
+            register_adv_est(PREFIX + est, est)
+
+
+_register_all()
