@@ -176,7 +176,8 @@ def adv_estimator_fn(estimator: str) -> Callable[..., Tuple[torch.Tensor, torch.
         raise ValueError(f"estimator: expected one of {list(_ESTIMATORS)}, got {estimator!r}")
 
     def estimator_fn(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, index: Any = None,
-                     config: Any = None, **_: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+                     config: Any = None, norm_adv_by_std_in_grpo: Optional[bool] = None,
+                     **_: Any) -> Tuple[torch.Tensor, torch.Tensor]:
         if index is None:
             raise ValueError(f"index: {PREFIX}{estimator} groups completions by verl's uid index, got None")
         mask = response_mask.bool()
@@ -184,8 +185,10 @@ def adv_estimator_fn(estimator: str) -> Callable[..., Tuple[torch.Tensor, torch.
         _, group_ids = _unique_ids(index)
         kw = {"mask": mask} if estimator in _MASKED else {}
         name = estimator
-        if estimator == "verl.grpo" and config is not None and not config.get("norm_adv_by_std_in_grpo", True):
-            name = "verl.grpo_no_std"  # verl's grpo reads this switch from algorithm's config
+        if norm_adv_by_std_in_grpo is None and config is not None:
+            norm_adv_by_std_in_grpo = config.get("norm_adv_by_std_in_grpo", True)
+        if estimator == "verl.grpo" and norm_adv_by_std_in_grpo is False:
+            name = "verl.grpo_no_std"  # algorithm.norm_adv_by_std_in_grpo, which verl's trainer passes as config
         adv = _advantages.advantages(rewards, group_ids=group_ids.to(rewards.device), estimator=name, **kw)
         adv = adv.to(token_level_rewards.dtype)[:, None] * mask
         return adv, adv
