@@ -199,3 +199,26 @@ def test_estimator_bad_input():
     fn = core_algos.get_adv_estimator_fn("grpokit.verl.grpo")
     with pytest.raises(ValueError, match="index:"):
         fn(token_level_rewards=torch.zeros(2, 3), response_mask=torch.ones(2, 3))
+
+
+def _registered_in_fresh_process(env):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import verl\nfrom verl.trainer.ppo import core_algos\n"
+            "print('grpokit.verl.vanilla' in core_algos.POLICY_LOSS_REGISTRY)")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip() == "True"
+
+
+def test_verl_loads_grpokit_by_itself():
+    from importlib.metadata import entry_points
+
+    if not any(ep.value == "grpokit.integrations.verl" for ep in entry_points(group="verl.plugins")):
+        pytest.skip("grpokit's verl.plugins entry point is not installed (pip install -e .)")
+    assert _registered_in_fresh_process({"VERL_USE_EXTERNAL_PLUGINS": "auto"})
+    # verl's explicit route for external modules
+    assert _registered_in_fresh_process({"VERL_USE_EXTERNAL_PLUGINS": "none",
+                                         "VERL_USE_EXTERNAL_MODULES": "grpokit.integrations.verl"})
