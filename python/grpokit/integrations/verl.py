@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
         "grpokit.integrations.verl needs verl 0.9 and what importing its trainer needs: pip install 'grpokit[verl]'"
     ) from exc
 
-__all__ = ["PREFIX", "register_policy_loss", "register_adv_est", "verl_options"]
+__all__ = ["PREFIX", "adv_estimator_fn", "policy_loss_fn", "register_adv_est", "register_policy_loss", "verl_options"]
 
 PREFIX = "grpokit."
 # grpokit's metric -> verl's name for it (verl's logging and aggregation read these)
@@ -142,9 +142,8 @@ def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> C
         weights = _token_weights(preset, spec, rollout_is_weights, response_mask, log_prob.dtype)
         out = gkt.policy_loss(log_prob, old_log_prob, advantages.to(log_prob.dtype), response_mask, spec=preset,
                               token_weights=weights, **opts)
-        metrics: Dict[str, Any] = {}
-        for name, value in out.metrics.items():
-            metrics[_VERL_METRICS.get(name, "grpokit/" + name)] = value.item()
+        values = torch.stack(list(out.metrics.values())).tolist() if out.metrics else []  # one device sync
+        metrics: Dict[str, Any] = {_VERL_METRICS.get(n, "grpokit/" + n): v for n, v in zip(out.metrics, values)}
         if diagnostics and spec.ratio == "token":
             metrics.update(_diagnostics(spec, log_prob, old_log_prob, advantages, response_mask))
         return out.loss.to(log_prob.dtype), metrics
@@ -182,8 +181,8 @@ def adv_estimator_fn(estimator: str) -> Callable[..., Tuple[torch.Tensor, torch.
             raise ValueError(f"index: {PREFIX}{estimator} groups completions by verl's uid index, got None")
         mask = response_mask.bool()
         rewards = (token_level_rewards * mask).sum(-1).double()
-        _, group_ids = _unique_ids(index)
-        kw = {"mask": mask} if estimator in _MASKED else {}
+        group_ids = _group_ids(index)
+        kw: Dict[str, Any] = {"mask": mask} if estimator in _MASKED else {}
         name = estimator
         if norm_adv_by_std_in_grpo is None and config is not None:
             norm_adv_by_std_in_grpo = config.get("norm_adv_by_std_in_grpo", True)
@@ -197,11 +196,10 @@ def adv_estimator_fn(estimator: str) -> Callable[..., Tuple[torch.Tensor, torch.
     return estimator_fn
 
 
-def _unique_ids(index: Any) -> Tuple[Any, torch.Tensor]:
+def _group_ids(index: Any) -> torch.Tensor:
     # verl's index: a NumPy array of uid strings (or ints), one per completion
     ids: Dict[Any, int] = {}
-    codes = [ids.setdefault(u, len(ids)) for u in list(index)]
-    return ids, torch.tensor(codes, dtype=torch.int64)
+    return torch.tensor([ids.setdefault(u, len(ids)) for u in list(index)], dtype=torch.int64)
 
 
 def register_adv_est(name: str, estimator: str) -> None:
