@@ -141,3 +141,30 @@ def test_normalisation_audit(mode):
                                       rtol=1e-10, atol=1e-13) for s in splits):
                     invariant.add(agg)
             assert invariant == INVARIANT[name, what], (name, what)
+
+
+@pytest.mark.parametrize("agg", AGGS)
+@pytest.mark.parametrize("mode", ["vanilla", "cispo"])
+def test_several_optimizer_steps_through_ppo_loss(mode, agg):
+    # a tiny policy (per-token logits as parameters), 3 AdamW steps on one batch in 2 micro-batches: the
+    # ratio leaves 1 after the first step, so the clip and the rollout weights act; verl's loss and
+    # grpokit's must move the parameters the same way
+    b = make_batch(seed=21)
+    tokens = torch.randint(0, 5, b["mask"].shape, generator=torch.Generator().manual_seed(0))
+    counts = global_counts(b, 1)(None)
+
+    def train(loss_mode):
+        torch.manual_seed(0)
+        theta = torch.nn.Parameter(torch.randn(*b["mask"].shape, 5, dtype=torch.float64))
+        opt = torch.optim.AdamW([theta], lr=0.05)
+        old = torch.log_softmax(theta.detach(), -1).gather(-1, tokens[..., None])[..., 0]
+        for _ in range(3):
+            opt.zero_grad()
+            lp = torch.log_softmax(theta, -1).gather(-1, tokens[..., None])[..., 0]
+            for rows in ([0, 1, 2, 3], [4, 5, 6, 7]):
+                loss, _ = step(loss_mode, agg, {**b, "old": old}, rows, lp, b["H"], counts)
+                loss.backward(retain_graph=True)
+            opt.step()
+        return theta.detach()
+
+    torch.testing.assert_close(train(f"grpokit.verl.{mode}"), train(mode), rtol=1e-9, atol=1e-12)
