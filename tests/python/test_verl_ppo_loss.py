@@ -143,8 +143,8 @@ def test_normalisation_audit(mode):
             assert invariant == INVARIANT[name, what], (name, what)
 
 
-@pytest.mark.parametrize("agg", AGGS)
-@pytest.mark.parametrize("mode", ["vanilla", "cispo"])
+@pytest.mark.parametrize("mode,agg", [(m, a) for m in ("vanilla", "cispo") for a in AGGS] + [
+    (m, "token-mean") for m in ("gspo", "sapo", "dppo_tv", "dppo_kl", "gpg", "geo_mean")])
 def test_several_optimizer_steps_through_ppo_loss(mode, agg):
     # a tiny policy (per-token logits as parameters), 3 AdamW steps on one batch in 2 micro-batches: the
     # ratio leaves 1 after the first step, so the clip and the rollout weights act; verl's loss and

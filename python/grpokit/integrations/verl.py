@@ -55,13 +55,14 @@ def verl_options(preset: str, config: Any, loss_agg_mode: str) -> Dict[str, Any]
 
     Every preset takes verl's global batch counts (``global_batch_info``: ``dp_size``,
     ``batch_num_tokens``, ``global_batch_size``, ``loss_scale_factor``), so verl's data-parallel and
-    micro-batch scaling hold. A ``verl.*`` preset also takes verl's hyper-parameters, as verl's own
+    micro-batch scaling hold; except ``verl.geo_mean``, which like verl's ignores them. A ``verl.*`` preset also takes verl's hyper-parameters, as verl's own
     loss of that name reads them: ``clip_ratio_low`` / ``clip_ratio_high`` (``clip_ratio`` where
     unset), ``clip_ratio_c``, ``loss_agg_mode``, ``tau_pos`` / ``tau_neg``,
     ``policy_loss.dro_beta``. Any other preset keeps its own hyper-parameters and aggregation.
     The KL and entropy terms stay verl's (it adds them outside the policy loss).
     """
-    info = dict(config.get("global_batch_info", None) or {})
+    # verl's geo_mean takes the plain mean over the micro-batch's sequences, global counts ignored
+    info = {} if preset == "verl.geo_mean" else dict(config.get("global_batch_info", None) or {})
     opts: Dict[str, Any] = {"kl_loss_coef": 0.0, "entropy_coeff": 0.0}
     for verl_name, ours in (("dp_size", "dp_size"), ("batch_num_tokens", "num_items_in_batch"),
                             ("global_batch_size", "num_sequences"), ("loss_scale_factor", "max_completion_length")):
