@@ -55,10 +55,10 @@ def verl_options(preset: str, config: Any, loss_agg_mode: str) -> Dict[str, Any]
 
     Every preset takes verl's global batch counts (``global_batch_info``: ``dp_size``,
     ``batch_num_tokens``, ``global_batch_size``, ``loss_scale_factor``), so verl's data-parallel and
-    micro-batch scaling hold; except ``verl.geo_mean``, which like verl's ignores them. A ``verl.*`` preset also takes verl's hyper-parameters, as verl's own
-    loss of that name reads them: ``clip_ratio_low`` / ``clip_ratio_high`` (``clip_ratio`` where
-    unset), ``clip_ratio_c``, ``loss_agg_mode``, ``tau_pos`` / ``tau_neg``,
-    ``policy_loss.dro_beta``. Any other preset keeps its own hyper-parameters and aggregation.
+    micro-batch scaling hold; except ``verl.geo_mean``, which like verl's ignores them. A ``verl.*``
+    preset also takes verl's hyper-parameters, as verl's own loss of that name reads them:
+    ``clip_ratio_low`` / ``clip_ratio_high`` (``clip_ratio`` where unset), ``clip_ratio_c``,
+    ``loss_agg_mode``, ``tau_pos`` / ``tau_neg``, ``policy_loss.dro_beta``. Any other preset keeps its own hyper-parameters and aggregation.
     The KL and entropy terms stay verl's (it adds them outside the policy loss).
     """
     # verl's geo_mean takes the plain mean over the micro-batch's sequences, global counts ignored
