@@ -58,8 +58,9 @@ def verl_options(preset: str, config: Any, loss_agg_mode: str) -> Dict[str, Any]
     micro-batch scaling hold; except ``verl.geo_mean``, which like verl's ignores them. A ``verl.*``
     preset also takes verl's hyper-parameters, as verl's own loss of that name reads them:
     ``clip_ratio_low`` / ``clip_ratio_high`` (``clip_ratio`` where unset), ``clip_ratio_c``,
-    ``loss_agg_mode``, ``tau_pos`` / ``tau_neg``, ``policy_loss.dro_beta``. Any other preset keeps its own hyper-parameters and aggregation.
-    The KL and entropy terms stay verl's (it adds them outside the policy loss).
+    ``loss_agg_mode``, ``tau_pos`` / ``tau_neg``, ``policy_loss.dro_beta``. Any other preset keeps
+    its own hyper-parameters and aggregation. The KL and entropy terms stay verl's (it adds them
+    outside the policy loss).
     """
     # verl's geo_mean takes the plain mean over the micro-batch's sequences, global counts ignored
     info = {} if preset == "verl.geo_mean" else dict(config.get("global_batch_info", None) or {})
