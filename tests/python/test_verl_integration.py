@@ -23,14 +23,15 @@ MISSING = {"gspo": {"actor/pg_clipfrac_lower"}, "cispo": {"actor/pg_clipfrac_low
            "sapo": {"actor/pg_clipfrac", "actor/pg_clipfrac_lower"},
            "dppo_tv": {"actor/pg_clipfrac_lower"}, "geo_mean": {"actor/pg_clipfrac", "actor/pg_clipfrac_lower"},
            "dppo_kl": {"actor/pg_clipfrac_lower"}}
-MODES = ["vanilla", "gspo", "gpg", "cispo", "sapo", "dppo_tv", "dppo_kl", "dro", "geo_mean"]
+MODES = ["vanilla", "gspo", "gpg", "cispo", "sapo", "dppo_tv", "dppo_kl", "dro", "geo_mean", "clip_cov"]
 
 
 def actor_config(mode, agg="token-mean", info=None, **kw):
     base = dict(clip_ratio=0.2, clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0)
     base.update(kw)
     cfg = FSDPActorConfig(rollout_n=4, ppo_micro_batch_size_per_gpu=2, loss_agg_mode=agg,
-                          policy_loss=PolicyLossConfig(loss_mode=mode, dro_beta=0.3), **base)
+                          policy_loss=PolicyLossConfig(loss_mode=mode, dro_beta=0.3, clip_cov_ratio=0.2,
+                                                       clip_cov_lb=-10.0, clip_cov_ub=10.0), **base)
     cfg.global_batch_info.update(info or {})
     return cfg
 
@@ -59,7 +60,9 @@ def run(name, b, cfg, weights=True):
 
 
 def check_same(mode, b, cfg, weights=True):
+    torch.manual_seed(1)  # clip_cov draws its tokens from the global generator: the same draw for both
     want = run(mode, b, cfg, weights)
+    torch.manual_seed(1)
     got = run(f"grpokit.verl.{mode}", b, cfg, weights)
     # geo_mean: verl's per-sequence means divide by (L + 1e-8), grpokit's by L: ~1e-9 relative
     rtol = 1e-8 if mode == "geo_mean" else 1e-10

@@ -144,7 +144,7 @@ def test_normalisation_audit(mode):
 
 
 @pytest.mark.parametrize("mode,agg", [(m, a) for m in ("vanilla", "cispo") for a in AGGS] + [
-    (m, "token-mean") for m in ("gspo", "sapo", "dppo_tv", "dppo_kl", "gpg", "geo_mean")])
+    (m, "token-mean") for m in ("gspo", "sapo", "dppo_tv", "dppo_kl", "gpg", "geo_mean", "clip_cov")])
 def test_several_optimizer_steps_through_ppo_loss(mode, agg):
     # a tiny policy (per-token logits as parameters), 3 AdamW steps on one batch in 2 micro-batches: the
     # ratio leaves 1 after the first step, so the clip and the rollout weights act; verl's loss and

@@ -41,9 +41,9 @@ _VERL_METRICS = {"pg_clipfrac": "actor/pg_clipfrac", "pg_clipfrac_lower": "actor
 # verl applies these losses with seq-mean-token-mean (sapo) or a plain sequence mean (geo_mean) whatever
 # loss_agg_mode says: the preset's aggregation stands
 _FIXED_AGGREGATION = ("verl.sapo", "verl.geo_mean")
-# presets that need inputs verl's call does not carry (the tokens verl's clip_cov / kl_cov select inside
-# the loss; bypass mode's rollout log-probs): not registered
-_NOT_REGISTERED = ("verl.clip_cov", "verl.kl_cov", "verl.reinforce", "verl.reinforce_seq")
+# not registered: kl_cov (its selected tokens need grpokit's selection input, which the autograd op does
+# not take) and bypass mode (it needs the rollout log-probs)
+_NOT_REGISTERED = ("verl.kl_cov", "verl.reinforce", "verl.reinforce_seq")
 
 
 def _first(*values: Any) -> Any:
@@ -80,9 +80,11 @@ def verl_options(preset: str, config: Any, loss_agg_mode: str) -> Dict[str, Any]
     if spec.surrogate == "sapo":
         opts.update(tau_pos=config.get("tau_pos", spec.sapo_temperature_pos),
                     tau_neg=config.get("tau_neg", spec.sapo_temperature_neg))
+    policy = config.get("policy_loss", None) or {}
+    if spec.selection == "clip_cov":
+        opts["selection"] = "none"  # verl's clip_cov zeroes its selected tokens: they go in as 0 token weights
     if spec.dro_beta:
-        policy = config.get("policy_loss", None)
-        beta = policy.get("dro_beta", None) if policy is not None else None
+        beta = policy.get("dro_beta", None)
         if beta is None or beta <= 0:
             raise ValueError(f"policy_loss.dro_beta: {PREFIX}{preset} needs dro_beta > 0 (as verl's 'dro'), "
                              f"got {beta!r}")
@@ -102,6 +104,28 @@ def _diagnostics(spec: _presets.LossSpec, log_prob: torch.Tensor, old_log_prob: 
     frac = region.n_in_region / region.n_valid if region.n_valid else 0.0
     return {"grpokit/clip_region/fraction": frac, "grpokit/clip_region/mean_excess": region.mean_excess,
             "grpokit/clip_region/max_excess": region.max_excess}
+
+
+def _clip_cov_selection(spec: _presets.LossSpec, config: Any, log_prob: torch.Tensor, old_log_prob: torch.Tensor,
+                        advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The tokens verl's clip_cov picks inside its loss (its rule, defaults and draw): a random
+    clip_cov_ratio share of the unclipped tokens whose covariance of A and log π lies in
+    (clip_cov_lb, clip_cov_ub)."""
+    policy = config.get("policy_loss", None) or {}
+    valid = mask.bool()
+    lp, adv = log_prob.detach(), advantages.detach()
+    sel = torch.zeros_like(valid)
+    m = valid.to(lp.dtype)
+    ratio = torch.exp(lp - old_log_prob)
+    clipped = (-adv * torch.clamp(ratio, 1 - spec.epsilon_low, 1 + spec.epsilon_high) > -adv * ratio) & valid
+    cov = (adv - (adv * m).sum() / (m.sum() + 1e-8)) * (lp - (lp * m).sum() / (m.sum() + 1e-8))
+    lb, ub = _first(policy.get("clip_cov_lb", None), 1.0), _first(policy.get("clip_cov_ub", None), 5.0)
+    idx = torch.nonzero((cov < ub) & (cov > lb) & valid & ~clipped)
+    n = max(int(_first(policy.get("clip_cov_ratio", None), 0.0002) * m.sum().item()), 1)
+    if len(idx):
+        idx = idx[torch.randperm(len(idx))[: min(n, len(idx))]]  # verl's draw, from the global generator
+        sel[idx[:, 0], idx[:, 1]] = True
+    return sel
 
 
 def _token_weights(preset: str, spec: _presets.LossSpec, w: Optional[torch.Tensor], mask: torch.Tensor,
@@ -142,10 +166,17 @@ def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> C
         opts = {**verl_options(preset, config, loss_agg_mode), **overrides}
         spec = _presets.resolve(preset, opts)
         weights = _token_weights(preset, spec, rollout_is_weights, response_mask, log_prob.dtype)
+        selected = None
+        if preset == "verl.clip_cov":
+            selected = _clip_cov_selection(spec, config, log_prob, old_log_prob, advantages, response_mask)
+            keep = (~selected).to(log_prob.dtype)
+            weights = keep if weights is None else weights * keep
         out = gkt.policy_loss(log_prob, old_log_prob, advantages.to(log_prob.dtype), response_mask, spec=preset,
                               token_weights=weights, **opts)
         values = torch.stack(list(out.metrics.values())).tolist() if out.metrics else []  # one device sync
         metrics: Dict[str, Any] = {_VERL_METRICS.get(n, "grpokit/" + n): v for n, v in zip(out.metrics, values)}
+        if selected is not None:  # verl's clip_cov reports the share of selected tokens as its clip fraction
+            metrics["actor/pg_clipfrac"] = (selected.sum() / (response_mask.sum() + 1e-8)).item()
         if diagnostics and spec.ratio == "token":
             metrics.update(_diagnostics(spec, log_prob, old_log_prob, advantages, response_mask))
         return out.loss.to(log_prob.dtype), metrics
