@@ -29,9 +29,12 @@ fi
 python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench]" \
   --config-settings=cmake.define.GRPOKIT_CUDA="${GRPOKIT_CUDA:-AUTO}" \
   --config-settings=cmake.define.GRPOKIT_BUILD_TESTS=ON
-# verl's own loss functions for the parity tests: its source only (its runtime, ray and friends, is not
-# needed to read core_algos; the tests skip without it)
+# verl for the parity and integration tests: verl without its own pins (they conflict with the trl extra),
+# then the `verl` extra, what importing its trainer and actor loss needs (docs/verl.md)
 python -m pip install -q --no-deps "verl==0.9.1"
+python -m pip install -q --no-build-isolation -e ".[verl]" \
+  --config-settings=cmake.define.GRPOKIT_CUDA="${GRPOKIT_CUDA:-AUTO}" \
+  --config-settings=cmake.define.GRPOKIT_BUILD_TESTS=ON
 
 BUILD_DIR=$(ls -d build/cp*/ | tail -n 1)
 echo "== grpokit info"
