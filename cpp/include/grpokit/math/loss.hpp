@@ -195,7 +195,8 @@ GRPOKIT_HD C vespo_weight(C log_w, C A, C k_pos, C lambda_pos, C k_neg, C lambda
 template <class C, class E = StdExp>
 GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
   const C d = E::exp(logp) - E::exp(old_logp);
-  return A > C(0) ? d <= eps_high : d >= -eps_low;
+  const bool pos = A > C(0);
+  return (pos & (d <= eps_high)) | (!pos & (d >= -eps_low));  // bools, not a select: vectorises
 }
 template <class C>
 GRPOKIT_HD bool dppo_kl_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
