@@ -26,12 +26,12 @@ if [ "${GRPOKIT_CUDA:-AUTO}" = "ON" ]; then
   # build compile the cuBLAS path of linear_token_logprobs (CMakeLists.txt finds it in this Python).
   python -m pip install -q "nvidia-cublas==13.0.2.14"
 fi
-python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench]" \
+# verl for the parity and integration tests: verl without its own pins (they conflict with the trl extra);
+# the `verl` extra below brings what importing its trainer and actor loss needs (docs/verl.md)
+python -m pip install -q --no-deps "verl==0.9.1"
+python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench,verl]" \
   --config-settings=cmake.define.GRPOKIT_CUDA="${GRPOKIT_CUDA:-AUTO}" \
   --config-settings=cmake.define.GRPOKIT_BUILD_TESTS=ON
-# verl's own loss functions for the parity tests: its source only (its runtime, ray and friends, is not
-# needed to read core_algos; the tests skip without it)
-python -m pip install -q --no-deps "verl==0.9.1"
 
 BUILD_DIR=$(ls -d build/cp*/ | tail -n 1)
 echo "== grpokit info"

@@ -138,6 +138,12 @@ inline float opaque(float v) {
 #endif
   return v;
 }
+inline double opaque(double v) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  asm("" : "+x"(v));
+#endif
+  return v;
+}
 
 // v where x ≥ lo, else 0, in a form the loops vectorise: a select under AVX-512 (kSelect, a masked
 // move), else an integer mask (a float select becomes a branch GCC will not if-convert for AVX2).

@@ -156,7 +156,8 @@ void vector_row(const LossSpec& s, const C* lp, const C* old, const C* ref, cons
   const C delta = static_cast<C>(s.delta), dual_c = static_cast<C>(s.clip_ratio_c);
   const C tp = static_cast<C>(s.sapo_temperature_pos), tn = static_cast<C>(s.sapo_temperature_neg);
   const C beta = static_cast<C>(s.beta), klc = static_cast<C>(s.kl_log_clamp), kvc = static_cast<C>(s.kl_value_clamp);
-  const bool kl_st = s.kl_straight_through, kl_is = s.kl_is_corrected;
+  // flags as opaque numbers: a loop-invariant bool select stops GCC 12's vectoriser
+  const C kl_st = cpu::opaque(C(s.kl_straight_through ? 1 : 0)), kl_is = cpu::opaque(C(s.kl_is_corrected ? 1 : 0));
   const C dro = static_cast<C>(s.dro_beta);
   const bool has_dro = s.dro_beta != 0.0;
   // Every lane quantity is of type C (flags as 0/1 values): mixed widths stop the vectoriser.
@@ -205,8 +206,8 @@ void vector_row(const LossSpec& s, const C* lp, const C* old, const C* ref, cons
       const C rf = ref[t];
       ref_check += ok ? rf - rf : C(0);  // 0, or NaN once a valid ref_logp is not finite
       const math::ValueGrad<C> k = math::kl_estimate<C, VecExp>(KL, l, rf, klc, kvc, kl_st);
-      const C kv = kl_is ? k.v * r.v : k.v;
-      const C kd = kl_is ? k.d * r.v + k.v * r.d : k.d;
+      const C kv = kl_is != C(0) ? k.v * r.v : k.v;
+      const C kd = kl_is != C(0) ? k.d * r.v + k.v * r.d : k.d;
       phi += beta * kv;
       gt += c * (beta * kd);
       kl_sum += ok ? kv : C(0);

@@ -1,7 +1,6 @@
 """Advantage estimators: fp64 NumPy references written from the peers' definitions
 (docs/estimators.md), TRL parity (TRL's own lines, with TRL's nanstd), properties and bad inputs."""
 
-import math
 
 import numpy as np
 import pytest
@@ -10,138 +9,20 @@ from hypothesis import strategies as st
 
 import grpokit as gk
 
-# ---- fp64 references (loops, straight from the formulas) ---------------------------------------
-
-
-def groups(B, G):
-    return [list(range(s, s + G)) for s in range(0, B, G)]
-
-
-def ref_combine(r, w=None):
-    r = np.asarray(r, float)
-    if r.ndim == 1:
-        return r.copy()
-    w = np.ones(r.shape[1]) if w is None else np.asarray(w, float)
-    out = np.empty(r.shape[0])
-    for i in range(r.shape[0]):
-        ok = ~np.isnan(r[i])
-        out[i] = np.sum(w[ok] * r[i][ok]) if ok.any() else np.nan
-    return out
-
-
-def sample_std(x):
-    x = x[~np.isnan(x)]
-    return math.sqrt(np.sum((x - x.mean()) ** 2) / (len(x) - 1)) if len(x) > 1 else 0.0
-
-
-def ref_whiten(x, w):
-    """verl_F.masked_whiten of a broadcast per-row value x_i over a mask with row weights w_i."""
-    n = np.sum(w)
-    mean = np.sum(w * x) / (n + 1e-8)
-    var = np.sum(w * (x - mean) ** 2) / (n + 1e-8) * n / (n - 1)
-    return (x - mean) / math.sqrt(var + 1e-8)
-
-
-def ref_rloo(R, G, normalize=False, eps=1e-4):
-    A = np.full(len(R), np.nan)
-    for g in groups(len(R), G):
-        valid = [i for i in g if not np.isnan(R[i])]
-        if len(valid) < 2:
-            continue
-        s = sum(R[j] for j in valid)
-        for i in valid:
-            A[i] = R[i] - (s - R[i]) / (len(valid) - 1)
-    if normalize:
-        a = A[~np.isnan(A)]
-        A = (A - a.mean()) / (sample_std(a) + eps) if len(a) > 1 else np.full(len(A), np.nan)
-    return np.nan_to_num(A, nan=0.0)
-
-
-def ref_rpp_baseline(R, G, L):
-    c = np.array(R, float)
-    for g in groups(len(R), G):
-        c[g] = c[g] - np.mean(c[g])
-    return ref_whiten(c, np.asarray(L, float))
-
-
-def ref_reinforce_pp(r, m, gamma):
-    B, T = r.shape
-    ret = np.zeros((B, T))
-    for i in range(B):
-        running = 0.0
-        for t in reversed(range(T)):
-            new = r[i, t] + gamma * running
-            ret[i, t] = new * m[i, t]
-            running = new * m[i, t] + running * (1 - m[i, t])
-    n = m.sum()
-    mean = (ret * m).sum() / (n + 1e-8)
-    var = (((ret - mean) ** 2) * m).sum() / (n + 1e-8) * n / (n - 1)
-    return (ret - mean) / math.sqrt(var + 1e-8) * m, ret
-
-
-def ref_reward_to_go(r, m):
-    return np.flip(np.cumsum(np.flip(r * m, -1), -1), -1)
-
-
-def ref_remax(r, m, b):
-    G = ref_reward_to_go(r, m)
-    return (G - b[:, None]) * m, G
-
-
-def ref_opo(R, G, L):
-    A = np.empty(len(R))
-    for g in groups(len(R), G):
-        base = sum(L[j] * R[j] for j in g) / sum(L[j] for j in g)
-        A[g] = R[g] - base
-    return A
-
-
-def ref_passk(R, G, std=True, eps=1e-6):
-    A = np.zeros(len(R))
-    for g in groups(len(R), G):
-        x = R[g]
-        best = g[int(np.argmax(x))]
-        second = np.sort(x)[-2]
-        adv = R[best] - second
-        A[best] = adv / (sample_std(x) + eps) if std else adv
-    return A
-
-
-def ref_gpg(R, G, f_norm=1.0):
-    alpha = len(R) / max(np.count_nonzero(R), 1)
-    A = np.empty(len(R))
-    for g in groups(len(R), G):
-        A[g] = alpha * (R[g] - R[g].mean()) / f_norm
-    return A
-
-
-def ref_gdpo(Rk, G, w, L, eps=1e-6):
-    S = np.zeros(Rk.shape[0])
-    for k in range(Rk.shape[1]):
-        for g in groups(Rk.shape[0], G):
-            x = Rk[g, k]
-            S[g] += w[k] * (x - x.mean()) / (sample_std(x) + eps)
-    return ref_whiten(S, np.asarray(L, float))
-
-
-def ref_otb(r, m, G, logp, sps, rho=None, zero_tail=True, eps=1e-8):
-    ret = ref_reward_to_go(r, m)
-    w = 1 - 2 * np.exp(logp) + sps
-    if rho is not None:
-        w = w * rho**2
-    W = np.cumsum(w * m, -1)
-    base = np.zeros_like(ret)
-    for g in groups(r.shape[0], G):
-        num = (ret[g] * W[g] * m[g]).sum(0)
-        den = (W[g] * m[g]).sum(0) + eps
-        base[g] = num / den
-        lens = m[g].sum(-1)
-        srt = np.sort(lens)
-        longest = np.flatnonzero(lens == srt[-1])
-        if zero_tail and len(longest) == 1 and srt[-1] > srt[-2]:
-            base[g[longest[0]], int(srt[-2]):] = 0.0
-    return (ret - base) * m, ret
-
+from estimators_reference import (
+    groups,
+    ref_combine,
+    ref_rloo,
+    ref_rpp_baseline,
+    ref_reinforce_pp,
+    ref_reward_to_go,
+    ref_remax,
+    ref_opo,
+    ref_passk,
+    ref_gpg,
+    ref_gdpo,
+    ref_otb,
+)
 
 # ---- data ----------------------------------------------------------------------------------------
 
@@ -356,123 +237,6 @@ def test_token_estimators_keep_float32_and_torch():
     R = torch.tensor(rng.normal(size=6))
     out = gk.advantages(R, 3, estimator="rloo")
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
-
-
-# ---- TRL parity: TRL 1.16.0's own lines, with its nanstd ------------------------------------------
-
-trl_utils = pytest.importorskip("trl.trainer.utils")
-torch = pytest.importorskip("torch")
-nanstd = trl_utils.nanstd
-# TRL's nanstd computes Bessel's n/(n−1) from integer counts in torch's default float32, so its fp64
-# results carry a relative error of ~1e-8; grpokit uses the exact factor.
-TRL_RTOL = 1e-7
-
-
-def _trl_rewards(rewards_per_func, weights):
-    unscorable = torch.isnan(rewards_per_func).all(dim=1)
-    rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
-    rewards[unscorable] = torch.nan
-    return rewards, unscorable
-
-
-def trl_sum_then_normalize(rewards_per_func, weights, G, scale_rewards):
-    rewards, _ = _trl_rewards(rewards_per_func, weights)
-    mean = torch.nanmean(rewards.view(-1, G), dim=1).repeat_interleave(G, dim=0)
-    if scale_rewards in ["group", "none"]:
-        std = nanstd(rewards.view(-1, G), dim=1).repeat_interleave(G, dim=0)
-    else:
-        std = nanstd(rewards).expand_as(rewards)
-    adv = rewards - mean
-    if scale_rewards != "none":
-        adv = adv / (std + 1e-4)
-    return torch.nan_to_num(adv, nan=0.0)
-
-
-def trl_normalize_then_sum(rewards_per_func, weights, G):
-    K = rewards_per_func.shape[1]
-    grouped = rewards_per_func.view(-1, G, K)
-    mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
-    std_k = nanstd(grouped, dim=1, keepdim=True)
-    reward_k = ((grouped - mean_k) / (std_k + 1e-4)).view(-1, K)
-    rewards = (reward_k * weights.unsqueeze(0)).nansum(dim=1)
-    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-    std = nanstd(rewards).expand_as(rewards)
-    return torch.nan_to_num((rewards - torch.nanmean(rewards)) / (std + 1e-4), nan=0.0)
-
-
-def trl_rloo(rewards_per_func, weights, G, normalize, clip=None, beta=0.0, old=None, ref=None, mask=None):
-    rewards, _ = _trl_rewards(rewards_per_func, weights)
-    if clip:
-        rewards = rewards.clamp(min=clip[0], max=clip[1])
-    if beta != 0.0:
-        rewards = rewards - beta * ((old - ref) * mask).sum(-1)
-    grouped = rewards.view(-1, G)
-    counts = (~torch.isnan(grouped)).sum(dim=1, keepdim=True)
-    total = torch.nansum(grouped, dim=1, keepdim=True)
-    adv = rewards - ((total - grouped) / (counts - 1)).view(-1)
-    if normalize:
-        adv = (adv - torch.nanmean(adv)) / (nanstd(adv) + 1e-4)
-    return torch.nan_to_num(adv, nan=0.0)
-
-
-def _reward_table(B, K, seed, nan_rows=(), nan_cells=()):
-    g = np.random.default_rng(seed)
-    x = np.round(g.normal(size=(B, K)), 2)
-    for i in nan_rows:
-        x[i] = np.nan
-    for i, k in nan_cells:
-        x[i, k] = np.nan
-    return x
-
-
-@pytest.mark.parametrize("scale", ["group", "batch", "none"])
-def test_trl_parity_sum_then_normalize(scale):
-    x = _reward_table(12, 3, 7, nan_rows=[2], nan_cells=[(5, 1)])
-    w = np.array([1.0, 0.5, 2.0])
-    want = trl_sum_then_normalize(torch.tensor(x), torch.tensor(w), 4, scale).numpy()
-    kw = {"none": {}, "group": {"std": "sample", "epsilon": 1e-4},
-          "batch": {"std": "sample", "epsilon": 1e-4, "std_scope": "batch"}}[scale]
-    got = gk.advantages(x, 4, reward_weights=w, **kw)
-    np.testing.assert_allclose(got, want, rtol=TRL_RTOL, atol=TRL_RTOL)
-
-
-def test_trl_parity_normalize_then_sum():
-    x = _reward_table(12, 3, 8, nan_rows=[4], nan_cells=[(0, 2), (9, 0)])
-    w = np.array([1.0, 0.25, 3.0])
-    want = trl_normalize_then_sum(torch.tensor(x), torch.tensor(w), 4).numpy()
-    got = gk.advantages(x, 4, estimator="normalize_then_sum", reward_weights=w)
-    np.testing.assert_allclose(got, want, rtol=TRL_RTOL, atol=TRL_RTOL)
-
-
-@pytest.mark.parametrize("normalize", [False, True])
-def test_trl_parity_rloo(normalize):
-    x = _reward_table(12, 2, 9, nan_rows=[1, 6, 7])  # group 2 keeps a lone scorable completion
-    w = np.array([1.0, -0.5])
-    want = trl_rloo(torch.tensor(x), torch.tensor(w), 4, normalize).numpy()
-    got = gk.advantages(x, 4, estimator="rloo", reward_weights=w, normalize=normalize)
-    np.testing.assert_allclose(got, want, rtol=TRL_RTOL, atol=TRL_RTOL)
-
-
-def test_trl_parity_rloo_with_reward_clip_and_kl_in_reward():
-    x = _reward_table(8, 2, 10, nan_rows=[3])
-    w = np.array([1.0, 1.0])
-    T = 5
-    m = np.arange(T)[None, :] < rng.integers(1, T + 1, size=8)[:, None]
-    old = np.log(rng.uniform(0.1, 1.0, size=(8, T)))
-    ref = np.log(rng.uniform(0.1, 1.0, size=(8, T)))
-    want = trl_rloo(torch.tensor(x), torch.tensor(w), 4, True, clip=(-1.0, 1.0), beta=0.05,
-                    old=torch.tensor(old), ref=torch.tensor(ref), mask=torch.tensor(m, dtype=torch.float64)).numpy()
-    old[~m] = np.nan  # padding may hold anything
-    got = gk.advantages(x, 4, estimator="trl.rloo", reward_weights=w, normalize=True, reward_clip_range=(-1.0, 1.0),
-                        beta=0.05, logp=old, ref_logp=ref, mask=m)
-    np.testing.assert_allclose(got, want, rtol=TRL_RTOL, atol=TRL_RTOL)
-
-
-def test_rloo_kl_needs_its_inputs():
-    with pytest.raises(ValueError, match="estimator 'rloo' with beta != 0 needs"):
-        gk.advantages([1.0, 0.0], 2, estimator="rloo", beta=0.1)
-    with pytest.raises(ValueError, match="reward_clip_range: expected min <= max"):
-        gk.advantages([1.0, 0.0], 2, estimator="rloo", reward_clip_range=(1.0, -1.0))
 
 
 # ---- properties ---------------------------------------------------------------------------------

@@ -1,20 +1,9 @@
-"""Parity with verl's own policy-loss code (verl 0.9.1, ``verl/trainer/ppo/core_algos.py``).
-
-verl cannot be imported without its heavy dependencies (ray, tensordict, omegaconf, hydra configs:
-``import verl`` runs ``verl/protocol.py``, which imports ray). The loss functions themselves only need
-torch, so this test reads the installed source of ``core_algos.py`` and ``utils/torch_functional.py``,
-takes the functions it needs (verl_source.py; ``agg_loss``, ``compute_policy_loss_*``, ``kl_penalty``,
-``kl_penalty_forward``, ``masked_sum``, ``masked_mean``) as they are, drops their registry decorators,
-and runs them with a small config object in place of ``ActorConfig``. It skips when verl's wheel is
-not installed (``pip install --no-deps verl==0.9.1``); the formula tests of test_loss.py cover the
-same presets without it.
+"""Parity with verl's own policy-loss code (verl 0.9.1, ``verl/trainer/ppo/core_algos.py``), imported as it
+is (verl_source.py) and run with verl's own ``ActorConfig``. Skipped when verl or the `verl` extra is
+absent (docs/verl.md); the formula tests of test_loss.py cover the same presets without it.
 """
 
 from __future__ import annotations
-
-import math
-from types import SimpleNamespace
-from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -22,35 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import grpokit  # noqa: E402
+import verl_source  # noqa: E402
 from torch_batches import ragged_logprobs  # noqa: E402
-from verl_source import functions as _functions  # noqa: E402
-from verl_source import source as _verl_source  # noqa: E402
-
-
-class ActorConfig(SimpleNamespace):
-    """The fields of verl's ActorConfig the loss functions read."""
-
-    def get(self, name, default=None):
-        return getattr(self, name, default)
-
-
-class AlgoConfig:  # only used in isinstance checks
-    pass
 
 
 @pytest.fixture(scope="module")
 def verl():
-    core = _verl_source("trainer/ppo/core_algos.py")
-    tf = _verl_source("utils/torch_functional.py")
-    ns: dict = {"torch": torch, "np": np, "Optional": Optional, "Any": Any, "ActorConfig": ActorConfig,
-                "AlgoConfig": AlgoConfig, "DictConfig": ActorConfig}
-    exec(_functions(tf, {"masked_sum", "masked_mean"}), ns)  # noqa: S102 - verl's own code
-    ns["verl_F"] = SimpleNamespace(masked_sum=ns["masked_sum"], masked_mean=ns["masked_mean"])
-    names = {"agg_loss", "kl_penalty", "kl_penalty_forward", "compute_policy_loss_reinforce"} | {
-        f"compute_policy_loss_{m}" for m in
-        ("vanilla", "gspo", "sapo", "gpg", "clip_cov", "kl_cov", "geo_mean", "dro", "cispo", "dppo_tv", "dppo_kl")}
-    exec(_functions(core, names), ns)  # noqa: S102 - verl's own code
-    return SimpleNamespace(**ns)
+    return verl_source.core_algos()
 
 
 def batch(seed, B=6, T=8, spread=0.25):
@@ -64,13 +31,15 @@ def batch(seed, B=6, T=8, spread=0.25):
     return dict(lp=lp, old=old, ref=ref, A=A, mask=mask, H=H)
 
 
-def config(**kw):
-    base = dict(clip_ratio=0.2, clip_ratio_low=0.2, clip_ratio_high=0.2, clip_ratio_c=3.0, tau_pos=1.0,
-                tau_neg=1.05, global_batch_info={},
-                policy_loss=SimpleNamespace(clip_cov_ratio=0.2, clip_cov_lb=-10.0, clip_cov_ub=10.0,
-                                            kl_cov_ratio=0.2, ppo_kl_coef=0.1, dro_beta=0.3))
-    base.update(kw)
-    return ActorConfig(**base)
+def config(global_batch_info=None):
+    wc = verl_source.workers_config()
+    cfg = wc.FSDPActorConfig(
+        rollout_n=1, ppo_micro_batch_size_per_gpu=1, clip_ratio=0.2, clip_ratio_low=0.2, clip_ratio_high=0.2,
+        clip_ratio_c=3.0, tau_pos=1.0, tau_neg=1.05,
+        policy_loss=wc.PolicyLossConfig(clip_cov_ratio=0.2, clip_cov_lb=-10.0, clip_cov_ub=10.0, kl_cov_ratio=0.2,
+                                        ppo_kl_coef=0.1, dro_beta=0.3))
+    cfg.global_batch_info.update(global_batch_info or {})
+    return cfg
 
 
 def run_verl(verl, mode, b, agg, cfg, *, kl_type=None, kl_coef=0.0, entropy_coeff=0.0):
@@ -173,16 +142,8 @@ def test_verl_reinforce_bypass(verl):
 
 @pytest.fixture(scope="module")
 def verl_rollout_weights():
-    """verl's own compute_rollout_correction_weights (rollout_corr_helper.py, read from source)."""
-    src = _verl_source("trainer/ppo/rollout_corr_helper.py")
-    tf = _verl_source("utils/torch_functional.py")
-    ns: dict = {"torch": torch, "math": math, "Optional": Optional, "Any": Any, "SAFETY_BOUND": 20.0}
-    exec(_functions(tf, {"masked_sum", "masked_mean", "masked_var"}), ns)  # noqa: S102 - verl's own code
-    ns["verl_F"] = SimpleNamespace(masked_sum=ns["masked_sum"], masked_mean=ns["masked_mean"],
-                                   masked_var=ns["masked_var"])
-    exec(_functions(src, {"_parse_rollout_is_threshold", "compute_rollout_correction_weights",  # noqa: S102
-                          "compute_is_metrics"}), ns)
-    return ns["compute_rollout_correction_weights"]
+    """verl's own compute_rollout_correction_weights (rollout_corr_helper.py)."""
+    return verl_source.rollout_corr_helper().compute_rollout_correction_weights
 
 
 @pytest.mark.parametrize("level", ["token", "sequence"])

@@ -1,7 +1,7 @@
-"""Parity with verl's own functions (`verl.trainer.ppo.core_algos`, `rollout_corr_helper`), read from
-the installed verl source (verl_source.py: verl itself does not import without ray; skipped when verl is
-absent). Inputs are finite, groups have >= 2 completions and every row has tokens: where verl and
-grpokit agree by design (docs/estimators.md)."""
+"""Parity with verl's own functions (`verl.trainer.ppo.core_algos`, `rollout_corr_helper`), imported
+from the installed verl (verl_source.py; skipped when verl or the `verl` extra is absent). Inputs are
+finite, groups have >= 2 completions and every row has tokens: where verl and grpokit agree by design
+(docs/estimators.md)."""
 
 import types
 

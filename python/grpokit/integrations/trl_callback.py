@@ -181,7 +181,7 @@ class DiagnosticsCallback(TrainerCallback):
         due = self.eps_every and self._optim_steps % self.eps_every == 1 % self.eps_every
         if adam and self._optim_steps > 0 and due:
             # σ in the advantages (TRL's scale_rewards "group"/"batch"/True): a global reward scale
-            # then cancels before the optimizer, even with beta != 0 (notes §4.3)
+            # then cancels before the optimizer, even with beta != 0 (docs/diagnostics.md §2)
             scale = getattr(args, "scale_rewards", None)
             sigma = None if scale is None else scale not in ("none", False)
             rep = diagnostics.reward_scale(opt, rho_threshold=self.rho_threshold, sigma_in_alpha=sigma)

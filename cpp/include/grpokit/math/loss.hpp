@@ -163,7 +163,8 @@ GRPOKIT_HD C vespo_weight(C log_w, C A, C k_pos, C lambda_pos, C k_neg, C lambda
 template <class C, class E = StdExp>
 GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
   const C d = E::exp(logp) - E::exp(old_logp);
-  return A > C(0) ? d <= eps_high : d >= -eps_low;
+  const bool pos = A > C(0);
+  return (pos & (d <= eps_high)) | (!pos & (d >= -eps_low));  // bools, not a select: vectorises
 }
 template <class C>
 GRPOKIT_HD bool dppo_kl_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
@@ -218,15 +219,18 @@ GRPOKIT_HD ValueGrad<C> geo_mean_log_ratio(C delta, C A, C eps_low, C eps_high) 
 // KL(π‖π_ref) estimators of the per-token value at log π = logp, with the gradient in logp.
 // For k3, x = ℓ_ref − ℓ is clamped to [−log_clamp, log_clamp] and the value to [−value_clamp,
 // value_clamp] (verl: 20 and 10; TRL: none, pass +inf); clamps have zero gradient where they bind.
-// straight_through (verl's "+" suffix): the value of `est`, the gradient of k2.
+// straight_through ≠ 0 (verl's "+" suffix): the value of `est`, the gradient of k2. (A number, not a
+// bool: a loop-invariant bool select stops GCC 12 vectorising the CPU's row loops.)
 template <class C, class E = StdExp>
 GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_clamp, C value_clamp,
-                                    bool straight_through) {
-  // verl clamps only its k3 ("low_var_kl"); the other estimators are unclamped everywhere
-  if (est != KlEstimator::K3) log_clamp = value_clamp = C(INFINITY);
+                                    C straight_through) {
+  // verl clamps only its k3 ("low_var_kl"); the other estimators are unclamped everywhere. (Selects on
+  // `clamped` rather than infinite bounds: with a constant ±inf bound GCC turns the clamp into
+  // branches, and the CPU's row loops no longer vectorise.)
+  const bool clamped = est == KlEstimator::K3;
   const C x_raw = ref_logp - logp;
-  const bool x_free = (x_raw >= -log_clamp) & (x_raw <= log_clamp);
-  const C x = clampv(x_raw, -log_clamp, log_clamp);
+  const bool x_free = !clamped || ((x_raw >= -log_clamp) & (x_raw <= log_clamp));
+  const C x = clamped ? clampv(x_raw, -log_clamp, log_clamp) : x_raw;
   const C dx = x_free ? C(-1) : C(0);  // dx/dℓ
   ValueGrad<C> k{C(0), C(0)};
   switch (est) {
@@ -241,10 +245,10 @@ GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_c
     case KlEstimator::Abs: k = {x < C(0) ? -x : x, (x < C(0) ? C(-1) : C(1)) * dx}; break;
   }
   // selects, not branches: the CPU's row loops vectorise this
-  const bool v_free = (k.v >= -value_clamp) & (k.v <= value_clamp);
+  const bool v_free = !clamped || ((k.v >= -value_clamp) & (k.v <= value_clamp));
   const C d = v_free ? k.d : C(0);
   k.v = v_free ? k.v : clampv(k.v, -value_clamp, value_clamp);
-  k.d = straight_through ? (logp - ref_logp) : d;  // ∂/∂ℓ of ½(ℓ − ℓ_ref)², unclamped
+  k.d = straight_through != C(0) ? (logp - ref_logp) : d;  // ∂/∂ℓ of ½(ℓ − ℓ_ref)², unclamped
   return k;
 }
 
@@ -402,7 +406,7 @@ GRPOKIT_HD_HOT TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
   // regularisers (not multiplied by the weight rule: TRL adds β·KL after the masks and IS weights)
   if (s.kl != KlEstimator::None && s.beta != 0.0) {
     const ValueGrad<C> k = kl_estimate(s.kl, in.logp, in.ref_logp, C(s.kl_log_clamp),
-                                       C(s.kl_value_clamp), s.kl_straight_through);
+                                       C(s.kl_value_clamp), C(s.kl_straight_through ? 1 : 0));
     C kv = k.v, kd = k.d, ku = C(0);
     if (s.kl_is_corrected) {  // k·r, r differentiable (DeepSeek-V3.2's unbiased KL)
       kv = k.v * r.v;

@@ -1,0 +1,255 @@
+"""The token log-probability ops of ``grpokit.torch`` (imported from there): from logits and from hidden
+states × the output projection, as ``torch.library`` custom ops with fake implementations and
+registered autograd formulas, so they run under ``torch.compile`` without a graph break."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+
+from . import _logprobs
+
+class LogprobsOutput(NamedTuple):
+    """Per-token log-probabilities, entropies and (opt-in) Σπ² (float32; float64 for float64 inputs).
+
+    ``sum_sq_probs`` (Σ_v p_v², with ``sum_sq_probs=True``) is a forward-only diagnostic: it does
+    not require grad, and no gradient flows through it."""
+
+    logp: torch.Tensor
+    entropy: Optional[torch.Tensor]
+    sum_sq_probs: Optional[torch.Tensor] = None
+
+
+# ---- token log-probabilities: torch.library custom ops ---------------------------------------------
+#
+# ``grpokit::token_logprobs`` and ``grpokit::linear_token_logprobs`` (forwards) and their backwards are
+# custom ops with fake implementations, so torch.compile keeps them in the graph (fullgraph=True works)
+# and never traces into the engine call. The forward returns (logp, entropy, lse, sum_sq_probs); lse
+# and sum_sq_probs are marked non-differentiable. Optional outputs are (0,) tensors (custom ops return
+# no None). The backward's gradient through the entropy uses the saved entropy, so the forward always
+# computes it (free: same pass).
+
+
+def _result_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op("grpokit::token_logprobs", mutates_args=())
+def _token_logprobs_op(
+    logits: torch.Tensor, token_ids: torch.Tensor, temperature: float, sum_sq_probs: bool, inplace_grad: bool
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r = _logprobs.token_logprobs(logits, token_ids, temperature=temperature, entropy=True, sum_sq_probs=sum_sq_probs)
+    sq = r.sum_sq_probs if sum_sq_probs else r.logp.new_empty((0,))
+    return r.logp, r.entropy, r.lse, sq
+
+
+@_token_logprobs_op.register_fake
+def _(logits, token_ids, temperature, sum_sq_probs, inplace_grad):
+    shape, dt = logits.shape[:-1], _result_dtype(logits)
+    return (logits.new_empty(shape, dtype=dt), logits.new_empty(shape, dtype=dt), logits.new_empty(shape, dtype=dt),
+            logits.new_empty(shape if sum_sq_probs else (0,), dtype=dt))
+
+
+@torch.library.custom_op("grpokit::token_logprobs_backward", mutates_args=())
+def _token_logprobs_backward_op(
+    logits: torch.Tensor, token_ids: torch.Tensor, lse: torch.Tensor, entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor], grad_entropy: Optional[torch.Tensor], temperature: float,
+) -> torch.Tensor:
+    saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=temperature)
+    return _logprobs.token_logprobs_backward(logits, token_ids, saved, grad_logp, grad_entropy)
+
+
+@_token_logprobs_backward_op.register_fake
+def _(logits, token_ids, lse, entropy, grad_logp, grad_entropy, temperature):
+    return logits.new_empty(logits.shape)  # the engine's gradient is a fresh contiguous buffer
+
+
+# inplace_grad=True: the gradient overwrites the logits' buffer (a mutating op; returns nothing).
+@torch.library.custom_op("grpokit::token_logprobs_backward_", mutates_args=("logits",))
+def _token_logprobs_backward_inplace_op(
+    logits: torch.Tensor, token_ids: torch.Tensor, lse: torch.Tensor, entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor], grad_entropy: Optional[torch.Tensor], temperature: float,
+) -> None:
+    saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=temperature)
+    _logprobs.token_logprobs_backward(logits, token_ids, saved, grad_logp, grad_entropy, inplace_grad=True)
+
+
+@_token_logprobs_backward_inplace_op.register_fake
+def _(logits, token_ids, lse, entropy, grad_logp, grad_entropy, temperature):
+    return None
+
+
+def _token_logprobs_setup(ctx, inputs, output):
+    logits, token_ids, temperature, _, inplace_grad = inputs
+    ctx.save_for_backward(logits, token_ids, output[2], output[1])
+    ctx.temperature = temperature
+    ctx.inplace_grad = inplace_grad
+    ctx.mark_non_differentiable(output[2], output[3])
+
+
+def _token_logprobs_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
+    logits, token_ids, lse, entropy = ctx.saved_tensors
+    if grad_logp is None and grad_entropy is None or not ctx.needs_input_grad[0]:
+        return None, None, None, None, None
+    if ctx.inplace_grad:
+        torch.ops.grpokit.token_logprobs_backward_(logits, token_ids, lse, entropy, grad_logp, grad_entropy,
+                                                   ctx.temperature)
+        grad = logits
+    else:
+        grad = torch.ops.grpokit.token_logprobs_backward(logits, token_ids, lse, entropy, grad_logp, grad_entropy,
+                                                         ctx.temperature)
+    return grad, None, None, None, None
+
+
+_token_logprobs_op.register_autograd(_token_logprobs_backward, setup_context=_token_logprobs_setup)
+
+
+def token_logprobs(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    entropy: bool = True,
+    sum_sq_probs: bool = False,
+    inplace_grad: bool = False,
+) -> LogprobsOutput:
+    """Differentiable per-token log-probabilities and entropies from logits.
+
+    The forward is :func:`grpokit.token_logprobs` (one read of the logits); the backward is
+    :func:`grpokit.token_logprobs_backward` (one read, one write), with whatever upstream gradients
+    reach ``logp`` and ``entropy``. See those functions for shapes, dtypes and layouts: logits
+    (N, V) or (B, T, V) with unit stride along V (``logits[:, :-1]`` is read without a copy),
+    token_ids (N,) or (B, T); outputs float32 (float64 for float64 logits).
+
+    Both directions are the custom ops ``torch.ops.grpokit.token_logprobs`` /
+    ``token_logprobs_backward``: they work under ``torch.compile`` without a graph break.
+
+    Args:
+        sum_sq_probs: also return Σ_v p_v² per row (same pass; e.g. for the optimal token baseline).
+            A diagnostic: it does not require grad.
+        inplace_grad: write the logits gradient into the logits' own buffer in the backward (no
+            second (N, V) buffer). Only when nothing else reads those logits afterwards — autograd
+            cannot see the overwrite. Refused for a leaf tensor that requires grad.
+
+    Returns:
+        ``LogprobsOutput(logp, entropy, sum_sq_probs)``; ``entropy`` is ``None`` with
+        ``entropy=False``, ``sum_sq_probs`` unless ``sum_sq_probs=True``.
+
+    Example:
+        >>> import torch, grpokit.torch as gkt
+        >>> logits = torch.zeros(2, 4, requires_grad=True)
+        >>> out = gkt.token_logprobs(logits, torch.tensor([0, 3]))
+        >>> out.logp.sum().backward()
+        >>> logits.grad[0]
+        tensor([ 0.7500, -0.2500, -0.2500, -0.2500])
+    """
+    if not isinstance(logits, torch.Tensor) or not isinstance(token_ids, torch.Tensor):
+        raise TypeError("grpokit.torch.token_logprobs: logits and token_ids must be torch tensors")
+    if inplace_grad and logits.is_leaf and logits.requires_grad:
+        raise ValueError(
+            "inplace_grad=True: logits is a leaf tensor that requires grad; writing its gradient "
+            "into it would overwrite its values (and alias .grad with them). Use it on the model's "
+            "output logits, or inplace_grad=False"
+        )
+    logp, ent, _, sq = torch.ops.grpokit.token_logprobs(
+        logits, token_ids, float(temperature), bool(sum_sq_probs), bool(inplace_grad)
+    )
+    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
+
+
+# ---- token log-probabilities from hidden states and the output projection ------------------------
+
+
+@torch.library.custom_op("grpokit::linear_token_logprobs", mutates_args=())
+def _linear_token_logprobs_op(
+    hidden: torch.Tensor, weight: torch.Tensor, token_ids: torch.Tensor, temperature: float, chunk_size: int,
+    sum_sq_probs: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r = _logprobs.linear_token_logprobs(hidden, weight, token_ids, temperature=temperature, entropy=True,
+                                        sum_sq_probs=sum_sq_probs, chunk_size=chunk_size or None)
+    sq = r.sum_sq_probs if sum_sq_probs else r.logp.new_empty((0,))
+    return r.logp, r.entropy, r.lse, sq
+
+
+@_linear_token_logprobs_op.register_fake
+def _(hidden, weight, token_ids, temperature, chunk_size, sum_sq_probs):
+    shape, dt = hidden.shape[:-1], _result_dtype(hidden)
+    return (hidden.new_empty(shape, dtype=dt), hidden.new_empty(shape, dtype=dt), hidden.new_empty(shape, dtype=dt),
+            hidden.new_empty(shape if sum_sq_probs else (0,), dtype=dt))
+
+
+@torch.library.custom_op("grpokit::linear_token_logprobs_backward", mutates_args=())
+def _linear_token_logprobs_backward_op(
+    hidden: torch.Tensor, weight: torch.Tensor, token_ids: torch.Tensor, lse: torch.Tensor, entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor], grad_entropy: Optional[torch.Tensor], temperature: float, chunk_size: int,
+    hidden_grad: bool, weight_grad: bool,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=temperature)
+    gh, gw = _logprobs.linear_token_logprobs_backward(
+        hidden, weight, token_ids, saved, grad_logp, grad_entropy, hidden_grad=hidden_grad,
+        weight_grad=weight_grad, chunk_size=chunk_size or None,
+    )
+    return (gh if gh is not None else hidden.new_empty((0,)), gw if gw is not None else weight.new_empty((0,)))
+
+
+@_linear_token_logprobs_backward_op.register_fake
+def _(hidden, weight, token_ids, lse, entropy, grad_logp, grad_entropy, temperature, chunk_size, hidden_grad,
+      weight_grad):
+    return (hidden.new_empty(hidden.shape if hidden_grad else (0,)),
+            weight.new_empty(weight.shape if weight_grad else (0,)))
+
+
+def _linear_setup(ctx, inputs, output):
+    hidden, weight, token_ids, temperature, chunk_size, _ = inputs
+    ctx.save_for_backward(hidden, weight, token_ids, output[2], output[1])
+    ctx.temperature = temperature
+    ctx.chunk_size = chunk_size
+    ctx.mark_non_differentiable(output[2], output[3])
+
+
+def _linear_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
+    hidden, weight, token_ids, lse, entropy = ctx.saved_tensors
+    want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if grad_logp is None and grad_entropy is None or not (want_h or want_w):
+        return None, None, None, None, None, None
+    gh, gw = torch.ops.grpokit.linear_token_logprobs_backward(
+        hidden, weight, token_ids, lse, entropy, grad_logp, grad_entropy, ctx.temperature, ctx.chunk_size,
+        want_h, want_w,
+    )
+    return gh if want_h else None, gw if want_w else None, None, None, None, None
+
+
+_linear_token_logprobs_op.register_autograd(_linear_backward, setup_context=_linear_setup)
+
+
+def linear_token_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    token_ids: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    entropy: bool = True,
+    sum_sq_probs: bool = False,
+    chunk_size: Optional[int] = None,
+) -> LogprobsOutput:
+    """Differentiable per-token log-probabilities and entropies of ``hidden · weightᵀ`` without
+    materialising the logits (see :func:`grpokit.linear_token_logprobs`).
+
+    Gradients flow to ``hidden`` and ``weight`` (each only if it requires grad); the backward
+    recomputes the logits tile by tile. hidden (N, H) or (B, T, H), weight (V, H) — the LM head's
+    ``lm_head.weight`` — token_ids (N,) or (B, T). Custom ops (``torch.ops.grpokit.linear_token_logprobs``
+    and its backward): no graph break under ``torch.compile``.
+
+    Returns:
+        ``LogprobsOutput(logp, entropy, sum_sq_probs)``; ``entropy`` is ``None`` with ``entropy=False``,
+        ``sum_sq_probs`` (no gradient) unless ``sum_sq_probs=True``.
+    """
+    for name, t in (("hidden", hidden), ("weight", weight), ("token_ids", token_ids)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"grpokit.torch.linear_token_logprobs: {name} must be a torch tensor")
+    chunk = _logprobs._chunk(chunk_size)  # validated here: 0 is the op's "engine default"
+    logp, ent, _, sq = torch.ops.grpokit.linear_token_logprobs(
+        hidden, weight, token_ids, float(temperature), chunk, bool(sum_sq_probs)
+    )
+    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
