@@ -49,6 +49,16 @@ def stream_bandwidth(threads):
     return 2 * a.nbytes / best  # read + write
 
 
+def emit(lines, append):
+    """Prints the table; with --append, adds it to benchmarks/RESULTS.md too."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if append:
+        path = os.path.join(os.path.dirname(__file__), "RESULTS.md")
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("\n" + text)
+
+
 def torch_trl_dapo(torch, lp, old, A, mask, n_items, eps_lo=0.2, eps_hi=0.28):
     lp = lp.detach().requires_grad_(True)
     coef_1 = torch.exp(lp - old)
@@ -272,12 +282,7 @@ def main_gpu(args):
             for key in ("compiled_error", "liger_error"):
                 if key in r:
                     print(f"note: 2^{k} {dtype_name}: {key}: {r[key]}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.append:
-        path = os.path.join(os.path.dirname(__file__), "RESULTS.md")
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write("\n" + text)
+    emit(lines, args.append)
 
 
 # ---- the preset matrix (--matrix) -------------------------------------------------------------------
@@ -499,12 +504,7 @@ def main():
             f"| {B}×{T} | {r['t_torch'] * 1e3:.2f} | {r['t_ours'] * 1e3:.2f} | {r['t_torch'] / r['t_ours']:.1f}× | "
             f"{gbs / 1e9:.1f} | {gbs / bw:.0%} | {r['peak'] / 1e6:.1f} ({r['grad_bytes'] / 1e6:.1f}) |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.append:
-        path = os.path.join(os.path.dirname(__file__), "RESULTS.md")
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write("\n" + text)
+    emit(lines, args.append)
 
 
 if __name__ == "__main__":

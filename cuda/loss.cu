@@ -322,22 +322,17 @@ __global__ void __launch_bounds__(kReduceThreads) finish_kernel(const Args a) {
 
 // ---- host side -------------------------------------------------------------------------------------
 
-Arr arr(const TensorView& v) {
-  Arr x;
+template <class A>  // Arr (inputs) or OutArr (outputs): data and the two leading strides
+A strided(const TensorView& v) {
+  A x;
   if (!v.defined()) return x;
   x.p = v.data;
   x.s0 = v.strides[0];
   x.s1 = v.ndim > 1 ? v.strides[1] : 0;
   return x;
 }
-OutArr out_arr(const TensorView& v) {
-  OutArr x;
-  if (!v.defined()) return x;
-  x.p = v.data;
-  x.s0 = v.strides[0];
-  x.s1 = v.ndim > 1 ? v.strides[1] : 0;
-  return x;
-}
+Arr arr(const TensorView& v) { return strided<Arr>(v); }
+OutArr out_arr(const TensorView& v) { return strided<OutArr>(v); }
 
 bool is_half(DType d) { return d == DType::Float16 || d == DType::BFloat16; }
 
