@@ -107,6 +107,17 @@ int64_t count_valid(const uint8_t* m, int64_t len) {
   return n;
 }
 
+// Row i of a padded (B, T) array on the fast path (unit stride), or of a (B,) array; nullptr if absent.
+template <class T>
+T* padded_row(const TensorView& v, int64_t i) {
+  return v.defined() ? v.ptr<T>() + i * v.strides[0] : nullptr;
+}
+// ... of old_logp; on-policy, logp itself (the log-ratio is then exactly 0)
+template <class T>
+const T* fast_old(const Call& k, int64_t i) {
+  return k.in.old_logp.defined() ? padded_row<const T>(k.in.old_logp, i) : padded_row<const T>(k.in.logp, i);
+}
+
 // ---- pass A: one row's statistics ----------------------------------------------------------------
 
 template <class T>
@@ -116,8 +127,12 @@ void row_stats(const Call& k, int64_t i, RowStats& r) {
   const uint8_t* m = mask_of(k, i, buf);
   const int64_t len = k.L.len(i);
   const math::PassFlags& pf = k.pf;
-  if (k.fast && !pf.need_u && !pf.use_is && !pf.opsm && !pf.gmpo) {  // only L_i is needed
-    r.L = count_valid(m, len);
+  if (k.fast) {  // L_i, and u_i for the sequence-level ratios (no sampler IS, OPSM; A_i per row)
+    if (pf.need_u)
+      r.r.u = fast_row_log_ratio<T>(k.s, padded_row<const T>(k.in.logp, i), fast_old<T>(k, i), m,
+                                    padded_row<const T>(k.in.advantages, i)[0], len, r.L);
+    else
+      r.L = count_valid(m, len);
     return;
   }
   const Row<const T> lp = row_of<const T>(k.in.logp, k.L, i), old = row_of<const T>(k.in.old_logp, k.L, i);
@@ -238,15 +253,11 @@ void token_row(const Call& k, int64_t i, const RowStats& r, double cH_d, RowResu
 // Pass B of one row on the fast path (padded, unit-stride rows; loss_fast.cpp).
 template <class T>
 void fast_token_row(const Call& k, int64_t i, const RowStats& r, RowResult& a) {
-  const T A = *(k.in.advantages.ptr<const T>() + i * k.in.advantages.strides[0]);
-  const T* lp = k.in.logp.ptr<const T>() + i * k.in.logp.strides[0];
-  // on-policy: old = logp itself (the log-ratio is then exactly 0)
-  const T* old = k.in.old_logp.defined() ? k.in.old_logp.ptr<const T>() + i * k.in.old_logp.strides[0] : lp;
-  const T* ref = k.in.ref_logp.defined() ? k.in.ref_logp.ptr<const T>() + i * k.in.ref_logp.strides[0] : nullptr;
-  T* g = k.out.grad_logp.ptr<T>() + i * k.out.grad_logp.strides[0];
+  const T A = padded_row<const T>(k.in.advantages, i)[0];
   thread_local std::vector<uint8_t> buf;
   const uint8_t* m = mask_of(k, i, buf);
-  fast_row<T>(k.s, lp, old, ref, m, A, static_cast<T>(r.c), k.L.T, r.L, g, a);
+  fast_row<T>(k.s, padded_row<const T>(k.in.logp, i), fast_old<T>(k, i), padded_row<const T>(k.in.ref_logp, i), m, A,
+              static_cast<T>(r.c), r.r.u, k.L.T, r.L, padded_row<T>(k.out.grad_logp, i), a);
   if (!std::isfinite(A) && r.L > 0) {  // reported before any per-token value
     a.err_pos = -1;
     a.fail(0, "advantages", static_cast<double>(A));

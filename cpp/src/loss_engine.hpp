@@ -31,18 +31,25 @@ struct RowResult {
   }
 };
 
-// Whether the call runs the fast row loops: padded rows, token ratio, one advantage per row, unit-stride
-// log-prob rows, no per-token inputs beyond the mask and ref_logp (entropies, sampler IS, keep flags,
-// token weights, selections), no per-token outputs but the gradient; any surrogate but GeoMean, any
-// weight rule but DppoKl and Vespo, any KL estimator, DRO.
+// Whether the call runs the fast row loops: padded rows, one advantage per row, unit-stride log-prob
+// rows, no per-token inputs beyond the mask and ref_logp (entropies, sampler IS, keep flags, token
+// weights, selections), no per-token outputs but the gradient. Token ratio: any surrogate, any weight
+// rule but DppoKl and Vespo, any KL estimator, DRO. Sequence-level ratios (uses_row_log_ratio): any
+// surrogate but Logp, no DRO, no IS-corrected KL.
 bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row);
+
+// Pass A of a padded row on the fast path with a sequence-level ratio: its log-ratio u_i (as
+// math::row_stats_finish forms it) and its valid tokens.
+template <class C>
+double fast_row_log_ratio(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C A, int64_t len,
+                          int64_t& n_valid);
 
 // One padded row on the fast path: writes g (0 at padding) and the row's loss and metric sums.
 // ref: ref_logp's row (read when the spec has a KL term); m: the row's mask bytes (nullptr: every
-// token valid); n_valid: its valid tokens (pass A).
+// token valid); u: the row's log-ratio (sequence-level ratios); n_valid: its valid tokens (pass A).
 template <class C>
-void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c, int64_t len,
-              int64_t n_valid, C* g, RowResult& a);
+void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c, double u,
+              int64_t len, int64_t n_valid, C* g, RowResult& a);
 
 }  // namespace loss_cpu
 }  // namespace grpokit

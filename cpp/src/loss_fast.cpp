@@ -137,6 +137,40 @@ struct VecExp {
 template <class C>
 using LaneInt = std::conditional_t<sizeof(C) == 4, int32_t, int64_t>;
 
+// The row's mask as LaneInt, in this thread's buffer (m: nullptr = every token valid).
+template <class C>
+const LaneInt<C>* lane_mask(const uint8_t* m, int64_t len) {
+  thread_local std::vector<LaneInt<C>> valid;
+  valid.resize(static_cast<size_t>(len));
+  LaneInt<C>* v = valid.data();
+  if (m) {
+#pragma omp simd
+    for (int64_t t = 0; t < len; ++t) v[t] = m[t] != 0;
+  } else {
+    std::fill(v, v + len, LaneInt<C>(1));
+  }
+  return v;
+}
+
+// The spec's β·KL term of one token, as math::token_term forms it for a ratio r with ∂r/∂ℓ_t = r.d
+// (kv, kd: the KL value and its ∂/∂ℓ_t, · r when IS-corrected; β not applied).
+template <class C>
+struct KlRule {
+  C beta, klc, kvc, st, is;
+  explicit KlRule(const LossSpec& s)
+      : beta(static_cast<C>(s.beta)),
+        klc(static_cast<C>(s.kl_log_clamp)),
+        kvc(static_cast<C>(s.kl_value_clamp)),
+        // flags as opaque numbers: a loop-invariant bool select stops GCC 12's vectoriser
+        st(cpu::opaque(C(s.kl_straight_through ? 1 : 0))),
+        is(cpu::opaque(C(s.kl_is_corrected ? 1 : 0))) {}
+  template <KlEstimator KL>
+  math::ValueGrad<C> term(C l, C rf, math::ValueGrad<C> r) const {
+    const math::ValueGrad<C> k = math::kl_estimate<C, VecExp>(KL, l, rf, klc, kvc, st);
+    return {is != C(0) ? k.v * r.v : k.v, is != C(0) ? k.d * r.v + k.v * r.d : k.d};
+  }
+};
+
 // One row of the token-ratio rules with a constant advantage: the surrogate SUR (and its weight rule
 // LW for Surrogate::Logp), the KL estimator KL (None: no KL term) fixed at compile time, so that
 // every rule's math/ formula inlines to selects and the loop vectorises. valid: the row's mask as
@@ -155,9 +189,7 @@ void vector_row(const LossSpec& s, const C* lp, const C* old, const C* ref, cons
   const C el = static_cast<C>(s.epsilon_low), eh = static_cast<C>(s.epsilon_high);
   const C delta = static_cast<C>(s.delta), dual_c = static_cast<C>(s.clip_ratio_c);
   const C tp = static_cast<C>(s.sapo_temperature_pos), tn = static_cast<C>(s.sapo_temperature_neg);
-  const C beta = static_cast<C>(s.beta), klc = static_cast<C>(s.kl_log_clamp), kvc = static_cast<C>(s.kl_value_clamp);
-  // flags as opaque numbers: a loop-invariant bool select stops GCC 12's vectoriser
-  const C kl_st = cpu::opaque(C(s.kl_straight_through ? 1 : 0)), kl_is = cpu::opaque(C(s.kl_is_corrected ? 1 : 0));
+  const KlRule<C> kl(s);
   const C dro = static_cast<C>(s.dro_beta);
   const bool has_dro = s.dro_beta != 0.0;
   // Every lane quantity is of type C (flags as 0/1 values): mixed widths stop the vectoriser.
@@ -202,15 +234,13 @@ void vector_row(const LossSpec& s, const C* lp, const C* old, const C* ref, cons
     }
     C phi = -A * v;
     C gt = c * (-A) * dv * dx;
-    if constexpr (KL != KlEstimator::None) {  // β·KL (· r when IS-corrected), as math::token_term
+    if constexpr (KL != KlEstimator::None) {
       const C rf = ref[t];
       ref_check += ok ? rf - rf : C(0);  // 0, or NaN once a valid ref_logp is not finite
-      const math::ValueGrad<C> k = math::kl_estimate<C, VecExp>(KL, l, rf, klc, kvc, kl_st);
-      const C kv = kl_is != C(0) ? k.v * r.v : k.v;
-      const C kd = kl_is != C(0) ? k.d * r.v + k.v * r.d : k.d;
-      phi += beta * kv;
-      gt += c * (beta * kd);
-      kl_sum += ok ? kv : C(0);
+      const math::ValueGrad<C> k = kl.template term<KL>(l, rf, r);
+      phi += kl.beta * k.v;
+      gt += c * (kl.beta * k.d);
+      kl_sum += ok ? k.v : C(0);
     }
     if (has_dro) {  // DRO: + ½β(ℓ − ℓ_old)²
       phi += C(0.5) * dro * d * d;
@@ -289,6 +319,125 @@ void vector_row_rules(const LossSpec& s, const C* lp, const C* old, const C* ref
   }
 }
 
+// ---- the sequence-level ratios (GSPO, GSPO-token, GCPO, GMPO): one ratio per row ----------------
+
+// One valid token's share of the row's log-ratio and its ∂/∂ℓ_t, math::row_log_ratio_term with the
+// surrogate fixed at compile time (GEO: GMPO's sign-aware clipped log-ratio).
+template <class C, bool GEO>
+math::ValueGrad<C> log_ratio_term(C d, C A, C el, C eh) {
+  if constexpr (GEO) return math::geo_mean_log_ratio(d, A, el, eh);
+  return {d, C(1)};
+}
+
+// Pass A of a sequence-ratio row: Σ_t log_ratio_term(...).v over its valid tokens, and their count.
+template <class C, bool GEO>
+GRPOKIT_CPU_CLONES
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+void seq_sum_row(const LossSpec& s, const C* lp, const C* old, const LaneInt<C>* valid, C A, int64_t len, C& sum,
+                 C& n) {
+  const C el = static_cast<C>(s.epsilon_low), eh = static_cast<C>(s.epsilon_high);
+  C su = 0, nv = 0;
+#pragma omp simd reduction(+ : su, nv)
+  for (int64_t t = 0; t < len; ++t) {
+    const bool ok = valid[t] != 0;
+    const C d = ok ? lp[t] - old[t] : C(0);
+    su += ok ? log_ratio_term<C, GEO>(d, A, el, eh).v : C(0);
+    nv += ok ? C(1) : C(0);
+  }
+  sum = su;
+  n = nv;
+}
+
+// Pass B's sweep of a sequence-ratio row: g_t = g0 + gu·∂(row term)/∂ℓ_t (+ c·β·∂KL/∂ℓ_t), 0 at
+// padding; the row's KL sum, Σ(ℓ_old − ℓ) and a finiteness check of ref_logp.
+template <class C, bool GEO, KlEstimator KL>
+GRPOKIT_CPU_CLONES
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+void seq_grad_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const LaneInt<C>* valid, C A, C c, C g0,
+                  C gu, int64_t len, C* g, C& kl_out, C& ppo_out, C& ref_out) {
+  const C el = static_cast<C>(s.epsilon_low), eh = static_cast<C>(s.epsilon_high);
+  const KlRule<C> kl(s);
+  const math::ValueGrad<C> r1{C(1), C(0)};  // the KL is not IS-corrected here (fast_path_applies)
+  C kl_sum = 0, ppo_kl = 0, ref_check = 0;
+#pragma omp simd reduction(+ : kl_sum, ppo_kl, ref_check)
+  for (int64_t t = 0; t < len; ++t) {
+    const bool ok = valid[t] != 0;
+    const C l = lp[t];
+    const C d = ok ? l - old[t] : C(0);
+    C gt = g0 + gu * log_ratio_term<C, GEO>(d, A, el, eh).d;
+    if constexpr (KL != KlEstimator::None) {
+      const C rf = ref[t];
+      ref_check += ok ? rf - rf : C(0);  // 0, or NaN once a valid ref_logp is not finite
+      const math::ValueGrad<C> k = kl.template term<KL>(l, rf, r1);
+      gt += c * (kl.beta * k.d);
+      kl_sum += ok ? k.v : C(0);
+    }
+    g[t] = ok ? gt : C(0);
+    ppo_kl -= d;  // non-finite once a valid ℓ or ℓ_old is
+  }
+  kl_out = kl_sum;
+  ppo_out = ppo_kl;
+  ref_out = ref_check;
+}
+
+template <class C, bool GEO>
+void seq_grad_row_kl(const LossSpec& s, const C* lp, const C* old, const C* ref, const LaneInt<C>* valid, C A, C c,
+                     C g0, C gu, int64_t len, C* g, C& kl_sum, C& ppo_kl, C& ref_check) {
+  const KlEstimator kl = s.beta != 0.0 ? s.kl : KlEstimator::None;
+#define GRPOKIT_SEQ_GRAD(K) \
+  return seq_grad_row<C, GEO, K>(s, lp, old, ref, valid, A, c, g0, gu, len, g, kl_sum, ppo_kl, ref_check)
+  switch (kl) {
+    case KlEstimator::None: GRPOKIT_SEQ_GRAD(KlEstimator::None);
+    case KlEstimator::K1: GRPOKIT_SEQ_GRAD(KlEstimator::K1);
+    case KlEstimator::K2: GRPOKIT_SEQ_GRAD(KlEstimator::K2);
+    case KlEstimator::K3: GRPOKIT_SEQ_GRAD(KlEstimator::K3);
+    case KlEstimator::Abs: GRPOKIT_SEQ_GRAD(KlEstimator::Abs);
+  }
+#undef GRPOKIT_SEQ_GRAD
+}
+
+// Pass B of a sequence-ratio row: the ratio, surrogate and their derivatives once (math::token_term
+// without β·KL, whose terms are per token), then one sweep over the tokens. u: the row's log-ratio.
+template <class C>
+void seq_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c, double u,
+             int64_t len, int64_t n_valid, C* g, RowResult& a) {
+  LossSpec s_row = s;
+  s_row.beta = 0.0;
+  math::TokenIn<C> ti{};
+  ti.adv = A;
+  ti.token_weight = ti.keep = ti.w = C(1);
+  ti.u = static_cast<C>(u);
+  const math::TokenOut<C> o = math::token_term<C>(s_row, ti);
+  const double n = static_cast<double>(n_valid);
+  // ∂/∂u_i summed over the row's tokens, times ∂u_i/∂(row term)
+  const C gu = static_cast<C>(n * static_cast<double>(c * o.d_u)) * math::row_log_ratio_scale<C>(s, n_valid);
+  const bool geo = s.surrogate == Surrogate::GeoMean;
+  const LaneInt<C>* valid = lane_mask<C>(m, len);
+  C kl_sum = 0, ppo_kl = 0, ref_check = 0;
+  if (geo)
+    seq_grad_row_kl<C, true>(s, lp, old, ref, valid, A, c, c * o.d_logp, gu, len, g, kl_sum, ppo_kl, ref_check);
+  else
+    seq_grad_row_kl<C, false>(s, lp, old, ref, valid, A, c, c * o.d_logp, gu, len, g, kl_sum, ppo_kl, ref_check);
+  a.loss = static_cast<double>(c) * (n * static_cast<double>(o.phi) + s.beta * static_cast<double>(kl_sum));
+  Sums& ms = a.m;
+  // the ratio metrics count the row once (GSPO-token: each of its tokens, all alike)
+  const bool per_row = math::ratio_metrics_per_row(s);
+  if (n_valid > 0) ms.add_token(o, true, C(0), C(0), C(0));
+  if (!per_row)
+    for (int k : {Sums::sLow, Sums::sHigh, Sums::sRegion, Sums::sVerl, Sums::sDual, Sums::sWclip, Sums::sRatio})
+      ms.sum[k] *= n;
+  ms.sum[Sums::sN] = n;
+  ms.sum[Sums::sKl] = kl_sum;
+  ms.sum[Sums::sPpoKl] = ppo_kl;
+  ms.row_done(per_row);
+  const bool kl = s.kl != KlEstimator::None && s.beta != 0.0;
+  if (!std::isfinite(ppo_kl) || !std::isfinite(ref_check)) first_bad_position(lp, old, kl ? ref : nullptr, m, len, a);
+}
+
 // Whether a row takes the interval form of the clip: no δ, no dual-clip cap, no KL, no DRO.
 bool interval_applies(const LossSpec& s) {
   return s.surrogate == Surrogate::Clip && s.delta == kInf && s.clip_ratio_c == kInf &&
@@ -298,8 +447,11 @@ bool interval_applies(const LossSpec& s) {
 }  // namespace
 
 bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row) {
-  if (s.ratio != RatioLevel::Token || !adv_row) return false;
-  if (s.surrogate == Surrogate::GeoMean) return false;
+  if (!adv_row) return false;
+  const bool kl = s.kl != KlEstimator::None && s.beta != 0.0;
+  // one ratio per row (seq_row): a surrogate of the ratio alone, a KL term without the ratio
+  if (math::uses_row_log_ratio(s) && (s.surrogate == Surrogate::Logp || s.dro_beta != 0.0 || (kl && s.kl_is_corrected)))
+    return false;
   if (s.surrogate == Surrogate::Logp && (s.logp_weight == LogpWeight::DppoKl || s.logp_weight == LogpWeight::Vespo))
     return false;
   if (s.selection != Selection::None || (s.gtpo_entropy && s.beta != 0.0)) return false;
@@ -308,14 +460,27 @@ bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutput
       in.selection.defined() || in.cu_seqlens.defined())
     return false;
   if (out.per_token.defined() || out.weights.defined() || out.grad_entropy.defined()) return false;
-  const bool kl = s.kl != KlEstimator::None && s.beta != 0.0;
   auto unit = [](const TensorView& v) { return !v.defined() || v.strides[v.ndim - 1] == 1; };
   return unit(in.logp) && unit(in.old_logp) && unit(out.grad_logp) && (!kl || unit(in.ref_logp));
 }
 
 template <class C>
-void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c, int64_t len,
-              int64_t n_valid, C* g, RowResult& a) {
+double fast_row_log_ratio(const LossSpec& s, const C* lp, const C* old, const uint8_t* m, C A, int64_t len,
+                          int64_t& n_valid) {
+  const LaneInt<C>* valid = lane_mask<C>(m, len);
+  C sum = 0, n = 0;
+  if (s.surrogate == Surrogate::GeoMean)
+    seq_sum_row<C, true>(s, lp, old, valid, A, len, sum, n);
+  else
+    seq_sum_row<C, false>(s, lp, old, valid, A, len, sum, n);
+  n_valid = static_cast<int64_t>(n);
+  return static_cast<double>(sum) * math::row_log_ratio_scale<double>(s, n_valid);
+}
+
+template <class C>
+void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c, double u,
+              int64_t len, int64_t n_valid, C* g, RowResult& a) {
+  if (math::uses_row_log_ratio(s)) return seq_row<C>(s, lp, old, ref, m, A, c, u, len, n_valid, g, a);
   if (interval_applies(s)) {
     if (m)
       fast_row_interval<C, true>(s, lp, old, m, A, c, len, n_valid, g, a);
@@ -323,22 +488,17 @@ void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const 
       fast_row_interval<C, false>(s, lp, old, nullptr, A, c, len, n_valid, g, a);
     return;
   }
-  thread_local std::vector<LaneInt<C>> valid;  // the row's mask, converted once
-  valid.resize(static_cast<size_t>(len));
-  LaneInt<C>* v = valid.data();
-  if (m) {
-#pragma omp simd
-    for (int64_t t = 0; t < len; ++t) v[t] = m[t] != 0;
-  } else {
-    std::fill(v, v + len, LaneInt<C>(1));
-  }
-  vector_row_rules<C>(s, lp, old, ref, m, v, A, c, len, g, a);
+  vector_row_rules<C>(s, lp, old, ref, m, lane_mask<C>(m, len), A, c, len, g, a);
 }
 
+template double fast_row_log_ratio<float>(const LossSpec&, const float*, const float*, const uint8_t*, float,
+                                          int64_t, int64_t&);
+template double fast_row_log_ratio<double>(const LossSpec&, const double*, const double*, const uint8_t*, double,
+                                           int64_t, int64_t&);
 template void fast_row<float>(const LossSpec&, const float*, const float*, const float*, const uint8_t*, float,
-                              float, int64_t, int64_t, float*, RowResult&);
+                              float, double, int64_t, int64_t, float*, RowResult&);
 template void fast_row<double>(const LossSpec&, const double*, const double*, const double*, const uint8_t*,
-                               double, double, int64_t, int64_t, double*, RowResult&);
+                               double, double, double, int64_t, int64_t, double*, RowResult&);
 
 }  // namespace loss_cpu
 }  // namespace grpokit

@@ -46,6 +46,20 @@ CONFIGS = [
     ("verl.vanilla", {"beta": 0.1, "kl": "k3"}),
     ("trl.sapo", {"beta": 0.04}),
     ("trl.cispo", {"beta": 0.04}),
+    # one ratio per row: GSPO, GSPO-token, GCPO, GMPO (the row sweep of loss_fast.cpp's seq_row)
+    ("paper.gspo", {}),
+    ("paper.gspo", {"beta": 0.04, "kl": "k3"}),
+    ("paper.gspo", {"epsilon_low": 0.05, "epsilon_high": 0.05}),  # rows on both sides of the clip
+    ("paper.gspo_token", {}),
+    ("paper.gspo_token", {"epsilon_low": 0.05, "epsilon_high": 0.05, "beta": 0.1, "kl": "k2"}),
+    ("verl.gspo", {}),
+    ("verl.gspo", {"beta": 0.04}),
+    ("verl.gspo", {"log_ratio_max": 0.02}),  # the clamp binds
+    ("paper.gcpo", {}),
+    ("paper.gcpo", {"beta": 0.04, "kl": "k1"}),
+    ("trl.luspo", {}),
+    ("verl.geo_mean", {}),
+    ("verl.geo_mean", {"beta": 0.04, "kl": "abs"}),
 ]
 
 TS = [1, 7, 15, 16, 17, 31, 33, 100]
@@ -204,3 +218,32 @@ def test_uint8_masks_count_any_nonzero_byte(T):
         got = grpokit.policy_loss(lp, old, A, m8, spec=spec)
         assert float(got.loss) == float(want.loss)
         np.testing.assert_array_equal(got.grad_logp, want.grad_logp)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("paper.gspo", {}),
+        ("paper.gspo", {"beta": 0.04, "kl": "k3"}),
+        ("verl.gspo", {"beta": 0.04}),
+        ("paper.gcpo", {}),
+        ("verl.geo_mean", {}),
+    ],
+)
+def test_sequence_rows_do_not_depend_on_the_thread_count(name, overrides, dtype):
+    # 64 rows of 2048 tokens: enough elements for several threads (≥ 16k per thread)
+    lp, old, A, mask = batch(2048, dtype, B=64)
+    kw = dict(overrides, ref_logp=ref_of(lp, 2048))
+    one = grpokit.policy_loss(lp, old, A, mask, spec=name, num_threads=1, **kw)
+    for nt in (2, 3, 8):
+        r = grpokit.policy_loss(lp, old, A, mask, spec=name, num_threads=nt, **kw)
+        assert float(r.loss) == float(one.loss)
+        np.testing.assert_array_equal(r.grad_logp, one.grad_logp)
+        for k in one.metrics:
+            np.testing.assert_array_equal(float(r.metrics[k]), float(one.metrics[k]), err_msg=k)
+    general = grpokit.policy_loss(lp, old, A, mask, spec=name, return_per_token=True, **kw)
+    rtol = 2e-5 if dtype == np.float32 else 1e-11  # rows of 2048 tokens: sums in another order
+    atol = rtol * np.abs(general.grad_logp).max()
+    np.testing.assert_allclose(one.grad_logp, general.grad_logp, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(float(one.loss), float(general.loss), rtol=rtol)
