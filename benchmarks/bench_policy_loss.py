@@ -401,8 +401,16 @@ def bench_row(torch, name, beta, shape, threads, repeat, compiled_cache):
     lp, old, ref, A, mask = inputs(B, T)
     torch.set_num_threads(threads)
 
+    extra = {}  # the inputs a preset's rules read besides the log-probs (as the tests give them)
+    rng = np.random.default_rng(1)
+    if f["selection"] != "none":
+        extra["selection"] = rng.random((B, T)) < 0.02
+    if f["gtpo_entropy"] or f["entropy_coef"] != 0.0 or f["top_entropy_quantile"] < 1.0:
+        extra["entropies"] = rng.uniform(0.1, 2.0, size=(B, T)).astype(np.float32)
+
     def ours():
-        return grpokit.policy_loss(lp, old, A, mask, spec=name, beta=beta, ref_logp=ref, num_threads=threads)
+        return grpokit.policy_loss(lp, old, A, mask, spec=name, beta=beta, ref_logp=ref, num_threads=threads,
+                                   **extra)
 
     out = {"grpokit": median_time(ours, repeat), "eager": None, "compile": None}
     if not torch_supported(f):

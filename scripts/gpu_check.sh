@@ -165,11 +165,13 @@ bench() {
     echo "== hidden x weight path (peak memory against Liger's fused linear and cut-cross-entropy)"
     $PY benchmarks/bench_logprobs.py --device cuda --dtype bfloat16 --hidden 4096 --shapes 8192x151936 --backward \
       --csv "$OUT/bench_logprobs.csv"
+    # the Adam-state diagnostics on a 1-billion-coordinate state against one AdamW.step (target ≤ 1×)
+    $PY benchmarks/bench_diagnostics.py --device cuda --adam-only --adam-coords 1000000000 --repeat 6
   } >>"$OUT/bench.log" 2>&1
 }
 
 bench_scripts() {  # dry run: the benchmark scripts still import and parse their arguments
-  for b in bench_policy_loss bench_logprobs; do $PY "benchmarks/$b.py" --help >/dev/null || return 1; done
+  for b in bench_policy_loss bench_logprobs bench_diagnostics; do $PY "benchmarks/$b.py" --help >/dev/null || return 1; done
 }
 
 # ---- run --------------------------------------------------------------------------------------------------
