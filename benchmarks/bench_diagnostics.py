@@ -73,16 +73,20 @@ def main():
     from grpokit import diagnostics as gd
 
     print(f"grpokit {grpokit.__version__}, torch {torch.__version__}, numpy {np.__version__}")
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
     rng = np.random.default_rng(0)
     G, T = args.group_size, args.tokens
     for pattern in () if args.adam_only else ("typical", "subgroups", "identical"):
         ids, mask, omega, adv = make_batch(args.groups, G, T, pattern, rng)
         t = timeit(lambda: gd.prefix_bias_from_weights(ids, adv, omega, G, mask=mask), args.repeat)
         n = int(mask.sum())
-        print(f"prefix_bias  {args.groups} x {G} x {T} ({pattern:9s}): {t * 1e3:8.1f} ms  "
-              f"({n / t / 1e6:.1f} M valid tokens/s)")
+        print(
+            f"prefix_bias  {args.groups} x {G} x {T} ({pattern:9s}): {t * 1e3:8.1f} ms  "
+            f"({n / t / 1e6:.1f} M valid tokens/s)"
+        )
 
     if args.adam_coords:
         dev = torch.device(args.device)
@@ -95,8 +99,10 @@ def main():
         # interleaved in one run: the statistics, then one optimizer step on the same state
         t = timeit(lambda: gd.reward_scale(opt), repeat, sync)
         t_step = timeit(opt.step, repeat, sync)
-        print(f"reward_scale AdamW state ({dev.type}), {args.adam_coords / 1e6:.0f}M coordinates: "
-              f"{t * 1e3:8.1f} ms; AdamW.step {t_step * 1e3:8.1f} ms; ratio {t / t_step:.2f}× a step")
+        print(
+            f"reward_scale AdamW state ({dev.type}), {args.adam_coords / 1e6:.0f}M coordinates: "
+            f"{t * 1e3:8.1f} ms; AdamW.step {t_step * 1e3:8.1f} ms; ratio {t / t_step:.2f}× a step"
+        )
 
 
 if __name__ == "__main__":

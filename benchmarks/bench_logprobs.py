@@ -218,23 +218,44 @@ def main() -> None:
         return
 
     shapes = args.shapes or (CPU_SHAPES if args.device == "cpu" else GPU_SHAPES)
-    methods = args.methods or (["grpokit", "trl"] + (["compile"] if args.compile and not args.hidden else [])
-                               + (["liger"] if args.device == "cuda" and not args.hidden else []))
+    methods = args.methods or (
+        ["grpokit", "trl"]
+        + (["compile"] if args.compile and not args.hidden else [])
+        + (["liger"] if args.device == "cuda" and not args.hidden else [])
+    )
     passes = [False, True] if args.backward else [False]
     import torch
 
     import grpokit
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"torch threads {torch.get_num_threads()}, grpokit {grpokit.__version__}, {args.dtype}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"torch threads {torch.get_num_threads()}, grpokit {grpokit.__version__}, {args.dtype}"
+    )
     rows = []
     for shape in shapes:
         for backward in passes:
             inplace = backward and "grpokit" in methods and not args.hidden
             for m in methods + (["grpokit_inplace"] if inplace else []):
-                cmd = [sys.executable, __file__, "--worker", "--method", m, "--shape", shape,
-                       "--device", args.device, "--dtype", args.dtype, "--repeats", str(args.repeats),
-                       "--peak-gbs", str(args.peak_gbs), "--hidden", str(args.hidden)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    "--method",
+                    m,
+                    "--shape",
+                    shape,
+                    "--device",
+                    args.device,
+                    "--dtype",
+                    args.dtype,
+                    "--repeats",
+                    str(args.repeats),
+                    "--peak-gbs",
+                    str(args.peak_gbs),
+                    "--hidden",
+                    str(args.hidden),
+                ]
                 cmd += ["--backward"] if backward else []
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
@@ -243,9 +264,11 @@ def main() -> None:
                     continue
                 row = json.loads(res.stdout.strip().splitlines()[-1])
                 rows.append(row)
-                print(f"{m:16s} {shape:>13s} {row['pass']:8s} {row['time_ms']:10.2f} ms  "
-                      f"peak +{row['peak_extra_MiB']:8.1f} MiB (logits {row['logits_MiB']} MiB)  "
-                      + (f"{row['GB_per_s']:7.2f} GB/s {row['frac_of_peak']}" if row["GB_per_s"] != "" else ""))
+                print(
+                    f"{m:16s} {shape:>13s} {row['pass']:8s} {row['time_ms']:10.2f} ms  "
+                    f"peak +{row['peak_extra_MiB']:8.1f} MiB (logits {row['logits_MiB']} MiB)  "
+                    + (f"{row['GB_per_s']:7.2f} GB/s {row['frac_of_peak']}" if row["GB_per_s"] != "" else "")
+                )
     if args.csv and rows:
         new = not os.path.exists(args.csv)
         with open(args.csv, "a", newline="") as f:

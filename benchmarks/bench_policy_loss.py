@@ -26,8 +26,9 @@ import statistics
 import time
 import tracemalloc
 
-import grpokit
 import numpy as np
+
+import grpokit
 from grpokit._presets import resolve
 
 
@@ -93,8 +94,9 @@ def run(B, T, threads, repeat):
     t_torch = median_time(lambda: torch_trl_dapo(torch, t_lp, t_old, t_A, t_mask, n_items), repeat)
 
     def ours():
-        return grpokit.policy_loss(lp, old, A, mask, spec="trl.dapo", epsilon_high=0.28,
-                                   num_items_in_batch=n_items, num_threads=threads)
+        return grpokit.policy_loss(
+            lp, old, A, mask, spec="trl.dapo", epsilon_high=0.28, num_items_in_batch=n_items, num_threads=threads
+        )
 
     t_ours = median_time(ours, repeat)
     # parity of the two computations at this shape (float32 sums: relative 1e-4)
@@ -109,11 +111,11 @@ def run(B, T, threads, repeat):
     tracemalloc.stop()
     row_state = B * 2 * 160  # RowStats + RowResult per row (bytes, upper bound)
     moved = B * T * (4 + 4 + 1 + 4) + B * 4
-    return dict(t_torch=t_torch, t_ours=t_ours, moved=moved, peak=peak + row_state,
-                grad_bytes=B * T * 4)
+    return dict(t_torch=t_torch, t_ours=t_ours, moved=moved, peak=peak + row_state, grad_bytes=B * T * 4)
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
+
 
 def gpu_peak_bandwidth(torch):
     """The device's theoretical DRAM bandwidth (bytes/s) from its memory clock and bus width."""
@@ -166,8 +168,15 @@ def trl_dapo_forward(torch, lp, old, A, mask, n_items, eps_lo=0.2, eps_hi=0.28):
     low = (d < 1 - eps_lo) & (adv < 0)
     high = (d > 1 + eps_hi) & (adv > 0)
     m = mask.sum()
-    metrics = torch.stack([(low * mask).sum() / m, (high * mask).sum() / m, ((low | high) * mask).sum() / m,
-                           ((low * mask).sum(-1) / mask.sum(-1)).min(), ((high * mask).sum(-1) / mask.sum(-1)).max()])
+    metrics = torch.stack(
+        [
+            (low * mask).sum() / m,
+            (high * mask).sum() / m,
+            ((low | high) * mask).sum() / m,
+            ((low * mask).sum(-1) / mask.sum(-1)).min(),
+            ((high * mask).sum(-1) / mask.sum(-1)).max(),
+        ]
+    )
     return loss, metrics
 
 
@@ -214,7 +223,7 @@ def run_gpu(n_tokens, dtype_name, repeat=20, T=2048, liger_vocab=128):
 
     # parity at this shape before timing (float32: 1e-4 relative; bfloat16 outputs: 2^-7)
     r, (le, ge, _) = ours(), eager()
-    tol = 1e-4 if dtype_name == "float32" else 2 ** -6
+    tol = 1e-4 if dtype_name == "float32" else 2**-6
     scale = ge.float().abs().max().item()
     assert abs(r.loss.float().item() - le.float().item()) <= tol * max(1.0, abs(le.float().item()))
     assert (r.grad_logp.float() - ge.float()).abs().max().item() <= tol * scale + 1e-12
@@ -232,8 +241,19 @@ def run_gpu(n_tokens, dtype_name, repeat=20, T=2048, liger_vocab=128):
         ids = torch.randint(0, liger_vocab, (B, T), device="cuda", generator=g)
 
         def liger():
-            loss = triton_grpo_loss(logits, old.float(), None, ids, A.float(), mask.int(), temperature=1.0,
-                                    beta=0.0, eps_low=0.2, eps_high=0.28, inplace=True)
+            loss = triton_grpo_loss(
+                logits,
+                old.float(),
+                None,
+                ids,
+                A.float(),
+                mask.int(),
+                temperature=1.0,
+                beta=0.0,
+                eps_low=0.2,
+                eps_high=0.28,
+                inplace=True,
+            )
             (loss[0] if isinstance(loss, tuple) else loss).backward()
 
         out["t_liger"] = cuda_time(torch, liger, repeat)
@@ -303,10 +323,17 @@ QUICK_PRESETS = ["trl.grpo", "trl.dapo", "verl.vanilla", "paper.gspo"]
 def torch_supported(f):
     """Whether the whole-array torch formulation below covers this rule row with plain inputs."""
     surrogate_ok = f["surrogate"] in ("clip", "unclipped", "sapo") or (
-        f["surrogate"] == "logp" and f["logp_weight"] in ("one", "ratio", "clip", "cap"))
+        f["surrogate"] == "logp" and f["logp_weight"] in ("one", "ratio", "clip", "cap")
+    )
     no_opsm = f["off_policy_mask_threshold"] != f["off_policy_mask_threshold"]  # NaN: off
-    extras_off = (f["selection"] == "none" and not f["gtpo_entropy"] and f["top_entropy_quantile"] >= 1.0
-                  and f["prune_threshold"] == -np.inf and f["dro_beta"] == 0.0 and f["entropy_coef"] == 0.0)
+    extras_off = (
+        f["selection"] == "none"
+        and not f["gtpo_entropy"]
+        and f["top_entropy_quantile"] >= 1.0
+        and f["prune_threshold"] == -np.inf
+        and f["dro_beta"] == 0.0
+        and f["entropy_coef"] == 0.0
+    )
     return surrogate_ok and no_opsm and extras_off  # the sampler IS needs sampling_logp: not passed here
 
 
@@ -344,8 +371,12 @@ def torch_loss(torch, f, lp, old, A, mask, ref):
         tau = torch.where(a > 0, torch.tensor(f["sapo_temperature_pos"]), torch.tensor(f["sapo_temperature_neg"]))
         pg = -a * 4.0 / tau * torch.sigmoid(tau * (r - 1.0))
     elif f["surrogate"] == "logp":
-        w = {"one": torch.ones_like(r), "ratio": r, "clip": torch.clamp(r, 1 - el, 1 + eh),
-             "cap": torch.clamp(r, max=eh)}[f["logp_weight"]].detach()
+        w = {
+            "one": torch.ones_like(r),
+            "ratio": r,
+            "clip": torch.clamp(r, 1 - el, 1 + eh),
+            "cap": torch.clamp(r, max=eh),
+        }[f["logp_weight"]].detach()
         pg = -a * w * x
     else:
         pg = -a * r
@@ -409,8 +440,7 @@ def bench_row(torch, name, beta, shape, threads, repeat, compiled_cache):
         extra["entropies"] = rng.uniform(0.1, 2.0, size=(B, T)).astype(np.float32)
 
     def ours():
-        return grpokit.policy_loss(lp, old, A, mask, spec=name, beta=beta, ref_logp=ref, num_threads=threads,
-                                   **extra)
+        return grpokit.policy_loss(lp, old, A, mask, spec=name, beta=beta, ref_logp=ref, num_threads=threads, **extra)
 
     out = {"grpokit": median_time(ours, repeat), "eager": None, "compile": None}
     if not torch_supported(f):
@@ -448,9 +478,11 @@ def main_matrix(args):
     shapes = [tuple(int(v) for v in s.split("x")) for s in shapes.split(",")]
     thread_counts = sorted({1, args.threads})
     print(f"### policy_loss matrix, CPU — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, grpokit {grpokit.__version__} "
-          f"({grpokit._core.cpu_simd_level()} loops), torch {torch.__version__}; float32; ns/token "
-          "(loss + gradient + metrics); ratio = torch / grpokit.\n")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, grpokit {grpokit.__version__} "
+        f"({grpokit._core.cpu_simd_level()} loops), torch {torch.__version__}; float32; ns/token "
+        "(loss + gradient + metrics); ratio = torch / grpokit.\n"
+    )
     print("| preset | beta | B×T | threads | grpokit ns/tok | eager ns/tok (×) | compile ns/tok (×) |")
     print("|---|---|---|---|---|---|---|")
     cache = {}
@@ -465,8 +497,11 @@ def main_matrix(args):
                     def cell(t, r=r, n=n):
                         return "n/a" if t is None else f"{t / n * 1e9:.2f} ({t / r['grpokit']:.1f}×)"
 
-                    print(f"| {name} | {beta} | {shape[0]}×{shape[1]} | {threads} | {r['grpokit'] / n * 1e9:.2f} | "
-                          f"{cell(r['eager'])} | {cell(r['compile'])} |", flush=True)
+                    print(
+                        f"| {name} | {beta} | {shape[0]}×{shape[1]} | {threads} | {r['grpokit'] / n * 1e9:.2f} | "
+                        f"{cell(r['eager'])} | {cell(r['compile'])} |",
+                        flush=True,
+                    )
 
 
 def main():

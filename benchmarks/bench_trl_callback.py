@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python")
 warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
-import trl_tiny as tt  # noqa: E402
 
+import trl_tiny as tt  # noqa: E402
 from grpokit.integrations.trl import DiagnosticsCallback, GRPOTrainer  # noqa: E402
 
 
@@ -50,10 +50,15 @@ class TimedCallback(DiagnosticsCallback):
 def run(steps, with_callback, **cb_options):
     torch.set_num_threads(1)
     cbs = [TimedCallback(warn=False, **cb_options)] if with_callback else []
-    trainer = GRPOTrainer(model=tt.model(), reward_funcs=tt.reward_count_a,
-                          args=tt.config(Path(tempfile.mkdtemp()), num_iterations=2, max_steps=steps),
-                          train_dataset=tt.dataset(64), processing_class=tt.tokenizer(), callbacks=cbs,
-                          loss="trl.dapo")
+    trainer = GRPOTrainer(
+        model=tt.model(),
+        reward_funcs=tt.reward_count_a,
+        args=tt.config(Path(tempfile.mkdtemp()), num_iterations=2, max_steps=steps),
+        train_dataset=tt.dataset(64),
+        processing_class=tt.tokenizer(),
+        callbacks=cbs,
+        loss="trl.dapo",
+    )
     t0 = time.perf_counter()
     trainer.train()
     total = time.perf_counter() - t0
@@ -78,8 +83,11 @@ def main():
     w, wo = statistics.median(with_cb), statistics.median(without)
     print(f"run with callback {w:.2f} s, without {wo:.2f} s: {100 * (w / wo - 1):+.1f}% (includes noise)")
     print(f"step time without callback: {1000 * wo / a.steps:.0f} ms")
-    for opts in ({"prefix_every": 1, "momentum_every": 1}, {"momentum_every": 0},
-                 {"prefix_every": 0, "momentum_every": 0}):
+    for opts in (
+        {"prefix_every": 1, "momentum_every": 1},
+        {"momentum_every": 0},
+        {"prefix_every": 0, "momentum_every": 0},
+    ):
         fr = [(lambda r: r[1] / r[0])(run(a.steps, True, **opts)) for _ in range(a.repeat)]
         print(f"callback self-time with {opts}: {100 * statistics.median(fr):.2f}%")
 

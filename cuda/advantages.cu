@@ -64,8 +64,8 @@ __device__ void row_advantage(const T* r, int64_t rs, const Rows& rows, const Ad
 }
 
 template <class T>
-__global__ void advantages_group_kernel(const T* r, int64_t rs, Rows rows, AdvantageOptions opt,
-                                        T* out, int64_t os) {
+__global__ void advantages_group_kernel(const T* r, int64_t rs, Rows rows, AdvantageOptions opt, T* out,
+                                        int64_t os) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < rows.B) row_advantage(r, rs, rows, opt, -1.0, out, os, i);
 }
@@ -75,8 +75,8 @@ constexpr int kBatchThreads = 512;
 // Batch scope in one block: the batch std by a fixed-order reduction (thread t sums rows t,
 // t + blockDim, ... in order, then a fixed tree), then every row. Deterministic.
 template <class T>
-__global__ void advantages_batch_kernel(const T* r, int64_t rs, Rows rows, AdvantageOptions opt,
-                                        T* out, int64_t os) {
+__global__ void advantages_batch_kernel(const T* r, int64_t rs, Rows rows, AdvantageOptions opt, T* out,
+                                        int64_t os) {
   __shared__ double sum[kBatchThreads];
   __shared__ double cnt[kBatchThreads];
   __shared__ double shift;
@@ -140,8 +140,8 @@ __global__ void advantages_batch_kernel(const T* r, int64_t rs, Rows rows, Advan
 }
 
 template <class T>
-void launch(const TensorView& rewards, const Rows& rows, const AdvantageOptions& opt,
-            const TensorView& out, cudaStream_t stream) {
+void launch(const TensorView& rewards, const Rows& rows, const AdvantageOptions& opt, const TensorView& out,
+            cudaStream_t stream) {
   const T* r = rewards.ptr<const T>();
   T* o = out.ptr<T>();
   if (opt.std != StdDivisor::None && opt.std_scope == StdScope::Batch) {
@@ -157,8 +157,8 @@ void launch(const TensorView& rewards, const Rows& rows, const AdvantageOptions&
 
 }  // namespace
 
-void advantages(const TensorView& rewards, const TensorView& group_ids,
-                const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream) {
+void advantages(const TensorView& rewards, const TensorView& group_ids, const AdvantageOptions& opt,
+                const TensorView& out, std::intptr_t stream) {
   check_advantage_args(rewards, group_ids, opt, out);
   check_cuda_device(rewards, "rewards");
   // Value checks (inf) and the size-1-group check need the data on the host; on the GPU they would
@@ -190,8 +190,8 @@ int device_count(std::string* why) {
 std::string build_info() {
   int rt = 0;
   cudaRuntimeGetVersion(&rt);
-  return std::string("CUDA runtime ") + std::to_string(rt / 1000) + "." +
-         std::to_string((rt % 1000) / 10) + ", architectures " GRPOKIT_CUDA_ARCHS;
+  return std::string("CUDA runtime ") + std::to_string(rt / 1000) + "." + std::to_string((rt % 1000) / 10) +
+         ", architectures " GRPOKIT_CUDA_ARCHS;
 }
 
 }  // namespace cuda

@@ -37,8 +37,27 @@ constexpr int kMaxCriteria = 16;
 
 // Per-row partials, reduced by the finish kernel with the op in GRPOKIT_IMPORTANCE_OPS.
 enum ImpField {
-  pSumW, pMinW, pMaxW, pTokenSum, pHigh, pLow, pZeroed, pRowZeroed, pRowValid, pCSum, pCSq, pKl, pK3,
-  pChi2, pDSum, pDMax, pNScored, pChi2Seq, pBnSeq, pNSel, kNumImp
+  pSumW,
+  pMinW,
+  pMaxW,
+  pTokenSum,
+  pHigh,
+  pLow,
+  pZeroed,
+  pRowZeroed,
+  pRowValid,
+  pCSum,
+  pCSq,
+  pKl,
+  pK3,
+  pChi2,
+  pDSum,
+  pDMax,
+  pNScored,
+  pChi2Seq,
+  pBnSeq,
+  pNSel,
+  kNumImp
 };
 #define GRPOKIT_IMPORTANCE_OPS "smMssssssssssssMssss"  // a literal: device code reads it
 static_assert(sizeof(GRPOKIT_IMPORTANCE_OPS) == kNumImp + 1, "one reduction op per partial");
@@ -70,7 +89,9 @@ struct ImpArgs : CorrBatch {
   double* factor = nullptr;   // 1
 };
 
-__device__ double raw_weight(double lr, double log_clamp) { return exp(math::clamp_log_ratio(lr, log_clamp)); }
+__device__ double raw_weight(double lr, double log_clamp) {
+  return exp(math::clamp_log_ratio(lr, log_clamp));
+}
 
 __global__ void importance_rows_kernel(const ImpArgs a) {
   const ImportanceOptions& o = a.opt;
@@ -194,7 +215,9 @@ __global__ void importance_write_kernel(const ImpArgs a) {
   const double factor = *a.factor;
   if (o.level == IsLevel::Sequence) {
     for (int64_t i = first_index(); i < a.B; i += grid_stride())
-      store(a.weights, i, 0, math::apply_is_weight(raw_weight(a.seq_sum[i], o.log_clamp), mask_mode, o.clip_min, o.clip_max) / factor);
+      store(a.weights, i, 0,
+            math::apply_is_weight(raw_weight(a.seq_sum[i], o.log_clamp), mask_mode, o.clip_min, o.clip_max) /
+                factor);
     return;
   }
   const int64_t n = a.B * a.T;
@@ -333,9 +356,9 @@ int64_t rejection_workspace_size(int64_t num_rows, int64_t num_criteria) {
   return num_rows * (kPerCriterion * num_criteria + kOverall);
 }
 
-void importance_weights(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
-                        const ImportanceOptions& opt, const TensorView& weights, const TensorView& metrics,
-                        const TensorView& workspace, std::intptr_t stream) {
+void importance_weights(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                        const TensorView& mask, const ImportanceOptions& opt, const TensorView& weights,
+                        const TensorView& metrics, const TensorView& workspace, std::intptr_t stream) {
   check_importance_args(trainer_logp, sampler_logp, mask, opt, weights, metrics);
   GRPOKIT_CHECK_CUDA_DEVICE(trainer_logp, "trainer_logp");
   ImpArgs a;
@@ -348,7 +371,8 @@ void importance_weights(const TensorView& trainer_logp, const TensorView& sample
   a.seq_sum = ws + a.B * kNumImp;
   a.factor = a.seq_sum + a.B;
   const unsigned rows = strided::grid_for(a.B, kCorrRowThreads);
-  const unsigned elems = opt.level == IsLevel::Sequence ? rows : strided::grid_for(a.B * a.T, kCorrRowThreads);
+  const unsigned elems =
+      opt.level == IsLevel::Sequence ? rows : strided::grid_for(a.B * a.T, kCorrRowThreads);
   GRPOKIT_DEVICE_GUARD(trainer_logp);
   const Stream s = stream_of(stream);
   GRPOKIT_LAUNCH(importance_rows_kernel, rows, kCorrRowThreads, s, a);
@@ -368,7 +392,8 @@ void rejection_mask(const TensorView& trainer_logp, const TensorView& sampler_lo
   set_batch(a, trainer_logp, sampler_logp, mask, metrics);
   a.C = static_cast<int>(criteria.size());
   for (int c = 0; c < a.C; ++c)
-    a.crit[c] = Criterion{static_cast<int>(criteria[c].agg), criteria[c].k, criteria[c].lower, criteria[c].upper};
+    a.crit[c] =
+        Criterion{static_cast<int>(criteria[c].agg), criteria[c].k, criteria[c].lower, criteria[c].upper};
   a.keep = strided::out_of(keep);
   a.part = device_workspace(workspace, rejection_workspace_size(a.B, a.C),
                             "rejection_workspace_size(B, number of criteria)", trainer_logp, "trainer_logp");

@@ -36,10 +36,10 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 1024;     // partial rows in the workspace
-constexpr int64_t kPerBlock = 8192;      // coordinates per block before another block is added
+constexpr int64_t kMaxBlocks = 1024;  // partial rows in the workspace
+constexpr int64_t kPerBlock = 8192;  // coordinates per block before another block is added
 constexpr int kMaxPhis = 8;
-constexpr int kSmemBins = 2048;          // larger histograms count in global memory directly
+constexpr int kSmemBins = 2048;  // larger histograms count in global memory directly
 
 // Depends on n alone (not on the device), so the reduction order, and the result, is fixed by n.
 int64_t num_blocks(int64_t n) {
@@ -48,7 +48,17 @@ int64_t num_blocks(int64_t n) {
 }
 
 // Columns of a partial row: sums first (one Sum tree), then max ρ and min ρ.
-enum StatPartial { pU2, pAbsU, pAbsUElast, pElast, pU2Next, pZeroV, pAbove, pPhi0, kStatSums = pPhi0 + kMaxPhis };
+enum StatPartial {
+  pU2,
+  pAbsU,
+  pAbsUElast,
+  pElast,
+  pU2Next,
+  pZeroV,
+  pAbove,
+  pPhi0,
+  kStatSums = pPhi0 + kMaxPhis
+};
 enum SplitPartial { qStale2, qFresh2, qStaleFresh, qPrev2, qGrad2, qUGrad, kSplitSums };
 constexpr int kPartialCols = kStatSums + 2;  // ≥ kSplitSums + 1 (the split's first bad index)
 
@@ -83,8 +93,10 @@ Out out_of(const TensorView& v) {
 __device__ __forceinline__ double load(const In& x, int64_t j) {
   const int64_t o = j * x.s;
   switch (x.dt) {
-    case DType::Float64: return static_cast<const double*>(x.p)[o];
-    case DType::Float32: return static_cast<const float*>(x.p)[o];
+    case DType::Float64:
+      return static_cast<const double*>(x.p)[o];
+    case DType::Float32:
+      return static_cast<const float*>(x.p)[o];
     case DType::BFloat16: {  // the high half of a float32
       const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(x.p)[o]) << 16;
       float f;
@@ -97,13 +109,16 @@ __device__ __forceinline__ double load(const In& x, int64_t j) {
 #else
       return __half2float(static_cast<const __half*>(x.p)[o]);
 #endif
-    default: return NAN;
+    default:
+      return NAN;
   }
 }
 
 __device__ __forceinline__ void store(const Out& x, int64_t j, double v) {
-  if (x.f64) static_cast<double*>(x.p)[j * x.s] = v;
-  else static_cast<float*>(x.p)[j * x.s] = static_cast<float>(v);
+  if (x.f64)
+    static_cast<double*>(x.p)[j * x.s] = v;
+  else
+    static_cast<float*>(x.p)[j * x.s] = static_cast<float>(v);
 }
 
 __device__ __forceinline__ bool finite(double x) { return x == x && x < INFINITY && x > -INFINITY; }
@@ -117,8 +132,8 @@ struct StatsArgs {
   int n_phis = 0;
   double phis[kMaxPhis] = {};
   int bins = 0;
-  double* partial = nullptr;           // blocks × kPartialCols
-  double* out = nullptr;               // kAdamStatFields + n_phis
+  double* partial = nullptr;  // blocks × kPartialCols
+  double* out = nullptr;  // kAdamStatFields + n_phis
   unsigned long long* hist = nullptr;  // bins, zeroed before the stats kernel
 };
 
@@ -148,8 +163,10 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const StatsArgs a) {
     v[pU2Next] += x.u_next * x.u_next;
     hi[0] = x.rho > hi[0] ? x.rho : hi[0];
     lo[0] = x.rho < lo[0] ? x.rho : lo[0];
-    if (smem_hist) atomicAdd(&hist_s[x.bin], 1u);
-    else atomicAdd(&a.hist[x.bin], 1ull);
+    if (smem_hist)
+      atomicAdd(&hist_s[x.bin], 1u);
+    else
+      atomicAdd(&a.hist[x.bin], 1ull);
   }
   block_reduce(v, smem, Sum{}, 0.0);
   block_reduce(hi, smem, Max{}, 0.0);
@@ -202,7 +219,7 @@ struct SplitArgs {
   int64_t n = 0, blocks = 0;
   math::AdamSplitCoefs k{};
   double* partial = nullptr;  // blocks × kPartialCols
-  double* out = nullptr;      // kAdamSplitFields
+  double* out = nullptr;  // kAdamSplitFields
 };
 
 __global__ void __launch_bounds__(kThreads) split_kernel(const SplitArgs a) {

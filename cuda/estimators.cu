@@ -56,23 +56,10 @@ struct Args {
   double* ws = nullptr;
 };
 
-bool is_otb(Estimator e) {
-  return e == Estimator::OptimalTokenBaseline || e == Estimator::TirOptimalTokenBaseline;
-}
-
 // ---- workspace layout (float64) -----------------------------------------------------------------------
-
-// Outcome: R (B), L (B), A (B), globals (4). reinforce_pp: row partials (2B), globals (4).
-// Optimal token baseline: G, W, Σ G·W, Σ W by (row, slot) (4·B·T), then L, leader, next, zero-tail
-// slot, lone-row flag (5·B).
+// Outcome: R, L, A (B each), globals (4). reinforce_pp: row partials (2B), globals (4). Optimal token
+// baseline: G, W, Σ G·W, Σ W by (row, slot) (4·B·T), then L, leader, next, zero-tail slot, lone flag (5·B).
 constexpr int kGlobals = 4;
-
-int64_t workspace_elements(Estimator e, int64_t B, int64_t T) {
-  if (is_otb(e)) return 4 * B * T + 5 * B;
-  if (e == Estimator::ReinforcePP) return 2 * B + kGlobals;
-  if (e == Estimator::Remax) return 0;
-  return 3 * B + kGlobals;
-}
 
 // ---- groups ------------------------------------------------------------------------------------------
 
@@ -235,7 +222,8 @@ __global__ void outcome_groups_kernel(const Args a) {
       }
       case Estimator::Rloo:
         // A lone scorable completion has no leave-one-out baseline (TRL: 0/0 = NaN, then 0).
-        if (s.n >= 2.0 && !math::is_nan(Ri)) Ai = math::advantage_value(Ri, math::loo_baseline(Ri, s), -1.0, o.epsilon);
+        if (s.n >= 2.0 && !math::is_nan(Ri))
+          Ai = math::advantage_value(Ri, math::loo_baseline(Ri, s), -1.0, o.epsilon);
         break;
       case Estimator::ReinforcePPBaseline:
       case Estimator::Gpg:  // GPG's α is applied by the finish kernel (it needs the whole batch)
@@ -338,7 +326,7 @@ __global__ void outcome_finish_kernel(const Args a) {
   }
 }
 
-// ---- token estimators --------------------------------------------------------------------------------------
+// ---- token estimators ------------------------------------------------------------------------------------
 
 // Row i's last selected token (where (B,) outcome rewards are placed), -1 for an empty row.
 __device__ int64_t last_selected(const Args& a, int64_t i) {
@@ -420,8 +408,15 @@ struct OtbSpace {
 __device__ OtbSpace otb_space(const Args& a) {
   const int64_t BT = a.B * a.T;
   double* w = a.ws;
-  return {w, w + BT, w + 2 * BT, w + 3 * BT, w + 4 * BT, w + 4 * BT + a.B, w + 4 * BT + 2 * a.B,
-          w + 4 * BT + 3 * a.B, w + 4 * BT + 4 * a.B};
+  return {w,
+          w + BT,
+          w + 2 * BT,
+          w + 3 * BT,
+          w + 4 * BT,
+          w + 4 * BT + a.B,
+          w + 4 * BT + 2 * a.B,
+          w + 4 * BT + 3 * a.B,
+          w + 4 * BT + 4 * a.B};
 }
 
 // Per row: cumulative path-variance proxy W and return-to-go G at each selected token, stored by slot
@@ -466,12 +461,16 @@ __global__ void otb_groups_kernel(const Args a) {
       const double Lj = s.L[j];
       if (compact && !(Lj > 0.0)) return;
       rows += 1.0;
-      if (Lj > lmax) lsecond = lmax, lmax = Lj, longest = j, count_max = 1.0;
-      else if (Lj == lmax) count_max += 1.0, lsecond = Lj;
-      else if (Lj > lsecond) lsecond = Lj;
+      if (Lj > lmax)
+        lsecond = lmax, lmax = Lj, longest = j, count_max = 1.0;
+      else if (Lj == lmax)
+        count_max += 1.0, lsecond = Lj;
+      else if (Lj > lsecond)
+        lsecond = Lj;
     });
     const bool alone = rows == 1.0;
-    const bool tail = math::otb_has_zero_tail(a.opt.handle_zero_tail, alone, i == longest, count_max, lmax, lsecond);
+    const bool tail =
+        math::otb_has_zero_tail(a.opt.handle_zero_tail, alone, i == longest, count_max, lmax, lsecond);
     s.leader[i] = static_cast<double>(leader);
     s.next[i] = static_cast<double>(next);
     s.tail[i] = tail ? static_cast<double>(static_cast<int64_t>(lsecond)) : -1.0;
@@ -537,7 +536,7 @@ void run(const Args& a, Stream stream) {
     }
   } else if (e == Estimator::Remax) {
     GRPOKIT_LAUNCH(remax_kernel, rows, kRowThreads, stream, a);
-  } else if (is_otb(e)) {
+  } else if (is_optimal_token_baseline(e)) {
     GRPOKIT_LAUNCH(otb_rows_kernel, rows, kRowThreads, stream, a);
     GRPOKIT_LAUNCH(otb_groups_kernel, rows, kRowThreads, stream, a);
     GRPOKIT_LAUNCH(otb_sums_kernel, strided::grid_for(a.B * a.T, kRowThreads), kRowThreads, stream, a);
@@ -554,8 +553,11 @@ void run(const Args& a, Stream stream) {
 
 }  // namespace
 
-int64_t estimator_workspace_size(Estimator estimator, int64_t num_rows, int64_t num_tokens) {
-  return workspace_elements(estimator, num_rows, num_tokens);
+int64_t estimator_workspace_size(Estimator e, int64_t B, int64_t T) {
+  if (is_optimal_token_baseline(e)) return 4 * B * T + 5 * B;
+  if (e == Estimator::ReinforcePP) return 2 * B + kGlobals;
+  if (e == Estimator::Remax) return 0;
+  return 3 * B + kGlobals;
 }
 
 void estimator_advantages(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
@@ -573,7 +575,8 @@ void estimator_advantages(const EstimatorInputs& in, const EstimatorOptions& opt
     value_error("rewards: the GPU estimators take at most ", kMaxRewardColumns, " reward columns, got ", a.K);
   if (in.reward_weights.defined()) {
     a.has_w = true;
-    for (int64_t k = 0; k < a.K; ++k) a.w[k] = in.reward_weights.ptr<const double>()[k * in.reward_weights.strides[0]];
+    for (int64_t k = 0; k < a.K; ++k)
+      a.w[k] = in.reward_weights.ptr<const double>()[k * in.reward_weights.strides[0]];
   }
   a.ids = strided::in_of(in.group_ids);
   a.mask = strided::in_of(in.mask);
@@ -585,7 +588,7 @@ void estimator_advantages(const EstimatorInputs& in, const EstimatorOptions& opt
   a.isw = strided::in_of(in.is_weights);
   a.out = strided::out_of(out);
   a.ret = strided::out_of(returns);
-  const int64_t need = workspace_elements(opt.estimator, a.B, a.T);
+  const int64_t need = estimator_workspace_size(opt.estimator, a.B, a.T);
   if (need > 0)
     a.ws = device_workspace(workspace, need, "estimator_workspace_size(...)", in.rewards, "rewards");
   GRPOKIT_DEVICE_GUARD(in.rewards);

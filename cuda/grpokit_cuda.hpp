@@ -29,8 +29,8 @@ std::string build_info();
 // Whether linear_token_logprobs was built with cuBLAS (else its GPU entry points raise NotImplementedError).
 bool cublas_built();
 
-void advantages(const TensorView& rewards, const TensorView& group_ids,
-                const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
+void advantages(const TensorView& rewards, const TensorView& group_ids, const AdvantageOptions& opt,
+                const TensorView& out, std::intptr_t stream);
 
 // Advantage estimators (cuda/estimators.cu): the caller passes a float64 `workspace` of
 // estimator_workspace_size(estimator, B, T) elements (T: mask columns, 0 without a mask; 0 elements:
@@ -42,19 +42,18 @@ void estimator_advantages(const EstimatorInputs& in, const EstimatorOptions& opt
 // Train–inference corrections (cuda/corrections.cu); metrics stay on the device (float64 (n,)).
 int64_t importance_workspace_size(int64_t num_rows);
 int64_t rejection_workspace_size(int64_t num_rows, int64_t num_criteria);
-void importance_weights(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
-                        const ImportanceOptions& opt, const TensorView& weights, const TensorView& metrics,
-                        const TensorView& workspace, std::intptr_t stream);
+void importance_weights(const TensorView& trainer_logp, const TensorView& sampler_logp,
+                        const TensorView& mask, const ImportanceOptions& opt, const TensorView& weights,
+                        const TensorView& metrics, const TensorView& workspace, std::intptr_t stream);
 void rejection_mask(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
                     const std::vector<RejectionCriterion>& criteria, const TensorView& keep,
                     const TensorView& metrics, const TensorView& workspace, std::intptr_t stream);
 
 void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
                     const TensorView& lse, const TensorView& sum_sq_probs, std::intptr_t stream);
-void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
-                             const TensorView& entropy, const TensorView& grad_logp,
-                             const TensorView& grad_entropy, const TensorView& grad_logits,
-                             std::intptr_t stream);
+void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse, const TensorView& entropy,
+                             const TensorView& grad_logp, const TensorView& grad_entropy,
+                             const TensorView& grad_logits, std::intptr_t stream);
 
 // The unified surrogate loss (cuda/loss.cu). float32/float64/bfloat16/float16 inputs; the caller
 // passes out.workspace (loss_workspace_size(B) float64 elements) and, for value checks, out.status
@@ -65,9 +64,8 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
                  std::intptr_t stream);
 // Hidden states × weight (cuBLAS). The caller allocates `workspace` (linear_workspace_bytes).
 int64_t linear_workspace_bytes(const LinearLogprobArgs& in, bool backward);
-void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
-                           const TensorView& entropy, const TensorView& lse,
-                           const TensorView& sum_sq_probs, const TensorView& workspace,
+void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                           const TensorView& lse, const TensorView& sum_sq_probs, const TensorView& workspace,
                            std::intptr_t stream);
 void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorView& lse,
                                     const TensorView& entropy, const TensorView& grad_logp,

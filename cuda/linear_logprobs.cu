@@ -86,9 +86,12 @@ struct Layout {
 
 cudaDataType_t cuda_type(DType d) {
   switch (d) {
-    case DType::BFloat16: return CUDA_R_16BF;
-    case DType::Float16: return CUDA_R_16F;
-    default: return CUDA_R_32F;
+    case DType::BFloat16:
+      return CUDA_R_16BF;
+    case DType::Float16:
+      return CUDA_R_16F;
+    default:
+      return CUDA_R_32F;
   }
 }
 
@@ -127,19 +130,20 @@ int64_t leading_dim(const TensorView& m, const char* name) {
 
 // Row-major C[m × n] (ldc) = op(A) · op(B) in row-major terms is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ;
 // callers pass the column-major form directly.
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
-          int64_t k, const void* a, cudaDataType_t at, int64_t lda, const void* b,
-          cudaDataType_t bt, int64_t ldb, float beta, void* c, cudaDataType_t ct, int64_t ldc) {
+void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
+          const void* a, cudaDataType_t at, int64_t lda, const void* b, cudaDataType_t bt, int64_t ldb,
+          float beta, void* c, cudaDataType_t ct, int64_t ldc) {
   const float alpha = 1.0f;
   for (const int64_t d : {m, n, k, lda, ldb, ldc})
     if (d > 0x7fffffff)
       value_error("linear_token_logprobs: a GEMM dimension or row stride of ", d,
                   " exceeds cuBLAS's 32-bit limit; use fewer rows per call or a smaller chunk_size");
   const cublasStatus_t s =
-      cublasGemmEx(h, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha,
-                   a, at, static_cast<int>(lda), b, bt, static_cast<int>(ldb), &beta, c, ct,
-                   static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (s != CUBLAS_STATUS_SUCCESS) runtime_error("linear_token_logprobs: cublasGemmEx failed (status ", int(s), ")");
+      cublasGemmEx(h, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha, a, at,
+                   static_cast<int>(lda), b, bt, static_cast<int>(ldb), &beta, c, ct, static_cast<int>(ldc),
+                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (s != CUBLAS_STATUS_SUCCESS)
+    runtime_error("linear_token_logprobs: cublasGemmEx failed (status ", int(s), ")");
 }
 
 // Z (row-major N × nv, ld = ldz) = hidden · W[v0 : v0 + nv]ᵀ.
@@ -147,7 +151,8 @@ void logits_tile(cublasHandle_t h, const LinearLogprobArgs& in, int64_t ldh, int
                  int64_t nv, float* z, int64_t ldz) {
   const int64_t N = in.hidden.shape[0], H = in.hidden.shape[1];
   const cudaDataType_t t = cuda_type(in.hidden.dtype);
-  const char* w = static_cast<const char*>(in.weight.data) + v0 * in.weight.strides[0] * dtype_size(in.weight.dtype);
+  const char* w =
+      static_cast<const char*>(in.weight.data) + v0 * in.weight.strides[0] * dtype_size(in.weight.dtype);
   gemm(h, CUBLAS_OP_T, CUBLAS_OP_N, nv, N, H, w, t, ldw, in.hidden.data, t, ldh, 0.0f, z, CUDA_R_32F, ldz);
 }
 
@@ -192,9 +197,8 @@ __global__ void finish_kernel(const float* state, int64_t N, int64_t vocab, PerR
 
 template <class U>
 __global__ void __launch_bounds__(kThreads)
-    tile_grad_kernel(float* z, int64_t ldz, int64_t nv, int64_t v0, int64_t vocab, float inv_t,
-                     PerRow ids, PerRow lse, PerRow entropy, PerRow grad_logp, PerRow grad_entropy,
-                     U* out, int64_t ldo) {
+    tile_grad_kernel(float* z, int64_t ldz, int64_t nv, int64_t v0, int64_t vocab, float inv_t, PerRow ids,
+                     PerRow lse, PerRow entropy, PerRow grad_logp, PerRow grad_entropy, U* out, int64_t ldo) {
   const int64_t r = blockIdx.x;
   float* row = z + r * ldz;
   const int64_t id = ids.id(r, 1);
@@ -224,8 +228,9 @@ void check_workspace(const TensorView& ws, const Layout& l) {
 
 void check_gpu_dtype(const TensorView& hidden) {
   if (hidden.dtype == DType::Float64)
-    not_implemented("hidden: float64 is supported on the CPU only; on the GPU pass float32, "
-                    "bfloat16 or float16");
+    not_implemented(
+        "hidden: float64 is supported on the CPU only; on the GPU pass float32, "
+        "bfloat16 or float16");
 }
 
 }  // namespace
@@ -234,9 +239,8 @@ int64_t linear_workspace_bytes(const LinearLogprobArgs& in, bool backward) {
   return Layout::of(in, backward).bytes;
 }
 
-void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
-                           const TensorView& entropy, const TensorView& lse,
-                           const TensorView& sum_sq_probs, const TensorView& workspace,
+void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                           const TensorView& lse, const TensorView& sum_sq_probs, const TensorView& workspace,
                            std::intptr_t stream) {
   check_linear_token_logprobs_args(in, logp, entropy, lse, sum_sq_probs);
   check_cuda_device(in.hidden, "hidden");
@@ -261,12 +265,11 @@ void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp,
   for (int64_t v0 = 0; v0 < V; v0 += C) {
     const int64_t nv = V - v0 < C ? V - v0 : C;
     logits_tile(h, in, ldh, ldw, v0, nv, tile, C);
-    GRPOKIT_LAUNCH(stats, static_cast<unsigned>(N), threads_for(nv), s, tile, C, nv, v0,
-                          v0 == 0, inv_t, ids, state, N);
+    GRPOKIT_LAUNCH(stats, static_cast<unsigned>(N), threads_for(nv), s, tile, C, nv, v0, v0 == 0, inv_t, ids,
+                   state, N);
   }
   GRPOKIT_LAUNCH_FLAT(finish, static_cast<unsigned>((N + 255) / 256), 256, s, state, N, V, ids,
-                        PerRow::of(logp), PerRow::of(entropy), PerRow::of(lse),
-                        PerRow::of(sum_sq_probs));
+                      PerRow::of(logp), PerRow::of(entropy), PerRow::of(lse), PerRow::of(sum_sq_probs));
   check_launch("linear_token_logprobs");
 }
 
@@ -287,8 +290,7 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
   DeviceGuard guard(in.hidden.device.index);
   const cudaStream_t s = as_stream(stream);
   if (N == 0) {
-    if (grad_weight.defined())
-      cudaMemsetAsync(grad_weight.data, 0, V * H * dtype_size(grad_weight.dtype), s);
+    if (grad_weight.defined()) cudaMemsetAsync(grad_weight.data, 0, V * H * dtype_size(grad_weight.dtype), s);
     return;
   }
   char* ws = static_cast<char*>(workspace.data);
@@ -310,20 +312,20 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
       using T = decltype(tag);
       const auto kernel = tile_grad_kernel<T>;
       GRPOKIT_LAUNCH(kernel, grid, threads, s, tile, C, nv, v0, V, inv_t, ids, l, e, ga, gb,
-                            static_cast<T*>(dz), C);
+                     static_cast<T*>(dz), C);
     });
     // grad_hidden (N × H) += dZ (N × nv) · W_c (nv × H): column-major Ghᵀ = W_cᵀ · dZᵀ.
     if (grad_hidden.defined()) {
-      const char* w = static_cast<const char*>(in.weight.data) + v0 * in.weight.strides[0] * dtype_size(in.weight.dtype);
-      gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, H, N, nv, w, t, ldw, dz, t, C,
-           v0 == 0 ? 0.0f : 1.0f, gh, CUDA_R_32F, H);
+      const char* w =
+          static_cast<const char*>(in.weight.data) + v0 * in.weight.strides[0] * dtype_size(in.weight.dtype);
+      gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, H, N, nv, w, t, ldw, dz, t, C, v0 == 0 ? 0.0f : 1.0f, gh, CUDA_R_32F,
+           H);
     }
     // grad_weight[v0 : v0 + nv] (nv × H) = dZᵀ · hidden: column-major Gwᵀ = hiddenᵀ · dZ. All N
     // rows are in the tile, so each chunk of grad_weight is written once, in its own dtype.
     if (grad_weight.defined()) {
       char* gw = static_cast<char*>(grad_weight.data) + v0 * H * dtype_size(grad_weight.dtype);
-      gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, H, nv, N, in.hidden.data, t, ldh, dz, t, C,
-           0.0f, gw, t, H);
+      gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, H, nv, N, in.hidden.data, t, ldh, dz, t, C, 0.0f, gw, t, H);
     }
   }
   if (grad_hidden.defined() && !f32) {
@@ -342,17 +344,20 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
 
 int64_t linear_workspace_bytes(const LinearLogprobArgs&, bool) { return 0; }
 
-void linear_token_logprobs(const LinearLogprobArgs&, const TensorView&, const TensorView&,
-                           const TensorView&, const TensorView&, const TensorView&, std::intptr_t) {
-  not_implemented("linear_token_logprobs: this build of grpokit._cuda has no cuBLAS; rebuild with "
-                  "cuBLAS (the CUDA toolkit's or the nvidia-cublas wheel's: docs/gpu.md), or pass CPU tensors");
+void linear_token_logprobs(const LinearLogprobArgs&, const TensorView&, const TensorView&, const TensorView&,
+                           const TensorView&, const TensorView&, std::intptr_t) {
+  not_implemented(
+      "linear_token_logprobs: this build of grpokit._cuda has no cuBLAS; rebuild with "
+      "cuBLAS (the CUDA toolkit's or the nvidia-cublas wheel's: docs/gpu.md), or pass CPU tensors");
 }
 
 void linear_token_logprobs_backward(const LinearLogprobArgs&, const TensorView&, const TensorView&,
                                     const TensorView&, const TensorView&, const TensorView&,
                                     const TensorView&, const TensorView&, std::intptr_t) {
-  not_implemented("linear_token_logprobs_backward: this build of grpokit._cuda has no cuBLAS; "
-                  "rebuild with cuBLAS (the CUDA toolkit's or the nvidia-cublas wheel's: docs/gpu.md), or pass CPU tensors");
+  not_implemented(
+      "linear_token_logprobs_backward: this build of grpokit._cuda has no cuBLAS; "
+      "rebuild with cuBLAS (the CUDA toolkit's or the nvidia-cublas wheel's: docs/gpu.md), or pass CPU "
+      "tensors");
 }
 
 #endif

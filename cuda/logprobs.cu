@@ -40,8 +40,8 @@ Rows rows_of(const TensorView& x) {
 
 template <class T, bool kSq>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const T* x, Rows L, PerRow ids, float inv_t, PerRow logp, PerRow entropy,
-                   PerRow lse, PerRow sum_sq) {
+    forward_kernel(const T* x, Rows L, PerRow ids, float inv_t, PerRow logp, PerRow entropy, PerRow lse,
+                   PerRow sum_sq) {
   const int64_t r = blockIdx.x;
   const T* row = x + L.offset(r);
   const math::RowState<float, kSq> st = block_row_state<kSq>(row, L.vocab, inv_t);
@@ -63,17 +63,15 @@ __global__ void __launch_bounds__(kThreads)
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    backward_kernel(const T* x, T* g, int64_t gs0, int64_t gs1, Rows L, PerRow ids, float inv_t,
-                    PerRow lse, PerRow entropy, PerRow grad_logp, PerRow grad_entropy) {
+    backward_kernel(const T* x, T* g, int64_t gs0, int64_t gs1, Rows L, PerRow ids, float inv_t, PerRow lse,
+                    PerRow entropy, PerRow grad_logp, PerRow grad_entropy) {
   const int64_t r = blockIdx.x;
   const T* row = x + L.offset(r);
   T* grow = g + (L.ndim == 3 ? (r / L.inner) * gs0 + (r % L.inner) * gs1 : r * gs0);
   const int64_t id = ids.id(r, L.inner);
   const bool bad_id = id < 0 || id >= L.vocab;
-  const auto c = math::grad_coeffs<float, float>(grad_logp.real(r, L.inner),
-                                                 grad_entropy.real(r, L.inner),
-                                                 grad_entropy.data ? entropy.real(r, L.inner) : 0.0f,
-                                                 inv_t);
+  const auto c = math::grad_coeffs<float, float>(grad_logp.real(r, L.inner), grad_entropy.real(r, L.inner),
+                                                 grad_entropy.data ? entropy.real(r, L.inner) : 0.0f, inv_t);
   // The target's logit is read before any thread overwrites it (in-place gradients).
   const float z_y = (threadIdx.x == 0 && !bad_id) ? to_float(row[id]) * inv_t : 0.0f;
   __syncthreads();
@@ -91,8 +89,9 @@ struct Launch {
   Launch(const TokenLogprobArgs& in, std::intptr_t s) {
     check_cuda_device(in.logits, "logits");
     if (in.logits.dtype == DType::Float64)
-      not_implemented("logits: float64 logits are supported on the CPU only; on the GPU pass "
-                      "float32, bfloat16 or float16");
+      not_implemented(
+          "logits: float64 logits are supported on the CPU only; on the GPU pass "
+          "float32, bfloat16 or float16");
     L = rows_of(in.logits);
     if (L.rows > 0x7fffffff) value_error("logits: at most 2^31 − 1 rows per call, got ", L.rows);
     stream = as_stream(s);
@@ -116,16 +115,15 @@ void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const Te
     using T = decltype(tag);
     // Σπ² is its own instantiation: the default kernel carries no third accumulator.
     const auto kernel = sum_sq_probs.defined() ? forward_kernel<T, true> : forward_kernel<T, false>;
-    GRPOKIT_LAUNCH(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(), go.L,
-                          ids, go.inv_t, lp, h, l, sq);
+    GRPOKIT_LAUNCH(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(), go.L, ids, go.inv_t, lp,
+                   h, l, sq);
   });
   check_launch("token_logprobs");
 }
 
-void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
-                             const TensorView& entropy, const TensorView& grad_logp,
-                             const TensorView& grad_entropy, const TensorView& grad_logits,
-                             std::intptr_t stream) {
+void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse, const TensorView& entropy,
+                             const TensorView& grad_logp, const TensorView& grad_entropy,
+                             const TensorView& grad_logits, std::intptr_t stream) {
   check_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
   const Launch go(in, stream);
   if (go.L.rows == 0) return;
@@ -136,8 +134,8 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse,
   dispatch_float(in.logits.dtype, [&](auto tag) {
     using T = decltype(tag);
     const auto kernel = backward_kernel<T>;
-    GRPOKIT_LAUNCH(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(),
-                          grad_logits.ptr<T>(), gs0, gs1, go.L, ids, go.inv_t, l, h, ga, gb);
+    GRPOKIT_LAUNCH(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(), grad_logits.ptr<T>(),
+                   gs0, gs1, go.L, ids, go.inv_t, l, h, ga, gb);
   });
   check_launch("token_logprobs_backward");
 }

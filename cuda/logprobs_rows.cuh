@@ -33,19 +33,31 @@ __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 template <class T>
 __device__ __forceinline__ T from_float(float v);
 template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16(v);
+}
 template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half(v);
+}
 
 // Calls f(T{}) with T the device type of a float32 / bfloat16 / float16 array (host side).
 template <class F>
 void dispatch_float(DType d, F&& f) {
   switch (d) {
-    case DType::BFloat16: f(__nv_bfloat16{}); return;
-    case DType::Float16: f(__half{}); return;
-    default: f(float{}); return;
+    case DType::BFloat16:
+      f(__nv_bfloat16{});
+      return;
+    case DType::Float16:
+      f(__half{});
+      return;
+    default:
+      f(float{});
+      return;
   }
 }
 
@@ -77,8 +89,7 @@ struct PerRow {
   __device__ float real(int64_t r, int64_t inner) const {
     if (data == nullptr) return 0.0f;
     const int64_t o = offset(r, inner);
-    return f64 ? static_cast<float>(static_cast<const double*>(data)[o])
-               : static_cast<const float*>(data)[o];
+    return f64 ? static_cast<float>(static_cast<const double*>(data)[o]) : static_cast<const float*>(data)[o];
   }
   __device__ int64_t id(int64_t r, int64_t inner) const {
     const int64_t o = offset(r, inner);
@@ -196,9 +207,9 @@ __device__ __forceinline__ math::RowState<float, kSq> block_row_state(const T* r
 // the target's index in this row (or −1: elsewhere or out of range), z_y its scaled logit, read by
 // the caller before any write; bad marks an out-of-range token (the row becomes NaN).
 template <class T, class U>
-__device__ __forceinline__ void block_grad_row(const T* row, U* grow, int64_t n, float inv_t,
-                                               float lse, const math::GradCoeffs<float>& c,
-                                               int64_t id_here, float z_y, bool bad) {
+__device__ __forceinline__ void block_grad_row(const T* row, U* grow, int64_t n, float inv_t, float lse,
+                                               const math::GradCoeffs<float>& c, int64_t id_here, float z_y,
+                                               bool bad) {
   constexpr int kVec = 16 / sizeof(T);
   auto elem = [&](float v) {
     if (bad) return NAN;

@@ -133,24 +133,27 @@ __global__ void __launch_bounds__(kReduceThreads) counts_kernel(const Args a) {
     }
   }
   __syncthreads();
-  const math::AggCounts k = math::agg_counts(a.s, shared_counts[0], shared_counts[1], static_cast<double>(a.B));
+  const math::AggCounts k =
+      math::agg_counts(a.s, shared_counts[0], shared_counts[1], static_cast<double>(a.B));
   const RowTokens row_tokens{a.st};
   for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x)
     a.st[i * kNumStat + kC] = math::agg_coefficient(a.s, k, a.st[i * kNumStat + kL], static_cast<double>(a.T),
                                                     math::group_tokens(a.s, row_tokens, i));
   if (a.status && a.packed) {  // cu_seqlens: starts at 0, non-decreasing, ends at N (key: k·4 + code)
-    __syncthreads();         // status[2] initialised above
+    __syncthreads();  // status[2] initialised above
     for (int64_t j = threadIdx.x; j <= a.B; j += blockDim.x) {
       const int64_t cj = cu_at(a, j);
       unsigned long long code = 0;
-      if (j == 0 && cj != 0) code = 1;
-      else if (j > 0 && cj < cu_at(a, j - 1)) code = 2;
-      else if (j == a.B && cj != a.N) code = 3;
+      if (j == 0 && cj != 0)
+        code = 1;
+      else if (j > 0 && cj < cu_at(a, j - 1))
+        code = 2;
+      else if (j == a.B && cj != a.N)
+        code = 3;
       if (code) atomicMin(&a.status[2], static_cast<unsigned long long>(j) * 4ull + code);
     }
   }
 }
-
 
 // ---- 3. per-token terms ------------------------------------------------------------------------------
 
@@ -184,7 +187,7 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   // TRL's local coefficient counts the kept tokens under top-entropy masking (the CPU engine's rule)
   const double cH_d = s.entropy_aggregation == math::EntropyAggregation::Policy ? st[kC]
                       : a.esel ? math::entropy_local_coefficient(s, static_cast<double>(a.esel->n_kept))
-                              : a.glob[gEntC];
+                               : a.glob[gEntC];
   const C cH = static_cast<C>(cH_d);
   const bool opsm_high = math::opsm_row_masked(s, f, st[kOpsmDiv]);
   const C seq_w_is = math::row_sampler_weight<C>(s, f, st[kSumIsLog]);
@@ -223,21 +226,29 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     const C smp = f.has_smp ? C(ld<T>(a.smp, as, t)) : C(0);
     if (a.status && bad == kNoError) {  // first bad input at this thread's first bad token
       int code = -1;
-      if (!math::is_finite_v(ti.logp)) code = bLogp;
-      else if (!math::is_finite_v(ti.old_logp)) code = bOld;
-      else if (!math::is_finite_v(adv_raw)) code = bAdv;
-      else if (f.has_ref && !math::is_finite_v(ti.ref_logp)) code = bRef;
-      else if (!math::is_finite_v(ti.token_weight)) code = bTw;
-      else if (f.has_ent && !math::is_finite_v(h)) code = bEnt;
-      else if (f.has_smp && (smp == C(INFINITY) || smp == C(-INFINITY))) code = bSmp;
+      if (!math::is_finite_v(ti.logp))
+        code = bLogp;
+      else if (!math::is_finite_v(ti.old_logp))
+        code = bOld;
+      else if (!math::is_finite_v(adv_raw))
+        code = bAdv;
+      else if (f.has_ref && !math::is_finite_v(ti.ref_logp))
+        code = bRef;
+      else if (!math::is_finite_v(ti.token_weight))
+        code = bTw;
+      else if (f.has_ent && !math::is_finite_v(h))
+        code = bEnt;
+      else if (f.has_smp && (smp == C(INFINITY) || smp == C(-INFINITY)))
+        code = bSmp;
       if (code >= 0)
-        bad = ((static_cast<unsigned long long>(i) << 32) + static_cast<unsigned long long>(t)) * kNumBad + code;
+        bad = ((static_cast<unsigned long long>(i) << 32) + static_cast<unsigned long long>(t)) * kNumBad +
+              code;
     }
 
     C wis;
     const bool hk = !f.has_ent || entropy_kept(a, static_cast<double>(h));
-    ti.w = math::weight_rule<C>(s, f, ti.keep, ti.token_weight, adv_raw, opsm_high, hk, seq_w_is,
-                                ti.old_logp, smp, &wis);
+    ti.w = math::weight_rule<C>(s, f, ti.keep, ti.token_weight, adv_raw, opsm_high, hk, seq_w_is, ti.old_logp,
+                                smp, &wis);
     const math::TokenOut<C> o = math::token_term<C>(s, ti);
     v[0] += o.phi;
     v[1] += c * o.d_u;
@@ -246,7 +257,8 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     if (g) g[ag.base + t * ag.step] = from_c<T>(c * o.d_logp);
     if (om) om[aom.base + t * aom.step] = from_c<T>(c * o.omega_direct);
     if (pt) pt[apt.base + t * apt.step] = from_c<T>(o.phi);
-    if (gh) gh[agh.base + t * agh.step] = from_c<T>(s.entropy_coef != 0.0 && hk ? -C(s.entropy_coef) * cH : C(0));
+    if (gh)
+      gh[agh.base + t * agh.step] = from_c<T>(s.entropy_coef != 0.0 && hk ? -C(s.entropy_coef) * cH : C(0));
     if (hk) v[4] += h;
     if (f.use_is && !f.vespo) ms.add_is_weight(wis);
     ms.add_token(o, !a.per_row_ratio || t == first, ti.logp, ti.old_logp, h);
@@ -347,7 +359,8 @@ void check_args_any_float(const LossSpec& spec, const LossInputs& in, const Loss
   auto relabel = [&](TensorView& v, const char* name) {
     if (!v.defined()) return;
     if (v.dtype != lp.dtype)
-      type_error(name, ": expected dtype ", dtype_name(lp.dtype), " (the dtype of logp), got ", dtype_name(v.dtype));
+      type_error(name, ": expected dtype ", dtype_name(lp.dtype), " (the dtype of logp), got ",
+                 dtype_name(v.dtype));
     v.dtype = DType::Float32;
   };
   relabel(in2.old_logp, "old_logp");
@@ -423,14 +436,14 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
     check_same_device(out.status, "status", in.logp, "logp");
     check_writable(out.status, "status");
     if (out.status.numel() < 4 || out.status.strides[0] != 1)
-      value_error("status: expected a contiguous int64 array of 4 elements, got shape ", out.status.shape_str());
+      value_error("status: expected a contiguous int64 array of 4 elements, got shape ",
+                  out.status.shape_str());
     if (a.B >= (int64_t(1) << 27))
       value_error("check_finite: supports at most 2^27 completions per call, got ", a.B);
     a.status = static_cast<unsigned long long*>(out.status.data);
   }
   a.f = math::pass_flags(spec, in.old_logp.defined(), in.entropies.defined(), in.sampling_logp.defined(),
-                         in.ref_logp.defined(),
-                         in.token_weights.defined());
+                         in.ref_logp.defined(), in.token_weights.defined());
   a.lp = arr(in.logp);
   a.old = arr(in.old_logp);
   a.adv = arr(in.advantages);
@@ -469,22 +482,36 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
 
 #if defined(GRPOKIT_CUDA_EMULATE)
   (void)stream;
-  if (in.logp.dtype == DType::Float32) launch<float>(a, nullptr);
-  else if (in.logp.dtype == DType::Float64) launch<double>(a, nullptr);
+  if (in.logp.dtype == DType::Float32)
+    launch<float>(a, nullptr);
+  else if (in.logp.dtype == DType::Float64)
+    launch<double>(a, nullptr);
 #if defined(GRPOKIT_EMULATE_HALF)
-  else if (in.logp.dtype == DType::BFloat16) launch<__nv_bfloat16>(a, nullptr);
-  else if (in.logp.dtype == DType::Float16) launch<__half>(a, nullptr);
+  else if (in.logp.dtype == DType::BFloat16)
+    launch<__nv_bfloat16>(a, nullptr);
+  else if (in.logp.dtype == DType::Float16)
+    launch<__half>(a, nullptr);
 #endif
-  else type_error("emulation: float32/float64 only");
+  else
+    type_error("emulation: float32/float64 only");
 #else
   DeviceGuard guard(in.logp.device.index);
   const cudaStream_t s = as_stream(stream);
   switch (in.logp.dtype) {
-    case DType::Float32: launch<float>(a, s); break;
-    case DType::Float64: launch<double>(a, s); break;
-    case DType::BFloat16: launch<__nv_bfloat16>(a, s); break;
-    case DType::Float16: launch<__half>(a, s); break;
-    default: type_error("logp: unsupported dtype ", dtype_name(in.logp.dtype));
+    case DType::Float32:
+      launch<float>(a, s);
+      break;
+    case DType::Float64:
+      launch<double>(a, s);
+      break;
+    case DType::BFloat16:
+      launch<__nv_bfloat16>(a, s);
+      break;
+    case DType::Float16:
+      launch<__half>(a, s);
+      break;
+    default:
+      type_error("logp: unsupported dtype ", dtype_name(in.logp.dtype));
   }
   check_launch("policy_loss");
 #endif

@@ -83,18 +83,36 @@ struct Args {
 
 // ---- element access ------------------------------------------------------------------------------
 
-template <class T> struct Compute { using type = float; };
-template <> struct Compute<double> { using type = double; };
+template <class T>
+struct Compute {
+  using type = float;
+};
+template <>
+struct Compute<double> {
+  using type = double;
+};
 
 __device__ __forceinline__ float to_c(float x) { return x; }
 __device__ __forceinline__ double to_c(double x) { return x; }
-template <class T> __device__ __forceinline__ T from_c(float v) { return static_cast<T>(v); }
-template <class T> __device__ __forceinline__ T from_c(double v) { return static_cast<T>(v); }
+template <class T>
+__device__ __forceinline__ T from_c(float v) {
+  return static_cast<T>(v);
+}
+template <class T>
+__device__ __forceinline__ T from_c(double v) {
+  return static_cast<T>(v);
+}
 #if !defined(GRPOKIT_CUDA_EMULATE) || defined(GRPOKIT_EMULATE_HALF)  // the emulator's host structs
 __device__ __forceinline__ float to_c(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_c(__half x) { return __half2float(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_c<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
-template <> __device__ __forceinline__ __half from_c<__half>(float v) { return __float2half(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_c<__nv_bfloat16>(float v) {
+  return __float2bfloat16(v);
+}
+template <>
+__device__ __forceinline__ __half from_c<__half>(float v) {
+  return __float2half(v);
+}
 #endif
 
 struct RowRange {

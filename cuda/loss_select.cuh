@@ -34,8 +34,10 @@ struct SelectState {  // in the workspace, after the global fields (loss_workspa
 constexpr int64_t kSelectDoubles = (sizeof(SelectState) + sizeof(double) - 1) / sizeof(double);
 
 // Keys: x < y ⇔ key(x) < key(y) for non-NaN values; −0 is folded into +0 (they compare equal).
-template <class C> struct RadixKey;
-template <> struct RadixKey<float> {
+template <class C>
+struct RadixKey;
+template <>
+struct RadixKey<float> {
   static constexpr int kBits = 32;
   __device__ static unsigned long long of(float x) {
     if (x == 0.0f) x = 0.0f;
@@ -51,7 +53,8 @@ template <> struct RadixKey<float> {
     return static_cast<double>(x);
   }
 };
-template <> struct RadixKey<double> {
+template <>
+struct RadixKey<double> {
   static constexpr int kBits = 64;
   __device__ static unsigned long long of(double x) {
     if (x == 0.0) x = 0.0;
@@ -74,7 +77,8 @@ __device__ __forceinline__ unsigned long long high_bits(unsigned long long k, in
 // One block: the ranks from the call's valid-token count (counts_kernel's n_tok).
 __global__ void __launch_bounds__(kReduceThreads) select_init_kernel(const Args a) {
   SelectState* sel = a.esel;
-  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x) sel->hist[k / kRadixBins][k % kRadixBins] = 0ull;
+  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x)
+    sel->hist[k / kRadixBins][k % kRadixBins] = 0ull;
   if (threadIdx.x != 0) return;
   const double n = a.glob[gNTok];
   sel->prefix[0] = sel->prefix[1] = 0ull;
@@ -82,7 +86,8 @@ __global__ void __launch_bounds__(kReduceThreads) select_init_kernel(const Args 
   sel->threshold = -INFINITY;
   sel->targets = 0;
   if (!(n >= 1.0)) return;
-  const math::QuantilePosition qp = math::quantile_position(1.0 - a.s.top_entropy_quantile, static_cast<int64_t>(n));
+  const math::QuantilePosition qp =
+      math::quantile_position(1.0 - a.s.top_entropy_quantile, static_cast<int64_t>(n));
   sel->frac = qp.frac;
   sel->targets = qp.hi == qp.lo ? 1 : 2;
   sel->rank[0] = static_cast<unsigned long long>(qp.lo);
@@ -147,7 +152,8 @@ __global__ void __launch_bounds__(kReduceThreads) select_pick_kernel(const Args 
     }
   }
   __syncthreads();
-  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x) sel->hist[k / kRadixBins][k % kRadixBins] = 0ull;
+  for (int k = threadIdx.x; k < 2 * kRadixBins; k += blockDim.x)
+    sel->hist[k / kRadixBins][k % kRadixBins] = 0ull;
 }
 
 __device__ __forceinline__ bool entropy_kept(const Args& a, double h) {

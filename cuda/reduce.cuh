@@ -6,9 +6,24 @@
 namespace grpokit {
 namespace cuda {
 
-struct Sum { template <class V> __device__ V operator()(V x, V y) const { return x + y; } };
-struct Min { template <class V> __device__ V operator()(V x, V y) const { return y < x ? y : x; } };
-struct Max { template <class V> __device__ V operator()(V x, V y) const { return y > x ? y : x; } };
+struct Sum {
+  template <class V>
+  __device__ V operator()(V x, V y) const {
+    return x + y;
+  }
+};
+struct Min {
+  template <class V>
+  __device__ V operator()(V x, V y) const {
+    return y < x ? y : x;
+  }
+};
+struct Max {
+  template <class V>
+  __device__ V operator()(V x, V y) const {
+    return y > x ? y : x;
+  }
+};
 
 // Reduces K values per thread over the block; the results are in thread 0's v. blockDim.x is a
 // multiple of 32; `smem` holds K × 32 values.

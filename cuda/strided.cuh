@@ -4,8 +4,8 @@
 // array carries its dtype and every read converts to double: the arithmetic is the CPU engine's
 // (double), and the kernels are not instantiated per dtype combination.
 //
-// Host-emulatable: with GRPOKIT_CUDA_EMULATE (tests/cuda_emulation/cuda_emulator.hpp) no CUDA header is needed and
-// half precision is left out.
+// Host-emulatable: with GRPOKIT_CUDA_EMULATE (tests/cuda_emulation/cuda_emulator.hpp) no CUDA header is
+// needed and half precision is left out.
 #pragma once
 
 #if !defined(GRPOKIT_CUDA_EMULATE)
@@ -18,7 +18,6 @@
 #include <cstdint>
 
 #include "grpokit/tensor.hpp"
-
 
 namespace grpokit {
 namespace cuda {
@@ -57,15 +56,22 @@ inline Out out_of(const TensorView& v) { return view_of<Out>(v); }
 __device__ inline double real_at(const In& a, int64_t i, int64_t j = 0) {
   const int64_t off = i * a.s0 + j * a.s1;
   switch (a.dt) {
-    case DType::Float64: return static_cast<const double*>(a.p)[off];
-    case DType::Float32: return static_cast<double>(static_cast<const float*>(a.p)[off]);
+    case DType::Float64:
+      return static_cast<const double*>(a.p)[off];
+    case DType::Float32:
+      return static_cast<double>(static_cast<const float*>(a.p)[off]);
 #if !defined(GRPOKIT_CUDA_EMULATE)
-    case DType::BFloat16: return static_cast<double>(__bfloat162float(static_cast<const __nv_bfloat16*>(a.p)[off]));
-    case DType::Float16: return static_cast<double>(__half2float(static_cast<const __half*>(a.p)[off]));
+    case DType::BFloat16:
+      return static_cast<double>(__bfloat162float(static_cast<const __nv_bfloat16*>(a.p)[off]));
+    case DType::Float16:
+      return static_cast<double>(__half2float(static_cast<const __half*>(a.p)[off]));
 #endif
-    case DType::Int32: return static_cast<double>(static_cast<const int32_t*>(a.p)[off]);
-    case DType::Int64: return static_cast<double>(static_cast<const int64_t*>(a.p)[off]);
-    default: return NAN;
+    case DType::Int32:
+      return static_cast<double>(static_cast<const int32_t*>(a.p)[off]);
+    case DType::Int64:
+      return static_cast<double>(static_cast<const int64_t*>(a.p)[off]);
+    default:
+      return NAN;
   }
 }
 
@@ -80,12 +86,18 @@ __device__ inline bool flag_at(const In& m, int64_t i, int64_t j) {
   switch (m.dt) {
     case DType::Bool:
     case DType::UInt8:
-    case DType::Int8: return static_cast<const int8_t*>(m.p)[off] != 0;
-    case DType::Int32: return static_cast<const int32_t*>(m.p)[off] != 0;
-    case DType::Int64: return static_cast<const int64_t*>(m.p)[off] != 0;
-    case DType::Float32: return static_cast<const float*>(m.p)[off] != 0.0f;
-    case DType::Float64: return static_cast<const double*>(m.p)[off] != 0.0;
-    default: return false;
+    case DType::Int8:
+      return static_cast<const int8_t*>(m.p)[off] != 0;
+    case DType::Int32:
+      return static_cast<const int32_t*>(m.p)[off] != 0;
+    case DType::Int64:
+      return static_cast<const int64_t*>(m.p)[off] != 0;
+    case DType::Float32:
+      return static_cast<const float*>(m.p)[off] != 0.0f;
+    case DType::Float64:
+      return static_cast<const double*>(m.p)[off] != 0.0;
+    default:
+      return false;
   }
 }
 
@@ -93,14 +105,25 @@ __device__ inline bool flag_at(const In& m, int64_t i, int64_t j) {
 __device__ inline void store(const Out& o, int64_t i, int64_t j, double v) {
   const int64_t off = i * o.s0 + j * o.s1;
   switch (o.dt) {
-    case DType::Float64: static_cast<double*>(o.p)[off] = v; break;
-    case DType::Float32: static_cast<float*>(o.p)[off] = static_cast<float>(v); break;
+    case DType::Float64:
+      static_cast<double*>(o.p)[off] = v;
+      break;
+    case DType::Float32:
+      static_cast<float*>(o.p)[off] = static_cast<float>(v);
+      break;
 #if !defined(GRPOKIT_CUDA_EMULATE)
-    case DType::BFloat16: static_cast<__nv_bfloat16*>(o.p)[off] = __double2bfloat16(v); break;
-    case DType::Float16: static_cast<__half*>(o.p)[off] = __double2half(v); break;
+    case DType::BFloat16:
+      static_cast<__nv_bfloat16*>(o.p)[off] = __double2bfloat16(v);
+      break;
+    case DType::Float16:
+      static_cast<__half*>(o.p)[off] = __double2half(v);
+      break;
 #endif
-    case DType::Bool: static_cast<bool*>(o.p)[off] = v != 0.0; break;
-    default: break;
+    case DType::Bool:
+      static_cast<bool*>(o.p)[off] = v != 0.0;
+      break;
+    default:
+      break;
   }
 }
 
@@ -125,7 +148,9 @@ __device__ void block_reduce(double (&v)[K], double* smem, const char* ops) {
 }
 
 // Grid-stride loop bounds: kernels never assume the launch size.
-__device__ inline int64_t first_index() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ inline int64_t first_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
 __device__ inline int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 inline unsigned grid_for(int64_t n, int threads) {

@@ -107,10 +107,13 @@ ax.legend(fontsize=7);
 `grpokit demo` trains a tiny autoregressive policy on a task whose reward is **blind to length**
 (the first token answers a question; filler tokens follow until EOS), under several variants with
 AdamW and μ inner steps per batch. Gradients come from the engine. Here with a smaller budget."""),
-        code(SETUP + """
+        code(
+            SETUP
+            + """
 import os, tempfile
 from grpokit import demo
-out = os.environ.get("GRPOKIT_NOTEBOOK_OUT") or tempfile.mkdtemp()"""),
+out = os.environ.get("GRPOKIT_NOTEBOOK_OUT") or tempfile.mkdtemp()"""
+        ),
         code("""
 cfg = demo.DemoConfig(steps=25, inner_steps=4, progress=False, out_dir=os.path.join(out, "demo"))
 runs, paths = demo.run_demo(cfg)
@@ -229,9 +232,12 @@ ax.legend();
 Adam's update m̂/(√v̂ + ϵ) does not change when every gradient is scaled by φ — as long as ϵ ≪ √v̂
 (Prop. 2). Where ρ = ϵ/√v̂ is not small, ϵ dominates and the step scales with the rewards. The
 diagnostic reads the optimizer's real state; the replay confirms its prediction."""),
-        code(SETUP + """
+        code(
+            SETUP
+            + """
 import torch
-_ = torch.manual_seed(0)"""),
+_ = torch.manual_seed(0)"""
+        ),
         code("""
 # A tiny softmax policy over 6 outputs, REINFORCE-style loss with centred (not σ-normalised) rewards.
 def make(eps):
@@ -276,9 +282,12 @@ fig = replay.plot()
 Once a token's ratio leaves the clip region its advantage gradient is 0, but Adam keeps moving the
 parameters: the step k steps later is C_{T,k} ≈ (β1/√β2)^(k+1) times the last one (Props 3, 7). With
 μ > 1 inner steps per batch the ratios therefore overshoot the bound."""),
-        code(SETUP + """
+        code(
+            SETUP
+            + """
 import torch
-from grpokit import diagnostics as dg"""),
+from grpokit import diagnostics as dg"""
+        ),
         md("## Overshoot coefficient against β1/√β2"),
         code("""
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -349,8 +358,11 @@ fig = look.plot()
 GRPO's expected update stops at π(o)·[1 − (P_G(o|π) − E_π P_G)/β] = π_ref(o) (Vojnovic & Yun), not at
 RLHF's logarithmic pooling π ∝ π_ref·exp(r/β). `grpokit.stationary` solves it and draws the paper's
 figures."""),
-        code(SETUP + """
-from grpokit import stationary as st"""),
+        code(
+            SETUP
+            + """
+from grpokit import stationary as st"""
+        ),
         md("## The paper's figures"),
         code("""
 fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -379,9 +391,12 @@ ax = st.plot_binary_comparison(beta=0.5)
 `loss=` takes any preset (here the paper's Dr GRPO row, without its KL term: `loss_options` overrides
 the preset, and TRL computes no reference log-probabilities with its default `beta=0`).
 `DiagnosticsCallback` adds grpokit's diagnostics to the trainer's logs (keys `grpokit/...`): clip region
-per inner step, Adam overshoot, ε-dominance, prefix bias. A tiny local model (a 2-layer Qwen2 built from a config, a word-level
+per inner step, Adam overshoot, ε-dominance, prefix bias. A tiny local model (a 2-layer Qwen2 built from a
+config, a word-level
 tokenizer: no downloads) trains for a few steps on a programmatic reward."""),
-        code(SETUP + """
+        code(
+            SETUP
+            + """
 import os, tempfile, warnings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -392,7 +407,8 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from trl import GRPOConfig
 from grpokit.integrations.trl import DiagnosticsCallback, GRPOTrainer
 _ = torch.manual_seed(0)
-out = os.environ.get("GRPOKIT_NOTEBOOK_OUT") or tempfile.mkdtemp()"""),
+out = os.environ.get("GRPOKIT_NOTEBOOK_OUT") or tempfile.mkdtemp()"""
+        ),
         code("""
 words = ["a", "b", "c", "d", "e", "f", "g", "h"]
 tok = Tokenizer(models.WordLevel(vocab={"<pad>": 0, "<eos>": 1, **{w: i + 2 for i, w in enumerate(words)}},

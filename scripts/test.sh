@@ -33,6 +33,10 @@ python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,ben
   --config-settings=cmake.define.GRPOKIT_CUDA="${GRPOKIT_CUDA:-AUTO}" \
   --config-settings=cmake.define.GRPOKIT_BUILD_TESTS=ON
 
+echo "== style: ruff (lint + format) and clang-format, as configured in pyproject.toml and .clang-format"
+python -m pip install -q "ruff==0.17.6" "clang-format==23.1.5"
+bash scripts/lint.sh
+
 BUILD_DIR=$(ls -d build/cp*/ | tail -n 1)
 echo "== grpokit info"
 grpokit info

@@ -77,8 +77,8 @@ StdScope parse_std_scope(const std::string& name) {
   value_error("std_scope: expected one of 'group', 'batch', got '", name, "'");
 }
 
-void check_advantage_args(const TensorView& rewards, const TensorView& group_ids,
-                          const AdvantageOptions& opt, const TensorView& out) {
+void check_advantage_args(const TensorView& rewards, const TensorView& group_ids, const AdvantageOptions& opt,
+                          const TensorView& out) {
   check_ndim(rewards, "rewards", {1});
   check_dtype(rewards, "rewards", {DType::Float32, DType::Float64});
   const int64_t B = rewards.shape[0];
@@ -97,8 +97,9 @@ void check_advantage_args(const TensorView& rewards, const TensorView& group_ids
       value_error("group_size: the batch of ", B, " rewards is not a whole number of groups of ",
                   opt.group_size, "; pass group_ids for uneven groups");
     if (opt.group_size < 2 && needs_two_per_group(opt))
-      value_error("group_size: groups of 1 completion have no spread; std normalisation and "
-                  "leave-one-out baselines need at least 2 completions per group");
+      value_error(
+          "group_size: groups of 1 completion have no spread; std normalisation and "
+          "leave-one-out baselines need at least 2 completions per group");
   }
   check_shape_equal(out, "out", rewards, "rewards");
   check_dtype(out, "out", {rewards.dtype});
@@ -107,8 +108,8 @@ void check_advantage_args(const TensorView& rewards, const TensorView& group_ids
   if (out.data == rewards.data && B > 0) value_error("out: must not alias rewards");
 }
 
-void advantages_cpu(const TensorView& rewards, const TensorView& group_ids,
-                    const AdvantageOptions& opt, const TensorView& out) {
+void advantages_cpu(const TensorView& rewards, const TensorView& group_ids, const AdvantageOptions& opt,
+                    const TensorView& out) {
   check_advantage_args(rewards, group_ids, opt, out);
   check_cpu(rewards, "rewards");
   const int64_t B = rewards.shape[0];
@@ -127,7 +128,8 @@ void advantages_cpu(const TensorView& rewards, const TensorView& group_ids,
   if (needs_two_per_group(opt)) {
     for (int64_t g = 0; g < layout.num_groups(); ++g) {
       if (layout.offsets[g + 1] - layout.offsets[g] < 2)
-        value_error("group_size: group ", g, " has a single completion; std normalisation and "
+        value_error("group_size: group ", g,
+                    " has a single completion; std normalisation and "
                     "leave-one-out baselines need at least 2 completions per group");
     }
   }

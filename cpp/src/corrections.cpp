@@ -41,12 +41,16 @@ void check_log_ratio_inputs(const TensorView& trn, const TensorView& smp, const 
                             const Device& dev) {
   check_ndim(trn, "trainer_logp", {2});
   const bool gpu = dev.type != DeviceType::CPU;  // the GPU reads half precision too
-  if (gpu) check_dtype(trn, "trainer_logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
-  else check_dtype(trn, "trainer_logp", {DType::Float32, DType::Float64});
+  if (gpu)
+    check_dtype(trn, "trainer_logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
+  else
+    check_dtype(trn, "trainer_logp", {DType::Float32, DType::Float64});
   check_on(trn, "trainer_logp", dev);
   check_shape_equal(smp, "sampler_logp", trn, "trainer_logp");
-  if (gpu) check_dtype(smp, "sampler_logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
-  else check_dtype(smp, "sampler_logp", {DType::Float32, DType::Float64});
+  if (gpu)
+    check_dtype(smp, "sampler_logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
+  else
+    check_dtype(smp, "sampler_logp", {DType::Float32, DType::Float64});
   check_on(smp, "sampler_logp", dev);
   check_shape_equal(mask, "mask", trn, "trainer_logp");
   detail::check_mask_dtype(mask, "mask");
@@ -69,10 +73,12 @@ LogRatios log_ratios(const TensorView& trn, const TensorView& smp, const TensorV
       if (!read_mask(mask, i, t)) continue;
       const double a = read_real(trn, i, t), b = read_real(smp, i, t);
       if (!std::isfinite(a))
-        value_error("trainer_logp: element (", i, ", ", t, ") is ", a, " at a selected position; "
+        value_error("trainer_logp: element (", i, ", ", t, ") is ", a,
+                    " at a selected position; "
                     "log-probabilities must be finite where mask is set");
       if (std::isinf(b))
-        value_error("sampler_logp: element (", i, ", ", t, ") is ", b, " at a selected position; "
+        value_error("sampler_logp: element (", i, ", ", t, ") is ", b,
+                    " at a selected position; "
                     "log-probabilities must be finite where mask is set (NaN marks an unscored token)");
       const size_t k = r.at(i, t);
       r.sel[k] = 1;
@@ -107,17 +113,17 @@ const std::vector<std::string>& importance_metric_names() {
       "ratio_token_mean",    // verl rollout_is_mean: token-weighted masked mean of the applied weights
       "fraction_high",       // verl: raw ratio > clip_max
       "fraction_low",        // verl: raw ratio < clip_min (or 1/clip_max without clip_min)
-      "masked_fraction",     // selected tokens whose weight the mask mode set to 0 (verl rollout_is_oob_ratio)
-      "seq_masked_fraction", // sequences with at least one zeroed weight
-      "ess",                 // verl rollout_is_eff_sample_size
-      "std",                 // verl rollout_is_std
-      "batch_norm_factor",   // verl rollout_is_batch_norm_factor (1 without batch_normalize)
-      "kl",                  // verl kl: masked mean of sampler − trainer log-probs (k1 of KL(π_smp‖π_trn))
-      "k3_kl",               // verl k3_kl: masked mean of e^{lr} − lr − 1
-      "chi2_token",          // verl chi2_token: masked mean of ρ² − 1
-      "chi2_seq",            // verl chi2_seq: mean over rows of (Π ρ)² − 1
-      "logp_diff_mean",      // TRL sampling_logp_difference/mean: mean |trainer − sampler|
-      "logp_diff_max",       // TRL sampling_logp_difference/max
+      "masked_fraction",  // selected tokens whose weight the mask mode set to 0 (verl rollout_is_oob_ratio)
+      "seq_masked_fraction",  // sequences with at least one zeroed weight
+      "ess",  // verl rollout_is_eff_sample_size
+      "std",  // verl rollout_is_std
+      "batch_norm_factor",  // verl rollout_is_batch_norm_factor (1 without batch_normalize)
+      "kl",  // verl kl: masked mean of sampler − trainer log-probs (k1 of KL(π_smp‖π_trn))
+      "k3_kl",  // verl k3_kl: masked mean of e^{lr} − lr − 1
+      "chi2_token",  // verl chi2_token: masked mean of ρ² − 1
+      "chi2_seq",  // verl chi2_seq: mean over rows of (Π ρ)² − 1
+      "logp_diff_mean",  // TRL sampling_logp_difference/mean: mean |trainer − sampler|
+      "logp_diff_max",  // TRL sampling_logp_difference/max
   };
   return names;
 }
@@ -156,15 +162,17 @@ void check_importance_args(const TensorView& trainer_logp, const TensorView& sam
 }
 
 void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sampler_logp,
-                            const TensorView& mask, const ImportanceOptions& opt,
-                            const TensorView& weights, const TensorView& metrics) {
+                            const TensorView& mask, const ImportanceOptions& opt, const TensorView& weights,
+                            const TensorView& metrics) {
   check_importance(trainer_logp, sampler_logp, mask, opt, weights, metrics, Device{});
   const LogRatios r = log_ratios(trainer_logp, sampler_logp, mask);
   const int64_t B = r.B, T = r.T;
   const bool seq = opt.level == IsLevel::Sequence;
 
   // Raw and applied weights, per token (broadcast at sequence level) and per row.
-  auto apply = [&](double raw) { return math::apply_is_weight(raw, opt.mode == IsMode::Mask, opt.clip_min, opt.clip_max); };
+  auto apply = [&](double raw) {
+    return math::apply_is_weight(raw, opt.mode == IsMode::Mask, opt.clip_min, opt.clip_max);
+  };
   std::vector<double> raw_row(static_cast<size_t>(B)), w_row(static_cast<size_t>(B));
   std::vector<double> raw(r.lr.size(), 0.0), w(r.lr.size(), 0.0);
   for (int64_t i = 0; i < B; ++i) {
@@ -183,7 +191,8 @@ void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sa
   const double lower = math::is_lower_bound(opt.clip_min, upper);
   double sum_w = 0.0, wmin = kInf, wmax = -kInf, n_items = 0.0;
   if (seq) {  // every row counts (an empty row has ratio exp(0) = 1), as TRL's (B, 1) ratio
-    for (int64_t i = 0; i < B; ++i) sum_w += w_row[i], wmin = std::min(wmin, w_row[i]), wmax = std::max(wmax, w_row[i]);
+    for (int64_t i = 0; i < B; ++i)
+      sum_w += w_row[i], wmin = std::min(wmin, w_row[i]), wmax = std::max(wmax, w_row[i]);
     n_items = static_cast<double>(B);
   } else {
     for (size_t k = 0; k < w.size(); ++k)
@@ -300,11 +309,16 @@ RejectionCriterion parse_rejection_criterion(const std::string& name) {
     value_error("criteria: expected names among ", kValid, ", got '", name, "'");
   c.k = name[pos + 2] - '0';
   agg = name.substr(0, pos);
-  if (agg == "token") c.agg = RsAggregation::Token;
-  else if (agg == "seq_sum") c.agg = RsAggregation::SeqSum;
-  else if (agg == "seq_mean") c.agg = RsAggregation::SeqMean;
-  else if (agg == "seq_max" && c.k != 1) c.agg = RsAggregation::SeqMax;
-  else value_error("criteria: expected names among ", kValid, ", got '", name, "'");
+  if (agg == "token")
+    c.agg = RsAggregation::Token;
+  else if (agg == "seq_sum")
+    c.agg = RsAggregation::SeqSum;
+  else if (agg == "seq_mean")
+    c.agg = RsAggregation::SeqMean;
+  else if (agg == "seq_max" && c.k != 1)
+    c.agg = RsAggregation::SeqMax;
+  else
+    value_error("criteria: expected names among ", kValid, ", got '", name, "'");
   return c;
 }
 
@@ -326,8 +340,10 @@ void check_rejection(const TensorView& trainer_logp, const TensorView& sampler_l
   if (criteria.empty()) value_error("criteria: expected at least one rejection criterion");
   for (const auto& c : criteria) {
     if (c.k == 1 && !(c.lower > 0.0 && c.upper > 0.0 && c.lower <= c.upper))
-      value_error("thresholds: k1 criteria need ratio bounds 0 < lower <= upper, got ", c.lower, ", ", c.upper);
-    if (c.k != 1 && !(c.upper > 0.0)) value_error("thresholds: expected a positive upper bound, got ", c.upper);
+      value_error("thresholds: k1 criteria need ratio bounds 0 < lower <= upper, got ", c.lower, ", ",
+                  c.upper);
+    if (c.k != 1 && !(c.upper > 0.0))
+      value_error("thresholds: expected a positive upper bound, got ", c.upper);
   }
   check_log_ratio_inputs(trainer_logp, sampler_logp, mask, dev);
   check_shape_equal(keep, "keep", trainer_logp, "trainer_logp");
@@ -359,7 +375,8 @@ void rejection_mask_cpu(const TensorView& trainer_logp, const TensorView& sample
   for (const auto& c : criteria) {
     auto passes = [&](double s) { return math::rs_passes(c.k, s, c.lower, c.upper); };
     for (size_t k = 0; k < r.lr.size(); ++k)
-      stat[k] = r.sel[k] ? math::rs_divergence(c.k, math::clamp_log_ratio(r.lr[k], math::kVerlLogRatioBound)) : 0.0;
+      stat[k] =
+          r.sel[k] ? math::rs_divergence(c.k, math::clamp_log_ratio(r.lr[k], math::kVerlLogRatioBound)) : 0.0;
     double smin = kInf, smax = -kInf, ssum = 0.0, rejected = 0.0, rows_valid = 0.0, rows_rejected = 0.0;
     for (int64_t i = 0; i < B; ++i) {
       if (c.agg != RsAggregation::Token) {

@@ -72,7 +72,9 @@ inline float load(bf16 x) { return bits_to_float(static_cast<uint32_t>(x.bits) <
 template <class Out>
 inline Out store(float v);
 template <>
-inline float store<float>(float v) { return v; }
+inline float store<float>(float v) {
+  return v;
+}
 template <>
 inline bf16 store<bf16>(float v) {
   // Round to nearest even; NaN stays a (quiet) NaN.
@@ -84,7 +86,9 @@ inline bf16 store<bf16>(float v) {
 #if defined(__FLT16_MANT_DIG__)
 inline float load(f16 x) { return static_cast<float>(x); }
 template <>
-inline f16 store<f16>(float v) { return static_cast<f16>(v); }
+inline f16 store<f16>(float v) {
+  return static_cast<f16>(v);
+}
 #else
 // Scalar IEEE binary16 conversions for compilers without _Float16.
 inline float load(f16 x) {
@@ -111,12 +115,16 @@ inline f16 store<f16>(float v) {
 #endif
 
 template <>
-inline double store<double>(float v) { return v; }
+inline double store<double>(float v) {
+  return v;
+}
 
 template <class Out>
 inline Out store(double v);
 template <>
-inline double store<double>(double v) { return v; }
+inline double store<double>(double v) {
+  return v;
+}
 
 // The dtype the engine reports results in for logits of type In.
 template <class In>

@@ -50,7 +50,8 @@ void check_adam_state(const TensorView& exp_avg, const TensorView& exp_avg_sq, c
   check_adam_input(exp_avg, "exp_avg", exp_avg_sq, on_device);
   if (!(hp.beta1 >= 0.0 && hp.beta1 < 1.0) || !(hp.beta2 >= 0.0 && hp.beta2 < 1.0))
     value_error("betas: expected 0 <= beta < 1, got (", hp.beta1, ", ", hp.beta2, ")");
-  if (!(hp.eps >= 0.0) || !std::isfinite(hp.eps)) value_error("eps: expected a finite value >= 0, got ", hp.eps);
+  if (!(hp.eps >= 0.0) || !std::isfinite(hp.eps))
+    value_error("eps: expected a finite value >= 0, got ", hp.eps);
   if (!(hp.step >= 0.0) || hp.step != std::floor(hp.step))
     value_error("step: expected a whole number of optimizer steps >= 0, got ", hp.step);
   if (need_step && hp.step < 1.0)
@@ -64,7 +65,8 @@ void check_adam_input(const TensorView& t, const char* name, const TensorView& e
   check_place(t, name, exp_avg_sq, on_device);
 }
 
-void check_adam_output(const TensorView& out, const char* name, const TensorView& exp_avg_sq, bool on_device) {
+void check_adam_output(const TensorView& out, const char* name, const TensorView& exp_avg_sq,
+                       bool on_device) {
   check_dtype(out, name, diag::kFloatTypes);
   check_shape_equal(out, name, exp_avg_sq, "exp_avg_sq");
   check_place(out, name, exp_avg_sq, on_device);
@@ -76,14 +78,16 @@ void check_adam_phi(double phi) {
     value_error("phi: expected a finite reward scale > 0 (a negative scale reverses every step), got ", phi);
 }
 
-void check_adam_stats_options(double hist_lo, double hist_hi, int64_t hist_bins, const std::vector<double>& phis) {
+void check_adam_stats_options(double hist_lo, double hist_hi, int64_t hist_bins,
+                              const std::vector<double>& phis) {
   for (double phi : phis)
     if (!(phi > 0.0) || !std::isfinite(phi))
-      value_error("phis: reward scales must be finite and > 0 (a negative scale reverses every step), got ", phi);
+      value_error("phis: reward scales must be finite and > 0 (a negative scale reverses every step), got ",
+                  phi);
   if (hist_bins < 1 || hist_bins > (int64_t(1) << 24) || !(hist_hi > hist_lo) || !std::isfinite(hist_lo) ||
       !std::isfinite(hist_hi))
-    value_error("histogram: expected 1 <= bins <= 2^24 and finite hi > lo, got bins=", hist_bins, ", [", hist_lo,
-                ", ", hist_hi, "]");
+    value_error("histogram: expected 1 <= bins <= 2^24 and finite hi > lo, got bins=", hist_bins, ", [",
+                hist_lo, ", ", hist_hi, "]");
 }
 
 void check_adam_stats_outputs(const TensorView& out_stats, const TensorView& out_hist, size_t n_phis,
@@ -99,13 +103,12 @@ void check_adam_split_output(const TensorView& out, const TensorView& exp_avg_sq
 }
 
 AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
-                                    const AdamHyper& hp, double rho_threshold, double hist_lo,
-                                    double hist_hi, int64_t hist_bins,
-                                    const std::vector<double>& phis) {
+                                    const AdamHyper& hp, double rho_threshold, double hist_lo, double hist_hi,
+                                    int64_t hist_bins, const std::vector<double>& phis) {
   check_adam_state(exp_avg, exp_avg_sq, hp, true, false);
   check_adam_stats_options(hist_lo, hist_hi, hist_bins, phis);
   const math::AdamStatsCoefs k = math::adam_stats_coefs(hp.beta1, hp.beta2, hp.eps, hp.step, rho_threshold,
-                                                         hist_lo, hist_hi, static_cast<double>(hist_bins));
+                                                        hist_lo, hist_hi, static_cast<double>(hist_bins));
   const int64_t n = exp_avg_sq.shape[0];
   const int64_t sm = exp_avg.strides[0], sv = exp_avg_sq.strides[0];
 
@@ -124,7 +127,8 @@ AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView&
   for (int64_t c = 0; c < chunks; ++c) {
     AdamStateStats& st = part[static_cast<size_t>(c)];
     for (int64_t j = diag::chunk_begin(c, n, chunks); j < diag::chunk_begin(c + 1, n, chunks); ++j) {
-      const math::AdamCoordinate x = math::adam_coordinate(load_float(exp_avg, j * sm), load_float(exp_avg_sq, j * sv), k);
+      const math::AdamCoordinate x =
+          math::adam_coordinate(load_float(exp_avg, j * sm), load_float(exp_avg_sq, j * sv), k);
       if (x.rho_above) ++st.n_rho_above;
       st.sum_elast += x.elast;
       if (x.zero_v) {
@@ -156,8 +160,8 @@ AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView&
   return st;
 }
 
-void adam_update_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
-                     double phi, bool momentum_only_next, const TensorView& out) {
+void adam_update_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp, double phi,
+                     bool momentum_only_next, const TensorView& out) {
   check_adam_state(exp_avg, exp_avg_sq, hp, true, false);
   check_adam_phi(phi);
   check_adam_output(out, "out", exp_avg_sq, false);
@@ -187,7 +191,8 @@ void adam_rho_cpu(const TensorView& exp_avg_sq, const AdamHyper& hp, const Tenso
   for (int64_t j = 0; j < n; ++j) {
     const double rho = math::adam_rho(load_float(exp_avg_sq, j * exp_avg_sq.strides[0]), bc2, hp.eps);
     diag::store_float(out_rho, j * out_rho.strides[0], rho);
-    if (elasticity) diag::store_float(out_elasticity, j * out_elasticity.strides[0], math::reward_scale_elasticity(rho));
+    if (elasticity)
+      diag::store_float(out_elasticity, j * out_elasticity.strides[0], math::reward_scale_elasticity(rho));
   }
 }
 
@@ -239,10 +244,10 @@ AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& e
   return sp;
 }
 
-void adam_state_stats_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
-                               const AdamHyper& hp, double rho_threshold, double hist_lo,
-                               double hist_hi, const std::vector<double>& phis,
-                               const TensorView& out_stats, const TensorView& out_hist) {
+void adam_state_stats_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
+                               double rho_threshold, double hist_lo, double hist_hi,
+                               const std::vector<double>& phis, const TensorView& out_stats,
+                               const TensorView& out_hist) {
   check_adam_state(exp_avg, exp_avg_sq, hp, true, false);
   check_adam_stats_outputs(out_stats, out_hist, phis.size(), exp_avg_sq, false);
   const AdamStateStats st =
@@ -262,9 +267,9 @@ void adam_state_stats_into_cpu(const TensorView& exp_avg, const TensorView& exp_
   std::copy(st.hist.begin(), st.hist.end(), out_hist.ptr<int64_t>());
 }
 
-void adam_step_split_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
-                              const TensorView& grad, const TensorView& param, double l2,
-                              const AdamHyper& hp, const TensorView& out) {
+void adam_step_split_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const TensorView& grad,
+                              const TensorView& param, double l2, const AdamHyper& hp,
+                              const TensorView& out) {
   check_adam_state(exp_avg, exp_avg_sq, hp, false, false);
   check_adam_split_output(out, exp_avg_sq, false);
   const AdamStepSplit sp = adam_step_split_cpu(exp_avg, exp_avg_sq, grad, param, l2, hp);

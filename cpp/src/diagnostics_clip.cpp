@@ -54,7 +54,8 @@ ClipRegionStats clip_region_cpu(const TensorView& ratios, const TensorView& adva
       if (has_mask && load_int(mask, at(mask, i, t)) == 0) continue;
       const double s = load_float(ratios, at(ratios, i, t));
       if (!std::isfinite(s))
-        value_error("ratios: element (", i, ", ", t, ") is ", s, "; ratios must be finite at valid positions");
+        value_error("ratios: element (", i, ", ", t, ") is ", s,
+                    "; ratios must be finite at valid positions");
       ++st.n_valid;
       e = math::clip_excess(s, adv[i], eps_low, eps_high);
       if (e <= 0.0) continue;
@@ -75,10 +76,9 @@ ClipRegionStats clip_region_cpu(const TensorView& ratios, const TensorView& adva
   return st;
 }
 
-void loss_decomposition_cpu(const TensorView& alpha, const TensorView& ratios,
-                            const TensorView& reg, const TensorView& mask,
-                            const TensorView& advantages, int64_t group_size, double eps_low,
-                            double eps_high, const TensorView& out_group,
+void loss_decomposition_cpu(const TensorView& alpha, const TensorView& ratios, const TensorView& reg,
+                            const TensorView& mask, const TensorView& advantages, int64_t group_size,
+                            double eps_low, double eps_high, const TensorView& out_group,
                             const TensorView& out_omega_sum) {
   check_ndim(alpha, "alpha", {2});
   check_dtype(alpha, "alpha", diag::kFloatTypes);

@@ -8,8 +8,8 @@ std::vector<double> read_advantages(const TensorView& advantages, int64_t B) {
   check_dtype(advantages, "advantages", kFloatTypes);
   check_cpu(advantages, "advantages");
   if (advantages.shape[0] != B)
-    value_error("advantages: expected one advantage per completion (", B, ",), got (",
-                advantages.shape[0], ",)");
+    value_error("advantages: expected one advantage per completion (", B, ",), got (", advantages.shape[0],
+                ",)");
   std::vector<double> a(static_cast<size_t>(B));
   for (int64_t i = 0; i < B; ++i) {
     a[i] = load_float(advantages, i * advantages.strides[0]);
@@ -35,8 +35,8 @@ int64_t check_groups(int64_t B, int64_t group_size) {
   return B / group_size;
 }
 
-void check_output(const TensorView& out, const char* name, const TensorView& ref,
-                  const char* ref_name, DType dtype) {
+void check_output(const TensorView& out, const char* name, const TensorView& ref, const char* ref_name,
+                  DType dtype) {
   if (!out.defined()) value_error(name, ": an output array is required");
   check_dtype(out, name, {dtype});
   check_shape_equal(out, name, ref, ref_name);

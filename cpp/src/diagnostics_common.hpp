@@ -17,16 +17,22 @@ inline double load_float(const TensorView& t, int64_t off) {
 
 inline int64_t load_int(const TensorView& t, int64_t off) {
   switch (t.dtype) {
-    case DType::Int32: return t.ptr<const int32_t>()[off];
-    case DType::Int64: return t.ptr<const int64_t>()[off];
-    case DType::Int8: return t.ptr<const int8_t>()[off];
-    default: return t.ptr<const uint8_t>()[off];  // Bool, UInt8
+    case DType::Int32:
+      return t.ptr<const int32_t>()[off];
+    case DType::Int64:
+      return t.ptr<const int64_t>()[off];
+    case DType::Int8:
+      return t.ptr<const int8_t>()[off];
+    default:
+      return t.ptr<const uint8_t>()[off];  // Bool, UInt8
   }
 }
 
 inline void store_float(const TensorView& t, int64_t off, double x) {
-  if (t.dtype == DType::Float32) t.ptr<float>()[off] = static_cast<float>(x);
-  else t.ptr<double>()[off] = x;
+  if (t.dtype == DType::Float32)
+    t.ptr<float>()[off] = static_cast<float>(x);
+  else
+    t.ptr<double>()[off] = x;
 }
 
 // Per-coordinate passes over parameter-sized arrays are split into a fixed number of chunks that
@@ -40,8 +46,8 @@ inline int64_t chunk_begin(int64_t c, int64_t n, int64_t chunks) { return c * n 
 
 constexpr std::initializer_list<DType> kFloatTypes = {DType::Float32, DType::Float64};
 constexpr std::initializer_list<DType> kIdTypes = {DType::Int32, DType::Int64};
-constexpr std::initializer_list<DType> kMaskTypes = {DType::Bool, DType::UInt8, DType::Int8,
-                                                      DType::Int32, DType::Int64};
+constexpr std::initializer_list<DType> kMaskTypes = {DType::Bool, DType::UInt8, DType::Int8, DType::Int32,
+                                                     DType::Int64};
 
 // A (B,) float vector, checked finite, as float64.
 std::vector<double> read_advantages(const TensorView& advantages, int64_t B);

@@ -94,8 +94,7 @@ void run_group(const Writer& w, std::vector<Completion> members, double* stats) 
       mean_w.push_back(n > 0 ? shift + s / n : 0.0);
       n_valid.push_back(n);
     }
-    stats[kWeightLengthCorr] = G >= 2 ? pearson(mean_w, n_valid)
-                                      : std::numeric_limits<double>::quiet_NaN();
+    stats[kWeightLengthCorr] = G >= 2 ? pearson(mean_w, n_valid) : std::numeric_limits<double>::quiet_NaN();
   }
 
   int64_t next_node = 0;
@@ -116,8 +115,10 @@ void run_group(const Writer& w, std::vector<Completion> members, double* stats) 
     std::vector<Completion> start;
     for (const auto& c : members)
       if (c.len > 0) start.push_back(c);
-    if (start.size() == 1) write_chain(start[0], 0);
-    else if (!start.empty()) stack.push_back({0, std::move(start)});
+    if (start.size() == 1)
+      write_chain(start[0], 0);
+    else if (!start.empty())
+      stack.push_back({0, std::move(start)});
   }
   std::vector<std::pair<int64_t, size_t>> keyed;
   std::vector<double> wbuf;
@@ -169,8 +170,10 @@ void run_group(const Writer& w, std::vector<Completion> members, double* stats) 
         stats[kPrefixBias] += bias;
         stats[kPrefixAbs] += abs_sum;
       }
-      if (deeper.size() == 1) write_chain(deeper[0], t + 1);
-      else if (!deeper.empty()) children.push_back({t + 1, std::move(deeper)});
+      if (deeper.size() == 1)
+        write_chain(deeper[0], t + 1);
+      else if (!deeper.empty())
+        children.push_back({t + 1, std::move(deeper)});
       lo = hi;
     }
     for (auto it = children.rbegin(); it != children.rend(); ++it) stack.push_back(std::move(*it));
@@ -200,8 +203,7 @@ void prefix_bias_cpu(const TensorView& ids, const TensorView& mask, const Tensor
     for (int64_t i = 1; i <= B; ++i) {
       const int64_t cur = load_int(cu_seqlens, i * cu_seqlens.strides[0]);
       if (cur < prev)
-        value_error("cu_seqlens: offsets must be non-decreasing, got ", prev, " then ", cur,
-                    " at index ", i);
+        value_error("cu_seqlens: offsets must be non-decreasing, got ", prev, " then ", cur, " at index ", i);
       lay.starts.push_back(prev);
       prev = cur;
     }
@@ -263,8 +265,7 @@ void prefix_bias_cpu(const TensorView& ids, const TensorView& mask, const Tensor
 #endif
   for (int64_t g = 0; g < num_groups; ++g) {
     double stats[kPrefixGroupStats];
-    run_group(w, std::vector<Completion>(all.begin() + g * group_size,
-                                         all.begin() + (g + 1) * group_size),
+    run_group(w, std::vector<Completion>(all.begin() + g * group_size, all.begin() + (g + 1) * group_size),
               stats);
     for (int k = 0; k < kPrefixGroupStats; ++k) gstats[g * gs0 + k * gs1] = stats[k];
   }

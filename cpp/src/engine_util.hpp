@@ -30,19 +30,27 @@ inline bool read_mask(const TensorView& m, int64_t i, int64_t j) {
   const int64_t off = i * m.strides[0] + j * m.strides[1];
   switch (m.dtype) {
     case DType::Bool:
-    case DType::UInt8: return m.ptr<const uint8_t>()[off] != 0;
-    case DType::Int8: return m.ptr<const int8_t>()[off] != 0;
-    case DType::Int32: return m.ptr<const int32_t>()[off] != 0;
-    case DType::Int64: return m.ptr<const int64_t>()[off] != 0;
-    case DType::Float32: return m.ptr<const float>()[off] != 0.0f;
-    case DType::Float64: return m.ptr<const double>()[off] != 0.0;
-    default: return false;
+    case DType::UInt8:
+      return m.ptr<const uint8_t>()[off] != 0;
+    case DType::Int8:
+      return m.ptr<const int8_t>()[off] != 0;
+    case DType::Int32:
+      return m.ptr<const int32_t>()[off] != 0;
+    case DType::Int64:
+      return m.ptr<const int64_t>()[off] != 0;
+    case DType::Float32:
+      return m.ptr<const float>()[off] != 0.0f;
+    case DType::Float64:
+      return m.ptr<const double>()[off] != 0.0;
+    default:
+      return false;
   }
 }
 
 inline void check_mask_dtype(const TensorView& m, const char* name) {
-  check_dtype(m, name, {DType::Bool, DType::UInt8, DType::Int8, DType::Int32, DType::Int64,
-                        DType::Float32, DType::Float64});
+  check_dtype(
+      m, name,
+      {DType::Bool, DType::UInt8, DType::Int8, DType::Int32, DType::Int64, DType::Float32, DType::Float64});
 }
 
 inline void write_real(const TensorView& t, int64_t i, int64_t j, double v) {

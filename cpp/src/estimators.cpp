@@ -15,7 +15,6 @@ namespace grpokit {
 namespace {
 
 using detail::GroupLayout;
-using detail::is_otb;
 using detail::needs_groups;
 using detail::read_mask;
 using detail::read_real;
@@ -35,8 +34,11 @@ std::vector<double> combined_rewards(const TensorView& r, const TensorView& weig
     for (int64_t k = 0; k < K; ++k) {
       const double v = read_real(r, i, k);
       if (std::isinf(v)) {
-        if (r.ndim == 2) value_error("rewards: element (", i, ", ", k, ") is ", v, "; rewards must be finite (NaN marks an unscorable reward)");
-        value_error("rewards: element ", i, " is ", v, "; rewards must be finite (NaN marks an unscorable completion)");
+        if (r.ndim == 2)
+          value_error("rewards: element (", i, ", ", k, ") is ", v,
+                      "; rewards must be finite (NaN marks an unscorable reward)");
+        value_error("rewards: element ", i, " is ", v,
+                    "; rewards must be finite (NaN marks an unscorable completion)");
       }
       if (math::is_nan(v)) continue;
       sum += (weights.defined() ? read_real(weights, k) : 1.0) * v;
@@ -61,7 +63,8 @@ std::vector<double> row_lengths(const EstimatorInputs& in, int64_t B) {
       const double v = in.lengths.dtype == DType::Int32 || in.lengths.dtype == DType::Int64
                            ? static_cast<double>(detail::read_int(in.lengths, i))
                            : read_real(in.lengths, i);
-      if (!(v >= 0.0) || std::isinf(v)) value_error("lengths: element ", i, " is ", v, "; expected a finite length >= 0");
+      if (!(v >= 0.0) || std::isinf(v))
+        value_error("lengths: element ", i, " is ", v, "; expected a finite length >= 0");
       L[i] = v;
     }
   }
@@ -96,8 +99,7 @@ double group_std(const std::vector<double>& x, const int64_t* members, int64_t n
 }
 
 // The final batch normalisation over rows whose value is not NaN; NaN rows end as 0.
-void batch_normalise(std::vector<double>& A, const std::vector<double>& L, BatchNorm how,
-                     double final_eps) {
+void batch_normalise(std::vector<double>& A, const std::vector<double>& L, BatchNorm how, double final_eps) {
   const size_t B = A.size();
   if (how == BatchNorm::Standardise) {
     // TRL: (x − nanmean) / (nanstd + eps), nanstd with Bessel's correction; one value → NaN → 0.
@@ -115,8 +117,10 @@ void batch_normalise(std::vector<double>& A, const std::vector<double>& L, Batch
     for (size_t i = 0; i < B; ++i)
       if (!math::is_nan(A[i])) sum += L[i] * A[i], n += L[i];
     if (n <= 1.0)
-      value_error("mask: masked whitening needs more than one selected token over the scorable "
-                  "completions, got ", n);
+      value_error(
+          "mask: masked whitening needs more than one selected token over the scorable "
+          "completions, got ",
+          n);
     const double mean = math::verl_masked_mean(sum, n);
     double ss = 0.0;
     for (size_t i = 0; i < B; ++i)
@@ -210,7 +214,8 @@ std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& o
           bool any = false;
           for (int64_t k = 0; k < layout.size(g); ++k) any = any || !math::is_nan(R[m[k]]);
           if (any)
-            value_error("lengths: group ", g, " has total length 0; the OPO baseline Σ L_j R_j / Σ L_j "
+            value_error("lengths: group ", g,
+                        " has total length 0; the OPO baseline Σ L_j R_j / Σ L_j "
                         "is undefined");
           continue;
         }
@@ -341,8 +346,7 @@ void token_estimator(const EstimatorInputs& in, const EstimatorOptions& opt, con
         if (tr.on(i, t)) sum += G[i * T + t], n += 1.0;
       }
     }
-    if (n <= 1.0)
-      value_error("mask: masked whitening needs more than one selected token, got ", n);
+    if (n <= 1.0) value_error("mask: masked whitening needs more than one selected token, got ", n);
     const double mean = math::verl_masked_mean(sum, n);
     double ss = 0.0;
     for (size_t k = 0; k < A.size(); ++k)
@@ -385,15 +389,19 @@ void token_estimator(const EstimatorInputs& in, const EstimatorOptions& opt, con
       std::fill(den.begin(), den.end(), 0.0);
       for (int64_t i : rows)
         for (int64_t t = 0; t < T; ++t)
-          if (tr.on(i, t)) num[slot[i * T + t]] += G[i * T + t] * W[i * T + t], den[slot[i * T + t]] += W[i * T + t];
+          if (tr.on(i, t))
+            num[slot[i * T + t]] += G[i * T + t] * W[i * T + t], den[slot[i * T + t]] += W[i * T + t];
       // Zero tail: past the second-longest completion only the longest one remains, and its own
       // return would be its baseline; verl zeroes the baseline there instead.
       int64_t longest = -1, count_max = 0;
       double lmax = -1.0, lsecond = -1.0;
       for (int64_t i : rows) {
-        if (L[i] > lmax) lsecond = lmax, lmax = L[i], longest = i, count_max = 1;
-        else if (L[i] == lmax) ++count_max, lsecond = L[i];
-        else if (L[i] > lsecond) lsecond = L[i];
+        if (L[i] > lmax)
+          lsecond = lmax, lmax = L[i], longest = i, count_max = 1;
+        else if (L[i] == lmax)
+          ++count_max, lsecond = L[i];
+        else if (L[i] > lsecond)
+          lsecond = L[i];
       }
       const bool alone = rows.size() == 1;  // verl: a single trajectory keeps its return
       for (int64_t i : rows) {
@@ -418,9 +426,8 @@ void token_estimator(const EstimatorInputs& in, const EstimatorOptions& opt, con
 
 }  // namespace
 
-
-void estimator_advantages_cpu(const EstimatorInputs& in, const EstimatorOptions& opt,
-                              const TensorView& out, const TensorView& returns) {
+void estimator_advantages_cpu(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
+                              const TensorView& returns) {
   detail::check_estimator_inputs(in, opt, out, returns, Device{});
   if (is_token_estimator(opt.estimator)) {
     token_estimator(in, opt, out, returns);

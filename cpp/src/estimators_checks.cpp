@@ -1,5 +1,6 @@
 // Advantage estimators: their names, and the checks every backend runs before it reads an array (the
-// CPU engine checks values too; the CUDA launchers call check_estimator_args). The estimators: estimators.cpp.
+// CPU engine checks values too; the CUDA launchers call check_estimator_args). The estimators:
+// estimators.cpp.
 #include <cmath>
 #include <string>
 
@@ -10,10 +11,9 @@
 namespace grpokit {
 namespace {
 
-using detail::is_otb;
+using detail::needs_groups;
 using detail::read_mask;
 using detail::read_real;
-using detail::needs_groups;
 
 struct NamedEstimator {
   const char* name;
@@ -108,7 +108,8 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
       value_error("mask: expected ", B, " rows (one per completion), got shape ", in.mask.shape_str());
     if (r.ndim == 2) check_shape_equal(r, "rewards", in.mask, "mask");
     if (in.reward_weights.defined())
-      value_error("reward_weights: estimator '", est, "' takes token rewards (B, T), not several "
+      value_error("reward_weights: estimator '", est,
+                  "' takes token rewards (B, T), not several "
                   "reward functions; combine them first");
     check_shape_equal(out, "out", in.mask, "mask");
     if (returns.defined()) {
@@ -171,9 +172,10 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     value_error("baseline_rewards: only estimator 'remax' takes greedy baseline rewards");
   }
 
-  if (is_otb(opt.estimator)) {
+  if (is_optimal_token_baseline(opt.estimator)) {
     if (!in.logp.defined() || !in.sum_pi_squared.defined())
-      value_error("logp, sum_pi_squared: estimator '", est, "' needs the (B, T) "
+      value_error("logp, sum_pi_squared: estimator '", est,
+                  "' needs the (B, T) "
                   "log-probabilities of the sampled tokens and Σπ² per position");
     check_token_array(in.logp, "logp", in.mask, dev);
     check_token_array(in.sum_pi_squared, "sum_pi_squared", in.mask, dev);
@@ -187,8 +189,9 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     // KL in the reward (TRL RLOOTrainer): the log-probs are needed when beta != 0, unused otherwise.
     if (!std::isfinite(opt.kl_beta)) value_error("beta: expected a finite value, got ", opt.kl_beta);
     if (opt.kl_beta != 0.0 && (!in.logp.defined() || !in.ref_logp.defined() || !in.mask.defined()))
-      value_error("logp, ref_logp: estimator 'rloo' with beta != 0 needs the (B, T) log-probs of the "
-                  "policy and the reference, and the mask");
+      value_error(
+          "logp, ref_logp: estimator 'rloo' with beta != 0 needs the (B, T) log-probs of the "
+          "policy and the reference, and the mask");
     if (in.logp.defined() || in.ref_logp.defined()) {
       if (!in.mask.defined()) value_error("mask: logp and ref_logp need the (B, T) mask");
       for (const auto& [t, name] : {std::pair{in.logp, "logp"}, std::pair{in.ref_logp, "ref_logp"}}) {
@@ -200,8 +203,9 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     if (in.sum_pi_squared.defined() || in.is_weights.defined())
       value_error("sum_pi_squared, is_weights: only the optimal-token-baseline estimators take them");
   } else if (in.logp.defined() || in.sum_pi_squared.defined() || in.is_weights.defined()) {
-    value_error("logp, sum_pi_squared, is_weights: only the optimal-token-baseline estimators (and "
-                "'rloo', for its KL in the reward) take them");
+    value_error(
+        "logp, sum_pi_squared, is_weights: only the optimal-token-baseline estimators (and "
+        "'rloo', for its KL in the reward) take them");
   }
   if (in.ref_logp.defined() && opt.estimator != Estimator::Rloo)
     value_error("ref_logp: only estimator 'rloo' takes reference log-probs (KL in the reward)");
@@ -210,7 +214,8 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
                 opt.reward_clip_max, ")");
 
   if (opt.estimator == Estimator::Opo && !in.mask.defined() && !in.lengths.defined())
-    value_error("lengths: estimator 'opo' weighs rewards by completion length; pass mask (B, T) or lengths (B,)");
+    value_error(
+        "lengths: estimator 'opo' weighs rewards by completion length; pass mask (B, T) or lengths (B,)");
   if (opt.estimator == Estimator::ReinforcePP && !(std::isfinite(opt.gamma) && opt.gamma >= 0.0))
     value_error("gamma: expected a finite discount >= 0, got ", opt.gamma);
   if (opt.estimator == Estimator::Gpg && !(std::isfinite(opt.f_norm) && opt.f_norm != 0.0))
@@ -223,10 +228,6 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
 }  // namespace
 
 namespace detail {
-
-bool is_otb(Estimator e) {
-  return e == Estimator::OptimalTokenBaseline || e == Estimator::TirOptimalTokenBaseline;
-}
 
 bool needs_groups(Estimator e) { return e != Estimator::ReinforcePP && e != Estimator::Remax; }
 
@@ -251,8 +252,12 @@ const char* estimator_name(Estimator e) {
   return "?";
 }
 
+bool is_optimal_token_baseline(Estimator e) {
+  return e == Estimator::OptimalTokenBaseline || e == Estimator::TirOptimalTokenBaseline;
+}
+
 bool is_token_estimator(Estimator e) {
-  return e == Estimator::ReinforcePP || e == Estimator::Remax || is_otb(e);
+  return e == Estimator::ReinforcePP || e == Estimator::Remax || is_optimal_token_baseline(e);
 }
 
 BatchNorm parse_batch_norm(const std::string& name) {

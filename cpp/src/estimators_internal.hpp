@@ -6,7 +6,6 @@
 namespace grpokit {
 namespace detail {
 
-bool is_otb(Estimator e);        // the optimal-token-baseline family
 bool needs_groups(Estimator e);  // every estimator but the token-level REINFORCE++ and ReMax
 // check_estimator_args on `dev`: the CPU engine passes Device{} (CPU: values are checked too)
 void check_estimator_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,

@@ -52,8 +52,8 @@ void check_common(const LinearLogprobArgs& in) {
   check_dtype(in.weight, "weight", {in.hidden.dtype});
   check_same_device(in.weight, "weight", in.hidden, "hidden");
   if (in.weight.shape[1] != in.hidden.shape[1])
-    value_error("weight: expected shape (V, ", in.hidden.shape[1],
-                ") (the hidden size of hidden), got ", in.weight.shape_str());
+    value_error("weight: expected shape (V, ", in.hidden.shape[1], ") (the hidden size of hidden), got ",
+                in.weight.shape_str());
   if (in.weight.shape[0] == 0) value_error("weight: the vocabulary dimension is empty");
   if (!(in.temperature > 0.0) || std::isinf(in.temperature))
     value_error("temperature: expected a finite value > 0, got ", in.temperature);
@@ -143,7 +143,8 @@ void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorVi
       const int64_t r = r0 + i;
       const double l = st[i].lse();
       err.finite_lse(r, l);  // written all the same: the error is raised after the loop
-      write_real<T>(logp, r * logp.strides[0], math::token_logp(static_cast<double>(z_y[i]), static_cast<double>(l)));
+      write_real<T>(logp, r * logp.strides[0],
+                    math::token_logp(static_cast<double>(z_y[i]), static_cast<double>(l)));
       write_real<T>(lse, r * lse.strides[0], l);
       if (entropy.defined()) write_real<T>(entropy, r * entropy.strides[0], st[i].entropy());
       if constexpr (kSq) write_real<T>(sum_sq, r * sum_sq.strides[0], st[i].sum_sq_probs());
@@ -154,8 +155,8 @@ void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorVi
 
 template <class T>
 void backward(const LinearLogprobArgs& in, const TensorView& lse, const TensorView& entropy,
-              const TensorView& grad_logp, const TensorView& grad_entropy,
-              const TensorView& grad_hidden, const TensorView& grad_weight) {
+              const TensorView& grad_logp, const TensorView& grad_entropy, const TensorView& grad_hidden,
+              const TensorView& grad_weight) {
   LogitTiles<T> tiles(in);
   const int64_t N = tiles.N, H = tiles.H, V = tiles.V;
   const T inv_t = static_cast<T>(1.0 / in.temperature);
@@ -201,10 +202,8 @@ void check_linear_token_logprobs_args(const LinearLogprobArgs& in, const TensorV
 }
 
 void check_linear_token_logprobs_backward_args(const LinearLogprobArgs& in, const TensorView& lse,
-                                               const TensorView& entropy,
-                                               const TensorView& grad_logp,
-                                               const TensorView& grad_entropy,
-                                               const TensorView& grad_hidden,
+                                               const TensorView& entropy, const TensorView& grad_logp,
+                                               const TensorView& grad_entropy, const TensorView& grad_hidden,
                                                const TensorView& grad_weight) {
   check_common(in);
   const DType rd = result_dtype(in.hidden.dtype);
@@ -214,12 +213,12 @@ void check_linear_token_logprobs_backward_args(const LinearLogprobArgs& in, cons
   if (grad_entropy.defined()) {
     check_per_token(grad_entropy, "grad_entropy", in.hidden, {DType::Float32, DType::Float64}, false);
     if (!entropy.defined())
-      value_error("entropy: the forward's entropy is needed for a gradient through the entropy; "
-                  "run the forward with entropy=True");
+      value_error(
+          "entropy: the forward's entropy is needed for a gradient through the entropy; "
+          "run the forward with entropy=True");
     check_per_token(entropy, "entropy", in.hidden, {rd}, false);
   }
-  auto check_grad = [&](const TensorView& g, const char* name, const TensorView& ref,
-                        const char* ref_name) {
+  auto check_grad = [&](const TensorView& g, const char* name, const TensorView& ref, const char* ref_name) {
     if (!g.defined()) return;
     check_shape_equal(g, name, ref, ref_name);
     check_dtype(g, name, {in.hidden.dtype});
@@ -231,9 +230,8 @@ void check_linear_token_logprobs_backward_args(const LinearLogprobArgs& in, cons
   check_grad(grad_weight, "grad_weight", in.weight, "weight");
 }
 
-void linear_token_logprobs_cpu(const LinearLogprobArgs& in, const TensorView& logp,
-                               const TensorView& entropy, const TensorView& lse,
-                               const TensorView& sum_sq_probs) {
+void linear_token_logprobs_cpu(const LinearLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                               const TensorView& lse, const TensorView& sum_sq_probs) {
   check_linear_token_logprobs_args(in, logp, entropy, lse, sum_sq_probs);
   require_cpu_dtype(in.hidden);
   check_ids(in.token_ids, in.weight.shape[0]);
@@ -248,8 +246,7 @@ void linear_token_logprobs_cpu(const LinearLogprobArgs& in, const TensorView& lo
 
 void linear_token_logprobs_backward_cpu(const LinearLogprobArgs& in, const TensorView& lse,
                                         const TensorView& entropy, const TensorView& grad_logp,
-                                        const TensorView& grad_entropy,
-                                        const TensorView& grad_hidden,
+                                        const TensorView& grad_entropy, const TensorView& grad_hidden,
                                         const TensorView& grad_weight) {
   check_linear_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_hidden,
                                             grad_weight);

@@ -67,7 +67,8 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
   for_each_row<In>(in, L, [&](int64_t r, int64_t id, const In* row, RowError&) {
     In* g = grad_logits.ptr<In>() + row_offset(grad_logits, r, L.inner);
     const double a = grad_logp.defined() ? read_real(grad_logp, per_row_offset(grad_logp, r, L.inner)) : 0.0;
-    const double b = grad_entropy.defined() ? read_real(grad_entropy, per_row_offset(grad_entropy, r, L.inner)) : 0.0;
+    const double b =
+        grad_entropy.defined() ? read_real(grad_entropy, per_row_offset(grad_entropy, r, L.inner)) : 0.0;
     const double h = grad_entropy.defined() ? read_real(entropy, per_row_offset(entropy, r, L.inner)) : 0.0;
     const F l = static_cast<F>(read_real(lse, per_row_offset(lse, r, L.inner)));
     const auto c = math::grad_coeffs<F, double>(a, b, h, inv_t);
@@ -81,19 +82,23 @@ template <bool kSq>
 void forward_dtype(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
                    const TensorView& lse, const TensorView& sum_sq) {
   switch (in.logits.dtype) {
-    case DType::Float32: return forward_rows<float, float, double, kSq>(in, logp, entropy, lse, sum_sq);
-    case DType::BFloat16: return forward_rows<cpu::bf16, float, double, kSq>(in, logp, entropy, lse, sum_sq);
-    case DType::Float16: return forward_rows<cpu::f16, float, double, kSq>(in, logp, entropy, lse, sum_sq);
-    case DType::Float64: return forward_rows<double, double, double, kSq>(in, logp, entropy, lse, sum_sq);
-    default: break;
+    case DType::Float32:
+      return forward_rows<float, float, double, kSq>(in, logp, entropy, lse, sum_sq);
+    case DType::BFloat16:
+      return forward_rows<cpu::bf16, float, double, kSq>(in, logp, entropy, lse, sum_sq);
+    case DType::Float16:
+      return forward_rows<cpu::f16, float, double, kSq>(in, logp, entropy, lse, sum_sq);
+    case DType::Float64:
+      return forward_rows<double, double, double, kSq>(in, logp, entropy, lse, sum_sq);
+    default:
+      break;
   }
 }
 
 }  // namespace
 
-void token_logprobs_cpu(const TokenLogprobArgs& in, const TensorView& logp,
-                        const TensorView& entropy, const TensorView& lse,
-                        const TensorView& sum_sq_probs) {
+void token_logprobs_cpu(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                        const TensorView& lse, const TensorView& sum_sq_probs) {
   check_token_logprobs_args(in, logp, entropy, lse, sum_sq_probs);
   check_cpu(in.logits, "logits");
   // Σπ² is a separate instantiation: the default kernels carry no third accumulator.
@@ -103,9 +108,9 @@ void token_logprobs_cpu(const TokenLogprobArgs& in, const TensorView& logp,
     forward_dtype<false>(in, logp, entropy, lse, sum_sq_probs);
 }
 
-void token_logprobs_backward_cpu(const TokenLogprobArgs& in, const TensorView& lse,
-                                 const TensorView& entropy, const TensorView& grad_logp,
-                                 const TensorView& grad_entropy, const TensorView& grad_logits) {
+void token_logprobs_backward_cpu(const TokenLogprobArgs& in, const TensorView& lse, const TensorView& entropy,
+                                 const TensorView& grad_logp, const TensorView& grad_entropy,
+                                 const TensorView& grad_logits) {
   check_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
   check_cpu(in.logits, "logits");
   switch (in.logits.dtype) {
@@ -117,7 +122,8 @@ void token_logprobs_backward_cpu(const TokenLogprobArgs& in, const TensorView& l
       return backward_rows<cpu::f16, float>(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
     case DType::Float64:
       return backward_rows<double, double>(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
-    default: break;
+    default:
+      break;
   }
 }
 

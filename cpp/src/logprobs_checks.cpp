@@ -27,8 +27,8 @@ void check_per_row(const TensorView& t, const char* name, const TensorView& logi
 
 void check_vocab_contiguous(const TensorView& t, const char* name) {
   if (t.shape[t.ndim - 1] > 1 && t.stride(-1) != 1)
-    value_error(name, ": the vocabulary (last) dimension must have stride 1, got stride ",
-                t.stride(-1), "; pass a view with contiguous rows (e.g. .contiguous())");
+    value_error(name, ": the vocabulary (last) dimension must have stride 1, got stride ", t.stride(-1),
+                "; pass a view with contiguous rows (e.g. .contiguous())");
 }
 
 // Byte range [lo, hi) that a view can touch.
@@ -76,9 +76,8 @@ RowLayout RowLayout::of(const TensorView& logits) {
   return r;
 }
 
-void check_token_logprobs_args(const TokenLogprobArgs& in, const TensorView& logp,
-                               const TensorView& entropy, const TensorView& lse,
-                               const TensorView& sum_sq_probs) {
+void check_token_logprobs_args(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                               const TensorView& lse, const TensorView& sum_sq_probs) {
   const TensorView& x = in.logits;
   check_inputs(in);
   const DType rd = result_dtype(x.dtype);
@@ -90,19 +89,18 @@ void check_token_logprobs_args(const TokenLogprobArgs& in, const TensorView& log
 
 void check_token_logprobs_backward_args(const TokenLogprobArgs& in, const TensorView& lse,
                                         const TensorView& entropy, const TensorView& grad_logp,
-                                        const TensorView& grad_entropy,
-                                        const TensorView& grad_logits) {
+                                        const TensorView& grad_entropy, const TensorView& grad_logits) {
   const TensorView& x = in.logits;
   check_inputs(in);
   const DType rd = result_dtype(x.dtype);
   check_per_row(lse, "lse", x, {rd}, false);
-  if (grad_logp.defined())
-    check_per_row(grad_logp, "grad_logp", x, {DType::Float32, DType::Float64}, false);
+  if (grad_logp.defined()) check_per_row(grad_logp, "grad_logp", x, {DType::Float32, DType::Float64}, false);
   if (grad_entropy.defined()) {
     check_per_row(grad_entropy, "grad_entropy", x, {DType::Float32, DType::Float64}, false);
     if (!entropy.defined())
-      value_error("entropy: the forward's entropy is needed for a gradient through the entropy; "
-                  "run the forward with entropy=True");
+      value_error(
+          "entropy: the forward's entropy is needed for a gradient through the entropy; "
+          "run the forward with entropy=True");
   }
   if (entropy.defined()) check_per_row(entropy, "entropy", x, {rd}, false);
 
@@ -116,8 +114,9 @@ void check_token_logprobs_backward_args(const TokenLogprobArgs& in, const Tensor
     extent(grad_logits, a0, a1);
     extent(x, b0, b1);
     if (a0 < b1 && b0 < a1)
-      value_error("grad_logits: overlaps logits without being the same view; pass the logits "
-                  "view itself (in-place) or a separate buffer");
+      value_error(
+          "grad_logits: overlaps logits without being the same view; pass the logits "
+          "view itself (in-place) or a separate buffer");
   }
 }
 

@@ -57,7 +57,7 @@ inline void write_real(const TensorView& t, int64_t off, double v) {
 // sums exp(d)² (for Σπ²); the default instantiation has no trace of it.
 template <class In, bool kSelect, bool kSq>
 inline __attribute__((always_inline)) math::ChunkStats<float> chunk_stats_body(const In* x, int64_t n,
-                                                                              float inv_t) {
+                                                                               float inv_t) {
   // Each loop body first fills small arrays, then folds them into the lanes: the shape GCC
   // vectorises (a fully unrolled body with selects is left scalar).
   float mx[kLanes];
@@ -135,7 +135,8 @@ GRPOKIT_CPU_AVX2_CLONES math::ChunkStats<float> chunk_stats_avx2(const In* x, in
 template <bool kSq, class In>
 math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t n, float inv_t) {
 #ifdef GRPOKIT_CPU_DISPATCH
-  return cpu::has_avx512() ? chunk_stats_avx512<In, kSq>(x, n, inv_t) : chunk_stats_avx2<In, kSq>(x, n, inv_t);
+  return cpu::has_avx512() ? chunk_stats_avx512<In, kSq>(x, n, inv_t)
+                           : chunk_stats_avx2<In, kSq>(x, n, inv_t);
 #else
   return chunk_stats_body<In, false, kSq>(x, n, inv_t);
 #endif
@@ -191,7 +192,7 @@ inline math::ChunkStats<double> chunk_stats_f64(const double* x, int64_t n, doub
 }
 
 inline void grad_row_f64(const double* x, double* g, int64_t n, double inv_t, double lse,
-                  const math::GradCoeffs<double>& c) {
+                         const math::GradCoeffs<double>& c) {
   for (int64_t i = 0; i < n; ++i) {
     const double d = math::clamp_exp_arg(x[i] * inv_t - lse);
     g[i] = math::grad_element(c, std::exp(d), d);

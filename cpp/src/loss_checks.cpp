@@ -35,8 +35,9 @@ std::vector<int> metric_ids(const LossSpec& s, const LossInputs& in) {
 }
 
 void check_flags(const TensorView& v, const char* name) {
-  check_dtype(v, name,
-              {DType::Bool, DType::UInt8, DType::Int8, DType::Int32, DType::Int64, DType::Float32, DType::Float64});
+  check_dtype(
+      v, name,
+      {DType::Bool, DType::UInt8, DType::Int8, DType::Int32, DType::Int64, DType::Float32, DType::Float64});
 }
 
 }  // namespace
@@ -82,11 +83,14 @@ void check_loss_args(const LossSpec& s, const LossInputs& in, const LossOutputs&
   auto same_float = [&](const TensorView& v, const char* name) {
     if (!v.defined()) return;
     if (v.dtype != lp.dtype)
-      type_error(name, ": expected dtype ", dtype_name(lp.dtype), " (the dtype of logp), got ", dtype_name(v.dtype));
+      type_error(name, ": expected dtype ", dtype_name(lp.dtype), " (the dtype of logp), got ",
+                 dtype_name(v.dtype));
   };
   for (auto [v, n] : {std::pair<const TensorView*, const char*>{&in.old_logp, "old_logp"},
-                      {&in.ref_logp, "ref_logp"}, {&in.entropies, "entropies"},
-                      {&in.sampling_logp, "sampling_logp"}, {&in.token_weights, "token_weights"}}) {
+                      {&in.ref_logp, "ref_logp"},
+                      {&in.entropies, "entropies"},
+                      {&in.sampling_logp, "sampling_logp"},
+                      {&in.token_weights, "token_weights"}}) {
     same_layout(*v, n);
     same_float(*v, n);
   }
@@ -100,8 +104,9 @@ void check_loss_args(const LossSpec& s, const LossInputs& in, const LossOutputs&
   same_float(A, "advantages");
   check_same_device(A, "advantages", lp, "logp");
   const bool per_row = A.ndim == 1 && A.shape[0] == B;
-  const bool per_token = A.ndim == lp.ndim && (A.ndim == 2 ? (A.shape[0] == lp.shape[0] && A.shape[1] == lp.shape[1])
-                                                            : A.shape[0] == lp.shape[0]);
+  const bool per_token =
+      A.ndim == lp.ndim &&
+      (A.ndim == 2 ? (A.shape[0] == lp.shape[0] && A.shape[1] == lp.shape[1]) : A.shape[0] == lp.shape[0]);
   if (!per_row && !per_token)
     value_error("advantages: expected shape (", B, ",) or ", lp.shape_str(), " (the shape of logp), got ",
                 A.shape_str());
@@ -119,8 +124,9 @@ void check_loss_args(const LossSpec& s, const LossInputs& in, const LossOutputs&
   if (s.entropy_coef != 0.0 && !in.entropies.defined())
     value_error("entropies: required when entropy_coef != 0 (got ", s.entropy_coef, ")");
   if (s.aggregation == Aggregation::SeqMeanTokenSumNorm && !(s.max_completion_length > 0.0) && packed)
-    value_error("max_completion_length: packed inputs have no padded length; pass the constant normaliser C "
-                "(max_completion_length / loss_scale_factor)");
+    value_error(
+        "max_completion_length: packed inputs have no padded length; pass the constant normaliser C "
+        "(max_completion_length / loss_scale_factor)");
   if (s.aggregation == Aggregation::PromptMean && s.group_size == -1.0)
     value_error("group_size: required by aggregation='prompt_mean' (the completions per prompt, G)");
   if (s.aggregation == Aggregation::PromptMean && B % static_cast<int64_t>(s.group_size) != 0)

@@ -64,9 +64,9 @@ void for_rows(const Call& k, int num_threads, F&& fn) {
   const int64_t B = k.L.B;
 #ifdef GRPOKIT_HAVE_OPENMP
   const int64_t elems = k.L.packed ? k.in.logp.shape[0] : k.L.B * k.L.T;
-  const int nt = static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>(num_threads > 0 ? num_threads : omp_get_max_threads(),
-                           std::min<int64_t>(B, elems / 16384))));
+  const int nt = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(num_threads > 0 ? num_threads : omp_get_max_threads(),
+                                             std::min<int64_t>(B, elems / 16384))));
 #pragma omp parallel for schedule(static) num_threads(nt)
   for (int64_t i = 0; i < B; ++i) fn(i);
 #else
@@ -137,7 +137,8 @@ void row_stats(const Call& k, int64_t i, RowStats& r) {
   }
   const Row<const T> lp = row_of<const T>(k.in.logp, k.L, i), old = row_of<const T>(k.in.old_logp, k.L, i);
   const Row<const T> adv = row_of<const T>(k.in.advantages, k.L, i, k.adv_row);
-  const Row<const T> h = row_of<const T>(k.in.entropies, k.L, i), smp = row_of<const T>(k.in.sampling_logp, k.L, i);
+  const Row<const T> h = row_of<const T>(k.in.entropies, k.L, i),
+                     smp = row_of<const T>(k.in.sampling_logp, k.L, i);
   // the same per-token steps as the CUDA kernels (math/loss_passes.hpp), summed in double
   math::RowSums<double> sums{};
   double nk = 0.0;
@@ -168,7 +169,8 @@ void token_row(const Call& k, int64_t i, const RowStats& r, double cH_d, RowResu
   const Row<const T> lp = row_of<const T>(k.in.logp, L, i), old = row_of<const T>(k.in.old_logp, L, i);
   const Row<const T> adv = row_of<const T>(k.in.advantages, L, i, k.adv_row);
   const Row<const T> ref = row_of<const T>(k.in.ref_logp, L, i), h = row_of<const T>(k.in.entropies, L, i);
-  const Row<const T> smp = row_of<const T>(k.in.sampling_logp, L, i), tw = row_of<const T>(k.in.token_weights, L, i);
+  const Row<const T> smp = row_of<const T>(k.in.sampling_logp, L, i),
+                     tw = row_of<const T>(k.in.token_weights, L, i);
   const Row<T> g = row_of<T>(k.out.grad_logp, L, i), gh = row_of<T>(k.out.grad_entropy, L, i);
   const Row<T> pt = row_of<T>(k.out.per_token, L, i), om = row_of<T>(k.out.weights, L, i);
   const C c = static_cast<C>(r.c);
@@ -256,8 +258,9 @@ void fast_token_row(const Call& k, int64_t i, const RowStats& r, RowResult& a) {
   const T A = padded_row<const T>(k.in.advantages, i)[0];
   thread_local std::vector<uint8_t> buf;
   const uint8_t* m = mask_of(k, i, buf);
-  fast_row<T>(k.s, padded_row<const T>(k.in.logp, i), fast_old<T>(k, i), padded_row<const T>(k.in.ref_logp, i), m, A,
-              static_cast<T>(r.c), r.r.u, k.L.T, r.L, padded_row<T>(k.out.grad_logp, i), a);
+  fast_row<T>(k.s, padded_row<const T>(k.in.logp, i), fast_old<T>(k, i),
+              padded_row<const T>(k.in.ref_logp, i), m, A, static_cast<T>(r.c), r.r.u, k.L.T, r.L,
+              padded_row<T>(k.out.grad_logp, i), a);
   if (!std::isfinite(A) && r.L > 0) {  // reported before any per-token value
     a.err_pos = -1;
     a.fail(0, "advantages", static_cast<double>(A));

@@ -48,8 +48,8 @@ double fast_row_log_ratio(const LossSpec& s, const C* lp, const C* old, const ui
 // ref: ref_logp's row (read when the spec has a KL term); m: the row's mask bytes (nullptr: every
 // token valid); u: the row's log-ratio (sequence-level ratios); n_valid: its valid tokens (pass A).
 template <class C>
-void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c, double u,
-              int64_t len, int64_t n_valid, C* g, RowResult& a);
+void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c,
+              double u, int64_t len, int64_t n_valid, C* g, RowResult& a);
 
 }  // namespace loss_cpu
 }  // namespace grpokit

@@ -27,7 +27,8 @@ using Sums = math::MetricSums<double>;
 // The first valid position whose logp, old_logp or ref_logp (when given) is not finite, named as the
 // general loop names it (the fast loops only detect that one exists). m: nullptr = every token valid.
 template <class C>
-void first_bad_position(const C* lp, const C* old, const C* ref, const uint8_t* m, int64_t len, RowResult& a) {
+void first_bad_position(const C* lp, const C* old, const C* ref, const uint8_t* m, int64_t len,
+                        RowResult& a) {
   for (int64_t t = 0; t < len; ++t) {
     if (m && m[t] == 0) continue;
     if (!std::isfinite(lp[t])) return a.fail(t, "logp", static_cast<double>(lp[t]));
@@ -44,10 +45,10 @@ void first_bad_position(const C* lp, const C* old, const C* ref, const uint8_t* 
 template <class C, bool MASKED>
 GRPOKIT_CPU_CLONES
 #if defined(__GNUC__)
-__attribute__((noinline))
+    __attribute__((noinline))
 #endif
-cpu::IntervalRowSums interval_row(const C* lp, const C* old, const uint8_t* m, int64_t len, C lo, C hi, C vlo,
-                                  C vhi, C cA, C* g) {
+    cpu::IntervalRowSums interval_row(const C* lp, const C* old, const uint8_t* m, int64_t len, C lo, C hi,
+                                      C vlo, C vhi, C cA, C* g) {
   C sum_v = 0, ratio_sum = 0, ppo_kl = 0, outside = 0;
   C rmin = C(INFINITY), rmax = -C(INFINITY);
 #pragma omp simd reduction(+ : sum_v, ratio_sum, ppo_kl, outside) reduction(min : rmin) reduction(max : rmax)
@@ -181,10 +182,10 @@ struct KlRule {
 template <class C, Surrogate SUR, LogpWeight LW, KlEstimator KL>
 GRPOKIT_CPU_CLONES
 #if defined(__GNUC__)
-__attribute__((noinline))
+    __attribute__((noinline))
 #endif
-void vector_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, const LaneInt<C>* valid,
-                C A, C c, int64_t len, C* g, RowResult& a) {
+    void vector_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m,
+                    const LaneInt<C>* valid, C A, C c, int64_t len, C* g, RowResult& a) {
   const C lo = static_cast<C>(s.log_ratio_min), hi = static_cast<C>(s.log_ratio_max);
   const C el = static_cast<C>(s.epsilon_low), eh = static_cast<C>(s.epsilon_high);
   const C delta = static_cast<C>(s.delta), dual_c = static_cast<C>(s.clip_ratio_c);
@@ -197,8 +198,8 @@ void vector_row(const LossSpec& s, const C* lp, const C* old, const C* ref, cons
   C sum_phi = 0, ratio_sum = 0, ppo_kl = 0, n = 0, low = 0, high = 0, verl = 0, dual = 0, wclip = 0;
   C kl_sum = 0, ref_check = 0;
   C rmin = C(INFINITY), rmax = -C(INFINITY);
-#pragma omp simd reduction(+ : sum_phi, ratio_sum, ppo_kl, n, low, high, verl, dual, wclip, kl_sum, ref_check) \
-    reduction(min : rmin) reduction(max : rmax)
+#pragma omp simd reduction(+ : sum_phi, ratio_sum, ppo_kl, n, low, high, verl, dual, wclip, kl_sum, \
+                               ref_check) reduction(min : rmin) reduction(max : rmax)
   for (int64_t t = 0; t < len; ++t) {
     // Loads are unconditional (conditional loads stop the vectoriser); values are then selected,
     // never multiplied by the mask (padding may hold NaN).
@@ -291,11 +292,16 @@ void vector_row_kl(const LossSpec& s, const C* lp, const C* old, const C* ref, c
                    const LaneInt<C>* valid, C A, C c, int64_t len, C* g, RowResult& a) {
   const KlEstimator kl = s.beta != 0.0 ? s.kl : KlEstimator::None;
   switch (kl) {
-    case KlEstimator::None: return vector_row<C, SUR, LW, KlEstimator::None>(s, lp, old, ref, m, valid, A, c, len, g, a);
-    case KlEstimator::K1: return vector_row<C, SUR, LW, KlEstimator::K1>(s, lp, old, ref, m, valid, A, c, len, g, a);
-    case KlEstimator::K2: return vector_row<C, SUR, LW, KlEstimator::K2>(s, lp, old, ref, m, valid, A, c, len, g, a);
-    case KlEstimator::K3: return vector_row<C, SUR, LW, KlEstimator::K3>(s, lp, old, ref, m, valid, A, c, len, g, a);
-    case KlEstimator::Abs: return vector_row<C, SUR, LW, KlEstimator::Abs>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case KlEstimator::None:
+      return vector_row<C, SUR, LW, KlEstimator::None>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case KlEstimator::K1:
+      return vector_row<C, SUR, LW, KlEstimator::K1>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case KlEstimator::K2:
+      return vector_row<C, SUR, LW, KlEstimator::K2>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case KlEstimator::K3:
+      return vector_row<C, SUR, LW, KlEstimator::K3>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case KlEstimator::Abs:
+      return vector_row<C, SUR, LW, KlEstimator::Abs>(s, lp, old, ref, m, valid, A, c, len, g, a);
   }
 }
 
@@ -305,17 +311,26 @@ void vector_row_rules(const LossSpec& s, const C* lp, const C* old, const C* ref
   using LW = LogpWeight;
   constexpr LW kAny = LW::One;  // the weight rule matters to Surrogate::Logp only
   switch (s.surrogate) {
-    case Surrogate::Clip: return vector_row_kl<C, Surrogate::Clip, kAny>(s, lp, old, ref, m, valid, A, c, len, g, a);
-    case Surrogate::Sapo: return vector_row_kl<C, Surrogate::Sapo, kAny>(s, lp, old, ref, m, valid, A, c, len, g, a);
-    case Surrogate::Logp: break;
-    default: return vector_row_kl<C, Surrogate::Unclipped, kAny>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case Surrogate::Clip:
+      return vector_row_kl<C, Surrogate::Clip, kAny>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case Surrogate::Sapo:
+      return vector_row_kl<C, Surrogate::Sapo, kAny>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case Surrogate::Logp:
+      break;
+    default:
+      return vector_row_kl<C, Surrogate::Unclipped, kAny>(s, lp, old, ref, m, valid, A, c, len, g, a);
   }
   switch (s.logp_weight) {
-    case LW::One: return vector_row_kl<C, Surrogate::Logp, LW::One>(s, lp, old, ref, m, valid, A, c, len, g, a);
-    case LW::Ratio: return vector_row_kl<C, Surrogate::Logp, LW::Ratio>(s, lp, old, ref, m, valid, A, c, len, g, a);
-    case LW::Clip: return vector_row_kl<C, Surrogate::Logp, LW::Clip>(s, lp, old, ref, m, valid, A, c, len, g, a);
-    case LW::Cap: return vector_row_kl<C, Surrogate::Logp, LW::Cap>(s, lp, old, ref, m, valid, A, c, len, g, a);
-    default: return vector_row_kl<C, Surrogate::Logp, LW::DppoTv>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case LW::One:
+      return vector_row_kl<C, Surrogate::Logp, LW::One>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case LW::Ratio:
+      return vector_row_kl<C, Surrogate::Logp, LW::Ratio>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case LW::Clip:
+      return vector_row_kl<C, Surrogate::Logp, LW::Clip>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    case LW::Cap:
+      return vector_row_kl<C, Surrogate::Logp, LW::Cap>(s, lp, old, ref, m, valid, A, c, len, g, a);
+    default:
+      return vector_row_kl<C, Surrogate::Logp, LW::DppoTv>(s, lp, old, ref, m, valid, A, c, len, g, a);
   }
 }
 
@@ -333,10 +348,10 @@ math::ValueGrad<C> log_ratio_term(C d, C A, C el, C eh) {
 template <class C, bool GEO>
 GRPOKIT_CPU_CLONES
 #if defined(__GNUC__)
-__attribute__((noinline))
+    __attribute__((noinline))
 #endif
-void seq_sum_row(const LossSpec& s, const C* lp, const C* old, const LaneInt<C>* valid, C A, int64_t len, C& sum,
-                 C& n) {
+    void seq_sum_row(const LossSpec& s, const C* lp, const C* old, const LaneInt<C>* valid, C A, int64_t len,
+                     C& sum, C& n) {
   const C el = static_cast<C>(s.epsilon_low), eh = static_cast<C>(s.epsilon_high);
   C su = 0, nv = 0;
 #pragma omp simd reduction(+ : su, nv)
@@ -355,10 +370,10 @@ void seq_sum_row(const LossSpec& s, const C* lp, const C* old, const LaneInt<C>*
 template <class C, bool GEO, KlEstimator KL>
 GRPOKIT_CPU_CLONES
 #if defined(__GNUC__)
-__attribute__((noinline))
+    __attribute__((noinline))
 #endif
-void seq_grad_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const LaneInt<C>* valid, C A, C c, C g0,
-                  C gu, int64_t len, C* g, C& kl_out, C& ppo_out, C& ref_out) {
+    void seq_grad_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const LaneInt<C>* valid,
+                      C A, C c, C g0, C gu, int64_t len, C* g, C& kl_out, C& ppo_out, C& ref_out) {
   const C el = static_cast<C>(s.epsilon_low), eh = static_cast<C>(s.epsilon_high);
   const KlRule<C> kl(s);
   const math::ValueGrad<C> r1{C(1), C(0)};  // the KL is not IS-corrected here (fast_path_applies)
@@ -385,17 +400,22 @@ void seq_grad_row(const LossSpec& s, const C* lp, const C* old, const C* ref, co
 }
 
 template <class C, bool GEO>
-void seq_grad_row_kl(const LossSpec& s, const C* lp, const C* old, const C* ref, const LaneInt<C>* valid, C A, C c,
-                     C g0, C gu, int64_t len, C* g, C& kl_sum, C& ppo_kl, C& ref_check) {
+void seq_grad_row_kl(const LossSpec& s, const C* lp, const C* old, const C* ref, const LaneInt<C>* valid, C A,
+                     C c, C g0, C gu, int64_t len, C* g, C& kl_sum, C& ppo_kl, C& ref_check) {
   const KlEstimator kl = s.beta != 0.0 ? s.kl : KlEstimator::None;
 #define GRPOKIT_SEQ_GRAD(K) \
   return seq_grad_row<C, GEO, K>(s, lp, old, ref, valid, A, c, g0, gu, len, g, kl_sum, ppo_kl, ref_check)
   switch (kl) {
-    case KlEstimator::None: GRPOKIT_SEQ_GRAD(KlEstimator::None);
-    case KlEstimator::K1: GRPOKIT_SEQ_GRAD(KlEstimator::K1);
-    case KlEstimator::K2: GRPOKIT_SEQ_GRAD(KlEstimator::K2);
-    case KlEstimator::K3: GRPOKIT_SEQ_GRAD(KlEstimator::K3);
-    case KlEstimator::Abs: GRPOKIT_SEQ_GRAD(KlEstimator::Abs);
+    case KlEstimator::None:
+      GRPOKIT_SEQ_GRAD(KlEstimator::None);
+    case KlEstimator::K1:
+      GRPOKIT_SEQ_GRAD(KlEstimator::K1);
+    case KlEstimator::K2:
+      GRPOKIT_SEQ_GRAD(KlEstimator::K2);
+    case KlEstimator::K3:
+      GRPOKIT_SEQ_GRAD(KlEstimator::K3);
+    case KlEstimator::Abs:
+      GRPOKIT_SEQ_GRAD(KlEstimator::Abs);
   }
 #undef GRPOKIT_SEQ_GRAD
 }
@@ -419,23 +439,27 @@ void seq_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const u
   const LaneInt<C>* valid = lane_mask<C>(m, len);
   C kl_sum = 0, ppo_kl = 0, ref_check = 0;
   if (geo)
-    seq_grad_row_kl<C, true>(s, lp, old, ref, valid, A, c, c * o.d_logp, gu, len, g, kl_sum, ppo_kl, ref_check);
+    seq_grad_row_kl<C, true>(s, lp, old, ref, valid, A, c, c * o.d_logp, gu, len, g, kl_sum, ppo_kl,
+                             ref_check);
   else
-    seq_grad_row_kl<C, false>(s, lp, old, ref, valid, A, c, c * o.d_logp, gu, len, g, kl_sum, ppo_kl, ref_check);
+    seq_grad_row_kl<C, false>(s, lp, old, ref, valid, A, c, c * o.d_logp, gu, len, g, kl_sum, ppo_kl,
+                              ref_check);
   a.loss = static_cast<double>(c) * (n * static_cast<double>(o.phi) + s.beta * static_cast<double>(kl_sum));
   Sums& ms = a.m;
   // the ratio metrics count the row once (GSPO-token: each of its tokens, all alike)
   const bool per_row = math::ratio_metrics_per_row(s);
   if (n_valid > 0) ms.add_token(o, true, C(0), C(0), C(0));
   if (!per_row)
-    for (int k : {Sums::sLow, Sums::sHigh, Sums::sRegion, Sums::sVerl, Sums::sDual, Sums::sWclip, Sums::sRatio})
+    for (int k :
+         {Sums::sLow, Sums::sHigh, Sums::sRegion, Sums::sVerl, Sums::sDual, Sums::sWclip, Sums::sRatio})
       ms.sum[k] *= n;
   ms.sum[Sums::sN] = n;
   ms.sum[Sums::sKl] = kl_sum;
   ms.sum[Sums::sPpoKl] = ppo_kl;
   ms.row_done(per_row);
   const bool kl = s.kl != KlEstimator::None && s.beta != 0.0;
-  if (!std::isfinite(ppo_kl) || !std::isfinite(ref_check)) first_bad_position(lp, old, kl ? ref : nullptr, m, len, a);
+  if (!std::isfinite(ppo_kl) || !std::isfinite(ref_check))
+    first_bad_position(lp, old, kl ? ref : nullptr, m, len, a);
 }
 
 // Whether a row takes the interval form of the clip: no δ, no dual-clip cap, no KL, no DRO.
@@ -450,14 +474,16 @@ bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutput
   if (!adv_row) return false;
   const bool kl = s.kl != KlEstimator::None && s.beta != 0.0;
   // one ratio per row (seq_row): a surrogate of the ratio alone, a KL term without the ratio
-  if (math::uses_row_log_ratio(s) && (s.surrogate == Surrogate::Logp || s.dro_beta != 0.0 || (kl && s.kl_is_corrected)))
+  if (math::uses_row_log_ratio(s) &&
+      (s.surrogate == Surrogate::Logp || s.dro_beta != 0.0 || (kl && s.kl_is_corrected)))
     return false;
-  if (s.surrogate == Surrogate::Logp && (s.logp_weight == LogpWeight::DppoKl || s.logp_weight == LogpWeight::Vespo))
+  if (s.surrogate == Surrogate::Logp &&
+      (s.logp_weight == LogpWeight::DppoKl || s.logp_weight == LogpWeight::Vespo))
     return false;
   if (s.selection != Selection::None || (s.gtpo_entropy && s.beta != 0.0)) return false;
   if (!std::isnan(s.off_policy_mask_threshold) || s.prune_threshold > -kInf) return false;
-  if (in.entropies.defined() || in.sampling_logp.defined() || in.keep.defined() || in.token_weights.defined() ||
-      in.selection.defined() || in.cu_seqlens.defined())
+  if (in.entropies.defined() || in.sampling_logp.defined() || in.keep.defined() ||
+      in.token_weights.defined() || in.selection.defined() || in.cu_seqlens.defined())
     return false;
   if (out.per_token.defined() || out.weights.defined() || out.grad_entropy.defined()) return false;
   auto unit = [](const TensorView& v) { return !v.defined() || v.strides[v.ndim - 1] == 1; };
@@ -478,8 +504,8 @@ double fast_row_log_ratio(const LossSpec& s, const C* lp, const C* old, const ui
 }
 
 template <class C>
-void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c, double u,
-              int64_t len, int64_t n_valid, C* g, RowResult& a) {
+void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const uint8_t* m, C A, C c,
+              double u, int64_t len, int64_t n_valid, C* g, RowResult& a) {
   if (math::uses_row_log_ratio(s)) return seq_row<C>(s, lp, old, ref, m, A, c, u, len, n_valid, g, a);
   if (interval_applies(s)) {
     if (m)
@@ -493,10 +519,10 @@ void fast_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const 
 
 template double fast_row_log_ratio<float>(const LossSpec&, const float*, const float*, const uint8_t*, float,
                                           int64_t, int64_t&);
-template double fast_row_log_ratio<double>(const LossSpec&, const double*, const double*, const uint8_t*, double,
-                                           int64_t, int64_t&);
-template void fast_row<float>(const LossSpec&, const float*, const float*, const float*, const uint8_t*, float,
-                              float, double, int64_t, int64_t, float*, RowResult&);
+template double fast_row_log_ratio<double>(const LossSpec&, const double*, const double*, const uint8_t*,
+                                           double, int64_t, int64_t&);
+template void fast_row<float>(const LossSpec&, const float*, const float*, const float*, const uint8_t*,
+                              float, float, double, int64_t, int64_t, float*, RowResult&);
 template void fast_row<double>(const LossSpec&, const double*, const double*, const double*, const uint8_t*,
                                double, double, double, int64_t, int64_t, double*, RowResult&);
 

@@ -24,7 +24,7 @@ namespace cpu {
 struct IntervalRowSums {
   double sum_v = 0, ratio_sum = 0, ppo_kl = 0, rmin = 0, rmax = 0;
   int64_t outside = 0;  // valid tokens outside the clip interval
-  bool bad = false;     // a valid log-ratio is not finite (so is every non-finite ℓ or ℓ_old), or Σ d overflowed
+  bool bad = false;  // a valid log-ratio is not finite (so is every non-finite ℓ or ℓ_old), or Σ d overflowed
 };
 
 }  // namespace cpu
@@ -86,8 +86,8 @@ GRPOKIT_CPU_AVX512 inline void prefetch(const void* p) {
 // m = nullptr: every token is valid. LOG_CLAMP: whether [log_lo, log_hi] is finite (verl's clamp).
 template <bool LOG_CLAMP>
 GRPOKIT_CPU_AVX512 IntervalRowSums interval_row_avx512(const float* lp, const float* old, const uint8_t* m,
-                                                           int64_t len, float log_lo, float log_hi, float v_lo,
-                                                           float v_hi, float cA, float* g) {
+                                                       int64_t len, float log_lo, float log_hi, float v_lo,
+                                                       float v_hi, float cA, float* g) {
   const __m512 llo = _mm512_set1_ps(log_lo), lhi = _mm512_set1_ps(log_hi);
   const __m512 vlo = _mm512_set1_ps(v_lo), vhi = _mm512_set1_ps(v_hi), ca = _mm512_set1_ps(cA);
   __m512 s_v = _mm512_setzero_ps(), s_r = _mm512_setzero_ps(), s_d = _mm512_setzero_ps();
@@ -140,9 +140,10 @@ GRPOKIT_CPU_AVX512 IntervalRowSums interval_row_avx512(const float* lp, const fl
     hi = v[4][k] > hi ? v[4][k] : hi;
   }
   // outside the interval v is its one finite bound (1 + ε_high for A > 0, 1 − ε_low for A < 0)
-  out.sum_v = static_cast<double>(sv) + (outside > 0 ? static_cast<double>(outside) *
-                                                           static_cast<double>(std::isfinite(v_hi) ? v_hi : v_lo)
-                                                     : 0.0);
+  out.sum_v =
+      static_cast<double>(sv) +
+      (outside > 0 ? static_cast<double>(outside) * static_cast<double>(std::isfinite(v_hi) ? v_hi : v_lo)
+                   : 0.0);
   out.ratio_sum = sr;
   out.ppo_kl = sd;
   out.rmin = lo;

@@ -23,11 +23,11 @@ const RuleValues& rule_values();
 
 #define GRPOKIT_RULE_NAME_(E, name, doc) #name,
 #define GRPOKIT_RULE_DOC_(E, name, doc) doc,
-#define GRPOKIT_RULE_VALUES_(Type, VALUES)                                                 \
-  template <>                                                                              \
-  const RuleValues& rule_values<Type>() {                                                  \
+#define GRPOKIT_RULE_VALUES_(Type, VALUES)                                                \
+  template <>                                                                             \
+  const RuleValues& rule_values<Type>() {                                                 \
     static const RuleValues v{{VALUES(GRPOKIT_RULE_NAME_)}, {VALUES(GRPOKIT_RULE_DOC_)}}; \
-    return v;                                                                              \
+    return v;                                                                             \
   }
 GRPOKIT_LOSS_RULE_ENUMS(GRPOKIT_RULE_VALUES_)
 #undef GRPOKIT_RULE_VALUES_
@@ -49,28 +49,30 @@ E parse_rule(const char* field, const std::string& v) {
 // A field's description and how to write it.
 struct FieldSlot {
   SpecField info;
-  double LossSpec::*number = nullptr;                         // Real, Unsettable, Count
-  bool LossSpec::*flag = nullptr;                             // Flag
+  double LossSpec::* number = nullptr;                         // Real, Unsettable, Count
+  bool LossSpec::* flag = nullptr;                             // Flag
   void (*set_rule)(LossSpec&, const std::string&) = nullptr;  // Rule
 };
 
 std::vector<FieldSlot> make_slots() {
   const LossSpec d{};
   std::vector<FieldSlot> slots;
-#define GRPOKIT_RULE_SLOT_(Type, n, value)                                                        \
+#define GRPOKIT_RULE_SLOT_(Type, n, value)                                                             \
   slots.push_back({{#n, SpecFieldKind::Rule, static_cast<double>(d.n), NAN, rule_values<Type>().names, \
-                    rule_values<Type>().docs},                                                     \
-                   nullptr, nullptr,                                                               \
+                    rule_values<Type>().docs},                                                         \
+                   nullptr,                                                                            \
+                   nullptr,                                                                            \
                    [](LossSpec& s, const std::string& v) { s.n = parse_rule<Type>(#n, v); }});
-#define GRPOKIT_REAL_SLOT_(n, value) slots.push_back({{#n, SpecFieldKind::Real, d.n, NAN, {}, {}}, &LossSpec::n});
+#define GRPOKIT_REAL_SLOT_(n, value) \
+  slots.push_back({{#n, SpecFieldKind::Real, d.n, NAN, {}, {}}, &LossSpec::n});
 #define GRPOKIT_FLAG_SLOT_(n, value) \
   slots.push_back({{#n, SpecFieldKind::Flag, d.n ? 1.0 : 0.0, NAN, {}, {}}, nullptr, &LossSpec::n});
 #define GRPOKIT_UNSETTABLE_SLOT_(n, value, unset) \
   slots.push_back({{#n, SpecFieldKind::Unsettable, d.n, unset, {}, {}}, &LossSpec::n});
 #define GRPOKIT_COUNT_SLOT_(n) \
   slots.push_back({{#n, SpecFieldKind::Count, d.n, GRPOKIT_COUNT_UNSET, {}, {}}, &LossSpec::n});
-  GRPOKIT_LOSS_SPEC_FIELDS(GRPOKIT_RULE_SLOT_, GRPOKIT_REAL_SLOT_, GRPOKIT_FLAG_SLOT_, GRPOKIT_UNSETTABLE_SLOT_,
-                           GRPOKIT_COUNT_SLOT_)
+  GRPOKIT_LOSS_SPEC_FIELDS(GRPOKIT_RULE_SLOT_, GRPOKIT_REAL_SLOT_, GRPOKIT_FLAG_SLOT_,
+                           GRPOKIT_UNSETTABLE_SLOT_, GRPOKIT_COUNT_SLOT_)
 #undef GRPOKIT_RULE_SLOT_
 #undef GRPOKIT_REAL_SLOT_
 #undef GRPOKIT_FLAG_SLOT_
@@ -151,16 +153,19 @@ void validate_spec(const LossSpec& s) {
   if (!(s.log_ratio_min <= s.log_ratio_max))
     value_error("log_ratio_min: must be <= log_ratio_max, got ", s.log_ratio_min, " > ", s.log_ratio_max);
   if (!std::isfinite(s.beta)) value_error("beta: expected a finite value, got ", s.beta);
-  if (!std::isfinite(s.entropy_coef)) value_error("entropy_coef: expected a finite value, got ", s.entropy_coef);
+  if (!std::isfinite(s.entropy_coef))
+    value_error("entropy_coef: expected a finite value, got ", s.entropy_coef);
   nonneg(s.dro_beta, "dro_beta");
   positive(s.kl_log_clamp, "kl_log_clamp");
   positive(s.kl_value_clamp, "kl_value_clamp");
   if (!(s.top_entropy_quantile > 0.0 && s.top_entropy_quantile <= 1.0))
     value_error("top_entropy_quantile: expected a value in (0, 1], got ", s.top_entropy_quantile);
   if (!std::isnan(s.off_policy_mask_threshold) && !(s.off_policy_mask_threshold >= 0.0))
-    value_error("off_policy_mask_threshold: expected a value >= 0 (or None), got ", s.off_policy_mask_threshold);
+    value_error("off_policy_mask_threshold: expected a value >= 0 (or None), got ",
+                s.off_policy_mask_threshold);
   if (!(s.is_min < s.is_max))
-    value_error("vllm_importance_sampling_clip_min: must be less than the max, got ", s.is_min, " >= ", s.is_max);
+    value_error("vllm_importance_sampling_clip_min: must be less than the max, got ", s.is_min,
+                " >= ", s.is_max);
   positive(s.sapo_temperature_pos, "sapo_temperature_pos");
   positive(s.sapo_temperature_neg, "sapo_temperature_neg");
   positive(s.dp_size, "dp_size");
@@ -172,7 +177,8 @@ void validate_spec(const LossSpec& s) {
       if (v == 0.0 || std::isnan(v) || (v < 0.0 && v != GRPOKIT_COUNT_UNSET))
         value_error(f.info.name, ": expected a positive count (or unset), got ", v);
     }
-  if (s.group_size != GRPOKIT_COUNT_UNSET && !(s.group_size == std::floor(s.group_size) && s.group_size < 9.0e15))
+  if (s.group_size != GRPOKIT_COUNT_UNSET &&
+      !(s.group_size == std::floor(s.group_size) && s.group_size < 9.0e15))
     value_error("group_size: expected a whole number of rows >= 1, got ", s.group_size);
 }
 

@@ -12,8 +12,7 @@ namespace stationary {
 namespace {
 
 void check_beta(double beta) {
-  if (!(beta > 0.0) || !std::isfinite(beta))
-    value_error("beta: expected a finite value > 0, got ", beta);
+  if (!(beta > 0.0) || !std::isfinite(beta)) value_error("beta: expected a finite value > 0, got ", beta);
 }
 
 void check_p(double p) {
@@ -35,7 +34,10 @@ double bisect(F&& f, double lo, double hi) {
   for (int it = 0; it < 2000; ++it) {
     const double mid = 0.5 * (lo + hi);
     if (mid <= lo || mid >= hi) break;
-    if ((f(mid) < 0.0) == lo_negative) lo = mid; else hi = mid;
+    if ((f(mid) < 0.0) == lo_negative)
+      lo = mid;
+    else
+      hi = mid;
   }
   return 0.5 * (lo + hi);
 }
@@ -75,8 +77,7 @@ struct Levels {
 
 Levels supported_levels(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref) {
   if (rewards.size() != pi_ref.size())
-    value_error("pi_ref: expected ", rewards.size(), " probabilities (one per reward), got ",
-                pi_ref.size());
+    value_error("pi_ref: expected ", rewards.size(), " probabilities (one per reward), got ", pi_ref.size());
   Levels lv;
   for (Eigen::Index o = 0; o < rewards.size(); ++o)
     if (pi_ref[o] > 0.0) lv.value.push_back(rewards[o]);
@@ -235,12 +236,13 @@ std::vector<Equilibrium> binary_ginf_k3is(double beta, double p) {
   return out;
 }
 
-std::array<double, 2> binary_closed_form(double beta, double p, int64_t G, Penalty penalty,
-                                         double gamma) {
+std::array<double, 2> binary_closed_form(double beta, double p, int64_t G, Penalty penalty, double gamma) {
   if (G != kInfiniteGroup && G < 2) value_error("G: expected an integer >= 2 or infinity, got ", G);
   if (G != 2 && !(gamma > 0.0))
-    value_error("gamma: for G != 2 only the order of the two rewards matters; expected gamma > 0 "
-                "(answer a is better), got ", gamma);
+    value_error(
+        "gamma: for G != 2 only the order of the two rewards matters; expected gamma > 0 "
+        "(answer a is better), got ",
+        gamma);
   if (G != 2 && G != kInfiniteGroup && gamma != 1.0)
     value_error("gamma: finite G > 2 needs deterministic rewards (gamma = 1), got ", gamma);
   if (penalty == Penalty::K3) return G == 2 ? binary_g2_k3(beta, gamma, p) : binary_finite_k3(beta, G, p);
@@ -249,8 +251,9 @@ std::array<double, 2> binary_closed_form(double beta, double p, int64_t G, Penal
     const Equilibrium e = binary_ginf_k3is(beta, p).front();
     return {e.pi[0], e.pi[1]};
   }
-  not_implemented("binary_closed_form: the direct-KL penalty (k3_is) has no closed form at finite G > 2; "
-                  "use stationary.solve");
+  not_implemented(
+      "binary_closed_form: the direct-KL penalty (k3_is) has no closed form at finite G > 2; "
+      "use stationary.solve");
 }
 
 Eigen::VectorXd categorical_g2_k3(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref,
@@ -291,8 +294,8 @@ Eigen::VectorXd categorical_ginf_k3(const Eigen::VectorXd& rewards, const Eigen:
   return expand(lv, pooled_masses(lv, c, solve_t(lv, c)), pi_ref);
 }
 
-Eigen::VectorXd shift_k3(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref,
-                         double beta, int64_t G) {
+Eigen::VectorXd shift_k3(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref, double beta,
+                         int64_t G) {
   check_beta(beta);
   if (G != kInfiniteGroup && G < 2) value_error("G: expected an integer >= 2 or infinity, got ", G);
   const Levels lv = supported_levels(rewards, pi_ref);
@@ -303,8 +306,7 @@ Eigen::VectorXd shift_k3(const Eigen::VectorXd& rewards, const Eigen::VectorXd& 
   return expand(lv, pooled_masses(lv, C, solve_t(lv, C)), pi_ref);
 }
 
-Eigen::VectorXd log_pooling(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref,
-                            double beta) {
+Eigen::VectorXd log_pooling(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref, double beta) {
   check_beta(beta);
   const Levels lv = supported_levels(rewards, pi_ref);  // validates sizes and support
   (void)lv;

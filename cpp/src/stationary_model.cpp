@@ -64,13 +64,12 @@ double advantage_with(const OthersStats& s, double v_l, const GroupSpec& spec) {
 
 void check_square_probabilities(const Eigen::MatrixXd& Q, const char* name) {
   if (Q.rows() != Q.cols() || Q.rows() < 1)
-    value_error(name, ": expected a square (K, K) matrix with K >= 1, got shape (", Q.rows(), ", ",
-                Q.cols(), ")");
+    value_error(name, ": expected a square (K, K) matrix with K >= 1, got shape (", Q.rows(), ", ", Q.cols(),
+                ")");
   for (Eigen::Index i = 0; i < Q.rows(); ++i)
     for (Eigen::Index j = 0; j < Q.cols(); ++j)
       if (!(Q(i, j) >= 0.0 && Q(i, j) <= 1.0))
-        value_error(name, ": entry (", i, ", ", j, ") is ", Q(i, j),
-                    "; expected a probability in [0, 1]");
+        value_error(name, ": entry (", i, ", ", j, ") is ", Q(i, j), "; expected a probability in [0, 1]");
 }
 
 // Counts c (L,) of n draws from the atom masses w: Mult(n, w) by conditional binomials.
@@ -118,13 +117,12 @@ PreferenceModel PreferenceModel::from_rewards(const Eigen::VectorXd& rewards, co
   if (!spec.infinite() && spec.group_size < 2)
     value_error("G: expected an integer >= 2 or infinity, got ", spec.group_size);
   if (spec.std_ddof != 0 && spec.std_ddof != 1)
-    value_error("std_ddof: expected 0 (population std, the paper) or 1 (sample std), got ",
-                spec.std_ddof);
+    value_error("std_ddof: expected 0 (population std, the paper) or 1 (sample std), got ", spec.std_ddof);
   if (!(spec.std_eps >= 0.0) || !std::isfinite(spec.std_eps))
     value_error("std_eps: expected a finite value >= 0, got ", spec.std_eps);
   if (spec.normalisation == Normalisation::MeanOnly && (spec.std_ddof != 0 || spec.std_eps != 0.0))
-    value_error("std_ddof, std_eps: only apply to normalisation='mean_std' (got std_ddof=",
-                spec.std_ddof, ", std_eps=", spec.std_eps, " with 'mean_only')");
+    value_error("std_ddof, std_eps: only apply to normalisation='mean_std' (got std_ddof=", spec.std_ddof,
+                ", std_eps=", spec.std_eps, " with 'mean_only')");
   if (max_terms < 1) value_error("max_terms: expected a positive integer, got ", max_terms);
 
   PreferenceModel m;
@@ -213,8 +211,8 @@ PreferenceModel PreferenceModel::from_nlhf(const Eigen::MatrixXd& M) {
   for (Eigen::Index i = 0; i < K; ++i)
     for (Eigen::Index j = i; j < K; ++j)
       if (std::abs(M(i, j) + M(j, i) - 1.0) > 1e-9)
-        value_error("preference_matrix: M(", i, ", ", j, ") + M(", j, ", ", i, ") = ",
-                    M(i, j) + M(j, i), "; NLHF needs P(o > o') + P(o' > o) = 1 (and 1/2 on the "
+        value_error("preference_matrix: M(", i, ", ", j, ") + M(", j, ", ", i, ") = ", M(i, j) + M(j, i),
+                    "; NLHF needs P(o > o') + P(o' > o) = 1 (and 1/2 on the "
                     "diagonal)");
   PreferenceModel m = from_pairwise(Eigen::MatrixXd::Zero(K, K));
   m.matrix_ = M;
@@ -225,13 +223,16 @@ PreferenceModel PreferenceModel::from_nlhf(const Eigen::MatrixXd& M) {
 std::string PreferenceModel::describe() const {
   std::ostringstream os;
   if (kind_ == Kind::Linear) {
-    os << (nlhf_ ? "NLHF preference matrix over " : "pairwise preferences (G = 2) over ")
-       << num_outputs() << " outputs";
+    os << (nlhf_ ? "NLHF preference matrix over " : "pairwise preferences (G = 2) over ") << num_outputs()
+       << " outputs";
     return os.str();
   }
-  os << num_outputs() << " outputs in " << num_atoms_ << " reward level"
-     << (num_atoms_ == 1 ? "" : "s") << ", G = ";
-  if (spec_.infinite()) os << "inf"; else os << spec_.group_size;
+  os << num_outputs() << " outputs in " << num_atoms_ << " reward level" << (num_atoms_ == 1 ? "" : "s")
+     << ", G = ";
+  if (spec_.infinite())
+    os << "inf";
+  else
+    os << spec_.group_size;
   if (spec_.normalisation == Normalisation::MeanOnly) {
     os << ", shift-only advantages";
   } else {
@@ -240,7 +241,8 @@ std::string PreferenceModel::describe() const {
   }
   if (kind_ == Kind::Enumerated && sampled_groups_ > 0)
     os << ", Monte Carlo P_G (" << sampled_groups_ << " sampled groups)";
-  else if (kind_ == Kind::Enumerated) os << ", exact P_G (" << num_terms_ << " terms)";
+  else if (kind_ == Kind::Enumerated)
+    os << ", exact P_G (" << num_terms_ << " terms)";
   if (kind_ == Kind::TooLarge) os << ", exact P_G too large (" << num_terms_ << " terms)";
   return os.str();
 }
@@ -253,8 +255,7 @@ Eigen::VectorXd PreferenceModel::atom_masses(const Eigen::VectorXd& pi) const {
   return w;
 }
 
-void PreferenceModel::evaluate(const Eigen::VectorXd& w, Eigen::VectorXd& P,
-                               Eigen::MatrixXd* dPdw) const {
+void PreferenceModel::evaluate(const Eigen::VectorXd& w, Eigen::VectorXd& P, Eigen::MatrixXd* dPdw) const {
   const int64_t L = num_atoms_;
   P.setZero(L);
   if (dPdw) dPdw->setZero(L, L);
@@ -296,8 +297,8 @@ void PreferenceModel::evaluate(const Eigen::VectorXd& w, Eigen::VectorXd& P,
       if (dPdw)  // ∂μ/∂w_j = v_j, ∂σ/∂w_j = (v_j − μ)²/(2σ) along the simplex (row constants dropped)
         for (int64_t l = 0; l < L; ++l)
           for (int64_t j = 0; j < L; ++j)
-            (*dPdw)(l, j) = -(v[j] - mu) / denom -
-                            (v[l] - mu) / (denom * denom) * (v[j] - mu) * (v[j] - mu) / (2.0 * sd);
+            (*dPdw)(l, j) =
+                -(v[j] - mu) / denom - (v[l] - mu) / (denom * denom) * (v[j] - mu) * (v[j] - mu) / (2.0 * sd);
       return;
     }
     case Kind::TooLarge:
@@ -349,8 +350,7 @@ void PreferenceModel::evaluate(const Eigen::VectorXd& w, Eigen::VectorXd& P,
   }
 }
 
-PreferenceModel PreferenceModel::sampled(const Eigen::VectorXd& w0, int64_t samples,
-                                         uint64_t seed) const {
+PreferenceModel PreferenceModel::sampled(const Eigen::VectorXd& w0, int64_t samples, uint64_t seed) const {
   if (kind_ == Kind::Linear || spec_.infinite())
     value_error("sampled: Monte Carlo applies to reward models with a finite G");
   if (samples < 2) value_error("samples: expected at least 2, got ", samples);
@@ -381,8 +381,7 @@ void PreferenceModel::monte_carlo(const Eigen::VectorXd& w, int64_t samples, uin
                                   Eigen::VectorXd& P, Eigen::VectorXd& std_error) const {
   if (kind_ == Kind::Linear)
     value_error("method: Monte Carlo applies to reward models; a pairwise/NLHF model is exact");
-  if (spec_.infinite())
-    value_error("method: Monte Carlo needs a finite G; G = inf is exact");
+  if (spec_.infinite()) value_error("method: Monte Carlo needs a finite G; G = inf is exact");
   if (samples < 2) value_error("samples: expected at least 2, got ", samples);
   const int64_t L = num_atoms_, G = spec_.group_size;
   const double* v = atom_value_.data();

@@ -18,13 +18,14 @@ namespace grpokit {
 namespace stationary {
 namespace detail {
 
-
 using Eigen::MatrixXd;
 using Eigen::VectorXd;
 
 inline double sup_norm(const VectorXd& v) { return v.size() ? v.cwiseAbs().maxCoeff() : 0.0; }
 inline double scale_of(double beta) { return std::max(1.0, beta); }  // tolerances are relative to max(1, β)
-inline double sigmoid(double y) { return y >= 0.0 ? 1.0 / (1.0 + std::exp(-y)) : std::exp(y) / (1.0 + std::exp(y)); }
+inline double sigmoid(double y) {
+  return y >= 0.0 ? 1.0 / (1.0 + std::exp(-y)) : std::exp(y) / (1.0 + std::exp(y));
+}
 
 // A · (diag w − w wᵀ), the chain rule through softmax, in O(k²).
 inline MatrixXd times_softmax_jacobian(const MatrixXd& A, const VectorXd& w) {
@@ -39,8 +40,8 @@ struct Reduced {
   const VectorXd& pi_ref;
   double beta;
   Penalty penalty;
-  VectorXd q;                  // reference atom masses (all atoms)
-  std::vector<int64_t> active; // atoms with q > 0
+  VectorXd q;  // reference atom masses (all atoms)
+  std::vector<int64_t> active;  // atoms with q > 0
 
   Reduced(const PreferenceModel& m, const VectorXd& p, double b, Penalty pen)
       : model(m), pi_ref(p), beta(b), penalty(pen), q(m.atom_masses(p)) {
@@ -99,8 +100,7 @@ struct Reduced {
           dRdw(a, b) = d * (beta - P[a] + Pbar) + wa[a] * (dPbar[b] - D(a, b));
         } else {
           const double inner = (P[a] - Pbar) - beta * (lg[a] - kl);
-          dRdw(a, b) = -d * inner - wa[a] * (D(a, b) - dPbar[b]) + beta * d -
-                       beta * wa[a] * (lg[b] + 1.0);
+          dRdw(a, b) = -d * inner - wa[a] * (D(a, b) - dPbar[b]) + beta * d - beta * wa[a] * (lg[b] + 1.0);
         }
       }
     *J = times_softmax_jacobian(dRdw, wa);
@@ -254,7 +254,6 @@ inline double binary_sign_function(const Reduced& pb, double y) {
   if (pb.penalty == Penalty::K3) return pb.beta * (wa[0] - qa) - wa[0] * wa[1] * dP;
   return pb.beta * (y - std::log(qa / qb)) - dP;
 }
-
 
 }  // namespace detail
 }  // namespace stationary

@@ -26,8 +26,7 @@ bool tilted_family_applies(const PreferenceModel& model, Penalty penalty);  // d
 }  // namespace
 
 void check_problem(const PreferenceModel& model, const VectorXd& pi_ref, double beta) {
-  if (!(beta > 0.0) || !std::isfinite(beta))
-    value_error("beta: expected a finite value > 0, got ", beta);
+  if (!(beta > 0.0) || !std::isfinite(beta)) value_error("beta: expected a finite value > 0, got ", beta);
   if (pi_ref.size() != model.num_outputs())
     value_error("pi_ref: expected ", model.num_outputs(), " probabilities (one per output), got ",
                 pi_ref.size());
@@ -49,9 +48,11 @@ VectorXd output_preferences(const PreferenceModel& model, const VectorXd& pi, co
   const VectorXd w = model.atom_masses(pi);  // checks the size
   for (Eigen::Index o = 0; o < pi.size(); ++o)
     if (!(pi[o] >= 0.0) || !std::isfinite(pi[o]) || (pi[o] > 0.0 && pi_ref[o] == 0.0))
-      value_error("pi: element ", o, " is ", pi[o], "; expected finite probabilities >= 0, and 0 "
+      value_error("pi: element ", o, " is ", pi[o],
+                  "; expected finite probabilities >= 0, and 0 "
                   "where pi_ref is 0");
-  if (!(std::abs(w.sum() - 1.0) <= 1e-6)) value_error("pi: expected probabilities summing to 1, got ", w.sum());
+  if (!(std::abs(w.sum() - 1.0) <= 1e-6))
+    value_error("pi: expected probabilities summing to 1, got ", w.sum());
   VectorXd Pa;
   model.evaluate(w, Pa, nullptr);
   VectorXd P(pi.size());
@@ -60,8 +61,8 @@ VectorXd output_preferences(const PreferenceModel& model, const VectorXd& pi, co
 }
 }  // namespace
 
-VectorXd stationarity_residual(const PreferenceModel& model, const VectorXd& pi,
-                               const VectorXd& pi_ref, double beta, Penalty penalty) {
+VectorXd stationarity_residual(const PreferenceModel& model, const VectorXd& pi, const VectorXd& pi_ref,
+                               double beta, Penalty penalty) {
   const VectorXd P = output_preferences(model, pi, pi_ref, beta);
   const Eigen::Index K = pi.size();
   const double Pbar = pi.dot(P);
@@ -78,8 +79,8 @@ VectorXd stationarity_residual(const PreferenceModel& model, const VectorXd& pi,
   return R;
 }
 
-VectorXd fixed_point_residual(const PreferenceModel& model, const VectorXd& pi,
-                              const VectorXd& pi_ref, double beta, Penalty penalty) {
+VectorXd fixed_point_residual(const PreferenceModel& model, const VectorXd& pi, const VectorXd& pi_ref,
+                              double beta, Penalty penalty) {
   const VectorXd P = output_preferences(model, pi, pi_ref, beta);
   const Eigen::Index K = pi.size();
   VectorXd out = VectorXd::Zero(K);
@@ -145,9 +146,8 @@ StationaryResult solve_newton(const PreferenceModel& model, const VectorXd& pi_r
   if (!r.converged) {
     std::ostringstream os;
     os << "Newton with beta-continuation did not converge: stalled at beta = "
-       << (last_ok < 0.0 ? b : last_ok) << " (target " << beta << ") with residual "
-       << step.residual << " > tol " << opt.tol * scale_of(b) << " after " << r.iterations
-       << " iterations";
+       << (last_ok < 0.0 ? b : last_ok) << " (target " << beta << ") with residual " << step.residual
+       << " > tol " << opt.tol * scale_of(b) << " after " << r.iterations << " iterations";
     if (opt.penalty == Penalty::K3IS)
       os << "; with the direct-KL penalty the branch from pi_ref can end (a fold) and the policy "
             "may collapse onto the best outputs: try method='flow' or equilibria()";
@@ -157,7 +157,8 @@ StationaryResult solve_newton(const PreferenceModel& model, const VectorXd& pi_r
   if (r.converged) assess_stability(r, pb, wa);
   if (pb.n() == 2 || (pb.n() > 2 && tilted_family_applies(model, opt.penalty)))
     r.equilibria = binary_equilibria(model, pi_ref, beta, opt.penalty);
-  else if (r.converged) r.equilibria.push_back({r.pi, r.stable, r.boundary});
+  else if (r.converged)
+    r.equilibria.push_back({r.pi, r.stable, r.boundary});
   return r;
 }
 
@@ -248,8 +249,8 @@ StationaryResult solve_flow(const PreferenceModel& model, const VectorXd& pi_ref
   r.converged = res <= tol;
   if (!r.converged) {
     std::ostringstream os;
-    os << "the flow did not converge: residual " << res << " > tol " << tol << " after "
-       << r.iterations << " steps";
+    os << "the flow did not converge: residual " << res << " > tol " << tol << " after " << r.iterations
+       << " steps";
     double smallest = std::numeric_limits<double>::infinity();
     for (Eigen::Index i = 0; i < m; ++i) smallest = std::min(smallest, r.pi[idx[i]] / ref[i]);
     if (smallest < 1e-8)
@@ -307,7 +308,10 @@ std::vector<Equilibrium> tilted_equilibria(const Reduced& pb) {
     for (int it = 0; it < 200; ++it) {
       const double mid = 0.5 * (lo + hi);
       if (mid <= lo || mid >= hi) break;
-      if ((g(mid) < 0.0) == upward) lo = mid; else hi = mid;
+      if ((g(mid) < 0.0) == upward)
+        lo = mid;
+      else
+        hi = mid;
     }
     out.push_back({pb.outputs(tilt(0.5 * (lo + hi))), upward, false});
   }
@@ -326,14 +330,13 @@ bool tilted_family_applies(const PreferenceModel& model, Penalty penalty) {
   if (penalty != Penalty::K3IS || !model.has_rewards() || model.is_pairwise() || model.is_nlhf())
     return false;
   const GroupSpec& s = model.spec();
-  return s.infinite() && s.normalisation != Normalisation::MeanOnly && s.std_eps == 0.0 &&
-         s.std_ddof == 0;
+  return s.infinite() && s.normalisation != Normalisation::MeanOnly && s.std_eps == 0.0 && s.std_ddof == 0;
 }
 
 }  // namespace
 
-std::vector<Equilibrium> binary_equilibria(const PreferenceModel& model, const VectorXd& pi_ref,
-                                           double beta, Penalty penalty) {
+std::vector<Equilibrium> binary_equilibria(const PreferenceModel& model, const VectorXd& pi_ref, double beta,
+                                           Penalty penalty) {
   check_problem(model, pi_ref, beta);
   const Reduced pb(model, pi_ref, beta, penalty);
   if (pb.n() > 2 && tilted_family_applies(model, penalty)) return tilted_equilibria(pb);
@@ -354,8 +357,10 @@ std::vector<Equilibrium> binary_equilibria(const PreferenceModel& model, const V
   std::vector<Equilibrium> out;
   auto point = [&](double y, bool stable, bool boundary) {
     VectorXd wa(2);
-    if (boundary) wa << (y > 0 ? 1.0 : 0.0), (y > 0 ? 0.0 : 1.0);
-    else wa << sigmoid(y), sigmoid(-y);
+    if (boundary)
+      wa << (y > 0 ? 1.0 : 0.0), (y > 0 ? 0.0 : 1.0);
+    else
+      wa << sigmoid(y), sigmoid(-y);
     out.push_back({pb.outputs(wa), stable, boundary});
   };
   if (fs.front() > 0.0) point(-1.0, true, true);  // R_a > 0 near w_a = 0: the flow empties atom a
@@ -370,7 +375,10 @@ std::vector<Equilibrium> binary_equilibria(const PreferenceModel& model, const V
       for (int it = 0; it < 200; ++it) {
         const double mid = 0.5 * (lo + hi);
         if (mid <= lo || mid >= hi) break;
-        if ((f(mid) < 0.0) == increasing) lo = mid; else hi = mid;
+        if ((f(mid) < 0.0) == increasing)
+          lo = mid;
+        else
+          hi = mid;
       }
       point(0.5 * (lo + hi), increasing, false);  // R_a increasing in w_a: attracting
     }
@@ -391,8 +399,8 @@ bool has_closed_form(const PreferenceModel& model, const VectorXd& pi_ref, Penal
   return pb.n() == 2 && (s.group_size == 2 || s.infinite());
 }
 
-StationaryResult solve_closed_form(const PreferenceModel& model, const VectorXd& pi_ref,
-                                   double beta, Penalty penalty) {
+StationaryResult solve_closed_form(const PreferenceModel& model, const VectorXd& pi_ref, double beta,
+                                   Penalty penalty) {
   check_problem(model, pi_ref, beta);
   const Reduced pb(model, pi_ref, beta, penalty);
   if (pb.n() == 1) return trivial(pb);
@@ -460,9 +468,11 @@ StationaryResult solve_closed_form(const PreferenceModel& model, const VectorXd&
     r.method = "closed_form:direct_kl_ginf";
     r.pi = binary({eq.front().pi[0], eq.front().pi[1]});  // the one the flow from π_ref reaches
     if (eq.size() == 1)
-      r.message = "no interior stationary policy: the direct-KL GRPO flow at G = inf collapses onto "
-                  "the better answer (boundary)";
-    for (const Equilibrium& e : eq) r.equilibria.push_back({binary({e.pi[0], e.pi[1]}), e.stable, e.boundary});
+      r.message =
+          "no interior stationary policy: the direct-KL GRPO flow at G = inf collapses onto "
+          "the better answer (boundary)";
+    for (const Equilibrium& e : eq)
+      r.equilibria.push_back({binary({e.pi[0], e.pi[1]}), e.stable, e.boundary});
   } else {
     r.method = "closed_form:logistic_g2";
     r.pi = binary(binary_g2_k3is(beta_ddof, 1.0, p_top));
@@ -495,8 +505,8 @@ StationaryResult solve_closed_form(const PreferenceModel& model, const VectorXd&
   return r;
 }
 
-StationaryResult solve_monte_carlo(const PreferenceModel& model, const VectorXd& pi_ref,
-                                   double beta, const SolveOptions& opt) {
+StationaryResult solve_monte_carlo(const PreferenceModel& model, const VectorXd& pi_ref, double beta,
+                                   const SolveOptions& opt) {
   check_problem(model, pi_ref, beta);
   if (opt.mc_rounds < 2) value_error("mc_rounds: expected an integer >= 2, got ", opt.mc_rounds);
   // Round k draws its groups at the previous solution (π_ref first), so the likelihood ratios stay
@@ -563,8 +573,8 @@ StationaryResult solve(const PreferenceModel& model, const VectorXd& pi_ref, dou
                 (f.converged ? "converged instead" : "did not converge either: " + f.message);
     return f;
   }
-  value_error("method: expected one of 'auto', 'closed_form', 'newton' (or 'flow' in Python), got '",
-              method, "'");
+  value_error("method: expected one of 'auto', 'closed_form', 'newton' (or 'flow' in Python), got '", method,
+              "'");
 }
 
 }  // namespace stationary

@@ -7,15 +7,24 @@ namespace grpokit {
 
 const char* dtype_name(DType dt) {
   switch (dt) {
-    case DType::Bool: return "bool";
-    case DType::Int8: return "int8";
-    case DType::UInt8: return "uint8";
-    case DType::Int32: return "int32";
-    case DType::Int64: return "int64";
-    case DType::Float16: return "float16";
-    case DType::BFloat16: return "bfloat16";
-    case DType::Float32: return "float32";
-    case DType::Float64: return "float64";
+    case DType::Bool:
+      return "bool";
+    case DType::Int8:
+      return "int8";
+    case DType::UInt8:
+      return "uint8";
+    case DType::Int32:
+      return "int32";
+    case DType::Int64:
+      return "int64";
+    case DType::Float16:
+      return "float16";
+    case DType::BFloat16:
+      return "bfloat16";
+    case DType::Float32:
+      return "float32";
+    case DType::Float64:
+      return "float64";
   }
   return "unknown";
 }
@@ -24,13 +33,17 @@ int dtype_size(DType dt) {
   switch (dt) {
     case DType::Bool:
     case DType::Int8:
-    case DType::UInt8: return 1;
+    case DType::UInt8:
+      return 1;
     case DType::Float16:
-    case DType::BFloat16: return 2;
+    case DType::BFloat16:
+      return 2;
     case DType::Int32:
-    case DType::Float32: return 4;
+    case DType::Float32:
+      return 4;
     case DType::Int64:
-    case DType::Float64: return 8;
+    case DType::Float64:
+      return 8;
   }
   return 0;
 }
@@ -106,8 +119,7 @@ void check_ndim(const TensorView& t, const char* name, std::initializer_list<int
   value_error(name, ": expected a ", want, " array, got shape ", t.shape_str());
 }
 
-void check_shape_equal(const TensorView& t, const char* name, const TensorView& ref,
-                       const char* ref_name) {
+void check_shape_equal(const TensorView& t, const char* name, const TensorView& ref, const char* ref_name) {
   bool same = t.ndim == ref.ndim;
   for (int i = 0; same && i < t.ndim; ++i) same = t.shape[i] == ref.shape[i];
   if (!same)
@@ -115,8 +127,7 @@ void check_shape_equal(const TensorView& t, const char* name, const TensorView& 
                 t.shape_str());
 }
 
-void check_same_device(const TensorView& t, const char* name, const TensorView& ref,
-                       const char* ref_name) {
+void check_same_device(const TensorView& t, const char* name, const TensorView& ref, const char* ref_name) {
   if (t.device != ref.device)
     device_error(name, " is on ", device_name(t.device), " but ", ref_name, " is on ",
                  device_name(ref.device), "; all arrays of one call must be on the same device");

@@ -24,9 +24,8 @@ void bind_advantages(py::module_& m, const Backend& backend) {
         py::gil_scoped_release nogil;
         backend.advantages(r.view(), ids.view(), opt, o.view(), stream);
       },
-      py::arg("rewards"), py::arg("group_ids"), py::arg("out"), py::arg("group_size"),
-      py::arg("baseline"), py::arg("std"), py::arg("std_scope"), py::arg("epsilon"),
-      py::arg("stream") = 0,
+      py::arg("rewards"), py::arg("group_ids"), py::arg("out"), py::arg("group_size"), py::arg("baseline"),
+      py::arg("std"), py::arg("std_scope"), py::arg("epsilon"), py::arg("stream") = 0,
       "Group advantages of rewards (B,) into out (B,). See grpokit.advantages.");
 }
 

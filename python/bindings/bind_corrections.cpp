@@ -40,12 +40,18 @@ void bind_corrections(py::module_& m, const Backend& backend) {
                 double clip_max, double log_clamp, bool batch_normalize, py::object workspace,
                 std::intptr_t stream) {
         ImportanceOptions opt;
-        if (level == "token") opt.level = IsLevel::Token;
-        else if (level == "sequence") opt.level = IsLevel::Sequence;
-        else value_error("level: expected one of 'token', 'sequence', got '", level, "'");
-        if (mode == "truncate") opt.mode = IsMode::Truncate;
-        else if (mode == "mask") opt.mode = IsMode::Mask;
-        else value_error("mode: expected one of 'truncate', 'mask', got '", mode, "'");
+        if (level == "token")
+          opt.level = IsLevel::Token;
+        else if (level == "sequence")
+          opt.level = IsLevel::Sequence;
+        else
+          value_error("level: expected one of 'token', 'sequence', got '", level, "'");
+        if (mode == "truncate")
+          opt.mode = IsMode::Truncate;
+        else if (mode == "mask")
+          opt.mode = IsMode::Mask;
+        else
+          value_error("mode: expected one of 'truncate', 'mask', got '", mode, "'");
         opt.clip_min = clip_min;
         opt.clip_max = clip_max;
         opt.log_clamp = log_clamp;
@@ -57,10 +63,9 @@ void bind_corrections(py::module_& m, const Backend& backend) {
                                    x.metrics.view(), x.workspace.view(), stream);
       },
       py::arg("trainer_logp"), py::arg("sampler_logp"), py::arg("mask"), py::arg("weights"),
-      py::arg("metrics"), py::arg("level"), py::arg("mode"), py::arg("clip_min"),
-      py::arg("clip_max"), py::arg("log_clamp"), py::arg("batch_normalize"),
-      py::arg("workspace") = py::none(), py::arg("stream") = 0,
-      "Importance weights and their metrics. See grpokit.importance_weights.");
+      py::arg("metrics"), py::arg("level"), py::arg("mode"), py::arg("clip_min"), py::arg("clip_max"),
+      py::arg("log_clamp"), py::arg("batch_normalize"), py::arg("workspace") = py::none(),
+      py::arg("stream") = 0, "Importance weights and their metrics. See grpokit.importance_weights.");
   m.def("rejection_metric_names", &rejection_metric_names, py::arg("criteria"),
         "Names of the metric slots written by rejection_mask for these criteria, in order.");
   m.def(
@@ -84,10 +89,9 @@ void bind_corrections(py::module_& m, const Backend& backend) {
         backend.rejection_mask(x.trainer.view(), x.sampler.view(), x.mask.view(), parsed, x.out.view(),
                                x.metrics.view(), x.workspace.view(), stream);
       },
-      py::arg("trainer_logp"), py::arg("sampler_logp"), py::arg("mask"), py::arg("keep"),
-      py::arg("metrics"), py::arg("criteria"), py::arg("lower"), py::arg("upper"),
-      py::arg("workspace") = py::none(), py::arg("stream") = 0,
-      "Rejection-sampling keep mask and metrics. See grpokit.rejection_mask.");
+      py::arg("trainer_logp"), py::arg("sampler_logp"), py::arg("mask"), py::arg("keep"), py::arg("metrics"),
+      py::arg("criteria"), py::arg("lower"), py::arg("upper"), py::arg("workspace") = py::none(),
+      py::arg("stream") = 0, "Rejection-sampling keep mask and metrics. See grpokit.rejection_mask.");
   m.def("importance_workspace_size", backend.importance_workspace_size, py::arg("num_rows"),
         "float64 elements of scratch importance_weights needs (0: none).");
   m.def("rejection_workspace_size", backend.rejection_workspace_size, py::arg("num_rows"),

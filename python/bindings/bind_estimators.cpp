@@ -12,13 +12,13 @@ void bind_estimators(py::module_& m, const Backend& backend) {
   m.def(
       "estimator_advantages",
       [backend](py::object rewards, py::object group_ids, py::object reward_weights, py::object mask,
-         py::object lengths, py::object baseline_rewards, py::object logp, py::object ref_logp,
-         py::object sum_pi_squared, py::object is_weights, py::object out, py::object returns, const std::string& estimator,
-         int64_t group_size, const std::string& baseline, const std::string& std,
-         const std::string& std_scope, double epsilon, const std::string& batch_norm,
-         double final_epsilon, double gamma, double f_norm, bool handle_zero_tail, double otb_epsilon,
-         double reward_clip_min, double reward_clip_max, double beta, py::object workspace,
-         std::intptr_t stream) {
+                py::object lengths, py::object baseline_rewards, py::object logp, py::object ref_logp,
+                py::object sum_pi_squared, py::object is_weights, py::object out, py::object returns,
+                const std::string& estimator, int64_t group_size, const std::string& baseline,
+                const std::string& std, const std::string& std_scope, double epsilon,
+                const std::string& batch_norm, double final_epsilon, double gamma, double f_norm,
+                bool handle_zero_tail, double otb_epsilon, double reward_clip_min, double reward_clip_max,
+                double beta, py::object workspace, std::intptr_t stream) {
         EstimatorOptions opt;
         opt.estimator = parse_estimator(estimator);
         opt.group_size = group_size;
@@ -64,13 +64,11 @@ void bind_estimators(py::module_& m, const Backend& backend) {
       },
       py::arg("rewards"), py::arg("group_ids"), py::arg("reward_weights"), py::arg("mask"),
       py::arg("lengths"), py::arg("baseline_rewards"), py::arg("logp"), py::arg("ref_logp"),
-      py::arg("sum_pi_squared"),
-      py::arg("is_weights"), py::arg("out"), py::arg("returns"), py::arg("estimator"),
-      py::arg("group_size"), py::arg("baseline"), py::arg("std"), py::arg("std_scope"),
+      py::arg("sum_pi_squared"), py::arg("is_weights"), py::arg("out"), py::arg("returns"),
+      py::arg("estimator"), py::arg("group_size"), py::arg("baseline"), py::arg("std"), py::arg("std_scope"),
       py::arg("epsilon"), py::arg("batch_norm"), py::arg("final_epsilon"), py::arg("gamma"),
-      py::arg("f_norm"), py::arg("handle_zero_tail"), py::arg("otb_epsilon"),
-      py::arg("reward_clip_min"), py::arg("reward_clip_max"), py::arg("beta"),
-      py::arg("workspace") = py::none(), py::arg("stream") = 0,
+      py::arg("f_norm"), py::arg("handle_zero_tail"), py::arg("otb_epsilon"), py::arg("reward_clip_min"),
+      py::arg("reward_clip_max"), py::arg("beta"), py::arg("workspace") = py::none(), py::arg("stream") = 0,
       "Advantages of any estimator into out. See grpokit.advantages.");
   m.def(
       "estimator_workspace_size",

@@ -95,8 +95,7 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
         Imported sq = import_array(sum_sq_probs, "sum_sq_probs", stream, true);
         const LinearLogprobArgs in = x.args(temperature, chunk_size);
         py::gil_scoped_release nogil;
-        backend.linear_token_logprobs(in, lp.view(), e.view(), l.view(), sq.view(), ws.view(),
-                                      stream);
+        backend.linear_token_logprobs(in, lp.view(), e.view(), l.view(), sq.view(), ws.view(), stream);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"),
       py::arg("lse"), py::arg("workspace"), py::arg("temperature"), py::arg("chunk_size"),
@@ -119,8 +118,8 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
         Imported ws = import_array(workspace, "workspace", stream, true);
         const LinearLogprobArgs in = x.args(temperature, chunk_size);
         py::gil_scoped_release nogil;
-        backend.linear_token_logprobs_backward(in, l.view(), e.view(), ga.view(), gb.view(),
-                                               gh.view(), gw.view(), ws.view(), stream);
+        backend.linear_token_logprobs_backward(in, l.view(), e.view(), ga.view(), gb.view(), gh.view(),
+                                               gw.view(), ws.view(), stream);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("lse"), py::arg("entropy"),
       py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_hidden"), py::arg("grad_weight"),

@@ -34,10 +34,10 @@ void bind_loss(py::module_& m, const Backend& backend) {
       "policy_loss",
       [backend](const py::dict& spec_fields, py::object logp, py::object old_logp, py::object advantages,
                 py::object mask, py::object ref_logp, py::object entropies, py::object sampling_logp,
-                py::object cu_seqlens, py::object keep, py::object token_weights, py::object selection, py::object loss,
-                py::object grad_logp, py::object grad_entropy, py::object per_token, py::object weights,
-                py::object metrics, int num_threads, std::intptr_t stream, py::object workspace,
-                py::object status) {
+                py::object cu_seqlens, py::object keep, py::object token_weights, py::object selection,
+                py::object loss, py::object grad_logp, py::object grad_entropy, py::object per_token,
+                py::object weights, py::object metrics, int num_threads, std::intptr_t stream,
+                py::object workspace, py::object status) {
         if (backend.loss == nullptr)
           not_implemented("policy_loss: the ", backend.name, " backend has no loss kernels yet");
         const LossSpec spec = spec_from_dict(spec_fields);
@@ -60,10 +60,10 @@ void bind_loss(py::module_& m, const Backend& backend) {
         Imported o_m = import_array(metrics, "metrics", stream, true);
         Imported o_ws = import_array(workspace, "workspace", stream, true);
         Imported o_st = import_array(status, "status", stream, true);
-        LossInputs in{a_lp.view(),  a_old.view(), a_adv.view(), a_mask.view(), a_ref.view(),
-                      a_ent.view(), a_smp.view(), a_cu.view(),  a_keep.view(), a_tw.view(), a_sel.view()};
-        LossOutputs out{o_loss.view(), o_g.view(), o_gh.view(), o_pt.view(), o_w.view(), o_m.view(),
-                        o_ws.view(), o_st.view()};
+        LossInputs in{a_lp.view(),  a_old.view(), a_adv.view(),  a_mask.view(), a_ref.view(), a_ent.view(),
+                      a_smp.view(), a_cu.view(),  a_keep.view(), a_tw.view(),   a_sel.view()};
+        LossOutputs out{o_loss.view(), o_g.view(), o_gh.view(), o_pt.view(),
+                        o_w.view(),    o_m.view(), o_ws.view(), o_st.view()};
         py::gil_scoped_release nogil;
         backend.loss(spec, in, out, num_threads, stream);
       },

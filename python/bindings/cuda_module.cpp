@@ -17,11 +17,14 @@ PYBIND11_MODULE(_cuda, m) {
   m.doc() = "grpokit CUDA kernels (private; use the grpokit package)";
   bindings::register_error_translator();
   m.attr("__version__") = GRPOKIT_VERSION_STRING;
-  m.def("device_count", []() {
-    std::string why;
-    const int n = cuda::device_count(&why);
-    return py::make_tuple(n, why);
-  }, "(number of visible CUDA devices, reason when 0)");
+  m.def(
+      "device_count",
+      []() {
+        std::string why;
+        const int n = cuda::device_count(&why);
+        return py::make_tuple(n, why);
+      },
+      "(number of visible CUDA devices, reason when 0)");
   m.def("build_info", &cuda::build_info, "CUDA runtime version and compiled architectures");
   m.def("cublas_built", &cuda::cublas_built, "whether linear_token_logprobs has its cuBLAS GPU path");
 

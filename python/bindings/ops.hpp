@@ -23,13 +23,12 @@ namespace py = pybind11;
 
 struct Backend {
   const char* name;  // "cpu" | "cuda"
-  void (*advantages)(const TensorView& rewards, const TensorView& group_ids,
-                     const AdvantageOptions& opt, const TensorView& out, std::intptr_t stream);
+  void (*advantages)(const TensorView& rewards, const TensorView& group_ids, const AdvantageOptions& opt,
+                     const TensorView& out, std::intptr_t stream);
   void (*loss)(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int num_threads,
                std::intptr_t stream);
-  void (*token_logprobs)(const TokenLogprobArgs& in, const TensorView& logp,
-                         const TensorView& entropy, const TensorView& lse,
-                         const TensorView& sum_sq_probs, std::intptr_t stream);
+  void (*token_logprobs)(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                         const TensorView& lse, const TensorView& sum_sq_probs, std::intptr_t stream);
   void (*token_logprobs_backward)(const TokenLogprobArgs& in, const TensorView& lse,
                                   const TensorView& entropy, const TensorView& grad_logp,
                                   const TensorView& grad_entropy, const TensorView& grad_logits,
@@ -42,19 +41,18 @@ struct Backend {
                                 std::intptr_t stream);
   void (*linear_token_logprobs_backward)(const LinearLogprobArgs& in, const TensorView& lse,
                                          const TensorView& entropy, const TensorView& grad_logp,
-                                         const TensorView& grad_entropy,
-                                         const TensorView& grad_hidden,
-                                         const TensorView& grad_weight,
-                                         const TensorView& workspace, std::intptr_t stream);
+                                         const TensorView& grad_entropy, const TensorView& grad_hidden,
+                                         const TensorView& grad_weight, const TensorView& workspace,
+                                         std::intptr_t stream);
   // Adam-state statistics (grpokit.diagnostics): results into arrays on the state's device, in the
   // layouts of grpokit/diagnostics.hpp. Float64 scratch elements the reductions need (0 on the CPU).
   int64_t (*adam_workspace_size)(int64_t n);
   void (*adam_state_stats)(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
-                           double rho_threshold, double hist_lo, double hist_hi, const std::vector<double>& phis,
-                           const TensorView& out_stats, const TensorView& out_hist, const TensorView& workspace,
-                           std::intptr_t stream);
-  void (*adam_update)(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp, double phi,
-                      bool momentum_only_next, const TensorView& out, std::intptr_t stream);
+                           double rho_threshold, double hist_lo, double hist_hi,
+                           const std::vector<double>& phis, const TensorView& out_stats,
+                           const TensorView& out_hist, const TensorView& workspace, std::intptr_t stream);
+  void (*adam_update)(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
+                      double phi, bool momentum_only_next, const TensorView& out, std::intptr_t stream);
   void (*adam_rho)(const TensorView& exp_avg_sq, const AdamHyper& hp, const TensorView& out_rho,
                    const TensorView& out_elasticity, std::intptr_t stream);
   void (*adam_step_split)(const TensorView& exp_avg, const TensorView& exp_avg_sq, const TensorView& grad,
@@ -63,19 +61,17 @@ struct Backend {
   // Advantage estimators and train–inference corrections. Scratch sizes are float64 elements the
   // caller allocates (0 on the CPU, which needs none).
   int64_t (*estimator_workspace_size)(Estimator estimator, int64_t num_rows, int64_t num_tokens);
-  void (*estimator_advantages)(const EstimatorInputs& in, const EstimatorOptions& opt,
-                               const TensorView& out, const TensorView& returns,
-                               const TensorView& workspace, std::intptr_t stream);
+  void (*estimator_advantages)(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
+                               const TensorView& returns, const TensorView& workspace, std::intptr_t stream);
   int64_t (*importance_workspace_size)(int64_t num_rows);
   int64_t (*rejection_workspace_size)(int64_t num_rows, int64_t num_criteria);
   void (*importance_weights)(const TensorView& trainer_logp, const TensorView& sampler_logp,
-                             const TensorView& mask, const ImportanceOptions& opt,
-                             const TensorView& weights, const TensorView& metrics,
-                             const TensorView& workspace, std::intptr_t stream);
+                             const TensorView& mask, const ImportanceOptions& opt, const TensorView& weights,
+                             const TensorView& metrics, const TensorView& workspace, std::intptr_t stream);
   void (*rejection_mask)(const TensorView& trainer_logp, const TensorView& sampler_logp,
                          const TensorView& mask, const std::vector<RejectionCriterion>& criteria,
-                         const TensorView& keep, const TensorView& metrics,
-                         const TensorView& workspace, std::intptr_t stream);
+                         const TensorView& keep, const TensorView& metrics, const TensorView& workspace,
+                         std::intptr_t stream);
 };
 
 void bind_advantages(py::module_& m, const Backend& backend);

@@ -101,11 +101,20 @@ bool numpy_view(py::handle obj, TensorView& v) {
   if (order == '>' || a.ndim() > TensorView::kMaxDims) return false;
   const auto size = static_cast<int64_t>(dt.itemsize());
   switch (dt.kind()) {
-    case 'f': v.dtype = size == 2 ? DType::Float16 : size == 4 ? DType::Float32 : DType::Float64; break;
-    case 'b': v.dtype = DType::Bool; break;
-    case 'i': v.dtype = size == 1 ? DType::Int8 : size == 4 ? DType::Int32 : DType::Int64; break;
-    case 'u': v.dtype = DType::UInt8; break;
-    default: return false;
+    case 'f':
+      v.dtype = size == 2 ? DType::Float16 : size == 4 ? DType::Float32 : DType::Float64;
+      break;
+    case 'b':
+      v.dtype = DType::Bool;
+      break;
+    case 'i':
+      v.dtype = size == 1 ? DType::Int8 : size == 4 ? DType::Int32 : DType::Int64;
+      break;
+    case 'u':
+      v.dtype = DType::UInt8;
+      break;
+    default:
+      return false;
   }
   if (dtype_size(v.dtype) != size) return false;  // float128, int16, uint32, ...
   v.ndim = static_cast<int>(a.ndim());
@@ -154,12 +163,10 @@ Imported import_array(py::handle obj, const char* name, std::intptr_t stream, bo
     return out;
   }
   if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
-    type_error(name, ": expected a NumPy array or an object implementing __dlpack__, got ",
-               type_name(obj));
+    type_error(name, ": expected a NumPy array or an object implementing __dlpack__, got ", type_name(obj));
 
   py::tuple dev = obj.attr("__dlpack_device__")();
-  const bool on_device = dev.size() >= 1 && dev[0].cast<int>() != kDLCPU &&
-                         dev[0].cast<int>() != kDLCUDAHost;
+  const bool on_device = dev.size() >= 1 && dev[0].cast<int>() != kDLCPU && dev[0].cast<int>() != kDLCUDAHost;
   py::object capsule;
   try {
     py::dict kwargs;
@@ -173,10 +180,9 @@ Imported import_array(py::handle obj, const char* name, std::intptr_t stream, bo
       capsule = obj.attr("__dlpack__")(**kwargs);
     }
   } catch (py::error_already_set& e) {
-    if (e.matches(PyExc_BufferError) || e.matches(PyExc_TypeError) ||
-        e.matches(PyExc_ValueError) || e.matches(PyExc_RuntimeError))
-      value_error(name, ": the ", type_name(obj), " could not be exported through DLPack (",
-                  e.what(), ")");
+    if (e.matches(PyExc_BufferError) || e.matches(PyExc_TypeError) || e.matches(PyExc_ValueError) ||
+        e.matches(PyExc_RuntimeError))
+      value_error(name, ": the ", type_name(obj), " could not be exported through DLPack (", e.what(), ")");
     throw;
   }
 
@@ -203,8 +209,7 @@ Imported import_array(py::handle obj, const char* name, std::intptr_t stream, bo
     out.versioned_ = false;
     out.view_ = to_view(m->dl_tensor, name, false);
   } else {
-    value_error(name, ": __dlpack__ of ", type_name(obj),
-                " did not return an unused DLPack capsule");
+    value_error(name, ": __dlpack__ of ", type_name(obj), " did not return an unused DLPack capsule");
   }
   if (writable && out.view_.read_only)
     value_error(name, ": the array is read-only, but grpokit must write into it");
@@ -217,11 +222,19 @@ void register_error_translator() {
       if (p) std::rethrow_exception(p);
     } catch (const Error& e) {
       switch (e.kind()) {
-        case ErrorKind::Type: PyErr_SetString(PyExc_TypeError, e.what()); return;
-        case ErrorKind::NotImplemented: PyErr_SetString(PyExc_NotImplementedError, e.what()); return;
-        case ErrorKind::Runtime: PyErr_SetString(PyExc_RuntimeError, e.what()); return;
+        case ErrorKind::Type:
+          PyErr_SetString(PyExc_TypeError, e.what());
+          return;
+        case ErrorKind::NotImplemented:
+          PyErr_SetString(PyExc_NotImplementedError, e.what());
+          return;
+        case ErrorKind::Runtime:
+          PyErr_SetString(PyExc_RuntimeError, e.what());
+          return;
         case ErrorKind::Value:
-        case ErrorKind::Device: PyErr_SetString(PyExc_ValueError, e.what()); return;
+        case ErrorKind::Device:
+          PyErr_SetString(PyExc_ValueError, e.what());
+          return;
       }
     }
   });

@@ -6,13 +6,13 @@ Arrays may be NumPy, Python sequences or any DLPack tensor (PyTorch, CuPy, JAX);
 as the caller's kind on the caller's device.
 """
 
-from . import diagnostics
+from . import diagnostics, stationary
 from ._advantages import advantages
 from ._compare import Explanation, PresetComparison, compare, explain
+from ._core import __version__
 from ._corrections import CORRECTIONS, correction, importance_weights, rejection_mask
 from ._estimators import ESTIMATORS
 from ._estimators import PRESETS as ESTIMATOR_PRESETS
-from ._core import __version__
 from ._logprobs import (
     TokenLogprobs,
     linear_token_logprobs,
@@ -23,7 +23,6 @@ from ._logprobs import (
 from ._loss import LossResult, policy_loss
 from ._presets import LossSpec, presets
 from .info import build_info
-from . import stationary
 
 __all__ = [
     "CORRECTIONS",

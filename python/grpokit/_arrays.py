@@ -153,9 +153,7 @@ def empty(p: Placement, shape: tuple, dtype: str, like: Any = None) -> Any:
         with cupy.cuda.Device(p.device_index):
             return cupy.empty(shape, dtype=dtype)
     if p.is_cuda:
-        raise ValueError(
-            f"grpokit cannot allocate outputs for a {p.describe()}; pass torch or CuPy arrays on the GPU"
-        )
+        raise ValueError(f"grpokit cannot allocate outputs for a {p.describe()}; pass torch or CuPy arrays on the GPU")
     return np.empty(shape, dtype=dtype)
 
 
@@ -210,8 +208,7 @@ def allocating_on(p: Placement, handle: int):
         import torch
 
         device = torch.device("cuda", p.device_index)
-        stream = (torch.cuda.default_stream(device) if handle == 1
-                  else torch.cuda.ExternalStream(handle, device=device))
+        stream = torch.cuda.default_stream(device) if handle == 1 else torch.cuda.ExternalStream(handle, device=device)
         with torch.cuda.stream(stream):
             yield
     else:

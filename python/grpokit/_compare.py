@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _variants
-from ._presets import LossSpec, presets as _all_presets
+from ._presets import LossSpec
+from ._presets import presets as _all_presets
 
 BATCH_KEYS = {
     "rewards": "(B,) rewards; advantages follow each preset's convention (needs group_size)",
@@ -27,8 +28,13 @@ BATCH_KEYS = {
     "ref_logp": "(B, T) reference-model log-probabilities (absent: KL terms are switched off)",
     "sampling_logp": "(B, T) the sampler's (vLLM's) log-probabilities (TRL's IS correction)",
 }
-_ALIASES = {"ids": "completion_ids", "completion_mask": "mask", "per_token_logps": "logp",
-            "old_per_token_logps": "old_logp", "ref_per_token_logps": "ref_logp"}
+_ALIASES = {
+    "ids": "completion_ids",
+    "completion_mask": "mask",
+    "per_token_logps": "logp",
+    "old_per_token_logps": "old_logp",
+    "ref_per_token_logps": "ref_logp",
+}
 
 
 def _batch(batch: Any) -> Dict[str, Any]:
@@ -93,8 +99,10 @@ def _correct(b: Dict[str, Any], v: _variants.Variant, trainer_logp: np.ndarray) 
     from ._corrections import correction
 
     if b.get("sampling_logp") is None:
-        raise ValueError(f"{v.label}: correction {v.correction!r} needs the batch's sampling_logp "
-                         "(the sampler's per-token log-probabilities)")
+        raise ValueError(
+            f"{v.label}: correction {v.correction!r} needs the batch's sampling_logp "
+            "(the sampler's per-token log-probabilities)"
+        )
     mask = b.get("mask")
     mask = np.ones(trainer_logp.shape, dtype=bool) if mask is None else np.asarray(mask).astype(bool)
     c = correction(v.correction, trainer_logp, np.asarray(b["sampling_logp"], dtype=np.float64), mask)
@@ -107,8 +115,9 @@ def _correct(b: Dict[str, Any], v: _variants.Variant, trainer_logp: np.ndarray) 
     return np.asarray(c.mask).astype(bool), w
 
 
-def _run(b: Dict[str, Any], v: _variants.Variant, spec: Optional[LossSpec] = None,
-         adv: Optional[np.ndarray] = None) -> _Run:
+def _run(
+    b: Dict[str, Any], v: _variants.Variant, spec: Optional[LossSpec] = None, adv: Optional[np.ndarray] = None
+) -> _Run:
     from ._loss import policy_loss
 
     spec = _spec_for_batch(b, v.spec if spec is None else spec)
@@ -120,18 +129,36 @@ def _run(b: Dict[str, Any], v: _variants.Variant, spec: Optional[LossSpec] = Non
         mask, token_weights = _correct(b, v, lp if old is None else old)
         sampling = None  # the correction replaces the preset's own sampler IS weight
     r = policy_loss(
-        lp, old, a, mask, spec=spec, ref_logp=b.get("ref_logp"), sampling_logp=sampling,
-        selection=b.get("selection"), token_weights=token_weights, return_weights=True,
+        lp,
+        old,
+        a,
+        mask,
+        spec=spec,
+        ref_logp=b.get("ref_logp"),
+        sampling_logp=sampling,
+        selection=b.get("selection"),
+        token_weights=token_weights,
+        return_weights=True,
     )
-    return _Run(v, spec, a, float(r.loss), np.asarray(r.grad_logp), np.asarray(r.weights),
-                {k: float(x) for k, x in r.metrics.items()})
+    return _Run(
+        v,
+        spec,
+        a,
+        float(r.loss),
+        np.asarray(r.grad_logp),
+        np.asarray(r.weights),
+        {k: float(x) for k, x in r.metrics.items()},
+    )
 
 
 # ---- compare -------------------------------------------------------------------------------------
 
 # The table's clip columns: the engine's clip metrics (TRL's names; docs/losses.md defines them).
-_CLIP_COLUMNS = {"clip_low": "clip_ratio/low_mean", "clip_high": "clip_ratio/high_mean",
-                 "clip_region": "clip_ratio/region_mean"}
+_CLIP_COLUMNS = {
+    "clip_low": "clip_ratio/low_mean",
+    "clip_high": "clip_ratio/high_mean",
+    "clip_region": "clip_ratio/region_mean",
+}
 
 
 @dataclass
@@ -166,8 +193,7 @@ class PresetComparison:
         return cols
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"rows": self.rows, "weights": {k: v.tolist() for k, v in self.weights.items()},
-                "notes": self.notes}
+        return {"rows": self.rows, "weights": {k: v.tolist() for k, v in self.weights.items()}, "notes": self.notes}
 
     def to_pandas(self) -> Any:
         import pandas as pd
@@ -213,8 +239,11 @@ class PresetComparison:
         for name, w in self.weights.items():
             total = np.sum(np.abs(w))
             a2.plot(self.lengths, w / total if total > 0 else w, "o", ms=3, label=name)
-        a2.set(xlabel="completion length", ylabel="Σ_t ω (normalised over the batch)",
-               title="effective weight per completion")
+        a2.set(
+            xlabel="completion length",
+            ylabel="Σ_t ω (normalised over the batch)",
+            title="effective weight per completion",
+        )
         a2.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
         fig.tight_layout()
         return fig
@@ -271,8 +300,9 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
             row[col] = r.metrics.get(metric, float("nan"))
         w = r.weights * (mask if mask is not None else 1.0)
         if b.get("completion_ids") is not None and b.get("group_size") is not None:
-            d = prefix_bias_from_weights(b["completion_ids"], r.advantages, r.weights, b["group_size"],
-                                         mask=mask).to_dict()
+            d = prefix_bias_from_weights(
+                b["completion_ids"], r.advantages, r.weights, b["group_size"], mask=mask
+            ).to_dict()
             row["prefix_bias"] = d["prefix_bias_abs_mean"]
             row["weight_length_corr"] = d["weight_length_corr_mean"]
         rows.append(row)
@@ -287,17 +317,48 @@ def compare(batch: Any, presets: Optional[Sequence[Any]] = None) -> PresetCompar
 
 # Which LossSpec fields make up each factor (every field belongs to exactly one).
 FACTORS: Dict[str, Tuple[str, ...]] = {
-    "normaliser": ("aggregation", "num_items_in_batch", "num_sequences", "max_completion_length", "group_size",
-                   "num_prompts", "dp_size", "gradient_accumulation_steps", "divide_by_ga", "seq_count_nonempty"),
+    "normaliser": (
+        "aggregation",
+        "num_items_in_batch",
+        "num_sequences",
+        "max_completion_length",
+        "group_size",
+        "num_prompts",
+        "dp_size",
+        "gradient_accumulation_steps",
+        "divide_by_ga",
+        "seq_count_nonempty",
+    ),
     "advantages": (),  # estimator and σ convention: not loss fields (the preset row's advantages column)
     "correction": (),  # the train–inference correction (IS weights, rejection): not a loss field
-    "clip rule": ("surrogate", "logp_weight", "epsilon_low", "epsilon_high", "delta", "clip_ratio_c",
-                  "log_ratio_min", "log_ratio_max", "sapo_temperature_pos", "sapo_temperature_neg",
-                  "vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg", "vespo_lambda_neg"),
+    "clip rule": (
+        "surrogate",
+        "logp_weight",
+        "epsilon_low",
+        "epsilon_high",
+        "delta",
+        "clip_ratio_c",
+        "log_ratio_min",
+        "log_ratio_max",
+        "sapo_temperature_pos",
+        "sapo_temperature_neg",
+        "vespo_k_pos",
+        "vespo_lambda_pos",
+        "vespo_k_neg",
+        "vespo_lambda_neg",
+    ),
     "KL placement": ("kl", "beta", "kl_is_corrected", "kl_straight_through", "kl_log_clamp", "kl_value_clamp"),
     "IS weights": ("ratio", "sampler_is", "is_min", "is_max", "off_policy_mask_threshold"),
-    "other terms": ("entropy_coef", "entropy_aggregation", "top_entropy_quantile", "gtpo_entropy", "dro_beta",
-                    "prune_threshold", "selection", "ppo_kl_coef"),
+    "other terms": (
+        "entropy_coef",
+        "entropy_aggregation",
+        "top_entropy_quantile",
+        "gtpo_entropy",
+        "dro_beta",
+        "prune_threshold",
+        "selection",
+        "ppo_kl_coef",
+    ),
 }
 
 
@@ -355,9 +416,15 @@ class Explanation:
         return float(np.linalg.norm(self.grad_b))
 
     def to_dict(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"a": self.a, "b": self.b, "loss_a": self.loss_a, "loss_b": self.loss_b,
-                             "grad_norm_a": self.grad_norm_a, "grad_norm_b": self.grad_norm_b,
-                             "delta_grad_norm": float(np.linalg.norm(self.grad_b - self.grad_a))}
+        d: Dict[str, Any] = {
+            "a": self.a,
+            "b": self.b,
+            "loss_a": self.loss_a,
+            "loss_b": self.loss_b,
+            "grad_norm_a": self.grad_norm_a,
+            "grad_norm_b": self.grad_norm_b,
+            "delta_grad_norm": float(np.linalg.norm(self.grad_b - self.grad_a)),
+        }
         for f in self.factors:
             if f.differs:
                 d[f"{f.name}/delta_loss"] = f.delta_loss
@@ -383,16 +450,21 @@ class Explanation:
             if not f.differs:
                 lines.append(f"{f.name:<15} {'same':>11}")
                 continue
-            change = "; ".join(f"{k}: {f.a.get(k, '-')!r} → {f.b.get(k, '-')!r}" for k in {**f.a, **f.b}
-                              if f.a.get(k) != f.b.get(k))
+            change = "; ".join(
+                f"{k}: {f.a.get(k, '-')!r} → {f.b.get(k, '-')!r}" for k in {**f.a, **f.b} if f.a.get(k) != f.b.get(k)
+            )
             if f.error:
                 lines.append(f"{f.name:<15} {'n/a':>11} {'n/a':>11} {'':>13}  {change} ({f.error})")
             else:
                 idle = " (no effect on this batch)" if f.delta_loss == 0.0 and f.delta_grad_norm == 0.0 else ""
-                lines.append(f"{f.name:<15} {fmt(f.delta_loss):>11} {fmt(f.delta_grad_norm):>11} "
-                             f"{fmt(f.grad_norm):>13}  {change}{idle}")
-        lines.append(f"{'interaction':<15} {fmt(self.interaction_loss):>11} "
-                     f"{fmt(float(np.linalg.norm(self.interaction_grad))):>11}")
+                lines.append(
+                    f"{f.name:<15} {fmt(f.delta_loss):>11} {fmt(f.delta_grad_norm):>11} "
+                    f"{fmt(f.grad_norm):>13}  {change}{idle}"
+                )
+        lines.append(
+            f"{'interaction':<15} {fmt(self.interaction_loss):>11} "
+            f"{fmt(float(np.linalg.norm(self.interaction_grad))):>11}"
+        )
         lines.append("(each factor: a with only that rule switched to b's value; interaction: the rest)")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -479,6 +551,5 @@ def explain(batch: Any, a: Any, b: Any) -> Explanation:
                 f.error = f"not switchable alone: {exc}"
         factors.append(f)
     il = (rb.loss - ra.loss) - sum(f.delta_loss for f in factors if f.differs and not f.error)
-    ig = (rb.grad - ra.grad) - sum((f.delta_grad for f in factors if f.delta_grad is not None),
-                                   np.zeros_like(ra.grad))
+    ig = (rb.grad - ra.grad) - sum((f.delta_grad for f in factors if f.delta_grad is not None), np.zeros_like(ra.grad))
     return Explanation(va.label, vb.label, ra.loss, rb.loss, ra.grad, rb.grad, factors, il, ig, notes)

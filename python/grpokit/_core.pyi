@@ -17,7 +17,6 @@ __version__: str
 
 def cpu_simd_level() -> str: ...
 def cpu_max_threads() -> int: ...
-
 def advantages(
     rewards: _Array,
     group_ids: _Opt,
@@ -29,7 +28,6 @@ def advantages(
     epsilon: float,
     stream: int = 0,
 ) -> None: ...
-
 def policy_loss(
     spec: _Spec,
     logp: _Array,
@@ -80,6 +78,7 @@ def token_logprobs_backward(
     temperature: float,
     stream: int = 0,
 ) -> None: ...
+
 # ---- diagnostics (CPU only; see grpokit.diagnostics) ----
 def prefix_bias(
     ids: _Array,
@@ -95,6 +94,7 @@ def prefix_bias(
     abs_sum: _Array,
     group: _Array,
 ) -> None: ...
+
 class _ClipRegionSums(TypedDict):
     n_valid: int
     n_in_region: int
@@ -241,6 +241,7 @@ def rejection_mask(
     stream: int = 0,
 ) -> None: ...
 def rejection_workspace_size(num_rows: int, num_criteria: int) -> int: ...
+
 # ---- stationary policies (bind_stationary.cpp; see grpokit.stationary) ----
 class StationaryModel:
     @property
@@ -299,13 +300,30 @@ def stationary_model_rewards(
 def stationary_model_pairwise(pairwise: np.ndarray) -> StationaryModel: ...
 def stationary_model_nlhf(preference_matrix: np.ndarray) -> StationaryModel: ...
 def stationary_solve(
-    model: StationaryModel, pi_ref: np.ndarray, beta: float, method: str, penalty: str, tol: float,
-    max_iter: int, beta_start: float, beta_factor: float, samples: int = 20000, mc_rounds: int = 8,
-    mc_tol: float = 2e-3, seed: int = 0,
+    model: StationaryModel,
+    pi_ref: np.ndarray,
+    beta: float,
+    method: str,
+    penalty: str,
+    tol: float,
+    max_iter: int,
+    beta_start: float,
+    beta_factor: float,
+    samples: int = 20000,
+    mc_rounds: int = 8,
+    mc_tol: float = 2e-3,
+    seed: int = 0,
 ) -> StationaryResult: ...
 def stationary_flow(
-    model: StationaryModel, pi_ref: np.ndarray, beta: float, penalty: str, inner_steps: int, step: float,
-    rtol: float, tol: float, max_steps: int,
+    model: StationaryModel,
+    pi_ref: np.ndarray,
+    beta: float,
+    penalty: str,
+    inner_steps: int,
+    step: float,
+    rtol: float,
+    tol: float,
+    max_steps: int,
 ) -> StationaryResult: ...
 def stationary_equilibria(
     model: StationaryModel, pi_ref: np.ndarray, beta: float, penalty: str

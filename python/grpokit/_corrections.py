@@ -129,9 +129,21 @@ def importance_weights(
         weights = _arrays.empty(place, shape, _arrays.dtype_name(a), like=a)
         values = _arrays.empty(place, (len(names),), "float64", like=a)
         workspace = _workspace(place, backend.importance_workspace_size(B), a)
-    backend.importance_weights(a, b, m, weights, values, level=level, mode=mode, clip_min=lo, clip_max=hi,
-                               log_clamp=clamp, batch_normalize=bool(batch_normalize), workspace=workspace,
-                               stream=handle)
+    backend.importance_weights(
+        a,
+        b,
+        m,
+        weights,
+        values,
+        level=level,
+        mode=mode,
+        clip_min=lo,
+        clip_max=hi,
+        log_clamp=clamp,
+        batch_normalize=bool(batch_normalize),
+        workspace=workspace,
+        stream=handle,
+    )
     return ImportanceWeights(_arrays.finish(place, weights), _metrics(names, _arrays.finish(place, values)))
 
 
@@ -139,7 +151,9 @@ Thresholds = Union[float, str, Tuple[float, float], Sequence[Union[float, str, T
 
 
 def _criteria(criteria: Union[str, Sequence[str]]) -> list:
-    names = [c.strip() for c in criteria.split(",")] if isinstance(criteria, str) else [str(c).strip() for c in criteria]
+    names = (
+        [c.strip() for c in criteria.split(",")] if isinstance(criteria, str) else [str(c).strip() for c in criteria]
+    )
     names = [c for c in names if c]
     if not names:
         raise ValueError("criteria: expected at least one rejection criterion, e.g. 'token_k1' or 'seq_mean_k3'")
@@ -160,7 +174,9 @@ def _threshold_pair(spec: Any, criterion: str) -> Tuple[float, float]:
         lower, upper = (float(x) for x in spec)
     elif isinstance(spec, str) and "_" in spec:
         if not k1:
-            raise ValueError(f"thresholds: criterion {criterion!r} takes a single upper bound without '_', got {spec!r}")
+            raise ValueError(
+                f"thresholds: criterion {criterion!r} takes a single upper bound without '_', got {spec!r}"
+            )
         lower, upper = (float(x) for x in spec.split("_", 1))
     else:
         try:
@@ -225,8 +241,18 @@ def rejection_mask(
         keep = _arrays.empty(place, tuple(int(s) for s in a.shape), "bool", like=a)
         values = _arrays.empty(place, (len(metric_names),), "float64", like=a)
         workspace = _workspace(place, backend.rejection_workspace_size(int(a.shape[0]), len(names)), a)
-    backend.rejection_mask(a, b, m, keep, values, criteria=names, lower=[p[0] for p in pairs],
-                           upper=[p[1] for p in pairs], workspace=workspace, stream=handle)
+    backend.rejection_mask(
+        a,
+        b,
+        m,
+        keep,
+        values,
+        criteria=names,
+        lower=[p[0] for p in pairs],
+        upper=[p[1] for p in pairs],
+        workspace=workspace,
+        stream=handle,
+    )
     return RejectionMask(_arrays.finish(place, keep), _metrics(metric_names, _arrays.finish(place, values)))
 
 
@@ -236,30 +262,53 @@ def _preset(importance: Optional[dict] = None, rejection: Optional[dict] = None,
 
 _VERL = {"log_clamp": 20.0}
 
-CORRECTIONS: Mapping[str, Mapping] = MappingProxyType({
-    "none": _preset(peer="no correction"),
-    "trl.token_truncate": _preset({"level": "token", "mode": "truncate", "clip_max": 3.0},
-                                  peer="TRL vllm_importance_sampling_mode='token_truncate'"),
-    "trl.token_mask": _preset({"level": "token", "mode": "mask", "clip_max": 3.0},
-                              peer="TRL vllm_importance_sampling_mode='token_mask'"),
-    "trl.sequence_truncate": _preset({"level": "sequence", "mode": "truncate", "clip_max": 3.0},
-                                     peer="TRL vllm_importance_sampling_mode='sequence_truncate'"),
-    "trl.sequence_mask": _preset({"level": "sequence", "mode": "mask", "clip_max": 3.0},
-                                 peer="TRL vllm_importance_sampling_mode='sequence_mask' (TRL's default)"),
-    "verl.token_is": _preset({"level": "token", "mode": "truncate", "clip_max": 2.0, **_VERL},
-                             peer="verl RolloutCorrectionConfig.decoupled_token_is()"),
-    "verl.seq_is": _preset({"level": "sequence", "mode": "truncate", "clip_max": 2.0, **_VERL},
-                           peer="verl RolloutCorrectionConfig.decoupled_seq_is()"),
-    "verl.token_icepop": _preset({"level": "token", "mode": "mask", "clip_min": 0.5, "clip_max": 5.0, **_VERL},
-                                 peer="verl RolloutCorrectionConfig.decoupled_token_icepop()"),
-    "verl.seq_is_rs": _preset({"level": "sequence", "mode": "truncate", "clip_max": 2.0, **_VERL},
-                              {"criteria": "seq_sum_k1", "thresholds": "0.5_2.0"},
-                              peer="verl RolloutCorrectionConfig.decoupled_seq_is_rs()"),
-    "verl.geo_rs": _preset(None, {"criteria": "seq_mean_k1", "thresholds": "0.999_1.001"},
-                           peer="verl RolloutCorrectionConfig.decoupled_geo_rs()"),
-    "verl.k3_rs": _preset(None, {"criteria": "seq_mean_k3", "thresholds": 0.01},
-                          peer="verl RolloutCorrectionConfig.bypass_ppo_clip_k3_rs() (its RS part)"),
-})
+CORRECTIONS: Mapping[str, Mapping] = MappingProxyType(
+    {
+        "none": _preset(peer="no correction"),
+        "trl.token_truncate": _preset(
+            {"level": "token", "mode": "truncate", "clip_max": 3.0},
+            peer="TRL vllm_importance_sampling_mode='token_truncate'",
+        ),
+        "trl.token_mask": _preset(
+            {"level": "token", "mode": "mask", "clip_max": 3.0}, peer="TRL vllm_importance_sampling_mode='token_mask'"
+        ),
+        "trl.sequence_truncate": _preset(
+            {"level": "sequence", "mode": "truncate", "clip_max": 3.0},
+            peer="TRL vllm_importance_sampling_mode='sequence_truncate'",
+        ),
+        "trl.sequence_mask": _preset(
+            {"level": "sequence", "mode": "mask", "clip_max": 3.0},
+            peer="TRL vllm_importance_sampling_mode='sequence_mask' (TRL's default)",
+        ),
+        "verl.token_is": _preset(
+            {"level": "token", "mode": "truncate", "clip_max": 2.0, **_VERL},
+            peer="verl RolloutCorrectionConfig.decoupled_token_is()",
+        ),
+        "verl.seq_is": _preset(
+            {"level": "sequence", "mode": "truncate", "clip_max": 2.0, **_VERL},
+            peer="verl RolloutCorrectionConfig.decoupled_seq_is()",
+        ),
+        "verl.token_icepop": _preset(
+            {"level": "token", "mode": "mask", "clip_min": 0.5, "clip_max": 5.0, **_VERL},
+            peer="verl RolloutCorrectionConfig.decoupled_token_icepop()",
+        ),
+        "verl.seq_is_rs": _preset(
+            {"level": "sequence", "mode": "truncate", "clip_max": 2.0, **_VERL},
+            {"criteria": "seq_sum_k1", "thresholds": "0.5_2.0"},
+            peer="verl RolloutCorrectionConfig.decoupled_seq_is_rs()",
+        ),
+        "verl.geo_rs": _preset(
+            None,
+            {"criteria": "seq_mean_k1", "thresholds": "0.999_1.001"},
+            peer="verl RolloutCorrectionConfig.decoupled_geo_rs()",
+        ),
+        "verl.k3_rs": _preset(
+            None,
+            {"criteria": "seq_mean_k3", "thresholds": 0.01},
+            peer="verl RolloutCorrectionConfig.bypass_ppo_clip_k3_rs() (its RS part)",
+        ),
+    }
+)
 
 _IMPORTANCE_KEYS = ("level", "mode", "clip_min", "clip_max", "log_clamp", "batch_normalize")
 _REJECTION_KEYS = ("criteria", "thresholds")

@@ -17,8 +17,16 @@ import numpy as np
 from . import _arrays, _backend
 
 # Array inputs an estimator may take (besides rewards and group_ids).
-ARRAY_INPUTS = ("reward_weights", "mask", "lengths", "baseline_rewards", "logp", "ref_logp", "sum_pi_squared",
-                "is_weights")
+ARRAY_INPUTS = (
+    "reward_weights",
+    "mask",
+    "lengths",
+    "baseline_rewards",
+    "logp",
+    "ref_logp",
+    "sum_pi_squared",
+    "is_weights",
+)
 
 
 @dataclass(frozen=True)
@@ -37,60 +45,152 @@ class EstimatorInfo:
 
 
 def _info(name, engine, kind, peer, summary, defaults=None, inputs=(), required=(), grouped=True):
-    return EstimatorInfo(name, engine, kind, peer, summary, MappingProxyType(dict(defaults or {})),
-                         tuple(inputs), tuple(required), grouped)
+    return EstimatorInfo(
+        name,
+        engine,
+        kind,
+        peer,
+        summary,
+        MappingProxyType(dict(defaults or {})),
+        tuple(inputs),
+        tuple(required),
+        grouped,
+    )
 
 
 _GROUP_STD = {"baseline": "mean", "std": "none", "std_scope": "group", "epsilon": 0.0}
 
-ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType({
-    e.name: e
-    for e in (
-        _info("grpo", "grpo", "outcome", "paper; TRL scale_rewards / sum_then_normalize; verl grpo",
-              "(R − group mean) [/ (std + epsilon)]", _GROUP_STD, ("reward_weights",)),
-        _info("rloo", "rloo", "outcome", "TRL RLOOTrainer; verl rloo (identical: G/(G−1)(R − mean))",
-              "R − mean of the other completions; normalize=True adds TRL's batch standardising; "
-              "reward_clip_range and beta (KL in the reward) as TRL's RLOOTrainer",
-              {"normalize": False, "final_epsilon": 1e-4, "reward_clip_range": None, "beta": 0.0},
-              ("reward_weights", "mask", "logp", "ref_logp")),
-        _info("reinforce_pp", "reinforce_pp", "token", "verl reinforce_plus_plus",
-              "discounted return-to-go, whitened over the mask", {"gamma": 1.0, "return_returns": False},
-              ("mask",), ("mask",), grouped=False),
-        _info("reinforce_pp_baseline", "reinforce_pp_baseline", "outcome", "verl reinforce_plus_plus_baseline",
-              "R − group mean, whitened over the mask (rows weigh by length)", {},
-              ("reward_weights", "mask", "lengths")),
-        _info("remax", "remax", "token", "verl remax", "return-to-go − greedy completion's reward",
-              {"return_returns": False}, ("mask", "baseline_rewards"), ("mask", "baseline_rewards"), grouped=False),
-        _info("opo", "opo", "outcome", "verl opo", "R − Σ L_j R_j / Σ L_j over the group",
-              {}, ("reward_weights", "mask", "lengths")),
-        _info("grpo_passk", "grpo_passk", "outcome", "verl grpo_passk",
-              "only the group's best gets (R_max − R_2nd) [/ (std + epsilon)]", {"std": "sample", "epsilon": 1e-6},
-              ("reward_weights",)),
-        _info("gpg", "gpg", "outcome", "verl gpg", "α (R − group mean) / f_norm, α = B / #non-zero rewards",
-              {"f_norm": 1.0}, ("reward_weights",)),
-        _info("gdpo", "normalize_then_sum", "outcome", "verl gdpo",
-              "Σ_k w_k (r_k − mean_k)/(std_k + epsilon) per group, then masked whitening",
-              {"std": "sample", "epsilon": 1e-6}, ("reward_weights", "mask", "lengths")),
-        _info("normalize_then_sum", "normalize_then_sum", "outcome", "TRL multi_objective_aggregation='normalize_then_sum'",
-              "Σ_k w_k (r_k − mean_k)/(std_k + epsilon) per group, then (x − mean)/(std + final_epsilon)",
-              {"std": "sample", "epsilon": 1e-4, "final_epsilon": 1e-4}, ("reward_weights",)),
-        _info("optimal_token_baseline", "optimal_token_baseline", "token", "verl optimal_token_baseline",
-              "A_t = G_t − Σ_j G_jt W_jt / Σ_j W_jt, W = cumulative 1 − 2π + Σπ² (× ρ²)",
-              {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
-              ("mask", "logp", "sum_pi_squared", "is_weights", "logprobs"), ("mask", "logp", "sum_pi_squared")),
-        _info("tir_optimal_token_baseline", "tir_optimal_token_baseline", "token", "verl tir_optimal_token_baseline",
-              "the optimal token baseline over each row's selected tokens only (multi-turn: gaps removed)",
-              {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
-              ("mask", "logp", "sum_pi_squared", "is_weights", "logprobs"), ("mask", "logp", "sum_pi_squared")),
-    )
-})
+ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType(
+    {
+        e.name: e
+        for e in (
+            _info(
+                "grpo",
+                "grpo",
+                "outcome",
+                "paper; TRL scale_rewards / sum_then_normalize; verl grpo",
+                "(R − group mean) [/ (std + epsilon)]",
+                _GROUP_STD,
+                ("reward_weights",),
+            ),
+            _info(
+                "rloo",
+                "rloo",
+                "outcome",
+                "TRL RLOOTrainer; verl rloo (identical: G/(G−1)(R − mean))",
+                "R − mean of the other completions; normalize=True adds TRL's batch standardising; "
+                "reward_clip_range and beta (KL in the reward) as TRL's RLOOTrainer",
+                {"normalize": False, "final_epsilon": 1e-4, "reward_clip_range": None, "beta": 0.0},
+                ("reward_weights", "mask", "logp", "ref_logp"),
+            ),
+            _info(
+                "reinforce_pp",
+                "reinforce_pp",
+                "token",
+                "verl reinforce_plus_plus",
+                "discounted return-to-go, whitened over the mask",
+                {"gamma": 1.0, "return_returns": False},
+                ("mask",),
+                ("mask",),
+                grouped=False,
+            ),
+            _info(
+                "reinforce_pp_baseline",
+                "reinforce_pp_baseline",
+                "outcome",
+                "verl reinforce_plus_plus_baseline",
+                "R − group mean, whitened over the mask (rows weigh by length)",
+                {},
+                ("reward_weights", "mask", "lengths"),
+            ),
+            _info(
+                "remax",
+                "remax",
+                "token",
+                "verl remax",
+                "return-to-go − greedy completion's reward",
+                {"return_returns": False},
+                ("mask", "baseline_rewards"),
+                ("mask", "baseline_rewards"),
+                grouped=False,
+            ),
+            _info(
+                "opo",
+                "opo",
+                "outcome",
+                "verl opo",
+                "R − Σ L_j R_j / Σ L_j over the group",
+                {},
+                ("reward_weights", "mask", "lengths"),
+            ),
+            _info(
+                "grpo_passk",
+                "grpo_passk",
+                "outcome",
+                "verl grpo_passk",
+                "only the group's best gets (R_max − R_2nd) [/ (std + epsilon)]",
+                {"std": "sample", "epsilon": 1e-6},
+                ("reward_weights",),
+            ),
+            _info(
+                "gpg",
+                "gpg",
+                "outcome",
+                "verl gpg",
+                "α (R − group mean) / f_norm, α = B / #non-zero rewards",
+                {"f_norm": 1.0},
+                ("reward_weights",),
+            ),
+            _info(
+                "gdpo",
+                "normalize_then_sum",
+                "outcome",
+                "verl gdpo",
+                "Σ_k w_k (r_k − mean_k)/(std_k + epsilon) per group, then masked whitening",
+                {"std": "sample", "epsilon": 1e-6},
+                ("reward_weights", "mask", "lengths"),
+            ),
+            _info(
+                "normalize_then_sum",
+                "normalize_then_sum",
+                "outcome",
+                "TRL multi_objective_aggregation='normalize_then_sum'",
+                "Σ_k w_k (r_k − mean_k)/(std_k + epsilon) per group, then (x − mean)/(std + final_epsilon)",
+                {"std": "sample", "epsilon": 1e-4, "final_epsilon": 1e-4},
+                ("reward_weights",),
+            ),
+            _info(
+                "optimal_token_baseline",
+                "optimal_token_baseline",
+                "token",
+                "verl optimal_token_baseline",
+                "A_t = G_t − Σ_j G_jt W_jt / Σ_j W_jt, W = cumulative 1 − 2π + Σπ² (× ρ²)",
+                {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
+                ("mask", "logp", "sum_pi_squared", "is_weights", "logprobs"),
+                ("mask", "logp", "sum_pi_squared"),
+            ),
+            _info(
+                "tir_optimal_token_baseline",
+                "tir_optimal_token_baseline",
+                "token",
+                "verl tir_optimal_token_baseline",
+                "the optimal token baseline over each row's selected tokens only (multi-turn: gaps removed)",
+                {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
+                ("mask", "logp", "sum_pi_squared", "is_weights", "logprobs"),
+                ("mask", "logp", "sum_pi_squared"),
+            ),
+        )
+    }
+)
 
 # verl's spellings, accepted as aliases.
-ALIASES: Mapping[str, str] = MappingProxyType({
-    "reinforce_plus_plus": "reinforce_pp",
-    "reinforce_plus_plus_baseline": "reinforce_pp_baseline",
-    "sum_then_normalize": "grpo",
-})
+ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "reinforce_plus_plus": "reinforce_pp",
+        "reinforce_plus_plus_baseline": "reinforce_pp_baseline",
+        "sum_then_normalize": "grpo",
+    }
+)
 
 
 def _p(estimator: str, **options: Any) -> Tuple[str, Mapping[str, Any]]:
@@ -99,26 +199,28 @@ def _p(estimator: str, **options: Any) -> Tuple[str, Mapping[str, Any]]:
 
 # Peer-named presets: an estimator with the options that reproduce the peer's default configuration.
 # `advantages(..., estimator="verl.grpo")`; explicit options still override them.
-PRESETS: Mapping[str, Tuple[str, Mapping[str, Any]]] = MappingProxyType({
-    "paper.grpo": _p("grpo", std="population"),  # the papers' σ: population std, ε = 0
-    "trl.grpo": _p("grpo", std="sample", epsilon=1e-4),  # scale_rewards="group" (TRL's default)
-    "trl.grpo_batch_std": _p("grpo", std="sample", std_scope="batch", epsilon=1e-4),  # scale_rewards="batch"
-    "trl.grpo_no_std": _p("grpo"),  # scale_rewards="none" (Dr. GRPO)
-    "trl.normalize_then_sum": _p("normalize_then_sum"),
-    "trl.rloo": _p("rloo"),  # RLOOTrainer, normalize_advantages=False (its default)
-    "verl.grpo": _p("grpo", std="sample", epsilon=1e-6),  # norm_adv_by_std_in_grpo=True
-    "verl.grpo_no_std": _p("grpo"),  # norm_adv_by_std_in_grpo=False
-    "verl.rloo": _p("rloo"),
-    "verl.reinforce_plus_plus": _p("reinforce_pp", gamma=1.0),
-    "verl.reinforce_plus_plus_baseline": _p("reinforce_pp_baseline"),
-    "verl.remax": _p("remax"),
-    "verl.opo": _p("opo"),
-    "verl.grpo_passk": _p("grpo_passk", std="sample", epsilon=1e-6),
-    "verl.gpg": _p("gpg", f_norm=1.0),
-    "verl.gdpo": _p("gdpo", std="sample", epsilon=1e-6),
-    "verl.optimal_token_baseline": _p("optimal_token_baseline", handle_zero_tail=True, epsilon=1e-8),
-    "verl.tir_optimal_token_baseline": _p("tir_optimal_token_baseline", handle_zero_tail=True, epsilon=1e-8),
-})
+PRESETS: Mapping[str, Tuple[str, Mapping[str, Any]]] = MappingProxyType(
+    {
+        "paper.grpo": _p("grpo", std="population"),  # the papers' σ: population std, ε = 0
+        "trl.grpo": _p("grpo", std="sample", epsilon=1e-4),  # scale_rewards="group" (TRL's default)
+        "trl.grpo_batch_std": _p("grpo", std="sample", std_scope="batch", epsilon=1e-4),  # scale_rewards="batch"
+        "trl.grpo_no_std": _p("grpo"),  # scale_rewards="none" (Dr. GRPO)
+        "trl.normalize_then_sum": _p("normalize_then_sum"),
+        "trl.rloo": _p("rloo"),  # RLOOTrainer, normalize_advantages=False (its default)
+        "verl.grpo": _p("grpo", std="sample", epsilon=1e-6),  # norm_adv_by_std_in_grpo=True
+        "verl.grpo_no_std": _p("grpo"),  # norm_adv_by_std_in_grpo=False
+        "verl.rloo": _p("rloo"),
+        "verl.reinforce_plus_plus": _p("reinforce_pp", gamma=1.0),
+        "verl.reinforce_plus_plus_baseline": _p("reinforce_pp_baseline"),
+        "verl.remax": _p("remax"),
+        "verl.opo": _p("opo"),
+        "verl.grpo_passk": _p("grpo_passk", std="sample", epsilon=1e-6),
+        "verl.gpg": _p("gpg", f_norm=1.0),
+        "verl.gdpo": _p("gdpo", std="sample", epsilon=1e-6),
+        "verl.optimal_token_baseline": _p("optimal_token_baseline", handle_zero_tail=True, epsilon=1e-8),
+        "verl.tir_optimal_token_baseline": _p("tir_optimal_token_baseline", handle_zero_tail=True, epsilon=1e-8),
+    }
+)
 
 # Engine batch normalisation of each engine estimator (fixed by the definition, or by an option).
 _BATCH_NORM = {"reinforce_pp_baseline": "masked_whiten", "gdpo": "masked_whiten", "normalize_then_sum": "standardise"}
@@ -149,11 +251,13 @@ def _unpack_logprobs(given: Mapping[str, Any]) -> Mapping[str, Any]:
     if r is None:
         return given
     if not (hasattr(r, "logp") and hasattr(r, "sum_sq_probs")):
-        raise TypeError(f"logprobs: expected the result of grpokit.token_logprobs (with sum_sq_probs=True), "
-                        f"got {type(r).__name__}")
+        raise TypeError(
+            f"logprobs: expected the result of grpokit.token_logprobs (with sum_sq_probs=True), got {type(r).__name__}"
+        )
     if r.sum_sq_probs is None:
-        raise ValueError("logprobs: the result has no sum_sq_probs; compute it with "
-                         "token_logprobs(..., sum_sq_probs=True)")
+        raise ValueError(
+            "logprobs: the result has no sum_sq_probs; compute it with token_logprobs(..., sum_sq_probs=True)"
+        )
     both = [k for k in ("logp", "sum_pi_squared") if given.get(k) is not None]
     if both:
         raise ValueError(f"logprobs: pass either logprobs= or {'/'.join(both)}=, not both")
@@ -162,7 +266,9 @@ def _unpack_logprobs(given: Mapping[str, Any]) -> Mapping[str, Any]:
     return out
 
 
-def resolve_options(info: EstimatorInfo, given: Mapping[str, Any], preset: Mapping[str, Any] = MappingProxyType({})) -> dict:
+def resolve_options(
+    info: EstimatorInfo, given: Mapping[str, Any], preset: Mapping[str, Any] = MappingProxyType({})
+) -> dict:
     """The estimator's defaults, updated with the preset's options, then with `given` (None values
     are "not given"); names the estimator does not take are a TypeError."""
     if "logprobs" in info.inputs:
@@ -195,8 +301,15 @@ def _weights(w: Any) -> Optional[np.ndarray]:
     return arr
 
 
-def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: EstimatorInfo, opts: dict,
-            stream: Any = None, check_finite: bool = False) -> Any:
+def compute(
+    rewards: Any,
+    group_size: Optional[int],
+    group_ids: Any,
+    info: EstimatorInfo,
+    opts: dict,
+    stream: Any = None,
+    check_finite: bool = False,
+) -> Any:
     """Runs the engine (CPU or CUDA, by the arrays' device) for a resolved estimator. `rewards` is
     already an accepted float array. On the GPU, `check_finite` checks the rewards for ±inf (one
     host synchronisation); the CPU engine always checks."""
@@ -240,8 +353,18 @@ def compute(rewards: Any, group_size: Optional[int], group_ids: Any, info: Estim
     otb = info.engine.endswith("optimal_token_baseline")  # its epsilon is the baseline's denominator's
     batch_norm = _BATCH_NORM.get(info.name, "standardise" if opts.get("normalize") else "none")
     backend.estimator_advantages(
-        rewards, ids, arrays["reward_weights"], arrays["mask"], arrays["lengths"], arrays["baseline_rewards"],
-        arrays["logp"], arrays["ref_logp"], arrays["sum_pi_squared"], arrays["is_weights"], out, returns,
+        rewards,
+        ids,
+        arrays["reward_weights"],
+        arrays["mask"],
+        arrays["lengths"],
+        arrays["baseline_rewards"],
+        arrays["logp"],
+        arrays["ref_logp"],
+        arrays["sum_pi_squared"],
+        arrays["is_weights"],
+        out,
+        returns,
         estimator=info.engine,
         group_size=int(group_size) if group_size is not None else 0,
         baseline=opts.get("baseline", "mean"),

@@ -61,9 +61,7 @@ def _raise_if_bad_rows(values: Any, name: str, handle: int = 0) -> None:
         with _on_stream(values, handle):
             bad = not bool(mod.isfinite(values).all())
     if bad:
-        raise ValueError(
-            f"{name}: a row has a token id outside [0, V), NaN or +inf logits, or no finite logit"
-        )
+        raise ValueError(f"{name}: a row has a token id outside [0, V), NaN or +inf logits, or no finite logit")
 
 
 def _on_stream(like: Any, handle: int) -> Any:
@@ -223,7 +221,9 @@ def _prepare_linear(hidden: Any, weight: Any, token_ids: Any):
         raise ValueError(f"hidden: expected a (N, H) or (B, T, H) array, got shape {tuple(h.shape)}")
     lead = tuple(int(s) for s in h.shape[:-1])
     if tuple(int(s) for s in ids.shape) != lead:
-        raise ValueError(f"token_ids: expected shape {lead} (hidden without its last dimension), got {tuple(ids.shape)}")
+        raise ValueError(
+            f"token_ids: expected shape {lead} (hidden without its last dimension), got {tuple(ids.shape)}"
+        )
     if len(lead) == 2:  # (B, T, H) -> (B·T, H): a view when the rows are evenly strided
         h = h.reshape(-1, h.shape[-1])
         ids = ids.reshape(-1)
@@ -297,8 +297,9 @@ def linear_token_logprobs(
     def shaped(x: Any) -> Any:
         return None if x is None else _arrays.finish(place, x.reshape(lead))
 
-    return TokenLogprobs(logp=shaped(logp), entropy=shaped(ent), lse=shaped(lse), temperature=float(temperature),
-                         sum_sq_probs=shaped(sq))
+    return TokenLogprobs(
+        logp=shaped(logp), entropy=shaped(ent), lse=shaped(lse), temperature=float(temperature), sum_sq_probs=shaped(sq)
+    )
 
 
 def linear_token_logprobs_backward(
@@ -332,7 +333,9 @@ def linear_token_logprobs_backward(
         requested.
     """
     if not isinstance(saved, TokenLogprobs):
-        raise TypeError(f"saved: expected the TokenLogprobs returned by linear_token_logprobs, got {type(saved).__name__}")
+        raise TypeError(
+            f"saved: expected the TokenLogprobs returned by linear_token_logprobs, got {type(saved).__name__}"
+        )
     h, w, ids, place, lead = _prepare_linear(hidden, weight, token_ids)
     lse = _flat(_arrays.as_input(saved.lse, "lse"), lead)
     ent = _flat(_arrays.as_input(saved.entropy, "entropy"), lead)

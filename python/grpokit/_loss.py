@@ -59,8 +59,11 @@ def _raise_device_status(status: Any, shape: tuple, packed: bool) -> None:
     first_bad, n_valid, cu_bad = int(st[0]), int(st[1]), int(st[2])
     if packed and cu_bad != _NO_ERROR:
         k, code = divmod(cu_bad, 4)
-        what = {1: "must start at 0", 2: f"offsets must be non-decreasing (entry {k})",
-                3: f"the last offset must equal the number of tokens ({shape[0]})"}[code]
+        what = {
+            1: "must start at 0",
+            2: f"offsets must be non-decreasing (entry {k})",
+            3: f"the last offset must equal the number of tokens ({shape[0]})",
+        }[code]
         raise ValueError(f"cu_seqlens: {what}")
     if first_bad != _NO_ERROR:
         key, code = divmod(first_bad, len(_CHECKED_INPUTS))
@@ -72,6 +75,8 @@ def _raise_device_status(status: Any, shape: tuple, packed: bool) -> None:
         )
     if n_valid == 0:
         raise ValueError("mask: no valid token (every position is masked); there is no loss to compute")
+
+
 def _plan(spec: Any, overrides: Dict[str, Any], has_entropies: bool, has_sampling: bool):
     """(engine fields, metric names, whether entropies get a gradient): cached per spec and options,
     since resolving and validating a spec costs more than a small loss."""
@@ -192,17 +197,29 @@ def policy_loss(
     tw = _arrays.as_input(token_weights, "token_weights")
     sel = _mask_input(selection, "selection")
     place = _arrays.common_placement(
-        {"logp": lp, "old_logp": old, "advantages": adv, "mask": m, "ref_logp": ref, "entropies": ent,
-         "sampling_logp": smp, "cu_seqlens": cu, "keep": kp, "token_weights": tw,
-         "selection": sel}
+        {
+            "logp": lp,
+            "old_logp": old,
+            "advantages": adv,
+            "mask": m,
+            "ref_logp": ref,
+            "entropies": ent,
+            "sampling_logp": smp,
+            "cu_seqlens": cu,
+            "keep": kp,
+            "token_weights": tw,
+            "selection": sel,
+        }
     )
     backend = _backend.for_placement(place)
     fields, names, ent_grad = _plan(spec, overrides, ent is not None, smp is not None)
     dt = _arrays.dtype_name(lp)
     allowed = ("float32", "float64", "bfloat16", "float16") if place.is_cuda else ("float32", "float64")
     if dt not in allowed:
-        raise TypeError(f"logp: expected dtype {' or '.join(allowed)}, got {dt}"
-                        + ("" if place.is_cuda else " (bfloat16/float16 are GPU-only)"))
+        raise TypeError(
+            f"logp: expected dtype {' or '.join(allowed)}, got {dt}"
+            + ("" if place.is_cuda else " (bfloat16/float16 are GPU-only)")
+        )
     shape = tuple(int(d) for d in lp.shape)
 
     def like_logp() -> Any:
@@ -225,17 +242,41 @@ def policy_loss(
             if check_finite:
                 status = _arrays.empty(place, (4,), "int64", like=lp)
     backend.policy_loss(
-        fields, lp, old, adv, m, ref, ent, smp, cu, kp, tw, sel,
-        loss, grad, grad_ent, per_token, weights, metrics,
-        num_threads=int(num_threads), stream=handle, workspace=workspace, status=status,
+        fields,
+        lp,
+        old,
+        adv,
+        m,
+        ref,
+        ent,
+        smp,
+        cu,
+        kp,
+        tw,
+        sel,
+        loss,
+        grad,
+        grad_ent,
+        per_token,
+        weights,
+        metrics,
+        num_threads=int(num_threads),
+        stream=handle,
+        workspace=workspace,
+        status=status,
     )
     # The scratch is freed on return into the kernels' stream's pool: reused only by work ordered after them.
     if status is not None:
         _raise_device_status(status, shape, cu is not None)
     fin = lambda x: None if x is None else _arrays.finish(place, x)  # noqa: E731
-    metric_dict = {n: fin(metrics[k] if not isinstance(metrics, np.ndarray) else metrics[k, ...])
-                   for k, n in enumerate(names)}
+    metric_dict = {
+        n: fin(metrics[k] if not isinstance(metrics, np.ndarray) else metrics[k, ...]) for k, n in enumerate(names)
+    }
     return LossResult(
-        loss=fin(loss), grad_logp=fin(grad), grad_entropy=fin(grad_ent), per_token=fin(per_token),
-        weights=fin(weights), metrics=metric_dict,
+        loss=fin(loss),
+        grad_logp=fin(grad),
+        grad_entropy=fin(grad_ent),
+        per_token=fin(per_token),
+        weights=fin(weights),
+        metrics=metric_dict,
     )

@@ -148,7 +148,6 @@ _ALIASES = {
     "vllm_importance_sampling_clip_max": lambda v: dict(is_max=v),
     "num_processes": lambda v: dict(dp_size=v),
     "num_generations": lambda v: dict(group_size=v),
-    "num_generations": lambda v: dict(group_size=v),
     # verl
     "clip_ratio": lambda v: dict(epsilon_low=v, epsilon_high=v),
     "clip_ratio_low": lambda v: dict(epsilon_low=v),
@@ -164,8 +163,7 @@ _ALIASES = {
     "tau_neg": lambda v: dict(sapo_temperature_neg=v),
     "rollout_is_threshold": lambda v: dict(epsilon_high=v),
     "rollout_is": lambda v: dict(ratio=_ROLLOUT_IS[v]) if v in _ROLLOUT_IS else _bad("rollout_is", v, _ROLLOUT_IS),
-    # paper
-    "gamma": lambda v: dict(prune_threshold=v),
+    "gamma": lambda v: dict(prune_threshold=v),  # the paper's CPPO γ
 }
 
 
@@ -200,8 +198,12 @@ def apply_overrides(spec: LossSpec, overrides: Mapping[str, Any]) -> LossSpec:
             "ppo_clip verl applies no IS weight (the clip's ratio is already taken against the rollout log-probs)"
         )
     # TRL: epsilon_high defaults to epsilon (the CISPO cap is a separate, raw parameter)
-    if "epsilon_low" in changes and "epsilon_high" not in changes and spec.epsilon_high == spec.epsilon_low \
-            and not epsilon_high_is_cap(spec):
+    if (
+        "epsilon_low" in changes
+        and "epsilon_high" not in changes
+        and spec.epsilon_high == spec.epsilon_low
+        and not epsilon_high_is_cap(spec)
+    ):
         changes["epsilon_high"] = changes["epsilon_low"]
     new = dataclasses.replace(spec, **changes)
     validate(new)
@@ -250,8 +252,9 @@ class Preset:
         return dataclasses.asdict(self.spec)
 
 
-def _p(name: str, description: str, notes: str = "", advantages: Optional[Mapping[str, Any]] = None,
-       **fields: Any) -> Preset:
+def _p(
+    name: str, description: str, notes: str = "", advantages: Optional[Mapping[str, Any]] = None, **fields: Any
+) -> Preset:
     return Preset(name, description, LossSpec(**fields), notes, advantages)
 
 
@@ -263,112 +266,302 @@ def namespace_advantages(name: str) -> Dict[str, Any]:
 
 _KL_R1: Dict[str, Any] = dict(kl="k3", beta=0.04)  # DeepSeekMath's β; pass beta=0 to drop the KL term
 _PAPER = [
-    _p("paper.grpo_r1", "GRPO (DeepSeekMath/R1): α = 1/(G|o_i|σ), token ratio, PPO clip, k3 KL",
-       "σ lives in the advantages: use advantages(std='population').",
-       aggregation="seq_mean_token_mean", **_KL_R1, advantages=_PAPER_STD),
-    _p("paper.grpo_v32", "GRPO (DeepSeek-V3.2): α = M/(G|o_i|), token ratio, IS-corrected k3 KL",
-       "M is the off-policy sequence mask (set off_policy_mask_threshold; it reads sampling_logp, else "
-       "old_logp). No σ: advantages(std='none').",
-       aggregation="seq_mean_token_mean", kl="k3", beta=0.04, kl_is_corrected=True),
-    _p("paper.gspo", "GSPO: sequence ratio (geometric mean), clipped per sequence, α = 1/(G|o_i|σ)",
-       aggregation="seq_mean_token_mean", ratio="sequence", epsilon_low=3e-4, epsilon_high=4e-4,
-       advantages=_PAPER_STD),
-    _p("paper.gspo_token", "GSPO-token: sg[s_i/π]·π (value s_i, gradient s_i·∇log π_t), α = 1/(G|o_i|σ)",
-       aggregation="seq_mean_token_mean", ratio="sequence_token", epsilon_low=3e-4, epsilon_high=4e-4,
-       advantages=_PAPER_STD),
-    _p("paper.gtpo", "GTPO: α = δ_i λ_{i,t}/(G|o_i|), entropy regulariser β·δ_i⟨H⟩_i·I·λ",
-       "keep flags δ_i and token weights λ are inputs (keep=, token_weights=); the entropy term needs "
-       "entropies. beta = 0.1 is our default (the paper gives none).",
-       aggregation="seq_mean_token_mean", gtpo_entropy=True, beta=0.1),
-    _p("paper.dapo", "DAPO: α = 1/(σ Σ|o_i|) (token mean), clip-higher 0.2/0.28",
-       aggregation="token_mean", epsilon_low=0.2, epsilon_high=0.28, advantages=_PAPER_STD),
-    _p("paper.cppo", "CPPO: GRPO-R1 with completions pruned where |A_i| <= γ",
-       "γ is prune_threshold (alias gamma); the pruning indicator multiplies the policy term only.",
-       aggregation="seq_mean_token_mean", prune_threshold=0.0, **_KL_R1, advantages=_PAPER_STD),
-    _p("paper.dr_grpo", "Dr GRPO: α = 1/G (token sum per completion), k3 KL",
-       aggregation="seq_mean_token_sum", **_KL_R1),
-    _p("paper.gpg", "GPG: −A·log π, token mean (α̂ and F_norm live in the advantages)",
-       aggregation="token_mean", surrogate="logp", logp_weight="one"),
-    _p("paper.cispo", "CISPO: sg[I]·log π, token mean (M is the mask)",
-       "Table 1 has no clip; logp_weight='clip' or 'cap' adds one.",
-       aggregation="token_mean", surrogate="logp", logp_weight="ratio", advantages=_PAPER_STD),
-    _p("paper.gcpo", "GCPO: raw sequence ratio π(y|x)/π_old(y|x), α = 1/(σG), one term per completion",
-       "The ratio is per sequence, so its clipped term counts once per completion (a token sum would "
-       "multiply it by |o_i| and break the uniform weights Table 1 gives GCPO).",
-       aggregation="seq_mean_token_mean", ratio="sequence_sum", advantages=_PAPER_STD),
+    _p(
+        "paper.grpo_r1",
+        "GRPO (DeepSeekMath/R1): α = 1/(G|o_i|σ), token ratio, PPO clip, k3 KL",
+        "σ lives in the advantages: use advantages(std='population').",
+        aggregation="seq_mean_token_mean",
+        **_KL_R1,
+        advantages=_PAPER_STD,
+    ),
+    _p(
+        "paper.grpo_v32",
+        "GRPO (DeepSeek-V3.2): α = M/(G|o_i|), token ratio, IS-corrected k3 KL",
+        "M is the off-policy sequence mask (set off_policy_mask_threshold; it reads sampling_logp, else "
+        "old_logp). No σ: advantages(std='none').",
+        aggregation="seq_mean_token_mean",
+        kl="k3",
+        beta=0.04,
+        kl_is_corrected=True,
+    ),
+    _p(
+        "paper.gspo",
+        "GSPO: sequence ratio (geometric mean), clipped per sequence, α = 1/(G|o_i|σ)",
+        aggregation="seq_mean_token_mean",
+        ratio="sequence",
+        epsilon_low=3e-4,
+        epsilon_high=4e-4,
+        advantages=_PAPER_STD,
+    ),
+    _p(
+        "paper.gspo_token",
+        "GSPO-token: sg[s_i/π]·π (value s_i, gradient s_i·∇log π_t), α = 1/(G|o_i|σ)",
+        aggregation="seq_mean_token_mean",
+        ratio="sequence_token",
+        epsilon_low=3e-4,
+        epsilon_high=4e-4,
+        advantages=_PAPER_STD,
+    ),
+    _p(
+        "paper.gtpo",
+        "GTPO: α = δ_i λ_{i,t}/(G|o_i|), entropy regulariser β·δ_i⟨H⟩_i·I·λ",
+        "keep flags δ_i and token weights λ are inputs (keep=, token_weights=); the entropy term needs "
+        "entropies. beta = 0.1 is our default (the paper gives none).",
+        aggregation="seq_mean_token_mean",
+        gtpo_entropy=True,
+        beta=0.1,
+    ),
+    _p(
+        "paper.dapo",
+        "DAPO: α = 1/(σ Σ|o_i|) (token mean), clip-higher 0.2/0.28",
+        aggregation="token_mean",
+        epsilon_low=0.2,
+        epsilon_high=0.28,
+        advantages=_PAPER_STD,
+    ),
+    _p(
+        "paper.cppo",
+        "CPPO: GRPO-R1 with completions pruned where |A_i| <= γ",
+        "γ is prune_threshold (alias gamma); the pruning indicator multiplies the policy term only.",
+        aggregation="seq_mean_token_mean",
+        prune_threshold=0.0,
+        **_KL_R1,
+        advantages=_PAPER_STD,
+    ),
+    _p(
+        "paper.dr_grpo",
+        "Dr GRPO: α = 1/G (token sum per completion), k3 KL",
+        aggregation="seq_mean_token_sum",
+        **_KL_R1,
+    ),
+    _p(
+        "paper.gpg",
+        "GPG: −A·log π, token mean (α̂ and F_norm live in the advantages)",
+        aggregation="token_mean",
+        surrogate="logp",
+        logp_weight="one",
+    ),
+    _p(
+        "paper.cispo",
+        "CISPO: sg[I]·log π, token mean (M is the mask)",
+        "Table 1 has no clip; logp_weight='clip' or 'cap' adds one.",
+        aggregation="token_mean",
+        surrogate="logp",
+        logp_weight="ratio",
+        advantages=_PAPER_STD,
+    ),
+    _p(
+        "paper.gcpo",
+        "GCPO: raw sequence ratio π(y|x)/π_old(y|x), α = 1/(σG), one term per completion",
+        "The ratio is per sequence, so its clipped term counts once per completion (a token sum would "
+        "multiply it by |o_i| and break the uniform weights Table 1 gives GCPO).",
+        aggregation="seq_mean_token_mean",
+        ratio="sequence_sum",
+        advantages=_PAPER_STD,
+    ),
 ]
 
 # TRL 1.16.0 GRPOConfig defaults: epsilon 0.2 (= epsilon_high), beta 0.0 (k3), use_bias_correction_kl
 # True, max_completion_length 512, vLLM IS "sequence_mask" with C_max 3.0.
-_TRL: Dict[str, Any] = dict(kl="k3", kl_is_corrected=True, sampler_is="sequence_mask", is_max=3.0,
-                            max_completion_length=512, advantages=_TRL_ADV)
+_TRL: Dict[str, Any] = dict(
+    kl="k3",
+    kl_is_corrected=True,
+    sampler_is="sequence_mask",
+    is_max=3.0,
+    max_completion_length=512,
+    advantages=_TRL_ADV,
+)
 _TRL_PRESETS = [
-    _p("trl.grpo", "TRL loss_type='grpo': per-sequence token mean, mean over sequences (÷K)",
-       aggregation="seq_mean_token_mean", divide_by_ga=True, **_TRL),
-    _p("trl.bnpo", "TRL loss_type='bnpo': token mean over the call's tokens (÷K)",
-       "TRL normalises bnpo by the micro-batch's own token count: leave num_items_in_batch unset.",
-       aggregation="token_mean", divide_by_ga=True, **_TRL),
-    _p("trl.dr_grpo", "TRL loss_type='dr_grpo': Σ φ / (B · max_completion_length) (÷K)",
-       aggregation="seq_mean_token_sum_norm", divide_by_ga=True, **_TRL),
-    _p("trl.dapo", "TRL loss_type='dapo' (TRL's default): Σ φ / num_items_in_batch (global tokens)",
-       aggregation="token_mean", **_TRL),
-    _p("trl.cispo", "TRL loss_type='cispo': −sg(min(r, ε_high))·A·log π, ε_high a raw cap (5.0)",
-       aggregation="token_mean", surrogate="logp", logp_weight="cap", epsilon_high=5.0, **_TRL),
-    _p("trl.sapo", "TRL loss_type='sapo': soft gate (4/τ)σ(τ(r−1)), τ 1.0/1.05, per-sequence mean (÷K)",
-       aggregation="seq_mean_token_mean", surrogate="sapo", divide_by_ga=True, **_TRL),
-    _p("trl.luspo", "TRL loss_type='luspo': sequence ratio, each sequence weighted by its length (÷K)",
-       aggregation="seq_mean_token_sum", ratio="sequence", divide_by_ga=True, **_TRL),
-    _p("trl.vespo", "TRL loss_type='vespo': −sg(φ_γ(W_i))·A·log π, Gamma weight of the sequence IS ratio",
-       "TRL folds token-level sampler IS weights into W (use a token_* sampler mode).",
-       aggregation="token_mean", surrogate="logp", logp_weight="vespo",
-       **{**_TRL, "sampler_is": "token_truncate"}),
+    _p(
+        "trl.grpo",
+        "TRL loss_type='grpo': per-sequence token mean, mean over sequences (÷K)",
+        aggregation="seq_mean_token_mean",
+        divide_by_ga=True,
+        **_TRL,
+    ),
+    _p(
+        "trl.bnpo",
+        "TRL loss_type='bnpo': token mean over the call's tokens (÷K)",
+        "TRL normalises bnpo by the micro-batch's own token count: leave num_items_in_batch unset.",
+        aggregation="token_mean",
+        divide_by_ga=True,
+        **_TRL,
+    ),
+    _p(
+        "trl.dr_grpo",
+        "TRL loss_type='dr_grpo': Σ φ / (B · max_completion_length) (÷K)",
+        aggregation="seq_mean_token_sum_norm",
+        divide_by_ga=True,
+        **_TRL,
+    ),
+    _p(
+        "trl.dapo",
+        "TRL loss_type='dapo' (TRL's default): Σ φ / num_items_in_batch (global tokens)",
+        aggregation="token_mean",
+        **_TRL,
+    ),
+    _p(
+        "trl.cispo",
+        "TRL loss_type='cispo': −sg(min(r, ε_high))·A·log π, ε_high a raw cap (5.0)",
+        aggregation="token_mean",
+        surrogate="logp",
+        logp_weight="cap",
+        epsilon_high=5.0,
+        **_TRL,
+    ),
+    _p(
+        "trl.sapo",
+        "TRL loss_type='sapo': soft gate (4/τ)σ(τ(r−1)), τ 1.0/1.05, per-sequence mean (÷K)",
+        aggregation="seq_mean_token_mean",
+        surrogate="sapo",
+        divide_by_ga=True,
+        **_TRL,
+    ),
+    _p(
+        "trl.luspo",
+        "TRL loss_type='luspo': sequence ratio, each sequence weighted by its length (÷K)",
+        aggregation="seq_mean_token_sum",
+        ratio="sequence",
+        divide_by_ga=True,
+        **_TRL,
+    ),
+    _p(
+        "trl.vespo",
+        "TRL loss_type='vespo': −sg(φ_γ(W_i))·A·log π, Gamma weight of the sequence IS ratio",
+        "TRL folds token-level sampler IS weights into W (use a token_* sampler mode).",
+        aggregation="token_mean",
+        surrogate="logp",
+        logp_weight="vespo",
+        **{**_TRL, "sampler_is": "token_truncate"},
+    ),
 ]
 
 # verl 0.9.1 ActorConfig defaults: clip_ratio 0.2, clip_ratio_c 3.0, loss_agg_mode "token-mean",
 # kl_loss_type "low_var_kl" (k3 with its ±20 / ±10 clamps), use_kl_loss False (beta 0; kl_loss_coef
 # 0.001 once enabled), entropy aggregated like the policy term, log-ratio clamp ±20.
-_VERL: Dict[str, Any] = dict(kl="k3", kl_log_clamp=20.0, kl_value_clamp=10.0, entropy_aggregation="policy",
-                             sampler_is="none", is_max=None, advantages=_VERL_ADV)
+_VERL: Dict[str, Any] = dict(
+    kl="k3",
+    kl_log_clamp=20.0,
+    kl_value_clamp=10.0,
+    entropy_aggregation="policy",
+    sampler_is="none",
+    is_max=None,
+    advantages=_VERL_ADV,
+)
 _CLAMP20: Dict[str, Any] = dict(log_ratio_min=-20.0, log_ratio_max=20.0)
 _SEQ_MEAN_TOKEN_MEAN: Dict[str, Any] = dict(aggregation="seq_mean_token_mean", seq_count_nonempty=True)
 _VERL_PRESETS = [
-    _p("verl.vanilla", "verl loss_mode='vanilla': PPO clip with dual clip c = 3 for A < 0, log-ratio clamp ±20",
-       clip_ratio_c=3.0, **_CLAMP20, **_VERL),
-    _p("verl.gspo", "verl loss_mode='gspo': GSPO-token ratio exp(sg(log s_i) + ℓ − sg ℓ), clamp ≤ 10",
-       "Defaults from GSPO's recipe (clip 3e-4 / 4e-4, seq-mean-token-mean); verl's config default is "
-       "token-mean.", ratio="sequence_token", log_ratio_max=10.0, epsilon_low=3e-4, epsilon_high=4e-4,
-       **_SEQ_MEAN_TOKEN_MEAN, **_VERL),
-    _p("verl.geo_mean", "verl loss_mode='geo_mean' (GMPO): geometric mean of sign-aware clipped token ratios",
-       "The policy term is a plain mean over sequences (verl ignores loss_agg_mode for it).",
-       surrogate="geo_mean", aggregation="seq_mean_token_mean", **_VERL),
+    _p(
+        "verl.vanilla",
+        "verl loss_mode='vanilla': PPO clip with dual clip c = 3 for A < 0, log-ratio clamp ±20",
+        clip_ratio_c=3.0,
+        **_CLAMP20,
+        **_VERL,
+    ),
+    _p(
+        "verl.gspo",
+        "verl loss_mode='gspo': GSPO-token ratio exp(sg(log s_i) + ℓ − sg ℓ), clamp ≤ 10",
+        "Defaults from GSPO's recipe (clip 3e-4 / 4e-4, seq-mean-token-mean); verl's config default is token-mean.",
+        ratio="sequence_token",
+        log_ratio_max=10.0,
+        epsilon_low=3e-4,
+        epsilon_high=4e-4,
+        **_SEQ_MEAN_TOKEN_MEAN,
+        **_VERL,
+    ),
+    _p(
+        "verl.geo_mean",
+        "verl loss_mode='geo_mean' (GMPO): geometric mean of sign-aware clipped token ratios",
+        "The policy term is a plain mean over sequences (verl ignores loss_agg_mode for it).",
+        surrogate="geo_mean",
+        aggregation="seq_mean_token_mean",
+        **_VERL,
+    ),
     _p("verl.gpg", "verl loss_mode='gpg': −A·log π", surrogate="logp", logp_weight="one", **_VERL),
-    _p("verl.cispo", "verl loss_mode='cispo': −sg(clip(r, 1 − ε_low, 1 + ε_high))·A·log π (two-sided)",
-       surrogate="logp", logp_weight="clip", **_CLAMP20, **_VERL),
-    _p("verl.sapo", "verl loss_mode='sapo': soft gate, τ 1.0/1.05, seq-mean-token-mean (forced by verl)",
-       surrogate="sapo", **_CLAMP20, **_SEQ_MEAN_TOKEN_MEAN, **_VERL),
-    _p("verl.clip_cov", "verl loss_mode='clip_cov': PPO clip; the selected tokens get no policy gradient",
-       "verl picks the tokens at random among those with covariance in (lb, ub): pass them as selection=.",
-       selection="clip_cov", **_VERL),
-    _p("verl.kl_cov", "verl loss_mode='kl_cov': −A·r unclipped, + ppo_kl_coef·|log r| on the selected tokens",
-       "verl selects the top kl_cov_ratio tokens by covariance: pass them as selection=.",
-       surrogate="unclipped", selection="kl_cov", ppo_kl_coef=0.1, **_VERL),
-    _p("verl.dppo_tv", "verl loss_mode='dppo_tv': −sg(min(r, c))·A·log π on tokens inside the TV trust region",
-       "c is clip_ratio_c (3.0: ActorConfig's value, which config.get returns).",
-       surrogate="logp", logp_weight="dppo_tv", clip_ratio_c=3.0, **_CLAMP20, **_VERL),
-    _p("verl.dppo_kl", "verl loss_mode='dppo_kl': −sg(min(r, c))·A·log π inside the binary-KL trust region",
-       surrogate="logp", logp_weight="dppo_kl", clip_ratio_c=3.0, **_CLAMP20, **_VERL),
-    _p("verl.dro", "verl loss_mode='dro': −(A·log π − ½β_dro (log r)²)",
-       "verl requires dro_beta (no default); 0.1 is ours.", surrogate="logp", logp_weight="one", dro_beta=0.1,
-       **_VERL),
-    _p("verl.reinforce", "verl bypass mode, loss_type='reinforce': −sg(min(r, C))·A·log π, r vs the sampler",
-       "Pass the rollout (sampler) log-probs as old_logp; C = rollout_is_threshold (2.0) is epsilon_high. "
-       "Bypass ppo_clip is verl.vanilla with old_logp = the rollout log-probs.",
-       surrogate="logp", logp_weight="cap", epsilon_high=2.0, **_CLAMP20, **_VERL),
-    _p("verl.reinforce_seq", "verl bypass mode, loss_type='reinforce', rollout_is='sequence': "
-       "−sg(min(Π_t r_t, C))·A·log π, r vs the sampler",
-       "verl.reinforce with rollout_is='sequence': one detached weight per completion, "
-       "min(exp(clamp(Σ_t log r_t, ±20)), C).",
-       surrogate="logp", logp_weight="cap", ratio="sequence_sum", epsilon_high=2.0, **_CLAMP20, **_VERL),
+    _p(
+        "verl.cispo",
+        "verl loss_mode='cispo': −sg(clip(r, 1 − ε_low, 1 + ε_high))·A·log π (two-sided)",
+        surrogate="logp",
+        logp_weight="clip",
+        **_CLAMP20,
+        **_VERL,
+    ),
+    _p(
+        "verl.sapo",
+        "verl loss_mode='sapo': soft gate, τ 1.0/1.05, seq-mean-token-mean (forced by verl)",
+        surrogate="sapo",
+        **_CLAMP20,
+        **_SEQ_MEAN_TOKEN_MEAN,
+        **_VERL,
+    ),
+    _p(
+        "verl.clip_cov",
+        "verl loss_mode='clip_cov': PPO clip; the selected tokens get no policy gradient",
+        "verl picks the tokens at random among those with covariance in (lb, ub): pass them as selection=.",
+        selection="clip_cov",
+        **_VERL,
+    ),
+    _p(
+        "verl.kl_cov",
+        "verl loss_mode='kl_cov': −A·r unclipped, + ppo_kl_coef·|log r| on the selected tokens",
+        "verl selects the top kl_cov_ratio tokens by covariance: pass them as selection=.",
+        surrogate="unclipped",
+        selection="kl_cov",
+        ppo_kl_coef=0.1,
+        **_VERL,
+    ),
+    _p(
+        "verl.dppo_tv",
+        "verl loss_mode='dppo_tv': −sg(min(r, c))·A·log π on tokens inside the TV trust region",
+        "c is clip_ratio_c (3.0: ActorConfig's value, which config.get returns).",
+        surrogate="logp",
+        logp_weight="dppo_tv",
+        clip_ratio_c=3.0,
+        **_CLAMP20,
+        **_VERL,
+    ),
+    _p(
+        "verl.dppo_kl",
+        "verl loss_mode='dppo_kl': −sg(min(r, c))·A·log π inside the binary-KL trust region",
+        surrogate="logp",
+        logp_weight="dppo_kl",
+        clip_ratio_c=3.0,
+        **_CLAMP20,
+        **_VERL,
+    ),
+    _p(
+        "verl.dro",
+        "verl loss_mode='dro': −(A·log π − ½β_dro (log r)²)",
+        "verl requires dro_beta (no default); 0.1 is ours.",
+        surrogate="logp",
+        logp_weight="one",
+        dro_beta=0.1,
+        **_VERL,
+    ),
+    _p(
+        "verl.reinforce",
+        "verl bypass mode, loss_type='reinforce': −sg(min(r, C))·A·log π, r vs the sampler",
+        "Pass the rollout (sampler) log-probs as old_logp; C = rollout_is_threshold (2.0) is epsilon_high. "
+        "Bypass ppo_clip is verl.vanilla with old_logp = the rollout log-probs.",
+        surrogate="logp",
+        logp_weight="cap",
+        epsilon_high=2.0,
+        **_CLAMP20,
+        **_VERL,
+    ),
+    _p(
+        "verl.reinforce_seq",
+        "verl bypass mode, loss_type='reinforce', rollout_is='sequence': "
+        "−sg(min(Π_t r_t, C))·A·log π, r vs the sampler",
+        "verl.reinforce with rollout_is='sequence': one detached weight per completion, "
+        "min(exp(clamp(Σ_t log r_t, ±20)), C).",
+        surrogate="logp",
+        logp_weight="cap",
+        ratio="sequence_sum",
+        epsilon_high=2.0,
+        **_CLAMP20,
+        **_VERL,
+    ),
 ]
 
 _PRESETS: Dict[str, Preset] = {p.name: p for p in _PAPER + _TRL_PRESETS + _VERL_PRESETS}
@@ -377,8 +570,15 @@ _PRESETS: Dict[str, Preset] = {p.name: p for p in _PAPER + _TRL_PRESETS + _VERL_
 def presets() -> Dict[str, Dict[str, Any]]:
     """Every preset: ``{name: {"description", "notes", "defaults", "advantages"}}`` (defaults = the
     LossSpec fields; advantages = the keyword arguments of ``grpokit.advantages`` that go with it)."""
-    return {n: {"description": p.description, "notes": p.notes, "defaults": p.defaults(),
-                "advantages": dict(p.advantages or {})} for n, p in _PRESETS.items()}
+    return {
+        n: {
+            "description": p.description,
+            "notes": p.notes,
+            "defaults": p.defaults(),
+            "advantages": dict(p.advantages or {}),
+        }
+        for n, p in _PRESETS.items()
+    }
 
 
 def preset_advantages(name: str) -> Dict[str, Any]:

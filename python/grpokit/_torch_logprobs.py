@@ -10,6 +10,7 @@ import torch
 
 from . import _logprobs
 
+
 class LogprobsOutput(NamedTuple):
     """Per-token log-probabilities, entropies and (opt-in) Σπ² (float32; float64 for float64 inputs).
 
@@ -47,14 +48,23 @@ def _token_logprobs_op(
 @_token_logprobs_op.register_fake
 def _(logits, token_ids, temperature, sum_sq_probs, inplace_grad):
     shape, dt = logits.shape[:-1], _result_dtype(logits)
-    return (logits.new_empty(shape, dtype=dt), logits.new_empty(shape, dtype=dt), logits.new_empty(shape, dtype=dt),
-            logits.new_empty(shape if sum_sq_probs else (0,), dtype=dt))
+    return (
+        logits.new_empty(shape, dtype=dt),
+        logits.new_empty(shape, dtype=dt),
+        logits.new_empty(shape, dtype=dt),
+        logits.new_empty(shape if sum_sq_probs else (0,), dtype=dt),
+    )
 
 
 @torch.library.custom_op("grpokit::token_logprobs_backward", mutates_args=())
 def _token_logprobs_backward_op(
-    logits: torch.Tensor, token_ids: torch.Tensor, lse: torch.Tensor, entropy: torch.Tensor,
-    grad_logp: Optional[torch.Tensor], grad_entropy: Optional[torch.Tensor], temperature: float,
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    lse: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor],
+    grad_entropy: Optional[torch.Tensor],
+    temperature: float,
 ) -> torch.Tensor:
     saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=temperature)
     return _logprobs.token_logprobs_backward(logits, token_ids, saved, grad_logp, grad_entropy)
@@ -68,8 +78,13 @@ def _(logits, token_ids, lse, entropy, grad_logp, grad_entropy, temperature):
 # inplace_grad=True: the gradient overwrites the logits' buffer (a mutating op; returns nothing).
 @torch.library.custom_op("grpokit::token_logprobs_backward_", mutates_args=("logits",))
 def _token_logprobs_backward_inplace_op(
-    logits: torch.Tensor, token_ids: torch.Tensor, lse: torch.Tensor, entropy: torch.Tensor,
-    grad_logp: Optional[torch.Tensor], grad_entropy: Optional[torch.Tensor], temperature: float,
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    lse: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor],
+    grad_entropy: Optional[torch.Tensor],
+    temperature: float,
 ) -> None:
     saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=temperature)
     _logprobs.token_logprobs_backward(logits, token_ids, saved, grad_logp, grad_entropy, inplace_grad=True)
@@ -93,12 +108,14 @@ def _token_logprobs_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
     if grad_logp is None and grad_entropy is None or not ctx.needs_input_grad[0]:
         return None, None, None, None, None
     if ctx.inplace_grad:
-        torch.ops.grpokit.token_logprobs_backward_(logits, token_ids, lse, entropy, grad_logp, grad_entropy,
-                                                   ctx.temperature)
+        torch.ops.grpokit.token_logprobs_backward_(
+            logits, token_ids, lse, entropy, grad_logp, grad_entropy, ctx.temperature
+        )
         grad = logits
     else:
-        grad = torch.ops.grpokit.token_logprobs_backward(logits, token_ids, lse, entropy, grad_logp, grad_entropy,
-                                                         ctx.temperature)
+        grad = torch.ops.grpokit.token_logprobs_backward(
+            logits, token_ids, lse, entropy, grad_logp, grad_entropy, ctx.temperature
+        )
     return grad, None, None, None, None
 
 
@@ -163,11 +180,22 @@ def token_logprobs(
 
 @torch.library.custom_op("grpokit::linear_token_logprobs", mutates_args=())
 def _linear_token_logprobs_op(
-    hidden: torch.Tensor, weight: torch.Tensor, token_ids: torch.Tensor, temperature: float, chunk_size: int,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    token_ids: torch.Tensor,
+    temperature: float,
+    chunk_size: int,
     sum_sq_probs: bool,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    r = _logprobs.linear_token_logprobs(hidden, weight, token_ids, temperature=temperature, entropy=True,
-                                        sum_sq_probs=sum_sq_probs, chunk_size=chunk_size or None)
+    r = _logprobs.linear_token_logprobs(
+        hidden,
+        weight,
+        token_ids,
+        temperature=temperature,
+        entropy=True,
+        sum_sq_probs=sum_sq_probs,
+        chunk_size=chunk_size or None,
+    )
     sq = r.sum_sq_probs if sum_sq_probs else r.logp.new_empty((0,))
     return r.logp, r.entropy, r.lse, sq
 
@@ -175,29 +203,51 @@ def _linear_token_logprobs_op(
 @_linear_token_logprobs_op.register_fake
 def _(hidden, weight, token_ids, temperature, chunk_size, sum_sq_probs):
     shape, dt = hidden.shape[:-1], _result_dtype(hidden)
-    return (hidden.new_empty(shape, dtype=dt), hidden.new_empty(shape, dtype=dt), hidden.new_empty(shape, dtype=dt),
-            hidden.new_empty(shape if sum_sq_probs else (0,), dtype=dt))
+    return (
+        hidden.new_empty(shape, dtype=dt),
+        hidden.new_empty(shape, dtype=dt),
+        hidden.new_empty(shape, dtype=dt),
+        hidden.new_empty(shape if sum_sq_probs else (0,), dtype=dt),
+    )
 
 
 @torch.library.custom_op("grpokit::linear_token_logprobs_backward", mutates_args=())
 def _linear_token_logprobs_backward_op(
-    hidden: torch.Tensor, weight: torch.Tensor, token_ids: torch.Tensor, lse: torch.Tensor, entropy: torch.Tensor,
-    grad_logp: Optional[torch.Tensor], grad_entropy: Optional[torch.Tensor], temperature: float, chunk_size: int,
-    hidden_grad: bool, weight_grad: bool,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    token_ids: torch.Tensor,
+    lse: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor],
+    grad_entropy: Optional[torch.Tensor],
+    temperature: float,
+    chunk_size: int,
+    hidden_grad: bool,
+    weight_grad: bool,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     saved = _logprobs.TokenLogprobs(logp=None, entropy=entropy, lse=lse, temperature=temperature)
     gh, gw = _logprobs.linear_token_logprobs_backward(
-        hidden, weight, token_ids, saved, grad_logp, grad_entropy, hidden_grad=hidden_grad,
-        weight_grad=weight_grad, chunk_size=chunk_size or None,
+        hidden,
+        weight,
+        token_ids,
+        saved,
+        grad_logp,
+        grad_entropy,
+        hidden_grad=hidden_grad,
+        weight_grad=weight_grad,
+        chunk_size=chunk_size or None,
     )
     return (gh if gh is not None else hidden.new_empty((0,)), gw if gw is not None else weight.new_empty((0,)))
 
 
 @_linear_token_logprobs_backward_op.register_fake
-def _(hidden, weight, token_ids, lse, entropy, grad_logp, grad_entropy, temperature, chunk_size, hidden_grad,
-      weight_grad):
-    return (hidden.new_empty(hidden.shape if hidden_grad else (0,)),
-            weight.new_empty(weight.shape if weight_grad else (0,)))
+def _(
+    hidden, weight, token_ids, lse, entropy, grad_logp, grad_entropy, temperature, chunk_size, hidden_grad, weight_grad
+):
+    return (
+        hidden.new_empty(hidden.shape if hidden_grad else (0,)),
+        weight.new_empty(weight.shape if weight_grad else (0,)),
+    )
 
 
 def _linear_setup(ctx, inputs, output):
@@ -214,8 +264,17 @@ def _linear_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
     if grad_logp is None and grad_entropy is None or not (want_h or want_w):
         return None, None, None, None, None, None
     gh, gw = torch.ops.grpokit.linear_token_logprobs_backward(
-        hidden, weight, token_ids, lse, entropy, grad_logp, grad_entropy, ctx.temperature, ctx.chunk_size,
-        want_h, want_w,
+        hidden,
+        weight,
+        token_ids,
+        lse,
+        entropy,
+        grad_logp,
+        grad_entropy,
+        ctx.temperature,
+        ctx.chunk_size,
+        want_h,
+        want_w,
     )
     return gh if want_h else None, gw if want_w else None, None, None, None, None
 

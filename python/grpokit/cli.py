@@ -24,9 +24,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
     cfg = demo.DemoConfig(
-        variants=tuple(args.variants), group_size=args.group_size, prompts_per_step=args.prompts,
-        inner_steps=args.mu, steps=args.steps, lr=args.lr, adam_eps=args.adam_eps,
-        weight_decay=args.weight_decay, max_len=args.max_len, seed=args.seed, out_dir=args.out,
+        variants=tuple(args.variants),
+        group_size=args.group_size,
+        prompts_per_step=args.prompts,
+        inner_steps=args.mu,
+        steps=args.steps,
+        lr=args.lr,
+        adam_eps=args.adam_eps,
+        weight_decay=args.weight_decay,
+        max_len=args.max_len,
+        seed=args.seed,
+        out_dir=args.out,
         progress=not args.no_progress,
     )
     if args.seeds is not None:  # the spread over seeds; plots are of one run (--seed)
@@ -61,8 +69,9 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
 
     floats = lambda text: [float(x) for x in text.split(",")]  # noqa: E731
     groups = [x if x.strip().lower() in ("inf", "infinity") else int(x) for x in args.G.split(",")]
-    cmp = stationary.compare(floats(args.rewards), floats(args.pi_ref), args.beta, groups,
-                             penalty=args.penalty, include_nlhf=args.nlhf)
+    cmp = stationary.compare(
+        floats(args.rewards), floats(args.pi_ref), args.beta, groups, penalty=args.penalty, include_nlhf=args.nlhf
+    )
     print(cmp)
     if args.plot:
         cmp.plot().figure.savefig(args.plot, dpi=120, bbox_inches="tight")
@@ -118,21 +127,35 @@ def _add_demo(sub) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), metavar="VARIANT",
-                   help="loss variants to train, each 'preset[:key=value,...]' or 'label=preset[:...]'")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(DEFAULT_VARIANTS),
+        metavar="VARIANT",
+        help="loss variants to train, each 'preset[:key=value,...]' or 'label=preset[:...]'",
+    )
     p.add_argument("-G", "--group-size", type=int, default=d.group_size, help="completions per prompt (G)")
-    p.add_argument("--mu", type=int, default=d.inner_steps,
-                   help="optimizer steps per sampled batch (mu; 1 = on-policy, the clip region stays empty)")
+    p.add_argument(
+        "--mu",
+        type=int,
+        default=d.inner_steps,
+        help="optimizer steps per sampled batch (mu; 1 = on-policy, the clip region stays empty)",
+    )
     p.add_argument("--steps", type=int, default=d.steps, help="sampled batches per variant")
     p.add_argument("--prompts", type=int, default=d.prompts_per_step, help="prompts per batch")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the initial weights and of the sampling")
-    p.add_argument("--seeds", default=None, metavar="N|S1,S2,...",
-                   help="train every variant under several seeds (N: --seed, --seed+1, ...; or a list) and print "
-                        "each column's mean ± std over the seeds and the length drift per seed; no plots")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        metavar="N|S1,S2,...",
+        help="train every variant under several seeds (N: --seed, --seed+1, ...; or a list) and print "
+        "each column's mean ± std over the seeds and the length drift per seed; no plots",
+    )
     p.add_argument("--out", "--output-dir", dest="out", default=d.out_dir, help="folder for the PNG plots")
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
-    p.add_argument("--adam-eps", type=float, default=d.adam_eps,
-                   help="AdamW epsilon (try 1e-5 to see epsilon-dominance)")
+    p.add_argument(
+        "--adam-eps", type=float, default=d.adam_eps, help="AdamW epsilon (try 1e-5 to see epsilon-dominance)"
+    )
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decoupled weight decay")
     p.add_argument("--max-len", type=int, default=d.max_len, help="maximum completion length (tokens)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -152,8 +175,12 @@ def _add_compare(sub) -> None:
         ),
     )
     p.add_argument("file", help="the batch, a .npz file")
-    p.add_argument("--presets", nargs="+", metavar="VARIANT",
-                   help="presets to compare (default: every preset), each 'preset[:key=value,...]'")
+    p.add_argument(
+        "--presets",
+        nargs="+",
+        metavar="VARIANT",
+        help="presets to compare (default: every preset), each 'preset[:key=value,...]'",
+    )
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=_cmd_compare)
     p = sub.add_parser(

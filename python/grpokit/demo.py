@@ -180,8 +180,9 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
     torch.manual_seed(cfg.seed)
     policy = _policy(torch, task, cfg.hidden)
     reference = copy.deepcopy(policy).requires_grad_(False)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps,
-                            weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        policy.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+    )
     sequence_level = spec.ratio in ("sequence", "sequence_token", "sequence_sum")
     tracker = MomentumTracker(opt, epsilon=spec.epsilon_low, epsilon_high=spec.epsilon_high, mu=cfg.inner_steps)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -199,8 +200,9 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
         tracker.reset()
         for k in range(cfg.inner_steps):
             logp = _token_logp(torch, policy, task, q, tokens)
-            res = policy_loss(logp.detach(), old_logp, adv_t, mask, spec=spec, ref_logp=ref_logp,
-                              return_weights=k == 0, num_threads=1)
+            res = policy_loss(
+                logp.detach(), old_logp, adv_t, mask, spec=spec, ref_logp=ref_logp, return_weights=k == 0, num_threads=1
+            )
             if k == 0:
                 rep = prefix_bias_from_weights(tokens, adv, res.weights, G, mask=mask)
                 run.length_weight_corr.append(rep.to_dict()["weight_length_corr_mean"])
@@ -217,11 +219,16 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
         with torch.no_grad():  # where the μ steps left the ratios: the excess past the bound
             logp = _token_logp(torch, policy, task, q, tokens)
             if sequence_level:
-                end = clip_region(_sequence_ratios(torch, logp, old_logp, mask, spec.ratio), adv,
-                                  epsilon=spec.epsilon_low, epsilon_high=spec.epsilon_high)
+                end = clip_region(
+                    _sequence_ratios(torch, logp, old_logp, mask, spec.ratio),
+                    adv,
+                    epsilon=spec.epsilon_low,
+                    epsilon_high=spec.epsilon_high,
+                )
             else:
-                end = clip_region(torch.exp(logp - old_logp), adv, mask=mask,
-                                  epsilon=spec.epsilon_low, epsilon_high=spec.epsilon_high)
+                end = clip_region(
+                    torch.exp(logp - old_logp), adv, mask=mask, epsilon=spec.epsilon_low, epsilon_high=spec.epsilon_high
+                )
         run.clip_fraction.append([(r.clip_seq if sequence_level else r.clip).fraction for r in report.records])
         run.overshoot.append(end.mean_excess)
         run.momentum_ratio.append(report.records[-1].overshoot)
@@ -239,10 +246,13 @@ COLUMNS = (  # (summary key, header, format, legend)
     ("length_drift", "Δlength", "+.2f", "length drift: last fifth − first fifth (the reward ignores length)"),
     ("clip_fraction", "clip frac", ".3f", "share of tokens (GSPO: sequences) in the clip region, inner steps k ≥ 1"),
     ("overshoot", "overshoot", ".3f", "mean excess of clipped ratios past the bound after the μ inner steps"),
-    ("eps_dominance", "ε-dom", ".1e",
-     "elasticity of Adam's step to the reward scale (0: ϵ ≪ √v̂; 1: ϵ dominates)"),
-    ("weight_length_corr", "corr(ω,len)", "+.2f",
-     "corr(mean ω, length) in a group: < 0 for a 1/|o| length preference (−1 only for two lengths)"),
+    ("eps_dominance", "ε-dom", ".1e", "elasticity of Adam's step to the reward scale (0: ϵ ≪ √v̂; 1: ϵ dominates)"),
+    (
+        "weight_length_corr",
+        "corr(ω,len)",
+        "+.2f",
+        "corr(mean ω, length) in a group: < 0 for a 1/|o| length preference (−1 only for two lengths)",
+    ),
 )
 
 
@@ -293,8 +303,11 @@ def figures(runs: Sequence[VariantRun], cfg: Optional[DemoConfig] = None) -> Dic
         per_k = np.mean(np.asarray(r.clip_fraction, dtype=np.float64), axis=0)
         ax0.plot(np.arange(len(per_k)), per_k, "o-", label=r.variant)
         ax1.plot(smooth(r.overshoot), label=r.variant)
-    ax0.set(xlabel="inner step k", ylabel="fraction in the clip region",
-            title="clip region before each inner step (k = 0: always 0)")
+    ax0.set(
+        xlabel="inner step k",
+        ylabel="fraction in the clip region",
+        title="clip region before each inner step (k = 0: always 0)",
+    )
     ax1.set(xlabel="batch", ylabel="mean excess past the bound", title="overshoot after the μ steps")
     for ax in (ax0, ax1):  # inner steps and batches are whole numbers
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -306,8 +319,9 @@ def figures(runs: Sequence[VariantRun], cfg: Optional[DemoConfig] = None) -> Dic
     for r in runs:
         ax0.plot(r.eps_dominance, label=r.variant)
         ax1.plot(r.momentum_ratio, label=r.variant)
-    ax0.set(xlabel="batch", ylabel="update-weighted ρ/(1+ρ), ρ = ϵ/√v̂",
-            title="ε-dominance (0: reward scale has no effect)")
+    ax0.set(
+        xlabel="batch", ylabel="update-weighted ρ/(1+ρ), ρ = ϵ/√v̂", title="ε-dominance (0: reward scale has no effect)"
+    )
     if cfg is not None:
         b1, b2 = cfg.betas
         ax1.axhline(b1 / math.sqrt(b2), color="grey", lw=0.8, label="β1/√β2")
@@ -420,8 +434,11 @@ def format_seeds_table(runs_by_seed: Sequence[Sequence[VariantRun]], seeds: Sequ
     lines += ["", head, "-" * len(head)]
     for n, row in zip(names, rows):
         drift = [s["length_drift"] for s in row]
-        lines.append(f"{n:<{width}}  " + "  ".join(f"{d:>+8.2f}" for d in drift)
-                     + f"   {sum(d > 0 for d in drift)} of {len(drift)} seeds")
+        lines.append(
+            f"{n:<{width}}  "
+            + "  ".join(f"{d:>+8.2f}" for d in drift)
+            + f"   {sum(d > 0 for d in drift)} of {len(drift)} seeds"
+        )
     lines.append("")
     lines += [f"  {h:>11}: {d}" for _, h, _, d in COLUMNS]
     return "\n".join(lines)

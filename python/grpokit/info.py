@@ -9,8 +9,15 @@ from . import _backend, _core
 
 # The GPU paths of grpokit._cuda: every kernel family is compiled with the module; the hidden × weight
 # log-probabilities need cuBLAS too (the CUDA toolkit's or the nvidia-cublas wheel's, docs/gpu.md).
-GPU_PATHS = ("loss", "advantages", "estimators", "corrections", "logprobs", "linear_logprobs_cublas",
-             "adam_diagnostics")
+GPU_PATHS = (
+    "loss",
+    "advantages",
+    "estimators",
+    "corrections",
+    "logprobs",
+    "linear_logprobs_cublas",
+    "adam_diagnostics",
+)
 
 
 def build_info() -> Dict[str, Any]:

@@ -34,12 +34,20 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import _core
+from ._stationary_results import (
+    Comparison,
+    ConvergenceError,
+    Equilibrium,
+    PreferenceEstimate,
+    StationaryPolicy,
+    _fmt_vec,
+    _pyplot,
+)
 
 __all__ = [
     "INF",
@@ -65,175 +73,6 @@ __all__ = [
 
 INF = math.inf
 _DEFAULT_MAX_TERMS = 20_000_000
-
-
-class ConvergenceError(RuntimeError):
-    """A solver stopped without reaching its tolerance. ``.result`` holds the last iterate."""
-
-    def __init__(self, message: str, result: "StationaryPolicy"):
-        super().__init__(message)
-        self.result = result
-
-
-# ---- results ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Equilibrium:
-    """One stationary policy: ``pi`` (K,), whether the expected GRPO flow is attracted to it, and
-    whether it lies on the boundary of the simplex (some supported output has π = 0)."""
-
-    pi: np.ndarray
-    stable: bool
-    boundary: bool
-
-    def __repr__(self) -> str:
-        kind = ("stable" if self.stable else "unstable") + (", boundary" if self.boundary else "")
-        return f"Equilibrium(pi={_fmt_vec(self.pi)}, {kind})"
-
-
-@dataclass(frozen=True)
-class StationaryPolicy:
-    """A stationary policy and how it was obtained.
-
-    Attributes:
-        pi: (K,) the policy (float64). When ``converged`` is False it is the last iterate only.
-        converged: whether the solver reached its tolerance.
-        residual: sup_o |R_o| with R_o = π_o(β − P_o + E_π P) − β π_ref,o (k3) or
-            −π_o[(P_o − E_π P) − β(log(π_o/π_ref,o) − KL(π‖π_ref))] (k3_is); the expected GRPO
-            update of the logits is −R. NaN when P_G is not exact (Monte Carlo).
-        fixed_point_residual: sup_o of the residual of eq. (11) (k3) or of π = π_ref e^{P/β}/Z
-            (k3_is, over the support of π).
-        iterations, stages: Newton iterations / flow steps, and β-continuation stages.
-        method: the solver or closed form used (e.g. ``"closed_form:eq14"``, ``"newton"``,
-            ``"flow"``).
-        message: why it did not converge, or a note (e.g. a boundary solution).
-        stable: whether the expected GRPO flow is attracted to it (per-level logits, see docs).
-        stability_known: False when stability was not assessed (more than 256 reward levels:
-            a dense eigenvalue problem); ``stable`` is then False.
-        boundary: whether some output with π_ref > 0 has π = 0.
-        equilibria: every stationary policy found (all of them for binary problems).
-        preference_std_error: 0 for exact P_G; with a Monte Carlo P_G, the sup of its standard
-            error at ``pi``.
-        problem: a one-line description of the problem.
-    """
-
-    pi: np.ndarray
-    converged: bool
-    residual: float
-    fixed_point_residual: float
-    iterations: int
-    stages: int
-    method: str
-    message: str
-    stable: bool
-    boundary: bool
-    equilibria: Tuple[Equilibrium, ...]
-    stability_known: bool
-    preference_std_error: float
-    beta: float
-    penalty: str
-    problem: str
-    pi_ref: np.ndarray = field(repr=False)
-
-    def __repr__(self) -> str:
-        state = "converged" if self.converged else "NOT converged"
-        return (f"StationaryPolicy(pi={_fmt_vec(self.pi)}, {state}, method={self.method!r}, "
-                f"residual={self.residual:.1e})")
-
-    def __str__(self) -> str:
-        state = "converged" if self.converged else "NOT CONVERGED"
-        lines = [
-            f"Stationary policy ({state}): {self.problem}, penalty {self.penalty}, beta = {self.beta:g}",
-            f"  method {self.method}: {self.iterations} iterations"
-            + (f", {self.stages} continuation stages" if self.stages else "")
-            + f"; residual {self.residual:.1e}, fixed-point residual {self.fixed_point_residual:.1e}; "
-            + ("stable" if self.stable else "not stable" if self.stability_known else "stability not assessed")
-            + (", boundary" if self.boundary else ""),
-        ]
-        if self.message:
-            lines.append(f"  note: {self.message}")
-        lines.append(_table(["pi_ref", "pi"], [self.pi_ref, self.pi]))
-        if len(self.equilibria) > 1:
-            lines.append(f"  {len(self.equilibria)} stationary policies: "
-                         + "; ".join(repr(e) for e in self.equilibria))
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class PreferenceEstimate:
-    """P_G(o|π) per output, exact or Monte Carlo (then ``std_error`` holds standard errors)."""
-
-    values: np.ndarray
-    std_error: Optional[np.ndarray]
-    method: str  # "exact" | "monte_carlo"
-    terms: float  # terms of the exact enumeration (compositions × reward levels)
-    problem: str
-
-    def __repr__(self) -> str:
-        se = "" if self.std_error is None else f", std_error≤{float(np.max(self.std_error)):.1e}"
-        return f"PreferenceEstimate({_fmt_vec(self.values)}, {self.method}{se})"
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Stationary policies of GRPO (several G) next to RLHF's log pooling (and NLHF) for one problem.
-
-    ``rows`` are (label, π) pairs; ``rewards``, ``pi_ref`` and ``beta`` describe the problem.
-    ``str()`` gives a table (π per output for K <= 8, plus E_π[r], the mass on the best reward and
-    KL(π‖π_ref)); :meth:`plot` draws it.
-    """
-
-    rewards: np.ndarray
-    pi_ref: np.ndarray
-    beta: float
-    rows: Tuple[Tuple[str, np.ndarray], ...]
-
-    def summary(self) -> List[Tuple[str, float, float, float]]:
-        """(label, E_π[r], π(best reward), KL(π‖π_ref)) per row."""
-        best = self.rewards == self.rewards[self.pi_ref > 0].max()
-        out = []
-        for label, pi in self.rows:
-            s = pi > 0
-            kl = float(np.sum(pi[s] * np.log(pi[s] / self.pi_ref[s])))
-            out.append((label, float(pi @ self.rewards), float(pi[best].sum()), kl))
-        return out
-
-    def __str__(self) -> str:
-        K = len(self.rewards)
-        head = f"{'policy':<24}" + ("".join(f"{'pi[' + str(o) + ']':>11}" for o in range(K)) if K <= 8 else "")
-        head += f"{'E[r]':>10}{'pi(best)':>10}{'KL':>10}"
-        lines = [f"beta = {self.beta:g}, rewards = {_fmt_vec(self.rewards)}", head]
-        lines.append(f"{'pi_ref':<24}" + ("".join(f"{x:>11.6f}" for x in self.pi_ref) if K <= 8 else "")
-                     + f"{float(self.pi_ref @ self.rewards):>10.4f}"
-                     + f"{float(self.pi_ref[self.rewards == self.rewards[self.pi_ref > 0].max()].sum()):>10.4f}"
-                     + f"{0.0:>10.4f}")
-        for (label, pi), (_, er, pb, kl) in zip(self.rows, self.summary()):
-            vals = "".join(f"{x:>11.6f}" for x in pi) if K <= 8 else ""
-            lines.append(f"{label:<24}{vals}{er:>10.4f}{pb:>10.4f}{kl:>10.4f}")
-        return "\n".join(lines)
-
-    __repr__ = __str__
-
-    def plot(self, ax: Any = None) -> Any:
-        """Grouped bars of π per output (K <= 30) for π_ref and every row. Returns the Axes."""
-        plt = _pyplot()
-        if ax is None:
-            _, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(self.rewards) * (len(self.rows) + 1) / 3), 3.6))
-        series = [("pi_ref", self.pi_ref)] + list(self.rows)
-        K = len(self.rewards)
-        if K > 30:
-            raise ValueError(f"plot: {K} outputs are too many for bars; plot comparison.summary() instead")
-        width = 0.8 / len(series)
-        x = np.arange(K)
-        for i, (label, pi) in enumerate(series):
-            ax.bar(x + (i - (len(series) - 1) / 2) * width, pi, width, label=label)
-        ax.set_xticks(x)
-        ax.set_xticklabels([f"o{o}\nr={r:g}" for o, r in enumerate(self.rewards)])
-        ax.set_ylabel("probability")
-        ax.set_title(f"Stationary policies, beta = {self.beta:g}")
-        ax.legend(fontsize="small")
-        return ax
 
 
 # ---- argument handling ---------------------------------------------------------------------------
@@ -271,35 +110,54 @@ def _matrix(x: Any, name: str) -> np.ndarray:
     return a
 
 
-def _model(rewards: Any, pairwise: Any, G: Any, normalisation: str, std_ddof: int, std_eps: float,
-           max_terms: int) -> Any:
+def _model(
+    rewards: Any, pairwise: Any, G: Any, normalisation: str, std_ddof: int, std_eps: float, max_terms: int
+) -> Any:
     if (rewards is None) == (pairwise is None):
-        raise ValueError("rewards, pairwise: pass exactly one (deterministic rewards, or for G = 2 a "
-                         "pairwise-preference matrix)")
+        raise ValueError(
+            "rewards, pairwise: pass exactly one (deterministic rewards, or for G = 2 a pairwise-preference matrix)"
+        )
     if pairwise is not None:
         if _group_size(G) != 2:
             raise ValueError(f"pairwise: preferences define P_G for G = 2 only, got G={G!r}")
         if normalisation != "mean_std" or std_ddof != 0 or std_eps != 0.0:
-            raise ValueError("pairwise: the pairwise model is the paper's G = 2 model (A = ±1); "
-                             "normalisation, std_ddof and std_eps do not apply")
+            raise ValueError(
+                "pairwise: the pairwise model is the paper's G = 2 model (A = ±1); "
+                "normalisation, std_ddof and std_eps do not apply"
+            )
         return _core.stationary_model_pairwise(_matrix(pairwise, "pairwise"))
-    return _core.stationary_model_rewards(_vector(rewards, "rewards"), _group_size(G), normalisation,
-                                          int(std_ddof), float(std_eps), int(max_terms))
+    return _core.stationary_model_rewards(
+        _vector(rewards, "rewards"), _group_size(G), normalisation, int(std_ddof), float(std_eps), int(max_terms)
+    )
 
 
-def _wrap(r: Any, model: Any, beta: float, penalty: str, pi_ref: np.ndarray,
-          allow_unconverged: bool) -> StationaryPolicy:
+def _wrap(
+    r: Any, model: Any, beta: float, penalty: str, pi_ref: np.ndarray, allow_unconverged: bool
+) -> StationaryPolicy:
     res = StationaryPolicy(
-        pi=np.array(r.pi), converged=bool(r.converged), residual=float(r.residual),
-        fixed_point_residual=float(r.fixed_point_residual), iterations=int(r.iterations),
-        stages=int(r.stages), method=str(r.method), message=str(r.message), stable=bool(r.stable),
-        boundary=bool(r.boundary), stability_known=bool(r.stability_known),
+        pi=np.array(r.pi),
+        converged=bool(r.converged),
+        residual=float(r.residual),
+        fixed_point_residual=float(r.fixed_point_residual),
+        iterations=int(r.iterations),
+        stages=int(r.stages),
+        method=str(r.method),
+        message=str(r.message),
+        stable=bool(r.stable),
+        boundary=bool(r.boundary),
+        stability_known=bool(r.stability_known),
         preference_std_error=float(r.preference_std_error),
         equilibria=tuple(Equilibrium(np.array(e.pi), bool(e.stable), bool(e.boundary)) for e in r.equilibria),
-        beta=float(beta), penalty=penalty, problem=model.describe(), pi_ref=pi_ref)
+        beta=float(beta),
+        penalty=penalty,
+        problem=model.describe(),
+        pi_ref=pi_ref,
+    )
     if not res.converged and not allow_unconverged:
-        raise ConvergenceError(f"{res.method}: {res.message} (pass allow_unconverged=True to get the "
-                               "last iterate as a flagged result)", res)
+        raise ConvergenceError(
+            f"{res.method}: {res.message} (pass allow_unconverged=True to get the last iterate as a flagged result)",
+            res,
+        )
     return res
 
 
@@ -347,10 +205,8 @@ def preference(
         raise ValueError(f"pi: expected finite probabilities >= 0 summing to 1, got {_fmt_vec(p)}")
     if method == "monte_carlo" or (method == "auto" and not model.exact):
         values, se = model.preference_monte_carlo(p, int(samples), int(seed))
-        return PreferenceEstimate(np.array(values), np.array(se), "monte_carlo", model.num_terms,
-                                  model.describe())
-    return PreferenceEstimate(np.array(model.preference(p)), None, "exact", model.num_terms,
-                              model.describe())
+        return PreferenceEstimate(np.array(values), np.array(se), "monte_carlo", model.num_terms, model.describe())
+    return PreferenceEstimate(np.array(model.preference(p)), None, "exact", model.num_terms, model.describe())
 
 
 # ---- solvers ------------------------------------------------------------------------------------------
@@ -433,13 +289,33 @@ def solve(
     model = _model(rewards, pairwise, G, normalisation, std_ddof, std_eps, max_terms)
     p = _vector(pi_ref, "pi_ref")
     if method == "flow":
-        r = _core.stationary_flow(model, p, float(beta), penalty, int(inner_steps),
-                                  0.0 if step is None else float(step), float(rtol), float(tol),
-                                  int(max_steps))
+        r = _core.stationary_flow(
+            model,
+            p,
+            float(beta),
+            penalty,
+            int(inner_steps),
+            0.0 if step is None else float(step),
+            float(rtol),
+            float(tol),
+            int(max_steps),
+        )
     else:
-        r = _core.stationary_solve(model, p, float(beta), method, penalty, float(tol), int(max_iter),
-                                   float(beta_start), float(beta_factor), int(samples), int(mc_rounds),
-                                   float(mc_tol), int(seed))
+        r = _core.stationary_solve(
+            model,
+            p,
+            float(beta),
+            method,
+            penalty,
+            float(tol),
+            int(max_iter),
+            float(beta_start),
+            float(beta_factor),
+            int(samples),
+            int(mc_rounds),
+            float(mc_tol),
+            int(seed),
+        )
     return _wrap(r, model, beta, penalty, p, allow_unconverged)
 
 
@@ -485,8 +361,7 @@ def residuals(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """(R, fixed-point residual), both (K,), of any policy ``pi`` (see :class:`StationaryPolicy`)."""
     model = _model(rewards, pairwise, G, normalisation, std_ddof, std_eps, _DEFAULT_MAX_TERMS)
-    R, fp = _core.stationary_residuals(model, _vector(pi, "pi"), _vector(pi_ref, "pi_ref"),
-                                       float(beta), penalty)
+    R, fp = _core.stationary_residuals(model, _vector(pi, "pi"), _vector(pi_ref, "pi_ref"), float(beta), penalty)
     return np.array(R), np.array(fp)
 
 
@@ -503,8 +378,7 @@ def binary(p: Any, beta: float, G: Any = 2, *, penalty: str = "k3", gamma: float
     :func:`right_limit` for the limit p → 0+.
     """
     arr = np.asarray(p, dtype=np.float64)
-    out = _core.stationary_binary(np.atleast_1d(arr).ravel(), float(beta), _group_size(G), penalty,
-                                  float(gamma))[:, 0]
+    out = _core.stationary_binary(np.atleast_1d(arr).ravel(), float(beta), _group_size(G), penalty, float(gamma))[:, 0]
     return float(out[0]) if arr.ndim == 0 else out.reshape(arr.shape)
 
 
@@ -515,8 +389,7 @@ def right_limit(beta: float, G: Any = 2, *, penalty: str = "k3", gamma: float = 
 
 def rlhf(rewards: Any, pi_ref: Any, beta: float) -> np.ndarray:
     """RLHF's optimum, logarithmic pooling (paper eq. (4)): π ∝ π_ref · exp(r/β)."""
-    return np.array(_core.stationary_log_pooling(_vector(rewards, "rewards"), _vector(pi_ref, "pi_ref"),
-                                                 float(beta)))
+    return np.array(_core.stationary_log_pooling(_vector(rewards, "rewards"), _vector(pi_ref, "pi_ref"), float(beta)))
 
 
 def nlhf(
@@ -576,20 +449,13 @@ def compare(
 # ---- plots (the paper's figures) ----------------------------------------------------------------
 
 
-def _pyplot() -> Any:
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _binary_figure(G: Any, penalty: str, betas: Sequence[float], ax: Any, title: str,
-                   label: str, jump: bool) -> Any:
+def _binary_figure(G: Any, penalty: str, betas: Sequence[float], ax: Any, title: str, label: str, jump: bool) -> Any:
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(4.6, 4.0))
     p = np.linspace(0.0, 1.0, 401)[1:]
     for b in betas:
-        line, = ax.plot(p, binary(p, b, G, penalty=penalty), label=f"{label} = {b:g}")
+        (line,) = ax.plot(p, binary(p, b, G, penalty=penalty), label=f"{label} = {b:g}")
         if jump:  # the value at π_ref(a) = 0 is 0 (support); the curve's right-limit may not be
             lim = right_limit(b, G, penalty=penalty)
             ax.plot([0.0], [0.0], "o", color=line.get_color(), ms=4)
@@ -625,8 +491,9 @@ def plot_figure3(betas: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0), ax: Any = N
     return _binary_figure(2, "k3_is", betas, ax, "GRPO + direct KL, G = 2", r"$\beta/\gamma$", False)
 
 
-def plot_binary_comparison(beta: float, G_values: Sequence[Any] = (2, 4, 8, 16, INF),
-                           reward_gap: float = 1.0, ax: Any = None) -> Any:
+def plot_binary_comparison(
+    beta: float, G_values: Sequence[Any] = (2, 4, 8, 16, INF), reward_gap: float = 1.0, ax: Any = None
+) -> Any:
     """π(a) against π_ref(a) for GRPO at several G and for RLHF log pooling with r(a) − r(b) =
     ``reward_gap`` (GRPO does not depend on the gap; RLHF does). Returns the Axes."""
     plt = _pyplot()
@@ -644,24 +511,3 @@ def plot_binary_comparison(beta: float, G_values: Sequence[Any] = (2, 4, 8, 16, 
     ax.set_title(f"GRPO vs RLHF, beta = {beta:g}", fontsize="medium")
     ax.legend(fontsize="small", loc="lower right")
     return ax
-
-
-# ---- formatting -----------------------------------------------------------------------------------
-
-
-def _fmt_vec(v: np.ndarray, limit: int = 8) -> str:
-    v = np.asarray(v)
-    items = [f"{x:.6g}" for x in v[:limit]]
-    if v.size > limit:
-        items.append(f"... ({v.size} values)")
-    return "[" + ", ".join(items) + "]"
-
-
-def _table(names: Sequence[str], cols: Sequence[np.ndarray], limit: int = 20) -> str:
-    K = len(cols[0])
-    lines = ["  output " + "".join(f"{n:>14}" for n in names)]
-    for o in range(min(K, limit)):
-        lines.append(f"  {o:<6} " + "".join(f"{c[o]:>14.9f}" for c in cols))
-    if K > limit:
-        lines.append(f"  ... {K - limit} more outputs")
-    return "\n".join(lines)

@@ -5,7 +5,8 @@ backward run in the engine (CPU or CUDA, on the current stream), zero-copy throu
 
 Sections: token log-probabilities from logits and from hidden states (``torch.library`` custom ops, in
 ``_torch_logprobs.py``); the policy loss (a custom op), its rewards form, and the global counts for
-gradient accumulation and data parallelism. Every op has a fake implementation, so all of them run under ``torch.compile``
+gradient accumulation and data parallelism. Every op has a fake implementation, so all of them run under
+``torch.compile``
 without a graph break.
 """
 
@@ -39,6 +40,7 @@ __all__ = [
 # one. Being a custom op with a fake implementation, it is opaque to torch.compile (no graph break),
 # and its autograd formula is a torch.autograd.Function that torch builds from register_autograd.
 
+
 @functools.lru_cache(maxsize=64)  # bounded: per-step counts (num_items_in_batch) make new specs every step
 def _spec_of(spec_json: str) -> _presets.LossSpec:
     return _presets.LossSpec(**json.loads(spec_json))
@@ -69,10 +71,23 @@ def _policy_loss_op(
     check_finite: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     r = _loss.policy_loss(
-        logp, old_logp, advantages, mask, spec=_spec_of(spec), ref_logp=ref_logp, entropies=entropies,
-        sampling_logp=sampling_logp, keep=keep, token_weights=token_weights, cu_seqlens=cu_seqlens,
-        selection=selection, return_per_token=return_per_token, return_weights=return_weights,
-        num_threads=num_threads, stream=stream, check_finite=check_finite,
+        logp,
+        old_logp,
+        advantages,
+        mask,
+        spec=_spec_of(spec),
+        ref_logp=ref_logp,
+        entropies=entropies,
+        sampling_logp=sampling_logp,
+        keep=keep,
+        token_weights=token_weights,
+        cu_seqlens=cu_seqlens,
+        selection=selection,
+        return_per_token=return_per_token,
+        return_weights=return_weights,
+        num_threads=num_threads,
+        stream=stream,
+        check_finite=check_finite,
     )
     metrics = torch.stack(list(r.metrics.values())) if r.metrics else logp.new_zeros((0,), dtype=torch.float64)
 
@@ -83,14 +98,37 @@ def _policy_loss_op(
 
 
 @_policy_loss_op.register_fake
-def _(logp, old_logp, advantages, mask, ref_logp, entropies, sampling_logp, keep, token_weights, cu_seqlens, spec,
-      selection=None, return_per_token=False, return_weights=False, num_threads=0, stream=None, check_finite=False):
+def _(
+    logp,
+    old_logp,
+    advantages,
+    mask,
+    ref_logp,
+    entropies,
+    sampling_logp,
+    keep,
+    token_weights,
+    cu_seqlens,
+    spec,
+    selection=None,
+    return_per_token=False,
+    return_weights=False,
+    num_threads=0,
+    stream=None,
+    check_finite=False,
+):
     fields = _spec_of(spec).engine_fields()
     has_grad_ent = entropies is not None and _core.loss_has_entropy_grad(fields, True)
     n = len(_metric_names(spec, entropies is not None, sampling_logp is not None))
     like = lambda wanted: logp.new_empty(logp.shape if wanted else (0,))  # noqa: E731
-    return (logp.new_empty(()), torch.empty_like(logp), like(has_grad_ent), logp.new_empty((n,), dtype=torch.float64),
-            like(return_per_token), like(return_weights))
+    return (
+        logp.new_empty(()),
+        torch.empty_like(logp),
+        like(has_grad_ent),
+        logp.new_empty((n,), dtype=torch.float64),
+        like(return_per_token),
+        like(return_weights),
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -129,8 +167,9 @@ def _spec_json(spec: Any, overrides: Dict[str, Any]) -> str:
 
 
 @torch.compiler.assume_constant_result
-def _prepare(spec: Any, overrides: Tuple[Tuple[str, Any], ...], has_ent: bool,
-             has_smp: bool) -> Tuple[str, Tuple[str, ...]]:
+def _prepare(
+    spec: Any, overrides: Tuple[Tuple[str, Any], ...], has_ent: bool, has_smp: bool
+) -> Tuple[str, Tuple[str, ...]]:
     # Spec resolution is plain Python over constants: torch.compile takes its result as a constant.
     sj = _spec_json(spec, dict(overrides))
     return sj, tuple(_metric_names(sj, has_ent, has_smp))
@@ -184,9 +223,17 @@ def policy_loss(
         >>> lp.grad[0, 0].item()
         -0.1666666716337204
     """
-    tensors = dict(old_logp=old_logp, mask=mask, ref_logp=ref_logp, entropies=entropies,
-                   sampling_logp=sampling_logp, keep=keep, token_weights=token_weights, cu_seqlens=cu_seqlens,
-                   selection=selection)
+    tensors = dict(
+        old_logp=old_logp,
+        mask=mask,
+        ref_logp=ref_logp,
+        entropies=entropies,
+        sampling_logp=sampling_logp,
+        keep=keep,
+        token_weights=token_weights,
+        cu_seqlens=cu_seqlens,
+        selection=selection,
+    )
     for name, t in (("logp", logp), ("advantages", advantages), *tensors.items()):
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"grpokit.torch.policy_loss: {name} must be a torch tensor, got {type(t).__name__}")
@@ -194,11 +241,30 @@ def policy_loss(
     # an explicit stream object becomes its handle here (the op takes an int); None: the current stream
     handle = None if stream is None else _arrays.resolve_stream(_arrays.placement_of(logp), stream)
     loss, _, _, metrics, per_token, weights = torch.ops.grpokit.policy_loss(
-        logp, old_logp, advantages, mask, ref_logp, entropies, sampling_logp, keep, token_weights, cu_seqlens, sj,
-        selection, bool(return_per_token), bool(return_weights), int(num_threads), handle, bool(check_finite),
+        logp,
+        old_logp,
+        advantages,
+        mask,
+        ref_logp,
+        entropies,
+        sampling_logp,
+        keep,
+        token_weights,
+        cu_seqlens,
+        sj,
+        selection,
+        bool(return_per_token),
+        bool(return_weights),
+        int(num_threads),
+        handle,
+        bool(check_finite),
     )
-    return PolicyLossOutput(loss, {n: metrics[k].detach() for k, n in enumerate(names)},
-                            per_token if return_per_token else None, weights if return_weights else None)
+    return PolicyLossOutput(
+        loss,
+        {n: metrics[k].detach() for k, n in enumerate(names)},
+        per_token if return_per_token else None,
+        weights if return_weights else None,
+    )
 
 
 def policy_loss_from_rewards(
@@ -247,8 +313,12 @@ def global_counts(
     if not ms:
         raise ValueError("masks: expected at least one mask")
     tok = sum((m != 0).sum().double() for m in ms)
-    seq = sum(((m != 0).sum(-1) > 0).sum().double() if s.seq_count_nonempty else torch.tensor(float(m.shape[0]),
-              dtype=torch.float64, device=m.device) for m in ms)
+    seq = sum(
+        ((m != 0).sum(-1) > 0).sum().double()
+        if s.seq_count_nonempty
+        else torch.tensor(float(m.shape[0]), dtype=torch.float64, device=m.device)
+        for m in ms
+    )
     dist = torch.distributed
     if all_reduce is None:
         all_reduce = dist.is_available() and dist.is_initialized()

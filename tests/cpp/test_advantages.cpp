@@ -8,8 +8,7 @@
 using namespace grpokit;
 
 namespace {
-std::vector<double> run(std::vector<double> r, AdvantageOptions opt,
-                        std::vector<int64_t> ids = {}) {
+std::vector<double> run(std::vector<double> r, AdvantageOptions opt, std::vector<int64_t> ids = {}) {
   std::vector<double> out(r.size(), -999.0);
   const auto n = static_cast<int64_t>(r.size());
   TensorView rv = make_view(r.data(), DType::Float64, {n});
@@ -100,8 +99,7 @@ TEST_CASE("bad input is a grpokit::Error naming the argument", "[advantages][err
   opt.std = StdDivisor::Sample;
   CHECK_THROWS_WITH(run({1, 2}, opt), Catch::Contains("at least 2"));
   opt.group_size = 2;
-  CHECK_THROWS_WITH(run({1, std::numeric_limits<double>::infinity()}, opt),
-                    Catch::Contains("rewards"));
+  CHECK_THROWS_WITH(run({1, std::numeric_limits<double>::infinity()}, opt), Catch::Contains("rewards"));
   std::vector<float> r(4, 1.0f);
   std::vector<double> out(4);
   TensorView rv = make_view(r.data(), DType::Float32, {4});

@@ -54,9 +54,9 @@ TEST_CASE("estimator checks on a CUDA device: one device, half precision, no val
   EstimatorInputs cpu_in;
   cpu_in.rewards = make_view(r.data(), DType::BFloat16, {4});
   opt.group_size = 2;
-  CHECK_THROWS_WITH(estimator_advantages_cpu(cpu_in, opt, make_view(out.data(), DType::BFloat16, {4}),
-                                             undefined_tensor()),
-                    Catch::Contains("rewards"));
+  CHECK_THROWS_WITH(
+      estimator_advantages_cpu(cpu_in, opt, make_view(out.data(), DType::BFloat16, {4}), undefined_tensor()),
+      Catch::Contains("rewards"));
 }
 
 TEST_CASE("correction checks on a CUDA device: one device, half precision, no value reads") {
@@ -69,10 +69,12 @@ TEST_CASE("correction checks on a CUDA device: one device, half precision, no va
   ImportanceOptions opt;
   opt.clip_max = 3.0;
   const TensorView tw = on(make_view(w.data(), DType::Float16, {2, 3}), kGpu);
-  const TensorView tmet = on(make_view(metrics.data(), DType::Float64, {static_cast<int64_t>(metrics.size())}), kGpu);
+  const TensorView tmet =
+      on(make_view(metrics.data(), DType::Float64, {static_cast<int64_t>(metrics.size())}), kGpu);
   CHECK_NOTHROW(check_importance_args(ta, tb, tm, opt, tw, tmet));
-  CHECK_THROWS_WITH(check_importance_args(ta, tb, tm, opt, tw,
-                                          make_view(metrics.data(), DType::Float64, {static_cast<int64_t>(metrics.size())})),
+  CHECK_THROWS_WITH(check_importance_args(
+                        ta, tb, tm, opt, tw,
+                        make_view(metrics.data(), DType::Float64, {static_cast<int64_t>(metrics.size())})),
                     Catch::Contains("same device"));
   opt.clip_max = -1.0;
   CHECK_THROWS_WITH(check_importance_args(ta, tb, tm, opt, tw, tmet), Catch::Contains("clip_max"));

@@ -21,7 +21,8 @@ PrefixRun run_padded(std::vector<int64_t> ids, std::vector<uint8_t> mask, std::v
                      std::vector<double> omega, int64_t B, int64_t T, int64_t G) {
   PrefixRun r;
   const auto n = static_cast<size_t>(B * T);
-  r.node.assign(n, 99), r.count.assign(n, 99), r.coef.assign(n, 9), r.bias.assign(n, 9), r.abs_sum.assign(n, 9);
+  r.node.assign(n, 99), r.count.assign(n, 99), r.coef.assign(n, 9), r.bias.assign(n, 9),
+      r.abs_sum.assign(n, 9);
   const int64_t groups = G > 0 ? B / G : 1;  // G = 0 is tested as an error
   r.group.assign(static_cast<size_t>(groups * kPrefixGroupStats), 9);
   PrefixBiasOutputs out{make_view(r.node.data(), DType::Int64, {B, T}),
@@ -38,7 +39,8 @@ PrefixRun run_padded(std::vector<int64_t> ids, std::vector<uint8_t> mask, std::v
 
 }  // namespace
 
-TEST_CASE("prefix bias: worked check 1a (docs/diagnostics.md, Tests) on a 2-token whole-group prefix", "[diagnostics]") {
+TEST_CASE("prefix bias: worked check 1a (docs/diagnostics.md, Tests) on a 2-token whole-group prefix",
+          "[diagnostics]") {
   // r = (1,1,0,0), |o| = (10,30,20,40), α = 1/(G|o|σ), σ = 0.5: W = 0.01458333 on the shared prefix.
   const int64_t B = 4, T = 3;
   const double L[4] = {10, 30, 20, 40};
@@ -87,8 +89,10 @@ TEST_CASE("prefix bias: packed input with cu_seqlens equals padded", "[diagnosti
   const int64_t N = 8;
   std::vector<int64_t> node(N), count(N);
   std::vector<double> coef(N), bias(N), abs_sum(N), group(2 * kPrefixGroupStats);
-  PrefixBiasOutputs out{make_view(node.data(), DType::Int64, {N}), make_view(count.data(), DType::Int64, {N}),
-                        make_view(coef.data(), DType::Float64, {N}), make_view(bias.data(), DType::Float64, {N}),
+  PrefixBiasOutputs out{make_view(node.data(), DType::Int64, {N}),
+                        make_view(count.data(), DType::Int64, {N}),
+                        make_view(coef.data(), DType::Float64, {N}),
+                        make_view(bias.data(), DType::Float64, {N}),
                         make_view(abs_sum.data(), DType::Float64, {N}),
                         make_view(group.data(), DType::Float64, {2, int64_t(kPrefixGroupStats)})};
   prefix_bias_cpu(make_view(ids.data(), DType::Int64, {N}), undefined_tensor(),
@@ -110,9 +114,11 @@ TEST_CASE("prefix bias: bad input is a clear error", "[diagnostics]") {
   std::vector<double> adv = {0.5, -0.5, 0.1}, omega(6, 1.0);
   CHECK_THROWS_WITH(run_padded(ids, mask, adv, omega, 3, 2, 2),
                     Catch::Contains("not a whole number of groups of 2"));
-  CHECK_THROWS_WITH(run_padded(ids, mask, adv, omega, 3, 2, 0), Catch::Contains("group_size: expected a positive"));
+  CHECK_THROWS_WITH(run_padded(ids, mask, adv, omega, 3, 2, 0),
+                    Catch::Contains("group_size: expected a positive"));
   adv[1] = NAN;
-  CHECK_THROWS_WITH(run_padded(ids, mask, adv, omega, 3, 2, 3), Catch::Contains("advantages: element 1 is nan"));
+  CHECK_THROWS_WITH(run_padded(ids, mask, adv, omega, 3, 2, 3),
+                    Catch::Contains("advantages: element 1 is nan"));
 }
 
 TEST_CASE("clip region: sign-aware excess", "[diagnostics]") {
@@ -124,9 +130,10 @@ TEST_CASE("clip region: sign-aware excess", "[diagnostics]") {
   CHECK(math::clipped_surrogate(1.3, 1.0, 0.2, 0.2) == Approx(1.2));
   CHECK(math::clipped_surrogate(1.3, -1.0, 0.2, 0.2) == Approx(-1.3));
   std::vector<double> r = {1.3, 1.0, 0.7, 0.9}, adv = {1.0, -1.0}, out(4), prev = {0.05, 0, 0.2, 0};
-  const ClipRegionStats st = clip_region_cpu(
-      make_view(r.data(), DType::Float64, {2, 2}), make_view(adv.data(), DType::Float64, {2}), undefined_tensor(),
-      0.2, 0.2, make_view(prev.data(), DType::Float64, {2, 2}), make_view(out.data(), DType::Float64, {2, 2}));
+  const ClipRegionStats st =
+      clip_region_cpu(make_view(r.data(), DType::Float64, {2, 2}), make_view(adv.data(), DType::Float64, {2}),
+                      undefined_tensor(), 0.2, 0.2, make_view(prev.data(), DType::Float64, {2, 2}),
+                      make_view(out.data(), DType::Float64, {2, 2}));
   CHECK(st.n_valid == 4);
   CHECK(st.n_in_region == 2);
   CHECK(st.n_in_both == 2);
@@ -145,7 +152,8 @@ TEST_CASE("overshoot closed forms: worked check 11 (docs/diagnostics.md, Tests)"
 }
 
 TEST_CASE("Adam state: ρ, elasticity and the φ-scaled step", "[diagnostics]") {
-  // one coordinate at step 1 with √v̂ = 1e-6, ϵ = 1e-5 (worked check 9, docs/diagnostics.md: φ = 10 gives 5.5×)
+  // one coordinate at step 1 with √v̂ = 1e-6, ϵ = 1e-5 (worked check 9, docs/diagnostics.md: φ = 10
+  // gives 5.5×)
   const double b2 = 0.999;
   std::vector<double> m = {0.1 * 1e-6}, v = {(1 - b2) * 1e-12}, out(1);
   AdamHyper hp;
@@ -176,7 +184,8 @@ TEST_CASE("Adam state: array outputs carry the struct's values in the shared lay
   const AdamStateStats st = adam_state_stats_cpu(mv, vv, hp, 0.01, -12, 4, 8, phis);
   std::vector<double> out(kAdamStatFields + 2, -1.0);
   std::vector<int64_t> hist(8, -1);
-  adam_state_stats_into_cpu(mv, vv, hp, 0.01, -12, 4, phis, make_view(out.data(), DType::Float64, {kAdamStatFields + 2}),
+  adam_state_stats_into_cpu(mv, vv, hp, 0.01, -12, 4, phis,
+                            make_view(out.data(), DType::Float64, {kAdamStatFields + 2}),
                             make_view(hist.data(), DType::Int64, {8}));
   CHECK(out[kAdamN] == 5);
   CHECK(out[kAdamNZeroV] == 1);
@@ -199,7 +208,8 @@ TEST_CASE("Adam state: array outputs carry the struct's values in the shared lay
                                               make_view(hist.data(), DType::Int64, {8})),
                     Catch::Contains("out_stats: expected a contiguous float64 array of 12 elements"));
   std::vector<double> g = {1.0, NAN, 0.0, 0.0, 0.0}, sp(kAdamSplitFields);
-  CHECK_THROWS_WITH(adam_step_split_into_cpu(mv, mv, make_view(g.data(), DType::Float64, {5}), TensorView{}, 0.0, hp,
-                                             make_view(sp.data(), DType::Float64, {kAdamSplitFields})),
-                    Catch::Contains("grad: element 1 is nan"));
+  CHECK_THROWS_WITH(
+      adam_step_split_into_cpu(mv, mv, make_view(g.data(), DType::Float64, {5}), TensorView{}, 0.0, hp,
+                               make_view(sp.data(), DType::Float64, {kAdamSplitFields})),
+      Catch::Contains("grad: element 1 is nan"));
 }

@@ -10,7 +10,9 @@
 using namespace grpokit;
 
 namespace {
-TensorView vec(std::vector<double>& v) { return make_view(v.data(), DType::Float64, {static_cast<int64_t>(v.size())}); }
+TensorView vec(std::vector<double>& v) {
+  return make_view(v.data(), DType::Float64, {static_cast<int64_t>(v.size())});
+}
 TensorView mat(std::vector<double>& v, int64_t rows, int64_t cols) {
   return make_view(v.data(), DType::Float64, {rows, cols});
 }
@@ -85,8 +87,8 @@ TEST_CASE("rejection: unknown criteria list the valid names", "[corrections]") {
 // values are checked against fp64 references in tests/python.
 TEST_CASE("every estimator writes finite values and leaves unselected tokens at 0", "[estimators]") {
   const int64_t B = 6, T = 5, K = 2;
-  std::vector<double> r{1, 0, 0.5, 2, 0, 1}, rk(B * K), tok(B * T, 0.0), m(B * T), lp(B * T), sp(B * T), rho(B * T),
-      base(B, 0.25), w{1.0, 0.5};
+  std::vector<double> r{1, 0, 0.5, 2, 0, 1}, rk(B * K), tok(B * T, 0.0), m(B * T), lp(B * T), sp(B * T),
+      rho(B * T), base(B, 0.25), w{1.0, 0.5};
   for (int64_t i = 0; i < B; ++i)
     for (int64_t t = 0; t < T; ++t) {
       const int64_t k = i * T + t;
@@ -97,7 +99,8 @@ TEST_CASE("every estimator writes finite values and leaves unselected tokens at 
       rho[k] = 1.0 + 0.05 * static_cast<double>(t);
     }
   for (int64_t k = 0; k < B * K; ++k) rk[k] = std::sin(static_cast<double>(k));
-  for (const char* name : {"grpo", "rloo", "reinforce_pp_baseline", "opo", "grpo_passk", "gpg", "normalize_then_sum"}) {
+  for (const char* name :
+       {"grpo", "rloo", "reinforce_pp_baseline", "opo", "grpo_passk", "gpg", "normalize_then_sum"}) {
     EstimatorInputs in;
     in.rewards = mat(rk, B, K);
     in.reward_weights = vec(w);
@@ -118,7 +121,8 @@ TEST_CASE("every estimator writes finite values and leaves unselected tokens at 
     opt.estimator = parse_estimator(name);
     opt.group_size = 3;
     if (opt.estimator == Estimator::Remax) in.baseline_rewards = vec(base);
-    if (opt.estimator == Estimator::OptimalTokenBaseline || opt.estimator == Estimator::TirOptimalTokenBaseline) {
+    if (opt.estimator == Estimator::OptimalTokenBaseline ||
+        opt.estimator == Estimator::TirOptimalTokenBaseline) {
       in.logp = mat(lp, B, T);
       in.sum_pi_squared = mat(sp, B, T);
       in.is_weights = mat(rho, B, T);
@@ -133,8 +137,9 @@ TEST_CASE("every estimator writes finite values and leaves unselected tokens at 
   }
   std::vector<double> trn(lp), smp(B * T);
   for (int64_t k = 0; k < B * T; ++k) smp[k] = lp[k] + 0.05 * std::cos(static_cast<double>(k));
-  std::vector<std::string> names{"token_k1", "token_k2", "token_k3", "seq_sum_k1", "seq_sum_k2", "seq_sum_k3",
-                                 "seq_mean_k1", "seq_mean_k2", "seq_mean_k3", "seq_max_k2", "seq_max_k3"};
+  std::vector<std::string> names{"token_k1",    "token_k2",   "token_k3",    "seq_sum_k1",
+                                 "seq_sum_k2",  "seq_sum_k3", "seq_mean_k1", "seq_mean_k2",
+                                 "seq_mean_k3", "seq_max_k2", "seq_max_k3"};
   std::vector<RejectionCriterion> criteria;
   for (const auto& n : names) {
     RejectionCriterion c = parse_rejection_criterion(n);

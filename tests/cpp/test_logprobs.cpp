@@ -65,18 +65,16 @@ TEST_CASE("token_logprobs_cpu on a tiny row and its errors", "[logprobs]") {
   std::vector<float> x = {0.0f, 0.0f, 0.0f, 0.0f, 1.0f, 2.0f, 3.0f, 4.0f};
   std::vector<int64_t> ids = {1, 3};
   std::vector<float> logp(2), h(2), lse(2);
-  TokenLogprobArgs in{make_view(x.data(), DType::Float32, {2, 4}),
-                      make_view(ids.data(), DType::Int64, {2}), 1.0};
+  TokenLogprobArgs in{make_view(x.data(), DType::Float32, {2, 4}), make_view(ids.data(), DType::Int64, {2}),
+                      1.0};
   token_logprobs_cpu(in, make_view(logp.data(), DType::Float32, {2}),
-                     make_view(h.data(), DType::Float32, {2}),
-                     make_view(lse.data(), DType::Float32, {2}));
+                     make_view(h.data(), DType::Float32, {2}), make_view(lse.data(), DType::Float32, {2}));
   CHECK(logp[0] == Approx(-std::log(4.0)));
   CHECK(h[0] == Approx(std::log(4.0)));
   const double l1 = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0) + std::exp(4.0));
   CHECK(logp[1] == Approx(4.0 - l1));
   ids[0] = 4;
-  CHECK_THROWS_WITH(token_logprobs_cpu(in, make_view(logp.data(), DType::Float32, {2}),
-                                       undefined_tensor(),
+  CHECK_THROWS_WITH(token_logprobs_cpu(in, make_view(logp.data(), DType::Float32, {2}), undefined_tensor(),
                                        make_view(lse.data(), DType::Float32, {2})),
                     Catch::Contains("token_ids: row 0 holds 4"));
 }
@@ -87,7 +85,8 @@ TEST_CASE("every compiled version of the forward chunk kernel agrees with float6
   // Lengths around the 16-lane blocks, values with −inf entries and a wide range.
   for (int64_t n : {1, 15, 16, 17, 100, 2048}) {
     std::vector<float> x(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(std::sin(0.7 * i) * 12.0 - (i % 5 == 3 ? INFINITY : 0.0));
+    for (int64_t i = 0; i < n; ++i)
+      x[i] = static_cast<float>(std::sin(0.7 * i) * 12.0 - (i % 5 == 3 ? INFINITY : 0.0));
     if (n > 1) x[0] = 3.0f;  // keep one finite entry
     double m = -INFINITY;
     for (float v : x) m = std::max(m, static_cast<double>(v) * 0.8);

@@ -106,7 +106,8 @@ TEST_CASE("bad input is an error, padding is never read", "[loss]") {
   CHECK_THROWS_AS(run(s, b), Error);
 }
 
-TEST_CASE("the interval form of the clip equals clip_branch without δ and dual-clip, ties included", "[loss]") {
+TEST_CASE("the interval form of the clip equals clip_branch without δ and dual-clip, ties included",
+          "[loss]") {
   const double inf = INFINITY;
   for (double eps_low : {0.2, 0.1}) {
     for (double eps_high : {0.28, 0.2}) {
@@ -143,7 +144,8 @@ TEST_CASE("prompt_mean: on-policy, each group's token mean of −A, averaged ove
   for (int64_t i = 0; i < 4; ++i)
     for (int64_t t = 0; t < 4; ++t) L[i] += b.mask[i * 4 + t];
   const double g0 = L[0] + L[1], g1 = L[2] + L[3];
-  const double want = -((b.adv[0] * L[0] + b.adv[1] * L[1]) / g0 + (b.adv[2] * L[2] + b.adv[3] * L[3]) / g1) / 2;
+  const double want =
+      -((b.adv[0] * L[0] + b.adv[1] * L[1]) / g0 + (b.adv[2] * L[2] + b.adv[3] * L[3]) / g1) / 2;
   CHECK(r.loss == Approx(want));
   CHECK(r.grad[0] == Approx(-b.adv[0] / (2 * g0)));   // row 0, group 0
   CHECK(r.grad[8] == Approx(-b.adv[2] / (2 * g1)));   // row 2, group 1

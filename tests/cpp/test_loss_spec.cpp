@@ -22,8 +22,8 @@ const SpecField& field(const std::string& name) {
 TEST_CASE("the field table lists every LossSpec member in order with the struct's defaults", "[loss_spec]") {
   const auto& fields = loss_spec_fields();
 #define GRPOKIT_ONE_(...) +1
-  constexpr size_t kDeclared = 0 GRPOKIT_LOSS_SPEC_FIELDS(GRPOKIT_ONE_, GRPOKIT_ONE_, GRPOKIT_ONE_, GRPOKIT_ONE_,
-                                                          GRPOKIT_ONE_);
+  constexpr size_t kDeclared =
+      0 GRPOKIT_LOSS_SPEC_FIELDS(GRPOKIT_ONE_, GRPOKIT_ONE_, GRPOKIT_ONE_, GRPOKIT_ONE_, GRPOKIT_ONE_);
 #undef GRPOKIT_ONE_
   REQUIRE(fields.size() == kDeclared);  // one entry per line of math/loss_spec.def
   CHECK(fields.front().name == "ratio");

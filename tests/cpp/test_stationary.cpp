@@ -115,7 +115,8 @@ TEST_CASE("bad input gives clear errors", "[stationary]") {
   CHECK_THROWS_WITH(solve_newton(m, vec({0.5, 0.6}), 1.0, SolveOptions{}), Catch::Contains("summing to 1"));
   CHECK_THROWS_WITH(solve_newton(m, vec({1.5, -0.5}), 1.0, SolveOptions{}), Catch::Contains("pi_ref"));
   CHECK_THROWS_WITH(rewards_model({1, 0}, 1), Catch::Contains("G"));
-  CHECK_THROWS_AS(solve_closed_form(rewards_model({2, 1, 0}, 4), vec({0.2, 0.3, 0.5}), 1.0, Penalty::K3), Error);
+  CHECK_THROWS_AS(solve_closed_form(rewards_model({2, 1, 0}, 4), vec({0.2, 0.3, 0.5}), 1.0, Penalty::K3),
+                  Error);
   // All rewards equal: P_G = 0 and π = π_ref (a documented limit, not an error).
   const auto eq = solve_newton(rewards_model({1, 1, 1}, 4), vec({0.2, 0.3, 0.5}), 1.0, SolveOptions{});
   CHECK(eq.converged);

@@ -21,7 +21,6 @@
 #include <thread>
 #include <vector>
 
-
 #include "cuda_emulator.hpp"
 
 #include "diagnostics_adam.cu"
@@ -34,16 +33,16 @@ using namespace grpokit;
 static int g_fail = 0;
 static const Device kGpu{DeviceType::CUDA, 0};
 
-#define EXPECT(cond, ...)                                   \
-  do {                                                      \
-    if (!(cond)) {                                          \
-      if (g_fail < 20) {                                    \
-        std::printf("  FAIL %s:%d: ", __FILE__, __LINE__);  \
-        std::printf(__VA_ARGS__);                           \
-        std::printf("\n");                                  \
-      }                                                     \
-      ++g_fail;                                             \
-    }                                                       \
+#define EXPECT(cond, ...)                                  \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      if (g_fail < 20) {                                   \
+        std::printf("  FAIL %s:%d: ", __FILE__, __LINE__); \
+        std::printf(__VA_ARGS__);                          \
+        std::printf("\n");                                 \
+      }                                                    \
+      ++g_fail;                                            \
+    }                                                      \
   } while (0)
 
 bool close(double want, double got, double rtol) {
@@ -75,8 +74,8 @@ struct Stored {
   std::vector<_Float16> h16;
   std::vector<double> exact;  // the stored values, widened
   TensorView device_view() {
-    void* p = dt == DType::Float64 ? static_cast<void*>(f64.data())
-              : dt == DType::Float32 ? static_cast<void*>(f32.data())
+    void* p = dt == DType::Float64    ? static_cast<void*>(f64.data())
+              : dt == DType::Float32  ? static_cast<void*>(f32.data())
               : dt == DType::BFloat16 ? static_cast<void*>(u16.data())
                                       : static_cast<void*>(h16.data());
     TensorView v = make_view(p, dt, {n * stride}, kGpu);
@@ -93,8 +92,16 @@ Stored store_as(const std::vector<double>& x, DType dt, int64_t stride) {
   for (size_t j = 0; j < x.size(); ++j) {
     const size_t o = j * static_cast<size_t>(stride);
     switch (dt) {
-      case DType::Float64: s.f64.resize(len, NAN); s.f64[o] = x[j]; s.exact.push_back(x[j]); break;
-      case DType::Float32: s.f32.resize(len, NAN); s.f32[o] = float(x[j]); s.exact.push_back(s.f32[o]); break;
+      case DType::Float64:
+        s.f64.resize(len, NAN);
+        s.f64[o] = x[j];
+        s.exact.push_back(x[j]);
+        break;
+      case DType::Float32:
+        s.f32.resize(len, NAN);
+        s.f32[o] = float(x[j]);
+        s.exact.push_back(s.f32[o]);
+        break;
       case DType::BFloat16:
         s.u16.resize(len, 0x7FC0);
         s.u16[o] = to_bf16(float(x[j]));
@@ -154,12 +161,14 @@ void check_stats(int64_t n, DType dt, int64_t stride, int64_t bins) {
                            make_view(h.data(), DType::Int64, {bins}, kGpu), wsv, 0);
   }
   for (int f : {kAdamN, kAdamNZeroV, kAdamNRhoAbove, kAdamMaxRho, kAdamMinRho})
-    EXPECT(want[f] == got[f], "stats n=%lld %s field %d: cpu %.17g emu %.17g", (long long)n, dt_name(dt), f, want[f], got[f]);
+    EXPECT(want[f] == got[f], "stats n=%lld %s field %d: cpu %.17g emu %.17g", (long long)n, dt_name(dt), f,
+           want[f], got[f]);
   for (size_t f = kAdamSumU2; f < F; ++f)
     if (f != kAdamMaxRho && f != kAdamMinRho)
       EXPECT(close(want[f], got[f], 1e-12), "stats n=%lld %s field %zu: cpu %.17g emu %.17g", (long long)n,
              dt_name(dt), f, want[f], got[f]);
-  EXPECT(hw == hg, "stats n=%lld %s bins=%lld: histograms differ", (long long)n, dt_name(dt), (long long)bins);
+  EXPECT(hw == hg, "stats n=%lld %s bins=%lld: histograms differ", (long long)n, dt_name(dt),
+         (long long)bins);
   EXPECT(std::memcmp(got.data(), again.data(), F * sizeof(double)) == 0 && hg == hg2,
          "stats n=%lld: two runs differ (not deterministic)", (long long)n);
 }
@@ -173,16 +182,22 @@ void check_elementwise(int64_t n, DType dt, int64_t stride) {
     for (double phi : {1.0, 10.0}) {
       std::vector<double> want(n), got(n, -7);
       std::vector<float> want32(n), got32(n, -7);
-      adam_update_cpu(sm.host_view(), sv.host_view(), hp, phi, next, make_view(want.data(), DType::Float64, {n}));
-      cuda::adam_update(sm.device_view(), sv.device_view(), hp, phi, next, make_view(got.data(), DType::Float64, {n}, kGpu), 0);
-      adam_update_cpu(sm.host_view(), sv.host_view(), hp, phi, next, make_view(want32.data(), DType::Float32, {n}));
-      cuda::adam_update(sm.device_view(), sv.device_view(), hp, phi, next, make_view(got32.data(), DType::Float32, {n}, kGpu), 0);
-      EXPECT(std::memcmp(want.data(), got.data(), n * 8) == 0 && std::memcmp(want32.data(), got32.data(), n * 4) == 0,
+      adam_update_cpu(sm.host_view(), sv.host_view(), hp, phi, next,
+                      make_view(want.data(), DType::Float64, {n}));
+      cuda::adam_update(sm.device_view(), sv.device_view(), hp, phi, next,
+                        make_view(got.data(), DType::Float64, {n}, kGpu), 0);
+      adam_update_cpu(sm.host_view(), sv.host_view(), hp, phi, next,
+                      make_view(want32.data(), DType::Float32, {n}));
+      cuda::adam_update(sm.device_view(), sv.device_view(), hp, phi, next,
+                        make_view(got32.data(), DType::Float32, {n}, kGpu), 0);
+      EXPECT(std::memcmp(want.data(), got.data(), n * 8) == 0 &&
+                 std::memcmp(want32.data(), got32.data(), n * 4) == 0,
              "update n=%lld %s next=%d phi=%g: not bitwise equal", (long long)n, dt_name(dt), next, phi);
     }
   std::vector<double> rw(n), rg(n, -7);
   std::vector<float> ew(n), eg(n, -7);
-  adam_rho_cpu(sv.host_view(), hp, make_view(rw.data(), DType::Float64, {n}), make_view(ew.data(), DType::Float32, {n}));
+  adam_rho_cpu(sv.host_view(), hp, make_view(rw.data(), DType::Float64, {n}),
+               make_view(ew.data(), DType::Float32, {n}));
   cuda::adam_rho(sv.device_view(), hp, make_view(rg.data(), DType::Float64, {n}, kGpu),
                  make_view(eg.data(), DType::Float32, {n}, kGpu), 0);
   EXPECT(std::memcmp(rw.data(), rg.data(), n * 8) == 0 && std::memcmp(ew.data(), eg.data(), n * 4) == 0,
@@ -210,27 +225,31 @@ void check_split(int64_t n, DType dt, double step, bool with_param, int64_t bad_
   const double l2 = with_param ? 0.01 : 0.0;
   std::vector<double> want(kAdamSplitFields, -7), got(kAdamSplitFields, -7);
   std::vector<double> ws(cuda::adam_workspace_size(n), NAN);
-  cuda::adam_step_split(sm.device_view(), sv.device_view(), sg.device_view(), with_param ? sp.device_view() : TensorView{},
-                        l2, hp, make_view(got.data(), DType::Float64, {kAdamSplitFields}, kGpu),
+  cuda::adam_step_split(sm.device_view(), sv.device_view(), sg.device_view(),
+                        with_param ? sp.device_view() : TensorView{}, l2, hp,
+                        make_view(got.data(), DType::Float64, {kAdamSplitFields}, kGpu),
                         make_view(ws.data(), DType::Float64, {int64_t(ws.size())}, kGpu), 0);
   bool raised = false;
   std::string msg;
   try {
-    adam_step_split_into_cpu(sm.host_view(), sv.host_view(), sg.host_view(), with_param ? sp.host_view() : TensorView{},
-                             l2, hp, make_view(want.data(), DType::Float64, {kAdamSplitFields}));
+    adam_step_split_into_cpu(sm.host_view(), sv.host_view(), sg.host_view(),
+                             with_param ? sp.host_view() : TensorView{}, l2, hp,
+                             make_view(want.data(), DType::Float64, {kAdamSplitFields}));
   } catch (const std::exception& e) {
     raised = true;
     msg = e.what();
   }
   if (bad_at >= 0) {
     EXPECT(raised && msg.find("element " + std::to_string(bad_at) + " ") != std::string::npos,
-           "split n=%lld: CPU should report element %lld, got '%s'", (long long)n, (long long)bad_at, msg.c_str());
+           "split n=%lld: CPU should report element %lld, got '%s'", (long long)n, (long long)bad_at,
+           msg.c_str());
     EXPECT(got[kSplitFirstBad] == double(bad_at), "split n=%lld: first bad %g, expected %lld", (long long)n,
            got[kSplitFirstBad], (long long)bad_at);
     return;
   }
   EXPECT(!raised, "split: CPU raised %s", msg.c_str());
-  EXPECT(got[kSplitN] == want[kSplitN] && got[kSplitFirstBad] == -1.0, "split n=%lld: n/first bad", (long long)n);
+  EXPECT(got[kSplitN] == want[kSplitN] && got[kSplitFirstBad] == -1.0, "split n=%lld: n/first bad",
+         (long long)n);
   for (int f = kSplitStale2; f <= kSplitUGrad; ++f)
     EXPECT(close(want[f], got[f], 1e-12), "split n=%lld %s step=%g param=%d field %d: cpu %.17g emu %.17g",
            (long long)n, dt_name(dt), step, with_param, f, want[f], got[f]);
@@ -256,15 +275,17 @@ void check_errors() {
   };
   const std::vector<double> nine(9, 1.0);
   expect_throw("at most 8 reward scales", [&] {
-    cuda::adam_state_stats(x, x, hp, 0.01, -12, 4, nine, make_view(o.data(), DType::Float64, {kAdamStatFields + 9}, kGpu),
-                           make_view(h.data(), DType::Int64, {8}, kGpu), make_view(ws.data(), DType::Float64, {64}, kGpu), 0);
+    cuda::adam_state_stats(
+        x, x, hp, 0.01, -12, 4, nine, make_view(o.data(), DType::Float64, {kAdamStatFields + 9}, kGpu),
+        make_view(h.data(), DType::Int64, {8}, kGpu), make_view(ws.data(), DType::Float64, {64}, kGpu), 0);
   });
   expect_throw("exp_avg: expected a CUDA array", [&] {
     cuda::adam_update(host, x, hp, 1.0, false, make_view(o.data(), DType::Float64, {4}, kGpu), 0);
   });
   expect_throw("workspace: expected a contiguous float64 array of at least", [&] {
-    cuda::adam_state_stats(x, x, hp, 0.01, -12, 4, {}, make_view(o.data(), DType::Float64, {kAdamStatFields}, kGpu),
-                           make_view(h.data(), DType::Int64, {8}, kGpu), make_view(ws.data(), DType::Float64, {1}, kGpu), 0);
+    cuda::adam_state_stats(
+        x, x, hp, 0.01, -12, 4, {}, make_view(o.data(), DType::Float64, {kAdamStatFields}, kGpu),
+        make_view(h.data(), DType::Int64, {8}, kGpu), make_view(ws.data(), DType::Float64, {1}, kGpu), 0);
   });
   expect_throw("no step yet", [&] {
     AdamHyper h0;
@@ -302,8 +323,10 @@ void check_quantile_case(const char* what, const std::vector<double>& h, int64_t
   in.old_logp = view(old.data(), dt);
   in.advantages = make_view(adv.data(), dt, {B});
   in.entropies = view(ent.data(), dt);
-  if (packed) in.cu_seqlens = make_view(cu.data(), DType::Int64, {B + 1});
-  else in.mask = view(mask.data(), DType::Bool);
+  if (packed)
+    in.cu_seqlens = make_view(cu.data(), DType::Int64, {B + 1});
+  else
+    in.mask = view(mask.data(), DType::Bool);
   std::vector<T> loss[2], grad[2], gh[2], w[2];
   std::vector<double> ws(cuda::loss_workspace_size(B), NAN);
   LossOutputs out[2];
@@ -331,21 +354,22 @@ void check_quantile_case(const char* what, const std::vector<double>& h, int64_t
   const double thr = math::lerp(sorted[lo], sorted[hi == lo ? lo : lo + 1], pos - static_cast<double>(lo));
   unsigned long long kept = 0;
   for (double x : hs) kept += x >= thr;
-  const auto* sel = reinterpret_cast<const cuda::SelectState*>(ws.data() + B * (cuda::kNumStat + cuda::kNumAcc) +
-                                                               cuda::kNumGlobal);
+  const auto* sel = reinterpret_cast<const cuda::SelectState*>(
+      ws.data() + B * (cuda::kNumStat + cuda::kNumAcc) + cuda::kNumGlobal);
   EXPECT(std::memcmp(&sel->threshold, &thr, sizeof thr) == 0 && sel->n_kept == kept,
-         "top-entropy %s q=%g: threshold %.17g (want %.17g), kept %llu (want %llu)", what, q, sel->threshold, thr,
-         sel->n_kept, kept);
+         "top-entropy %s q=%g: threshold %.17g (want %.17g), kept %llu (want %llu)", what, q, sel->threshold,
+         thr, sel->n_kept, kept);
   const double rtol = sizeof(T) == 4 ? 2e-5 : 1e-9;
   int bad = 0;
   for (int64_t k = 0; k < N; ++k) {
     // kept ⇔ ω ≠ 0 and the entropy gradient ≠ 0 (every advantage is nonzero)
     bad += (w[0][k] == T(0)) != (w[1][k] == T(0)) || (gh[0][k] == T(0)) != (gh[1][k] == T(0));
-    bad += !close(double(grad[0][k]), double(grad[1][k]), rtol) || !close(double(gh[0][k]), double(gh[1][k]), rtol);
+    bad += !close(double(grad[0][k]), double(grad[1][k]), rtol) ||
+           !close(double(gh[0][k]), double(gh[1][k]), rtol);
   }
   bad += !close(double(loss[0][0]), double(loss[1][0]), rtol);
-  EXPECT(bad == 0, "top-entropy %s q=%g %s %s: %d values differ", what, q, sizeof(T) == 4 ? "float32" : "float64",
-         packed ? "packed" : "padded", bad);
+  EXPECT(bad == 0, "top-entropy %s q=%g %s %s: %d values differ", what, q,
+         sizeof(T) == 4 ? "float32" : "float64", packed ? "packed" : "padded", bad);
 }
 
 void check_quantile() {
@@ -401,7 +425,8 @@ int main() {
     std::printf("update / rho done (%d failures so far)\n", g_fail);
     for (int64_t n : {1, 333, 17000})
       for (double step : {0.0, 4.0})
-        for (bool param : {false, true}) check_split(n, n == 333 ? DType::BFloat16 : DType::Float32, step, param, -1);
+        for (bool param : {false, true})
+          check_split(n, n == 333 ? DType::BFloat16 : DType::Float32, step, param, -1);
     check_split(17000, DType::Float64, 3.0, true, -1);
     check_split(17000, DType::Float32, 3.0, true, 12345);
     check_split(17000, DType::Float32, 3.0, false, 2);

@@ -25,7 +25,8 @@ void run(int64_t B, int64_t G, bool ids64, int64_t stride, const AdvantageOption
   std::mt19937 gen(seed);
   std::normal_distribution<double> nd(0.5, 2.0);
   const DType dt = sizeof(R) == 4 ? DType::Float32 : DType::Float64;
-  std::vector<R> r(static_cast<size_t>(B * stride), R(-9)), out_cpu(B * stride, R(-7)), out_emu(B * stride, R(-7));
+  std::vector<R> r(static_cast<size_t>(B * stride), R(-9)), out_cpu(B * stride, R(-7)),
+      out_emu(B * stride, R(-7));
   for (int64_t i = 0; i < B; ++i) r[i * stride] = (i % 11 == 5) ? R(NAN) : static_cast<R>(nd(gen));
   // G > 0: contiguous groups of G; G == 0: ids i mod 3 (every group of size ≥ 2 when B ≥ 6), strided.
   std::vector<int32_t> id32(static_cast<size_t>(2 * B));
@@ -67,7 +68,8 @@ void run(int64_t B, int64_t G, bool ids64, int64_t stride, const AdvantageOption
 
 int main() {
   const bool full = emulate_max_block() > 64;
-  const std::vector<int64_t> sizes = full ? std::vector<int64_t>{1030} : std::vector<int64_t>{6, 8, 63, 130, 300};
+  const std::vector<int64_t> sizes =
+      full ? std::vector<int64_t>{1030} : std::vector<int64_t>{6, 8, 63, 130, 300};
   int cases = 0;
   for (Baseline bl : {Baseline::Mean, Baseline::LeaveOneOut})
     for (StdDivisor sd : {StdDivisor::None, StdDivisor::Population, StdDivisor::Sample})
@@ -83,7 +85,9 @@ int main() {
             run<float>(B, 0, false, 3, o, seed);
           }
         }
-  std::printf("advantages emulation (blocks of at most %u threads): %d of %d runs differ, %d launches the "
-              "device would refuse\n", emulate_max_block(), g_bad, g_runs, g_emulate_launch_errors);
+  std::printf(
+      "advantages emulation (blocks of at most %u threads): %d of %d runs differ, %d launches the "
+      "device would refuse\n",
+      emulate_max_block(), g_bad, g_runs, g_emulate_launch_errors);
   return g_bad != 0 || g_runs == 0;
 }

@@ -107,7 +107,8 @@ void run_estimator(const EstCase& c, const Shape& sh, bool strided_rewards, doub
   }
   for (int64_t i = 0; i < B; ++i) base[i] = R(n01(g));
   std::vector<int64_t> ids(static_cast<size_t>(B)), lengths(static_cast<size_t>(B));
-  for (int64_t i = 0; i < B; ++i) ids[i] = (i * 7) % 4 + 10, lengths[i] = i == 2 ? 0 : 1 + static_cast<int64_t>(g() % 6);
+  for (int64_t i = 0; i < B; ++i)
+    ids[i] = (i * 7) % 4 + 10, lengths[i] = i == 2 ? 0 : 1 + static_cast<int64_t>(g() % 6);
   std::vector<double> weights = {1.0, 0.5, -2.0};
 
   EstimatorInputs in;
@@ -133,16 +134,21 @@ void run_estimator(const EstCase& c, const Shape& sh, bool strided_rewards, doub
     in.ref_logp = make_view(ref.data(), dt, {B, T});
   }
   if (opt.estimator == Estimator::Remax) in.baseline_rewards = make_view(base.data(), dt, {B});
-  if (opt.estimator == Estimator::OptimalTokenBaseline || opt.estimator == Estimator::TirOptimalTokenBaseline) {
+  if (opt.estimator == Estimator::OptimalTokenBaseline ||
+      opt.estimator == Estimator::TirOptimalTokenBaseline) {
     in.logp = make_view(logp.data(), dt, {B, T});
     in.sum_pi_squared = make_view(spp.data(), dt, {B, T});
     if (c.isw) in.is_weights = make_view(isw.data(), dt, {B, T});
   }
   const int64_t n_out = token ? B * T : B;
   std::vector<R> out_cpu(n_out, R(-7)), out_emu(n_out, R(-7)), ret_cpu(n_out, R(-7)), ret_emu(n_out, R(-7));
-  auto view = [&](std::vector<R>& v) { return token ? make_view(v.data(), dt, {B, T}) : make_view(v.data(), dt, {B}); };
-  std::vector<double> ws(static_cast<size_t>(cuda::estimator_workspace_size(opt.estimator, B, in.mask.defined() ? T : 0)), NAN);
-  const TensorView wsv = ws.empty() ? TensorView{} : make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())});
+  auto view = [&](std::vector<R>& v) {
+    return token ? make_view(v.data(), dt, {B, T}) : make_view(v.data(), dt, {B});
+  };
+  std::vector<double> ws(
+      static_cast<size_t>(cuda::estimator_workspace_size(opt.estimator, B, in.mask.defined() ? T : 0)), NAN);
+  const TensorView wsv =
+      ws.empty() ? TensorView{} : make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())});
   ++g_runs;
   try {
     estimator_advantages_cpu(in, opt, view(out_cpu), c.returns ? view(ret_cpu) : TensorView{});
@@ -153,8 +159,8 @@ void run_estimator(const EstCase& c, const Shape& sh, bool strided_rewards, doub
     return;
   }
   cuda::estimator_advantages(in, opt, view(out_emu), c.returns ? view(ret_emu) : TensorView{}, wsv, 0);
-  const std::string tag = c.name + (sizeof(R) == 4 ? " f32" : " f64") + " B=" + std::to_string(B) + " T=" +
-                          std::to_string(T) + (sh.G ? " G=" + std::to_string(sh.G) : " ids") +
+  const std::string tag = c.name + (sizeof(R) == 4 ? " f32" : " f64") + " B=" + std::to_string(B) +
+                          " T=" + std::to_string(T) + (sh.G ? " G=" + std::to_string(sh.G) : " ids") +
                           (strided_rewards ? " strided" : "");
   bool ok = compare(tag + " advantages", out_cpu, out_emu, rtol, atol);
   if (c.returns) ok = compare(tag + " returns", ret_cpu, ret_emu, rtol, atol) && ok;
@@ -174,23 +180,26 @@ std::vector<EstCase> estimator_cases() {
   auto none = [](EstCase&) {};
   add("grpo", Estimator::Grpo, none);
   add("grpo_pop", Estimator::Grpo, [](EstCase& c) { c.opt.std = StdDivisor::Population; });
-  add("grpo_sample_K3", Estimator::Grpo, [](EstCase& c) { c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-4, c.K = 3; });
+  add("grpo_sample_K3", Estimator::Grpo,
+      [](EstCase& c) { c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-4, c.K = 3; });
   add("grpo_batch_std", Estimator::Grpo, [](EstCase& c) {
     c.opt.std = StdDivisor::Sample, c.opt.std_scope = StdScope::Batch, c.opt.epsilon = 1e-4, c.K = 3;
   });
   add("grpo_loo", Estimator::Grpo, [](EstCase& c) { c.opt.baseline = Baseline::LeaveOneOut; });
   add("rloo", Estimator::Rloo, none);
-  add("rloo_norm_K3", Estimator::Rloo, [](EstCase& c) { c.opt.batch_norm = BatchNorm::Standardise, c.K = 3; });
+  add("rloo_norm_K3", Estimator::Rloo,
+      [](EstCase& c) { c.opt.batch_norm = BatchNorm::Standardise, c.K = 3; });
   add("rloo_clip_kl", Estimator::Rloo, [](EstCase& c) {
     c.opt.reward_clip_min = -0.5, c.opt.reward_clip_max = 0.8, c.opt.kl_beta = 0.1, c.kl = true;
   });
-  add("rpp_baseline_mask", Estimator::ReinforcePPBaseline, [](EstCase& c) { c.opt.batch_norm = BatchNorm::MaskedWhiten, c.use_mask = true; });
-  add("rpp_baseline_len_K3", Estimator::ReinforcePPBaseline, [](EstCase& c) {
-    c.opt.batch_norm = BatchNorm::MaskedWhiten, c.use_lengths = true, c.K = 3;
-  });
+  add("rpp_baseline_mask", Estimator::ReinforcePPBaseline,
+      [](EstCase& c) { c.opt.batch_norm = BatchNorm::MaskedWhiten, c.use_mask = true; });
+  add("rpp_baseline_len_K3", Estimator::ReinforcePPBaseline,
+      [](EstCase& c) { c.opt.batch_norm = BatchNorm::MaskedWhiten, c.use_lengths = true, c.K = 3; });
   add("opo_mask", Estimator::Opo, [](EstCase& c) { c.use_mask = true; });
   add("opo_len_K3", Estimator::Opo, [](EstCase& c) { c.use_lengths = true, c.K = 3; });
-  add("grpo_passk", Estimator::GrpoPassk, [](EstCase& c) { c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-6; });
+  add("grpo_passk", Estimator::GrpoPassk,
+      [](EstCase& c) { c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-6; });
   add("grpo_passk_nostd_K3", Estimator::GrpoPassk, [](EstCase& c) { c.K = 3; });
   add("gpg", Estimator::Gpg, none);
   add("gpg_fnorm_K3", Estimator::Gpg, [](EstCase& c) { c.opt.f_norm = 2.5, c.K = 3; });
@@ -202,13 +211,13 @@ std::vector<EstCase> estimator_cases() {
     c.use_mask = true;
   });
   add("reinforce_pp", Estimator::ReinforcePP, [](EstCase& c) { c.returns = true; });
-  add("reinforce_pp_gamma_1d", Estimator::ReinforcePP, [](EstCase& c) { c.opt.gamma = 0.9, c.token_rewards_2d = false; });
+  add("reinforce_pp_gamma_1d", Estimator::ReinforcePP,
+      [](EstCase& c) { c.opt.gamma = 0.9, c.token_rewards_2d = false; });
   add("remax", Estimator::Remax, [](EstCase& c) { c.returns = true; });
   add("remax_1d", Estimator::Remax, [](EstCase& c) { c.token_rewards_2d = false; });
   add("otb_isw", Estimator::OptimalTokenBaseline, [](EstCase& c) { c.isw = true, c.returns = true; });
-  add("otb_no_tail_1d", Estimator::OptimalTokenBaseline, [](EstCase& c) {
-    c.opt.handle_zero_tail = false, c.token_rewards_2d = false;
-  });
+  add("otb_no_tail_1d", Estimator::OptimalTokenBaseline,
+      [](EstCase& c) { c.opt.handle_zero_tail = false, c.token_rewards_2d = false; });
   add("tir_otb_isw", Estimator::TirOptimalTokenBaseline, [](EstCase& c) { c.isw = true, c.returns = true; });
   add("tir_otb_1d", Estimator::TirOptimalTokenBaseline, [](EstCase& c) { c.token_rewards_2d = false; });
   return cs;
@@ -233,13 +242,15 @@ LogProbs<R> make_logprobs(int64_t B, int64_t T, double noise, unsigned seed) {
     const double a = std::log(u(g));
     const bool sel = lp.mask[k] != 0;
     lp.trn.push_back(R(sel ? a : (k % 2 ? INFINITY : NAN)));  // padding is never read
-    lp.smp.push_back(R(sel && g() % 11 == 0 ? NAN : a + noise * n01(g)));  // NaN: the sampler did not score it
+    lp.smp.push_back(
+        R(sel && g() % 11 == 0 ? NAN : a + noise * n01(g)));  // NaN: the sampler did not score it
   }
   return lp;
 }
 
 template <class R>
-void run_importance(int64_t B, int64_t T, const ImportanceOptions& opt, const std::string& name, double rtol, double atol) {
+void run_importance(int64_t B, int64_t T, const ImportanceOptions& opt, const std::string& name, double rtol,
+                    double atol) {
   const DType dt = dtype_of<R>();
   LogProbs<R> lp = make_logprobs<R>(B, T, 0.4, static_cast<unsigned>(B * 13 + T));
   const bool seq = opt.level == IsLevel::Sequence;
@@ -247,14 +258,17 @@ void run_importance(int64_t B, int64_t T, const ImportanceOptions& opt, const st
   const int64_t M = static_cast<int64_t>(importance_metric_names().size());
   std::vector<R> w_cpu(nw, R(-7)), w_emu(nw, R(-7));
   std::vector<double> m_cpu(M, -7.0), m_emu(M, -7.0), ws(cuda::importance_workspace_size(B), NAN);
-  auto wv = [&](std::vector<R>& v) { return seq ? make_view(v.data(), dt, {B}) : make_view(v.data(), dt, {B, T}); };
+  auto wv = [&](std::vector<R>& v) {
+    return seq ? make_view(v.data(), dt, {B}) : make_view(v.data(), dt, {B, T});
+  };
   const TensorView a = make_view(lp.trn.data(), dt, {B, T}), b = make_view(lp.smp.data(), dt, {B, T});
   const TensorView m = make_view(lp.mask.data(), DType::Bool, {B, T});
   ++g_runs;
   importance_weights_cpu(a, b, m, opt, wv(w_cpu), make_view(m_cpu.data(), DType::Float64, {M}));
   cuda::importance_weights(a, b, m, opt, wv(w_emu), make_view(m_emu.data(), DType::Float64, {M}),
                            make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())}), 0);
-  const std::string tag = name + (sizeof(R) == 4 ? " f32" : " f64") + " B=" + std::to_string(B) + " T=" + std::to_string(T);
+  const std::string tag =
+      name + (sizeof(R) == 4 ? " f32" : " f64") + " B=" + std::to_string(B) + " T=" + std::to_string(T);
   bool ok = compare(tag + " weights", w_cpu, w_emu, rtol, atol);
   const auto& names = importance_metric_names();
   for (int64_t k = 0; k < M; ++k) {  // each metric on its own scale
@@ -270,14 +284,15 @@ void run_importance(int64_t B, int64_t T, const ImportanceOptions& opt, const st
       continue;
     }
     ok = compare(tag + " " + names[k], std::vector<double>{m_cpu[k]}, std::vector<double>{m_emu[k]},
-                 std::max(rtol, 1e-12), 1e-14) && ok;
+                 std::max(rtol, 1e-12), 1e-14) &&
+         ok;
   }
   if (!ok) ++g_bad_runs;
 }
 
 template <class R>
-void run_rejection(int64_t B, int64_t T, const std::vector<std::string>& names, const std::vector<std::pair<double, double>>& bounds,
-                   double rtol) {
+void run_rejection(int64_t B, int64_t T, const std::vector<std::string>& names,
+                   const std::vector<std::pair<double, double>>& bounds, double rtol) {
   const DType dt = dtype_of<R>();
   LogProbs<R> lp = make_logprobs<R>(B, T, 0.15, static_cast<unsigned>(B * 7 + T * 3));
   std::vector<RejectionCriterion> crit;
@@ -294,16 +309,21 @@ void run_rejection(int64_t B, int64_t T, const std::vector<std::string>& names, 
   const TensorView a = make_view(lp.trn.data(), dt, {B, T}), b = make_view(lp.smp.data(), dt, {B, T});
   const TensorView m = make_view(lp.mask.data(), DType::Bool, {B, T});
   ++g_runs;
-  rejection_mask_cpu(a, b, m, crit, make_view(k_cpu.data(), DType::Bool, {B, T}), make_view(m_cpu.data(), DType::Float64, {M}));
-  cuda::rejection_mask(a, b, m, crit, make_view(k_emu.data(), DType::Bool, {B, T}), make_view(m_emu.data(), DType::Float64, {M}),
+  rejection_mask_cpu(a, b, m, crit, make_view(k_cpu.data(), DType::Bool, {B, T}),
+                     make_view(m_cpu.data(), DType::Float64, {M}));
+  cuda::rejection_mask(a, b, m, crit, make_view(k_emu.data(), DType::Bool, {B, T}),
+                       make_view(m_emu.data(), DType::Float64, {M}),
                        make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())}), 0);
   std::string tag;
   for (const auto& n : names) tag += n + "+";
-  tag += (sizeof(R) == 4 ? " f32" : " f64") + std::string(" B=") + std::to_string(B) + " T=" + std::to_string(T);
+  tag +=
+      (sizeof(R) == 4 ? " f32" : " f64") + std::string(" B=") + std::to_string(B) + " T=" + std::to_string(T);
   bool ok = compare(tag + " keep", k_cpu, k_emu, 0.0, 0.0);
   const auto mn = rejection_metric_names(names);
   for (int64_t k = 0; k < M; ++k)
-    ok = compare(tag + " " + mn[k], std::vector<double>{m_cpu[k]}, std::vector<double>{m_emu[k]}, rtol, 1e-14) && ok;
+    ok = compare(tag + " " + mn[k], std::vector<double>{m_cpu[k]}, std::vector<double>{m_emu[k]}, rtol,
+                 1e-14) &&
+         ok;
   if (!ok) ++g_bad_runs;
   int rejected = 0;
   for (int64_t k = 0; k < B * T; ++k) rejected += lp.mask[k] && !k_cpu[k];
@@ -325,8 +345,11 @@ int main() {
     std::fflush(stdout);
   }
   const double inf = INFINITY;
-  struct Bounds { double lo, hi, clamp; };
-  const Bounds bounds[] = {{-inf, 3.0, inf}, {0.5, 5.0, 20.0}, {-inf, 2.0, 20.0}, {-inf, inf, inf}, {0.8, 1.2, 0.1}};
+  struct Bounds {
+    double lo, hi, clamp;
+  };
+  const Bounds bounds[] = {
+      {-inf, 3.0, inf}, {0.5, 5.0, 20.0}, {-inf, 2.0, 20.0}, {-inf, inf, inf}, {0.8, 1.2, 0.1}};
   int before = g_bad_runs;
   for (IsLevel level : {IsLevel::Token, IsLevel::Sequence})
     for (IsMode mode : {IsMode::Truncate, IsMode::Mask})
@@ -336,8 +359,10 @@ int main() {
           o.level = level, o.mode = mode, o.clip_min = bd.lo, o.clip_max = bd.hi, o.log_clamp = bd.clamp;
           o.batch_normalize = bn;
           char name[160];
-          std::snprintf(name, sizeof name, "importance %s %s [%g, %g] clamp %g%s", level == IsLevel::Token ? "token" : "sequence",
-                        mode == IsMode::Mask ? "mask" : "truncate", bd.lo, bd.hi, bd.clamp, bn ? " batch_norm" : "");
+          std::snprintf(name, sizeof name, "importance %s %s [%g, %g] clamp %g%s",
+                        level == IsLevel::Token ? "token" : "sequence",
+                        mode == IsMode::Mask ? "mask" : "truncate", bd.lo, bd.hi, bd.clamp,
+                        bn ? " batch_norm" : "");
           for (auto [B, T] : {std::pair<int64_t, int64_t>{6, 5}, {12, 33}, {10, 1}, {70, 9}}) {
             run_importance<double>(B, T, o, name, 1e-11, 1e-13);
             run_importance<float>(B, T, o, name, 2.5e-7, 1e-12);  // double arithmetic, float weights
@@ -346,16 +371,17 @@ int main() {
   std::printf("%-24s %s\n", "importance_weights", g_bad_runs == before ? "ok" : "DIFFERS");
   before = g_bad_runs;
   const std::vector<std::pair<std::string, std::pair<double, double>>> single = {
-      {"token_k1", {0.8, 1.25}}, {"token_k2", {0.0, 0.01}}, {"token_k3", {0.0, 0.01}},
-      {"seq_sum_k1", {0.5, 2.0}}, {"seq_sum_k2", {0.0, 0.05}}, {"seq_sum_k3", {0.0, 0.05}},
+      {"token_k1", {0.8, 1.25}},     {"token_k2", {0.0, 0.01}},    {"token_k3", {0.0, 0.01}},
+      {"seq_sum_k1", {0.5, 2.0}},    {"seq_sum_k2", {0.0, 0.05}},  {"seq_sum_k3", {0.0, 0.05}},
       {"seq_mean_k1", {0.95, 1.05}}, {"seq_mean_k2", {0.0, 0.01}}, {"seq_mean_k3", {0.0, 0.01}},
-      {"seq_max_k2", {0.0, 0.03}}, {"seq_max_k3", {0.0, 0.03}}};
+      {"seq_max_k2", {0.0, 0.03}},   {"seq_max_k3", {0.0, 0.03}}};
   for (auto [B, T] : {std::pair<int64_t, int64_t>{6, 5}, {12, 33}, {10, 1}, {70, 9}}) {
     for (const auto& [name, bd] : single) {
       run_rejection<double>(B, T, {name}, {bd}, 1e-11);
       run_rejection<float>(B, T, {name}, {bd}, 1e-9);
     }
-    run_rejection<double>(B, T, {"token_k1", "seq_mean_k3", "seq_max_k2"}, {{0.8, 1.25}, {0.0, 0.01}, {0.0, 0.03}}, 1e-11);
+    run_rejection<double>(B, T, {"token_k1", "seq_mean_k3", "seq_max_k2"},
+                          {{0.8, 1.25}, {0.0, 0.01}, {0.0, 0.03}}, 1e-11);
   }
   std::printf("%-24s %s\n", "rejection_mask", g_bad_runs == before ? "ok" : "DIFFERS");
   std::printf("%d of %d runs differ, %d launches the device would refuse\n", g_bad_runs, g_runs,

@@ -57,16 +57,24 @@ inline cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t m) {
 
 inline float emu_read(const void* p, cudaDataType_t t, int64_t i) {
   switch (t) {
-    case CUDA_R_16BF: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case CUDA_R_16F: return __half2float(static_cast<const __half*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
+    case CUDA_R_16BF:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case CUDA_R_16F:
+      return __half2float(static_cast<const __half*>(p)[i]);
+    default:
+      return static_cast<const float*>(p)[i];
   }
 }
 inline void emu_write(void* p, cudaDataType_t t, int64_t i, float v) {
   switch (t) {
-    case CUDA_R_16BF: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v); return;
-    case CUDA_R_16F: static_cast<__half*>(p)[i] = __float2half(v); return;
-    default: static_cast<float*>(p)[i] = v;
+    case CUDA_R_16BF:
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
+      return;
+    case CUDA_R_16F:
+      static_cast<__half*>(p)[i] = __float2half(v);
+      return;
+    default:
+      static_cast<float*>(p)[i] = v;
   }
 }
 inline cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
@@ -77,7 +85,8 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasO
   auto least = [](int v) { return v > 1 ? v : 1; };
   if (m < 0 || n < 0 || k < 0 || lda < least(ta == CUBLAS_OP_N ? m : k) ||
       ldb < least(tb == CUBLAS_OP_N ? k : n) || ldc < least(m)) {
-    std::printf("  cublasGemmEx: invalid arguments m=%d n=%d k=%d lda=%d ldb=%d ldc=%d\n", m, n, k, lda, ldb, ldc);
+    std::printf("  cublasGemmEx: invalid arguments m=%d n=%d k=%d lda=%d ldb=%d ldc=%d\n", m, n, k, lda, ldb,
+                ldc);
     return CUBLAS_STATUS_INVALID_VALUE;
   }
   if (g_blas_ws == nullptr || g_math != CUBLAS_DEFAULT_MATH) {
@@ -126,22 +135,34 @@ void compare(const char* what, const std::vector<float>& cpu, const std::vector<
 template <class H>
 H to_half(float v);
 template <>
-float to_half<float>(float v) { return v; }
+float to_half<float>(float v) {
+  return v;
+}
 template <>
-__nv_bfloat16 to_half<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+__nv_bfloat16 to_half<__nv_bfloat16>(float v) {
+  return __float2bfloat16(v);
+}
 template <>
-__half to_half<__half>(float v) { return __float2half(v); }
+__half to_half<__half>(float v) {
+  return __float2half(v);
+}
 inline float to_f(float v) { return v; }
 inline float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
 inline float to_f(__half v) { return __half2float(v); }
 template <class H>
 DType dtype_of();
 template <>
-DType dtype_of<float>() { return DType::Float32; }
+DType dtype_of<float>() {
+  return DType::Float32;
+}
 template <>
-DType dtype_of<__nv_bfloat16>() { return DType::BFloat16; }
+DType dtype_of<__nv_bfloat16>() {
+  return DType::BFloat16;
+}
 template <>
-DType dtype_of<__half>() { return DType::Float16; }
+DType dtype_of<__half>() {
+  return DType::Float16;
+}
 
 // A workspace as the Python layer allocates it: a fresh framework buffer, 256-byte aligned.
 struct Workspace {
@@ -225,7 +246,8 @@ void check_logits(const char* name, int64_t N, int64_t V, int64_t pad, int64_t o
   std::snprintf(what, sizeof what, "%s grad N=%lld V=%lld kind=%d", name, (long long)N, (long long)V, kind);
   // 16-bit gradients: one rounding; ±1e4 logits: z − lse to a few ulps of 1e4/τ (the CPU clones
   // contract x·(1/τ) − lse into an FMA, the emulator does not), relative to p.
-  compare(what, g0, g1, (sizeof(H) == 2 ? 1.0 / 128 : 1e-4) + (kind == 1 ? 2e4 / temperature * 0x1p-23 : 0.0), 1e-6);
+  compare(what, g0, g1, (sizeof(H) == 2 ? 1.0 / 128 : 1e-4) + (kind == 1 ? 2e4 / temperature * 0x1p-23 : 0.0),
+          1e-6);
 }
 
 // One out-of-range token id: every output of its row is NaN on the GPU (the CPU raises instead).
@@ -296,8 +318,8 @@ void check_linear(const char* name, int64_t N, int64_t Hd, int64_t V, int64_t ch
   const char* names[4] = {"logp", "entropy", "lse", "sum_sq_probs"};
   for (int k = 1; k < 3; ++k)
     for (int j = 0; j < (k == 1 ? 4 : 3); ++j) {
-      std::snprintf(what, sizeof what, "linear %s %s N=%lld V=%lld chunk=%lld sq=%d", name, names[j], (long long)N,
-                    (long long)V, (long long)chunk, k == 1);
+      std::snprintf(what, sizeof what, "linear %s %s N=%lld V=%lld chunk=%lld sq=%d", name, names[j],
+                    (long long)N, (long long)V, (long long)chunk, k == 1);
       compare(what, out[0][j], out[k][j], 5e-5, 5e-5);
     }
   // Backward of logp + 0.5·entropy: float32 only (the CPU engine has no 16-bit hidden states).
@@ -320,7 +342,8 @@ void check_linear(const char* name, int64_t N, int64_t Hd, int64_t V, int64_t ch
         linear_token_logprobs_backward_cpu(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), ghv, gwv);
       } else {
         Workspace ws(cuda::linear_workspace_bytes(in, true) + 1);
-        cuda::linear_token_logprobs_backward(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), ghv, gwv, ws.view, 0);
+        cuda::linear_token_logprobs_backward(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), ghv, gwv, ws.view,
+                                             0);
       }
     }
     std::snprintf(what, sizeof what, "linear %s grad_hidden V=%lld", name, (long long)V);

@@ -50,9 +50,12 @@ std::vector<Case> read_cases(std::istream& is) {
       const std::string k = kv.substr(0, eq), v = kv.substr(eq + 1);
       char* end = nullptr;
       const double d = std::strtod(v.c_str(), &end);
-      if (v == "True" || v == "False") set_spec_field(c.spec, k, v == "True" ? 1.0 : 0.0);
-      else if (end && *end == '\0') set_spec_field(c.spec, k, d);
-      else set_spec_field(c.spec, k, v);
+      if (v == "True" || v == "False")
+        set_spec_field(c.spec, k, v == "True" ? 1.0 : 0.0);
+      else if (end && *end == '\0')
+        set_spec_field(c.spec, k, d);
+      else
+        set_spec_field(c.spec, k, v);
     }
     out.push_back(c);
   }
@@ -80,7 +83,12 @@ Batch<T> make_batch(int64_t B, int64_t L, bool packed, bool token_adv, unsigned 
   std::vector<int64_t> len(B);
   for (int64_t i = 0; i < B; ++i) len[i] = i == 0 ? L : static_cast<int64_t>(g() % (L + 1));
   if (B > 2) len[2] = 0;  // an all-masked row
-  const int64_t N = packed ? [&] { int64_t s = 0; for (auto l : len) s += l; return s; }() : B * L;
+  const int64_t N = packed ? [&] {
+    int64_t s = 0;
+    for (auto l : len) s += l;
+    return s;
+  }()
+                           : B * L;
   b.cu.push_back(0);
   for (int64_t i = 0; i < B; ++i) b.cu.push_back(b.cu.back() + len[i]);
   for (int64_t k = 0; k < N; ++k) {
@@ -111,15 +119,36 @@ Batch<T> make_batch(int64_t B, int64_t L, bool packed, bool token_adv, unsigned 
 }
 
 // Storage types of the emulated run: T itself, or a half type holding the same values.
-template <class S> double to_d(S x) { return static_cast<double>(x); }
+template <class S>
+double to_d(S x) {
+  return static_cast<double>(x);
+}
 double to_d(__nv_bfloat16 x) { return __bfloat162float(x); }
 double to_d(__half x) { return __half2float(x); }
-template <class S> S from_f(double v) { return static_cast<S>(v); }
-template <> __nv_bfloat16 from_f<__nv_bfloat16>(double v) { return __float2bfloat16(static_cast<float>(v)); }
-template <> __half from_f<__half>(double v) { return __float2half(static_cast<float>(v)); }
-template <class S> DType dtype_of() { return sizeof(S) == 8 ? DType::Float64 : DType::Float32; }
-template <> DType dtype_of<__nv_bfloat16>() { return DType::BFloat16; }
-template <> DType dtype_of<__half>() { return DType::Float16; }
+template <class S>
+S from_f(double v) {
+  return static_cast<S>(v);
+}
+template <>
+__nv_bfloat16 from_f<__nv_bfloat16>(double v) {
+  return __float2bfloat16(static_cast<float>(v));
+}
+template <>
+__half from_f<__half>(double v) {
+  return __float2half(static_cast<float>(v));
+}
+template <class S>
+DType dtype_of() {
+  return sizeof(S) == 8 ? DType::Float64 : DType::Float32;
+}
+template <>
+DType dtype_of<__nv_bfloat16>() {
+  return DType::BFloat16;
+}
+template <>
+DType dtype_of<__half>() {
+  return DType::Float16;
+}
 
 // The CPU engine runs on T; the kernels on S (= T, or bfloat16/float16 with T = float: the inputs are
 // rounded to S first, so both see the same values). rtol/afrac apply to metrics (computed in T by the
@@ -149,7 +178,8 @@ int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, 
     in.logp = view(f[0]);
     in.old_logp = view(f[1]);
     in.advantages = token_adv ? view(f[2]) : make_view(f[2], d, {B});
-    in.mask = packed ? make_view(b.mask.data(), DType::Bool, {N}) : make_view(b.mask.data(), DType::Bool, {B, T_});
+    in.mask =
+        packed ? make_view(b.mask.data(), DType::Bool, {N}) : make_view(b.mask.data(), DType::Bool, {B, T_});
     if (s.kl != KlEstimator::None && s.beta != 0.0) in.ref_logp = view(f[3]);
     if (s.gtpo_entropy || s.entropy_coef != 0.0 || s.top_entropy_quantile < 1.0) in.entropies = view(f[4]);
     in.sampling_logp = view(f[5]);
@@ -159,7 +189,8 @@ int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, 
     }
     if (packed) in.cu_seqlens = make_view(b.cu.data(), DType::Int64, {B + 1});
     if (s.selection != math::Selection::None)
-      in.selection = packed ? make_view(sel.data(), DType::Bool, {N}) : make_view(sel.data(), DType::Bool, {B, T_});
+      in.selection =
+          packed ? make_view(sel.data(), DType::Bool, {N}) : make_view(sel.data(), DType::Bool, {B, T_});
     return in;
   };
   void* pt[7];
@@ -189,7 +220,9 @@ int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, 
     o.pt.assign(N, junk);
     o.om.assign(N, junk);
     m.assign(M, -7.0);
-    auto view = [&](std::vector<V>& v) { return packed ? make_view(v.data(), d, {N}) : make_view(v.data(), d, {B, T_}); };
+    auto view = [&](std::vector<V>& v) {
+      return packed ? make_view(v.data(), d, {N}) : make_view(v.data(), d, {B, T_});
+    };
     lo.loss = make_view(o.loss.data(), d, {1});
     lo.grad_logp = view(o.g);
     if (has_gh) lo.grad_entropy = view(o.gh);
@@ -216,8 +249,8 @@ int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, 
       const bool same_inf = std::isinf(w) && w == g;
       if (!both_nan && !same_inf && !(std::fabs(w - g) <= rt * std::fabs(w) + af * scale)) {
         if (bad < 5)
-          std::printf("  MISMATCH %s %s %s B=%lld T=%lld packed=%d tokA=%d [%zu]: cpu %.10g emu %.10g\n", c.name.c_str(),
-                      tname, what, (long long)B, (long long)T_, packed, token_adv, k, w, g);
+          std::printf("  MISMATCH %s %s %s B=%lld T=%lld packed=%d tokA=%d [%zu]: cpu %.10g emu %.10g\n",
+                      c.name.c_str(), tname, what, (long long)B, (long long)T_, packed, token_adv, k, w, g);
         ++bad;
       }
     }
@@ -251,14 +284,17 @@ int check_status() {
   auto run = [&](const TensorView& cu, const TensorView& m) {
     LossInputs in;
     const bool packed = cu.defined();
-    in.logp = packed ? make_view(lp.data(), DType::Float32, {B * L}) : make_view(lp.data(), DType::Float32, {B, L});
-    in.old_logp = packed ? make_view(old.data(), DType::Float32, {B * L}) : make_view(old.data(), DType::Float32, {B, L});
+    in.logp =
+        packed ? make_view(lp.data(), DType::Float32, {B * L}) : make_view(lp.data(), DType::Float32, {B, L});
+    in.old_logp = packed ? make_view(old.data(), DType::Float32, {B * L})
+                         : make_view(old.data(), DType::Float32, {B, L});
     in.advantages = make_view(adv.data(), DType::Float32, {packed ? cu.shape[0] - 1 : B});
     in.mask = m;
     in.cu_seqlens = cu;
     LossOutputs out;
     out.loss = make_view(loss.data(), DType::Float32, {1});
-    out.grad_logp = packed ? make_view(g.data(), DType::Float32, {B * L}) : make_view(g.data(), DType::Float32, {B, L});
+    out.grad_logp =
+        packed ? make_view(g.data(), DType::Float32, {B * L}) : make_view(g.data(), DType::Float32, {B, L});
     out.workspace = make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())});
     out.status = make_view(st.data(), DType::Int64, {4});
     cuda::policy_loss(s, in, out, 0, 0);
@@ -322,7 +358,8 @@ int main(int argc, char** argv) {
     // half type, or twice where a sequence-level gradient is added to the stored direct part.
     for (bool packed : {false, true}) {
       const bool tok = packed;
-      failures += run_case<float, __nv_bfloat16>(c, 5, full ? 300 : 37, packed, tok, 2e-5, 1e-6, 8e-3, 1e-3) != 0;
+      failures +=
+          run_case<float, __nv_bfloat16>(c, 5, full ? 300 : 37, packed, tok, 2e-5, 1e-6, 8e-3, 1e-3) != 0;
       failures += run_case<float, __half>(c, 5, full ? 300 : 37, packed, tok, 2e-5, 1e-6, 1e-3, 1e-4) != 0;
       runs += 2;
     }

@@ -65,8 +65,12 @@ _PyCapsule_New.restype = ctypes.py_object
 _PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
 
 _DTYPES = {
-    np.dtype(np.float64): (2, 64), np.dtype(np.float32): (2, 32), np.dtype(np.float16): (2, 16),
-    np.dtype(np.int64): (0, 64), np.dtype(np.int32): (0, 32), np.dtype(np.bool_): (6, 8),
+    np.dtype(np.float64): (2, 64),
+    np.dtype(np.float32): (2, 32),
+    np.dtype(np.float16): (2, 16),
+    np.dtype(np.int64): (0, 64),
+    np.dtype(np.int32): (0, 32),
+    np.dtype(np.bool_): (6, 8),
 }
 
 _CAPSULE_NAMES = {True: b"dltensor_versioned", False: b"dltensor"}
@@ -78,9 +82,23 @@ class FakeProducer:
     The capsule has no destructor of its own: whoever consumes it must call the deleter, exactly once.
     """
 
-    def __init__(self, arr: np.ndarray, *, versioned=True, shape=None, strides=None, ndim=None,
-                 dtype_code=None, dtype_bits=None, lanes=1, null_data=False, device_type=1,
-                 read_only=False, major=1, name=None):
+    def __init__(
+        self,
+        arr: np.ndarray,
+        *,
+        versioned=True,
+        shape=None,
+        strides=None,
+        ndim=None,
+        dtype_code=None,
+        dtype_bits=None,
+        lanes=1,
+        null_data=False,
+        device_type=1,
+        read_only=False,
+        major=1,
+        name=None,
+    ):
         self.arr = arr
         self.shape = tuple(arr.shape if shape is None else shape)
         self.dtype = arr.dtype
@@ -95,7 +113,11 @@ class FakeProducer:
             ndim=len(self.shape) if ndim is None else ndim,
             code=code if dtype_code is None else dtype_code,
             bits=bits if dtype_bits is None else dtype_bits,
-            lanes=lanes, null_data=null_data, device_type=device_type, read_only=read_only, major=major,
+            lanes=lanes,
+            null_data=null_data,
+            device_type=device_type,
+            read_only=read_only,
+            major=major,
         )
         self._name = name
 
@@ -124,8 +146,12 @@ class FakeProducer:
         if self.versioned:
             deleter = VERSIONED_DELETER(on_delete)
             managed = DLManagedTensorVersioned(
-                version=DLPackVersion(m["major"], 0), manager_ctx=None, deleter=deleter,
-                flags=1 if m["read_only"] else 0, dl_tensor=tensor)
+                version=DLPackVersion(m["major"], 0),
+                manager_ctx=None,
+                deleter=deleter,
+                flags=1 if m["read_only"] else 0,
+                dl_tensor=tensor,
+            )
         else:
             deleter = LEGACY_DELETER(on_delete)
             managed = DLManagedTensor(dl_tensor=tensor, manager_ctx=None, deleter=deleter)

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+
 def groups(B, G):
     return [list(range(s, s + G)) for s in range(0, B, G)]
 
@@ -131,5 +132,5 @@ def ref_otb(r, m, G, logp, sps, rho=None, zero_tail=True, eps=1e-8):
         srt = np.sort(lens)
         longest = np.flatnonzero(lens == srt[-1])
         if zero_tail and len(longest) == 1 and srt[-1] > srt[-2]:
-            base[g[longest[0]], int(srt[-2]):] = 0.0
+            base[g[longest[0]], int(srt[-2]) :] = 0.0
     return (ret - base) * m, ret

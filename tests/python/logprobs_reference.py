@@ -3,6 +3,7 @@ written from the formulas (softmax with max subtraction), never calling grpokit.
 
 import numpy as np
 
+
 def ref_forward(logits, ids, temperature=1.0):
     """(logp, entropy, lse) in float64 for (..., V) logits."""
     z = np.asarray(logits, dtype=np.float64) / temperature
@@ -38,8 +39,6 @@ def ref_backward(logits, ids, grad_logp, grad_entropy, temperature=1.0):
 
 def rand_logits(rng, shape, scale=3.0, dtype=np.float64):
     return (rng.standard_normal(shape) * scale).astype(dtype)
-
-
 
 
 def ref_sum_sq_probs(logits, temperature=1.0):

@@ -48,8 +48,7 @@ def _kl(est, lp, ref, log_clamp, value_clamp, straight_through, lp_sg):
     return k
 
 
-def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None, tw=None, sel=None,
-                   lp_sg=None):
+def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None, tw=None, sel=None, lp_sg=None):
     """(loss, per_token φ) of LossSpec ``s`` in float64. ``lp_sg``: the frozen logp (default lp)."""
     f = lambda v, d: d if v is None else v  # noqa: E731
     inf = math.inf
@@ -82,11 +81,9 @@ def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None
         R = np.exp((dhat * mf).sum(1) / Lc)
         per_seq = -Abar * R
         phi = per_seq[:, None] * mf
-        A_eff = Abar[:, None] * np.ones_like(lp)
         r = R[:, None] * np.ones_like(lp)
         r_sg = None
     else:
-        A_eff = A
         if s.ratio == "token":
             r = np.exp(np.clip(d, lr_lo, lr_hi))
             r_sg = np.exp(np.clip(d_sg, lr_lo, lr_hi))
@@ -162,8 +159,15 @@ def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None
 
     # regularisers
     if s.kl != "none" and s.beta != 0.0:
-        k = _kl(s.kl, lp, np.where(m, np.asarray(ref, np.float64), 0.0), f(s.kl_log_clamp, inf),
-                f(s.kl_value_clamp, inf), s.kl_straight_through, lp_sg)
+        k = _kl(
+            s.kl,
+            lp,
+            np.where(m, np.asarray(ref, np.float64), 0.0),
+            f(s.kl_log_clamp, inf),
+            f(s.kl_value_clamp, inf),
+            s.kl_straight_through,
+            lp_sg,
+        )
         if s.kl_is_corrected:
             k = k * r
         phi = phi + s.beta * k

@@ -17,8 +17,9 @@ def group_index(n: int, group_size=None, group_ids=None) -> np.ndarray:
     return order[inverse]
 
 
-def advantages(rewards, group_size=None, group_ids=None, baseline="mean", std="none",
-               std_scope="group", epsilon=0.0) -> np.ndarray:
+def advantages(
+    rewards, group_size=None, group_ids=None, baseline="mean", std="none", std_scope="group", epsilon=0.0
+) -> np.ndarray:
     r = np.asarray(rewards, dtype=np.float64)
     g = group_index(len(r), group_size, group_ids)
     out = np.zeros_like(r)

@@ -75,9 +75,7 @@ def test_nan_rewards_are_unscorable():
     np.testing.assert_allclose(got, [np.sqrt(0.5), 0, -np.sqrt(0.5), 0, 0, 0], rtol=1e-12)
 
 
-group_rewards = st.lists(
-    st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, width=64), min_size=2, max_size=8
-)
+group_rewards = st.lists(st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, width=64), min_size=2, max_size=8)
 
 
 @given(groups=st.lists(group_rewards, min_size=1, max_size=5).filter(lambda gs: len({len(g) for g in gs}) == 1))
@@ -96,8 +94,9 @@ def test_centred_advantages_sum_to_zero_per_group(groups):
 def test_reward_scale(r, phi):
     r = np.array(r)
     centred = grpokit.advantages(r, group_size=4)
-    np.testing.assert_allclose(grpokit.advantages(phi * r, group_size=4), phi * centred,
-                               rtol=1e-9, atol=1e-9 * phi * (np.abs(r).max() + 1))
+    np.testing.assert_allclose(
+        grpokit.advantages(phi * r, group_size=4), phi * centred, rtol=1e-9, atol=1e-9 * phi * (np.abs(r).max() + 1)
+    )
     normed = grpokit.advantages(r, group_size=4, std="population")
     scaled = grpokit.advantages(phi * r, group_size=4, std="population")
     # σ-normalised advantages do not depend on a positive reward scale (epsilon = 0).
@@ -114,13 +113,18 @@ def test_leave_one_out_excludes_the_row_itself(r):
 
 # ---- bad input ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "call, exc, match",
     [
         (lambda: grpokit.advantages([1.0, 2.0, 3.0], group_size=2), ValueError, "whole number of groups"),
         (lambda: grpokit.advantages([1.0, 2.0], group_size=1, std="sample"), ValueError, "at least 2"),
         (lambda: grpokit.advantages([1.0, 2.0], group_size=1, baseline="leave_one_out"), ValueError, "at least 2"),
-        (lambda: grpokit.advantages([1.0, 2.0, 5.0], group_ids=[0, 0, 1], std="population"), ValueError, "single completion"),
+        (
+            lambda: grpokit.advantages([1.0, 2.0, 5.0], group_ids=[0, 0, 1], std="population"),
+            ValueError,
+            "single completion",
+        ),
         (lambda: grpokit.advantages([1.0, np.inf], group_size=2), ValueError, "finite"),
         (lambda: grpokit.advantages(np.ones((2, 2, 2)), group_size=2), ValueError, "rewards: expected a 1-D"),
         (lambda: grpokit.advantages(np.ones(4, np.float16), group_size=2), TypeError, "rewards: expected dtype"),
@@ -165,6 +169,7 @@ def test_integer_rewards_become_float64():
 
 
 # ---- the tensor boundary --------------------------------------------------------------------
+
 
 def test_torch_round_trip():
     torch = pytest.importorskip("torch")

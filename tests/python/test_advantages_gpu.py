@@ -46,7 +46,8 @@ def test_side_stream_and_mixed_devices():
         r = torch.randn(64, device="cuda")
         out = grpokit.advantages(r, group_size=8, std="sample")
     s.synchronize()
-    np.testing.assert_allclose(out.cpu().numpy(), grpokit.advantages(r.cpu(), group_size=8, std="sample").numpy(),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        out.cpu().numpy(), grpokit.advantages(r.cpu(), group_size=8, std="sample").numpy(), rtol=1e-6, atol=1e-6
+    )
     with pytest.raises(ValueError, match="same device"):
         grpokit.advantages(r, group_ids=torch.zeros(64, dtype=torch.int64))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import grpokit
-from grpokit import _arrays, _backend, _core
 from dlpack_fakes import FakeProducer
+from grpokit import _arrays, _backend, _core
 
 torch = pytest.importorskip("torch")
 gkt = pytest.importorskip("grpokit.torch")
@@ -43,11 +43,18 @@ def _cov_batch(seed=3, B=4, T=6):
 @pytest.mark.parametrize("preset", ["verl.clip_cov", "verl.kl_cov"])
 def test_selection_presets_from_torch_match_numpy(preset):
     lp, old, A, mask, sel = _cov_batch()
-    want = grpokit.policy_loss(lp, old, A, mask, spec=preset, selection=sel, return_per_token=True,
-                               return_weights=True)
+    want = grpokit.policy_loss(lp, old, A, mask, spec=preset, selection=sel, return_per_token=True, return_weights=True)
     x = torch.from_numpy(lp).requires_grad_()
-    out = gkt.policy_loss(x, torch.from_numpy(old), torch.from_numpy(A), torch.from_numpy(mask), spec=preset,
-                          selection=torch.from_numpy(sel), return_per_token=True, return_weights=True)
+    out = gkt.policy_loss(
+        x,
+        torch.from_numpy(old),
+        torch.from_numpy(A),
+        torch.from_numpy(mask),
+        spec=preset,
+        selection=torch.from_numpy(sel),
+        return_per_token=True,
+        return_weights=True,
+    )
     out.loss.backward()
     assert out.loss.item() == float(want.loss)
     np.testing.assert_array_equal(x.grad.numpy(), want.grad_logp)
@@ -62,8 +69,9 @@ def test_selection_presets_from_torch_match_numpy(preset):
 def test_torch_diagnostic_outputs_carry_no_gradient():
     lp, old, A, mask, _ = _cov_batch(4)
     x = torch.from_numpy(lp).requires_grad_()
-    out = gkt.policy_loss(x, torch.from_numpy(old), torch.from_numpy(A), torch.from_numpy(mask), spec="trl.dapo",
-                          return_per_token=True)
+    out = gkt.policy_loss(
+        x, torch.from_numpy(old), torch.from_numpy(A), torch.from_numpy(mask), spec="trl.dapo", return_per_token=True
+    )
     assert out.weights is None and out.per_token is not None and not out.per_token.requires_grad
     assert out.loss.requires_grad
     plain = gkt.policy_loss(x, torch.from_numpy(old), torch.from_numpy(A), torch.from_numpy(mask), spec="trl.dapo")
@@ -95,10 +103,30 @@ def test_torch_selection_under_compile():
 def test_torch_op_with_the_new_arguments_passes_opcheck():
     lp, old, A, mask, sel = _cov_batch(7)
     sj = gkt._spec_json("verl.kl_cov", {})
-    args = (torch.from_numpy(lp).requires_grad_(), torch.from_numpy(old), torch.from_numpy(A), torch.from_numpy(mask),
-            None, None, None, None, None, None, sj, torch.from_numpy(sel), True, True, 1, None, True)
-    torch.library.opcheck(torch.ops.grpokit.policy_loss.default, args,
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    args = (
+        torch.from_numpy(lp).requires_grad_(),
+        torch.from_numpy(old),
+        torch.from_numpy(A),
+        torch.from_numpy(mask),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        sj,
+        torch.from_numpy(sel),
+        True,
+        True,
+        1,
+        None,
+        True,
+    )
+    torch.library.opcheck(
+        torch.ops.grpokit.policy_loss.default,
+        args,
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
 
 
 # ---- one backend policy ------------------------------------------------------------------------
@@ -160,10 +188,12 @@ def test_adam_diagnostics_read_host_state_with_the_cpu_engine():
 
 def test_trl_callback_imports_without_the_trainer_module():
     pytest.importorskip("transformers")
-    code = ("import sys, grpokit.integrations.trl_callback as cb; "
-            "assert 'grpokit.integrations.trl' not in sys.modules, 'trl_callback imported trl.py'; "
-            "from grpokit.integrations.trl_config import spec_from_config; "
-            "assert cb.spec_from_config is spec_from_config")
+    code = (
+        "import sys, grpokit.integrations.trl_callback as cb; "
+        "assert 'grpokit.integrations.trl' not in sys.modules, 'trl_callback imported trl.py'; "
+        "from grpokit.integrations.trl_config import spec_from_config; "
+        "assert cb.spec_from_config is spec_from_config"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -42,58 +42,279 @@ def _torch_loss(**kw):
     args.update(kw)
     return grpokit.torch.policy_loss(args.pop("logp"), args.pop("old_logp"), args.pop("advantages"), **args)
 
+
 CATALOGUE = [
     # ---- advantages ----
-    ("advantages: uneven groups", lambda: grpokit.advantages([1.0, 2.0, 3.0], group_size=2), ValueError, "group_size: the batch of 3 rewards"),
-    ("advantages: group of one with std", lambda: grpokit.advantages([1.0, 2.0], group_size=1, std="sample"), ValueError, "at least 2 completions"),
-    ("advantages: inf reward", lambda: grpokit.advantages([1.0, np.inf], group_size=2), ValueError, "rewards: element 1 is inf"),
-    ("advantages: float16 rewards", lambda: grpokit.advantages(np.ones(2, np.float16), group_size=2), TypeError, "rewards: expected dtype float32, float64, got float16"),
-    ("advantages: empty", lambda: grpokit.advantages([], group_size=2), ValueError, "rewards: expected at least one reward"),
-    ("advantages: ids length", lambda: grpokit.advantages([1.0, 2.0], group_ids=[0, 0, 1]), ValueError, "group_ids: expected shape (2,)"),
-    ("advantages: float ids", lambda: grpokit.advantages([1.0, 2.0], group_ids=[0.5, 1.5]), TypeError, "group_ids: expected int64"),
-    ("advantages: unknown std", lambda: grpokit.advantages([1.0, 2.0], group_size=2, std="bessel"), ValueError, "std: expected one of"),
-    ("advantages: negative epsilon", lambda: grpokit.advantages([1.0, 2.0], group_size=2, epsilon=-1.0), ValueError, "epsilon"),
-    ("advantages: unknown estimator", lambda: grpokit.advantages([1.0, 2.0], 2, estimator="ppo"), ValueError, "estimator: expected one of"),
-    ("advantages: reward weights", lambda: grpokit.advantages(np.ones((4, 2)), 2, reward_weights=[1.0, 2.0, 3.0]), ValueError, "reward_weights: expected 2 weights"),
-    ("advantages: rloo group of one", lambda: grpokit.advantages([1.0, 2.0], 1, estimator="rloo"), ValueError, "single completion"),
-    ("advantages: not an array", lambda: grpokit.advantages({"a": 1}, group_size=2), TypeError, "rewards: expected a NumPy array"),
+    (
+        "advantages: uneven groups",
+        lambda: grpokit.advantages([1.0, 2.0, 3.0], group_size=2),
+        ValueError,
+        "group_size: the batch of 3 rewards",
+    ),
+    (
+        "advantages: group of one with std",
+        lambda: grpokit.advantages([1.0, 2.0], group_size=1, std="sample"),
+        ValueError,
+        "at least 2 completions",
+    ),
+    (
+        "advantages: inf reward",
+        lambda: grpokit.advantages([1.0, np.inf], group_size=2),
+        ValueError,
+        "rewards: element 1 is inf",
+    ),
+    (
+        "advantages: float16 rewards",
+        lambda: grpokit.advantages(np.ones(2, np.float16), group_size=2),
+        TypeError,
+        "rewards: expected dtype float32, float64, got float16",
+    ),
+    (
+        "advantages: empty",
+        lambda: grpokit.advantages([], group_size=2),
+        ValueError,
+        "rewards: expected at least one reward",
+    ),
+    (
+        "advantages: ids length",
+        lambda: grpokit.advantages([1.0, 2.0], group_ids=[0, 0, 1]),
+        ValueError,
+        "group_ids: expected shape (2,)",
+    ),
+    (
+        "advantages: float ids",
+        lambda: grpokit.advantages([1.0, 2.0], group_ids=[0.5, 1.5]),
+        TypeError,
+        "group_ids: expected int64",
+    ),
+    (
+        "advantages: unknown std",
+        lambda: grpokit.advantages([1.0, 2.0], group_size=2, std="bessel"),
+        ValueError,
+        "std: expected one of",
+    ),
+    (
+        "advantages: negative epsilon",
+        lambda: grpokit.advantages([1.0, 2.0], group_size=2, epsilon=-1.0),
+        ValueError,
+        "epsilon",
+    ),
+    (
+        "advantages: unknown estimator",
+        lambda: grpokit.advantages([1.0, 2.0], 2, estimator="ppo"),
+        ValueError,
+        "estimator: expected one of",
+    ),
+    (
+        "advantages: reward weights",
+        lambda: grpokit.advantages(np.ones((4, 2)), 2, reward_weights=[1.0, 2.0, 3.0]),
+        ValueError,
+        "reward_weights: expected 2 weights",
+    ),
+    (
+        "advantages: rloo group of one",
+        lambda: grpokit.advantages([1.0, 2.0], 1, estimator="rloo"),
+        ValueError,
+        "single completion",
+    ),
+    (
+        "advantages: not an array",
+        lambda: grpokit.advantages({"a": 1}, group_size=2),
+        TypeError,
+        "rewards: expected a NumPy array",
+    ),
     # ---- policy_loss ----
-    ("policy_loss: old_logp shape", lambda: grpokit.policy_loss(LP, LP[:, :2], ADV, MASK), ValueError, "old_logp: expected shape (2, 3)"),
-    ("policy_loss: advantages shape", lambda: grpokit.policy_loss(LP, LP, np.ones(3), MASK), ValueError, "advantages: expected shape (2,) or (2, 3)"),
-    ("policy_loss: float16", lambda: grpokit.policy_loss(LP.astype(np.float16), LP, ADV, MASK), TypeError, "logp: expected dtype float32 or float64"),
-    ("policy_loss: unknown preset", lambda: grpokit.policy_loss(LP, LP, ADV, MASK, spec="trl.nope"), ValueError, "unknown loss preset 'trl.nope'; valid presets:"),
-    ("policy_loss: negative epsilon", lambda: grpokit.policy_loss(LP, LP, ADV, MASK, epsilon=-0.1), ValueError, "epsilon: expected a value >= 0"),
-    ("policy_loss: unknown option", lambda: grpokit.policy_loss(LP, LP, ADV, MASK, epsilonn=0.1), TypeError, "unknown loss option 'epsilonn'"),
-    ("policy_loss: all masked", lambda: grpokit.policy_loss(LP, LP, ADV, np.zeros((B, T), bool)), ValueError, "mask: no valid token"),
-    ("policy_loss: NaN at a valid position", lambda: grpokit.policy_loss(np.where(MASK, np.nan, 0), LP, ADV, MASK), ValueError, "logp: non-finite value nan at a valid position"),
-    ("policy_loss: packed must be 1-D", lambda: grpokit.policy_loss(LP, LP, ADV, MASK, cu_seqlens=[0, 1, 2]), ValueError, "logp: packed inputs (cu_seqlens given) must be 1-D"),
-    ("policy_loss: KL without ref_logp", lambda: grpokit.policy_loss(LP, LP, ADV, MASK, spec="paper.grpo_r1"), ValueError, "ref_logp: required when beta != 0"),
+    (
+        "policy_loss: old_logp shape",
+        lambda: grpokit.policy_loss(LP, LP[:, :2], ADV, MASK),
+        ValueError,
+        "old_logp: expected shape (2, 3)",
+    ),
+    (
+        "policy_loss: advantages shape",
+        lambda: grpokit.policy_loss(LP, LP, np.ones(3), MASK),
+        ValueError,
+        "advantages: expected shape (2,) or (2, 3)",
+    ),
+    (
+        "policy_loss: float16",
+        lambda: grpokit.policy_loss(LP.astype(np.float16), LP, ADV, MASK),
+        TypeError,
+        "logp: expected dtype float32 or float64",
+    ),
+    (
+        "policy_loss: unknown preset",
+        lambda: grpokit.policy_loss(LP, LP, ADV, MASK, spec="trl.nope"),
+        ValueError,
+        "unknown loss preset 'trl.nope'; valid presets:",
+    ),
+    (
+        "policy_loss: negative epsilon",
+        lambda: grpokit.policy_loss(LP, LP, ADV, MASK, epsilon=-0.1),
+        ValueError,
+        "epsilon: expected a value >= 0",
+    ),
+    (
+        "policy_loss: unknown option",
+        lambda: grpokit.policy_loss(LP, LP, ADV, MASK, epsilonn=0.1),
+        TypeError,
+        "unknown loss option 'epsilonn'",
+    ),
+    (
+        "policy_loss: all masked",
+        lambda: grpokit.policy_loss(LP, LP, ADV, np.zeros((B, T), bool)),
+        ValueError,
+        "mask: no valid token",
+    ),
+    (
+        "policy_loss: NaN at a valid position",
+        lambda: grpokit.policy_loss(np.where(MASK, np.nan, 0), LP, ADV, MASK),
+        ValueError,
+        "logp: non-finite value nan at a valid position",
+    ),
+    (
+        "policy_loss: packed must be 1-D",
+        lambda: grpokit.policy_loss(LP, LP, ADV, MASK, cu_seqlens=[0, 1, 2]),
+        ValueError,
+        "logp: packed inputs (cu_seqlens given) must be 1-D",
+    ),
+    (
+        "policy_loss: KL without ref_logp",
+        lambda: grpokit.policy_loss(LP, LP, ADV, MASK, spec="paper.grpo_r1"),
+        ValueError,
+        "ref_logp: required when beta != 0",
+    ),
     # ---- token_logprobs ----
-    ("token_logprobs: id out of range", lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 7]), ValueError, "token_ids: row 1 holds 7, outside the vocabulary [0, 5)"),
-    ("token_logprobs: ids shape", lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1, 2]), ValueError, "token_ids: expected shape (2,)"),
-    ("token_logprobs: int logits", lambda: grpokit.token_logprobs(np.zeros((2, 5), np.int32), [0, 1]), TypeError, "logits: expected dtype"),
-    ("token_logprobs: temperature 0", lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], temperature=0), ValueError, "temperature: expected a finite value > 0"),
+    (
+        "token_logprobs: id out of range",
+        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 7]),
+        ValueError,
+        "token_ids: row 1 holds 7, outside the vocabulary [0, 5)",
+    ),
+    (
+        "token_logprobs: ids shape",
+        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1, 2]),
+        ValueError,
+        "token_ids: expected shape (2,)",
+    ),
+    (
+        "token_logprobs: int logits",
+        lambda: grpokit.token_logprobs(np.zeros((2, 5), np.int32), [0, 1]),
+        TypeError,
+        "logits: expected dtype",
+    ),
+    (
+        "token_logprobs: temperature 0",
+        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], temperature=0),
+        ValueError,
+        "temperature: expected a finite value > 0",
+    ),
     # ---- corrections ----
-    ("importance_weights: shape", lambda: grpokit.importance_weights(np.zeros((2, 3)), np.zeros((2, 2)), np.ones((2, 3))), ValueError, "sampler_logp: expected shape (2, 3)"),
-    ("importance_weights: level", lambda: grpokit.importance_weights(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((2, 3)), level="word"), ValueError, "level: expected one of"),
+    (
+        "importance_weights: shape",
+        lambda: grpokit.importance_weights(np.zeros((2, 3)), np.zeros((2, 2)), np.ones((2, 3))),
+        ValueError,
+        "sampler_logp: expected shape (2, 3)",
+    ),
+    (
+        "importance_weights: level",
+        lambda: grpokit.importance_weights(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((2, 3)), level="word"),
+        ValueError,
+        "level: expected one of",
+    ),
     # ---- diagnostics ----
-    ("prefix_bias: uneven groups", lambda: D.prefix_bias_from_weights(IDS, ADV, np.ones((2, 3)), group_size=3), ValueError, "group_size: the batch of 2 completions"),
-    ("prefix_bias: omega shape", lambda: D.prefix_bias_from_weights(IDS, ADV, np.ones((2, 2)), group_size=2), ValueError, "omega: expected shape (2, 3)"),
-    ("prefix_bias: advantages", lambda: D.prefix_bias_from_weights(IDS, np.ones(3), np.ones((2, 3)), group_size=2), ValueError, "advantages: expected one advantage per completion"),
-    ("reward_scale: not Adam", lambda: D.reward_scale(_sgd()), TypeError, "optimizer: SGD has no Adam hyper-parameters"),
-    ("reward_scale: no state yet", lambda: D.reward_scale(_fresh_adamw()), ValueError, "optimizer: AdamW holds no Adam state yet"),
-    ("clip_region: advantages", lambda: D.clip_region(np.ones((2, 3)), np.ones(3)), ValueError, "advantages: expected one advantage per completion"),
-    ("clip_region: negative epsilon", lambda: D.clip_region(np.ones((2, 3)), np.ones(2), epsilon=-1), ValueError, "epsilon: expected finite clip widths >= 0"),
-    ("overshoot_coefficient: T < 2", lambda: D.overshoot_coefficient(1, 0, betas=(0.9, 0.99)), ValueError, "T: expected an integer >= 2"),
-    ("any op: a foreign array on a GPU", lambda: grpokit.advantages(FakeProducer(np.array([1.0, 0.0]), device_type=2), group_size=2), ValueError, "pass torch or CuPy arrays on the GPU"),
+    (
+        "prefix_bias: uneven groups",
+        lambda: D.prefix_bias_from_weights(IDS, ADV, np.ones((2, 3)), group_size=3),
+        ValueError,
+        "group_size: the batch of 2 completions",
+    ),
+    (
+        "prefix_bias: omega shape",
+        lambda: D.prefix_bias_from_weights(IDS, ADV, np.ones((2, 2)), group_size=2),
+        ValueError,
+        "omega: expected shape (2, 3)",
+    ),
+    (
+        "prefix_bias: advantages",
+        lambda: D.prefix_bias_from_weights(IDS, np.ones(3), np.ones((2, 3)), group_size=2),
+        ValueError,
+        "advantages: expected one advantage per completion",
+    ),
+    (
+        "reward_scale: not Adam",
+        lambda: D.reward_scale(_sgd()),
+        TypeError,
+        "optimizer: SGD has no Adam hyper-parameters",
+    ),
+    (
+        "reward_scale: no state yet",
+        lambda: D.reward_scale(_fresh_adamw()),
+        ValueError,
+        "optimizer: AdamW holds no Adam state yet",
+    ),
+    (
+        "clip_region: advantages",
+        lambda: D.clip_region(np.ones((2, 3)), np.ones(3)),
+        ValueError,
+        "advantages: expected one advantage per completion",
+    ),
+    (
+        "clip_region: negative epsilon",
+        lambda: D.clip_region(np.ones((2, 3)), np.ones(2), epsilon=-1),
+        ValueError,
+        "epsilon: expected finite clip widths >= 0",
+    ),
+    (
+        "overshoot_coefficient: T < 2",
+        lambda: D.overshoot_coefficient(1, 0, betas=(0.9, 0.99)),
+        ValueError,
+        "T: expected an integer >= 2",
+    ),
+    (
+        "any op: a foreign array on a GPU",
+        lambda: grpokit.advantages(FakeProducer(np.array([1.0, 0.0]), device_type=2), group_size=2),
+        ValueError,
+        "pass torch or CuPy arrays on the GPU",
+    ),
     # ---- stationary ----
-    ("stationary: beta 0", lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.5], beta=0, G=4), ValueError, "beta: expected a finite value > 0"),
-    ("stationary: pi_ref sum", lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.4], beta=0.5, G=4), ValueError, "pi_ref: expected probabilities summing to 1"),
-    ("stationary: G < 2", lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.5], beta=0.5, G=1), ValueError, "G: expected an integer >= 2"),
-    ("stationary: lengths", lambda: S.solve([1, 0], [0.2, 0.3, 0.5], beta=0.5, G=4), ValueError, "pi_ref: expected 2 probabilities"),
+    (
+        "stationary: beta 0",
+        lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.5], beta=0, G=4),
+        ValueError,
+        "beta: expected a finite value > 0",
+    ),
+    (
+        "stationary: pi_ref sum",
+        lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.4], beta=0.5, G=4),
+        ValueError,
+        "pi_ref: expected probabilities summing to 1",
+    ),
+    (
+        "stationary: G < 2",
+        lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.5], beta=0.5, G=1),
+        ValueError,
+        "G: expected an integer >= 2",
+    ),
+    (
+        "stationary: lengths",
+        lambda: S.solve([1, 0], [0.2, 0.3, 0.5], beta=0.5, G=4),
+        ValueError,
+        "pi_ref: expected 2 probabilities",
+    ),
     # ---- grpokit.torch ----
-    ("torch.policy_loss: unknown preset", lambda: _torch_loss(spec="trl.nope"), ValueError, "unknown loss preset 'trl.nope'"),
-    ("torch.policy_loss: advantages shape", lambda: _torch_loss(advantages=_torch().ones(3)), ValueError, "advantages: expected shape (2,) or (2, 3)"),
+    (
+        "torch.policy_loss: unknown preset",
+        lambda: _torch_loss(spec="trl.nope"),
+        ValueError,
+        "unknown loss preset 'trl.nope'",
+    ),
+    (
+        "torch.policy_loss: advantages shape",
+        lambda: _torch_loss(advantages=_torch().ones(3)),
+        ValueError,
+        "advantages: expected shape (2,) or (2, 3)",
+    ),
 ]
 
 
@@ -105,6 +326,7 @@ def test_bad_input(call, exc, fragment):
 
 
 # ---- NumPy arrays are read without a DLPack capsule (python/bindings/tensor_import.cpp) -------------------
+
 
 class _DLPackOnly:
     """Hides an ndarray behind the DLPack protocol alone, so the bindings take their DLPack path."""

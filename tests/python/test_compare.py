@@ -35,8 +35,13 @@ def make_batch(seed=0, B=8, T=7, G=4, shared=2):
     ids = rng.integers(0, 6, (B, T))
     ids[:, :shared] = ids[0, :shared]
     return dict(
-        rewards=rewards, group_size=G, logp=old + rng.normal(0, 0.2, (B, T)), old_logp=old,
-        ref_logp=old + rng.normal(0, 0.05, (B, T)), mask=mask, completion_ids=ids,
+        rewards=rewards,
+        group_size=G,
+        logp=old + rng.normal(0, 0.2, (B, T)),
+        old_logp=old,
+        ref_logp=old + rng.normal(0, 0.05, (B, T)),
+        mask=mask,
+        completion_ids=ids,
     )
 
 
@@ -44,13 +49,16 @@ def reference(batch, name):
     """(loss, ∂loss/∂logp by finite differences) of preset `name` with its documented advantages."""
     s = grpokit._presets.resolve(name, {})
     A = ref_advantages(batch["rewards"], batch["group_size"], **CONVENTION[name])
-    f = lambda x: reference_loss(s, x, batch["old_logp"], A, batch["mask"], ref=batch["ref_logp"],
-                             lp_sg=batch["logp"])[0]  # noqa: E731
+
+    def f(x):
+        return reference_loss(s, x, batch["old_logp"], A, batch["mask"], ref=batch["ref_logp"], lp_sg=batch["logp"])[0]
+
     return f(batch["logp"]), fd_grad(f, batch["logp"].copy())
 
 
-@pytest.mark.parametrize("name", ["trl.grpo", "trl.dapo", "trl.dr_grpo", "paper.dapo", "paper.grpo_r1",
-                                  "paper.gspo", "trl.cispo"])
+@pytest.mark.parametrize(
+    "name", ["trl.grpo", "trl.dapo", "trl.dr_grpo", "paper.dapo", "paper.grpo_r1", "paper.gspo", "trl.cispo"]
+)
 def test_compare_rows_match_the_reference(name):
     b = make_batch()
     t = grpokit.compare(b, presets=[name])
@@ -271,8 +279,9 @@ def test_new_presets_appear_automatically(monkeypatch):
     b = make_batch()
     t = grpokit.compare(b)
     assert "verl.vanilla" in [r["preset"] for r in t.rows]
-    np.testing.assert_allclose(t.advantages["verl.vanilla"],
-                               ref_advantages(b["rewards"], 4, std="sample", epsilon=1e-6), rtol=1e-12)
+    np.testing.assert_allclose(
+        t.advantages["verl.vanilla"], ref_advantages(b["rewards"], 4, std="sample", epsilon=1e-6), rtol=1e-12
+    )
     e = grpokit.explain(b, "trl.dapo", "verl.vanilla:loss_agg_mode=token-mean")
     by = {f.name: f for f in e.factors}
     assert by["advantages"].differs and by["advantages"].b["epsilon"] == 1e-6
@@ -307,12 +316,19 @@ def test_cli_explain_npz(tmp_path, capsys):
 
 # ---- whole methods: an advantage estimator and a train–inference correction per variant -------------
 
+
 def _method_batch(seed=3, B=8, T=9, G=4, sampler_noise=0.4):
     rng = np.random.default_rng(seed)
     mask = np.arange(T)[None, :] < rng.integers(3, T + 1, B)[:, None]
     old = np.log(rng.uniform(0.2, 0.9, (B, T)))
-    return dict(rewards=rng.integers(0, 2, B).astype(float), group_size=G, logp=old + rng.normal(0, 0.15, (B, T)),
-                old_logp=old, mask=mask, sampling_logp=old + rng.normal(0, sampler_noise, (B, T)))
+    return dict(
+        rewards=rng.integers(0, 2, B).astype(float),
+        group_size=G,
+        logp=old + rng.normal(0, 0.15, (B, T)),
+        old_logp=old,
+        mask=mask,
+        sampling_logp=old + rng.normal(0, sampler_noise, (B, T)),
+    )
 
 
 def test_variant_with_an_estimator_gets_its_advantages():
@@ -322,8 +338,9 @@ def test_variant_with_an_estimator_gets_its_advantages():
     want_opo = grpokit.advantages(b["rewards"], b["group_size"], estimator="verl.opo", mask=b["mask"])
     np.testing.assert_allclose(t.advantages["trl.dapo:estimator=rloo"], want_rloo, rtol=1e-12)
     np.testing.assert_allclose(t.advantages["verl.vanilla:estimator=verl.opo"], want_opo, rtol=1e-12)
-    r = grpokit.policy_loss(b["logp"], b["old_logp"], want_rloo, b["mask"], spec="trl.dapo",
-                            sampling_logp=b["sampling_logp"])
+    r = grpokit.policy_loss(
+        b["logp"], b["old_logp"], want_rloo, b["mask"], spec="trl.dapo", sampling_logp=b["sampling_logp"]
+    )
     assert t.rows[0]["loss"] == pytest.approx(float(r.loss), rel=1e-12)
 
 
@@ -337,8 +354,14 @@ def test_variant_with_a_correction_applies_its_weights_and_mask(name):
         w = np.asarray(c.weights)
         w = np.ascontiguousarray(np.broadcast_to(w[:, None], b["logp"].shape)) if w.ndim == 1 else w
     # the correction replaces the preset's own sampler IS: no sampling_logp reaches the loss
-    want = grpokit.policy_loss(b["logp"], b["old_logp"], t.advantages[f"trl.dapo:correction={name}"],
-                               np.asarray(c.mask), spec="trl.dapo", token_weights=w)
+    want = grpokit.policy_loss(
+        b["logp"],
+        b["old_logp"],
+        t.advantages[f"trl.dapo:correction={name}"],
+        np.asarray(c.mask),
+        spec="trl.dapo",
+        token_weights=w,
+    )
     assert t.rows[0]["loss"] == pytest.approx(float(want.loss), rel=1e-12, abs=1e-15)
     np.testing.assert_allclose(t.grads[f"trl.dapo:correction={name}"], want.grad_logp, rtol=1e-12, atol=1e-15)
 

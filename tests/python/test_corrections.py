@@ -89,8 +89,13 @@ def trl_is(old, smp, mask, mode, cmin, cmax):
         ratio = ratio.masked_fill((ratio < lo) | (ratio > hi), value=0.0)
     delta = torch.abs(old - smp)[mask.bool() & ~torch.isnan(torch.abs(old - smp))]
     flat = ratio.flatten() if seq else ratio[mask.bool()]
-    metrics = {"ratio_min": flat.min(), "ratio_mean": flat.mean(), "ratio_max": flat.max(),
-               "logp_diff_mean": delta.mean(), "logp_diff_max": delta.max()}
+    metrics = {
+        "ratio_min": flat.min(),
+        "ratio_mean": flat.mean(),
+        "ratio_max": flat.max(),
+        "logp_diff_mean": delta.mean(),
+        "logp_diff_max": delta.max(),
+    }
     return ratio, metrics
 
 
@@ -147,8 +152,9 @@ def test_verl_weights_and_metrics(level, bounds):
 def test_batch_normalisation(level):
     trn, smp, m = batch(5, 6, scale=0.2, seed=6)
     plain = gk.importance_weights(trn, smp, m, level=level, mode="truncate", clip_max=2.0, log_clamp=20.0)
-    normed = gk.importance_weights(trn, smp, m, level=level, mode="truncate", clip_max=2.0, log_clamp=20.0,
-                                   batch_normalize=True)
+    normed = gk.importance_weights(
+        trn, smp, m, level=level, mode="truncate", clip_max=2.0, log_clamp=20.0, batch_normalize=True
+    )
     w = plain.weights
     if level == "token":
         mean = masked_mean(w, m.astype(float))
@@ -179,12 +185,22 @@ def ref_rejection(trn, smp, m, name, lower, upper):
     return keep & m
 
 
-@pytest.mark.parametrize("name,thr", [
-    ("token_k1", "0.8_1.25"), ("token_k2", 0.02), ("token_k3", 0.02),
-    ("seq_sum_k1", 1.5), ("seq_sum_k2", 0.1), ("seq_sum_k3", 0.1),
-    ("seq_mean_k1", "0.9_1.1"), ("seq_mean_k2", 0.02), ("seq_mean_k3", 0.02),
-    ("seq_max_k2", 0.05), ("seq_max_k3", 0.05),
-])
+@pytest.mark.parametrize(
+    "name,thr",
+    [
+        ("token_k1", "0.8_1.25"),
+        ("token_k2", 0.02),
+        ("token_k3", 0.02),
+        ("seq_sum_k1", 1.5),
+        ("seq_sum_k2", 0.1),
+        ("seq_sum_k3", 0.1),
+        ("seq_mean_k1", "0.9_1.1"),
+        ("seq_mean_k2", 0.02),
+        ("seq_mean_k3", 0.02),
+        ("seq_max_k2", 0.05),
+        ("seq_max_k3", 0.05),
+    ],
+)
 def test_rejection_criteria(name, thr):
     trn, smp, m = batch(8, 6, scale=0.2, seed=7)
     got = gk.rejection_mask(trn, smp, m, name, thr)
@@ -300,15 +316,22 @@ def test_bad_inputs():
         gk.correction("verl.token_is", trn, smp, m, threshold=2.0)
 
 
-@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**31 - 1), st.sampled_from(["token", "sequence"]),
-       st.sampled_from(["truncate", "mask"]), st.sampled_from([(None, 3.0), (0.5, 2.0), (0.9, None)]),
-       st.sampled_from([None, 20.0, 1.0]))
+@given(
+    st.integers(1, 6),
+    st.integers(1, 6),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from(["token", "sequence"]),
+    st.sampled_from(["truncate", "mask"]),
+    st.sampled_from([(None, 3.0), (0.5, 2.0), (0.9, None)]),
+    st.sampled_from([None, 20.0, 1.0]),
+)
 def test_weights_match_reference_on_random_batches(B, T, seed, level, mode, bounds, clamp):
     trn, smp, m = batch(B, T, scale=0.5, seed=seed)
     lo = -np.inf if bounds[0] is None else bounds[0]
     hi = np.inf if bounds[1] is None else bounds[1]
-    got = gk.importance_weights(trn, smp, m, level=level, mode=mode, clip_min=bounds[0], clip_max=bounds[1],
-                                log_clamp=clamp)
+    got = gk.importance_weights(
+        trn, smp, m, level=level, mode=mode, clip_min=bounds[0], clip_max=bounds[1], log_clamp=clamp
+    )
     want, _ = ref_weights(trn, smp, m, level, mode, lo, hi, np.inf if clamp is None else clamp)
     np.testing.assert_allclose(got.weights, want, rtol=1e-13, atol=0)
 

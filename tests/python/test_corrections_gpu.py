@@ -18,8 +18,12 @@ torch = pytest.importorskip("torch")
 from torch_batches import ragged_logprobs  # noqa: E402
 
 # Weights are computed in double and rounded once to the log-probs' dtype; metrics stay float64.
-TOL = {torch.float64: (1e-10, 1e-12), torch.float32: (2e-6, 1e-7), torch.bfloat16: (2**-7, 2**-8),
-       torch.float16: (2**-9, 2**-10)}
+TOL = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (2e-6, 1e-7),
+    torch.bfloat16: (2**-7, 2**-8),
+    torch.float16: (2**-9, 2**-10),
+}
 
 SHAPES = [(6, 5), (12, 33), (10, 1), (130, 17), (256, 300)]
 
@@ -36,10 +40,17 @@ IMPORTANCE = [
 ]
 
 REJECTION = [
-    ("token_k1", "0.8_1.25"), ("token_k2", 0.01), ("token_k3", 0.01),
-    ("seq_sum_k1", "0.5_2.0"), ("seq_sum_k2", 0.05), ("seq_sum_k3", 0.05),
-    ("seq_mean_k1", "0.95_1.05"), ("seq_mean_k2", 0.01), ("seq_mean_k3", 0.01),
-    ("seq_max_k2", 0.03), ("seq_max_k3", 0.03),
+    ("token_k1", "0.8_1.25"),
+    ("token_k2", 0.01),
+    ("token_k3", 0.01),
+    ("seq_sum_k1", "0.5_2.0"),
+    ("seq_sum_k2", 0.05),
+    ("seq_sum_k3", 0.05),
+    ("seq_mean_k1", "0.95_1.05"),
+    ("seq_mean_k2", 0.01),
+    ("seq_mean_k3", 0.01),
+    ("seq_max_k2", 0.03),
+    ("seq_max_k3", 0.03),
     (["token_k1", "seq_mean_k3", "seq_max_k2"], ["0.8_1.25", 0.01, 0.03]),
 ]
 
@@ -76,8 +87,9 @@ def test_importance_weights_match_cpu(opts, dtype, shape):
     rtol, atol = TOL[dtype]
     assert gpu.weights.is_cuda and gpu.weights.dtype == dtype and gpu.weights.shape == cpu.weights.shape
     c = cpu.weights.numpy()
-    np.testing.assert_allclose(gpu.weights.double().cpu().numpy(), c, rtol=rtol,
-                               atol=atol * max(float(np.abs(c).max()), 1e-30))
+    np.testing.assert_allclose(
+        gpu.weights.double().cpu().numpy(), c, rtol=rtol, atol=atol * max(float(np.abs(c).max()), 1e-30)
+    )
     assert set(gpu.metrics) == set(cpu.metrics)
     for name, value in gpu.metrics.items():
         assert torch.is_tensor(value) and value.is_cuda and value.dim() == 0 and value.dtype == torch.float64

@@ -58,8 +58,17 @@ def test_cli_help_lists_the_commands(capsys):
 
 
 def test_run_demo_history_and_determinism(tmp_path):
-    kw = dict(variants=["trl.dapo"], steps=3, inner_steps=3, group_size=4, prompts_per_step=2, max_len=5,
-              progress=False, plots=False, out_dir=str(tmp_path))
+    kw = dict(
+        variants=["trl.dapo"],
+        steps=3,
+        inner_steps=3,
+        group_size=4,
+        prompts_per_step=2,
+        max_len=5,
+        progress=False,
+        plots=False,
+        out_dir=str(tmp_path),
+    )
     (run,), paths = demo.run_demo(**kw)
     assert paths == [] and not os.listdir(tmp_path)
     assert len(run.reward) == len(run.length) == len(run.overshoot) == len(run.eps_dominance) == 3
@@ -86,8 +95,16 @@ def test_variant_runs_use_the_engine_gradient(monkeypatch):
         return r.__class__(loss=r.loss, grad_logp=r.grad_logp * 0.0, weights=r.weights, metrics=r.metrics)
 
     monkeypatch.setattr(L, "policy_loss", spy)
-    cfg = demo.DemoConfig(variants=["trl.grpo"], steps=2, inner_steps=1, group_size=4, prompts_per_step=2,
-                          max_len=4, progress=False, plots=False)
+    cfg = demo.DemoConfig(
+        variants=["trl.grpo"],
+        steps=2,
+        inner_steps=1,
+        group_size=4,
+        prompts_per_step=2,
+        max_len=4,
+        progress=False,
+        plots=False,
+    )
     (run,), _ = demo.run_demo(cfg)
     assert len(seen) == 2
     # zero engine gradients: Adam never moves, so its step has no elasticity (0/0) and the ratios
@@ -100,8 +117,11 @@ def test_variant_runs_use_the_engine_gradient(monkeypatch):
 
 def test_variant_syntax():
     assert parse("trl.grpo") == ("trl.grpo", "trl.grpo", {})
-    assert parse("trl.dapo:epsilon_high=0.28,beta=0") == ("trl.dapo:epsilon_high=0.28,beta=0", "trl.dapo",
-                                                          {"epsilon_high": 0.28, "beta": 0})
+    assert parse("trl.dapo:epsilon_high=0.28,beta=0") == (
+        "trl.dapo:epsilon_high=0.28,beta=0",
+        "trl.dapo",
+        {"epsilon_high": 0.28, "beta": 0},
+    )
     label, preset, ov = parse("gspo=trl.grpo:importance_sampling_level=sequence")
     assert (label, preset, ov) == ("gspo", "trl.grpo", {"importance_sampling_level": "sequence"})
     v = make("gspo=trl.grpo:importance_sampling_level=sequence,scale_rewards=none")
@@ -126,9 +146,16 @@ def test_demo_config_errors():
 
 
 def test_format_table_legend():
-    run = demo.VariantRun("x", reward=[0.0, 1.0], length=[2.0, 4.0], clip_fraction=[[0.0, 0.5]] * 2,
-                          overshoot=[0.1, 0.3], eps_dominance=[0.0, 0.0], momentum_ratio=[1.0, 1.0],
-                          length_weight_corr=[np.nan, -1.0])
+    run = demo.VariantRun(
+        "x",
+        reward=[0.0, 1.0],
+        length=[2.0, 4.0],
+        clip_fraction=[[0.0, 0.5]] * 2,
+        overshoot=[0.1, 0.3],
+        eps_dominance=[0.0, 0.0],
+        momentum_ratio=[1.0, 1.0],
+        length_weight_corr=[np.nan, -1.0],
+    )
     s = run.summary()
     assert s["length_drift"] == pytest.approx(2.0) and s["clip_fraction"] == pytest.approx(0.5)
     assert s["overshoot"] == pytest.approx(0.2) and s["weight_length_corr"] == -1.0
@@ -141,8 +168,16 @@ def test_every_preset_trains():
     import grpokit
 
     for name in grpokit.presets():
-        (run,), _ = demo.run_demo(variants=[name], steps=1, inner_steps=2, group_size=4, prompts_per_step=2,
-                                  max_len=4, progress=False, plots=False)
+        (run,), _ = demo.run_demo(
+            variants=[name],
+            steps=1,
+            inner_steps=2,
+            group_size=4,
+            prompts_per_step=2,
+            max_len=4,
+            progress=False,
+            plots=False,
+        )
         assert run.variant == name and len(run.clip_fraction[0]) == 2
         assert np.isfinite(run.reward[0]) and np.isfinite(run.overshoot[0])
 
@@ -163,8 +198,16 @@ def test_cli_demo_seeds_spread(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "mean ± std over 3 seeds (0, 1, 2)"
     # each cell is the mean ± sample std of the single-seed runs' summaries
-    kw = dict(variants=["trl.grpo", "trl.dr_grpo"], steps=3, inner_steps=2, group_size=4, prompts_per_step=2,
-              max_len=5, progress=False, plots=False)
+    kw = dict(
+        variants=["trl.grpo", "trl.dr_grpo"],
+        steps=3,
+        inner_steps=2,
+        group_size=4,
+        prompts_per_step=2,
+        max_len=5,
+        progress=False,
+        plots=False,
+    )
     single = [demo.run_demo(seed=s, **kw)[0] for s in (0, 1, 2)]
     for i, name in enumerate(kw["variants"]):
         row = next(ln for ln in lines[3:5] if ln.split()[0] == name)
@@ -188,9 +231,16 @@ def test_cli_demo_bad_seeds(capsys):
 
 
 def test_seeds_table_one_seed_and_nan():
-    run = demo.VariantRun("x", reward=[0.0, 1.0], length=[2.0, 4.0], clip_fraction=[[0.0, 0.5]] * 2,
-                          overshoot=[0.1, 0.3], eps_dominance=[np.nan, np.nan], momentum_ratio=[1.0, 1.0],
-                          length_weight_corr=[np.nan, np.nan])
+    run = demo.VariantRun(
+        "x",
+        reward=[0.0, 1.0],
+        length=[2.0, 4.0],
+        clip_fraction=[[0.0, 0.5]] * 2,
+        overshoot=[0.1, 0.3],
+        eps_dominance=[np.nan, np.nan],
+        momentum_ratio=[1.0, 1.0],
+        length_weight_corr=[np.nan, np.nan],
+    )
     text = demo.format_seeds_table([[run]], [4])
     row = text.splitlines()[3].split()
     assert row[:4] == ["x", "1.000", "±", "0.000"] and row.count("n/a") == 2

@@ -5,7 +5,8 @@ equality with it on the very same state values is the GPU's criterion. The CPU s
 the state moved to the host (low-precision states widened to float32: exact). Tolerances (docs/gpu.md):
 per-coordinate values 1e-14 relative (the device contracts a·b + c into FMAs: an ulp or two);
 per-tensor sums of positive terms and their ratios 1e-11 relative (another summation order over 2·10^5
-terms), signed sums (⟨u, g⟩, ⟨u_stale, u_fresh⟩) 1e-9; counts, min and max exact; the log10 ρ histogram may move a coordinate lying within an ulp of a bin edge (device log10 is
+terms), signed sums (⟨u, g⟩, ⟨u_stale, u_fresh⟩) 1e-9; counts, min and max exact; the log10 ρ histogram may move
+a coordinate lying within an ulp of a bin edge (device log10 is
 within 1 ulp), so its total is exact and at most 2 counts move.
 """
 
@@ -122,8 +123,16 @@ def test_momentum_tracker_on_device_equals_the_cpu_engine(opt_cls):
         mdl["emb"].weight.grad = None  # a parameter without a gradient is skipped
         recs.append(tr.step())
     g, c = recs
-    for k in ("u_norm", "u_prev_norm", "stale_share", "stale_norm", "fresh_norm", "cos_grad", "displacement",
-              "weight_decay"):
+    for k in (
+        "u_norm",
+        "u_prev_norm",
+        "stale_share",
+        "stale_norm",
+        "fresh_norm",
+        "cos_grad",
+        "displacement",
+        "weight_decay",
+    ):
         np.testing.assert_allclose(getattr(g, k), getattr(c, k), rtol=1e-9, err_msg=k)
     assert g.adam_step == c.adam_step
 

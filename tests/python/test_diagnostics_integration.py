@@ -12,8 +12,9 @@ from grpokit import diagnostics as gd  # noqa: E402
 
 def test_mu_step_loop_on_a_tiny_gpt2():
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=40, n_positions=32,
-                                   bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_layer=1, n_head=2, n_embd=16, vocab_size=40, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
     model = transformers.GPT2LMHeadModel(cfg)
     G, P, T = 4, 3, 6
     prompt = torch.randint(0, 40, (1, P)).repeat(G, 1)
@@ -51,8 +52,9 @@ def test_mu_step_loop_on_a_tiny_gpt2():
     ratios = (token_logp(model) - old).exp().detach()
     clipped = gd.clip_region(ratios, A, mask=mask, epsilon=0.2).excess > 0
     omega = np.where(clipped, 0.0, alpha.numpy() * ratios.double().numpy())
-    pb = gd.prefix_bias_from_weights(completions, A, omega, G, mask=mask,
-                                     omega_unclipped=alpha.numpy() * ratios.double().numpy())
+    pb = gd.prefix_bias_from_weights(
+        completions, A, omega, G, mask=mask, omega_unclipped=alpha.numpy() * ratios.double().numpy()
+    )
     assert pb.prefix_len[0] == 2
     A_np = A.numpy()
     for t in range(2):  # the whole-group prefix: W = Σ ω A = G·Cov_pop(ω, A)

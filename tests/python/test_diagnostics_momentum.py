@@ -103,7 +103,8 @@ def test_check_12_simulated_overshoot_equals_eq36(betas, T, expected):
 
 
 @pytest.mark.parametrize(
-    "g,eps,k0,k4", [(1e-3, 1e-8, 0.922853, 0.672786), (1e-8, 1e-8, 0.904134, 0.608240), (1e-9, 1e-8, 0.889374, 0.563970)]
+    "g,eps,k0,k4",
+    [(1e-3, 1e-8, 0.922853, 0.672786), (1e-8, 1e-8, 0.904134, 0.608240), (1e-9, 1e-8, 0.889374, 0.563970)],
 )
 def test_check_19_eps_dampens_the_overshoot(g, eps, k0, k4):
     rep = constant_then_zero(20, g, eps, (0.9, 0.95))
@@ -183,8 +184,13 @@ def test_tracker_predicts_the_actual_adamw_step_and_splits_it():
         params = list(model.parameters())
         before = [p.detach().clone().double() for p in params]
         prev = [
-            (opt.state[p]["exp_avg"].clone().double(), opt.state[p]["exp_avg_sq"].clone().double(), float(opt.state[p]["step"]))
-            if p in opt.state else None
+            (
+                opt.state[p]["exp_avg"].clone().double(),
+                opt.state[p]["exp_avg_sq"].clone().double(),
+                float(opt.state[p]["step"]),
+            )
+            if p in opt.state
+            else None
             for p in params
         ]
         rec = tracker.step()

@@ -172,7 +172,9 @@ def check_against_reference(rep, ids, adv, omega, G, valid=None, padded=True):
             np.testing.assert_allclose([rep.coef[at], rep.bias[at], rep.abs_sum[at]], [W, bias, ab], atol=1e-12)
     for g, (plen, W, bias, ab) in enumerate(groups):
         assert rep.prefix_len[g] == plen
-        np.testing.assert_allclose([rep.prefix_coef[g], rep.prefix_bias[g], rep.prefix_abs[g]], [W, bias, ab], atol=1e-12)
+        np.testing.assert_allclose(
+            [rep.prefix_coef[g], rep.prefix_bias[g], rep.prefix_abs[g]], [W, bias, ab], atol=1e-12
+        )
 
 
 @given(batches())
@@ -211,7 +213,7 @@ def test_uniform_weights_on_a_whole_group_prefix_give_zero_and_bias_is_G_cov(G, 
     A = rewards - rewards.mean()
     ids = [[1] * k + [10 + i] for i in range(G)]
     uniform = gd.prefix_bias_from_weights(ids, A, [[0.3] * (k + 1)] * G, G)
-    np.testing.assert_allclose(uniform.bias[: k], 0.0, atol=1e-15)
+    np.testing.assert_allclose(uniform.bias[:k], 0.0, atol=1e-15)
     np.testing.assert_allclose(uniform.prefix_bias, 0.0, atol=1e-15)
     w = np.array(data.draw(st.lists(st.floats(0, 2), min_size=G, max_size=G)))
     rep = gd.prefix_bias_from_weights(ids, A, [[wi] * (k + 1) for wi in w], G)
@@ -305,8 +307,7 @@ def test_prefix_bias_through_the_loss_engine_check_1a():
     r = np.array([1.0, 1.0, 0.0, 0.0])
     adv = grpokit.advantages(r, group_size=4, std="population")  # A/σ: Table 1's α_i^S · A_i
     logp = np.full((4, T), -1.0)
-    batch = dict(completion_ids=ids, completion_mask=mask, logp=logp, old_logp=logp, advantages=adv,
-                 group_size=4)
+    batch = dict(completion_ids=ids, completion_mask=mask, logp=logp, old_logp=logp, advantages=adv, group_size=4)
     rep = gd.prefix_bias(batch, "paper.grpo_r1", beta=0.0)
     assert rep.group["prefix_len"][0] == 1
     assert rep.group["prefix_coef"][0] == pytest.approx(0.01458333, abs=1e-8)

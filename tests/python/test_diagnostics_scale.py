@@ -84,8 +84,12 @@ def single_coordinate_state(sqrt_vhat, eps, beta2=0.999):
 
 @pytest.mark.parametrize(
     "sqrt_vhat,eps,expected",
-    [(1e-3, 1e-8, (0.9999, 1.0000)), (1e-6, 1e-8, (0.9182, 1.0090)), (1e-6, 1e-5, (0.1089, 5.5000)),
-     (1e-4, 1e-5, (0.5500, 1.0891))],
+    [
+        (1e-3, 1e-8, (0.9999, 1.0000)),
+        (1e-6, 1e-8, (0.9182, 1.0090)),
+        (1e-6, 1e-5, (0.1089, 5.5000)),
+        (1e-4, 1e-5, (0.5500, 1.0891)),
+    ],
 )
 def test_check_9_predicted_step_ratio(sqrt_vhat, eps, expected):
     rep = gd.reward_scale(single_coordinate_state(sqrt_vhat, eps), phis=(0.1, 10.0))
@@ -256,7 +260,9 @@ def test_large_tensors_take_the_chunked_parallel_path_with_the_same_results():
     rep = gd.reward_scale(opt, phis=(3.0,))
     np.testing.assert_allclose(rep.frac_rho_above, np.mean(rho > 0.01))
     np.testing.assert_allclose(rep.elasticity, np.sum(np.abs(u) * rho / (1 + rho)) / np.sum(np.abs(u)), rtol=1e-10)
-    np.testing.assert_allclose(rep.predicted_step_ratio[3.0], np.sum(np.abs(3 * m / (3 * sv + 1e-6))) / np.sum(np.abs(u)), rtol=1e-10)
+    np.testing.assert_allclose(
+        rep.predicted_step_ratio[3.0], np.sum(np.abs(3 * m / (3 * sv + 1e-6))) / np.sum(np.abs(u)), rtol=1e-10
+    )
     assert rep.log10_rho_hist.sum() == n
     again = gd.reward_scale(opt, phis=(3.0,))
     assert again.elasticity == rep.elasticity  # deterministic reductions

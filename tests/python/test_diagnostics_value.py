@@ -67,7 +67,9 @@ def test_decomposition_matches_a_reference(G, groups, T, seed):
     np.testing.assert_allclose(dec.covariance_part, cov, atol=1e-12)
     np.testing.assert_allclose(dec.loss, -J.sum(), atol=1e-12)
     nocl = gd.loss_decomposition(alpha, A, G, ratios=s, mask=mask)
-    np.testing.assert_allclose(nocl.ratio_part, np.where(mask, alpha * (s - 1) * Ab, 0).reshape(groups, G, T).sum((1, 2)), atol=1e-12)
+    np.testing.assert_allclose(
+        nocl.ratio_part, np.where(mask, alpha * (s - 1) * Ab, 0).reshape(groups, G, T).sum((1, 2)), atol=1e-12
+    )
 
 
 def test_plot_and_errors():

@@ -1,27 +1,25 @@
 """Advantage estimators: fp64 NumPy references written from the peers' definitions
 (docs/estimators.md), TRL parity (TRL's own lines, with TRL's nanstd), properties and bad inputs."""
 
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import grpokit as gk
-
 from estimators_reference import (
     groups,
     ref_combine,
+    ref_gdpo,
+    ref_gpg,
+    ref_opo,
+    ref_otb,
+    ref_passk,
+    ref_reinforce_pp,
+    ref_remax,
+    ref_reward_to_go,
     ref_rloo,
     ref_rpp_baseline,
-    ref_reinforce_pp,
-    ref_reward_to_go,
-    ref_remax,
-    ref_opo,
-    ref_passk,
-    ref_gpg,
-    ref_gdpo,
-    ref_otb,
 )
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -73,7 +71,8 @@ def test_outcome_rewards_go_on_the_last_selected_token():
     np.testing.assert_allclose(
         gk.advantages(R, estimator="reinforce_pp", mask=m),
         gk.advantages(r, estimator="reinforce_pp", mask=m),
-        rtol=0, atol=0,
+        rtol=0,
+        atol=0,
     )
 
 
@@ -102,7 +101,9 @@ def test_remax_matches_reference():
 def test_opo_matches_reference():
     R = rng.normal(size=9)
     L = rng.integers(1, 20, size=9)
-    np.testing.assert_allclose(gk.advantages(R, 3, estimator="opo", lengths=L), ref_opo(R, 3, L), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        gk.advantages(R, 3, estimator="opo", lengths=L), ref_opo(R, 3, L), rtol=1e-12, atol=1e-13
+    )
     m = np.arange(20)[None, :] < L[:, None]
     np.testing.assert_allclose(gk.advantages(R, 3, estimator="opo", mask=m), ref_opo(R, 3, L), rtol=1e-12, atol=1e-13)
 
@@ -140,8 +141,17 @@ def test_optimal_token_baseline_matches_reference(with_is, zero_tail):
     logp = np.log(rng.uniform(0.05, 1.0, size=(B, T)))
     sps = rng.uniform(0.1, 1.0, size=(B, T))
     rho = rng.uniform(0.5, 2.0, size=(B, T)) if with_is else None
-    adv, ret = gk.advantages(r, G, estimator="optimal_token_baseline", mask=m, logp=logp, sum_pi_squared=sps,
-                             is_weights=rho, handle_zero_tail=zero_tail, return_returns=True)
+    adv, ret = gk.advantages(
+        r,
+        G,
+        estimator="optimal_token_baseline",
+        mask=m,
+        logp=logp,
+        sum_pi_squared=sps,
+        is_weights=rho,
+        handle_zero_tail=zero_tail,
+        return_returns=True,
+    )
     want_adv, want_ret = ref_otb(r, m.astype(float), G, logp, sps, rho, zero_tail)
     np.testing.assert_allclose(adv, want_adv, rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(ret, want_ret, rtol=1e-12, atol=1e-12)
@@ -155,8 +165,8 @@ def ref_tir_otb(r, m, G, logp, sps, zero_tail=True, eps=1e-8):
     L = m.sum(-1).astype(int)
     packed_R, packed_W = np.zeros((B, T)), np.zeros((B, T))
     for i in range(B):
-        packed_R[i, :L[i]] = ret[i][m[i] > 0]
-        packed_W[i, :L[i]] = W[i][m[i] > 0]
+        packed_R[i, : L[i]] = ret[i][m[i] > 0]
+        packed_W[i, : L[i]] = W[i][m[i] > 0]
     base = np.zeros((B, T))
     for g in groups(B, G):
         g = [i for i in g if L[i] > 0]
@@ -166,10 +176,10 @@ def ref_tir_otb(r, m, G, logp, sps, zero_tail=True, eps=1e-8):
         srt = np.sort(L[g])
         longest = [i for i in g if L[i] == srt[-1]]
         if zero_tail and len(longest) == 1 and srt[-1] > srt[-2]:
-            base[longest[0], srt[-2]:] = 0.0
+            base[longest[0], srt[-2] :] = 0.0
     adv = np.zeros((B, T))
     for i in range(B):
-        adv[i][m[i] > 0] = (packed_R[i] - base[i])[:L[i]]
+        adv[i][m[i] > 0] = (packed_R[i] - base[i])[: L[i]]
     return adv, ret
 
 
@@ -181,8 +191,9 @@ def test_tir_optimal_token_baseline_matches_reference():
     r = np.where(m, rng.normal(size=(B, T)), 0.0)
     logp = np.log(rng.uniform(0.05, 1.0, size=(B, T)))
     sps = rng.uniform(0.1, 1.0, size=(B, T))
-    adv, ret = gk.advantages(r, G, estimator="verl.tir_optimal_token_baseline", mask=m, logp=logp,
-                             sum_pi_squared=sps, return_returns=True)
+    adv, ret = gk.advantages(
+        r, G, estimator="verl.tir_optimal_token_baseline", mask=m, logp=logp, sum_pi_squared=sps, return_returns=True
+    )
     want_adv, want_ret = ref_tir_otb(r, m.astype(float), G, logp, sps)
     np.testing.assert_allclose(adv, want_adv, rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(ret, want_ret, rtol=1e-12, atol=1e-12)
@@ -195,20 +206,28 @@ def test_tir_equals_otb_without_gaps():
     logp = np.log(rng.uniform(0.05, 1.0, size=(B, T)))
     sps = rng.uniform(0.1, 1.0, size=(B, T))
     kw = dict(mask=m, logp=logp, sum_pi_squared=sps)
-    np.testing.assert_allclose(gk.advantages(r, G, estimator="tir_optimal_token_baseline", **kw),
-                               gk.advantages(r, G, estimator="optimal_token_baseline", **kw), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        gk.advantages(r, G, estimator="tir_optimal_token_baseline", **kw),
+        gk.advantages(r, G, estimator="optimal_token_baseline", **kw),
+        rtol=0,
+        atol=1e-15,
+    )
 
 
 def test_peer_presets():
     R = rng.normal(size=8)
-    np.testing.assert_array_equal(gk.advantages(R, 4, estimator="verl.grpo"),
-                                  gk.advantages(R, 4, std="sample", epsilon=1e-6))
-    np.testing.assert_array_equal(gk.advantages(R, 4, estimator="trl.grpo_batch_std"),
-                                  gk.advantages(R, 4, std="sample", epsilon=1e-4, std_scope="batch"))
+    np.testing.assert_array_equal(
+        gk.advantages(R, 4, estimator="verl.grpo"), gk.advantages(R, 4, std="sample", epsilon=1e-6)
+    )
+    np.testing.assert_array_equal(
+        gk.advantages(R, 4, estimator="trl.grpo_batch_std"),
+        gk.advantages(R, 4, std="sample", epsilon=1e-4, std_scope="batch"),
+    )
     # explicit options override the preset's
-    np.testing.assert_array_equal(gk.advantages(R, 4, estimator="verl.grpo", epsilon=0.0),
-                                  gk.advantages(R, 4, std="sample"))
-    for name, (est, opts) in gk.ESTIMATOR_PRESETS.items():
+    np.testing.assert_array_equal(
+        gk.advantages(R, 4, estimator="verl.grpo", epsilon=0.0), gk.advantages(R, 4, std="sample")
+    )
+    for name, (est, _opts) in gk.ESTIMATOR_PRESETS.items():
         assert est in gk.ESTIMATORS, name
 
 
@@ -254,8 +273,10 @@ def test_leave_one_out_baseline_excludes_the_row_itself(R, i, delta):
     assert b2[i] == pytest.approx(b1[i], abs=1e-9)
 
 
-@given(st.lists(finite, min_size=6, max_size=6).filter(lambda v: np.ptp(v) > 1e-3),
-       st.lists(st.integers(1, 5), min_size=6, max_size=6))
+@given(
+    st.lists(finite, min_size=6, max_size=6).filter(lambda v: np.ptp(v) > 1e-3),
+    st.lists(st.integers(1, 5), min_size=6, max_size=6),
+)
 def test_whitening_gives_zero_mean_unit_variance_over_the_mask(R, lens):
     R, lens = np.array(R), np.array(lens)
     m = np.arange(5)[None, :] < lens[:, None]
@@ -385,8 +406,19 @@ def test_mask_and_lengths_together():
 
 def test_estimator_table_is_complete():
     names = set(gk.ESTIMATORS)
-    assert {"grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "remax", "opo", "grpo_passk", "gpg", "gdpo",
-            "normalize_then_sum", "optimal_token_baseline"} <= names
+    assert {
+        "grpo",
+        "rloo",
+        "reinforce_pp",
+        "reinforce_pp_baseline",
+        "remax",
+        "opo",
+        "grpo_passk",
+        "gpg",
+        "gdpo",
+        "normalize_then_sum",
+        "optimal_token_baseline",
+    } <= names
     for info in gk.ESTIMATORS.values():
         assert info.peer and info.summary
 
@@ -396,10 +428,14 @@ def test_strided_inputs_read_correctly():
     m = np.asfortranarray(rng.uniform(size=(6, 3)) < 0.8)
     m[:, 0] = True
     r = big[:, ::2]  # a non-contiguous (6, 3) view
-    np.testing.assert_array_equal(gk.advantages(r, estimator="reinforce_pp", mask=m),
-                                  gk.advantages(np.ascontiguousarray(r), estimator="reinforce_pp", mask=np.ascontiguousarray(m)))
-    np.testing.assert_array_equal(gk.advantages(r, 3, estimator="gdpo", mask=m),
-                                  gk.advantages(np.ascontiguousarray(r), 3, estimator="gdpo", mask=np.ascontiguousarray(m)))
+    np.testing.assert_array_equal(
+        gk.advantages(r, estimator="reinforce_pp", mask=m),
+        gk.advantages(np.ascontiguousarray(r), estimator="reinforce_pp", mask=np.ascontiguousarray(m)),
+    )
+    np.testing.assert_array_equal(
+        gk.advantages(r, 3, estimator="gdpo", mask=m),
+        gk.advantages(np.ascontiguousarray(r), 3, estimator="gdpo", mask=np.ascontiguousarray(m)),
+    )
 
 
 @pytest.mark.parametrize("est", ["rloo", "gpg", "grpo_passk", "reinforce_pp_baseline", "normalize_then_sum"])
@@ -407,8 +443,9 @@ def test_float32_in_float32_out(est):
     R = rng.normal(size=8)
     got = gk.advantages(R.astype(np.float32), 4, estimator=est)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, gk.advantages(R.astype(np.float32).astype(np.float64), 4, estimator=est),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        got, gk.advantages(R.astype(np.float32).astype(np.float64), 4, estimator=est), rtol=1e-6, atol=1e-6
+    )
 
 
 @given(st.integers(2, 5), st.integers(1, 4), st.integers(0, 2**31 - 1))
@@ -419,18 +456,28 @@ def test_outcome_estimators_match_references_on_random_batches(G, n_groups, seed
     L = g.integers(1, 9, size=B)
     np.testing.assert_allclose(gk.advantages(R, G, estimator="rloo"), ref_rloo(R, G), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(gk.advantages(R, G, estimator="gpg"), ref_gpg(R, G), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(gk.advantages(R, G, estimator="opo", lengths=L), ref_opo(R, G, L), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        gk.advantages(R, G, estimator="opo", lengths=L), ref_opo(R, G, L), rtol=1e-10, atol=1e-12
+    )
     np.testing.assert_allclose(gk.advantages(R, G, estimator="grpo_passk"), ref_passk(R, G), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(gk.advantages(R, G, estimator="reinforce_pp_baseline", lengths=L),
-                               ref_rpp_baseline(R, G, L), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        gk.advantages(R, G, estimator="reinforce_pp_baseline", lengths=L),
+        ref_rpp_baseline(R, G, L),
+        rtol=1e-9,
+        atol=1e-9,
+    )
 
 
 def test_every_preset_runs_on_one_batch_with_filtered_inputs():
     """The calling pattern of docs/estimators.md: one batch, every preset, inputs filtered by the table."""
     B, T, G = 6, 5, 3
     m, _ = right_padded_mask(B, T, rng, min_len=2)
-    batch_arrays = {"mask": m, "baseline_rewards": rng.normal(size=B), "logp": np.log(rng.uniform(0.1, 1, (B, T))),
-                    "sum_pi_squared": rng.uniform(0.1, 1, (B, T))}
+    batch_arrays = {
+        "mask": m,
+        "baseline_rewards": rng.normal(size=B),
+        "logp": np.log(rng.uniform(0.1, 1, (B, T))),
+        "sum_pi_squared": rng.uniform(0.1, 1, (B, T)),
+    }
     R = rng.normal(size=B)
     for name in gk.ESTIMATOR_PRESETS:
         est, _ = gk.ESTIMATOR_PRESETS[name]

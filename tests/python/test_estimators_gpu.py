@@ -17,8 +17,12 @@ torch = pytest.importorskip("torch")
 from torch_batches import ragged_mask  # noqa: E402
 
 # Each output is computed in double and rounded once to the rewards' dtype.
-TOL = {torch.float64: (1e-10, 1e-12), torch.float32: (2e-6, 1e-6), torch.bfloat16: (2**-7, 2**-8),
-       torch.float16: (2**-9, 2**-10)}
+TOL = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (2e-6, 1e-6),
+    torch.bfloat16: (2**-7, 2**-8),
+    torch.float16: (2**-9, 2**-10),
+}
 
 # (estimator, options, K reward columns, extra inputs)
 OUTCOME = [
@@ -77,8 +81,9 @@ def batch(B, T, K, gen):
         "sum_pi_squared": p * p + 0.3 * (1 - p) ** 2,
         "is_weights": 0.5 + torch.rand(B, T, generator=gen, dtype=torch.float64),
         "baseline_rewards": torch.randn(B, generator=gen, dtype=torch.float64),
-        "token_rewards": torch.where(mask & (torch.rand(B, T, generator=gen) < 0.3),
-                                     torch.randn(B, T, generator=gen, dtype=torch.float64), 0.0),
+        "token_rewards": torch.where(
+            mask & (torch.rand(B, T, generator=gen) < 0.3), torch.randn(B, T, generator=gen, dtype=torch.float64), 0.0
+        ),
         "outcome": torch.randn(B, generator=gen, dtype=torch.float64),
     }
 
@@ -149,17 +154,29 @@ def test_inputs_in_other_dtypes_and_layouts():
     wide[:, ::2] = d["rewards"]
     r = wide[:, ::2]  # (12, 3) with strides (6, 2)
     ids = torch.tensor([(i * 7) % 4 for i in range(12)], dtype=torch.int32)
-    cpu = grpokit.advantages(r.contiguous(), estimator="opo", group_ids=ids, lengths=d["lengths"].int(),
-                             reward_weights=[1.0, 0.5, -2.0])
-    gpu = grpokit.advantages(wide.cuda()[:, ::2], estimator="opo", group_ids=ids.cuda(),
-                             lengths=d["lengths"].int().cuda(), reward_weights=[1.0, 0.5, -2.0])
+    cpu = grpokit.advantages(
+        r.contiguous(), estimator="opo", group_ids=ids, lengths=d["lengths"].int(), reward_weights=[1.0, 0.5, -2.0]
+    )
+    gpu = grpokit.advantages(
+        wide.cuda()[:, ::2],
+        estimator="opo",
+        group_ids=ids.cuda(),
+        lengths=d["lengths"].int().cuda(),
+        reward_weights=[1.0, 0.5, -2.0],
+    )
     assert_close(gpu, cpu, torch.float64)
     m = d["mask"].to(torch.uint8)
     kw = dict(estimator="optimal_token_baseline", group_size=4)
-    cpu = grpokit.advantages(d["token_rewards"], mask=m, logp=d["logp"].float(),
-                             sum_pi_squared=d["sum_pi_squared"].float(), **kw)
-    gpu = grpokit.advantages(d["token_rewards"].cuda(), mask=m.cuda(), logp=d["logp"].float().cuda(),
-                             sum_pi_squared=d["sum_pi_squared"].float().cuda(), **kw)
+    cpu = grpokit.advantages(
+        d["token_rewards"], mask=m, logp=d["logp"].float(), sum_pi_squared=d["sum_pi_squared"].float(), **kw
+    )
+    gpu = grpokit.advantages(
+        d["token_rewards"].cuda(),
+        mask=m.cuda(),
+        logp=d["logp"].float().cuda(),
+        sum_pi_squared=d["sum_pi_squared"].float().cuda(),
+        **kw,
+    )
     assert_close(gpu, cpu, torch.float64)
 
 
@@ -188,8 +205,9 @@ def test_side_stream_and_errors():
     with pytest.raises(ValueError, match="group_size"):
         grpokit.advantages(d["outcome"].cuda(), estimator="rloo", group_size=5)
     with pytest.raises(ValueError, match="rewards"):
-        grpokit.advantages(torch.tensor([1.0, float("inf")], device="cuda"), estimator="rloo", group_size=2,
-                           check_finite=True)
+        grpokit.advantages(
+            torch.tensor([1.0, float("inf")], device="cuda"), estimator="rloo", group_size=2, check_finite=True
+        )
 
 
 def test_degenerate_inputs_give_the_formulas_values():
@@ -200,6 +218,7 @@ def test_degenerate_inputs_give_the_formulas_values():
     out = grpokit.advantages(torch.ones(2, 3, device="cuda"), estimator="reinforce_pp", mask=m.cuda())
     assert torch.equal(out.cpu(), torch.zeros(2, 3))
     # a group of one completion (uneven ids): RLOO has no baseline, advantage 0
-    out = grpokit.advantages(torch.tensor([1.0, 2.0, 5.0], device="cuda"), estimator="rloo",
-                             group_ids=torch.tensor([0, 0, 1], device="cuda"))
+    out = grpokit.advantages(
+        torch.tensor([1.0, 2.0, 5.0], device="cuda"), estimator="rloo", group_ids=torch.tensor([0, 0, 1], device="cuda")
+    )
     assert out.cpu().tolist() == [-1.0, 1.0, 0.0]

@@ -79,8 +79,11 @@ def test_trl_parity_sum_then_normalize(scale):
     x = _reward_table(12, 3, 7, nan_rows=[2], nan_cells=[(5, 1)])
     w = np.array([1.0, 0.5, 2.0])
     want = trl_sum_then_normalize(torch.tensor(x), torch.tensor(w), 4, scale).numpy()
-    kw = {"none": {}, "group": {"std": "sample", "epsilon": 1e-4},
-          "batch": {"std": "sample", "epsilon": 1e-4, "std_scope": "batch"}}[scale]
+    kw = {
+        "none": {},
+        "group": {"std": "sample", "epsilon": 1e-4},
+        "batch": {"std": "sample", "epsilon": 1e-4, "std_scope": "batch"},
+    }[scale]
     got = gk.advantages(x, 4, reward_weights=w, **kw)
     np.testing.assert_allclose(got, want, rtol=TRL_RTOL, atol=TRL_RTOL)
 
@@ -110,11 +113,30 @@ def test_trl_parity_rloo_with_reward_clip_and_kl_in_reward():
     m = np.arange(T)[None, :] < rng.integers(1, T + 1, size=8)[:, None]
     old = np.log(rng.uniform(0.1, 1.0, size=(8, T)))
     ref = np.log(rng.uniform(0.1, 1.0, size=(8, T)))
-    want = trl_rloo(torch.tensor(x), torch.tensor(w), 4, True, clip=(-1.0, 1.0), beta=0.05,
-                    old=torch.tensor(old), ref=torch.tensor(ref), mask=torch.tensor(m, dtype=torch.float64)).numpy()
+    want = trl_rloo(
+        torch.tensor(x),
+        torch.tensor(w),
+        4,
+        True,
+        clip=(-1.0, 1.0),
+        beta=0.05,
+        old=torch.tensor(old),
+        ref=torch.tensor(ref),
+        mask=torch.tensor(m, dtype=torch.float64),
+    ).numpy()
     old[~m] = np.nan  # padding may hold anything
-    got = gk.advantages(x, 4, estimator="trl.rloo", reward_weights=w, normalize=True, reward_clip_range=(-1.0, 1.0),
-                        beta=0.05, logp=old, ref_logp=ref, mask=m)
+    got = gk.advantages(
+        x,
+        4,
+        estimator="trl.rloo",
+        reward_weights=w,
+        normalize=True,
+        reward_clip_range=(-1.0, 1.0),
+        beta=0.05,
+        logp=old,
+        ref_logp=ref,
+        mask=m,
+    )
     np.testing.assert_allclose(got, want, rtol=TRL_RTOL, atol=TRL_RTOL)
 
 

@@ -77,8 +77,11 @@ def test_fuzz_policy_loss(logp, old, adv, mask, spec):
 
 
 @given(
-    B=st.integers(1, 4), T=st.integers(1, 7), spec=st.sampled_from(sorted(grpokit.presets())),
-    scale=st.sampled_from([1e-3, 0.1, 1.0, 50.0]), seed=st.integers(0, 1000),
+    B=st.integers(1, 4),
+    T=st.integers(1, 7),
+    spec=st.sampled_from(sorted(grpokit.presets())),
+    scale=st.sampled_from([1e-3, 0.1, 1.0, 50.0]),
+    seed=st.integers(0, 1000),
 )
 def test_fuzz_policy_loss_valid_inputs_give_finite_results(B, T, spec, scale, seed):
     """Well-formed inputs, extreme log-ratios (±50): a finite loss and gradient or a documented error."""
@@ -103,16 +106,24 @@ def test_fuzz_policy_loss_valid_inputs_give_finite_results(B, T, spec, scale, se
     assert np.all(np.isfinite(res.grad_logp)), f"{spec}: non-finite gradient"
 
 
-@given(logits=arrays(max_dims=3), ids=arrays(max_dims=2, dtypes=[np.int64, np.int32, np.float32]),
-       temperature=st.sampled_from([1.0, 0.5, 0.0, -1.0]))
+@given(
+    logits=arrays(max_dims=3),
+    ids=arrays(max_dims=2, dtypes=[np.int64, np.int32, np.float32]),
+    temperature=st.sampled_from([1.0, 0.5, 0.0, -1.0]),
+)
 def test_fuzz_token_logprobs(logits, ids, temperature):
     if ids.dtype.kind == "i" and logits.ndim:
         ids = np.abs(ids) % max(logits.shape[-1], 1)
     _check_outcome(lambda a, b: grpokit.token_logprobs(a, b, temperature=temperature), [logits, ids])
 
 
-@given(a=arrays(max_dims=2), b=arrays(max_dims=2), m=arrays(max_dims=2, dtypes=[np.bool_, np.float32]),
-       level=st.sampled_from(["token", "sequence"]), mode=st.sampled_from(["truncate", "mask"]))
+@given(
+    a=arrays(max_dims=2),
+    b=arrays(max_dims=2),
+    m=arrays(max_dims=2, dtypes=[np.bool_, np.float32]),
+    level=st.sampled_from(["token", "sequence"]),
+    mode=st.sampled_from(["truncate", "mask"]),
+)
 def test_fuzz_importance_weights(a, b, m, level, mode):
     _check_outcome(lambda x, y, z: grpokit.importance_weights(x, y, z, level=level, mode=mode), [a, b, m])
 
@@ -132,21 +143,30 @@ def test_int32_overflowing_logits_via_zero_stride_view():
     np.testing.assert_allclose(res.logp, want, rtol=1e-4, atol=1e-4)
 
 
-@given(rewards=arrays(max_dims=2), group_size=st.integers(0, 4),
-       estimator=st.sampled_from(sorted(grpokit.ESTIMATORS)), mask=arrays(max_dims=2, dtypes=[np.bool_, np.float32]))
+@given(
+    rewards=arrays(max_dims=2),
+    group_size=st.integers(0, 4),
+    estimator=st.sampled_from(sorted(grpokit.ESTIMATORS)),
+    mask=arrays(max_dims=2, dtypes=[np.bool_, np.float32]),
+)
 def test_fuzz_estimators(rewards, group_size, estimator, mask):
     info = grpokit.ESTIMATORS[estimator]
     kwargs = {"mask": mask} if "mask" in info.inputs else {}
     _check_outcome(lambda r: grpokit.advantages(r, group_size or None, estimator=estimator, **kwargs), [rewards])
 
 
-@given(ids=arrays(max_dims=2, dtypes=[np.int64, np.int32, np.float64]), adv=arrays(max_dims=1),
-       omega=arrays(max_dims=2), group_size=st.integers(0, 4))
+@given(
+    ids=arrays(max_dims=2, dtypes=[np.int64, np.int32, np.float64]),
+    adv=arrays(max_dims=1),
+    omega=arrays(max_dims=2),
+    group_size=st.integers(0, 4),
+)
 def test_fuzz_prefix_bias(ids, adv, omega, group_size):
     if ids.dtype.kind == "i":
         ids = np.abs(ids) % 5
-    _check_outcome(lambda a, b, c: grpokit.diagnostics.prefix_bias_from_weights(a, b, c, group_size=group_size),
-                   [ids, adv, omega])
+    _check_outcome(
+        lambda a, b, c: grpokit.diagnostics.prefix_bias_from_weights(a, b, c, group_size=group_size), [ids, adv, omega]
+    )
 
 
 @given(ratios=arrays(max_dims=2), adv=arrays(max_dims=2), eps=st.sampled_from([0.2, 0.0, -0.1, float("nan")]))
@@ -154,8 +174,12 @@ def test_fuzz_clip_region(ratios, adv, eps):
     _check_outcome(lambda r, a: grpokit.diagnostics.clip_region(r, a, epsilon=eps), [ratios, adv])
 
 
-@given(rewards=arrays(max_dims=1, max_side=5), pi_ref=arrays(max_dims=1, max_side=5),
-       beta=st.sampled_from([0.5, 0.0, -1.0, float("inf"), 1e-3]), G=st.sampled_from([2, 3, 8, 1, 0, float("inf")]))
+@given(
+    rewards=arrays(max_dims=1, max_side=5),
+    pi_ref=arrays(max_dims=1, max_side=5),
+    beta=st.sampled_from([0.5, 0.0, -1.0, float("inf"), 1e-3]),
+    G=st.sampled_from([2, 3, 8, 1, 0, float("inf")]),
+)
 @settings(max_examples=40)
 def test_fuzz_stationary(rewards, pi_ref, beta, G):
     def call(r, p):
@@ -186,12 +210,17 @@ def test_fuzz_token_logprobs_backward(logits, grad, inplace):
     except EXPECTED:
         return
     target = logits.copy() if inplace else logits  # in-place writes only the caller's opted-in buffer
-    _check_outcome(lambda lg, g: grpokit.token_logprobs_backward(target, ids, saved, g, inplace_grad=inplace),
-                   [logits, grad])
+    _check_outcome(
+        lambda lg, g: grpokit.token_logprobs_backward(target, ids, saved, g, inplace_grad=inplace), [logits, grad]
+    )
 
 
-@given(a=arrays(max_dims=2), b=arrays(max_dims=2), m=arrays(max_dims=2, dtypes=[np.bool_, np.float32]),
-       crit=st.sampled_from(["token_k1", "token_k3", "seq_sum_k2", "seq_mean_k3", "seq_max_k2", "bogus"]),
-       thr=st.sampled_from([1.0, 0.5, -1.0, float("nan")]))
+@given(
+    a=arrays(max_dims=2),
+    b=arrays(max_dims=2),
+    m=arrays(max_dims=2, dtypes=[np.bool_, np.float32]),
+    crit=st.sampled_from(["token_k1", "token_k3", "seq_sum_k2", "seq_mean_k3", "seq_max_k2", "bogus"]),
+    thr=st.sampled_from([1.0, 0.5, -1.0, float("nan")]),
+)
 def test_fuzz_rejection_mask(a, b, m, crit, thr):
     _check_outcome(lambda x, y, z: grpokit.rejection_mask(x, y, z, crit, thr), [a, b, m])

@@ -25,8 +25,13 @@ def test_info_fields_and_text():
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "grpokit", "info", *args], capture_output=True, text=True,
-                          check=True, env={**os.environ, **(env or {})}).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "grpokit", "info", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    ).stdout
 
 
 def test_cli_json_and_the_avx512_switch():

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import grpokit
-
 from logprobs_reference import ref_backward, ref_forward
 
 torch = pytest.importorskip("torch")
@@ -78,7 +77,11 @@ def test_only_requested_gradients_and_finite_differences():
             p, m = arr.copy(), arr.copy()
             p[i] += eps
             m[i] -= eps
-            fd[i] = (loss(p, weight) - loss(m, weight)) / (2 * eps) if is_h else (loss(hidden, p) - loss(hidden, m)) / (2 * eps)
+            fd[i] = (
+                (loss(p, weight) - loss(m, weight)) / (2 * eps)
+                if is_h
+                else (loss(hidden, p) - loss(hidden, m)) / (2 * eps)
+            )
         np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7)
 
 
@@ -88,7 +91,10 @@ def test_torch_autograd_matches_eager():
     weight = (torch.randn(97, 8, generator=gen, dtype=torch.float64) * 0.5).requires_grad_()
     ids = torch.randint(0, 97, (2, 5), generator=gen)
     out = grpokit.torch.linear_token_logprobs(hidden, weight, ids, temperature=1.2, chunk_size=32)
-    wa, wb = torch.randn(2, 5, generator=gen, dtype=torch.float64), torch.randn(2, 5, generator=gen, dtype=torch.float64)
+    wa, wb = (
+        torch.randn(2, 5, generator=gen, dtype=torch.float64),
+        torch.randn(2, 5, generator=gen, dtype=torch.float64),
+    )
     ((out.logp * wa).sum() + (out.entropy * wb).sum()).backward()
     h2, w2 = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
     logps = torch.log_softmax((h2 @ w2.T) / 1.2, -1)
@@ -177,4 +183,6 @@ def test_gpu_strided_operands_and_side_stream():
     torch.testing.assert_close(ggh.cpu(), gh, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ggw.cpu(), gw, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="rows must not overlap"):
-        grpokit.linear_token_logprobs(torch.randn(2, 48).cuda(), padded.cuda()[:1, :48].expand(300, 48), ids.cuda().repeat(2))
+        grpokit.linear_token_logprobs(
+            torch.randn(2, 48).cuda(), padded.cuda()[:1, :48].expand(300, 48), ids.cuda().repeat(2)
+        )

@@ -57,9 +57,7 @@ def test_entropy_false_and_3d_shapes():
     np.testing.assert_allclose(r.logp, ref_forward(x, ids)[0], rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize(
-    "n, vocab", [(3, 1), (3, 3), (4, 17), (4, 1000), (3, 32001), (2, 151936), (1, 262144)]
-)
+@pytest.mark.parametrize("n, vocab", [(3, 1), (3, 3), (4, 17), (4, 1000), (3, 32001), (2, 151936), (1, 262144)])
 def test_matches_torch_log_softmax_gather_and_entropy(n, vocab):
     gen = torch.Generator().manual_seed(vocab)
     x = torch.randn(n, vocab, generator=gen) * 4

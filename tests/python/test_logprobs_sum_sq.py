@@ -124,8 +124,9 @@ def test_backward_ignores_it():
     a, b = rng.standard_normal(4), rng.standard_normal(4)
     r = grpokit.token_logprobs(x, ids, sum_sq_probs=True)
     plain = grpokit.token_logprobs(x, ids)
-    np.testing.assert_array_equal(grpokit.token_logprobs_backward(x, ids, r, a, b),
-                                  grpokit.token_logprobs_backward(x, ids, plain, a, b))
+    np.testing.assert_array_equal(
+        grpokit.token_logprobs_backward(x, ids, r, a, b), grpokit.token_logprobs_backward(x, ids, plain, a, b)
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -200,8 +201,7 @@ def test_gpu_matches_cpu(tdtype, vocab):
     ids = torch.randint(0, vocab, (3, 4), generator=gen)
     view = base[:, :-1]
     cpu = grpokit.token_logprobs(view, ids, temperature=0.8, sum_sq_probs=True)
-    gpu = grpokit.token_logprobs(base.cuda()[:, :-1], ids.cuda(), temperature=0.8, sum_sq_probs=True,
-                                 check_finite=True)
+    gpu = grpokit.token_logprobs(base.cuda()[:, :-1], ids.cuda(), temperature=0.8, sum_sq_probs=True, check_finite=True)
     # Both float32 math; __expf and the reduction order differ by a few float32 ulps.
     torch.testing.assert_close(gpu.sum_sq_probs.cpu(), cpu.sum_sq_probs, rtol=2e-5, atol=1e-7)
     torch.testing.assert_close(gpu.entropy.cpu(), cpu.entropy, rtol=1e-5, atol=1e-4)
@@ -258,8 +258,9 @@ def test_optimal_token_baseline_takes_the_torch_result():
     x, ids, mask, r = _otb_batch(1)
     xt = torch.from_numpy(x).requires_grad_()
     out = grpokit.torch.token_logprobs(xt, torch.from_numpy(ids), sum_sq_probs=True)
-    got = grpokit.advantages(torch.from_numpy(r), 2, estimator="optimal_token_baseline", mask=torch.from_numpy(mask),
-                             logprobs=out)
+    got = grpokit.advantages(
+        torch.from_numpy(r), 2, estimator="optimal_token_baseline", mask=torch.from_numpy(mask), logprobs=out
+    )
     res = grpokit.token_logprobs(x, ids, sum_sq_probs=True)
     want = grpokit.advantages(r, 2, estimator="optimal_token_baseline", mask=mask, logprobs=res)
     np.testing.assert_array_equal(got.numpy(), want)
@@ -268,7 +269,9 @@ def test_optimal_token_baseline_takes_the_torch_result():
 def test_logprobs_option_errors():
     x, ids, mask, r = _otb_batch(2)
     res = grpokit.token_logprobs(x, ids, sum_sq_probs=True)
-    with pytest.raises(ValueError, match=r"no sum_sq_probs; compute it with token_logprobs\(\.\.\., sum_sq_probs=True\)"):
+    with pytest.raises(
+        ValueError, match=r"no sum_sq_probs; compute it with token_logprobs\(\.\.\., sum_sq_probs=True\)"
+    ):
         grpokit.advantages(r, 2, estimator="optimal_token_baseline", mask=mask, logprobs=grpokit.token_logprobs(x, ids))
     with pytest.raises(ValueError, match="pass either logprobs= or logp=, not both"):
         grpokit.advantages(r, 2, estimator="optimal_token_baseline", mask=mask, logprobs=res, logp=res.logp)

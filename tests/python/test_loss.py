@@ -53,8 +53,14 @@ def check(spec_or_name, b, overrides=None, extra=None, rtol=1e-10, gtol=2e-6):
     if spec.selection != "none" and "selection" not in kw:
         kw["selection"] = np.random.default_rng(12).random(b["lp"].shape) < 0.3
     res = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec=spec, return_per_token=True, **kw)
-    ref_kw = dict(ref=kw.get("ref_logp"), H=kw.get("entropies"), smp=kw.get("sampling_logp"),
-                  keep=kw.get("keep"), tw=kw.get("token_weights"), sel=kw.get("selection"))
+    ref_kw = dict(
+        ref=kw.get("ref_logp"),
+        H=kw.get("entropies"),
+        smp=kw.get("sampling_logp"),
+        keep=kw.get("keep"),
+        tw=kw.get("token_weights"),
+        sel=kw.get("selection"),
+    )
     want, phi = reference_loss(spec, b["lp"], b["old"], b["A"], b["mask"], **ref_kw)
     np.testing.assert_allclose(float(res.loss), want, rtol=rtol, atol=1e-12)
     np.testing.assert_allclose(res.per_token, phi, rtol=1e-9, atol=1e-12)
@@ -121,8 +127,12 @@ def test_sampler_is_and_off_policy_mask(mode):
     b = make_batch(seed=5)
     b["smp"] = b["old"] + np.random.default_rng(1).normal(0, 0.3, size=b["lp"].shape)
     extra = dict(sampling_logp=b["smp"])
-    over = dict(vllm_importance_sampling_mode=mode, vllm_importance_sampling_clip_max=1.3,
-                vllm_importance_sampling_clip_min=0.8, off_policy_mask_threshold=0.05)
+    over = dict(
+        vllm_importance_sampling_mode=mode,
+        vllm_importance_sampling_clip_max=1.3,
+        vllm_importance_sampling_clip_min=0.8,
+        off_policy_mask_threshold=0.05,
+    )
     res, _ = check("trl.grpo", b, over, extra)
     assert "sampling/importance_sampling_ratio/mean" in res.metrics
 
@@ -147,12 +157,15 @@ def test_gtpo_keep_flags_token_weights_and_entropy_term():
 
 def test_entropy_bonus_gradient():
     b = make_batch(seed=2)
-    for over in (dict(entropy_coef=0.5), dict(entropy_coef=0.5, top_entropy_quantile=0.5),
-                 dict(entropy_coef=0.5, loss_agg_mode="seq-mean-token-mean", entropy_aggregation="policy")):
+    for over in (
+        dict(entropy_coef=0.5),
+        dict(entropy_coef=0.5, top_entropy_quantile=0.5),
+        dict(entropy_coef=0.5, loss_agg_mode="seq-mean-token-mean", entropy_aggregation="policy"),
+    ):
         spec = resolve("trl.grpo", over)
         res = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec=spec, entropies=b["H"])
         H0 = np.where(b["mask"], b["H"], 0.0)
-        g = fd_grad(lambda h: reference_loss(spec, b["lp"], b["old"], b["A"], b["mask"], H=h)[0], H0)
+        g = fd_grad(lambda h, spec=spec: reference_loss(spec, b["lp"], b["old"], b["A"], b["mask"], H=h)[0], H0)
         # the top-entropy mask is piecewise constant in H: FD is exact away from the threshold
         np.testing.assert_allclose(res.grad_entropy, g, rtol=1e-5, atol=2e-7)
 
@@ -174,8 +187,15 @@ def test_float32_matches_float64():
         sel = (np.arange(b["lp"].size).reshape(b["lp"].shape) % 3 == 0) if spec.selection != "none" else None
         r64 = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec=spec, selection=sel, **kw)
         kw32 = {k: v.astype(np.float32) for k, v in kw.items()}
-        r32 = grpokit.policy_loss(b["lp"].astype(np.float32), b["old"].astype(np.float32),
-                                  b["A"].astype(np.float32), b["mask"], spec=spec, selection=sel, **kw32)
+        r32 = grpokit.policy_loss(
+            b["lp"].astype(np.float32),
+            b["old"].astype(np.float32),
+            b["A"].astype(np.float32),
+            b["mask"],
+            spec=spec,
+            selection=sel,
+            **kw32,
+        )
         assert r32.grad_logp.dtype == np.float32 and r32.loss.dtype == np.float32
         # float32 inputs round ratios at ~1e-7 relative; the sums here have < 40 terms
         np.testing.assert_allclose(float(r32.loss), float(r64.loss), rtol=1e-4, atol=1e-5)
@@ -185,7 +205,7 @@ def test_float32_matches_float64():
 def test_spec_records_are_data():
     p = grpokit.presets()
     assert {"paper.grpo_r1", "paper.gcpo", "trl.dapo", "trl.vespo"} <= set(p)
-    for name, row in p.items():
+    for row in p.values():
         assert row["description"] and isinstance(row["defaults"], dict)
     s = grpokit.LossSpec(aggregation="seq_mean_token_sum", epsilon_low=0.1, epsilon_high=0.1)
     assert s.replace(epsilon=0.3).epsilon_high == 0.3  # TRL: epsilon_high follows epsilon

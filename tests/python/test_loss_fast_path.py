@@ -15,9 +15,10 @@ import os
 import subprocess
 import sys
 
-import grpokit
 import numpy as np
 import pytest
+
+import grpokit
 
 # (preset, overrides): the interval clip, the general clip (δ, dual-clip), the other fast surrogates,
 # and the log-ratio clamp
@@ -123,8 +124,9 @@ def test_fast_loops_read_masks_of_any_dtype(mask_dtype):
         for T in (7, 33):
             fast, general, _ = both_paths(name, overrides, T, np.float32, mask_dtype)
             want, _, _ = both_paths(name, overrides, T, np.float32)
-            np.testing.assert_allclose(fast.grad_logp, general.grad_logp, rtol=2e-6,
-                                       atol=2e-6 * np.abs(general.grad_logp).max())
+            np.testing.assert_allclose(
+                fast.grad_logp, general.grad_logp, rtol=2e-6, atol=2e-6 * np.abs(general.grad_logp).max()
+            )
             np.testing.assert_array_equal(fast.grad_logp, want.grad_logp)
             assert float(fast.loss) == float(want.loss)
 
@@ -146,7 +148,7 @@ def test_fast_loop_reports_the_first_bad_value(dtype):
         lp, old, A, mask = batch(T, dtype)
         mask[0, :] = True
         lp[0], old[0] = np.log(0.5), np.log(0.4)
-        for which, arr in (("logp", lp), ("old_logp", old)):
+        for which in ("logp", "old_logp"):
             x, y = lp.copy(), old.copy()
             (x if which == "logp" else y)[0, T - 2] = np.nan
             x[0, T - 1] = np.nan  # a later bad value: the first one is reported

@@ -31,8 +31,8 @@ DEVICE = "cuda"
 TOL = {  # dtype: (rtol, atol as a fraction of the largest |value|)
     "float64": (1e-9, 1e-12),
     "float32": (2e-5, 1e-6),
-    "bfloat16": (2 ** -7, 2 ** -8),
-    "float16": (2 ** -9, 2 ** -10),
+    "bfloat16": (2**-7, 2**-8),
+    "float16": (2**-9, 2**-10),
 }
 
 
@@ -45,8 +45,11 @@ def batch(B, T, seed=0, empty_rows=(), dtype=torch.float32, device="cpu"):
     mask = np.arange(T)[None, :] < lengths[:, None]
     lp = np.log(rng.uniform(0.05, 0.95, size=(B, T)))
     b = dict(
-        lp=lp, old=lp + rng.normal(0, 0.2, size=(B, T)), ref=lp + rng.normal(0, 0.2, size=(B, T)),
-        H=rng.uniform(0.1, 2.0, size=(B, T)), A=rng.normal(size=B),
+        lp=lp,
+        old=lp + rng.normal(0, 0.2, size=(B, T)),
+        ref=lp + rng.normal(0, 0.2, size=(B, T)),
+        H=rng.uniform(0.1, 2.0, size=(B, T)),
+        A=rng.normal(size=B),
     )
     b["smp"] = b["old"] + rng.normal(0, 0.05, size=(B, T))
     for k in ("lp", "old", "ref", "smp", "H"):
@@ -78,10 +81,30 @@ def compare(name, b, dtype, overrides=None, cu_seqlens=None):
     kw_g, kw_c = kwargs_for(spec, gb), kwargs_for(spec, cb)
     extra_g = dict(cu_seqlens=cu_seqlens.to(DEVICE)) if cu_seqlens is not None else {}
     extra_c = dict(cu_seqlens=cu_seqlens) if cu_seqlens is not None else {}
-    g = grpokit.policy_loss(gb["lp"], gb["old"], gb["A"], gb["mask"], spec=name, return_per_token=True,
-                            return_weights=True, **kw_g, **extra_g, **overrides)
-    c = grpokit.policy_loss(cb["lp"], cb["old"], cb["A"], cb["mask"], spec=name, return_per_token=True,
-                            return_weights=True, **kw_c, **extra_c, **overrides)
+    g = grpokit.policy_loss(
+        gb["lp"],
+        gb["old"],
+        gb["A"],
+        gb["mask"],
+        spec=name,
+        return_per_token=True,
+        return_weights=True,
+        **kw_g,
+        **extra_g,
+        **overrides,
+    )
+    c = grpokit.policy_loss(
+        cb["lp"],
+        cb["old"],
+        cb["A"],
+        cb["mask"],
+        spec=name,
+        return_per_token=True,
+        return_weights=True,
+        **kw_c,
+        **extra_c,
+        **overrides,
+    )
     rtol, afrac = TOL[str(dtype).replace("torch.", "")]
     assert g.loss.device.type == DEVICE and g.loss.dim() == 0 and g.loss.dtype == dtype
     assert g.grad_logp.device.type == DEVICE and g.grad_logp.dtype == dtype
@@ -187,10 +210,26 @@ def test_top_entropy_quantile_is_deterministic_and_never_syncs():
     b = to_dev(batch(B=16, T=300, seed=1), torch.float32)
     s = torch.cuda.Stream()
     with torch.cuda.stream(s):
-        r1 = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec="trl.grpo", entropies=b["H"],
-                                 top_entropy_quantile=0.3, entropy_coef=0.1)
-        r2 = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec="trl.grpo", entropies=b["H"],
-                                 top_entropy_quantile=0.3, entropy_coef=0.1)
+        r1 = grpokit.policy_loss(
+            b["lp"],
+            b["old"],
+            b["A"],
+            b["mask"],
+            spec="trl.grpo",
+            entropies=b["H"],
+            top_entropy_quantile=0.3,
+            entropy_coef=0.1,
+        )
+        r2 = grpokit.policy_loss(
+            b["lp"],
+            b["old"],
+            b["A"],
+            b["mask"],
+            spec="trl.grpo",
+            entropies=b["H"],
+            top_entropy_quantile=0.3,
+            entropy_coef=0.1,
+        )
     s.synchronize()
     assert torch.equal(r1.grad_logp, r2.grad_logp) and torch.equal(r1.loss, r2.loss)  # bitwise
     assert torch.equal(r1.grad_entropy, r2.grad_entropy)
@@ -205,10 +244,17 @@ def test_per_token_advantages_keep_and_token_weights():
     res = {}
     for dev in ("cpu", "cuda"):
         x = {k: v.to(dev) for k, v in b.items()}
-        res[dev] = grpokit.policy_loss(x["lp"], x["old"], x["A"], x["mask"], spec="paper.gtpo", entropies=x["H"],
-                                       keep=keep.to(dev), token_weights=tw.to(dev))
-    np.testing.assert_allclose(res["cuda"].grad_logp.cpu().numpy(), res["cpu"].grad_logp.numpy(), rtol=2e-5,
-                               atol=1e-7)
+        res[dev] = grpokit.policy_loss(
+            x["lp"],
+            x["old"],
+            x["A"],
+            x["mask"],
+            spec="paper.gtpo",
+            entropies=x["H"],
+            keep=keep.to(dev),
+            token_weights=tw.to(dev),
+        )
+    np.testing.assert_allclose(res["cuda"].grad_logp.cpu().numpy(), res["cpu"].grad_logp.numpy(), rtol=2e-5, atol=1e-7)
     np.testing.assert_allclose(float(res["cuda"].loss), float(res["cpu"].loss), rtol=2e-5)
 
 
@@ -256,5 +302,11 @@ def test_errors():
         grpokit.policy_loss(b["lp"], b["old"], b["A"], torch.zeros_like(b["mask"]), check_finite=True)
     flat = b["lp"][b["mask"]]
     with pytest.raises(ValueError, match="cu_seqlens: the last offset"):
-        grpokit.policy_loss(flat, None, torch.zeros(2, device="cuda"), None,
-                            cu_seqlens=torch.tensor([0, 1, 2], device="cuda"), check_finite=True)
+        grpokit.policy_loss(
+            flat,
+            None,
+            torch.zeros(2, device="cuda"),
+            None,
+            cu_seqlens=torch.tensor([0, 1, 2], device="cuda"),
+            check_finite=True,
+        )

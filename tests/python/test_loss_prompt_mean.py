@@ -47,12 +47,19 @@ def test_num_generations_is_trls_name_for_group_size():
 def test_split_into_micro_batches_with_the_global_prompt_count(name):
     """Whole prompt groups per call + num_prompts of the step: the sum over calls is the full call."""
     b = make_batch(seed=7, B=8, T=6)
-    full = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec=name, aggregation="prompt_mean",
-                               group_size=2)
+    full = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec=name, aggregation="prompt_mean", group_size=2)
     parts, grads = 0.0, []
     for rows in (slice(0, 2), slice(2, 8)):  # 1 prompt, then 3
-        r = grpokit.policy_loss(b["lp"][rows], b["old"][rows], b["A"][rows], b["mask"][rows], spec=name,
-                                aggregation="prompt_mean", group_size=2, num_prompts=4)
+        r = grpokit.policy_loss(
+            b["lp"][rows],
+            b["old"][rows],
+            b["A"][rows],
+            b["mask"][rows],
+            spec=name,
+            aggregation="prompt_mean",
+            group_size=2,
+            num_prompts=4,
+        )
         parts += float(r.loss)
         grads.append(r.grad_logp)
     np.testing.assert_allclose(parts, float(full.loss), rtol=1e-12)
@@ -77,8 +84,9 @@ def test_torch_autograd_equals_the_numpy_path():
     kw = dict(spec="trl.dapo", aggregation="prompt_mean", group_size=2)
     want = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], **kw)
     lp = torch.tensor(np.where(b["mask"], b["lp"], 0.0), requires_grad=True)
-    out = gkt.policy_loss(lp, torch.tensor(np.where(b["mask"], b["old"], 0.0)), torch.tensor(b["A"]),
-                          torch.tensor(b["mask"]), **kw)
+    out = gkt.policy_loss(
+        lp, torch.tensor(np.where(b["mask"], b["old"], 0.0)), torch.tensor(b["A"]), torch.tensor(b["mask"]), **kw
+    )
     out.loss.backward()
     np.testing.assert_allclose(float(out.loss.detach()), float(want.loss), rtol=1e-12)
     np.testing.assert_allclose(lp.grad.numpy(), want.grad_logp, rtol=1e-12, atol=1e-15)
@@ -102,8 +110,7 @@ def test_bad_input(over, match):
 
 def test_compare_takes_the_prompt_groups_from_the_batch():
     b = make_batch(seed=13, B=6, T=5)
-    batch = dict(rewards=[1.0, 0.0, 0.5, 1.0, 0.0, 0.0], group_size=3, logp=b["lp"], old_logp=b["old"],
-                 mask=b["mask"])
+    batch = dict(rewards=[1.0, 0.0, 0.5, 1.0, 0.0, 0.0], group_size=3, logp=b["lp"], old_logp=b["old"], mask=b["mask"])
     table = grpokit.compare(batch, presets=["trl.dapo", "trl.dapo:aggregation=prompt_mean"])
     assert [r["preset"] for r in table.rows][1] == "trl.dapo:aggregation=prompt_mean"
     e = grpokit.explain(batch, "trl.dapo", "trl.dapo:aggregation=prompt_mean")

@@ -40,13 +40,16 @@ def call(name, b, rows=None, minimal=False, **over):
         kw["ref_logp"] = b["ref"][rows]
     if spec.selection != "none":
         kw["selection"] = b["sel"][rows]
-    return grpokit.policy_loss(b["lp"][rows], b["old"][rows], b["A"][rows], b["mask"][rows], spec=spec,
-                               **kw, **over)
+    return grpokit.policy_loss(b["lp"][rows], b["old"][rows], b["A"][rows], b["mask"][rows], spec=spec, **kw, **over)
 
 
 @settings(max_examples=25)
-@given(seed=st.integers(0, 10_000), name=st.sampled_from(PRESETS), fill=st.sampled_from([np.nan, np.inf, 1e30, -7.0]),
-       minimal=st.booleans())
+@given(
+    seed=st.integers(0, 10_000),
+    name=st.sampled_from(PRESETS),
+    fill=st.sampled_from([np.nan, np.inf, 1e30, -7.0]),
+    minimal=st.booleans(),
+)
 def test_padding_content_changes_nothing(seed, name, fill, minimal):
     b = batch(seed)
     base = call(name, b, minimal=minimal)
@@ -92,8 +95,14 @@ def test_weights_are_the_policy_gradient_per_unit_advantage(seed, name, token_ad
     if spec.surrogate == "geo_mean" or spec.ratio in ("sequence", "sequence_sum") or spec.gtpo_entropy:
         return  # per-sequence terms mix the advantages of a row's tokens through u_i
     b = batch(seed, token_adv=token_adv)
-    res = call(name, b, beta=0.0, entropy_coef=0.0, dro_beta=0.0,
-               **({"ppo_kl_coef": 0.0} if spec.selection == "kl_cov" else {}))
+    res = call(
+        name,
+        b,
+        beta=0.0,
+        entropy_coef=0.0,
+        dro_beta=0.0,
+        **({"ppo_kl_coef": 0.0} if spec.selection == "kl_cov" else {}),
+    )
     A = b["A"] if token_adv else b["A"][:, None]
     np.testing.assert_allclose(-res.grad_logp, res.weights * A * b["mask"], rtol=1e-12, atol=1e-15)
 
@@ -137,8 +146,9 @@ def test_padded_and_packed_layouts_agree(seed, name, token_adv):
     kw = dict(ref_logp=packed["ref"], entropies=packed["H"])
     if spec.selection != "none":
         kw["selection"] = packed["sel"]
-    res = grpokit.policy_loss(packed["lp"], packed["old"], A, None, spec=spec, cu_seqlens=cu,
-                              return_weights=True, **kw, **over)
+    res = grpokit.policy_loss(
+        packed["lp"], packed["old"], A, None, spec=spec, cu_seqlens=cu, return_weights=True, **kw, **over
+    )
     np.testing.assert_allclose(float(res.loss), float(pad.loss), rtol=1e-13, atol=1e-15)
     np.testing.assert_array_equal(res.grad_logp, pad.grad_logp[m])
     np.testing.assert_array_equal(res.weights, pad.weights[m])
@@ -169,6 +179,7 @@ def test_inputs_are_never_modified():
 
 # ---- bad input ---------------------------------------------------------------------------------
 
+
 def _ok():
     b = batch(2)
     return b["lp"], b["old"], b["A"], b["mask"]
@@ -194,16 +205,19 @@ def test_unknown_option_and_bad_rule_names():
         grpokit.policy_loss(lp, old, A, m, spec=3)
 
 
-@pytest.mark.parametrize("over,match", [
-    (dict(epsilon=-0.1), r"epsilon: expected a value >= 0, got -0.1"),
-    (dict(epsilon_high=-1.0), r"epsilon_high: expected a value >= 0"),
-    (dict(top_entropy_quantile=0.0), r"top_entropy_quantile: expected a value in \(0, 1\]"),
-    (dict(clip_ratio_c=0.5), r"clip_ratio_c: the dual-clip bound must be > 1"),
-    (dict(sapo_temperature_neg=0.0), r"sapo_temperature_neg: expected a value > 0"),
-    (dict(num_items_in_batch=0), r"num_items_in_batch: expected a positive count"),
-    (dict(vllm_importance_sampling_clip_min=3.0, vllm_importance_sampling_clip_max=2.0), r"must be less than"),
-    (dict(gradient_accumulation_steps=0), r"gradient_accumulation_steps: expected a value > 0"),
-])
+@pytest.mark.parametrize(
+    "over,match",
+    [
+        (dict(epsilon=-0.1), r"epsilon: expected a value >= 0, got -0.1"),
+        (dict(epsilon_high=-1.0), r"epsilon_high: expected a value >= 0"),
+        (dict(top_entropy_quantile=0.0), r"top_entropy_quantile: expected a value in \(0, 1\]"),
+        (dict(clip_ratio_c=0.5), r"clip_ratio_c: the dual-clip bound must be > 1"),
+        (dict(sapo_temperature_neg=0.0), r"sapo_temperature_neg: expected a value > 0"),
+        (dict(num_items_in_batch=0), r"num_items_in_batch: expected a positive count"),
+        (dict(vllm_importance_sampling_clip_min=3.0, vllm_importance_sampling_clip_max=2.0), r"must be less than"),
+        (dict(gradient_accumulation_steps=0), r"gradient_accumulation_steps: expected a value > 0"),
+    ],
+)
 def test_invalid_hyper_parameters(over, match):
     lp, old, A, m = _ok()
     with pytest.raises(ValueError, match=match):
@@ -259,15 +273,22 @@ def test_packed_errors():
     with pytest.raises(ValueError, match="cu_seqlens: offsets must be non-decreasing"):
         grpokit.policy_loss(lp, None, [1.0, -1.0], cu_seqlens=[0, 5, 4])
     with pytest.raises(ValueError, match="max_completion_length: packed inputs have no padded length"):
-        grpokit.policy_loss(lp, None, [1.0, -1.0], cu_seqlens=[0, 3, 7], spec="verl.vanilla",
-                            loss_agg_mode="seq-mean-token-sum-norm")
+        grpokit.policy_loss(
+            lp, None, [1.0, -1.0], cu_seqlens=[0, 3, 7], spec="verl.vanilla", loss_agg_mode="seq-mean-token-sum-norm"
+        )
 
 
 def test_torch_inputs_come_back_as_torch():
     torch = pytest.importorskip("torch")
     lp, old, A, m = _ok()
-    res = grpokit.policy_loss(torch.tensor(lp, requires_grad=True), torch.tensor(old), torch.tensor(A),
-                              torch.tensor(m), spec="trl.dapo", return_weights=True)
+    res = grpokit.policy_loss(
+        torch.tensor(lp, requires_grad=True),
+        torch.tensor(old),
+        torch.tensor(A),
+        torch.tensor(m),
+        spec="trl.dapo",
+        return_weights=True,
+    )
     assert isinstance(res.grad_logp, torch.Tensor) and res.grad_logp.dtype == torch.float64
     assert isinstance(res.metrics["clip_ratio/region_mean"], torch.Tensor)
     assert res.loss.dim() == 0

@@ -116,8 +116,15 @@ def test_every_preset_row_holds_its_advantage_convention():
         if name.startswith("verl."):
             assert adv == {"std": "sample", "epsilon": 1e-6, "std_scope": "group"}
     with_std = {n for n, r in rows.items() if n.startswith("paper.") and r["advantages"]["std"] != "none"}
-    assert with_std == {"paper.grpo_r1", "paper.gspo", "paper.gspo_token", "paper.dapo", "paper.cppo",
-                        "paper.cispo", "paper.gcpo"}
+    assert with_std == {
+        "paper.grpo_r1",
+        "paper.gspo",
+        "paper.gspo_token",
+        "paper.dapo",
+        "paper.cppo",
+        "paper.cispo",
+        "paper.gcpo",
+    }
     assert rows["paper.dr_grpo"]["advantages"]["std"] == "none"
     # a copy: editing what presets() returns changes no row
     rows["trl.grpo"]["advantages"]["std"] = "none"

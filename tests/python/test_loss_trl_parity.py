@@ -49,9 +49,24 @@ class _StubTrainer:
     get_off_policy_mask = staticmethod(GRPOTrainer.get_off_policy_mask)
     get_gamma_weights = staticmethod(GRPOTrainer.get_gamma_weights)
 
-    def __init__(self, loss_type, logp, entropies, *, epsilon=0.2, epsilon_high=None, delta=None, beta=0.0,
-                 importance_sampling_level="token", top_entropy_quantile=1.0, off_policy_mask_threshold=None,
-                 use_bias_correction_kl=True, entropy_coef=0.0, use_vllm=False, max_completion_length=512):
+    def __init__(
+        self,
+        loss_type,
+        logp,
+        entropies,
+        *,
+        epsilon=0.2,
+        epsilon_high=None,
+        delta=None,
+        beta=0.0,
+        importance_sampling_level="token",
+        top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None,
+        use_bias_correction_kl=True,
+        entropy_coef=0.0,
+        use_vllm=False,
+        max_completion_length=512,
+    ):
         self.loss_type = loss_type
         self._logp, self._entropies = logp, entropies
         self.epsilon_low = epsilon
@@ -72,9 +87,15 @@ class _StubTrainer:
         self.use_adaptive_entropy = False
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.args = SimpleNamespace(
-            delta=delta, use_bias_correction_kl=use_bias_correction_kl, sapo_temperature_pos=1.0,
-            sapo_temperature_neg=1.05, vespo_k_pos=2.0, vespo_lambda_pos=3.0, vespo_k_neg=3.0,
-            vespo_lambda_neg=2.0, steps_per_generation=K,
+            delta=delta,
+            use_bias_correction_kl=use_bias_correction_kl,
+            sapo_temperature_pos=1.0,
+            sapo_temperature_neg=1.05,
+            vespo_k_pos=2.0,
+            vespo_lambda_pos=3.0,
+            vespo_k_neg=3.0,
+            vespo_lambda_neg=2.0,
+            steps_per_generation=K,
         )
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, **kw):
@@ -113,9 +134,13 @@ def run_trl(loss_type, b, *, is_mode=None, is_min=None, is_max=3.0, **cfg):
     B, T = lp.shape
     n_items = float(b["mask"].sum()) * K  # the generation batch holds K micro-batches
     inputs = {
-        "prompt_ids": torch.zeros(B, 1, dtype=torch.long), "prompt_mask": torch.ones(B, 1, dtype=torch.long),
-        "completion_ids": torch.zeros(B, T, dtype=torch.long), "completion_mask": b["mask"],
-        "advantages": b["A"], "old_per_token_logps": b["old"], "ref_per_token_logps": b["ref"],
+        "prompt_ids": torch.zeros(B, 1, dtype=torch.long),
+        "prompt_mask": torch.ones(B, 1, dtype=torch.long),
+        "completion_ids": torch.zeros(B, T, dtype=torch.long),
+        "completion_mask": b["mask"],
+        "advantages": b["A"],
+        "old_per_token_logps": b["old"],
+        "ref_per_token_logps": b["ref"],
         "num_items_in_batch": torch.tensor(n_items, dtype=torch.float64),
     }
     if is_mode is not None or cfg.get("off_policy_mask_threshold") is not None:
@@ -129,15 +154,26 @@ def run_trl(loss_type, b, *, is_mode=None, is_min=None, is_max=3.0, **cfg):
 
 
 CASES = [
-    ("grpo", {}), ("bnpo", {}), ("dr_grpo", {}), ("dapo", {}), ("cispo", {}), ("sapo", {}),
-    ("luspo", {"importance_sampling_level": "sequence"}), ("vespo", {}),
-    ("grpo", {"importance_sampling_level": "sequence"}), ("dapo", {"importance_sampling_level": "sequence"}),
+    ("grpo", {}),
+    ("bnpo", {}),
+    ("dr_grpo", {}),
+    ("dapo", {}),
+    ("cispo", {}),
+    ("sapo", {}),
+    ("luspo", {"importance_sampling_level": "sequence"}),
+    ("vespo", {}),
+    ("grpo", {"importance_sampling_level": "sequence"}),
+    ("dapo", {"importance_sampling_level": "sequence"}),
     ("cispo", {"importance_sampling_level": "sequence", "epsilon_high": 1.1}),
-    ("grpo", {"delta": 1.4}), ("dapo", {"epsilon_high": 0.28, "delta": 1.5}),
-    ("grpo", {"beta": 0.05}), ("dapo", {"beta": 0.05, "use_bias_correction_kl": False}),
+    ("grpo", {"delta": 1.4}),
+    ("dapo", {"epsilon_high": 0.28, "delta": 1.5}),
+    ("grpo", {"beta": 0.05}),
+    ("dapo", {"beta": 0.05, "use_bias_correction_kl": False}),
     ("grpo", {"beta": 0.05, "importance_sampling_level": "sequence"}),
-    ("dapo", {"top_entropy_quantile": 0.3}), ("grpo", {"top_entropy_quantile": 0.5, "entropy_coef": 0.1}),
-    ("dapo", {"entropy_coef": 0.05}), ("bnpo", {"off_policy_mask_threshold": 0.02}),
+    ("dapo", {"top_entropy_quantile": 0.3}),
+    ("grpo", {"top_entropy_quantile": 0.5, "entropy_coef": 0.1}),
+    ("dapo", {"entropy_coef": 0.05}),
+    ("bnpo", {"off_policy_mask_threshold": 0.02}),
     ("grpo", {"is_mode": "token_truncate", "is_max": 1.2, "is_min": 0.9}),
     ("dapo", {"is_mode": "token_mask", "is_max": 1.3}),
     ("dr_grpo", {"is_mode": "sequence_truncate", "is_max": 1.5}),
@@ -156,20 +192,32 @@ def test_trl_parity(loss_type, cfg):
     over = {"gradient_accumulation_steps": K}
     if loss_type != "bnpo":  # TRL's bnpo normalises by the micro-batch's own tokens
         over["num_items_in_batch"] = n_items
-    for name in ("epsilon_high", "delta", "beta", "importance_sampling_level", "top_entropy_quantile",
-                 "off_policy_mask_threshold", "use_bias_correction_kl", "entropy_coef"):
+    for name in (
+        "epsilon_high",
+        "delta",
+        "beta",
+        "importance_sampling_level",
+        "top_entropy_quantile",
+        "off_policy_mask_threshold",
+        "use_bias_correction_kl",
+        "entropy_coef",
+    ):
         if name in cfg:
             over[name] = cfg[name]
     kw = dict(ref_logp=b["ref"].numpy(), entropies=b["H"].numpy())
     if "is_mode" in cfg:
-        over.update(vllm_importance_sampling_mode=cfg["is_mode"], vllm_importance_sampling_clip_max=cfg["is_max"],
-                    vllm_importance_sampling_clip_min=cfg.get("is_min"))
+        over.update(
+            vllm_importance_sampling_mode=cfg["is_mode"],
+            vllm_importance_sampling_clip_max=cfg["is_max"],
+            vllm_importance_sampling_clip_min=cfg.get("is_min"),
+        )
         kw["sampling_logp"] = b["smp"].numpy()
     elif "off_policy_mask_threshold" in cfg:
         kw["sampling_logp"] = b["smp"].numpy()
         over["vllm_importance_sampling_correction"] = False
-    res = grpokit.policy_loss(b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(),
-                              spec=f"trl.{loss_type}", **kw, **over)
+    res = grpokit.policy_loss(
+        b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(), spec=f"trl.{loss_type}", **kw, **over
+    )
     # TRL's SAPO temperatures are float32 scalars (torch.where(A > 0, 1.0, 1.05)): 1.05 is rounded
     tol = 1e-7 if loss_type == "sapo" else 1e-10
     np.testing.assert_allclose(float(res.loss), want_loss, rtol=tol, atol=1e-12)
@@ -184,10 +232,18 @@ def test_trl_parity(loss_type, cfg):
 
 def test_trl_parity_torch_inputs_float32():
     b = batch(seed=3)
-    want_loss, want_grad, _, n_items = run_trl("dapo", {k: (v.float() if v.is_floating_point() else v)
-                                                       for k, v in b.items()})
-    res = grpokit.policy_loss(b["lp"].float(), b["old"].float(), b["A"].float(), b["mask"], spec="trl.dapo",
-                              gradient_accumulation_steps=K, num_items_in_batch=n_items)
+    want_loss, want_grad, _, n_items = run_trl(
+        "dapo", {k: (v.float() if v.is_floating_point() else v) for k, v in b.items()}
+    )
+    res = grpokit.policy_loss(
+        b["lp"].float(),
+        b["old"].float(),
+        b["A"].float(),
+        b["mask"],
+        spec="trl.dapo",
+        gradient_accumulation_steps=K,
+        num_items_in_batch=n_items,
+    )
     assert isinstance(res.loss, torch.Tensor) and res.loss.dtype == torch.float32 and res.loss.dim() == 0
     np.testing.assert_allclose(float(res.loss), want_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res.grad_logp.numpy(), want_grad, rtol=1e-4, atol=1e-6)

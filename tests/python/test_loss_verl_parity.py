@@ -34,10 +34,18 @@ def batch(seed, B=6, T=8, spread=0.25):
 def config(global_batch_info=None):
     wc = verl_source.workers_config()
     cfg = wc.FSDPActorConfig(
-        rollout_n=1, ppo_micro_batch_size_per_gpu=1, clip_ratio=0.2, clip_ratio_low=0.2, clip_ratio_high=0.2,
-        clip_ratio_c=3.0, tau_pos=1.0, tau_neg=1.05,
-        policy_loss=wc.PolicyLossConfig(clip_cov_ratio=0.2, clip_cov_lb=-10.0, clip_cov_ub=10.0, kl_cov_ratio=0.2,
-                                        ppo_kl_coef=0.1, dro_beta=0.3))
+        rollout_n=1,
+        ppo_micro_batch_size_per_gpu=1,
+        clip_ratio=0.2,
+        clip_ratio_low=0.2,
+        clip_ratio_high=0.2,
+        clip_ratio_c=3.0,
+        tau_pos=1.0,
+        tau_neg=1.05,
+        policy_loss=wc.PolicyLossConfig(
+            clip_cov_ratio=0.2, clip_cov_lb=-10.0, clip_cov_ub=10.0, kl_cov_ratio=0.2, ppo_kl_coef=0.1, dro_beta=0.3
+        ),
+    )
     cfg.global_batch_info.update(global_batch_info or {})
     return cfg
 
@@ -63,16 +71,26 @@ AGGS = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", 
 
 def ours(name, b, agg, **kw):
     extra = {} if name in ("verl.geo_mean", "verl.sapo") else {"loss_agg_mode": agg}
-    return grpokit.policy_loss(b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(), spec=name,
-                               ref_logp=b["ref"].numpy(), entropies=b["H"].numpy(), **extra, **kw)
+    return grpokit.policy_loss(
+        b["lp"].numpy(),
+        b["old"].numpy(),
+        b["A"].numpy(),
+        b["mask"].numpy(),
+        spec=name,
+        ref_logp=b["ref"].numpy(),
+        entropies=b["H"].numpy(),
+        **extra,
+        **kw,
+    )
 
 
 def compare(res, want_loss, want_grad, metrics=None, names=()):
     np.testing.assert_allclose(float(res.loss), want_loss, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(res.grad_logp, want_grad, rtol=1e-9, atol=1e-12)
     for ours_name, verl_name in names:
-        np.testing.assert_allclose(float(res.metrics[ours_name]), metrics[verl_name], rtol=1e-6, atol=1e-7,
-                                   err_msg=ours_name)
+        np.testing.assert_allclose(
+            float(res.metrics[ours_name]), metrics[verl_name], rtol=1e-6, atol=1e-7, err_msg=ours_name
+        )
 
 
 @pytest.mark.parametrize("agg", AGGS)
@@ -120,8 +138,11 @@ def test_verl_global_counts(verl):
     for agg, info, over in [
         ("token-mean", dict(dp_size=4, batch_num_tokens=97), dict(dp_size=4, batch_num_tokens=97)),
         ("seq-mean-token-mean", dict(dp_size=2, global_batch_size=20), dict(dp_size=2, global_batch_size=20)),
-        ("seq-mean-token-sum-norm", dict(dp_size=2, global_batch_size=20, loss_scale_factor=64),
-         dict(dp_size=2, global_batch_size=20, loss_scale_factor=64)),
+        (
+            "seq-mean-token-sum-norm",
+            dict(dp_size=2, global_batch_size=20, loss_scale_factor=64),
+            dict(dp_size=2, global_batch_size=20, loss_scale_factor=64),
+        ),
     ]:
         cfg = config(global_batch_info=info)
         want = run_verl(verl, "vanilla", b, agg, cfg)
@@ -134,8 +155,9 @@ def test_verl_reinforce_bypass(verl):
     lp = b["lp"].clone().requires_grad_(True)
     # verl's bypass IS weight: exp(clamp(ℓ − ℓ_rollout, ±20)) truncated at rollout_is_threshold, detached
     w = torch.clamp(torch.exp(torch.clamp(lp - b["old"], -20, 20)), max=2.0).detach()
-    loss, _ = verl.compute_policy_loss_reinforce(b["old"], lp, b["A"], b["mask"], loss_agg_mode="token-mean",
-                                                 config=cfg, rollout_is_weights=w)
+    loss, _ = verl.compute_policy_loss_reinforce(
+        b["old"], lp, b["A"], b["mask"], loss_agg_mode="token-mean", config=cfg, rollout_is_weights=w
+    )
     loss.backward()
     compare(ours("verl.reinforce", b, "token-mean"), loss.item(), lp.grad.numpy())
 
@@ -153,14 +175,16 @@ def test_verl_bypass_reinforce_with_verls_own_is_weights(verl, verl_rollout_weig
     cfg = config()
     lp = b["lp"].clone().requires_grad_(True)
     w, _ = verl_rollout_weights(lp.detach() - b["old"], b["mask"], rollout_is=level, rollout_is_threshold=1.5)
-    loss, _ = verl.compute_policy_loss_reinforce(b["old"], lp, b["A"], b["mask"], loss_agg_mode="seq-mean-token-mean",
-                                                 config=cfg, rollout_is_weights=w)
+    loss, _ = verl.compute_policy_loss_reinforce(
+        b["old"], lp, b["A"], b["mask"], loss_agg_mode="seq-mean-token-mean", config=cfg, rollout_is_weights=w
+    )
     loss.backward()
     kw = dict(rollout_is=level, rollout_is_threshold=1.5)
     compare(ours("verl.reinforce", b, "seq-mean-token-mean", **kw), loss.item(), lp.grad.numpy())
     if level == "sequence":
-        compare(ours("verl.reinforce_seq", b, "seq-mean-token-mean", rollout_is_threshold=1.5), loss.item(),
-                lp.grad.numpy())
+        compare(
+            ours("verl.reinforce_seq", b, "seq-mean-token-mean", rollout_is_threshold=1.5), loss.item(), lp.grad.numpy()
+        )
 
 
 def test_verl_bypass_reinforce_with_icepop_weights_from_grpokit_corrections(verl, verl_rollout_weights):
@@ -169,14 +193,29 @@ def test_verl_bypass_reinforce_with_icepop_weights_from_grpokit_corrections(verl
     cfg = config()
     lp = b["lp"].clone().requires_grad_(True)
     for level, norm in (("sequence", False), ("token", True)):
-        w, _ = verl_rollout_weights(lp.detach() - b["old"], b["mask"], rollout_is=level, rollout_is_threshold="0.5_2.5",
-                                    rollout_is_batch_normalize=norm)
+        w, _ = verl_rollout_weights(
+            lp.detach() - b["old"],
+            b["mask"],
+            rollout_is=level,
+            rollout_is_threshold="0.5_2.5",
+            rollout_is_batch_normalize=norm,
+        )
         lp.grad = None
-        loss, _ = verl.compute_policy_loss_reinforce(b["old"], lp, b["A"], b["mask"], loss_agg_mode="token-mean",
-                                                     config=cfg, rollout_is_weights=w)
+        loss, _ = verl.compute_policy_loss_reinforce(
+            b["old"], lp, b["A"], b["mask"], loss_agg_mode="token-mean", config=cfg, rollout_is_weights=w
+        )
         loss.backward()
-        iw = grpokit.importance_weights(b["lp"].numpy(), b["old"].numpy(), b["mask"].numpy(), level=level,
-                                        mode="mask", clip_min=0.5, clip_max=2.5, log_clamp=20, batch_normalize=norm)
+        iw = grpokit.importance_weights(
+            b["lp"].numpy(),
+            b["old"].numpy(),
+            b["mask"].numpy(),
+            level=level,
+            mode="mask",
+            clip_min=0.5,
+            clip_max=2.5,
+            log_clamp=20,
+            batch_normalize=norm,
+        )
         tw = np.broadcast_to(iw.weights[:, None], b["lp"].shape) if level == "sequence" else iw.weights
         res = ours("verl.reinforce", b, "token-mean", logp_weight="one", token_weights=np.ascontiguousarray(tw))
         # the batch-normalisation factor is a mean taken in another order: 1e-9 relative
@@ -212,7 +251,8 @@ def test_verl_clip_cov_and_kl_cov_with_their_selection(verl):
     ratio = torch.exp(b["lp"] - b["old"])
     clipped = (-b["A"] * torch.clamp(ratio, 0.8, 1.2) > -b["A"] * ratio) & mask
     cov_all = (b["A"] - (b["A"] * b["mask"]).sum() / (b["mask"].sum() + 1e-8)) * (
-        b["lp"] - (b["lp"] * b["mask"]).sum() / (b["mask"].sum() + 1e-8))
+        b["lp"] - (b["lp"] * b["mask"]).sum() / (b["mask"].sum() + 1e-8)
+    )
     cand = (cov_all < 10.0) & (cov_all > -10.0) & mask & ~clipped
     cidx = torch.nonzero(cand)
     torch.manual_seed(123)

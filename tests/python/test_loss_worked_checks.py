@@ -51,8 +51,9 @@ def test_check_1b_grpo_v32():
     assert W_agg(res, A) == pytest.approx(0.00729167, abs=5e-9)
 
 
-@pytest.mark.parametrize("name,std", [("paper.dr_grpo", "none"), ("paper.dapo", "population"),
-                                      ("paper.gcpo", "population")])
+@pytest.mark.parametrize(
+    "name,std", [("paper.dr_grpo", "none"), ("paper.dapo", "population"), ("paper.gcpo", "population")]
+)
 def test_check_1c_uniform_weights_cancel(name, std):
     A = grpokit.advantages(R, 4, std=std)
     lp, old, mask = shared_prefix_batch(LENS)
@@ -76,13 +77,11 @@ def test_check_3_cppo_pruning_breaks_cancellation():
     sigma = 0.4330127018922193
     lp, old, mask = shared_prefix_batch([20] * 4)
     # γ = 0.3 on the centred advantages is 0.3/σ on the standardised ones we pass
-    res = grpokit.policy_loss(lp, old, A, mask, spec="paper.cppo", gamma=0.3 / sigma, beta=0.0,
-                              return_weights=True)
+    res = grpokit.policy_loss(lp, old, A, mask, spec="paper.cppo", gamma=0.3 / sigma, beta=0.0, return_weights=True)
     assert res.weights[0, 0] / sigma == pytest.approx(0.028868, abs=5e-7)
     np.testing.assert_array_equal(res.weights[1:, 0], 0.0)
     assert W_agg(res, A) == pytest.approx(0.02165064, abs=5e-9)
-    unpruned = grpokit.policy_loss(lp, old, A, mask, spec="paper.cppo", gamma=None, beta=0.0,
-                                   return_weights=True)
+    unpruned = grpokit.policy_loss(lp, old, A, mask, spec="paper.cppo", gamma=None, beta=0.0, return_weights=True)
     assert W_agg(unpruned, A) == pytest.approx(0.0, abs=1e-15)
 
 

@@ -20,9 +20,19 @@ def _generator():
 def test_notebooks_match_their_generator():
     gen = _generator()
     names = sorted(p.stem for p in DIR.glob("*.ipynb"))
-    assert names == sorted(gen.NOTEBOOKS) == [
-        "01_quickstart", "02_variants", "03_prefix_bias", "04_adamw_reward_scale", "05_momentum",
-        "06_stationary", "07_trl"]
+    assert (
+        names
+        == sorted(gen.NOTEBOOKS)
+        == [
+            "01_quickstart",
+            "02_variants",
+            "03_prefix_bias",
+            "04_adamw_reward_scale",
+            "05_momentum",
+            "06_stationary",
+            "07_trl",
+        ]
+    )
     for name, cells in gen.NOTEBOOKS.items():
         on_disk = nbformat.read(DIR / f"{name}.ipynb", as_version=4)
         assert on_disk == gen.build(name, cells), f"{name}.ipynb differs: run python notebooks/make_notebooks.py"

@@ -31,8 +31,9 @@ def test_group_sizes(G):
     rng = np.random.default_rng(G)
     r = rng.normal(size=4 * G)
     got = grpokit.advantages(r, group_size=G, std="sample", epsilon=1e-4)
-    np.testing.assert_allclose(got, reference.advantages(r, group_size=G, std="sample", epsilon=1e-4),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        got, reference.advantages(r, group_size=G, std="sample", epsilon=1e-4), rtol=1e-10, atol=1e-12
+    )
 
 
 def _inputs(B, T, delta, dtype, seed=0):

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-import grpokit
 from grpokit import stationary as st
 
 INF = math.inf
@@ -65,8 +64,9 @@ def _compositions(n, k):
 
 def ref_P_binary(x, G):
     """Binary r_a > r_b: P_G(a|x) = Σ_k C(G−1,k) x^k (1−x)^(G−1−k) sqrt((G−1−k)/(k+1))."""
-    return sum(math.comb(G - 1, k) * x**k * (1 - x) ** (G - 1 - k) * math.sqrt((G - 1 - k) / (k + 1))
-               for k in range(G - 1))
+    return sum(
+        math.comb(G - 1, k) * x**k * (1 - x) ** (G - 1 - k) * math.sqrt((G - 1 - k) / (k + 1)) for k in range(G - 1)
+    )
 
 
 def eq11_residual(pi, pi_ref, P, beta):
@@ -174,8 +174,7 @@ def test_figure_tables(table, G, penalty):
 def test_right_limits():
     betas = (0.1, 0.5, 1.0, 2.0, 5.0)
     np.testing.assert_allclose([st.right_limit(b, 2) for b in betas], [0.9, 0.5, 0, 0, 0], atol=1e-12)
-    np.testing.assert_allclose([st.right_limit(b, INF) for b in betas],
-                               [1 / (1 + b * b) for b in betas], atol=1e-12)
+    np.testing.assert_allclose([st.right_limit(b, INF) for b in betas], [1 / (1 + b * b) for b in betas], atol=1e-12)
     np.testing.assert_allclose([st.right_limit(b, INF) for b in betas], [0.9901, 0.8, 0.5, 0.2, 0.0385], atol=5e-5)
     assert st.right_limit(0.5, 2, penalty="k3_is") == pytest.approx(0.0, abs=1e-12)  # Fig. 3: continuous
     # TRL's default β = 0.04: bounds 0.96 (G = 2) and 0.998403 (G = ∞).
@@ -225,8 +224,13 @@ def test_categorical_tables_by_newton_and_flow():
 
 
 def test_stochastic_g2_pairwise_rows():
-    rows = [(0.1, 0.5, 0.3, 0.869041575982), (0.25, 0.5, 0.3, 0.710977222865), (1.0, 0.2, 0.5, 0.549509756796),
-            (0.04, 0.2, 0.05, 0.812310562562), (0.5, 0.5, 0.01, 0.1)]
+    rows = [
+        (0.1, 0.5, 0.3, 0.869041575982),
+        (0.25, 0.5, 0.3, 0.710977222865),
+        (1.0, 0.2, 0.5, 0.549509756796),
+        (0.04, 0.2, 0.05, 0.812310562562),
+        (0.5, 0.5, 0.01, 0.1),
+    ]
     for beta, gamma, p, x in rows:
         pab = (1 + gamma) / 2 - 0.05  # tie mass 0.1
         Q = [[0.0, pab], [pab - gamma, 0.0]]
@@ -307,10 +311,13 @@ def _direct_kl_inf_fixed_point(pi, rewards, pi_ref, beta):
     return np.abs(pi - target / target.sum()).max()
 
 
-@pytest.mark.parametrize("rewards, pi_ref", [
-    ([1.0, 0.5, 0.0], [0.02, 0.3, 0.68]),
-    ([2.0, 1.0, 1.0, 0.0, -1.0], [0.01, 0.2, 0.1, 0.39, 0.3]),  # 4 levels, a shared level
-])
+@pytest.mark.parametrize(
+    "rewards, pi_ref",
+    [
+        ([1.0, 0.5, 0.0], [0.02, 0.3, 0.68]),
+        ([2.0, 1.0, 1.0, 0.0, -1.0], [0.01, 0.2, 0.1, 0.39, 0.3]),  # 4 levels, a shared level
+    ],
+)
 @pytest.mark.parametrize("beta", [0.3, 1.0, 3.0])
 def test_direct_kl_ginf_equilibria_any_number_of_levels(rewards, pi_ref, beta):
     eqs = st.equilibria(rewards, pi_ref, beta, INF, penalty="k3_is")
@@ -421,8 +428,12 @@ def test_newton_vs_flow_grid(K, levels):
 
 def test_eq11_directly_on_solver_output():
     """Eq. (11) with the independent enumeration, on the outputs of all three solver families."""
-    cases = [((2, 1, 0), (0.2, 0.3, 0.5), 0.3, 5), ((1, 1, 0, 0.5), (0.1, 0.4, 0.2, 0.3), 0.7, 4),
-             ((3, 0), (0.05, 0.95), 0.2, 6), ((1, 0.5, 0), (0.3, 0.3, 0.4), 0.2, INF)]
+    cases = [
+        ((2, 1, 0), (0.2, 0.3, 0.5), 0.3, 5),
+        ((1, 1, 0, 0.5), (0.1, 0.4, 0.2, 0.3), 0.7, 4),
+        ((3, 0), (0.05, 0.95), 0.2, 6),
+        ((1, 0.5, 0), (0.3, 0.3, 0.4), 0.2, INF),
+    ]
     for r, p, beta, G in cases:
         for method in ("auto", "newton", "flow"):
             res = st.solve(r, p, beta, G, method=method)
@@ -442,8 +453,9 @@ def test_preference_matches_reference_enumeration():
             r = np.array([1.0, 0.6, 0.6, 0.0])
             pi = rng.random(4)
             pi /= pi.sum()
-            got = st.preference(pi, r, G, std_ddof=ddof, std_eps=eps,
-                                normalisation="mean_only" if shift else "mean_std")
+            got = st.preference(
+                pi, r, G, std_ddof=ddof, std_eps=eps, normalisation="mean_only" if shift else "mean_std"
+            )
             np.testing.assert_allclose(got.values, ref_P(r, pi, G, ddof, eps, shift), atol=1e-13)
             assert abs(pi @ got.values) < 1e-14
     # binomial form and the shift-only identity (1 − 1/G)(r − E_π r)
@@ -545,144 +557,3 @@ def test_property_binary_bounds_and_monotone_in_G(p, beta):
     assert xs[0] == pytest.approx(eq14(beta, 1.0, p), abs=1e-12)
     assert xs[-1] == pytest.approx(eq15(beta, p), abs=1e-12)
     assert st.binary(p, beta, 2, penalty="k3_is") == pytest.approx(ref_logpool([1, 0], [p, 1 - p], beta)[0], abs=1e-12)
-
-
-# ---- degenerate input -------------------------------------------------------------------------
-
-
-def test_bad_input_errors():
-    with pytest.raises(ValueError, match="beta: expected a finite value > 0"):
-        st.solve([1, 0], [0.5, 0.5], 0.0)
-    with pytest.raises(ValueError, match="beta"):
-        st.solve([1, 0], [0.5, 0.5], -1.0, INF)
-    with pytest.raises(ValueError, match="summing to 1"):
-        st.solve([1, 0], [0.5, 0.6], 1.0)
-    with pytest.raises(ValueError, match="pi_ref: element 1 is -0.5"):
-        st.solve([1, 0], [1.5, -0.5], 1.0)
-    with pytest.raises(ValueError, match="pi_ref: element 0 is nan"):
-        st.solve([1, 0], [float("nan"), 1.0], 1.0)
-    with pytest.raises(ValueError, match="pi_ref: expected 2 probabilities"):
-        st.solve([1, 0], [0.2, 0.3, 0.5], 1.0)
-    with pytest.raises(ValueError, match="G: expected an integer >= 2"):
-        st.solve([1, 0], [0.5, 0.5], 1.0, G=1)
-    with pytest.raises(ValueError, match="G: expected an integer >= 2"):
-        st.solve([1, 0], [0.5, 0.5], 1.0, G=2.5)
-    with pytest.raises(TypeError, match="G: expected"):
-        st.solve([1, 0], [0.5, 0.5], 1.0, G=True)
-    with pytest.raises(ValueError, match="rewards: element 0 is inf"):
-        st.solve([INF, 0], [0.5, 0.5], 1.0)
-    with pytest.raises(ValueError, match="penalty: expected one of"):
-        st.solve([1, 0], [0.5, 0.5], 1.0, penalty="kl")
-    with pytest.raises(ValueError, match="normalisation: expected one of"):
-        st.solve([1, 0], [0.5, 0.5], 1.0, normalisation="std")
-    with pytest.raises(ValueError, match="std_ddof"):
-        st.solve([1, 0], [0.5, 0.5], 1.0, 4, std_ddof=2)
-    with pytest.raises(ValueError, match="only apply to normalisation='mean_std'"):
-        st.solve([1, 0], [0.5, 0.5], 1.0, 4, normalisation="mean_only", std_eps=1e-4)
-    with pytest.raises(ValueError, match="pass exactly one"):
-        st.solve([1, 0], [0.5, 0.5], 1.0, pairwise=[[0, 1], [0, 0]])
-    with pytest.raises(ValueError, match="G = 2 only"):
-        st.solve(None, [0.5, 0.5], 1.0, 4, pairwise=[[0, 1], [0, 0]])
-    with pytest.raises(ValueError, match=r"Q\(0, 1\) \+ Q\(1, 0\)"):
-        st.solve(None, [0.5, 0.5], 1.0, pairwise=[[0, 0.8], [0.5, 0]])
-    with pytest.raises(ValueError, match="M\\(0, 1\\) \\+ M\\(1, 0\\)"):
-        st.nlhf([0.5, 0.5], 1.0, preference_matrix=[[0.5, 0.8], [0.5, 0.5]])
-    with pytest.raises(NotImplementedError, match="no closed form"):
-        st.solve([2, 1, 0], [0.2, 0.3, 0.5], 1.0, 4, method="closed_form")
-    with pytest.raises(ValueError, match="method: expected one of"):
-        st.solve([1, 0], [0.5, 0.5], 1.0, method="magic")
-    with pytest.raises(ValueError, match="pi: element 0 is 0.5; expected finite probabilities >= 0, and 0 where"):
-        st.residuals([0.5, 0.5], [1, 0], [0.0, 1.0], 1.0)
-    R, fp = st.residuals([0.5, 0.5], [1, 0], [0.5, 0.5], 1.0)  # π_ref itself is not stationary
-    assert np.max(np.abs(fp)) > 0.1 and abs(R.sum()) < 1e-15
-    with pytest.raises(ValueError, match="binary problem"):
-        st.equilibria([2, 1, 0], [0.2, 0.3, 0.5], 1.0)
-
-
-def test_documented_limits():
-    # π_ref with zeros: those outputs stay at 0 (support); the rest is solved as usual.
-    res = st.solve([1.0, 0.5, 0.0], [0.0, 0.4, 0.6], 1.0, 4)
-    assert res.pi[0] == 0.0 and not res.boundary
-    ref = st.solve([0.5, 0.0], [0.4, 0.6], 1.0, 4)
-    np.testing.assert_allclose(res.pi[1:], ref.pi, atol=1e-13)
-    # all rewards equal (or one supported level): P_G = 0, π = π_ref.
-    for G in (2, 5, INF):
-        res = st.solve([1.0, 1.0, 1.0], [0.2, 0.3, 0.5], 0.1, G)
-        np.testing.assert_array_equal(res.pi, [0.2, 0.3, 0.5])
-        assert res.method == "trivial" and "pi = pi_ref" in res.message
-    # the value at π_ref(a) = 0 is 0, the right-limit is not (the paper's discontinuity).
-    assert st.binary(0.0, 0.5, 2) == 0.0 and st.right_limit(0.5, 2) == pytest.approx(0.5)
-
-
-def test_non_convergence_is_never_silent():
-    with pytest.raises(st.ConvergenceError, match="did not converge") as info:
-        st.solve([2, 1, 0], [0.2, 0.3, 0.5], 0.1, 4, method="flow", max_steps=5)
-    assert not info.value.result.converged
-    flagged = st.solve([2, 1, 0], [0.2, 0.3, 0.5], 0.1, 4, method="flow", max_steps=5, allow_unconverged=True)
-    assert not flagged.converged and "NOT CONVERGED" in str(flagged)
-    with pytest.raises(st.ConvergenceError):
-        st.solve([2, 1, 0], [0.2, 0.3, 0.5], 0.01, 4, method="newton", max_iter=1)
-    # direct KL at G = ∞: past the fold Newton stops and says so; "auto" then follows the flow
-    # from π_ref, which collapses onto the best output (a stable boundary point).
-    res = st.solve([1, 0.5, 0], [0.2, 0.3, 0.5], 0.05, INF, penalty="k3_is", method="newton",
-                   allow_unconverged=True)
-    assert not res.converged and "fold" in res.message
-    auto = st.solve([1, 0.5, 0], [0.2, 0.3, 0.5], 0.05, INF, penalty="k3_is")
-    assert auto.method == "flow" and "converged instead" in auto.message
-    assert auto.pi[0] > 1 - 1e-12 and auto.fixed_point_residual < 1e-10
-
-
-# ---- presentation and plots ---------------------------------------------------------------------
-
-
-def test_results_print_readably():
-    res = st.solve([2, 1, 0], [0.2, 0.3, 0.5], 0.1, 4)
-    text = str(res)
-    assert "converged" in text and "newton" in text and "0.953652956" in text and "G = 4" in text
-    assert "StationaryPolicy(pi=[0.953653" in repr(res)
-    cmp = st.compare([1, 0, 0], [0.05, 0.55, 0.4], 1.0, G_values=(4, INF), include_nlhf=True)
-    table = str(cmp)
-    assert "GRPO k3 G=4" in table and "RLHF log-pooling" in table and "NLHF" in table
-    assert "0.450298" in table and "0.125161" in table  # a worked example
-    labels = [row[0] for row in cmp.summary()]
-    assert labels == ["GRPO k3 G=4", "GRPO k3 G=inf", "RLHF log-pooling", "NLHF"]
-    assert "monte_carlo" in repr(st.preference([0.5, 0.5], [1, 0], 4, method="monte_carlo", samples=100))
-
-
-def test_plots():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    for fn, n_open in ((st.plot_figure1, 2), (st.plot_figure2, 5), (st.plot_figure3, 0)):
-        ax = fn()
-        # five curves + the diagonal, plus markers at p = 0 for the jump figures
-        assert len([ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]) == 5
-        opens = [ln for ln in ax.get_lines() if ln.get_marker() == "o" and ln.get_markerfacecolor() == "white"]
-        assert len(opens) == n_open
-        plt.close(ax.figure)
-    ax = st.plot_binary_comparison(1.0)
-    assert len(ax.get_lines()) == 7
-    plt.close(ax.figure)
-    ax = st.compare([1, 0.5, 0], [0.2, 0.3, 0.5], 0.5, G_values=(2, INF)).plot()
-    assert len(ax.patches) == 4 * 3
-    plt.close(ax.figure)
-
-
-def test_public_module():
-    assert grpokit.stationary is st
-    for name in st.__all__:
-        assert getattr(st, name).__doc__ or name == "INF"
-
-
-def test_cli(capsys, tmp_path):
-    from grpokit.cli import main
-
-    out = tmp_path / "cmp.png"
-    assert main(["stationary", "--rewards", "1,0,0", "--pi-ref", "0.05,0.55,0.4", "--beta", "1",
-                 "--G", "4,inf", "--nlhf", "--plot", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "GRPO k3 G=4" in text and "0.450298" in text and "NLHF" in text and out.exists()
-    assert main(["stationary", "--rewards", "1,0", "--pi-ref", "0.5,0.6", "--beta", "1"]) == 1
-    assert "summing to 1" in capsys.readouterr().err

@@ -32,7 +32,7 @@ def _split_top_level(s: str) -> list:
 def _runtime_params(fn) -> list:
     """[(name, default or None)] from pybind11's signature line "name(a: T, b: T = 0) -> R"."""
     first = fn.__doc__.splitlines()[0]
-    inner = first[first.index("(") + 1:first.rindex(") ->")]
+    inner = first[first.index("(") + 1 : first.rindex(") ->")]
     out = []
     for p in _split_top_level(inner):
         name, _, rest = p.partition(":")
@@ -52,7 +52,9 @@ def _stub_functions(path: pathlib.Path) -> dict:
             isinstance(d, ast.Name) and d.id == "property" for d in node.decorator_list
         ):
             args = node.args.args
-            defaults = [None] * (len(args) - len(node.args.defaults)) + [ast.literal_eval(d) for d in node.args.defaults]
+            defaults = [None] * (len(args) - len(node.args.defaults)) + [
+                ast.literal_eval(d) for d in node.args.defaults
+            ]
             found[prefix + node.name] = [(a.arg, d) for a, d in zip(args, defaults) if a.arg != "self"]
 
     for node in tree.body:

@@ -129,15 +129,20 @@ def test_opcheck_token_logprobs():
     ids = torch.randint(0, 19, (2, 3), generator=gen)
     utils = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
     for sq in (False, True):
-        torch.library.opcheck(torch.ops.grpokit.token_logprobs.default, (x.clone().requires_grad_(), ids, 0.7, sq, False),
-                              test_utils=utils)
+        torch.library.opcheck(
+            torch.ops.grpokit.token_logprobs.default,
+            (x.clone().requires_grad_(), ids, 0.7, sq, False),
+            test_utils=utils,
+        )
     r = grpokit.token_logprobs(x, ids, temperature=0.7)
     a = torch.randn(2, 3, generator=gen, dtype=torch.float64)
     bw = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
-    torch.library.opcheck(torch.ops.grpokit.token_logprobs_backward.default, (x, ids, r.lse, r.entropy, a, None, 0.7),
-                          test_utils=bw)
-    torch.library.opcheck(torch.ops.grpokit.token_logprobs_backward_.default,
-                          (x.clone(), ids, r.lse, r.entropy, a, a, 0.7), test_utils=bw)
+    torch.library.opcheck(
+        torch.ops.grpokit.token_logprobs_backward.default, (x, ids, r.lse, r.entropy, a, None, 0.7), test_utils=bw
+    )
+    torch.library.opcheck(
+        torch.ops.grpokit.token_logprobs_backward_.default, (x.clone(), ids, r.lse, r.entropy, a, a, 0.7), test_utils=bw
+    )
 
 
 def test_opcheck_linear_token_logprobs():
@@ -147,14 +152,19 @@ def test_opcheck_linear_token_logprobs():
     ids = torch.randint(0, 11, (5,), generator=gen)
     utils = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
     for sq in (False, True):
-        torch.library.opcheck(torch.ops.grpokit.linear_token_logprobs.default,
-                              (h.clone().requires_grad_(), w.clone().requires_grad_(), ids, 1.1, 3, sq), test_utils=utils)
+        torch.library.opcheck(
+            torch.ops.grpokit.linear_token_logprobs.default,
+            (h.clone().requires_grad_(), w.clone().requires_grad_(), ids, 1.1, 3, sq),
+            test_utils=utils,
+        )
     r = grpokit.linear_token_logprobs(h, w, ids, temperature=1.1, chunk_size=3)
     a = torch.randn(5, generator=gen, dtype=torch.float64)
     for want in ((True, True), (True, False), (False, True)):
-        torch.library.opcheck(torch.ops.grpokit.linear_token_logprobs_backward.default,
-                              (h, w, ids, r.lse, r.entropy, a, a, 1.1, 3, *want),
-                              test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+        torch.library.opcheck(
+            torch.ops.grpokit.linear_token_logprobs_backward.default,
+            (h, w, ids, r.lse, r.entropy, a, a, 1.1, 3, *want),
+            test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+        )
 
 
 def _logits_step(x, ids, old, adv, mask, inplace_grad=False):
@@ -173,8 +183,13 @@ def _linear_step(h, w, ids, old, adv, mask):
 def _batch(seed, B=3, T=5):
     gen = torch.Generator().manual_seed(seed)
     mask = torch.arange(T)[None, :] < torch.tensor([T, 2, 4])[:, None]
-    return dict(old=torch.randn(B, T, generator=gen) * 0.1 - 3.0, adv=torch.randn(B, generator=gen), mask=mask,
-                ids=torch.randint(0, 40, (B, T), generator=gen), gen=gen)
+    return dict(
+        old=torch.randn(B, T, generator=gen) * 0.1 - 3.0,
+        adv=torch.randn(B, generator=gen),
+        mask=mask,
+        ids=torch.randint(0, 40, (B, T), generator=gen),
+        gen=gen,
+    )
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
@@ -227,8 +242,9 @@ def test_compiled_frozen_head_only_hidden_grad():
     b = _batch(12)
     h = torch.randn(3, 5, 8, generator=b["gen"], requires_grad=True)
     w = torch.randn(40, 8, generator=b["gen"]) * 0.5
-    loss, _ = torch.compile(_linear_step, backend="aot_eager", fullgraph=True)(h, w, b["ids"], b["old"], b["adv"],
-                                                                             b["mask"])
+    loss, _ = torch.compile(_linear_step, backend="aot_eager", fullgraph=True)(
+        h, w, b["ids"], b["old"], b["adv"], b["mask"]
+    )
     loss.backward()
     h2 = h.detach().clone().requires_grad_()
     _linear_step(h2, w, b["ids"], b["old"], b["adv"], b["mask"])[0].backward()

@@ -27,8 +27,10 @@ def batch(seed, B=6, T=7, dtype=torch.float64):
     ref = lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
     H = torch.rand(B, T, generator=g, dtype=torch.float64) + 0.1
     A = torch.randn(B, generator=g, dtype=torch.float64)
-    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in
-            dict(lp=lp, old=old, ref=ref, H=H, A=A, mask=mask).items()}
+    return {
+        k: (v.to(dtype) if v.is_floating_point() else v)
+        for k, v in dict(lp=lp, old=old, ref=ref, H=H, A=A, mask=mask).items()
+    }
 
 
 @pytest.mark.parametrize("preset", ["trl.grpo", "trl.dapo", "paper.dr_grpo", "paper.cispo", "trl.sapo"])
@@ -39,16 +41,31 @@ def test_matches_engine_and_reference(preset):
     H = b["H"].clone().requires_grad_()
     out = gkt.policy_loss(lp, b["old"], b["A"], b["mask"], spec=preset, ref_logp=b["ref"], entropies=H, **opts)
     out.loss.backward()
-    want = grpokit.policy_loss(b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(), spec=preset,
-                               ref_logp=b["ref"].numpy(), entropies=b["H"].numpy(), **opts)
+    want = grpokit.policy_loss(
+        b["lp"].numpy(),
+        b["old"].numpy(),
+        b["A"].numpy(),
+        b["mask"].numpy(),
+        spec=preset,
+        ref_logp=b["ref"].numpy(),
+        entropies=b["H"].numpy(),
+        **opts,
+    )
     assert out.loss.item() == float(want.loss)
     np.testing.assert_array_equal(lp.grad.numpy(), want.grad_logp)
     np.testing.assert_array_equal(H.grad.numpy(), want.grad_entropy)
     assert set(out.metrics) == set(want.metrics)
     # and the independent NumPy reference
     spec = resolve(preset, opts)
-    ref_loss = reference_loss(spec, b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(),
-                              ref=b["ref"].numpy(), H=b["H"].numpy())[0]
+    ref_loss = reference_loss(
+        spec,
+        b["lp"].numpy(),
+        b["old"].numpy(),
+        b["A"].numpy(),
+        b["mask"].numpy(),
+        ref=b["ref"].numpy(),
+        H=b["H"].numpy(),
+    )[0]
     np.testing.assert_allclose(out.loss.item(), ref_loss, rtol=1e-10, atol=1e-12)
 
 
@@ -114,8 +131,11 @@ def test_opcheck():
     b = batch(7)
     sj = gkt._spec_json("trl.grpo", {"beta": 0.05})
     args = (b["lp"].clone().requires_grad_(), b["old"], b["A"], b["mask"], b["ref"], None, None, None, None, None, sj)
-    torch.library.opcheck(torch.ops.grpokit.policy_loss.default, args,
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    torch.library.opcheck(
+        torch.ops.grpokit.policy_loss.default,
+        args,
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
 
 
 def test_rewards_form():
@@ -165,7 +185,7 @@ def _specs():
 def test_gradient_accumulation_equals_full_batch(spec):
     x, ids, mask, old, A, W = _model_batch(11)
     full = _grad(W, [(x, ids, mask, old, A)], spec, {})
-    chunks = [(x[i:i + 3], ids[i:i + 3], mask[i:i + 3], old[i:i + 3], A[i:i + 3]) for i in (0, 3, 6)]
+    chunks = [(x[i : i + 3], ids[i : i + 3], mask[i : i + 3], old[i : i + 3], A[i : i + 3]) for i in (0, 3, 6)]
     counts = gkt.global_counts([c[2] for c in chunks], spec=spec)
     assert counts["dp_size"] == 1.0
     np.testing.assert_allclose(_grad(W, chunks, spec, counts).numpy(), full.numpy(), rtol=1e-12, atol=1e-15)
@@ -179,7 +199,7 @@ def _dp_worker(rank, world, port, result_path):
     try:
         x, ids, mask, old, A, W = _model_batch(11)
         rows = slice(rank * 4, rank * 4 + 4)  # rank r holds rows 4r..4r+3, as two micro-batches of 2
-        mine = [tuple(t[rows][j:j + 2] for t in (x, ids, mask, old, A)) for j in (0, 2)]
+        mine = [tuple(t[rows][j : j + 2] for t in (x, ids, mask, old, A)) for j in (0, 2)]
         grads = []
         for spec in _specs():
             counts = gkt.global_counts([m[2] for m in mine], spec=spec)  # all-reduced over the group
@@ -217,16 +237,22 @@ def test_cuda_tensors_match_cpu():
     out = gkt.policy_loss(lp, b["old"], b["A"], b["mask"], spec="trl.grpo", ref_logp=b["ref"], beta=0.05)
     out.loss.backward()
     lpc = b["lp"].cuda().requires_grad_()
-    outc = gkt.policy_loss(lpc, b["old"].cuda(), b["A"].cuda(), b["mask"].cuda(), spec="trl.grpo",
-                           ref_logp=b["ref"].cuda(), beta=0.05)
+    outc = gkt.policy_loss(
+        lpc, b["old"].cuda(), b["A"].cuda(), b["mask"].cuda(), spec="trl.grpo", ref_logp=b["ref"].cuda(), beta=0.05
+    )
     outc.loss.backward()
     assert outc.loss.device.type == "cuda" and lpc.grad.device.type == "cuda"
     torch.testing.assert_close(outc.loss.cpu(), out.loss.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(lpc.grad.cpu(), lp.grad, rtol=1e-5, atol=1e-6)
-    compiled = torch.compile(lambda x: gkt.policy_loss(x, b["old"].cuda(), b["A"].cuda(), b["mask"].cuda()).loss,
-                             backend="aot_eager")
-    torch.testing.assert_close(compiled(lpc).detach().cpu(),
-                               gkt.policy_loss(lp, b["old"], b["A"], b["mask"]).loss.detach(), rtol=1e-5, atol=1e-6)
+    compiled = torch.compile(
+        lambda x: gkt.policy_loss(x, b["old"].cuda(), b["A"].cuda(), b["mask"].cuda()).loss, backend="aot_eager"
+    )
+    torch.testing.assert_close(
+        compiled(lpc).detach().cpu(),
+        gkt.policy_loss(lp, b["old"], b["A"], b["mask"]).loss.detach(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 from hypothesis import given, settings  # noqa: E402
@@ -234,9 +260,14 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=25)
-@given(seed=st.integers(0, 2**16), B=st.integers(1, 5), T=st.integers(1, 6),
-       preset=st.sampled_from(["trl.grpo", "trl.dapo", "trl.cispo", "trl.luspo", "paper.gspo", "paper.gpg"]),
-       dtype=st.sampled_from([torch.float32, torch.float64]), on_policy=st.booleans())
+@given(
+    seed=st.integers(0, 2**16),
+    B=st.integers(1, 5),
+    T=st.integers(1, 6),
+    preset=st.sampled_from(["trl.grpo", "trl.dapo", "trl.cispo", "trl.luspo", "paper.gspo", "paper.gpg"]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    on_policy=st.booleans(),
+)
 def test_property_op_equals_engine(seed, B, T, preset, dtype, on_policy):
     """Any batch: the autograd op's loss and gradient are the engine's, bit for bit, in the input dtype."""
     b = batch(seed, B=B, T=T, dtype=dtype)
@@ -244,8 +275,9 @@ def test_property_op_equals_engine(seed, B, T, preset, dtype, on_policy):
     old = None if on_policy else b["old"]
     out = gkt.policy_loss(lp, old, b["A"], b["mask"], spec=preset)
     out.loss.backward()
-    want = grpokit.policy_loss(b["lp"].numpy(), None if on_policy else b["old"].numpy(), b["A"].numpy(),
-                               b["mask"].numpy(), spec=preset)
+    want = grpokit.policy_loss(
+        b["lp"].numpy(), None if on_policy else b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(), spec=preset
+    )
     assert out.loss.dtype == dtype and lp.grad.dtype == dtype
     assert out.loss.item() == float(want.loss)
     np.testing.assert_array_equal(lp.grad.numpy(), want.grad_logp)

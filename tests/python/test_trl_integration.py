@@ -19,20 +19,37 @@ import trl  # noqa: E402
 import grpokit  # noqa: E402
 from test_loss_trl_parity import CASES, K, _StubTrainer, batch, run_trl  # noqa: E402
 
-_DEFAULTS = {name: f.default for name, f in trl.GRPOConfig.__dataclass_fields__.items()
-             if not callable(f.default)}
+_DEFAULTS = {name: f.default for name, f in trl.GRPOConfig.__dataclass_fields__.items() if not callable(f.default)}
 
 
 def grpo_args(loss_type, cfg, steps_per_generation=K):
-    a = dict(_DEFAULTS, loss_type=loss_type, max_completion_length=512, steps_per_generation=steps_per_generation,
-             gradient_accumulation_steps=K)
-    for name in ("epsilon_high", "delta", "beta", "importance_sampling_level", "top_entropy_quantile",
-                 "off_policy_mask_threshold", "use_bias_correction_kl", "entropy_coef"):
+    a = dict(
+        _DEFAULTS,
+        loss_type=loss_type,
+        max_completion_length=512,
+        steps_per_generation=steps_per_generation,
+        gradient_accumulation_steps=K,
+    )
+    for name in (
+        "epsilon_high",
+        "delta",
+        "beta",
+        "importance_sampling_level",
+        "top_entropy_quantile",
+        "off_policy_mask_threshold",
+        "use_bias_correction_kl",
+        "entropy_coef",
+    ):
         if name in cfg:
             a[name] = cfg[name]
     if "is_mode" in cfg:
-        a.update(use_vllm=True, vllm_importance_sampling_correction=True, vllm_importance_sampling_mode=cfg["is_mode"],
-                 vllm_importance_sampling_clip_max=cfg["is_max"], vllm_importance_sampling_clip_min=cfg.get("is_min"))
+        a.update(
+            use_vllm=True,
+            vllm_importance_sampling_correction=True,
+            vllm_importance_sampling_mode=cfg["is_mode"],
+            vllm_importance_sampling_clip_max=cfg["is_max"],
+            vllm_importance_sampling_clip_min=cfg.get("is_min"),
+        )
     return SimpleNamespace(**a)
 
 
@@ -59,9 +76,13 @@ class _GrpokitStub(_StubTrainer):
 def inputs_of(b, n_items, with_smp):
     B, T = b["lp"].shape
     inp = {
-        "prompt_ids": torch.zeros(B, 1, dtype=torch.long), "prompt_mask": torch.ones(B, 1, dtype=torch.long),
-        "completion_ids": torch.zeros(B, T, dtype=torch.long), "completion_mask": b["mask"],
-        "advantages": b["A"], "old_per_token_logps": b["old"], "ref_per_token_logps": b["ref"],
+        "prompt_ids": torch.zeros(B, 1, dtype=torch.long),
+        "prompt_mask": torch.ones(B, 1, dtype=torch.long),
+        "completion_ids": torch.zeros(B, T, dtype=torch.long),
+        "completion_mask": b["mask"],
+        "advantages": b["A"],
+        "old_per_token_logps": b["old"],
+        "ref_per_token_logps": b["ref"],
         "num_items_in_batch": torch.tensor(n_items, dtype=torch.float64),
     }
     if with_smp:
@@ -154,8 +175,15 @@ def test_non_trl_preset_uses_global_counts():
     lp = b["lp"].clone().requires_grad_(True)
     tr = _GrpokitStub(spec, "dapo", lp, b["H"])
     tr.compute_loss(None, inputs_of(b, float(b["mask"].sum()) * K, False)).backward()
-    want = grpokit.policy_loss(b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(),
-                               spec="paper.dr_grpo", beta=0.0, num_sequences=b["lp"].shape[0] * K)
+    want = grpokit.policy_loss(
+        b["lp"].numpy(),
+        b["old"].numpy(),
+        b["A"].numpy(),
+        b["mask"].numpy(),
+        spec="paper.dr_grpo",
+        beta=0.0,
+        num_sequences=b["lp"].shape[0] * K,
+    )
     np.testing.assert_allclose(lp.grad.numpy(), want.grad_logp, rtol=1e-13)
 
 
@@ -165,12 +193,15 @@ def test_audit_rules():
     for lt in ("grpo", "dr_grpo", "dapo", "sapo"):
         a = grpo_args(lt, {})
         assert gtrl.normalization_audit(a, gtrl.spec_from_config(a), 2)["invariant"], lt
-    assert not gtrl.clipping_can_be_active(SimpleNamespace(num_iterations=1, steps_per_generation=2,
-                                                           gradient_accumulation_steps=2))
-    assert gtrl.clipping_can_be_active(SimpleNamespace(num_iterations=2, steps_per_generation=2,
-                                                       gradient_accumulation_steps=2))
-    assert gtrl.clipping_can_be_active(SimpleNamespace(num_iterations=1, steps_per_generation=4,
-                                                       gradient_accumulation_steps=2))
+    assert not gtrl.clipping_can_be_active(
+        SimpleNamespace(num_iterations=1, steps_per_generation=2, gradient_accumulation_steps=2)
+    )
+    assert gtrl.clipping_can_be_active(
+        SimpleNamespace(num_iterations=2, steps_per_generation=2, gradient_accumulation_steps=2)
+    )
+    assert gtrl.clipping_can_be_active(
+        SimpleNamespace(num_iterations=1, steps_per_generation=4, gradient_accumulation_steps=2)
+    )
 
 
 def test_version_guard(monkeypatch):
@@ -183,9 +214,13 @@ def test_adaptive_entropy_refused(tmp_path):
     import trl_tiny as tt
 
     with pytest.raises(NotImplementedError, match="use_adaptive_entropy"):
-        gtrl.GRPOTrainer(model=tt.model(), reward_funcs=tt.reward_count_a,
-                         args=tt.config(tmp_path, use_adaptive_entropy=True), train_dataset=tt.dataset(),
-                         processing_class=tt.tokenizer())
+        gtrl.GRPOTrainer(
+            model=tt.model(),
+            reward_funcs=tt.reward_count_a,
+            args=tt.config(tmp_path, use_adaptive_entropy=True),
+            train_dataset=tt.dataset(),
+            processing_class=tt.tokenizer(),
+        )
 
 
 # ---- DiagnosticsCallback on a hand-made step -------------------------------------------------------
@@ -198,13 +233,26 @@ def _fake_trainer(adv, loss=0.0, grad=1.0):
     for p in model.parameters():
         p.grad = torch.full_like(p, grad)
     B, T = adv.shape[0], 4
-    w = {"logp": torch.zeros(B, T), "old_logp": torch.zeros(B, T), "advantages": adv,
-         "mask": torch.ones(B, T, dtype=torch.long), "completion_ids": torch.arange(B * T).reshape(B, T),
-         "prompt_ids": torch.zeros(B, 2, dtype=torch.long), "prompt_mask": torch.ones(B, 2, dtype=torch.long),
-         "loss": torch.tensor(loss), "step": 0}
-    return SimpleNamespace(model=model, grpokit_window=[w], _metrics={"train": defaultdict(list)},
-                           loss_spec=grpokit.LossSpec(), accelerator=SimpleNamespace(num_processes=1),
-                           num_generations=B, normalization="trl")
+    w = {
+        "logp": torch.zeros(B, T),
+        "old_logp": torch.zeros(B, T),
+        "advantages": adv,
+        "mask": torch.ones(B, T, dtype=torch.long),
+        "completion_ids": torch.arange(B * T).reshape(B, T),
+        "prompt_ids": torch.zeros(B, 2, dtype=torch.long),
+        "prompt_mask": torch.ones(B, 2, dtype=torch.long),
+        "loss": torch.tensor(loss),
+        "step": 0,
+    }
+    return SimpleNamespace(
+        model=model,
+        grpokit_window=[w],
+        _metrics={"train": defaultdict(list)},
+        loss_spec=grpokit.LossSpec(),
+        accelerator=SimpleNamespace(num_processes=1),
+        num_generations=B,
+        normalization="trl",
+    )
 
 
 def _args(**kw):
@@ -270,19 +318,33 @@ def test_end_to_end_tiny_model(tmp_path, loss, steps):
     model = tt.model()
     before = [p.detach().clone() for p in model.parameters()]
     cb = gtrl.DiagnosticsCallback(warn=False)
-    trainer = gtrl.GRPOTrainer(model=model, reward_funcs=tt.reward_count_a,
-                               args=tt.config(tmp_path, num_iterations=2, max_steps=steps), train_dataset=tt.dataset(),
-                               processing_class=tt.tokenizer(), callbacks=[cb], loss=loss)
+    trainer = gtrl.GRPOTrainer(
+        model=model,
+        reward_funcs=tt.reward_count_a,
+        args=tt.config(tmp_path, num_iterations=2, max_steps=steps),
+        train_dataset=tt.dataset(),
+        processing_class=tt.tokenizer(),
+        callbacks=[cb],
+        loss=loss,
+    )
     assert cb.trainer is trainer
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == steps and all(math.isfinite(h["loss"]) for h in logs)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     keys = set().union(*logs)
-    for k in ("grpokit/clip_region/inner_step_0", "grpokit/clip_region/inner_step_1", "grpokit/overshoot",
-              "grpokit/stale_momentum_share", "grpokit/overshoot_predicted", "grpokit/eps_dominance",
-              "grpokit/prefix_bias/normalized_mean",
-              "grpokit/normalization_invariant", "grpokit/zero_signal_fraction", "clip_ratio/region_mean"):
+    for k in (
+        "grpokit/clip_region/inner_step_0",
+        "grpokit/clip_region/inner_step_1",
+        "grpokit/overshoot",
+        "grpokit/stale_momentum_share",
+        "grpokit/overshoot_predicted",
+        "grpokit/eps_dominance",
+        "grpokit/prefix_bias/normalized_mean",
+        "grpokit/normalization_invariant",
+        "grpokit/zero_signal_fraction",
+        "clip_ratio/region_mean",
+    ):
         assert k in keys, k
     assert all(h["grpokit/clipping_can_be_active"] == 1.0 for h in logs)
     assert not any("clipping cannot be active" in s for s in cb.messages)
@@ -292,9 +354,13 @@ def test_end_to_end_stock_trl_trainer_with_callback(tmp_path):
     """TRL's own GRPOTrainer: the callback still audits the config and reads the optimizer."""
     import trl_tiny as tt
 
-    trainer = trl.GRPOTrainer(model=tt.model(), reward_funcs=lambda completions, **kw: [1.0] * len(completions),
-                              args=tt.config(tmp_path, max_steps=2), train_dataset=tt.dataset(),
-                              processing_class=tt.tokenizer())
+    trainer = trl.GRPOTrainer(
+        model=tt.model(),
+        reward_funcs=lambda completions, **kw: [1.0] * len(completions),
+        args=tt.config(tmp_path, max_steps=2),
+        train_dataset=tt.dataset(),
+        processing_class=tt.tokenizer(),
+    )
     cb = gtrl.DiagnosticsCallback(trainer, warn=False)
     trainer.add_callback(cb)
     trainer.train()
@@ -342,9 +408,14 @@ def test_end_to_end_exact_normaliser_counts_the_step(tmp_path, monkeypatch):
         return real(logp, old, adv, mask, **kw)
 
     monkeypatch.setattr(gtrl.gkt, "policy_loss", spy)
-    trainer = gtrl.GRPOTrainer(model=tt.model(), reward_funcs=tt.reward_count_a,
-                               args=tt.config(tmp_path, steps_per_generation=4, max_steps=2),
-                               train_dataset=tt.dataset(), processing_class=tt.tokenizer(), normalization="exact")
+    trainer = gtrl.GRPOTrainer(
+        model=tt.model(),
+        reward_funcs=tt.reward_count_a,
+        args=tt.config(tmp_path, steps_per_generation=4, max_steps=2),
+        train_dataset=tt.dataset(),
+        processing_class=tt.tokenizer(),
+        normalization="exact",
+    )
     trainer.train()
     assert len(seen) == 4
     for step in (seen[0:2], seen[2:4]):

@@ -69,8 +69,9 @@ def test_grpokit_head_matches_trls_head(temperature, calls):
 def test_calls_without_the_fused_head_are_trls():
     ids, attn, _ = _batch()
     ref, ours = _patched(1.0, False), _patched(1.0, True)
-    torch.testing.assert_close(ours(input_ids=ids, attention_mask=attn).logits,
-                               ref(input_ids=ids, attention_mask=attn).logits)
+    torch.testing.assert_close(
+        ours(input_ids=ids, attention_mask=attn).logits, ref(input_ids=ids, attention_mask=attn).logits
+    )
 
 
 def test_heads_it_does_not_cover_are_left_to_trl():
@@ -84,13 +85,23 @@ def test_heads_it_does_not_cover_are_left_to_trl():
 
 def test_trainer_option(tmp_path):
     with pytest.raises(ValueError, match="logprobs: expected 'trl' or 'grpokit'"):
-        gtrl.GRPOTrainer(model=tt.model(), reward_funcs=tt.reward_count_a, args=tt.config(tmp_path),
-                         train_dataset=tt.dataset(), processing_class=tt.tokenizer(), logprobs="liger")
+        gtrl.GRPOTrainer(
+            model=tt.model(),
+            reward_funcs=tt.reward_count_a,
+            args=tt.config(tmp_path),
+            train_dataset=tt.dataset(),
+            processing_class=tt.tokenizer(),
+            logprobs="liger",
+        )
 
 
 def test_trainer_per_token_logps_equal_trls_and_training_runs(tmp_path, calls):
-    kw = dict(reward_funcs=tt.reward_count_a, args=tt.config(tmp_path, max_steps=2, temperature=0.9),
-              train_dataset=tt.dataset(), processing_class=tt.tokenizer())
+    kw = dict(
+        reward_funcs=tt.reward_count_a,
+        args=tt.config(tmp_path, max_steps=2, temperature=0.9),
+        train_dataset=tt.dataset(),
+        processing_class=tt.tokenizer(),
+    )
     model = tt.model(seed=1)
     ours = gtrl.GRPOTrainer(model=model, logprobs="grpokit", **kw)
     theirs = gtrl.GRPOTrainer(model=copy.deepcopy(tt.model(seed=1)), **kw)

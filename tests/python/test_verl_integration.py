@@ -19,19 +19,29 @@ import grpokit.integrations.verl as gv  # noqa: E402
 AGGS = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 # verl modes grpokit mirrors whose inputs verl's call carries (clip_cov / kl_cov select tokens inside)
 # verl metrics grpokit does not compute for these modes (docs/verl.md)
-MISSING = {"gspo": {"actor/pg_clipfrac_lower"}, "cispo": {"actor/pg_clipfrac_lower"},
-           "sapo": {"actor/pg_clipfrac", "actor/pg_clipfrac_lower"},
-           "dppo_tv": {"actor/pg_clipfrac_lower"}, "geo_mean": {"actor/pg_clipfrac", "actor/pg_clipfrac_lower"},
-           "dppo_kl": {"actor/pg_clipfrac_lower"}}
+MISSING = {
+    "gspo": {"actor/pg_clipfrac_lower"},
+    "cispo": {"actor/pg_clipfrac_lower"},
+    "sapo": {"actor/pg_clipfrac", "actor/pg_clipfrac_lower"},
+    "dppo_tv": {"actor/pg_clipfrac_lower"},
+    "geo_mean": {"actor/pg_clipfrac", "actor/pg_clipfrac_lower"},
+    "dppo_kl": {"actor/pg_clipfrac_lower"},
+}
 MODES = ["vanilla", "gspo", "gpg", "cispo", "sapo", "dppo_tv", "dppo_kl", "dro", "geo_mean", "clip_cov"]
 
 
 def actor_config(mode, agg="token-mean", info=None, **kw):
     base = dict(clip_ratio=0.2, clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0)
     base.update(kw)
-    cfg = FSDPActorConfig(rollout_n=4, ppo_micro_batch_size_per_gpu=2, loss_agg_mode=agg,
-                          policy_loss=PolicyLossConfig(loss_mode=mode, dro_beta=0.3, clip_cov_ratio=0.2,
-                                                       clip_cov_lb=-10.0, clip_cov_ub=10.0), **base)
+    cfg = FSDPActorConfig(
+        rollout_n=4,
+        ppo_micro_batch_size_per_gpu=2,
+        loss_agg_mode=agg,
+        policy_loss=PolicyLossConfig(
+            loss_mode=mode, dro_beta=0.3, clip_cov_ratio=0.2, clip_cov_lb=-10.0, clip_cov_ub=10.0
+        ),
+        **base,
+    )
     cfg.global_batch_info.update(info or {})
     return cfg
 
@@ -52,9 +62,15 @@ def run(name, b, cfg, weights=True):
     """verl's policy loss ``name`` through verl's registry: loss, ∂loss/∂log_prob, metrics."""
     lp = b["lp"].clone().requires_grad_(True)
     fn = core_algos.get_policy_loss_fn(name)
-    loss, metrics = fn(old_log_prob=b["old"], log_prob=lp, advantages=b["A"], response_mask=b["mask"],
-                       loss_agg_mode=cfg.loss_agg_mode, config=cfg,
-                       rollout_is_weights=b["w"] if weights else None)
+    loss, metrics = fn(
+        old_log_prob=b["old"],
+        log_prob=lp,
+        advantages=b["A"],
+        response_mask=b["mask"],
+        loss_agg_mode=cfg.loss_agg_mode,
+        config=cfg,
+        rollout_is_weights=b["w"] if weights else None,
+    )
     loss.backward()
     return loss.item(), lp.grad, metrics
 
@@ -92,15 +108,18 @@ def test_without_rollout_weights_and_with_clip_ratio_fallback(mode):
     check_same(mode, b, actor_config(mode, clip_ratio=0.25, clip_ratio_low=None, clip_ratio_high=None), weights=False)
 
 
-@pytest.mark.parametrize("agg,info", [
-    ("token-mean", dict(dp_size=4, batch_num_tokens=97)),
-    ("token-sum", dict(dp_size=2)),
-    ("seq-mean-token-mean", dict(dp_size=2, global_batch_size=20)),
-    ("seq-mean-token-sum", dict(dp_size=2, global_batch_size=20)),
-    ("seq-mean-token-sum-norm", dict(dp_size=2, global_batch_size=20, loss_scale_factor=64)),
-    # verl's ppo_loss always fills every key, None where unknown
-    ("token-mean", dict(dp_size=1, batch_num_tokens=None, global_batch_size=None, loss_scale_factor=None)),
-])
+@pytest.mark.parametrize(
+    "agg,info",
+    [
+        ("token-mean", dict(dp_size=4, batch_num_tokens=97)),
+        ("token-sum", dict(dp_size=2)),
+        ("seq-mean-token-mean", dict(dp_size=2, global_batch_size=20)),
+        ("seq-mean-token-sum", dict(dp_size=2, global_batch_size=20)),
+        ("seq-mean-token-sum-norm", dict(dp_size=2, global_batch_size=20, loss_scale_factor=64)),
+        # verl's ppo_loss always fills every key, None where unknown
+        ("token-mean", dict(dp_size=1, batch_num_tokens=None, global_batch_size=None, loss_scale_factor=None)),
+    ],
+)
 def test_global_batch_info(agg, info):
     check_same("vanilla", batch(seed=5), actor_config("vanilla", agg, info))
 
@@ -123,8 +142,7 @@ def test_non_verl_presets_keep_their_own_rule():
     b = batch(seed=8)
     cfg = actor_config("grpokit.paper.dapo", "seq-mean-token-mean", clip_ratio_high=0.5)
     loss, grad, _ = run("grpokit.paper.dapo", b, cfg, weights=False)
-    ref = grpokit.policy_loss(b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(),
-                              spec="paper.dapo")
+    ref = grpokit.policy_loss(b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(), spec="paper.dapo")
     np.testing.assert_allclose(loss, float(ref.loss), rtol=1e-12)
     np.testing.assert_allclose(grad.numpy(), ref.grad_logp, rtol=1e-12, atol=1e-15)
 
@@ -143,8 +161,9 @@ def test_register_with_overrides_and_bad_input():
     gv.register_policy_loss("test.dapo_delta", "paper.dapo", delta=4.0)
     b = batch(seed=10, spread=1.0)
     loss, grad, _ = run("test.dapo_delta", b, actor_config("x"), weights=False)
-    ref = grpokit.policy_loss(b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(),
-                              spec="paper.dapo", delta=4.0)
+    ref = grpokit.policy_loss(
+        b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(), spec="paper.dapo", delta=4.0
+    )
     np.testing.assert_allclose(grad.numpy(), ref.grad_logp, rtol=1e-12, atol=1e-15)
     with pytest.raises(TypeError, match="unknown loss option 'nonsense'"):
         gv.register_policy_loss("test.bad", "paper.dapo", nonsense=1)
@@ -158,8 +177,9 @@ def test_register_with_overrides_and_bad_input():
     with pytest.raises(ValueError, match="rollout_is_weights: grpokit.verl.dro"):
         run("grpokit.verl.dro", b, actor_config("dro"))
     with pytest.raises(ValueError, match="config:"):
-        core_algos.get_policy_loss_fn("grpokit.verl.vanilla")(b["old"], b["lp"], b["A"], b["mask"], "token-mean",
-                                                                None, None)
+        core_algos.get_policy_loss_fn("grpokit.verl.vanilla")(
+            b["old"], b["lp"], b["A"], b["mask"], "token-mean", None, None
+        )
 
 
 def test_inputs_are_not_written():
@@ -170,8 +190,15 @@ def test_inputs_are_not_written():
         assert torch.equal(b[k], before[k]), k
 
 
-ESTIMATORS = [("grpo", True), ("grpo", False), ("rloo", True), ("opo", True), ("gpg", True), ("grpo_passk", True),
-              ("reinforce_plus_plus_baseline", True)]
+ESTIMATORS = [
+    ("grpo", True),
+    ("grpo", False),
+    ("rloo", True),
+    ("opo", True),
+    ("gpg", True),
+    ("grpo_passk", True),
+    ("reinforce_plus_plus_baseline", True),
+]
 
 
 @pytest.mark.parametrize("name,norm", ESTIMATORS)
@@ -189,8 +216,9 @@ def test_registered_estimators_equal_verls(name, norm):
     cfg = {"norm_adv_by_std_in_grpo": norm}
     kw = dict(token_level_rewards=rewards, response_mask=mask.double(), index=index, config=cfg)
     # verl's trainer passes its own grpo the switch as an argument, a registered estimator algorithm's config
-    want, want_ret = core_algos.get_adv_estimator_fn(name)(**kw, **({"norm_adv_by_std_in_grpo": norm}
-                                                                    if name == "grpo" else {}))
+    want, want_ret = core_algos.get_adv_estimator_fn(name)(
+        **kw, **({"norm_adv_by_std_in_grpo": norm} if name == "grpo" else {})
+    )
     got, got_ret = core_algos.get_adv_estimator_fn(f"grpokit.verl.{name}")(**kw)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(got_ret, want_ret, rtol=1e-10, atol=1e-12)
@@ -209,10 +237,13 @@ def _registered_in_fresh_process(env):
     import subprocess
     import sys
 
-    code = ("import verl\nfrom verl.trainer.ppo import core_algos\n"
-            "print('grpokit.verl.vanilla' in core_algos.POLICY_LOSS_REGISTRY)")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import verl\nfrom verl.trainer.ppo import core_algos\n"
+        "print('grpokit.verl.vanilla' in core_algos.POLICY_LOSS_REGISTRY)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, check=True
+    )
     return out.stdout.strip() == "True"
 
 
@@ -223,5 +254,6 @@ def test_verl_loads_grpokit_by_itself():
         pytest.skip("grpokit's verl.plugins entry point is not installed (pip install -e .)")
     assert _registered_in_fresh_process({"VERL_USE_EXTERNAL_PLUGINS": "auto"})
     # verl's explicit route for external modules
-    assert _registered_in_fresh_process({"VERL_USE_EXTERNAL_PLUGINS": "none",
-                                         "VERL_USE_EXTERNAL_MODULES": "grpokit.integrations.verl"})
+    assert _registered_in_fresh_process(
+        {"VERL_USE_EXTERNAL_PLUGINS": "none", "VERL_USE_EXTERNAL_MODULES": "grpokit.integrations.verl"}
+    )

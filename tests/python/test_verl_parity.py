@@ -54,13 +54,16 @@ def test_grpo(ca, norm):
     np.testing.assert_allclose(got[:, None] * m, want.numpy(), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name,fn,kw", [
-    ("verl.rloo", "compute_rloo_outcome_advantage", {}),
-    ("verl.reinforce_plus_plus_baseline", "compute_reinforce_plus_plus_baseline_outcome_advantage", {"mask": True}),
-    ("verl.opo", "compute_opo_outcome_advantage", {"mask": True}),
-    ("verl.gpg", "compute_gpg_outcome_advantage", {}),
-    ("verl.grpo_passk", "compute_grpo_passk_outcome_advantage", {}),
-])
+@pytest.mark.parametrize(
+    "name,fn,kw",
+    [
+        ("verl.rloo", "compute_rloo_outcome_advantage", {}),
+        ("verl.reinforce_plus_plus_baseline", "compute_reinforce_plus_plus_baseline_outcome_advantage", {"mask": True}),
+        ("verl.opo", "compute_opo_outcome_advantage", {"mask": True}),
+        ("verl.gpg", "compute_gpg_outcome_advantage", {}),
+        ("verl.grpo_passk", "compute_grpo_passk_outcome_advantage", {}),
+    ],
+)
 def test_outcome_estimators(ca, name, fn, kw):
     R, r_tok, m, index, _ = make(1)
     config = {"norm_adv_by_std_in_grpo": True}
@@ -74,7 +77,8 @@ def test_reinforce_plus_plus(ca, gaps):
     _, r_tok, m, _, g = make(2, gaps)
     r_tok = np.where(m, g.normal(size=(B, T)), 0.0)
     want_adv, want_ret = ca.compute_reinforce_plus_plus_outcome_advantage(
-        tt(r_tok), tt(m), config=types.SimpleNamespace(gamma=0.9))
+        tt(r_tok), tt(m), config=types.SimpleNamespace(gamma=0.9)
+    )
     adv, ret = gk.advantages(r_tok, estimator="verl.reinforce_plus_plus", mask=m, gamma=0.9, return_returns=True)
     np.testing.assert_allclose(adv, want_adv.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ret, want_ret.numpy(), rtol=1e-12, atol=1e-12)
@@ -98,17 +102,24 @@ def test_gdpo_multi_reward(ca):
     attention = np.concatenate([np.ones((B, P)), m], axis=1)
     keys = [f"r{k}" for k in range(K)]
     want, _ = ca.compute_gdpo_outcome_advantage(
-        tt(r_tok), tt(m), index, config={"gdpo_reward_keys": keys, "gdpo_reward_weights": w},
+        tt(r_tok),
+        tt(m),
+        index,
+        config={"gdpo_reward_keys": keys, "gdpo_reward_weights": w},
         non_tensor_batch={k: Rk[:, i] for i, k in enumerate(keys)},
-        batch={"prompts": torch.zeros(B, P), "attention_mask": torch.tensor(attention, dtype=torch.long)})
+        batch={"prompts": torch.zeros(B, P), "attention_mask": torch.tensor(attention, dtype=torch.long)},
+    )
     got = gk.advantages(Rk, G, estimator="verl.gdpo", reward_weights=w, mask=m)
     np.testing.assert_allclose(got[:, None] * m, want.numpy(), rtol=1e-5, atol=1e-5)  # verl: float32 weights
 
 
-@pytest.mark.parametrize("estimator,fn", [
-    ("verl.optimal_token_baseline", "compute_optimal_token_baseline_advantage"),
-    ("verl.tir_optimal_token_baseline", "compute_multi_turn_optimal_token_baseline_advantage"),
-])
+@pytest.mark.parametrize(
+    "estimator,fn",
+    [
+        ("verl.optimal_token_baseline", "compute_optimal_token_baseline_advantage"),
+        ("verl.tir_optimal_token_baseline", "compute_multi_turn_optimal_token_baseline_advantage"),
+    ],
+)
 @pytest.mark.parametrize("with_is", [False, True])
 @pytest.mark.parametrize("gaps", [False, True])
 def test_optimal_token_baseline(ca, estimator, fn, with_is, gaps):
@@ -117,10 +128,12 @@ def test_optimal_token_baseline(ca, estimator, fn, with_is, gaps):
     logp = np.log(g.uniform(0.05, 1.0, size=(B, T)))
     sps = g.uniform(0.1, 1.0, size=(B, T))
     rho = g.uniform(0.5, 2.0, size=(B, T)) if with_is else None
-    want_adv, want_ret = getattr(ca, fn)(tt(r_tok), tt(m), index, tt(logp), tt(sps),
-                                         rollout_is_weights=None if rho is None else tt(rho))
-    adv, ret = gk.advantages(r_tok, G, estimator=estimator, mask=m, logp=logp, sum_pi_squared=sps,
-                             is_weights=rho, return_returns=True)
+    want_adv, want_ret = getattr(ca, fn)(
+        tt(r_tok), tt(m), index, tt(logp), tt(sps), rollout_is_weights=None if rho is None else tt(rho)
+    )
+    adv, ret = gk.advantages(
+        r_tok, G, estimator=estimator, mask=m, logp=logp, sum_pi_squared=sps, is_weights=rho, return_returns=True
+    )
     np.testing.assert_allclose(adv, want_adv.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ret, want_ret.numpy(), rtol=1e-12, atol=1e-12)
 
@@ -137,10 +150,15 @@ def logps(seed, scale=0.3):
 # verl averages some indicator metrics in float32 (`.float().mean()`), hence rel 1e-6 on metrics.
 METRIC_REL = 1e-6
 
-IS_METRICS = {"rollout_is_mean": "ratio_token_mean", "rollout_is_ratio_fraction_high": "fraction_high",
-              "rollout_is_ratio_fraction_low": "fraction_low", "rollout_is_std": "std",
-              "rollout_is_eff_sample_size": "ess", "rollout_is_batch_norm_factor": "batch_norm_factor",
-              "rollout_is_oob_ratio": "masked_fraction"}
+IS_METRICS = {
+    "rollout_is_mean": "ratio_token_mean",
+    "rollout_is_ratio_fraction_high": "fraction_high",
+    "rollout_is_ratio_fraction_low": "fraction_low",
+    "rollout_is_std": "std",
+    "rollout_is_eff_sample_size": "ess",
+    "rollout_is_batch_norm_factor": "batch_norm_factor",
+    "rollout_is_oob_ratio": "masked_fraction",
+}
 
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
@@ -148,9 +166,9 @@ IS_METRICS = {"rollout_is_mean": "ratio_token_mean", "rollout_is_ratio_fraction_
 @pytest.mark.parametrize("normalize", [False, True])
 def test_rollout_is(rc, level, threshold, normalize):
     trn, smp, m = logps(6)
-    want, metrics = rc.compute_rollout_correction_weights(tt(trn - smp), tt(m), rollout_is=level,
-                                                          rollout_is_threshold=threshold,
-                                                          rollout_is_batch_normalize=normalize)
+    want, metrics = rc.compute_rollout_correction_weights(
+        tt(trn - smp), tt(m), rollout_is=level, rollout_is_threshold=threshold, rollout_is_batch_normalize=normalize
+    )
     if isinstance(threshold, str):
         lo, hi = map(float, threshold.split("_"))
         kw = {"mode": "mask", "clip_min": lo, "clip_max": hi}
@@ -167,23 +185,41 @@ def test_rollout_is(rc, level, threshold, normalize):
         assert got.metrics["ratio_min"] == pytest.approx(metrics["rollout_is_min"], rel=1e-12)
 
 
-@pytest.mark.parametrize("criteria,thresholds", [
-    ("token_k1", "0.8_1.25"), ("token_k2", "0.02"), ("token_k3", "0.02"), ("seq_sum_k1", "1.5"),
-    ("seq_sum_k2", "0.1"), ("seq_sum_k3", "0.1"), ("seq_mean_k1", "0.9_1.1"), ("seq_mean_k2", "0.02"),
-    ("seq_mean_k3", "0.02"), ("seq_max_k2", "0.05"), ("seq_max_k3", "0.05"),
-    ("token_k1,seq_mean_k3", "0.7_1.4,0.03"),
-])
+@pytest.mark.parametrize(
+    "criteria,thresholds",
+    [
+        ("token_k1", "0.8_1.25"),
+        ("token_k2", "0.02"),
+        ("token_k3", "0.02"),
+        ("seq_sum_k1", "1.5"),
+        ("seq_sum_k2", "0.1"),
+        ("seq_sum_k3", "0.1"),
+        ("seq_mean_k1", "0.9_1.1"),
+        ("seq_mean_k2", "0.02"),
+        ("seq_mean_k3", "0.02"),
+        ("seq_max_k2", "0.05"),
+        ("seq_max_k3", "0.05"),
+        ("token_k1,seq_mean_k3", "0.7_1.4,0.03"),
+    ],
+)
 def test_rollout_rs(rc, criteria, thresholds):
     trn, smp, m = logps(7, scale=0.2)
-    want, metrics = rc.compute_rollout_rejection_mask(tt(trn - smp), tt(m), rollout_rs=criteria,
-                                                      rollout_rs_threshold=thresholds)
+    want, metrics = rc.compute_rollout_rejection_mask(
+        tt(trn - smp), tt(m), rollout_rs=criteria, rollout_rs_threshold=thresholds
+    )
     got = gk.rejection_mask(trn, smp, m, criteria, thresholds)
     np.testing.assert_array_equal(got.mask, want.numpy().astype(bool))
     for name in criteria.split(","):
         for s in ("mean", "max", "min", "masked_fraction", "seq_masked_fraction"):
-            assert got.metrics[f"{name}_{s}"] == pytest.approx(metrics[f"rollout_rs_{name}_{s}"], rel=METRIC_REL, abs=1e-12)
-    assert got.metrics["masked_fraction"] == pytest.approx(metrics["rollout_rs_masked_fraction"], rel=METRIC_REL, abs=1e-12)
-    assert got.metrics["seq_masked_fraction"] == pytest.approx(metrics["rollout_rs_seq_masked_fraction"], rel=METRIC_REL)
+            assert got.metrics[f"{name}_{s}"] == pytest.approx(
+                metrics[f"rollout_rs_{name}_{s}"], rel=METRIC_REL, abs=1e-12
+            )
+    assert got.metrics["masked_fraction"] == pytest.approx(
+        metrics["rollout_rs_masked_fraction"], rel=METRIC_REL, abs=1e-12
+    )
+    assert got.metrics["seq_masked_fraction"] == pytest.approx(
+        metrics["rollout_rs_seq_masked_fraction"], rel=METRIC_REL
+    )
 
 
 def test_offpolicy_metrics(rc):

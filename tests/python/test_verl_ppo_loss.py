@@ -28,17 +28,29 @@ def make_batch(seed, B=8, T=6):
     lengths[0] = T
     mask = torch.arange(T)[None, :] < lengths[:, None]
     lp = torch.log(torch.rand(B, T, generator=g, dtype=torch.float64) * 0.9 + 0.05)
-    return dict(lp=lp, old=lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64),
-                ref=lp + 0.5 * torch.randn(B, T, generator=g, dtype=torch.float64),
-                A=torch.randn(B, generator=g, dtype=torch.float64)[:, None].expand(B, T) * mask, mask=mask,
-                w=torch.rand(B, T, generator=g, dtype=torch.float64) + 0.5,
-                H=torch.rand(B, T, generator=g, dtype=torch.float64))
+    return dict(
+        lp=lp,
+        old=lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64),
+        ref=lp + 0.5 * torch.randn(B, T, generator=g, dtype=torch.float64),
+        A=torch.randn(B, generator=g, dtype=torch.float64)[:, None].expand(B, T) * mask,
+        mask=mask,
+        w=torch.rand(B, T, generator=g, dtype=torch.float64) + 0.5,
+        H=torch.rand(B, T, generator=g, dtype=torch.float64),
+    )
 
 
 def config(mode, agg):
-    return FSDPActorConfig(rollout_n=4, ppo_micro_batch_size_per_gpu=2, loss_agg_mode=agg, clip_ratio_high=0.28,
-                           entropy_coeff=0.01, use_kl_loss=True, kl_loss_coef=0.05, kl_loss_type="low_var_kl",
-                           policy_loss=PolicyLossConfig(loss_mode=mode))
+    return FSDPActorConfig(
+        rollout_n=4,
+        ppo_micro_batch_size_per_gpu=2,
+        loss_agg_mode=agg,
+        clip_ratio_high=0.28,
+        entropy_coeff=0.01,
+        use_kl_loss=True,
+        kl_loss_coef=0.05,
+        kl_loss_type="low_var_kl",
+        policy_loss=PolicyLossConfig(loss_mode=mode),
+    )
 
 
 def flat(x, lengths):
@@ -55,12 +67,19 @@ def step(mode, agg, b, rows, lp, H, counts):
     mask = b["mask"][rows]
     lengths = mask.sum(-1)
     B, T = mask.shape
-    data = TensorDict({
-        "prompts": torch.ones(B, P, dtype=torch.long), "responses": torch.ones(B, T, dtype=torch.long),
-        "attention_mask": torch.cat([torch.ones(B, P, dtype=torch.long), mask.long()], dim=1),
-        "response_mask": mask.long(), "old_log_probs": b["old"][rows], "advantages": b["A"][rows],
-        "rollout_is_weights": b["w"][rows], "ref_log_prob": b["ref"][rows],
-    }, batch_size=[B])
+    data = TensorDict(
+        {
+            "prompts": torch.ones(B, P, dtype=torch.long),
+            "responses": torch.ones(B, T, dtype=torch.long),
+            "attention_mask": torch.cat([torch.ones(B, P, dtype=torch.long), mask.long()], dim=1),
+            "response_mask": mask.long(),
+            "old_log_probs": b["old"][rows],
+            "advantages": b["A"][rows],
+            "rollout_is_weights": b["w"][rows],
+            "ref_log_prob": b["ref"][rows],
+        },
+        batch_size=[B],
+    )
     tu.assign_non_tensor(data, **counts)
     out = {"log_probs": flat(lp[rows], lengths), "entropy": flat(H[rows], lengths)}
     loss, metrics = ppo_loss(config(mode, agg), out, data)
@@ -82,6 +101,7 @@ def gradient(mode, agg, b, splits, counts_of):
 def global_counts(b, dp):
     def counts(rank):
         return dict(dp_size=dp, batch_num_tokens=int(b["mask"].sum()), global_batch_size=len(b["mask"]))
+
     return counts
 
 
@@ -123,8 +143,12 @@ def value(metric):
 # mode is invariant to the micro-batch split and to the number of ranks. With local counts (dp_size 1,
 # no counts) only token-sum is invariant to the micro-batch split, and none to the number of ranks
 # (DDP's average divides by it).
-INVARIANT = {("global", "micro-batches"): set(AGGS), ("global", "ranks"): set(AGGS),
-             ("local", "micro-batches"): {"token-sum"}, ("local", "ranks"): set()}
+INVARIANT = {
+    ("global", "micro-batches"): set(AGGS),
+    ("global", "ranks"): set(AGGS),
+    ("local", "micro-batches"): {"token-sum"},
+    ("local", "ranks"): set(),
+}
 
 
 @pytest.mark.parametrize("mode", ["vanilla", "grpokit.verl.vanilla"])
@@ -137,14 +161,21 @@ def test_normalisation_audit(mode):
             invariant = set()
             for agg in AGGS:
                 ref = gradient(mode, agg, b, SPLITS["one call"], counts(b, 1))
-                if all(torch.allclose(gradient(mode, agg, b, SPLITS[s], counts(b, len(SPLITS[s]))), ref,
-                                      rtol=1e-10, atol=1e-13) for s in splits):
+                if all(
+                    torch.allclose(
+                        gradient(mode, agg, b, SPLITS[s], counts(b, len(SPLITS[s]))), ref, rtol=1e-10, atol=1e-13
+                    )
+                    for s in splits
+                ):
                     invariant.add(agg)
             assert invariant == INVARIANT[name, what], (name, what)
 
 
-@pytest.mark.parametrize("mode,agg", [(m, a) for m in ("vanilla", "cispo") for a in AGGS] + [
-    (m, "token-mean") for m in ("gspo", "sapo", "dppo_tv", "dppo_kl", "gpg", "geo_mean", "clip_cov")])
+@pytest.mark.parametrize(
+    "mode,agg",
+    [(m, a) for m in ("vanilla", "cispo") for a in AGGS]
+    + [(m, "token-mean") for m in ("gspo", "sapo", "dppo_tv", "dppo_kl", "gpg", "geo_mean", "clip_cov")],
+)
 def test_several_optimizer_steps_through_ppo_loss(mode, agg):
     # a tiny policy (per-token logits as parameters), 3 AdamW steps on one batch in 2 micro-batches: the
     # ratio leaves 1 after the first step, so the clip and the rollout weights act; verl's loss and

@@ -20,17 +20,26 @@ def tokenizer():
     vocab = {"<pad>": 0, "<eos>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
-                                   padding_side="left")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", padding_side="left")
 
 
 def model(seed=0):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=len(WORDS) + 2, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                      pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=True)
+    cfg = Qwen2Config(
+        vocab_size=len(WORDS) + 2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+        tie_word_embeddings=True,
+    )
     return Qwen2ForCausalLM(cfg)
 
 
@@ -49,9 +58,23 @@ def reward_count_a(completions, **kwargs):
 def config(tmp_path, **over):
     from trl import GRPOConfig
 
-    kw = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
-              gradient_accumulation_steps=2, max_completion_length=6, max_steps=4, logging_steps=1,
-              learning_rate=1e-2, report_to="none", save_strategy="no", use_cpu=True, seed=0,
-              temperature=1.0, disable_tqdm=True, dataloader_num_workers=0, bf16=False)
+    kw = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        gradient_accumulation_steps=2,
+        max_completion_length=6,
+        max_steps=4,
+        logging_steps=1,
+        learning_rate=1e-2,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        temperature=1.0,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        bf16=False,
+    )
     kw.update(over)
     return GRPOConfig(**kw)

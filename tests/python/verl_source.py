@@ -8,8 +8,9 @@ import pytest
 
 
 def _module(name: str):
-    return pytest.importorskip(name, reason=f"{name} does not import: install verl and grpokit[verl]",
-                               exc_type=ImportError)
+    return pytest.importorskip(
+        name, reason=f"{name} does not import: install verl and grpokit[verl]", exc_type=ImportError
+    )
 
 
 def core_algos():

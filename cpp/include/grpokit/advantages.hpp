@@ -31,11 +31,11 @@ StdScope parse_std_scope(const std::string& name);
 
 // Validates the arguments (dtype, shape, device, group layout, finite values) and throws
 // grpokit::Error with a message naming the argument. `out` must not alias `rewards`.
-void check_advantage_args(const TensorView& rewards, const TensorView& group_ids,
-                          const AdvantageOptions& opt, const TensorView& out);
+void check_advantage_args(const TensorView& rewards, const TensorView& group_ids, const AdvantageOptions& opt,
+                          const TensorView& out);
 
 // CPU engine. Deterministic (fixed summation order), float64 accumulation.
-void advantages_cpu(const TensorView& rewards, const TensorView& group_ids,
-                    const AdvantageOptions& opt, const TensorView& out);
+void advantages_cpu(const TensorView& rewards, const TensorView& group_ids, const AdvantageOptions& opt,
+                    const TensorView& out);
 
 }  // namespace grpokit

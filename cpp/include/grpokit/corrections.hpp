@@ -32,8 +32,8 @@ const std::vector<std::string>& importance_metric_names();
 // (n,) array with n = importance_metric_names().size(). A NaN sampler log-prob at a selected position
 // means "the sampler could not score it": log-ratio 0 there (TRL), excluded from the mismatch metrics.
 void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sampler_logp,
-                            const TensorView& mask, const ImportanceOptions& opt,
-                            const TensorView& weights, const TensorView& metrics);
+                            const TensorView& mask, const ImportanceOptions& opt, const TensorView& weights,
+                            const TensorView& metrics);
 
 // The checks that need no array values (options, dtypes, shapes, one device), for backends whose
 // arrays the host cannot read. On a CUDA device bfloat16/float16 log-probs are accepted too.

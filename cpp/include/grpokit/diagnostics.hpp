@@ -31,21 +31,22 @@ namespace grpokit {
 enum PrefixGroupStat : int {
   kPrefixLen = 0,          // depth of the prefix shared by the whole group (0: none)
   kPrefixCoef = 1,         // Σ over that prefix's tokens of W
-  kPrefixBias = 2,         // Σ over that prefix's tokens of the weight-induced bias (= G·Cov_pop(ω, A) per token)
-  kPrefixAbs = 3,          // Σ over that prefix's tokens of Σ_i |ω A|
-  kSharedBias = 4,         // Σ of the bias over every node shared by ≥ 2 completions
-  kSharedAbs = 5,          // Σ over the same nodes of Σ_i |ω A|
-  kWeightLengthCorr = 6,   // Pearson corr over the group of (mean ω of a completion, its valid-token count); NaN if undefined
+  kPrefixBias = 2,  // Σ over that prefix's tokens of the weight-induced bias (= G·Cov_pop(ω, A) per token)
+  kPrefixAbs = 3,  // Σ over that prefix's tokens of Σ_i |ω A|
+  kSharedBias = 4,  // Σ of the bias over every node shared by ≥ 2 completions
+  kSharedAbs = 5,  // Σ over the same nodes of Σ_i |ω A|
+  kWeightLengthCorr =
+      6,  // Pearson corr over the group of (mean ω of a completion, its valid-token count); NaN if undefined
   kPrefixGroupStats = 7,
 };
 
 struct PrefixBiasOutputs {
-  TensorView node;     // int64, shape of ids: node id within the group (DFS order), −1 after the end
-  TensorView count;    // int64: |G̃|, completions sharing this token's prefix; 0 after the end
-  TensorView coef;     // float64: W of the node
-  TensorView bias;     // float64: Σ (ω − ω̄) A over the node
+  TensorView node;  // int64, shape of ids: node id within the group (DFS order), −1 after the end
+  TensorView count;  // int64: |G̃|, completions sharing this token's prefix; 0 after the end
+  TensorView coef;  // float64: W of the node
+  TensorView bias;  // float64: Σ (ω − ω̄) A over the node
   TensorView abs_sum;  // float64: Σ |ω A| over the node
-  TensorView group;    // float64 (num_groups, kPrefixGroupStats)
+  TensorView group;  // float64 (num_groups, kPrefixGroupStats)
 };
 
 void prefix_bias_cpu(const TensorView& ids, const TensorView& mask, const TensorView& cu_seqlens,
@@ -65,9 +66,9 @@ struct ClipRegionStats {
   int64_t n_in_region_neg = 0;  // A < 0, s < 1 − ε_low
   double sum_excess = 0.0;
   double max_excess = 0.0;
-  int64_t n_in_both = 0;        // in ℛ_clip now and at the previous step
-  int64_t n_growing = 0;        // of those, excess grew
-  double sum_growth = 0.0;      // Σ (excess now − excess before) over n_in_both
+  int64_t n_in_both = 0;  // in ℛ_clip now and at the previous step
+  int64_t n_growing = 0;  // of those, excess grew
+  double sum_growth = 0.0;  // Σ (excess now − excess before) over n_in_both
 };
 
 ClipRegionStats clip_region_cpu(const TensorView& ratios, const TensorView& advantages,
@@ -91,29 +92,28 @@ struct AdamHyper {
 struct AdamStateStats {
   int64_t n = 0;
   int64_t n_zero_v = 0;
-  int64_t n_rho_above = 0;      // ρ > rho_threshold (v = 0 included)
-  double sum_u2 = 0.0;          // ‖u_t‖², u = m̂/(√v̂ + ϵ)
-  double sum_abs_u = 0.0;       // Σ |u|
-  double sum_abs_u_elast = 0.0; // Σ |u|·ρ/(1+ρ)
-  double sum_elast = 0.0;       // Σ ρ/(1+ρ)
-  double sum_u2_next = 0.0;     // ‖u_{t+1}‖² of the momentum-only next step (g = 0)
-  double max_rho = 0.0;         // over v > 0
-  double min_rho = 0.0;         // over v > 0 (+inf if none)
+  int64_t n_rho_above = 0;  // ρ > rho_threshold (v = 0 included)
+  double sum_u2 = 0.0;  // ‖u_t‖², u = m̂/(√v̂ + ϵ)
+  double sum_abs_u = 0.0;  // Σ |u|
+  double sum_abs_u_elast = 0.0;  // Σ |u|·ρ/(1+ρ)
+  double sum_elast = 0.0;  // Σ ρ/(1+ρ)
+  double sum_u2_next = 0.0;  // ‖u_{t+1}‖² of the momentum-only next step (g = 0)
+  double max_rho = 0.0;  // over v > 0
+  double min_rho = 0.0;  // over v > 0 (+inf if none)
   std::vector<int64_t> hist;
   std::vector<double> sum_abs_u_phi;  // Σ |u_φ| for each requested reward scale φ
 };
 
 // `phis`: reward scales φ > 0 for which Σ|u_φ| is accumulated in the same pass.
 AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
-                                    const AdamHyper& hp, double rho_threshold, double hist_lo,
-                                    double hist_hi, int64_t hist_bins,
-                                    const std::vector<double>& phis = {});
+                                    const AdamHyper& hp, double rho_threshold, double hist_lo, double hist_hi,
+                                    int64_t hist_bins, const std::vector<double>& phis = {});
 
 // Per-coordinate preconditioned step into `out` (1-D float32/float64, same length): u_φ =
 // φm̂/(φ√v̂ + ϵ) of the state, or, with `momentum_only_next`, of the state one step later with a
 // zero gradient (m ← β1 m, v ← β2 v, t ← t + 1): the step momentum alone will still take.
-void adam_update_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
-                     double phi, bool momentum_only_next, const TensorView& out);
+void adam_update_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp, double phi,
+                     bool momentum_only_next, const TensorView& out);
 
 // Per coordinate ρ = ϵ/√v̂ into `out_rho` and, if defined, the elasticity ρ/(1+ρ) into
 // `out_elasticity` (1-D float32/float64, the length of the state; ρ = +inf where v = 0).
@@ -126,12 +126,12 @@ void adam_rho_cpu(const TensorView& exp_avg_sq, const AdamHyper& hp, const Tenso
 // with `param` defined, g_t = grad + l2 · param (torch.optim.Adam's coupled weight decay).
 struct AdamStepSplit {
   int64_t n = 0;
-  double stale2 = 0.0;     // ‖u_stale‖²
-  double fresh2 = 0.0;     // ‖u_fresh‖²
+  double stale2 = 0.0;  // ‖u_stale‖²
+  double fresh2 = 0.0;  // ‖u_fresh‖²
   double stale_fresh = 0.0;  // ⟨u_stale, u_fresh⟩
-  double prev2 = 0.0;      // ‖u_{t−1}‖² of the state before the step (0 when hp.step == 0)
-  double grad2 = 0.0;      // ‖g_t‖²
-  double u_grad = 0.0;     // ⟨u_t, g_t⟩
+  double prev2 = 0.0;  // ‖u_{t−1}‖² of the state before the step (0 when hp.step == 0)
+  double grad2 = 0.0;  // ‖g_t‖²
+  double u_grad = 0.0;  // ⟨u_t, g_t⟩
 };
 
 AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
@@ -145,26 +145,39 @@ AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& e
 // in float64) and its histogram into `out_hist` (int64, hist_bins = its length, contiguous). With
 // many tensors the caller passes rows of one (tensors, fields) array and reads them all at once.
 enum AdamStatField : int {
-  kAdamN = 0, kAdamNZeroV, kAdamNRhoAbove, kAdamSumU2, kAdamSumAbsU, kAdamSumAbsUElast, kAdamSumElast,
-  kAdamSumU2Next, kAdamMaxRho, kAdamMinRho,
+  kAdamN = 0,
+  kAdamNZeroV,
+  kAdamNRhoAbove,
+  kAdamSumU2,
+  kAdamSumAbsU,
+  kAdamSumAbsUElast,
+  kAdamSumElast,
+  kAdamSumU2Next,
+  kAdamMaxRho,
+  kAdamMinRho,
   kAdamStatFields  // then Σ|u_φ| for each φ, in order
 };
 // adam_step_split_into_cpu / cuda::adam_step_split: `out` float64 (kAdamSplitFields,). The CPU
 // engine raises on a non-finite gradient; the CUDA kernels cannot, so they report the first such
 // element in kSplitFirstBad (−1: none) and the caller raises (grpokit.diagnostics does).
 enum AdamSplitField : int {
-  kSplitN = 0, kSplitStale2, kSplitFresh2, kSplitStaleFresh, kSplitPrev2, kSplitGrad2, kSplitUGrad,
+  kSplitN = 0,
+  kSplitStale2,
+  kSplitFresh2,
+  kSplitStaleFresh,
+  kSplitPrev2,
+  kSplitGrad2,
+  kSplitUGrad,
   kSplitFirstBad,
   kAdamSplitFields
 };
 
-void adam_state_stats_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
-                               const AdamHyper& hp, double rho_threshold, double hist_lo,
-                               double hist_hi, const std::vector<double>& phis,
-                               const TensorView& out_stats, const TensorView& out_hist);
-void adam_step_split_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,
-                              const TensorView& grad, const TensorView& param, double l2,
-                              const AdamHyper& hp, const TensorView& out);
+void adam_state_stats_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
+                               double rho_threshold, double hist_lo, double hist_hi,
+                               const std::vector<double>& phis, const TensorView& out_stats,
+                               const TensorView& out_hist);
+void adam_step_split_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const TensorView& grad,
+                              const TensorView& param, double l2, const AdamHyper& hp, const TensorView& out);
 
 // Argument checks shared by the CPU engine and the CUDA launchers. On_device: the state may also be
 // bfloat16/float16 and every array must be on exp_avg_sq's CUDA device (else: on the CPU).
@@ -174,7 +187,8 @@ void check_adam_input(const TensorView& t, const char* name, const TensorView& e
 void check_adam_output(const TensorView& out, const char* name, const TensorView& exp_avg_sq, bool on_device);
 void check_adam_phi(double phi);
 // rho_threshold, the histogram range and phis; with the array outputs also their shapes.
-void check_adam_stats_options(double hist_lo, double hist_hi, int64_t hist_bins, const std::vector<double>& phis);
+void check_adam_stats_options(double hist_lo, double hist_hi, int64_t hist_bins,
+                              const std::vector<double>& phis);
 void check_adam_stats_outputs(const TensorView& out_stats, const TensorView& out_hist, size_t n_phis,
                               const TensorView& exp_avg_sq, bool on_device);
 void check_adam_split_output(const TensorView& out, const TensorView& exp_avg_sq, bool on_device);
@@ -188,10 +202,9 @@ void check_adam_split_output(const TensorView& out, const TensorView& exp_avg_sq
 // `alpha`, `ratios` (optional: s = 1), `reg` (optional) (B, T) float32/64, `mask` (B, T) optional,
 // `advantages` (B,). Clipping is off when eps_low / eps_high are negative. `out_group`
 // (num_groups, 4) float64 columns: reward, ratio, reg, G·Cov_pop(A, Ω). `out_omega_sum` (B,) Ω_i.
-void loss_decomposition_cpu(const TensorView& alpha, const TensorView& ratios,
-                            const TensorView& reg, const TensorView& mask,
-                            const TensorView& advantages, int64_t group_size, double eps_low,
-                            double eps_high, const TensorView& out_group,
+void loss_decomposition_cpu(const TensorView& alpha, const TensorView& ratios, const TensorView& reg,
+                            const TensorView& mask, const TensorView& advantages, int64_t group_size,
+                            double eps_low, double eps_high, const TensorView& out_group,
                             const TensorView& out_omega_sum);
 
 }  // namespace grpokit

@@ -18,14 +18,14 @@ namespace grpokit {
 
 enum class Estimator : uint8_t {
   Grpo,                  // group mean [/ std] (the foundation's advantages), after combining K rewards
-  Rloo,                  // leave-one-out baseline (TRL RLOOTrainer, verl rloo), optional batch standardising
-  ReinforcePP,           // verl reinforce_plus_plus: discounted return-to-go, masked whitening
-  ReinforcePPBaseline,   // verl reinforce_plus_plus_baseline: R − group mean, masked whitening
-  Remax,                 // verl remax: return-to-go − greedy-baseline reward
-  Opo,                   // verl opo: R − Σ L_j R_j / Σ L_j
-  GrpoPassk,             // verl grpo_passk: only the group's best gets (R_max − R_2nd)[/ (σ + ε)]
-  Gpg,                   // verl gpg: α (R − group mean) / f_norm, α = B / #non-zero scores
-  NormalizeThenSum,      // GDPO: per-reward group standardising, weighted sum, then a batch normalisation
+  Rloo,  // leave-one-out baseline (TRL RLOOTrainer, verl rloo), optional batch standardising
+  ReinforcePP,  // verl reinforce_plus_plus: discounted return-to-go, masked whitening
+  ReinforcePPBaseline,  // verl reinforce_plus_plus_baseline: R − group mean, masked whitening
+  Remax,  // verl remax: return-to-go − greedy-baseline reward
+  Opo,  // verl opo: R − Σ L_j R_j / Σ L_j
+  GrpoPassk,  // verl grpo_passk: only the group's best gets (R_max − R_2nd)[/ (σ + ε)]
+  Gpg,  // verl gpg: α (R − group mean) / f_norm, α = B / #non-zero scores
+  NormalizeThenSum,  // GDPO: per-reward group standardising, weighted sum, then a batch normalisation
   OptimalTokenBaseline,  // verl optimal_token_baseline: A_t = G_t − Σ G W / Σ W per group and position
   TirOptimalTokenBaseline,  // verl tir_optimal_token_baseline: the same over each row's selected tokens
                             // only (multi-turn: positions counted without the tool-output gaps)
@@ -34,26 +34,27 @@ enum class Estimator : uint8_t {
 // The final batch normalisation of the leave-one-out and normalise-then-sum estimators.
 enum class BatchNorm : uint8_t {
   None,
-  Standardise,   // TRL: (x − nanmean) / (nanstd (n − 1) + final_epsilon)
+  Standardise,  // TRL: (x − nanmean) / (nanstd (n − 1) + final_epsilon)
   MaskedWhiten,  // verl_F.masked_whiten, token-weighted by row lengths (1e-8 in count and variance)
 };
 
 Estimator parse_estimator(const std::string& name);  // the Python names, e.g. "reinforce_pp"
 const char* estimator_name(Estimator e);
 bool is_token_estimator(Estimator e);  // ReinforcePP, Remax, (Tir)OptimalTokenBaseline
+bool is_optimal_token_baseline(Estimator e);  // (Tir)OptimalTokenBaseline
 BatchNorm parse_batch_norm(const std::string& name);  // "none" | "standardise" | "masked_whiten"
 
 struct EstimatorInputs {
-  TensorView rewards;           // (B,), (B, K) outcome; (B, T) or (B,) for token estimators
-  TensorView group_ids;         // (B,) int32/int64, optional (else contiguous `group_size` blocks)
-  TensorView reward_weights;    // (K,) float64, optional (ones)
-  TensorView mask;              // (B, T) bool/int/float: token estimators (required), lengths otherwise
-  TensorView lengths;           // (B,) int/float row lengths (alternative to a mask for outcome estimators)
+  TensorView rewards;  // (B,), (B, K) outcome; (B, T) or (B,) for token estimators
+  TensorView group_ids;  // (B,) int32/int64, optional (else contiguous `group_size` blocks)
+  TensorView reward_weights;  // (K,) float64, optional (ones)
+  TensorView mask;  // (B, T) bool/int/float: token estimators (required), lengths otherwise
+  TensorView lengths;  // (B,) int/float row lengths (alternative to a mask for outcome estimators)
   TensorView baseline_rewards;  // (B,) ReMax greedy-decoding rewards
-  TensorView logp;              // (B, T) log π of the sampled tokens (optimal token baseline; RLOO's KL)
-  TensorView ref_logp;          // (B, T) reference log-probs (RLOO's KL-in-reward, beta != 0)
-  TensorView sum_pi_squared;    // (B, T) Σ_v π_v² per position (optimal token baseline)
-  TensorView is_weights;        // (B, T) rollout IS weights ρ (optimal token baseline, optional)
+  TensorView logp;  // (B, T) log π of the sampled tokens (optimal token baseline; RLOO's KL)
+  TensorView ref_logp;  // (B, T) reference log-probs (RLOO's KL-in-reward, beta != 0)
+  TensorView sum_pi_squared;  // (B, T) Σ_v π_v² per position (optimal token baseline)
+  TensorView is_weights;  // (B, T) rollout IS weights ρ (optimal token baseline, optional)
 };
 
 struct EstimatorOptions {
@@ -65,14 +66,14 @@ struct EstimatorOptions {
   StdScope std_scope = StdScope::Group;
   double epsilon = 0.0;
   BatchNorm batch_norm = BatchNorm::None;  // Rloo, ReinforcePPBaseline, NormalizeThenSum
-  double final_epsilon = 1e-4;             // BatchNorm::Standardise only
-  double gamma = 1.0;                      // ReinforcePP discount
-  double reward_clip_min = -INFINITY;      // Rloo: TRL reward_clip_range, applied to the combined reward
+  double final_epsilon = 1e-4;  // BatchNorm::Standardise only
+  double gamma = 1.0;  // ReinforcePP discount
+  double reward_clip_min = -INFINITY;  // Rloo: TRL reward_clip_range, applied to the combined reward
   double reward_clip_max = INFINITY;
-  double kl_beta = 0.0;                    // Rloo: R_i −= β Σ_t m (logp − ref_logp) (TRL RLOOTrainer beta)
-  double f_norm = 1.0;                     // Gpg
-  bool handle_zero_tail = true;            // OptimalTokenBaseline
-  double otb_epsilon = 1e-8;               // OptimalTokenBaseline denominator
+  double kl_beta = 0.0;  // Rloo: R_i −= β Σ_t m (logp − ref_logp) (TRL RLOOTrainer beta)
+  double f_norm = 1.0;  // Gpg
+  bool handle_zero_tail = true;  // OptimalTokenBaseline
+  double otb_epsilon = 1e-8;  // OptimalTokenBaseline denominator
 };
 
 // The checks that need no array values (dtypes, shapes, one device, options, group layout of
@@ -84,7 +85,7 @@ void check_estimator_args(const EstimatorInputs& in, const EstimatorOptions& opt
 // Validates (dtypes, shapes, devices, group layout, finite values) and computes. `out` has the
 // rewards' dtype and shape (B,) or (B, T); `returns` (B, T) is optional (token estimators only).
 // Inputs are never written. CPU only.
-void estimator_advantages_cpu(const EstimatorInputs& in, const EstimatorOptions& opt,
-                              const TensorView& out, const TensorView& returns);
+void estimator_advantages_cpu(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
+                              const TensorView& returns);
 
 }  // namespace grpokit

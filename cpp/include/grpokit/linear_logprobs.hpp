@@ -5,8 +5,8 @@
 // logits = hidden · weightᵀ, then exactly grpokit/logprobs.hpp's formulas per row (sum_sq_probs,
 // optional: Σ_v p_v² per row, forward only, as there).
 // Shapes: hidden (N, H), weight (V, H), both with unit stride along H; token_ids (N,) int32/int64;
-// logp, entropy, lse, sum_sq_probs (N,); grad_hidden (N, H) and grad_weight (V, H) contiguous, the dtype of their
-// input. Memory beyond inputs and outputs: one (rows × chunk) tile of logits (and on the GPU its
+// logp, entropy, lse, sum_sq_probs (N,); grad_hidden (N, H) and grad_weight (V, H) contiguous, the dtype of
+// their input. Memory beyond inputs and outputs: one (rows × chunk) tile of logits (and on the GPU its
 // low-precision copy and a float32 (N, H) accumulator when hidden is not float32).
 // Dtypes: CPU float32 (float32 GEMM and math) and float64; CUDA float32, bfloat16, float16 with
 // float32 accumulation (cuBLAS).
@@ -31,21 +31,17 @@ void check_linear_token_logprobs_args(const LinearLogprobArgs& in, const TensorV
                                       const TensorView& sum_sq_probs = TensorView{});
 // grad_hidden and grad_weight may each be undefined (not wanted).
 void check_linear_token_logprobs_backward_args(const LinearLogprobArgs& in, const TensorView& lse,
-                                               const TensorView& entropy,
-                                               const TensorView& grad_logp,
-                                               const TensorView& grad_entropy,
-                                               const TensorView& grad_hidden,
+                                               const TensorView& entropy, const TensorView& grad_logp,
+                                               const TensorView& grad_entropy, const TensorView& grad_hidden,
                                                const TensorView& grad_weight);
 
 // CPU engine (Eigen GEMM, OpenMP over rows). Token ids outside [0, V) and rows whose logits hold
 // NaN/+inf throw grpokit::Error naming the row.
-void linear_token_logprobs_cpu(const LinearLogprobArgs& in, const TensorView& logp,
-                               const TensorView& entropy, const TensorView& lse,
-                               const TensorView& sum_sq_probs = TensorView{});
+void linear_token_logprobs_cpu(const LinearLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                               const TensorView& lse, const TensorView& sum_sq_probs = TensorView{});
 void linear_token_logprobs_backward_cpu(const LinearLogprobArgs& in, const TensorView& lse,
                                         const TensorView& entropy, const TensorView& grad_logp,
-                                        const TensorView& grad_entropy,
-                                        const TensorView& grad_hidden,
+                                        const TensorView& grad_entropy, const TensorView& grad_hidden,
                                         const TensorView& grad_weight);
 
 }  // namespace grpokit

@@ -30,27 +30,24 @@ struct TokenLogprobArgs {
 
 // Forward: logp and lse always, entropy and sum_sq_probs when defined. Validates shapes, dtypes,
 // devices, strides.
-void check_token_logprobs_args(const TokenLogprobArgs& in, const TensorView& logp,
-                               const TensorView& entropy, const TensorView& lse,
-                               const TensorView& sum_sq_probs = TensorView{});
+void check_token_logprobs_args(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                               const TensorView& lse, const TensorView& sum_sq_probs = TensorView{});
 
 // Backward: grad_logits = ∂L/∂logits from grad_logp and grad_entropy (either may be undefined,
 // meaning zero). `entropy` (the forward's) is required when grad_entropy is defined. grad_logits
 // may be the logits view itself (in-place), but must not otherwise overlap it.
 void check_token_logprobs_backward_args(const TokenLogprobArgs& in, const TensorView& lse,
                                         const TensorView& entropy, const TensorView& grad_logp,
-                                        const TensorView& grad_entropy,
-                                        const TensorView& grad_logits);
+                                        const TensorView& grad_entropy, const TensorView& grad_logits);
 
 // CPU engine: multithreaded over rows (OpenMP), chunked and vectorised along V, deterministic for
 // any thread count. Value checks: a token id outside [0, V) and a row whose logits hold NaN or +inf
 // or no finite value throw grpokit::Error naming the row.
-void token_logprobs_cpu(const TokenLogprobArgs& in, const TensorView& logp,
-                        const TensorView& entropy, const TensorView& lse,
-                        const TensorView& sum_sq_probs = TensorView{});
-void token_logprobs_backward_cpu(const TokenLogprobArgs& in, const TensorView& lse,
-                                 const TensorView& entropy, const TensorView& grad_logp,
-                                 const TensorView& grad_entropy, const TensorView& grad_logits);
+void token_logprobs_cpu(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
+                        const TensorView& lse, const TensorView& sum_sq_probs = TensorView{});
+void token_logprobs_backward_cpu(const TokenLogprobArgs& in, const TensorView& lse, const TensorView& entropy,
+                                 const TensorView& grad_logp, const TensorView& grad_entropy,
+                                 const TensorView& grad_logits);
 
 // Row addressing shared by the engines: row r of a (N,) or (B, T) leading shape.
 struct RowLayout {

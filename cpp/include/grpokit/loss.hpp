@@ -29,26 +29,26 @@ struct LossInputs {
   TensorView logp;           // (B, T) or (N,), float32/float64
   TensorView old_logp;       // same layout; undefined = on-policy (old = sg(logp))
   TensorView advantages;     // (B,) or the layout of logp; dtype of logp
-  TensorView mask;           // same layout as logp (bool/int/float, nonzero = valid); undefined = all valid
-  TensorView ref_logp;       // needed when beta != 0 and kl != None
-  TensorView entropies;      // needed by entropy_coef, top_entropy_quantile, gtpo_entropy
+  TensorView mask;  // same layout as logp (bool/int/float, nonzero = valid); undefined = all valid
+  TensorView ref_logp;  // needed when beta != 0 and kl != None
+  TensorView entropies;  // needed by entropy_coef, top_entropy_quantile, gtpo_entropy
   TensorView sampling_logp;  // sampler (vLLM) log-probs: OPSM and the sampler IS weight; NaN = unscored
-  TensorView cu_seqlens;     // (B+1,) int32/int64 for packed inputs; undefined for padded
-  TensorView keep;           // (B,) completion keep flags δ_i (GTPO); undefined = all kept
+  TensorView cu_seqlens;  // (B+1,) int32/int64 for packed inputs; undefined for padded
+  TensorView keep;  // (B,) completion keep flags δ_i (GTPO); undefined = all kept
   TensorView token_weights;  // layout of logp: per-token weights λ (GTPO); undefined = 1
-  TensorView selection;      // layout of logp (flags): the tokens Clip-Cov / KL-Cov act on
+  TensorView selection;  // layout of logp (flags): the tokens Clip-Cov / KL-Cov act on
 };
 
 struct LossOutputs {
-  TensorView loss;          // 1 element, dtype of logp
-  TensorView grad_logp;     // layout of logp
+  TensorView loss;  // 1 element, dtype of logp
+  TensorView grad_logp;  // layout of logp
   TensorView grad_entropy;  // layout of logp, or undefined (only when entropies enter the loss)
-  TensorView per_token;     // layout of logp, or undefined: φ_{i,t} (0 at padding)
-  TensorView weights;       // layout of logp, or undefined: ω_{i,t} (Prop. 1's effective α·s)
-  TensorView metrics;       // (M,) float64, M = loss_metric_names(...).size()
+  TensorView per_token;  // layout of logp, or undefined: φ_{i,t} (0 at padding)
+  TensorView weights;  // layout of logp, or undefined: ω_{i,t} (Prop. 1's effective α·s)
+  TensorView metrics;  // (M,) float64, M = loss_metric_names(...).size()
   // CUDA only (the CPU engine ignores them): caller-allocated scratch, so kernels never allocate.
-  TensorView workspace;     // float64, >= cuda::loss_workspace_size(B) elements
-  TensorView status;        // int64 (4,) device-side value checks, or undefined (no checks)
+  TensorView workspace;  // float64, >= cuda::loss_workspace_size(B) elements
+  TensorView status;  // int64 (4,) device-side value checks, or undefined (no checks)
 };
 
 // Whether the entropies receive a gradient under this spec (grad_entropy is then required).
@@ -66,7 +66,6 @@ void check_loss_args(const LossSpec& spec, const LossInputs& in, const LossOutpu
 // CPU engine. Rows are processed in parallel (OpenMP when available, `num_threads` <= 0: the
 // runtime's default); every reduction runs in row order, so results are bitwise identical for any
 // thread count. Value checks: NaN/inf at valid positions are errors (sampling_logp: NaN = unscored).
-void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutputs& out,
-                     int num_threads = 0);
+void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int num_threads = 0);
 
 }  // namespace grpokit

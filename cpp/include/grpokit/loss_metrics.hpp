@@ -6,19 +6,49 @@ namespace grpokit {
 namespace loss_metrics {
 
 enum Metric {
-  kClipLowMean, kClipHighMean, kClipRegionMean, kClipLowMin, kClipHighMax, kPgClipfrac,
-  kPgClipfracLower, kCispoClipRatio, kWeightClipfrac, kRatioMin, kRatioMean, kRatioMax, kPpoKl, kKl,
-  kEntropy, kIsMin, kIsMean, kIsMax, kVespoPhi, kNumMetrics
+  kClipLowMean,
+  kClipHighMean,
+  kClipRegionMean,
+  kClipLowMin,
+  kClipHighMax,
+  kPgClipfrac,
+  kPgClipfracLower,
+  kCispoClipRatio,
+  kWeightClipfrac,
+  kRatioMin,
+  kRatioMean,
+  kRatioMax,
+  kPpoKl,
+  kKl,
+  kEntropy,
+  kIsMin,
+  kIsMean,
+  kIsMax,
+  kVespoPhi,
+  kNumMetrics
 };
 
 // kWeightClipfrac is verl's pg_clipfrac of CISPO (r ≠ clip r) and DPPO (invalid tokens): same name,
 // another measurement than the PPO clip fraction.
-constexpr const char* kMetricNames[kNumMetrics] = {
-    "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "clip_ratio/low_min",
-    "clip_ratio/high_max", "pg_clipfrac", "pg_clipfrac_lower", "cispo_clip_ratio", "pg_clipfrac",
-    "ratio/min", "ratio/mean", "ratio/max", "ppo_kl", "kl", "entropy",
-    "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/mean",
-    "sampling/importance_sampling_ratio/max", "vespo/phi_seq_mean"};
+constexpr const char* kMetricNames[kNumMetrics] = {"clip_ratio/low_mean",
+                                                   "clip_ratio/high_mean",
+                                                   "clip_ratio/region_mean",
+                                                   "clip_ratio/low_min",
+                                                   "clip_ratio/high_max",
+                                                   "pg_clipfrac",
+                                                   "pg_clipfrac_lower",
+                                                   "cispo_clip_ratio",
+                                                   "pg_clipfrac",
+                                                   "ratio/min",
+                                                   "ratio/mean",
+                                                   "ratio/max",
+                                                   "ppo_kl",
+                                                   "kl",
+                                                   "entropy",
+                                                   "sampling/importance_sampling_ratio/min",
+                                                   "sampling/importance_sampling_ratio/mean",
+                                                   "sampling/importance_sampling_ratio/max",
+                                                   "vespo/phi_seq_mean"};
 
 }  // namespace loss_metrics
 }  // namespace grpokit

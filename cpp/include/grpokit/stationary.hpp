@@ -160,18 +160,18 @@ struct FlowOptions {
 void check_problem(const PreferenceModel& model, const Eigen::VectorXd& pi_ref, double beta);
 
 // Newton on the atom logits with the analytic Jacobian and β-continuation.
-StationaryResult solve_newton(const PreferenceModel& model, const Eigen::VectorXd& pi_ref,
-                              double beta, const SolveOptions& opt);
+StationaryResult solve_newton(const PreferenceModel& model, const Eigen::VectorXd& pi_ref, double beta,
+                              const SolveOptions& opt);
 // The expected on-policy GRPO flow on per-output logits from log π_ref (independent of Newton).
-StationaryResult solve_flow(const PreferenceModel& model, const Eigen::VectorXd& pi_ref,
-                            double beta, const FlowOptions& opt);
+StationaryResult solve_flow(const PreferenceModel& model, const Eigen::VectorXd& pi_ref, double beta,
+                            const FlowOptions& opt);
 // Closed forms / fast paths where one applies (see docs); throws NotImplemented otherwise.
-StationaryResult solve_closed_form(const PreferenceModel& model, const Eigen::VectorXd& pi_ref,
-                                   double beta, Penalty penalty);
+StationaryResult solve_closed_form(const PreferenceModel& model, const Eigen::VectorXd& pi_ref, double beta,
+                                   Penalty penalty);
 bool has_closed_form(const PreferenceModel& model, const Eigen::VectorXd& pi_ref, Penalty penalty);
 // Newton on a Monte Carlo P_G (exact enumeration too large): mc_rounds rounds of mc_samples groups.
-StationaryResult solve_monte_carlo(const PreferenceModel& model, const Eigen::VectorXd& pi_ref,
-                                   double beta, const SolveOptions& opt);
+StationaryResult solve_monte_carlo(const PreferenceModel& model, const Eigen::VectorXd& pi_ref, double beta,
+                                   const SolveOptions& opt);
 // method: "auto" (closed form if any, else Newton; Monte Carlo Newton when P_G is too large),
 // "closed_form", "newton".
 StationaryResult solve(const PreferenceModel& model, const Eigen::VectorXd& pi_ref, double beta,
@@ -181,9 +181,8 @@ StationaryResult solve(const PreferenceModel& model, const Eigen::VectorXd& pi_r
 // with the paper's population std — of any number of reward levels (every stationary policy is a
 // tilt π_ref·e^{s r}: the roots of one scalar equation, plus the collapse onto the best level).
 // Throws for other problems with more than two atoms.
-std::vector<Equilibrium> binary_equilibria(const PreferenceModel& model,
-                                           const Eigen::VectorXd& pi_ref, double beta,
-                                           Penalty penalty);
+std::vector<Equilibrium> binary_equilibria(const PreferenceModel& model, const Eigen::VectorXd& pi_ref,
+                                           double beta, Penalty penalty);
 
 // Residuals of a given policy: R on logits (per output) and the fixed-point form (per output).
 Eigen::VectorXd stationarity_residual(const PreferenceModel& model, const Eigen::VectorXd& pi,
@@ -211,17 +210,15 @@ std::vector<Equilibrium> binary_ginf_k3is(double beta, double p);
 std::array<double, 2> binary_closed_form(double beta, double p, int64_t G, Penalty penalty,
                                          double gamma = 1.0);
 // G = 2, deterministic rewards, any K: the sequential closed form over reward levels.
-Eigen::VectorXd categorical_g2_k3(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref,
-                                  double beta);
+Eigen::VectorXd categorical_g2_k3(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref, double beta);
 // G → ∞, any K: nested bisection of the semi-closed form of eq. (13).
 Eigen::VectorXd categorical_ginf_k3(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref,
                                     double beta);
 // Shift-only advantages with the k3 penalty: π = π_ref / (1 − (1 − 1/G)(r − E_π r)/β).
-Eigen::VectorXd shift_k3(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref,
-                         double beta, int64_t G);
+Eigen::VectorXd shift_k3(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref, double beta,
+                         int64_t G);
 // RLHF logarithmic pooling: π ∝ π_ref exp(r/β).
-Eigen::VectorXd log_pooling(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref,
-                            double beta);
+Eigen::VectorXd log_pooling(const Eigen::VectorXd& rewards, const Eigen::VectorXd& pi_ref, double beta);
 
 }  // namespace stationary
 }  // namespace grpokit

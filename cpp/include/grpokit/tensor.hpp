@@ -47,23 +47,22 @@ struct TensorView {
   std::string shape_str() const;
 
   template <class T>
-  T* ptr() const { return static_cast<T*>(data); }
+  T* ptr() const {
+    return static_cast<T*>(data);
+  }
 };
 
 // A view with no data: how optional arguments are passed to the engine.
 inline TensorView undefined_tensor() { return TensorView{}; }
 
 // Build a contiguous view (used by the C++ tests and by engine-internal buffers).
-TensorView make_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
-                     Device device = Device{});
+TensorView make_view(void* data, DType dtype, std::initializer_list<int64_t> shape, Device device = Device{});
 
 // Boundary checks. Each names the argument in its message.
 void check_dtype(const TensorView& t, const char* name, std::initializer_list<DType> allowed);
 void check_ndim(const TensorView& t, const char* name, std::initializer_list<int> allowed);
-void check_shape_equal(const TensorView& t, const char* name, const TensorView& ref,
-                       const char* ref_name);
-void check_same_device(const TensorView& t, const char* name, const TensorView& ref,
-                       const char* ref_name);
+void check_shape_equal(const TensorView& t, const char* name, const TensorView& ref, const char* ref_name);
+void check_same_device(const TensorView& t, const char* name, const TensorView& ref, const char* ref_name);
 void check_writable(const TensorView& t, const char* name);
 void check_cpu(const TensorView& t, const char* name);
 

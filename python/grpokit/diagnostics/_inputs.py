@@ -44,12 +44,16 @@ def shape_of(x: Any) -> Tuple[int, ...]:
 
 def is_ragged(x: Any) -> bool:
     """A Python sequence of per-completion sequences (not a rectangular array)."""
-    return isinstance(x, (list, tuple)) and len(x) > 0 and all(
-        isinstance(r, (list, tuple, np.ndarray)) or _arrays._is_torch(r) for r in x
+    return (
+        isinstance(x, (list, tuple))
+        and len(x) > 0
+        and all(isinstance(r, (list, tuple, np.ndarray)) or _arrays._is_torch(r) for r in x)
     )
 
 
-def pack(rows: Sequence[Any], name: str, dtype: str, lengths: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
+def pack(
+    rows: Sequence[Any], name: str, dtype: str, lengths: Optional[Sequence[int]] = None
+) -> Tuple[np.ndarray, np.ndarray]:
     """Concatenate per-completion sequences into (N,) + cu_seqlens (B+1,). With `lengths`, each row
     must have exactly that many elements (the error names the first row that does not)."""
     parts = []

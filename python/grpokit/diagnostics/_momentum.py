@@ -544,4 +544,3 @@ def momentum_lookahead(
         max_deeper=float(diff.max()) if diff.size else 0.0,
         n_entering=int(((~clipped) & (later.excess > 0)).sum()),
     )
-

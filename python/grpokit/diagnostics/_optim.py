@@ -20,8 +20,18 @@ import numpy as np
 from .. import _arrays, _backend, _core
 
 # Columns of the engine's per-tensor summaries (cpp/include/grpokit/diagnostics.hpp).
-STAT_FIELDS = ("n", "n_zero_v", "n_rho_above", "sum_u2", "sum_abs_u", "sum_abs_u_elast", "sum_elast",
-               "sum_u2_next", "max_rho", "min_rho")  # then Σ|u_φ| per φ
+STAT_FIELDS = (
+    "n",
+    "n_zero_v",
+    "n_rho_above",
+    "sum_u2",
+    "sum_abs_u",
+    "sum_abs_u_elast",
+    "sum_elast",
+    "sum_u2_next",
+    "max_rho",
+    "min_rho",
+)  # then Σ|u_φ| per φ
 SPLIT_FIELDS = ("n", "stale2", "fresh2", "stale_fresh", "prev2", "grad2", "u_grad", "first_bad")
 
 
@@ -135,19 +145,21 @@ def param_states(optimizer: Any, named: Optional[Any] = None) -> Iterator[ParamS
                     "expected torch.optim.Adam/AdamW state"
                 )
             step = st["step"] if has and "step" in st else 0.0
-            out.append(ParamState(
-                name=name,
-                param=p,
-                exp_avg=flat_state(st["exp_avg"]) if has else None,
-                exp_avg_sq=flat_state(st["exp_avg_sq"]) if has else None,
-                step=step,
-                beta1=beta1,
-                beta2=beta2,
-                eps=float(g["eps"]),
-                lr=float(g["lr"]),
-                weight_decay=float(g.get("weight_decay", 0.0)),
-                decoupled=decoupled_cls or bool(g.get("decoupled_weight_decay", False)),
-            ))
+            out.append(
+                ParamState(
+                    name=name,
+                    param=p,
+                    exp_avg=flat_state(st["exp_avg"]) if has else None,
+                    exp_avg_sq=flat_state(st["exp_avg_sq"]) if has else None,
+                    step=step,
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=float(g["eps"]),
+                    lr=float(g["lr"]),
+                    weight_decay=float(g.get("weight_decay", 0.0)),
+                    decoupled=decoupled_cls or bool(g.get("decoupled_weight_decay", False)),
+                )
+            )
     # capturable / fused Adam keeps `step` on the device: read every such step in one transfer
     on_device = [s for s in out if isinstance(s.step, torch.Tensor) and s.step.device.type != "cpu"]
     for idx in _by_device([s.step for s in on_device]).values():
@@ -178,7 +190,15 @@ def preconditioned_update(s: ParamState, phi: float = 1.0, momentum_only_next: b
 
     out = torch.empty(s.exp_avg_sq.shape, dtype=torch.float64, device=s.exp_avg_sq.device)
     engine_for(s.exp_avg_sq).adam_update(
-        s.exp_avg, s.exp_avg_sq, s.beta1, s.beta2, s.eps, s.step, phi, momentum_only_next, out,
+        s.exp_avg,
+        s.exp_avg_sq,
+        s.beta1,
+        s.beta2,
+        s.eps,
+        s.step,
+        phi,
+        momentum_only_next,
+        out,
         stream=_stream(s.exp_avg_sq),
     )
     return out
@@ -190,8 +210,7 @@ def rho(s: ParamState) -> Tuple[Any, Any]:
 
     r = torch.empty(s.exp_avg_sq.shape, dtype=torch.float64, device=s.exp_avg_sq.device)
     e = torch.empty_like(r)
-    engine_for(s.exp_avg_sq).adam_rho(s.exp_avg_sq, s.beta1, s.beta2, s.eps, s.step, r, e,
-                                      stream=_stream(s.exp_avg_sq))
+    engine_for(s.exp_avg_sq).adam_rho(s.exp_avg_sq, s.beta1, s.beta2, s.eps, s.step, r, e, stream=_stream(s.exp_avg_sq))
     return r, e
 
 
@@ -202,8 +221,14 @@ def _workspace(engine: Any, sizes: Sequence[int], device: Any) -> Any:
     return torch.empty(n, dtype=torch.float64, device=device) if n > 0 else None
 
 
-def state_stats(states: Sequence[ParamState], rho_threshold: float, hist_lo: float, hist_hi: float,
-                hist_bins: int, phis: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
+def state_stats(
+    states: Sequence[ParamState],
+    rho_threshold: float,
+    hist_lo: float,
+    hist_hi: float,
+    hist_bins: int,
+    phis: Sequence[float],
+) -> Tuple[np.ndarray, np.ndarray]:
     """The engine's statistics of every state: (rows (k, len(STAT_FIELDS) + len(phis)) float64, log10 ρ
     histograms (k, hist_bins) int64). Each state is read where it lives; a device's rows come back in
     one transfer."""
@@ -222,8 +247,20 @@ def state_stats(states: Sequence[ParamState], rho_threshold: float, hist_lo: flo
         for r, i in enumerate(idx):
             s = states[i]
             engine.adam_state_stats_into(
-                s.exp_avg, s.exp_avg_sq, s.beta1, s.beta2, s.eps, s.step, rho_threshold, hist_lo, hist_hi, phis,
-                out[r], h[r], ws, stream=stream,
+                s.exp_avg,
+                s.exp_avg_sq,
+                s.beta1,
+                s.beta2,
+                s.eps,
+                s.step,
+                rho_threshold,
+                hist_lo,
+                hist_hi,
+                phis,
+                out[r],
+                h[r],
+                ws,
+                stream=stream,
             )
         stats[idx] = out.cpu().numpy()
         hist[idx] = h.cpu().numpy()
@@ -246,11 +283,13 @@ def step_splits(items: Sequence[Tuple[Any, Any, Any, Any, float, ParamState]]) -
             m, v, g, p, l2, s = items[i]
             engine.adam_step_split_into(m, v, g, p, l2, s.beta1, s.beta2, s.eps, s.step, out[r], ws, stream=stream)
         rows[idx] = out.cpu().numpy()
-        for r, i in enumerate(idx):
+        for i in idx:
             bad = int(rows[i, SPLIT_FIELDS.index("first_bad")])
             if bad >= 0:  # the CUDA kernels report instead of raising
                 _, _, g, p, _, _ = items[i]
                 value = float(g[bad])
-                raise ValueError(f"grad: element {bad} is {value:g}{' (with the L2 term)' if p is not None else ''}; "
-                                 "gradients must be finite")
+                raise ValueError(
+                    f"grad: element {bad} is {value:g}{' (with the L2 term)' if p is not None else ''}; "
+                    "gradients must be finite"
+                )
     return rows

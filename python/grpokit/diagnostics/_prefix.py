@@ -214,7 +214,9 @@ def prefix_bias_from_weights(
         CPU arrays are read in place; device arrays are copied to the host.
     """
     if omega_unclipped is not None:
-        unclipped = prefix_bias_from_weights(ids, advantages, omega_unclipped, group_size, mask=mask, cu_seqlens=cu_seqlens)
+        unclipped = prefix_bias_from_weights(
+            ids, advantages, omega_unclipped, group_size, mask=mask, cu_seqlens=cu_seqlens
+        )
         rep = prefix_bias_from_weights(ids, advantages, omega, group_size, mask=mask, cu_seqlens=cu_seqlens)
         rep.unclipped = unclipped
         return rep
@@ -281,12 +283,14 @@ def prefix_bias(batch: Any, preset: str = "trl.grpo", **overrides: Any) -> Prefi
     ``batch`` is a mapping (or object) with ``completion_ids`` (or ``ids``), ``logp``, ``old_logp``,
     ``advantages``, ``group_size``, and optionally ``completion_mask`` (or ``mask``),
     ``ref_logp``, ``cu_seqlens`` (packed layout) and the inputs some presets need (``entropies``,
-    ``sampling_logp``, ``keep``, ``token_weights``), passed on when present. Calls ``grpokit.policy_loss(logp, old_logp, advantages, mask, spec=preset,
+    ``sampling_logp``, ``keep``, ``token_weights``), passed on when present. Calls ``grpokit.policy_loss(logp,
+    old_logp, advantages, mask, spec=preset,
     ref_logp=..., return_weights=True, **overrides)`` and passes its ``.weights`` (ω per token:
     effective α × ratio factor, 0 where the clipped branch binds) to
     :func:`prefix_bias_from_weights`.
     """
     from .. import _loss
+
     ids = _field(batch, "completion_ids", "ids")
     mask = _field(batch, "completion_mask", "mask", required=False)
     advantages = _field(batch, "advantages")

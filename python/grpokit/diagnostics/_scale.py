@@ -53,14 +53,20 @@ class RewardScaleReport(Report):
     @property
     def verdict(self) -> str:
         if self.sigma_in_alpha:
-            return ("invariant: the advantages carry 1/σ, so a global reward scale cancels before the "
-                    "optimizer (any ϵ, any β), up to the ε added to σ")
+            return (
+                "invariant: the advantages carry 1/σ, so a global reward scale cancels before the "
+                "optimizer (any ϵ, any β), up to the ε added to σ"
+            )
         if self.regulariser_share is not None and self.regulariser_share > 1e-2:
-            return ("sensitive: with β ≠ 0 and no σ in the weights, a reward scale changes the balance "
-                    f"between reward and regulariser gradients (‖g_R‖/‖g_A‖ = {fmt(self.regulariser_share)})")
+            return (
+                "sensitive: with β ≠ 0 and no σ in the weights, a reward scale changes the balance "
+                f"between reward and regulariser gradients (‖g_R‖/‖g_A‖ = {fmt(self.regulariser_share)})"
+            )
         if self.elasticity > 1e-2:
-            return (f"sensitive: Adam's ϵ = {fmt(self.eps)} is comparable to √v̂ on part of the update; "
-                    f"the step scales like φ^{fmt(self.elasticity)} near φ = 1")
+            return (
+                f"sensitive: Adam's ϵ = {fmt(self.eps)} is comparable to √v̂ on part of the update; "
+                f"the step scales like φ^{fmt(self.elasticity)} near φ = 1"
+            )
         return "invariant (Prop. 2 regime): ϵ ≪ √v̂ on the coordinates that carry the update"
 
     def to_dict(self) -> Dict[str, Any]:
@@ -158,7 +164,8 @@ def reward_scale(
                 "n": int(r[col["n"]]),
                 "frac_rho_above": float(r[col["n_rho_above"]] / max(r[col["n"]], 1)),
                 "elasticity": float(r[col["sum_abs_u_elast"]] / r[col["sum_abs_u"]])
-                if r[col["sum_abs_u"]] > 0 else float("nan"),
+                if r[col["sum_abs_u"]] > 0
+                else float("nan"),
             }
         )
     for k, phi in enumerate(scaled):
@@ -183,7 +190,8 @@ def reward_scale(
 
 def rho_per_coordinate(optimizer: Any, *, named: Any = None) -> Dict[str, Tuple[Any, Any]]:
     """Per parameter tensor, (ρ, ρ/(1+ρ)) per coordinate as float64 tensors of the parameter's shape,
-    on the device of its optimizer state (computed there; nothing per coordinate is copied): ρ = ϵ/√v̂ (+inf where v = 0) and the elasticity of that coordinate's step to a global reward
+    on the device of its optimizer state (computed there; nothing per coordinate is copied): ρ = ϵ/√v̂ (+inf
+    where v = 0) and the elasticity of that coordinate's step to a global reward
     scale at φ = 1. Keyed by parameter name (``named``: a module or named_parameters() pairs)."""
     out = {}
     for s in _optim.stepped_states(optimizer, named):

@@ -61,7 +61,9 @@ class LossDecomposition(Report):
     def _lines(self) -> List[str]:
         d = self.to_dict()
         total = abs(d["reward_part"]) + abs(d["ratio_part"]) + abs(d["regulariser_part"])
-        share = {k: (abs(d[k]) / total if total > 0 else 0.0) for k in ("reward_part", "ratio_part", "regulariser_part")}
+        share = {
+            k: (abs(d[k]) / total if total > 0 else 0.0) for k in ("reward_part", "ratio_part", "regulariser_part")
+        }
         lines = [
             f"loss = −J = {fmt(d['loss'])}",
             f"  reward part Σ A_i Ω_i = {fmt(d['reward_part'])} ({fmt(share['reward_part'])} of |parts|; "
@@ -70,11 +72,15 @@ class LossDecomposition(Report):
             f"  regulariser part β Σ α R = {fmt(d['regulariser_part'])} ({fmt(share['regulariser_part'])})",
         ]
         if self.omega_constant:
-            lines.append("verdict: the reward part cancels (Case 1): the value shows only the regulariser and "
-                         "ratio noise, not reward progress")
+            lines.append(
+                "verdict: the reward part cancels (Case 1): the value shows only the regulariser and "
+                "ratio noise, not reward progress"
+            )
         elif total > 0:
-            lines.append("verdict: the reward part is an advantage/weight covariance (a length statistic for "
-                         "constant α), not a measure of policy quality")
+            lines.append(
+                "verdict: the reward part is an advantage/weight covariance (a length statistic for "
+                "constant α), not a measure of policy quality"
+            )
         return lines
 
     def _plot(self, axes: Any) -> None:

@@ -83,30 +83,41 @@ def add_grpokit_lm_head(model: Any, temperature: float = 1.0, entropy: bool = Tr
     trl_forward = model.forward  # TRL's fused forward (add_fused_lm_head ran in TRL's __init__)
     cfg = model.config.get_text_config()
 
-    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None,
-                **kwargs):
+    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
         device_ok = True
         if fused_lm_head and labels is not None:
             w = self.get_output_embeddings().weight
             device_ok = w.is_cuda or w.dtype in (torch.float32, torch.float64)
-        if (not fused_lm_head or shift_labels is not None or labels is None or not device_ok
-                or kwargs.get("output_router_logits") or getattr(cfg, "output_router_logits", False)):
-            return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
-                               num_items_in_batch=num_items_in_batch, **kwargs)
+        if (
+            not fused_lm_head
+            or shift_labels is not None
+            or labels is None
+            or not device_ok
+            or kwargs.get("output_router_logits")
+            or getattr(cfg, "output_router_logits", False)
+        ):
+            return trl_forward(
+                *args,
+                fused_lm_head=fused_lm_head,
+                labels=labels,
+                shift_labels=shift_labels,
+                num_items_in_batch=num_items_in_batch,
+                **kwargs,
+            )
         kwargs["use_cache"] = False
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
         weight = self.get_output_embeddings().weight
         labels = labels[:, 1:].to(weight.device)
         mask = labels != -100
         h = hidden.to(weight.device)[mask]
-        out = gkt.linear_token_logprobs(h.to(weight.dtype), weight, labels[mask], temperature=temperature,
-                                        entropy=entropy)
+        out = gkt.linear_token_logprobs(
+            h.to(weight.dtype), weight, labels[mask], temperature=temperature, entropy=entropy
+        )
         # masked_scatter keeps an all-masked micro-batch connected to the graph (a differentiable zero)
         log_probs = out.logp.new_zeros(mask.shape).masked_scatter(mask, out.logp)
         ent = None if out.entropy is None else out.entropy.new_zeros(mask.shape).masked_scatter(mask, out.entropy)
         denom = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        return FusedCausalLMOutput(loss=-log_probs.sum() / denom, log_probs=log_probs, entropy=ent,
-                                   label_mask=mask)
+        return FusedCausalLMOutput(loss=-log_probs.sum() / denom, log_probs=log_probs, entropy=ent, label_mask=mask)
 
     model.forward = types.MethodType(forward, model)
     return True
@@ -139,8 +150,15 @@ class GRPOTrainer(_TRLGRPOTrainer):
         ...                       train_dataset=ds, loss="paper.dr_grpo")  # doctest: +SKIP
     """
 
-    def __init__(self, *args: Any, loss: Any = None, loss_options: Optional[Dict[str, Any]] = None,
-                 normalization: str = "trl", logprobs: str = "trl", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        loss: Any = None,
+        loss_options: Optional[Dict[str, Any]] = None,
+        normalization: str = "trl",
+        logprobs: str = "trl",
+        **kwargs: Any,
+    ) -> None:
         if normalization not in ("trl", "exact"):
             raise ValueError(f"normalization: expected 'trl' or 'exact', got {normalization!r}")
         if logprobs not in ("trl", "grpokit"):
@@ -202,9 +220,12 @@ class GRPOTrainer(_TRLGRPOTrainer):
         if s.divide_by_ga:  # TRL's grpo/bnpo/dr_grpo/sapo/luspo: local normalisers, ÷K
             return {"gradient_accumulation_steps": K}
         P = self.accelerator.num_processes
-        return {"num_items_in_batch": float(self._window_tokens(inputs, mask)),
-                "num_sequences": float(mask.shape[0] * K * P), "dp_size": float(P),
-                "gradient_accumulation_steps": K}
+        return {
+            "num_items_in_batch": float(self._window_tokens(inputs, mask)),
+            "num_sequences": float(mask.shape[0] * K * P),
+            "dp_size": float(P),
+            "gradient_accumulation_steps": K,
+        }
 
     # ---- the loss ---------------------------------------------------------------------------------
 
@@ -214,12 +235,29 @@ class GRPOTrainer(_TRLGRPOTrainer):
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
         mask = self._loss_mask(inputs)
-        mm = {k: inputs.get(k) for k in ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask",
-                                         "spatial_shapes", "num_tiles", "image_sizes", "token_type_ids",
-                                         "mm_token_type_ids", "image_position_ids")}
+        mm = {
+            k: inputs.get(k)
+            for k in (
+                "pixel_values",
+                "image_grid_thw",
+                "num_images",
+                "pixel_attention_mask",
+                "spatial_shapes",
+                "num_tiles",
+                "image_sizes",
+                "token_type_ids",
+                "mm_token_type_ids",
+                "image_position_ids",
+            )
+        }
         logp, entropies, aux_loss = self._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=True,
-            compute_aux_loss=self.aux_loss_enabled, **mm,
+            model,
+            input_ids,
+            attention_mask,
+            completion_ids.size(1),
+            compute_entropy=True,
+            compute_aux_loss=self.aux_loss_enabled,
+            **mm,
         )
         s = self.loss_spec
         sampling = None
@@ -229,7 +267,14 @@ class GRPOTrainer(_TRLGRPOTrainer):
         ref = inputs.get("ref_per_token_logps") if s.beta != 0.0 else None
         adv = inputs["advantages"].to(logp.dtype)
         out = gkt.policy_loss(
-            logp, old, adv, mask, spec=s, ref_logp=ref, entropies=entropies, sampling_logp=sampling,
+            logp,
+            old,
+            adv,
+            mask,
+            spec=s,
+            ref_logp=ref,
+            entropies=entropies,
+            sampling_logp=sampling,
             **self._count_options(inputs, mask),
         )
         loss = out.loss
@@ -238,11 +283,19 @@ class GRPOTrainer(_TRLGRPOTrainer):
             loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
         self._log_metrics(out.metrics, aux_loss)
         if self.model.training and any(isinstance(cb, DiagnosticsCallback) for cb in self.callback_handler.callbacks):
-            self.grpokit_window.append({  # the callback consumes and clears it at the optimizer step
-                "logp": logp.detach(), "old_logp": old if old is not None else logp.detach(), "advantages": adv,
-                "mask": mask, "completion_ids": completion_ids, "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
-                "loss": loss.detach(), "step": self._step,
-            })
+            self.grpokit_window.append(
+                {  # the callback consumes and clears it at the optimizer step
+                    "logp": logp.detach(),
+                    "old_logp": old if old is not None else logp.detach(),
+                    "advantages": adv,
+                    "mask": mask,
+                    "completion_ids": completion_ids,
+                    "prompt_ids": prompt_ids,
+                    "prompt_mask": prompt_mask,
+                    "loss": loss.detach(),
+                    "step": self._step,
+                }
+            )
         return loss
 
     def _log_metrics(self, metrics: Dict[str, torch.Tensor], aux_loss: Any) -> None:
@@ -258,5 +311,13 @@ class GRPOTrainer(_TRLGRPOTrainer):
             self._metrics[mode]["entropy_coef"].append(self.entropy_coef)
 
 
-__all__ = ["DiagnosticsCallback", "GRPOTrainer", "SUPPORTED_TRL", "TRL_LOSS_TYPES", "add_grpokit_lm_head",
-           "clipping_can_be_active", "normalization_audit", "spec_from_config"]
+__all__ = [
+    "DiagnosticsCallback",
+    "GRPOTrainer",
+    "SUPPORTED_TRL",
+    "TRL_LOSS_TYPES",
+    "add_grpokit_lm_head",
+    "clipping_can_be_active",
+    "normalization_audit",
+    "spec_from_config",
+]

@@ -35,17 +35,25 @@ def normalization_audit(args: Any, spec: Any, num_processes: int = 1, normalizat
     if spec.divide_by_ga:
         if agg == "token_mean":
             ok = K == 1 and num_processes == 1
-            why = ("each micro-batch is divided by its own token count, then by K: micro-batches with more tokens "
-                   "get less weight per token (TRL's bnpo)") if not ok else "one micro-batch, one process"
+            why = (
+                (
+                    "each micro-batch is divided by its own token count, then by K: micro-batches with more tokens "
+                    "get less weight per token (TRL's bnpo)"
+                )
+                if not ok
+                else "one micro-batch, one process"
+            )
             return {"invariant": ok, "reason": why}
         return {"invariant": True, "reason": "per-sequence normaliser; micro-batches hold equal numbers of sequences"}
     if agg == "token_mean":
         if K == S or normalization == "exact":
             return {"invariant": True, "reason": "global token count of the optimizer step (num_items_in_batch)"}
-        return {"invariant": False,
-                "reason": f"steps_per_generation ({S}) != gradient_accumulation_steps ({K}): TRL rescales the "
-                          "generation batch's token count by K/S, an estimate of the step's count "
-                          "(use normalization='exact')"}
+        return {
+            "invariant": False,
+            "reason": f"steps_per_generation ({S}) != gradient_accumulation_steps ({K}): TRL rescales the "
+            "generation batch's token count by K/S, an estimate of the step's count "
+            "(use normalization='exact')",
+        }
     return {"invariant": True, "reason": "global sequence count of the optimizer step"}
 
 
@@ -91,8 +99,17 @@ class DiagnosticsCallback(TrainerCallback):
             except non-finite values, which warn every time).
     """
 
-    def __init__(self, trainer: Any = None, *, rho_threshold: float = 0.1, eps_warn_fraction: float = 0.5,
-                 prefix_every: int = 2, eps_every: int = 10, momentum_every: int = 2, warn: bool = True) -> None:
+    def __init__(
+        self,
+        trainer: Any = None,
+        *,
+        rho_threshold: float = 0.1,
+        eps_warn_fraction: float = 0.5,
+        prefix_every: int = 2,
+        eps_every: int = 10,
+        momentum_every: int = 2,
+        warn: bool = True,
+    ) -> None:
         self.trainer = trainer
         self.rho_threshold = float(rho_threshold)
         self.eps_warn_fraction = float(eps_warn_fraction)
@@ -126,14 +143,18 @@ class DiagnosticsCallback(TrainerCallback):
         if self.trainer is None:
             raise ValueError("DiagnosticsCallback: pass the trainer, DiagnosticsCallback(trainer)")
         if not clipping_can_be_active(args):
-            self._say("clip", "clipping cannot be active in this configuration (num_iterations = 1 and "
-                      "steps_per_generation <= gradient_accumulation_steps): every update starts at π_old = π, "
-                      "so the ratio is 1 and a clip fraction of 0 is expected, not a bug")
+            self._say(
+                "clip",
+                "clipping cannot be active in this configuration (num_iterations = 1 and "
+                "steps_per_generation <= gradient_accumulation_steps): every update starts at π_old = π, "
+                "so the ratio is 1 and a clip fraction of 0 is expected, not a bug",
+            )
         spec = getattr(self.trainer, "loss_spec", None)
         if spec is None:  # TRL's own trainer: audit the TRL loss its config names
             spec = spec_from_config(args)
-        audit = normalization_audit(args, spec, self.trainer.accelerator.num_processes,
-                                    getattr(self.trainer, "normalization", "trl"))
+        audit = normalization_audit(
+            args, spec, self.trainer.accelerator.num_processes, getattr(self.trainer, "normalization", "trl")
+        )
         self.audit = audit
         if not audit["invariant"]:
             self._say("norm", f"the step's gradient depends on how the batch is split: {audit['reason']}")
@@ -150,8 +171,9 @@ class DiagnosticsCallback(TrainerCallback):
         bad_loss = sum(int(not torch.isfinite(w["loss"]).all()) for w in window)
         out["non_finite_loss"] = float(bad_loss)
         if bad_loss:
-            self._say("nan_loss", f"step {state.global_step + 1}: non-finite loss in {bad_loss} micro-batch(es)",
-                      once=False)
+            self._say(
+                "nan_loss", f"step {state.global_step + 1}: non-finite loss in {bad_loss} micro-batch(es)", once=False
+            )
         named = [(n, p.grad) for n, p in t.model.named_parameters() if p.grad is not None]
         bad_grad = []
         if named:  # one fused reduction; names are looked up only when something is non-finite
@@ -160,17 +182,24 @@ class DiagnosticsCallback(TrainerCallback):
                 bad_grad = [n for (n, _), v in zip(named, norms.tolist()) if not math.isfinite(v)]
         out["non_finite_grad"] = float(len(bad_grad))
         if bad_grad:
-            self._say("nan_grad", f"step {state.global_step + 1}: non-finite gradients in {len(bad_grad)} tensors "
-                      f"(first: {bad_grad[0]})", once=False)
+            self._say(
+                "nan_grad",
+                f"step {state.global_step + 1}: non-finite gradients in {len(bad_grad)} tensors (first: {bad_grad[0]})",
+                once=False,
+            )
         # learning signal
         if window:
             adv = torch.cat([w["advantages"].reshape(w["advantages"].shape[0], -1)[:, 0] for w in window])
             zero = float((adv == 0).double().mean())
             out["zero_signal_fraction"] = zero
             if zero == 1.0:
-                self._say("signal", f"step {state.global_step + 1} carries no learning signal: every group has zero "
-                          "reward variance (all advantages are 0), so the policy gradient is 0 and only "
-                          "regularisers, weight decay and Adam momentum move the weights", once=False)
+                self._say(
+                    "signal",
+                    f"step {state.global_step + 1} carries no learning signal: every group has zero "
+                    "reward variance (all advantages are 0), so the policy gradient is 0 and only "
+                    "regularisers, weight decay and Adam momentum move the weights",
+                    once=False,
+                )
         # optimizer: momentum tracker (inner steps) and ε-dominance (skipped when gradients are not finite)
         opt = getattr(optimizer, "optimizer", optimizer)
         adam = opt is not None and opt.__class__.__name__ in ("Adam", "AdamW") and not bad_grad
@@ -190,10 +219,13 @@ class DiagnosticsCallback(TrainerCallback):
                 out["sigma_in_advantages"] = float(sigma)
             out["reward_scale_elasticity"] = rep.elasticity
             if rep.frac_rho_above > self.eps_warn_fraction:
-                self._say("eps", f"Adam's ε dominates the update: {rep.frac_rho_above:.0%} of coordinates have "
-                          f"ε/√v̂ > {self.rho_threshold:g} (ε = {rep.eps:g}); the step then scales with the "
-                          f"reward scale (elasticity {rep.elasticity:.2f}) instead of being scale-free — lower "
-                          "eps or scale rewards up")
+                self._say(
+                    "eps",
+                    f"Adam's ε dominates the update: {rep.frac_rho_above:.0%} of coordinates have "
+                    f"ε/√v̂ > {self.rho_threshold:g} (ε = {rep.eps:g}); the step then scales with the "
+                    f"reward scale (elasticity {rep.elasticity:.2f}) instead of being scale-free — lower "
+                    "eps or scale rewards up",
+                )
         prefix_due = self.prefix_every and window and self._generation(args, window) % self.prefix_every == 0
         if spec is not None and prefix_due:
             out.update(self._prefix(window, spec))
@@ -222,8 +254,12 @@ class DiagnosticsCallback(TrainerCallback):
         rec = self._tracker.step(ratio, adv, cat("mask", 0).bool())
         if rec.clip is not None:
             out[f"clip_region/inner_step_{k}"] = rec.clip.fraction
-        for name, v in (("overshoot", rec.overshoot), ("overshoot_bound", rec.bound),
-                        ("overshoot_predicted", rec.finite_T), ("stale_momentum_share", rec.stale_share)):
+        for name, v in (
+            ("overshoot", rec.overshoot),
+            ("overshoot_bound", rec.bound),
+            ("overshoot_predicted", rec.finite_T),
+            ("stale_momentum_share", rec.stale_share),
+        ):
             if not math.isnan(v):
                 out[name] = v
 
@@ -241,18 +277,31 @@ class DiagnosticsCallback(TrainerCallback):
         adv = torch.cat([w["advantages"].reshape(w["advantages"].shape[0], -1)[:, 0] for w in window]).double()
         # TRL shuffles a generation batch's rows: regroup the completions of each prompt (complete groups only)
         P = max(w["prompt_ids"].shape[1] for w in window)
-        prompts = torch.cat([torch.nn.functional.pad(w["prompt_ids"] * w["prompt_mask"],
-                                                     (P - w["prompt_ids"].shape[1], 0)) for w in window])
+        prompts = torch.cat(
+            [
+                torch.nn.functional.pad(w["prompt_ids"] * w["prompt_mask"], (P - w["prompt_ids"].shape[1], 0))
+                for w in window
+            ]
+        )
         _, group = torch.unique(prompts, dim=0, return_inverse=True)
         complete = torch.bincount(group)[group] == G
-        idx = torch.sort(group.masked_fill(~complete, -1), stable=True).indices[int((~complete).sum()):]
+        idx = torch.sort(group.masked_fill(~complete, -1), stable=True).indices[int((~complete).sum()) :]
         if idx.numel() == 0 or not mask[idx].any():
             return {}
         rep = diagnostics.prefix_bias(
-            {"completion_ids": ids[idx], "completion_mask": mask[idx], "logp": logp[idx], "old_logp": old[idx],
-             "advantages": adv[idx], "group_size": G}, spec,
+            {
+                "completion_ids": ids[idx],
+                "completion_mask": mask[idx],
+                "logp": logp[idx],
+                "old_logp": old[idx],
+                "advantages": adv[idx],
+                "group_size": G,
+            },
+            spec,
         )
         d = rep.to_dict()
-        return {"prefix_bias/normalized_mean": d["prefix_normalized_mean"],
-                "prefix_bias/shared_normalized": d["shared_normalized"],
-                "prefix_bias/weight_length_corr": d["weight_length_corr_mean"]}
+        return {
+            "prefix_bias/normalized_mean": d["prefix_normalized_mean"],
+            "prefix_bias/shared_normalized": d["shared_normalized"],
+            "prefix_bias/weight_length_corr": d["weight_length_corr_mean"],
+        }

@@ -27,18 +27,28 @@ def spec_from_config(args: Any, loss: Any = None, loss_options: Optional[Dict[st
             row = _presets.resolve(name, {})
             eps_high = row.epsilon_high if _presets.epsilon_high_is_cap(row) else args.epsilon
         over.update(
-            epsilon=args.epsilon, epsilon_high=eps_high, delta=args.delta, beta=args.beta,
+            epsilon=args.epsilon,
+            epsilon_high=eps_high,
+            delta=args.delta,
+            beta=args.beta,
             importance_sampling_level=args.importance_sampling_level,
-            use_bias_correction_kl=args.use_bias_correction_kl, top_entropy_quantile=args.top_entropy_quantile,
-            off_policy_mask_threshold=args.off_policy_mask_threshold, entropy_coef=args.entropy_coef,
-            sapo_temperature_pos=args.sapo_temperature_pos, sapo_temperature_neg=args.sapo_temperature_neg,
-            vespo_k_pos=args.vespo_k_pos, vespo_lambda_pos=args.vespo_lambda_pos, vespo_k_neg=args.vespo_k_neg,
+            use_bias_correction_kl=args.use_bias_correction_kl,
+            top_entropy_quantile=args.top_entropy_quantile,
+            off_policy_mask_threshold=args.off_policy_mask_threshold,
+            entropy_coef=args.entropy_coef,
+            sapo_temperature_pos=args.sapo_temperature_pos,
+            sapo_temperature_neg=args.sapo_temperature_neg,
+            vespo_k_pos=args.vespo_k_pos,
+            vespo_lambda_pos=args.vespo_lambda_pos,
+            vespo_k_neg=args.vespo_k_neg,
             vespo_lambda_neg=args.vespo_lambda_neg,
         )
         if args.use_vllm and args.vllm_importance_sampling_correction:
-            over.update(vllm_importance_sampling_mode=args.vllm_importance_sampling_mode,
-                        vllm_importance_sampling_clip_min=args.vllm_importance_sampling_clip_min,
-                        vllm_importance_sampling_clip_max=args.vllm_importance_sampling_clip_max)
+            over.update(
+                vllm_importance_sampling_mode=args.vllm_importance_sampling_mode,
+                vllm_importance_sampling_clip_min=args.vllm_importance_sampling_clip_min,
+                vllm_importance_sampling_clip_max=args.vllm_importance_sampling_clip_max,
+            )
         else:
             over["vllm_importance_sampling_correction"] = False
     over.update(loss_options or {})

@@ -36,8 +36,11 @@ __all__ = ["PREFIX", "adv_estimator_fn", "policy_loss_fn", "register_adv_est", "
 
 PREFIX = "grpokit."
 # grpokit's metric -> verl's name for it (verl's logging and aggregation read these)
-_VERL_METRICS = {"pg_clipfrac": "actor/pg_clipfrac", "pg_clipfrac_lower": "actor/pg_clipfrac_lower",
-                 "ppo_kl": "actor/ppo_kl"}
+_VERL_METRICS = {
+    "pg_clipfrac": "actor/pg_clipfrac",
+    "pg_clipfrac_lower": "actor/pg_clipfrac_lower",
+    "ppo_kl": "actor/ppo_kl",
+}
 # verl applies these losses with seq-mean-token-mean (sapo) or a plain sequence mean (geo_mean) whatever
 # loss_agg_mode says: the preset's aggregation stands
 _FIXED_AGGREGATION = ("verl.sapo", "verl.geo_mean")
@@ -65,8 +68,12 @@ def verl_options(preset: str, config: Any, loss_agg_mode: str) -> Dict[str, Any]
     # verl's geo_mean takes the plain mean over the micro-batch's sequences, global counts ignored
     info = {} if preset == "verl.geo_mean" else dict(config.get("global_batch_info", None) or {})
     opts: Dict[str, Any] = {"kl_loss_coef": 0.0, "entropy_coeff": 0.0}
-    for verl_name, ours in (("dp_size", "dp_size"), ("batch_num_tokens", "num_items_in_batch"),
-                            ("global_batch_size", "num_sequences"), ("loss_scale_factor", "max_completion_length")):
+    for verl_name, ours in (
+        ("dp_size", "dp_size"),
+        ("batch_num_tokens", "num_items_in_batch"),
+        ("global_batch_size", "num_sequences"),
+        ("loss_scale_factor", "max_completion_length"),
+    ):
         if info.get(verl_name) is not None:
             opts[ours] = float(info[verl_name])
     if not preset.startswith("verl."):
@@ -78,36 +85,54 @@ def verl_options(preset: str, config: Any, loss_agg_mode: str) -> Dict[str, Any]
     if spec.clip_ratio_c is not None:
         opts["clip_ratio_c"] = config.get("clip_ratio_c", spec.clip_ratio_c)
     if spec.surrogate == "sapo":
-        opts.update(tau_pos=config.get("tau_pos", spec.sapo_temperature_pos),
-                    tau_neg=config.get("tau_neg", spec.sapo_temperature_neg))
+        opts.update(
+            tau_pos=config.get("tau_pos", spec.sapo_temperature_pos),
+            tau_neg=config.get("tau_neg", spec.sapo_temperature_neg),
+        )
     policy = config.get("policy_loss", None) or {}
     if spec.selection == "clip_cov":
         opts["selection"] = "none"  # verl's clip_cov zeroes its selected tokens: they go in as 0 token weights
     if spec.dro_beta:
         beta = policy.get("dro_beta", None)
         if beta is None or beta <= 0:
-            raise ValueError(f"policy_loss.dro_beta: {PREFIX}{preset} needs dro_beta > 0 (as verl's 'dro'), "
-                             f"got {beta!r}")
+            raise ValueError(
+                f"policy_loss.dro_beta: {PREFIX}{preset} needs dro_beta > 0 (as verl's 'dro'), got {beta!r}"
+            )
         opts["dro_beta"] = beta
     if preset not in _FIXED_AGGREGATION:
         opts["loss_agg_mode"] = loss_agg_mode
     return opts
 
 
-def _diagnostics(spec: _presets.LossSpec, log_prob: torch.Tensor, old_log_prob: torch.Tensor,
-                 advantages: torch.Tensor, mask: torch.Tensor) -> Dict[str, float]:
+def _diagnostics(
+    spec: _presets.LossSpec,
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+) -> Dict[str, float]:
     # the clip region of this micro-batch's token ratios (grpokit.diagnostics.clip_region), valid tokens only
     valid = mask.bool()
     ratio = torch.exp((log_prob.detach() - old_log_prob)[valid].double())
-    region = clip_region(ratio.cpu(), advantages[valid].double().cpu(), epsilon=spec.epsilon_low,
-                         epsilon_high=spec.epsilon_high)
+    region = clip_region(
+        ratio.cpu(), advantages[valid].double().cpu(), epsilon=spec.epsilon_low, epsilon_high=spec.epsilon_high
+    )
     frac = region.n_in_region / region.n_valid if region.n_valid else 0.0
-    return {"grpokit/clip_region/fraction": frac, "grpokit/clip_region/mean_excess": region.mean_excess,
-            "grpokit/clip_region/max_excess": region.max_excess}
+    return {
+        "grpokit/clip_region/fraction": frac,
+        "grpokit/clip_region/mean_excess": region.mean_excess,
+        "grpokit/clip_region/max_excess": region.max_excess,
+    }
 
 
-def _clip_cov_selection(spec: _presets.LossSpec, config: Any, log_prob: torch.Tensor, old_log_prob: torch.Tensor,
-                        advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _clip_cov_selection(
+    spec: _presets.LossSpec,
+    config: Any,
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
     """The tokens verl's clip_cov picks inside its loss (its rule, defaults and draw): a random
     clip_cov_ratio share of the unclipped tokens whose covariance of A and log π lies in
     (clip_cov_lb, clip_cov_ub)."""
@@ -128,16 +153,19 @@ def _clip_cov_selection(spec: _presets.LossSpec, config: Any, log_prob: torch.Te
     return sel
 
 
-def _token_weights(preset: str, spec: _presets.LossSpec, w: Optional[torch.Tensor], mask: torch.Tensor,
-                   dtype: torch.dtype) -> Optional[torch.Tensor]:
+def _token_weights(
+    preset: str, spec: _presets.LossSpec, w: Optional[torch.Tensor], mask: torch.Tensor, dtype: torch.dtype
+) -> Optional[torch.Tensor]:
     """verl's rollout IS weights as grpokit's token_weights (they multiply each token's policy term)."""
     if w is None:
         return None
     if spec.dro_beta:
         # verl weights the whole DRO term, penalty included; grpokit's token_weights weight the policy term
-        raise ValueError(f"rollout_is_weights: {PREFIX}{preset} does not take verl's rollout correction weights "
-                         "(verl also weights the DRO penalty, which grpokit's token_weights do not); "
-                         "switch rollout correction off or use verl's 'dro'")
+        raise ValueError(
+            f"rollout_is_weights: {PREFIX}{preset} does not take verl's rollout correction weights "
+            "(verl also weights the DRO penalty, which grpokit's token_weights do not); "
+            "switch rollout correction off or use verl's 'dro'"
+        )
     w = w.detach().to(dtype)
     if spec.surrogate == "geo_mean":
         # verl's geo_mean weighs each sequence by the geometric mean of its token weights (its own epsilons)
@@ -158,9 +186,15 @@ def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> C
     """
     _presets.resolve(preset, overrides)  # bad names and values fail at registration, not mid-training
 
-    def loss_fn(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
-                response_mask: torch.Tensor, loss_agg_mode: str = "token-mean", config: Any = None,
-                rollout_is_weights: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    def loss_fn(
+        old_log_prob: torch.Tensor,
+        log_prob: torch.Tensor,
+        advantages: torch.Tensor,
+        response_mask: torch.Tensor,
+        loss_agg_mode: str = "token-mean",
+        config: Any = None,
+        rollout_is_weights: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, Dict[str, Any]]:
         if config is None:
             raise ValueError(f"config: {PREFIX}{preset} reads verl's ActorConfig, got None")
         opts = {**verl_options(preset, config, loss_agg_mode), **overrides}
@@ -171,8 +205,15 @@ def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> C
             selected = _clip_cov_selection(spec, config, log_prob, old_log_prob, advantages, response_mask)
             keep = (~selected).to(log_prob.dtype)
             weights = keep if weights is None else weights * keep
-        out = gkt.policy_loss(log_prob, old_log_prob, advantages.to(log_prob.dtype), response_mask, spec=preset,
-                              token_weights=weights, **opts)
+        out = gkt.policy_loss(
+            log_prob,
+            old_log_prob,
+            advantages.to(log_prob.dtype),
+            response_mask,
+            spec=preset,
+            token_weights=weights,
+            **opts,
+        )
         values = torch.stack(list(out.metrics.values())).tolist() if out.metrics else []  # one device sync
         metrics: Dict[str, Any] = {_VERL_METRICS.get(n, "grpokit/" + n): v for n, v in zip(out.metrics, values)}
         if selected is not None:  # verl's clip_cov reports the share of selected tokens as its clip fraction
@@ -195,8 +236,15 @@ def register_policy_loss(name: str, preset: str, diagnostics: bool = True, **ove
 
 
 # verl outcome estimator -> grpokit estimator (tests/python/test_verl_integration.py checks each against verl)
-_ESTIMATORS = ("verl.grpo", "verl.grpo_no_std", "verl.rloo", "verl.opo", "verl.gpg", "verl.grpo_passk",
-               "verl.reinforce_plus_plus_baseline")
+_ESTIMATORS = (
+    "verl.grpo",
+    "verl.grpo_no_std",
+    "verl.rloo",
+    "verl.opo",
+    "verl.gpg",
+    "verl.grpo_passk",
+    "verl.reinforce_plus_plus_baseline",
+)
 _MASKED = ("verl.opo", "verl.reinforce_plus_plus_baseline")  # they read the response lengths
 
 
@@ -207,9 +255,14 @@ def adv_estimator_fn(estimator: str) -> Callable[..., Tuple[torch.Tensor, torch.
     if estimator not in _ESTIMATORS:
         raise ValueError(f"estimator: expected one of {list(_ESTIMATORS)}, got {estimator!r}")
 
-    def estimator_fn(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, index: Any = None,
-                     config: Any = None, norm_adv_by_std_in_grpo: Optional[bool] = None,
-                     **_: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    def estimator_fn(
+        token_level_rewards: torch.Tensor,
+        response_mask: torch.Tensor,
+        index: Any = None,
+        config: Any = None,
+        norm_adv_by_std_in_grpo: Optional[bool] = None,
+        **_: Any,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         if index is None:
             raise ValueError(f"index: {PREFIX}{estimator} groups completions by verl's uid index, got None")
         mask = response_mask.bool()

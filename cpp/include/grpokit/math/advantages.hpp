@@ -1,8 +1,8 @@
 // Per-element formulas of group advantages, shared by the CPU engine and the CUDA kernels.
 //
-// Conventions (docs/architecture.md, Conventions): a NaN reward is unscorable — excluded from every statistic, advantage 0.
-// Group statistics are computed in two passes around a shift (the group's first valid reward), so
-// an all-equal group has a mean that equals its rewards exactly and a variance of exactly 0: the
+// Conventions (docs/architecture.md, Conventions): a NaN reward is unscorable — excluded from every
+// statistic, advantage 0. Group statistics are computed in two passes around a shift (the group's first valid
+// reward), so an all-equal group has a mean that equals its rewards exactly and a variance of exactly 0: the
 // one-pass E[r²] − m² form leaves spurious non-zero advantages there. 0/0 := 0.
 #pragma once
 
@@ -14,13 +14,15 @@ namespace grpokit {
 namespace math {
 
 template <class T>
-GRPOKIT_HD bool is_nan(T x) { return x != x; }
+GRPOKIT_HD bool is_nan(T x) {
+  return x != x;
+}
 
 // Running sums for one group (or the whole batch): shift-centred first and second moments.
 struct MomentSums {
   double shift = 0.0;  // first valid value: makes an all-equal group exact
-  double sum = 0.0;    // Σ (r − shift)
-  double n = 0.0;      // number of valid (non-NaN) rewards
+  double sum = 0.0;  // Σ (r − shift)
+  double n = 0.0;  // number of valid (non-NaN) rewards
 
   GRPOKIT_HD void add(double r) {
     if (is_nan(r)) return;
@@ -36,7 +38,7 @@ struct MomentSums {
 // ±1 standardised advantages, not 0.
 struct SquaredDeviations {
   double scale = 0.0;  // largest |r − mean| seen
-  double ssq = 0.0;    // Σ ((r − mean) / scale)²
+  double ssq = 0.0;  // Σ ((r − mean) / scale)²
 
   GRPOKIT_HD void add(double d) {
     const double a = d < 0.0 ? -d : d;

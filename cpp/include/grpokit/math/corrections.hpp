@@ -19,9 +19,7 @@ GRPOKIT_HD double clamp_log_ratio(double lr, double bound) {
 }
 
 // Truncated IS: clamp(w, lo, hi) (a missing bound is ∓inf).
-GRPOKIT_HD double truncate_weight(double w, double lo, double hi) {
-  return w < lo ? lo : (w > hi ? hi : w);
-}
+GRPOKIT_HD double truncate_weight(double w, double lo, double hi) { return w < lo ? lo : (w > hi ? hi : w); }
 
 // Masked IS / IcePop: w · 1[lo ≤ w ≤ hi].
 GRPOKIT_HD double mask_weight(double w, double lo, double hi) { return (w < lo || w > hi) ? 0.0 : w; }

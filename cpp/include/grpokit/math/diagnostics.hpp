@@ -46,12 +46,12 @@ GRPOKIT_HD double bias_correction(double beta, double step) { return 1.0 - pow(b
 GRPOKIT_HD double adam_rho_from_sqrt(double sqrt_vhat, double eps) {
   return sqrt_vhat > 0.0 ? eps / sqrt_vhat : INFINITY;
 }
-GRPOKIT_HD double adam_rho(double v, double bc2, double eps) { return adam_rho_from_sqrt(sqrt(v / bc2), eps); }
+GRPOKIT_HD double adam_rho(double v, double bc2, double eps) {
+  return adam_rho_from_sqrt(sqrt(v / bc2), eps);
+}
 
 // Elasticity of the step to a global reward scale φ at φ = 1: d log|Δθ| / d log φ = ρ/(1+ρ).
-GRPOKIT_HD double reward_scale_elasticity(double rho) {
-  return rho == INFINITY ? 1.0 : rho / (1.0 + rho);
-}
+GRPOKIT_HD double reward_scale_elasticity(double rho) { return rho == INFINITY ? 1.0 : rho / (1.0 + rho); }
 
 // Preconditioned step u = m̂/(√v̂ + ϵ) of a state (m, v) at step t (bc1 = 1−β1^t, bc2 = 1−β2^t).
 // With every past gradient scaled by φ > 0, the state is (φm, φ²v) and the step is
@@ -77,7 +77,7 @@ struct AdamStatsCoefs {
   double next_m, next_sv;  // m̂ and √v̂ of the momentum-only next state (β1 m, β2 v at t + 1) over this step's
   double eps, rho_threshold;
   double hist_lo, hist_width;  // log10 ρ histogram: bins of hist_width from hist_lo
-  double hist_bins;            // number of bins (a whole number)
+  double hist_bins;  // number of bins (a whole number)
 };
 
 GRPOKIT_HD AdamStatsCoefs adam_stats_coefs(double beta1, double beta2, double eps, double t,
@@ -102,8 +102,8 @@ struct AdamCoordinate {
   double rho, elast;
   bool rho_above, zero_v;
   double mhat, sqrt_vhat;  // for the steps at other reward scales (adam_update_from_sqrt)
-  double u, u_next;        // this step, and the momentum-only next step
-  int bin;                 // log10 ρ bin, out-of-range values in the end bins
+  double u, u_next;  // this step, and the momentum-only next step
+  int bin;  // log10 ρ bin, out-of-range values in the end bins
 };
 
 GRPOKIT_HD AdamCoordinate adam_coordinate(double m, double v, const AdamStatsCoefs& k) {
@@ -128,11 +128,12 @@ GRPOKIT_HD AdamCoordinate adam_coordinate(double m, double v, const AdamStatsCoe
 // Per-coordinate preconditioned step of the state (adam_update), or of the state one step later with a
 // zero gradient (m ← β1 m, v ← β2 v, t ← t + 1) when `momentum_only_next`.
 struct AdamUpdateCoefs {
-  double b1, b2;    // factors on m and v (1 for the state itself)
+  double b1, b2;  // factors on m and v (1 for the state itself)
   double bc1, bc2;  // bias corrections at the step taken
 };
 
-GRPOKIT_HD AdamUpdateCoefs adam_update_coefs(double beta1, double beta2, double step, bool momentum_only_next) {
+GRPOKIT_HD AdamUpdateCoefs adam_update_coefs(double beta1, double beta2, double step,
+                                             bool momentum_only_next) {
   const double t = momentum_only_next ? step + 1 : step;
   AdamUpdateCoefs k{};
   k.b1 = momentum_only_next ? beta1 : 1.0;
@@ -143,7 +144,8 @@ GRPOKIT_HD AdamUpdateCoefs adam_update_coefs(double beta1, double beta2, double 
 }
 
 // 0 where v = 0 (a coordinate never updated takes no step).
-GRPOKIT_HD double adam_update_coordinate(double m, double v, const AdamUpdateCoefs& k, double eps, double phi) {
+GRPOKIT_HD double adam_update_coordinate(double m, double v, const AdamUpdateCoefs& k, double eps,
+                                         double phi) {
   const double mm = k.b1 * m, vv = k.b2 * v;
   return vv > 0.0 ? adam_update(mm, vv, k.bc1, k.bc2, eps, phi) : 0.0;
 }
@@ -151,9 +153,9 @@ GRPOKIT_HD double adam_update_coordinate(double m, double v, const AdamUpdateCoe
 // The coming step t + 1 split into its momentum and current-gradient parts (adam_step_split).
 struct AdamSplitCoefs {
   double beta1, beta2, eps;
-  double bc1, bc2;    // at t + 1
+  double bc1, bc2;  // at t + 1
   double bc1p, bc2p;  // at t (the previous step)
-  bool has_prev;      // t >= 1: the state holds a previous step
+  bool has_prev;  // t >= 1: the state holds a previous step
 };
 
 GRPOKIT_HD AdamSplitCoefs adam_split_coefs(double beta1, double beta2, double eps, double t) {
@@ -170,9 +172,9 @@ GRPOKIT_HD AdamSplitCoefs adam_split_coefs(double beta1, double beta2, double ep
 }
 
 struct AdamSplitTerm {
-  double prev;      // u_{t−1} of the state (0 without one, or where v = 0)
-  bool step;        // the coordinate moves (d > 0); us, uf are 0 otherwise
-  double us, uf;    // β1 m/d and (1−β1) g/d
+  double prev;  // u_{t−1} of the state (0 without one, or where v = 0)
+  bool step;  // the coordinate moves (d > 0); us, uf are 0 otherwise
+  double us, uf;  // β1 m/d and (1−β1) g/d
 };
 
 // `g` is the gradient with any L2 term added; the caller checks it is finite.

@@ -15,12 +15,18 @@ GRPOKIT_HD bool flag_at(const void* p, DType dt, int64_t off) {
   switch (dt) {
     case DType::Bool:
     case DType::UInt8:
-    case DType::Int8: return static_cast<const int8_t*>(p)[off] != 0;
-    case DType::Int32: return static_cast<const int32_t*>(p)[off] != 0;
-    case DType::Int64: return static_cast<const int64_t*>(p)[off] != 0;
-    case DType::Float32: return static_cast<const float*>(p)[off] != 0.0f;
-    case DType::Float64: return static_cast<const double*>(p)[off] != 0.0;
-    default: return true;
+    case DType::Int8:
+      return static_cast<const int8_t*>(p)[off] != 0;
+    case DType::Int32:
+      return static_cast<const int32_t*>(p)[off] != 0;
+    case DType::Int64:
+      return static_cast<const int64_t*>(p)[off] != 0;
+    case DType::Float32:
+      return static_cast<const float*>(p)[off] != 0.0f;
+    case DType::Float64:
+      return static_cast<const double*>(p)[off] != 0.0;
+    default:
+      return true;
   }
 }
 

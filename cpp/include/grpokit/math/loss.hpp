@@ -34,10 +34,10 @@ namespace grpokit {
 namespace math {
 
 #if !defined(GRPOKIT_DEVICE_COMPILE)
-using std::exp;
-using std::log;
 using std::ceil;
+using std::exp;
 using std::floor;
+using std::log;
 #endif
 
 // The per-token term is large; GCC does not inline it on its own (measured ≈ 10 % slower as a call).
@@ -52,19 +52,27 @@ using std::floor;
 // ---- small helpers --------------------------------------------------------------------------
 
 template <class C>
-GRPOKIT_HD C clampv(C x, C lo, C hi) { return x < lo ? lo : (x > hi ? hi : x); }
+GRPOKIT_HD C clampv(C x, C lo, C hi) {
+  return x < lo ? lo : (x > hi ? hi : x);
+}
 
 // The exp the formulas below call: the standard one unless a caller passes another policy E with a
 // static E::exp (the CPU's vectorised row loops pass one over cpu::exp_vec, cpp/src/loss_fast.cpp).
 template <class C>
-GRPOKIT_HD C std_exp(C x) { return exp(x); }
+GRPOKIT_HD C std_exp(C x) {
+  return exp(x);
+}
 struct StdExp {
   template <class C>
-  GRPOKIT_HD static C exp(C x) { return std_exp(x); }
+  GRPOKIT_HD static C exp(C x) {
+    return std_exp(x);
+  }
 };
 
 template <class C, class E = StdExp>
-GRPOKIT_HD C sigmoid(C x) { return C(1) / (C(1) + E::exp(-x)); }
+GRPOKIT_HD C sigmoid(C x) {
+  return C(1) / (C(1) + E::exp(-x));
+}
 
 // A value and its derivative with respect to one variable.
 template <class C>
@@ -95,8 +103,7 @@ struct ClipFlags {
 // PPO clip with TRL's two-sided δ and verl's dual-clip c (both +inf when off): the branch value v
 // per unit advantage and dv/dr (0 where a clipped branch binds). φ = −A·v.
 template <class C>
-GRPOKIT_HD ValueGrad<C> clip_branch(C r, C A, C eps_low, C eps_high, C delta, C dual_c,
-                                    ClipFlags* flags) {
+GRPOKIT_HD ValueGrad<C> clip_branch(C r, C A, C eps_low, C eps_high, C delta, C dual_c, ClipFlags* flags) {
   // Branch-free: selects and bitwise & / | on bools (short-circuit && / || are branches, which stop
   // the CPU vectoriser and diverge on the GPU).
   const C lo = C(1) - eps_low, hi = C(1) + eps_high;
@@ -158,8 +165,9 @@ GRPOKIT_HD C vespo_weight(C log_w, C A, C k_pos, C lambda_pos, C k_neg, C lambda
 }
 
 // verl DPPO trust-region tests (p = e^ℓ). Total variation: A > 0 keeps p − p_old ≤ ε_high,
-// A ≤ 0 keeps p − p_old ≥ −ε_low. Binary KL b = p_old·(ℓ_old − ℓ) + (1 − p_old)·log((1−p_old+1e-8)/(1−p+1e-8)):
-// A > 0 keeps b ≤ ε_high or p ≤ p_old; A ≤ 0 keeps b ≤ ε_low or p ≥ p_old.
+// A ≤ 0 keeps p − p_old ≥ −ε_low. Binary KL b = p_old·(ℓ_old − ℓ) + (1 −
+// p_old)·log((1−p_old+1e-8)/(1−p+1e-8)): A > 0 keeps b ≤ ε_high or p ≤ p_old; A ≤ 0 keeps b ≤ ε_low or p ≥
+// p_old.
 template <class C, class E = StdExp>
 GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
   const C d = E::exp(logp) - E::exp(old_logp);
@@ -175,13 +183,16 @@ GRPOKIT_HD bool dppo_kl_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
 
 // Detached IS weight of the log-prob surrogates (everything but Vespo, which is per row).
 template <class C, class E = StdExp>
-GRPOKIT_HD C logp_weight(LogpWeight rule, C r, C logp, C old_logp, C A, C eps_low, C eps_high,
-                         C cap_c, bool* clipped) {
+GRPOKIT_HD C logp_weight(LogpWeight rule, C r, C logp, C old_logp, C A, C eps_low, C eps_high, C cap_c,
+                         bool* clipped) {
   bool c = false;
   C w = C(1);
   switch (rule) {
-    case LogpWeight::One: break;
-    case LogpWeight::Ratio: w = r; break;
+    case LogpWeight::One:
+      break;
+    case LogpWeight::Ratio:
+      w = r;
+      break;
     case LogpWeight::Clip:
       w = clampv(r, C(1) - eps_low, C(1) + eps_high);
       c = w != r;
@@ -198,7 +209,8 @@ GRPOKIT_HD C logp_weight(LogpWeight rule, C r, C logp, C old_logp, C A, C eps_lo
       c = !ok;
       break;
     }
-    case LogpWeight::Vespo: break;  // per-row weight, applied by the caller
+    case LogpWeight::Vespo:
+      break;  // per-row weight, applied by the caller
   }
   if (clipped) *clipped = c;
   return w;
@@ -234,15 +246,22 @@ GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_c
   const C dx = x_free ? C(-1) : C(0);  // dx/dℓ
   ValueGrad<C> k{C(0), C(0)};
   switch (est) {
-    case KlEstimator::None: return k;
-    case KlEstimator::K1: k = {-x, -dx}; break;                              // ℓ − ℓ_ref
-    case KlEstimator::K2: k = {C(0.5) * x * x, x * dx}; break;               // ½(ℓ − ℓ_ref)²
+    case KlEstimator::None:
+      return k;
+    case KlEstimator::K1:
+      k = {-x, -dx};
+      break;                              // ℓ − ℓ_ref
+    case KlEstimator::K2:
+      k = {C(0.5) * x * x, x * dx};
+      break;               // ½(ℓ − ℓ_ref)²
     case KlEstimator::K3: {                                                  // e^x − x − 1
       const C e = E::exp(x);
       k = {e - x - C(1), (e - C(1)) * dx};
       break;
     }
-    case KlEstimator::Abs: k = {x < C(0) ? -x : x, (x < C(0) ? C(-1) : C(1)) * dx}; break;
+    case KlEstimator::Abs:
+      k = {x < C(0) ? -x : x, (x < C(0) ? C(-1) : C(1)) * dx};
+      break;
   }
   // selects, not branches: the CPU's row loops vectorise this
   const bool v_free = !clamped || ((k.v >= -value_clamp) & (k.v <= value_clamp));
@@ -264,7 +283,9 @@ GRPOKIT_HD C sampler_is_weight(C log_rho, bool truncate, C lo, C hi) {
 
 // torch.quantile's linear interpolation between order statistics a ≤ b at fraction f.
 template <class C>
-GRPOKIT_HD C lerp(C a, C b, C f) { return a + (b - a) * f; }
+GRPOKIT_HD C lerp(C a, C b, C f) {
+  return a + (b - a) * f;
+}
 
 // torch.quantile(x, q) (linear interpolation) of n values: lerp(x_(lo), x_(hi), frac) of the lo-th and
 // hi-th smallest (0-based), lo = ⌊q(n−1)⌋, hi = ⌈q(n−1)⌉. TRL's top-entropy masking keeps H ≥ this at
@@ -278,7 +299,6 @@ GRPOKIT_HD QuantilePosition quantile_position(double q, int64_t n) {
   const double lo = floor(pos);
   return {static_cast<int64_t>(lo), static_cast<int64_t>(ceil(pos)), pos - lo};
 }
-
 
 // ---- the rule row -------------------------------------------------------------------------------
 
@@ -300,8 +320,7 @@ GRPOKIT_HD bool row_log_ratio_has_grad(const LossSpec& s) {
 template <class C>
 GRPOKIT_HD ValueGrad<C> row_log_ratio_term(const LossSpec& s, C logp, C old_logp, C A) {
   const C d = logp - old_logp;
-  if (s.surrogate == Surrogate::GeoMean)
-    return geo_mean_log_ratio(d, A, C(s.epsilon_low), C(s.epsilon_high));
+  if (s.surrogate == Surrogate::GeoMean) return geo_mean_log_ratio(d, A, C(s.epsilon_low), C(s.epsilon_high));
   return {d, C(1)};
 }
 template <class C>
@@ -366,8 +385,8 @@ GRPOKIT_HD_HOT TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
   C v, dv, dx_direct = dr_direct, dx_u = dr_u;
   switch (s.surrogate) {
     case Surrogate::Clip: {
-      const ValueGrad<C> b = clip_branch(r.v, A, C(s.epsilon_low), C(s.epsilon_high), C(s.delta),
-                                         C(s.clip_ratio_c), &o.flags);
+      const ValueGrad<C> b =
+          clip_branch(r.v, A, C(s.epsilon_low), C(s.epsilon_high), C(s.delta), C(s.clip_ratio_c), &o.flags);
       v = b.v;
       dv = b.d;
       break;
@@ -405,8 +424,8 @@ GRPOKIT_HD_HOT TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
 
   // regularisers (not multiplied by the weight rule: TRL adds β·KL after the masks and IS weights)
   if (s.kl != KlEstimator::None && s.beta != 0.0) {
-    const ValueGrad<C> k = kl_estimate(s.kl, in.logp, in.ref_logp, C(s.kl_log_clamp),
-                                       C(s.kl_value_clamp), C(s.kl_straight_through ? 1 : 0));
+    const ValueGrad<C> k = kl_estimate(s.kl, in.logp, in.ref_logp, C(s.kl_log_clamp), C(s.kl_value_clamp),
+                                       C(s.kl_straight_through ? 1 : 0));
     C kv = k.v, kd = k.d, ku = C(0);
     if (s.kl_is_corrected) {  // k·r, r differentiable (DeepSeek-V3.2's unbiased KL)
       kv = k.v * r.v;

@@ -14,9 +14,13 @@ namespace grpokit {
 namespace math {
 
 template <class C>
-GRPOKIT_HD bool is_nan_v(C x) { return x != x; }
+GRPOKIT_HD bool is_nan_v(C x) {
+  return x != x;
+}
 template <class C>
-GRPOKIT_HD bool is_finite_v(C x) { return x == x && x < C(INFINITY) && x > C(-INFINITY); }
+GRPOKIT_HD bool is_finite_v(C x) {
+  return x == x && x < C(INFINITY) && x > C(-INFINITY);
+}
 
 // What a call needs, derived once from the spec and which optional inputs are present.
 struct PassFlags {
@@ -41,7 +45,8 @@ GRPOKIT_HD PassFlags pass_flags(const LossSpec& s, bool has_old, bool has_ent, b
   f.has_ref = has_ref;
   f.has_tw = has_tw;
   f.use_is = s.sampler_is != SamplerIs::None && has_smp;
-  f.seq_is = f.use_is && (s.sampler_is == SamplerIs::SequenceTruncate || s.sampler_is == SamplerIs::SequenceMask);
+  f.seq_is =
+      f.use_is && (s.sampler_is == SamplerIs::SequenceTruncate || s.sampler_is == SamplerIs::SequenceMask);
   f.is_truncate = s.sampler_is == SamplerIs::TokenTruncate || s.sampler_is == SamplerIs::SequenceTruncate;
   f.opsm = !is_nan_v(s.off_policy_mask_threshold);
   f.gmpo = s.surrogate == Surrogate::GeoMean;
@@ -144,13 +149,18 @@ GRPOKIT_HD double group_tokens(const LossSpec& s, const RowTokens& row_tokens, i
 GRPOKIT_HD double agg_coefficient(const LossSpec& s, const AggCounts& k, double Li, double padded_T,
                                   double n_group) {
   switch (s.aggregation) {
-    case Aggregation::TokenMean: return k.scale / k.N_tok;
-    case Aggregation::TokenSum: return k.scale;
-    case Aggregation::SeqMeanTokenMean: return k.scale / (k.N_seq * (Li > 1.0 ? Li : 1.0));
-    case Aggregation::SeqMeanTokenSum: return k.scale / k.N_seq;
+    case Aggregation::TokenMean:
+      return k.scale / k.N_tok;
+    case Aggregation::TokenSum:
+      return k.scale;
+    case Aggregation::SeqMeanTokenMean:
+      return k.scale / (k.N_seq * (Li > 1.0 ? Li : 1.0));
+    case Aggregation::SeqMeanTokenSum:
+      return k.scale / k.N_seq;
     case Aggregation::SeqMeanTokenSumNorm:
       return k.scale / (k.N_seq * (s.max_completion_length > 0.0 ? s.max_completion_length : padded_T));
-    case Aggregation::PromptMean: return k.scale / (k.N_prompt * (n_group > 1.0 ? n_group : 1.0));
+    case Aggregation::PromptMean:
+      return k.scale / (k.N_prompt * (n_group > 1.0 ? n_group : 1.0));
   }
   return 0.0;
 }

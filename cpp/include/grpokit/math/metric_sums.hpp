@@ -94,7 +94,9 @@ struct MetricSums {
 
   // VESPO's per-row weight (once per row).
   template <class C>
-  GRPOKIT_HD void add_row_weight(C w) { sum[sVespoPhi] += static_cast<A>(w); }
+  GRPOKIT_HD void add_row_weight(C w) {
+    sum[sVespoPhi] += static_cast<A>(w);
+  }
 
   // After a row's tokens: its clip low / high means enter the across-row min / max.
   GRPOKIT_HD void row_done(bool per_row_ratio) {
