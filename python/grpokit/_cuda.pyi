@@ -55,6 +55,9 @@ from grpokit._core import (
     loss_spec_enum_values as loss_spec_enum_values,
 )
 from grpokit._core import (
+    loss_spec_fields as loss_spec_fields,
+)
+from grpokit._core import (
     policy_loss as policy_loss,
 )
 from grpokit._core import (

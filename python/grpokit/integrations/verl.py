@@ -210,9 +210,8 @@ def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> C
             old_log_prob,
             advantages.to(log_prob.dtype),
             response_mask,
-            spec=preset,
+            spec=spec,  # the preset with verl's options applied (selection: a spec field here, not a tensor)
             token_weights=weights,
-            **opts,
         )
         values = torch.stack(list(out.metrics.values())).tolist() if out.metrics else []  # one device sync
         metrics: Dict[str, Any] = {_VERL_METRICS.get(n, "grpokit/" + n): v for n, v in zip(out.metrics, values)}
