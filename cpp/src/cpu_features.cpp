@@ -4,9 +4,37 @@
 
 #ifdef GRPOKIT_HAVE_OPENMP
 #include <omp.h>
+#include <pthread.h>
 #endif
 
 namespace grpokit {
+
+#ifdef GRPOKIT_HAVE_OPENMP
+namespace {
+// GNU OpenMP's thread pool does not survive fork(): the child inherits the pool's bookkeeping but not
+// its threads, so its first parallel region waits forever for them (multiprocessing's "fork" start
+// method, DataLoader workers). The child therefore runs the engine on its own thread: correct, and the
+// usual choice for worker processes, which are already one of many. A runtime that survives fork
+// (LLVM's libomp) is not an option: the engine links whatever OpenMP the compiler ships, and torch
+// loads its own GNU OpenMP into the same process.
+bool forked_child = false;
+void on_fork_child() {
+  forked_child = true;
+  omp_set_num_threads(1);
+}
+[[maybe_unused]] const int fork_handler = pthread_atfork(nullptr, nullptr, &on_fork_child);
+}  // namespace
+#endif
+
+int cpu_threads(int requested) {
+#ifdef GRPOKIT_HAVE_OPENMP
+  if (forked_child) return 1;
+  return requested > 0 ? requested : omp_get_max_threads();
+#else
+  (void)requested;
+  return 1;
+#endif
+}
 
 std::string cpu_simd_level() {
 #ifdef GRPOKIT_CPU_DISPATCH
@@ -20,12 +48,6 @@ std::string cpu_simd_level() {
   return "baseline";
 }
 
-int cpu_max_threads() {
-#ifdef GRPOKIT_HAVE_OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
+int cpu_max_threads() { return cpu_threads(0); }
 
 }  // namespace grpokit

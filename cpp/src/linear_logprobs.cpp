@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "grpokit/interrupt.hpp"
 #include "logprobs_rows.hpp"
 
 namespace grpokit {
@@ -107,9 +108,11 @@ struct LogitTiles {
   // [v0, v0 + nv) (row i at z.data() + i * chunk): row blocks in order, each block's chunks in order.
   template <class Fn>
   void for_each(Fn&& f) {
+    Interrupt stop;  // Ctrl-C (grpokit/interrupt.hpp), checked between tiles
     for (int64_t r0 = 0; r0 < N; r0 += nb) {
       const int64_t nr = std::min(nb, N - r0);
       for (int64_t v0 = 0; v0 < V; v0 += chunk) {
+        stop.poll();
         const int64_t nv = std::min(chunk, V - v0);
         MutMap<T> z(tile.data(), nr, nv, Eigen::OuterStride<>(chunk));
         z.noalias() = hid.middleRows(r0, nr) * w.middleRows(v0, nv).transpose();

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "logprobs_rows.hpp"
+#include "grpokit/interrupt.hpp"
 #include "grpokit/logprobs.hpp"
 #include "grpokit/math/logprobs.hpp"
 
@@ -26,10 +27,12 @@ template <class In, class Fn>
 void for_each_row(const TokenLogprobArgs& in, const RowLayout& L, Fn&& f) {
   const TensorView& x = in.logits;
   RowError err;
+  Interrupt stop(16);  // Ctrl-C (grpokit/interrupt.hpp): rows not yet started are skipped
 #ifdef GRPOKIT_HAVE_OPENMP
 #pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
 #endif
   for (int64_t r = 0; r < L.rows; ++r) {
+    if (stop.requested()) continue;
     const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));
     if (id < 0 || id >= L.vocab) {
       err.record(r, 1, id);
@@ -37,6 +40,7 @@ void for_each_row(const TokenLogprobArgs& in, const RowLayout& L, Fn&& f) {
     }
     f(r, id, x.ptr<const In>() + row_offset(x, r, L.inner), err);
   }
+  stop.raise();
   err.raise(L.vocab);
 }
 

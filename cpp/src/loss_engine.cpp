@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "cpu_kernels.hpp"
+#include "grpokit/cpu_features.hpp"
+#include "grpokit/interrupt.hpp"
 #include "grpokit/loss.hpp"
 #include "grpokit/math/loss_passes.hpp"
 #include "grpokit/math/metric_sums.hpp"
@@ -62,17 +64,20 @@ const uint8_t* mask_of(const Call& k, int64_t i, std::vector<uint8_t>& buf) {
 template <class F>
 void for_rows(const Call& k, int num_threads, F&& fn) {
   const int64_t B = k.L.B;
+  Interrupt stop(16);  // Ctrl-C (grpokit/interrupt.hpp): rows not yet started are skipped
 #ifdef GRPOKIT_HAVE_OPENMP
   const int64_t elems = k.L.packed ? k.in.logp.shape[0] : k.L.B * k.L.T;
   const int nt = static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>(num_threads > 0 ? num_threads : omp_get_max_threads(),
-                                             std::min<int64_t>(B, elems / 16384))));
+      std::max<int64_t>(1, std::min<int64_t>(cpu_threads(num_threads), std::min<int64_t>(B, elems / 16384))));
 #pragma omp parallel for schedule(static) num_threads(nt)
-  for (int64_t i = 0; i < B; ++i) fn(i);
+  for (int64_t i = 0; i < B; ++i)
+    if (!stop.requested()) fn(i);
 #else
   (void)num_threads;
-  for (int64_t i = 0; i < B; ++i) fn(i);
+  for (int64_t i = 0; i < B; ++i)
+    if (!stop.requested()) fn(i);
 #endif
+  stop.raise();
 }
 
 // TRL's top-entropy threshold over every valid token of the call (torch.quantile, linear).

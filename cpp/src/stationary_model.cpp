@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "grpokit/error.hpp"
+#include "grpokit/interrupt.hpp"
 #include "grpokit/math/advantages.hpp"
 #include "grpokit/stationary.hpp"
 
@@ -166,6 +167,7 @@ PreferenceModel PreferenceModel::from_rewards(const Eigen::VectorXd& rewards, co
   std::vector<int32_t> c(static_cast<size_t>(L), 0);
   const double* v = m.atom_value_.data();
   const double lg_n = std::lgamma(static_cast<double>(n + 1));
+  Interrupt stop(1024);  // Ctrl-C (grpokit/interrupt.hpp)
   std::function<void(int64_t, int64_t)> visit = [&](int64_t j, int64_t left) {
     if (j < L - 1) {
       for (int64_t x = 0; x <= left; ++x) {
@@ -174,6 +176,7 @@ PreferenceModel PreferenceModel::from_rewards(const Eigen::VectorXd& rewards, co
       }
       return;
     }
+    stop.poll();
     c[j] = static_cast<int32_t>(left);
     double lc = lg_n;
     for (int64_t i = 0; i < L; ++i) lc -= std::lgamma(static_cast<double>(c[i] + 1));
@@ -316,7 +319,9 @@ void PreferenceModel::evaluate(const Eigen::VectorXd& w, Eigen::VectorXd& P, Eig
   }
   const int64_t ncomp = static_cast<int64_t>(log_coef_.size());
   Eigen::MatrixXd S = Eigen::MatrixXd::Zero(L, L);  // Σ wt A_ℓ c_j
+  Interrupt stop(1024);  // Ctrl-C (grpokit/interrupt.hpp)
   for (int64_t k = 0; k < ncomp; ++k) {
+    stop.poll();
     const int32_t* c = counts_.data() + k * L;
     const double* a = adv_.data() + k * L;
     double s = log_coef_[k];
@@ -364,7 +369,9 @@ PreferenceModel PreferenceModel::sampled(const Eigen::VectorXd& w0, int64_t samp
   m.adv_.assign(static_cast<size_t>(samples * L), 0.0);
   std::mt19937_64 rng(seed);
   const double logN = std::log(static_cast<double>(samples));
+  Interrupt stop(1024);  // Ctrl-C (grpokit/interrupt.hpp)
   for (int64_t s = 0; s < samples; ++s) {
+    stop.poll();
     int32_t* c = m.counts_.data() + s * L;
     sample_others(w0, spec_.group_size - 1, rng, c);
     double lc = -logN;  // weight 1/N at w = w0, times the likelihood ratio elsewhere
@@ -390,7 +397,9 @@ void PreferenceModel::monte_carlo(const Eigen::VectorXd& w, int64_t samples, uin
   std::mt19937_64 rng(seed);
   std::vector<int32_t> c(static_cast<size_t>(L));
   Eigen::VectorXd sum = Eigen::VectorXd::Zero(L), sum2 = Eigen::VectorXd::Zero(L);
+  Interrupt stop(1024);  // Ctrl-C (grpokit/interrupt.hpp)
   for (int64_t s = 0; s < samples; ++s) {
+    stop.poll();
     sample_others(w, G - 1, rng, c.data());
     const OthersStats st = others_stats(c.data(), v, L);
     for (int64_t l = 0; l < L; ++l) {

@@ -7,6 +7,7 @@
 
 #include "dlpack.h"
 #include "grpokit/error.hpp"
+#include "grpokit/interrupt.hpp"
 
 namespace grpokit {
 namespace bindings {
@@ -216,10 +217,44 @@ Imported import_array(py::handle obj, const char* name, std::intptr_t stream, bo
   return out;
 }
 
+namespace {
+
+// The exception Python's signal handlers raised inside an engine call (the hook runs on the calling
+// thread, so the translator below finds it on the same thread). Kept out of the thread state while the
+// call unwinds, so no Python code (a DLPack deleter) runs with an exception pending.
+thread_local PyObject* pending_type = nullptr;
+thread_local PyObject* pending_value = nullptr;
+thread_local PyObject* pending_traceback = nullptr;
+
+// The engine's interrupt hook: runs Python's signal handlers (only the main thread receives signals;
+// elsewhere this is a no-op). Safe with or without the GIL held by this thread.
+bool python_signal_raised() {
+  const PyGILState_STATE gil = PyGILState_Ensure();
+  const bool raised = PyErr_CheckSignals() != 0;
+  if (raised) {
+    Py_XDECREF(pending_type);
+    Py_XDECREF(pending_value);
+    Py_XDECREF(pending_traceback);
+    PyErr_Fetch(&pending_type, &pending_value, &pending_traceback);
+  }
+  PyGILState_Release(gil);
+  return raised;
+}
+
+}  // namespace
+
 void register_error_translator() {
+  set_interrupt_hook(&python_signal_raised);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const Interrupted&) {
+      if (pending_type == nullptr) {
+        PyErr_SetNone(PyExc_KeyboardInterrupt);
+        return;
+      }
+      PyErr_Restore(pending_type, pending_value, pending_traceback);
+      pending_type = pending_value = pending_traceback = nullptr;
     } catch (const Error& e) {
       switch (e.kind()) {
         case ErrorKind::Type:

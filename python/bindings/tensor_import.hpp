@@ -42,7 +42,8 @@ class Imported {
 // the array is an output and must not be read-only.
 Imported import_array(py::handle obj, const char* name, std::intptr_t stream, bool writable);
 
-// Maps grpokit::Error to Python exceptions. Call once per module.
+// Maps grpokit::Error to Python exceptions and lets long engine calls run Python's signal handlers
+// (Ctrl-C raises KeyboardInterrupt, grpokit/interrupt.hpp). Call once per module.
 void register_error_translator();
 
 }  // namespace bindings

@@ -10,7 +10,11 @@ namespace grpokit {
 // environment turns the hand-written AVX-512 loops off ("avx512-clones" then).
 std::string cpu_simd_level();
 
-// Threads the row loops use by default (OpenMP's maximum; 1 without OpenMP).
+// Threads the row loops use by default (OpenMP's maximum; 1 without OpenMP or in a forked child).
 int cpu_max_threads();
+
+// Threads for a loop: `requested` if > 0, else the default; always 1 in a child forked after the engine
+// was loaded (its OpenMP runtime has no threads there, see cpu_features.cpp).
+int cpu_threads(int requested);
 
 }  // namespace grpokit
