@@ -130,6 +130,35 @@ bool numpy_view(py::handle obj, TensorView& v) {
   return true;
 }
 
+// An output must not have two elements at one address (a stride-0 or expanded view): the engine would
+// write each location several times and the caller would read one of the values. As PyTorch refuses
+// in-place ops on such tensors. Sufficient test: with the dimensions sorted by |stride|, each stride
+// steps over everything the smaller ones span.
+void check_no_internal_overlap(const TensorView& v, const char* name) {
+  int64_t strides[TensorView::kMaxDims];
+  int64_t extents[TensorView::kMaxDims];
+  int n = 0;
+  for (int i = 0; i < v.ndim; ++i) {
+    if (v.shape[i] == 0) return;  // no element at all
+    if (v.shape[i] == 1) continue;
+    strides[n] = v.strides[i] < 0 ? -v.strides[i] : v.strides[i];
+    extents[n++] = v.shape[i];
+  }
+  for (int i = 1; i < n; ++i)  // insertion sort by |stride|: at most kMaxDims entries
+    for (int j = i; j > 0 && strides[j] < strides[j - 1]; --j) {
+      std::swap(strides[j], strides[j - 1]);
+      std::swap(extents[j], extents[j - 1]);
+    }
+  int64_t span = 0;  // the largest offset the smaller dimensions reach
+  for (int i = 0; i < n; ++i) {
+    if (strides[i] <= span)
+      value_error(name,
+                  ": the output has overlapping elements (a stride-0 or expanded view); grpokit must "
+                  "write each element once: pass a contiguous array (e.g. .contiguous() / .copy())");
+    span += (extents[i] - 1) * strides[i];
+  }
+}
+
 }  // namespace
 
 Imported& Imported::operator=(Imported&& other) noexcept {
@@ -161,6 +190,7 @@ Imported import_array(py::handle obj, const char* name, std::intptr_t stream, bo
   if (numpy_view(obj, out.view_)) {
     if (writable && out.view_.read_only)
       value_error(name, ": the array is read-only, but grpokit must write into it");
+    if (writable) check_no_internal_overlap(out.view_, name);
     return out;
   }
   if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
@@ -214,6 +244,7 @@ Imported import_array(py::handle obj, const char* name, std::intptr_t stream, bo
   }
   if (writable && out.view_.read_only)
     value_error(name, ": the array is read-only, but grpokit must write into it");
+  if (writable) check_no_internal_overlap(out.view_, name);
   return out;
 }
 

@@ -54,14 +54,29 @@ def _is_cupy(x: Any) -> bool:
     return _module_name(x) == "cupy"
 
 
-def as_input(x: Any, name: str, *, default: str = "float64") -> Any:
+def as_input(x: Any, name: str, *, default: str = "float64", writable: bool = False) -> Any:
     """An object the engine can import through DLPack, without copying array inputs.
 
-    `default` is the dtype given to Python sequences and scalars ("float64", "int64" or "bool").
+    `default` is the dtype given to Python sequences and scalars ("float64", "int64" or "bool");
+    `writable`: the engine writes into `x` (an output buffer), so it is never replaced by a copy.
     """
     if x is None:
         return None
     if _is_torch(x):
+        if x.layout != _torch_strided():
+            raise TypeError(
+                f"{name}: expected a dense (strided) tensor, got a {str(x.layout).replace('torch.', '')} tensor"
+            )
+        if x.is_nested:
+            raise TypeError(f"{name}: expected a dense (strided) tensor, got a nested tensor")
+        if x.is_neg() or x.is_conj():
+            # torch's __dlpack__ drops the lazy negation/conjugation bits: the values read would be
+            # the unnegated memory. An input is resolved (one copy); an output cannot be.
+            if writable:
+                raise ValueError(
+                    f"{name}: the tensor has torch's lazy negation/conjugate bit set; pass x.resolve_neg()"
+                )
+            x = x.resolve_neg().resolve_conj()
         # DLPack refuses tensors that require grad; detach() shares memory, so nothing is copied.
         return x.detach() if x.requires_grad else x
     if isinstance(x, np.ndarray):
@@ -90,6 +105,10 @@ def as_input(x: Any, name: str, *, default: str = "float64") -> Any:
         f"{name}: expected a NumPy array, a Python sequence or an object implementing __dlpack__ "
         f"(torch, CuPy, JAX), got {type(x).__name__}"
     )
+
+
+def _torch_strided() -> Any:
+    return sys.modules["torch"].strided
 
 
 def placement_of(x: Any) -> Placement:

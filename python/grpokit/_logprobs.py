@@ -198,7 +198,7 @@ def token_logprobs_backward(
             raise ValueError("out: pass either out= or inplace_grad=True, not both")
         out = x
     elif out is not None:
-        out = _arrays.as_input(out, "out")
+        out = _arrays.as_input(out, "out", writable=True)
         _arrays.common_placement({"logits": x, "out": out})
     handle = _arrays.resolve_stream(place, stream)
     if out is None:

@@ -95,6 +95,17 @@ def _(logits, token_ids, lse, entropy, grad_logp, grad_entropy, temperature):
     return None
 
 
+def refuse_double_backward(op: str) -> None:
+    """Raise where autograd would record a graph through a backward (create_graph=True, gradgradcheck):
+    the engine's gradients are exact but not themselves differentiable, so a second derivative would
+    silently come out as zero."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{op}: double backward is not supported (backward ran with create_graph=True); "
+            "the gradient it returns is not differentiable"
+        )
+
+
 def _token_logprobs_setup(ctx, inputs, output):
     logits, token_ids, temperature, _, inplace_grad = inputs
     ctx.save_for_backward(logits, token_ids, output[2], output[1])
@@ -104,6 +115,7 @@ def _token_logprobs_setup(ctx, inputs, output):
 
 
 def _token_logprobs_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
+    refuse_double_backward("grpokit.torch.token_logprobs")
     logits, token_ids, lse, entropy = ctx.saved_tensors
     if grad_logp is None and grad_entropy is None or not ctx.needs_input_grad[0]:
         return None, None, None, None, None
@@ -259,6 +271,7 @@ def _linear_setup(ctx, inputs, output):
 
 
 def _linear_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
+    refuse_double_backward("grpokit.torch.linear_token_logprobs")
     hidden, weight, token_ids, lse, entropy = ctx.saved_tensors
     want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if grad_logp is None and grad_entropy is None or not (want_h or want_w):

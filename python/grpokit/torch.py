@@ -20,7 +20,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 
 from . import _advantages, _arrays, _core, _loss, _presets
-from ._torch_logprobs import LogprobsOutput, linear_token_logprobs, token_logprobs
+from ._torch_logprobs import LogprobsOutput, linear_token_logprobs, refuse_double_backward, token_logprobs
 
 __all__ = [
     "LogprobsOutput",
@@ -138,6 +138,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_loss, _g_grad, _g_grad_ent, _g_metrics, _g_per_token, _g_weights):
+    refuse_double_backward("grpokit.torch.policy_loss")
     grad_logp, grad_ent = ctx.saved_tensors
     g_lp = grad_logp * grad_loss.to(grad_logp.dtype) if ctx.needs_input_grad[0] else None
     g_ent = None
