@@ -125,7 +125,9 @@ void set_spec_field(LossSpec& spec, const std::string& name, double value) {
 
 void set_spec_field(LossSpec& spec, const std::string& name, const std::string& value) {
   const FieldSlot* f = find_slot(name);
-  if (f == nullptr || f->set_rule == nullptr) value_error("LossSpec has no rule field '", name, "'");
+  if (f != nullptr && f->set_rule == nullptr)  // a text for a number or flag, e.g. epsilon="abc"
+    type_error(name, ": expected a number, got the text '", value, "'");
+  if (f == nullptr) value_error("LossSpec has no rule field '", name, "'");
   f->set_rule(spec, value);
 }
 
@@ -170,16 +172,16 @@ void validate_spec(const LossSpec& s) {
   positive(s.sapo_temperature_neg, "sapo_temperature_neg");
   positive(s.dp_size, "dp_size");
   positive(s.gradient_accumulation_steps, "gradient_accumulation_steps");
-  // A count is positive, or unset (−1): any other negative would silently read as unset.
+  // A count is a whole number >= 1, or unset (−1): any other negative would silently read as unset, a
+  // fraction would be truncated somewhere, and beyond 2⁵³ it is not exact in a double (nor meaningful).
   for (const auto& f : slots())
     if (f.info.kind == SpecFieldKind::Count) {
       const double v = s.*(f.number);
-      if (v == 0.0 || std::isnan(v) || (v < 0.0 && v != GRPOKIT_COUNT_UNSET))
-        value_error(f.info.name, ": expected a positive count (or unset), got ", v);
+      if (v == GRPOKIT_COUNT_UNSET) continue;
+      if (!(v >= 1.0)) value_error(f.info.name, ": expected a positive count (or None: unset), got ", v);
+      if (!(v == std::floor(v) && v <= 9007199254740992.0))
+        value_error(f.info.name, ": expected a whole number >= 1 (or None: unset), got ", v);
     }
-  if (s.group_size != GRPOKIT_COUNT_UNSET &&
-      !(s.group_size == std::floor(s.group_size) && s.group_size < 9.0e15))
-    value_error("group_size: expected a whole number of rows >= 1, got ", s.group_size);
 }
 
 }  // namespace grpokit

@@ -106,8 +106,10 @@ def advantages(
     info, preset = _estimators.lookup(estimator)
     given = {"baseline": baseline, "std": std, "std_scope": std_scope, "epsilon": epsilon, **options}
     opts = _estimators.resolve_options(info, given, preset)
-    if group_size is not None and (isinstance(group_size, bool) or int(group_size) != group_size):
-        raise TypeError(f"group_size: expected an integer, got {group_size!r}")
+    if group_size is not None:
+        group_size = _arrays.as_count(group_size, "group_size", minimum=1)
+    if opts.get("epsilon") is not None:
+        opts["epsilon"] = _arrays.as_real(opts["epsilon"], "epsilon")
     r = _float_rewards(_arrays.as_input(rewards, "rewards"))
     half = _arrays.dtype_name(r) in ("bfloat16", "float16")  # GPU-only dtypes: the estimator kernels read them
     if info.name != "grpo" or any(v is not None for v in options.values()) or len(r.shape) == 2 or half:

@@ -96,7 +96,10 @@ def as_input(x: Any, name: str, *, default: str = "float64", writable: bool = Fa
             arr = np.asarray(x)
         except ValueError as exc:  # ragged nesting
             raise ValueError(f"{name}: expected a rectangular array, got {exc}") from None
-        # Convert only where the intent is clear: numbers to float64, integers to int64, bools to bool.
+        # Convert only where the intent is clear: numbers to float64, integers to int64, bools (or 0/1
+        # integers, as an integer array is read) to bool.
+        if default == "bool" and arr.dtype.kind in "iu" and np.isin(arr, (0, 1)).all():
+            return arr.astype(bool)
         allowed = {"float64": "biuf", "int64": "biu", "bool": "b"}[default]
         if arr.dtype.kind not in allowed and not (arr.size == 0 and arr.dtype.kind == "f"):
             raise TypeError(f"{name}: expected {default}-compatible values, got {arr.dtype} values")
@@ -109,6 +112,42 @@ def as_input(x: Any, name: str, *, default: str = "float64", writable: bool = Fa
 
 def _torch_strided() -> Any:
     return sys.modules["torch"].strided
+
+
+def as_count(value: Any, name: str, minimum: int = 1) -> int:
+    """A whole number >= `minimum` (a Python or NumPy integer, or a float with an integral value) as an int;
+    anything else (a fraction, a string, a bool, an out-of-range value) is a one-line error naming `name`."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a whole number >= {minimum}, got {value!r}")
+    if isinstance(value, int):  # any size: checked against the range below
+        v: Any = value
+    else:
+        arr = np.asarray(value) if isinstance(value, (float, np.generic, np.ndarray)) else None
+        if arr is None or arr.ndim != 0 or arr.dtype.kind not in "iuf":
+            raise TypeError(f"{name}: expected a whole number >= {minimum}, got {_short(value)}")
+        v = arr.item()
+    if isinstance(v, float) and not (np.isfinite(v) and v.is_integer()):
+        raise ValueError(f"{name}: expected a whole number >= {minimum}, got {v!r}")
+    v = int(v)
+    if v < minimum or v > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}: expected a whole number >= {minimum}, got {v}")
+    return v
+
+
+def as_real(value: Any, name: str) -> float:
+    """A real number (Python, NumPy or 0-d array) as a float; anything else is a one-line error naming `name`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if not (isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf"):
+            raise TypeError(f"{name}: expected a number, got {_short(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name}: expected a number within the float64 range, got {_short(value)}") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
 
 
 def placement_of(x: Any) -> Placement:

@@ -7,12 +7,15 @@ module only runs them on the same batch and lays the results side by side.
 from __future__ import annotations
 
 import dataclasses
+import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _variants
+from . import _arrays, _variants
 from ._presets import LossSpec
 from ._presets import presets as _all_presets
 
@@ -54,15 +57,26 @@ def _batch(batch: Any) -> Dict[str, Any]:
         if out.get("group_size") is None:
             raise ValueError("batch: 'rewards' need 'group_size' (completions per prompt)")
     if out.get("group_size") is not None:
-        out["group_size"] = int(np.asarray(out["group_size"]).item())
+        out["group_size"] = _arrays.as_count(out["group_size"], "group_size", minimum=1)
     return out
 
 
 def load_batch(path: str) -> Dict[str, Any]:
     """A batch saved with ``np.savez(path, rewards=..., group_size=..., logp=..., ...)`` (keys:
     ``grpokit._compare.BATCH_KEYS``)."""
-    with np.load(path, allow_pickle=False) as f:
-        return _batch({k: f[k] for k in f.files})
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory; expected a .npz file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (EOFError, zipfile.BadZipFile, ValueError) as exc:  # empty, truncated, not NumPy
+        raise ValueError(f"{path}: not a readable .npz file ({exc or type(exc).__name__})") from None
+    if not hasattr(loaded, "files"):  # np.load returned one array, not an NpzFile
+        raise ValueError(f"{path}: is a .npy file (one array); expected a .npz file (np.savez) of named arrays")
+    try:
+        with loaded as f:
+            return _batch({k: f[k] for k in f.files})
+    except (EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: the .npz file is damaged ({exc})") from None
 
 
 @dataclass
@@ -123,10 +137,12 @@ def _run(
     spec = _spec_for_batch(b, v.spec if spec is None else spec)
     a = _advantages(b, v) if adv is None else adv
     lp = np.asarray(b["logp"], dtype=np.float64)
-    old = None if b.get("old_logp") is None else np.asarray(b["old_logp"], dtype=np.float64)
+    # absent: on-policy, old = logp (ratio 1; the same loss and gradient as old_logp=None, which the
+    # presets that require the old policy, such as DPPO's trust region, refuse)
+    old = lp if b.get("old_logp") is None else np.asarray(b["old_logp"], dtype=np.float64)
     mask, sampling, token_weights = b.get("mask"), b.get("sampling_logp"), None
     if v.correction is not None:
-        mask, token_weights = _correct(b, v, lp if old is None else old)
+        mask, token_weights = _correct(b, v, old)
         sampling = None  # the correction replaces the preset's own sampler IS weight
     r = policy_loss(
         lp,

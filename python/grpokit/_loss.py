@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -260,7 +261,7 @@ def policy_loss(
         per_token,
         weights,
         metrics,
-        num_threads=int(num_threads),
+        num_threads=_arrays.as_count(num_threads, "num_threads", minimum=0),
         stream=handle,
         workspace=workspace,
         status=status,
@@ -268,6 +269,12 @@ def policy_loss(
     # The scratch is freed on return into the kernels' stream's pool: reused only by work ordered after them.
     if status is not None:
         _raise_device_status(status, shape, cu is not None)
+    if not place.is_cuda and not math.isfinite(float(loss)):
+        # the engine refused every non-finite input, so the sum itself overflowed: say so, not NaN
+        raise ValueError(
+            f"token_weights/advantages: the loss overflowed to {float(loss)} in {dt} although every input is "
+            "finite; their products with the ratios are too large: rescale token_weights or advantages"
+        )
     fin = lambda x: None if x is None else _arrays.finish(place, x)  # noqa: E731
     metric_dict = {
         n: fin(metrics[k] if not isinstance(metrics, np.ndarray) else metrics[k, ...]) for k, n in enumerate(names)

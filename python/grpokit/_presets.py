@@ -206,7 +206,15 @@ def apply_overrides(spec: LossSpec, overrides: Mapping[str, Any]) -> LossSpec:
     ):
         changes["epsilon_high"] = changes["epsilon_low"]
     new = dataclasses.replace(spec, **changes)
-    validate(new)
+    try:
+        validate(new)
+    except (TypeError, ValueError) as exc:  # name the option the caller wrote, not the field it sets
+        msg = str(exc)
+        for name in overrides:
+            for field in _ALIASES[name](overrides[name]) if name in _ALIASES else ():
+                if msg.startswith(f"{field}:"):
+                    raise type(exc)(f"{name} ({field}){msg[len(field) :]}") from None
+        raise
     return new
 
 

@@ -4,9 +4,56 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import List, Optional
+
+# ---- argument types: a bad value is argparse's one-line "argument --x: ..." error, before any work ----
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _numbers(text: str) -> List[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,0,0, got {text!r}") from None
+
+
+def _group_sizes(text: str) -> list:
+    out: list = []
+    for x in text.split(","):
+        x = x.strip()
+        if x.lower() in ("inf", "infinity"):
+            out.append(x)
+        elif x.isdigit() and 2 <= int(x) < 2**31:
+            out.append(int(x))
+        else:
+            raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers >= 2 or inf, got {text!r}")
+    return out
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -18,6 +65,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if os.path.exists(args.out) and not os.path.isdir(args.out):  # checked before minutes of training
+        raise ValueError(f"--out: {args.out!r} is an existing file; expected a folder for the plots")
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never open a window from the command line
@@ -67,11 +116,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_stationary(args: argparse.Namespace) -> int:
     from . import stationary
 
-    floats = lambda text: [float(x) for x in text.split(",")]  # noqa: E731
-    groups = [x if x.strip().lower() in ("inf", "infinity") else int(x) for x in args.G.split(",")]
-    cmp = stationary.compare(
-        floats(args.rewards), floats(args.pi_ref), args.beta, groups, penalty=args.penalty, include_nlhf=args.nlhf
-    )
+    cmp = stationary.compare(args.rewards, args.pi_ref, args.beta, args.G, penalty=args.penalty, include_nlhf=args.nlhf)
     print(cmp)
     if args.plot:
         cmp.plot().figure.savefig(args.plot, dpi=120, bbox_inches="tight")
@@ -90,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_compare(sub)
     p_st = sub.add_parser("stationary", help="GRPO's stationary policies next to RLHF for given rewards")
-    p_st.add_argument("--rewards", required=True, help="comma-separated rewards, e.g. 1,0,0")
-    p_st.add_argument("--pi-ref", required=True, help="comma-separated reference probabilities")
-    p_st.add_argument("--beta", type=float, required=True, help="penalty weight > 0")
-    p_st.add_argument("--G", default="2,4,8,16,inf", help="group sizes (default 2,4,8,16,inf)")
+    p_st.add_argument("--rewards", type=_numbers, required=True, help="comma-separated rewards, e.g. 1,0,0")
+    p_st.add_argument("--pi-ref", type=_numbers, required=True, help="comma-separated reference probabilities")
+    p_st.add_argument("--beta", type=_positive, required=True, help="penalty weight > 0")
+    p_st.add_argument("--G", type=_group_sizes, default="2,4,8,16,inf", help="group sizes (default 2,4,8,16,inf)")
     p_st.add_argument("--penalty", default="k3", choices=["k3", "k3_is"])
     p_st.add_argument("--nlhf", action="store_true", help="add NLHF's equilibrium")
     p_st.add_argument("--plot", default=None, help="write a bar chart to this file")
@@ -152,11 +197,11 @@ def _add_demo(sub) -> None:
         "each column's mean ± std over the seeds and the length drift per seed; no plots",
     )
     p.add_argument("--out", "--output-dir", dest="out", default=d.out_dir, help="folder for the PNG plots")
-    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
+    p.add_argument("--lr", type=_positive, default=d.lr, help="AdamW learning rate")
     p.add_argument(
-        "--adam-eps", type=float, default=d.adam_eps, help="AdamW epsilon (try 1e-5 to see epsilon-dominance)"
+        "--adam-eps", type=_positive, default=d.adam_eps, help="AdamW epsilon (try 1e-5 to see epsilon-dominance)"
     )
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decoupled weight decay")
+    p.add_argument("--weight-decay", type=_non_negative, default=d.weight_decay, help="AdamW decoupled weight decay")
     p.add_argument("--max-len", type=int, default=d.max_len, help="maximum completion length (tokens)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
@@ -207,7 +252,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
+    except KeyboardInterrupt:
+        print(f"grpokit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a file that cannot be read or written: name it, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"grpokit {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # every error reaches a command-line user as one line, never a traceback
         print(f"grpokit {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

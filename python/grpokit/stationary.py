@@ -86,7 +86,7 @@ def _group_size(G: Any) -> int:
         raise TypeError(f"G: expected an integer >= 2 or math.inf, got {G!r}")
     if math.isinf(G) and G > 0:
         return -1
-    if not float(G).is_integer() or G < 2:
+    if not float(G).is_integer() or G < 2 or G >= 2**31:
         raise ValueError(f"G: expected an integer >= 2 or math.inf, got {G!r}")
     return int(G)
 

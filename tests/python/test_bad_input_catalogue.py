@@ -315,7 +315,156 @@ CATALOGUE = [
         ValueError,
         "advantages: expected shape (2,) or (2, 3)",
     ),
+    # ---- issue 21: counts, coercions, the import layer, double backward (docs/robustness.md) ----
+    (
+        "policy_loss: negative count",
+        lambda: grpokit.policy_loss(LP, LP, ADV, num_items_in_batch=-5),
+        ValueError,
+        "num_items_in_batch: expected a positive count",
+    ),
+    (
+        "policy_loss: count -1 is not 'unset'",
+        lambda: grpokit.policy_loss(LP, LP, ADV, max_completion_length=-1),
+        ValueError,
+        "max_completion_length: expected a positive count",
+    ),
+    (
+        "policy_loss: fractional count",
+        lambda: grpokit.policy_loss(LP, LP, ADV, num_items_in_batch=2.5),
+        ValueError,
+        "num_items_in_batch: expected a whole number >= 1",
+    ),
+    (
+        "policy_loss: count beyond 2**53",
+        lambda: grpokit.policy_loss(LP, LP, ADV, max_completion_length=2**70),
+        ValueError,
+        "max_completion_length: expected a whole number >= 1",
+    ),
+    (
+        "policy_loss: alias named",
+        lambda: grpokit.policy_loss(LP, LP, ADV, spec="verl.reinforce", loss_scale_factor=0),
+        ValueError,
+        "loss_scale_factor (max_completion_length): expected a positive count",
+    ),
+    (
+        "policy_loss: epsilon=None",
+        lambda: grpokit.policy_loss(LP, LP, ADV, epsilon=None),
+        ValueError,
+        "epsilon (epsilon_low): None is not allowed",
+    ),
+    (
+        "policy_loss: text for a number",
+        lambda: grpokit.policy_loss(LP, LP, ADV, epsilon="abc"),
+        TypeError,
+        "epsilon (epsilon_low): expected a number, got the text 'abc'",
+    ),
+    (
+        "policy_loss: huge num_threads",
+        lambda: grpokit.policy_loss(LP, LP, ADV, num_threads=10**30),
+        ValueError,
+        "num_threads: expected a whole number >= 0",
+    ),
+    (
+        "policy_loss: token_weights overflow",
+        lambda: grpokit.policy_loss(LP, LP - 0.1, ADV, token_weights=np.full((B, T), 1e308)),
+        ValueError,
+        "token_weights/advantages: the loss overflowed",
+    ),
+    (
+        "policy_loss: mask of other integers",
+        lambda: grpokit.policy_loss(LP, LP, ADV, [[1, 2, 0], [1, 0, 0]]),
+        TypeError,
+        "mask: expected bool-compatible values",
+    ),
+    (
+        "advantages: fractional group_size",
+        lambda: grpokit.advantages([1.0, 2.0, 3.0, 4.0], group_size=2.5),
+        ValueError,
+        "group_size: expected a whole number >= 1, got 2.5",
+    ),
+    (
+        "advantages: text group_size",
+        lambda: grpokit.advantages([1.0, 2.0], group_size="two"),
+        TypeError,
+        "group_size: expected a whole number >= 1, got 'two'",
+    ),
+    (
+        "advantages: huge group_size",
+        lambda: grpokit.advantages([1.0, 2.0], group_size=10**30),
+        ValueError,
+        "group_size: expected a whole number >= 1",
+    ),
+    (
+        "advantages: text epsilon",
+        lambda: grpokit.advantages([1.0, 2.0], group_size=2, epsilon="abc"),
+        TypeError,
+        "epsilon: expected a number, got 'abc'",
+    ),
+    (
+        "compare: fractional group_size",
+        lambda: grpokit.compare(dict(rewards=[1.0, 0.0], group_size=2.5, logp=LP)),
+        ValueError,
+        "group_size: expected a whole number >= 1, got 2.5",
+    ),
+    (
+        "stationary: huge G",
+        lambda: S.solve([1, 0, 0], [0.2, 0.3, 0.5], beta=0.5, G=10**30),
+        ValueError,
+        "G: expected an integer >= 2 or math.inf",
+    ),
+    (
+        "token_logprobs_backward: stride-0 out",
+        lambda: _backward_into(np.lib.stride_tricks.as_strided(np.zeros(3), (2, 3), (0, 8))),
+        ValueError,
+        "the output has overlapping elements",
+    ),
+    (
+        "token_logprobs_backward: expanded torch out",
+        lambda: _backward_into(_torch().zeros(3, dtype=_torch().float64).expand(2, 3)),
+        ValueError,
+        "the output has overlapping elements",
+    ),
+    (
+        "token_logprobs_backward: negative-bit torch out",
+        lambda: _backward_into(_neg_view(_torch().zeros(2, 3, dtype=_torch().float64))),
+        ValueError,
+        "out: the tensor has torch's lazy negation/conjugate bit set",
+    ),
+    (
+        "advantages: sparse tensor",
+        lambda: grpokit.advantages(_torch().ones(4).to_sparse(), group_size=2),
+        TypeError,
+        "rewards: expected a dense (strided) tensor, got a sparse_coo tensor",
+    ),
+    (
+        "torch.policy_loss: double backward",
+        lambda: _double_backward(),
+        RuntimeError,
+        "grpokit.torch.policy_loss: double backward is not supported",
+    ),
 ]
+
+
+def _backward_into(out):
+    x = np.zeros((2, 3))
+    if not isinstance(out, np.ndarray):
+        x = _torch().zeros(2, 3, dtype=_torch().float64)
+    ids = [0, 1] if isinstance(out, np.ndarray) else _torch().tensor([0, 1])
+    saved = grpokit.token_logprobs(x, ids)
+    return grpokit.token_logprobs_backward(x, ids, saved, saved.logp * 0 + 1, out=out)
+
+
+def _neg_view(t):
+    """A tensor whose values are -t through torch's lazy negative bit (what z.conj().imag gives)."""
+    torch = _torch()
+    return torch.complex(torch.zeros_like(t), t).conj().imag
+
+
+def _double_backward():
+    torch = _torch()
+    lp = torch.full((2, 3), -1.0, dtype=torch.float64, requires_grad=True)
+    out = grpokit.torch.policy_loss(lp, lp.detach() - 0.1, torch.tensor([1.0, -1.0], dtype=torch.float64))
+    torch.autograd.grad(out.loss, lp, create_graph=True)
 
 
 @pytest.mark.parametrize("call, exc, fragment", [c[1:] for c in CATALOGUE], ids=[c[0] for c in CATALOGUE])
@@ -364,3 +513,41 @@ def test_numpy_arrays_the_fast_path_does_not_take_get_dlpacks_errors():
     ro = lp.copy()
     ro.flags.writeable = False
     assert float(grpokit.policy_loss(ro, ro, A, spec="trl.dapo").loss) == 0.0  # read-only inputs are fine
+
+
+# ---- what the import layer resolves rather than refuses (issue 21) ----------------------------------
+
+
+def test_torch_negative_bit_inputs_are_read_with_their_sign():
+    torch = _torch()
+    r = torch.tensor([1.0, 2.0, 3.0, 5.0], dtype=torch.float64)
+    neg = _neg_view(r)  # values -r, memory +r: torch's __dlpack__ alone would read +r
+    assert neg.is_neg()
+    expected = grpokit.advantages((-r).numpy(), group_size=2)
+    np.testing.assert_array_equal(grpokit.advantages(neg, group_size=2).numpy(), expected)
+
+
+def test_a_list_of_0_1_integers_is_a_mask():
+    mask = [[1, 1, 0], [1, 0, 0]]
+    a = grpokit.policy_loss(LP, LP - 0.1, ADV, mask)
+    b = grpokit.policy_loss(LP, LP - 0.1, ADV, np.array(mask, bool))
+    assert float(a.loss) == float(b.loss)
+    np.testing.assert_array_equal(a.grad_logp, b.grad_logp)
+
+
+def test_torch_policy_loss_takes_a_selection_tensor():
+    torch = _torch()
+    lp = torch.full((2, 3), -1.0, dtype=torch.float64, requires_grad=True)
+    sel = torch.tensor([[True, False, True], [False, True, False]])
+    out = grpokit.torch.policy_loss(
+        lp, lp.detach() - 0.1, torch.tensor([1.0, -1.0], dtype=torch.float64), spec="verl.clip_cov", selection=sel
+    )
+    out.loss.backward()
+    ref = grpokit.policy_loss(
+        lp.detach().numpy(),
+        lp.detach().numpy() - 0.1,
+        np.array([1.0, -1.0]),
+        spec="verl.clip_cov",
+        selection=sel.numpy(),
+    )
+    np.testing.assert_allclose(lp.grad.numpy(), ref.grad_logp, rtol=0, atol=1e-15)
