@@ -127,7 +127,7 @@ def as_count(value: Any, name: str, minimum: int = 1) -> int:
             raise TypeError(f"{name}: expected a whole number >= {minimum}, got {_short(value)}")
         v = arr.item()
     if isinstance(v, float) and not (np.isfinite(v) and v.is_integer()):
-        raise ValueError(f"{name}: expected a whole number >= {minimum}, got {v!r}")
+        raise TypeError(f"{name}: expected a whole number >= {minimum}, got {v!r}")
     v = int(v)
     if v < minimum or v > np.iinfo(np.int64).max:
         raise ValueError(f"{name}: expected a whole number >= {minimum}, got {v}")

@@ -379,7 +379,7 @@ CATALOGUE = [
     (
         "advantages: fractional group_size",
         lambda: grpokit.advantages([1.0, 2.0, 3.0, 4.0], group_size=2.5),
-        ValueError,
+        TypeError,
         "group_size: expected a whole number >= 1, got 2.5",
     ),
     (
@@ -403,7 +403,7 @@ CATALOGUE = [
     (
         "compare: fractional group_size",
         lambda: grpokit.compare(dict(rewards=[1.0, 0.0], group_size=2.5, logp=LP)),
-        ValueError,
+        TypeError,
         "group_size: expected a whole number >= 1, got 2.5",
     ),
     (
@@ -442,6 +442,18 @@ CATALOGUE = [
         RuntimeError,
         "grpokit.torch.policy_loss: double backward is not supported",
     ),
+    (
+        "torch.token_logprobs: double backward",
+        lambda: _double_backward("token_logprobs"),
+        RuntimeError,
+        "grpokit.torch.token_logprobs: double backward is not supported",
+    ),
+    (
+        "torch.linear_token_logprobs: double backward",
+        lambda: _double_backward("linear_token_logprobs"),
+        RuntimeError,
+        "grpokit.torch.linear_token_logprobs: double backward is not supported",
+    ),
 ]
 
 
@@ -460,11 +472,18 @@ def _neg_view(t):
     return torch.complex(torch.zeros_like(t), t).conj().imag
 
 
-def _double_backward():
+def _double_backward(op="policy_loss"):
     torch = _torch()
-    lp = torch.full((2, 3), -1.0, dtype=torch.float64, requires_grad=True)
-    out = grpokit.torch.policy_loss(lp, lp.detach() - 0.1, torch.tensor([1.0, -1.0], dtype=torch.float64))
-    torch.autograd.grad(out.loss, lp, create_graph=True)
+    gkt = grpokit.torch
+    x = torch.full((2, 3), -1.0, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([0, 1])
+    if op == "policy_loss":
+        y = gkt.policy_loss(x, x.detach() - 0.1, torch.tensor([1.0, -1.0], dtype=torch.float64)).loss
+    elif op == "token_logprobs":
+        y = gkt.token_logprobs(x, ids).logp.sum()
+    else:
+        y = gkt.linear_token_logprobs(x, torch.ones(4, 3, dtype=torch.float64), ids).logp.sum()
+    torch.autograd.grad(y, x, create_graph=True)
 
 
 @pytest.mark.parametrize("call, exc, fragment", [c[1:] for c in CATALOGUE], ids=[c[0] for c in CATALOGUE])
