@@ -172,16 +172,18 @@ void validate_spec(const LossSpec& s) {
   positive(s.sapo_temperature_neg, "sapo_temperature_neg");
   positive(s.dp_size, "dp_size");
   positive(s.gradient_accumulation_steps, "gradient_accumulation_steps");
-  // A count is a whole number >= 1, or unset (−1): any other negative would silently read as unset, a
-  // fraction would be truncated somewhere, and beyond 2⁵³ it is not exact in a double (nor meaningful).
+  // A count is >= 1 (TRL's num_items_in_batch may be a fractional estimate), or unset (−1): any other
+  // negative would silently read as unset; beyond 2⁵³ the normalisers under- or overflow in float32.
   for (const auto& f : slots())
     if (f.info.kind == SpecFieldKind::Count) {
       const double v = s.*(f.number);
       if (v == GRPOKIT_COUNT_UNSET) continue;
       if (!(v >= 1.0)) value_error(f.info.name, ": expected a positive count (or None: unset), got ", v);
-      if (!(v == std::floor(v) && v <= 9007199254740992.0))
-        value_error(f.info.name, ": expected a whole number >= 1 (or None: unset), got ", v);
+      if (!(v <= 9007199254740992.0))
+        value_error(f.info.name, ": expected a count of at most 2**53 (or None: unset), got ", v);
     }
+  if (s.group_size != GRPOKIT_COUNT_UNSET && s.group_size != std::floor(s.group_size))
+    value_error("group_size: expected a whole number of rows >= 1, got ", s.group_size);
 }
 
 }  // namespace grpokit

@@ -329,16 +329,16 @@ CATALOGUE = [
         "max_completion_length: expected a positive count",
     ),
     (
-        "policy_loss: fractional count",
-        lambda: grpokit.policy_loss(LP, LP, ADV, num_items_in_batch=2.5),
+        "policy_loss: fractional group_size",
+        lambda: grpokit.policy_loss(LP, LP, ADV, aggregation="prompt_mean", group_size=2.5),
         ValueError,
-        "num_items_in_batch: expected a whole number >= 1",
+        "group_size: expected a whole number of rows >= 1",
     ),
     (
         "policy_loss: count beyond 2**53",
         lambda: grpokit.policy_loss(LP, LP, ADV, max_completion_length=2**70),
         ValueError,
-        "max_completion_length: expected a whole number >= 1",
+        "max_completion_length: expected a count of at most 2**53",
     ),
     (
         "policy_loss: alias named",
