@@ -123,28 +123,28 @@ template <class T, bool kSq>
 void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
              const TensorView& lse, const TensorView& sum_sq) {
   LogitTiles<T> tiles(in);
-  const T inv_t = static_cast<T>(1.0 / in.temperature);
+  const double inv_t = 1.0 / in.temperature;
   std::vector<math::RowState<double, kSq>> st(static_cast<size_t>(tiles.nb));
-  std::vector<double> z_y(static_cast<size_t>(tiles.nb));
+  std::vector<double> x_y(static_cast<size_t>(tiles.nb)), raw_max(static_cast<size_t>(tiles.nb));
   RowError err;
   tiles.for_each([&](int64_t r0, int64_t nr, int64_t v0, int64_t nv, MutMap<T>& z) {
     if (v0 == 0) std::fill(st.begin(), st.end(), math::RowState<double, kSq>{});
+    if (v0 == 0) std::fill(raw_max.begin(), raw_max.end(), -INFINITY);
 #ifdef GRPOKIT_HAVE_OPENMP
 #pragma omp parallel for schedule(static) if (nr * nv > kParallelMin)
 #endif
     for (int64_t i = 0; i < nr; ++i) {
       const T* row = z.data() + i * tiles.chunk;
-      accumulate_row(st[i], row, nv, inv_t);
+      accumulate_row<T>(st[i], row, nv, inv_t, &raw_max[i]);
       const int64_t id = read_id(in.token_ids, (r0 + i) * in.token_ids.strides[0]);
-      if (id >= v0 && id < v0 + nv) z_y[i] = static_cast<double>(row[id - v0] * inv_t);
+      if (id >= v0 && id < v0 + nv) x_y[i] = static_cast<double>(row[id - v0]);
     }
     if (v0 + nv < tiles.V) return;  // the block's rows are complete after its last chunk
     for (int64_t i = 0; i < nr; ++i) {
       const int64_t r = r0 + i;
       const double l = st[i].lse();
       err.finite_lse(r, l);  // written all the same: the error is raised after the loop
-      write_real<T>(logp, r * logp.strides[0],
-                    math::token_logp(static_cast<double>(z_y[i]), static_cast<double>(l)));
+      write_real<T>(logp, r * logp.strides[0], row_logp(st[i], raw_max[i], x_y[i], inv_t));
       write_real<T>(lse, r * lse.strides[0], l);
       if (entropy.defined()) write_real<T>(entropy, r * entropy.strides[0], st[i].entropy());
       if constexpr (kSq) write_real<T>(sum_sq, r * sum_sq.strides[0], st[i].sum_sq_probs());
@@ -159,7 +159,7 @@ void backward(const LinearLogprobArgs& in, const TensorView& lse, const TensorVi
               const TensorView& grad_weight) {
   LogitTiles<T> tiles(in);
   const int64_t N = tiles.N, H = tiles.H, V = tiles.V;
-  const T inv_t = static_cast<T>(1.0 / in.temperature);
+  const double inv_t = 1.0 / in.temperature;
   MutMap<T> gh(grad_hidden.defined() ? grad_hidden.ptr<T>() : nullptr, N, H, Eigen::OuterStride<>(H));
   MutMap<T> gw(grad_weight.defined() ? grad_weight.ptr<T>() : nullptr, V, H, Eigen::OuterStride<>(H));
   if (grad_hidden.defined()) gh.setZero();
@@ -173,13 +173,14 @@ void backward(const LinearLogprobArgs& in, const TensorView& lse, const TensorVi
       const double a = grad_logp.defined() ? read_real(grad_logp, r * grad_logp.strides[0]) : 0.0;
       const double b = grad_entropy.defined() ? read_real(grad_entropy, r * grad_entropy.strides[0]) : 0.0;
       const double h = grad_entropy.defined() ? read_real(entropy, r * entropy.strides[0]) : 0.0;
-      const auto c = math::grad_coeffs<T, double>(a, b, h, 1.0 / in.temperature);
+      const auto c = math::grad_coeffs<T, double>(a, b, h, inv_t);
       const int64_t id = read_id(in.token_ids, r * in.token_ids.strides[0]);
       T* row = z.data() + i * tiles.chunk;
       const bool here = id >= v0 && id < v0 + nv;
-      const T z_y = here ? row[id - v0] * inv_t : T(0);
-      grad_row(row, row, nv, inv_t, static_cast<T>(read_real(lse, r * lse.strides[0])), c,
-               here ? id - v0 : -1, z_y);
+      // A tile holds part of a row, so the gradient always works from the saved lse (docs/logprobs.md).
+      const GradShift s{0.0, read_real(lse, r * lse.strides[0])};
+      grad_row(row, row, nv, inv_t, s, c, here ? id - v0 : -1,
+               here ? static_cast<double>(row[id - v0]) : 0.0);
     }
     // The tile now holds ∂L/∂logits for its rows and vocabulary entries.
     if (grad_hidden.defined()) gh.middleRows(r0, nr).noalias() += z * tiles.w.middleRows(v0, nv);

@@ -45,13 +45,14 @@ void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const Tens
                   const TensorView& lse, const TensorView& sum_sq) {
   using R = typename cpu::Real<In>::type;  // result dtype: float, or double for float64 logits
   const RowLayout L = RowLayout::of(in.logits);
-  const F inv_t = static_cast<F>(1.0 / in.temperature);
+  const double inv_t = 1.0 / in.temperature;
   for_each_row<In>(in, L, [&](int64_t r, int64_t id, const In* row, RowError& err) {
-    const math::RowState<A, kSq> st = row_state<kSq>(row, L.vocab, inv_t);
+    double m = -INFINITY;
+    const math::RowState<A, kSq> st = row_state<F, kSq>(row, L.vocab, inv_t, &m);
     const A l = st.lse();
     if (!err.finite_lse(r, l)) return;
-    const A z_y = static_cast<A>(cpu::load(row[id]) * inv_t);
-    write_real<R>(logp, per_row_offset(logp, r, L.inner), math::token_logp(z_y, l));
+    const double lp = row_logp(st, m, static_cast<double>(cpu::load(row[id])), inv_t);
+    write_real<R>(logp, per_row_offset(logp, r, L.inner), lp);
     write_real<R>(lse, per_row_offset(lse, r, L.inner), l);
     if (entropy.defined()) write_real<R>(entropy, per_row_offset(entropy, r, L.inner), st.entropy());
     if constexpr (kSq) write_real<R>(sum_sq, per_row_offset(sum_sq, r, L.inner), st.sum_sq_probs());
@@ -70,11 +71,10 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
     const double b =
         grad_entropy.defined() ? read_real(grad_entropy, per_row_offset(grad_entropy, r, L.inner)) : 0.0;
     const double h = grad_entropy.defined() ? read_real(entropy, per_row_offset(entropy, r, L.inner)) : 0.0;
-    const F l = static_cast<F>(read_real(lse, per_row_offset(lse, r, L.inner)));
     const auto c = math::grad_coeffs<F, double>(a, b, h, inv_t);
+    const GradShift s = grad_shift<F>(row, L.vocab, inv_t, read_real(lse, per_row_offset(lse, r, L.inner)));
     // The target's own entry, from the logits before an in-place write replaces them.
-    const F z_y = static_cast<F>(cpu::load(row[id]) * static_cast<F>(inv_t));
-    grad_row(row, g, L.vocab, static_cast<F>(inv_t), l, c, id, z_y);
+    grad_row(row, g, L.vocab, inv_t, s, c, id, static_cast<double>(cpu::load(row[id])));
   });
 }
 
