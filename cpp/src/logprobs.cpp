@@ -20,26 +20,6 @@ namespace {
 
 using namespace rows;
 
-// Calls f(r, id, row, err) for every row whose target id lies in the vocabulary (OpenMP over rows), then
-// raises the lowest row's error: an id outside the vocabulary, or what f recorded in err.
-template <class In, class Fn>
-void for_each_row(const TokenLogprobArgs& in, const RowLayout& L, Fn&& f) {
-  const TensorView& x = in.logits;
-  RowError err;
-#ifdef GRPOKIT_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
-#endif
-  for (int64_t r = 0; r < L.rows; ++r) {
-    const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));
-    if (id < 0 || id >= L.vocab) {
-      err.record(r, 1, id);
-      continue;
-    }
-    f(r, id, x.ptr<const In>() + row_offset(x, r, L.inner), err);
-  }
-  err.raise(L.vocab);
-}
-
 template <class In, class F, class A, bool kSq>
 void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
                   const TensorView& lse, const TensorView& sum_sq) {

@@ -9,6 +9,7 @@
 
 #include "cpu_kernels.hpp"
 #include "grpokit/error.hpp"
+#include "grpokit/logprobs.hpp"
 #include "grpokit/math/logprobs.hpp"
 #include "grpokit/tensor.hpp"
 
@@ -324,6 +325,26 @@ inline void grad_row(const In* row, In* g, int64_t n, double inv_t, const GradSh
     d_y = d_y > F(0) ? F(0) : d_y;
     g[id] = store<In>(math::grad_element(c, exp_of(d_y), d_y) + c.target);
   }
+}
+
+// Calls f(r, id, row, err) for every row whose target id lies in the vocabulary (OpenMP over rows), then
+// raises the lowest row's error: an id outside the vocabulary, or what f recorded in err.
+template <class In, class Fn>
+inline void for_each_row(const TokenLogprobArgs& in, const RowLayout& L, Fn&& f) {
+  const TensorView& x = in.logits;
+  RowError err;
+#ifdef GRPOKIT_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
+#endif
+  for (int64_t r = 0; r < L.rows; ++r) {
+    const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));
+    if (id < 0 || id >= L.vocab) {
+      err.record(r, 1, id);
+      continue;
+    }
+    f(r, id, x.ptr<const In>() + row_offset(x, r, L.inner), err);
+  }
+  err.raise(L.vocab);
 }
 
 }  // namespace rows

@@ -29,6 +29,12 @@ struct LinearInputs {
   }
 };
 
+SamplerConvention sampler_convention(const std::string& name) {
+  if (name == "vllm") return SamplerConvention::VLLM;
+  if (name == "sglang") return SamplerConvention::SGLang;
+  value_error("sampler: expected \"vllm\" or \"sglang\", got \"", name, "\"");
+}
+
 LinearInputs import_linear(py::object hidden, py::object weight, py::object token_ids, std::intptr_t stream) {
   return {import_array(hidden, "hidden", stream, false), import_array(weight, "weight", stream, false),
           import_array(token_ids, "token_ids", stream, false)};
@@ -72,6 +78,59 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       py::arg("grad_entropy"), py::arg("grad_logits"), py::arg("temperature"), py::arg("stream") = 0,
       "Logits gradient from upstream gradients of logp and entropy into grad_logits (may be the "
       "logits themselves). See grpokit.token_logprobs_backward.");
+
+  m.def(
+      "token_logprobs_sampler",
+      [backend](py::object logits, py::object token_ids, py::object logp, py::object entropy, py::object lse,
+                py::object kept_logmass, py::object keep_min, double temperature, py::object top_k,
+                py::object top_p, py::object min_p, const std::string& convention, bool entropy_over_kept,
+                std::intptr_t stream) {
+        if (!backend.token_logprobs_sampler)
+          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        const TokenInputs x = import_token(logits, token_ids, stream);
+        Imported lp = import_array(logp, "logp", stream, true);
+        Imported h = import_array(entropy, "entropy", stream, true);
+        Imported l = import_array(lse, "lse", stream, true);
+        Imported km = import_array(kept_logmass, "kept_logmass", stream, true);
+        Imported kn = import_array(keep_min, "keep_min", stream, true);
+        Imported k = import_array(top_k, "top_k", stream, false);
+        Imported p = import_array(top_p, "top_p", stream, false);
+        Imported mp = import_array(min_p, "min_p", stream, false);
+        SamplerArgs s{k.view(), p.view(), mp.view(), sampler_convention(convention), entropy_over_kept};
+        py::gil_scoped_release nogil;
+        backend.token_logprobs_sampler(x.args(temperature), s, lp.view(), h.view(), l.view(), km.view(),
+                                       kn.view(), stream);
+      },
+      py::arg("logits"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"), py::arg("lse"),
+      py::arg("kept_logmass"), py::arg("keep_min"), py::arg("temperature"), py::arg("top_k"),
+      py::arg("top_p"), py::arg("min_p"), py::arg("convention"), py::arg("entropy_over_kept"),
+      py::arg("stream") = 0,
+      "Per-row log-probability under the sampler's truncated distribution, entropy (optional), lse, "
+      "log kept mass and smallest kept logit. See grpokit.token_logprobs.");
+  m.def(
+      "token_logprobs_sampler_backward",
+      [backend](py::object logits, py::object token_ids, py::object lse, py::object kept_logmass,
+                py::object keep_min, py::object entropy, py::object grad_logp, py::object grad_entropy,
+                py::object grad_logits, double temperature, bool entropy_over_kept, std::intptr_t stream) {
+        if (!backend.token_logprobs_sampler_backward)
+          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        const TokenInputs x = import_token(logits, token_ids, stream);
+        Imported l = import_array(lse, "lse", stream, false);
+        Imported km = import_array(kept_logmass, "kept_logmass", stream, false);
+        Imported kn = import_array(keep_min, "keep_min", stream, false);
+        Imported h = import_array(entropy, "entropy", stream, false);
+        Imported ga = import_array(grad_logp, "grad_logp", stream, false);
+        Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
+        Imported g = import_array(grad_logits, "grad_logits", stream, true);
+        py::gil_scoped_release nogil;
+        backend.token_logprobs_sampler_backward(x.args(temperature), entropy_over_kept, l.view(), km.view(),
+                                                kn.view(), h.view(), ga.view(), gb.view(), g.view(), stream);
+      },
+      py::arg("logits"), py::arg("token_ids"), py::arg("lse"), py::arg("kept_logmass"), py::arg("keep_min"),
+      py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_logits"),
+      py::arg("temperature"), py::arg("entropy_over_kept"), py::arg("stream") = 0,
+      "Logits gradient of token_logprobs_sampler with the kept set held fixed. See "
+      "grpokit.token_logprobs_backward.");
 
   m.def(
       "linear_workspace_bytes",

@@ -76,6 +76,12 @@ from grpokit._core import (
     token_logprobs_backward as token_logprobs_backward,
 )
 from grpokit._core import (
+    token_logprobs_sampler as token_logprobs_sampler,
+)
+from grpokit._core import (
+    token_logprobs_sampler_backward as token_logprobs_sampler_backward,
+)
+from grpokit._core import (
     validate_loss_spec as validate_loss_spec,
 )
 
