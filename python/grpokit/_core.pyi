@@ -78,7 +78,6 @@ def token_logprobs_backward(
     temperature: float,
     stream: int = 0,
 ) -> None: ...
-
 def token_logprobs_sampler(
     logits: _Array,
     token_ids: _Array,

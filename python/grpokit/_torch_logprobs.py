@@ -122,12 +122,112 @@ def _token_logprobs_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
 _token_logprobs_op.register_autograd(_token_logprobs_backward, setup_context=_token_logprobs_setup)
 
 
+# ---- under the sampler's truncation (top_k / top_p / min_p) -----------------------------------------
+#
+# ``grpokit::token_logprobs_sampler`` returns (logp, entropy, lse, kept_logmass, keep_min); the last
+# three are saved for the backward (the kept set is {x ≥ keep_min}) and non-differentiable.
+
+
+@torch.library.custom_op("grpokit::token_logprobs_sampler", mutates_args=())
+def _token_logprobs_sampler_op(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    temperature: float,
+    top_k: Optional[torch.Tensor],
+    top_p: Optional[torch.Tensor],
+    min_p: Optional[torch.Tensor],
+    sampler: str,
+    entropy_over_kept: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r = _logprobs.token_logprobs(
+        logits,
+        token_ids,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        sampler=sampler,
+        entropy="sampler" if entropy_over_kept else "full",
+    )
+    return r.logp, r.entropy, r.lse, r.kept_logmass, r.keep_min
+
+
+@_token_logprobs_sampler_op.register_fake
+def _(logits, token_ids, temperature, top_k, top_p, min_p, sampler, entropy_over_kept):
+    shape, dt = logits.shape[:-1], _result_dtype(logits)
+    return tuple(logits.new_empty(shape, dtype=dt) for _ in range(5))
+
+
+@torch.library.custom_op("grpokit::token_logprobs_sampler_backward", mutates_args=())
+def _token_logprobs_sampler_backward_op(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    lse: torch.Tensor,
+    kept_logmass: torch.Tensor,
+    keep_min: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor],
+    grad_entropy: Optional[torch.Tensor],
+    temperature: float,
+    entropy_over_kept: bool,
+) -> torch.Tensor:
+    saved = _logprobs.TokenLogprobs(
+        logp=None,
+        entropy=entropy,
+        lse=lse,
+        temperature=temperature,
+        kept_logmass=kept_logmass,
+        keep_min=keep_min,
+        entropy_over="sampler" if entropy_over_kept else "full",
+    )
+    return _logprobs.token_logprobs_backward(logits, token_ids, saved, grad_logp, grad_entropy)
+
+
+@_token_logprobs_sampler_backward_op.register_fake
+def _(logits, token_ids, lse, kept_logmass, keep_min, entropy, grad_logp, grad_entropy, temperature, over):
+    return logits.new_empty(logits.shape)
+
+
+def _sampler_setup(ctx, inputs, output):
+    logits, token_ids, temperature, _, _, _, _, over = inputs
+    ctx.save_for_backward(logits, token_ids, output[2], output[3], output[4], output[1])
+    ctx.temperature = temperature
+    ctx.over = over
+    ctx.mark_non_differentiable(output[2], output[3], output[4])
+
+
+def _sampler_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_mass, _g_min):
+    logits, token_ids, lse, mass, kmin, entropy = ctx.saved_tensors
+    none = (None,) * 7
+    if grad_logp is None and grad_entropy is None or not ctx.needs_input_grad[0]:
+        return (None,) + none
+    grad = torch.ops.grpokit.token_logprobs_sampler_backward(
+        logits, token_ids, lse, mass, kmin, entropy, grad_logp, grad_entropy, ctx.temperature, ctx.over
+    )
+    return (grad,) + none
+
+
+_token_logprobs_sampler_op.register_autograd(_sampler_backward, setup_context=_sampler_setup)
+
+
+def _param(v) -> Optional[torch.Tensor]:
+    """A sampler parameter as the op's tensor (a 0-dim one for a Python scalar)."""
+    if v is None or isinstance(v, torch.Tensor):
+        return v
+    t = torch.as_tensor(v)
+    return torch.as_tensor(v, dtype=torch.float64) if t.is_floating_point() else t  # 0.9, not float32's
+
+
 def token_logprobs(
     logits: torch.Tensor,
     token_ids: torch.Tensor,
     *,
     temperature: float = 1.0,
-    entropy: bool = True,
+    top_k=None,
+    top_p=None,
+    min_p=None,
+    sampler: str = "vllm",
+    entropy=True,
     sum_sq_probs: bool = False,
     inplace_grad: bool = False,
 ) -> LogprobsOutput:
@@ -143,6 +243,13 @@ def token_logprobs(
     ``token_logprobs_backward``: they work under ``torch.compile`` without a graph break.
 
     Args:
+        top_k, top_p, min_p, sampler: the sampler's truncation, as in :func:`grpokit.token_logprobs`
+            (scalars or per-row tensors; CPU). ``logp`` is then the log-probability under the
+            sampler's distribution (−inf outside the kept set: count with
+            ``torch.isneginf(out.logp).sum()``, mask before the loss); the gradient holds the kept
+            set fixed and is 0 through a −inf ``logp``. Custom ops ``token_logprobs_sampler`` and
+            its backward: no graph break under ``torch.compile``.
+        entropy: ``True``/``"full"`` (whole vocabulary), ``"sampler"`` (the kept set), ``False``.
         sum_sq_probs: also return Σ_v p_v² per row (same pass; e.g. for the optimal token baseline).
             A diagnostic: it does not require grad.
         inplace_grad: write the logits gradient into the logits' own buffer in the backward (no
@@ -169,10 +276,26 @@ def token_logprobs(
             "into it would overwrite its values (and alias .grad with them). Use it on the model's "
             "output logits, or inplace_grad=False"
         )
+    over = _logprobs._entropy_over(entropy)
+    if top_k is not None or top_p is not None or min_p is not None:
+        if sum_sq_probs or inplace_grad:
+            name = "sum_sq_probs" if sum_sq_probs else "inplace_grad"
+            raise ValueError(f"{name}: not available with top_k/top_p/min_p")
+        logp, ent, _, _, _ = torch.ops.grpokit.token_logprobs_sampler(
+            logits,
+            token_ids,
+            float(temperature),
+            _param(top_k),
+            _param(top_p),
+            _param(min_p),
+            sampler,
+            over == "sampler",
+        )
+        return LogprobsOutput(logp, ent if over else None, None)
     logp, ent, _, sq = torch.ops.grpokit.token_logprobs(
         logits, token_ids, float(temperature), bool(sum_sq_probs), bool(inplace_grad)
     )
-    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
+    return LogprobsOutput(logp, ent if over else None, sq if sum_sq_probs else None)
 
 
 # ---- token log-probabilities from hidden states and the output projection ------------------------
