@@ -133,6 +133,63 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       "grpokit.token_logprobs_backward.");
 
   m.def(
+      "linear_token_logprobs_sampler",
+      [backend](py::object hidden, py::object weight, py::object token_ids, py::object logp,
+                py::object entropy, py::object lse, py::object kept_logmass, py::object keep_min,
+                double temperature, py::object top_k, py::object top_p, py::object min_p,
+                const std::string& convention, bool entropy_over_kept, std::intptr_t stream) {
+        if (!backend.linear_token_logprobs_sampler)
+          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
+        Imported lp = import_array(logp, "logp", stream, true);
+        Imported h = import_array(entropy, "entropy", stream, true);
+        Imported l = import_array(lse, "lse", stream, true);
+        Imported km = import_array(kept_logmass, "kept_logmass", stream, true);
+        Imported kn = import_array(keep_min, "keep_min", stream, true);
+        Imported k = import_array(top_k, "top_k", stream, false);
+        Imported p = import_array(top_p, "top_p", stream, false);
+        Imported mp = import_array(min_p, "min_p", stream, false);
+        SamplerArgs s{k.view(), p.view(), mp.view(), sampler_convention(convention), entropy_over_kept};
+        const LinearLogprobArgs in = x.args(temperature, 0);
+        py::gil_scoped_release nogil;
+        backend.linear_token_logprobs_sampler(in, s, lp.view(), h.view(), l.view(), km.view(), kn.view(),
+                                              stream);
+      },
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"),
+      py::arg("lse"), py::arg("kept_logmass"), py::arg("keep_min"), py::arg("temperature"), py::arg("top_k"),
+      py::arg("top_p"), py::arg("min_p"), py::arg("convention"), py::arg("entropy_over_kept"),
+      py::arg("stream") = 0,
+      "token_logprobs_sampler of hidden · weightᵀ. See grpokit.linear_token_logprobs.");
+  m.def(
+      "linear_token_logprobs_sampler_backward",
+      [backend](py::object hidden, py::object weight, py::object token_ids, py::object lse,
+                py::object kept_logmass, py::object keep_min, py::object entropy, py::object grad_logp,
+                py::object grad_entropy, py::object grad_hidden, py::object grad_weight, double temperature,
+                bool entropy_over_kept, std::intptr_t stream) {
+        if (!backend.linear_token_logprobs_sampler_backward)
+          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
+        Imported l = import_array(lse, "lse", stream, false);
+        Imported km = import_array(kept_logmass, "kept_logmass", stream, false);
+        Imported kn = import_array(keep_min, "keep_min", stream, false);
+        Imported e = import_array(entropy, "entropy", stream, false);
+        Imported ga = import_array(grad_logp, "grad_logp", stream, false);
+        Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
+        Imported gh = import_array(grad_hidden, "grad_hidden", stream, true);
+        Imported gw = import_array(grad_weight, "grad_weight", stream, true);
+        const LinearLogprobArgs in = x.args(temperature, 0);
+        py::gil_scoped_release nogil;
+        backend.linear_token_logprobs_sampler_backward(in, entropy_over_kept, l.view(), km.view(), kn.view(),
+                                                       e.view(), ga.view(), gb.view(), gh.view(), gw.view(),
+                                                       stream);
+      },
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("lse"), py::arg("kept_logmass"),
+      py::arg("keep_min"), py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"),
+      py::arg("grad_hidden"), py::arg("grad_weight"), py::arg("temperature"), py::arg("entropy_over_kept"),
+      py::arg("stream") = 0,
+      "Gradients of linear_token_logprobs_sampler. See grpokit.linear_token_logprobs_backward.");
+
+  m.def(
       "linear_workspace_bytes",
       [backend](py::object hidden, py::object weight, py::object token_ids, int64_t chunk_size, bool backward,
                 std::intptr_t stream) {

@@ -108,6 +108,39 @@ def token_logprobs_sampler_backward(
     entropy_over_kept: bool,
     stream: int = 0,
 ) -> None: ...
+def linear_token_logprobs_sampler(
+    hidden: _Array,
+    weight: _Array,
+    token_ids: _Array,
+    logp: _Array,
+    entropy: _Opt,
+    lse: _Array,
+    kept_logmass: _Array,
+    keep_min: _Array,
+    temperature: float,
+    top_k: _Opt,
+    top_p: _Opt,
+    min_p: _Opt,
+    convention: str,
+    entropy_over_kept: bool,
+    stream: int = 0,
+) -> None: ...
+def linear_token_logprobs_sampler_backward(
+    hidden: _Array,
+    weight: _Array,
+    token_ids: _Array,
+    lse: _Array,
+    kept_logmass: _Array,
+    keep_min: _Array,
+    entropy: _Opt,
+    grad_logp: _Opt,
+    grad_entropy: _Opt,
+    grad_hidden: _Opt,
+    grad_weight: _Opt,
+    temperature: float,
+    entropy_over_kept: bool,
+    stream: int = 0,
+) -> None: ...
 
 # ---- diagnostics (CPU only; see grpokit.diagnostics) ----
 def prefix_bias(

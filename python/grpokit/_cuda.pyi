@@ -43,6 +43,12 @@ from grpokit._core import (
     linear_token_logprobs_backward as linear_token_logprobs_backward,
 )
 from grpokit._core import (
+    linear_token_logprobs_sampler as linear_token_logprobs_sampler,
+)
+from grpokit._core import (
+    linear_token_logprobs_sampler_backward as linear_token_logprobs_sampler_backward,
+)
+from grpokit._core import (
     linear_workspace_bytes as linear_workspace_bytes,
 )
 from grpokit._core import (

@@ -346,7 +346,11 @@ def linear_token_logprobs(
     token_ids: Any,
     *,
     temperature: float = 1.0,
-    entropy: bool = True,
+    top_k: Any = None,
+    top_p: Any = None,
+    min_p: Any = None,
+    sampler: str = "vllm",
+    entropy: Any = True,
     sum_sq_probs: bool = False,
     chunk_size: Optional[int] = None,
     check_finite: bool = False,
@@ -359,7 +363,9 @@ def linear_token_logprobs(
         hidden: (N, H) or (B, T, H) hidden states (unit stride along H); row t scores token t.
         weight: (V, H) output projection (the LM head), unit stride along H, same dtype as hidden.
         token_ids: (N,) or (B, T) int32/int64 ids in [0, V).
-        temperature, entropy, sum_sq_probs, check_finite, stream: as in :func:`token_logprobs`.
+        temperature, top_k, top_p, min_p, sampler, entropy, sum_sq_probs, check_finite, stream: as in
+            :func:`token_logprobs`. With truncation (CPU) a tile holds whole rows — blocks of
+            max(1, 2²⁴ / V) rows × V — because the selections need the row (chunk_size is ignored).
         chunk_size: vocabulary entries per logits tile (default 4096 on CPU, 2048 on GPU). The tile
             holds min(N, 1024) × chunk_size float32 values on the CPU, N × chunk_size on the GPU.
 
@@ -375,6 +381,31 @@ def linear_token_logprobs(
     chunk = _chunk(chunk_size)
     backend = _backend.for_placement(place)
     s = _arrays.resolve_stream(place, stream)
+    over = _entropy_over(entropy)
+    params = [_row_param(v, name, lead, name == "top_k") for v, name in ((top_k, "top_k"), (top_p, "top_p"))]
+    params.append(_row_param(min_p, "min_p", lead, False))
+    if any(v is not None for v in params):
+        if sum_sq_probs:
+            raise ValueError("sum_sq_probs: not available with top_k/top_p/min_p; call without truncation for Σπ²")
+        with _arrays.allocating_on(place, s):
+            outs = [_arrays.empty(place, (n,), dtype, like=h) for _ in range(5)]
+        if not over:
+            outs[1] = None
+        flat = [None if v is None else v.reshape(-1) for v in params]
+        backend.linear_token_logprobs_sampler(
+            h, w, ids, *outs, float(temperature), *flat, sampler, over == "sampler", s
+        )
+        lp, ent, lse, mass, kmin = (None if x is None else _arrays.finish(place, x.reshape(lead)) for x in outs)
+        return TokenLogprobs(
+            logp=lp,
+            entropy=ent,
+            lse=lse,
+            temperature=float(temperature),
+            kept_logmass=mass,
+            keep_min=kmin,
+            num_outside=int(np.count_nonzero(np.isneginf(np.asarray(lp)))),
+            entropy_over=over or "full",
+        )
     with _arrays.allocating_on(place, s):  # from the pool of the stream the kernels write on
         logp = _arrays.empty(place, (n,), dtype, like=h)
         lse = _arrays.empty(place, (n,), dtype, like=h)
@@ -442,10 +473,18 @@ def linear_token_logprobs_backward(
     with _arrays.allocating_on(place, s):  # from the pool of the stream the kernels write on
         gh = _arrays.empty(place, tuple(int(d) for d in h.shape), dt, like=h) if hidden_grad else None
         gw = _arrays.empty(place, tuple(int(d) for d in w.shape), dt, like=h) if weight_grad else None
-        ws = _workspace(backend, place, h, w, ids, chunk, True, s)
-    backend.linear_token_logprobs_backward(
-        h, w, ids, lse, ent, ga, gb, gh, gw, ws, temperature=saved.temperature, chunk_size=chunk, stream=s
-    )
+        ws = None if saved.keep_min is not None else _workspace(backend, place, h, w, ids, chunk, True, s)
+    if saved.keep_min is not None:  # under the sampler's truncation: the kept set as saved
+        km = _flat(_arrays.as_input(saved.kept_logmass, "kept_logmass"), lead)
+        kn = _flat(_arrays.as_input(saved.keep_min, "keep_min"), lead)
+        over = saved.entropy_over == "sampler"
+        backend.linear_token_logprobs_sampler_backward(
+            h, w, ids, lse, km, kn, ent, ga, gb, gh, gw, saved.temperature, over, s
+        )
+    else:
+        backend.linear_token_logprobs_backward(
+            h, w, ids, lse, ent, ga, gb, gh, gw, ws, temperature=saved.temperature, chunk_size=chunk, stream=s
+        )
     if gh is not None:
         gh = _arrays.finish(place, gh.reshape(tuple(int(s) for s in hidden.shape)))
     return gh, (_arrays.finish(place, gw) if gw is not None else None)

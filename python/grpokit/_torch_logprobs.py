@@ -405,13 +405,123 @@ def _linear_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
 _linear_token_logprobs_op.register_autograd(_linear_backward, setup_context=_linear_setup)
 
 
+@torch.library.custom_op("grpokit::linear_token_logprobs_sampler", mutates_args=())
+def _linear_sampler_op(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    token_ids: torch.Tensor,
+    temperature: float,
+    top_k: Optional[torch.Tensor],
+    top_p: Optional[torch.Tensor],
+    min_p: Optional[torch.Tensor],
+    sampler: str,
+    entropy_over_kept: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r = _logprobs.linear_token_logprobs(
+        hidden,
+        weight,
+        token_ids,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        sampler=sampler,
+        entropy="sampler" if entropy_over_kept else "full",
+    )
+    return r.logp, r.entropy, r.lse, r.kept_logmass, r.keep_min
+
+
+@_linear_sampler_op.register_fake
+def _(hidden, weight, token_ids, temperature, top_k, top_p, min_p, sampler, entropy_over_kept):
+    shape, dt = hidden.shape[:-1], _result_dtype(hidden)
+    return tuple(hidden.new_empty(shape, dtype=dt) for _ in range(5))
+
+
+@torch.library.custom_op("grpokit::linear_token_logprobs_sampler_backward", mutates_args=())
+def _linear_sampler_backward_op(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    token_ids: torch.Tensor,
+    lse: torch.Tensor,
+    kept_logmass: torch.Tensor,
+    keep_min: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor],
+    grad_entropy: Optional[torch.Tensor],
+    temperature: float,
+    entropy_over_kept: bool,
+    hidden_grad: bool,
+    weight_grad: bool,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    saved = _logprobs.TokenLogprobs(
+        logp=None,
+        entropy=entropy,
+        lse=lse,
+        temperature=temperature,
+        kept_logmass=kept_logmass,
+        keep_min=keep_min,
+        entropy_over="sampler" if entropy_over_kept else "full",
+    )
+    gh, gw = _logprobs.linear_token_logprobs_backward(
+        hidden, weight, token_ids, saved, grad_logp, grad_entropy, hidden_grad=hidden_grad, weight_grad=weight_grad
+    )
+    return (gh if gh is not None else hidden.new_empty((0,)), gw if gw is not None else weight.new_empty((0,)))
+
+
+@_linear_sampler_backward_op.register_fake
+def _(hidden, weight, token_ids, lse, mass, kmin, entropy, grad_logp, grad_entropy, t, over, hidden_grad, weight_grad):
+    return (
+        hidden.new_empty(hidden.shape if hidden_grad else (0,)),
+        weight.new_empty(weight.shape if weight_grad else (0,)),
+    )
+
+
+def _linear_sampler_setup(ctx, inputs, output):
+    hidden, weight, token_ids, temperature, _, _, _, _, over = inputs
+    ctx.save_for_backward(hidden, weight, token_ids, output[2], output[3], output[4], output[1])
+    ctx.temperature = temperature
+    ctx.over = over
+    ctx.mark_non_differentiable(output[2], output[3], output[4])
+
+
+def _linear_sampler_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_mass, _g_min):
+    hidden, weight, token_ids, lse, mass, kmin, entropy = ctx.saved_tensors
+    want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    none = (None,) * 7
+    if grad_logp is None and grad_entropy is None or not (want_h or want_w):
+        return (None, None) + none
+    gh, gw = torch.ops.grpokit.linear_token_logprobs_sampler_backward(
+        hidden,
+        weight,
+        token_ids,
+        lse,
+        mass,
+        kmin,
+        entropy,
+        grad_logp,
+        grad_entropy,
+        ctx.temperature,
+        ctx.over,
+        want_h,
+        want_w,
+    )
+    return (gh if want_h else None, gw if want_w else None) + none
+
+
+_linear_sampler_op.register_autograd(_linear_sampler_backward, setup_context=_linear_sampler_setup)
+
+
 def linear_token_logprobs(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     token_ids: torch.Tensor,
     *,
     temperature: float = 1.0,
-    entropy: bool = True,
+    top_k=None,
+    top_p=None,
+    min_p=None,
+    sampler: str = "vllm",
+    entropy=True,
     sum_sq_probs: bool = False,
     chunk_size: Optional[int] = None,
 ) -> LogprobsOutput:
@@ -423,6 +533,9 @@ def linear_token_logprobs(
     ``lm_head.weight`` — token_ids (N,) or (B, T). Custom ops (``torch.ops.grpokit.linear_token_logprobs``
     and its backward): no graph break under ``torch.compile``.
 
+    top_k, top_p, min_p, sampler, entropy: the sampler's truncation and the entropy's distribution,
+    as in :func:`token_logprobs` (CPU; custom ops ``linear_token_logprobs_sampler`` and its backward).
+
     Returns:
         ``LogprobsOutput(logp, entropy, sum_sq_probs)``; ``entropy`` is ``None`` with ``entropy=False``,
         ``sum_sq_probs`` (no gradient) unless ``sum_sq_probs=True``.
@@ -431,7 +544,23 @@ def linear_token_logprobs(
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"grpokit.torch.linear_token_logprobs: {name} must be a torch tensor")
     chunk = _logprobs._chunk(chunk_size)  # validated here: 0 is the op's "engine default"
+    over = _logprobs._entropy_over(entropy)
+    if top_k is not None or top_p is not None or min_p is not None:
+        if sum_sq_probs:
+            raise ValueError("sum_sq_probs: not available with top_k/top_p/min_p")
+        logp, ent, _, _, _ = torch.ops.grpokit.linear_token_logprobs_sampler(
+            hidden,
+            weight,
+            token_ids,
+            float(temperature),
+            _param(top_k),
+            _param(top_p),
+            _param(min_p),
+            sampler,
+            over == "sampler",
+        )
+        return LogprobsOutput(logp, ent if over else None, None)
     logp, ent, _, sq = torch.ops.grpokit.linear_token_logprobs(
         hidden, weight, token_ids, float(temperature), chunk, bool(sum_sq_probs)
     )
-    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
+    return LogprobsOutput(logp, ent if over else None, sq if sum_sq_probs else None)

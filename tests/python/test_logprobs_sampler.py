@@ -204,3 +204,52 @@ def test_16bit_and_3d_and_strided_inputs():
     fin = np.isfinite(logp)
     np.testing.assert_array_equal(np.isfinite(r.logp.numpy()), fin)
     np.testing.assert_allclose(r.logp.numpy()[fin], logp[fin], atol=2e-5)
+
+
+# ---- from hidden states: linear_token_logprobs with truncation ------------------------------------
+
+
+@pytest.mark.parametrize("entropy", ["full", "sampler"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_matches_logits_path(entropy, dtype, monkeypatch):
+    rng = np.random.default_rng(11)
+    # small integers × multiples of 1/8: the GEMM is exact in any order, so x is the engine's logits
+    h = rng.integers(-3, 4, (2, 5, 16)).astype(dtype)
+    w = (rng.integers(-4, 5, (70, 16)) / 8).astype(dtype)
+    ids = rng.integers(0, 70, (2, 5))
+    x = (h.astype(np.float64) @ w.T.astype(np.float64)).astype(dtype)
+    ids[0] = np.argmax(x[0], -1)
+    kw = {"top_k": np.array([[5, 0, 70, 3, 20]] * 2), "top_p": 0.8, "min_p": 0.01}
+    r = grpokit.linear_token_logprobs(h, w, ids, temperature=0.9, entropy=entropy, **kw)
+    keep, margin = ref_sampler_keep(x, 0.9, **kw)
+    clear = margin > 1e-4
+    engine_keep = x >= np.asarray(r.keep_min)[..., None]
+    np.testing.assert_array_equal(engine_keep[clear], keep[clear])
+    logp, h_kept, h_full, _ = ref_sampler_forward(x, ids, engine_keep, 0.9)
+    fin = np.isfinite(logp)
+    tol = 2e-5 if dtype == np.float32 else 1e-10
+    np.testing.assert_array_equal(np.isfinite(r.logp), fin)
+    assert r.num_outside == int((~fin).sum())
+    np.testing.assert_allclose(r.logp[fin], logp[fin], atol=tol)
+    np.testing.assert_allclose(r.entropy, h_kept if entropy == "sampler" else h_full, atol=tol)
+    a, b = rng.standard_normal((2, 5)), rng.standard_normal((2, 5))
+    gh, gw = grpokit.linear_token_logprobs_backward(h, w, ids, r, a.astype(dtype), b.astype(dtype))
+    gx = ref_sampler_backward(x, ids, engine_keep, a, b, 0.9, entropy)
+    np.testing.assert_allclose(gh, gx @ w.astype(np.float64), atol=tol * 10)
+    np.testing.assert_allclose(gw, np.einsum("btv,bth->vh", gx, h.astype(np.float64)), atol=tol * 10)
+
+
+def test_linear_blocks_of_whole_rows():
+    # V large enough that a tile of whole rows holds fewer rows than N (2^24 / V = 64 rows)
+    rng = np.random.default_rng(12)
+    v, n = 1 << 18, 70
+    w = np.zeros((v, 2), np.float32)
+    w[:, 0] = rng.standard_normal(v).astype(np.float32)
+    h = np.stack([np.ones(n), rng.standard_normal(n)], -1).astype(np.float32)
+    h[:, 1] = 0.0
+    ids = rng.integers(0, v, n)
+    r = grpokit.linear_token_logprobs(h, w, ids, top_k=1000, top_p=0.9)
+    x = np.ascontiguousarray(w[:, 0])[None]
+    r1 = grpokit.token_logprobs(x, ids[:1], top_k=1000, top_p=0.9)
+    assert np.all(r.keep_min == r1.keep_min[0])
+    assert r.num_outside == int(np.sum(w[ids, 0] < r1.keep_min[0]))

@@ -96,3 +96,26 @@ def test_compiled_matches_eager(backend):
     loss_c.backward()
     torch.testing.assert_close(loss_c, loss_e, rtol=1e-6, atol=0)
     torch.testing.assert_close(x_c.grad, x_e.grad, rtol=1e-6, atol=1e-9)
+
+
+def test_linear_autograd_and_opcheck():
+    gen = torch.Generator().manual_seed(13)
+    h = torch.randn(2, 4, 8, generator=gen, dtype=torch.float64)
+    w = torch.randn(30, 8, generator=gen, dtype=torch.float64)
+    ids = torch.randint(0, 30, (2, 4), generator=gen)
+    hr, wr = h.clone().requires_grad_(), w.clone().requires_grad_()
+    out = gkt.linear_token_logprobs(hr, wr, ids, temperature=0.8, entropy="sampler", **KW)
+    loss = torch.where(torch.isfinite(out.logp), out.logp, 0.0).sum() + out.entropy.sum()
+    loss.backward()
+    x = (h @ w.T).requires_grad_()
+    ref = gkt.token_logprobs(x, ids, temperature=0.8, entropy="sampler", **KW)
+    torch.testing.assert_close(out.logp, ref.logp)
+    (torch.where(torch.isfinite(ref.logp), ref.logp, 0.0).sum() + ref.entropy.sum()).backward()
+    torch.testing.assert_close(hr.grad, x.grad @ w)
+    torch.testing.assert_close(wr.grad, torch.einsum("btv,bth->vh", x.grad, h))
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+    torch.library.opcheck(
+        torch.ops.grpokit.linear_token_logprobs_sampler.default,
+        (h.clone().requires_grad_(), w, ids, 0.8, torch.tensor(5), None, None, "sglang", False),
+        test_utils=utils,
+    )
