@@ -119,3 +119,28 @@ def test_linear_autograd_and_opcheck():
         (h.clone().requires_grad_(), w, ids, 0.8, torch.tensor(5), None, None, "sglang", False),
         test_utils=utils,
     )
+
+
+def test_trl_head_passes_the_sampler_settings():
+    pytest.importorskip("trl")
+    gtrl = pytest.importorskip("grpokit.integrations.trl")
+    from trl.trainer.utils import add_fused_lm_head
+
+    import trl_tiny as tt
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, len(tt.WORDS) + 2, (2, 8), generator=g)
+    attn = torch.ones_like(ids)
+    labels = ids.clone()
+    labels[:, :3] = -100
+    m = tt.model(seed=3)
+    add_fused_lm_head(m, temperature=0.7, outputs=("log_probs", "entropy"))
+    assert gtrl.add_grpokit_lm_head(m, 0.7, top_k=5, top_p=0.9, min_p=None)
+    o = m(input_ids=ids, attention_mask=attn, labels=labels, fused_lm_head=True)
+    logits = m(input_ids=ids, attention_mask=attn).logits[:, :-1].detach()
+    mask = labels[:, 1:] != -100
+    want = gkt.token_logprobs(logits[mask].contiguous(), labels[:, 1:][mask], temperature=0.7, top_k=5, top_p=0.9)
+    got = o.log_probs[mask]
+    torch.testing.assert_close(torch.isinf(got), torch.isinf(want.logp))
+    fin = torch.isfinite(want.logp)
+    torch.testing.assert_close(got[fin], want.logp[fin], rtol=1e-5, atol=1e-5)
