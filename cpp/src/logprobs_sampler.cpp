@@ -7,6 +7,7 @@
 // upper set of values, so the kept set is described by one number, its smallest logit.
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "grpokit/logprobs.hpp"
 #include "grpokit/math/logprobs.hpp"
@@ -46,10 +47,6 @@ Kept kept_set(const In* x, int64_t n, F m, double inv_t, const RowParams& q, Sam
   const F it = static_cast<F>(inv_t);
   const F log_min_p = q.min_p > 0.0 ? static_cast<F>(std::log(q.min_p)) : F(-INFINITY);
   const F t_k = q.k > 0 && q.k < n ? kth_largest<F>(x, n, q.k) : F(-INFINITY);
-  auto d_of = [&](F v) {
-    const F d = math::clamp_exp_arg((v - m) * it);
-    return d > F(0) ? F(0) : d;
-  };
   // min-p compares p_v with min_p · p_max, i.e. d_v with log(min_p); it and top-k keep upper sets.
   auto early = [&](F v) { return v >= t_k && (q.min_p <= 0.0 || (v - m) * it >= log_min_p); };
   F t_p = F(-INFINITY);
@@ -61,19 +58,14 @@ Kept kept_set(const In* x, int64_t n, F m, double inv_t, const RowParams& q, Sam
   }
   // One pass: the kept set's smallest value, mass and Σ e·d, and the whole row's mass (the same exps,
   // so log_mass is exactly 0 when everything is kept).
-  double s_all = 0.0, s_kept = 0.0, dot = 0.0;
-  F lo = F(INFINITY);
-  for (int64_t i = 0; i < n; ++i) {
-    const F v = static_cast<F>(load(x[i]));
-    const F d = d_of(v);
-    const double e = static_cast<double>(exp_of(d));
-    s_all += e;
-    if (v >= t_p && early(v)) {
-      s_kept += e;
-      dot += e * static_cast<double>(d);
-      lo = v < lo ? v : lo;
-    }
-  }
+  KeptSums ks;
+  const F t = t_p > t_k ? t_p : t_k, lmp = q.min_p > 0.0 ? log_min_p : F(-INFINITY);
+  if constexpr (std::is_same<F, double>::value)
+    kept_sums_f64(x, n, m, it, t, lmp, ks);
+  else
+    kept_sums_f32(x, n, m, it, t, lmp, ks);
+  const double s_all = ks.all, s_kept = ks.kept, dot = ks.dot;
+  const F lo = static_cast<F>(ks.lo);
   Kept k;
   k.keep_min = static_cast<double>(lo);
   k.log_s = std::log(s_kept);

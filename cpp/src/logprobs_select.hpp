@@ -61,9 +61,12 @@ F kth_largest(const In* x, int64_t n, int64_t k) {
   const K key = radix_walk<K>([&](int shift, int width, K prefix, K mask) -> K {
     const int bins = 1 << width;
     std::memset(hist, 0, sizeof(int64_t) * bins);
-    for (int64_t i = 0; i < n; ++i) {
-      const K u = KT::of(static_cast<F>(load(x[i])));
-      if ((u & mask) == prefix) ++hist[(u >> shift) & K(bins - 1)];
+    for (int64_t i0 = 0; i0 < n; i0 += kLanes) {
+      const int len = n - i0 < kLanes ? static_cast<int>(n - i0) : kLanes;
+      K u[kLanes];
+      for (int k = 0; k < len; ++k) u[k] = KT::of(static_cast<F>(load(x[i0 + k])));
+      for (int k = 0; k < len; ++k)
+        if ((u[k] & mask) == prefix) ++hist[(u[k] >> shift) & K(bins - 1)];
     }
     for (int b = bins - 1; b > 0; --b) {
       if (k <= hist[b]) return K(b);
@@ -87,13 +90,31 @@ F nucleus_threshold(const In* x, int64_t n, Cand&& cand, F m, F inv_t, double p,
   const K key = radix_walk<K>([&](int shift, int width, K prefix, K mask) -> K {
     const int bins = 1 << width;
     std::memset(mass, 0, sizeof(double) * bins);
-    for (int64_t i = 0; i < n; ++i) {
-      const F v = static_cast<F>(load(x[i]));
+    // First level: blocks of kLanes, keys, candidacy and exps computed for all (vectorisable), then
+    // binned; later levels: only the few entries matching the prefix reach the exp.
+    for (int64_t i0 = 0; i0 < n && mask != 0; ++i0) {
+      const F v = static_cast<F>(load(x[i0]));
       const K u = KT::of(v);
       if ((u & mask) != prefix || !cand(v)) continue;
       F d = math::clamp_exp_arg((v - m) * inv_t);
       d = d > F(0) ? F(0) : d;
       mass[(u >> shift) & K(bins - 1)] += static_cast<double>(exp_of(d));
+    }
+    for (int64_t i0 = 0; i0 < n && mask == 0; i0 += kLanes) {
+      const int len = n - i0 < kLanes ? static_cast<int>(n - i0) : kLanes;
+      K u[kLanes];
+      F e[kLanes];
+      bool ok[kLanes];
+      for (int k = 0; k < len; ++k) {
+        const F v = static_cast<F>(load(x[i0 + k]));
+        u[k] = KT::of(v);
+        ok[k] = (u[k] & mask) == prefix && cand(v);
+        F d = math::clamp_exp_arg((v - m) * inv_t);
+        d = d > F(0) ? F(0) : d;
+        e[k] = exp_of(d);
+      }
+      for (int k = 0; k < len; ++k)
+        if (ok[k]) mass[(u[k] >> shift) & K(bins - 1)] += static_cast<double>(e[k]);
     }
     if (target < 0) {  // first level: the candidates' total mass
       double total = 0.0;
@@ -113,6 +134,68 @@ F nucleus_threshold(const In* x, int64_t n, Cand&& cand, F m, F inv_t, double p,
     return K(lowest);
   });
   return KT::value(key);
+}
+
+// Sums over a row for the kept set {x ≥ t and (x − m)/τ ≥ lmp}: Σ e over all entries and over the
+// kept ones, Σ e·d over the kept ones, and the smallest kept value (e = exp(d), d = (x − m)/τ clamped).
+struct KeptSums {
+  double all = 0, kept = 0, dot = 0;
+  double lo = INFINITY;
+};
+
+// float32 math: kLanes float lanes per kChunk entries (the selects vectorise), folded into float64.
+template <class In>
+GRPOKIT_CPU_CLONES void kept_sums_f32(const In* x, int64_t n, float m, float it, float t, float lmp,
+                                      KeptSums& ks) {
+  const float dmin = cpu::opaque(math::min_exp_arg<float>()), elo = cpu::opaque(cpu::kExpLo);
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t len = n - c0 < kChunk ? n - c0 : kChunk, full = len - len % kLanes;
+    const In* xc = x + c0;
+    float sa[kLanes], sk[kLanes], sd[kLanes], mn[kLanes];
+    for (int k = 0; k < kLanes; ++k) sa[k] = 0.0f, sk[k] = 0.0f, sd[k] = 0.0f, mn[k] = INFINITY;
+    for (int64_t i = 0; i < full; i += kLanes) {
+      float e[kLanes], ek[kLanes], dk[kLanes], vk[kLanes];
+      for (int k = 0; k < kLanes; ++k) {
+        const float v = load(xc[i + k]), raw = (v - m) * it;
+        float d = raw < dmin ? dmin : raw;
+        d = d > 0.0f ? 0.0f : d;
+        e[k] = cpu::exp_nonpositive(d, elo);
+        const bool keep = v >= t && raw >= lmp;
+        ek[k] = keep ? e[k] : 0.0f;
+        dk[k] = keep ? e[k] * d : 0.0f;
+        vk[k] = keep ? v : INFINITY;
+      }
+      for (int k = 0; k < kLanes; ++k) {
+        sa[k] += e[k], sk[k] += ek[k], sd[k] += dk[k];
+        mn[k] = vk[k] < mn[k] ? vk[k] : mn[k];
+      }
+    }
+    for (int64_t i = full; i < len; ++i) {
+      const float v = load(xc[i]), raw = (v - m) * it;
+      float d = raw < dmin ? dmin : raw;
+      d = d > 0.0f ? 0.0f : d;
+      const float e = cpu::exp_nonpositive(d, elo);
+      sa[0] += e;
+      if (v >= t && raw >= lmp) sk[0] += e, sd[0] += e * d, mn[0] = v < mn[0] ? v : mn[0];
+    }
+    for (int k = 0; k < kLanes; ++k) {
+      ks.all += sa[k], ks.kept += sk[k], ks.dot += sd[k];
+      ks.lo = mn[k] < ks.lo ? mn[k] : ks.lo;
+    }
+  }
+}
+
+// float64 math.
+template <class In>
+void kept_sums_f64(const In* x, int64_t n, double m, double it, double t, double lmp, KeptSums& ks) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(load(x[i])), raw = (v - m) * it;
+    double d = math::clamp_exp_arg(raw);
+    d = d > 0.0 ? 0.0 : d;
+    const double e = std::exp(d);
+    ks.all += e;
+    if (v >= t && raw >= lmp) ks.kept += e, ks.dot += e * d, ks.lo = v < ks.lo ? v : ks.lo;
+  }
 }
 
 }  // namespace rows
