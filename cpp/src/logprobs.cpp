@@ -47,11 +47,8 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
   const double inv_t = 1.0 / in.temperature;
   for_each_row<In>(in, L, [&](int64_t r, int64_t id, const In* row, RowError&) {
     In* g = grad_logits.ptr<In>() + row_offset(grad_logits, r, L.inner);
-    const double a = grad_logp.defined() ? read_real(grad_logp, per_row_offset(grad_logp, r, L.inner)) : 0.0;
-    const double b =
-        grad_entropy.defined() ? read_real(grad_entropy, per_row_offset(grad_entropy, r, L.inner)) : 0.0;
-    const double h = grad_entropy.defined() ? read_real(entropy, per_row_offset(entropy, r, L.inner)) : 0.0;
-    const auto c = math::grad_coeffs<F, double>(a, b, h, inv_t);
+    const RowGrads u = row_grads(grad_logp, grad_entropy, entropy, r, L.inner);
+    const auto c = math::grad_coeffs<F, double>(u.a, u.b, u.h, inv_t);
     const GradShift s = grad_shift<F>(row, L.vocab, inv_t, read_real(lse, per_row_offset(lse, r, L.inner)));
     // The target's own entry, from the logits before an in-place write replaces them.
     grad_row(row, g, L.vocab, inv_t, s, c, id, static_cast<double>(cpu::load(row[id])));

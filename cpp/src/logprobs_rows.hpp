@@ -211,6 +211,23 @@ inline void grad_row_f64(const In* x, In* g, int64_t n, double inv_t, double shi
   }
 }
 
+// The upstream gradients of row r (a = ∂L/∂logp, b = ∂L/∂entropy; undefined = 0) and the saved
+// entropy h (read only when b can be nonzero).
+struct RowGrads {
+  double a = 0, b = 0, h = 0;
+};
+
+inline RowGrads row_grads(const TensorView& grad_logp, const TensorView& grad_entropy,
+                          const TensorView& entropy, int64_t r, int64_t inner) {
+  RowGrads g;
+  if (grad_logp.defined()) g.a = read_real(grad_logp, per_row_offset(grad_logp, r, inner));
+  if (grad_entropy.defined()) {
+    g.b = read_real(grad_entropy, per_row_offset(grad_entropy, r, inner));
+    g.h = read_real(entropy, per_row_offset(entropy, r, inner));
+  }
+  return g;
+}
+
 // Row-level value errors found inside a parallel loop; the lowest row is reported after it.
 struct RowError {
   int64_t row = -1;

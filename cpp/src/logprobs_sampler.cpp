@@ -123,11 +123,9 @@ void backward_rows(const TokenLogprobArgs& in, bool over_kept, const TensorView&
     const double log_mass = read_real(kept_logmass, per_row_offset(kept_logmass, r, L.inner));
     const F x_y = static_cast<F>(cpu::load(row[id]));
     const bool y_kept = x_y >= kmin;
-    double a = grad_logp.defined() ? read_real(grad_logp, per_row_offset(grad_logp, r, L.inner)) : 0.0;
-    if (!y_kept) a = 0.0;  // logp = −inf there: no gradient (the caller masks such tokens)
-    const double b =
-        grad_entropy.defined() ? read_real(grad_entropy, per_row_offset(grad_entropy, r, L.inner)) : 0.0;
-    const double h = grad_entropy.defined() ? read_real(entropy, per_row_offset(entropy, r, L.inner)) : 0.0;
+    RowGrads u = row_grads(grad_logp, grad_entropy, entropy, r, L.inner);
+    if (!y_kept) u.a = 0.0;  // logp = −inf there: no gradient (the caller masks such tokens)
+    const double a = u.a, b = u.b, h = u.h;
     const GradShift sh = grad_shift<F>(row, L.vocab, inv_t, read_real(lse, per_row_offset(lse, r, L.inner)));
     const F it = static_cast<F>(inv_t), shift = static_cast<F>(sh.shift), c0 = static_cast<F>(sh.c0);
     const F ca = static_cast<F>(a * inv_t), cb = static_cast<F>(b * inv_t), hh = static_cast<F>(h);

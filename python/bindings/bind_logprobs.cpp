@@ -35,6 +35,21 @@ SamplerConvention sampler_convention(const std::string& name) {
   value_error("sampler: expected \"vllm\" or \"sglang\", got \"", name, "\"");
 }
 
+// The sampler's saved per-row arrays and parameters, imported; the engine's SamplerArgs view them.
+struct SamplerInputs {
+  Imported kept_logmass, keep_min, top_k, top_p, min_p;
+  SamplerArgs args(const std::string& convention, bool entropy_over_kept) const {
+    return {top_k.view(), top_p.view(), min_p.view(), sampler_convention(convention), entropy_over_kept};
+  }
+};
+
+SamplerInputs import_sampler(py::object kept_logmass, py::object keep_min, py::object top_k, py::object top_p,
+                             py::object min_p, bool outputs, std::intptr_t stream) {
+  return {import_array(kept_logmass, "kept_logmass", stream, outputs),
+          import_array(keep_min, "keep_min", stream, outputs), import_array(top_k, "top_k", stream, false),
+          import_array(top_p, "top_p", stream, false), import_array(min_p, "min_p", stream, false)};
+}
+
 LinearInputs import_linear(py::object hidden, py::object weight, py::object token_ids, std::intptr_t stream) {
   return {import_array(hidden, "hidden", stream, false), import_array(weight, "weight", stream, false),
           import_array(token_ids, "token_ids", stream, false)};
@@ -91,15 +106,11 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
         Imported lp = import_array(logp, "logp", stream, true);
         Imported h = import_array(entropy, "entropy", stream, true);
         Imported l = import_array(lse, "lse", stream, true);
-        Imported km = import_array(kept_logmass, "kept_logmass", stream, true);
-        Imported kn = import_array(keep_min, "keep_min", stream, true);
-        Imported k = import_array(top_k, "top_k", stream, false);
-        Imported p = import_array(top_p, "top_p", stream, false);
-        Imported mp = import_array(min_p, "min_p", stream, false);
-        SamplerArgs s{k.view(), p.view(), mp.view(), sampler_convention(convention), entropy_over_kept};
+        const SamplerInputs si = import_sampler(kept_logmass, keep_min, top_k, top_p, min_p, true, stream);
+        const SamplerArgs s = si.args(convention, entropy_over_kept);
+        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
         py::gil_scoped_release nogil;
-        backend.token_logprobs_sampler(x.args(temperature), s, lp.view(), h.view(), l.view(), km.view(),
-                                       kn.view(), stream);
+        backend.token_logprobs_sampler(x.args(temperature), s, lp.view(), h.view(), l.view(), km, kn, stream);
       },
       py::arg("logits"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"), py::arg("lse"),
       py::arg("kept_logmass"), py::arg("keep_min"), py::arg("temperature"), py::arg("top_k"),
@@ -116,15 +127,16 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
           not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
         const TokenInputs x = import_token(logits, token_ids, stream);
         Imported l = import_array(lse, "lse", stream, false);
-        Imported km = import_array(kept_logmass, "kept_logmass", stream, false);
-        Imported kn = import_array(keep_min, "keep_min", stream, false);
+        const SamplerInputs si =
+            import_sampler(kept_logmass, keep_min, py::none(), py::none(), py::none(), false, stream);
+        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
         Imported h = import_array(entropy, "entropy", stream, false);
         Imported ga = import_array(grad_logp, "grad_logp", stream, false);
         Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
         Imported g = import_array(grad_logits, "grad_logits", stream, true);
         py::gil_scoped_release nogil;
-        backend.token_logprobs_sampler_backward(x.args(temperature), entropy_over_kept, l.view(), km.view(),
-                                                kn.view(), h.view(), ga.view(), gb.view(), g.view(), stream);
+        backend.token_logprobs_sampler_backward(x.args(temperature), entropy_over_kept, l.view(), km, kn,
+                                                h.view(), ga.view(), gb.view(), g.view(), stream);
       },
       py::arg("logits"), py::arg("token_ids"), py::arg("lse"), py::arg("kept_logmass"), py::arg("keep_min"),
       py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_logits"),
@@ -144,16 +156,12 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
         Imported lp = import_array(logp, "logp", stream, true);
         Imported h = import_array(entropy, "entropy", stream, true);
         Imported l = import_array(lse, "lse", stream, true);
-        Imported km = import_array(kept_logmass, "kept_logmass", stream, true);
-        Imported kn = import_array(keep_min, "keep_min", stream, true);
-        Imported k = import_array(top_k, "top_k", stream, false);
-        Imported p = import_array(top_p, "top_p", stream, false);
-        Imported mp = import_array(min_p, "min_p", stream, false);
-        SamplerArgs s{k.view(), p.view(), mp.view(), sampler_convention(convention), entropy_over_kept};
+        const SamplerInputs si = import_sampler(kept_logmass, keep_min, top_k, top_p, min_p, true, stream);
+        const SamplerArgs s = si.args(convention, entropy_over_kept);
+        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
         const LinearLogprobArgs in = x.args(temperature, 0);
         py::gil_scoped_release nogil;
-        backend.linear_token_logprobs_sampler(in, s, lp.view(), h.view(), l.view(), km.view(), kn.view(),
-                                              stream);
+        backend.linear_token_logprobs_sampler(in, s, lp.view(), h.view(), l.view(), km, kn, stream);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"),
       py::arg("lse"), py::arg("kept_logmass"), py::arg("keep_min"), py::arg("temperature"), py::arg("top_k"),
@@ -170,8 +178,9 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
           not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
         const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
         Imported l = import_array(lse, "lse", stream, false);
-        Imported km = import_array(kept_logmass, "kept_logmass", stream, false);
-        Imported kn = import_array(keep_min, "keep_min", stream, false);
+        const SamplerInputs si =
+            import_sampler(kept_logmass, keep_min, py::none(), py::none(), py::none(), false, stream);
+        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
         Imported e = import_array(entropy, "entropy", stream, false);
         Imported ga = import_array(grad_logp, "grad_logp", stream, false);
         Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
@@ -179,9 +188,8 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
         Imported gw = import_array(grad_weight, "grad_weight", stream, true);
         const LinearLogprobArgs in = x.args(temperature, 0);
         py::gil_scoped_release nogil;
-        backend.linear_token_logprobs_sampler_backward(in, entropy_over_kept, l.view(), km.view(), kn.view(),
-                                                       e.view(), ga.view(), gb.view(), gh.view(), gw.view(),
-                                                       stream);
+        backend.linear_token_logprobs_sampler_backward(in, entropy_over_kept, l.view(), km, kn, e.view(),
+                                                       ga.view(), gb.view(), gh.view(), gw.view(), stream);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("lse"), py::arg("kept_logmass"),
       py::arg("keep_min"), py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"),

@@ -128,6 +128,25 @@ _token_logprobs_op.register_autograd(_token_logprobs_backward, setup_context=_to
 # three are saved for the backward (the kept set is {x ≥ keep_min}) and non-differentiable.
 
 
+def _sampler_kwargs(temperature, top_k, top_p, min_p, sampler, over: bool) -> dict:
+    """The NumPy-level functions' keyword arguments from the sampler ops' arguments."""
+    entropy = "sampler" if over else "full"
+    return dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, sampler=sampler, entropy=entropy)
+
+
+def _sampler_saved(entropy, lse, kept_logmass, keep_min, temperature: float, over: bool) -> _logprobs.TokenLogprobs:
+    """What the NumPy-level backwards read of a truncated forward."""
+    return _logprobs.TokenLogprobs(
+        logp=None,
+        entropy=entropy,
+        lse=lse,
+        temperature=temperature,
+        kept_logmass=kept_logmass,
+        keep_min=keep_min,
+        entropy_over="sampler" if over else "full",
+    )
+
+
 @torch.library.custom_op("grpokit::token_logprobs_sampler", mutates_args=())
 def _token_logprobs_sampler_op(
     logits: torch.Tensor,
@@ -137,23 +156,14 @@ def _token_logprobs_sampler_op(
     top_p: Optional[torch.Tensor],
     min_p: Optional[torch.Tensor],
     sampler: str,
-    entropy_over_kept: bool,
+    over: bool,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    r = _logprobs.token_logprobs(
-        logits,
-        token_ids,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        sampler=sampler,
-        entropy="sampler" if entropy_over_kept else "full",
-    )
+    r = _logprobs.token_logprobs(logits, token_ids, **_sampler_kwargs(temperature, top_k, top_p, min_p, sampler, over))
     return r.logp, r.entropy, r.lse, r.kept_logmass, r.keep_min
 
 
 @_token_logprobs_sampler_op.register_fake
-def _(logits, token_ids, temperature, top_k, top_p, min_p, sampler, entropy_over_kept):
+def _(logits, token_ids, temperature, top_k, top_p, min_p, sampler, over):
     shape, dt = logits.shape[:-1], _result_dtype(logits)
     return tuple(logits.new_empty(shape, dtype=dt) for _ in range(5))
 
@@ -171,15 +181,7 @@ def _token_logprobs_sampler_backward_op(
     temperature: float,
     entropy_over_kept: bool,
 ) -> torch.Tensor:
-    saved = _logprobs.TokenLogprobs(
-        logp=None,
-        entropy=entropy,
-        lse=lse,
-        temperature=temperature,
-        kept_logmass=kept_logmass,
-        keep_min=keep_min,
-        entropy_over="sampler" if entropy_over_kept else "full",
-    )
+    saved = _sampler_saved(entropy, lse, kept_logmass, keep_min, temperature, entropy_over_kept)
     return _logprobs.token_logprobs_backward(logits, token_ids, saved, grad_logp, grad_entropy)
 
 
@@ -415,24 +417,15 @@ def _linear_sampler_op(
     top_p: Optional[torch.Tensor],
     min_p: Optional[torch.Tensor],
     sampler: str,
-    entropy_over_kept: bool,
+    over: bool,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    r = _logprobs.linear_token_logprobs(
-        hidden,
-        weight,
-        token_ids,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        sampler=sampler,
-        entropy="sampler" if entropy_over_kept else "full",
-    )
+    kw = _sampler_kwargs(temperature, top_k, top_p, min_p, sampler, over)
+    r = _logprobs.linear_token_logprobs(hidden, weight, token_ids, **kw)
     return r.logp, r.entropy, r.lse, r.kept_logmass, r.keep_min
 
 
 @_linear_sampler_op.register_fake
-def _(hidden, weight, token_ids, temperature, top_k, top_p, min_p, sampler, entropy_over_kept):
+def _(hidden, weight, token_ids, temperature, top_k, top_p, min_p, sampler, over):
     shape, dt = hidden.shape[:-1], _result_dtype(hidden)
     return tuple(hidden.new_empty(shape, dtype=dt) for _ in range(5))
 
@@ -453,15 +446,7 @@ def _linear_sampler_backward_op(
     hidden_grad: bool,
     weight_grad: bool,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    saved = _logprobs.TokenLogprobs(
-        logp=None,
-        entropy=entropy,
-        lse=lse,
-        temperature=temperature,
-        kept_logmass=kept_logmass,
-        keep_min=keep_min,
-        entropy_over="sampler" if entropy_over_kept else "full",
-    )
+    saved = _sampler_saved(entropy, lse, kept_logmass, keep_min, temperature, entropy_over_kept)
     gh, gw = _logprobs.linear_token_logprobs_backward(
         hidden, weight, token_ids, saved, grad_logp, grad_entropy, hidden_grad=hidden_grad, weight_grad=weight_grad
     )
