@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "grpokit/interrupt.hpp"
+#include "grpokit/logprobs.hpp"
 #include "logprobs_rows.hpp"
 
 namespace grpokit {
@@ -19,6 +20,9 @@ using namespace rows;
 
 constexpr int64_t kRowBlock = 1024;
 constexpr int64_t kDefaultChunk = 4096;
+// Under the sampler's truncation a tile holds whole rows (the selections need the row): at most this
+// many logits, so rows come in blocks of max(1, kWholeRowTile / V).
+constexpr int64_t kWholeRowTile = int64_t(1) << 24;
 
 template <class T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -94,12 +98,14 @@ struct LogitTiles {
   const ConstMap<T> hid, w;
   RowMat<T> tile;
 
-  explicit LogitTiles(const LinearLogprobArgs& in)
+  // whole_rows: tiles of complete rows (chunk = V) in blocks of kWholeRowTile / V rows.
+  explicit LogitTiles(const LinearLogprobArgs& in, bool whole_rows = false)
       : N(in.hidden.shape[0]),
         H(in.hidden.shape[1]),
         V(in.weight.shape[0]),
-        chunk(chunk_of(in)),
-        nb(std::min(N, kRowBlock)),
+        chunk(whole_rows ? V : chunk_of(in)),
+        nb(std::min(N,
+                    whole_rows ? std::max<int64_t>(1, std::min(kRowBlock, kWholeRowTile / V)) : kRowBlock)),
         hid(in.hidden.ptr<const T>(), N, H, Eigen::OuterStride<>(in.hidden.strides[0])),
         w(in.weight.ptr<const T>(), V, H, Eigen::OuterStride<>(in.weight.strides[0])),
         tile(nb, chunk) {}
@@ -126,28 +132,28 @@ template <class T, bool kSq>
 void forward(const LinearLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
              const TensorView& lse, const TensorView& sum_sq) {
   LogitTiles<T> tiles(in);
-  const T inv_t = static_cast<T>(1.0 / in.temperature);
+  const double inv_t = 1.0 / in.temperature;
   std::vector<math::RowState<double, kSq>> st(static_cast<size_t>(tiles.nb));
-  std::vector<double> z_y(static_cast<size_t>(tiles.nb));
+  std::vector<double> x_y(static_cast<size_t>(tiles.nb)), raw_max(static_cast<size_t>(tiles.nb));
   RowError err;
   tiles.for_each([&](int64_t r0, int64_t nr, int64_t v0, int64_t nv, MutMap<T>& z) {
     if (v0 == 0) std::fill(st.begin(), st.end(), math::RowState<double, kSq>{});
+    if (v0 == 0) std::fill(raw_max.begin(), raw_max.end(), -INFINITY);
 #ifdef GRPOKIT_HAVE_OPENMP
 #pragma omp parallel for schedule(static) if (nr * nv > kParallelMin)
 #endif
     for (int64_t i = 0; i < nr; ++i) {
       const T* row = z.data() + i * tiles.chunk;
-      accumulate_row(st[i], row, nv, inv_t);
+      accumulate_row<T>(st[i], row, nv, inv_t, &raw_max[i]);
       const int64_t id = read_id(in.token_ids, (r0 + i) * in.token_ids.strides[0]);
-      if (id >= v0 && id < v0 + nv) z_y[i] = static_cast<double>(row[id - v0] * inv_t);
+      if (id >= v0 && id < v0 + nv) x_y[i] = static_cast<double>(row[id - v0]);
     }
     if (v0 + nv < tiles.V) return;  // the block's rows are complete after its last chunk
     for (int64_t i = 0; i < nr; ++i) {
       const int64_t r = r0 + i;
       const double l = st[i].lse();
       err.finite_lse(r, l);  // written all the same: the error is raised after the loop
-      write_real<T>(logp, r * logp.strides[0],
-                    math::token_logp(static_cast<double>(z_y[i]), static_cast<double>(l)));
+      write_real<T>(logp, r * logp.strides[0], row_logp(st[i], raw_max[i], x_y[i], inv_t));
       write_real<T>(lse, r * lse.strides[0], l);
       if (entropy.defined()) write_real<T>(entropy, r * entropy.strides[0], st[i].entropy());
       if constexpr (kSq) write_real<T>(sum_sq, r * sum_sq.strides[0], st[i].sum_sq_probs());
@@ -162,7 +168,7 @@ void backward(const LinearLogprobArgs& in, const TensorView& lse, const TensorVi
               const TensorView& grad_weight) {
   LogitTiles<T> tiles(in);
   const int64_t N = tiles.N, H = tiles.H, V = tiles.V;
-  const T inv_t = static_cast<T>(1.0 / in.temperature);
+  const double inv_t = 1.0 / in.temperature;
   MutMap<T> gh(grad_hidden.defined() ? grad_hidden.ptr<T>() : nullptr, N, H, Eigen::OuterStride<>(H));
   MutMap<T> gw(grad_weight.defined() ? grad_weight.ptr<T>() : nullptr, V, H, Eigen::OuterStride<>(H));
   if (grad_hidden.defined()) gh.setZero();
@@ -176,13 +182,14 @@ void backward(const LinearLogprobArgs& in, const TensorView& lse, const TensorVi
       const double a = grad_logp.defined() ? read_real(grad_logp, r * grad_logp.strides[0]) : 0.0;
       const double b = grad_entropy.defined() ? read_real(grad_entropy, r * grad_entropy.strides[0]) : 0.0;
       const double h = grad_entropy.defined() ? read_real(entropy, r * entropy.strides[0]) : 0.0;
-      const auto c = math::grad_coeffs<T, double>(a, b, h, 1.0 / in.temperature);
+      const auto c = math::grad_coeffs<T, double>(a, b, h, inv_t);
       const int64_t id = read_id(in.token_ids, r * in.token_ids.strides[0]);
       T* row = z.data() + i * tiles.chunk;
       const bool here = id >= v0 && id < v0 + nv;
-      const T z_y = here ? row[id - v0] * inv_t : T(0);
-      grad_row(row, row, nv, inv_t, static_cast<T>(read_real(lse, r * lse.strides[0])), c,
-               here ? id - v0 : -1, z_y);
+      // A tile holds part of a row, so the gradient always works from the saved lse (docs/logprobs.md).
+      const GradShift s{0.0, read_real(lse, r * lse.strides[0])};
+      grad_row(row, row, nv, inv_t, s, c, here ? id - v0 : -1,
+               here ? static_cast<double>(row[id - v0]) : 0.0);
     }
     // The tile now holds ∂L/∂logits for its rows and vocabulary entries.
     if (grad_hidden.defined()) gh.middleRows(r0, nr).noalias() += z * tiles.w.middleRows(v0, nv);
@@ -191,7 +198,100 @@ void backward(const LinearLogprobArgs& in, const TensorView& lse, const TensorVi
   });
 }
 
+// Rows [r0, r0 + n) of a per-row (N,) view (undefined stays undefined).
+TensorView rows_of(TensorView t, int64_t r0, int64_t n) {
+  if (!t.defined()) return t;
+  t.data = static_cast<char*>(t.data) + r0 * t.strides[0] * dtype_size(t.dtype);
+  t.shape[0] = n;
+  return t;
+}
+
+// A tile of whole rows as the logits engine's (nr, V) input, with rows r0.. of the per-row arrays.
+template <class T>
+TokenLogprobArgs tile_args(const LinearLogprobArgs& in, MutMap<T>& z, int64_t r0, int64_t nr, int64_t V) {
+  TokenLogprobArgs a;
+  a.logits = make_view(z.data(), in.hidden.dtype, {nr, V});
+  a.token_ids = rows_of(in.token_ids, r0, nr);
+  a.temperature = in.temperature;
+  return a;
+}
+
+// Runs f on each tile of whole rows; an error of the logits engine names the row of hidden.
+template <class T, class Fn>
+void for_each_row_block(const LinearLogprobArgs& in, Fn&& f) {
+  LogitTiles<T> tiles(in, true);
+  tiles.for_each([&](int64_t r0, int64_t nr, int64_t, int64_t, MutMap<T>& z) {
+    try {
+      f(tiles, r0, nr, z, tile_args(in, z, r0, nr, tiles.V));
+    } catch (const Error& e) {
+      throw Error(e.kind(), std::string("hidden rows from ") + std::to_string(r0) +
+                                " (row numbers below count from there): " + e.what());
+    }
+  });
+}
+
 }  // namespace
+
+void linear_token_logprobs_sampler_cpu(const LinearLogprobArgs& in, const SamplerArgs& s,
+                                       const TensorView& logp, const TensorView& entropy,
+                                       const TensorView& lse, const TensorView& kept_logmass,
+                                       const TensorView& keep_min) {
+  check_linear_token_logprobs_args(in, logp, entropy, lse);
+  check_linear_token_logprobs_args(in, kept_logmass, TensorView{}, keep_min);
+  require_cpu_dtype(in.hidden);
+  check_ids(in.token_ids, in.weight.shape[0]);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    for_each_row_block<T>(in, [&](LogitTiles<T>&, int64_t r0, int64_t nr, MutMap<T>&,
+                                  const TokenLogprobArgs& a) {
+      SamplerArgs b = s;
+      b.top_k = rows_of(s.top_k, r0, nr), b.top_p = rows_of(s.top_p, r0, nr),
+      b.min_p = rows_of(s.min_p, r0, nr);
+      token_logprobs_sampler_cpu(a, b, rows_of(logp, r0, nr), rows_of(entropy, r0, nr), rows_of(lse, r0, nr),
+                                 rows_of(kept_logmass, r0, nr), rows_of(keep_min, r0, nr));
+    });
+  };
+  if (in.hidden.dtype == DType::Float32)
+    run(float{});
+  else
+    run(double{});
+}
+
+void linear_token_logprobs_sampler_backward_cpu(const LinearLogprobArgs& in, bool entropy_over_kept,
+                                                const TensorView& lse, const TensorView& kept_logmass,
+                                                const TensorView& keep_min, const TensorView& entropy,
+                                                const TensorView& grad_logp, const TensorView& grad_entropy,
+                                                const TensorView& grad_hidden,
+                                                const TensorView& grad_weight) {
+  check_linear_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_hidden,
+                                            grad_weight);
+  check_linear_token_logprobs_args(in, kept_logmass, TensorView{}, keep_min);
+  require_cpu_dtype(in.hidden);
+  check_ids(in.token_ids, in.weight.shape[0]);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    MutMap<T> gh(grad_hidden.defined() ? grad_hidden.ptr<T>() : nullptr, in.hidden.shape[0],
+                 in.hidden.shape[1], Eigen::OuterStride<>(in.hidden.shape[1]));
+    MutMap<T> gw(grad_weight.defined() ? grad_weight.ptr<T>() : nullptr, in.weight.shape[0],
+                 in.weight.shape[1], Eigen::OuterStride<>(in.weight.shape[1]));
+    if (grad_hidden.defined()) gh.setZero();
+    if (grad_weight.defined()) gw.setZero();
+    for_each_row_block<T>(
+        in, [&](LogitTiles<T>& t, int64_t r0, int64_t nr, MutMap<T>& z, const TokenLogprobArgs& a) {
+          // ∂L/∂logits of the block, in place in the tile, then the two GEMMs.
+          token_logprobs_sampler_backward_cpu(a, entropy_over_kept, rows_of(lse, r0, nr),
+                                              rows_of(kept_logmass, r0, nr), rows_of(keep_min, r0, nr),
+                                              rows_of(entropy, r0, nr), rows_of(grad_logp, r0, nr),
+                                              rows_of(grad_entropy, r0, nr), a.logits);
+          if (grad_hidden.defined()) gh.middleRows(r0, nr).noalias() += z * t.w;
+          if (grad_weight.defined()) gw.noalias() += z.transpose() * t.hid.middleRows(r0, nr);
+        });
+  };
+  if (in.hidden.dtype == DType::Float32)
+    run(float{});
+  else
+    run(double{});
+}
 
 void check_linear_token_logprobs_args(const LinearLogprobArgs& in, const TensorView& logp,
                                       const TensorView& entropy, const TensorView& lse,

@@ -12,7 +12,6 @@
 #include <type_traits>
 
 #include "logprobs_rows.hpp"
-#include "grpokit/interrupt.hpp"
 #include "grpokit/logprobs.hpp"
 #include "grpokit/math/logprobs.hpp"
 
@@ -21,41 +20,19 @@ namespace {
 
 using namespace rows;
 
-// Calls f(r, id, row, err) for every row whose target id lies in the vocabulary (OpenMP over rows), then
-// raises the lowest row's error: an id outside the vocabulary, or what f recorded in err.
-template <class In, class Fn>
-void for_each_row(const TokenLogprobArgs& in, const RowLayout& L, Fn&& f) {
-  const TensorView& x = in.logits;
-  RowError err;
-  Interrupt stop(16);  // Ctrl-C (grpokit/interrupt.hpp): rows not yet started are skipped
-#ifdef GRPOKIT_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
-#endif
-  for (int64_t r = 0; r < L.rows; ++r) {
-    if (stop.requested()) continue;
-    const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));
-    if (id < 0 || id >= L.vocab) {
-      err.record(r, 1, id);
-      continue;
-    }
-    f(r, id, x.ptr<const In>() + row_offset(x, r, L.inner), err);
-  }
-  stop.raise();
-  err.raise(L.vocab);
-}
-
 template <class In, class F, class A, bool kSq>
 void forward_rows(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
                   const TensorView& lse, const TensorView& sum_sq) {
   using R = typename cpu::Real<In>::type;  // result dtype: float, or double for float64 logits
   const RowLayout L = RowLayout::of(in.logits);
-  const F inv_t = static_cast<F>(1.0 / in.temperature);
+  const double inv_t = 1.0 / in.temperature;
   for_each_row<In>(in, L, [&](int64_t r, int64_t id, const In* row, RowError& err) {
-    const math::RowState<A, kSq> st = row_state<kSq>(row, L.vocab, inv_t);
+    double m = -INFINITY;
+    const math::RowState<A, kSq> st = row_state<F, kSq>(row, L.vocab, inv_t, &m);
     const A l = st.lse();
     if (!err.finite_lse(r, l)) return;
-    const A z_y = static_cast<A>(cpu::load(row[id]) * inv_t);
-    write_real<R>(logp, per_row_offset(logp, r, L.inner), math::token_logp(z_y, l));
+    const double lp = row_logp(st, m, static_cast<double>(cpu::load(row[id])), inv_t);
+    write_real<R>(logp, per_row_offset(logp, r, L.inner), lp);
     write_real<R>(lse, per_row_offset(lse, r, L.inner), l);
     if (entropy.defined()) write_real<R>(entropy, per_row_offset(entropy, r, L.inner), st.entropy());
     if constexpr (kSq) write_real<R>(sum_sq, per_row_offset(sum_sq, r, L.inner), st.sum_sq_probs());
@@ -70,15 +47,11 @@ void backward_rows(const TokenLogprobArgs& in, const TensorView& lse, const Tens
   const double inv_t = 1.0 / in.temperature;
   for_each_row<In>(in, L, [&](int64_t r, int64_t id, const In* row, RowError&) {
     In* g = grad_logits.ptr<In>() + row_offset(grad_logits, r, L.inner);
-    const double a = grad_logp.defined() ? read_real(grad_logp, per_row_offset(grad_logp, r, L.inner)) : 0.0;
-    const double b =
-        grad_entropy.defined() ? read_real(grad_entropy, per_row_offset(grad_entropy, r, L.inner)) : 0.0;
-    const double h = grad_entropy.defined() ? read_real(entropy, per_row_offset(entropy, r, L.inner)) : 0.0;
-    const F l = static_cast<F>(read_real(lse, per_row_offset(lse, r, L.inner)));
-    const auto c = math::grad_coeffs<F, double>(a, b, h, inv_t);
+    const RowGrads u = row_grads(grad_logp, grad_entropy, entropy, r, L.inner);
+    const auto c = math::grad_coeffs<F, double>(u.a, u.b, u.h, inv_t);
+    const GradShift s = grad_shift<F>(row, L.vocab, inv_t, read_real(lse, per_row_offset(lse, r, L.inner)));
     // The target's own entry, from the logits before an in-place write replaces them.
-    const F z_y = static_cast<F>(cpu::load(row[id]) * static_cast<F>(inv_t));
-    grad_row(row, g, L.vocab, static_cast<F>(inv_t), l, c, id, z_y);
+    grad_row(row, g, L.vocab, inv_t, s, c, id, static_cast<double>(cpu::load(row[id])));
   });
 }
 

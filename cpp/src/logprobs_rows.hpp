@@ -9,6 +9,8 @@
 
 #include "cpu_kernels.hpp"
 #include "grpokit/error.hpp"
+#include "grpokit/interrupt.hpp"
+#include "grpokit/logprobs.hpp"
 #include "grpokit/math/logprobs.hpp"
 #include "grpokit/tensor.hpp"
 
@@ -52,7 +54,11 @@ inline void write_real(const TensorView& t, int64_t off, double v) {
 
 // ---- float32 math (float32 / bfloat16 / float16 logits) -----------------------------------------
 
-// NaN or +inf anywhere in the chunk makes sum NaN: d = z − m is NaN there, and exp keeps it.
+// The temperature is applied once, to differences from the chunk's raw maximum m: d = (x − m)/τ is
+// ≤ 0 and exactly 0 at the maximum whatever the magnitude, and x/τ itself (which overflows float32
+// for |x| > τ·3.4e38, and whose rounding differs from (x − m)/τ's by an FMA) is never formed. The
+// returned max is the raw m; accumulate_row scales it in float64.
+// NaN or +inf anywhere in the chunk makes sum NaN: d = x − m is NaN there, and exp keeps it.
 // kSelect picks exp's form (see cpu::exp_nonpositive): the select under AVX-512 only. kSq also
 // sums exp(d)² (for Σπ²); the default instantiation has no trace of it.
 template <class In, bool kSelect, bool kSq>
@@ -65,12 +71,12 @@ inline __attribute__((always_inline)) math::ChunkStats<float> chunk_stats_body(c
   const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) {
     float z[kLanes];
-    for (int k = 0; k < kLanes; ++k) z[k] = load(x[i + k]) * inv_t;
+    for (int k = 0; k < kLanes; ++k) z[k] = load(x[i + k]);
     for (int k = 0; k < kLanes; ++k) mx[k] = mx[k] < z[k] ? z[k] : mx[k];
   }
   float m = -INFINITY;
   for (int64_t i = full; i < n; ++i) {
-    const float z = load(x[i]) * inv_t;
+    const float z = load(x[i]);
     m = m < z ? z : m;
   }
   for (int k = 0; k < kLanes; ++k) m = m < mx[k] ? mx[k] : m;
@@ -88,8 +94,8 @@ inline __attribute__((always_inline)) math::ChunkStats<float> chunk_stats_body(c
   for (int64_t i = 0; i < full; i += kLanes) {
     float e[kLanes], ed[kLanes], e2[kLanes];
     for (int k = 0; k < kLanes; ++k) {
-      float d = load(x[i + k]) * inv_t - m;
-      d = d < dmin ? dmin : d;  // math::clamp_exp_arg with an opaque bound
+      float d = (load(x[i + k]) - m) * inv_t;  // ≤ 0: the one rounding of the scale (see below)
+      d = d < dmin ? dmin : d;                  // math::clamp_exp_arg with an opaque bound
       e[k] = cpu::exp_nonpositive<kSelect>(d, lo);
       ed[k] = e[k] * d;
       if constexpr (kSq) {
@@ -103,7 +109,7 @@ inline __attribute__((always_inline)) math::ChunkStats<float> chunk_stats_body(c
   }
   float ss = 0.0f, tt = 0.0f, qq = 0.0f;
   for (int64_t i = full; i < n; ++i) {
-    float d = load(x[i]) * inv_t - m;
+    float d = (load(x[i]) - m) * inv_t;
     d = d < dmin ? dmin : d;
     const float e = cpu::exp_nonpositive<kSelect>(d, lo);
     ss += e;
@@ -143,7 +149,7 @@ math::ChunkStats<float> chunk_stats_f32(const In* x, int64_t n, float inv_t) {
 }
 
 template <class In>
-GRPOKIT_CPU_CLONES void grad_row_f32(const In* x, In* g, int64_t n, float inv_t, float lse,
+GRPOKIT_CPU_CLONES void grad_row_f32(const In* x, In* g, int64_t n, float inv_t, float shift, float c0,
                                      const math::GradCoeffs<float>& c) {
   const int64_t full = n - n % kLanes;
   if (c.zero) {
@@ -154,27 +160,30 @@ GRPOKIT_CPU_CLONES void grad_row_f32(const In* x, In* g, int64_t n, float inv_t,
   for (int64_t i = 0; i < full; i += kLanes) {
     float v[kLanes];
     for (int k = 0; k < kLanes; ++k) {
-      float d = load(x[i + k]) * inv_t - lse;
+      float d = (load(x[i + k]) - shift) * inv_t - c0;
       d = d < dmin ? dmin : d;  // math::clamp_exp_arg with an opaque bound
+      d = d > 0.0f ? 0.0f : d;  // see grad_row_f64
       v[k] = math::grad_element(c, cpu::exp_nonpositive(d, lo), d);
     }
     for (int k = 0; k < kLanes; ++k) g[i + k] = store<In>(v[k]);  // after all reads: in-place safe
   }
   for (int64_t i = full; i < n; ++i) {
-    float d = load(x[i]) * inv_t - lse;
+    float d = (load(x[i]) - shift) * inv_t - c0;
     d = d < dmin ? dmin : d;
+    d = d > 0.0f ? 0.0f : d;
     g[i] = store<In>(math::grad_element(c, cpu::exp_nonpositive(d, lo), d));
   }
 }
 
 // ---- float64 math (float64 logits) ---------------------------------------------------------------
 
-template <bool kSq>
-inline math::ChunkStats<double> chunk_stats_f64(const double* x, int64_t n, double inv_t) {
+// The same in float64 math (float64 logits, or any logits when grad_row's caller needs it).
+template <bool kSq, class In>
+inline math::ChunkStats<double> chunk_stats_f64(const In* x, int64_t n, double inv_t) {
   double m = -INFINITY;
   bool bad = false;
   for (int64_t i = 0; i < n; ++i) {
-    const double z = x[i] * inv_t;
+    const double z = static_cast<double>(load(x[i]));
     m = m < z ? z : m;
     bad |= (z != z) || z == INFINITY;
   }
@@ -182,7 +191,7 @@ inline math::ChunkStats<double> chunk_stats_f64(const double* x, int64_t n, doub
   if (!(m > -INFINITY)) return {-INFINITY, 0.0, 0.0};
   double s = 0.0, t = 0.0, q = 0.0;
   for (int64_t i = 0; i < n; ++i) {
-    const double d = math::clamp_exp_arg(x[i] * inv_t - m);
+    const double d = math::clamp_exp_arg((static_cast<double>(load(x[i])) - m) * inv_t);
     const double e = std::exp(d);
     s += e;
     t += e * d;
@@ -191,12 +200,33 @@ inline math::ChunkStats<double> chunk_stats_f64(const double* x, int64_t n, doub
   return {m, s, t, q};
 }
 
-inline void grad_row_f64(const double* x, double* g, int64_t n, double inv_t, double lse,
+// One row of the gradient with d = (x − shift)/τ − c0, clamped to [min_exp_arg, 0] (the forward's
+// lse bounds every scaled logit; rounding must not push d above 0, where exp overflows).
+template <class In>
+inline void grad_row_f64(const In* x, In* g, int64_t n, double inv_t, double shift, double c0,
                          const math::GradCoeffs<double>& c) {
   for (int64_t i = 0; i < n; ++i) {
-    const double d = math::clamp_exp_arg(x[i] * inv_t - lse);
-    g[i] = math::grad_element(c, std::exp(d), d);
+    double d = math::clamp_exp_arg((static_cast<double>(load(x[i])) - shift) * inv_t - c0);
+    d = d > 0.0 ? 0.0 : d;
+    g[i] = store<In>(math::grad_element(c, std::exp(d), d));
   }
+}
+
+// The upstream gradients of row r (a = ∂L/∂logp, b = ∂L/∂entropy; undefined = 0) and the saved
+// entropy h (read only when b can be nonzero).
+struct RowGrads {
+  double a = 0, b = 0, h = 0;
+};
+
+inline RowGrads row_grads(const TensorView& grad_logp, const TensorView& grad_entropy,
+                          const TensorView& entropy, int64_t r, int64_t inner) {
+  RowGrads g;
+  if (grad_logp.defined()) g.a = read_real(grad_logp, per_row_offset(grad_logp, r, inner));
+  if (grad_entropy.defined()) {
+    g.b = read_real(grad_entropy, per_row_offset(grad_entropy, r, inner));
+    g.h = read_real(entropy, per_row_offset(entropy, r, inner));
+  }
+  return g;
 }
 
 // Row-level value errors found inside a parallel loop; the lowest row is reported after it.
@@ -241,39 +271,101 @@ inline F exp_of(F d) {
     return cpu::exp_nonpositive(d);
 }
 
-// Folds n entries of a row into st, kChunk at a time (with Σ exp² when the state has kSq).
-template <bool kSq, class In, class F>
-inline void accumulate_row(math::RowState<double, kSq>& st, const In* row, int64_t n, F inv_t) {
+// Folds n entries of a row into st, kChunk at a time (with Σ exp² when the state has kSq). F is the
+// math type (float, or double); each chunk's raw maximum is scaled by 1/τ in float64 here, so the
+// state's maximum is finite for every finite row.
+// raw_max, when given, also tracks the raw (unscaled) maximum: the state's max is raw_max/τ.
+template <class F, bool kSq, class In>
+inline void accumulate_row(math::RowState<double, kSq>& st, const In* row, int64_t n, double inv_t,
+                           double* raw_max = nullptr) {
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t m = n - c0 < kChunk ? n - c0 : kChunk;
-    if constexpr (std::is_same<F, double>::value)
-      st.merge(chunk_stats_f64<kSq>(row + c0, m, inv_t));
-    else
-      st.merge(chunk_stats_f32<kSq>(row + c0, m, inv_t));
+    math::ChunkStats<double> c;
+    if constexpr (std::is_same<F, double>::value) {
+      c = chunk_stats_f64<kSq>(row + c0, m, inv_t);
+    } else {
+      const math::ChunkStats<float> f = chunk_stats_f32<kSq>(row + c0, m, static_cast<float>(inv_t));
+      c = {f.max, f.sum, f.dot, f.sq};
+    }
+    if (raw_max && *raw_max < c.max) *raw_max = c.max;
+    c.max *= inv_t;
+    st.merge(c);
   }
 }
 
 // The state of a whole row.
-template <bool kSq, class In, class F>
-inline math::RowState<double, kSq> row_state(const In* row, int64_t vocab, F inv_t) {
+template <class F, bool kSq, class In>
+inline math::RowState<double, kSq> row_state(const In* row, int64_t vocab, double inv_t,
+                                             double* raw_max = nullptr) {
   math::RowState<double, kSq> st;
-  accumulate_row(st, row, vocab, inv_t);
+  accumulate_row<F>(st, row, vocab, inv_t, raw_max);
   return st;
 }
 
-// The gradient of one row into g (may be the row itself). z_y: the target's scaled logit, read by
-// the caller before an in-place write could replace it; id < 0 means the target is elsewhere.
-template <class In, class F>
-inline void grad_row(const In* row, In* g, int64_t n, F inv_t, F lse, const math::GradCoeffs<F>& c,
-                     int64_t id, F z_y) {
+// log p_y = (x_y − raw max)/τ − log Σ: no cancellation between x_y/τ and lse at large magnitudes.
+template <bool kSq>
+inline double row_logp(const math::RowState<double, kSq>& st, double raw_max, double x_y, double inv_t) {
+  return math::token_logp((x_y - raw_max) * inv_t, std::log(st.sum));
+}
+
+// Where the gradient's d = (x − shift)/τ − c0 is taken from: (0, lse) from the saved lse while
+// float rounding of lse is below kExactLse's ulp, else (raw row maximum, log Σ) recomputed (an extra
+// read of the row: only for |lse| beyond it, e.g. large logits at a small temperature, or an lse
+// that overflowed the float32 result).
+template <class F>
+constexpr double kExactLse = sizeof(F) == sizeof(double) ? 1099511627776.0 : 4096.0;
+
+struct GradShift {
+  double shift = 0, c0 = 0;
+};
+
+template <class F, class In>
+inline GradShift grad_shift(const In* row, int64_t n, double inv_t, double lse) {
+  if (std::fabs(lse) <= kExactLse<F>) return {0.0, lse};
+  double m = -INFINITY;
+  const math::RowState<double> st = row_state<F, false>(row, n, inv_t, &m);
+  return {m, std::log(st.sum)};
+}
+
+// The gradient of one row into g (may be the row itself), d = (x − s.shift)/τ − s.c0. id ≥ 0: the
+// target's index (its raw logit x_y read by the caller before an in-place write could replace it);
+// id < 0 means the target is elsewhere.
+template <class F, class In>
+inline void grad_row(const In* row, In* g, int64_t n, double inv_t, const GradShift& s,
+                     const math::GradCoeffs<F>& c, int64_t id, double x_y) {
   if constexpr (std::is_same<F, double>::value)
-    grad_row_f64(row, g, n, inv_t, lse, c);
+    grad_row_f64(row, g, n, inv_t, s.shift, s.c0, c);
   else
-    grad_row_f32(row, g, n, inv_t, lse, c);
+    grad_row_f32(row, g, n, static_cast<float>(inv_t), static_cast<float>(s.shift), static_cast<float>(s.c0),
+                 c);
   if (id >= 0 && !c.zero) {
-    const F d_y = math::clamp_exp_arg(z_y - lse);
+    F d_y = math::clamp_exp_arg(static_cast<F>((x_y - s.shift) * inv_t - s.c0));
+    d_y = d_y > F(0) ? F(0) : d_y;
     g[id] = store<In>(math::grad_element(c, exp_of(d_y), d_y) + c.target);
   }
+}
+
+// Calls f(r, id, row, err) for every row whose target id lies in the vocabulary (OpenMP over rows), then
+// raises the lowest row's error: an id outside the vocabulary, or what f recorded in err.
+template <class In, class Fn>
+inline void for_each_row(const TokenLogprobArgs& in, const RowLayout& L, Fn&& f) {
+  const TensorView& x = in.logits;
+  RowError err;
+  Interrupt stop(16);  // Ctrl-C (grpokit/interrupt.hpp): rows not yet started are skipped
+#ifdef GRPOKIT_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (L.rows * L.vocab > kParallelMin)
+#endif
+  for (int64_t r = 0; r < L.rows; ++r) {
+    if (stop.requested()) continue;
+    const int64_t id = read_id(in.token_ids, per_row_offset(in.token_ids, r, L.inner));
+    if (id < 0 || id >= L.vocab) {
+      err.record(r, 1, id);
+      continue;
+    }
+    f(r, id, x.ptr<const In>() + row_offset(x, r, L.inner), err);
+  }
+  stop.raise();
+  err.raise(L.vocab);
 }
 
 }  // namespace rows

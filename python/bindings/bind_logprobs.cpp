@@ -29,6 +29,27 @@ struct LinearInputs {
   }
 };
 
+SamplerConvention sampler_convention(const std::string& name) {
+  if (name == "vllm") return SamplerConvention::VLLM;
+  if (name == "sglang") return SamplerConvention::SGLang;
+  value_error("sampler: expected \"vllm\" or \"sglang\", got \"", name, "\"");
+}
+
+// The sampler's saved per-row arrays and parameters, imported; the engine's SamplerArgs view them.
+struct SamplerInputs {
+  Imported kept_logmass, keep_min, top_k, top_p, min_p;
+  SamplerArgs args(const std::string& convention, bool entropy_over_kept) const {
+    return {top_k.view(), top_p.view(), min_p.view(), sampler_convention(convention), entropy_over_kept};
+  }
+};
+
+SamplerInputs import_sampler(py::object kept_logmass, py::object keep_min, py::object top_k, py::object top_p,
+                             py::object min_p, bool outputs, std::intptr_t stream) {
+  return {import_array(kept_logmass, "kept_logmass", stream, outputs),
+          import_array(keep_min, "keep_min", stream, outputs), import_array(top_k, "top_k", stream, false),
+          import_array(top_p, "top_p", stream, false), import_array(min_p, "min_p", stream, false)};
+}
+
 LinearInputs import_linear(py::object hidden, py::object weight, py::object token_ids, std::intptr_t stream) {
   return {import_array(hidden, "hidden", stream, false), import_array(weight, "weight", stream, false),
           import_array(token_ids, "token_ids", stream, false)};
@@ -72,6 +93,109 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       py::arg("grad_entropy"), py::arg("grad_logits"), py::arg("temperature"), py::arg("stream") = 0,
       "Logits gradient from upstream gradients of logp and entropy into grad_logits (may be the "
       "logits themselves). See grpokit.token_logprobs_backward.");
+
+  m.def(
+      "token_logprobs_sampler",
+      [backend](py::object logits, py::object token_ids, py::object logp, py::object entropy, py::object lse,
+                py::object kept_logmass, py::object keep_min, double temperature, py::object top_k,
+                py::object top_p, py::object min_p, const std::string& convention, bool entropy_over_kept,
+                std::intptr_t stream) {
+        if (!backend.token_logprobs_sampler)
+          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        const TokenInputs x = import_token(logits, token_ids, stream);
+        Imported lp = import_array(logp, "logp", stream, true);
+        Imported h = import_array(entropy, "entropy", stream, true);
+        Imported l = import_array(lse, "lse", stream, true);
+        const SamplerInputs si = import_sampler(kept_logmass, keep_min, top_k, top_p, min_p, true, stream);
+        const SamplerArgs s = si.args(convention, entropy_over_kept);
+        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
+        py::gil_scoped_release nogil;
+        backend.token_logprobs_sampler(x.args(temperature), s, lp.view(), h.view(), l.view(), km, kn, stream);
+      },
+      py::arg("logits"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"), py::arg("lse"),
+      py::arg("kept_logmass"), py::arg("keep_min"), py::arg("temperature"), py::arg("top_k"),
+      py::arg("top_p"), py::arg("min_p"), py::arg("convention"), py::arg("entropy_over_kept"),
+      py::arg("stream") = 0,
+      "Per-row log-probability under the sampler's truncated distribution, entropy (optional), lse, "
+      "log kept mass and smallest kept logit. See grpokit.token_logprobs.");
+  m.def(
+      "token_logprobs_sampler_backward",
+      [backend](py::object logits, py::object token_ids, py::object lse, py::object kept_logmass,
+                py::object keep_min, py::object entropy, py::object grad_logp, py::object grad_entropy,
+                py::object grad_logits, double temperature, bool entropy_over_kept, std::intptr_t stream) {
+        if (!backend.token_logprobs_sampler_backward)
+          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        const TokenInputs x = import_token(logits, token_ids, stream);
+        Imported l = import_array(lse, "lse", stream, false);
+        const SamplerInputs si =
+            import_sampler(kept_logmass, keep_min, py::none(), py::none(), py::none(), false, stream);
+        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
+        Imported h = import_array(entropy, "entropy", stream, false);
+        Imported ga = import_array(grad_logp, "grad_logp", stream, false);
+        Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
+        Imported g = import_array(grad_logits, "grad_logits", stream, true);
+        py::gil_scoped_release nogil;
+        backend.token_logprobs_sampler_backward(x.args(temperature), entropy_over_kept, l.view(), km, kn,
+                                                h.view(), ga.view(), gb.view(), g.view(), stream);
+      },
+      py::arg("logits"), py::arg("token_ids"), py::arg("lse"), py::arg("kept_logmass"), py::arg("keep_min"),
+      py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_logits"),
+      py::arg("temperature"), py::arg("entropy_over_kept"), py::arg("stream") = 0,
+      "Logits gradient of token_logprobs_sampler with the kept set held fixed. See "
+      "grpokit.token_logprobs_backward.");
+
+  m.def(
+      "linear_token_logprobs_sampler",
+      [backend](py::object hidden, py::object weight, py::object token_ids, py::object logp,
+                py::object entropy, py::object lse, py::object kept_logmass, py::object keep_min,
+                double temperature, py::object top_k, py::object top_p, py::object min_p,
+                const std::string& convention, bool entropy_over_kept, std::intptr_t stream) {
+        if (!backend.linear_token_logprobs_sampler)
+          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
+        Imported lp = import_array(logp, "logp", stream, true);
+        Imported h = import_array(entropy, "entropy", stream, true);
+        Imported l = import_array(lse, "lse", stream, true);
+        const SamplerInputs si = import_sampler(kept_logmass, keep_min, top_k, top_p, min_p, true, stream);
+        const SamplerArgs s = si.args(convention, entropy_over_kept);
+        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
+        const LinearLogprobArgs in = x.args(temperature, 0);
+        py::gil_scoped_release nogil;
+        backend.linear_token_logprobs_sampler(in, s, lp.view(), h.view(), l.view(), km, kn, stream);
+      },
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"),
+      py::arg("lse"), py::arg("kept_logmass"), py::arg("keep_min"), py::arg("temperature"), py::arg("top_k"),
+      py::arg("top_p"), py::arg("min_p"), py::arg("convention"), py::arg("entropy_over_kept"),
+      py::arg("stream") = 0,
+      "token_logprobs_sampler of hidden · weightᵀ. See grpokit.linear_token_logprobs.");
+  m.def(
+      "linear_token_logprobs_sampler_backward",
+      [backend](py::object hidden, py::object weight, py::object token_ids, py::object lse,
+                py::object kept_logmass, py::object keep_min, py::object entropy, py::object grad_logp,
+                py::object grad_entropy, py::object grad_hidden, py::object grad_weight, double temperature,
+                bool entropy_over_kept, std::intptr_t stream) {
+        if (!backend.linear_token_logprobs_sampler_backward)
+          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
+        Imported l = import_array(lse, "lse", stream, false);
+        const SamplerInputs si =
+            import_sampler(kept_logmass, keep_min, py::none(), py::none(), py::none(), false, stream);
+        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
+        Imported e = import_array(entropy, "entropy", stream, false);
+        Imported ga = import_array(grad_logp, "grad_logp", stream, false);
+        Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
+        Imported gh = import_array(grad_hidden, "grad_hidden", stream, true);
+        Imported gw = import_array(grad_weight, "grad_weight", stream, true);
+        const LinearLogprobArgs in = x.args(temperature, 0);
+        py::gil_scoped_release nogil;
+        backend.linear_token_logprobs_sampler_backward(in, entropy_over_kept, l.view(), km, kn, e.view(),
+                                                       ga.view(), gb.view(), gh.view(), gw.view(), stream);
+      },
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("lse"), py::arg("kept_logmass"),
+      py::arg("keep_min"), py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"),
+      py::arg("grad_hidden"), py::arg("grad_weight"), py::arg("temperature"), py::arg("entropy_over_kept"),
+      py::arg("stream") = 0,
+      "Gradients of linear_token_logprobs_sampler. See grpokit.linear_token_logprobs_backward.");
 
   m.def(
       "linear_workspace_bytes",

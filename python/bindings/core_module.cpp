@@ -54,6 +54,10 @@ PYBIND11_MODULE(_core, m) {
   cpu.loss = &cpu_entry<&policy_loss_cpu>;
   cpu.token_logprobs = &cpu_entry<&token_logprobs_cpu>;
   cpu.token_logprobs_backward = &cpu_entry<&token_logprobs_backward_cpu>;
+  cpu.token_logprobs_sampler = &cpu_entry<&token_logprobs_sampler_cpu>;
+  cpu.token_logprobs_sampler_backward = &cpu_entry<&token_logprobs_sampler_backward_cpu>;
+  cpu.linear_token_logprobs_sampler = &cpu_entry<&linear_token_logprobs_sampler_cpu>;
+  cpu.linear_token_logprobs_sampler_backward = &cpu_entry<&linear_token_logprobs_sampler_backward_cpu>;
   cpu.linear_workspace_bytes = &no_scratch;
   cpu.linear_token_logprobs = &cpu_entry<&linear_token_logprobs_cpu>;
   cpu.linear_token_logprobs_backward = &cpu_entry<&linear_token_logprobs_backward_cpu>;

@@ -33,6 +33,26 @@ struct Backend {
                                   const TensorView& entropy, const TensorView& grad_logp,
                                   const TensorView& grad_entropy, const TensorView& grad_logits,
                                   std::intptr_t stream);
+  // Under the sampler's truncation (null where the backend has no such kernels yet).
+  void (*token_logprobs_sampler)(const TokenLogprobArgs& in, const SamplerArgs& s, const TensorView& logp,
+                                 const TensorView& entropy, const TensorView& lse,
+                                 const TensorView& kept_logmass, const TensorView& keep_min,
+                                 std::intptr_t stream);
+  void (*token_logprobs_sampler_backward)(const TokenLogprobArgs& in, bool entropy_over_kept,
+                                          const TensorView& lse, const TensorView& kept_logmass,
+                                          const TensorView& keep_min, const TensorView& entropy,
+                                          const TensorView& grad_logp, const TensorView& grad_entropy,
+                                          const TensorView& grad_logits, std::intptr_t stream);
+  void (*linear_token_logprobs_sampler)(const LinearLogprobArgs& in, const SamplerArgs& s,
+                                        const TensorView& logp, const TensorView& entropy,
+                                        const TensorView& lse, const TensorView& kept_logmass,
+                                        const TensorView& keep_min, std::intptr_t stream);
+  void (*linear_token_logprobs_sampler_backward)(const LinearLogprobArgs& in, bool entropy_over_kept,
+                                                 const TensorView& lse, const TensorView& kept_logmass,
+                                                 const TensorView& keep_min, const TensorView& entropy,
+                                                 const TensorView& grad_logp, const TensorView& grad_entropy,
+                                                 const TensorView& grad_hidden, const TensorView& grad_weight,
+                                                 std::intptr_t stream);
   // Bytes of device scratch the hidden-state ops need (0 on the CPU, which allocates its own tile).
   int64_t (*linear_workspace_bytes)(const LinearLogprobArgs& in, bool backward);
   void (*linear_token_logprobs)(const LinearLogprobArgs& in, const TensorView& logp,

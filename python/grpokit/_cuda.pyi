@@ -43,6 +43,12 @@ from grpokit._core import (
     linear_token_logprobs_backward as linear_token_logprobs_backward,
 )
 from grpokit._core import (
+    linear_token_logprobs_sampler as linear_token_logprobs_sampler,
+)
+from grpokit._core import (
+    linear_token_logprobs_sampler_backward as linear_token_logprobs_sampler_backward,
+)
+from grpokit._core import (
     linear_workspace_bytes as linear_workspace_bytes,
 )
 from grpokit._core import (
@@ -74,6 +80,12 @@ from grpokit._core import (
 )
 from grpokit._core import (
     token_logprobs_backward as token_logprobs_backward,
+)
+from grpokit._core import (
+    token_logprobs_sampler as token_logprobs_sampler,
+)
+from grpokit._core import (
+    token_logprobs_sampler_backward as token_logprobs_sampler_backward,
 )
 from grpokit._core import (
     validate_loss_spec as validate_loss_spec,

@@ -24,6 +24,13 @@ class TokenLogprobs:
         temperature: the temperature used (needed by the backward).
         sum_sq_probs: Σ_v p_v² of the row's (temperature-scaled) distribution, same shape, or
             ``None`` unless ``sum_sq_probs=True``. A forward-only diagnostic (no gradient).
+        kept_logmass: with ``top_k``/``top_p``/``min_p``: log Σ_{v kept} p_v (≤ 0), the log of the
+            full distribution's mass that the sampler keeps; ``None`` without truncation.
+        keep_min: with truncation: the smallest kept logit of each row (raw, before the
+            temperature); the kept set is ``{v : logits_v ≥ keep_min}``. ``None`` without.
+        num_outside: with truncation (CPU): how many tokens have logp = −inf, i.e. lie outside the
+            kept set (or have a −inf logit). ``None`` without truncation.
+        entropy_over: ``"full"`` (the whole vocabulary) or ``"sampler"`` (the kept set).
 
     The arrays are float32 (float64 for float64 logits), of the caller's kind and device.
     """
@@ -33,6 +40,10 @@ class TokenLogprobs:
     lse: Any
     temperature: float
     sum_sq_probs: Any = None
+    kept_logmass: Any = None
+    keep_min: Any = None
+    num_outside: Optional[int] = None
+    entropy_over: str = "full"
 
 
 def _result_dtype(logits: Any) -> str:
@@ -80,12 +91,53 @@ def _on_stream(like: Any, handle: int) -> Any:
     return contextlib.nullcontext()
 
 
+def _entropy_over(entropy: Any) -> Optional[str]:
+    """entropy= as None (not computed), "full" or "sampler"; True is "full"."""
+    if entropy is True or entropy == "full":
+        return "full"
+    if entropy is False or entropy is None:
+        return None
+    if entropy == "sampler":
+        return "sampler"
+    raise ValueError(f'entropy: expected True, False, "full" or "sampler", got {entropy!r}')
+
+
+def _row_param(value: Any, name: str, shape: tuple, integer: bool) -> Any:
+    """A per-row sampler parameter as a NumPy array of the leading shape (a scalar broadcast with
+    stride 0); range checks are the engine's."""
+    if value is None:
+        return None
+    if _arrays._is_torch(value):
+        value = value.detach().cpu().numpy()
+    a = np.asarray(value)
+    if a.dtype == bool or a.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected a number or an array of numbers, got {type(value).__name__} of {a.dtype}")
+    if integer:
+        if a.dtype.kind == "f":
+            if not np.all(np.isfinite(a) & (a == np.round(a))):
+                raise ValueError(f"{name}: expected integers, got {value!r}")
+        a = a.astype(np.int64)
+    else:
+        a = a.astype(np.float64)
+    if a.ndim == 0:
+        return np.broadcast_to(a, shape)
+    if tuple(a.shape) != shape:
+        raise ValueError(
+            f"{name}: expected a scalar or shape {shape} (logits without its last dimension), got {a.shape}"
+        )
+    return a
+
+
 def token_logprobs(
     logits: Any,
     token_ids: Any,
     *,
     temperature: float = 1.0,
-    entropy: bool = True,
+    top_k: Any = None,
+    top_p: Any = None,
+    min_p: Any = None,
+    sampler: str = "vllm",
+    entropy: Any = True,
     sum_sq_probs: bool = False,
     check_finite: bool = False,
     stream: Any = None,
@@ -105,7 +157,16 @@ def token_logprobs(
             math) on CPU and GPU; float64 (float64 math) on CPU.
         token_ids: (N,) or (B, T) int32/int64 ids in [0, V), any strides.
         temperature: > 0; logits are divided by it (TRL's ``temperature``).
-        entropy: also compute the entropy (free on CPU and GPU: same pass).
+        top_k, top_p, min_p: the sampler's truncation (vLLM's / SGLang's ``top_k``, ``top_p``,
+            ``min_p``), each a scalar or a per-row array of the leading shape; ``None``, top_k ≤ 0
+            or ≥ V, top_p = 1 and min_p = 0 are off. With any of them, ``logp`` is the
+            log-probability under the distribution the sampler drew from: the temperature-scaled
+            softmax restricted to the kept set and renormalised; a token outside it gets −inf
+            (counted in ``num_outside``). CPU only for now. Semantics in docs/logprobs.md.
+        sampler: ``"vllm"`` (default) or ``"sglang"``: whose order and boundary convention.
+        entropy: ``True``/``"full"``: the entropy of the full temperature-scaled softmax (what TRL
+            and verl log and regularise); ``"sampler"``: of the kept, renormalised distribution;
+            ``False``: not computed. Free on CPU and GPU (same pass).
         sum_sq_probs: also compute Σ_v softmax(z)_v² per row (the collision probability; verl's
             ``sum_pi_squared`` for the optimal token baseline), from a third accumulator of the same
             pass. Off by default: the default kernels carry no extra work. Forward only — no
@@ -129,13 +190,38 @@ def token_logprobs(
     x, ids, place = _prepare(logits, token_ids)
     shape = tuple(int(s) for s in x.shape[:-1])
     dtype = _result_dtype(x)
+    over = _entropy_over(entropy)
+    params = [_row_param(top_k, "top_k", shape, True), _row_param(top_p, "top_p", shape, False)]
+    params.append(_row_param(min_p, "min_p", shape, False))
+    truncated = any(v is not None for v in params)
+    if truncated and sum_sq_probs:
+        raise ValueError("sum_sq_probs: not available with top_k/top_p/min_p; call without truncation for Σπ²")
+    if over == "sampler" and not truncated:
+        over = "full"  # the same distribution
     handle = _arrays.resolve_stream(place, stream)
     with _arrays.allocating_on(place, handle):  # from the pool of the stream the kernels write on
         logp = _arrays.empty(place, shape, dtype, like=x)
         lse = _arrays.empty(place, shape, dtype, like=x)
-        ent = _arrays.empty(place, shape, dtype, like=x) if entropy else None
+        ent = _arrays.empty(place, shape, dtype, like=x) if over else None
         sq = _arrays.empty(place, shape, dtype, like=x) if sum_sq_probs else None
+        kept = [_arrays.empty(place, shape, dtype, like=x) for _ in range(2)] if truncated else None
     backend = _backend.for_placement(place)
+    if kept is not None:
+        backend.token_logprobs_sampler(
+            x, ids, logp, ent, lse, kept[0], kept[1], float(temperature), *params, sampler, over == "sampler", handle
+        )
+        out = [_arrays.finish(place, a) for a in (logp, ent, lse, kept[0], kept[1]) if a is not None]
+        lp = out[0]
+        return TokenLogprobs(
+            logp=lp,
+            entropy=out[1] if ent is not None else None,
+            lse=out[-3],
+            temperature=float(temperature),
+            kept_logmass=out[-2],
+            keep_min=out[-1],
+            num_outside=int(np.count_nonzero(np.isneginf(np.asarray(lp)))),
+            entropy_over=over or "full",
+        )
     backend.token_logprobs(x, ids, logp, ent, lse, temperature=float(temperature), sum_sq_probs=sq, stream=handle)
     if place.is_cuda and check_finite:
         _raise_if_bad_rows(lse, "logits", handle)
@@ -205,6 +291,13 @@ def token_logprobs_backward(
         with _arrays.allocating_on(place, handle):
             out = _arrays.empty(place, tuple(int(s) for s in x.shape), _arrays.dtype_name(x), like=x)
     backend = _backend.for_placement(place)
+    if saved.keep_min is not None:  # under the sampler's truncation: the kept set as saved
+        km = _arrays.as_input(saved.kept_logmass, "kept_logmass")
+        kn = _arrays.as_input(saved.keep_min, "keep_min")
+        backend.token_logprobs_sampler_backward(
+            x, ids, lse, km, kn, ent, ga, gb, out, saved.temperature, saved.entropy_over == "sampler", handle
+        )
+        return _arrays.finish(place, out)
     backend.token_logprobs_backward(x, ids, lse, ent, ga, gb, out, temperature=saved.temperature, stream=handle)
     return _arrays.finish(place, out)
 
@@ -253,7 +346,11 @@ def linear_token_logprobs(
     token_ids: Any,
     *,
     temperature: float = 1.0,
-    entropy: bool = True,
+    top_k: Any = None,
+    top_p: Any = None,
+    min_p: Any = None,
+    sampler: str = "vllm",
+    entropy: Any = True,
     sum_sq_probs: bool = False,
     chunk_size: Optional[int] = None,
     check_finite: bool = False,
@@ -266,7 +363,9 @@ def linear_token_logprobs(
         hidden: (N, H) or (B, T, H) hidden states (unit stride along H); row t scores token t.
         weight: (V, H) output projection (the LM head), unit stride along H, same dtype as hidden.
         token_ids: (N,) or (B, T) int32/int64 ids in [0, V).
-        temperature, entropy, sum_sq_probs, check_finite, stream: as in :func:`token_logprobs`.
+        temperature, top_k, top_p, min_p, sampler, entropy, sum_sq_probs, check_finite, stream: as in
+            :func:`token_logprobs`. With truncation (CPU) a tile holds whole rows — blocks of
+            max(1, 2²⁴ / V) rows × V — because the selections need the row (chunk_size is ignored).
         chunk_size: vocabulary entries per logits tile (default 4096 on CPU, 2048 on GPU). The tile
             holds min(N, 1024) × chunk_size float32 values on the CPU, N × chunk_size on the GPU.
 
@@ -282,6 +381,31 @@ def linear_token_logprobs(
     chunk = _chunk(chunk_size)
     backend = _backend.for_placement(place)
     s = _arrays.resolve_stream(place, stream)
+    over = _entropy_over(entropy)
+    params = [_row_param(v, name, lead, name == "top_k") for v, name in ((top_k, "top_k"), (top_p, "top_p"))]
+    params.append(_row_param(min_p, "min_p", lead, False))
+    if any(v is not None for v in params):
+        if sum_sq_probs:
+            raise ValueError("sum_sq_probs: not available with top_k/top_p/min_p; call without truncation for Σπ²")
+        with _arrays.allocating_on(place, s):
+            outs = [_arrays.empty(place, (n,), dtype, like=h) for _ in range(5)]
+        if not over:
+            outs[1] = None
+        flat = [None if v is None else v.reshape(-1) for v in params]
+        backend.linear_token_logprobs_sampler(
+            h, w, ids, *outs, float(temperature), *flat, sampler, over == "sampler", s
+        )
+        lp, ent, lse, mass, kmin = (None if x is None else _arrays.finish(place, x.reshape(lead)) for x in outs)
+        return TokenLogprobs(
+            logp=lp,
+            entropy=ent,
+            lse=lse,
+            temperature=float(temperature),
+            kept_logmass=mass,
+            keep_min=kmin,
+            num_outside=int(np.count_nonzero(np.isneginf(np.asarray(lp)))),
+            entropy_over=over or "full",
+        )
     with _arrays.allocating_on(place, s):  # from the pool of the stream the kernels write on
         logp = _arrays.empty(place, (n,), dtype, like=h)
         lse = _arrays.empty(place, (n,), dtype, like=h)
@@ -349,10 +473,18 @@ def linear_token_logprobs_backward(
     with _arrays.allocating_on(place, s):  # from the pool of the stream the kernels write on
         gh = _arrays.empty(place, tuple(int(d) for d in h.shape), dt, like=h) if hidden_grad else None
         gw = _arrays.empty(place, tuple(int(d) for d in w.shape), dt, like=h) if weight_grad else None
-        ws = _workspace(backend, place, h, w, ids, chunk, True, s)
-    backend.linear_token_logprobs_backward(
-        h, w, ids, lse, ent, ga, gb, gh, gw, ws, temperature=saved.temperature, chunk_size=chunk, stream=s
-    )
+        ws = None if saved.keep_min is not None else _workspace(backend, place, h, w, ids, chunk, True, s)
+    if saved.keep_min is not None:  # under the sampler's truncation: the kept set as saved
+        km = _flat(_arrays.as_input(saved.kept_logmass, "kept_logmass"), lead)
+        kn = _flat(_arrays.as_input(saved.keep_min, "keep_min"), lead)
+        over = saved.entropy_over == "sampler"
+        backend.linear_token_logprobs_sampler_backward(
+            h, w, ids, lse, km, kn, ent, ga, gb, gh, gw, saved.temperature, over, s
+        )
+    else:
+        backend.linear_token_logprobs_backward(
+            h, w, ids, lse, ent, ga, gb, gh, gw, ws, temperature=saved.temperature, chunk_size=chunk, stream=s
+        )
     if gh is not None:
         gh = _arrays.finish(place, gh.reshape(tuple(int(s) for s in hidden.shape)))
     return gh, (_arrays.finish(place, gw) if gw is not None else None)

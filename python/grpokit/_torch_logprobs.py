@@ -134,12 +134,114 @@ def _token_logprobs_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
 _token_logprobs_op.register_autograd(_token_logprobs_backward, setup_context=_token_logprobs_setup)
 
 
+# ---- under the sampler's truncation (top_k / top_p / min_p) -----------------------------------------
+#
+# ``grpokit::token_logprobs_sampler`` returns (logp, entropy, lse, kept_logmass, keep_min); the last
+# three are saved for the backward (the kept set is {x ≥ keep_min}) and non-differentiable.
+
+
+def _sampler_kwargs(temperature, top_k, top_p, min_p, sampler, over: bool) -> dict:
+    """The NumPy-level functions' keyword arguments from the sampler ops' arguments."""
+    entropy = "sampler" if over else "full"
+    return dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, sampler=sampler, entropy=entropy)
+
+
+def _sampler_saved(entropy, lse, kept_logmass, keep_min, temperature: float, over: bool) -> _logprobs.TokenLogprobs:
+    """What the NumPy-level backwards read of a truncated forward."""
+    return _logprobs.TokenLogprobs(
+        logp=None,
+        entropy=entropy,
+        lse=lse,
+        temperature=temperature,
+        kept_logmass=kept_logmass,
+        keep_min=keep_min,
+        entropy_over="sampler" if over else "full",
+    )
+
+
+@torch.library.custom_op("grpokit::token_logprobs_sampler", mutates_args=())
+def _token_logprobs_sampler_op(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    temperature: float,
+    top_k: Optional[torch.Tensor],
+    top_p: Optional[torch.Tensor],
+    min_p: Optional[torch.Tensor],
+    sampler: str,
+    over: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r = _logprobs.token_logprobs(logits, token_ids, **_sampler_kwargs(temperature, top_k, top_p, min_p, sampler, over))
+    return r.logp, r.entropy, r.lse, r.kept_logmass, r.keep_min
+
+
+@_token_logprobs_sampler_op.register_fake
+def _(logits, token_ids, temperature, top_k, top_p, min_p, sampler, over):
+    shape, dt = logits.shape[:-1], _result_dtype(logits)
+    return tuple(logits.new_empty(shape, dtype=dt) for _ in range(5))
+
+
+@torch.library.custom_op("grpokit::token_logprobs_sampler_backward", mutates_args=())
+def _token_logprobs_sampler_backward_op(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    lse: torch.Tensor,
+    kept_logmass: torch.Tensor,
+    keep_min: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor],
+    grad_entropy: Optional[torch.Tensor],
+    temperature: float,
+    entropy_over_kept: bool,
+) -> torch.Tensor:
+    saved = _sampler_saved(entropy, lse, kept_logmass, keep_min, temperature, entropy_over_kept)
+    return _logprobs.token_logprobs_backward(logits, token_ids, saved, grad_logp, grad_entropy)
+
+
+@_token_logprobs_sampler_backward_op.register_fake
+def _(logits, token_ids, lse, kept_logmass, keep_min, entropy, grad_logp, grad_entropy, temperature, over):
+    return logits.new_empty(logits.shape)
+
+
+def _sampler_setup(ctx, inputs, output):
+    logits, token_ids, temperature, _, _, _, _, over = inputs
+    ctx.save_for_backward(logits, token_ids, output[2], output[3], output[4], output[1])
+    ctx.temperature = temperature
+    ctx.over = over
+    ctx.mark_non_differentiable(output[2], output[3], output[4])
+
+
+def _sampler_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_mass, _g_min):
+    logits, token_ids, lse, mass, kmin, entropy = ctx.saved_tensors
+    none = (None,) * 7
+    if grad_logp is None and grad_entropy is None or not ctx.needs_input_grad[0]:
+        return (None,) + none
+    grad = torch.ops.grpokit.token_logprobs_sampler_backward(
+        logits, token_ids, lse, mass, kmin, entropy, grad_logp, grad_entropy, ctx.temperature, ctx.over
+    )
+    return (grad,) + none
+
+
+_token_logprobs_sampler_op.register_autograd(_sampler_backward, setup_context=_sampler_setup)
+
+
+def _param(v) -> Optional[torch.Tensor]:
+    """A sampler parameter as the op's tensor (a 0-dim one for a Python scalar)."""
+    if v is None or isinstance(v, torch.Tensor):
+        return v
+    t = torch.as_tensor(v)
+    return torch.as_tensor(v, dtype=torch.float64) if t.is_floating_point() else t  # 0.9, not float32's
+
+
 def token_logprobs(
     logits: torch.Tensor,
     token_ids: torch.Tensor,
     *,
     temperature: float = 1.0,
-    entropy: bool = True,
+    top_k=None,
+    top_p=None,
+    min_p=None,
+    sampler: str = "vllm",
+    entropy=True,
     sum_sq_probs: bool = False,
     inplace_grad: bool = False,
 ) -> LogprobsOutput:
@@ -155,6 +257,13 @@ def token_logprobs(
     ``token_logprobs_backward``: they work under ``torch.compile`` without a graph break.
 
     Args:
+        top_k, top_p, min_p, sampler: the sampler's truncation, as in :func:`grpokit.token_logprobs`
+            (scalars or per-row tensors; CPU). ``logp`` is then the log-probability under the
+            sampler's distribution (−inf outside the kept set: count with
+            ``torch.isneginf(out.logp).sum()``, mask before the loss); the gradient holds the kept
+            set fixed and is 0 through a −inf ``logp``. Custom ops ``token_logprobs_sampler`` and
+            its backward: no graph break under ``torch.compile``.
+        entropy: ``True``/``"full"`` (whole vocabulary), ``"sampler"`` (the kept set), ``False``.
         sum_sq_probs: also return Σ_v p_v² per row (same pass; e.g. for the optimal token baseline).
             A diagnostic: it does not require grad.
         inplace_grad: write the logits gradient into the logits' own buffer in the backward (no
@@ -181,10 +290,26 @@ def token_logprobs(
             "into it would overwrite its values (and alias .grad with them). Use it on the model's "
             "output logits, or inplace_grad=False"
         )
+    over = _logprobs._entropy_over(entropy)
+    if top_k is not None or top_p is not None or min_p is not None:
+        if sum_sq_probs or inplace_grad:
+            name = "sum_sq_probs" if sum_sq_probs else "inplace_grad"
+            raise ValueError(f"{name}: not available with top_k/top_p/min_p")
+        logp, ent, _, _, _ = torch.ops.grpokit.token_logprobs_sampler(
+            logits,
+            token_ids,
+            float(temperature),
+            _param(top_k),
+            _param(top_p),
+            _param(min_p),
+            sampler,
+            over == "sampler",
+        )
+        return LogprobsOutput(logp, ent if over else None, None)
     logp, ent, _, sq = torch.ops.grpokit.token_logprobs(
         logits, token_ids, float(temperature), bool(sum_sq_probs), bool(inplace_grad)
     )
-    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
+    return LogprobsOutput(logp, ent if over else None, sq if sum_sq_probs else None)
 
 
 # ---- token log-probabilities from hidden states and the output projection ------------------------
@@ -295,13 +420,106 @@ def _linear_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
 _linear_token_logprobs_op.register_autograd(_linear_backward, setup_context=_linear_setup)
 
 
+@torch.library.custom_op("grpokit::linear_token_logprobs_sampler", mutates_args=())
+def _linear_sampler_op(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    token_ids: torch.Tensor,
+    temperature: float,
+    top_k: Optional[torch.Tensor],
+    top_p: Optional[torch.Tensor],
+    min_p: Optional[torch.Tensor],
+    sampler: str,
+    over: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    kw = _sampler_kwargs(temperature, top_k, top_p, min_p, sampler, over)
+    r = _logprobs.linear_token_logprobs(hidden, weight, token_ids, **kw)
+    return r.logp, r.entropy, r.lse, r.kept_logmass, r.keep_min
+
+
+@_linear_sampler_op.register_fake
+def _(hidden, weight, token_ids, temperature, top_k, top_p, min_p, sampler, over):
+    shape, dt = hidden.shape[:-1], _result_dtype(hidden)
+    return tuple(hidden.new_empty(shape, dtype=dt) for _ in range(5))
+
+
+@torch.library.custom_op("grpokit::linear_token_logprobs_sampler_backward", mutates_args=())
+def _linear_sampler_backward_op(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    token_ids: torch.Tensor,
+    lse: torch.Tensor,
+    kept_logmass: torch.Tensor,
+    keep_min: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logp: Optional[torch.Tensor],
+    grad_entropy: Optional[torch.Tensor],
+    temperature: float,
+    entropy_over_kept: bool,
+    hidden_grad: bool,
+    weight_grad: bool,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    saved = _sampler_saved(entropy, lse, kept_logmass, keep_min, temperature, entropy_over_kept)
+    gh, gw = _logprobs.linear_token_logprobs_backward(
+        hidden, weight, token_ids, saved, grad_logp, grad_entropy, hidden_grad=hidden_grad, weight_grad=weight_grad
+    )
+    return (gh if gh is not None else hidden.new_empty((0,)), gw if gw is not None else weight.new_empty((0,)))
+
+
+@_linear_sampler_backward_op.register_fake
+def _(hidden, weight, token_ids, lse, mass, kmin, entropy, grad_logp, grad_entropy, t, over, hidden_grad, weight_grad):
+    return (
+        hidden.new_empty(hidden.shape if hidden_grad else (0,)),
+        weight.new_empty(weight.shape if weight_grad else (0,)),
+    )
+
+
+def _linear_sampler_setup(ctx, inputs, output):
+    hidden, weight, token_ids, temperature, _, _, _, _, over = inputs
+    ctx.save_for_backward(hidden, weight, token_ids, output[2], output[3], output[4], output[1])
+    ctx.temperature = temperature
+    ctx.over = over
+    ctx.mark_non_differentiable(output[2], output[3], output[4])
+
+
+def _linear_sampler_backward(ctx, grad_logp, grad_entropy, _g_lse, _g_mass, _g_min):
+    hidden, weight, token_ids, lse, mass, kmin, entropy = ctx.saved_tensors
+    want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    none = (None,) * 7
+    if grad_logp is None and grad_entropy is None or not (want_h or want_w):
+        return (None, None) + none
+    gh, gw = torch.ops.grpokit.linear_token_logprobs_sampler_backward(
+        hidden,
+        weight,
+        token_ids,
+        lse,
+        mass,
+        kmin,
+        entropy,
+        grad_logp,
+        grad_entropy,
+        ctx.temperature,
+        ctx.over,
+        want_h,
+        want_w,
+    )
+    return (gh if want_h else None, gw if want_w else None) + none
+
+
+_linear_sampler_op.register_autograd(_linear_sampler_backward, setup_context=_linear_sampler_setup)
+
+
 def linear_token_logprobs(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     token_ids: torch.Tensor,
     *,
     temperature: float = 1.0,
-    entropy: bool = True,
+    top_k=None,
+    top_p=None,
+    min_p=None,
+    sampler: str = "vllm",
+    entropy=True,
     sum_sq_probs: bool = False,
     chunk_size: Optional[int] = None,
 ) -> LogprobsOutput:
@@ -313,6 +531,9 @@ def linear_token_logprobs(
     ``lm_head.weight`` — token_ids (N,) or (B, T). Custom ops (``torch.ops.grpokit.linear_token_logprobs``
     and its backward): no graph break under ``torch.compile``.
 
+    top_k, top_p, min_p, sampler, entropy: the sampler's truncation and the entropy's distribution,
+    as in :func:`token_logprobs` (CPU; custom ops ``linear_token_logprobs_sampler`` and its backward).
+
     Returns:
         ``LogprobsOutput(logp, entropy, sum_sq_probs)``; ``entropy`` is ``None`` with ``entropy=False``,
         ``sum_sq_probs`` (no gradient) unless ``sum_sq_probs=True``.
@@ -321,7 +542,23 @@ def linear_token_logprobs(
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"grpokit.torch.linear_token_logprobs: {name} must be a torch tensor")
     chunk = _logprobs._chunk(chunk_size)  # validated here: 0 is the op's "engine default"
+    over = _logprobs._entropy_over(entropy)
+    if top_k is not None or top_p is not None or min_p is not None:
+        if sum_sq_probs:
+            raise ValueError("sum_sq_probs: not available with top_k/top_p/min_p")
+        logp, ent, _, _, _ = torch.ops.grpokit.linear_token_logprobs_sampler(
+            hidden,
+            weight,
+            token_ids,
+            float(temperature),
+            _param(top_k),
+            _param(top_p),
+            _param(min_p),
+            sampler,
+            over == "sampler",
+        )
+        return LogprobsOutput(logp, ent if over else None, None)
     logp, ent, _, sq = torch.ops.grpokit.linear_token_logprobs(
         hidden, weight, token_ids, float(temperature), chunk, bool(sum_sq_probs)
     )
-    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
+    return LogprobsOutput(logp, ent if over else None, sq if sum_sq_probs else None)

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "grpokit/logprobs.hpp"
 #include "grpokit/tensor.hpp"
 
 namespace grpokit {
@@ -43,5 +44,18 @@ void linear_token_logprobs_backward_cpu(const LinearLogprobArgs& in, const Tenso
                                         const TensorView& entropy, const TensorView& grad_logp,
                                         const TensorView& grad_entropy, const TensorView& grad_hidden,
                                         const TensorView& grad_weight);
+
+// Under the sampler's truncation (the outputs and semantics of token_logprobs_sampler_cpu). The
+// selections need whole rows: tiles hold complete rows, in blocks of max(1, 2^24 / V) rows, so the
+// weight is read once per block (more often than the untruncated op's 1024-row blocks when V > 16k).
+void linear_token_logprobs_sampler_cpu(const LinearLogprobArgs& in, const SamplerArgs& s,
+                                       const TensorView& logp, const TensorView& entropy,
+                                       const TensorView& lse, const TensorView& kept_logmass,
+                                       const TensorView& keep_min);
+void linear_token_logprobs_sampler_backward_cpu(const LinearLogprobArgs& in, bool entropy_over_kept,
+                                                const TensorView& lse, const TensorView& kept_logmass,
+                                                const TensorView& keep_min, const TensorView& entropy,
+                                                const TensorView& grad_logp, const TensorView& grad_entropy,
+                                                const TensorView& grad_hidden, const TensorView& grad_weight);
 
 }  // namespace grpokit

@@ -49,6 +49,42 @@ void token_logprobs_backward_cpu(const TokenLogprobArgs& in, const TensorView& l
                                  const TensorView& grad_logp, const TensorView& grad_entropy,
                                  const TensorView& grad_logits);
 
+// ---- the sampler's distribution: temperature, then min-p, top-k, top-p (docs/logprobs.md) ------
+//
+// Per-row parameters are arrays of the leading shape (any strides; stride 0 gives one value to every
+// row); an undefined view turns that filter off. top_k int32/int64: ≤ 0 or ≥ V is off. top_p
+// float32/float64 in (0, 1]: 1 is off. min_p float32/float64 in [0, 1]: 0 is off.
+enum class SamplerConvention {
+  VLLM,    // min-p, then top-k, then top-p over the renormalised survivors; keep while mass above < p
+  SGLang,  // all three on the full distribution; keep while the mass above ≤ p
+};
+
+struct SamplerArgs {
+  TensorView top_k, top_p, min_p;
+  SamplerConvention convention = SamplerConvention::VLLM;
+  bool entropy_over_kept = false;  // entropy of the sampler's distribution instead of the full one
+};
+
+// Outputs (result dtype, leading shape): logp = log-probability under the sampler's distribution
+// (−inf for a token outside the kept set), entropy (optional; full or kept), lse = log Σ exp(x/τ) over
+// the whole row, kept_logmass = log Σ_{kept} p_v (≤ 0) and keep_min = the smallest kept logit (raw):
+// the kept set is {v : x_v ≥ keep_min}. No sort, no (N × V) buffer: thresholds come from radix
+// selections over the row (cpp/src/logprobs_select.hpp).
+void check_token_logprobs_sampler_args(const TokenLogprobArgs& in, const SamplerArgs& s,
+                                       const TensorView& logp, const TensorView& entropy,
+                                       const TensorView& lse, const TensorView& kept_logmass,
+                                       const TensorView& keep_min);
+void token_logprobs_sampler_cpu(const TokenLogprobArgs& in, const SamplerArgs& s, const TensorView& logp,
+                                const TensorView& entropy, const TensorView& lse,
+                                const TensorView& kept_logmass, const TensorView& keep_min);
+// The logits gradient of the above with the kept set held fixed (it is piecewise constant in the
+// logits). A row whose token is outside the kept set gets no gradient through logp.
+void token_logprobs_sampler_backward_cpu(const TokenLogprobArgs& in, bool entropy_over_kept,
+                                         const TensorView& lse, const TensorView& kept_logmass,
+                                         const TensorView& keep_min, const TensorView& entropy,
+                                         const TensorView& grad_logp, const TensorView& grad_entropy,
+                                         const TensorView& grad_logits);
+
 // Row addressing shared by the engines: row r of a (N,) or (B, T) leading shape.
 struct RowLayout {
   int64_t rows = 0;    // N or B·T

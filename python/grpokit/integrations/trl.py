@@ -63,7 +63,14 @@ def _plain_lm_head(model: Any) -> Optional[str]:
     return None
 
 
-def add_grpokit_lm_head(model: Any, temperature: float = 1.0, entropy: bool = True) -> bool:
+def add_grpokit_lm_head(
+    model: Any,
+    temperature: float = 1.0,
+    entropy: bool = True,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    min_p: Optional[float] = None,
+) -> bool:
     """Computes the per-token log-probabilities (and entropies) of a model patched by TRL's
     ``add_fused_lm_head`` with grpokit's fused hidden × weight op (``grpokit.torch.linear_token_logprobs``:
     chunked GEMM + online log-sum-exp, no (tokens × vocab) buffer) instead of TRL's tiles.
@@ -73,7 +80,16 @@ def add_grpokit_lm_head(model: Any, temperature: float = 1.0, entropy: bool = Tr
     pre-shifted ``shift_labels``, MoE router losses, hidden states in a dtype its backend lacks (bfloat16 on
     the CPU) — and every call without ``fused_lm_head`` go to TRL's forward unchanged. Returns False, and
     leaves the model alone, when the head is not a plain projection (logit soft-capping or scaling, a bias).
+
+    ``top_k``/``top_p``/``min_p`` (GRPOConfig's generation settings; ``None``, 0, 1.0 are off): the
+    log-probabilities of the distribution vLLM sampled from (docs/logprobs.md); a token outside the kept
+    set gets ``log_probs = −inf``, which the caller must mask. Off by default (TRL scores the full vocabulary).
     """
+    trunc = {
+        "top_k": top_k if top_k else None,
+        "top_p": top_p if top_p is not None and top_p < 1.0 else None,
+        "min_p": min_p if min_p else None,
+    }
     if _plain_lm_head(model) is not None:
         return False
     import types
@@ -111,7 +127,7 @@ def add_grpokit_lm_head(model: Any, temperature: float = 1.0, entropy: bool = Tr
         mask = labels != -100
         h = hidden.to(weight.device)[mask]
         out = gkt.linear_token_logprobs(
-            h.to(weight.dtype), weight, labels[mask], temperature=temperature, entropy=entropy
+            h.to(weight.dtype), weight, labels[mask], temperature=temperature, entropy=entropy, **trunc
         )
         # masked_scatter keeps an all-masked micro-batch connected to the graph (a differentiable zero)
         log_probs = out.logp.new_zeros(mask.shape).masked_scatter(mask, out.logp)
