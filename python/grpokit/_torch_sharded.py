@@ -194,8 +194,8 @@ def vocab_parallel_token_logprobs(
     calls with the same ``token_ids`` (global ids) and its own shard. Returns, on every rank, what
     :func:`grpokit.torch.token_logprobs` returns for the full logits; the backward gives this rank's
     shard of the full gradient. Communication: 2 ints per rank (the shard check), an all-reduce MAX of
-    N values and an all-reduce SUM of 4·N values (float64) — independent of V — in the forward;
-    none in the backward.
+    N + 1 values and an all-reduce SUM of 4·N values (float64) — independent of V — in the forward;
+    none in the backward. ``token_ids`` must be the same on every rank (not checked).
 
     The shards must tile [0, V) (any rank order, uneven sizes allowed) and every row of every shard
     must hold a finite logit (the engine refuses an all −inf row).
