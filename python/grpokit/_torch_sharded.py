@@ -68,21 +68,21 @@ def _check(fname: str, token_ids, vocab_start, v_local: int, group, device, chec
 
 
 def _local(op, fname: Optional[str], like: torch.Tensor, *args):
-    """The engine's (logp_r, H_r, lse_r) of this shard, or NaNs and the engine's message when it refuses
-    the shard (CPU: a NaN, an all −inf row): raising here would leave the other ranks waiting.
-    ``fname`` None (check=False): no catching, the op stays in the graph under torch.compile."""
+    """The engine's (logp_r, H_r, lse_r, Σ(p^r)²) of this shard, or NaNs and the engine's message when
+    it refuses the shard (CPU: a NaN, an all −inf row): raising here would leave the other ranks
+    waiting. ``fname`` None (check=False): no catching, the op stays in the graph under torch.compile."""
     if fname is None:
-        return (*op(*args)[:3], None)
+        return (*op(*args), None)
     try:
-        logp, ent, lse, _ = op(*args)
-        return logp, ent, lse, None
+        return (*op(*args), None)
     except ValueError as e:
         nan = torch.full(like.shape[:-1], float("nan"), dtype=torch.float64, device=like.device)
-        return nan, nan, nan, f"{fname}: on rank {dist.get_rank()}: {e}"
+        return nan, nan, nan, nan, f"{fname}: on rank {dist.get_rank()}: {e}"
 
 
-def _combine(lse_r, ent_r, z_y, mine, group, error: Optional[str], fname: Optional[str], dtype: torch.dtype):
-    """Global (logp, entropy, lse) from each rank's (lse_r, H_r) and the target logit; float64 inside."""
+def _combine(lse_r, ent_r, sq_r, z_y, mine, group, error: Optional[str], fname: Optional[str], dtype: torch.dtype):
+    """Global (logp, entropy, lse, Σp²) from each rank's (lse_r, H_r, Σ(p^r)²) and the target logit
+    (float64 inside); ``sq_r`` None: no Σp² (a (0,) tensor back)."""
     lse64 = lse_r.double()
     top = torch.cat(
         [lse64.reshape(-1), torch.tensor([float(error is not None)], dtype=torch.float64, device=lse64.device)]
@@ -94,13 +94,15 @@ def _combine(lse_r, ent_r, z_y, mine, group, error: Optional[str], fname: Option
     m = top[:-1].view(lse64.shape)
     w = torch.exp(lse64 - m)  # in (0, 1]: e^{lse_r − m}
     target = torch.where(mine, z_y.double(), torch.zeros_like(lse64))
-    sums = torch.stack([w, w * ent_r.double(), -w * (lse64 - m), target])
+    rows = [w, w * ent_r.double(), -w * (lse64 - m), target]
+    sums = torch.stack(rows + ([w * w * sq_r.double()] if sq_r is not None else []))
     dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
     log_s = torch.log(sums[0])
     lse = m + log_s
     ent = (sums[1] + sums[2]) / sums[0] + log_s  # Σ w_r H_r − Σ w_r log w_r, no cancellation
     logp = torch.clamp(sums[3] - lse, max=0.0)
-    return logp.to(dtype), ent.to(dtype), lse.to(dtype)
+    sq = sums[4] / (sums[0] * sums[0]) if sq_r is not None else lse64.new_empty((0,))  # Σ_r e^{2(lse_r−lse)} Σ(p^r)²
+    return logp.to(dtype), ent.to(dtype), lse.to(dtype), sq.to(dtype)
 
 
 def _column0_grad(z0, mine0, lse, ent, grad_logp, grad_entropy, temperature: float) -> torch.Tensor:
@@ -115,48 +117,52 @@ def _column0_grad(z0, mine0, lse, ent, grad_logp, grad_entropy, temperature: flo
 
 class _VocabParallelLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, token_ids, vocab_start, group, temperature, fname):
+    def forward(ctx, logits, token_ids, vocab_start, group, temperature, sum_sq, fname):
         local, mine = _shard_ids(token_ids, vocab_start, logits.shape[-1])
         op = torch.ops.grpokit.token_logprobs
-        _, ent_r, lse_r, error = _local(op, fname, logits, logits, local, temperature, False, False)
+        _, ent_r, lse_r, sq_r, error = _local(op, fname, logits, logits, local, temperature, sum_sq, False)
         z_y = torch.gather(logits, -1, local.long().unsqueeze(-1)).squeeze(-1).double() / temperature
-        logp, ent, lse = _combine(lse_r, ent_r, z_y, mine, group, error, fname, _result_dtype(logits))
+        sq_r = sq_r if sum_sq else None
+        logp, ent, lse, sq = _combine(lse_r, ent_r, sq_r, z_y, mine, group, error, fname, _result_dtype(logits))
         ctx.save_for_backward(logits, local, mine, lse, ent)
         ctx.temperature = temperature
-        ctx.mark_non_differentiable(lse)
-        return logp, ent, lse
+        ctx.mark_non_differentiable(lse, sq)
+        return logp, ent, lse, sq
 
     @staticmethod
-    def backward(ctx, grad_logp, grad_entropy, _g_lse):
+    def backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
         logits, local, mine, lse, ent = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         t = ctx.temperature
         grad = torch.ops.grpokit.token_logprobs_backward(logits, local, lse, ent, grad_logp, grad_entropy, t)
         z0 = logits[..., 0].double() / t
         grad[..., 0] = _column0_grad(z0, mine & (local == 0), lse, ent, grad_logp, grad_entropy, t).to(grad.dtype)
-        return grad, None, None, None, None, None
+        return grad, None, None, None, None, None, None
 
 
 class _VocabParallelLinearLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, token_ids, vocab_start, group, temperature, chunk_size, fname):
+    def forward(ctx, hidden, weight, token_ids, vocab_start, group, temperature, chunk_size, sum_sq, fname):
         local, mine = _shard_ids(token_ids, vocab_start, weight.shape[0])
         op = torch.ops.grpokit.linear_token_logprobs
-        logp_r, ent_r, lse_r, error = _local(op, fname, hidden, hidden, weight, local, temperature, chunk_size, False)
+        logp_r, ent_r, lse_r, sq_r, error = _local(
+            op, fname, hidden, hidden, weight, local, temperature, chunk_size, sum_sq
+        )
         z_y = logp_r.double() + lse_r.double()  # the engine's own target logit (not recomputed: O(N·H))
-        logp, ent, lse = _combine(lse_r, ent_r, z_y, mine, group, error, fname, _result_dtype(hidden))
+        sq_r = sq_r if sum_sq else None
+        logp, ent, lse, sq = _combine(lse_r, ent_r, sq_r, z_y, mine, group, error, fname, _result_dtype(hidden))
         ctx.save_for_backward(hidden, weight, local, mine, lse, ent)
         ctx.group, ctx.temperature, ctx.chunk_size = group, temperature, chunk_size
-        ctx.mark_non_differentiable(lse)
-        return logp, ent, lse
+        ctx.mark_non_differentiable(lse, sq)
+        return logp, ent, lse, sq
 
     @staticmethod
-    def backward(ctx, grad_logp, grad_entropy, _g_lse):
+    def backward(ctx, grad_logp, grad_entropy, _g_lse, _g_sq):
         hidden, weight, local, mine, lse, ent = ctx.saved_tensors
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (want_h or want_w):
-            return None, None, None, None, None, None, None, None
+            return None, None, None, None, None, None, None, None, None
         t = ctx.temperature
         gh, gw = torch.ops.grpokit.linear_token_logprobs_backward(
             hidden, weight, local, lse, ent, grad_logp, grad_entropy, t, ctx.chunk_size, want_h, want_w
@@ -174,7 +180,7 @@ class _VocabParallelLinearLogprobs(torch.autograd.Function):
                 a_out = torch.where(flat(mine), 0.0, flat(grad_logp).double() / t)
                 gh = gh - (a_out[:, None] * weight[0].double()).to(gh.dtype).reshape(gh.shape)
             dist.all_reduce(gh, op=dist.ReduceOp.SUM, group=ctx.group)
-        return (gh if want_h else None), (gw if want_w else None), None, None, None, None, None, None
+        return (gh if want_h else None), (gw if want_w else None), None, None, None, None, None, None, None
 
 
 def vocab_parallel_token_logprobs(
@@ -185,6 +191,7 @@ def vocab_parallel_token_logprobs(
     group: Optional[dist.ProcessGroup] = None,
     temperature: float = 1.0,
     entropy: bool = True,
+    sum_sq_probs: bool = False,
     check: bool = True,
 ) -> LogprobsOutput:
     """Differentiable per-token log-probabilities and entropies over a vocabulary sharded across ranks.
@@ -203,7 +210,8 @@ def vocab_parallel_token_logprobs(
     Args:
         vocab_start: the first global vocabulary id of this rank's shard.
         group: the tensor-parallel process group (``None``: the default group).
-        temperature, entropy: as in :func:`grpokit.torch.token_logprobs`.
+        temperature, entropy, sum_sq_probs: as in :func:`grpokit.torch.token_logprobs` (Σp² adds one
+            row, Σ_r e^{2(lse_r − m)} Σ(p^r)², to the SUM all-reduce).
         check: check that the ranks' shards tile [0, V) and the ids lie in it (one all-gather of 2
             ints per rank), and make an engine refusal on one rank (CPU: a NaN, an all −inf row) a
             ``ValueError`` on every rank instead of a hang. Each costs a host sync (a graph break
@@ -212,10 +220,10 @@ def vocab_parallel_token_logprobs(
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"{_FN}: logits must be a torch tensor, got {type(logits).__name__}")
     _check(_FN, token_ids, vocab_start, int(logits.shape[-1]), group, logits.device, check)
-    logp, ent, _ = _VocabParallelLogprobs.apply(
-        logits, token_ids, vocab_start, group, float(temperature), _FN if check else None
+    logp, ent, _, sq = _VocabParallelLogprobs.apply(
+        logits, token_ids, vocab_start, group, float(temperature), bool(sum_sq_probs), _FN if check else None
     )
-    return LogprobsOutput(logp, ent if entropy else None)
+    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
 
 
 def vocab_parallel_linear_token_logprobs(
@@ -227,6 +235,7 @@ def vocab_parallel_linear_token_logprobs(
     group: Optional[dist.ProcessGroup] = None,
     temperature: float = 1.0,
     entropy: bool = True,
+    sum_sq_probs: bool = False,
     chunk_size: Optional[int] = None,
     check: bool = True,
 ) -> LogprobsOutput:
@@ -247,7 +256,15 @@ def vocab_parallel_linear_token_logprobs(
         raise ValueError(f"{fname}: weight must be (V_local, H), got shape {tuple(weight.shape)}")
     _check(fname, token_ids, vocab_start, int(weight.shape[0]), group, hidden.device, check)
     chunk = _logprobs._chunk(chunk_size)
-    logp, ent, _ = _VocabParallelLinearLogprobs.apply(
-        hidden, weight, token_ids, vocab_start, group, float(temperature), chunk, fname if check else None
+    logp, ent, _, sq = _VocabParallelLinearLogprobs.apply(
+        hidden,
+        weight,
+        token_ids,
+        vocab_start,
+        group,
+        float(temperature),
+        chunk,
+        bool(sum_sq_probs),
+        fname if check else None,
     )
-    return LogprobsOutput(logp, ent if entropy else None)
+    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)

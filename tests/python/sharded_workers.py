@@ -87,10 +87,14 @@ def case_logits(rank: int, world: int) -> None:
                 _close(got.entropy, want.entropy, dtype, "entropy")
                 (gg,) = torch.autograd.grad(_loss(got, grads), part)
                 _close(gg, wg[..., start : start + size], dtype, f"grad logits {[x is not None for x in grads]}")
-    # entropy=False: no entropy output, same logp
-    out = gkt.vocab_parallel_token_logprobs(part.detach(), ids, vocab_start=start, entropy=False, temperature=0.7)
-    assert out.entropy is None and out.sum_sq_probs is None
-    assert torch.equal(out.logp, got.logp.detach()), "logp (entropy=False)"
+    assert got.sum_sq_probs is None
+    # entropy=False: no entropy output, same logp; Σp² (forward only) as unsharded
+    out = gkt.vocab_parallel_token_logprobs(
+        part.detach(), ids, vocab_start=start, entropy=False, sum_sq_probs=True, temperature=0.7
+    )
+    assert out.entropy is None and torch.equal(out.logp, got.logp.detach()), "logp (entropy=False)"
+    want = gkt.token_logprobs(full.detach(), ids, temperature=0.7, sum_sq_probs=True)
+    _close(out.sum_sq_probs, want.sum_sq_probs, torch.float32, "sum_sq_probs")
 
 
 def _loss(out, grads):
@@ -124,6 +128,11 @@ def case_linear(rank: int, world: int) -> None:
             gh, gw = torch.autograd.grad(_loss(got, grads), (h, w))
             _close(gh, wh, dtype, "grad hidden")
             _close(gw, ww[start : start + size], dtype, "grad weight")
+            sq = gkt.vocab_parallel_linear_token_logprobs(
+                h, w, ids, vocab_start=start, sum_sq_probs=True, temperature=1.3
+            )
+            want_sq = gkt.linear_token_logprobs(hidden, weight, ids, sum_sq_probs=True, temperature=1.3).sum_sq_probs
+            _close(sq.sum_sq_probs, want_sq, dtype, "sum_sq_probs")
             # a frozen head: only grad hidden (still all-reduced), and logp-only upstream
             wf = w.detach()
             got = gkt.vocab_parallel_linear_token_logprobs(h, wf, ids, vocab_start=start, temperature=1.3)
