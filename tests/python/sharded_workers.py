@@ -141,6 +141,29 @@ def case_linear(rank: int, world: int) -> None:
             _close(gh, wh, dtype, "grad hidden (frozen head, logp only)")
 
 
+def case_subgroups(rank: int, world: int) -> None:
+    """Two tensor-parallel groups of 2 in a world of 4, each with its own data: nothing crosses groups."""
+    groups = [dist.new_group([0, 1]), dist.new_group([2, 3])]  # every rank creates every group
+    group, start, size = groups[rank // 2], (0, 3)[rank % 2], (3, 4)[rank % 2]
+    g = torch.Generator().manual_seed(100 + rank // 2)
+    full = _logits(g, (6, 7), torch.float64).requires_grad_()
+    hidden = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 7, (6,), generator=g)
+    want = gkt.token_logprobs(full, ids)
+    part = full.detach()[:, start : start + size].clone().requires_grad_()
+    got = gkt.vocab_parallel_token_logprobs(part, ids, vocab_start=start, group=group)
+    _close(got.logp, want.logp, torch.float64, "logp")
+    (gg,) = torch.autograd.grad(got.entropy.sum(), part)
+    _close(gg, torch.autograd.grad(want.entropy.sum(), full)[0][:, start : start + size], torch.float64, "grad")
+    lin = gkt.vocab_parallel_linear_token_logprobs(
+        hidden, weight[start : start + size], ids, vocab_start=start, group=group
+    )
+    (gh,) = torch.autograd.grad(lin.logp.sum(), hidden)
+    (wh,) = torch.autograd.grad(gkt.linear_token_logprobs(hidden, weight, ids).logp.sum(), hidden)
+    _close(gh, wh, torch.float64, "grad hidden (all-reduced within the group)")
+
+
 def _raises(pattern: str, f) -> None:
     try:
         f()
@@ -238,4 +261,5 @@ CASES = {
     "errors": case_errors,
     "megatron": case_megatron,
     "compile": case_compile,
+    "subgroups": case_subgroups,
 }

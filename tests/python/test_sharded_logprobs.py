@@ -34,5 +34,6 @@ def _has_megatron() -> bool:
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_vocab_parallel_matches_unsharded(world):
-    cases = ["logits", "linear"] + (["errors", "compile"] + ["megatron"] * _has_megatron() if world == 2 else [])
+    extra = ["errors", "compile"] + ["megatron"] * _has_megatron() if world == 2 else ["subgroups"]
+    cases = ["logits", "linear", *extra]
     mp.spawn(sharded_workers.run, args=(world, _free_port(), cases), nprocs=world, join=True)
