@@ -29,7 +29,7 @@ fi
 # verl for the parity and integration tests: verl without its own pins (they conflict with the trl extra);
 # the `verl` extra below brings what importing its trainer and actor loss needs (docs/verl.md)
 python -m pip install -q --no-deps "verl==0.9.1"
-python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench,verl]" \
+python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench,verl,megatron]" \
   --config-settings=cmake.define.GRPOKIT_CUDA="${GRPOKIT_CUDA:-AUTO}" \
   --config-settings=cmake.define.GRPOKIT_BUILD_TESTS=ON
 

@@ -21,6 +21,7 @@ import torch
 
 from . import _advantages, _arrays, _core, _loss, _presets
 from ._torch_logprobs import LogprobsOutput, linear_token_logprobs, refuse_double_backward, token_logprobs
+from ._torch_sharded import vocab_parallel_linear_token_logprobs, vocab_parallel_token_logprobs
 
 __all__ = [
     "LogprobsOutput",
@@ -30,6 +31,8 @@ __all__ = [
     "policy_loss",
     "policy_loss_from_rewards",
     "token_logprobs",
+    "vocab_parallel_linear_token_logprobs",
+    "vocab_parallel_token_logprobs",
 ]
 
 
