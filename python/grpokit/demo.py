@@ -169,6 +169,19 @@ def _logits_logp(torch, forward, task: _Task, q, tokens):
     return torch.log_softmax(forward(q[:, None].expand(B, T), prev, torch.arange(T).expand(B, T)).double(), -1)
 
 
+def _guard_logp(torch, task: _Task, q, tokens, mask, sequence_level: bool):
+    """``MomentumGuard``'s logp_fn: per-token log-probabilities, or GSPO's per-sequence mean (the
+    quantity its ratio clips); ``logp`` given: that reduction of it."""
+    n = mask.double().sum(1).clamp(min=1.0)
+
+    def logp_fn(forward, logp=None):
+        if logp is None:
+            logp = _logits_logp(torch, forward, task, q, tokens).gather(-1, tokens[..., None]).squeeze(-1)
+        return (logp * mask).sum(1) / n if sequence_level else logp
+
+    return logp_fn
+
+
 def _sequence_ratios(torch, logp, old_logp, mask, ratio_rule: str):
     """Sequence ratios for the clip-region statistics: GSPO's exp(mean log-ratio over the completion),
     GCPO's (``sequence_sum``) raw exp(sum)."""
@@ -222,13 +235,8 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
             old_logp = _token_logp(torch, policy, task, q, tokens)
             ref_logp = _token_logp(torch, reference, task, q, tokens)
             old_dist = _logits_logp(torch, policy, task, q, tokens)
-        n_mask = mask.double().sum(1).clamp(min=1.0)
-
-        def guard_logp(forward):  # what the guard keeps within the clip region: tokens, or GSPO's sequences
-            lp = _logits_logp(torch, forward, task, q, tokens).gather(-1, tokens[..., None]).squeeze(-1)
-            return (lp * mask).sum(1) / n_mask if sequence_level else lp
-
-        guard_old = (old_logp * mask).sum(1) / n_mask if sequence_level else old_logp
+        guard_logp = _guard_logp(torch, task, q, tokens, mask, sequence_level)
+        guard_old = guard_logp(lambda *a: None, old_logp)
         tracker.reset()
         guard.new_batch()
         etas = []
