@@ -18,9 +18,10 @@ No clipping with μ = 1, the paper's own suggestion, is a configuration, not a m
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -197,33 +198,52 @@ class MomentumGuard:
         advantages: Any = None,
         mask: Any = None,
     ) -> GuardRecord:
-        """One optimizer step (call after ``loss.backward()``), scaled by η with ``"lookahead"``.
+        """One optimizer step (call after ``loss.backward()``), scaled by η with ``"lookahead"``:
+        :meth:`plan`, then ``optimizer.step()`` under :meth:`scaled`.
 
         ``logp_fn(forward)`` returns the per-token log-probabilities (B, T) of the batch (or
         per-sequence ones (B,)), where ``forward(*args, **kwargs)`` calls the model with given
         parameters, as in ``diagnostics.momentum_lookahead``; ``old_logp`` has the same shape,
         ``advantages`` is (B,), ``mask`` (B, T) optional. Not needed without ``"lookahead"``.
         """
+        rec = self.plan(logp_fn, old_logp, advantages, mask)
+        with self.scaled(rec.eta):
+            self.optimizer.step()
+        return rec
+
+    def plan(
+        self,
+        logp_fn: Optional[Callable[[Callable[..., Any]], Any]] = None,
+        old_logp: Any = None,
+        advantages: Any = None,
+        mask: Any = None,
+    ) -> GuardRecord:
+        """The coming step's decisions (η, tokens predicted to overshoot), recorded, without
+        stepping: for loops that call ``optimizer.step()`` themselves (the TRL integration)."""
         rec = GuardRecord(step=self.steps, batch=self.batches, momentum_removed=self._removed)
         self._removed = 0.0
         if "lookahead" in self.mode:
             if logp_fn is None or old_logp is None or advantages is None:
                 raise ValueError("step: mode 'lookahead' needs logp_fn, old_logp and advantages")
             self._lookahead(rec, logp_fn, old_logp, advantages, mask)
-        if rec.eta == 1.0:
-            self.optimizer.step()
-        else:
-            lrs = [g["lr"] for g in self.optimizer.param_groups]
-            for g in self.optimizer.param_groups:
-                g["lr"] = g["lr"] * rec.eta  # scales Adam's whole update, decoupled decay included
-            try:
-                self.optimizer.step()
-            finally:
-                for g, lr in zip(self.optimizer.param_groups, lrs):
-                    g["lr"] = lr
         self.steps += 1
         self.records.append(rec)
         return rec
+
+    @contextlib.contextmanager
+    def scaled(self, eta: float) -> Iterator[None]:
+        """The learning rates times η inside the block (η = 1: untouched): scales Adam's whole
+        update, decoupled weight decay included, and leaves its moments as they would be."""
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        if eta != 1.0:
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["lr"] * eta
+        try:
+            yield
+        finally:
+            if eta != 1.0:
+                for g, lr in zip(self.optimizer.param_groups, lrs):
+                    g["lr"] = lr
 
     def pending_update(self) -> Dict[str, Any]:
         """Δθ per parameter name that ``optimizer.step()`` would apply now (from the state and the
@@ -273,7 +293,13 @@ class MomentumGuard:
 
         with torch.no_grad():
             if self.predict == "jvp":
-                now, slope = jvp(logp_at, (params,), (tangent,))
+                try:
+                    now, slope = jvp(logp_at, (params,), (tangent,))
+                except NotImplementedError as exc:  # e.g. fused attention kernels
+                    why = str(exc).splitlines()[0]
+                    raise NotImplementedError(
+                        f"predict='jvp': the model has an op without forward-mode AD ({why}); use predict='secant'"
+                    ) from exc
             else:
                 now = logp_at(params)
                 slope = logp_at({n: p + tangent[n] for n, p in params.items()}) - now

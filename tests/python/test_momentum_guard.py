@@ -315,3 +315,42 @@ def test_demo_switch():
     assert max(guarded.max_overshoot) <= 0.01 + 0.01  # margin + the first-order error
     with pytest.raises(ValueError, match="mode: expected one of"):
         demo.run_demo(momentum_guard="on", **kw)
+
+
+def test_cli_switch(tmp_path, capsys):
+    from grpokit import cli
+
+    argv = ["demo", "--variants", "trl.grpo", "--steps", "1", "--mu", "2", "--no-progress", "--out", str(tmp_path)]
+    assert cli.main(argv + ["--momentum-guard", "reset+lookahead", "--guard-margin", "0.02"]) == 0
+    assert "trl.grpo" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(argv + ["--momentum-guard", "on"])
+
+
+def test_trl_switch(tmp_path):
+    gtrl = pytest.importorskip("grpokit.integrations.trl")
+    import trl_tiny as tt
+
+    def trainer(guard, callbacks=()):
+        return gtrl.GRPOTrainer(
+            model=tt.model(),
+            reward_funcs=tt.reward_count_a,
+            args=tt.config(tmp_path, num_iterations=2, max_steps=4, learning_rate=5e-2),
+            train_dataset=tt.dataset(),
+            processing_class=tt.tokenizer(),
+            callbacks=list(callbacks),
+            momentum_guard=guard,
+        )
+
+    t = trainer({"mode": "reset+lookahead", "margin": 0.0}, [gtrl.DiagnosticsCallback(warn=False)])
+    t.train()
+    guard = t.momentum_guard
+    assert guard.optimizer is t.optimizer.optimizer and guard.predict == "secant"
+    assert len(guard.records) == 4 and guard.batches == 2  # num_iterations = 2: two steps per generation batch
+    assert any(r.eta < 1 for r in guard.records) and all(0 <= r.eta <= 1 for r in guard.records)
+    logs = [h for h in t.state.log_history if "loss" in h]
+    assert all("grpokit/guard/eta" in h for h in logs)
+    assert [h["learning_rate"] for h in logs] == [pytest.approx(5e-2 * (1 - i / 4)) for i in range(4)]  # restored
+    assert t.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)  # the schedule's, never η-scaled
+    with pytest.raises(ValueError, match="momentum_guard: expected None, one of off, reset"):
+        trainer("strict")
