@@ -22,6 +22,8 @@ gives noisy numbers); they are per optimizer step, guard included.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import os
 import sys
@@ -48,6 +50,7 @@ REMEDIES = (
     ("look-ahead", {"momentum_guard": "lookahead"}, None),
     ("look-ahead 5%", {"momentum_guard": "lookahead", "guard_fraction": 0.05}, None),
     ("reset + look-ahead", {"momentum_guard": "reset+lookahead"}, None),
+    ("clip-consistent m", {"momentum_guard": "consistent"}, None),
     ("μ = 1 (no clip)", {"momentum_guard": "off"}, 1),
 )
 
@@ -96,6 +99,7 @@ def toy_table() -> str:
         ("look-ahead, JVP, margin 0", toy("lookahead", margin=0.0)),
         ("look-ahead, JVP, margin 0.01", toy("lookahead", margin=0.01)),
         ("look-ahead, secant, margin 0.01", toy("lookahead", margin=0.01, predict="secant")),
+        ("clip-consistent momentum", toy("consistent")),
         ("μ = 1 (no clip)", toy("off", mu=1)),
     ]
     out = [
@@ -199,8 +203,9 @@ def trl_rows(seeds, steps: int):
             self.max.append(c.max_excess)
 
     rows = []
-    for label, guard in (("AdamW", None), ("reset m", "reset"), ("look-ahead (secant)", "lookahead")):
-        stats = {k: [] for k in ("mean_ex", "max_ex", "reward", "clip", "eta", "time")}
+    remedies = (("AdamW", None), ("reset m", "reset"), ("look-ahead", "lookahead"), ("clip-consistent m", "consistent"))
+    for label, guard in remedies:
+        stats = {k: [] for k in ("mean_ex", "max_ex", "reward", "clip", "eta", "gamma", "time")}
         for s in seeds:
             ex = Excess()
             trainer = GRPOTrainer(
@@ -214,25 +219,28 @@ def trl_rows(seeds, steps: int):
             )
             ex.trainer = trainer
             trainer.callback_handler.callbacks.insert(0 if guard is None else 1, ex)
-            trainer.train()
+            with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints every log line
+                trainer.train()
             logs = [h for h in trainer.state.log_history if "loss" in h]
-            tail = max(1, len(logs) // 4)
+            rewards = [h["reward"] for h in logs if "reward" in h]  # logged at generation steps
+            tail = max(1, len(rewards) // 4)
             stats["mean_ex"].append(np.mean(ex.mean) if ex.mean else 0.0)
             stats["max_ex"].append(np.max(ex.max) if ex.max else 0.0)
-            stats["reward"].append(np.mean([h["reward"] for h in logs[-tail:]]))
-            stats["clip"].append(np.mean([h["clip_ratio/region_mean"] for h in logs]))
-            etas = [r.eta for r in trainer.momentum_guard.records] if trainer.momentum_guard else [1.0]
-            stats["eta"].append(np.mean(etas))
+            stats["reward"].append(np.mean(rewards[-tail:]))
+            stats["clip"].append(np.mean([h.get("clip_ratio/region_mean", np.nan) for h in logs]))
+            records = trainer.momentum_guard.records if trainer.momentum_guard else []
+            stats["eta"].append(np.mean([r.eta for r in records]) if records else 1.0)
+            stats["gamma"].append(np.mean([r.momentum_scale for r in records]) if records else 1.0)
             stats["time"].append(1e3 * np.median([h["step_time"] for h in logs]))
         rows.append((label, stats))
     out = [
-        "| remedy | mean excess (k≥1) | max excess (k≥1) | clip frac | reward (last quarter) | mean η | ms/step |",
-        "|---|---|---|---|---|---|---|",
+        "| remedy | mean excess (k≥1) | max excess (k≥1) | clip frac | reward (end) | mean η | mean γ | ms/step |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, s in rows:
         out.append(
             f"| {label} | "
-            + " | ".join(cell(s[k]) for k in ("mean_ex", "max_ex", "clip", "reward", "eta", "time"))
+            + " | ".join(cell(s[k]) for k in ("mean_ex", "max_ex", "clip", "reward", "eta", "gamma", "time"))
             + " |"
         )
     return "\n".join(out)

@@ -76,6 +76,16 @@ def test_toy_lookahead_stops_at_the_bound(predict, margin):
     assert guard.records[8].n_overshoot == 1 and guard.records[8].max_excess_full > margin
 
 
+@pytest.mark.parametrize("predict", ["jvp", "secant"])
+def test_toy_consistent_momentum_stops_the_token_once_clipped(predict):
+    plain, _ = toy_run("off")
+    ratios, guard = toy_run("consistent", predict=predict)
+    np.testing.assert_array_equal(ratios[:9], plain[:9])  # the crossing step itself is not momentum's
+    np.testing.assert_allclose(ratios[9:], plain[8], rtol=0, atol=1e-12)  # then γ = 0: it stays
+    assert [r.momentum_scale for r in guard.records] == [1.0] * 9 + [0.0] + [1.0] * 2  # m = 0 after it
+    assert guard.records[9].n_overshoot == 1 and guard.records[9].momentum_removed > 0
+
+
 def test_toy_jvp_prediction_error_is_second_order():
     ratios, guard = toy_run("lookahead", margin=10.0)  # η = 1: the plain trajectory
     plain, _ = toy_run("off")
@@ -222,6 +232,25 @@ class _Plain:
         self.opt.step()
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_consistent_momentum_removes_only_stale_momentum(seed):
+    model = _net(seed)
+    guard = MomentumGuard(torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1), "consistent", model=model)
+    batch = _batch(seed)
+    old = _train(guard, model, batch, steps=3)
+    guard.zero_grad()
+    r = torch.exp(_logp_fn(batch[0], batch[1])(model) - old)
+    (-torch.min(r * batch[3][:, None], r.clamp(0.8, 1.2) * batch[3][:, None]) * batch[2]).sum().backward()
+    stale, fresh = guard.pending_update(split=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rec = guard.step(_logp_fn(batch[0], batch[1]), old, batch[3], batch[2])
+    assert rec.eta == 1.0 and 0.0 <= rec.momentum_scale <= 1.0
+    for n, p in model.named_parameters():
+        want = fresh[n] + rec.momentum_scale * stale[n]
+        torch.testing.assert_close(p.detach() - before[n], want, rtol=1e-6, atol=1e-12)
+    assert any(r.momentum_scale < 1 for r in guard.records)
+
+
 def test_off_and_unconstrained_lookahead_are_bitwise_adamw():
     batch = _batch(3)
     runs = []
@@ -289,7 +318,9 @@ def test_bad_input():
         MomentumGuard(torch.optim.NAdam(model.parameters()))
     with pytest.raises(NotImplementedError, match="amsgrad"):
         MomentumGuard(torch.optim.Adam(model.parameters(), amsgrad=True), "off")
-    with pytest.raises(ValueError, match="mode: expected one of off, reset, lookahead, reset\\+lookahead, got 'clip'"):
+    with pytest.raises(
+        ValueError, match="mode: expected one of off, reset, lookahead, reset\\+lookahead, consistent, got 'clip'"
+    ):
         MomentumGuard(adam, "clip", model=model)
     with pytest.raises(ValueError, match="model: required with mode 'lookahead'"):
         MomentumGuard(adam)

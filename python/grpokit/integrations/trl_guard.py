@@ -88,7 +88,7 @@ class MomentumGuardCallback(TrainerCallback):
         adv = torch.cat([w["advantages"].reshape(w["advantages"].shape[0], -1)[:, 0] for w in window])
         mask = torch.cat([_pad(w["mask"].bool(), T, False) for w in window])
         rec = guard.plan(logp_fn, old, adv, mask)
-        self._scaled = guard.scaled(rec.eta)
+        self._scaled = guard.applied(rec)
         self._scaled.__enter__()
 
     def on_optimizer_step(self, args, state, control, **kwargs):
