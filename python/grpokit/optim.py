@@ -202,22 +202,10 @@ class MomentumGuard:
                     st["exp_avg_sq"].zero_()
                     st["step"].zero_() if torch.is_tensor(st["step"]) else st.update(step=0)
 
-    def step(
-        self,
-        logp_fn: Optional[Callable[[Callable[..., Any]], Any]] = None,
-        old_logp: Any = None,
-        advantages: Any = None,
-        mask: Any = None,
-    ) -> GuardRecord:
-        """One optimizer step (call after ``loss.backward()``): :meth:`plan`, then
-        ``optimizer.step()`` under :meth:`applied`.
-
-        ``logp_fn(forward)`` returns the per-token log-probabilities (B, T) of the batch (or
-        per-sequence ones (B,)), where ``forward(*args, **kwargs)`` calls the model with given
-        parameters, as in ``diagnostics.momentum_lookahead``; ``old_logp`` has the same shape,
-        ``advantages`` is (B,), ``mask`` (B, T) optional. Needed by ``"lookahead"`` and ``"consistent"``.
-        """
-        rec = self.plan(logp_fn, old_logp, advantages, mask)
+    def step(self, *inputs: Any, **named: Any) -> GuardRecord:
+        """One optimizer step (call after ``loss.backward()``): :meth:`plan` with these inputs, then
+        ``optimizer.step()`` under :meth:`applied`."""
+        rec = self.plan(*inputs, **named)
         with self.applied(rec):
             self.optimizer.step()
         return rec
@@ -230,7 +218,14 @@ class MomentumGuard:
         mask: Any = None,
     ) -> GuardRecord:
         """The coming step's decisions (η or the momentum scale γ, tokens predicted to overshoot),
-        recorded, without stepping: for loops that call ``optimizer.step()`` themselves (TRL)."""
+        recorded, without stepping (:meth:`step` steps; loops that call ``optimizer.step()``
+        themselves, as TRL's, call this and :meth:`applied`).
+
+        ``logp_fn(forward)`` returns the per-token log-probabilities (B, T) of the batch (or
+        per-sequence ones (B,)), where ``forward(*args, **kwargs)`` calls the model with given
+        parameters, as in ``diagnostics.momentum_lookahead``; ``old_logp`` has the same shape,
+        ``advantages`` is (B,), ``mask`` (B, T) optional. Needed by ``"lookahead"`` and ``"consistent"``.
+        """
         rec = GuardRecord(step=self.steps, batch=self.batches, momentum_removed=self._removed)
         self._removed = 0.0
         if "lookahead" in self.mode or self.mode == "consistent":
