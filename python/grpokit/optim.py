@@ -173,6 +173,8 @@ class MomentumGuard:
         if not isinstance(state, dict) or set(state) != {"optimizer", "guard"}:
             raise ValueError("state: expected a MomentumGuard.state_dict() (keys 'optimizer', 'guard')")
         g = dict(state["guard"])
+        if ("lookahead" in g["mode"] or g["mode"] == "consistent") and self.model is None:
+            raise ValueError(f"model: required with the loaded mode {g['mode']!r}; pass model= to MomentumGuard")
         self.optimizer.load_state_dict(state["optimizer"])
         self.records = [GuardRecord(**r) for r in g.pop("records")]
         for k, v in g.items():

@@ -289,6 +289,8 @@ def test_state_dict_round_trip():
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="state: expected a MomentumGuard.state_dict"):
         guard2.load_state_dict(guard.optimizer.state_dict())
+    with pytest.raises(ValueError, match="model: required with the loaded mode 'reset\\+lookahead'"):
+        MomentumGuard(torch.optim.Adam(_net(4).parameters()), "off").load_state_dict(state)
 
 
 @pytest.mark.parametrize("second", [False, True])
