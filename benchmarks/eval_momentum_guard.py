@@ -187,7 +187,7 @@ def trl_rows(seeds, steps: int):
             self.trainer, self.mean, self.max = None, [], []
 
         def on_pre_optimizer_step(self, args, state, control, **kw):
-            w = self.trainer.grpokit_guard_window or self.trainer.grpokit_window
+            w = self.trainer.grpokit_window
             if not w:
                 return
             k = (w[-1]["step"] // args.steps_per_generation) % args.num_iterations

@@ -171,7 +171,6 @@ class GRPOTrainer(_TRLGRPOTrainer):
         guard = guard_options(momentum_guard)
         super().__init__(*args, **kwargs)
         self.momentum_guard = None  # grpokit.optim.MomentumGuard, made at the first optimizer step
-        self.grpokit_guard_window: list = []  # this optimizer step's micro-batches for the guard's look-ahead
         if guard is not None:
             self.callback_handler.callbacks.insert(0, MomentumGuardCallback(self, guard))
         self.grpokit_logprobs = False
@@ -292,25 +291,23 @@ class GRPOTrainer(_TRLGRPOTrainer):
             normalizer = self.current_gradient_accumulation_steps if self.model.training else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
         self._log_metrics(out.metrics, aux_loss)
-        diagnose = any(isinstance(cb, DiagnosticsCallback) for cb in self.callback_handler.callbacks)
-        guarded = any(isinstance(cb, MomentumGuardCallback) for cb in self.callback_handler.callbacks)
-        if self.model.training and (diagnose or guarded):
-            entry = {  # the callbacks consume and clear their windows at the optimizer step
-                "logp": logp.detach(),
-                "old_logp": old if old is not None else logp.detach(),
-                "advantages": adv,
-                "mask": mask,
-                "completion_ids": completion_ids,
-                "completion_mask": completion_mask,
-                "prompt_ids": prompt_ids,
-                "prompt_mask": prompt_mask,
-                "loss": loss.detach(),
-                "step": self._step,
-            }
-            if diagnose:
-                self.grpokit_window.append(entry)
-            if guarded:
-                self.grpokit_guard_window.append(entry)
+        if self.model.training and any(
+            isinstance(cb, (DiagnosticsCallback, MomentumGuardCallback)) for cb in self.callback_handler.callbacks
+        ):
+            self.grpokit_window.append(
+                {  # the callbacks consume and clear it at the optimizer step
+                    "logp": logp.detach(),
+                    "old_logp": old if old is not None else logp.detach(),
+                    "advantages": adv,
+                    "mask": mask,
+                    "completion_ids": completion_ids,
+                    "completion_mask": completion_mask,
+                    "prompt_ids": prompt_ids,
+                    "prompt_mask": prompt_mask,
+                    "loss": loss.detach(),
+                    "step": self._step,
+                }
+            )
         return loss
 
     def _log_metrics(self, metrics: Dict[str, torch.Tensor], aux_loss: Any) -> None:

@@ -61,8 +61,7 @@ class MomentumGuardCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         t = self.trainer
-        window: List[Dict[str, Any]] = t.grpokit_guard_window
-        t.grpokit_guard_window = []
+        window: List[Dict[str, Any]] = list(t.grpokit_window)  # runs first; DiagnosticsCallback clears it
         if not window:
             return
         guard = self._guard(optimizer)
@@ -92,6 +91,7 @@ class MomentumGuardCallback(TrainerCallback):
         self._scaled.__enter__()
 
     def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.grpokit_window = []  # consumed (also without a DiagnosticsCallback)
         if self._scaled is not None:
             self._scaled.__exit__(None, None, None)
             self._scaled = None
