@@ -53,9 +53,9 @@ __all__ = [
 
 
 def __getattr__(name):
-    # grpokit.torch is imported on first use, so `import grpokit` never needs torch.
-    if name == "torch":
+    # grpokit.torch and grpokit.optim are imported on first use, so `import grpokit` never needs torch.
+    if name in ("torch", "optim"):
         import importlib
 
-        return importlib.import_module(".torch", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'grpokit' has no attribute {name!r}")

@@ -85,6 +85,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=args.out,
         progress=not args.no_progress,
+        momentum_guard=args.momentum_guard,
+        guard_margin=args.guard_margin,
     )
     if args.seeds is not None:  # the spread over seeds; plots are of one run (--seed)
         seeds = demo.parse_seeds(args.seeds, first=args.seed)
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_demo(sub) -> None:
     from .demo import DEFAULT_VARIANTS, DemoConfig
+    from .optim import MODES
 
     d = DemoConfig()
     p = sub.add_parser(
@@ -203,6 +206,14 @@ def _add_demo(sub) -> None:
     )
     p.add_argument("--weight-decay", type=_non_negative, default=d.weight_decay, help="AdamW decoupled weight decay")
     p.add_argument("--max-len", type=int, default=d.max_len, help="maximum completion length (tokens)")
+    p.add_argument(
+        "--momentum-guard",
+        default=d.momentum_guard,
+        choices=MODES,
+        help="grpokit.optim.MomentumGuard around AdamW: reset the first moment per batch and/or shrink each "
+        "step so no token is predicted past its clip bound by more than --guard-margin (docs/diagnostics.md)",
+    )
+    p.add_argument("--guard-margin", type=float, default=d.guard_margin, help="MomentumGuard margin (ratio units)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 

@@ -48,6 +48,9 @@ class DemoConfig:
     out_dir: str = "grpokit-demo"
     progress: bool = True
     plots: bool = True
+    momentum_guard: str = "off"  # grpokit.optim.MomentumGuard mode ("off", "reset", "lookahead", ...)
+    guard_margin: float = 0.01  # MomentumGuard margin (ratio units past the clip bound)
+    guard_fraction: float = 0.0  # MomentumGuard max_fraction (tokens allowed past bound + margin per step)
 
 
 @dataclass
@@ -62,6 +65,9 @@ class VariantRun:
     eps_dominance: List[float] = field(default_factory=list)  # update-weighted elasticity ē of Adam's step
     momentum_ratio: List[float] = field(default_factory=list)  # ‖u_t‖/‖u_t−1‖ at the last inner step
     length_weight_corr: List[float] = field(default_factory=list)  # corr(mean ω, length) per batch
+    max_overshoot: List[float] = field(default_factory=list)  # max excess past the bound after the μ steps
+    kl: List[float] = field(default_factory=list)  # exact KL(π_old ‖ π) per valid token after the μ steps
+    eta: List[List[float]] = field(default_factory=list)  # [step][inner step] MomentumGuard's step scale
 
     def summary(self) -> Dict[str, float]:
         """The table row: reward and length averaged over the last fifth of the run, length drift
@@ -155,6 +161,27 @@ def _token_logp(torch, policy, task: _Task, q, tokens):
     return gkt.token_logprobs(logits.double(), tokens, entropy=False).logp
 
 
+def _logits_logp(torch, forward, task: _Task, q, tokens):
+    """Full next-token log-distributions (B, T, V) in float64, through plain torch ops (forward-mode
+    AD works through them, as ``MomentumGuard``'s JVP needs)."""
+    B, T = tokens.shape
+    prev = torch.cat([torch.full((B, 1), task.bos, dtype=torch.long), tokens[:, :-1]], dim=1)
+    return torch.log_softmax(forward(q[:, None].expand(B, T), prev, torch.arange(T).expand(B, T)).double(), -1)
+
+
+def _guard_logp(torch, task: _Task, q, tokens, mask, sequence_level: bool):
+    """``MomentumGuard``'s logp_fn: per-token log-probabilities, or GSPO's per-sequence mean (the
+    quantity its ratio clips); ``logp`` given: that reduction of it."""
+    n = mask.double().sum(1).clamp(min=1.0)
+
+    def logp_fn(forward, logp=None):
+        if logp is None:
+            logp = _logits_logp(torch, forward, task, q, tokens).gather(-1, tokens[..., None]).squeeze(-1)
+        return (logp * mask).sum(1) / n if sequence_level else logp
+
+    return logp_fn
+
+
 def _sequence_ratios(torch, logp, old_logp, mask, ratio_rule: str):
     """Sequence ratios for the clip-region statistics: GSPO's exp(mean log-ratio over the completion),
     GCPO's (``sequence_sum``) raw exp(sum)."""
@@ -171,6 +198,7 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
     from . import _variants
     from ._loss import policy_loss
     from .diagnostics import MomentumTracker, clip_region, prefix_bias_from_weights, reward_scale
+    from .optim import MomentumGuard
 
     v = _variants.make(variant, max_completion_length=cfg.max_len)
     spec = v.spec
@@ -185,6 +213,15 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
     )
     sequence_level = spec.ratio in ("sequence", "sequence_token", "sequence_sum")
     tracker = MomentumTracker(opt, epsilon=spec.epsilon_low, epsilon_high=spec.epsilon_high, mu=cfg.inner_steps)
+    guard = MomentumGuard(
+        opt,
+        cfg.momentum_guard,
+        margin=cfg.guard_margin,
+        max_fraction=cfg.guard_fraction,
+        epsilon=spec.epsilon_low,
+        epsilon_high=spec.epsilon_high,
+        model=policy,
+    )
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     G, P = cfg.group_size, cfg.prompts_per_step
     run = VariantRun(v.label)
@@ -197,7 +234,12 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
         with torch.no_grad():
             old_logp = _token_logp(torch, policy, task, q, tokens)
             ref_logp = _token_logp(torch, reference, task, q, tokens)
+            old_dist = _logits_logp(torch, policy, task, q, tokens)
+        guard_logp = _guard_logp(torch, task, q, tokens, mask, sequence_level)
+        guard_old = guard_logp(lambda *a: None, old_logp)
         tracker.reset()
+        guard.new_batch()
+        etas = []
         for k in range(cfg.inner_steps):
             logp = _token_logp(torch, policy, task, q, tokens)
             res = policy_loss(
@@ -214,7 +256,7 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
                 tracker.step(sequence_ratios=seq, advantages=adv)
             else:
                 tracker.step(ratios, adv, mask)
-            opt.step()
+            etas.append(guard.step(guard_logp, guard_old, adv_t, None if sequence_level else mask).eta)
         report = tracker.report()
         with torch.no_grad():  # where the μ steps left the ratios: the excess past the bound
             logp = _token_logp(torch, policy, task, q, tokens)
@@ -229,8 +271,13 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
                 end = clip_region(
                     torch.exp(logp - old_logp), adv, mask=mask, epsilon=spec.epsilon_low, epsilon_high=spec.epsilon_high
                 )
+            dist = _logits_logp(torch, policy, task, q, tokens)
+            kl = ((old_dist.exp() * (old_dist - dist)).sum(-1) * mask).sum() / mask.sum().clamp(min=1)
         run.clip_fraction.append([(r.clip_seq if sequence_level else r.clip).fraction for r in report.records])
         run.overshoot.append(end.mean_excess)
+        run.max_overshoot.append(end.max_excess)
+        run.kl.append(float(kl))
+        run.eta.append(etas)
         run.momentum_ratio.append(report.records[-1].overshoot)
         run.eps_dominance.append(reward_scale(opt).elasticity)
         run.reward.append(float(rewards.mean()))

@@ -44,6 +44,7 @@ from trl import GRPOTrainer as _TRLGRPOTrainer  # noqa: E402
 
 from .trl_callback import DiagnosticsCallback, clipping_can_be_active, normalization_audit  # noqa: E402
 from .trl_config import spec_from_config  # noqa: E402
+from .trl_guard import MomentumGuardCallback, guard_options  # noqa: E402
 
 # TRL loss_type -> preset; every TRL loss has a trl.* preset reproducing it (tests/python/test_trl_integration.py)
 TRL_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
@@ -154,6 +155,9 @@ class GRPOTrainer(_TRLGRPOTrainer):
             gradient_accumulation_steps / steps_per_generation; ``"exact"`` counts the tokens of the
             optimizer step's own micro-batches (all processes), which differs from TRL's when
             steps_per_generation ≠ gradient_accumulation_steps (docs/trl.md).
+        momentum_guard: ``None`` (default), a ``grpokit.optim.MomentumGuard`` mode (``"lookahead"``,
+            ``"reset"``, ...) or a dict of its options: momentum-aware clipping around the optimizer
+            (``trl_guard.MomentumGuardCallback``; docs/diagnostics.md).
 
     Normalisation of the other losses follows TRL exactly: TRL's ``grpo``/``bnpo``/``dr_grpo``/``sapo``/
     ``luspo`` divide each micro-batch's local loss by the accumulation steps; grpokit presets without
@@ -173,13 +177,18 @@ class GRPOTrainer(_TRLGRPOTrainer):
         loss_options: Optional[Dict[str, Any]] = None,
         normalization: str = "trl",
         logprobs: str = "trl",
+        momentum_guard: Any = None,
         **kwargs: Any,
     ) -> None:
         if normalization not in ("trl", "exact"):
             raise ValueError(f"normalization: expected 'trl' or 'exact', got {normalization!r}")
         if logprobs not in ("trl", "grpokit"):
             raise ValueError(f"logprobs: expected 'trl' or 'grpokit', got {logprobs!r}")
+        guard = guard_options(momentum_guard)
         super().__init__(*args, **kwargs)
+        self.momentum_guard = None  # grpokit.optim.MomentumGuard, made at the first optimizer step
+        if guard is not None:
+            self.callback_handler.callbacks.insert(0, MomentumGuardCallback(self, guard))
         self.grpokit_logprobs = False
         if logprobs == "grpokit":
             from accelerate.utils import is_peft_model
@@ -298,14 +307,17 @@ class GRPOTrainer(_TRLGRPOTrainer):
             normalizer = self.current_gradient_accumulation_steps if self.model.training else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
         self._log_metrics(out.metrics, aux_loss)
-        if self.model.training and any(isinstance(cb, DiagnosticsCallback) for cb in self.callback_handler.callbacks):
+        if self.model.training and any(
+            isinstance(cb, (DiagnosticsCallback, MomentumGuardCallback)) for cb in self.callback_handler.callbacks
+        ):
             self.grpokit_window.append(
-                {  # the callback consumes and clears it at the optimizer step
+                {  # the callbacks consume and clear it at the optimizer step
                     "logp": logp.detach(),
                     "old_logp": old if old is not None else logp.detach(),
                     "advantages": adv,
                     "mask": mask,
                     "completion_ids": completion_ids,
+                    "completion_mask": completion_mask,
                     "prompt_ids": prompt_ids,
                     "prompt_mask": prompt_mask,
                     "loss": loss.detach(),

@@ -82,6 +82,8 @@ class DiagnosticsCallback(TrainerCallback):
       generation batch, all its inner steps).
     * ``zero_signal_fraction``: share of completions with A = 0; ``non_finite_loss``/``non_finite_grad``.
     * ``normalization_invariant``: 1 when the step's gradient does not depend on the batch split.
+    * ``guard/...``: with ``GRPOTrainer(momentum_guard=...)``, the guard's decisions for the step
+      (``grpokit.optim.MomentumGuard.to_dict``: η, tokens predicted to overshoot, momentum removed).
 
     Args:
         trainer: the trainer (set automatically by grpokit's ``GRPOTrainer``).
@@ -226,6 +228,9 @@ class DiagnosticsCallback(TrainerCallback):
                     f"reward scale (elasticity {rep.elasticity:.2f}) instead of being scale-free — lower "
                     "eps or scale rewards up",
                 )
+        guard = getattr(t, "momentum_guard", None)  # grpokit.optim.MomentumGuard's decisions for this step
+        if guard is not None:
+            out.update({f"guard/{k}": v for k, v in guard.to_dict().items()})
         prefix_due = self.prefix_every and window and self._generation(args, window) % self.prefix_every == 0
         if spec is not None and prefix_due:
             out.update(self._prefix(window, spec))
