@@ -85,7 +85,9 @@ def _call(op: str, params: str, inputs: Sequence[Any], outputs: Sequence[Spec]) 
 
     _jax_ffi.check(op, params, [desc(x) for x in inputs], [desc(o) for o in outputs])
     bits = lambda xs: np.int64(sum(1 << i for i, x in enumerate(xs) if x is not None))  # noqa: E731
-    results = jax.ffi.ffi_call(_TARGET, [o for o in outputs if o is not None], vmap_method="sequential")(
+    typed = _manual_axes(next(x for x in inputs if x is not None))
+    results_spec = [jax.ShapeDtypeStruct(o.shape, o.dtype, **typed) for o in outputs if o is not None]
+    results = jax.ffi.ffi_call(_TARGET, results_spec, vmap_method="sequential")(
         *[x for x in inputs if x is not None],
         op=op,
         params=params,
@@ -96,6 +98,18 @@ def _call(op: str, params: str, inputs: Sequence[Any], outputs: Sequence[Spec]) 
     )
     it = iter(results)
     return [None if o is None else next(it) for o in outputs]
+
+
+def _manual_axes(x: Any) -> Dict[str, Any]:
+    """Inside shard_map the results vary over the mesh axes the inputs vary over (JAX's type of them)."""
+    aval = jax.typeof(x) if hasattr(jax, "typeof") else None
+    mat = getattr(aval, "manual_axis_type", None)
+    if not mat:
+        return {}
+    return {
+        "manual_axis_type": mat,
+        "sharding": jax.sharding.NamedSharding(aval.sharding.mesh, jax.sharding.PartitionSpec()),
+    }
 
 
 def _array(x: Any, name: str) -> Any:

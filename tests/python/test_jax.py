@@ -240,3 +240,35 @@ def test_stub_matches_the_module():
     from test_stubs import _check
 
     _check(gkj._jax_ffi, "_jax_ffi.pyi")
+
+
+SHARDED = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+import grpokit, grpokit.jax as gkj
+
+rng = np.random.default_rng(0)
+B, T = 8, 6
+mask = np.arange(T)[None, :] < rng.integers(1, T + 1, size=B)[:, None]
+lp = np.log(rng.uniform(0.1, 0.9, (B, T))).astype(np.float32)
+old = (lp + rng.normal(0, 0.2, (B, T))).astype(np.float32)
+adv = rng.normal(size=B).astype(np.float32)
+mesh = Mesh(np.array(jax.devices()), ("dp",))
+assert mesh.size == 4
+for spec in ("paper.dapo", "trl.grpo", "verl.gspo"):
+    want = grpokit.policy_loss(lp, old, adv, mask, spec=spec)
+    for reduce, dp in ((jax.lax.psum, 1), (jax.lax.pmean, 4)):  # summed or averaged over the shards
+        counts = gkj.global_counts(mask, spec=spec, dp_size=dp)
+        def shard_loss(lp, old, adv, mask):
+            return reduce(gkj.policy_loss(lp, old, adv, mask, spec=spec, **counts).loss, "dp")
+        f = jax.shard_map(shard_loss, mesh=mesh, in_specs=(P("dp"),) * 4, out_specs=P())
+        loss, g = jax.jit(jax.value_and_grad(f))(lp, old, adv, mask)
+        np.testing.assert_allclose(float(loss), float(want.loss), rtol=1e-6, err_msg=spec)
+        np.testing.assert_array_equal(np.asarray(g), want.grad_logp, err_msg=spec)
+"""
+
+
+def test_shard_map_runs_per_shard_and_global_counts_make_it_split_invariant():
+    subprocess.run([sys.executable, "-c", SHARDED], check=True)
