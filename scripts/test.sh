@@ -43,7 +43,8 @@ BUILD_DIR=$(ls -d build/cp*/ | tail -n 1)
 echo "== grpokit info"
 grpokit info
 python -m mypy.stubtest grpokit._core $(python -c "import grpokit._cuda" 2>/dev/null && echo grpokit._cuda) \
-  $(python -c "import grpokit._jax_ffi" 2>/dev/null && echo grpokit._jax_ffi) --allowlist scripts/stubtest_allowlist.txt
+  $(python -c "import grpokit._jax_ffi" 2>/dev/null && echo grpokit._jax_ffi) \
+  $(python -c "import grpokit._jax_ffi_cuda" 2>/dev/null && echo grpokit._jax_ffi_cuda) --allowlist scripts/stubtest_allowlist.txt
 if [ "${GRPOKIT_CUDA:-AUTO}" = "ON" ]; then  # every GPU path compiled, the cuBLAS one included
   grpokit info --json | python -c "import json,sys; p = json.load(sys.stdin)['cuda_paths']; sys.exit(0 if all(p.values()) else f'GPU paths not compiled: {p}')"
 fi

@@ -46,10 +46,17 @@ __all__ = [
 ]
 
 _TARGET = "grpokit"
-for _platform, _capsule in _jax_ffi.handlers().items():
+_HANDLERS = dict(_jax_ffi.handlers())
+try:  # built with the CUDA kernels (docs/jax.md); its import needs no GPU
+    from . import _jax_ffi_cuda
+
+    _HANDLERS.update(_jax_ffi_cuda.handlers())
+except ImportError:
+    pass
+for _platform, _capsule in _HANDLERS.items():
     jax.ffi.register_ffi_target(_TARGET, _capsule, platform=_platform)
 
-# Every op's arrays, in the order the handler reads them (python/bindings/jax_ffi.cpp): (inputs, outputs).
+# Every op's arrays, in the order the handler reads them (python/bindings/jax_ffi.hpp): (inputs, outputs).
 _LOSS_INPUTS = ("logp", "old_logp", "advantages", "mask", "ref_logp", "entropies", "sampling_logp")
 _LOSS_INPUTS += ("cu_seqlens", "keep", "token_weights", "selection")
 _OPS: Dict[str, Tuple[int, int]] = {
@@ -126,6 +133,20 @@ def _float64() -> Any:
     return jax.dtypes.canonicalize_dtype(np.float64)
 
 
+def _from_float64_bytes(raw: Any) -> Any:
+    """(8·M,) uint8, the engine's float64 values (little-endian) → (M,) float64, or float32 rounded
+    from them without jax_enable_x64 (float64 arrays do not exist then)."""
+    if _float64() == np.float64:
+        return jax.lax.bitcast_convert_type(raw.reshape(-1, 8), jnp.float64)
+    words = jax.lax.bitcast_convert_type(raw.reshape(-1, 2, 4), jnp.uint32)  # (M, 2): low, high word
+    lo, hi = words[:, 0], words[:, 1]
+    exponent = ((hi >> 20) & 0x7FF).astype(jnp.int32)
+    fraction = (hi & 0xFFFFF).astype(jnp.float32) * 2.0**-20 + lo.astype(jnp.float32) * 2.0**-52
+    value = jnp.where(exponent == 0, 0.0, jnp.ldexp(1.0 + fraction, exponent - 1023))  # subnormals → 0
+    value = jnp.where(exponent == 0x7FF, jnp.where(fraction == 0, jnp.inf, jnp.nan), value)
+    return jnp.where(hi >> 31 == 1, -value, value)
+
+
 # ---- the policy loss -------------------------------------------------------------------------------
 
 
@@ -151,7 +172,7 @@ def _loss_forward(static: _LossStatic, logp: Any, entropies: Any, rest: Tuple[An
         jax.ShapeDtypeStruct((), logp.dtype),
         like,
         like if ent_grad else None,
-        jax.ShapeDtypeStruct((n_metrics,), _float64()),
+        jax.ShapeDtypeStruct((8 * n_metrics,), jnp.uint8),  # float64 bytes: _from_float64_bytes
         like if per_token else None,
         like if weights else None,
     )
@@ -159,7 +180,7 @@ def _loss_forward(static: _LossStatic, logp: Any, entropies: Any, rest: Tuple[An
     loss, g, g_ent, metrics, pt, w = _call(
         "policy_loss", params, (logp, old, adv, mask, ref, entropies, *rest[4:]), outs
     )
-    return (loss, metrics, pt, w), (g, g_ent)
+    return (loss, _from_float64_bytes(metrics), pt, w), (g, g_ent)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

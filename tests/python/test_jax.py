@@ -272,3 +272,14 @@ for spec in ("paper.dapo", "trl.grpo", "verl.gspo"):
 
 def test_shard_map_runs_per_shard_and_global_counts_make_it_split_invariant():
     subprocess.run([sys.executable, "-c", SHARDED], check=True)
+
+
+def test_metrics_decode_from_float64_bytes_without_x64():
+    values = np.array([0.0, -0.0, 1.5, -2.25e-3, 3.4e38, 1e300, -1e-300, 5e-324, np.inf, -np.inf, np.nan, 0.1])
+    with jax.enable_x64(False):
+        got = np.asarray(gkj._from_float64_bytes(jnp.asarray(values.view(np.uint8))))
+    assert got.dtype == np.float32
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(got, values.astype(np.float32))
+    with jax.enable_x64(True):
+        np.testing.assert_array_equal(np.asarray(gkj._from_float64_bytes(jnp.asarray(values.view(np.uint8)))), values)
