@@ -283,3 +283,14 @@ def test_metrics_decode_from_float64_bytes_without_x64():
         np.testing.assert_array_equal(got, values.astype(np.float32))
     with jax.enable_x64(True):
         np.testing.assert_array_equal(np.asarray(gkj._from_float64_bytes(jnp.asarray(values.view(np.uint8)))), values)
+
+
+def test_signatures_mirror_the_numpy_path():
+    import inspect
+
+    def params(f, drop=()):
+        return [(p.name, p.default) for p in inspect.signature(f).parameters.values() if p.name not in drop]
+
+    gpu_only = ("stream", "check_finite")  # the NumPy path's GPU options: XLA owns the stream here
+    assert params(gkj.policy_loss) == params(grpokit.policy_loss, gpu_only)
+    assert params(gkj.advantages) == params(grpokit.advantages, gpu_only + ("options",))
