@@ -31,6 +31,7 @@ def test_notebooks_match_their_generator():
             "05_momentum",
             "06_stationary",
             "07_trl",
+            "08_jax",
         ]
     )
     for name, cells in gen.NOTEBOOKS.items():
