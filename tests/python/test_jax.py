@@ -294,3 +294,15 @@ def test_signatures_mirror_the_numpy_path():
     gpu_only = ("stream", "check_finite")  # the NumPy path's GPU options: XLA owns the stream here
     assert params(gkj.policy_loss) == params(grpokit.policy_loss, gpu_only)
     assert params(gkj.advantages) == params(grpokit.advantages, gpu_only + ("options",))
+
+
+@pytest.mark.parametrize(
+    "missing, says", [("jax", "needs JAX"), ("grpokit._jax_ffi", "built without its JAX extension")]
+)
+def test_a_missing_jax_or_extension_names_the_extra(missing, says):
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"
+        "try:\n    import grpokit.jax\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert says in out and 'pip install "grpokit[jax]"' in out
