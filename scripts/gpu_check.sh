@@ -78,6 +78,7 @@ env_info() {
     command -v nvcc >/dev/null && nvcc --version | tail -n 2
     command -v compute-sanitizer >/dev/null && compute-sanitizer --version | tail -n 1
     $PY -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| CUDA', torch.version.cuda, '| device', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
+    $PY -c "import jax; print('jax', jax.__version__, jax.devices())" 2>&1 | tail -n 1  # tests/python/test_jax_gpu.py needs a JAX GPU backend
   } >"$OUT/env.txt" 2>&1
 }
 

@@ -29,7 +29,9 @@ fi
 # verl for the parity and integration tests: verl without its own pins (they conflict with the trl extra);
 # the `verl` extra below brings what importing its trainer and actor loss needs (docs/verl.md)
 python -m pip install -q --no-deps "verl==0.9.1"
-python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench,verl,megatron]" \
+# jax (CPU wheels) before the build: CMake compiles grpokit._jax_ffi only when jax imports (docs/jax.md)
+python -m pip install -q "jax[cpu]>=0.10" "optax>=0.2"
+python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench,verl,megatron,jax]" \
   --config-settings=cmake.define.GRPOKIT_CUDA="${GRPOKIT_CUDA:-AUTO}" \
   --config-settings=cmake.define.GRPOKIT_BUILD_TESTS=ON
 
@@ -40,7 +42,9 @@ bash scripts/lint.sh
 BUILD_DIR=$(ls -d build/cp*/ | tail -n 1)
 echo "== grpokit info"
 grpokit info
-python -m mypy.stubtest grpokit._core $(python -c "import grpokit._cuda" 2>/dev/null && echo grpokit._cuda) --allowlist scripts/stubtest_allowlist.txt
+python -m mypy.stubtest grpokit._core $(python -c "import grpokit._cuda" 2>/dev/null && echo grpokit._cuda) \
+  $(python -c "import grpokit._jax_ffi" 2>/dev/null && echo grpokit._jax_ffi) \
+  $(python -c "import grpokit._jax_ffi_cuda" 2>/dev/null && echo grpokit._jax_ffi_cuda) --allowlist scripts/stubtest_allowlist.txt
 if [ "${GRPOKIT_CUDA:-AUTO}" = "ON" ]; then  # every GPU path compiled, the cuBLAS one included
   grpokit info --json | python -c "import json,sys; p = json.load(sys.stdin)['cuda_paths']; sys.exit(0 if all(p.values()) else f'GPU paths not compiled: {p}')"
 fi

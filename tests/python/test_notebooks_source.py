@@ -32,6 +32,7 @@ def test_notebooks_match_their_generator():
             "06_stationary",
             "07_trl",
             "08_momentum_guard",
+            "09_jax",
         ]
     )
     for name, cells in gen.NOTEBOOKS.items():

@@ -1,0 +1,247 @@
+// The XLA FFI binding of grpokit.jax, shared by its CPU module (jax_ffi.cpp → grpokit._jax_ffi) and
+// its CUDA module (jax_ffi_cuda.cpp → grpokit._jax_ffi_cuda).
+//
+// One handler per platform serves every op: the attribute `op` names the engine function, `params`
+// holds its options ("name=value;..."), and the bit masks `inputs` / `outputs` say which of the op's
+// arrays are present (XLA passes only those, in the op's order). The engine functions come from the
+// Backend table of ops.hpp, as for the other bindings. `check` runs the engine's argument checks on
+// shapes and dtypes alone, so that grpokit.jax raises at trace time with the engine's messages.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ops.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace grpokit {
+namespace jax_ffi {
+
+namespace ffi = xla::ffi;
+using Params = std::map<std::string, std::string>;
+
+inline Params parse_params(std::string_view text) {
+  Params out;
+  while (!text.empty()) {
+    const size_t end = text.find(';');
+    const std::string_view item = text.substr(0, end);
+    const size_t eq = item.find('=');
+    if (eq != std::string_view::npos) out[std::string(item.substr(0, eq))] = std::string(item.substr(eq + 1));
+    text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
+  }
+  return out;
+}
+
+inline std::optional<double> as_number(const std::string& s) {
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size()) return std::nullopt;
+  return v;
+}
+
+inline double number(const Params& p, const char* name, double fallback) {
+  auto it = p.find(name);
+  if (it == p.end()) return fallback;
+  auto v = as_number(it->second);
+  if (!v) value_error(name, ": expected a number, got '", it->second, "'");
+  return *v;
+}
+
+inline std::string name_of(const Params& p, const char* name, const char* fallback) {
+  auto it = p.find(name);
+  return it == p.end() ? fallback : it->second;
+}
+
+inline LossSpec spec_of(const Params& p) {
+  LossSpec spec;
+  for (const auto& [name, value] : p) {
+    if (name == "num_threads") continue;  // the call's, not the spec's
+    if (auto v = as_number(value))
+      set_spec_field(spec, name, *v);
+    else
+      set_spec_field(spec, name, value);
+  }
+  return spec;
+}
+
+// Where an op runs: the engine's entry points, the device and stream, and device scratch for the
+// kernels' workspaces (the CPU needs none).
+struct Place {
+  const bindings::Backend* backend = nullptr;
+  std::intptr_t stream = 0;
+  std::function<void*(size_t bytes)> scratch;   // null on the CPU
+  int64_t (*loss_workspace_size)(int64_t rows) = nullptr;  // float64 elements; null on the CPU
+};
+
+inline TensorView scratch_view(const Place& at, const TensorView& like, DType dtype, int64_t elements) {
+  if (!at.scratch || elements <= 0) return TensorView{};
+  TensorView v = make_view(at.scratch(static_cast<size_t>(elements * dtype_size(dtype))), dtype, {elements},
+                           like.device);
+  return v;
+}
+
+// The metrics result is raw bytes (8 per metric): float64 as the engine writes them, whatever JAX's
+// float64 setting (grpokit.jax decodes them).
+inline TensorView metrics_view(const TensorView& bytes) {
+  TensorView v = make_view(bytes.data, DType::Float64, {bytes.numel() / 8}, bytes.device);
+  return v;
+}
+
+// Runs (or, with `check_only`, only validates) one op on views in its fixed order; an absent optional
+// array is an undefined view.
+inline void run_op(const Place& at, const std::string& op, const Params& p, const std::vector<TensorView>& in,
+                   const std::vector<TensorView>& out, bool check_only) {
+  const bindings::Backend& be = *at.backend;
+  if (op ==
+      "policy_loss") {  // in: LossInputs' order; out: loss, grad, grad_entropy, metrics, per_token, weights
+    const LossSpec spec = spec_of(p);
+    const LossInputs li{in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9], in[10]};
+    LossOutputs lo{out[0], out[1], out[2], out[4], out[5], metrics_view(out[3]), TensorView{}, TensorView{}};
+    if (check_only) return check_loss_args(spec, li, lo);
+    if (at.loss_workspace_size) {
+      const int64_t rows = li.cu_seqlens.defined() ? li.cu_seqlens.shape[0] - 1 : li.logp.shape[0];
+      lo.workspace = scratch_view(at, li.logp, DType::Float64, at.loss_workspace_size(rows));
+    }
+    be.loss(spec, li, lo, static_cast<int>(number(p, "num_threads", 0)), at.stream);
+  } else if (op == "token_logprobs") {  // in: logits, ids; out: logp, entropy, lse, sum_sq_probs
+    const TokenLogprobArgs args{in[0], in[1], number(p, "temperature", 1.0)};
+    if (check_only) return check_token_logprobs_args(args, out[0], out[1], out[2], out[3]);
+    be.token_logprobs(args, out[0], out[1], out[2], out[3], at.stream);
+  } else if (op == "token_logprobs_backward") {  // in: logits, ids, lse, entropy, grad_logp, grad_entropy
+    const TokenLogprobArgs args{in[0], in[1], number(p, "temperature", 1.0)};
+    if (check_only) return check_token_logprobs_backward_args(args, in[2], in[3], in[4], in[5], out[0]);
+    be.token_logprobs_backward(args, in[2], in[3], in[4], in[5], out[0], at.stream);
+  } else if (op == "linear_token_logprobs" || op == "linear_token_logprobs_backward") {
+    // in: hidden, weight, ids (+ lse, entropy, grad_logp, grad_entropy); out: as token_logprobs (or
+    // grad_hidden, grad_weight)
+    const bool backward = op != "linear_token_logprobs";
+    const LinearLogprobArgs args{in[0], in[1], in[2], number(p, "temperature", 1.0),
+                                 static_cast<int64_t>(number(p, "chunk_size", 0))};
+    if (check_only && backward)
+      return check_linear_token_logprobs_backward_args(args, in[3], in[4], in[5], in[6], out[0], out[1]);
+    if (check_only) return check_linear_token_logprobs_args(args, out[0], out[1], out[2], out[3]);
+    const TensorView ws = scratch_view(at, in[0], DType::UInt8, be.linear_workspace_bytes(args, backward));
+    if (backward)
+      be.linear_token_logprobs_backward(args, in[3], in[4], in[5], in[6], out[0], out[1], ws, at.stream);
+    else
+      be.linear_token_logprobs(args, out[0], out[1], out[2], out[3], ws, at.stream);
+  } else if (op == "advantages") {  // in: rewards, group_ids; out: advantages
+    AdvantageOptions opt;
+    opt.group_size = static_cast<int64_t>(number(p, "group_size", 0));
+    opt.baseline = parse_baseline(name_of(p, "baseline", "mean"));
+    opt.std = parse_std_divisor(name_of(p, "std", "none"));
+    opt.std_scope = parse_std_scope(name_of(p, "std_scope", "group"));
+    opt.epsilon = number(p, "epsilon", 0.0);
+    if (check_only) return check_advantage_args(in[0], in[1], opt, out[0]);
+    be.advantages(in[0], in[1], opt, out[0], at.stream);
+  } else {
+    value_error("op: unknown grpokit op '", op, "'");
+  }
+}
+
+inline DType dtype_of(ffi::DataType t) {
+  switch (t) {
+    case ffi::DataType::PRED:
+      return DType::Bool;
+    case ffi::DataType::S8:
+      return DType::Int8;
+    case ffi::DataType::U8:
+      return DType::UInt8;
+    case ffi::DataType::S32:
+      return DType::Int32;
+    case ffi::DataType::S64:
+      return DType::Int64;
+    case ffi::DataType::F16:
+      return DType::Float16;
+    case ffi::DataType::BF16:
+      return DType::BFloat16;
+    case ffi::DataType::F32:
+      return DType::Float32;
+    case ffi::DataType::F64:
+      return DType::Float64;
+    default:
+      type_error("grpokit.jax: unsupported XLA element type ", static_cast<int>(t));
+  }
+}
+
+// A contiguous row-major view (XLA's default layout, which jax.ffi.ffi_call asks for).
+inline TensorView contiguous(void* data, DType dtype, const std::vector<int64_t>& shape, Device device,
+                             bool read_only) {
+  if (shape.size() > TensorView::kMaxDims)
+    value_error("grpokit.jax: arrays of rank > ", TensorView::kMaxDims, " are not supported");
+  TensorView v;
+  v.data = data;
+  v.dtype = dtype;
+  v.device = device;
+  v.ndim = static_cast<int>(shape.size());
+  int64_t stride = 1;
+  for (int d = v.ndim - 1; d >= 0; --d) {
+    v.shape[d] = shape[static_cast<size_t>(d)];
+    v.strides[d] = stride;
+    stride *= shape[static_cast<size_t>(d)];
+  }
+  v.read_only = read_only;
+  return v;
+}
+
+inline TensorView view_of(const ffi::AnyBuffer& b, Device device, bool read_only) {
+  const auto dims = b.dimensions();
+  return contiguous(b.untyped_data(), dtype_of(b.element_type()),
+                    std::vector<int64_t>(dims.begin(), dims.end()), device, read_only);
+}
+
+// The body of a platform's handler: XLA's buffers → views → run_op; every error → an FFI error.
+inline ffi::Error handle(const Place& at, Device device, ffi::RemainingArgs args, ffi::RemainingRets rets,
+                         std::string_view op, std::string_view params, int64_t inputs, int64_t outputs,
+                         int64_t num_inputs, int64_t num_outputs) {
+  try {
+    std::vector<TensorView> in, out;
+    size_t k = 0;
+    for (int64_t i = 0; i < num_inputs; ++i) {
+      if (!((inputs >> i) & 1)) {
+        in.emplace_back();
+        continue;
+      }
+      auto b = args.get<ffi::AnyBuffer>(k++);
+      if (b.has_error()) return b.error();
+      in.push_back(view_of(b.value(), device, true));
+    }
+    k = 0;
+    for (int64_t i = 0; i < num_outputs; ++i) {
+      if (!((outputs >> i) & 1)) {
+        out.emplace_back();
+        continue;
+      }
+      auto r = rets.get<ffi::AnyBuffer>(k++);
+      if (r.has_error()) return r.error();
+      out.push_back(view_of(*r.value(), device, false));
+    }
+    run_op(at, std::string(op), parse_params(params), in, out, false);
+    return ffi::Error::Success();
+  } catch (const std::exception& e) {
+    return ffi::Error::InvalidArgument(e.what());
+  }
+}
+
+// The handler's binding: the same attributes on every platform, plus the platform's context.
+inline auto bind() {
+  return ffi::Ffi::Bind()
+      .RemainingArgs()
+      .RemainingRets()
+      .Attr<std::string_view>("op")
+      .Attr<std::string_view>("params")
+      .Attr<int64_t>("inputs")
+      .Attr<int64_t>("outputs")
+      .Attr<int64_t>("num_inputs")
+      .Attr<int64_t>("num_outputs");
+}
+
+}  // namespace jax_ffi
+}  // namespace grpokit
