@@ -39,7 +39,7 @@ def rollout(prompts, trainer):
     }
 
 
-def main(out_dir: str, processes_in_run: int, losses: list) -> None:
+def main(out_dir: str, processes_in_run: int, losses: list, zero_stage: int = 0) -> None:
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     import grpokit.integrations.trl as gtrl
@@ -56,6 +56,17 @@ def main(out_dir: str, processes_in_run: int, losses: list) -> None:
                 gradient_accumulation_steps=2,
                 num_iterations=2,
                 max_steps=3,
+                deepspeed=None
+                if not zero_stage
+                else {
+                    "zero_optimization": {"stage": zero_stage},
+                    "train_micro_batch_size_per_gpu": "auto",
+                    "gradient_accumulation_steps": "auto",
+                    "optimizer": {
+                        "type": "AdamW",
+                        "params": {"lr": "auto", "weight_decay": "auto", "torch_adam": True},
+                    },
+                },
             ),
             train_dataset=tt.dataset(8),  # 8 distinct prompts
             processing_class=tt.tokenizer(),
@@ -76,4 +87,4 @@ def main(out_dir: str, processes_in_run: int, losses: list) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3].split(","))
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3].split(","), *map(int, sys.argv[4:]))
