@@ -31,7 +31,7 @@ fi
 python -m pip install -q --no-deps "verl==0.9.1"
 # jax (CPU wheels) before the build: CMake compiles grpokit._jax_ffi only when jax imports (docs/jax.md)
 python -m pip install -q "jax[cpu]>=0.10" "optax>=0.2"
-python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench,verl,megatron,jax]" \
+python -m pip install -q --no-build-isolation -e ".[torch,trl,test,notebooks,bench,verl,megatron,jax,deepspeed]" \
   --config-settings=cmake.define.GRPOKIT_CUDA="${GRPOKIT_CUDA:-AUTO}" \
   --config-settings=cmake.define.GRPOKIT_BUILD_TESTS=ON
 

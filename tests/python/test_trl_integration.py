@@ -421,3 +421,18 @@ def test_end_to_end_exact_normaliser_counts_the_step(tmp_path, monkeypatch):
     for step in (seen[0:2], seen[2:4]):
         tokens = sum(n for n, _ in step)
         assert all(count == tokens for _, count in step), seen
+
+
+@pytest.mark.parametrize("loss_type", gtrl.TRL_LOSS_TYPES)
+def test_all_masked_micro_batch_is_a_zero_loss_like_trl(loss_type):
+    """Every completion masked (mask_truncated_completions on a micro-batch of truncated completions): TRL's
+    clamped normalisers give loss 0 and gradient 0; the subclass gives the same instead of the engine's
+    empty-mask error."""
+    b = batch(seed=5)
+    b["mask"] = torch.zeros_like(b["mask"])
+    cfg = _trl_cfg(loss_type, {"beta": 0.04})
+    lp = b["lp"].clone().requires_grad_(True)
+    want = _StubTrainer(loss_type, lp, b["H"], **cfg).compute_loss(None, inputs_of(b, 1.0, False))
+    got_loss, got_grad, _ = run_grpokit(loss_type, b, cfg, 1.0)
+    assert want.item() == got_loss == 0.0
+    assert not got_grad.any()

@@ -27,7 +27,7 @@ MISSING = {
     "geo_mean": {"actor/pg_clipfrac", "actor/pg_clipfrac_lower"},
     "dppo_kl": {"actor/pg_clipfrac_lower"},
 }
-MODES = ["vanilla", "gspo", "gpg", "cispo", "sapo", "dppo_tv", "dppo_kl", "dro", "geo_mean", "clip_cov"]
+MODES = ["vanilla", "gspo", "gpg", "cispo", "sapo", "dppo_tv", "dppo_kl", "dro", "geo_mean", "clip_cov", "kl_cov"]
 
 
 def actor_config(mode, agg="token-mean", info=None, **kw):
@@ -38,7 +38,7 @@ def actor_config(mode, agg="token-mean", info=None, **kw):
         ppo_micro_batch_size_per_gpu=2,
         loss_agg_mode=agg,
         policy_loss=PolicyLossConfig(
-            loss_mode=mode, dro_beta=0.3, clip_cov_ratio=0.2, clip_cov_lb=-10.0, clip_cov_ub=10.0
+            loss_mode=mode, dro_beta=0.3, clip_cov_ratio=0.2, clip_cov_lb=-10.0, clip_cov_ub=10.0, kl_cov_ratio=0.2
         ),
         **base,
     )
@@ -94,8 +94,8 @@ def check_same(mode, b, cfg, weights=True):
 @pytest.mark.parametrize("mode", MODES)
 def test_registered_loss_equals_verls_builtin(mode, agg):
     b = batch(seed=len(mode) * 5 + len(agg))
-    # dro: verl also weights the DRO penalty by the rollout weights; grpokit refuses them (tested below)
-    got, want, shared = check_same(mode, b, actor_config(mode, agg), weights=mode != "dro")
+    # dro / kl_cov: verl also weights the penalty by the rollout weights; grpokit refuses them (tested below)
+    got, want, shared = check_same(mode, b, actor_config(mode, agg), weights=mode not in ("dro", "kl_cov"))
     # verl's names for what grpokit computes; the rest under grpokit/
     assert set(want[2]) - shared == MISSING.get(mode, set())
     assert all(k.startswith(("actor/", "grpokit/")) for k in got[2])
@@ -152,7 +152,7 @@ def test_every_registered_preset_runs_on_verls_call():
     names = [n for n in core_algos.POLICY_LOSS_REGISTRY if n.startswith(gv.PREFIX)]
     assert f"{gv.PREFIX}verl.vanilla" in names and f"{gv.PREFIX}trl.dapo" in names
     for name in names:
-        loss, grad, _ = run(name, b, actor_config(name), weights=not name.endswith(".dro"))
+        loss, grad, _ = run(name, b, actor_config(name), weights=not name.endswith((".dro", ".kl_cov")))
         assert np.isfinite(loss) and torch.isfinite(grad).all(), name
         assert (grad[~b["mask"]] == 0).all(), name
 
@@ -176,6 +176,15 @@ def test_register_with_overrides_and_bad_input():
         run("grpokit.verl.dro", b, cfg)
     with pytest.raises(ValueError, match="rollout_is_weights: grpokit.verl.dro"):
         run("grpokit.verl.dro", b, actor_config("dro"))
+    with pytest.raises(ValueError, match="rollout_is_weights: grpokit.verl.kl_cov"):
+        run("grpokit.verl.kl_cov", b, actor_config("kl_cov"))
+    cfg = FSDPActorConfig(
+        rollout_n=4, ppo_micro_batch_size_per_gpu=2, policy_loss=PolicyLossConfig(loss_mode="kl_cov", kl_cov_ratio=0.0)
+    )
+    with pytest.raises(
+        ValueError, match="policy_loss.kl_cov_ratio: grpokit.verl.kl_cov needs kl_cov_ratio > 0, got 0.0"
+    ):
+        run("grpokit.verl.kl_cov", b, cfg, weights=False)
     with pytest.raises(ValueError, match="config:"):
         core_algos.get_policy_loss_fn("grpokit.verl.vanilla")(
             b["old"], b["lp"], b["A"], b["mask"], "token-mean", None, None

@@ -11,6 +11,8 @@ See docs/trl.md.
 
 from __future__ import annotations
 
+import warnings
+from types import SimpleNamespace
 from typing import Any, Dict, Optional
 
 import torch
@@ -43,7 +45,7 @@ _check_trl_version()
 from trl import GRPOTrainer as _TRLGRPOTrainer  # noqa: E402
 
 from .trl_callback import DiagnosticsCallback, clipping_can_be_active, normalization_audit  # noqa: E402
-from .trl_config import spec_from_config  # noqa: E402
+from .trl_config import config_traps, spec_from_config  # noqa: E402
 from .trl_guard import MomentumGuardCallback, guard_options  # noqa: E402
 
 # TRL loss_type -> preset; every TRL loss has a trl.* preset reproducing it (tests/python/test_trl_integration.py)
@@ -196,8 +198,6 @@ class GRPOTrainer(_TRLGRPOTrainer):
             policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
             why = _plain_lm_head(policy)
             if why is not None:
-                import warnings
-
                 warnings.warn(f"logprobs='grpokit': {why}; TRL's fused LM head is kept", stacklevel=2)
             else:
                 self.grpokit_logprobs = add_grpokit_lm_head(policy, self.temperature)
@@ -209,6 +209,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
                 "lives in TRL's _compute_loss); use a static entropy_coef"
             )
         self.loss_spec = spec_from_config(self.args, loss, loss_options)
+        for text in config_traps(self.args, loss):  # reproduced, but said once at start-up
+            warnings.warn(f"grpokit: {text}", UserWarning, stacklevel=2)
         self.normalization = normalization
         self.grpokit_window: list = []  # this optimizer step's micro-batch loss inputs (DiagnosticsCallback)
         for cb in self.callback_handler.callbacks:
@@ -291,17 +293,24 @@ class GRPOTrainer(_TRLGRPOTrainer):
         old = inputs.get("old_per_token_logps")  # None: TRL's on-policy shortcut (ratio 1), as the engine's
         ref = inputs.get("ref_per_token_logps") if s.beta != 0.0 else None
         adv = inputs["advantages"].to(logp.dtype)
-        out = gkt.policy_loss(
-            logp,
-            old,
-            adv,
-            mask,
-            spec=s,
-            ref_logp=ref,
-            entropies=entropies,
-            sampling_logp=sampling,
-            **self._count_options(inputs, mask),
-        )
+        if not bool(mask.any()):
+            # every completion masked (e.g. mask_truncated_completions): TRL's clamped normalisers give a zero
+            # loss and gradient; the engine refuses an empty mask, so this micro-batch logs no loss metrics
+            out = SimpleNamespace(
+                loss=(logp * 0).sum() + (0 if entropies is None else (entropies * 0).sum()), metrics={}
+            )
+        else:
+            out = gkt.policy_loss(
+                logp,
+                old,
+                adv,
+                mask,
+                spec=s,
+                ref_logp=ref,
+                entropies=entropies,
+                sampling_logp=sampling,
+                **self._count_options(inputs, mask),
+            )
         loss = out.loss
         if self.aux_loss_enabled:
             normalizer = self.current_gradient_accumulation_steps if self.model.training else 1.0
@@ -346,6 +355,7 @@ __all__ = [
     "TRL_LOSS_TYPES",
     "add_grpokit_lm_head",
     "clipping_can_be_active",
+    "config_traps",
     "normalization_audit",
     "spec_from_config",
 ]

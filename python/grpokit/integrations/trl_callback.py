@@ -163,14 +163,14 @@ class DiagnosticsCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         t = self.trainer
-        window = getattr(t, "grpokit_window", None) or []
+        window = self._world_window(getattr(t, "grpokit_window", None) or [])
         if hasattr(t, "grpokit_window"):
             t.grpokit_window = []
         out: Dict[str, float] = {"clipping_can_be_active": float(clipping_can_be_active(args))}
         spec = getattr(t, "loss_spec", None)
         out["normalization_invariant"] = float(self.audit["invariant"])
         # non-finite loss / gradients
-        bad_loss = sum(int(not torch.isfinite(w["loss"]).all()) for w in window)
+        bad_loss = sum(int((~torch.isfinite(w["loss"])).sum()) for w in window)
         out["non_finite_loss"] = float(bad_loss)
         if bad_loss:
             self._say(
@@ -236,6 +236,36 @@ class DiagnosticsCallback(TrainerCallback):
             out.update(self._prefix(window, spec))
         self._optim_steps += 1
         self._log(out)
+
+    def _world_window(self, window: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """The step's micro-batches of every process as one window, so that every rank computes the same
+        diagnostics, equal to a one-process run on the same global batch (gradients and optimizer state are
+        already identical across ranks after DDP's all-reduce)."""
+        acc = getattr(self.trainer, "accelerator", None)
+        if not window or acc is None or acc.num_processes == 1:
+            return window
+
+        def world(key, fill=0, left=False):
+            T = max(w[key].shape[1] for w in window)
+            local = torch.cat(
+                [
+                    torch.nn.functional.pad(
+                        w[key], (T - w[key].shape[1], 0) if left else (0, T - w[key].shape[1]), value=fill
+                    )
+                    for w in window
+                ]
+            )
+            return acc.gather(acc.pad_across_processes(local, dim=1, pad_index=fill, pad_first=left))
+
+        merged = {k: world(k) for k in ("logp", "old_logp", "mask", "completion_ids")}
+        merged["prompt_ids"] = world("prompt_ids", left=True)
+        merged["prompt_mask"] = world("prompt_mask", left=True)
+        merged["advantages"] = acc.gather(
+            torch.cat([w["advantages"].reshape(w["advantages"].shape[0], -1)[:, 0] for w in window])
+        )
+        merged["loss"] = acc.gather(torch.stack([w["loss"].reshape(()) for w in window]))
+        merged["step"] = window[-1]["step"]
+        return [merged]
 
     @staticmethod
     def _generation(args, window) -> int:

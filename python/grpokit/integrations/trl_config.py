@@ -3,7 +3,7 @@ callback (``trl_callback.py``), which audits TRL's own trainer without importing
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from .. import _presets
 
@@ -21,14 +21,10 @@ def spec_from_config(args: Any, loss: Any = None, loss_options: Optional[Dict[st
     name = f"trl.{args.loss_type}" if loss is None else loss
     over: Dict[str, Any] = {"max_completion_length": args.max_completion_length, "beta": args.beta}
     if isinstance(name, str) and name.startswith("trl."):
-        # epsilon_high=None is TRL's "as epsilon", except where the row's epsilon_high is a raw cap (CISPO's)
-        eps_high = args.epsilon_high
-        if eps_high is None:
-            row = _presets.resolve(name, {})
-            eps_high = row.epsilon_high if _presets.epsilon_high_is_cap(row) else args.epsilon
+        # epsilon_high=None is TRL's "as epsilon" for every loss_type, CISPO's raw cap included (config_traps)
         over.update(
             epsilon=args.epsilon,
-            epsilon_high=eps_high,
+            epsilon_high=args.epsilon if args.epsilon_high is None else args.epsilon_high,
             delta=args.delta,
             beta=args.beta,
             importance_sampling_level=args.importance_sampling_level,
@@ -53,3 +49,18 @@ def spec_from_config(args: Any, loss: Any = None, loss_options: Optional[Dict[st
             over["vllm_importance_sampling_correction"] = False
     over.update(loss_options or {})
     return _presets.resolve(name, over)
+
+
+def config_traps(args: Any, loss: Any = None) -> List[str]:
+    """TRL defaults that a drop-in reproduces but that are known traps: one message per trap, naming
+    the recommended setting (the trainer warns them once at start-up; docs/trl.md)."""
+    name = f"trl.{args.loss_type}" if loss is None else loss
+    traps = []
+    if name == "trl.cispo" and args.epsilon_high is None:
+        traps.append(
+            f"loss_type='cispo' with epsilon_high unset: TRL (and this drop-in, which reproduces it) caps the "
+            f"importance weight at epsilon = {args.epsilon:g}, below the on-policy ratio of 1, so nearly every token "
+            f"gets the weight {args.epsilon:g} and the loss is a plain {args.epsilon:g}·A·log π without importance "
+            "correction; set epsilon_high=5.0 (ScaleRL's ε_max, TRL's documented recommendation)"
+        )
+    return traps

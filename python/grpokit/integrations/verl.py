@@ -44,9 +44,8 @@ _VERL_METRICS = {
 # verl applies these losses with seq-mean-token-mean (sapo) or a plain sequence mean (geo_mean) whatever
 # loss_agg_mode says: the preset's aggregation stands
 _FIXED_AGGREGATION = ("verl.sapo", "verl.geo_mean")
-# not registered: kl_cov (its selected tokens need grpokit's selection input, which the autograd op does
-# not take) and bypass mode (it needs the rollout log-probs)
-_NOT_REGISTERED = ("verl.kl_cov", "verl.reinforce", "verl.reinforce_seq")
+# not registered: bypass mode (it needs the rollout log-probs)
+_NOT_REGISTERED = ("verl.reinforce", "verl.reinforce_seq")
 
 
 def _first(*values: Any) -> Any:
@@ -92,6 +91,8 @@ def verl_options(preset: str, config: Any, loss_agg_mode: str) -> Dict[str, Any]
     policy = config.get("policy_loss", None) or {}
     if spec.selection == "clip_cov":
         opts["selection"] = "none"  # verl's clip_cov zeroes its selected tokens: they go in as 0 token weights
+    if spec.selection == "kl_cov":
+        opts["ppo_kl_coef"] = _first(policy.get("ppo_kl_coef", None), 1.0)  # verl's fallback where unset
     if spec.dro_beta:
         beta = policy.get("dro_beta", None)
         if beta is None or beta <= 0:
@@ -153,18 +154,38 @@ def _clip_cov_selection(
     return sel
 
 
+def _kl_cov_selection(
+    config: Any, log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """The tokens verl's kl_cov penalises (its rule and defaults): the top kl_cov_ratio share (at least
+    one) of the valid tokens by the covariance of A and log π over the micro-batch's valid tokens."""
+    policy = config.get("policy_loss", None) or {}
+    ratio = _first(policy.get("kl_cov_ratio", None), 0.0002)
+    if not ratio > 0:
+        raise ValueError(f"policy_loss.kl_cov_ratio: {PREFIX}verl.kl_cov needs kl_cov_ratio > 0, got {ratio!r}")
+    valid = mask.bool()
+    adv, lp = advantages.detach()[valid], log_prob.detach()[valid]
+    sel = torch.zeros(valid.numel(), dtype=torch.bool, device=valid.device)
+    if adv.numel():
+        cov = (adv - adv.mean()) * (lp - lp.mean())
+        top = torch.topk(cov, max(1, int(adv.numel() * ratio))).indices
+        sel[torch.nonzero(valid.reshape(-1), as_tuple=True)[0][top]] = True
+    return sel.reshape(valid.shape)
+
+
 def _token_weights(
     preset: str, spec: _presets.LossSpec, w: Optional[torch.Tensor], mask: torch.Tensor, dtype: torch.dtype
 ) -> Optional[torch.Tensor]:
     """verl's rollout IS weights as grpokit's token_weights (they multiply each token's policy term)."""
     if w is None:
         return None
-    if spec.dro_beta:
-        # verl weights the whole DRO term, penalty included; grpokit's token_weights weight the policy term
+    if spec.dro_beta or spec.selection == "kl_cov":
+        # verl weights the whole term, its penalty included; grpokit's token_weights weight the policy term
+        mode, penalty = ("dro", "DRO penalty") if spec.dro_beta else ("kl_cov", "kl_cov |log r| penalty")
         raise ValueError(
             f"rollout_is_weights: {PREFIX}{preset} does not take verl's rollout correction weights "
-            "(verl also weights the DRO penalty, which grpokit's token_weights do not); "
-            "switch rollout correction off or use verl's 'dro'"
+            f"(verl also weights the {penalty}, which grpokit's token_weights do not); "
+            f"switch rollout correction off or use verl's '{mode}'"
         )
     w = w.detach().to(dtype)
     if spec.surrogate == "geo_mean":
@@ -200,7 +221,9 @@ def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> C
         opts = {**verl_options(preset, config, loss_agg_mode), **overrides}
         spec = _presets.resolve(preset, opts)
         weights = _token_weights(preset, spec, rollout_is_weights, response_mask, log_prob.dtype)
-        selected = None
+        selected = kl_selected = None
+        if preset == "verl.kl_cov":
+            kl_selected = _kl_cov_selection(config, log_prob, advantages, response_mask)
         if preset == "verl.clip_cov":
             selected = _clip_cov_selection(spec, config, log_prob, old_log_prob, advantages, response_mask)
             keep = (~selected).to(log_prob.dtype)
@@ -212,9 +235,13 @@ def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> C
             response_mask,
             spec=spec,  # the preset with verl's options applied (selection: a spec field here, not a tensor)
             token_weights=weights,
+            selection=kl_selected,
         )
         values = torch.stack(list(out.metrics.values())).tolist() if out.metrics else []  # one device sync
         metrics: Dict[str, Any] = {_VERL_METRICS.get(n, "grpokit/" + n): v for n, v in zip(out.metrics, values)}
+        if kl_selected is not None:  # verl's kl_cov reports the mean |log r| as its ppo_kl
+            m = response_mask.to(log_prob.dtype)
+            metrics["actor/ppo_kl"] = float(((log_prob.detach() - old_log_prob).abs() * m).sum() / (m.sum() + 1e-8))
         if selected is not None:  # verl's clip_cov reports the share of selected tokens as its clip fraction
             metrics["actor/pg_clipfrac"] = (selected.sum() / (response_mask.sum() + 1e-8)).item()
         if diagnostics and spec.ratio == "token":
