@@ -27,6 +27,7 @@
 
 #include "grpokit/diagnostics.hpp"
 #include "grpokit/math/diagnostics.hpp"
+#include "grpokit/math/strided.hpp"
 #include "grpokit_cuda.hpp"
 #include "launch.cuh"
 #include "reduce.cuh"
@@ -62,63 +63,24 @@ enum StatPartial {
 enum SplitPartial { qStale2, qFresh2, qStaleFresh, qPrev2, qGrad2, qUGrad, kSplitSums };
 constexpr int kPartialCols = kStatSums + 2;  // ≥ kSplitSums + 1 (the split's first bad index)
 
-struct In {  // a 1-D array of any float dtype and stride
-  const void* p = nullptr;
-  DType dt = DType::Float32;
-  int64_t s = 0;
-};
-struct Out {  // float32/float64
-  void* p = nullptr;
-  bool f64 = true;
-  int64_t s = 0;
-};
-
-In in_of(const TensorView& v) {
-  In x;
-  if (!v.defined()) return x;
-  x.p = v.data;
-  x.dt = v.dtype;
-  x.s = v.strides[0];
-  return x;
-}
-Out out_of(const TensorView& v) {
-  Out x;
-  if (!v.defined()) return x;
-  x.p = v.data;
-  x.f64 = v.dtype == DType::Float64;
-  x.s = v.strides[0];
-  return x;
-}
-
-__device__ __forceinline__ double load(const In& x, int64_t j) {
-  const int64_t o = j * x.s;
-  switch (x.dt) {
-    case DType::Float64:
-      return static_cast<const double*>(x.p)[o];
-    case DType::Float32:
-      return static_cast<const float*>(x.p)[o];
-    case DType::BFloat16: {  // the high half of a float32
-      const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(x.p)[o]) << 16;
-      float f;
-      memcpy(&f, &bits, sizeof f);
-      return f;
-    }
-    case DType::Float16:
-#if defined(GRPOKIT_CUDA_EMULATE)
-      return static_cast<double>(static_cast<const _Float16*>(x.p)[o]);
-#else
-      return __half2float(static_cast<const __half*>(x.p)[o]);
-#endif
-    default:
-      return NAN;
-  }
-}
-
+// 1-D arrays of any float dtype and stride (grpokit/math/strided.hpp): element j at j·s0.
+using In = math::Strided;
+using Out = math::StridedOut;  // float32/float64
+In in_of(const TensorView& v) { return math::strided_of<In>(v); }
+Out out_of(const TensorView& v) { return math::strided_of<Out>(v); }
+__device__ __forceinline__ double load(const In& x, int64_t j) { return x.real(j); }
 __device__ __forceinline__ void store(const Out& x, int64_t j, double v) {
-  if (x.f64)
-    static_cast<double*>(x.p)[j * x.s] = v;
-  else
-    static_cast<float*>(x.p)[j * x.s] = static_cast<float>(v);
+  math::store_real(x.p, x.dt, x.at(j), v);
+}
+
+// Thread 0 writes the block's row of partials: its K sums, then the E other reductions.
+template <int K, int E>
+__device__ __forceinline__ void write_partial_row(double* partial, const double (&sums)[K],
+                                                  const double (&rest)[E]) {
+  if (threadIdx.x != 0) return;
+  double* row = partial + static_cast<int64_t>(blockIdx.x) * kPartialCols;
+  for (int c = 0; c < K; ++c) row[c] = sums[c];
+  for (int e = 0; e < E; ++e) row[K + e] = rest[e];
 }
 
 __device__ __forceinline__ bool finite(double x) { return x == x && x < INFINITY && x > -INFINITY; }
@@ -171,12 +133,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const StatsArgs a) {
   block_reduce(v, smem, Sum{}, 0.0);
   block_reduce(hi, smem, Max{}, 0.0);
   block_reduce(lo, smem, Min{}, static_cast<double>(INFINITY));
-  if (threadIdx.x == 0) {
-    double* row = a.partial + static_cast<int64_t>(blockIdx.x) * kPartialCols;
-    for (int c = 0; c < kStatSums; ++c) row[c] = v[c];
-    row[kStatSums] = hi[0];
-    row[kStatSums + 1] = lo[0];
-  }
+  write_partial_row(a.partial, v, {hi[0], lo[0]});
   if (!smem_hist) return;
   __syncthreads();
   for (int b = threadIdx.x; b < a.bins; b += blockDim.x)
@@ -197,18 +154,19 @@ __global__ void __launch_bounds__(kThreads) stats_finish_kernel(const StatsArgs 
   block_reduce(hi, smem, Max{}, 0.0);
   block_reduce(lo, smem, Min{}, static_cast<double>(INFINITY));
   if (threadIdx.x != 0) return;
-  double* o = a.out;
-  o[kAdamN] = static_cast<double>(a.n);
-  o[kAdamNZeroV] = v[pZeroV];
-  o[kAdamNRhoAbove] = v[pAbove];
-  o[kAdamSumU2] = v[pU2];
-  o[kAdamSumAbsU] = v[pAbsU];
-  o[kAdamSumAbsUElast] = v[pAbsUElast];
-  o[kAdamSumElast] = v[pElast];
-  o[kAdamSumU2Next] = v[pU2Next];
-  o[kAdamMaxRho] = hi[0];
-  o[kAdamMinRho] = lo[0];
-  for (int q = 0; q < a.n_phis; ++q) o[kAdamStatFields + q] = v[pPhi0 + q];
+  // counts are whole numbers summed in double: exact
+  const AdamStateSums sums{a.n,
+                           static_cast<int64_t>(v[pZeroV]),
+                           static_cast<int64_t>(v[pAbove]),
+                           v[pU2],
+                           v[pAbsU],
+                           v[pAbsUElast],
+                           v[pElast],
+                           v[pU2Next],
+                           hi[0],
+                           lo[0]};
+  write_stats(sums, a.out);
+  for (int q = 0; q < a.n_phis; ++q) a.out[kAdamStatFields + q] = v[pPhi0 + q];
 }
 
 // ---- the coming step's split ---------------------------------------------------------------------
@@ -245,11 +203,7 @@ __global__ void __launch_bounds__(kThreads) split_kernel(const SplitArgs a) {
   }
   block_reduce(v, smem, Sum{}, 0.0);
   block_reduce(bad, smem, Min{}, static_cast<double>(INFINITY));
-  if (threadIdx.x == 0) {
-    double* row = a.partial + static_cast<int64_t>(blockIdx.x) * kPartialCols;
-    for (int c = 0; c < kSplitSums; ++c) row[c] = v[c];
-    row[kSplitSums] = bad[0];
-  }
+  write_partial_row(a.partial, v, {bad[0]});
 }
 
 __global__ void __launch_bounds__(kThreads) split_finish_kernel(const SplitArgs a) {
@@ -264,15 +218,8 @@ __global__ void __launch_bounds__(kThreads) split_finish_kernel(const SplitArgs 
   block_reduce(v, smem, Sum{}, 0.0);
   block_reduce(bad, smem, Min{}, static_cast<double>(INFINITY));
   if (threadIdx.x != 0) return;
-  double* o = a.out;
-  o[kSplitN] = static_cast<double>(a.n);
-  o[kSplitStale2] = v[qStale2];
-  o[kSplitFresh2] = v[qFresh2];
-  o[kSplitStaleFresh] = v[qStaleFresh];
-  o[kSplitPrev2] = v[qPrev2];
-  o[kSplitGrad2] = v[qGrad2];
-  o[kSplitUGrad] = v[qUGrad];
-  o[kSplitFirstBad] = bad[0] < INFINITY ? bad[0] : -1.0;
+  const AdamStepSplit sp{a.n, v[qStale2], v[qFresh2], v[qStaleFresh], v[qPrev2], v[qGrad2], v[qUGrad]};
+  write_split(sp, bad[0] < INFINITY ? bad[0] : -1.0, a.out);
 }
 
 // ---- per-coordinate outputs ----------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "grpokit/math/logprobs.hpp"
+#include "grpokit/math/strided.hpp"
 #include "grpokit/tensor.hpp"
 #include "launch.cuh"
 
@@ -26,23 +27,14 @@ inline int threads_for(int64_t n) {
   return t;
 }
 
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-
+// float32 / bfloat16 / float16 elements to float and back (grpokit/math/strided.hpp).
 template <class T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
+__device__ __forceinline__ float to_float(T x) {
+  return math::to_compute(x);
 }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16(v);
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half(v);
+template <class T>
+__device__ __forceinline__ T from_float(float v) {
+  return math::from_compute<T>(v);
 }
 
 // Calls f(T{}) with T the device type of a float32 / bfloat16 / float16 array (host side).

@@ -39,7 +39,7 @@
 #include "common.cuh"
 #endif
 #include "grpokit/loss.hpp"
-#include "grpokit/math/flags.hpp"
+#include "grpokit/math/strided.hpp"
 #include "grpokit/math/loss_passes.hpp"
 #include "grpokit/math/metric_sums.hpp"
 #include "grpokit/loss_metrics.hpp"
@@ -206,10 +206,10 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   unsigned long long bad = kNoError;
   for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
     if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) {
-      if (g) g[ag.base + t * ag.step] = from_c<T>(C(0));
-      if (gh) gh[agh.base + t * agh.step] = from_c<T>(C(0));
-      if (pt) pt[apt.base + t * apt.step] = from_c<T>(C(0));
-      if (om) om[aom.base + t * aom.step] = from_c<T>(C(0));
+      if (g) g[ag.base + t * ag.step] = from_compute<T>(C(0));
+      if (gh) gh[agh.base + t * agh.step] = from_compute<T>(C(0));
+      if (pt) pt[apt.base + t * apt.step] = from_compute<T>(C(0));
+      if (om) om[aom.base + t * aom.step] = from_compute<T>(C(0));
       continue;
     }
     ti.logp = ld<T>(a.lp, al, t);
@@ -254,11 +254,12 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     v[1] += c * o.d_u;
     v[2] += c * o.omega_u;
     v[3] += c * o.d_hbar;
-    if (g) g[ag.base + t * ag.step] = from_c<T>(c * o.d_logp);
-    if (om) om[aom.base + t * aom.step] = from_c<T>(c * o.omega_direct);
-    if (pt) pt[apt.base + t * apt.step] = from_c<T>(o.phi);
+    if (g) g[ag.base + t * ag.step] = from_compute<T>(c * o.d_logp);
+    if (om) om[aom.base + t * aom.step] = from_compute<T>(c * o.omega_direct);
+    if (pt) pt[apt.base + t * apt.step] = from_compute<T>(o.phi);
     if (gh)
-      gh[agh.base + t * agh.step] = from_c<T>(s.entropy_coef != 0.0 && hk ? -C(s.entropy_coef) * cH : C(0));
+      gh[agh.base + t * agh.step] =
+          from_compute<T>(s.entropy_coef != 0.0 && hk ? -C(s.entropy_coef) * cH : C(0));
     if (hk) v[4] += h;
     if (f.use_is && !f.vespo) ms.add_is_weight(wis);
     ms.add_token(o, !a.per_row_ratio || t == first, ti.logp, ti.old_logp, h);
@@ -295,16 +296,16 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
       const C du = math::row_log_ratio_term<C>(s, l, lo, adv).d * scale_u;
       if (g) {
         T& x = g[ag.base + t * ag.step];
-        x = from_c<T>(to_c(x) + Gu * du);
+        x = from_compute<T>(to_compute(x) + Gu * du);
       }
       if (om) {
         T& x = om[aom.base + t * aom.step];
-        x = from_c<T>(to_c(x) + Wu * du);
+        x = from_compute<T>(to_compute(x) + Wu * du);
       }
     }
     if (f.gtpo_h && gh) {
       T& x = gh[agh.base + t * agh.step];
-      x = from_c<T>(to_c(x) + Gh);
+      x = from_compute<T>(to_compute(x) + Gh);
     }
   }
 }
@@ -325,7 +326,7 @@ __global__ void __launch_bounds__(kReduceThreads) finish_kernel(const Args a) {
   block_reduce(tot.min, smem, Min{}, static_cast<double>(INFINITY));
   block_reduce(tot.max, smem, Max{}, static_cast<double>(-INFINITY));
   if (threadIdx.x != 0) return;
-  *static_cast<T*>(a.loss) = from_c<T>(static_cast<typename Compute<T>::type>(loss[0]));
+  *static_cast<T*>(a.loss) = from_compute<T>(static_cast<typename Compute<T>::type>(loss[0]));
   if (!a.metrics) return;
   double vals[kNumMetrics];
   tot.finish(a.per_row_ratio, a.B, vals);
@@ -480,23 +481,8 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
   if (spec.top_entropy_quantile < 1.0)  // check_loss_args made entropies required
     a.esel = reinterpret_cast<SelectState*>(a.glob + kNumGlobal);
 
-#if defined(GRPOKIT_CUDA_EMULATE)
-  (void)stream;
-  if (in.logp.dtype == DType::Float32)
-    launch<float>(a, nullptr);
-  else if (in.logp.dtype == DType::Float64)
-    launch<double>(a, nullptr);
-#if defined(GRPOKIT_EMULATE_HALF)
-  else if (in.logp.dtype == DType::BFloat16)
-    launch<__nv_bfloat16>(a, nullptr);
-  else if (in.logp.dtype == DType::Float16)
-    launch<__half>(a, nullptr);
-#endif
-  else
-    type_error("emulation: float32/float64 only");
-#else
-  DeviceGuard guard(in.logp.device.index);
-  const cudaStream_t s = as_stream(stream);
+  GRPOKIT_DEVICE_GUARD(in.logp);
+  const Stream s = stream_of(stream);
   switch (in.logp.dtype) {
     case DType::Float32:
       launch<float>(a, s);
@@ -513,8 +499,7 @@ void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& 
     default:
       type_error("logp: unsupported dtype ", dtype_name(in.logp.dtype));
   }
-  check_launch("policy_loss");
-#endif
+  GRPOKIT_CHECK_LAUNCH("policy_loss");
 }
 
 }  // namespace cuda

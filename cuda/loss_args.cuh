@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include "grpokit/loss.hpp"
-#include "grpokit/math/flags.hpp"
+#include "grpokit/math/strided.hpp"
 #include "grpokit/math/metric_sums.hpp"
 #include "grpokit/loss_metrics.hpp"
 
@@ -83,37 +83,9 @@ struct Args {
 
 // ---- element access ------------------------------------------------------------------------------
 
-template <class T>
-struct Compute {
-  using type = float;
-};
-template <>
-struct Compute<double> {
-  using type = double;
-};
-
-__device__ __forceinline__ float to_c(float x) { return x; }
-__device__ __forceinline__ double to_c(double x) { return x; }
-template <class T>
-__device__ __forceinline__ T from_c(float v) {
-  return static_cast<T>(v);
-}
-template <class T>
-__device__ __forceinline__ T from_c(double v) {
-  return static_cast<T>(v);
-}
-#if !defined(GRPOKIT_CUDA_EMULATE) || defined(GRPOKIT_EMULATE_HALF)  // the emulator's host structs
-__device__ __forceinline__ float to_c(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_c(__half x) { return __half2float(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_c<__nv_bfloat16>(float v) {
-  return __float2bfloat16(v);
-}
-template <>
-__device__ __forceinline__ __half from_c<__half>(float v) {
-  return __float2half(v);
-}
-#endif
+using math::Compute;  // the arithmetic type of T, and the conversions to it and back
+using math::from_compute;
+using math::to_compute;
 
 struct RowRange {
   int64_t begin, len;
@@ -144,7 +116,7 @@ __device__ __forceinline__ RowAddr addr(const Args& a, int64_t s0, int64_t s1, i
 
 template <class T>
 __device__ __forceinline__ auto ld(const Arr& x, const RowAddr& ad, int64_t t) {
-  return to_c(static_cast<const T*>(x.p)[ad.base + t * ad.step]);
+  return to_compute(static_cast<const T*>(x.p)[ad.base + t * ad.step]);
 }
 
 using math::flag_at;

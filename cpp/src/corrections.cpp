@@ -40,18 +40,16 @@ void check_on(const TensorView& t, const char* name, const Device& dev) {
 void check_log_ratio_inputs(const TensorView& trn, const TensorView& smp, const TensorView& mask,
                             const Device& dev) {
   check_ndim(trn, "trainer_logp", {2});
-  const bool gpu = dev.type != DeviceType::CPU;  // the GPU reads half precision too
-  if (gpu)
-    check_dtype(trn, "trainer_logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
-  else
-    check_dtype(trn, "trainer_logp", {DType::Float32, DType::Float64});
-  check_on(trn, "trainer_logp", dev);
+  const auto check_logp = [&dev](const TensorView& v, const char* name) {
+    if (dev.type != DeviceType::CPU)  // the GPU reads half precision too
+      check_dtype(v, name, {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
+    else
+      check_dtype(v, name, {DType::Float32, DType::Float64});
+    check_on(v, name, dev);
+  };
+  check_logp(trn, "trainer_logp");
   check_shape_equal(smp, "sampler_logp", trn, "trainer_logp");
-  if (gpu)
-    check_dtype(smp, "sampler_logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
-  else
-    check_dtype(smp, "sampler_logp", {DType::Float32, DType::Float64});
-  check_on(smp, "sampler_logp", dev);
+  check_logp(smp, "sampler_logp");
   check_shape_equal(mask, "mask", trn, "trainer_logp");
   detail::check_mask_dtype(mask, "mask");
   check_on(mask, "mask", dev);

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "grpokit/math/strided.hpp"
+
 namespace grpokit {
 namespace cpu {
 
@@ -126,15 +128,9 @@ inline double store<double>(double v) {
   return v;
 }
 
-// The dtype the engine reports results in for logits of type In.
+// The dtype the engine reports results in for logits of type In: the compute type.
 template <class In>
-struct Real {
-  using type = float;
-};
-template <>
-struct Real<double> {
-  using type = double;
-};
+using Real = math::Compute<In>;
 
 // A constant hidden from the optimiser by an empty asm, for the bounds of clamps in hot loops.
 // With a visible constant, GCC threads the clamp's constant arm through the arithmetic after it;

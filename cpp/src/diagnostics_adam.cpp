@@ -121,31 +121,27 @@ AdamStateStats adam_state_stats_cpu(const TensorView& exp_avg, const TensorView&
   };
   const int64_t chunks = diag::num_chunks(n);
   std::vector<AdamStateStats> part(static_cast<size_t>(chunks), empty_stats());
-#if defined(GRPOKIT_HAVE_OPENMP)
-#pragma omp parallel for schedule(static) if (chunks > 1)
-#endif
-  for (int64_t c = 0; c < chunks; ++c) {
+  diag::for_each_chunk(n, chunks, [&](int64_t c, int64_t j) {
     AdamStateStats& st = part[static_cast<size_t>(c)];
-    for (int64_t j = diag::chunk_begin(c, n, chunks); j < diag::chunk_begin(c + 1, n, chunks); ++j) {
-      const math::AdamCoordinate x =
-          math::adam_coordinate(load_float(exp_avg, j * sm), load_float(exp_avg_sq, j * sv), k);
-      if (x.rho_above) ++st.n_rho_above;
-      st.sum_elast += x.elast;
-      if (x.zero_v) {
-        ++st.n_zero_v;
-        continue;  // m = 0 there too: no step, no next step
-      }
-      st.sum_u2 += x.u * x.u;
-      st.sum_abs_u += std::fabs(x.u);
-      st.sum_abs_u_elast += std::fabs(x.u) * x.elast;
-      for (size_t q = 0; q < phis.size(); ++q)
-        st.sum_abs_u_phi[q] += std::fabs(math::adam_update_from_sqrt(x.mhat, x.sqrt_vhat, hp.eps, phis[q]));
-      st.sum_u2_next += x.u_next * x.u_next;
-      st.max_rho = std::max(st.max_rho, x.rho);
-      st.min_rho = std::min(st.min_rho, x.rho);
-      ++st.hist[static_cast<size_t>(x.bin)];
+    const math::AdamCoordinate x =
+        math::adam_coordinate(load_float(exp_avg, j * sm), load_float(exp_avg_sq, j * sv), k);
+    if (x.rho_above) ++st.n_rho_above;
+    st.sum_elast += x.elast;
+    if (x.zero_v) {
+      ++st.n_zero_v;
+      return true;  // m = 0 there too: no step, no next step
     }
-  }
+    st.sum_u2 += x.u * x.u;
+    st.sum_abs_u += std::fabs(x.u);
+    st.sum_abs_u_elast += std::fabs(x.u) * x.elast;
+    for (size_t q = 0; q < phis.size(); ++q)
+      st.sum_abs_u_phi[q] += std::fabs(math::adam_update_from_sqrt(x.mhat, x.sqrt_vhat, hp.eps, phis[q]));
+    st.sum_u2_next += x.u_next * x.u_next;
+    st.max_rho = std::max(st.max_rho, x.rho);
+    st.min_rho = std::min(st.min_rho, x.rho);
+    ++st.hist[static_cast<size_t>(x.bin)];
+    return true;
+  });
   AdamStateStats st = empty_stats();
   st.n = n;
   for (const AdamStateStats& p : part) {
@@ -207,30 +203,26 @@ AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& e
   const int64_t chunks = diag::num_chunks(n);
   std::vector<AdamStepSplit> part(static_cast<size_t>(chunks));
   std::vector<int64_t> bad(static_cast<size_t>(chunks), -1);  // first non-finite gradient per chunk
-#if defined(GRPOKIT_HAVE_OPENMP)
-#pragma omp parallel for schedule(static) if (chunks > 1)
-#endif
-  for (int64_t c = 0; c < chunks; ++c) {
+  diag::for_each_chunk(n, chunks, [&](int64_t c, int64_t j) {
     AdamStepSplit& sp = part[static_cast<size_t>(c)];
-    for (int64_t j = diag::chunk_begin(c, n, chunks); j < diag::chunk_begin(c + 1, n, chunks); ++j) {
-      const double m = load_float(exp_avg, j * exp_avg.strides[0]);
-      const double v = load_float(exp_avg_sq, j * exp_avg_sq.strides[0]);
-      double g = load_float(grad, j * grad.strides[0]);
-      if (param.defined()) g += l2 * load_float(param, j * param.strides[0]);
-      if (!std::isfinite(g)) {
-        bad[static_cast<size_t>(c)] = j;
-        break;
-      }
-      const math::AdamSplitTerm x = math::adam_split_term(m, v, g, k);
-      sp.prev2 += x.prev * x.prev;
-      sp.grad2 += g * g;
-      if (!x.step) continue;
-      sp.stale2 += x.us * x.us;
-      sp.fresh2 += x.uf * x.uf;
-      sp.stale_fresh += x.us * x.uf;
-      sp.u_grad += (x.us + x.uf) * g;
+    const double m = load_float(exp_avg, j * exp_avg.strides[0]);
+    const double v = load_float(exp_avg_sq, j * exp_avg_sq.strides[0]);
+    double g = load_float(grad, j * grad.strides[0]);
+    if (param.defined()) g += l2 * load_float(param, j * param.strides[0]);
+    if (!std::isfinite(g)) {
+      bad[static_cast<size_t>(c)] = j;
+      return false;
     }
-  }
+    const math::AdamSplitTerm x = math::adam_split_term(m, v, g, k);
+    sp.prev2 += x.prev * x.prev;
+    sp.grad2 += g * g;
+    if (!x.step) return true;
+    sp.stale2 += x.us * x.us;
+    sp.fresh2 += x.uf * x.uf;
+    sp.stale_fresh += x.us * x.uf;
+    sp.u_grad += (x.us + x.uf) * g;
+    return true;
+  });
   for (int64_t j : bad)
     if (j >= 0)
       value_error("grad: element ", j, " is ", load_float(grad, j * grad.strides[0]),
@@ -253,16 +245,7 @@ void adam_state_stats_into_cpu(const TensorView& exp_avg, const TensorView& exp_
   const AdamStateStats st =
       adam_state_stats_cpu(exp_avg, exp_avg_sq, hp, rho_threshold, hist_lo, hist_hi, out_hist.shape[0], phis);
   double* o = out_stats.ptr<double>();
-  o[kAdamN] = static_cast<double>(st.n);
-  o[kAdamNZeroV] = static_cast<double>(st.n_zero_v);
-  o[kAdamNRhoAbove] = static_cast<double>(st.n_rho_above);
-  o[kAdamSumU2] = st.sum_u2;
-  o[kAdamSumAbsU] = st.sum_abs_u;
-  o[kAdamSumAbsUElast] = st.sum_abs_u_elast;
-  o[kAdamSumElast] = st.sum_elast;
-  o[kAdamSumU2Next] = st.sum_u2_next;
-  o[kAdamMaxRho] = st.max_rho;
-  o[kAdamMinRho] = st.min_rho;
+  write_stats(st, o);
   for (size_t q = 0; q < phis.size(); ++q) o[kAdamStatFields + q] = st.sum_abs_u_phi[q];
   std::copy(st.hist.begin(), st.hist.end(), out_hist.ptr<int64_t>());
 }
@@ -273,15 +256,7 @@ void adam_step_split_into_cpu(const TensorView& exp_avg, const TensorView& exp_a
   check_adam_state(exp_avg, exp_avg_sq, hp, false, false);
   check_adam_split_output(out, exp_avg_sq, false);
   const AdamStepSplit sp = adam_step_split_cpu(exp_avg, exp_avg_sq, grad, param, l2, hp);
-  double* o = out.ptr<double>();
-  o[kSplitN] = static_cast<double>(sp.n);
-  o[kSplitStale2] = sp.stale2;
-  o[kSplitFresh2] = sp.fresh2;
-  o[kSplitStaleFresh] = sp.stale_fresh;
-  o[kSplitPrev2] = sp.prev2;
-  o[kSplitGrad2] = sp.grad2;
-  o[kSplitUGrad] = sp.u_grad;
-  o[kSplitFirstBad] = -1.0;  // the CPU engine raised instead
+  write_split(sp, -1.0, out.ptr<double>());  // no first bad element: the CPU engine raised instead
 }
 
 }  // namespace grpokit

@@ -51,7 +51,7 @@ ClipRegionStats clip_region_cpu(const TensorView& ratios, const TensorView& adva
     for (int64_t t = 0; t < T; ++t) {
       double& e = ex[at(out_excess, i, t)];
       e = 0.0;
-      if (has_mask && load_int(mask, at(mask, i, t)) == 0) continue;
+      if (has_mask && !diag::load_mask(mask, at(mask, i, t))) continue;
       const double s = load_float(ratios, at(ratios, i, t));
       if (!std::isfinite(s))
         value_error("ratios: element (", i, ", ", t, ") is ", s,
@@ -119,7 +119,7 @@ void loss_decomposition_cpu(const TensorView& alpha, const TensorView& ratios, c
       const double A = adv[i];
       double Om = 0.0;
       for (int64_t t = 0; t < T; ++t) {
-        if (has_mask && load_int(mask, at(mask, i, t)) == 0) continue;
+        if (has_mask && !diag::load_mask(mask, at(mask, i, t))) continue;
         const double a = finite(load_float(alpha, at(alpha, i, t)), "alpha", i, t);
         Om += a;
         if (ratios.defined()) {

@@ -21,7 +21,7 @@ std::vector<double> read_advantages(const TensorView& advantages, int64_t B) {
 
 bool check_mask(const TensorView& mask, const TensorView& ref, const char* ref_name) {
   if (!mask.defined()) return false;
-  check_dtype(mask, "mask", kMaskTypes);
+  check_dtype(mask, "mask", math::kFlagDTypes);
   check_shape_equal(mask, "mask", ref, ref_name);
   check_cpu(mask, "mask");
   return true;

@@ -5,34 +5,19 @@
 #include <cstdint>
 #include <vector>
 
+#include "grpokit/math/strided.hpp"
 #include "grpokit/tensor.hpp"
 
 namespace grpokit {
 namespace diag {
 
-inline double load_float(const TensorView& t, int64_t off) {
-  return t.dtype == DType::Float32 ? static_cast<double>(t.ptr<const float>()[off])
-                                   : t.ptr<const double>()[off];
-}
-
-inline int64_t load_int(const TensorView& t, int64_t off) {
-  switch (t.dtype) {
-    case DType::Int32:
-      return t.ptr<const int32_t>()[off];
-    case DType::Int64:
-      return t.ptr<const int64_t>()[off];
-    case DType::Int8:
-      return t.ptr<const int8_t>()[off];
-    default:
-      return t.ptr<const uint8_t>()[off];  // Bool, UInt8
-  }
-}
-
+// Element `off` of a float view as double, of an integer view as int64; a mask element (any dtype of
+// math::kFlagDTypes, set when nonzero); a float store.
+inline double load_float(const TensorView& t, int64_t off) { return math::load_real(t.data, t.dtype, off); }
+inline int64_t load_int(const TensorView& t, int64_t off) { return math::load_int(t.data, t.dtype, off); }
+inline bool load_mask(const TensorView& m, int64_t off) { return math::flag_at(m.data, m.dtype, off); }
 inline void store_float(const TensorView& t, int64_t off, double x) {
-  if (t.dtype == DType::Float32)
-    t.ptr<float>()[off] = static_cast<float>(x);
-  else
-    t.ptr<double>()[off] = x;
+  math::store_real(t.data, t.dtype, off, x);
 }
 
 // Per-coordinate passes over parameter-sized arrays are split into a fixed number of chunks that
@@ -43,11 +28,20 @@ inline int64_t num_chunks(int64_t n) {
   return n / per < 1 ? 1 : (n / per > 256 ? 256 : n / per);
 }
 inline int64_t chunk_begin(int64_t c, int64_t n, int64_t chunks) { return c * n / chunks; }
+// body(c, j) for each coordinate j of each chunk c, the chunks in parallel; body returns false to
+// end its chunk early.
+template <class F>
+void for_each_chunk(int64_t n, int64_t chunks, F&& body) {
+#if defined(GRPOKIT_HAVE_OPENMP)
+#pragma omp parallel for schedule(static) if (chunks > 1)
+#endif
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t j = chunk_begin(c, n, chunks); j < chunk_begin(c + 1, n, chunks); ++j)
+      if (!body(c, j)) break;
+}
 
 constexpr std::initializer_list<DType> kFloatTypes = {DType::Float32, DType::Float64};
 constexpr std::initializer_list<DType> kIdTypes = {DType::Int32, DType::Int64};
-constexpr std::initializer_list<DType> kMaskTypes = {DType::Bool, DType::UInt8, DType::Int8, DType::Int32,
-                                                     DType::Int64};
 
 // A (B,) float vector, checked finite, as float64.
 std::vector<double> read_advantages(const TensorView& advantages, int64_t B);

@@ -44,7 +44,7 @@ struct Writer {
   bool has_mask;
 
   bool valid(int64_t row, int64_t t) const {
-    return !has_mask || load_int(mask, lay.offset(mask, row, t)) != 0;
+    return !has_mask || diag::load_mask(mask, lay.offset(mask, row, t));
   }
   double weight(int64_t row, int64_t t) const {  // ω, 0 at masked positions (never read there)
     return valid(row, t) ? load_float(omega, lay.offset(omega, row, t)) : 0.0;

@@ -6,59 +6,31 @@
 #include <unordered_map>
 #include <vector>
 
+#include "grpokit/math/strided.hpp"
 #include "grpokit/tensor.hpp"
 
 namespace grpokit {
 namespace detail {
 
-// Element (i) of a 1-D or (i, j) of a 2-D float32/float64 view, as double.
+// Element (i) of a 1-D or (i, j) of a 2-D view: a float as double, an integer, a mask (selected when
+// nonzero; math/strided.hpp holds the one dtype policy). Masks select, never multiply.
+inline int64_t offset_of(const TensorView& t, int64_t i, int64_t j) {
+  return i * t.strides[0] + (t.ndim > 1 ? j * t.strides[1] : 0);
+}
 inline double read_real(const TensorView& t, int64_t i, int64_t j = 0) {
-  const int64_t off = i * t.strides[0] + (t.ndim > 1 ? j * t.strides[1] : 0);
-  return t.dtype == DType::Float32 ? static_cast<double>(t.ptr<const float>()[off])
-                                   : t.ptr<const double>()[off];
+  return math::load_real(t.data, t.dtype, offset_of(t, i, j));
 }
-
-// Element of an integer view (int32/int64) as int64.
 inline int64_t read_int(const TensorView& t, int64_t i) {
-  const int64_t off = i * t.strides[0];
-  return t.dtype == DType::Int32 ? static_cast<int64_t>(t.ptr<const int32_t>()[off])
-                                 : t.ptr<const int64_t>()[off];
+  return math::load_int(t.data, t.dtype, i * t.strides[0]);
 }
-
-// A mask element (bool, integer or float): selected when non-zero. Masks select, never multiply.
 inline bool read_mask(const TensorView& m, int64_t i, int64_t j) {
-  const int64_t off = i * m.strides[0] + j * m.strides[1];
-  switch (m.dtype) {
-    case DType::Bool:
-    case DType::UInt8:
-      return m.ptr<const uint8_t>()[off] != 0;
-    case DType::Int8:
-      return m.ptr<const int8_t>()[off] != 0;
-    case DType::Int32:
-      return m.ptr<const int32_t>()[off] != 0;
-    case DType::Int64:
-      return m.ptr<const int64_t>()[off] != 0;
-    case DType::Float32:
-      return m.ptr<const float>()[off] != 0.0f;
-    case DType::Float64:
-      return m.ptr<const double>()[off] != 0.0;
-    default:
-      return false;
-  }
+  return math::flag_at(m.data, m.dtype, offset_of(m, i, j));
 }
-
 inline void check_mask_dtype(const TensorView& m, const char* name) {
-  check_dtype(
-      m, name,
-      {DType::Bool, DType::UInt8, DType::Int8, DType::Int32, DType::Int64, DType::Float32, DType::Float64});
+  check_dtype(m, name, math::kFlagDTypes);
 }
-
 inline void write_real(const TensorView& t, int64_t i, int64_t j, double v) {
-  const int64_t off = i * t.strides[0] + (t.ndim > 1 ? j * t.strides[1] : 0);
-  if (t.dtype == DType::Float32)
-    t.ptr<float>()[off] = static_cast<float>(v);
-  else
-    t.ptr<double>()[off] = v;
+  math::store_real(t.data, t.dtype, offset_of(t, i, j), v);
 }
 
 // Members of each group in row order (CSR), whatever way the groups were given.

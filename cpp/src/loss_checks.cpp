@@ -5,6 +5,7 @@
 
 #include "grpokit/loss.hpp"
 #include "grpokit/loss_metrics.hpp"
+#include "grpokit/math/strided.hpp"
 
 namespace grpokit {
 namespace {
@@ -34,11 +35,7 @@ std::vector<int> metric_ids(const LossSpec& s, const LossInputs& in) {
   return ids;
 }
 
-void check_flags(const TensorView& v, const char* name) {
-  check_dtype(
-      v, name,
-      {DType::Bool, DType::UInt8, DType::Int8, DType::Int32, DType::Int64, DType::Float32, DType::Float64});
-}
+void check_flags(const TensorView& v, const char* name) { check_dtype(v, name, math::kFlagDTypes); }
 
 }  // namespace
 

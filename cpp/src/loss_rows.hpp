@@ -7,7 +7,7 @@
 
 #include "grpokit/error.hpp"
 #include "grpokit/loss.hpp"
-#include "grpokit/math/flags.hpp"
+#include "grpokit/math/strided.hpp"
 #include "grpokit/tensor.hpp"
 
 namespace grpokit {

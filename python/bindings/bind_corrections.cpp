@@ -28,6 +28,14 @@ CorrectionArrays import_correction_arrays(py::object trainer_logp, py::object sa
           import_array(workspace, "workspace", stream, true)};
 }
 
+// The enumerator named `got`, one of two (the error names the argument and both choices).
+template <class E>
+E one_of(const char* arg, const std::string& got, const char* a, E ea, const char* b, E eb) {
+  if (got == a) return ea;
+  if (got != b) value_error(arg, ": expected one of '", a, "', '", b, "', got '", got, "'");
+  return eb;
+}
+
 }  // namespace
 
 void bind_corrections(py::module_& m, const Backend& backend) {
@@ -40,18 +48,8 @@ void bind_corrections(py::module_& m, const Backend& backend) {
                 double clip_max, double log_clamp, bool batch_normalize, py::object workspace,
                 std::intptr_t stream) {
         ImportanceOptions opt;
-        if (level == "token")
-          opt.level = IsLevel::Token;
-        else if (level == "sequence")
-          opt.level = IsLevel::Sequence;
-        else
-          value_error("level: expected one of 'token', 'sequence', got '", level, "'");
-        if (mode == "truncate")
-          opt.mode = IsMode::Truncate;
-        else if (mode == "mask")
-          opt.mode = IsMode::Mask;
-        else
-          value_error("mode: expected one of 'truncate', 'mask', got '", mode, "'");
+        opt.level = one_of("level", level, "token", IsLevel::Token, "sequence", IsLevel::Sequence);
+        opt.mode = one_of("mode", mode, "truncate", IsMode::Truncate, "mask", IsMode::Mask);
         opt.clip_min = clip_min;
         opt.clip_max = clip_max;
         opt.log_clamp = log_clamp;

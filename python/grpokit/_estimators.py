@@ -59,6 +59,12 @@ def _info(name, engine, kind, peer, summary, defaults=None, inputs=(), required=
 
 
 _GROUP_STD = {"baseline": "mean", "std": "none", "std_scope": "group", "epsilon": 0.0}
+# The optimal token baseline's defaults, inputs and required inputs (whole rows or selected tokens).
+_OTB_OPTIONS = (
+    {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
+    ("mask", "logp", "sum_pi_squared", "is_weights", "logprobs"),
+    ("mask", "logp", "sum_pi_squared"),
+)
 
 ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType(
     {
@@ -165,9 +171,7 @@ ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType(
                 "token",
                 "verl optimal_token_baseline",
                 "A_t = G_t − Σ_j G_jt W_jt / Σ_j W_jt, W = cumulative 1 − 2π + Σπ² (× ρ²)",
-                {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
-                ("mask", "logp", "sum_pi_squared", "is_weights", "logprobs"),
-                ("mask", "logp", "sum_pi_squared"),
+                *_OTB_OPTIONS,
             ),
             _info(
                 "tir_optimal_token_baseline",
@@ -175,9 +179,7 @@ ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType(
                 "token",
                 "verl tir_optimal_token_baseline",
                 "the optimal token baseline over each row's selected tokens only (multi-turn: gaps removed)",
-                {"handle_zero_tail": True, "epsilon": 1e-8, "return_returns": False},
-                ("mask", "logp", "sum_pi_squared", "is_weights", "logprobs"),
-                ("mask", "logp", "sum_pi_squared"),
+                *_OTB_OPTIONS,
             ),
         )
     }

@@ -240,6 +240,8 @@ _CENTRED = {"std": "none", "epsilon": 0.0, "std_scope": "group"}  # centred rewa
 _PAPER_STD = {"std": "population", "epsilon": 0.0, "std_scope": "group"}  # Table 1 rows whose α carries 1/σ
 _TRL_ADV = {"std": "sample", "epsilon": 1e-4, "std_scope": "group"}  # TRL scale_rewards="group"
 _VERL_ADV = {"std": "sample", "epsilon": 1e-6, "std_scope": "group"}  # verl norm_adv_by_std_in_grpo=True
+# GSPO and GSPO-token share the paper's aggregation, clip range and advantages; they differ in the ratio.
+_GSPO = {"aggregation": "seq_mean_token_mean", "epsilon_low": 3e-4, "epsilon_high": 4e-4, "advantages": _PAPER_STD}
 
 
 @dataclass(frozen=True)
@@ -295,20 +297,14 @@ _PAPER = [
     _p(
         "paper.gspo",
         "GSPO: sequence ratio (geometric mean), clipped per sequence, α = 1/(G|o_i|σ)",
-        aggregation="seq_mean_token_mean",
         ratio="sequence",
-        epsilon_low=3e-4,
-        epsilon_high=4e-4,
-        advantages=_PAPER_STD,
+        **_GSPO,
     ),
     _p(
         "paper.gspo_token",
         "GSPO-token: sg[s_i/π]·π (value s_i, gradient s_i·∇log π_t), α = 1/(G|o_i|σ)",
-        aggregation="seq_mean_token_mean",
         ratio="sequence_token",
-        epsilon_low=3e-4,
-        epsilon_high=4e-4,
-        advantages=_PAPER_STD,
+        **_GSPO,
     ),
     _p(
         "paper.gtpo",

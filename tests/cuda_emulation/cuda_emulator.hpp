@@ -217,3 +217,27 @@ void emulate_flat(G grid_arg, B block_arg, F&& kernel) {
     }
   }
 }
+
+// ---- element types of the test data ---------------------------------------------------------------
+
+#include <type_traits>
+
+#include "grpokit/math/strided.hpp"
+
+// The DType of an element type, and values through its compute type (math/strided.hpp: the kernels'
+// own conversions, rounded to nearest even).
+template <class S>
+grpokit::DType dtype_of() {
+  if constexpr (std::is_same_v<S, double>) return grpokit::DType::Float64;
+  if constexpr (std::is_same_v<S, float>) return grpokit::DType::Float32;
+  if constexpr (std::is_same_v<S, __nv_bfloat16>) return grpokit::DType::BFloat16;
+  return grpokit::DType::Float16;
+}
+template <class S>
+double to_d(S x) {
+  return static_cast<double>(grpokit::math::to_compute(x));
+}
+template <class S>
+S from_d(double v) {
+  return grpokit::math::from_compute<S>(static_cast<typename grpokit::math::Compute<S>::type>(v));
+}

@@ -44,11 +44,6 @@ bool compare(const std::string& what, const std::vector<A>& want, const std::vec
   return bad == 0;
 }
 
-template <class R>
-DType dtype_of() {
-  return sizeof(R) == 4 ? DType::Float32 : DType::Float64;
-}
-
 struct Shape {
   int64_t B, T, G;  // G > 0: contiguous groups of G; G = 0: uneven group ids (i mod 4)
 };

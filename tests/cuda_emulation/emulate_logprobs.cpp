@@ -132,38 +132,6 @@ void compare(const char* what, const std::vector<float>& cpu, const std::vector<
   if (bad) ++g_failures;
 }
 
-template <class H>
-H to_half(float v);
-template <>
-float to_half<float>(float v) {
-  return v;
-}
-template <>
-__nv_bfloat16 to_half<__nv_bfloat16>(float v) {
-  return __float2bfloat16(v);
-}
-template <>
-__half to_half<__half>(float v) {
-  return __float2half(v);
-}
-inline float to_f(float v) { return v; }
-inline float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-inline float to_f(__half v) { return __half2float(v); }
-template <class H>
-DType dtype_of();
-template <>
-DType dtype_of<float>() {
-  return DType::Float32;
-}
-template <>
-DType dtype_of<__nv_bfloat16>() {
-  return DType::BFloat16;
-}
-template <>
-DType dtype_of<__half>() {
-  return DType::Float16;
-}
-
 // A workspace as the Python layer allocates it: a fresh framework buffer, 256-byte aligned.
 struct Workspace {
   std::vector<unsigned char> raw;
@@ -188,13 +156,13 @@ void check_logits(const char* name, int64_t N, int64_t V, int64_t pad, int64_t o
   std::mt19937 gen(static_cast<unsigned>(N * 7919 + V * 31 + pad + kind));
   std::normal_distribution<float> nd(0.0f, 3.0f);
   const int64_t stride = V + pad;
-  std::vector<H> x(static_cast<size_t>(offset + N * stride), to_half<H>(0.0f));
+  std::vector<H> x(static_cast<size_t>(offset + N * stride), from_d<H>(0.0f));
   for (int64_t r = 0; r < N; ++r)
     for (int64_t v = 0; v < V; ++v) {
       float z = nd(gen);
       if (kind == 1 && v % 5 == 0) z = (v % 10 == 0) ? 1e4f : -1e4f;  // extreme logits
       if (kind == 2 && v % 3 != 0) z = -INFINITY;                      // mostly −inf
-      x[offset + r * stride + v] = to_half<H>(z);
+      x[offset + r * stride + v] = from_d<H>(z);
     }
   std::vector<int64_t> ids(static_cast<size_t>(N));
   for (int64_t r = 0; r < N; ++r) ids[r] = kind == 2 ? (r * 3) % V : static_cast<int64_t>(gen() % V);
@@ -232,7 +200,7 @@ void check_logits(const char* name, int64_t N, int64_t V, int64_t pad, int64_t o
   std::vector<H> g[2];
   for (int k = 0; k < 2; ++k) {
     const DeviceType d = k == 0 ? DeviceType::CPU : DeviceType::CUDA;
-    g[k].assign(static_cast<size_t>(N * V), to_half<H>(-7.0f));
+    g[k].assign(static_cast<size_t>(N * V), from_d<H>(-7.0f));
     const TokenLogprobArgs in{on(xv, d), on(idv, d), temperature};
     auto v = [&](std::vector<float>& a) { return on(make_view(a.data(), DType::Float32, {N}), d); };
     const TensorView gv = on(make_view(g[k].data(), dtype_of<H>(), {N, V}), d);
@@ -242,7 +210,7 @@ void check_logits(const char* name, int64_t N, int64_t V, int64_t pad, int64_t o
       cuda::token_logprobs_backward(in, v(out[0][2]), v(out[0][1]), v(ga), v(gb), gv, 0);
   }
   std::vector<float> g0, g1;
-  for (int64_t i = 0; i < N * V; ++i) g0.push_back(to_f(g[0][i])), g1.push_back(to_f(g[1][i]));
+  for (int64_t i = 0; i < N * V; ++i) g0.push_back(to_d(g[0][i])), g1.push_back(to_d(g[1][i]));
   std::snprintf(what, sizeof what, "%s grad N=%lld V=%lld kind=%d", name, (long long)N, (long long)V, kind);
   // 16-bit gradients: one rounding; ±1e4 logits: the kernels' z − lse is good to a few ulps of
   // 1e4/τ, an error in p ≤ 1 (so an absolute bound), while the CPU engine recomputes the row's
@@ -284,8 +252,8 @@ void check_linear(const char* name, int64_t N, int64_t Hd, int64_t V, int64_t ch
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<H> h(N * Hd), w(V * wstride);
   std::vector<float> hf(N * Hd), wf(V * wstride);
-  for (int64_t i = 0; i < N * Hd; ++i) h[i] = to_half<H>(nd(gen)), hf[i] = to_f(h[i]);
-  for (int64_t i = 0; i < V * wstride; ++i) w[i] = to_half<H>(nd(gen) * 0.7f), wf[i] = to_f(w[i]);
+  for (int64_t i = 0; i < N * Hd; ++i) h[i] = from_d<H>(nd(gen)), hf[i] = to_d(h[i]);
+  for (int64_t i = 0; i < V * wstride; ++i) w[i] = from_d<H>(nd(gen) * 0.7f), wf[i] = to_d(w[i]);
   auto hid = [&](void* p, DType dt) {
     TensorView v = make_view(p, dt, {N, Hd});
     if (layout == 1 && N == 1) v.strides[0] = 1;

@@ -118,38 +118,6 @@ Batch<T> make_batch(int64_t B, int64_t L, bool packed, bool token_adv, unsigned 
   return b;
 }
 
-// Storage types of the emulated run: T itself, or a half type holding the same values.
-template <class S>
-double to_d(S x) {
-  return static_cast<double>(x);
-}
-double to_d(__nv_bfloat16 x) { return __bfloat162float(x); }
-double to_d(__half x) { return __half2float(x); }
-template <class S>
-S from_f(double v) {
-  return static_cast<S>(v);
-}
-template <>
-__nv_bfloat16 from_f<__nv_bfloat16>(double v) {
-  return __float2bfloat16(static_cast<float>(v));
-}
-template <>
-__half from_f<__half>(double v) {
-  return __float2half(static_cast<float>(v));
-}
-template <class S>
-DType dtype_of() {
-  return sizeof(S) == 8 ? DType::Float64 : DType::Float32;
-}
-template <>
-DType dtype_of<__nv_bfloat16>() {
-  return DType::BFloat16;
-}
-template <>
-DType dtype_of<__half>() {
-  return DType::Float16;
-}
-
 // The CPU engine runs on T; the kernels on S (= T, or bfloat16/float16 with T = float: the inputs are
 // rounded to S first, so both see the same values). rtol/afrac apply to metrics (computed in T by the
 // kernels), out_rtol/out_afrac to the outputs stored in S.
@@ -165,7 +133,7 @@ int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, 
   std::vector<S> sf[7];
   for (int k = 0; k < 7; ++k) {
     for (T& x : *fields[k]) {
-      sf[k].push_back(from_f<S>(x));
+      sf[k].push_back(from_d<S>(x));
       x = static_cast<T>(to_d(sf[k].back()));
     }
   }
@@ -213,7 +181,7 @@ int run_case(const Case& c, int64_t B, int64_t T_, bool packed, bool token_adv, 
   LossOutputs out[2];
   auto fill = [&](auto& o, DType d, LossOutputs& lo, std::vector<double>& m) {
     using V = typename std::decay_t<decltype(o.g)>::value_type;
-    const V junk = from_f<V>(-7.0);
+    const V junk = from_d<V>(-7.0);
     o.loss.assign(1, junk);
     o.g.assign(N, junk);
     o.gh.assign(N, junk);

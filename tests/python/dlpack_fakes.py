@@ -35,30 +35,28 @@ class DLPackVersion(ctypes.Structure):
     _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32)]
 
 
-class DLManagedTensorVersioned(ctypes.Structure):
-    pass
+def _managed_tensor(name, fields):
+    """A managed-tensor struct and its deleter type (a function of a pointer to the struct itself);
+    the field typed None is the deleter."""
+    struct = type(name, (ctypes.Structure,), {})
+    deleter = ctypes.CFUNCTYPE(None, ctypes.POINTER(struct))
+    struct._fields_ = [(n, deleter if t is None else t) for n, t in fields]
+    return struct, deleter
 
 
-VERSIONED_DELETER = ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensorVersioned))
-DLManagedTensorVersioned._fields_ = [
-    ("version", DLPackVersion),
-    ("manager_ctx", ctypes.c_void_p),
-    ("deleter", VERSIONED_DELETER),
-    ("flags", ctypes.c_uint64),
-    ("dl_tensor", DLTensor),
-]
-
-
-class DLManagedTensor(ctypes.Structure):
-    pass
-
-
-LEGACY_DELETER = ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensor))
-DLManagedTensor._fields_ = [
-    ("dl_tensor", DLTensor),
-    ("manager_ctx", ctypes.c_void_p),
-    ("deleter", LEGACY_DELETER),
-]
+DLManagedTensorVersioned, VERSIONED_DELETER = _managed_tensor(
+    "DLManagedTensorVersioned",
+    [
+        ("version", DLPackVersion),
+        ("manager_ctx", ctypes.c_void_p),
+        ("deleter", None),
+        ("flags", ctypes.c_uint64),
+        ("dl_tensor", DLTensor),
+    ],
+)
+DLManagedTensor, LEGACY_DELETER = _managed_tensor(
+    "DLManagedTensor", [("dl_tensor", DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", None)]
+)
 
 _PyCapsule_New = ctypes.pythonapi.PyCapsule_New
 _PyCapsule_New.restype = ctypes.py_object

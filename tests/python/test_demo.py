@@ -15,6 +15,25 @@ from grpokit.cli import main  # noqa: E402
 TINY = ["--steps", "3", "--mu", "2", "-G", "4", "--prompts", "2", "--max-len", "5", "--no-progress"]
 
 
+def tiny(**over):
+    """demo.run_demo's keywords for a tiny budget (no progress, no plots), `over` on top."""
+    return {"group_size": 4, "prompts_per_step": 2, "max_len": 4, "progress": False, "plots": False, **over}
+
+
+def tiny_run(eps_dominance, length_weight_corr):
+    """A two-step VariantRun whose length grows by 2."""
+    return demo.VariantRun(
+        "x",
+        reward=[0.0, 1.0],
+        length=[2.0, 4.0],
+        clip_fraction=[[0.0, 0.5]] * 2,
+        overshoot=[0.1, 0.3],
+        eps_dominance=eps_dominance,
+        momentum_ratio=[1.0, 1.0],
+        length_weight_corr=length_weight_corr,
+    )
+
+
 def test_cli_demo_tiny_budget(tmp_path, capsys):
     out = tmp_path / "plots"
     rc = main(["demo", *TINY, "--variants", "trl.grpo", "paper.gspo", "--out", str(out)])
@@ -58,17 +77,7 @@ def test_cli_help_lists_the_commands(capsys):
 
 
 def test_run_demo_history_and_determinism(tmp_path):
-    kw = dict(
-        variants=["trl.dapo"],
-        steps=3,
-        inner_steps=3,
-        group_size=4,
-        prompts_per_step=2,
-        max_len=5,
-        progress=False,
-        plots=False,
-        out_dir=str(tmp_path),
-    )
+    kw = tiny(variants=["trl.dapo"], steps=3, inner_steps=3, max_len=5, out_dir=str(tmp_path))
     (run,), paths = demo.run_demo(**kw)
     assert paths == [] and not os.listdir(tmp_path)
     assert len(run.reward) == len(run.length) == len(run.overshoot) == len(run.eps_dominance) == 3
@@ -95,16 +104,7 @@ def test_variant_runs_use_the_engine_gradient(monkeypatch):
         return r.__class__(loss=r.loss, grad_logp=r.grad_logp * 0.0, weights=r.weights, metrics=r.metrics)
 
     monkeypatch.setattr(L, "policy_loss", spy)
-    cfg = demo.DemoConfig(
-        variants=["trl.grpo"],
-        steps=2,
-        inner_steps=1,
-        group_size=4,
-        prompts_per_step=2,
-        max_len=4,
-        progress=False,
-        plots=False,
-    )
+    cfg = demo.DemoConfig(**tiny(variants=["trl.grpo"], steps=2, inner_steps=1))
     (run,), _ = demo.run_demo(cfg)
     assert len(seen) == 2
     # zero engine gradients: Adam never moves, so its step has no elasticity (0/0) and the ratios
@@ -138,24 +138,15 @@ def test_variant_syntax():
 
 def test_demo_config_errors():
     with pytest.raises(ValueError, match="group_size"):
-        demo.run_demo(group_size=1, progress=False, plots=False)
+        demo.run_demo(**tiny(group_size=1))
     with pytest.raises(ValueError, match="steps"):
-        demo.run_demo(steps=0, progress=False, plots=False)
+        demo.run_demo(**tiny(steps=0))
     with pytest.raises(ValueError, match="unknown loss preset 'bogus'"):
-        demo.run_demo(variants=["bogus"], progress=False, plots=False)
+        demo.run_demo(**tiny(variants=["bogus"]))
 
 
 def test_format_table_legend():
-    run = demo.VariantRun(
-        "x",
-        reward=[0.0, 1.0],
-        length=[2.0, 4.0],
-        clip_fraction=[[0.0, 0.5]] * 2,
-        overshoot=[0.1, 0.3],
-        eps_dominance=[0.0, 0.0],
-        momentum_ratio=[1.0, 1.0],
-        length_weight_corr=[np.nan, -1.0],
-    )
+    run = tiny_run(eps_dominance=[0.0, 0.0], length_weight_corr=[np.nan, -1.0])
     s = run.summary()
     assert s["length_drift"] == pytest.approx(2.0) and s["clip_fraction"] == pytest.approx(0.5)
     assert s["overshoot"] == pytest.approx(0.2) and s["weight_length_corr"] == -1.0
@@ -168,16 +159,7 @@ def test_every_preset_trains():
     import grpokit
 
     for name in grpokit.presets():
-        (run,), _ = demo.run_demo(
-            variants=[name],
-            steps=1,
-            inner_steps=2,
-            group_size=4,
-            prompts_per_step=2,
-            max_len=4,
-            progress=False,
-            plots=False,
-        )
+        (run,), _ = demo.run_demo(**tiny(variants=[name], steps=1, inner_steps=2))
         assert run.variant == name and len(run.clip_fraction[0]) == 2
         assert np.isfinite(run.reward[0]) and np.isfinite(run.overshoot[0])
 
@@ -198,16 +180,7 @@ def test_cli_demo_seeds_spread(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "mean ± std over 3 seeds (0, 1, 2)"
     # each cell is the mean ± sample std of the single-seed runs' summaries
-    kw = dict(
-        variants=["trl.grpo", "trl.dr_grpo"],
-        steps=3,
-        inner_steps=2,
-        group_size=4,
-        prompts_per_step=2,
-        max_len=5,
-        progress=False,
-        plots=False,
-    )
+    kw = tiny(variants=["trl.grpo", "trl.dr_grpo"], steps=3, inner_steps=2, max_len=5)
     single = [demo.run_demo(seed=s, **kw)[0] for s in (0, 1, 2)]
     for i, name in enumerate(kw["variants"]):
         row = next(ln for ln in lines[3:5] if ln.split()[0] == name)
@@ -231,16 +204,7 @@ def test_cli_demo_bad_seeds(capsys):
 
 
 def test_seeds_table_one_seed_and_nan():
-    run = demo.VariantRun(
-        "x",
-        reward=[0.0, 1.0],
-        length=[2.0, 4.0],
-        clip_fraction=[[0.0, 0.5]] * 2,
-        overshoot=[0.1, 0.3],
-        eps_dominance=[np.nan, np.nan],
-        momentum_ratio=[1.0, 1.0],
-        length_weight_corr=[np.nan, np.nan],
-    )
+    run = tiny_run(eps_dominance=[np.nan, np.nan], length_weight_corr=[np.nan, np.nan])
     text = demo.format_seeds_table([[run]], [4])
     row = text.splitlines()[3].split()
     assert row[:4] == ["x", "1.000", "±", "0.000"] and row.count("n/a") == 2

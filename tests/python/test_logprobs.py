@@ -402,14 +402,21 @@ def test_engine_refuses_partially_overlapping_grad():
 # ---- GPU: the CPU engine is the oracle ------------------------------------------------------------
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("tdtype", ["float32", "bfloat16", "float16"])
-@pytest.mark.parametrize("vocab", [1, 7, 4097, 151936])
-def test_gpu_matches_cpu(tdtype, vocab):
+def gpu_case(tdtype, vocab):
+    """The GPU comparisons' inputs: logits (3, 5, vocab) in `tdtype` with −inf entries, ids (3, 4), and
+    the generator for more."""
     gen = torch.Generator().manual_seed(vocab)
     base = (torch.randn(3, 5, vocab, generator=gen) * 4).to(getattr(torch, tdtype))
     base[0, 0, : min(3, vocab - 1)] = -float("inf")
     ids = torch.randint(0, vocab, (3, 4), generator=gen)
+    return base, ids, gen
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tdtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("vocab", [1, 7, 4097, 151936])
+def test_gpu_matches_cpu(tdtype, vocab):
+    base, ids, gen = gpu_case(tdtype, vocab)
     a, b = torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)
     view = base[:, :-1]
     cpu = grpokit.token_logprobs(view, ids, temperature=0.8)

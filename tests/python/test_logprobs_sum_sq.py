@@ -13,11 +13,12 @@ from grpokit import _core
 
 torch = pytest.importorskip("torch")
 
+import test_logprobs  # noqa: E402
 from logprobs_reference import rand_logits, ref_forward, ref_sum_sq_probs  # noqa: E402
 from torch_batches import linear_head  # noqa: E402
 
-# Around the 16 float32 lanes, the 2048-entry chunk, and a large vocabulary.
-VOCABS = [1, 2, 7, 15, 16, 17, 33, 2047, 2048, 2049, 5003, 151_936]
+# test_logprobs's vocabularies (around the 16 float32 lanes and the 2048-entry chunk) and a large one.
+VOCABS = [*test_logprobs.VOCABS, 151_936]
 
 
 @pytest.mark.parametrize("vocab", VOCABS)
@@ -194,11 +195,8 @@ def test_linear_float32_3d():
 @pytest.mark.parametrize("tdtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize("vocab", [1, 7, 4097, 151936])
 def test_gpu_matches_cpu(tdtype, vocab):
-    gen = torch.Generator().manual_seed(vocab)
-    base = (torch.randn(3, 5, vocab, generator=gen) * 4).to(getattr(torch, tdtype))
-    base[0, 0, : min(3, vocab - 1)] = -float("inf")
+    base, ids, _ = test_logprobs.gpu_case(tdtype, vocab)
     base[1, 1, :: max(vocab // 3, 1)] = 1e4  # extreme logits
-    ids = torch.randint(0, vocab, (3, 4), generator=gen)
     view = base[:, :-1]
     cpu = grpokit.token_logprobs(view, ids, temperature=0.8, sum_sq_probs=True)
     gpu = grpokit.token_logprobs(base.cuda()[:, :-1], ids.cuda(), temperature=0.8, sum_sq_probs=True, check_finite=True)

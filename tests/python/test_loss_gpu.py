@@ -68,6 +68,11 @@ def kwargs_for(spec, b):
     return kw
 
 
+def loss_of(b, **kw):
+    """policy_loss on a batch's log-probs, old log-probs, advantages and mask."""
+    return grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], **kw)
+
+
 def to_dev(b, dtype):
     return {k: (v.to(DEVICE) if v.dtype == torch.bool else v.to(DEVICE, dtype)) for k, v in b.items()}
 
@@ -78,33 +83,21 @@ def compare(name, b, dtype, overrides=None, cu_seqlens=None):
     spec = resolve(name, overrides)
     gb = to_dev(b, dtype)
     cb = {k: (v if v.dtype == torch.bool else v.to(dtype).double()) for k, v in b.items()}
-    kw_g, kw_c = kwargs_for(spec, gb), kwargs_for(spec, cb)
-    extra_g = dict(cu_seqlens=cu_seqlens.to(DEVICE)) if cu_seqlens is not None else {}
-    extra_c = dict(cu_seqlens=cu_seqlens) if cu_seqlens is not None else {}
-    g = grpokit.policy_loss(
-        gb["lp"],
-        gb["old"],
-        gb["A"],
-        gb["mask"],
-        spec=name,
-        return_per_token=True,
-        return_weights=True,
-        **kw_g,
-        **extra_g,
-        **overrides,
-    )
-    c = grpokit.policy_loss(
-        cb["lp"],
-        cb["old"],
-        cb["A"],
-        cb["mask"],
-        spec=name,
-        return_per_token=True,
-        return_weights=True,
-        **kw_c,
-        **extra_c,
-        **overrides,
-    )
+
+    def run(bb, cu):
+        extra = {"cu_seqlens": cu} if cu is not None else {}
+        return loss_of(
+            bb,
+            spec=name,
+            return_per_token=True,
+            return_weights=True,
+            **kwargs_for(spec, bb),
+            **extra,
+            **overrides,
+        )
+
+    g = run(gb, None if cu_seqlens is None else cu_seqlens.to(DEVICE))
+    c = run(cb, cu_seqlens)
     rtol, afrac = TOL[str(dtype).replace("torch.", "")]
     assert g.loss.device.type == DEVICE and g.loss.dim() == 0 and g.loss.dtype == dtype
     assert g.grad_logp.device.type == DEVICE and g.grad_logp.dtype == dtype
@@ -210,25 +203,8 @@ def test_top_entropy_quantile_is_deterministic_and_never_syncs():
     b = to_dev(batch(B=16, T=300, seed=1), torch.float32)
     s = torch.cuda.Stream()
     with torch.cuda.stream(s):
-        r1 = grpokit.policy_loss(
-            b["lp"],
-            b["old"],
-            b["A"],
-            b["mask"],
-            spec="trl.grpo",
-            entropies=b["H"],
-            top_entropy_quantile=0.3,
-            entropy_coef=0.1,
-        )
-        r2 = grpokit.policy_loss(
-            b["lp"],
-            b["old"],
-            b["A"],
-            b["mask"],
-            spec="trl.grpo",
-            entropies=b["H"],
-            top_entropy_quantile=0.3,
-            entropy_coef=0.1,
+        r1, r2 = (
+            loss_of(b, spec="trl.grpo", entropies=b["H"], top_entropy_quantile=0.3, entropy_coef=0.1) for _ in range(2)
         )
     s.synchronize()
     assert torch.equal(r1.grad_logp, r2.grad_logp) and torch.equal(r1.loss, r2.loss)  # bitwise
@@ -244,11 +220,8 @@ def test_per_token_advantages_keep_and_token_weights():
     res = {}
     for dev in ("cpu", "cuda"):
         x = {k: v.to(dev) for k, v in b.items()}
-        res[dev] = grpokit.policy_loss(
-            x["lp"],
-            x["old"],
-            x["A"],
-            x["mask"],
+        res[dev] = loss_of(
+            x,
             spec="paper.gtpo",
             entropies=x["H"],
             keep=keep.to(dev),
@@ -267,7 +240,7 @@ def test_side_stream_zero_copy_and_determinism():
         r1 = grpokit.policy_loss(lp, x["old"], x["A"], x["mask"], spec="trl.grpo")
         r2 = grpokit.policy_loss(lp, x["old"], x["A"], x["mask"], spec="trl.grpo")
     s.synchronize()
-    c = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec="trl.grpo")
+    c = loss_of(b, spec="trl.grpo")
     assert r1.grad_logp.device == lp.device
     np.testing.assert_allclose(r1.grad_logp.cpu().numpy(), c.grad_logp.numpy(), rtol=2e-5, atol=1e-9)
     assert torch.equal(r1.grad_logp, r2.grad_logp) and torch.equal(r1.loss, r2.loss)  # bitwise
@@ -282,7 +255,7 @@ def test_inputs_never_modified_and_strided():
     lp_t = b["lp"].t().contiguous().t()  # column-major view
     before = lp_t.clone()
     r = grpokit.policy_loss(lp_t, b["old"], b["A"], b["mask"], spec="trl.dapo")
-    c = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec="trl.dapo")
+    c = loss_of(b, spec="trl.dapo")
     assert torch.equal(lp_t, before)
     assert torch.equal(r.grad_logp, c.grad_logp)
 

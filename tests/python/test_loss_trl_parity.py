@@ -128,12 +128,10 @@ def batch(seed, B=6, T=9, spread=0.3):
     return dict(lp=lp, old=old, ref=ref, smp=smp, H=H, A=A, mask=mask)
 
 
-def run_trl(loss_type, b, *, is_mode=None, is_min=None, is_max=3.0, **cfg):
-    lp = b["lp"].clone().requires_grad_(True)
-    trainer = _StubTrainer(loss_type, lp, b["H"], use_vllm=is_mode is not None, **cfg)
-    B, T = lp.shape
-    n_items = float(b["mask"].sum()) * K  # the generation batch holds K micro-batches
-    inputs = {
+def inputs_of(b, n_items, with_smp):
+    """The batch as GRPOTrainer.compute_loss takes it (sampling log-probs when `with_smp`)."""
+    B, T = b["lp"].shape
+    inp = {
         "prompt_ids": torch.zeros(B, 1, dtype=torch.long),
         "prompt_mask": torch.ones(B, 1, dtype=torch.long),
         "completion_ids": torch.zeros(B, T, dtype=torch.long),
@@ -143,8 +141,16 @@ def run_trl(loss_type, b, *, is_mode=None, is_min=None, is_max=3.0, **cfg):
         "ref_per_token_logps": b["ref"],
         "num_items_in_batch": torch.tensor(n_items, dtype=torch.float64),
     }
-    if is_mode is not None or cfg.get("off_policy_mask_threshold") is not None:
-        inputs["sampling_per_token_logps"] = b["smp"]
+    if with_smp:
+        inp["sampling_per_token_logps"] = b["smp"]
+    return inp
+
+
+def run_trl(loss_type, b, *, is_mode=None, is_min=None, is_max=3.0, **cfg):
+    lp = b["lp"].clone().requires_grad_(True)
+    trainer = _StubTrainer(loss_type, lp, b["H"], use_vllm=is_mode is not None, **cfg)
+    n_items = float(b["mask"].sum()) * K  # the generation batch holds K micro-batches
+    inputs = inputs_of(b, n_items, is_mode is not None or cfg.get("off_policy_mask_threshold") is not None)
     if is_mode is not None:
         inputs["importance_sampling_ratio"] = trl_is_ratio(b["old"], b["smp"], b["mask"], is_mode, is_min, is_max)
     loss = trainer.compute_loss(None, inputs)
@@ -153,6 +159,17 @@ def run_trl(loss_type, b, *, is_mode=None, is_min=None, is_max=3.0, **cfg):
     return loss.item(), lp.grad.numpy(), metrics, n_items
 
 
+# The GRPOConfig options a case may set: passed on to TRL and grpokit when the case has them.
+CASE_OPTIONS = (
+    "epsilon_high",
+    "delta",
+    "beta",
+    "importance_sampling_level",
+    "top_entropy_quantile",
+    "off_policy_mask_threshold",
+    "use_bias_correction_kl",
+    "entropy_coef",
+)
 CASES = [
     ("grpo", {}),
     ("bnpo", {}),
@@ -192,16 +209,7 @@ def test_trl_parity(loss_type, cfg):
     over = {"gradient_accumulation_steps": K}
     if loss_type != "bnpo":  # TRL's bnpo normalises by the micro-batch's own tokens
         over["num_items_in_batch"] = n_items
-    for name in (
-        "epsilon_high",
-        "delta",
-        "beta",
-        "importance_sampling_level",
-        "top_entropy_quantile",
-        "off_policy_mask_threshold",
-        "use_bias_correction_kl",
-        "entropy_coef",
-    ):
+    for name in CASE_OPTIONS:
         if name in cfg:
             over[name] = cfg[name]
     kw = dict(ref_logp=b["ref"].numpy(), entropies=b["H"].numpy())

@@ -17,7 +17,7 @@ gtrl = pytest.importorskip("grpokit.integrations.trl")
 import trl  # noqa: E402
 
 import grpokit  # noqa: E402
-from test_loss_trl_parity import CASES, K, _StubTrainer, batch, run_trl  # noqa: E402
+from test_loss_trl_parity import CASE_OPTIONS, CASES, K, _StubTrainer, batch, inputs_of, run_trl  # noqa: E402
 
 _DEFAULTS = {name: f.default for name, f in trl.GRPOConfig.__dataclass_fields__.items() if not callable(f.default)}
 
@@ -30,16 +30,7 @@ def grpo_args(loss_type, cfg, steps_per_generation=K):
         steps_per_generation=steps_per_generation,
         gradient_accumulation_steps=K,
     )
-    for name in (
-        "epsilon_high",
-        "delta",
-        "beta",
-        "importance_sampling_level",
-        "top_entropy_quantile",
-        "off_policy_mask_threshold",
-        "use_bias_correction_kl",
-        "entropy_coef",
-    ):
+    for name in CASE_OPTIONS:
         if name in cfg:
             a[name] = cfg[name]
     if "is_mode" in cfg:
@@ -71,23 +62,6 @@ class _GrpokitStub(_StubTrainer):
         self.args.steps_per_generation = steps_per_generation
         self.grpokit_window = []
         self._step = 0
-
-
-def inputs_of(b, n_items, with_smp):
-    B, T = b["lp"].shape
-    inp = {
-        "prompt_ids": torch.zeros(B, 1, dtype=torch.long),
-        "prompt_mask": torch.ones(B, 1, dtype=torch.long),
-        "completion_ids": torch.zeros(B, T, dtype=torch.long),
-        "completion_mask": b["mask"],
-        "advantages": b["A"],
-        "old_per_token_logps": b["old"],
-        "ref_per_token_logps": b["ref"],
-        "num_items_in_batch": torch.tensor(n_items, dtype=torch.float64),
-    }
-    if with_smp:
-        inp["sampling_per_token_logps"] = b["smp"]
-    return inp
 
 
 def run_grpokit(loss_type, b, cfg, n_items, **kw):

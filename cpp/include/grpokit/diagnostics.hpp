@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "grpokit/config.hpp"
 #include "grpokit/tensor.hpp"
 
 namespace grpokit {
@@ -89,7 +90,7 @@ struct AdamHyper {
 
 // Histogram of log10 ρ: `hist_bins` equal bins over [hist_lo, hist_hi]; values outside fall into
 // the first / last bin. Coordinates with v = 0 (never updated) are counted apart (ρ = +inf).
-struct AdamStateStats {
+struct AdamStateSums {  // the scalar part, which both engines fill (write_stats below lays it out)
   int64_t n = 0;
   int64_t n_zero_v = 0;
   int64_t n_rho_above = 0;  // ρ > rho_threshold (v = 0 included)
@@ -100,6 +101,8 @@ struct AdamStateStats {
   double sum_u2_next = 0.0;  // ‖u_{t+1}‖² of the momentum-only next step (g = 0)
   double max_rho = 0.0;  // over v > 0
   double min_rho = 0.0;  // over v > 0 (+inf if none)
+};
+struct AdamStateStats : AdamStateSums {
   std::vector<int64_t> hist;
   std::vector<double> sum_abs_u_phi;  // Σ |u_φ| for each requested reward scale φ
 };
@@ -171,6 +174,26 @@ enum AdamSplitField : int {
   kSplitFirstBad,
   kAdamSplitFields
 };
+
+// The scalar statistics and the split in their array layout (both engines write through these).
+GRPOKIT_HD void write_stats(const AdamStateSums& s, double* o) {
+  const double v[kAdamStatFields] = {static_cast<double>(s.n),
+                                     static_cast<double>(s.n_zero_v),
+                                     static_cast<double>(s.n_rho_above),
+                                     s.sum_u2,
+                                     s.sum_abs_u,
+                                     s.sum_abs_u_elast,
+                                     s.sum_elast,
+                                     s.sum_u2_next,
+                                     s.max_rho,
+                                     s.min_rho};
+  for (int k = 0; k < kAdamStatFields; ++k) o[k] = v[k];
+}
+GRPOKIT_HD void write_split(const AdamStepSplit& s, double first_bad, double* o) {
+  const double v[kAdamSplitFields] = {
+      static_cast<double>(s.n), s.stale2, s.fresh2, s.stale_fresh, s.prev2, s.grad2, s.u_grad, first_bad};
+  for (int k = 0; k < kAdamSplitFields; ++k) o[k] = v[k];
+}
 
 void adam_state_stats_into_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, const AdamHyper& hp,
                                double rho_threshold, double hist_lo, double hist_hi,

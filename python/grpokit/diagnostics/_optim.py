@@ -55,6 +55,11 @@ class ParamState:
     def has_state(self) -> bool:
         return self.exp_avg is not None
 
+    @property
+    def hyper(self) -> Tuple[float, float, float, float]:
+        """(β1, β2, ϵ, step): the hyper-parameters in the engine's argument order."""
+        return (self.beta1, self.beta2, self.eps, self.step)
+
 
 def flat_host(t: Any) -> Any:
     """A 1-D float32/float64 CPU view of a tensor (a copy only when it is on a device, low precision
@@ -192,10 +197,7 @@ def preconditioned_update(s: ParamState, phi: float = 1.0, momentum_only_next: b
     engine_for(s.exp_avg_sq).adam_update(
         s.exp_avg,
         s.exp_avg_sq,
-        s.beta1,
-        s.beta2,
-        s.eps,
-        s.step,
+        *s.hyper,
         phi,
         momentum_only_next,
         out,
@@ -210,7 +212,7 @@ def rho(s: ParamState) -> Tuple[Any, Any]:
 
     r = torch.empty(s.exp_avg_sq.shape, dtype=torch.float64, device=s.exp_avg_sq.device)
     e = torch.empty_like(r)
-    engine_for(s.exp_avg_sq).adam_rho(s.exp_avg_sq, s.beta1, s.beta2, s.eps, s.step, r, e, stream=_stream(s.exp_avg_sq))
+    engine_for(s.exp_avg_sq).adam_rho(s.exp_avg_sq, *s.hyper, r, e, stream=_stream(s.exp_avg_sq))
     return r, e
 
 
@@ -249,10 +251,7 @@ def state_stats(
             engine.adam_state_stats_into(
                 s.exp_avg,
                 s.exp_avg_sq,
-                s.beta1,
-                s.beta2,
-                s.eps,
-                s.step,
+                *s.hyper,
                 rho_threshold,
                 hist_lo,
                 hist_hi,
@@ -281,7 +280,7 @@ def step_splits(items: Sequence[Tuple[Any, Any, Any, Any, float, ParamState]]) -
         stream = _stream(out)
         for r, i in enumerate(idx):
             m, v, g, p, l2, s = items[i]
-            engine.adam_step_split_into(m, v, g, p, l2, s.beta1, s.beta2, s.eps, s.step, out[r], ws, stream=stream)
+            engine.adam_step_split_into(m, v, g, p, l2, *s.hyper, out[r], ws, stream=stream)
         rows[idx] = out.cpu().numpy()
         for i in idx:
             bad = int(rows[i, SPLIT_FIELDS.index("first_bad")])

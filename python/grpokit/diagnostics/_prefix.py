@@ -202,8 +202,8 @@ def prefix_bias_from_weights(
             binds (``policy_loss(..., return_weights=True).weights``), in the layout of ``ids``
             (ragged: a list of sequences of the same lengths).
         group_size: completions per prompt; groups are contiguous blocks of rows.
-        mask: (B, T) (or (N,)) bool/int; a completion ends at its last valid token, masked tokens
-            inside it are context with weight 0. Absent: every token is valid.
+        mask: (B, T) (or (N,)) bool/int/float, nonzero = valid; a completion ends at its last valid
+            token, masked tokens inside it are context with weight 0. Absent: every token is valid.
         cu_seqlens: (B+1,) offsets for packed ``ids``.
         omega_unclipped: optional weights in the layout of ``omega`` with the clipped branch not
             applied (α · ratio factor everywhere); the report's ``clip_contribution`` is then the

@@ -113,7 +113,7 @@ def loss_decomposition(
         advantages: (B,) as the loss received them.
         group_size: completions per prompt (contiguous groups).
         ratios: (B, T) importance ratios s (default 1: the first inner step, Scenario A).
-        mask: (B, T) valid tokens.
+        mask: (B, T) valid tokens (bool/int/float, nonzero = valid).
         reg: (B, T) per-token regulariser values R_{i,t} (e.g. k3 KL), weighted by α and ``beta``.
         epsilon, epsilon_high: clip widths (ε_low, ε_high); ``None``: no clipping.
     """
