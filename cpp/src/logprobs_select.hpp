@@ -64,9 +64,9 @@ F kth_largest(const In* x, int64_t n, int64_t k) {
     for (int64_t i0 = 0; i0 < n; i0 += kLanes) {
       const int len = n - i0 < kLanes ? static_cast<int>(n - i0) : kLanes;
       K u[kLanes];
-      for (int k = 0; k < len; ++k) u[k] = KT::of(static_cast<F>(load(x[i0 + k])));
-      for (int k = 0; k < len; ++k)
-        if ((u[k] & mask) == prefix) ++hist[(u[k] >> shift) & K(bins - 1)];
+      for (int j = 0; j < len; ++j) u[j] = KT::of(static_cast<F>(load(x[i0 + j])));
+      for (int j = 0; j < len; ++j)
+        if ((u[j] & mask) == prefix) ++hist[(u[j] >> shift) & K(bins - 1)];
     }
     for (int b = bins - 1; b > 0; --b) {
       if (k <= hist[b]) return K(b);
