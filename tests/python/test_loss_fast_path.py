@@ -47,6 +47,14 @@ CONFIGS = [
     ("verl.vanilla", {"beta": 0.1, "kl": "k3"}),
     ("trl.sapo", {"beta": 0.04}),
     ("trl.cispo", {"beta": 0.04}),
+    # the interval clip with a KL term; log-π surrogates with a KL term or the IS-corrected KL
+    ("verl.vanilla", {"clip_ratio_c": float("inf"), "beta": 0.1, "kl": "k1"}),
+    ("trl.dapo", {"beta": 0.1, "kl": "k2", "use_bias_correction_kl": True}),
+    ("paper.gpg", {}),
+    ("verl.gpg", {"beta": 0.04, "kl": "k2"}),
+    ("verl.reinforce", {"beta": 0.04}),
+    ("verl.cispo", {"beta": 0.04, "use_bias_correction_kl": True}),
+    ("verl.dro", {"beta": 0.04, "kl": "abs"}),
     # one ratio per row: GSPO, GSPO-token, GCPO, GMPO (the row sweep of loss_fast.cpp's seq_row)
     ("paper.gspo", {}),
     ("paper.gspo", {"beta": 0.04, "kl": "k3"}),
@@ -226,6 +234,8 @@ def test_uint8_masks_count_any_nonzero_byte(T):
 @pytest.mark.parametrize(
     "name,overrides",
     [
+        ("trl.grpo", {"beta": 0.04}),
+        ("trl.cispo", {"beta": 0.04}),
         ("paper.gspo", {}),
         ("paper.gspo", {"beta": 0.04, "kl": "k3"}),
         ("verl.gspo", {"beta": 0.04}),
@@ -233,7 +243,7 @@ def test_uint8_masks_count_any_nonzero_byte(T):
         ("verl.geo_mean", {}),
     ],
 )
-def test_sequence_rows_do_not_depend_on_the_thread_count(name, overrides, dtype):
+def test_rows_do_not_depend_on_the_thread_count(name, overrides, dtype):
     # 64 rows of 2048 tokens: enough elements for several threads (≥ 16k per thread)
     lp, old, A, mask = batch(2048, dtype, B=64)
     kw = dict(overrides, ref_logp=ref_of(lp, 2048))
