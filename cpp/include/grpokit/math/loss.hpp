@@ -85,9 +85,12 @@ struct ValueGrad {
 // Returns r and dr/dx.
 template <class C, class E = StdExp>
 GRPOKIT_HD ValueGrad<C> ratio_from_log(C x, C lo, C hi) {
-  const bool inside = (x >= lo) & (x <= hi);
-  const C r = E::exp(inside ? x : clampv(x, lo, hi));
-  return {r, inside ? r : C(0)};
+  // x is inside [lo, hi] iff the clamp leaves it (NaN: neither, as (x >= lo) & (x <= hi)); one select
+  // per quantity, no bool shared by two selects (GCC 12 merges those into byte-wide selects and the
+  // CPU's row loops no longer vectorise)
+  const C xc = clampv(x, lo, hi);
+  const C r = E::exp(xc);
+  return {r, xc == x ? r : C(0)};
 }
 
 // ---- surrogates -------------------------------------------------------------------------------
@@ -279,11 +282,11 @@ GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_c
 // ---- sampler (train–inference) importance weights (TRL's vLLM IS correction) --------------------
 
 // ρ = exp(log_rho) truncated to [lo, hi] or zeroed outside it (a missing bound is ±inf).
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD C sampler_is_weight(C log_rho, bool truncate, C lo, C hi) {
-  const C rho = exp(log_rho);
+  const C rho = E::exp(log_rho);
   if (truncate) return clampv(rho, lo, hi);
-  return (rho < lo || rho > hi) ? C(0) : rho;
+  return ((rho < lo) | (rho > hi)) ? C(0) : rho;  // bools, not ||: the CPU's row loops vectorise this
 }
 
 // torch.quantile's linear interpolation between order statistics a ≤ b at fraction f.
