@@ -313,9 +313,11 @@ def main_gpu(args):
 # grpokit ratios. The torch formulation is built from the preset's own rule row for the rules peers
 # write as whole-array code (token / sequence / sequence-token / sequence-sum ratios, clip with δ and
 # dual clip, SAPO, log-π surrogates with the one / ratio / clip / cap weights, the KL estimators, every
-# aggregation); a preset that also needs other inputs or rules (sampler IS, entropies, selections,
-# OPSM, CPPO, VESPO, DPPO, GMPO, GTPO, DRO) is timed for grpokit only and shows n/a for torch. Parity
-# with the torch loss and gradient is asserted before timing. --quick: two small shapes, four presets.
+# aggregation, and with --sampler-is the sampler IS weight per token or per sequence: sampling_logp is
+# then passed to every preset with a sampler IS rule); a preset that also needs other inputs or rules
+# (entropies, selections, OPSM, CPPO, VESPO, DPPO, GMPO, GTPO, DRO) is timed for grpokit only and shows
+# n/a for torch. Parity with the torch loss and gradient is asserted before timing. --quick: two small
+# shapes, four presets.
 
 QUICK_PRESETS = ["trl.grpo", "trl.dapo", "verl.vanilla", "paper.gspo"]
 
@@ -334,11 +336,25 @@ def torch_supported(f):
         and f["dro_beta"] == 0.0
         and f["entropy_coef"] == 0.0
     )
-    return surrogate_ok and no_opsm and extras_off  # the sampler IS needs sampling_logp: not passed here
+    return surrogate_ok and no_opsm and extras_off
 
 
-def torch_loss(torch, f, lp, old, A, mask, ref):
-    """The preset's loss, gradient and ratio / clip metrics, as whole-array torch (TRL / verl style)."""
+def torch_is_weight(torch, f, old, smp, m):
+    """TRL's vLLM importance-sampling weight (detached): ρ = exp(ℓ_old − ℓ_smp) per token, or exp of its
+    masked row sum per sequence; truncated to [is_min, is_max] or zeroed outside it."""
+    d = torch.nan_to_num(old - smp, nan=0.0)
+    if f["sampler_is"].startswith("sequence"):
+        d = (d * m).sum(-1, keepdim=True)
+    rho = torch.exp(d)
+    lo, hi = f["is_min"], f["is_max"]
+    if f["sampler_is"].endswith("truncate"):
+        return torch.clamp(rho, lo, hi)
+    return torch.where((rho < lo) | (rho > hi), torch.zeros_like(rho), rho)
+
+
+def torch_loss(torch, f, lp, old, A, mask, ref, smp=None):
+    """The preset's loss, gradient and ratio / clip metrics, as whole-array torch (TRL / verl style).
+    smp: sampling_logp (the sampler IS weight multiplies the policy term), or None."""
     x = lp.detach().requires_grad_(True)
     m = mask
     L = m.sum(-1).clamp(min=1.0)
@@ -380,6 +396,11 @@ def torch_loss(torch, f, lp, old, A, mask, ref):
         pg = -a * w * x
     else:
         pg = -a * r
+    if smp is not None and f["sampler_is"] != "none":
+        w_is = torch_is_weight(torch, f, old, smp, m)
+        pg = pg * w_is
+        with torch.no_grad():
+            metrics["is_mean"] = (w_is.expand_as(m) * m).sum() / m.sum()
     phi = pg
     if f["kl"] != "none" and f["beta"] != 0.0:
         lc = f["kl_log_clamp"] if f["kl"] == "k3" else np.inf
@@ -426,7 +447,7 @@ def inputs(B, T, seed=0):
     return lp, old, ref, A, mask
 
 
-def bench_row(torch, name, beta, shape, threads, repeat, compiled_cache):
+def bench_row(torch, name, beta, shape, threads, repeat, compiled_cache, sampler_is=False):
     B, T = shape
     f = dict(resolve(name, {"beta": beta}).engine_fields())
     lp, old, ref, A, mask = inputs(B, T)
@@ -438,6 +459,10 @@ def bench_row(torch, name, beta, shape, threads, repeat, compiled_cache):
         extra["selection"] = rng.random((B, T)) < 0.02
     if f["gtpo_entropy"] or f["entropy_coef"] != 0.0 or f["top_entropy_quantile"] < 1.0:
         extra["entropies"] = rng.uniform(0.1, 2.0, size=(B, T)).astype(np.float32)
+    smp = None
+    if sampler_is and f["sampler_is"] != "none":  # vLLM's log-probs of the sampled tokens
+        smp = (old + rng.normal(0, 0.05, size=(B, T))).astype(np.float32)
+        extra["sampling_logp"] = smp
 
     def ours():
         return grpokit.policy_loss(lp, old, A, mask, spec=name, beta=beta, ref_logp=ref, num_threads=threads, **extra)
@@ -447,17 +472,18 @@ def bench_row(torch, name, beta, shape, threads, repeat, compiled_cache):
         return out
     t_lp, t_old, t_ref, t_A = (torch.from_numpy(v) for v in (lp, old, ref, A))
     t_m = torch.from_numpy(mask.astype(np.float32))
+    t_smp = None if smp is None else torch.from_numpy(smp)
     r = ours()
-    loss, grad, _ = torch_loss(torch, f, t_lp, t_old, t_A, t_m, t_ref)
+    loss, grad, _ = torch_loss(torch, f, t_lp, t_old, t_A, t_m, t_ref, t_smp)
     assert abs(float(r.loss) - loss.item()) <= 1e-4 * max(1.0, abs(loss.item())), (name, float(r.loss), loss.item())
     np.testing.assert_allclose(r.grad_logp, grad.numpy(), rtol=1e-3, atol=1e-4 * float(np.abs(grad.numpy()).max()))
-    out["eager"] = median_time(lambda: torch_loss(torch, f, t_lp, t_old, t_A, t_m, t_ref), repeat)
-    key = (name, beta)
+    out["eager"] = median_time(lambda: torch_loss(torch, f, t_lp, t_old, t_A, t_m, t_ref, t_smp), repeat)
+    key = (name, beta, smp is not None)
     if key not in compiled_cache:
         compiled_cache[key] = torch.compile(lambda *a: torch_loss(torch, f, *a), dynamic=False)
     fn = compiled_cache[key]
     try:
-        out["compile"] = median_time(lambda: fn(t_lp, t_old, t_A, t_m, t_ref), repeat)
+        out["compile"] = median_time(lambda: fn(t_lp, t_old, t_A, t_m, t_ref, t_smp), repeat)
     except Exception as exc:  # noqa: BLE001 - report, don't abort the matrix
         print(f"note: torch.compile failed for {name} beta={beta}: {type(exc).__name__}: {str(exc)[:100]}")
     return out
@@ -491,7 +517,7 @@ def main_matrix(args):
         for threads in thread_counts:
             for name in presets:
                 for beta in (0.0, 0.04):
-                    r = bench_row(torch, name, beta, shape, threads, args.repeat, cache)
+                    r = bench_row(torch, name, beta, shape, threads, args.repeat, cache, args.sampler_is)
                     n = shape[0] * shape[1]
 
                     def cell(t, r=r, n=n):
@@ -516,6 +542,11 @@ def main():
     ap.add_argument("--matrix", action="store_true", help="every preset × beta × shape against eager and compile")
     ap.add_argument("--quick", action="store_true", help="--matrix on small shapes and four presets (a check)")
     ap.add_argument("--presets", default="", help="--matrix: comma-separated preset names (default: all)")
+    ap.add_argument(
+        "--sampler-is",
+        action="store_true",
+        help="--matrix: pass sampling_logp to the presets with a sampler IS rule (TRL's vLLM IS correction)",
+    )
     args = ap.parse_args()
     if args.device == "cuda":
         return main_gpu(args)

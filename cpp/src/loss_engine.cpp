@@ -132,12 +132,15 @@ void row_stats(const Call& k, int64_t i, RowStats& r) {
   const uint8_t* m = mask_of(k, i, buf);
   const int64_t len = k.L.len(i);
   const math::PassFlags& pf = k.pf;
-  if (k.fast) {  // L_i, and u_i for the sequence-level ratios (no sampler IS, OPSM; A_i per row)
+  if (k.fast) {  // L_i, u_i for the sequence-level ratios, the per-sequence sampler IS (A_i per row)
     if (pf.need_u)
       r.r.u = fast_row_log_ratio<T>(k.s, padded_row<const T>(k.in.logp, i), fast_old<T>(k, i), m,
                                     padded_row<const T>(k.in.advantages, i)[0], len, r.L);
     else
       r.L = count_valid(m, len);
+    if (pf.seq_is)
+      r.r.sum_is_log =
+          fast_row_is_log<T>(fast_old<T>(k, i), padded_row<const T>(k.in.sampling_logp, i), m, len);
     return;
   }
   const Row<const T> lp = row_of<const T>(k.in.logp, k.L, i), old = row_of<const T>(k.in.old_logp, k.L, i);
@@ -262,10 +265,38 @@ template <class T>
 void fast_token_row(const Call& k, int64_t i, const RowStats& r, RowResult& a) {
   const T A = padded_row<const T>(k.in.advantages, i)[0];
   thread_local std::vector<uint8_t> buf;
-  const uint8_t* m = mask_of(k, i, buf);
-  fast_row<T>(k.s, padded_row<const T>(k.in.logp, i), fast_old<T>(k, i),
-              padded_row<const T>(k.in.ref_logp, i), m, A, static_cast<T>(r.c), r.r.u, k.L.T, r.L,
-              padded_row<T>(k.out.grad_logp, i), a);
+  const math::PassFlags& pf = k.pf;
+  // the weight rule's per-row factors (keep flag, CPPO, the per-sequence sampler IS weight): its
+  // per-token factors are the fast loop's (the sampler IS per token) or off (fast_path_applies)
+  math::PassFlags pf_row = pf;
+  pf_row.use_is = pf.seq_is;
+  T w_is = T(1);
+  const T w = math::weight_rule<T>(k.s, pf_row, flag_of_row(k.in.keep, i) ? T(1) : T(0), T(1), A, false, true,
+                                   math::row_sampler_weight<T>(k.s, pf, r.r.sum_is_log), T(0), T(0), &w_is);
+  FastRow<T> row{};
+  row.lp = padded_row<const T>(k.in.logp, i);
+  row.old = fast_old<T>(k, i);
+  row.ref = padded_row<const T>(k.in.ref_logp, i);
+  row.smp = pf.use_is ? padded_row<const T>(k.in.sampling_logp, i) : nullptr;
+  row.m = mask_of(k, i, buf);
+  row.A = A;
+  row.c = static_cast<T>(r.c);
+  row.w = w;
+  row.u = r.r.u;
+  row.len = k.L.T;
+  row.n_valid = r.L;
+  row.token_is = pf.use_is && !pf.seq_is;
+  row.smp_bad = pf.seq_is && !std::isfinite(r.r.sum_is_log);
+  row.g = padded_row<T>(k.out.grad_logp, i);
+  fast_row<T>(k.s, row, a);
+  if (pf.seq_is && r.L > 0) {  // the general loop's add_is_weight(w_is) for each of the L valid tokens
+    using S = math::MetricSums<double>;
+    const double n = static_cast<double>(r.L);
+    a.m.sum[S::sIs] += n * static_cast<double>(w_is);
+    a.m.sum[S::sNIs] += n;
+    a.m.min[S::mIsMin] = S::lower(static_cast<double>(w_is), a.m.min[S::mIsMin]);
+    a.m.max[S::xIsMax] = S::higher(static_cast<double>(w_is), a.m.max[S::xIsMax]);
+  }
   if (!std::isfinite(A) && r.L > 0) {  // reported before any per-token value
     a.err_pos = -1;
     a.fail(0, "advantages", static_cast<double>(A));

@@ -47,6 +47,14 @@ CONFIGS = [
     ("verl.vanilla", {"beta": 0.1, "kl": "k3"}),
     ("trl.sapo", {"beta": 0.04}),
     ("trl.cispo", {"beta": 0.04}),
+    # the interval clip with a KL term; log-π surrogates with a KL term or the IS-corrected KL
+    ("verl.vanilla", {"clip_ratio_c": float("inf"), "beta": 0.1, "kl": "k1"}),
+    ("trl.dapo", {"beta": 0.1, "kl": "k2", "use_bias_correction_kl": True}),
+    ("paper.gpg", {}),
+    ("verl.gpg", {"beta": 0.04, "kl": "k2"}),
+    ("verl.reinforce", {"beta": 0.04}),
+    ("verl.cispo", {"beta": 0.04, "use_bias_correction_kl": True}),
+    ("verl.dro", {"beta": 0.04, "kl": "abs"}),
     # one ratio per row: GSPO, GSPO-token, GCPO, GMPO (the row sweep of loss_fast.cpp's seq_row)
     ("paper.gspo", {}),
     ("paper.gspo", {"beta": 0.04, "kl": "k3"}),
@@ -88,10 +96,20 @@ def ref_of(lp, T):
     return ref
 
 
-def both_paths(name, overrides, T, dtype, mask_dtype=bool):
+def smp_of(old, mask, T):
+    """sampling_logp near old_logp, NaN (unscored) at some valid tokens, ±inf at padding (never read)."""
+    rng = np.random.default_rng(T + 11)
+    smp = old + rng.normal(0, 0.3, size=old.shape).astype(old.dtype)
+    smp[mask & (rng.random(old.shape) < 0.1)] = np.nan
+    smp[~mask] = np.where(rng.random(old.shape) < 0.5, np.inf, -np.inf)[~mask]
+    return smp
+
+
+def both_paths(name, overrides, T, dtype, mask_dtype=bool, extra=None):
     lp, old, A, mask = batch(T, dtype)
     m = mask.astype(mask_dtype)
     kw = dict(overrides, ref_logp=ref_of(lp, T))
+    kw.update({k: (v(old, mask, T) if callable(v) else v) for k, v in (extra or {}).items()})
     fast = grpokit.policy_loss(lp, old, A, m, spec=name, **kw)
     general = grpokit.policy_loss(lp, old, A, m, spec=name, return_per_token=True, **kw)
     return fast, general, mask
@@ -116,6 +134,61 @@ def test_fast_loops_match_the_general_path(name, overrides, dtype):
                 assert a == b or (np.isnan(a) and np.isnan(b)), (k, a, b, T)
             else:
                 np.testing.assert_allclose(a, b, rtol=rtol * 10, atol=1e-6 * (dtype == np.float32), err_msg=k)
+
+
+def _compare(fast, general, mask, rtol, beta):
+    np.testing.assert_allclose(float(fast.loss), float(general.loss), rtol=rtol, atol=1e-7 * (rtol > 1e-9))
+    atol = rtol * np.abs(general.grad_logp).max() if beta else 0
+    np.testing.assert_allclose(fast.grad_logp, general.grad_logp, rtol=rtol, atol=atol)
+    assert np.all(fast.grad_logp[~mask] == 0)
+    assert fast.metrics.keys() == general.metrics.keys()
+    for k in fast.metrics:
+        a, b = float(fast.metrics[k]), float(general.metrics[k])
+        if "clip" in k or "region" in k:
+            assert a == b or (np.isnan(a) and np.isnan(b)), (k, a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=rtol * 10, atol=1e-6 * (rtol > 1e-9), err_msg=k)
+
+
+# the weight rule's inputs the fast rows take: the sampler IS (per token and per sequence, truncated or
+# masked, NaN for an unscored token), keep flags and CPPO's pruning
+WEIGHTED = [
+    ("trl.grpo", {}),
+    ("trl.grpo", {"beta": 0.04}),
+    ("trl.grpo", {"sampler_is": "token_truncate"}),
+    ("trl.grpo", {"sampler_is": "token_mask", "is_min": 0.7, "is_max": 1.3, "beta": 0.04}),
+    ("trl.grpo", {"sampler_is": "sequence_truncate", "is_min": 0.5, "is_max": 2.0}),
+    ("trl.cispo", {"sampler_is": "token_truncate", "beta": 0.04}),
+    ("trl.sapo", {"sampler_is": "token_mask"}),
+    ("verl.vanilla", {"sampler_is": "token_truncate", "is_max": 2.0}),
+    ("paper.gspo", {"sampler_is": "sequence_mask", "is_min": 0.5, "is_max": 2.0}),
+    ("verl.gspo", {"sampler_is": "sequence_truncate", "is_max": 2.0, "beta": 0.04}),
+    ("paper.cppo", {"prune_threshold": 0.5}),
+    ("paper.cppo", {"prune_threshold": 0.5, "beta": 0.0}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,overrides", WEIGHTED, ids=[f"{n}+{','.join(o)}" for n, o in WEIGHTED])
+def test_fast_loops_match_the_general_path_with_weights(name, overrides, dtype):
+    rtol = 2e-6 if dtype == np.float32 else 1e-12
+    for T in TS:
+        keep = np.random.default_rng(T).random(6) < 0.7
+        for extra in ({"sampling_logp": smp_of}, {"sampling_logp": smp_of, "keep": keep}, {"keep": keep}):
+            fast, general, mask = both_paths(name, overrides, T, dtype, extra=extra)
+            _compare(fast, general, mask, rtol, overrides.get("beta", name == "paper.cppo"))
+
+
+@pytest.mark.parametrize("sampler_is", ["token_truncate", "sequence_mask"])
+def test_fast_loops_report_a_bad_sampling_logp(sampler_is):
+    lp, old, A, mask = batch(20, np.float32)
+    mask[0, :] = True
+    lp[0], old[0] = np.log(0.5), np.log(0.4)
+    smp = smp_of(old, mask, 20)
+    smp[0, 5] = -np.inf
+    lp[0, 9] = np.nan  # a later bad value: the first one is reported
+    with pytest.raises(ValueError, match=r"sampling_logp.*row 0, token 5"):
+        grpokit.policy_loss(lp, old, A, mask, spec="trl.grpo", sampler_is=sampler_is, sampling_logp=smp)
 
 
 @pytest.mark.parametrize("mask_dtype", [np.float32, np.int64, np.uint8])
@@ -226,6 +299,8 @@ def test_uint8_masks_count_any_nonzero_byte(T):
 @pytest.mark.parametrize(
     "name,overrides",
     [
+        ("trl.grpo", {"beta": 0.04}),
+        ("trl.cispo", {"beta": 0.04}),
         ("paper.gspo", {}),
         ("paper.gspo", {"beta": 0.04, "kl": "k3"}),
         ("verl.gspo", {"beta": 0.04}),
@@ -233,7 +308,7 @@ def test_uint8_masks_count_any_nonzero_byte(T):
         ("verl.geo_mean", {}),
     ],
 )
-def test_sequence_rows_do_not_depend_on_the_thread_count(name, overrides, dtype):
+def test_rows_do_not_depend_on_the_thread_count(name, overrides, dtype):
     # 64 rows of 2048 tokens: enough elements for several threads (≥ 16k per thread)
     lp, old, A, mask = batch(2048, dtype, B=64)
     kw = dict(overrides, ref_logp=ref_of(lp, 2048))

@@ -85,9 +85,12 @@ struct ValueGrad {
 // Returns r and dr/dx.
 template <class C, class E = StdExp>
 GRPOKIT_HD ValueGrad<C> ratio_from_log(C x, C lo, C hi) {
-  const bool inside = (x >= lo) & (x <= hi);
-  const C r = E::exp(inside ? x : clampv(x, lo, hi));
-  return {r, inside ? r : C(0)};
+  // x is inside [lo, hi] iff the clamp leaves it (NaN: neither, as (x >= lo) & (x <= hi)); one select
+  // per quantity, no bool shared by two selects (GCC 12 merges those into byte-wide selects and the
+  // CPU's row loops no longer vectorise)
+  const C xc = clampv(x, lo, hi);
+  const C r = E::exp(xc);
+  return {r, xc == x ? r : C(0)};
 }
 
 // ---- surrogates -------------------------------------------------------------------------------
@@ -244,41 +247,46 @@ GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_c
   const bool x_free = !clamped || ((x_raw >= -log_clamp) & (x_raw <= log_clamp));
   const C x = clamped ? clampv(x_raw, -log_clamp, log_clamp) : x_raw;
   const C dx = x_free ? C(-1) : C(0);  // dx/dℓ
-  ValueGrad<C> k{C(0), C(0)};
+  // scalars, not a ValueGrad assigned per case: GCC 12 keeps such a struct in memory, and the CPU's
+  // row loops then do not vectorise
+  C kv = C(0), kd = C(0);
   switch (est) {
     case KlEstimator::None:
-      return k;
-    case KlEstimator::K1:
-      k = {-x, -dx};
-      break;                              // ℓ − ℓ_ref
-    case KlEstimator::K2:
-      k = {C(0.5) * x * x, x * dx};
-      break;               // ½(ℓ − ℓ_ref)²
-    case KlEstimator::K3: {                                                  // e^x − x − 1
+      return {C(0), C(0)};
+    case KlEstimator::K1:  // ℓ − ℓ_ref
+      kv = -x;
+      kd = -dx;
+      break;
+    case KlEstimator::K2:  // ½(ℓ − ℓ_ref)²
+      kv = C(0.5) * x * x;
+      kd = x * dx;
+      break;
+    case KlEstimator::K3: {  // e^x − x − 1
       const C e = E::exp(x);
-      k = {e - x - C(1), (e - C(1)) * dx};
+      kv = e - x - C(1);
+      kd = (e - C(1)) * dx;
       break;
     }
     case KlEstimator::Abs:
-      k = {x < C(0) ? -x : x, (x < C(0) ? C(-1) : C(1)) * dx};
+      kv = x < C(0) ? -x : x;
+      kd = (x < C(0) ? C(-1) : C(1)) * dx;
       break;
   }
   // selects, not branches: the CPU's row loops vectorise this
-  const bool v_free = !clamped || ((k.v >= -value_clamp) & (k.v <= value_clamp));
-  const C d = v_free ? k.d : C(0);
-  k.v = v_free ? k.v : clampv(k.v, -value_clamp, value_clamp);
-  k.d = straight_through != C(0) ? (logp - ref_logp) : d;  // ∂/∂ℓ of ½(ℓ − ℓ_ref)², unclamped
-  return k;
+  const bool v_free = !clamped || ((kv >= -value_clamp) & (kv <= value_clamp));
+  const C d = v_free ? kd : C(0);
+  const C v = v_free ? kv : clampv(kv, -value_clamp, value_clamp);
+  return {v, straight_through != C(0) ? (logp - ref_logp) : d};  // ∂/∂ℓ of ½(ℓ − ℓ_ref)², unclamped
 }
 
 // ---- sampler (train–inference) importance weights (TRL's vLLM IS correction) --------------------
 
 // ρ = exp(log_rho) truncated to [lo, hi] or zeroed outside it (a missing bound is ±inf).
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD C sampler_is_weight(C log_rho, bool truncate, C lo, C hi) {
-  const C rho = exp(log_rho);
+  const C rho = E::exp(log_rho);
   if (truncate) return clampv(rho, lo, hi);
-  return (rho < lo || rho > hi) ? C(0) : rho;
+  return ((rho < lo) | (rho > hi)) ? C(0) : rho;  // bools, not ||: the CPU's row loops vectorise this
 }
 
 // torch.quantile's linear interpolation between order statistics a ≤ b at fraction f.
