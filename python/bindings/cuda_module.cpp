@@ -6,8 +6,8 @@
 #include <string>
 
 #include "grpokit/config.hpp"
+#include "cuda_backend.hpp"
 #include "grpokit_cuda.hpp"
-#include "ops.hpp"
 #include "tensor_import.hpp"
 
 namespace py = pybind11;
@@ -28,26 +28,7 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("build_info", &cuda::build_info, "CUDA runtime version and compiled architectures");
   m.def("cublas_built", &cuda::cublas_built, "whether linear_token_logprobs has its cuBLAS GPU path");
 
-  bindings::Backend gpu{};  // filled by name: adding an entry never reorders the others
-  gpu.name = "cuda";
-  gpu.advantages = &cuda::advantages;
-  gpu.loss = &cuda::policy_loss;
-  gpu.token_logprobs = &cuda::token_logprobs;
-  gpu.token_logprobs_backward = &cuda::token_logprobs_backward;
-  gpu.linear_workspace_bytes = &cuda::linear_workspace_bytes;
-  gpu.linear_token_logprobs = &cuda::linear_token_logprobs;
-  gpu.linear_token_logprobs_backward = &cuda::linear_token_logprobs_backward;
-  gpu.adam_workspace_size = &cuda::adam_workspace_size;
-  gpu.adam_state_stats = &cuda::adam_state_stats;
-  gpu.adam_update = &cuda::adam_update;
-  gpu.adam_rho = &cuda::adam_rho;
-  gpu.adam_step_split = &cuda::adam_step_split;
-  gpu.estimator_workspace_size = &cuda::estimator_workspace_size;
-  gpu.estimator_advantages = &cuda::estimator_advantages;
-  gpu.importance_workspace_size = &cuda::importance_workspace_size;
-  gpu.rejection_workspace_size = &cuda::rejection_workspace_size;
-  gpu.importance_weights = &cuda::importance_weights;
-  gpu.rejection_mask = &cuda::rejection_mask;
+  const bindings::Backend& gpu = bindings::cuda_backend();
   bindings::bind_advantages(m, gpu);
   bindings::bind_adam(m, gpu);
   bindings::bind_logprobs(m, gpu);

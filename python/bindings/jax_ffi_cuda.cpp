@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "cuda_backend.hpp"
 #include "grpokit_cuda.hpp"
 #include "jax_ffi.hpp"
 #include "tensor_import.hpp"
@@ -17,28 +18,12 @@ using namespace grpokit::jax_ffi;
 
 namespace {
 
-const bindings::Backend& cuda_backend() {
-  static const bindings::Backend gpu = [] {
-    bindings::Backend b{};  // the entries of cuda_module.cpp that grpokit.jax calls
-    b.name = "cuda";
-    b.advantages = &cuda::advantages;
-    b.loss = &cuda::policy_loss;
-    b.token_logprobs = &cuda::token_logprobs;
-    b.token_logprobs_backward = &cuda::token_logprobs_backward;
-    b.linear_workspace_bytes = &cuda::linear_workspace_bytes;
-    b.linear_token_logprobs = &cuda::linear_token_logprobs;
-    b.linear_token_logprobs_backward = &cuda::linear_token_logprobs_backward;
-    return b;
-  }();
-  return gpu;
-}
-
 ffi::Error grpokit_cuda_impl(ffi::RemainingArgs args, ffi::RemainingRets rets, std::string_view op,
                              std::string_view params, int64_t inputs, int64_t outputs, int64_t num_inputs,
                              int64_t num_outputs, cudaStream_t stream, ffi::ScratchAllocator scratch,
                              int32_t device_ordinal) {
   Place at;
-  at.backend = &cuda_backend();
+  at.backend = &bindings::cuda_backend();
   at.stream = reinterpret_cast<std::intptr_t>(stream);
   at.loss_workspace_size = &cuda::loss_workspace_size;
   at.scratch = [&scratch](size_t bytes) -> void* {
