@@ -17,22 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 
 import numpy as np
 
-
-def timeit(fn, repeat, sync=lambda: None):
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import median_time
 
 
 def make_batch(groups, G, T, pattern, rng):
@@ -81,7 +69,7 @@ def main():
     G, T = args.group_size, args.tokens
     for pattern in () if args.adam_only else ("typical", "subgroups", "identical"):
         ids, mask, omega, adv = make_batch(args.groups, G, T, pattern, rng)
-        t = timeit(lambda: gd.prefix_bias_from_weights(ids, adv, omega, G, mask=mask), args.repeat)
+        t = median_time(lambda: gd.prefix_bias_from_weights(ids, adv, omega, G, mask=mask), args.repeat)
         n = int(mask.sum())
         print(
             f"prefix_bias  {args.groups} x {G} x {T} ({pattern:9s}): {t * 1e3:8.1f} ms  "
@@ -97,8 +85,8 @@ def main():
         opt.step()
         repeat = max(1, args.repeat // 2)
         # interleaved in one run: the statistics, then one optimizer step on the same state
-        t = timeit(lambda: gd.reward_scale(opt), repeat, sync)
-        t_step = timeit(opt.step, repeat, sync)
+        t = median_time(lambda: gd.reward_scale(opt), repeat, sync)
+        t_step = median_time(opt.step, repeat, sync)
         print(
             f"reward_scale AdamW state ({dev.type}), {args.adam_coords / 1e6:.0f}M coordinates: "
             f"{t * 1e3:8.1f} ms; AdamW.step {t_step * 1e3:8.1f} ms; ratio {t / t_step:.2f}× a step"

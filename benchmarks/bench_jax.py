@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import grpokit.jax as gkj
+from timing import median_time
 
 EPSILON, BETA = 0.2, 0.04
 
@@ -59,16 +58,6 @@ def grpokit_logprobs(logits, ids):
     return tuple(gkj.token_logprobs(logits, ids))
 
 
-def timed(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compiles
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def shape(text: str):
     a, b = text.lower().split("x")
     return int(a), int(b)
@@ -88,7 +77,7 @@ def bench_loss(B: int, T: int, repeats: int) -> dict:
     (l1, g1), (l2, g2) = fns["grpokit"](*args), fns["jnp"](*args)
     np.testing.assert_allclose(float(l1), float(l2), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-3, atol=1e-7)
-    return {name: timed(f, args, repeats) for name, f in fns.items()}
+    return {name: median_time(lambda f=f: jax.block_until_ready(f(*args)), repeats) for name, f in fns.items()}
 
 
 def bench_logprobs(N: int, V: int, repeats: int, backward: bool) -> dict:
@@ -102,7 +91,7 @@ def bench_logprobs(N: int, V: int, repeats: int, backward: bool) -> dict:
     a, b = jax.tree.leaves(fns["grpokit"](*args)), jax.tree.leaves(fns["jnp"](*args))
     for x, y in zip(a, b):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
-    return {name: timed(f, args, repeats) for name, f in fns.items()}
+    return {name: median_time(lambda f=f: jax.block_until_ready(f(*args)), repeats) for name, f in fns.items()}
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
+
+from timing import median_time
 
 
 def eager_sampler_logprobs(logits, ids, temperature, k, p):
@@ -34,16 +34,6 @@ def eager_sampler_logprobs(logits, ids, temperature, k, p):
     srt = srt.masked_fill(drop, float("-inf"))
     masked = torch.empty_like(srt).scatter_(-1, idx, srt)
     return masked.log_softmax(-1).gather(-1, ids[:, None])[:, 0]
-
-
-def timed(fn, repeats):
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def main() -> None:
@@ -95,9 +85,9 @@ def main() -> None:
                 with torch.no_grad():
                     eager_sampler_logprobs(x, ids, t, k, p)
 
-        base = timed(lambda: run(), args.repeats)
-        rows = [("untruncated", base), ("grpokit", timed(lambda: run(top_k=k, top_p=p), args.repeats))]
-        rows.append(("eager", timed(eager, args.repeats)))
+        base = median_time(lambda: run(), args.repeats)
+        rows = [("untruncated", base), ("grpokit", median_time(lambda: run(top_k=k, top_p=p), args.repeats))]
+        rows.append(("eager", median_time(eager, args.repeats)))
         for name, s in rows:
             print(f"| {shape} | {name} | {s * 1e3:.1f} | {s / base:.2f}x |")
         # the two truncated results agree (tokens off the boundary)

@@ -23,23 +23,13 @@ import datetime
 import os
 import platform
 import statistics
-import time
 import tracemalloc
 
 import numpy as np
 
 import grpokit
 from grpokit._presets import resolve
-
-
-def median_time(fn, repeat):
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+from timing import median_time
 
 
 def stream_bandwidth(threads):
