@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -91,6 +91,13 @@ def _on_stream(like: Any, handle: int) -> Any:
     return contextlib.nullcontext()
 
 
+def sampler_options(temperature: Any, sampler: Any) -> Tuple[float, str]:
+    """temperature as a float (its range is the engine's check) and the sampler convention's name."""
+    if sampler not in ("vllm", "sglang"):
+        raise ValueError(f'sampler: expected "vllm" or "sglang", got {sampler!r}')
+    return _arrays.as_real(temperature, "temperature"), sampler
+
+
 def _entropy_over(entropy: Any) -> Optional[str]:
     """entropy= as None (not computed), "full" or "sampler"; True is "full"."""
     if entropy is True or entropy == "full":
@@ -111,7 +118,8 @@ def _row_param(value: Any, name: str, shape: tuple, integer: bool) -> Any:
         value = value.detach().cpu().numpy()
     a = np.asarray(value)
     if a.dtype == bool or a.dtype.kind not in "iuf":
-        raise TypeError(f"{name}: expected a number or an array of numbers, got {type(value).__name__} of {a.dtype}")
+        what = f"{type(value).__name__} of {a.dtype}" if a.dtype.kind != "O" else _arrays._short(value)
+        raise TypeError(f"{name}: expected a number or an array of numbers within the int64/float64 range, got {what}")
     if integer:
         if a.dtype.kind == "f":
             if not np.all(np.isfinite(a) & (a == np.round(a))):
@@ -188,6 +196,7 @@ def token_logprobs(
         (array([-1.3862944, -1.3862944], dtype=float32), array([1.3862944, 1.3862944], dtype=float32))
     """
     x, ids, place = _prepare(logits, token_ids)
+    temperature, sampler = sampler_options(temperature, sampler)
     shape = tuple(int(s) for s in x.shape[:-1])
     dtype = _result_dtype(x)
     over = _entropy_over(entropy)
@@ -330,9 +339,10 @@ def _flat(x: Any, lead: tuple) -> Any:
 def _chunk(chunk_size: Optional[int]) -> int:
     if chunk_size is None:
         return 0
-    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size <= 0:
-        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
-    return int(chunk_size)
+    try:
+        return _arrays.as_count(chunk_size, "chunk_size")
+    except (TypeError, ValueError):
+        raise ValueError(f"chunk_size: expected a positive integer, got {_arrays._short(chunk_size)}") from None
 
 
 def _workspace(backend: Any, place: Any, h: Any, w: Any, ids: Any, chunk: int, backward: bool, stream: int) -> Any:
@@ -376,6 +386,7 @@ def linear_token_logprobs(
         :class:`TokenLogprobs` (logp, entropy, lse and sum_sq_probs of shape ``hidden.shape[:-1]``).
     """
     h, w, ids, place, lead = _prepare_linear(hidden, weight, token_ids)
+    temperature, sampler = sampler_options(temperature, sampler)
     n = int(h.shape[0])
     dtype = _result_dtype(h)
     chunk = _chunk(chunk_size)

@@ -291,6 +291,7 @@ def token_logprobs(
             "output logits, or inplace_grad=False"
         )
     over = _logprobs._entropy_over(entropy)
+    temperature, sampler = _logprobs.sampler_options(temperature, sampler)
     if top_k is not None or top_p is not None or min_p is not None:
         if sum_sq_probs or inplace_grad:
             name = "sum_sq_probs" if sum_sq_probs else "inplace_grad"
@@ -298,7 +299,7 @@ def token_logprobs(
         logp, ent, _, _, _ = torch.ops.grpokit.token_logprobs_sampler(
             logits,
             token_ids,
-            float(temperature),
+            temperature,
             _param(top_k),
             _param(top_p),
             _param(min_p),
@@ -307,7 +308,7 @@ def token_logprobs(
         )
         return LogprobsOutput(logp, ent if over else None, None)
     logp, ent, _, sq = torch.ops.grpokit.token_logprobs(
-        logits, token_ids, float(temperature), bool(sum_sq_probs), bool(inplace_grad)
+        logits, token_ids, temperature, bool(sum_sq_probs), bool(inplace_grad)
     )
     return LogprobsOutput(logp, ent if over else None, sq if sum_sq_probs else None)
 
@@ -543,6 +544,7 @@ def linear_token_logprobs(
             raise TypeError(f"grpokit.torch.linear_token_logprobs: {name} must be a torch tensor")
     chunk = _logprobs._chunk(chunk_size)  # validated here: 0 is the op's "engine default"
     over = _logprobs._entropy_over(entropy)
+    temperature, sampler = _logprobs.sampler_options(temperature, sampler)
     if top_k is not None or top_p is not None or min_p is not None:
         if sum_sq_probs:
             raise ValueError("sum_sq_probs: not available with top_k/top_p/min_p")
@@ -550,7 +552,7 @@ def linear_token_logprobs(
             hidden,
             weight,
             token_ids,
-            float(temperature),
+            temperature,
             _param(top_k),
             _param(top_p),
             _param(min_p),
@@ -559,6 +561,6 @@ def linear_token_logprobs(
         )
         return LogprobsOutput(logp, ent if over else None, None)
     logp, ent, _, sq = torch.ops.grpokit.linear_token_logprobs(
-        hidden, weight, token_ids, float(temperature), chunk, bool(sum_sq_probs)
+        hidden, weight, token_ids, temperature, chunk, bool(sum_sq_probs)
     )
     return LogprobsOutput(logp, ent if over else None, sq if sum_sq_probs else None)

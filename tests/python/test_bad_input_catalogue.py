@@ -209,6 +209,42 @@ CATALOGUE = [
         ValueError,
         "temperature: expected a finite value > 0",
     ),
+    (
+        "token_logprobs: temperature text",
+        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], temperature="abc"),
+        TypeError,
+        "temperature: expected a number, got 'abc'",
+    ),
+    (
+        "token_logprobs: temperature beyond float64",
+        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], temperature=10**400),
+        ValueError,
+        "temperature: expected a number within the float64 range",
+    ),
+    (
+        "token_logprobs: unknown sampler convention",
+        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], sampler="hf"),
+        ValueError,
+        'sampler: expected "vllm" or "sglang"',
+    ),
+    (
+        "token_logprobs: top_k beyond int64",
+        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], top_k=10**30),
+        TypeError,
+        "top_k: expected a number or an array of numbers within the int64/float64 range",
+    ),
+    (
+        "linear_token_logprobs: chunk_size beyond int64",
+        lambda: grpokit.linear_token_logprobs(np.zeros((2, 3)), np.zeros((5, 3)), [0, 1], chunk_size=10**30),
+        ValueError,
+        "chunk_size: expected a positive integer",
+    ),
+    (
+        "linear_token_logprobs: chunk_size text",
+        lambda: grpokit.linear_token_logprobs(np.zeros((2, 3)), np.zeros((5, 3)), [0, 1], chunk_size="a"),
+        ValueError,
+        "chunk_size: expected a positive integer, got 'a'",
+    ),
     # ---- corrections ----
     (
         "importance_weights: shape",
