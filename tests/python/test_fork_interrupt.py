@@ -120,7 +120,10 @@ _LONG_CALLS = {
 @pytest.mark.parametrize("name", sorted(_LONG_CALLS))
 def test_sigint_interrupts_a_long_call(name):
     code = (
-        "import os, numpy as np, grpokit\n"
+        "import os, signal, numpy as np, grpokit\n"
+        # Python's own SIGINT handler, as in a terminal: a child of a background job (`cmd &` in a script,
+        # some CI runners) inherits SIGINT ignored, and then Python installs no handler at all.
+        + "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         + textwrap.dedent(_LONG_CALLS[name])
         + textwrap.dedent(
             """
