@@ -85,7 +85,8 @@ def _params(values: Dict[str, Any]) -> str:
 def _call(op: str, params: str, inputs: Sequence[Any], outputs: Sequence[Spec]) -> List[Any]:
     """One custom call: the absent (None) inputs and outputs are left out, their bits unset."""
     n_in, n_out = _OPS[op]
-    assert len(inputs) == n_in and len(outputs) == n_out  # internal wiring, not user input
+    if len(inputs) != n_in or len(outputs) != n_out:  # internal wiring, not user input
+        raise RuntimeError(f"grpokit.jax: {op} wired with {len(inputs)}/{len(outputs)} arrays, expects {n_in}/{n_out}")
 
     def desc(x: Any) -> Any:
         return None if x is None else (np.dtype(x.dtype).name, tuple(int(d) for d in x.shape))
