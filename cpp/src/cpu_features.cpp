@@ -36,6 +36,16 @@ int cpu_threads(int requested) {
 #endif
 }
 
+#ifdef GRPOKIT_HAVE_OPENMP
+ScopedCpuThreads::ScopedCpuThreads(int threads) : saved_(omp_get_max_threads()) {
+  omp_set_num_threads(threads > 0 ? threads : 1);
+}
+ScopedCpuThreads::~ScopedCpuThreads() { omp_set_num_threads(saved_); }
+#else
+ScopedCpuThreads::ScopedCpuThreads(int) : saved_(1) {}
+ScopedCpuThreads::~ScopedCpuThreads() = default;
+#endif
+
 std::string cpu_simd_level() {
 #ifdef GRPOKIT_CPU_DISPATCH
   __builtin_cpu_init();

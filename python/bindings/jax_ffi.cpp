@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "grpokit/cpu_features.hpp"
 #include "jax_ffi.hpp"
 #include "tensor_import.hpp"
 
@@ -53,6 +54,16 @@ ffi::Error grpokit_cpu_impl(ffi::RemainingArgs args, ffi::RemainingRets rets, st
                             int64_t num_outputs) {
   Place at;
   at.backend = &cpu_backend();
+  // XLA calls this from its own pool threads and keeps them busy around the call: an OpenMP team
+  // started here competes with them for the same cores (measured: the loss several times slower than on
+  // one thread). The engine runs on XLA's thread unless the call asks for threads (`num_threads`).
+  int threads = 0;
+  try {
+    threads = static_cast<int>(number(parse_params(params), "num_threads", 0));
+  } catch (const std::exception& e) {
+    return ffi::Error::InvalidArgument(e.what());
+  }
+  const ScopedCpuThreads limit(threads > 0 ? threads : 1);
   return handle(at, Device{}, args, rets, op, params, inputs, outputs, num_inputs, num_outputs);
 }
 

@@ -17,4 +17,18 @@ int cpu_max_threads();
 // was loaded (its OpenMP runtime has no threads there, see cpu_features.cpp).
 int cpu_threads(int requested);
 
+// The default team size of the parallel loops started from the calling thread, for one scope (OpenMP
+// keeps it per thread): a host that owns the cores and calls the engine from its own pool threads
+// (XLA's CPU runtime) limits the engine to its thread; restored on exit.
+class ScopedCpuThreads {
+ public:
+  explicit ScopedCpuThreads(int threads);
+  ~ScopedCpuThreads();
+  ScopedCpuThreads(const ScopedCpuThreads&) = delete;
+  ScopedCpuThreads& operator=(const ScopedCpuThreads&) = delete;
+
+ private:
+  int saved_;
+};
+
 }  // namespace grpokit
