@@ -105,7 +105,6 @@ def test_options_packed_inputs_and_on_policy_equal_the_numpy_path():
     np.testing.assert_array_equal(np.asarray(g), want.grad_logp)
 
 
-
 @pytest.mark.parametrize("num_threads", [0, 1, 2])
 def test_thread_counts_give_the_same_bits(num_threads):
     """Under XLA the engine runs on the calling thread unless num_threads asks for more; rows are
@@ -114,14 +113,17 @@ def test_thread_counts_give_the_same_bits(num_threads):
     want = grpokit.policy_loss(b["lp"], b["old"], b["A"], b["mask"], spec="trl.grpo", ref_logp=b["ref"])
     f = jax.jit(
         jax.value_and_grad(
-            lambda lp: gkj.policy_loss(
-                lp, b["old"], b["A"], b["mask"], spec="trl.grpo", ref_logp=b["ref"], num_threads=num_threads
-            ).loss
+            lambda lp: (
+                gkj.policy_loss(
+                    lp, b["old"], b["A"], b["mask"], spec="trl.grpo", ref_logp=b["ref"], num_threads=num_threads
+                ).loss
+            )
         )
     )
     loss, g = f(b["lp"])
     np.testing.assert_array_equal(np.asarray(loss), want.loss)
     np.testing.assert_array_equal(np.asarray(g), want.grad_logp)
+
 
 def test_check_grads_where_the_loss_is_smooth():
     from jax.test_util import check_grads
