@@ -123,13 +123,13 @@ __global__ void batch_kernel(const Args a) {
         break;
       }
   }
-  double v[2] = {0.0, 0.0};
-  for (int64_t i = t; i < a.B; i += n) v[0] = fmax(v[0], fabs(R[i]));  // fmax drops NaN
-  strided::block_reduce<1>(v, smem, "x");
+  double mx[1] = {0.0};
+  for (int64_t i = t; i < a.B; i += n) mx[0] = fmax(mx[0], fabs(R[i]));  // fmax drops NaN
+  strided::block_reduce<1>(mx, smem, "x");
   math::MomentSums s;
-  s.scale = math::pow2_scale(v[0]);
+  s.scale = math::pow2_scale(mx[0]);
   s.shift = shift;
-  v[0] = 0.0;
+  double v[2] = {0.0, 0.0};
   for (int64_t i = t; i < a.B; i += n)
     if (!math::is_nan(R[i])) v[0] += s.diff(R[i]), v[1] += 1.0;
   strided::block_reduce<2>(v, smem, "ss");
