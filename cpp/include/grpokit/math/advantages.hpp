@@ -4,8 +4,8 @@
 // statistic, advantage 0. Group statistics are computed in two passes around a shift (the group's first valid
 // reward), so an all-equal group has a mean that equals its rewards exactly and a variance of exactly 0: the
 // one-pass E[r²] − m² form leaves spurious non-zero advantages there. 0/0 := 0. Every statistic is kept in
-// a power-of-two scaled domain (pow2_scale), so finite rewards up to ±DBL_MAX never overflow and the
-// results equal the unscaled arithmetic's bit for bit wherever that one does not overflow.
+// a power-of-two scaled domain (pow2_scale), so finite rewards up to ±DBL_MAX never overflow; the scaling
+// itself changes no bit wherever the unscaled arithmetic does not overflow.
 #pragma once
 
 #include <cfloat>
