@@ -45,35 +45,36 @@ __device__ void for_group(const Rows& rows, int64_t i, F&& f) {
   }
 }
 
-// Advantage of row i. `batch_scale` >= 0 is the batch std (batch scope); otherwise the group's.
+// Advantage of row i. `batch_sd` >= 0 is the batch std in units of `batch_scale` (batch scope);
+// otherwise the group's.
 template <class T>
 __device__ void row_advantage(const T* r, int64_t rs, const Rows& rows, const AdvantageOptions& opt,
-                              double batch_scale, T* out, int64_t os, int64_t i) {
+                              double batch_sd, double batch_scale, T* out, int64_t os, int64_t i) {
   math::MomentSums s;
   for_group(rows, i, [&](int64_t j) { s.add(load(r, rs, j)); });
-  const double mean = s.mean();
-  double scale = opt.std == StdDivisor::None ? -1.0 : batch_scale;
+  double sd = opt.std == StdDivisor::None ? -1.0 : batch_sd, scale = batch_scale;
   if (opt.std != StdDivisor::None && opt.std_scope == StdScope::Group) {
     math::SquaredDeviations m2;
-    for_group(rows, i, [&](int64_t j) { math::add_sq_dev(m2, load(r, rs, j), mean); });
-    scale = math::std_from_m2(m2, s.n, opt.std == StdDivisor::Sample);
+    for_group(rows, i, [&](int64_t j) { math::add_sq_dev(m2, load(r, rs, j), s); });
+    sd = math::std_from_m2(m2, s.n, opt.std == StdDivisor::Sample);
+    scale = s.scale;
   }
-  const double ri = load(r, rs, i);
-  const double base = opt.baseline == Baseline::LeaveOneOut ? math::loo_baseline(ri, s) : mean;
-  out[i * os] = static_cast<T>(math::advantage_value(ri, base, scale, opt.epsilon));
+  const bool loo = opt.baseline == Baseline::LeaveOneOut;
+  out[i * os] = static_cast<T>(math::group_advantage(load(r, rs, i), s, loo, sd, scale, opt.epsilon));
 }
 
 template <class T>
 __global__ void advantages_group_kernel(const T* r, int64_t rs, Rows rows, AdvantageOptions opt, T* out,
                                         int64_t os) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < rows.B) row_advantage(r, rs, rows, opt, -1.0, out, os, i);
+  if (i < rows.B) row_advantage(r, rs, rows, opt, -1.0, 1.0, out, os, i);
 }
 
 constexpr int kBatchThreads = 512;
 
-// Batch scope in one block: the batch std by a fixed-order reduction (thread t sums rows t,
-// t + blockDim, ... in order, then a fixed tree), then every row. Deterministic.
+// Batch scope in one block: the batch std by fixed-order reductions (thread t visits rows t,
+// t + blockDim, ... in order, then a fixed tree), then every row. Deterministic. The sums are taken in
+// the scaled domain of the batch's largest |r| (math::MomentSums), so ±DBL_MAX never overflows.
 template <class T>
 __global__ void advantages_batch_kernel(const T* r, int64_t rs, Rows rows, AdvantageOptions opt, T* out,
                                         int64_t os) {
@@ -92,16 +93,27 @@ __global__ void advantages_batch_kernel(const T* r, int64_t rs, Rows rows, Advan
       }
     }
   }
+  double m = 0.0;
+  for (int64_t i = t; i < B; i += blockDim.x) m = fmax(m, fabs(load(r, rs, i)));  // fmax drops NaN
+  sum[t] = m;
   __syncthreads();
-  double s = 0.0, n = 0.0;
+  for (int w = blockDim.x / 2; w > 0; w /= 2) {
+    if (t < w) sum[t] = fmax(sum[t], sum[t + w]);
+    __syncthreads();
+  }
+  math::MomentSums s;
+  s.scale = math::pow2_scale(sum[0]);
+  s.shift = shift;
+  __syncthreads();
+  double part = 0.0, n = 0.0;
   for (int64_t i = t; i < B; i += blockDim.x) {
     const double v = load(r, rs, i);
     if (!math::is_nan(v)) {
-      s += v - shift;
+      part += s.diff(v);
       n += 1.0;
     }
   }
-  sum[t] = s;
+  sum[t] = part;
   cnt[t] = n;
   __syncthreads();
   for (int w = blockDim.x / 2; w > 0; w /= 2) {
@@ -111,11 +123,11 @@ __global__ void advantages_batch_kernel(const T* r, int64_t rs, Rows rows, Advan
     }
     __syncthreads();
   }
-  const double total_n = cnt[0];
-  const double mean = total_n > 0.0 ? shift + sum[0] / total_n : 0.0;
+  s.sum = sum[0];
+  s.n = cnt[0];
   __syncthreads();
   math::SquaredDeviations m2;
-  for (int64_t i = t; i < B; i += blockDim.x) math::add_sq_dev(m2, load(r, rs, i), mean);
+  for (int64_t i = t; i < B; i += blockDim.x) math::add_sq_dev(m2, load(r, rs, i), s);
   sum[t] = m2.scale;  // reuse the shared buffers: (scale, ssq) pairs, merged in a fixed tree
   cnt[t] = m2.ssq;
   __syncthreads();
@@ -135,8 +147,8 @@ __global__ void advantages_batch_kernel(const T* r, int64_t rs, Rows rows, Advan
   math::SquaredDeviations total;
   total.scale = sum[0];
   total.ssq = cnt[0];
-  const double batch_std = math::std_from_m2(total, total_n, opt.std == StdDivisor::Sample);
-  for (int64_t i = t; i < B; i += blockDim.x) row_advantage(r, rs, rows, opt, batch_std, out, os, i);
+  const double batch_sd = math::std_from_m2(total, s.n, opt.std == StdDivisor::Sample);
+  for (int64_t i = t; i < B; i += blockDim.x) row_advantage(r, rs, rows, opt, batch_sd, s.scale, out, os, i);
 }
 
 template <class T>

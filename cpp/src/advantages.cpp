@@ -22,33 +22,33 @@ void run(const TensorView& rewards, const GroupLayout& layout, const AdvantageOp
   auto reward = [&](int64_t i) { return static_cast<double>(r[i * rs]); };
   const bool sample = opt.std == StdDivisor::Sample;
 
-  double batch_std = -1.0;  // < 0: no scaling
+  // The std (< 0: no scaling) in units of its sums' scale: nothing overflows at ±DBL_MAX.
+  double batch_sd = -1.0, batch_scale = 1.0;
   if (opt.std != StdDivisor::None && opt.std_scope == StdScope::Batch) {
     math::MomentSums s;
     for (int64_t i = 0; i < B; ++i) s.add(reward(i));
     math::SquaredDeviations m2;
-    const double mean = s.mean();
-    for (int64_t i = 0; i < B; ++i) math::add_sq_dev(m2, reward(i), mean);
-    batch_std = math::std_from_m2(m2, s.n, sample);
+    for (int64_t i = 0; i < B; ++i) math::add_sq_dev(m2, reward(i), s);
+    batch_sd = math::std_from_m2(m2, s.n, sample);
+    batch_scale = s.scale;
   }
 
+  const bool loo = opt.baseline == Baseline::LeaveOneOut;
   for (int64_t g = 0; g < layout.num_groups(); ++g) {
     const int64_t* members = layout.rows.data() + layout.offsets[g];
     const int64_t n = layout.offsets[g + 1] - layout.offsets[g];
     math::MomentSums s;
     for (int64_t k = 0; k < n; ++k) s.add(reward(members[k]));
-    const double mean = s.mean();
-    double scale = batch_std;
+    double sd = batch_sd, scale = batch_scale;
     if (opt.std != StdDivisor::None && opt.std_scope == StdScope::Group) {
       math::SquaredDeviations m2;
-      for (int64_t k = 0; k < n; ++k) math::add_sq_dev(m2, reward(members[k]), mean);
-      scale = math::std_from_m2(m2, s.n, sample);
+      for (int64_t k = 0; k < n; ++k) math::add_sq_dev(m2, reward(members[k]), s);
+      sd = math::std_from_m2(m2, s.n, sample);
+      scale = s.scale;
     }
-    for (int64_t k = 0; k < n; ++k) {
-      const double ri = reward(members[k]);
-      const double base = opt.baseline == Baseline::LeaveOneOut ? math::loo_baseline(ri, s) : mean;
-      a[members[k] * os] = static_cast<T>(math::advantage_value(ri, base, scale, opt.epsilon));
-    }
+    for (int64_t k = 0; k < n; ++k)
+      a[members[k] * os] =
+          static_cast<T>(math::group_advantage(reward(members[k]), s, loo, sd, scale, opt.epsilon));
   }
 }
 

@@ -163,14 +163,12 @@ void adam_update_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq, co
   check_adam_output(out, "out", exp_avg_sq, false);
   const math::AdamUpdateCoefs k = math::adam_update_coefs(hp.beta1, hp.beta2, hp.step, momentum_only_next);
   const int64_t n = exp_avg_sq.shape[0];
-#if defined(GRPOKIT_HAVE_OPENMP)
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-#endif
-  for (int64_t j = 0; j < n; ++j) {
+  diag::for_each_chunk(n, diag::num_chunks(n), [&](int64_t, int64_t j) {
     const double m = load_float(exp_avg, j * exp_avg.strides[0]);
     const double v = load_float(exp_avg_sq, j * exp_avg_sq.strides[0]);
     diag::store_float(out, j * out.strides[0], math::adam_update_coordinate(m, v, k, hp.eps, phi));
-  }
+    return true;
+  });
 }
 
 void adam_rho_cpu(const TensorView& exp_avg_sq, const AdamHyper& hp, const TensorView& out_rho,
@@ -181,15 +179,13 @@ void adam_rho_cpu(const TensorView& exp_avg_sq, const AdamHyper& hp, const Tenso
   const double bc2 = math::bias_correction(hp.beta2, hp.step);
   const int64_t n = exp_avg_sq.shape[0];
   const bool elasticity = out_elasticity.defined();
-#if defined(GRPOKIT_HAVE_OPENMP)
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-#endif
-  for (int64_t j = 0; j < n; ++j) {
+  diag::for_each_chunk(n, diag::num_chunks(n), [&](int64_t, int64_t j) {
     const double rho = math::adam_rho(load_float(exp_avg_sq, j * exp_avg_sq.strides[0]), bc2, hp.eps);
     diag::store_float(out_rho, j * out_rho.strides[0], rho);
     if (elasticity)
       diag::store_float(out_elasticity, j * out_elasticity.strides[0], math::reward_scale_elasticity(rho));
-  }
+    return true;
+  });
 }
 
 AdamStepSplit adam_step_split_cpu(const TensorView& exp_avg, const TensorView& exp_avg_sq,

@@ -6,6 +6,7 @@
 
 #include "diagnostics_common.hpp"
 #include "grpokit/diagnostics.hpp"
+#include "grpokit/interrupt.hpp"
 #include "grpokit/math/diagnostics.hpp"
 
 namespace grpokit {
@@ -23,6 +24,11 @@ void check_eps(double eps_low, double eps_high) {
   if (!(eps_low >= 0.0) || !(eps_high >= 0.0) || !std::isfinite(eps_low) || !std::isfinite(eps_high))
     value_error("epsilon: expected finite clip widths >= 0, got epsilon_low=", eps_low,
                 ", epsilon_high=", eps_high);
+}
+
+// Rows between two looks at the clock for Ctrl-C: about 64k elements.
+int rows_per_poll(int64_t T) {
+  return static_cast<int>(std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(T, 1)));
 }
 
 }  // namespace
@@ -47,7 +53,9 @@ ClipRegionStats clip_region_cpu(const TensorView& ratios, const TensorView& adva
 
   ClipRegionStats st;
   double* ex = out_excess.ptr<double>();
+  Interrupt stop(rows_per_poll(T));  // Ctrl-C (grpokit/interrupt.hpp), between rows
   for (int64_t i = 0; i < B; ++i) {
+    stop.poll();
     for (int64_t t = 0; t < T; ++t) {
       double& e = ex[at(out_excess, i, t)];
       e = 0.0;
@@ -111,10 +119,12 @@ void loss_decomposition_cpu(const TensorView& alpha, const TensorView& ratios, c
   };
   double* og = out_group.ptr<double>();
   double* om = out_omega_sum.ptr<double>();
+  Interrupt stop(rows_per_poll(T));  // Ctrl-C (grpokit/interrupt.hpp), between rows
   for (int64_t g = 0; g < num_groups; ++g) {
     double reward = 0.0, ratio_part = 0.0, reg_part = 0.0;
     std::vector<double> omega(static_cast<size_t>(group_size));
     for (int64_t k = 0; k < group_size; ++k) {
+      stop.poll();
       const int64_t i = g * group_size + k;
       const double A = adv[i];
       double Om = 0.0;

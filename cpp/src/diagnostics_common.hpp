@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "grpokit/interrupt.hpp"
 #include "grpokit/math/strided.hpp"
 #include "grpokit/tensor.hpp"
 
@@ -29,15 +30,17 @@ inline int64_t num_chunks(int64_t n) {
 }
 inline int64_t chunk_begin(int64_t c, int64_t n, int64_t chunks) { return c * n / chunks; }
 // body(c, j) for each coordinate j of each chunk c, the chunks in parallel; body returns false to
-// end its chunk early.
+// end its chunk early. Ctrl-C (grpokit/interrupt.hpp) is polled every 4096 coordinates.
 template <class F>
 void for_each_chunk(int64_t n, int64_t chunks, F&& body) {
+  Interrupt stop;
 #if defined(GRPOKIT_HAVE_OPENMP)
 #pragma omp parallel for schedule(static) if (chunks > 1)
 #endif
   for (int64_t c = 0; c < chunks; ++c)
     for (int64_t j = chunk_begin(c, n, chunks); j < chunk_begin(c + 1, n, chunks); ++j)
-      if (!body(c, j)) break;
+      if (((j & 4095) == 0 && stop.requested()) || !body(c, j)) break;
+  stop.raise();
 }
 
 constexpr std::initializer_list<DType> kFloatTypes = {DType::Float32, DType::Float64};

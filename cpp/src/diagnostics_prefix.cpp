@@ -13,6 +13,7 @@
 
 #include "diagnostics_common.hpp"
 #include "grpokit/diagnostics.hpp"
+#include "grpokit/interrupt.hpp"
 
 namespace grpokit {
 namespace {
@@ -260,15 +261,18 @@ void prefix_bias_cpu(const TensorView& ids, const TensorView& mask, const Tensor
 
   double* gstats = out.group.ptr<double>();
   const int64_t gs0 = out.group.strides[0], gs1 = out.group.strides[1];
+  Interrupt stop;  // Ctrl-C (grpokit/interrupt.hpp): groups not yet started are skipped
 #if defined(GRPOKIT_HAVE_OPENMP)
 #pragma omp parallel for schedule(dynamic, 1)
 #endif
   for (int64_t g = 0; g < num_groups; ++g) {
+    if (stop.requested()) continue;
     double stats[kPrefixGroupStats];
     run_group(w, std::vector<Completion>(all.begin() + g * group_size, all.begin() + (g + 1) * group_size),
               stats);
     for (int k = 0; k < kPrefixGroupStats; ++k) gstats[g * gs0 + k * gs1] = stats[k];
   }
+  stop.raise();
 }
 
 }  // namespace grpokit

@@ -78,44 +78,45 @@ void require_pairs(const GroupLayout& layout, const char* est) {
                   "' needs at least 2 completions per group");
 }
 
-// Group mean over valid values (two-pass around a shift, as the foundation: all-equal stays exact).
-double group_mean(const std::vector<double>& x, const int64_t* members, int64_t n) {
+// Group sums over valid values (math::MomentSums: around a shift, scaled; all-equal stays exact).
+math::MomentSums group_sums(const std::vector<double>& x, const int64_t* members, int64_t n) {
   math::MomentSums s;
   for (int64_t k = 0; k < n; ++k) s.add(x[members[k]]);
-  return s.mean();
+  return s;
 }
 
-double group_std(const std::vector<double>& x, const int64_t* members, int64_t n, double mean,
+// The group std in units of s.scale (-1: no divisor).
+double group_std(const std::vector<double>& x, const int64_t* members, int64_t n, const math::MomentSums& s,
                  StdDivisor divisor) {
   if (divisor == StdDivisor::None) return -1.0;
   math::SquaredDeviations m2;
-  double count = 0.0;
-  for (int64_t k = 0; k < n; ++k) {
-    if (math::is_nan(x[members[k]])) continue;
-    math::add_sq_dev(m2, x[members[k]], mean);
-    count += 1.0;
-  }
-  return math::std_from_m2(m2, count, divisor == StdDivisor::Sample);
+  for (int64_t k = 0; k < n; ++k) math::add_sq_dev(m2, x[members[k]], s);
+  return math::std_from_m2(m2, s.n, divisor == StdDivisor::Sample);
 }
 
-// The final batch normalisation over rows whose value is not NaN; NaN rows end as 0.
+// The final batch normalisation over rows whose value is not NaN; NaN rows end as 0. The statistics are
+// taken in the scaled domain of the largest |A| (math::pow2_scale), so finite values never overflow.
 void batch_normalise(std::vector<double>& A, const std::vector<double>& L, BatchNorm how, double final_eps) {
   const size_t B = A.size();
+  double maxabs = 0.0;
+  for (double v : A) maxabs = std::fmax(maxabs, std::fabs(v));  // fmax drops NaN
+  const double sc = math::pow2_scale(maxabs);
   if (how == BatchNorm::Standardise) {
     // TRL: (x − nanmean) / (nanstd + eps), nanstd with Bessel's correction; one value → NaN → 0.
     double sum = 0.0, n = 0.0;
     for (size_t i = 0; i < B; ++i)
-      if (!math::is_nan(A[i])) sum += A[i], n += 1.0;
+      if (!math::is_nan(A[i])) sum += A[i] / sc, n += 1.0;
     const double mean = n > 0.0 ? sum / n : 0.0;
     math::SquaredDeviations m2;
-    for (size_t i = 0; i < B; ++i) math::add_sq_dev(m2, A[i], mean);
     for (size_t i = 0; i < B; ++i)
-      A[i] = math::batch_standardised(A[i], mean, math::std_from_m2(m2, n, true), n, final_eps);
+      if (!math::is_nan(A[i])) m2.add(A[i] / sc - mean);
+    const double sd = math::std_from_m2(m2, n, true);
+    for (size_t i = 0; i < B; ++i) A[i] = math::batch_standardised(A[i] / sc, mean, sd, n, final_eps / sc);
   } else if (how == BatchNorm::MaskedWhiten) {
     // verl_F.masked_whiten of the (B, T) broadcast A_i·m_it: rows weigh by their length L_i.
     double sum = 0.0, n = 0.0;
     for (size_t i = 0; i < B; ++i)
-      if (!math::is_nan(A[i])) sum += L[i] * A[i], n += L[i];
+      if (!math::is_nan(A[i])) sum += L[i] * (A[i] / sc), n += L[i];
     if (n <= 1.0)
       value_error(
           "mask: masked whitening needs more than one selected token over the scorable "
@@ -124,9 +125,10 @@ void batch_normalise(std::vector<double>& A, const std::vector<double>& L, Batch
     const double mean = math::verl_masked_mean(sum, n);
     double ss = 0.0;
     for (size_t i = 0; i < B; ++i)
-      if (!math::is_nan(A[i])) ss += L[i] * (A[i] - mean) * (A[i] - mean);
+      if (!math::is_nan(A[i])) ss += L[i] * (A[i] / sc - mean) * (A[i] / sc - mean);
     const double var = math::verl_masked_var(ss, n);
-    for (size_t i = 0; i < B; ++i) A[i] = math::is_nan(A[i]) ? 0.0 : math::verl_whiten(A[i], mean, var);
+    for (size_t i = 0; i < B; ++i)
+      A[i] = math::is_nan(A[i]) ? 0.0 : math::verl_whiten(A[i] / sc, mean, var, sc);
   } else {
     for (double& a : A)
       if (math::is_nan(a)) a = 0.0;
@@ -151,11 +153,45 @@ std::vector<double> grpo_like(const std::vector<double>& R, const TensorView& gr
   return A;
 }
 
+// AReaL's Normalization(mean_level="batch") of the rewards: R − the batch mean (or the mean of the
+// batch's other rewards), over σ + ε where σ is taken around that baseline over the batch or each
+// group (std_scope). Everything in units of the batch sums' scale.
+void batch_mean(const std::vector<double>& R, const GroupLayout& layout, const EstimatorOptions& opt,
+                std::vector<double>& A) {
+  const size_t B = R.size();
+  math::MomentSums b;
+  for (double v : R) b.add(v);
+  const bool loo = opt.baseline == Baseline::LeaveOneOut;
+  std::vector<double> C(B, kNaN), sd(B, -1.0);
+  for (size_t i = 0; i < B; ++i)  // AReaL: a leave-one-out mean over a single value is 0
+    if (!math::is_nan(R[i]))
+      C[i] = loo ? (b.n > 1.0 ? b.loo_centred(R[i]) : R[i] / b.scale) : b.centred(R[i]);
+  const bool sample = opt.std == StdDivisor::Sample;
+  if (opt.std != StdDivisor::None && opt.std_scope == StdScope::Batch) {
+    math::SquaredDeviations m2;
+    for (double c : C)
+      if (!math::is_nan(c)) m2.add(c);
+    std::fill(sd.begin(), sd.end(), math::areal_std(m2, b.n, sample, b.scale));
+  } else if (opt.std != StdDivisor::None) {
+    for (int64_t g = 0; g < layout.num_groups(); ++g) {
+      const int64_t* m = layout.members(g);
+      math::SquaredDeviations m2;
+      double n = 0.0;
+      for (int64_t k = 0; k < layout.size(g); ++k)
+        if (!math::is_nan(C[m[k]])) m2.add(C[m[k]]), n += 1.0;
+      for (int64_t k = 0; k < layout.size(g); ++k) sd[m[k]] = math::areal_std(m2, n, sample, b.scale);
+    }
+  }
+  for (size_t i = 0; i < B; ++i)
+    if (!math::is_nan(R[i])) A[i] = math::scaled_advantage(C[i], b.scale, sd[i], b.scale, opt.epsilon);
+}
+
 std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& opt) {
   const int64_t B = in.rewards.shape[0];
   const char* est = estimator_name(opt.estimator);
   std::vector<double> R = combined_rewards(in.rewards, in.reward_weights);
-  const GroupLayout layout = detail::make_layout(B, in.group_ids, opt.group_size);
+  // group_size 0 without ids (an estimator that needs no groups): one group, the batch.
+  const GroupLayout layout = detail::make_layout(B, in.group_ids, opt.group_size > 0 ? opt.group_size : B);
   const std::vector<double> L = row_lengths(in, B);
   std::vector<double> A(R.size(), kNaN);  // NaN: no signal (excluded from batch statistics)
 
@@ -196,9 +232,9 @@ std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& o
       }
       for (int64_t g = 0; g < layout.num_groups(); ++g) {
         const int64_t* m = layout.members(g);
-        const double mean = group_mean(R, m, layout.size(g));
+        const math::MomentSums s = group_sums(R, m, layout.size(g));
         for (int64_t k = 0; k < layout.size(g); ++k)
-          if (!math::is_nan(R[m[k]])) A[m[k]] = alpha * (R[m[k]] - mean);
+          if (!math::is_nan(R[m[k]])) A[m[k]] = alpha * math::unscale(s.centred(R[m[k]]), s.scale);
       }
       break;
     }
@@ -207,9 +243,10 @@ std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& o
       require_pairs(layout, est);
       for (int64_t g = 0; g < layout.num_groups(); ++g) {
         const int64_t* m = layout.members(g);
+        const math::MomentSums s = group_sums(R, m, layout.size(g));  // its scale keeps Σ L R finite
         double num = 0.0, den = 0.0;
         for (int64_t k = 0; k < layout.size(g); ++k)
-          if (!math::is_nan(R[m[k]])) num += L[m[k]] * R[m[k]], den += L[m[k]];
+          if (!math::is_nan(R[m[k]])) num += L[m[k]] * (R[m[k]] / s.scale), den += L[m[k]];
         if (den == 0.0) {
           bool any = false;
           for (int64_t k = 0; k < layout.size(g); ++k) any = any || !math::is_nan(R[m[k]]);
@@ -221,7 +258,7 @@ std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& o
         }
         const double base = math::opo_baseline(num, den);
         for (int64_t k = 0; k < layout.size(g); ++k)
-          if (!math::is_nan(R[m[k]])) A[m[k]] = R[m[k]] - base;
+          if (!math::is_nan(R[m[k]])) A[m[k]] = math::unscale(R[m[k]] / s.scale - base, s.scale);
       }
       break;
     }
@@ -242,10 +279,9 @@ std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& o
         double second = -std::numeric_limits<double>::infinity();
         for (int64_t k = 0; k < n; ++k)
           if (m[k] != best && !math::is_nan(R[m[k]]) && R[m[k]] > second) second = R[m[k]];
-        const double mean = group_mean(R, m, n);
-        const double sd = group_std(R, m, n, mean, opt.std);
-        const double gap = R[best] - second;
-        A[best] = math::passk_advantage(gap, sd, opt.epsilon);
+        const math::MomentSums s = group_sums(R, m, n);
+        const double gap = R[best] / s.scale - second / s.scale;
+        A[best] = math::scaled_advantage(gap, s.scale, group_std(R, m, n, s, opt.std), s.scale, opt.epsilon);
       }
       break;
     }
@@ -261,15 +297,31 @@ std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& o
         const double w = in.reward_weights.defined() ? read_real(in.reward_weights, k) : 1.0;
         for (int64_t g = 0; g < layout.num_groups(); ++g) {
           const int64_t* m = layout.members(g);
-          const double mean = group_mean(col, m, layout.size(g));
-          const double sd = group_std(col, m, layout.size(g), mean, opt.std);
+          const math::MomentSums s = group_sums(col, m, layout.size(g));
+          const double sd = group_std(col, m, layout.size(g), s, opt.std);
           for (int64_t j = 0; j < layout.size(g); ++j)  // NaN rewards add nothing (TRL's nansum)
-            S[m[j]] += w * math::advantage_value(col[m[j]], mean, sd, opt.epsilon);
+            S[m[j]] += w * math::group_advantage(col[m[j]], s, false, sd, s.scale, opt.epsilon);
         }
       }
       for (int64_t i = 0; i < B; ++i) A[i] = math::is_nan(R[i]) ? kNaN : S[i];
       break;
     }
+
+    case Estimator::MaxRl:
+      for (int64_t g = 0; g < layout.num_groups(); ++g) {
+        const int64_t* m = layout.members(g);
+        const math::MomentSums s = group_sums(R, m, layout.size(g));
+        for (int64_t k = 0; k < layout.size(g); ++k)  // SkyRL: a lone completion's μ is 0
+          if (!math::is_nan(R[m[k]]))
+            A[m[k]] = s.n <= 1.0
+                          ? R[m[k]]
+                          : math::maxrl_advantage(s.centred(R[m[k]]), s.mean_scaled(), s.scale, opt.epsilon);
+      }
+      break;
+
+    case Estimator::BatchMean:
+      batch_mean(R, layout, opt, A);
+      break;
 
     default:
       break;

@@ -31,6 +31,8 @@ constexpr NamedEstimator kEstimators[] = {
     {"normalize_then_sum", Estimator::NormalizeThenSum},
     {"optimal_token_baseline", Estimator::OptimalTokenBaseline},
     {"tir_optimal_token_baseline", Estimator::TirOptimalTokenBaseline},
+    {"maxrl", Estimator::MaxRl},
+    {"batch_mean", Estimator::BatchMean},
 };
 
 // ---- validation ---------------------------------------------------------------------------------
@@ -222,14 +224,24 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     value_error("f_norm: expected a finite non-zero value, got ", opt.f_norm);
   if (opt.batch_norm == BatchNorm::MaskedWhiten && is_token_estimator(opt.estimator))
     value_error("batch_norm: token estimators whiten (or not) by definition");
-  if (needs_groups(opt.estimator)) check_groups(in, opt, B, dev);
+  if (needs_groups(opt)) check_groups(in, opt, B, dev);
 }
 
 }  // namespace
 
 namespace detail {
 
-bool needs_groups(Estimator e) { return e != Estimator::ReinforcePP && e != Estimator::Remax; }
+bool needs_groups(const EstimatorOptions& opt) {
+  switch (opt.estimator) {
+    case Estimator::ReinforcePP:
+    case Estimator::Remax:
+      return false;
+    case Estimator::BatchMean:
+      return opt.std != StdDivisor::None && opt.std_scope == StdScope::Group;
+    default:
+      return true;
+  }
+}
 
 void check_estimator_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
                             const TensorView& returns, const Device& dev) {

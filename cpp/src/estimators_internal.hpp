@@ -6,7 +6,8 @@
 namespace grpokit {
 namespace detail {
 
-bool needs_groups(Estimator e);  // every estimator but the token-level REINFORCE++ and ReMax
+// Every estimator but the token-level REINFORCE++ and ReMax, and the batch mean without a group σ.
+bool needs_groups(const EstimatorOptions& opt);
 // check_estimator_args on `dev`: the CPU engine passes Device{} (CPU: values are checked too)
 void check_estimator_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
                             const TensorView& returns, const Device& dev);

@@ -181,6 +181,26 @@ ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType(
                 "the optimal token baseline over each row's selected tokens only (multi-turn: gaps removed)",
                 *_OTB_OPTIONS,
             ),
+            _info(
+                "maxrl",
+                "maxrl",
+                "outcome",
+                "SkyRL maxrl (MaxRL: maximum-likelihood RL)",
+                "(R − group mean) / (group mean + epsilon); a group of one keeps R",
+                {"epsilon": 1e-6},
+                ("reward_weights",),
+            ),
+            _info(
+                "batch_mean",
+                "batch_mean",
+                "outcome",
+                "AReaL Normalization(mean_level='batch')",
+                "R − batch mean (baseline='leave_one_out': of the others) [/ (σ + epsilon)], σ around that "
+                "baseline over the batch or each group (std_scope='group' needs group_size or group_ids)",
+                {"baseline": "mean", "std": "sample", "std_scope": "batch", "epsilon": 1e-5},
+                ("reward_weights",),
+                grouped=False,
+            ),
         )
     }
 )
@@ -221,6 +241,11 @@ PRESETS: Mapping[str, Tuple[str, Mapping[str, Any]]] = MappingProxyType(
         "verl.gdpo": _p("gdpo", std="sample", epsilon=1e-6),
         "verl.optimal_token_baseline": _p("optimal_token_baseline", handle_zero_tail=True, epsilon=1e-8),
         "verl.tir_optimal_token_baseline": _p("tir_optimal_token_baseline", handle_zero_tail=True, epsilon=1e-8),
+        "skyrl.maxrl": _p("maxrl", epsilon=1e-6),
+        # NormConfig's defaults (std_level="batch", std_unbiased=True, eps=1e-5) and its other std levels.
+        "areal.batch_mean": _p("batch_mean", std="sample", std_scope="batch", epsilon=1e-5),
+        "areal.batch_mean_group_std": _p("batch_mean", std="sample", std_scope="group", epsilon=1e-5),
+        "areal.batch_mean_no_std": _p("batch_mean", std="none"),
     }
 )
 

@@ -29,6 +29,26 @@ TEST_CASE("mean-centred advantages per contiguous group", "[advantages]") {
   CHECK(a[3] == 0.0);
 }
 
+TEST_CASE("finite rewards at the float64 maximum never overflow; a float step apart sums to zero",
+          "[advantages]") {
+  const double big = std::numeric_limits<double>::max();
+  AdvantageOptions opt;
+  opt.group_size = 2;
+  auto a = run({big, -big}, opt);  // the mean is 0, not (big − big)/2 through an infinite difference
+  CHECK(a[0] == big);
+  CHECK(a[1] == -big);
+  opt.std = StdDivisor::Sample;  // σ = √2·big overflows; the scaled form does not
+  a = run({big, -big}, opt);
+  CHECK(a[0] == Approx(1.0 / std::sqrt(2.0)));
+  CHECK(a[1] == Approx(-1.0 / std::sqrt(2.0)));
+  opt.std = StdDivisor::None;
+  opt.group_size = 3;
+  const double up = std::nextafter(1.0, 2.0);
+  a = run({1.0, up, up}, opt);  // mean 1 + 2u/3: the rounded mean would leave (−u, 0, 0)
+  CHECK(a[0] + a[1] + a[2] == Approx(0.0).margin(1e-30));
+  CHECK(a[0] == Approx(-2.0 / 3.0 * (up - 1.0)));
+}
+
 TEST_CASE("population and sample std, epsilon", "[advantages]") {
   AdvantageOptions opt;
   opt.group_size = 4;

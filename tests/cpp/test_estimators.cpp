@@ -30,6 +30,29 @@ TEST_CASE("leave-one-out equals G/(G-1)(R - mean)", "[estimators]") {
   for (int i = 0; i < 4; ++i) CHECK(out[i] == Approx(4.0 / 3.0 * (r[i] - mean)));
 }
 
+TEST_CASE("MaxRL divides by the group mean; the batch mean needs no groups", "[estimators]") {
+  std::vector<double> r{1.0, 0.0, 0.0, 1.0, 1.0, 1.0}, out(6);
+  EstimatorInputs in;
+  in.rewards = vec(r);
+  EstimatorOptions opt;
+  opt.estimator = Estimator::MaxRl;
+  opt.group_size = 3;
+  opt.epsilon = 1e-6;
+  estimator_advantages_cpu(in, opt, vec(out), undefined_tensor());
+  CHECK(out[0] == Approx((1.0 - 1.0 / 3) / (1.0 / 3 + 1e-6)));
+  CHECK(out[1] == Approx((0.0 - 1.0 / 3) / (1.0 / 3 + 1e-6)));
+  CHECK(out[3] == 0.0);  // the all-solved group
+  opt.estimator = Estimator::BatchMean;
+  opt.group_size = 0;  // none: the batch
+  opt.std = StdDivisor::None;
+  estimator_advantages_cpu(in, opt, vec(out), undefined_tensor());
+  for (int i = 0; i < 6; ++i) CHECK(out[i] == Approx(r[i] - 4.0 / 6.0));
+  opt.std = StdDivisor::Sample;
+  opt.std_scope = StdScope::Group;  // a group σ needs groups
+  CHECK_THROWS_WITH(estimator_advantages_cpu(in, opt, vec(out), undefined_tensor()),
+                    Catch::Contains("group_size: expected a positive integer"));
+}
+
 TEST_CASE("multi-reward weights: wrong K is an error naming reward_weights", "[estimators]") {
   std::vector<double> r(6, 1.0), w{1.0, 2.0, 3.0}, out(3);
   EstimatorInputs in;
@@ -99,8 +122,8 @@ TEST_CASE("every estimator writes finite values and leaves unselected tokens at 
       rho[k] = 1.0 + 0.05 * static_cast<double>(t);
     }
   for (int64_t k = 0; k < B * K; ++k) rk[k] = std::sin(static_cast<double>(k));
-  for (const char* name :
-       {"grpo", "rloo", "reinforce_pp_baseline", "opo", "grpo_passk", "gpg", "normalize_then_sum"}) {
+  for (const char* name : {"grpo", "rloo", "reinforce_pp_baseline", "opo", "grpo_passk", "gpg",
+                           "normalize_then_sum", "maxrl", "batch_mean"}) {
     EstimatorInputs in;
     in.rewards = mat(rk, B, K);
     in.reward_weights = vec(w);

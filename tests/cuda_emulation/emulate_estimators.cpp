@@ -69,6 +69,7 @@ struct EstCase {
   bool isw = false;        // OTB rollout IS weights
   bool token_rewards_2d = true;
   bool returns = false;
+  double scale = 1.0;      // outcome rewards × scale (float64 only): the scaled statistics at ±1e308
 };
 
 template <class R>
@@ -89,6 +90,7 @@ void run_estimator(const EstCase& c, const Shape& sh, bool strided_rewards, doub
       const unsigned pick = g() % 4;
       double v = pick == 0 ? 0.0 : pick == 1 ? 1.0 : n01(g);
       if ((K > 1 && g() % 5 == 0) || i == 1) v = NAN;  // row 1: unscorable
+      if (sizeof(R) == sizeof(double)) v *= c.scale;
       rew[(i * K + k) * stride] = R(v);
     }
   std::vector<R> trew(static_cast<size_t>(B * T)), logp(B * T), ref(B * T), spp(B * T), isw(B * T), base(B);
@@ -205,6 +207,25 @@ std::vector<EstCase> estimator_cases() {
     c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-6, c.opt.batch_norm = BatchNorm::MaskedWhiten, c.K = 3,
     c.use_mask = true;
   });
+  add("maxrl_K3", Estimator::MaxRl, [](EstCase& c) { c.opt.epsilon = 1e-6, c.K = 3; });
+  add("batch_mean", Estimator::BatchMean, [](EstCase& c) {
+    c.opt.group_size = 0, c.opt.std = StdDivisor::Sample, c.opt.std_scope = StdScope::Batch,
+    c.opt.epsilon = 1e-5;
+  });
+  add("batch_mean_loo_group_std", Estimator::BatchMean, [](EstCase& c) {
+    c.opt.baseline = Baseline::LeaveOneOut, c.opt.std = StdDivisor::Population,
+    c.opt.std_scope = StdScope::Group;
+  });
+  for (const auto& [name, e] :
+       {std::pair{"grpo_sample_1e307", Estimator::Grpo}, std::pair{"gdpo_1e307", Estimator::NormalizeThenSum},
+        std::pair{"grpo_passk_1e307", Estimator::GrpoPassk},
+        std::pair{"batch_mean_1e307", Estimator::BatchMean}})
+    add(name, e, [](EstCase& c) { c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-6, c.scale = 5e307; });
+  add("grpo_batch_std_1e307", Estimator::Grpo, [](EstCase& c) {
+    c.opt.std = StdDivisor::Population, c.opt.std_scope = StdScope::Batch, c.scale = 5e307;
+  });
+  add("rpp_baseline_whiten_1e307", Estimator::ReinforcePPBaseline,
+      [](EstCase& c) { c.opt.batch_norm = BatchNorm::MaskedWhiten, c.use_mask = true, c.scale = 2e307; });
   add("reinforce_pp", Estimator::ReinforcePP, [](EstCase& c) { c.returns = true; });
   add("reinforce_pp_gamma_1d", Estimator::ReinforcePP,
       [](EstCase& c) { c.opt.gamma = 0.9, c.token_rewards_2d = false; });

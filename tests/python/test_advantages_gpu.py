@@ -32,6 +32,17 @@ def test_cuda_matches_cpu(opts, dtype, tol, B, G):
 
 
 @pytest.mark.parametrize("opts", OPTIONS)
+def test_cuda_at_the_float64_maximum(opts):
+    # The scaled group statistics (math/advantages.hpp) on the device: finite where the exact value is.
+    r = torch.tensor(
+        [9e307, -9e307, 1.7e308, -1.7e308, 5e307, 0.0, 1.0, float.fromhex("0x1.0000000000001p0")], dtype=torch.float64
+    )
+    cpu = grpokit.advantages(r, group_size=2, **opts)
+    gpu = grpokit.advantages(r.cuda(), group_size=2, **opts)
+    np.testing.assert_allclose(gpu.cpu().numpy(), cpu.numpy(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("opts", OPTIONS)
 def test_cuda_group_ids(opts):
     r = torch.randn(12, dtype=torch.float64)
     ids = torch.tensor([3, 1, 3, 1, 2, 2, 3, 1, 2, 2, 3, 1])

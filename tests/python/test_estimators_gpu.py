@@ -44,6 +44,11 @@ OUTCOME = [
     ("gpg", {"f_norm": 2.5}, 3, ()),
     ("normalize_then_sum", {}, 3, ()),
     ("gdpo", {}, 3, ("mask",)),
+    ("skyrl.maxrl", {}, 1, ()),
+    ("maxrl", {}, 3, ()),
+    ("areal.batch_mean", {}, 1, ()),
+    ("areal.batch_mean_group_std", {}, 3, ()),
+    ("batch_mean", {"baseline": "leave_one_out", "std": "none"}, 1, ()),
 ]
 
 TOKEN = [

@@ -111,6 +111,10 @@ _LONG_CALLS = {
         old = np.broadcast_to(np.float32(-1.1), (1 << 11, 1 << 15))
         call = lambda: grpokit.policy_loss(lp, old, np.ones(1 << 11, np.float32), spec="trl.grpo")
     """,
+    "diagnostics.loss_decomposition": """
+        a = np.broadcast_to(np.float32(0.5), (1 << 12, 1 << 22))
+        call = lambda: grpokit.diagnostics.loss_decomposition(a, np.zeros(1 << 12), 4, ratios=a, epsilon=0.2)
+    """,
     "stationary.compare": """
         call = lambda: grpokit.stationary.compare(list(np.linspace(0, 1, 12)), [1 / 12] * 12, 0.1, [16])
     """,

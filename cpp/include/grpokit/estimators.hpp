@@ -29,6 +29,9 @@ enum class Estimator : uint8_t {
   OptimalTokenBaseline,  // verl optimal_token_baseline: A_t = G_t − Σ G W / Σ W per group and position
   TirOptimalTokenBaseline,  // verl tir_optimal_token_baseline: the same over each row's selected tokens
                             // only (multi-turn: positions counted without the tool-output gaps)
+  MaxRl,  // SkyRL maxrl: (R − group mean) / (group mean + ε); a group of one keeps R
+  BatchMean,  // AReaL Normalization(mean_level="batch"): R − batch mean [/ (σ + ε)], σ around that mean
+              // over the batch or the group (no groups needed without a group σ)
 };
 
 // The final batch normalisation of the leave-one-out and normalise-then-sum estimators.
@@ -59,7 +62,7 @@ struct EstimatorInputs {
 
 struct EstimatorOptions {
   Estimator estimator = Estimator::Grpo;
-  int64_t group_size = 0;
+  int64_t group_size = 0;  // 0 with no group_ids: one group, the batch (estimators that need none)
   // Group statistics (Grpo, GrpoPassk, NormalizeThenSum per reward): as AdvantageOptions.
   Baseline baseline = Baseline::Mean;
   StdDivisor std = StdDivisor::None;

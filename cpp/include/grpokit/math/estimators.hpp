@@ -22,9 +22,10 @@ GRPOKIT_HD double verl_masked_var(double sum_sq_dev, double count) {
   return verl_masked_mean(sum_sq_dev, count) * count / (count - 1.0);
 }
 
-// verl_F.masked_whiten (shift_mean=True): (x − mean) / sqrt(var + 1e-8).
-GRPOKIT_HD double verl_whiten(double x, double mean, double var) {
-  return (x - mean) / sqrt(var + kVerlWhitenEps);
+// verl_F.masked_whiten (shift_mean=True): (x − mean) / sqrt(var + 1e-8), from values, mean and var in
+// units of `scale` (a power of two, math::pow2_scale: the 1e-8 scales with them).
+GRPOKIT_HD double verl_whiten(double x, double mean, double var, double scale = 1.0) {
+  return (x - mean) / sqrt(var + kVerlWhitenEps / scale / scale);
 }
 
 // One step of the backward discounted return-to-go (verl REINFORCE++): a selected token takes
@@ -66,10 +67,16 @@ GRPOKIT_HD double standardise(double x, double mean, double std, double eps) {
   return centred / denom;
 }
 
-// GRPO pass@k (verl grpo_passk): the group's best completion gets the gap to the runner-up,
-// standardised by the group std (sd < 0: no std divisor).
-GRPOKIT_HD double passk_advantage(double gap, double sd, double eps) {
-  return sd < 0.0 ? gap : standardise(gap, 0.0, sd, eps);
+// MaxRL (SkyRL maxrl): (r − μ) / (μ + ε) from c = (r − μ) / scale and m = μ / scale (the scales
+// cancel, so nothing overflows before the ratio); 0/0 := 0. SkyRL's μ + ε = 0 gives ±inf as there.
+GRPOKIT_HD double maxrl_advantage(double c, double m, double scale, double eps) {
+  return c == 0.0 ? 0.0 : c / (m + eps / scale);
+}
+
+// AReaL's σ (areal/utils/data.py, Normalization._compute_std) in units of `scale`: 1 where the divisor
+// (n, or n − 1 unbiased) is not positive.
+GRPOKIT_HD double areal_std(const SquaredDeviations& m2, double n, bool sample, double scale) {
+  return (sample ? n - 1.0 : n) > 0.0 ? std_from_m2(m2, n, sample) : 1.0 / scale;
 }
 
 // OPO's length-weighted group baseline Σ L_j R_j / Σ L_j (the caller handles Σ L_j = 0).
