@@ -55,6 +55,39 @@ LinearInputs import_linear(py::object hidden, py::object weight, py::object toke
           import_array(token_ids, "token_ids", stream, false)};
 }
 
+// The forward functions' per-row results, imported as outputs.
+struct RowOutputs {
+  Imported logp, entropy, lse;
+};
+
+RowOutputs import_rows(py::object logp, py::object entropy, py::object lse, std::intptr_t stream) {
+  return {import_array(logp, "logp", stream, true), import_array(entropy, "entropy", stream, true),
+          import_array(lse, "lse", stream, true)};
+}
+
+// What every backward function reads besides its inputs: the forward's lse and entropy, the upstream
+// gradients.
+struct Upstream {
+  Imported lse, entropy, grad_logp, grad_entropy;
+};
+
+Upstream import_upstream(py::object lse, py::object entropy, py::object grad_logp, py::object grad_entropy,
+                         std::intptr_t stream) {
+  return {import_array(lse, "lse", stream, false), import_array(entropy, "entropy", stream, false),
+          import_array(grad_logp, "grad_logp", stream, false),
+          import_array(grad_entropy, "grad_entropy", stream, false)};
+}
+
+// The sampler's kept set as the backward functions read it (the forward's kept_logmass and keep_min).
+SamplerInputs import_kept(py::object kept_logmass, py::object keep_min, std::intptr_t stream) {
+  return import_sampler(kept_logmass, keep_min, py::none(), py::none(), py::none(), false, stream);
+}
+
+void require_sampler(bool available, const Backend& backend) {
+  if (!available)
+    not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+}
+
 }  // namespace
 
 void bind_logprobs(py::module_& m, const Backend& backend) {
@@ -63,12 +96,11 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       [backend](py::object logits, py::object token_ids, py::object logp, py::object entropy, py::object lse,
                 double temperature, py::object sum_sq_probs, std::intptr_t stream) {
         const TokenInputs x = import_token(logits, token_ids, stream);
-        Imported lp = import_array(logp, "logp", stream, true);
-        Imported h = import_array(entropy, "entropy", stream, true);
-        Imported l = import_array(lse, "lse", stream, true);
+        const RowOutputs o = import_rows(logp, entropy, lse, stream);
         Imported sq = import_array(sum_sq_probs, "sum_sq_probs", stream, true);
         py::gil_scoped_release nogil;
-        backend.token_logprobs(x.args(temperature), lp.view(), h.view(), l.view(), sq.view(), stream);
+        backend.token_logprobs(x.args(temperature), o.logp.view(), o.entropy.view(), o.lse.view(), sq.view(),
+                               stream);
       },
       py::arg("logits"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"), py::arg("lse"),
       py::arg("temperature"), py::arg("sum_sq_probs") = py::none(), py::arg("stream") = 0,
@@ -80,14 +112,11 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
                 py::object grad_logp, py::object grad_entropy, py::object grad_logits, double temperature,
                 std::intptr_t stream) {
         const TokenInputs x = import_token(logits, token_ids, stream);
-        Imported l = import_array(lse, "lse", stream, false);
-        Imported h = import_array(entropy, "entropy", stream, false);
-        Imported ga = import_array(grad_logp, "grad_logp", stream, false);
-        Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
+        const Upstream u = import_upstream(lse, entropy, grad_logp, grad_entropy, stream);
         Imported g = import_array(grad_logits, "grad_logits", stream, true);
         py::gil_scoped_release nogil;
-        backend.token_logprobs_backward(x.args(temperature), l.view(), h.view(), ga.view(), gb.view(),
-                                        g.view(), stream);
+        backend.token_logprobs_backward(x.args(temperature), u.lse.view(), u.entropy.view(),
+                                        u.grad_logp.view(), u.grad_entropy.view(), g.view(), stream);
       },
       py::arg("logits"), py::arg("token_ids"), py::arg("lse"), py::arg("entropy"), py::arg("grad_logp"),
       py::arg("grad_entropy"), py::arg("grad_logits"), py::arg("temperature"), py::arg("stream") = 0,
@@ -100,17 +129,14 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
                 py::object kept_logmass, py::object keep_min, double temperature, py::object top_k,
                 py::object top_p, py::object min_p, const std::string& convention, bool entropy_over_kept,
                 std::intptr_t stream) {
-        if (!backend.token_logprobs_sampler)
-          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        require_sampler(backend.token_logprobs_sampler, backend);
         const TokenInputs x = import_token(logits, token_ids, stream);
-        Imported lp = import_array(logp, "logp", stream, true);
-        Imported h = import_array(entropy, "entropy", stream, true);
-        Imported l = import_array(lse, "lse", stream, true);
+        const RowOutputs o = import_rows(logp, entropy, lse, stream);
         const SamplerInputs si = import_sampler(kept_logmass, keep_min, top_k, top_p, min_p, true, stream);
         const SamplerArgs s = si.args(convention, entropy_over_kept);
-        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
         py::gil_scoped_release nogil;
-        backend.token_logprobs_sampler(x.args(temperature), s, lp.view(), h.view(), l.view(), km, kn, stream);
+        backend.token_logprobs_sampler(x.args(temperature), s, o.logp.view(), o.entropy.view(), o.lse.view(),
+                                       si.kept_logmass.view(), si.keep_min.view(), stream);
       },
       py::arg("logits"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"), py::arg("lse"),
       py::arg("kept_logmass"), py::arg("keep_min"), py::arg("temperature"), py::arg("top_k"),
@@ -123,20 +149,15 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       [backend](py::object logits, py::object token_ids, py::object lse, py::object kept_logmass,
                 py::object keep_min, py::object entropy, py::object grad_logp, py::object grad_entropy,
                 py::object grad_logits, double temperature, bool entropy_over_kept, std::intptr_t stream) {
-        if (!backend.token_logprobs_sampler_backward)
-          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        require_sampler(backend.token_logprobs_sampler_backward, backend);
         const TokenInputs x = import_token(logits, token_ids, stream);
-        Imported l = import_array(lse, "lse", stream, false);
-        const SamplerInputs si =
-            import_sampler(kept_logmass, keep_min, py::none(), py::none(), py::none(), false, stream);
-        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
-        Imported h = import_array(entropy, "entropy", stream, false);
-        Imported ga = import_array(grad_logp, "grad_logp", stream, false);
-        Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
+        const Upstream u = import_upstream(lse, entropy, grad_logp, grad_entropy, stream);
+        const SamplerInputs si = import_kept(kept_logmass, keep_min, stream);
         Imported g = import_array(grad_logits, "grad_logits", stream, true);
         py::gil_scoped_release nogil;
-        backend.token_logprobs_sampler_backward(x.args(temperature), entropy_over_kept, l.view(), km, kn,
-                                                h.view(), ga.view(), gb.view(), g.view(), stream);
+        backend.token_logprobs_sampler_backward(x.args(temperature), entropy_over_kept, u.lse.view(),
+                                                si.kept_logmass.view(), si.keep_min.view(), u.entropy.view(),
+                                                u.grad_logp.view(), u.grad_entropy.view(), g.view(), stream);
       },
       py::arg("logits"), py::arg("token_ids"), py::arg("lse"), py::arg("kept_logmass"), py::arg("keep_min"),
       py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_logits"),
@@ -150,18 +171,15 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
                 py::object entropy, py::object lse, py::object kept_logmass, py::object keep_min,
                 double temperature, py::object top_k, py::object top_p, py::object min_p,
                 const std::string& convention, bool entropy_over_kept, std::intptr_t stream) {
-        if (!backend.linear_token_logprobs_sampler)
-          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        require_sampler(backend.linear_token_logprobs_sampler, backend);
         const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
-        Imported lp = import_array(logp, "logp", stream, true);
-        Imported h = import_array(entropy, "entropy", stream, true);
-        Imported l = import_array(lse, "lse", stream, true);
+        const RowOutputs o = import_rows(logp, entropy, lse, stream);
         const SamplerInputs si = import_sampler(kept_logmass, keep_min, top_k, top_p, min_p, true, stream);
         const SamplerArgs s = si.args(convention, entropy_over_kept);
-        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
         const LinearLogprobArgs in = x.args(temperature, 0);
         py::gil_scoped_release nogil;
-        backend.linear_token_logprobs_sampler(in, s, lp.view(), h.view(), l.view(), km, kn, stream);
+        backend.linear_token_logprobs_sampler(in, s, o.logp.view(), o.entropy.view(), o.lse.view(),
+                                              si.kept_logmass.view(), si.keep_min.view(), stream);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"),
       py::arg("lse"), py::arg("kept_logmass"), py::arg("keep_min"), py::arg("temperature"), py::arg("top_k"),
@@ -174,22 +192,17 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
                 py::object kept_logmass, py::object keep_min, py::object entropy, py::object grad_logp,
                 py::object grad_entropy, py::object grad_hidden, py::object grad_weight, double temperature,
                 bool entropy_over_kept, std::intptr_t stream) {
-        if (!backend.linear_token_logprobs_sampler_backward)
-          not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
+        require_sampler(backend.linear_token_logprobs_sampler_backward, backend);
         const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
-        Imported l = import_array(lse, "lse", stream, false);
-        const SamplerInputs si =
-            import_sampler(kept_logmass, keep_min, py::none(), py::none(), py::none(), false, stream);
-        const TensorView km = si.kept_logmass.view(), kn = si.keep_min.view();
-        Imported e = import_array(entropy, "entropy", stream, false);
-        Imported ga = import_array(grad_logp, "grad_logp", stream, false);
-        Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
+        const Upstream u = import_upstream(lse, entropy, grad_logp, grad_entropy, stream);
+        const SamplerInputs si = import_kept(kept_logmass, keep_min, stream);
         Imported gh = import_array(grad_hidden, "grad_hidden", stream, true);
         Imported gw = import_array(grad_weight, "grad_weight", stream, true);
         const LinearLogprobArgs in = x.args(temperature, 0);
         py::gil_scoped_release nogil;
-        backend.linear_token_logprobs_sampler_backward(in, entropy_over_kept, l.view(), km, kn, e.view(),
-                                                       ga.view(), gb.view(), gh.view(), gw.view(), stream);
+        backend.linear_token_logprobs_sampler_backward(
+            in, entropy_over_kept, u.lse.view(), si.kept_logmass.view(), si.keep_min.view(), u.entropy.view(),
+            u.grad_logp.view(), u.grad_entropy.view(), gh.view(), gw.view(), stream);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("lse"), py::arg("kept_logmass"),
       py::arg("keep_min"), py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"),
@@ -212,14 +225,13 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
                 py::object entropy, py::object lse, py::object workspace, double temperature,
                 int64_t chunk_size, py::object sum_sq_probs, std::intptr_t stream) {
         const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
-        Imported lp = import_array(logp, "logp", stream, true);
-        Imported e = import_array(entropy, "entropy", stream, true);
-        Imported l = import_array(lse, "lse", stream, true);
+        const RowOutputs o = import_rows(logp, entropy, lse, stream);
         Imported ws = import_array(workspace, "workspace", stream, true);
         Imported sq = import_array(sum_sq_probs, "sum_sq_probs", stream, true);
         const LinearLogprobArgs in = x.args(temperature, chunk_size);
         py::gil_scoped_release nogil;
-        backend.linear_token_logprobs(in, lp.view(), e.view(), l.view(), sq.view(), ws.view(), stream);
+        backend.linear_token_logprobs(in, o.logp.view(), o.entropy.view(), o.lse.view(), sq.view(), ws.view(),
+                                      stream);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"),
       py::arg("lse"), py::arg("workspace"), py::arg("temperature"), py::arg("chunk_size"),
@@ -233,17 +245,15 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
                 py::object grad_weight, py::object workspace, double temperature, int64_t chunk_size,
                 std::intptr_t stream) {
         const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
-        Imported l = import_array(lse, "lse", stream, false);
-        Imported e = import_array(entropy, "entropy", stream, false);
-        Imported ga = import_array(grad_logp, "grad_logp", stream, false);
-        Imported gb = import_array(grad_entropy, "grad_entropy", stream, false);
+        const Upstream u = import_upstream(lse, entropy, grad_logp, grad_entropy, stream);
         Imported gh = import_array(grad_hidden, "grad_hidden", stream, true);
         Imported gw = import_array(grad_weight, "grad_weight", stream, true);
         Imported ws = import_array(workspace, "workspace", stream, true);
         const LinearLogprobArgs in = x.args(temperature, chunk_size);
         py::gil_scoped_release nogil;
-        backend.linear_token_logprobs_backward(in, l.view(), e.view(), ga.view(), gb.view(), gh.view(),
-                                               gw.view(), ws.view(), stream);
+        backend.linear_token_logprobs_backward(in, u.lse.view(), u.entropy.view(), u.grad_logp.view(),
+                                               u.grad_entropy.view(), gh.view(), gw.view(), ws.view(),
+                                               stream);
       },
       py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("lse"), py::arg("entropy"),
       py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_hidden"), py::arg("grad_weight"),

@@ -105,11 +105,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(grpokit_cpu, grpokit_cpu_impl, bind());
 
 PYBIND11_MODULE(_jax_ffi, m) {
   m.doc() = "grpokit's XLA FFI handler for the CPU (private; use grpokit.jax)";
-  bindings::register_error_translator();
-  m.def(
-      "handlers",
-      [] { return py::dict(py::arg("cpu") = py::capsule(reinterpret_cast<void*>(&grpokit_cpu))); },
-      "{platform: PyCapsule of the XLA FFI handler}, for jax.ffi.register_ffi_target.");
+  def_handlers(m, "cpu", reinterpret_cast<void*>(&grpokit_cpu));
   m.def("check", &check, py::arg("op"), py::arg("params"), py::arg("inputs"), py::arg("outputs"),
         "Validates an op's arguments from (dtype, shape) descriptors; raises the engine's errors.");
 }

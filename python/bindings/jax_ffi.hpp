@@ -18,7 +18,10 @@
 #include <utility>
 #include <vector>
 
+#include <pybind11/pybind11.h>
+
 #include "ops.hpp"
+#include "tensor_import.hpp"
 #include "xla/ffi/api/ffi.h"
 
 namespace grpokit {
@@ -147,28 +150,15 @@ inline void run_op(const Place& at, const std::string& op, const Params& p, cons
 }
 
 inline DType dtype_of(ffi::DataType t) {
-  switch (t) {
-    case ffi::DataType::PRED:
-      return DType::Bool;
-    case ffi::DataType::S8:
-      return DType::Int8;
-    case ffi::DataType::U8:
-      return DType::UInt8;
-    case ffi::DataType::S32:
-      return DType::Int32;
-    case ffi::DataType::S64:
-      return DType::Int64;
-    case ffi::DataType::F16:
-      return DType::Float16;
-    case ffi::DataType::BF16:
-      return DType::BFloat16;
-    case ffi::DataType::F32:
-      return DType::Float32;
-    case ffi::DataType::F64:
-      return DType::Float64;
-    default:
-      type_error("grpokit.jax: unsupported XLA element type ", static_cast<int>(t));
-  }
+  using X = ffi::DataType;
+  static constexpr std::pair<X, DType> kTypes[] = {
+      {X::PRED, DType::Bool},     {X::S8, DType::Int8},     {X::U8, DType::UInt8},
+      {X::S32, DType::Int32},     {X::S64, DType::Int64},   {X::F16, DType::Float16},
+      {X::BF16, DType::BFloat16}, {X::F32, DType::Float32}, {X::F64, DType::Float64},
+  };
+  for (const auto& [xla, dtype] : kTypes)
+    if (xla == t) return dtype;
+  type_error("grpokit.jax: unsupported XLA element type ", static_cast<int>(t));
 }
 
 // A contiguous row-major view (XLA's default layout, which jax.ffi.ffi_call asks for).
@@ -197,32 +187,36 @@ inline TensorView view_of(const ffi::AnyBuffer& b, Device device, bool read_only
                     std::vector<int64_t>(dims.begin(), dims.end()), device, read_only);
 }
 
+// An argument is the buffer, a result wraps it (both are handles: copies are cheap).
+inline ffi::AnyBuffer buffer_of(ffi::AnyBuffer arg) { return arg; }
+inline ffi::AnyBuffer buffer_of(ffi::Result<ffi::AnyBuffer> ret) { return *ret; }
+
+// The op's `count` arrays: a view of each present one (bit i of `present`; XLA passes those alone, in
+// order), an undefined view for each absent one.
+template <class Buffers>
+std::optional<ffi::Error> present_views(const Buffers& buffers, int64_t present, int64_t count, Device device,
+                                        bool read_only, std::vector<TensorView>& views) {
+  size_t k = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    if (!((present >> i) & 1)) {
+      views.emplace_back();
+      continue;
+    }
+    auto b = buffers.template get<ffi::AnyBuffer>(k++);
+    if (b.has_error()) return b.error();
+    views.push_back(view_of(buffer_of(b.value()), device, read_only));
+  }
+  return std::nullopt;
+}
+
 // The body of a platform's handler: XLA's buffers → views → run_op; every error → an FFI error.
 inline ffi::Error handle(const Place& at, Device device, ffi::RemainingArgs args, ffi::RemainingRets rets,
                          std::string_view op, std::string_view params, int64_t inputs, int64_t outputs,
                          int64_t num_inputs, int64_t num_outputs) {
   try {
     std::vector<TensorView> in, out;
-    size_t k = 0;
-    for (int64_t i = 0; i < num_inputs; ++i) {
-      if (!((inputs >> i) & 1)) {
-        in.emplace_back();
-        continue;
-      }
-      auto b = args.get<ffi::AnyBuffer>(k++);
-      if (b.has_error()) return b.error();
-      in.push_back(view_of(b.value(), device, true));
-    }
-    k = 0;
-    for (int64_t i = 0; i < num_outputs; ++i) {
-      if (!((outputs >> i) & 1)) {
-        out.emplace_back();
-        continue;
-      }
-      auto r = rets.get<ffi::AnyBuffer>(k++);
-      if (r.has_error()) return r.error();
-      out.push_back(view_of(*r.value(), device, false));
-    }
+    if (auto e = present_views(args, inputs, num_inputs, device, true, in)) return *e;
+    if (auto e = present_views(rets, outputs, num_outputs, device, false, out)) return *e;
     run_op(at, std::string(op), parse_params(params), in, out, false);
     return ffi::Error::Success();
   } catch (const std::exception& e) {
@@ -241,6 +235,20 @@ inline auto bind() {
       .Attr<int64_t>("outputs")
       .Attr<int64_t>("num_inputs")
       .Attr<int64_t>("num_outputs");
+}
+
+// What each module exports: handlers() -> {platform: PyCapsule of its handler}, and the engine's errors
+// translated as in the other bindings.
+inline void def_handlers(pybind11::module_& m, const char* platform, void* handler) {
+  bindings::register_error_translator();
+  m.def(
+      "handlers",
+      [platform, handler] {
+        pybind11::dict out;
+        out[platform] = pybind11::capsule(handler);
+        return out;
+      },
+      "{platform: PyCapsule of the XLA FFI handler}, for jax.ffi.register_ffi_target.");
 }
 
 }  // namespace jax_ffi

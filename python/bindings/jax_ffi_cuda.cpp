@@ -43,9 +43,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 
 PYBIND11_MODULE(_jax_ffi_cuda, m) {
   m.doc() = "grpokit's XLA FFI handler for CUDA (private; use grpokit.jax)";
-  bindings::register_error_translator();
-  m.def(
-      "handlers",
-      [] { return py::dict(py::arg("CUDA") = py::capsule(reinterpret_cast<void*>(&grpokit_cuda))); },
-      "{platform: PyCapsule of the XLA FFI handler}, for jax.ffi.register_ffi_target.");
+  def_handlers(m, "CUDA", reinterpret_cast<void*>(&grpokit_cuda));
 }

@@ -18,31 +18,23 @@ constexpr const char* kLegacyUsed = "used_dltensor";
 constexpr const char* kVersionedName = "dltensor_versioned";
 constexpr const char* kVersionedUsed = "used_dltensor_versioned";
 
+// Every element type the bindings import, with its DLPack type code and NumPy's kind character (0: NumPy
+// has none); the bits are the type's size in both.
+struct ImportedType {
+  DType dtype;
+  uint8_t dlpack_code;
+  char numpy_kind;
+};
+constexpr ImportedType kImportedTypes[] = {
+    {DType::Float16, kDLFloat, 'f'}, {DType::BFloat16, kDLBfloat, 0}, {DType::Float32, kDLFloat, 'f'},
+    {DType::Float64, kDLFloat, 'f'}, {DType::Int8, kDLInt, 'i'},      {DType::Int32, kDLInt, 'i'},
+    {DType::Int64, kDLInt, 'i'},     {DType::UInt8, kDLUInt, 'u'},    {DType::Bool, kDLBool, 'b'},
+};
+
 DType to_dtype(const DLDataType& t, const char* name) {
   if (t.lanes != 1) type_error(name, ": vector dtypes (lanes=", t.lanes, ") are not supported");
-  switch (t.code) {
-    case kDLFloat:
-      if (t.bits == 16) return DType::Float16;
-      if (t.bits == 32) return DType::Float32;
-      if (t.bits == 64) return DType::Float64;
-      break;
-    case kDLBfloat:
-      if (t.bits == 16) return DType::BFloat16;
-      break;
-    case kDLInt:
-      if (t.bits == 8) return DType::Int8;
-      if (t.bits == 32) return DType::Int32;
-      if (t.bits == 64) return DType::Int64;
-      break;
-    case kDLUInt:
-      if (t.bits == 8) return DType::UInt8;
-      break;
-    case kDLBool:
-      if (t.bits == 8) return DType::Bool;
-      break;
-    default:
-      break;
-  }
+  for (const ImportedType& k : kImportedTypes)
+    if (t.code == k.dlpack_code && t.bits == 8 * dtype_size(k.dtype)) return k.dtype;
   type_error(name, ": unsupported dtype (DLPack code ", int(t.code), ", ", int(t.bits),
              " bits); grpokit takes float16/bfloat16/float32/float64, int32/int64, bool/uint8");
 }
@@ -101,23 +93,11 @@ bool numpy_view(py::handle obj, TensorView& v) {
   const char order = dt.byteorder();
   if (order == '>' || a.ndim() > TensorView::kMaxDims) return false;
   const auto size = static_cast<int64_t>(dt.itemsize());
-  switch (dt.kind()) {
-    case 'f':
-      v.dtype = size == 2 ? DType::Float16 : size == 4 ? DType::Float32 : DType::Float64;
-      break;
-    case 'b':
-      v.dtype = DType::Bool;
-      break;
-    case 'i':
-      v.dtype = size == 1 ? DType::Int8 : size == 4 ? DType::Int32 : DType::Int64;
-      break;
-    case 'u':
-      v.dtype = DType::UInt8;
-      break;
-    default:
-      return false;
-  }
-  if (dtype_size(v.dtype) != size) return false;  // float128, int16, uint32, ...
+  const ImportedType* known = nullptr;
+  for (const ImportedType& k : kImportedTypes)
+    if (dt.kind() == k.numpy_kind && dtype_size(k.dtype) == size) known = &k;
+  if (known == nullptr) return false;  // float128, int16, uint32, ...
+  v.dtype = known->dtype;
   v.ndim = static_cast<int>(a.ndim());
   for (int i = 0; i < v.ndim; ++i) {
     if (a.strides(i) % size != 0) return false;

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _estimators, _loss, _presets
+from . import _advantages, _arguments, _estimators, _loss, _presets
 
 try:
     import jax
@@ -198,25 +198,13 @@ def _loss_backward(static: _LossStatic, saved: Tuple[Any, Any], cotangents: Tupl
 _loss_op.defvjp(_loss_forward, _loss_backward)
 
 
-def policy_loss(
-    logp: Any,
-    old_logp: Any,
-    advantages: Any,
-    mask: Any = None,
-    *,
-    spec: Any = "trl.grpo",
-    ref_logp: Any = None,
-    entropies: Any = None,
-    sampling_logp: Any = None,
-    cu_seqlens: Any = None,
-    keep: Any = None,
-    token_weights: Any = None,
-    selection: Any = None,
-    return_per_token: bool = False,
-    return_weights: bool = False,
-    num_threads: int = 0,
-    **overrides: Any,
-) -> PolicyLossOutput:
+# The arguments of grpokit.policy_loss / grpokit.advantages, less their GPU options (XLA owns the stream).
+_LOSS_ARGUMENTS = _arguments.Arguments(_loss.policy_loss, drop=("stream", "check_finite"))
+_ADVANTAGE_ARGUMENTS = _arguments.Arguments(_advantages.advantages, drop=("stream", "check_finite", "options"))
+
+
+@_LOSS_ARGUMENTS
+def policy_loss(logp: Any, old_logp: Any, advantages: Any, mask: Any = None, **kw: Any) -> PolicyLossOutput:
     """Differentiable GRPO-family loss: :func:`grpokit.policy_loss` as a JAX op.
 
     Same arrays, layouts, options and presets as :func:`grpokit.policy_loss` (JAX arrays or anything
@@ -236,20 +224,20 @@ def policy_loss(
         >>> float(jax.jit(jax.grad(f))(lp)[0, 0])
         -0.1666666716337204
     """
-    arrays = {"logp": logp, "old_logp": old_logp, "advantages": advantages, "mask": mask, "ref_logp": ref_logp}
-    arrays.update(entropies=entropies, sampling_logp=sampling_logp, cu_seqlens=cu_seqlens, keep=keep)
-    arrays.update(token_weights=token_weights, selection=selection)
-    a = {name: _array(x, name) for name, x in arrays.items()}
+    o, overrides = _LOSS_ARGUMENTS.split("policy_loss", kw)  # grpokit.policy_loss's, less the GPU options
+    o.update(logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
+    a = {name: _array(o[name], name) for name in _LOSS_INPUTS}
     lp = a["logp"]
     if np.dtype(lp.dtype).name not in ("float32", "float64"):
         raise TypeError(f"logp: expected dtype float32 or float64, got {np.dtype(lp.dtype).name}")
-    fields, names, ent_grad = _loss._plan(spec, overrides, entropies is not None, sampling_logp is not None)
+    has_ent, has_smp = o["entropies"] is not None, o["sampling_logp"] is not None
+    fields, names, ent_grad = _loss._plan(o["spec"], overrides, has_ent, has_smp)
     static = (
-        _params({**fields, "num_threads": int(num_threads)}),
+        _params({**fields, "num_threads": int(o["num_threads"])}),
         len(names),
         bool(ent_grad),
-        bool(return_per_token),
-        bool(return_weights),
+        bool(o["return_per_token"]),
+        bool(o["return_weights"]),
     )
     rest = tuple(a[n] for n in _LOSS_INPUTS if n not in ("logp", "entropies"))
     loss, metrics, per_token, weights = _loss_op(static, lp, a["entropies"], rest)
@@ -283,26 +271,18 @@ def global_counts(masks: Any, *, spec: Any = "trl.grpo", dp_size: int = 1) -> Di
 # ---- advantages ------------------------------------------------------------------------------------
 
 
-def advantages(
-    rewards: Any,
-    group_size: Optional[int] = None,
-    *,
-    group_ids: Any = None,
-    estimator: str = "grpo",
-    baseline: Optional[str] = None,
-    std: Optional[str] = None,
-    std_scope: Optional[str] = None,
-    epsilon: Optional[float] = None,
-) -> Any:
+@_ADVANTAGE_ARGUMENTS
+def advantages(rewards: Any, group_size: Optional[int] = None, **kw: Any) -> Any:
     """:func:`grpokit.advantages` of (B,) rewards as a JAX op (no gradient: advantages are constants).
 
     The group estimators with their options (``"grpo"`` and its peer presets ``"trl.grpo"``,
     ``"verl.grpo"``; ``baseline="leave_one_out"`` is RLOO's baseline). ``group_size`` and the options
     are static. The other estimators of :func:`grpokit.advantages` are not offered here yet.
     """
+    o, _ = _ADVANTAGE_ARGUMENTS.split("advantages", kw)
+    group_ids, estimator = o.pop("group_ids"), o.pop("estimator")
     info, preset = _estimators.lookup(estimator)
-    given = {"baseline": baseline, "std": std, "std_scope": std_scope, "epsilon": epsilon}
-    opts = _estimators.resolve_options(info, given, preset)
+    opts = _estimators.resolve_options(info, o, preset)  # o: baseline, std, std_scope, epsilon
     if info.name != "grpo":
         raise NotImplementedError(
             f"estimator: grpokit.jax.advantages offers the group estimators ('grpo' and its presets), "
@@ -315,7 +295,7 @@ def advantages(
     r = jax.lax.stop_gradient(_array(rewards, "rewards"))
     if not jnp.issubdtype(r.dtype, jnp.floating):
         r = r.astype(_float64())
-    params = _params({"group_size": int(group_size or 0), **{k: opts[k] for k in given}})
+    params = _params({"group_size": int(group_size or 0), **{k: opts[k] for k in o}})
     out = jax.ShapeDtypeStruct(r.shape, r.dtype)
     return _call("advantages", params, (r, _array(group_ids, "group_ids")), (out,))[0]
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from . import _advantages, _arrays, _core, _loss, _presets
+from . import _advantages, _arguments, _arrays, _core, _loss, _presets
 from ._torch_logprobs import LogprobsOutput, linear_token_logprobs, refuse_double_backward, token_logprobs
 from ._torch_sharded import vocab_parallel_linear_token_logprobs, vocab_parallel_token_logprobs
 
@@ -53,8 +54,7 @@ def _metric_names(spec_json: str, has_entropies: bool, has_sampling: bool) -> Li
     return list(_core.loss_metric_names(_spec_of(spec_json).engine_fields(), has_entropies, has_sampling))
 
 
-@torch.library.custom_op("grpokit::policy_loss", mutates_args=())
-def _policy_loss_op(
+def _policy_loss_engine(
     logp: torch.Tensor,
     old_logp: Optional[torch.Tensor],
     advantages: torch.Tensor,
@@ -100,37 +100,30 @@ def _policy_loss_op(
     return r.loss, r.grad_logp, given(r.grad_entropy), metrics, given(r.per_token), given(r.weights)
 
 
+# The op's arguments, in its schema's order (torch infers the schema from these annotations).
+_policy_loss_op = torch.library.custom_op("grpokit::policy_loss", mutates_args=())(_policy_loss_engine)
+_OP_SIGNATURE = inspect.signature(_policy_loss_engine)
+_OP_TENSORS = [p.name for p in _OP_SIGNATURE.parameters.values() if "Tensor" in str(p.annotation)]
+_ARG_INDEX = {name: k for k, name in enumerate(_OP_SIGNATURE.parameters)}
+
+
 @_policy_loss_op.register_fake
-def _(
-    logp,
-    old_logp,
-    advantages,
-    mask,
-    ref_logp,
-    entropies,
-    sampling_logp,
-    keep,
-    token_weights,
-    cu_seqlens,
-    spec,
-    selection=None,
-    return_per_token=False,
-    return_weights=False,
-    num_threads=0,
-    stream=None,
-    check_finite=False,
-):
+def _(*args, **kwargs):
+    bound = _OP_SIGNATURE.bind(*args, **kwargs)
+    bound.apply_defaults()
+    a = bound.arguments
+    logp, spec, entropies = a["logp"], a["spec"], a["entropies"]
     fields = _spec_of(spec).engine_fields()
     has_grad_ent = entropies is not None and _core.loss_has_entropy_grad(fields, True)
-    n = len(_metric_names(spec, entropies is not None, sampling_logp is not None))
+    n = len(_metric_names(spec, entropies is not None, a["sampling_logp"] is not None))
     like = lambda wanted: logp.new_empty(logp.shape if wanted else (0,))  # noqa: E731
     return (
         logp.new_empty(()),
         torch.empty_like(logp),
         like(has_grad_ent),
         logp.new_empty((n,), dtype=torch.float64),
-        like(return_per_token),
-        like(return_weights),
+        like(a["return_per_token"]),
+        like(a["return_weights"]),
     )
 
 
@@ -143,11 +136,12 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_loss, _g_grad, _g_grad_ent, _g_metrics, _g_per_token, _g_weights):
     refuse_double_backward("grpokit.torch.policy_loss")
     grad_logp, grad_ent = ctx.saved_tensors
-    g_lp = grad_logp * grad_loss.to(grad_logp.dtype) if ctx.needs_input_grad[0] else None
-    g_ent = None
-    if ctx.needs_input_grad[5] and ctx.has_grad_entropy:
-        g_ent = grad_ent * grad_loss.to(grad_ent.dtype)
-    return (g_lp, None, None, None, None, g_ent) + (None,) * 11
+    grads = dict.fromkeys(_OP_SIGNATURE.parameters)  # one per argument of the op: None but two
+    if ctx.needs_input_grad[_ARG_INDEX["logp"]]:
+        grads["logp"] = grad_logp * grad_loss.to(grad_logp.dtype)
+    if ctx.needs_input_grad[_ARG_INDEX["entropies"]] and ctx.has_grad_entropy:
+        grads["entropies"] = grad_ent * grad_loss.to(grad_ent.dtype)
+    return tuple(grads.values())
 
 
 _policy_loss_op.register_autograd(_backward, setup_context=_setup_context)
@@ -179,26 +173,16 @@ def _prepare(
     return sj, tuple(_metric_names(sj, has_ent, has_smp))
 
 
+_LOSS_ARGUMENTS = _arguments.Arguments(_loss.policy_loss)
+
+
+@_LOSS_ARGUMENTS
 def policy_loss(
     logp: torch.Tensor,
     old_logp: Optional[torch.Tensor],
     advantages: torch.Tensor,
     mask: Optional[torch.Tensor] = None,
-    *,
-    spec: Any = "trl.grpo",
-    ref_logp: Optional[torch.Tensor] = None,
-    entropies: Optional[torch.Tensor] = None,
-    sampling_logp: Optional[torch.Tensor] = None,
-    cu_seqlens: Optional[torch.Tensor] = None,
-    keep: Optional[torch.Tensor] = None,
-    token_weights: Optional[torch.Tensor] = None,
-    selection: Optional[torch.Tensor] = None,
-    return_per_token: bool = False,
-    return_weights: bool = False,
-    num_threads: int = 0,
-    stream: Any = None,
-    check_finite: bool = False,
-    **overrides: Any,
+    **kw: Any,
 ) -> PolicyLossOutput:
     """Differentiable GRPO-family loss: :func:`grpokit.policy_loss` as an autograd op.
 
@@ -227,47 +211,24 @@ def policy_loss(
         >>> lp.grad[0, 0].item()
         -0.1666666716337204
     """
-    tensors = dict(
-        old_logp=old_logp,
-        mask=mask,
-        ref_logp=ref_logp,
-        entropies=entropies,
-        sampling_logp=sampling_logp,
-        keep=keep,
-        token_weights=token_weights,
-        cu_seqlens=cu_seqlens,
-        selection=selection,
-    )
-    for name, t in (("logp", logp), ("advantages", advantages), *tensors.items()):
-        if t is not None and not isinstance(t, torch.Tensor):
-            raise TypeError(f"grpokit.torch.policy_loss: {name} must be a torch tensor, got {type(t).__name__}")
-    sj, names = _prepare(spec, tuple(sorted(overrides.items())), entropies is not None, sampling_logp is not None)
+    a, overrides = _LOSS_ARGUMENTS.split("policy_loss", kw)  # every argument of grpokit.policy_loss
+    a.update(logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
+    for name in _OP_TENSORS:
+        if a[name] is not None and not isinstance(a[name], torch.Tensor):
+            raise TypeError(f"grpokit.torch.policy_loss: {name} must be a torch tensor, got {type(a[name]).__name__}")
+    has_ent, has_smp = a["entropies"] is not None, a["sampling_logp"] is not None
+    sj, names = _prepare(a["spec"], tuple(sorted(overrides.items())), has_ent, has_smp)
     # an explicit stream object becomes its handle here (the op takes an int); None: the current stream
-    handle = None if stream is None else _arrays.resolve_stream(_arrays.placement_of(logp), stream)
-    loss, _, _, metrics, per_token, weights = torch.ops.grpokit.policy_loss(
-        logp,
-        old_logp,
-        advantages,
-        mask,
-        ref_logp,
-        entropies,
-        sampling_logp,
-        keep,
-        token_weights,
-        cu_seqlens,
-        sj,
-        selection,
-        bool(return_per_token),
-        bool(return_weights),
-        int(num_threads),
-        handle,
-        bool(check_finite),
-    )
+    stream = a["stream"] if a["stream"] is None else _arrays.resolve_stream(_arrays.placement_of(logp), a["stream"])
+    per_token, weights = bool(a["return_per_token"]), bool(a["return_weights"])
+    a.update(spec=sj, stream=stream, return_per_token=per_token, return_weights=weights)
+    a.update(num_threads=int(a["num_threads"]), check_finite=bool(a["check_finite"]))
+    loss, _, _, metrics, per_token_out, weights_out = torch.ops.grpokit.policy_loss(**a)
     return PolicyLossOutput(
         loss,
         {n: metrics[k].detach() for k, n in enumerate(names)},
-        per_token if return_per_token else None,
-        weights if return_weights else None,
+        per_token_out if per_token else None,
+        weights_out if weights else None,
     )
 
 

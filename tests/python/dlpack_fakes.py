@@ -157,3 +157,17 @@ class FakeProducer:
         self.made += 1
         name = self._name or _CAPSULE_NAMES[self.versioned]
         return _PyCapsule_New(ctypes.addressof(managed), name, None)
+
+
+class DLPackOnly:
+    """Hides an array behind the DLPack protocol alone (no NumPy interface), so the bindings take their
+    DLPack path."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kw):
+        return self._a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()

@@ -249,23 +249,13 @@ def test_objects_without_dlpack_are_refused():
 
 
 def test_bare_dlpack_producers_are_read_through_numpy():
-    class Bare:
-        def __init__(self, arr):
-            self.arr = arr
-
-        def __dlpack__(self, **kw):
-            return self.arr.__dlpack__(**kw)
-
-        def __dlpack_device__(self):
-            return self.arr.__dlpack_device__()
-
-    out = grpokit.advantages(Bare(np.array([2.0, 0.0])), group_size=2)
+    out = grpokit.advantages(DLPackOnly(np.array([2.0, 0.0])), group_size=2)
     np.testing.assert_array_equal(out, [1.0, -1.0])
 
 
 # ---- hand-made DLPack producers -------------------------------------------------------------
 
-from dlpack_fakes import FakeProducer  # noqa: E402
+from dlpack_fakes import DLPackOnly, FakeProducer  # noqa: E402
 
 
 @pytest.mark.parametrize("versioned", [True, False])

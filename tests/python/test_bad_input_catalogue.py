@@ -1,14 +1,18 @@
 """The catalogue of bad inputs: every public op, the exact exception type and a message fragment.
 
-One table, so the error contract is visible in one place. Messages name the argument, what it got and
-what was expected. Ops that land later add their rows here.
+One table, so the error contract is visible in one place (its torch rows, which need torch, in
+test_bad_input_torch.py). Messages name the argument, what it got and what was expected. Ops that land
+later add their rows here.
 """
+
+from functools import partial
 
 import numpy as np
 import pytest
 
+import bad_input_rows
 import grpokit
-from dlpack_fakes import FakeProducer
+from dlpack_fakes import DLPackOnly, FakeProducer
 
 B, T = 2, 3
 LP = -np.ones((B, T))
@@ -33,14 +37,6 @@ def _fresh_adamw():
 
 D = grpokit.diagnostics
 S = grpokit.stationary
-
-
-def _torch_loss(**kw):
-    torch = _torch()
-    lp = torch.full((2, 3), -1.0, requires_grad=True)
-    args = dict(logp=lp, old_logp=lp.detach(), advantages=torch.tensor([1.0, -1.0]))
-    args.update(kw)
-    return grpokit.torch.policy_loss(args.pop("logp"), args.pop("old_logp"), args.pop("advantages"), **args)
 
 
 CATALOGUE = [
@@ -204,36 +200,6 @@ CATALOGUE = [
         "logits: expected dtype",
     ),
     (
-        "token_logprobs: temperature 0",
-        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], temperature=0),
-        ValueError,
-        "temperature: expected a finite value > 0",
-    ),
-    (
-        "token_logprobs: temperature text",
-        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], temperature="abc"),
-        TypeError,
-        "temperature: expected a number, got 'abc'",
-    ),
-    (
-        "token_logprobs: temperature beyond float64",
-        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], temperature=10**400),
-        ValueError,
-        "temperature: expected a number within the float64 range",
-    ),
-    (
-        "token_logprobs: unknown sampler convention",
-        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], sampler="hf"),
-        ValueError,
-        'sampler: expected "vllm" or "sglang"',
-    ),
-    (
-        "token_logprobs: top_k beyond int64",
-        lambda: grpokit.token_logprobs(np.zeros((2, 5)), [0, 1], top_k=10**30),
-        TypeError,
-        "top_k: expected a number or an array of numbers within the int64/float64 range",
-    ),
-    (
         "linear_token_logprobs: chunk_size beyond int64",
         lambda: grpokit.linear_token_logprobs(np.zeros((2, 3)), np.zeros((5, 3)), [0, 1], chunk_size=10**30),
         ValueError,
@@ -338,19 +304,6 @@ CATALOGUE = [
         ValueError,
         "pi_ref: expected 2 probabilities",
     ),
-    # ---- grpokit.torch ----
-    (
-        "torch.policy_loss: unknown preset",
-        lambda: _torch_loss(spec="trl.nope"),
-        ValueError,
-        "unknown loss preset 'trl.nope'",
-    ),
-    (
-        "torch.policy_loss: advantages shape",
-        lambda: _torch_loss(advantages=_torch().ones(3)),
-        ValueError,
-        "advantages: expected shape (2,) or (2, 3)",
-    ),
     # ---- issue 21: counts, coercions, the import layer, double backward (docs/robustness.md) ----
     (
         "policy_loss: negative count",
@@ -454,95 +407,39 @@ CATALOGUE = [
         ValueError,
         "the output has overlapping elements",
     ),
+]
+
+# token_logprobs' scalar arguments, all through one call: (argument, value, exception, what the message says)
+_LOGPROBS_SCALARS = [
+    ("temperature", 0, ValueError, "expected a finite value > 0"),
+    ("temperature", "abc", TypeError, "expected a number, got 'abc'"),
+    ("temperature", 10**400, ValueError, "expected a number within the float64 range"),
+    ("sampler", "hf", ValueError, 'expected "vllm" or "sglang"'),
+    ("top_k", 10**30, TypeError, "expected a number or an array of numbers within the int64/float64 range"),
+]
+CATALOGUE += [
     (
-        "token_logprobs_backward: expanded torch out",
-        lambda: _backward_into(_torch().zeros(3, dtype=_torch().float64).expand(2, 3)),
-        ValueError,
-        "the output has overlapping elements",
-    ),
-    (
-        "token_logprobs_backward: negative-bit torch out",
-        lambda: _backward_into(_neg_view(_torch().zeros(2, 3, dtype=_torch().float64))),
-        ValueError,
-        "out: the tensor has torch's lazy negation/conjugate bit set",
-    ),
-    (
-        "advantages: sparse tensor",
-        lambda: grpokit.advantages(_torch().ones(4).to_sparse(), group_size=2),
-        TypeError,
-        "rewards: expected a dense (strided) tensor, got a sparse_coo tensor",
-    ),
-    (
-        "torch.policy_loss: double backward",
-        lambda: _double_backward(),
-        RuntimeError,
-        "grpokit.torch.policy_loss: double backward is not supported",
-    ),
-    (
-        "torch.token_logprobs: double backward",
-        lambda: _double_backward("token_logprobs"),
-        RuntimeError,
-        "grpokit.torch.token_logprobs: double backward is not supported",
-    ),
-    (
-        "torch.linear_token_logprobs: double backward",
-        lambda: _double_backward("linear_token_logprobs"),
-        RuntimeError,
-        "grpokit.torch.linear_token_logprobs: double backward is not supported",
-    ),
+        f"token_logprobs: {arg} {says}",
+        partial(grpokit.token_logprobs, np.zeros((2, 5)), [0, 1], **{arg: value}),
+        exc,
+        f"{arg}: {says}",
+    )
+    for arg, value, exc, says in _LOGPROBS_SCALARS
 ]
 
 
 def _backward_into(out):
-    x = np.zeros((2, 3))
-    if not isinstance(out, np.ndarray):
-        x = _torch().zeros(2, 3, dtype=_torch().float64)
-    ids = [0, 1] if isinstance(out, np.ndarray) else _torch().tensor([0, 1])
+    x, ids = np.zeros((2, 3)), [0, 1]
     saved = grpokit.token_logprobs(x, ids)
     return grpokit.token_logprobs_backward(x, ids, saved, saved.logp * 0 + 1, out=out)
 
 
-def _neg_view(t):
-    """A tensor whose values are -t through torch's lazy negative bit (what z.conj().imag gives)."""
-    torch = _torch()
-    return torch.complex(torch.zeros_like(t), t).conj().imag
-
-
-def _double_backward(op="policy_loss"):
-    torch = _torch()
-    gkt = grpokit.torch
-    x = torch.full((2, 3), -1.0, dtype=torch.float64, requires_grad=True)
-    ids = torch.tensor([0, 1])
-    if op == "policy_loss":
-        y = gkt.policy_loss(x, x.detach() - 0.1, torch.tensor([1.0, -1.0], dtype=torch.float64)).loss
-    elif op == "token_logprobs":
-        y = gkt.token_logprobs(x, ids).logp.sum()
-    else:
-        y = gkt.linear_token_logprobs(x, torch.ones(4, 3, dtype=torch.float64), ids).logp.sum()
-    torch.autograd.grad(y, x, create_graph=True)
-
-
-@pytest.mark.parametrize("call, exc, fragment", [c[1:] for c in CATALOGUE], ids=[c[0] for c in CATALOGUE])
+@bad_input_rows.parametrize(CATALOGUE)
 def test_bad_input(call, exc, fragment):
-    with pytest.raises(exc) as info:
-        call()
-    assert fragment in str(info.value), f"message {str(info.value)!r} lacks {fragment!r}"
+    bad_input_rows.check(call, exc, fragment)
 
 
 # ---- NumPy arrays are read without a DLPack capsule (python/bindings/tensor_import.cpp) -------------------
-
-
-class _DLPackOnly:
-    """Hides an ndarray behind the DLPack protocol alone, so the bindings take their DLPack path."""
-
-    def __init__(self, a):
-        self._a = a
-
-    def __dlpack__(self, **kw):
-        return self._a.__dlpack__(**kw)
-
-    def __dlpack_device__(self):
-        return self._a.__dlpack_device__()
 
 
 def test_numpy_fast_path_equals_the_dlpack_path():
@@ -552,7 +449,7 @@ def test_numpy_fast_path_equals_the_dlpack_path():
     A = rng.normal(size=3).astype(np.float32)
     mask = rng.random(lp.shape) < 0.8
     a = grpokit.policy_loss(lp, old, A, mask, spec="trl.grpo")
-    b = grpokit.policy_loss(_DLPackOnly(lp), _DLPackOnly(old), _DLPackOnly(A), _DLPackOnly(mask), spec="trl.grpo")
+    b = grpokit.policy_loss(DLPackOnly(lp), DLPackOnly(old), DLPackOnly(A), DLPackOnly(mask), spec="trl.grpo")
     assert float(a.loss) == float(b.loss)
     np.testing.assert_array_equal(a.grad_logp, b.grad_logp)
 
@@ -573,36 +470,9 @@ def test_numpy_arrays_the_fast_path_does_not_take_get_dlpacks_errors():
 # ---- what the import layer resolves rather than refuses (issue 21) ----------------------------------
 
 
-def test_torch_negative_bit_inputs_are_read_with_their_sign():
-    torch = _torch()
-    r = torch.tensor([1.0, 2.0, 3.0, 5.0], dtype=torch.float64)
-    neg = _neg_view(r)  # values -r, memory +r: torch's __dlpack__ alone would read +r
-    assert neg.is_neg()
-    expected = grpokit.advantages((-r).numpy(), group_size=2)
-    np.testing.assert_array_equal(grpokit.advantages(neg, group_size=2).numpy(), expected)
-
-
 def test_a_list_of_0_1_integers_is_a_mask():
     mask = [[1, 1, 0], [1, 0, 0]]
     a = grpokit.policy_loss(LP, LP - 0.1, ADV, mask)
     b = grpokit.policy_loss(LP, LP - 0.1, ADV, np.array(mask, bool))
     assert float(a.loss) == float(b.loss)
     np.testing.assert_array_equal(a.grad_logp, b.grad_logp)
-
-
-def test_torch_policy_loss_takes_a_selection_tensor():
-    torch = _torch()
-    lp = torch.full((2, 3), -1.0, dtype=torch.float64, requires_grad=True)
-    sel = torch.tensor([[True, False, True], [False, True, False]])
-    out = grpokit.torch.policy_loss(
-        lp, lp.detach() - 0.1, torch.tensor([1.0, -1.0], dtype=torch.float64), spec="verl.clip_cov", selection=sel
-    )
-    out.loss.backward()
-    ref = grpokit.policy_loss(
-        lp.detach().numpy(),
-        lp.detach().numpy() - 0.1,
-        np.array([1.0, -1.0]),
-        spec="verl.clip_cov",
-        selection=sel.numpy(),
-    )
-    np.testing.assert_allclose(lp.grad.numpy(), ref.grad_logp, rtol=0, atol=1e-15)

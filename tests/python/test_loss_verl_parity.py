@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 import grpokit  # noqa: E402
 import verl_source  # noqa: E402
-from torch_batches import ragged_logprobs  # noqa: E402
+from torch_batches import numpy_policy_loss, ragged_logprobs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +71,7 @@ AGGS = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", 
 
 def ours(name, b, agg, **kw):
     extra = {} if name in ("verl.geo_mean", "verl.sapo") else {"loss_agg_mode": agg}
-    return grpokit.policy_loss(
-        b["lp"].numpy(),
-        b["old"].numpy(),
-        b["A"].numpy(),
-        b["mask"].numpy(),
-        spec=name,
-        ref_logp=b["ref"].numpy(),
-        entropies=b["H"].numpy(),
-        **extra,
-        **kw,
-    )
+    return numpy_policy_loss(b, name, ref_logp=b["ref"], entropies=b["H"], **extra, **kw)
 
 
 def compare(res, want_loss, want_grad, metrics=None, names=()):

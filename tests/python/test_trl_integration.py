@@ -18,6 +18,7 @@ import trl  # noqa: E402
 
 import grpokit  # noqa: E402
 from test_loss_trl_parity import CASE_OPTIONS, CASES, K, _StubTrainer, batch, inputs_of, run_trl  # noqa: E402
+from torch_batches import numpy_policy_loss  # noqa: E402
 
 _DEFAULTS = {name: f.default for name, f in trl.GRPOConfig.__dataclass_fields__.items() if not callable(f.default)}
 
@@ -149,15 +150,7 @@ def test_non_trl_preset_uses_global_counts():
     lp = b["lp"].clone().requires_grad_(True)
     tr = _GrpokitStub(spec, "dapo", lp, b["H"])
     tr.compute_loss(None, inputs_of(b, float(b["mask"].sum()) * K, False)).backward()
-    want = grpokit.policy_loss(
-        b["lp"].numpy(),
-        b["old"].numpy(),
-        b["A"].numpy(),
-        b["mask"].numpy(),
-        spec="paper.dr_grpo",
-        beta=0.0,
-        num_sequences=b["lp"].shape[0] * K,
-    )
+    want = numpy_policy_loss(b, "paper.dr_grpo", beta=0.0, num_sequences=b["lp"].shape[0] * K)
     np.testing.assert_allclose(lp.grad.numpy(), want.grad_logp, rtol=1e-13)
 
 

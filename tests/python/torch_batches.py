@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+import grpokit
+
 
 def ragged_mask(B, T, gen, *, empty_row=False, gap=False):
     """(B, T) bool mask: row 0 full, the others random lengths 1..T; with ``empty_row`` row 2 is all
@@ -36,3 +38,11 @@ def linear_head(gen, dtype, rows=37, hidden=64, vocab=1001):
     ids = torch.randint(0, vocab, (rows,), generator=gen)
     dt = getattr(torch, dtype)
     return h.to(dt), w.to(dt), ids
+
+
+def numpy_policy_loss(b, spec, **kw):
+    """:func:`grpokit.policy_loss` through NumPy of a batch dict's ``lp``, ``old``, ``A`` and ``mask`` (torch
+    tensors), the other arguments in ``kw`` (torch tensors among them read as NumPy arrays): the
+    engine's result that a torch or peer path is compared with."""
+    kw = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    return grpokit.policy_loss(b["lp"].numpy(), b["old"].numpy(), b["A"].numpy(), b["mask"].numpy(), spec=spec, **kw)

@@ -35,26 +35,19 @@ std::string concat(Args&&... args) {
 }
 }  // namespace detail
 
-// Throw helpers: the message names the argument, what it got and what was expected.
-template <class... Args>
-[[noreturn]] void value_error(Args&&... args) {
-  throw Error(ErrorKind::Value, detail::concat(std::forward<Args>(args)...));
-}
-template <class... Args>
-[[noreturn]] void type_error(Args&&... args) {
-  throw Error(ErrorKind::Type, detail::concat(std::forward<Args>(args)...));
-}
-template <class... Args>
-[[noreturn]] void device_error(Args&&... args) {
-  throw Error(ErrorKind::Device, detail::concat(std::forward<Args>(args)...));
-}
-template <class... Args>
-[[noreturn]] void not_implemented(Args&&... args) {
-  throw Error(ErrorKind::NotImplemented, detail::concat(std::forward<Args>(args)...));
-}
-template <class... Args>
-[[noreturn]] void runtime_error(Args&&... args) {
-  throw Error(ErrorKind::Runtime, detail::concat(std::forward<Args>(args)...));
-}
+// Throw helpers, one per kind: value_error("epsilon: expected a value >= 0, got ", eps) and so on. The
+// message names the argument, what it got and what was expected.
+template <ErrorKind Kind>
+struct Thrower {
+  template <class... Args>
+  [[noreturn]] void operator()(Args&&... args) const {
+    throw Error(Kind, detail::concat(std::forward<Args>(args)...));
+  }
+};
+inline constexpr Thrower<ErrorKind::Value> value_error{};
+inline constexpr Thrower<ErrorKind::Type> type_error{};
+inline constexpr Thrower<ErrorKind::Device> device_error{};
+inline constexpr Thrower<ErrorKind::NotImplemented> not_implemented{};
+inline constexpr Thrower<ErrorKind::Runtime> runtime_error{};
 
 }  // namespace grpokit
