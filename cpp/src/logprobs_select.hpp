@@ -137,15 +137,21 @@ Bounds<F> group_bounds(const In* x, int64_t n, F m, F it, int64_t k, double targ
     masses(g, G, m, it, e);
     double all = 0.0;
     for (int j = 0; j < G; ++j) all += static_cast<double>(e[j]);
-    std::make_heap(g, g + G);
-    double acc = 0.0;
-    for (int j = G; j > 0 && reaches(all, target, strict); --j) {
-      std::pop_heap(g, g + j);
-      acc += static_cast<double>(mass_of(g[j - 1], m, it));
-      if (reaches(acc, target, strict)) {
-        b.bp = g[j - 1];
-        break;
+    if (!reaches(all, target, strict)) return b;
+    // the largest J of them in order, J = 64, 256, ... up to G, until their prefix reaches it
+    for (int J = std::min(64, G), done = 0;; J = std::min(4 * J, G)) {
+      std::nth_element(g + done, g + (J - 1), g + G, std::greater<F>());
+      std::sort(g + done, g + J, std::greater<F>());
+      double acc = 0.0;
+      for (int j = 0; j < J; ++j) {
+        acc += static_cast<double>(mass_of(g[j], m, it));
+        if (reaches(acc, target, strict)) {
+          b.bp = g[j];
+          return b;
+        }
       }
+      if (J == G) break;
+      done = J;
     }
   }
   return b;
