@@ -2,9 +2,11 @@
 // truncated by min-p, top-k and top-p (docs/logprobs.md, "Sampler-faithful log-probabilities").
 //
 // Per row: the full row state (one read, as token_logprobs), then the selections that the active
-// filters need (logprobs_select.hpp: a few passes over the row, which stays in cache for typical
-// V), then one pass over the kept set {x ≥ keep_min} for its mass and entropy. Every filter keeps an
-// upper set of values, so the kept set is described by one number, its smallest logit.
+// filters need (logprobs_select.hpp: a lower bound on the kept values from the row's group maxima,
+// one pass copying the entries above it, exact selections over those), then the kept set's mass and
+// entropy from the same few entries. Every filter keeps an upper set of values, so the kept set is
+// described by one number, its smallest logit.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -41,36 +43,66 @@ struct Kept {
   double entropy = 0.0;         // of the kept distribution
 };
 
-// The kept set of one row given its raw maximum m.
+// A value below which no entry passes min-p's test (v − m)/τ ≥ log(min_p), with room for the test's
+// float rounding: entries between it and the exact cut are copied and then tested.
+template <class F>
+F min_p_bound(double m, double inv_t, double min_p) {
+  const double cut = std::log(min_p) / inv_t;  // ≤ 0
+  const double slack = (std::fabs(m) + std::fabs(cut)) * (sizeof(F) == sizeof(double) ? 1e-12 : 1e-5);
+  return static_cast<F>(m + cut - slack);
+}
+
+// The kept set of one row given its raw maximum m and the whole row's mass s_all = Σ exp((x − m)/τ)
+// (the row state's): the candidates above a lower bound on every kept value, the selections over
+// them (logprobs_select.hpp), and the kept set's sums.
 template <class F, class In>
-Kept kept_set(const In* x, int64_t n, F m, double inv_t, const RowParams& q, SamplerConvention conv) {
+Kept kept_set(const In* x, int64_t n, F m, double inv_t, double s_all, const RowParams& q,
+              SamplerConvention conv) {
   const F it = static_cast<F>(inv_t);
-  const F log_min_p = q.min_p > 0.0 ? static_cast<F>(std::log(q.min_p)) : F(-INFINITY);
-  const F t_k = q.k > 0 && q.k < n ? kth_largest<F>(x, n, q.k) : F(-INFINITY);
+  const bool use_k = q.k > 0 && q.k < n, use_p = q.p < 1.0, use_mp = q.min_p > 0.0;
+  const bool vllm = conv == SamplerConvention::VLLM;
   // min-p compares p_v with min_p · p_max, i.e. d_v with log(min_p); it and top-k keep upper sets.
-  auto early = [&](F v) { return v >= t_k && (q.min_p <= 0.0 || (v - m) * it >= log_min_p); };
-  F t_p = F(-INFINITY);
-  if (q.p < 1.0) {
-    if (conv == SamplerConvention::VLLM)
-      t_p = nucleus_threshold<F>(x, n, early, m, it, q.p, false);
-    else
-      t_p = nucleus_threshold<F>(x, n, [](F) { return true; }, m, it, q.p, true);
+  const F lmp = use_mp ? static_cast<F>(std::log(q.min_p)) : F(-INFINITY);
+  auto min_p_keeps = [&](F v) { return !use_mp || (v - m) * it >= lmp; };
+  // top-p's mass is the whole row's, except under vLLM after top-k or min-p: the survivors'.
+  const bool p_over_all = use_p && !(vllm && (use_k || use_mp));
+  const Bounds<F> b = group_bounds<F>(x, n, m, it, use_k ? q.k : 0, p_over_all ? q.p * s_all : -1.0, !vllm);
+  F lo = b.bk > b.bp ? b.bk : b.bp;
+  if (use_mp) lo = std::max(lo, min_p_bound<F>(static_cast<double>(m), inv_t, q.min_p));
+  RowBuffers<F>& buf = row_buffers<F>(n);
+  F *vals = buf.vals.data(), *work = buf.work.data(), *mass = buf.mass.data();
+  const int64_t c = gather_at_least(x, n, lo, vals);  // every kept value is among them
+  F t = F(-INFINITY);
+  // Fewer than k candidates: the k-th largest value lies below them all and keeps each.
+  if (use_k && c >= q.k) {
+    std::copy(vals, vals + c, work);
+    t = kth_largest(work, c, q.k);
   }
-  // One pass: the kept set's smallest value, mass and Σ e·d, and the whole row's mass (the same exps,
-  // so log_mass is exactly 0 when everything is kept).
+  if (use_p) {  // the entries top-p ranks, with their masses
+    masses(vals, c, m, it, mass);
+    int64_t w = 0;
+    double total = 0.0;
+    for (int64_t i = 0; i < c; ++i) {
+      const F v = vals[i];
+      if (!p_over_all && !(v >= t && min_p_keeps(v))) continue;
+      work[w] = v;
+      mass[w] = mass[i];
+      total += static_cast<double>(mass[w++]);
+    }
+    const F t_p = nucleus_boundary(work, mass, w, q.p * (p_over_all ? s_all : total), !vllm);
+    t = t_p > t ? t_p : t;
+  }
   KeptSums ks;
-  const F t = t_p > t_k ? t_p : t_k, lmp = q.min_p > 0.0 ? log_min_p : F(-INFINITY);
   if constexpr (std::is_same<F, double>::value)
-    kept_sums_f64(x, n, m, it, t, lmp, ks);
+    kept_sums_f64(vals, c, m, it, t, lmp, ks);
   else
-    kept_sums_f32(x, n, m, it, t, lmp, ks);
-  const double s_all = ks.all, s_kept = ks.kept, dot = ks.dot;
-  const F lo = static_cast<F>(ks.lo);
+    kept_sums_f32(vals, c, m, it, t, lmp, ks);
   Kept k;
-  k.keep_min = static_cast<double>(lo);
-  k.log_s = std::log(s_kept);
-  k.log_mass = s_kept < s_all ? std::log(s_kept / s_all) : 0.0;
-  const double h = k.log_s - dot / s_kept;
+  k.keep_min = ks.lo;
+  k.log_s = std::log(ks.kept);
+  // everything kept: exactly 0 (the row state's sum and the kept sum round differently)
+  k.log_mass = ks.count == n ? 0.0 : std::min(0.0, std::log(ks.kept / s_all));
+  const double h = k.log_s - ks.dot / ks.kept;
   k.entropy = h > 0.0 ? h : 0.0;
   return k;
 }
@@ -91,7 +123,8 @@ void forward_rows(const TokenLogprobArgs& in, const SamplerArgs& s, const Tensor
     const bool on = (q.k > 0 && q.k < L.vocab) || q.p < 1.0 || q.min_p > 0.0;
     Kept k;
     if (on) {
-      k = kept_set<F>(row, L.vocab, static_cast<F>(m), inv_t, q, s.convention);
+      // st.sum is relative to st.max = m/τ, the scale of kept_set's exps
+      k = kept_set<F>(row, L.vocab, static_cast<F>(m), inv_t, st.sum, q, s.convention);
     } else {
       k.log_s = std::log(st.sum);
       k.entropy = st.entropy();

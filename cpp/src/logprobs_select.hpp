@@ -1,14 +1,26 @@
 // Selections over one row of logits for the sampler's truncation (internal to the CPU engine): the
-// k-th largest value (top-k) and the nucleus boundary (top-p), each by a most-significant-digit radix
-// select over order-preserving integer keys of the values: a fixed number of passes over the row
-// (3 for float32 math, 6 for float64), a 2048-bin histogram on the stack, no sort and no copy of
-// the row. Only entries whose key matches the digits chosen so far are binned after the first pass.
+// k-th largest value (top-k) and the nucleus boundary (top-p), without a sort of the row.
+//
+// 1. Bounds from group maxima (one vectorised pass): the row is split into G interleaved groups
+//    (G = row length / 8 rounded down to a power of two, at most kMaxGroups); any j group maxima are j
+//    distinct entries, so the k-th largest group maximum is ≤ the row's k-th largest value, and once the
+//    largest j group maxima hold the nucleus' target mass, the nucleus boundary is ≥ the smallest of them.
+// 2. The entries at or above the bound, copied into a per-thread buffer (blocks of kBlock entries
+//    whose vectorised maximum is below it are skipped): typically a few times k, or the nucleus.
+// 3. The exact selections over the buffer: the k-th largest by nth_element, the nucleus boundary by
+//    a most-significant-digit radix walk over order-preserving keys (8-bit digits) that keeps only
+//    the chosen bucket's entries at each digit.
+// Where no bound applies (k > G, a row shorter than 8·kMinGroups, a flat row whose nucleus outgrows the group
+// maxima) the buffer is the whole row: the same selections, linear in V.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <type_traits>
+#include <vector>
 
 #include "logprobs_rows.hpp"
 
@@ -26,120 +38,199 @@ struct Keys {
     const K sign = K(1) << (kBits - 1);
     return (u & sign) ? ~u : (u | sign);
   }
-  static F value(K k) {
-    const K sign = K(1) << (kBits - 1);
-    const K u = (k & sign) ? (k & ~sign) : ~k;
-    F v;
-    std::memcpy(&v, &u, sizeof v);
-    return v;
-  }
 };
 
-constexpr int kDigitBits = 11;
+constexpr int kMinGroups = 256, kMaxGroups = 2048;  // group maxima for the bounds; k ≤ G gets one
+constexpr int kBlock = 64;  // entries per skip test of the gather
 
-// Walks the digits from the top: level(shift, width, prefix, mask) bins the entries whose key
-// matches prefix under mask by bits [shift, shift + width) and returns the chosen digit.
-template <class K, class Level>
-inline K radix_walk(Level&& level) {
-  constexpr int kBits = 8 * sizeof(K);
-  K prefix = 0, mask = 0;
-  for (int top = kBits; top > 0; top -= kDigitBits) {
-    const int width = top < kDigitBits ? top : kDigitBits, shift = top - width;
-    const K digit = level(shift, width, prefix, mask);
-    prefix |= digit << shift;
-    mask |= ((K(1) << width) - 1) << shift;
-  }
-  return prefix;
+// Whether an inclusive mass reaches the nucleus' target: ≥ (vLLM: mass above < p) or > (SGLang: ≤ p).
+inline bool reaches(double inclusive, double target, bool strict) {
+  return strict ? inclusive > target : inclusive >= target;
 }
 
-// The k-th largest value of the row (1 ≤ k ≤ n), counting ties: {x ≥ result} holds ≥ k entries.
+// The sampler's mass of a value: e = exp(d), d = (v − m)/τ clamped to [min_exp_arg, 0].
+template <class F>
+inline F mass_of(F v, F m, F it) {
+  F d = math::clamp_exp_arg((v - m) * it);
+  return exp_of(d > F(0) ? F(0) : d);
+}
+
+// g[j] = max of x[j], x[j + G], x[j + 2·G], ... (n ≥ G, G a multiple of kLanes).
 template <class F, class In>
-F kth_largest(const In* x, int64_t n, int64_t k) {
-  using KT = Keys<F>;
-  using K = typename KT::K;
-  int64_t hist[1 << kDigitBits];
-  const K key = radix_walk<K>([&](int shift, int width, K prefix, K mask) -> K {
-    const int bins = 1 << width;
-    std::memset(hist, 0, sizeof(int64_t) * bins);
-    for (int64_t i0 = 0; i0 < n; i0 += kLanes) {
-      const int len = n - i0 < kLanes ? static_cast<int>(n - i0) : kLanes;
-      K u[kLanes];
-      for (int j = 0; j < len; ++j) u[j] = KT::of(static_cast<F>(load(x[i0 + j])));
-      for (int j = 0; j < len; ++j)
-        if ((u[j] & mask) == prefix) ++hist[(u[j] >> shift) & K(bins - 1)];
+GRPOKIT_CPU_CLONES void group_max(const In* x, int64_t n, int G, F* g) {
+  for (int j = 0; j < G; ++j) g[j] = -INFINITY;
+  const int64_t full = n - n % G;
+  for (int64_t i = 0; i < full; i += G)
+    for (int j = 0; j < G; ++j) {
+      const F v = static_cast<F>(load(x[i + j]));
+      g[j] = g[j] < v ? v : g[j];
     }
-    for (int b = bins - 1; b > 0; --b) {
-      if (k <= hist[b]) return K(b);
-      k -= hist[b];
-    }
-    return 0;
-  });
-  return KT::value(key);
+  for (int64_t i = full; i < n; ++i) {
+    const F v = static_cast<F>(load(x[i]));
+    g[i - full] = g[i - full] < v ? v : g[i - full];
+  }
 }
 
-// The nucleus boundary among the candidates (cand(x) true; an upper set of values): with masses
-// e_v = exp((x_v − m)/τ) and S their sum, the largest value w whose inclusive mass Σ_{x ≥ w} e reaches
-// p·S (≥ for vLLM, > for SGLang). Every candidate ≥ w is kept. Where rounding leaves no bucket
-// reaching it, the lowest one is taken (all of it kept).
-template <class F, class In, class Cand>
-F nucleus_threshold(const In* x, int64_t n, Cand&& cand, F m, F inv_t, double p, bool strictly_above) {
-  using KT = Keys<F>;
-  using K = typename KT::K;
-  double mass[1 << kDigitBits];
-  double above = 0.0, target = -1.0;
-  const K key = radix_walk<K>([&](int shift, int width, K prefix, K mask) -> K {
-    const int bins = 1 << width;
-    std::memset(mass, 0, sizeof(double) * bins);
-    // First level: blocks of kLanes, keys, candidacy and exps computed for all (vectorisable), then
-    // binned; later levels: only the few entries matching the prefix reach the exp.
-    for (int64_t i0 = 0; i0 < n && mask != 0; ++i0) {
-      const F v = static_cast<F>(load(x[i0]));
-      const K u = KT::of(v);
-      if ((u & mask) != prefix || !cand(v)) continue;
-      F d = math::clamp_exp_arg((v - m) * inv_t);
-      d = d > F(0) ? F(0) : d;
-      mass[(u >> shift) & K(bins - 1)] += static_cast<double>(exp_of(d));
+// Copies the entries ≥ b (as F) to out; returns how many.
+template <class F, class In>
+GRPOKIT_CPU_CLONES int64_t gather_at_least(const In* x, int64_t n, F b, F* out) {
+  if (!(b > -INFINITY)) {  // no bound: the whole row
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<F>(load(x[i]));
+    return n;
+  }
+  int64_t c = 0, i0 = 0;
+  for (; i0 + kBlock <= n; i0 += kBlock) {
+    int32_t hit = 0;  // an integer OR of the comparisons: the shape GCC vectorises
+    for (int j = 0; j < kBlock; ++j) hit |= static_cast<int32_t>(static_cast<F>(load(x[i0 + j])) >= b);
+    if (!hit) continue;
+    for (int j = 0; j < kBlock; ++j) {
+      const F v = static_cast<F>(load(x[i0 + j]));
+      if (v >= b) out[c++] = v;
     }
-    for (int64_t i0 = 0; i0 < n && mask == 0; i0 += kLanes) {
-      const int len = n - i0 < kLanes ? static_cast<int>(n - i0) : kLanes;
-      K u[kLanes];
-      F e[kLanes];
-      bool ok[kLanes];
-      for (int k = 0; k < len; ++k) {
-        const F v = static_cast<F>(load(x[i0 + k]));
-        u[k] = KT::of(v);
-        ok[k] = (u[k] & mask) == prefix && cand(v);
-        F d = math::clamp_exp_arg((v - m) * inv_t);
-        d = d > F(0) ? F(0) : d;
-        e[k] = exp_of(d);
+  }
+  for (; i0 < n; ++i0) {
+    const F v = static_cast<F>(load(x[i0]));
+    if (v >= b) out[c++] = v;
+  }
+  return c;
+}
+
+// e[i] = mass_of(v[i]) for c values (vectorised: the clamps' bounds opaque, see cpu::opaque).
+template <class F>
+GRPOKIT_CPU_CLONES void masses(const F* v, int64_t c, F m, F it, F* e) {
+  if constexpr (std::is_same<F, double>::value) {
+    for (int64_t i = 0; i < c; ++i) e[i] = mass_of(v[i], m, it);
+  } else {
+    const float dmin = cpu::opaque(math::min_exp_arg<float>()), elo = cpu::opaque(cpu::kExpLo);
+    for (int64_t i = 0; i < c; ++i) {
+      float d = (v[i] - m) * it;
+      d = d < dmin ? dmin : d;
+      d = d > 0.0f ? 0.0f : d;
+      e[i] = cpu::exp_nonpositive(d, elo);
+    }
+  }
+}
+
+// Lower bounds on the kept values from the group maxima (−inf where none applies): bk ≤ the k-th
+// largest value (k in [1, G]); bp ≤ the nucleus boundary of the whole row for a target mass
+// (target ≥ 0; m the raw maximum, it = 1/τ).
+template <class F>
+struct Bounds {
+  F bk = -INFINITY, bp = -INFINITY;
+};
+
+template <class F, class In>
+Bounds<F> group_bounds(const In* x, int64_t n, F m, F it, int64_t k, double target, bool strict) {
+  Bounds<F> b;
+  int G = kMaxGroups;
+  while (G > kMinGroups && int64_t(8) * G > n) G /= 2;
+  const bool want_k = k > 0 && k <= G, want_p = target >= 0.0;
+  if (int64_t(8) * G > n || !(want_k || want_p)) return b;  // short rows: the buffer is the row
+  F g[kMaxGroups];
+  group_max(x, n, G, g);
+  if (want_k) {
+    std::nth_element(g, g + (k - 1), g + G, std::greater<F>());
+    b.bk = g[k - 1];
+  }
+  if (want_p) {  // the group maxima from the largest down until their mass reaches the target
+    F e[kMaxGroups];
+    masses(g, G, m, it, e);
+    double all = 0.0;
+    for (int j = 0; j < G; ++j) all += static_cast<double>(e[j]);
+    if (!reaches(all, target, strict)) return b;
+    // the largest J of them in order, J = 64, 256, ... up to G, until their prefix reaches it
+    for (int J = std::min(64, G), done = 0;; J = std::min(4 * J, G)) {
+      std::nth_element(g + done, g + (J - 1), g + G, std::greater<F>());
+      std::sort(g + done, g + J, std::greater<F>());
+      double acc = 0.0;
+      for (int j = 0; j < J; ++j) {
+        acc += static_cast<double>(mass_of(g[j], m, it));
+        if (reaches(acc, target, strict)) {
+          b.bp = g[j];
+          return b;
+        }
       }
-      for (int k = 0; k < len; ++k)
-        if (ok[k]) mass[(u[k] >> shift) & K(bins - 1)] += static_cast<double>(e[k]);
+      if (J == G) break;
+      done = J;
     }
-    if (target < 0) {  // first level: the candidates' total mass
-      double total = 0.0;
-      for (int b = 0; b < bins; ++b) total += mass[b];
-      target = p * total;
-    }
-    int lowest = -1;
-    for (int b = bins - 1; b >= 0; --b) {
-      if (mass[b] == 0.0) continue;
-      lowest = b;
-      const double inclusive = above + mass[b];
-      if (strictly_above ? inclusive > target : inclusive >= target) return K(b);
-      above = inclusive;
-    }
-    if (lowest < 0) return 0;
-    above -= mass[lowest];  // the mass strictly above the chosen bucket
-    return K(lowest);
-  });
-  return KT::value(key);
+  }
+  return b;
 }
 
-// Sums over a row for the kept set {x ≥ t and (x − m)/τ ≥ lmp}: Σ e over all entries and over the
-// kept ones, Σ e·d over the kept ones, and the smallest kept value (e = exp(d), d = (x − m)/τ clamped).
+// The k-th largest of the c values v (1 ≤ k ≤ c), counting ties; reorders v.
+template <class F>
+F kth_largest(F* v, int64_t c, int64_t k) {
+  std::nth_element(v, v + (k - 1), v + c, std::greater<F>());
+  return v[k - 1];
+}
+
+// One step of the nucleus walk: bins the c entries by bin(v) (monotone in v, in [0, bins)), finds the
+// highest bucket whose inclusive mass (above: the mass of the entries above those in play) reaches
+// the target, adds the buckets above it to above and moves its entries to the front. Returns their
+// count, or −1 when no bucket reaches the target.
+template <class F, class Bin>
+int64_t nucleus_step(F* v, F* e, int64_t c, int bins, Bin&& bin, double target, bool strict, double& above,
+                     double* mass) {
+  std::fill(mass, mass + bins, 0.0);
+  for (int64_t i = 0; i < c; ++i) mass[bin(v[i])] += static_cast<double>(e[i]);
+  int chosen = -1;
+  for (int b = bins - 1; b >= 0; --b) {
+    if (mass[b] == 0.0) continue;
+    if (reaches(above + mass[b], target, strict)) {
+      chosen = b;
+      break;
+    }
+    above += mass[b];
+  }
+  if (chosen < 0) return -1;
+  int64_t kept = 0;
+  for (int64_t i = 0; i < c; ++i)
+    if (bin(v[i]) == chosen) v[kept] = v[i], e[kept++] = e[i];
+  return kept;
+}
+
+// The nucleus boundary among the c values v with masses e: the largest value w whose inclusive mass
+// Σ_{v ≥ w} e reaches target (see reaches). Every value ≥ w is kept, ties included. A walk over 8-bit
+// digits of order-preserving keys; where rounding (or an incomplete buffer) leaves no bucket reaching
+// the target, the smallest value of the entries still in play is returned (all of them kept).
+// Reorders and overwrites v and e.
+template <class F>
+F nucleus_boundary(F* v, F* e, int64_t c, double target, bool strict) {
+  using KT = Keys<F>;
+  using K = typename KT::K;
+  double mass[256];
+  double above = 0.0;
+  for (int shift = KT::kBits - 8; shift >= 0 && c > 1; shift -= 8) {
+    auto bin = [=](F x) { return static_cast<int>((KT::of(x) >> shift) & K(255)); };
+    const int64_t kept = nucleus_step(v, e, c, 256, bin, target, strict, above, mass);
+    if (kept < 0) return *std::min_element(v, v + c);
+    c = kept;
+  }
+  return c > 0 ? v[0] : F(-INFINITY);
+}
+
+// Per-thread buffers of a row's candidate values (vals) and the selections' scratch (work, mass).
+template <class F>
+struct RowBuffers {
+  std::vector<F> vals, work, mass;
+};
+
+template <class F>
+RowBuffers<F>& row_buffers(int64_t n) {
+  thread_local RowBuffers<F> b;
+  if (static_cast<int64_t>(b.vals.size()) < n) {
+    b.vals.resize(n);
+    b.work.resize(n);
+    b.mass.resize(n);
+  }
+  return b;
+}
+
+// Sums over the kept entries {v ≥ t and (v − m)/τ ≥ lmp} of c candidate values: how many, Σ e, Σ e·d
+// and the smallest kept value (e = exp(d), d = (v − m)/τ clamped).
 struct KeptSums {
-  double all = 0, kept = 0, dot = 0;
+  int64_t count = 0;
+  double kept = 0, dot = 0;
   double lo = INFINITY;
 };
 
@@ -151,50 +242,54 @@ GRPOKIT_CPU_CLONES void kept_sums_f32(const In* x, int64_t n, float m, float it,
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t len = n - c0 < kChunk ? n - c0 : kChunk, full = len - len % kLanes;
     const In* xc = x + c0;
-    float sa[kLanes], sk[kLanes], sd[kLanes], mn[kLanes];
-    for (int k = 0; k < kLanes; ++k) sa[k] = 0.0f, sk[k] = 0.0f, sd[k] = 0.0f, mn[k] = INFINITY;
+    float sk[kLanes], sd[kLanes], mn[kLanes];
+    float nk[kLanes];  // counts: exact in float below 2^24
+    for (int k = 0; k < kLanes; ++k) sk[k] = 0.0f, sd[k] = 0.0f, mn[k] = INFINITY, nk[k] = 0.0f;
     for (int64_t i = 0; i < full; i += kLanes) {
-      float e[kLanes], ek[kLanes], dk[kLanes], vk[kLanes];
+      float ek[kLanes], dk[kLanes], vk[kLanes], ck[kLanes];
       for (int k = 0; k < kLanes; ++k) {
-        const float v = load(xc[i + k]), raw = (v - m) * it;
+        const float v = xc[i + k], raw = (v - m) * it;
         float d = raw < dmin ? dmin : raw;
         d = d > 0.0f ? 0.0f : d;
-        e[k] = cpu::exp_nonpositive(d, elo);
-        const bool keep = v >= t && raw >= lmp;
-        ek[k] = keep ? e[k] : 0.0f;
-        dk[k] = keep ? e[k] * d : 0.0f;
-        vk[k] = keep ? v : INFINITY;
+        const float e = cpu::exp_nonpositive(d, elo);
+        // integer masks rather than float selects: the AVX2 and baseline loops vectorise
+        const uint32_t keep = 0u - static_cast<uint32_t>((v >= t) & (raw >= lmp));
+        ek[k] = cpu::bits_to_float(cpu::float_to_bits(e) & keep);
+        dk[k] = cpu::bits_to_float(cpu::float_to_bits(e * d) & keep);
+        vk[k] = cpu::bits_to_float((cpu::float_to_bits(v) & keep) | (cpu::float_to_bits(INFINITY) & ~keep));
+        ck[k] = cpu::bits_to_float(cpu::float_to_bits(1.0f) & keep);
       }
       for (int k = 0; k < kLanes; ++k) {
-        sa[k] += e[k], sk[k] += ek[k], sd[k] += dk[k];
+        sk[k] += ek[k], sd[k] += dk[k], nk[k] += ck[k];
         mn[k] = vk[k] < mn[k] ? vk[k] : mn[k];
       }
     }
     for (int64_t i = full; i < len; ++i) {
-      const float v = load(xc[i]), raw = (v - m) * it;
+      const float v = xc[i], raw = (v - m) * it;
       float d = raw < dmin ? dmin : raw;
       d = d > 0.0f ? 0.0f : d;
-      const float e = cpu::exp_nonpositive(d, elo);
-      sa[0] += e;
-      if (v >= t && raw >= lmp) sk[0] += e, sd[0] += e * d, mn[0] = v < mn[0] ? v : mn[0];
+      if (v >= t && raw >= lmp) {
+        const float e = cpu::exp_nonpositive(d, elo);
+        sk[0] += e, sd[0] += e * d, mn[0] = v < mn[0] ? v : mn[0], nk[0] += 1.0f;
+      }
     }
     for (int k = 0; k < kLanes; ++k) {
-      ks.all += sa[k], ks.kept += sk[k], ks.dot += sd[k];
+      ks.kept += sk[k], ks.dot += sd[k], ks.count += static_cast<int64_t>(nk[k]);
       ks.lo = mn[k] < ks.lo ? mn[k] : ks.lo;
     }
   }
 }
 
 // float64 math.
-template <class In>
-void kept_sums_f64(const In* x, int64_t n, double m, double it, double t, double lmp, KeptSums& ks) {
+inline void kept_sums_f64(const double* x, int64_t n, double m, double it, double t, double lmp,
+                          KeptSums& ks) {
   for (int64_t i = 0; i < n; ++i) {
-    const double v = static_cast<double>(load(x[i])), raw = (v - m) * it;
+    const double v = x[i], raw = (v - m) * it;
+    if (!(v >= t && raw >= lmp)) continue;
     double d = math::clamp_exp_arg(raw);
     d = d > 0.0 ? 0.0 : d;
     const double e = std::exp(d);
-    ks.all += e;
-    if (v >= t && raw >= lmp) ks.kept += e, ks.dot += e * d, ks.lo = v < ks.lo ? v : ks.lo;
+    ks.kept += e, ks.dot += e * d, ks.lo = v < ks.lo ? v : ks.lo, ++ks.count;
   }
 }
 

@@ -104,6 +104,36 @@ def test_random_rows_and_temperatures(t, dtype):
         check(x, ids, t, conv="sglang", entropy=entropy, tol=tol, **kw)
 
 
+@pytest.mark.parametrize("conv", ["vllm", "sglang"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_long_rows_bounds_and_fallbacks(conv, dtype):
+    # Rows long enough for the group-maxima bounds (V ≥ 1024): peaky rows (a small nucleus, bounded),
+    # flat rows (a nucleus beyond the group maxima: the whole row is the candidate set), ties at the
+    # boundary, k on both sides of the 256 group maxima, each filter alone and together.
+    rng = np.random.default_rng(21 + dtype().itemsize)
+    v = 5000
+    scale = np.array([0.05, 1.0, 3.0, 8.0, 30.0, 3.0, 1.0, 8.0])[:, None]
+    x = rng.standard_normal((8, v)) * scale
+    x[5] = np.round(x[5])  # many ties, at the k-th value and at the nucleus boundary
+    x[6, ::7] = -np.inf
+    x = x.astype(dtype)
+    ids = rng.integers(0, v, 8)
+    ids[::2] = np.argmax(x[::2], -1)
+    tol = 2e-5 if dtype == np.float32 else 1e-10
+    ks = np.array([1, 50, 256, 257, 1000, 30, 5, 200])
+    ps = np.array([0.9, 0.5, 0.99, 0.95, 0.3, 0.8, 1e-6, 0.999])
+    for kw in [
+        {"top_p": ps},
+        {"top_p": 0.9},
+        {"top_k": ks},
+        {"min_p": 0.05},
+        {"top_k": ks, "top_p": ps},
+        {"top_k": ks, "top_p": ps, "min_p": 1e-3},
+        {"top_p": ps, "min_p": 0.2},
+    ]:
+        check(x, ids, 0.7 if dtype == np.float32 else 1.3, conv=conv, entropy="sampler", tol=tol, **kw)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**31),

@@ -68,8 +68,8 @@ struct SamplerArgs {
 // Outputs (result dtype, leading shape): logp = log-probability under the sampler's distribution
 // (−inf for a token outside the kept set), entropy (optional; full or kept), lse = log Σ exp(x/τ) over
 // the whole row, kept_logmass = log Σ_{kept} p_v (≤ 0) and keep_min = the smallest kept logit (raw):
-// the kept set is {v : x_v ≥ keep_min}. No sort, no (N × V) buffer: thresholds come from radix
-// selections over the row (cpp/src/logprobs_select.hpp).
+// the kept set is {v : x_v ≥ keep_min}. No sort of the row, no (N × V) buffer: thresholds come from
+// selections over the entries above a bound from the row's group maxima (cpp/src/logprobs_select.hpp).
 void check_token_logprobs_sampler_args(const TokenLogprobArgs& in, const SamplerArgs& s,
                                        const TensorView& logp, const TensorView& entropy,
                                        const TensorView& lse, const TensorView& kept_logmass,
