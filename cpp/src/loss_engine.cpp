@@ -133,11 +133,21 @@ void row_stats(const Call& k, int64_t i, RowStats& r) {
   const int64_t len = k.L.len(i);
   const math::PassFlags& pf = k.pf;
   if (k.fast) {  // L_i, u_i for the sequence-level ratios, the per-sequence sampler IS (A_i per row)
-    if (pf.need_u)
+    if (pf.vespo) {
+      r.L = count_valid(m, len);
+      r.r.vespo_logw = math::clampv<double>(
+          fast_row_vespo_log<T>(padded_row<const T>(k.in.logp, i), fast_old<T>(k, i), m, len),
+          -18.420680743952367, 20.0);  // [log 1e-8, 20], as math::row_stats_finish
+    } else if (pf.need_u)
       r.r.u = fast_row_log_ratio<T>(k.s, padded_row<const T>(k.in.logp, i), fast_old<T>(k, i), m,
                                     padded_row<const T>(k.in.advantages, i)[0], len, r.L);
     else
       r.L = count_valid(m, len);
+    if (pf.has_ent) {  // ⟨H⟩_i for GTPO, the tokens the top-entropy mask keeps
+      const double sh =
+          fast_row_entropy<T>(padded_row<const T>(k.in.entropies, i), m, len, k.h_threshold, r.n_ent_kept);
+      r.r.hbar = sh / static_cast<double>(r.L > 1 ? r.L : 1);
+    }
     if (pf.seq_is)
       r.r.sum_is_log =
           fast_row_is_log<T>(fast_old<T>(k, i), padded_row<const T>(k.in.sampling_logp, i), m, len);
@@ -260,20 +270,44 @@ void token_row(const Call& k, int64_t i, const RowStats& r, double cH_d, RowResu
   }
 }
 
-// Pass B of one row on the fast path (padded, unit-stride rows; loss_fast.cpp).
+// Pass B of one row on the fast path (padded, unit-stride rows; loss_fast.cpp). cH: the entropy
+// bonus's coefficient for this row.
 template <class T>
-void fast_token_row(const Call& k, int64_t i, const RowStats& r, RowResult& a) {
-  const T A = padded_row<const T>(k.in.advantages, i)[0];
-  thread_local std::vector<uint8_t> buf;
+void fast_token_row(const Call& k, int64_t i, const RowStats& r, double cH, RowResult& a) {
+  const T A = k.adv_row ? padded_row<const T>(k.in.advantages, i)[0] : T(0);
+  thread_local std::vector<uint8_t> buf, sbuf;
   const math::PassFlags& pf = k.pf;
+  const T keep = flag_of_row(k.in.keep, i) ? T(1) : T(0);
   // the weight rule's per-row factors (keep flag, CPPO, the per-sequence sampler IS weight): its
-  // per-token factors are the fast loop's (the sampler IS per token) or off (fast_path_applies)
+  // per-token factors are the fast loop's (the sampler IS per token; the extended row: token weights,
+  // CPPO of per-token advantages, the top-entropy mask) or off (fast_path_applies)
   math::PassFlags pf_row = pf;
   pf_row.use_is = pf.seq_is;
+  LossSpec s_row = k.s;
+  if (!k.adv_row) s_row.prune_threshold = -kInf;
   T w_is = T(1);
-  const T w = math::weight_rule<T>(k.s, pf_row, flag_of_row(k.in.keep, i) ? T(1) : T(0), T(1), A, false, true,
-                                   math::row_sampler_weight<T>(k.s, pf, r.r.sum_is_log), T(0), T(0), &w_is);
+  T w = math::weight_rule<T>(s_row, pf_row, keep, T(1), A, false, true,
+                             math::row_sampler_weight<T>(k.s, pf, r.r.sum_is_log), T(0), T(0), &w_is);
+  T vespo = T(0);  // VESPO's detached row weight φ_γ, folded into the row's weight
+  if (pf.vespo) {
+    const LossSpec& s = k.s;
+    vespo = math::vespo_weight<T>(T(r.r.vespo_logw), A, T(s.vespo_k_pos), T(s.vespo_lambda_pos),
+                                  T(s.vespo_k_neg), T(s.vespo_lambda_neg));
+    w *= vespo;
+  }
   FastRow<T> row{};
+  row.adv = k.adv_row ? nullptr : padded_row<const T>(k.in.advantages, i);
+  row.tw = padded_row<const T>(k.in.token_weights, i);
+  row.h = padded_row<const T>(k.in.entropies, i);
+  row.sel = flag_bytes(k.in.selection, k.L, i, sbuf);
+  row.gh = padded_row<T>(k.out.grad_entropy, i);
+  row.keep = keep;
+  row.hbar = static_cast<T>(r.r.hbar);
+  row.cH = static_cast<T>(cH);
+  // the least T ≥ the threshold: H_t ≥ it in T exactly when H_t ≥ the threshold in double
+  T thr = static_cast<T>(k.h_threshold);
+  if (static_cast<double>(thr) < k.h_threshold) thr = std::nextafter(thr, static_cast<T>(kInf));
+  row.h_thr = thr;
   row.lp = padded_row<const T>(k.in.logp, i);
   row.old = fast_old<T>(k, i);
   row.ref = padded_row<const T>(k.in.ref_logp, i);
@@ -289,6 +323,7 @@ void fast_token_row(const Call& k, int64_t i, const RowStats& r, RowResult& a) {
   row.smp_bad = pf.seq_is && !std::isfinite(r.r.sum_is_log);
   row.g = padded_row<T>(k.out.grad_logp, i);
   fast_row<T>(k.s, row, a);
+  if (pf.vespo && r.L > 0) a.m.add_row_weight(vespo);
   if (pf.seq_is && r.L > 0) {  // the general loop's add_is_weight(w_is) for each of the L valid tokens
     using S = math::MetricSums<double>;
     const double n = static_cast<double>(r.L);
@@ -297,7 +332,7 @@ void fast_token_row(const Call& k, int64_t i, const RowStats& r, RowResult& a) {
     a.m.min[S::mIsMin] = S::lower(static_cast<double>(w_is), a.m.min[S::mIsMin]);
     a.m.max[S::xIsMax] = S::higher(static_cast<double>(w_is), a.m.max[S::xIsMax]);
   }
-  if (!std::isfinite(A) && r.L > 0) {  // reported before any per-token value
+  if (k.adv_row && !std::isfinite(A) && r.L > 0) {  // reported before any per-token value
     a.err_pos = -1;
     a.fail(0, "advantages", static_cast<double>(A));
   }
@@ -360,10 +395,11 @@ void run(Call& k, int num_threads) {
 
   std::vector<RowResult> acc(static_cast<size_t>(B));
   for_rows(k, num_threads, [&](int64_t i) {
+    const double cH = policy_c ? st[i].c : ent_local_c;
     if (k.fast)
-      fast_token_row<T>(k, i, st[i], acc[i]);
+      fast_token_row<T>(k, i, st[i], cH, acc[i]);
     else
-      token_row<T>(k, i, st[i], policy_c ? st[i].c : ent_local_c, acc[i]);
+      token_row<T>(k, i, st[i], cH, acc[i]);
   });
   finish(k, acc);
 }

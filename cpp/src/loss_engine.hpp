@@ -32,12 +32,14 @@ struct RowResult {
   }
 };
 
-// Whether the call runs the fast row loops: padded rows, one advantage per row, unit-stride log-prob
-// rows, no per-token inputs beyond the mask, ref_logp and sampling_logp (entropies, token weights,
-// selections), no per-token outputs but the gradient. Token ratio: any surrogate, any weight rule but
-// DppoKl and Vespo, any KL estimator, DRO, the sampler IS per token or per sequence. Sequence-level
-// ratios (uses_row_log_ratio): any surrogate but Logp, no DRO, no IS-corrected KL, the sampler IS per
-// sequence only. Both: keep flags and CPPO's pruning (a per-row weight).
+// Whether the call runs the fast row loops: padded rows, unit-stride rows of the per-token arrays, no
+// per-token outputs but the gradients. Token ratio: any surrogate, any weight rule but DppoKl and
+// Vespo, any KL estimator, DRO, the sampler IS per token or per sequence, and (the extended row,
+// fast_row_is_extended) per-token advantages, token weights, entropies (GTPO's term, the top-entropy
+// mask, the entropy bonus and its gradient) and the clip_cov / kl_cov selections. Sequence-level ratios
+// (uses_row_log_ratio): one advantage per row, any surrogate but Logp, no DRO, no IS-corrected KL, the
+// sampler IS per sequence only, no per-token inputs beyond mask and ref_logp. Both: keep flags and
+// CPPO's pruning.
 bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row);
 
 // Pass A of a padded row on the fast path with a sequence-level ratio: its log-ratio u_i (as
@@ -57,6 +59,9 @@ double fast_row_is_log(const C* old, const C* smp, const uint8_t* m, int64_t len
 // m (mask bytes; nullptr: every token valid), A, c, w (the row's weight: keep flag, CPPO, the
 // per-sequence sampler IS weight), u (the log-ratio of a sequence-level ratio), n_valid (pass A),
 // smp_bad (pass A saw a ±inf sampling_logp). Writes g (0 at padding) and the row's loss and metric sums.
+// The extended row's inputs (nullptr where absent): adv (per-token advantages; A is then unused), tw,
+// h (entropies), sel (selection bytes), gh (grad_entropy, written); keep (δ_i), hbar (⟨H⟩_i), cH (the
+// entropy bonus's coefficient), h_thr (the top-entropy threshold, −inf when none).
 template <class C>
 struct FastRow {
   const C *lp, *old, *ref, *smp;
@@ -66,7 +71,31 @@ struct FastRow {
   int64_t len, n_valid;
   bool token_is, smp_bad;
   C* g;
+  const C *adv, *tw, *h;
+  const uint8_t* sel;
+  C* gh;
+  C keep, hbar, cH, h_thr;
 };
+
+// Whether a fast row reads per-token inputs beyond mask, ref_logp and sampling_logp (loss_fast_extra.cpp).
+template <class C>
+bool fast_row_is_extended(const LossSpec& s, const FastRow<C>& row) {
+  return row.adv || row.tw || row.h || row.sel || row.gh || s.selection != Selection::None;
+}
+
+// The extended token-ratio row of fast_row (loss_fast_extra.cpp).
+template <class C>
+void extended_row(const LossSpec& s, const FastRow<C>& row, RowResult& a);
+
+// Pass A of a VESPO row (no sampler IS): Σ_t clamp(ℓ − ℓ_old, ±20) over its valid tokens, in double, as
+// math::row_sums_add sums it.
+template <class C>
+double fast_row_vespo_log(const C* lp, const C* old, const uint8_t* m, int64_t len);
+
+// Pass A of an extended row with entropies: Σ_t H_t over its valid tokens (in double) and how many
+// reach the top-entropy threshold h_thr.
+template <class C>
+double fast_row_entropy(const C* h, const uint8_t* m, int64_t len, double h_thr, double& n_kept);
 template <class C>
 void fast_row(const LossSpec& s, const FastRow<C>& row, RowResult& a);
 

@@ -44,19 +44,34 @@ GRPOKIT_CPU_CLONES
   n = nv;
 }
 
+// What a sequence-ratio row's sweep reads besides the log-probs: the row's ratio R and its derivative
+// through ℓ_t directly (GSPO-token; 0 otherwise), for the IS-corrected KL k·R (math::token_term).
+template <class C>
+struct SeqKlRatio {
+  C r, dr;
+};
+
+// The sums a sweep leaves: Σ KL (k·R when IS-corrected), Σ(ℓ_old − ℓ), a finiteness check of ref_logp
+// and Σ ℓ (the log-π surrogate's Σφ is −A·w·Σℓ).
+template <class C>
+struct SeqSums {
+  C kl, ppo_kl, ref_check, logp;
+};
+
 // Pass B's sweep of a sequence-ratio row: g_t = g0 + gu·∂(row term)/∂ℓ_t (+ c·β·∂KL/∂ℓ_t), 0 at
-// padding; the row's KL sum, Σ(ℓ_old − ℓ) and a finiteness check of ref_logp.
+// padding, and the row's SeqSums.
 template <class C, bool GEO, KlEstimator KL>
 GRPOKIT_CPU_CLONES
 #if defined(__GNUC__)
     __attribute__((noinline))
 #endif
     void seq_grad_row(const LossSpec& s, const C* lp, const C* old, const C* ref, const LaneInt<C>* valid,
-                      C A, C c, C g0, C gu, int64_t len, C* g, C& kl_out, C& ppo_out, C& ref_out) {
+                      C A, C c, C g0, C gu, SeqKlRatio<C> R, int64_t len, C* g, SeqSums<C>& out) {
   const C el = static_cast<C>(s.epsilon_low), eh = static_cast<C>(s.epsilon_high);
   const KlRule<C> kl(s);
-  C kl_sum = 0, ppo_kl = 0, ref_check = 0;
-#pragma omp simd reduction(+ : kl_sum, ppo_kl, ref_check)
+  const C r = R.r, dr = R.dr;
+  C kl_sum = 0, ppo_kl = 0, ref_check = 0, lsum = 0;
+#pragma omp simd reduction(+ : kl_sum, ppo_kl, ref_check, lsum)
   for (int64_t t = 0; t < len; ++t) {
     const bool ok = valid[t] != 0;
     const C l = lp[t];
@@ -65,25 +80,26 @@ GRPOKIT_CPU_CLONES
     if constexpr (KL != KlEstimator::None) {
       const C rf = ref[t];
       ref_check += ok ? rf - rf : C(0);  // 0, or NaN once a valid ref_logp is not finite
-      // r = 1, dr = 0: the KL is not IS-corrected here (fast_path_applies)
-      const math::ValueGrad<C> k = kl.template term<KL>(l, rf, C(1), C(0));
+      const math::ValueGrad<C> k = kl.template term<KL>(l, rf, r, dr);
       gt += c * (kl.beta * k.d);
       kl_sum += ok ? k.v : C(0);
     }
     g[t] = ok ? gt : C(0);
+    lsum += ok ? l : C(0);
     ppo_kl -= d;  // non-finite once a valid ℓ or ℓ_old is
   }
-  kl_out = kl_sum;
-  ppo_out = ppo_kl;
-  ref_out = ref_check;
+  out.kl = kl_sum;
+  out.ppo_kl = ppo_kl;
+  out.ref_check = ref_check;
+  out.logp = lsum;
 }
 
 template <class C, bool GEO>
 void seq_grad_row_kl(const LossSpec& s, const C* lp, const C* old, const C* ref, const LaneInt<C>* valid, C A,
-                     C c, C g0, C gu, int64_t len, C* g, C& kl_sum, C& ppo_kl, C& ref_check) {
+                     C c, C g0, C gu, SeqKlRatio<C> R, int64_t len, C* g, SeqSums<C>& out) {
   const KlEstimator kl = s.beta != 0.0 ? s.kl : KlEstimator::None;
 #define GRPOKIT_SEQ_GRAD(K) \
-  return seq_grad_row<C, GEO, K>(s, lp, old, ref, valid, A, c, g0, gu, len, g, kl_sum, ppo_kl, ref_check)
+  return seq_grad_row<C, GEO, K>(s, lp, old, ref, valid, A, c, g0, gu, R, len, g, out)
   switch (kl) {
     case KlEstimator::None:
       GRPOKIT_SEQ_GRAD(KlEstimator::None);
@@ -103,6 +119,9 @@ void seq_grad_row_kl(const LossSpec& s, const C* lp, const C* old, const C* ref,
 
 // Pass B of a sequence-ratio row: the ratio, surrogate and their derivatives once (math::token_term
 // without β·KL, whose terms are per token), then one sweep over the tokens. u: the row's log-ratio.
+// The log-π surrogates (a detached row weight, verl's reinforce with rollout_is='sequence') have
+// φ_t = g0·ℓ_t; the IS-corrected KL k_t·R adds c·β·Σ_t k_t·∂R/∂u_i to the row's ∂/∂u_i, known
+// after the sweep: a second sweep adds it.
 template <class C>
 void seq_row(const LossSpec& s, const FastRow<C>& row, RowResult& a) {
   const C *lp = row.lp, *old = row.old, *ref = row.ref;
@@ -120,17 +139,36 @@ void seq_row(const LossSpec& s, const FastRow<C>& row, RowResult& a) {
   const math::TokenOut<C> o = math::token_term<C>(s_row, ti);
   const double n = static_cast<double>(n_valid);
   // ∂/∂u_i summed over the row's tokens, times ∂u_i/∂(row term)
-  const C gu = static_cast<C>(n * static_cast<double>(c * o.d_u)) * math::row_log_ratio_scale<C>(s, n_valid);
+  const C scale = math::row_log_ratio_scale<C>(s, n_valid);
+  const C gu = static_cast<C>(n * static_cast<double>(c * o.d_u)) * scale;
   const bool geo = s.surrogate == Surrogate::GeoMean;
+  // the ratio as token_term forms it: its derivative through ℓ_t directly (GSPO-token) or through u_i
+  const bool is_kl = s.kl_is_corrected && s.kl != KlEstimator::None && s.beta != 0.0;
+  const bool direct = !geo && s.ratio == RatioLevel::SequenceToken;
+  const math::ValueGrad<C> R = geo ? math::ValueGrad<C>{std::exp(ti.u), std::exp(ti.u)}
+                                   : math::ratio_from_log(ti.u, C(s.log_ratio_min), C(s.log_ratio_max));
+  const SeqKlRatio<C> kr{is_kl ? R.v : C(1), is_kl && direct ? R.d : C(0)};
   const LaneInt<C>* valid = lane_mask<C>(m, len);
-  C kl_sum = 0, ppo_kl = 0, ref_check = 0;
+  SeqSums<C> sums{};
   if (geo)
-    seq_grad_row_kl<C, true>(s, lp, old, ref, valid, A, c, c * o.d_logp, gu, len, g, kl_sum, ppo_kl,
-                             ref_check);
+    seq_grad_row_kl<C, true>(s, lp, old, ref, valid, A, c, c * o.d_logp, gu, kr, len, g, sums);
   else
-    seq_grad_row_kl<C, false>(s, lp, old, ref, valid, A, c, c * o.d_logp, gu, len, g, kl_sum, ppo_kl,
-                              ref_check);
-  a.loss = static_cast<double>(c) * (n * static_cast<double>(o.phi) + s.beta * static_cast<double>(kl_sum));
+    seq_grad_row_kl<C, false>(s, lp, old, ref, valid, A, c, c * o.d_logp, gu, kr, len, g, sums);
+  if (is_kl && !direct && R.d != C(0) && n_valid > 0) {  // ∂R/∂u_i = R (0 where u_i's clamp binds)
+    const C gk = c * (static_cast<C>(s.beta) * sums.kl) * scale;
+    const C el = static_cast<C>(s.epsilon_low), eh = static_cast<C>(s.epsilon_high);
+    if (geo) {
+      for (int64_t t = 0; t < len; ++t)
+        if (valid[t] != 0) g[t] += gk * log_ratio_term<C, true>(lp[t] - old[t], A, el, eh).d;
+    } else {
+#pragma omp simd
+      for (int64_t t = 0; t < len; ++t) g[t] = valid[t] != 0 ? g[t] + gk : g[t];
+    }
+  }
+  const double phi = s.surrogate == Surrogate::Logp
+                         ? static_cast<double>(o.d_logp) * static_cast<double>(sums.logp)
+                         : n * static_cast<double>(o.phi);
+  a.loss = static_cast<double>(c) * (phi + s.beta * static_cast<double>(sums.kl));
   Sums& ms = a.m;
   // the ratio metrics count the row once (GSPO-token: each of its tokens, all alike)
   const bool per_row = math::ratio_metrics_per_row(s);
@@ -140,11 +178,11 @@ void seq_row(const LossSpec& s, const FastRow<C>& row, RowResult& a) {
          {Sums::sLow, Sums::sHigh, Sums::sRegion, Sums::sVerl, Sums::sDual, Sums::sWclip, Sums::sRatio})
       ms.sum[k] *= n;
   ms.sum[Sums::sN] = n;
-  ms.sum[Sums::sKl] = kl_sum;
-  ms.sum[Sums::sPpoKl] = ppo_kl;
+  ms.sum[Sums::sKl] = sums.kl;
+  ms.sum[Sums::sPpoKl] = sums.ppo_kl;
   ms.row_done(per_row);
   const bool kl = s.kl != KlEstimator::None && s.beta != 0.0;
-  if (!std::isfinite(ppo_kl) || !std::isfinite(ref_check) || row.smp_bad)
+  if (!std::isfinite(sums.ppo_kl) || !std::isfinite(sums.ref_check) || row.smp_bad)
     first_bad_position(lp, old, kl ? ref : nullptr, row.smp, m, len, a);
 }
 

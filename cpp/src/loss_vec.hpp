@@ -15,19 +15,28 @@
 namespace grpokit {
 namespace loss_cpu {
 
-// The first valid position whose logp, old_logp or ref_logp (when given) is not finite, or whose
-// sampling_logp (when given) is ±inf, named as the general loop names it (the fast loops only detect
-// that one exists). m: nullptr = every token valid.
+// The first valid position whose logp, old_logp, advantages, ref_logp, token_weights or entropies (when
+// given) is not finite, or whose sampling_logp (when given) is ±inf, named as the general loop names it
+// (the fast loops only detect that one exists). m: nullptr = every token valid.
 template <class C>
 void first_bad_position(const C* lp, const C* old, const C* ref, const C* smp, const uint8_t* m, int64_t len,
-                        RowResult& a) {
+                        RowResult& a, const C* adv = nullptr, const C* tw = nullptr, const C* h = nullptr) {
   for (int64_t t = 0; t < len; ++t) {
     if (m && m[t] == 0) continue;
     if (!std::isfinite(lp[t])) return a.fail(t, "logp", static_cast<double>(lp[t]));
     if (!std::isfinite(old[t])) return a.fail(t, "old_logp", static_cast<double>(old[t]));
+    if (adv && !std::isfinite(adv[t])) return a.fail(t, "advantages", static_cast<double>(adv[t]));
     if (ref && !std::isfinite(ref[t])) return a.fail(t, "ref_logp", static_cast<double>(ref[t]));
+    if (tw && !std::isfinite(tw[t])) return a.fail(t, "token_weights", static_cast<double>(tw[t]));
+    if (h && !std::isfinite(h[t])) return a.fail(t, "entropies", static_cast<double>(h[t]));
     if (smp && std::isinf(smp[t])) return a.fail(t, "sampling_logp", static_cast<double>(smp[t]));
   }
+}
+// ... of a fast row (kl: whether its ref_logp is read)
+template <class C>
+void first_bad_position(const FastRow<C>& row, bool kl, RowResult& a) {
+  first_bad_position(row.lp, row.old, kl ? row.ref : nullptr, row.smp, row.m, row.len, a, row.adv, row.tw,
+                     row.h);
 }
 
 // cpu::exp_vec as the exp policy of the math/ formulas (math::StdExp): libm's exp is a call the
@@ -36,6 +45,10 @@ struct VecExp {
   template <class C>
   static C exp(C x) {
     return cpu::exp_vec(x);
+  }
+  template <class C>
+  static C log(C x) {
+    return cpu::log_vec(x);
   }
 };
 

@@ -35,6 +35,8 @@ CONFIGS = [
     ("verl.gpg", {}),
     ("verl.cispo", {}),
     ("verl.dppo_tv", {}),
+    ("verl.dppo_kl", {}),
+    ("verl.dppo_kl", {"epsilon_low": 0.01, "epsilon_high": 0.02, "beta": 0.04}),  # the mask binds often
     ("verl.dro", {}),
     # the KL term (every estimator, its clamps, straight-through and IS-corrected forms)
     ("trl.grpo", {"beta": 0.04}),
@@ -324,3 +326,153 @@ def test_rows_do_not_depend_on_the_thread_count(name, overrides, dtype):
     atol = rtol * np.abs(general.grad_logp).max()
     np.testing.assert_allclose(one.grad_logp, general.grad_logp, rtol=rtol, atol=atol)
     np.testing.assert_allclose(float(one.loss), float(general.loss), rtol=rtol)
+
+
+# ---- the extended token-ratio rows (per-token inputs) and the remaining sequence-ratio rules ----------
+
+
+def extras_of(lp, mask, T, *, tw=False, ent=False, sel=False, adv=False, dtype=np.float32):
+    """Per-token inputs (NaN / inf at padding: never read) for the extended rows."""
+    rng = np.random.default_rng(T + 23)
+    out = {}
+    if tw:
+        out["token_weights"] = np.where(mask, rng.uniform(0.0, 2.0, lp.shape), np.nan).astype(dtype)
+    if ent:
+        h = rng.uniform(0.1, 2.0, lp.shape)
+        h[mask & (rng.random(lp.shape) < 0.2)] = 1.25  # ties at the top-entropy threshold
+        out["entropies"] = np.where(mask, h, np.inf).astype(dtype)
+    if sel:
+        out["selection"] = rng.random(lp.shape) < 0.3
+    if adv:
+        a = rng.normal(size=lp.shape)
+        a[:, ::5] = 0.0
+        out["advantages"] = np.where(mask, a, np.nan).astype(dtype)
+    return out
+
+
+def extended_paths(name, overrides, T, dtype, mask_dtype=bool, **which):
+    lp, old, A, mask = batch(T, dtype)
+    kw = dict(overrides, ref_logp=ref_of(lp, T), **extras_of(lp, mask, T, dtype=dtype, **which))
+    adv = kw.pop("advantages", A)
+    m = mask.astype(mask_dtype)
+    fast = grpokit.policy_loss(lp, old, adv, m, spec=name, **kw)
+    general = grpokit.policy_loss(lp, old, adv, m, spec=name, return_per_token=True, **kw)
+    return fast, general, mask
+
+
+# (preset, overrides, per-token inputs)
+EXTENDED = [
+    ("trl.grpo", {}, dict(ent=True)),  # the entropy metric only
+    ("trl.dapo", {}, dict(tw=True)),
+    ("trl.dapo", {"beta": 0.04}, dict(adv=True)),
+    ("verl.vanilla", {}, dict(adv=True, tw=True)),
+    ("trl.sapo", {}, dict(adv=True)),
+    ("trl.cispo", {"beta": 0.04}, dict(tw=True, adv=True)),
+    ("verl.dppo_tv", {}, dict(adv=True)),
+    ("verl.dppo_kl", {}, dict(adv=True, tw=True)),
+    ("verl.dro", {}, dict(tw=True)),
+    ("paper.gtpo", {}, dict(ent=True, tw=True)),
+    ("paper.gtpo", {"beta": 0.0}, dict(ent=True)),
+    ("paper.gtpo", {"kl": "k3"}, dict(ent=True, adv=True)),
+    ("trl.grpo", {"top_entropy_quantile": 0.3}, dict(ent=True)),
+    ("trl.grpo", {"entropy_coef": 0.01}, dict(ent=True)),
+    ("verl.vanilla", {"entropy_coef": 0.01, "top_entropy_quantile": 0.5}, dict(ent=True, adv=True)),
+    ("verl.clip_cov", {}, dict(sel=True)),
+    ("verl.clip_cov", {"beta": 0.04}, dict(sel=True, adv=True)),
+    ("verl.kl_cov", {}, dict(sel=True)),
+    ("verl.kl_cov", {"beta": 0.04}, dict(sel=True, tw=True)),
+    ("paper.cppo", {"prune_threshold": 0.5}, dict(adv=True)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "name,overrides,which", EXTENDED, ids=[f"{n}+{','.join(o)}+{','.join(w)}" for n, o, w in EXTENDED]
+)
+def test_extended_rows_match_the_general_path(name, overrides, which, dtype):
+    rtol = 2e-6 if dtype == np.float32 else 1e-12
+    for T in TS:
+        fast, general, mask = extended_paths(name, overrides, T, dtype, **which)
+        _compare(fast, general, mask, rtol, True)
+        if general.grad_entropy is not None:
+            atol = rtol * max(np.abs(general.grad_entropy).max(), 1e-30)
+            np.testing.assert_allclose(fast.grad_entropy, general.grad_entropy, rtol=rtol, atol=atol)
+            assert np.all(fast.grad_entropy[~mask] == 0)
+
+
+# the sequence-ratio rows' remaining rules: the IS-corrected KL, the log-π surrogate with a row weight,
+# and VESPO's row weight (token ratio, from pass A)
+SEQUENCE = [
+    ("trl.luspo", {"beta": 0.04}),
+    ("paper.gspo", {"beta": 0.04, "kl": "k3", "use_bias_correction_kl": True}),
+    ("paper.gspo_token", {"beta": 0.1, "kl": "k2", "use_bias_correction_kl": True}),
+    ("verl.gspo", {"beta": 0.04, "use_bias_correction_kl": True, "log_ratio_max": 0.02}),
+    ("verl.geo_mean", {"beta": 0.04, "use_bias_correction_kl": True}),
+    ("verl.reinforce_seq", {}),
+    ("verl.reinforce_seq", {"beta": 0.04}),
+    ("verl.reinforce_seq", {"epsilon_high": 1.0}),  # the cap binds on some rows
+    ("trl.vespo", {}),
+    ("trl.vespo", {"beta": 0.04}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,overrides", SEQUENCE, ids=[f"{n}+{','.join(o)}" for n, o in SEQUENCE])
+def test_sequence_rules_match_the_general_path(name, overrides, dtype):
+    rtol = 2e-6 if dtype == np.float32 else 1e-12
+    for T in TS:
+        fast, general, mask = both_paths(name, overrides, T, dtype)
+        _compare(fast, general, mask, rtol, True)
+
+
+@pytest.mark.parametrize("mask_dtype", [np.float32, np.int64, np.uint8, np.int8])
+def test_extended_rows_read_masks_of_any_dtype(mask_dtype):
+    for name, overrides, which in EXTENDED[9:17:3]:
+        for T in (7, 33):
+            fast, general, mask = extended_paths(name, overrides, T, np.float32, mask_dtype, **which)
+            want, _, _ = extended_paths(name, overrides, T, np.float32, **which)
+            np.testing.assert_array_equal(fast.grad_logp, want.grad_logp)
+            assert float(fast.loss) == float(want.loss)
+            _compare(fast, general, mask, 2e-6, True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("which", ["advantages", "token_weights", "entropies"])
+def test_extended_rows_report_the_first_bad_value(which, dtype):
+    for T in (5, 16, 40):
+        lp, old, A, mask = batch(T, dtype)
+        mask[0, :] = True
+        lp[0], old[0] = np.log(0.5), np.log(0.4)
+        ex = extras_of(lp, mask, T, tw=True, ent=True, adv=True, dtype=dtype)
+        ex[which][0, T - 2] = np.nan
+        ex[which][0, T - 1] = np.inf  # a later bad value: the first one is reported
+        adv = ex.pop("advantages")
+        with pytest.raises(ValueError, match=rf"{which}.*row 0, token {T - 2}"):
+            grpokit.policy_loss(lp, old, adv, mask, spec="paper.gtpo", **ex)
+
+
+def test_empty_rows_in_extended_and_sequence_rows():
+    lp, old, A, mask = batch(33, np.float32)
+    mask[1:3] = False
+    ex = extras_of(lp, mask, 33, tw=True, ent=True)
+    for name, kw in (("paper.gtpo", ex), ("verl.reinforce_seq", {}), ("trl.vespo", {})):
+        fast = grpokit.policy_loss(lp, old, A, mask, spec=name, **kw)
+        general = grpokit.policy_loss(lp, old, A, mask, spec=name, return_per_token=True, **kw)
+        _compare(fast, general, mask, 2e-6, True)
+        assert np.all(fast.grad_logp[1:3] == 0)
+
+
+@pytest.mark.parametrize("name,overrides,which", [EXTENDED[9], EXTENDED[14], EXTENDED[17]])
+def test_extended_rows_do_not_depend_on_the_thread_count(name, overrides, which):
+    lp, old, A, mask = batch(2048, np.float32, B=64)
+    kw = dict(overrides, ref_logp=ref_of(lp, 2048), **extras_of(lp, mask, 2048, **which))
+    adv = kw.pop("advantages", A)
+    one = grpokit.policy_loss(lp, old, adv, mask, spec=name, num_threads=1, **kw)
+    for nt in (2, 3):
+        r = grpokit.policy_loss(lp, old, adv, mask, spec=name, num_threads=nt, **kw)
+        assert float(r.loss) == float(one.loss)
+        np.testing.assert_array_equal(r.grad_logp, one.grad_logp)
+        if one.grad_entropy is not None:
+            np.testing.assert_array_equal(r.grad_entropy, one.grad_entropy)
+        for k in one.metrics:
+            np.testing.assert_array_equal(float(r.metrics[k]), float(one.metrics[k]), err_msg=k)

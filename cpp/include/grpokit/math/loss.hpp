@@ -62,10 +62,18 @@ template <class C>
 GRPOKIT_HD C std_exp(C x) {
   return exp(x);
 }
+template <class C>
+GRPOKIT_HD C std_log(C x) {
+  return log(x);
+}
 struct StdExp {
   template <class C>
   GRPOKIT_HD static C exp(C x) {
     return std_exp(x);
+  }
+  template <class C>
+  GRPOKIT_HD static C log(C x) {  // the log of the same policy (DPPO's binary KL)
+    return std_log(x);
   }
 };
 
@@ -177,11 +185,12 @@ GRPOKIT_HD bool dppo_tv_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
   const bool pos = A > C(0);
   return (pos & (d <= eps_high)) | (!pos & (d >= -eps_low));  // bools, not a select: vectorises
 }
-template <class C>
+template <class C, class E = StdExp>
 GRPOKIT_HD bool dppo_kl_valid(C logp, C old_logp, C A, C eps_low, C eps_high) {
-  const C p = exp(logp), po = exp(old_logp);
-  const C b = po * (old_logp - logp) + (C(1) - po) * log((C(1) - po + C(1e-8)) / (C(1) - p + C(1e-8)));
-  return A > C(0) ? (b <= eps_high || p <= po) : (b <= eps_low || p >= po);
+  const C p = E::exp(logp), po = E::exp(old_logp);
+  const C b = po * (old_logp - logp) + (C(1) - po) * E::log((C(1) - po + C(1e-8)) / (C(1) - p + C(1e-8)));
+  const bool pos = A > C(0), npos = !pos;  // bools, not || and a select: vectorises
+  return (pos & ((b <= eps_high) | (p <= po))) | (npos & ((b <= eps_low) | (p >= po)));
 }
 
 // Detached IS weight of the log-prob surrogates (everything but Vespo, which is per row).
@@ -207,7 +216,7 @@ GRPOKIT_HD C logp_weight(LogpWeight rule, C r, C logp, C old_logp, C A, C eps_lo
     case LogpWeight::DppoTv:
     case LogpWeight::DppoKl: {
       const bool ok = rule == LogpWeight::DppoTv ? dppo_tv_valid<C, E>(logp, old_logp, A, eps_low, eps_high)
-                                                 : dppo_kl_valid(logp, old_logp, A, eps_low, eps_high);
+                                                 : dppo_kl_valid<C, E>(logp, old_logp, A, eps_low, eps_high);
       w = ok ? (r < cap_c ? r : cap_c) : C(0);
       c = !ok;
       break;
