@@ -30,14 +30,8 @@ ATOL = 5e-5  # float32 sums in another order, enlarged by Adam near zero gradien
 
 
 def _run(cls, tmp_path, over):
-    args = tt.config(tmp_path / cls.__module__, loss_type="dapo", **{**BASE, **over})
-    trainer = cls(
-        model=tt.model(),
-        reward_funcs=tt.reward_count_a,
-        args=args,
-        train_dataset=tt.dataset(),
-        processing_class=tt.tokenizer(),
-    )
+    data = dict(train_dataset=tt.dataset(), processing_class=tt.tokenizer(), reward_funcs=tt.reward_count_a)
+    trainer = cls(model=tt.model(), args=tt.config(tmp_path / cls.__module__, loss_type="dapo", **BASE, **over), **data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.train()
