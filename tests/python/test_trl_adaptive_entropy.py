@@ -42,14 +42,14 @@ def _run(cls, tmp_path, over):
 
 @pytest.mark.parametrize(
     "over,direction",
-    [
-        ({"entropy_coef": 0.1, "entropy_target": 10.0}, +1),  # entropy (≈ 2.3 nats) below the target
-        ({"entropy_coef": 0.3, "entropy_target": 0.5, "entropy_coef_min": 0.22}, -1),  # above: down to the floor
+    [  # the tiny model's entropy is ≈ 2.3 nats: below a target of 10 (raise, on), above 0.5 (lower, off)
         ({"entropy_coef": 0.1, "entropy_target": 10.0, "top_entropy_quantile": 0.5}, +1),
+        ({"entropy_coef": 0.3, "entropy_target": 0.5, "entropy_coef_min": 0.22}, -1),  # down to the floor
     ],
-    ids=["raise", "lower", "top_entropy_quantile"],
+    ids=["raise_top_entropy_quantile", "lower"],
 )
 def test_controller_equals_trl(tmp_path, over, direction):
+    """Equal parameters also prove the bonus is applied (raise) and gated off (lower) as TRL does."""
     want_t, want_coefs, want = _run(trl.GRPOTrainer, tmp_path, over)
     got_t, got_coefs, got = _run(gtrl.GRPOTrainer, tmp_path, over)
     assert len(want_coefs) == len(got_coefs) == 3
@@ -62,10 +62,3 @@ def test_controller_equals_trl(tmp_path, over, direction):
     assert moved > 100 * ATOL  # the run trained
     for i, (g, w) in enumerate(zip(got, want)):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=0, atol=ATOL, err_msg=f"parameter {i}")
-
-
-def test_the_bonus_changes_the_step(tmp_path):
-    """The applied coefficient matters: a target that gates the bonus off trains other parameters."""
-    _, _, gated = _run(gtrl.GRPOTrainer, tmp_path / "off", {"entropy_coef": 0.3, "entropy_target": 0.0})
-    _, _, on = _run(gtrl.GRPOTrainer, tmp_path / "on", {"entropy_coef": 0.3, "entropy_target": 10.0})
-    assert max(float((a - b).abs().max()) for a, b in zip(gated, on)) > 100 * ATOL
