@@ -52,6 +52,7 @@ REMEDIES = (
     ("reset + look-ahead", {"momentum_guard": "reset+lookahead"}, None),
     ("clip-consistent m", {"momentum_guard": "consistent"}, None),
     ("per-token projection", {"momentum_guard": "project"}, None),
+    ("projection, margin 0.02", {"momentum_guard": "project", "guard_margin": 0.02}, None),
     ("μ = 1 (no clip)", {"momentum_guard": "off"}, 1),
 )
 
