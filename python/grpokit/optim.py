@@ -18,8 +18,9 @@ left the clip region, where its own advantage gradient is zero (Props 3, 7; docs
   region is moved further out by fresh + γ·stale. The projection onto the clipped tokens' own
   log-prob gradients would need one backward pass per clipped token; docs/diagnostics.md §5.
 * ``"project"`` (per-token step control): the look-ahead's tokens predicted past bound + margin are
-  held at it by removing from Adam's step only its component along their log-prob gradients (in
-  Adam's metric), instead of shrinking the whole step; η then covers what the first order misses.
+  held at it by removing from Adam's step only its component along their log-prob gradients
+  (weighted by Adam's own per-coordinate step), instead of shrinking the whole step; η then covers
+  what the first order misses.
 
 No clipping with μ = 1, the paper's own suggestion, is a configuration, not a mode.
 """
@@ -411,9 +412,10 @@ class MomentumGuard:
     def _project(self, rec: GuardRecord, logp_fn: Any, old_logp: Any, advantages: Any, mask: Any) -> None:
         """Per-token step control: the tokens predicted past bound + margin get a constraint (their
         first-order change = their room), met by removing from Adam's step its component along their
-        log-prob gradients in Adam's own metric D: Δ' = Δ − D·Jᵀλ with (J D Jᵀ)λ = JΔ − room. The rest
-        of the step is kept; tokens the correction pushes out join the set (``rounds``), and η
-        (:meth:`_scale`) covers what is left."""
+        log-prob gradients J in the metric D = |Δ| (Adam's own per-coordinate step; Adam's
+        preconditioner lr/(√v̂+ϵ) is unbounded where v̂ is tiny): Δ' = Δ − D·Jᵀλ with
+        (J D Jᵀ)λ = JΔ − room. The rest of the step is kept; tokens the correction pushes out join the
+        set (``rounds``), and η (:meth:`_scale`) covers what is left."""
         import torch
 
         full = self.pending_update()
