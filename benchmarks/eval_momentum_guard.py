@@ -51,6 +51,8 @@ REMEDIES = (
     ("look-ahead 5%", {"momentum_guard": "lookahead", "guard_fraction": 0.05}, None),
     ("reset + look-ahead", {"momentum_guard": "reset+lookahead"}, None),
     ("clip-consistent m", {"momentum_guard": "consistent"}, None),
+    ("per-token projection", {"momentum_guard": "project"}, None),
+    ("projection, margin 0.02", {"momentum_guard": "project", "guard_margin": 0.02}, None),
     ("μ = 1 (no clip)", {"momentum_guard": "off"}, 1),
 )
 
@@ -100,6 +102,7 @@ def toy_table() -> str:
         ("look-ahead, JVP, margin 0.01", toy("lookahead", margin=0.01)),
         ("look-ahead, secant, margin 0.01", toy("lookahead", margin=0.01, predict="secant")),
         ("clip-consistent momentum", toy("consistent")),
+        ("per-token projection, margin 0.01", toy("project", margin=0.01)),
         ("μ = 1 (no clip)", toy("off", mu=1)),
     ]
     out = [
@@ -173,7 +176,7 @@ def clip_per_k(rows) -> str:
 # ---- 3. TRL's GRPOTrainer on the tiny model -----------------------------------------------------------
 
 
-def trl_rows(seeds, steps: int):
+def trl_rows(seeds, steps: int, only=None):
     from transformers import TrainerCallback
 
     import trl_tiny as tt
@@ -203,7 +206,14 @@ def trl_rows(seeds, steps: int):
             self.max.append(c.max_excess)
 
     rows = []
-    remedies = (("AdamW", None), ("reset m", "reset"), ("look-ahead", "lookahead"), ("clip-consistent m", "consistent"))
+    remedies = (
+        ("AdamW", None),
+        ("reset m", "reset"),
+        ("look-ahead", "lookahead"),
+        ("clip-consistent m", "consistent"),
+        ("per-token projection", "project"),
+    )
+    remedies = tuple(r for r in remedies if only is None or r[0] in only)
     for label, guard in remedies:
         stats = {k: [] for k in ("mean_ex", "max_ex", "reward", "clip", "eta", "gamma", "time")}
         for s in seeds:
@@ -290,15 +300,19 @@ def main() -> None:
     ap.add_argument("--trl-steps", type=int, default=8, help="optimizer steps per TRL run (0: skip)")
     ap.add_argument("--plot", default=None, help="write the demo figure to this PNG")
     ap.add_argument("--quick", action="store_true", help="a tiny run that only checks the script works")
+    ap.add_argument("--only", default=None, help="comma-separated remedy labels to run (default: all)")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.steps, a.mus, a.trl_seeds, a.trl_steps = 2, 3, "2", 1, 0
     torch.set_num_threads(1)
+    if a.only:
+        global REMEDIES
+        REMEDIES = tuple(r for r in REMEDIES if r[0] in a.only.split(","))
     print("## The one-token toy (σ(z), π_old = ½, A = +1, ε = 0.2, μ = 12, Adam lr 0.05, β = (0.9, 0.95))\n")
     print(toy_table())
     seeds = list(range(a.seeds))
     rows_by_mu = {}
-    for mu in (int(x) for x in a.mus.split(",")):
+    for mu in (int(x) for x in a.mus.split(",") if x):
         rows_by_mu[mu] = demo_rows(mu, seeds, a.steps)
         print(f"\n## grpokit demo task, trl.grpo, μ = {mu}, {a.steps} batches, seeds {seeds}\n")
         print(demo_table(rows_by_mu[mu]))
@@ -307,7 +321,7 @@ def main() -> None:
     if a.trl_steps:
         trl_seeds = list(range(a.trl_seeds))
         print(f"\n## TRL GRPOTrainer, tiny Qwen2, num_iterations = 4, {a.trl_steps} steps, seeds {trl_seeds}\n")
-        print(trl_rows(trl_seeds, a.trl_steps))
+        print(trl_rows(trl_seeds, a.trl_steps, a.only and a.only.split(",")))
     if a.plot:
         plot(rows_by_mu, a.plot)
         print(f"\nwrote {a.plot}")

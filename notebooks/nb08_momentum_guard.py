@@ -9,8 +9,9 @@ CELLS = [
 Notebook 5 shows Adam carrying ratios past the clip bound. The guard wraps Adam/AdamW and either resets
 the first moment per generation batch (`"reset"`) or scales each step by the largest η ∈ [0, 1] that
 keeps every token's predicted ratio within `margin` of its bound (`"lookahead"`: Adam's real pending
-update, one forward-mode JVP of the per-token log-probabilities). docs/diagnostics.md §5 has the full
-evaluation."""),
+update, one forward-mode JVP of the per-token log-probabilities), or (`"project"`) keeps the step and
+removes from it only the push on the tokens predicted to cross, by projecting it off their log-prob
+gradients. docs/diagnostics.md §5 has the full evaluation."""),
     code(
         SETUP
         + """
@@ -41,7 +42,8 @@ def toy(mode, **options):
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for label, mode, opts in [("Adam", "off", {}), ("look-ahead, margin 0", "lookahead", {"margin": 0.0}),
                           ("look-ahead, margin 0.01", "lookahead", {"margin": 0.01}),
-                          ("look-ahead, secant", "lookahead", {"predict": "secant"})]:
+                          ("look-ahead, secant", "lookahead", {"predict": "secant"}),
+                          ("per-token projection", "project", {})]:
     ratios, guard = toy(mode, **opts)
     ax.plot(range(1, 13), ratios, "o-", ms=3, label=f"{label}: {ratios[-1]:.4f}")
 ax.axhline(1.2, color="grey", lw=0.8)
@@ -51,12 +53,14 @@ print("η per step (margin 0.01, secant):", [round(r.eta, 4) for r in guard.reco
     md("""
 ## The demo task, μ = 4
 The same samples for every remedy; the strict look-ahead removes the overshoot, at the price of smaller
-steps (lower reward after the same number of batches)."""),
+steps (lower reward after the same number of batches); the per-token projection removes it too and keeps
+most of each step (η close to 1), at the cost of one batched backward pass per round of constraints."""),
     code("""
 runs = {}
 for label, opts in [("AdamW", {}), ("reset m", {"momentum_guard": "reset"}),
                     ("look-ahead", {"momentum_guard": "lookahead"}),
-                    ("look-ahead 5%", {"momentum_guard": "lookahead", "guard_fraction": 0.05})]:
+                    ("look-ahead 5%", {"momentum_guard": "lookahead", "guard_fraction": 0.05}),
+                    ("projection", {"momentum_guard": "project"})]:
     (run,), _ = demo.run_demo(variants=("trl.grpo",), steps=15, inner_steps=4, progress=False, plots=False, **opts)
     runs[label] = run
     print(f"{label:14s} mean excess {np.mean(run.overshoot):.4f}  max {np.mean(run.max_overshoot):.4f}  "

@@ -17,6 +17,10 @@ left the clip region, where its own advantage gradient is zero (Props 3, 7; docs
   the first moment is scaled by the largest γ ∈ [0, 1] for which no token already in the clip
   region is moved further out by fresh + γ·stale. The projection onto the clipped tokens' own
   log-prob gradients would need one backward pass per clipped token; docs/diagnostics.md §5.
+* ``"project"`` (per-token step control): the look-ahead's tokens predicted past bound + margin are
+  held at it by removing from Adam's step only its component along their log-prob gradients
+  (weighted by Adam's own per-coordinate step), instead of shrinking the whole step; η then covers
+  what the first order misses.
 
 No clipping with μ = 1, the paper's own suggestion, is a configuration, not a mode.
 """
@@ -33,8 +37,9 @@ import numpy as np
 
 from .diagnostics import _optim
 
-MODES = ("off", "reset", "lookahead", "reset+lookahead", "consistent")
+MODES = ("off", "reset", "lookahead", "reset+lookahead", "consistent", "project")
 PREDICTIONS = ("jvp", "secant")
+_SLACK = 1e-6  # moves below this share of the step's largest are round-off (a projected token's residual)
 
 
 @dataclass
@@ -48,7 +53,8 @@ class GuardRecord:
     of the first moment zeroed at this batch start (0 when nothing was reset), plus with
     ``"consistent"`` the removed (1 − γ) share of the stale step; ``momentum_scale`` γ, the factor on
     the first moment (``"consistent"``: ``n_outside`` counts the tokens in the clip region,
-    ``n_overshoot`` those of them that momentum carries further out).
+    ``n_overshoot`` those of them that momentum carries further out); ``n_projected``: tokens whose
+    push ``"project"`` removed from the step.
     """
 
     step: int
@@ -61,6 +67,11 @@ class GuardRecord:
     max_excess_scaled: float = 0.0
     momentum_removed: float = 0.0
     momentum_scale: float = 1.0
+    n_projected: int = 0
+
+
+def _needs_model(mode: str) -> bool:
+    return mode not in ("off", "reset")  # the look-ahead modes predict through the model
 
 
 def _adam(optimizer: Any) -> Any:
@@ -83,7 +94,7 @@ class MomentumGuard:
     Args:
         optimizer: ``torch.optim.Adam`` or ``AdamW`` (amsgrad, maximize refused).
         mode: ``"off"`` (``step`` is ``optimizer.step()``, bitwise), ``"reset"``, ``"lookahead"``,
-            ``"reset+lookahead"`` or ``"consistent"``.
+            ``"reset+lookahead"``, ``"consistent"`` or ``"project"``.
         margin: how far past its clip bound (ratio units) a token may be predicted to land.
         hold_outside: tokens already past bound + margin (by a prediction error of an earlier
             step) may not move further out either; η may then be 0 (the parameters stay, the moments
@@ -96,6 +107,9 @@ class MomentumGuard:
             prediction, cost of about one forward-mode pass) or ``"secant"`` (one extra forward
             pass at the full step's parameters, for models without forward-mode AD; exact at η = 1).
         reset_second_moment: ``"reset"`` also zeroes v and the step count (a fresh Adam).
+        rounds, max_constraints: ``"project"``: how many times the set of constrained tokens may grow
+            (one batched reverse pass for the new tokens' gradients and one prediction each) and its
+            largest size (the tokens with the largest predicted excess first; η covers the rest).
         model: the module whose parameters the optimizer updates (needed by ``"lookahead"`` and
             ``"consistent"``).
     """
@@ -113,6 +127,8 @@ class MomentumGuard:
         predict: str = "jvp",
         reset_second_moment: bool = False,
         model: Any = None,
+        rounds: int = 8,
+        max_constraints: int = 256,
     ) -> None:
         self.optimizer = _adam(optimizer)
         if mode not in MODES:
@@ -125,7 +141,9 @@ class MomentumGuard:
                 raise ValueError(f"{name}: expected a finite number >= 0, got {x!r}")
         if not (isinstance(max_fraction, (int, float)) and 0 <= max_fraction < 1):
             raise ValueError(f"max_fraction: expected a number in [0, 1), got {max_fraction!r}")
-        if ("lookahead" in mode or mode == "consistent") and model is None:
+        if not all(isinstance(x, int) and x >= 1 for x in (rounds, max_constraints)):
+            raise ValueError(f"rounds, max_constraints: expected integers >= 1, got {rounds!r}, {max_constraints!r}")
+        if _needs_model(mode) and model is None:
             raise ValueError(f"model: required with mode {mode!r} (the module the optimizer updates)")
         self.mode = mode
         self.margin = float(margin)
@@ -135,6 +153,8 @@ class MomentumGuard:
         self.predict = predict
         self.reset_second_moment = bool(reset_second_moment)
         self.model = model
+        self.rounds, self.max_constraints = rounds, max_constraints
+        self._correction: Optional[Dict[str, Any]] = None  # "project": Δ' − Δ of the planned step
         self.records: List[GuardRecord] = []
         self.steps = 0
         self.batches = 0
@@ -163,6 +183,8 @@ class MomentumGuard:
                 "epsilon_high": self.epsilon_high,
                 "predict": self.predict,
                 "reset_second_moment": self.reset_second_moment,
+                "rounds": self.rounds,
+                "max_constraints": self.max_constraints,
                 "steps": self.steps,
                 "batches": self.batches,
                 "records": [asdict(r) for r in self.records],
@@ -173,7 +195,7 @@ class MomentumGuard:
         if not isinstance(state, dict) or set(state) != {"optimizer", "guard"}:
             raise ValueError("state: expected a MomentumGuard.state_dict() (keys 'optimizer', 'guard')")
         g = dict(state["guard"])
-        if ("lookahead" in g["mode"] or g["mode"] == "consistent") and self.model is None:
+        if _needs_model(g["mode"]) and self.model is None:
             raise ValueError(f"model: required with the loaded mode {g['mode']!r}; pass model= to MomentumGuard")
         self.optimizer.load_state_dict(state["optimizer"])
         self.records = [GuardRecord(**r) for r in g.pop("records")]
@@ -229,13 +251,12 @@ class MomentumGuard:
         ``advantages`` is (B,), ``mask`` (B, T) optional. Needed by ``"lookahead"`` and ``"consistent"``.
         """
         rec = GuardRecord(step=self.steps, batch=self.batches, momentum_removed=self._removed)
-        self._removed = 0.0
-        if "lookahead" in self.mode or self.mode == "consistent":
+        self._removed, self._correction = 0.0, None
+        if _needs_model(self.mode):
             if logp_fn is None or old_logp is None or advantages is None:
                 raise ValueError(f"step: mode {self.mode!r} needs logp_fn, old_logp and advantages")
-            (self._consistent if self.mode == "consistent" else self._lookahead)(
-                rec, logp_fn, old_logp, advantages, mask
-            )
+            plan = {"consistent": self._consistent, "project": self._project}.get(self.mode, self._lookahead)
+            plan(rec, logp_fn, old_logp, advantages, mask)
         self.steps += 1
         self.records.append(rec)
         return rec
@@ -255,6 +276,14 @@ class MomentumGuard:
                 g["lr"] = g["lr"] * rec.eta
         try:
             yield
+            if self._correction is not None and rec is self.records[-1]:  # "project": Δ' − Δ, times η
+                import torch
+
+                params = dict(self.model.named_parameters())
+                with torch.no_grad():
+                    for n, c in self._correction.items():
+                        params[n].add_(c, alpha=rec.eta)
+                self._correction = None
         finally:
             if rec.eta != 1.0:
                 for g, lr in zip(self.optimizer.param_groups, lrs):
@@ -336,20 +365,96 @@ class MomentumGuard:
 
     def _lookahead(self, rec: GuardRecord, logp_fn: Any, old_logp: Any, advantages: Any, mask: Any) -> None:
         r, (s,), sign, valid = self._predict(logp_fn, old_logp, advantages, mask, [self.pending_update()])
+        self._scale(rec, r, s, s, sign, valid)
+
+    def _scale(self, rec: GuardRecord, r: Any, s: Any, s_full: Any, sign: Any, valid: Any, cap: float = 1.0) -> None:
+        """η: the largest scale ≤ ``cap`` of the step (slopes ``s``) that keeps the tokens within the
+        margin (``s_full``: the slopes of Adam's own step, for the record)."""
         room = self._room(r, sign, self.margin)
-        push = sign * s  # outward speed along the full step
+        push = sign * s  # outward speed along the step
         inside = room >= 0
         # the scale at which each outward-moving token reaches bound + margin (0: already past, held)
-        limit = (inside | self.hold_outside) & (push > 0)
+        slack = _SLACK * float(np.max(np.abs(s_full), initial=0.0))  # a projected token's round-off
+        limit = (inside | self.hold_outside) & (push > slack)
         reach = np.sort(np.maximum(room[limit], 0.0) / push[limit])
         allowed = int(math.floor(self.max_fraction * valid.sum()))  # tokens that may cross
-        rec.eta = float(min(1.0, reach[allowed])) if reach.size > allowed else 1.0
+        rec.eta = float(min(cap, reach[allowed])) if reach.size > allowed else cap
         self.predicted = r + rec.eta * s
         rec.n_valid = int(valid.sum())
         rec.n_outside = int(np.sum(~inside & (sign != 0)))
-        rec.n_overshoot = int(np.sum(inside & (push > room)))
-        rec.max_excess_full = self._excess(r + s, sign)
+        rec.n_overshoot = int(np.sum(inside & (sign * s_full > room)))
+        rec.max_excess_full = self._excess(r + s_full, sign)
         rec.max_excess_scaled = self._excess(self.predicted, sign)
+
+    def _rows(self, logp_fn: Any, flat: Any) -> Dict[str, Any]:
+        """The log-prob gradients of the tokens at flat indices ``flat``: {name: (k, *shape)}, one
+        forward and one batched reverse-mode pass (a loop of them where the model's ops do not batch).
+        Plain autograd, not ``torch.func``: transformers' input-grad hooks refuse function transforms."""
+        import torch
+
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        with torch.enable_grad():
+            out = logp_fn(lambda *a, **kw: self.model(*a, **kw))
+        seeds = torch.zeros(len(flat), out.numel(), dtype=out.dtype, device=out.device)
+        seeds[torch.arange(len(flat)), torch.as_tensor(flat, device=out.device)] = 1.0
+        seeds = seeds.reshape(len(flat), *out.shape)
+        ps = [p for _, p in named]
+        try:
+            grads = torch.autograd.grad(out, ps, seeds, retain_graph=True, is_grads_batched=True, allow_unused=True)
+        except (NotImplementedError, RuntimeError):  # an op without a batching rule
+            rows = [torch.autograd.grad(out, ps, x, retain_graph=True, allow_unused=True) for x in seeds]
+            grads = tuple(torch.stack([r[i] for r in rows]) if rows[0][i] is not None else None for i in range(len(ps)))
+        return {
+            n: torch.zeros((len(flat), *p.shape), dtype=p.dtype, device=p.device) if g is None else g
+            for (n, p), g in zip(named, grads)
+        }
+
+    def _project(self, rec: GuardRecord, logp_fn: Any, old_logp: Any, advantages: Any, mask: Any) -> None:
+        """Per-token step control: the tokens predicted past bound + margin get a constraint (their
+        first-order change = their room), met by removing from Adam's step its component along their
+        log-prob gradients J in the metric D = |Δ| (Adam's own per-coordinate step; Adam's
+        preconditioner lr/(√v̂+ϵ) is unbounded where v̂ is tiny): Δ' = Δ − D·Jᵀλ with
+        (J D Jᵀ)λ = JΔ − room. The rest of the step is kept; tokens the correction pushes out join the
+        set (``rounds``), and η (:meth:`_scale`) covers what is left."""
+        import torch
+
+        full = self.pending_update()
+        r, (s,), sign, valid = self._predict(logp_fn, old_logp, advantages, mask, [full])
+        s_full, step, cap = s, full, 1.0
+        # Adam's own per-coordinate step as the metric: the correction scales the coordinates it moves
+        metric = {n: x.detach().double().abs() for n, x in full.items()}
+        active: List[int] = []
+        rows: Dict[str, Any] = {}
+        for _ in range(self.rounds):
+            room = self._room(r, sign, self.margin)
+            over = (sign * s - np.maximum(room, 0.0)) * ((room >= 0) | self.hold_outside)
+            done = set(active)
+            slack = _SLACK * float(np.max(np.abs(s_full), initial=0.0))
+            new = [int(i) for i in np.argsort(-over, axis=None) if over.flat[i] > slack and int(i) not in done]
+            new = new[: self.max_constraints - len(active)]
+            if not new:
+                break
+            more = self._rows(logp_fn, new)
+            rows = {n: torch.cat([rows[n], x]) if rows else x for n, x in more.items() if n in metric}
+            active += new
+            J = {n: x.reshape(len(active), -1).double() for n, x in rows.items()}
+            K = sum(J[n] @ (metric[n].reshape(-1, 1) * J[n].T) for n in J).cpu().numpy()
+            target = sign.flat[active] * np.maximum(room.flat[active], 0.0)
+            now = sum(J[n] @ full[n].reshape(-1).double() for n in J).cpu().numpy()  # JΔ, one linear model
+            lam = torch.as_tensor(np.linalg.lstsq(K, now - target, rcond=1e-8)[0])  # near-duplicate tokens
+            step = {
+                n: full[n] - (metric[n] * (lam.to(J[n]) @ J[n]).reshape(metric[n].shape)).to(full[n].dtype)
+                if n in J
+                else full[n]
+                for n in full
+            }
+            r, (s,), sign, valid = self._predict(logp_fn, old_logp, advantages, mask, [step])
+        if active:  # no coordinate moves further than Adam moves its furthest (an affine projection can)
+            largest = [max(float(x[n].abs().max()) for n in x) for x in (full, step)]
+            cap = min(1.0, largest[0] / largest[1]) if largest[1] > 0 else 1.0
+            self._correction = {n: step[n] - full[n] for n in full}
+        rec.n_projected = len(active)
+        self._scale(rec, r, s, s_full, sign, valid, cap)
 
     def _consistent(self, rec: GuardRecord, logp_fn: Any, old_logp: Any, advantages: Any, mask: Any) -> None:
         stale, fresh = self.pending_update(split=True)
@@ -382,6 +487,7 @@ class MomentumGuard:
             "max_excess_full": r.max_excess_full,
             "momentum_removed": r.momentum_removed,
             "momentum_scale": r.momentum_scale,
+            "tokens_projected": float(r.n_projected),
         }
 
 

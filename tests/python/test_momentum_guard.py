@@ -104,6 +104,16 @@ def test_toy_jvp_prediction_error_is_second_order():
     assert 3.5 < errors[0] / errors[1] < 4.5 and 3.5 < errors[1] / errors[2] < 4.5
 
 
+@pytest.mark.parametrize("predict", ["jvp", "secant"])
+def test_toy_projection_stops_at_the_bound(predict):
+    plain, _ = toy_run("off")
+    ratios, guard = toy_run("project", margin=0.01, predict=predict)
+    np.testing.assert_array_equal(ratios[:8], plain[:8])
+    assert 1.19 <= ratios[-1] <= 1.21 + 2e-4
+    assert [r.n_projected for r in guard.records[:8]] == [0] * 8
+    assert all(r.n_projected == 1 for r in guard.records[8:])  # one token, one parameter: the step is its push
+
+
 # ---- a tiny network -----------------------------------------------------------------------------
 
 
@@ -219,6 +229,46 @@ def test_the_guard_only_shrinks_the_step(seed, options):
     assert any(r.eta < 1 for r in guard.records)  # these batches do trigger the guard
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_projection_holds_the_tokens_and_keeps_more_of_the_step(seed):
+    """From the same state (after plain AdamW steps), the projected step leaves no token predicted past
+    bound + margin (or further out), the prediction is the realised change to first order, no
+    coordinate moves further than Adam's furthest, and more of Adam's step is kept than the
+    look-ahead's one global η keeps."""
+    batch = _batch(seed, B=8, T=6)
+    fn = _logp_fn(batch[0], batch[1])
+    model = _net(seed)
+    guard = MomentumGuard(torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1), "off", model=model)
+    old = _train(guard, model, batch, steps=2)
+    guard.zero_grad()
+    r = torch.exp(fn(model) - old)
+    (-torch.min(r * batch[3][:, None], r.clamp(0.8, 1.2) * batch[3][:, None]) * batch[2]).sum().backward()
+    free, r_now, m = guard.pending_update(), fn(model).detach(), batch[2].numpy()
+    sign = np.sign(batch[3].numpy())[:, None] * m
+    size = {}
+    for mode in ("lookahead", "project"):
+        g = copy.deepcopy(guard)
+        g.mode = mode
+        for p, q in zip(g.model.parameters(), model.parameters()):
+            p.grad = q.grad.clone()  # deepcopy drops them
+        before = {n: p.detach().clone() for n, p in g.model.named_parameters()}
+        rec = g.step(fn, old, batch[3], batch[2])
+        moved = {n: p.detach() - before[n] for n, p in g.model.named_parameters()}
+        size[mode] = math.sqrt(sum(float((x**2).sum()) for x in moved.values()))
+        room = g._room(g.predicted, sign, g.margin)
+        assert np.all(room >= np.minimum(g._room((r_now - old).numpy(), sign, g.margin), 0.0) - 1e-9)
+        with torch.no_grad():
+            realised = (fn(g.model) - old).numpy()
+        change = np.abs(realised - (r_now - old).numpy())[m].max()
+        assert np.abs(g.predicted - realised)[m].max() <= 0.1 * change + 1e-12  # first order
+        largest = [max(float(x.abs().max()) for x in d.values()) for d in (moved, free)]
+        assert largest[0] <= largest[1] * (1 + 1e-9)
+        assert (mode == "project") == (rec.n_projected > 0)
+    full = math.sqrt(sum(float((x**2).sum()) for x in free.values()))
+    assert size["lookahead"] < 0.99 * full  # the batch binds
+    assert size["lookahead"] < size["project"]
+
+
 class _Plain:
     """The optimizer itself, called as the guard is."""
 
@@ -251,10 +301,10 @@ def test_consistent_momentum_removes_only_stale_momentum(seed):
     assert any(r.momentum_scale < 1 for r in guard.records)
 
 
-def test_off_and_unconstrained_lookahead_are_bitwise_adamw():
+def test_off_and_unconstrained_guards_are_bitwise_adamw():
     batch = _batch(3)
     runs = []
-    for mode, extra in (("none", {}), ("off", {}), ("lookahead", {"margin": 1e6})):
+    for mode, extra in (("none", {}), ("off", {}), ("lookahead", {"margin": 1e6}), ("project", {"margin": 1e6})):
         model = _net(3).float()
         opt = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1)
         step = _Plain(opt) if mode == "none" else MomentumGuard(opt, mode, model=model, **extra)
@@ -321,7 +371,8 @@ def test_bad_input():
     with pytest.raises(NotImplementedError, match="amsgrad"):
         MomentumGuard(torch.optim.Adam(model.parameters(), amsgrad=True), "off")
     with pytest.raises(
-        ValueError, match="mode: expected one of off, reset, lookahead, reset\\+lookahead, consistent, got 'clip'"
+        ValueError,
+        match="mode: expected one of off, reset, lookahead, reset\\+lookahead, consistent, project, got 'clip'",
     ):
         MomentumGuard(adam, "clip", model=model)
     with pytest.raises(ValueError, match="model: required with mode 'lookahead'"):
@@ -330,6 +381,8 @@ def test_bad_input():
         MomentumGuard(adam, model=model, margin=-1)
     with pytest.raises(ValueError, match="max_fraction: expected a number in \\[0, 1\\), got 1"):
         MomentumGuard(adam, model=model, max_fraction=1)
+    with pytest.raises(ValueError, match="rounds, max_constraints: expected integers >= 1, got 0, 256"):
+        MomentumGuard(adam, "project", model=model, rounds=0)
     with pytest.raises(ValueError, match="predict: expected 'jvp' or 'secant', got 'exact'"):
         MomentumGuard(adam, model=model, predict="exact")
     guard = MomentumGuard(adam, model=model)

@@ -177,19 +177,6 @@ def test_version_guard(monkeypatch):
         gtrl._check_trl_version()
 
 
-def test_adaptive_entropy_refused(tmp_path):
-    import trl_tiny as tt
-
-    with pytest.raises(NotImplementedError, match="use_adaptive_entropy"):
-        gtrl.GRPOTrainer(
-            model=tt.model(),
-            reward_funcs=tt.reward_count_a,
-            args=tt.config(tmp_path, use_adaptive_entropy=True),
-            train_dataset=tt.dataset(),
-            processing_class=tt.tokenizer(),
-        )
-
-
 # ---- DiagnosticsCallback on a hand-made step -------------------------------------------------------
 
 

@@ -203,11 +203,6 @@ class GRPOTrainer(_TRLGRPOTrainer):
                 self.grpokit_logprobs = add_grpokit_lm_head(policy, self.temperature)
                 if self.ref_model is not None:
                     add_grpokit_lm_head(self.ref_model, self.temperature, entropy=False)
-        if self.use_adaptive_entropy:
-            raise NotImplementedError(
-                "grpokit.integrations.trl.GRPOTrainer: use_adaptive_entropy=True is not supported (its controller "
-                "lives in TRL's _compute_loss); use a static entropy_coef"
-            )
         self.loss_spec = spec_from_config(self.args, loss, loss_options)
         for text in config_traps(self.args, loss):  # reproduced, but said once at start-up
             warnings.warn(f"grpokit: {text}", UserWarning, stacklevel=2)
@@ -287,6 +282,9 @@ class GRPOTrainer(_TRLGRPOTrainer):
             **mm,
         )
         s = self.loss_spec
+        if self.use_adaptive_entropy:  # TRL's gate: the coefficient of the last step, if its entropy was low
+            low = self._last_world_entropy <= self.args.entropy_target
+            s = s.replace(entropy_coef=self.entropy_coef if low else 0.0)
         sampling = None
         if s.sampler_is != "none" or s.off_policy_mask_threshold is not None:
             sampling = inputs.get("sampling_per_token_logps")
@@ -315,6 +313,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
         if self.aux_loss_enabled:
             normalizer = self.current_gradient_accumulation_steps if self.model.training else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
+        if self.use_adaptive_entropy and self.model.training:
+            self._entropy_controller(entropies, mask)
         self._log_metrics(out.metrics, aux_loss)
         if self.model.training and any(
             isinstance(cb, (DiagnosticsCallback, MomentumGuardCallback)) for cb in self.callback_handler.callbacks
@@ -334,6 +334,27 @@ class GRPOTrainer(_TRLGRPOTrainer):
                 }
             )
         return loss
+
+    def _entropy_controller(self, entropies: torch.Tensor, mask: torch.Tensor) -> None:
+        """TRL's adaptive entropy control (Skywork-OR1), as its ``_compute_loss`` runs it: the window's
+        token-mean entropy over the loss's tokens (all processes) moves ``entropy_coef`` by
+        ± ``entropy_coef_delta`` at each optimizer step; the next step applies it."""
+        if self.top_entropy_quantile < 1.0:  # the bonus acts on TRL's high-entropy tokens only
+            mask = mask * self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)
+        stats = torch.stack([(entropies * mask).sum(), mask.sum()]).detach()
+        w = self._entropy_window_stats
+        self._entropy_window_stats = stats if w is None else w + stats
+        if not self.accelerator.sync_gradients:
+            return
+        total = self.accelerator.reduce(self._entropy_window_stats, reduction="sum")
+        entropy = (total[0] / total[1].clamp(min=1.0)).item()
+        a = self.args
+        if entropy <= a.entropy_target:
+            self.entropy_coef = min(self.entropy_coef + a.entropy_coef_delta, a.entropy_coef_max)
+        else:
+            self.entropy_coef = max(self.entropy_coef - a.entropy_coef_delta, a.entropy_coef_min)
+        self._last_world_entropy = entropy
+        self._entropy_window_stats = None
 
     def _log_metrics(self, metrics: Dict[str, torch.Tensor], aux_loss: Any) -> None:
         mode = "train" if self.model.training else "eval"
