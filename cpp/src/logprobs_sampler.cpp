@@ -11,6 +11,7 @@
 
 #include "grpokit/logprobs.hpp"
 #include "grpokit/math/logprobs.hpp"
+#include "grpokit/math/sampler.hpp"
 #include "logprobs_rows.hpp"
 #include "logprobs_select.hpp"
 
@@ -19,11 +20,8 @@ namespace {
 
 using namespace rows;
 
-// One row's sampler parameters (off: k = 0, p = 1, min_p = 0).
-struct RowParams {
-  int64_t k = 0;
-  double p = 1.0, min_p = 0.0;
-};
+// One row's sampler parameters (grpokit/math/sampler.hpp: off is k = 0, p = 1, min_p = 0).
+using RowParams = math::SamplerRow;
 
 RowParams row_params(const SamplerArgs& s, int64_t r, int64_t inner) {
   RowParams q;
@@ -45,10 +43,10 @@ struct Kept {
 template <class F, class In>
 Kept kept_set(const In* x, int64_t n, F m, double inv_t, const RowParams& q, SamplerConvention conv) {
   const F it = static_cast<F>(inv_t);
-  const F log_min_p = q.min_p > 0.0 ? static_cast<F>(std::log(q.min_p)) : F(-INFINITY);
-  const F t_k = q.k > 0 && q.k < n ? kth_largest<F>(x, n, q.k) : F(-INFINITY);
-  // min-p compares p_v with min_p · p_max, i.e. d_v with log(min_p); it and top-k keep upper sets.
-  auto early = [&](F v) { return v >= t_k && (q.min_p <= 0.0 || (v - m) * it >= log_min_p); };
+  const F log_min_p = q.log_min_p<F>();
+  const F t_k = q.top_k_on(n) ? kth_largest<F>(x, n, q.k) : F(-INFINITY);
+  // vLLM's nucleus is taken among the survivors of min-p and top-k (both keep upper sets).
+  auto early = [&](F v) { return math::kept(v, (v - m) * it, t_k, log_min_p); };
   F t_p = F(-INFINITY);
   if (q.p < 1.0) {
     if (conv == SamplerConvention::VLLM)
@@ -59,19 +57,17 @@ Kept kept_set(const In* x, int64_t n, F m, double inv_t, const RowParams& q, Sam
   // One pass: the kept set's smallest value, mass and Σ e·d, and the whole row's mass (the same exps,
   // so log_mass is exactly 0 when everything is kept).
   KeptSums ks;
-  const F t = t_p > t_k ? t_p : t_k, lmp = q.min_p > 0.0 ? log_min_p : F(-INFINITY);
+  const F t = t_p > t_k ? t_p : t_k, lmp = log_min_p;
   if constexpr (std::is_same<F, double>::value)
     kept_sums_f64(x, n, m, it, t, lmp, ks);
   else
     kept_sums_f32(x, n, m, it, t, lmp, ks);
-  const double s_all = ks.all, s_kept = ks.kept, dot = ks.dot;
-  const F lo = static_cast<F>(ks.lo);
+  const math::KeptTerms terms = math::kept_terms(ks.all, ks.kept, ks.dot);
   Kept k;
-  k.keep_min = static_cast<double>(lo);
-  k.log_s = std::log(s_kept);
-  k.log_mass = s_kept < s_all ? std::log(s_kept / s_all) : 0.0;
-  const double h = k.log_s - dot / s_kept;
-  k.entropy = h > 0.0 ? h : 0.0;
+  k.keep_min = static_cast<double>(static_cast<F>(ks.lo));
+  k.log_s = terms.log_s;
+  k.log_mass = terms.log_mass;
+  k.entropy = terms.entropy;
   return k;
 }
 
@@ -88,7 +84,7 @@ void forward_rows(const TokenLogprobArgs& in, const SamplerArgs& s, const Tensor
     const double l = st.lse();
     if (!err.finite_lse(r, l)) return;
     const RowParams q = row_params(s, r, L.inner);
-    const bool on = (q.k > 0 && q.k < L.vocab) || q.p < 1.0 || q.min_p > 0.0;
+    const bool on = q.on(L.vocab);
     Kept k;
     if (on) {
       k = kept_set<F>(row, L.vocab, static_cast<F>(m), inv_t, q, s.convention);
@@ -128,21 +124,15 @@ void backward_rows(const TokenLogprobArgs& in, bool over_kept, const TensorView&
     const double a = u.a, b = u.b, h = u.h;
     const GradShift sh = grad_shift<F>(row, L.vocab, inv_t, read_real(lse, per_row_offset(lse, r, L.inner)));
     const F it = static_cast<F>(inv_t), shift = static_cast<F>(sh.shift), c0 = static_cast<F>(sh.c0);
-    const F ca = static_cast<F>(a * inv_t), cb = static_cast<F>(b * inv_t), hh = static_cast<F>(h);
-    const F cq = static_cast<F>(std::exp(-log_mass)), lm = static_cast<F>(log_mass);
+    const math::SamplerGrad<F> c{
+        static_cast<F>(a * inv_t), static_cast<F>(b * inv_t), static_cast<F>(std::exp(-log_mass)),
+        static_cast<F>(log_mass),  static_cast<F>(h),         over_kept};
     for (int64_t i = 0; i < L.vocab; ++i) {
       const F v = static_cast<F>(cpu::load(row[i]));
-      F d = math::clamp_exp_arg((v - shift) * it - c0);
+      F d = math::clamp_exp_arg(math::scaled_gap(v, shift, it) - c0);
       d = d > F(0) ? F(0) : d;
-      const F p = exp_of(d);
-      const bool kept = v >= kmin;
-      const F qv = kept ? p * cq : F(0);
-      F gv;
-      if (over_kept)
-        gv = kept ? -qv * (ca + cb * (d - lm + hh)) : F(0);
-      else
-        gv = -(ca * qv + cb * p * (d + hh));
-      if (i == id && y_kept) gv += ca;
+      F gv = c.element(exp_of(d), d, v >= kmin);
+      if (i == id && y_kept) gv += c.ca;
       g[i] = store<In>(gv);
     }
   });

@@ -10,46 +10,23 @@
 #include <cstring>
 #include <type_traits>
 
+#include "grpokit/math/sampler.hpp"
 #include "logprobs_rows.hpp"
 
 namespace grpokit {
 namespace rows {
 
-// Keys that order like the values (−0 just below +0; the callers compare values, so both are kept).
+// Keys, digits and the choice of a bin: grpokit/math/sampler.hpp (shared with the CUDA kernels).
 template <class F>
-struct Keys {
-  using K = typename std::conditional<std::is_same<F, double>::value, uint64_t, uint32_t>::type;
-  static constexpr int kBits = 8 * sizeof(K);
-  static K of(F v) {
-    K u;
-    std::memcpy(&u, &v, sizeof u);
-    const K sign = K(1) << (kBits - 1);
-    return (u & sign) ? ~u : (u | sign);
-  }
-  static F value(K k) {
-    const K sign = K(1) << (kBits - 1);
-    const K u = (k & sign) ? (k & ~sign) : ~k;
-    F v;
-    std::memcpy(&v, &u, sizeof v);
-    return v;
-  }
-};
-
-constexpr int kDigitBits = 11;
+using Keys = math::RadixKeys<F>;
 
 // Walks the digits from the top: level(shift, width, prefix, mask) bins the entries whose key
 // matches prefix under mask by bits [shift, shift + width) and returns the chosen digit.
 template <class K, class Level>
 inline K radix_walk(Level&& level) {
-  constexpr int kBits = 8 * sizeof(K);
-  K prefix = 0, mask = 0;
-  for (int top = kBits; top > 0; top -= kDigitBits) {
-    const int width = top < kDigitBits ? top : kDigitBits, shift = top - width;
-    const K digit = level(shift, width, prefix, mask);
-    prefix |= digit << shift;
-    mask |= ((K(1) << width) - 1) << shift;
-  }
-  return prefix;
+  math::RadixWalk<K> w;
+  while (!w.done()) w.choose(static_cast<int>(level(w.shift(), w.width(), w.prefix, w.mask)));
+  return w.prefix;
 }
 
 // The k-th largest value of the row (1 ≤ k ≤ n), counting ties: {x ≥ result} holds ≥ k entries.
@@ -57,7 +34,7 @@ template <class F, class In>
 F kth_largest(const In* x, int64_t n, int64_t k) {
   using KT = Keys<F>;
   using K = typename KT::K;
-  int64_t hist[1 << kDigitBits];
+  int64_t hist[math::kSelectBins];
   const K key = radix_walk<K>([&](int shift, int width, K prefix, K mask) -> K {
     const int bins = 1 << width;
     std::memset(hist, 0, sizeof(int64_t) * bins);
@@ -68,11 +45,7 @@ F kth_largest(const In* x, int64_t n, int64_t k) {
       for (int j = 0; j < len; ++j)
         if ((u[j] & mask) == prefix) ++hist[(u[j] >> shift) & K(bins - 1)];
     }
-    for (int b = bins - 1; b > 0; --b) {
-      if (k <= hist[b]) return K(b);
-      k -= hist[b];
-    }
-    return 0;
+    return K(math::kth_largest_bin(hist, bins, k));
   });
   return KT::value(key);
 }
@@ -85,8 +58,8 @@ template <class F, class In, class Cand>
 F nucleus_threshold(const In* x, int64_t n, Cand&& cand, F m, F inv_t, double p, bool strictly_above) {
   using KT = Keys<F>;
   using K = typename KT::K;
-  double mass[1 << kDigitBits];
-  double above = 0.0, target = -1.0;
+  double mass[math::kSelectBins];
+  math::NucleusScan scan;
   const K key = radix_walk<K>([&](int shift, int width, K prefix, K mask) -> K {
     const int bins = 1 << width;
     std::memset(mass, 0, sizeof(double) * bins);
@@ -116,22 +89,7 @@ F nucleus_threshold(const In* x, int64_t n, Cand&& cand, F m, F inv_t, double p,
       for (int k = 0; k < len; ++k)
         if (ok[k]) mass[(u[k] >> shift) & K(bins - 1)] += static_cast<double>(e[k]);
     }
-    if (target < 0) {  // first level: the candidates' total mass
-      double total = 0.0;
-      for (int b = 0; b < bins; ++b) total += mass[b];
-      target = p * total;
-    }
-    int lowest = -1;
-    for (int b = bins - 1; b >= 0; --b) {
-      if (mass[b] == 0.0) continue;
-      lowest = b;
-      const double inclusive = above + mass[b];
-      if (strictly_above ? inclusive > target : inclusive >= target) return K(b);
-      above = inclusive;
-    }
-    if (lowest < 0) return 0;
-    above -= mass[lowest];  // the mass strictly above the chosen bucket
-    return K(lowest);
+    return K(math::nucleus_bin(mass, bins, p, strictly_above, scan));
   });
   return KT::value(key);
 }
@@ -160,7 +118,7 @@ GRPOKIT_CPU_CLONES void kept_sums_f32(const In* x, int64_t n, float m, float it,
         float d = raw < dmin ? dmin : raw;
         d = d > 0.0f ? 0.0f : d;
         e[k] = cpu::exp_nonpositive(d, elo);
-        const bool keep = v >= t && raw >= lmp;
+        const bool keep = math::kept(v, raw, t, lmp);
         ek[k] = keep ? e[k] : 0.0f;
         dk[k] = keep ? e[k] * d : 0.0f;
         vk[k] = keep ? v : INFINITY;
@@ -176,7 +134,7 @@ GRPOKIT_CPU_CLONES void kept_sums_f32(const In* x, int64_t n, float m, float it,
       d = d > 0.0f ? 0.0f : d;
       const float e = cpu::exp_nonpositive(d, elo);
       sa[0] += e;
-      if (v >= t && raw >= lmp) sk[0] += e, sd[0] += e * d, mn[0] = v < mn[0] ? v : mn[0];
+      if (math::kept(v, raw, t, lmp)) sk[0] += e, sd[0] += e * d, mn[0] = v < mn[0] ? v : mn[0];
     }
     for (int k = 0; k < kLanes; ++k) {
       ks.all += sa[k], ks.kept += sk[k], ks.dot += sd[k];
@@ -194,7 +152,7 @@ void kept_sums_f64(const In* x, int64_t n, double m, double it, double t, double
     d = d > 0.0 ? 0.0 : d;
     const double e = std::exp(d);
     ks.all += e;
-    if (v >= t && raw >= lmp) ks.kept += e, ks.dot += e * d, ks.lo = v < ks.lo ? v : ks.lo;
+    if (math::kept(v, raw, t, lmp)) ks.kept += e, ks.dot += e * d, ks.lo = v < ks.lo ? v : ks.lo;
   }
 }
 
