@@ -126,11 +126,11 @@ void check(const char* name, int64_t V, int64_t pad, double temperature, int kin
 }  // namespace
 
 int main() {
-  // Full blocks: 512 threads (V > 2048), 16 warps in the block's sums; two kinds keep it short.
+  // Full blocks: 512 threads (V > 2048), 16 warps in the block's sums; the rows with ties only (short).
   const bool full = emulate_max_block() > 64;
   for (int64_t V : full ? std::vector<int64_t>{2100} : std::vector<int64_t>{1, 3, 7, 33, 100, 257, 1000}) {
     for (int kind : {0, 1, 2, 3}) {
-      if ((kind == 2 && V < 3) || (full && kind % 2 == 0)) continue;
+      if ((kind == 2 && V < 3) || (full && kind != 1)) continue;
       const double t = kind == 3 ? 0.7 : 1.3;
       check<float>("f32", V, 5, t, kind, SamplerConvention::VLLM, false);
       check<float>("f32", V, 0, t, kind, SamplerConvention::SGLang, true);

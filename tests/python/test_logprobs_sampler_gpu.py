@@ -42,11 +42,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("conv", ["vllm", "sglang"])
-@pytest.mark.parametrize("entropy", ["full", "sampler"])
+@pytest.mark.parametrize("conv,entropy", [("vllm", "full"), ("sglang", "sampler")])
 @pytest.mark.parametrize("kind", ["normal", "ties", "neginf"])
 @pytest.mark.parametrize("kw", CASES)
-def test_matches_cpu(kw, kind, entropy, conv):
+def test_matches_cpu(kw, kind, conv, entropy):
     x = rows(len(str(kw)) + len(kind), kind=kind)
     ids = torch.arange(x.shape[0]) * 7 % x.shape[1]
     if kind == "neginf":
@@ -66,7 +65,7 @@ def test_matches_cpu(kw, kind, entropy, conv):
     torch.testing.assert_close(g_gpu.cpu(), g_cpu, rtol=1e-4, atol=2e-6)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 def test_16bit_per_row_parameters_3d_and_strided(dtype):
     base = rows(3, n=8, v=1001).to(dtype).reshape(2, 4, 1001)
     view = base[:, :-1]  # rows strided in place
