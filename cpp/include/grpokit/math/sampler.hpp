@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "grpokit/config.hpp"
 
@@ -18,37 +19,17 @@ namespace math {
 // Order-preserving unsigned keys of float / double values (−0 just below +0; the callers compare
 // values, so both are kept).
 template <class F>
-struct RadixKeys;
-
-template <>
-struct RadixKeys<float> {
-  using K = uint32_t;
-  GRPOKIT_HD static K of(float v) {
+struct RadixKeys {
+  using K = typename std::conditional<sizeof(F) == sizeof(double), uint64_t, uint32_t>::type;
+  static constexpr K kSign = K(1) << (8 * sizeof(K) - 1);
+  GRPOKIT_HD static K of(F v) {
     K u;
     memcpy(&u, &v, sizeof u);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return (u & kSign) ? ~u : (u | kSign);
   }
-  GRPOKIT_HD static float value(K k) {
-    const K u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
-    float v;
-    memcpy(&v, &u, sizeof v);
-    return v;
-  }
-};
-
-template <>
-struct RadixKeys<double> {
-  using K = uint64_t;
-  GRPOKIT_HD static K of(double v) {
-    K u;
-    memcpy(&u, &v, sizeof u);
-    const K sign = K(1) << 63;
-    return (u & sign) ? ~u : (u | sign);
-  }
-  GRPOKIT_HD static double value(K k) {
-    const K sign = K(1) << 63;
-    const K u = (k & sign) ? (k & ~sign) : ~k;
-    double v;
+  GRPOKIT_HD static F value(K k) {
+    const K u = (k & kSign) ? (k & ~kSign) : ~k;
+    F v;
     memcpy(&v, &u, sizeof v);
     return v;
   }
