@@ -31,6 +31,8 @@ import grpokit.integrations.verl  # noqa: E402,F401  (registers the grpokit.* lo
 import trl_tiny as tt  # noqa: E402
 
 B, P, T = 8, 3, 5  # completions, prompt tokens, response width
+# float32 compute (verl's default is bfloat16 parameters): only the loss functions differ, in float32 rounding
+FP32 = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,7 @@ def update(model_dir, loss_mode):
         policy_loss=PolicyLossConfig(loss_mode=loss_mode),
         # SGD: the step is linear in the gradient, so float32 rounding stays float32 rounding
         optim=FSDPOptimizerConfig(optimizer="SGD", lr=0.5, weight_decay=0.0),
-        fsdp_config=FSDPEngineConfig(use_torch_compile=False, model_dtype="fp32", mixed_precision=None),
+        fsdp_config=FSDPEngineConfig(use_torch_compile=False, model_dtype="fp32", mixed_precision=FP32),
     )
     actor.model_config = HFModelConfig(path=model_dir, use_remove_padding=True, enable_gradient_checkpointing=False)
     actor.engine.micro_batch_size_per_gpu = B // 2
