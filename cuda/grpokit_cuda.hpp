@@ -54,6 +54,16 @@ void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const Te
 void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse, const TensorView& entropy,
                              const TensorView& grad_logp, const TensorView& grad_entropy,
                              const TensorView& grad_logits, std::intptr_t stream);
+// Under the sampler's truncation (cuda/logprobs_sampler.cu): the CPU engine's token_logprobs_sampler_cpu
+// and its backward, bad rows as NaN.
+void token_logprobs_sampler(const TokenLogprobArgs& in, const SamplerArgs& s, const TensorView& logp,
+                            const TensorView& entropy, const TensorView& lse, const TensorView& kept_logmass,
+                            const TensorView& keep_min, std::intptr_t stream);
+void token_logprobs_sampler_backward(const TokenLogprobArgs& in, bool entropy_over_kept,
+                                     const TensorView& lse, const TensorView& kept_logmass,
+                                     const TensorView& keep_min, const TensorView& entropy,
+                                     const TensorView& grad_logp, const TensorView& grad_entropy,
+                                     const TensorView& grad_logits, std::intptr_t stream);
 
 // The unified surrogate loss (cuda/loss.cu). float32/float64/bfloat16/float16 inputs; the caller
 // passes out.workspace (loss_workspace_size(B) float64 elements) and, for value checks, out.status

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "grpokit/interrupt.hpp"
 #include "grpokit/linear_logprobs.hpp"
 #include "grpokit/math/logprobs.hpp"
 #include "grpokit_cuda.hpp"
@@ -170,16 +171,16 @@ __global__ void __launch_bounds__(kThreads)
     st.max = s[0], st.sum = s[1], st.dot = s[2];
     if constexpr (kSq) st.sq = s[3];
   }
-  st.merge(math::ChunkStats<float>{tile.max, tile.sum, tile.dot, tile.sq});
-  s[0] = st.max, s[1] = st.sum, s[2] = st.dot;
+  st.merge(math::ChunkStats<float>{tile.max, tile.sum, tile.dot, tile.sq}, inv_t);
+  s[0] = st.max, s[1] = st.sum, s[2] = st.dot;  // the maximum raw (grpokit/math/logprobs.hpp)
   if constexpr (kSq) s[3] = st.sq;
   const int64_t id = ids.id(r, 1);
-  if (id >= v0 && id < v0 + nv) s[4] = row[id - v0] * inv_t;
+  if (id >= v0 && id < v0 + nv) s[4] = row[id - v0];  // raw
 }
 
 template <bool kSq>
-__global__ void finish_kernel(const float* state, int64_t N, int64_t vocab, PerRow ids, PerRow logp,
-                              PerRow entropy, PerRow lse, PerRow sum_sq) {
+__global__ void finish_kernel(const float* state, int64_t N, int64_t vocab, float inv_t, PerRow ids,
+                              PerRow logp, PerRow entropy, PerRow lse, PerRow sum_sq) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r >= N) return;
   const int64_t id = ids.id(r, 1);
@@ -188,8 +189,9 @@ __global__ void finish_kernel(const float* state, int64_t N, int64_t vocab, PerR
   st.max = s[0], st.sum = s[1], st.dot = s[2];
   if constexpr (kSq) st.sq = s[3];
   const bool bad = id < 0 || id >= vocab;
-  const float l = bad ? NAN : st.lse();
-  logp.write(r, 1, bad ? NAN : math::token_logp(s[4], l));  // ≤ 0, as the CPU engine
+  const float l = bad ? NAN : static_cast<float>(st.lse(static_cast<double>(inv_t)));
+  // ≤ 0, from the gap to the raw maximum, as the CPU engine
+  logp.write(r, 1, bad ? NAN : math::token_logp(math::scaled_gap(s[4], st.max, inv_t), logf(st.sum)));
   lse.write(r, 1, l);
   entropy.write(r, 1, bad ? NAN : st.entropy());
   if constexpr (kSq) sum_sq.write(r, 1, bad ? NAN : st.sum_sq_probs());
@@ -206,9 +208,11 @@ __global__ void __launch_bounds__(kThreads)
   const bool here = !bad && id >= v0 && id < v0 + nv;
   const auto c = math::grad_coeffs<float, float>(grad_logp.real(r, 1), grad_entropy.real(r, 1),
                                                  grad_entropy.data ? entropy.real(r, 1) : 0.0f, inv_t);
-  const float z_y = (threadIdx.x == 0 && here) ? row[id - v0] * inv_t : 0.0f;
+  const float x_y = (threadIdx.x == 0 && here) ? row[id - v0] : 0.0f;
   __syncthreads();
-  block_grad_row(row, out + r * ldo, nv, inv_t, lse.real(r, 1), c, here ? id - v0 : -1, z_y, bad);
+  // A tile holds part of a row, so the gradient works from the saved lse, as the CPU engine's.
+  const GradShift gs{0.0f, lse.real(r, 1)};
+  block_grad_row(row, out + r * ldo, nv, inv_t, gs, c, here ? id - v0 : -1, x_y, bad);
 }
 
 template <class T>
@@ -262,13 +266,15 @@ void linear_token_logprobs(const LinearLogprobArgs& in, const TensorView& logp, 
   const bool sq = sum_sq_probs.defined();
   const auto stats = sq ? tile_stats_kernel<true> : tile_stats_kernel<false>;
   const auto finish = sq ? finish_kernel<true> : finish_kernel<false>;
+  Interrupt stop;  // Ctrl-C between chunks: a full launch queue blocks this loop (grpokit/interrupt.hpp)
   for (int64_t v0 = 0; v0 < V; v0 += C) {
+    stop.poll();
     const int64_t nv = V - v0 < C ? V - v0 : C;
     logits_tile(h, in, ldh, ldw, v0, nv, tile, C);
     GRPOKIT_LAUNCH(stats, static_cast<unsigned>(N), threads_for(nv), s, tile, C, nv, v0, v0 == 0, inv_t, ids,
                    state, N);
   }
-  GRPOKIT_LAUNCH_FLAT(finish, static_cast<unsigned>((N + 255) / 256), 256, s, state, N, V, ids,
+  GRPOKIT_LAUNCH_FLAT(finish, static_cast<unsigned>((N + 255) / 256), 256, s, state, N, V, inv_t, ids,
                       PerRow::of(logp), PerRow::of(entropy), PerRow::of(lse), PerRow::of(sum_sq_probs));
   check_launch("linear_token_logprobs");
 }
@@ -303,7 +309,9 @@ void linear_token_logprobs_backward(const LinearLogprobArgs& in, const TensorVie
   const float inv_t = static_cast<float>(1.0 / in.temperature);
   const PerRow ids = PerRow::of(in.token_ids), l = PerRow::of(lse), e = PerRow::of(entropy),
                ga = PerRow::of(grad_logp), gb = PerRow::of(grad_entropy);
+  Interrupt stop;  // as in the forward
   for (int64_t v0 = 0; v0 < V; v0 += C) {
+    stop.poll();
     const int64_t nv = V - v0 < C ? V - v0 : C;
     logits_tile(h, in, ldh, ldw, v0, nv, tile, C);
     const unsigned grid = static_cast<unsigned>(N);

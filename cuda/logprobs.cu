@@ -24,20 +24,6 @@ namespace {
 
 using namespace rows;
 
-struct Rows {
-  int64_t rows, inner, vocab;
-  int64_t s0, s1;  // logits strides of the leading dims (elements)
-  int ndim;
-  __device__ int64_t offset(int64_t r) const {
-    return ndim == 3 ? (r / inner) * s0 + (r % inner) * s1 : r * s0;
-  }
-};
-
-Rows rows_of(const TensorView& x) {
-  const RowLayout L = RowLayout::of(x);
-  return Rows{L.rows, L.inner, L.vocab, x.strides[0], x.ndim == 3 ? x.strides[1] : 0, x.ndim};
-}
-
 template <class T, bool kSq>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const T* x, Rows L, PerRow ids, float inv_t, PerRow logp, PerRow entropy, PerRow lse,
@@ -54,8 +40,9 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kSq) sum_sq.write(r, L.inner, NAN);
     return;
   }
-  const float l = st.lse();
-  logp.write(r, L.inner, math::token_logp(to_float(row[id]) * inv_t, l));
+  // The raw maximum is scaled once, in float64; logp comes from the gap to it (no cancellation).
+  const float l = static_cast<float>(st.lse(static_cast<double>(inv_t)));
+  logp.write(r, L.inner, math::token_logp(math::scaled_gap(to_float(row[id]), st.max, inv_t), logf(st.sum)));
   lse.write(r, L.inner, l);
   entropy.write(r, L.inner, st.entropy());
   if constexpr (kSq) sum_sq.write(r, L.inner, st.sum_sq_probs());
@@ -72,41 +59,19 @@ __global__ void __launch_bounds__(kThreads)
   const bool bad_id = id < 0 || id >= L.vocab;
   const auto c = math::grad_coeffs<float, float>(grad_logp.real(r, L.inner), grad_entropy.real(r, L.inner),
                                                  grad_entropy.data ? entropy.real(r, L.inner) : 0.0f, inv_t);
+  const GradShift gs = block_grad_shift(row, L.vocab, inv_t, lse.real(r, L.inner));
   // The target's logit is read before any thread overwrites it (in-place gradients).
-  const float z_y = (threadIdx.x == 0 && !bad_id) ? to_float(row[id]) * inv_t : 0.0f;
+  const float x_y = (threadIdx.x == 0 && !bad_id) ? to_float(row[id]) : 0.0f;
   __syncthreads();
-  block_grad_row(row, grow, L.vocab, inv_t, lse.real(r, L.inner), c, bad_id ? -1 : id, z_y, bad_id);
+  block_grad_row(row, grow, L.vocab, inv_t, gs, c, bad_id ? -1 : id, x_y, bad_id);
 }
-
-// What both launchers check and derive before launching one block per row.
-struct Launch {
-  Rows L;
-  cudaStream_t stream;
-  float inv_t;
-  dim3 grid;
-  int threads;
-
-  Launch(const TokenLogprobArgs& in, std::intptr_t s) {
-    check_cuda_device(in.logits, "logits");
-    if (in.logits.dtype == DType::Float64)
-      not_implemented(
-          "logits: float64 logits are supported on the CPU only; on the GPU pass "
-          "float32, bfloat16 or float16");
-    L = rows_of(in.logits);
-    if (L.rows > 0x7fffffff) value_error("logits: at most 2^31 − 1 rows per call, got ", L.rows);
-    stream = as_stream(s);
-    inv_t = static_cast<float>(1.0 / in.temperature);
-    grid = dim3(static_cast<unsigned>(L.rows));
-    threads = threads_for(L.vocab);
-  }
-};
 
 }  // namespace
 
 void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
                     const TensorView& lse, const TensorView& sum_sq_probs, std::intptr_t stream) {
   check_token_logprobs_args(in, logp, entropy, lse, sum_sq_probs);
-  const Launch go(in, stream);
+  const RowLaunch go(in, stream);
   if (go.L.rows == 0) return;
   DeviceGuard guard(in.logits.device.index);
   const PerRow ids = PerRow::of(in.token_ids), lp = PerRow::of(logp), h = PerRow::of(entropy),
@@ -125,7 +90,7 @@ void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse, 
                              const TensorView& grad_logp, const TensorView& grad_entropy,
                              const TensorView& grad_logits, std::intptr_t stream) {
   check_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
-  const Launch go(in, stream);
+  const RowLaunch go(in, stream);
   if (go.L.rows == 0) return;
   DeviceGuard guard(in.logits.device.index);
   const int64_t gs0 = grad_logits.strides[0], gs1 = grad_logits.ndim == 3 ? grad_logits.strides[1] : 0;

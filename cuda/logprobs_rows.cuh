@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "common.cuh"
+#include "grpokit/logprobs.hpp"
 #include "grpokit/math/logprobs.hpp"
 #include "grpokit/math/strided.hpp"
 #include "grpokit/tensor.hpp"
@@ -83,6 +85,11 @@ struct PerRow {
     const int64_t o = offset(r, inner);
     return f64 ? static_cast<float>(static_cast<const double*>(data)[o]) : static_cast<const float*>(data)[o];
   }
+  __device__ double real64(int64_t r, int64_t inner) const {  // the value as given (sampler parameters)
+    const int64_t o = offset(r, inner);
+    return f64 ? static_cast<const double*>(data)[o]
+               : static_cast<double>(static_cast<const float*>(data)[o]);
+  }
   __device__ int64_t id(int64_t r, int64_t inner) const {
     const int64_t o = offset(r, inner);
     return f64 ? static_cast<const int64_t*>(data)[o]
@@ -90,6 +97,43 @@ struct PerRow {
   }
   __device__ void write(int64_t r, int64_t inner, float v) const {
     if (data != nullptr) static_cast<float*>(data)[offset(r, inner)] = v;
+  }
+};
+
+// Rows of (N, V) or (B, T, V) logits (or of their gradient: the same layout with its own strides).
+struct Rows {
+  int64_t rows, inner, vocab;
+  int64_t s0, s1;  // strides of the leading dims (elements)
+  int ndim;
+  __device__ int64_t offset(int64_t r) const {
+    return ndim == 3 ? (r / inner) * s0 + (r % inner) * s1 : r * s0;
+  }
+  static Rows of(const TensorView& x) {
+    const RowLayout L = RowLayout::of(x);
+    return Rows{L.rows, L.inner, L.vocab, x.strides[0], x.ndim == 3 ? x.strides[1] : 0, x.ndim};
+  }
+};
+
+// What the launchers of the logits kernels check and derive before launching one block per row.
+struct RowLaunch {
+  Rows L;
+  cudaStream_t stream;
+  float inv_t;
+  dim3 grid;
+  int threads;
+
+  RowLaunch(const TokenLogprobArgs& in, std::intptr_t s) {
+    check_cuda_device(in.logits, "logits");
+    if (in.logits.dtype == DType::Float64)
+      not_implemented(
+          "logits: float64 logits are supported on the CPU only; on the GPU pass "
+          "float32, bfloat16 or float16");
+    L = Rows::of(in.logits);
+    if (L.rows > 0x7fffffff) value_error("logits: at most 2^31 − 1 rows per call, got ", L.rows);
+    stream = as_stream(s);
+    inv_t = static_cast<float>(1.0 / in.temperature);
+    grid = dim3(static_cast<unsigned>(L.rows));
+    threads = threads_for(L.vocab);
   }
 };
 
@@ -116,23 +160,24 @@ __device__ __forceinline__ void for_row(const T* row, int64_t n, F&& f, FV&& fv)
 }
 
 // kSq: the states also carry Σ exp² (for Σπ²); only those instantiations shuffle and sum it.
+// States hold raw maxima (the temperature rule of grpokit/math/logprobs.hpp); inv_t scales the gaps.
 template <bool kSq>
-__device__ __forceinline__ math::RowState<float, kSq> warp_merge(math::RowState<float, kSq> st) {
+__device__ __forceinline__ math::RowState<float, kSq> warp_merge(math::RowState<float, kSq> st, float inv_t) {
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) {
     math::ChunkStats<float> o{__shfl_xor_sync(0xffffffffu, st.max, off),
                               __shfl_xor_sync(0xffffffffu, st.sum, off),
                               __shfl_xor_sync(0xffffffffu, st.dot, off)};
     if constexpr (kSq) o.sq = __shfl_xor_sync(0xffffffffu, st.sq, off);
-    st.merge(o);
+    st.merge(o, inv_t);
   }
   return st;
 }
 
-// Folds a run of values into a thread's state. Usually the run stays below the running maximum and
-// is added relative to it directly; a new maximum takes one merge (a rescale of the state).
+// Folds a run of raw values into a thread's state. Usually the run stays below the running maximum
+// and is added relative to it directly; a new maximum takes one merge (a rescale of the state).
 template <bool kSq, int N>
-__device__ __forceinline__ void fold(math::RowState<float, kSq>& st, const float (&z)[N]) {
+__device__ __forceinline__ void fold(math::RowState<float, kSq>& st, const float (&z)[N], float inv_t) {
   float m = z[0];
   bool bad = false;
 #pragma unroll
@@ -141,7 +186,7 @@ __device__ __forceinline__ void fold(math::RowState<float, kSq>& st, const float
     bad |= (z[k] != z[k]) || z[k] == INFINITY;
   }
   if (bad) {
-    st.merge(math::ChunkStats<float>{INFINITY, NAN, NAN});
+    st.merge(math::ChunkStats<float>{INFINITY, NAN, NAN}, inv_t);
     return;
   }
   if (!(m > -INFINITY)) return;
@@ -149,7 +194,7 @@ __device__ __forceinline__ void fold(math::RowState<float, kSq>& st, const float
   float s = 0.0f, t = 0.0f, q = 0.0f;
 #pragma unroll
   for (int k = 0; k < N; ++k) {
-    const float d = math::clamp_exp_arg(z[k] - ref);
+    const float d = math::clamp_exp_arg(math::scaled_gap(z[k], ref, inv_t));
     const float e = exp_or_zero(d);
     s += e;
     t += e * d;
@@ -160,25 +205,25 @@ __device__ __forceinline__ void fold(math::RowState<float, kSq>& st, const float
     st.dot += t;
     if constexpr (kSq) st.sq += q;
   } else {
-    st.merge(math::ChunkStats<float>{m, s, t, q});
+    st.merge(math::ChunkStats<float>{m, s, t, q}, inv_t);
   }
 }
 
-// The state of one row (n entries, scaled by inv_t) reduced over the block; valid in thread 0.
-// Needs blockDim.x a multiple of 32, at most kThreads.
+// The state of one row (n entries, temperature 1/inv_t; the maximum raw) reduced over the block; valid
+// in thread 0. Needs blockDim.x a multiple of 32, at most kThreads.
 template <bool kSq, class T>
 __device__ __forceinline__ math::RowState<float, kSq> block_row_state(const T* row, int64_t n, float inv_t) {
   math::RowState<float, kSq> st;
   for_row(
-      row, n, [&](int64_t, float v) { fold<kSq, 1>(st, {v * inv_t}); },
+      row, n, [&](int64_t, float v) { fold<kSq, 1>(st, {v}, inv_t); },
       [&](int64_t, const float* v) {
         constexpr int kVec = 16 / sizeof(T);
         float z[kVec];
 #pragma unroll
-        for (int k = 0; k < kVec; ++k) z[k] = v[k] * inv_t;
-        fold<kSq, kVec>(st, z);
+        for (int k = 0; k < kVec; ++k) z[k] = v[k];
+        fold<kSq, kVec>(st, z, inv_t);
       });
-  st = warp_merge(st);
+  st = warp_merge(st, inv_t);
   __shared__ float sm[kThreads / 32], ss[kThreads / 32], sd[kThreads / 32], sq[kThreads / 32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) {
@@ -189,24 +234,50 @@ __device__ __forceinline__ math::RowState<float, kSq> block_row_state(const T* r
   st = math::RowState<float, kSq>{};
   if (warp == 0) {
     if (lane < static_cast<int>(blockDim.x / 32))
-      st.merge(math::ChunkStats<float>{sm[lane], ss[lane], sd[lane], kSq ? sq[lane] : 0.0f});
-    st = warp_merge(st);
+      st.merge(math::ChunkStats<float>{sm[lane], ss[lane], sd[lane], kSq ? sq[lane] : 0.0f}, inv_t);
+    st = warp_merge(st, inv_t);
   }
   return st;
 }
 
+// Where the gradient's d = (x − shift)/τ − c0 comes from, in every thread: (0, lse) from the saved lse
+// within math::exact_lse_bound, else the row's raw maximum and log Σ, recomputed (an extra read of the
+// row, as the CPU engine does). lse is the same in every thread of the block (the branch is uniform).
+struct GradShift {
+  float shift, c0;
+};
+
+template <class T>
+__device__ __forceinline__ GradShift block_grad_shift(const T* row, int64_t n, float inv_t, float lse) {
+  if (fabsf(lse) <= static_cast<float>(math::exact_lse_bound<float>())) return {0.0f, lse};
+  __shared__ GradShift s;
+  const math::RowState<float, false> st = block_row_state<false>(row, n, inv_t);
+  if (threadIdx.x == 0) s = {st.max, logf(st.sum)};
+  __syncthreads();
+  const GradShift r = s;
+  __syncthreads();  // s is read by every thread before a later call may rewrite it
+  return r;
+}
+
+// d = (x − shift)/τ − c0 clamped to [min_exp_arg, 0] (the forward's lse bounds every scaled logit;
+// rounding must not push d above 0, where exp overflows).
+__device__ __forceinline__ float grad_gap(float x, const GradShift& g, float inv_t) {
+  const float d = math::clamp_exp_arg(math::scaled_gap(x, g.shift, inv_t) - g.c0);
+  return d > 0.0f ? 0.0f : d;
+}
+
 // One row of the logits gradient, written to grow (T = U and grow = row is in place). id_here is
-// the target's index in this row (or −1: elsewhere or out of range), z_y its scaled logit, read by
-// the caller before any write; bad marks an out-of-range token (the row becomes NaN).
+// the target's index in this row (or −1: elsewhere or out of range), x_y its raw logit, read by the
+// caller before any write; bad marks an out-of-range token (the row becomes NaN).
 template <class T, class U>
-__device__ __forceinline__ void block_grad_row(const T* row, U* grow, int64_t n, float inv_t, float lse,
-                                               const math::GradCoeffs<float>& c, int64_t id_here, float z_y,
-                                               bool bad) {
+__device__ __forceinline__ void block_grad_row(const T* row, U* grow, int64_t n, float inv_t,
+                                               const GradShift& gs, const math::GradCoeffs<float>& c,
+                                               int64_t id_here, float x_y, bool bad) {
   constexpr int kVec = 16 / sizeof(T);
   auto elem = [&](float v) {
     if (bad) return NAN;
     if (c.zero) return 0.0f;
-    const float d = math::clamp_exp_arg(v * inv_t - lse);
+    const float d = grad_gap(v, gs, inv_t);
     return math::grad_element(c, exp_or_zero(d), d);
   };
   const bool vec_ok = sizeof(T) == sizeof(U) &&
@@ -226,7 +297,7 @@ __device__ __forceinline__ void block_grad_row(const T* row, U* grow, int64_t n,
   }
   __syncthreads();
   if (threadIdx.x == 0 && id_here >= 0 && !bad && !c.zero) {
-    const float d = math::clamp_exp_arg(z_y - lse);
+    const float d = grad_gap(x_y, gs, inv_t);
     grow[id_here] = from_float<U>(math::grad_element(c, exp_or_zero(d), d) + c.target);
   }
 }

@@ -54,10 +54,8 @@ inline void write_real(const TensorView& t, int64_t off, double v) {
 
 // ---- float32 math (float32 / bfloat16 / float16 logits) -----------------------------------------
 
-// The temperature is applied once, to differences from the chunk's raw maximum m: d = (x − m)/τ is
-// ≤ 0 and exactly 0 at the maximum whatever the magnitude, and x/τ itself (which overflows float32
-// for |x| > τ·3.4e38, and whose rounding differs from (x − m)/τ's by an FMA) is never formed. The
-// returned max is the raw m; accumulate_row scales it in float64.
+// The temperature rule of grpokit/math/logprobs.hpp: d = (x − m)/τ from the chunk's raw maximum m
+// (math::scaled_gap). The returned max is the raw m; accumulate_row scales it in float64.
 // NaN or +inf anywhere in the chunk makes sum NaN: d = x − m is NaN there, and exp keeps it.
 // kSelect picks exp's form (see cpu::exp_nonpositive): the select under AVX-512 only. kSq also
 // sums exp(d)² (for Σπ²); the default instantiation has no trace of it.
@@ -94,7 +92,7 @@ inline __attribute__((always_inline)) math::ChunkStats<float> chunk_stats_body(c
   for (int64_t i = 0; i < full; i += kLanes) {
     float e[kLanes], ed[kLanes], e2[kLanes];
     for (int k = 0; k < kLanes; ++k) {
-      float d = (load(x[i + k]) - m) * inv_t;  // ≤ 0: the one rounding of the scale (see below)
+      float d = math::scaled_gap(load(x[i + k]), m, inv_t);  // ≤ 0: the one rounding of the scale
       d = d < dmin ? dmin : d;                  // math::clamp_exp_arg with an opaque bound
       e[k] = cpu::exp_nonpositive<kSelect>(d, lo);
       ed[k] = e[k] * d;
@@ -109,7 +107,7 @@ inline __attribute__((always_inline)) math::ChunkStats<float> chunk_stats_body(c
   }
   float ss = 0.0f, tt = 0.0f, qq = 0.0f;
   for (int64_t i = full; i < n; ++i) {
-    float d = (load(x[i]) - m) * inv_t;
+    float d = math::scaled_gap(load(x[i]), m, inv_t);
     d = d < dmin ? dmin : d;
     const float e = cpu::exp_nonpositive<kSelect>(d, lo);
     ss += e;
@@ -191,7 +189,7 @@ inline math::ChunkStats<double> chunk_stats_f64(const In* x, int64_t n, double i
   if (!(m > -INFINITY)) return {-INFINITY, 0.0, 0.0};
   double s = 0.0, t = 0.0, q = 0.0;
   for (int64_t i = 0; i < n; ++i) {
-    const double d = math::clamp_exp_arg((static_cast<double>(load(x[i])) - m) * inv_t);
+    const double d = math::clamp_exp_arg(math::scaled_gap(static_cast<double>(load(x[i])), m, inv_t));
     const double e = std::exp(d);
     s += e;
     t += e * d;
@@ -305,15 +303,12 @@ inline math::RowState<double, kSq> row_state(const In* row, int64_t vocab, doubl
 // log p_y = (x_y − raw max)/τ − log Σ: no cancellation between x_y/τ and lse at large magnitudes.
 template <bool kSq>
 inline double row_logp(const math::RowState<double, kSq>& st, double raw_max, double x_y, double inv_t) {
-  return math::token_logp((x_y - raw_max) * inv_t, std::log(st.sum));
+  return math::token_logp(math::scaled_gap(x_y, raw_max, inv_t), std::log(st.sum));
 }
 
-// Where the gradient's d = (x − shift)/τ − c0 is taken from: (0, lse) from the saved lse while
-// float rounding of lse is below kExactLse's ulp, else (raw row maximum, log Σ) recomputed (an extra
-// read of the row: only for |lse| beyond it, e.g. large logits at a small temperature, or an lse
-// that overflowed the float32 result).
-template <class F>
-constexpr double kExactLse = sizeof(F) == sizeof(double) ? 1099511627776.0 : 4096.0;
+// Where the gradient's d = (x − shift)/τ − c0 is taken from: (0, lse) from the saved lse within
+// math::exact_lse_bound, else (raw row maximum, log Σ) recomputed (an extra read of the row: only for
+// large |lse|, e.g. large logits at a small temperature, or an lse that overflowed the float32 result).
 
 struct GradShift {
   double shift = 0, c0 = 0;
@@ -321,7 +316,7 @@ struct GradShift {
 
 template <class F, class In>
 inline GradShift grad_shift(const In* row, int64_t n, double inv_t, double lse) {
-  if (std::fabs(lse) <= kExactLse<F>) return {0.0, lse};
+  if (std::fabs(lse) <= math::exact_lse_bound<F>()) return {0.0, lse};
   double m = -INFINITY;
   const math::RowState<double> st = row_state<F, false>(row, n, inv_t, &m);
   return {m, std::log(st.sum)};

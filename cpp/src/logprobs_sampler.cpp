@@ -22,10 +22,7 @@ namespace {
 using namespace rows;
 
 // One row's sampler parameters (off: k = 0, p = 1, min_p = 0).
-struct RowParams {
-  int64_t k = 0;
-  double p = 1.0, min_p = 0.0;
-};
+using RowParams = math::SamplerRow;
 
 RowParams row_params(const SamplerArgs& s, int64_t r, int64_t inner) {
   RowParams q;

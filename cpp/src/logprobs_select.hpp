@@ -22,23 +22,15 @@
 #include <type_traits>
 #include <vector>
 
+#include "grpokit/math/sampler.hpp"
 #include "logprobs_rows.hpp"
 
 namespace grpokit {
 namespace rows {
 
-// Keys that order like the values (−0 just below +0; the callers compare values, so both are kept).
+// Keys that order like the values: grpokit/math/sampler.hpp (shared with the CUDA kernels).
 template <class F>
-struct Keys {
-  using K = typename std::conditional<std::is_same<F, double>::value, uint64_t, uint32_t>::type;
-  static constexpr int kBits = 8 * sizeof(K);
-  static K of(F v) {
-    K u;
-    std::memcpy(&u, &v, sizeof u);
-    const K sign = K(1) << (kBits - 1);
-    return (u & sign) ? ~u : (u | sign);
-  }
-};
+using Keys = math::RadixKeys<F>;
 
 constexpr int kMinGroups = 256, kMaxGroups = 2048;  // group maxima for the bounds; k ≤ G gets one
 constexpr int kBlock = 64;  // entries per skip test of the gather
@@ -200,7 +192,7 @@ F nucleus_boundary(F* v, F* e, int64_t c, double target, bool strict) {
   using K = typename KT::K;
   double mass[256];
   double above = 0.0;
-  for (int shift = KT::kBits - 8; shift >= 0 && c > 1; shift -= 8) {
+  for (int shift = 8 * static_cast<int>(sizeof(K)) - 8; shift >= 0 && c > 1; shift -= 8) {
     auto bin = [=](F x) { return static_cast<int>((KT::of(x) >> shift) & K(255)); };
     const int64_t kept = nucleus_step(v, e, c, 256, bin, target, strict, above, mass);
     if (kept < 0) return *std::min_element(v, v + c);

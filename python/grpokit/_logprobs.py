@@ -28,8 +28,9 @@ class TokenLogprobs:
             full distribution's mass that the sampler keeps; ``None`` without truncation.
         keep_min: with truncation: the smallest kept logit of each row (raw, before the
             temperature); the kept set is ``{v : logits_v ≥ keep_min}``. ``None`` without.
-        num_outside: with truncation (CPU): how many tokens have logp = −inf, i.e. lie outside the
-            kept set (or have a −inf logit). ``None`` without truncation.
+        num_outside: with truncation: how many tokens have logp = −inf, i.e. lie outside the
+            kept set (or have a −inf logit). ``None`` without truncation. (On the GPU, counting
+            synchronises the host once.)
         entropy_over: ``"full"`` (the whole vocabulary) or ``"sampler"`` (the kept set).
 
     The arrays are float32 (float64 for float64 logits), of the caller's kind and device.
@@ -136,6 +137,53 @@ def _row_param(value: Any, name: str, shape: tuple, integer: bool) -> Any:
     return a
 
 
+_PARAM_RANGES = {
+    "top_p": ("a value in (0, 1]", lambda a: (a > 0) & (a <= 1)),
+    "min_p": ("a value in [0, 1]", lambda a: (a >= 0) & (a <= 1)),
+}
+
+
+def _on_device(place: Any, params: list, like: Any) -> list:
+    """The per-row sampler parameters (host NumPy arrays from `_row_param`) as arrays on the logits'
+    device; the range checks the CPU engine makes on its own arrays are made here, on the host."""
+    if not place.is_cuda:
+        return params
+    out = []
+    for name, a in zip(("top_k", "top_p", "min_p"), params):
+        if a is not None and name in _PARAM_RANGES:
+            expects, ok = _PARAM_RANGES[name]
+            bad = np.flatnonzero(~ok(a.reshape(-1)))
+            if bad.size:
+                raise ValueError(f"{name}: row {bad[0]} holds {a.reshape(-1)[bad[0]]:g}; expected {expects}")
+        if a is None:
+            out.append(None)
+        elif place.kind == "torch":
+            import torch
+
+            out.append(torch.from_numpy(np.ascontiguousarray(a)).to(like.device))
+        elif place.kind == "cupy":
+            import cupy
+
+            with cupy.cuda.Device(place.device_index):
+                out.append(cupy.asarray(np.ascontiguousarray(a)))
+        else:
+            raise ValueError(f"top_k/top_p/min_p: pass torch or CuPy arrays on the GPU, got a {place.describe()}")
+    return out
+
+
+def _count_outside(lp: Any, handle: int = 0) -> int:
+    """How many log-probabilities are −inf (tokens outside the kept set), on the array's device and
+    the stream the kernels wrote it on (`handle`)."""
+    if _arrays._is_torch(lp):
+        import torch
+
+        with _on_stream(lp, handle):
+            return int(torch.isneginf(lp).sum().item())
+    mod = np if isinstance(lp, np.ndarray) else __import__(_arrays._module_name(lp))
+    with _on_stream(lp, handle):
+        return int(mod.count_nonzero(mod.isneginf(lp)))
+
+
 def token_logprobs(
     logits: Any,
     token_ids: Any,
@@ -170,7 +218,7 @@ def token_logprobs(
             or ≥ V, top_p = 1 and min_p = 0 are off. With any of them, ``logp`` is the
             log-probability under the distribution the sampler drew from: the temperature-scaled
             softmax restricted to the kept set and renormalised; a token outside it gets −inf
-            (counted in ``num_outside``). CPU only for now. Semantics in docs/logprobs.md.
+            (counted in ``num_outside``). CPU and GPU. Semantics in docs/logprobs.md.
         sampler: ``"vllm"`` (default) or ``"sglang"``: whose order and boundary convention.
         entropy: ``True``/``"full"``: the entropy of the full temperature-scaled softmax (what TRL
             and verl log and regularise); ``"sampler"``: of the kept, renormalised distribution;
@@ -214,11 +262,14 @@ def token_logprobs(
         ent = _arrays.empty(place, shape, dtype, like=x) if over else None
         sq = _arrays.empty(place, shape, dtype, like=x) if sum_sq_probs else None
         kept = [_arrays.empty(place, shape, dtype, like=x) for _ in range(2)] if truncated else None
+        params = _on_device(place, params, x) if truncated else params
     backend = _backend.for_placement(place)
     if kept is not None:
         backend.token_logprobs_sampler(
             x, ids, logp, ent, lse, kept[0], kept[1], float(temperature), *params, sampler, over == "sampler", handle
         )
+        if place.is_cuda and check_finite:
+            _raise_if_bad_rows(lse, "logits", handle)
         out = [_arrays.finish(place, a) for a in (logp, ent, lse, kept[0], kept[1]) if a is not None]
         lp = out[0]
         return TokenLogprobs(
@@ -228,7 +279,7 @@ def token_logprobs(
             temperature=float(temperature),
             kept_logmass=out[-2],
             keep_min=out[-1],
-            num_outside=int(np.count_nonzero(np.isneginf(np.asarray(lp)))),
+            num_outside=_count_outside(lp, handle),
             entropy_over=over or "full",
         )
     backend.token_logprobs(x, ids, logp, ent, lse, temperature=float(temperature), sum_sq_probs=sq, stream=handle)
@@ -414,7 +465,7 @@ def linear_token_logprobs(
             temperature=float(temperature),
             kept_logmass=mass,
             keep_min=kmin,
-            num_outside=int(np.count_nonzero(np.isneginf(np.asarray(lp)))),
+            num_outside=_count_outside(lp),
             entropy_over=over or "full",
         )
     with _arrays.allocating_on(place, s):  # from the pool of the stream the kernels write on

@@ -258,7 +258,7 @@ def token_logprobs(
 
     Args:
         top_k, top_p, min_p, sampler: the sampler's truncation, as in :func:`grpokit.token_logprobs`
-            (scalars or per-row tensors; CPU). ``logp`` is then the log-probability under the
+            (scalars or per-row tensors; CPU and GPU). ``logp`` is then the log-probability under the
             sampler's distribution (−inf outside the kept set: count with
             ``torch.isneginf(out.logp).sum()``, mask before the loss); the gradient holds the kept
             set fixed and is 0 through a −inf ``logp``. Custom ops ``token_logprobs_sampler`` and

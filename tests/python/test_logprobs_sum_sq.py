@@ -200,9 +200,12 @@ def test_gpu_matches_cpu(tdtype, vocab):
     view = base[:, :-1]
     cpu = grpokit.token_logprobs(view, ids, temperature=0.8, sum_sq_probs=True)
     gpu = grpokit.token_logprobs(base.cuda()[:, :-1], ids.cuda(), temperature=0.8, sum_sq_probs=True, check_finite=True)
-    # Both float32 math; __expf and the reduction order differ by a few float32 ulps.
+    # Both float32 math; __expf and the reduction order differ by a few float32 ulps. The 1e4 rows
+    # too: both engines scale differences from the raw maximum once (math/logprobs.hpp).
     torch.testing.assert_close(gpu.sum_sq_probs.cpu(), cpu.sum_sq_probs, rtol=2e-5, atol=1e-7)
-    torch.testing.assert_close(gpu.entropy.cpu(), cpu.entropy, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(gpu.entropy.cpu(), cpu.entropy, rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(gpu.logp.cpu(), cpu.logp, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(gpu.lse.cpu(), cpu.lse, rtol=2e-5, atol=2e-5)
     plain = grpokit.token_logprobs(base.cuda()[:, :-1], ids.cuda(), temperature=0.8)
     assert plain.sum_sq_probs is None
     torch.testing.assert_close(plain.logp, gpu.logp, rtol=0, atol=0)

@@ -9,6 +9,13 @@
 // and, for upstream gradients a = ∂L/∂logp and b = ∂L/∂entropy,
 //   ∂L/∂x_j = (1/τ) · [ a·δ_jy − p_j · (a + b·(log p_j + entropy)) ].
 //
+// The temperature rule (every path: CPU, CUDA, logits and hidden × weight): τ is applied once, to
+// differences from the row's RAW maximum m, d = (x − m)/τ (scaled_gap). d is ≤ 0 and exactly 0 at the
+// maximum whatever the magnitude, and x/τ itself (which overflows float32 for |x| > τ·3.4e38, and
+// whose rounding can differ from m/τ's through FMA contraction) is never formed. States keep raw
+// maxima; merging two of them scales the gap between the maxima, and lse = m/τ + log Σ is formed once
+// per row in a wider type.
+//
 // The row is read in chunks. Each chunk is reduced to a partial state relative to its own maximum
 // (ChunkStats); partial states merge associatively into a RowState kept in a wider type, so the
 // result does not depend on the chunk size beyond rounding and a row is read from memory once.
@@ -39,6 +46,21 @@ GRPOKIT_HD F min_sq_arg() {
   return sizeof(F) == sizeof(double) ? F(-350.0) : F(-43.5);
 }
 
+// d = (x − m)/τ for a raw logit x and the raw maximum m (or any raw reference ≥ x): the one rounding
+// of the temperature scale.
+template <class F>
+GRPOKIT_HD F scaled_gap(F x, F m, F inv_t) {
+  return (x - m) * inv_t;
+}
+
+// The backward's d = x/τ − lse is formed from the saved lse while |lse| is within this bound (its
+// float rounding is then below the bound's ulp); beyond it the row's raw maximum and log Σ are
+// recomputed (an extra read of the row) and d = (x − m)/τ − log Σ.
+template <class F>
+GRPOKIT_HD constexpr double exact_lse_bound() {
+  return sizeof(F) == sizeof(double) ? 1099511627776.0 : 4096.0;
+}
+
 // Partial sums of one chunk relative to the chunk maximum m:
 //   sum = Σ exp(z − m),   dot = Σ exp(z − m)·(z − m)   (dot ≤ 0),   sq = Σ exp(z − m)²
 // (sq only in the kernels instantiated for Σπ²; 0 elsewhere).
@@ -61,9 +83,10 @@ struct RowState {
   A sq = 0;
 
   // Folds a chunk in. An all −inf chunk (max = −inf) contributes nothing; a chunk that saw NaN or
-  // +inf reports sum = NaN, which sticks.
+  // +inf reports sum = NaN, which sticks. inv_t: the maxima are raw (unscaled) and the gap between
+  // them is scaled here (scaled_gap); 1 for states whose maxima are already scaled.
   template <class F>
-  GRPOKIT_HD void merge(const ChunkStats<F>& c) {
+  GRPOKIT_HD void merge(const ChunkStats<F>& c, A inv_t = A(1)) {
     if (c.sum != c.sum) {
       sum = dot = static_cast<A>(c.sum);
       if constexpr (kSq) sq = sum;
@@ -72,13 +95,13 @@ struct RowState {
     const A cm = static_cast<A>(c.max);
     if (!(cm > -INFINITY)) return;
     if (cm <= max) {
-      const A shift = cm - max;  // ≤ 0: rescale the chunk to the running maximum
+      const A shift = scaled_gap(cm, max, inv_t);  // ≤ 0: rescale the chunk to the running maximum
       const A w = exp(shift);
       sum += w * static_cast<A>(c.sum);
       dot += w * (static_cast<A>(c.dot) + shift * static_cast<A>(c.sum));
       if constexpr (kSq) sq += w * w * static_cast<A>(c.sq);
     } else {
-      const A shift = max - cm;  // < 0 (or −inf for the first chunk): rescale the running state
+      const A shift = scaled_gap(max, cm, inv_t);  // < 0 (or −inf for the first chunk): rescale the state
       const A w = max > -INFINITY ? exp(shift) : A(0);
       const A old_dot = w > A(0) ? w * (dot + shift * sum) : A(0);
       sum = w * sum + static_cast<A>(c.sum);
@@ -88,10 +111,12 @@ struct RowState {
     }
   }
 
-  // log Σ exp(z); −inf for a row with no finite logit; NaN for a row holding NaN or +inf.
-  GRPOKIT_HD A lse() const {
-    if (sum > A(0)) return max + log(sum);
-    return sum == A(0) ? A(-INFINITY) : sum;
+  // log Σ exp(z); −inf for a row with no finite logit; NaN for a row holding NaN or +inf. inv_t as in
+  // merge: the raw maximum is scaled here, in W (a wider type where A is float).
+  template <class W = A>
+  GRPOKIT_HD W lse(W inv_t = W(1)) const {
+    if (sum > A(0)) return static_cast<W>(max) * inv_t + static_cast<W>(log(sum));
+    return sum == A(0) ? W(-INFINITY) : static_cast<W>(sum);
   }
 
   // −Σ p log p = log(sum) − dot / sum (both relative to the maximum, so no cancellation at ±1e4).
