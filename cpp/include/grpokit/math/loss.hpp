@@ -448,8 +448,8 @@ GRPOKIT_HD_HOT TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
       dv = C(1);
       break;
   }
-  const bool region = in_trust_region(s.trust_region, r.v, in.logp, in.old_logp, A, C(s.epsilon_low),
-                                      C(s.epsilon_high));
+  const bool region =
+      in_trust_region(s.trust_region, r.v, in.logp, in.old_logp, A, C(s.epsilon_low), C(s.epsilon_high));
   o.weight_clipped = o.weight_clipped | !region;
   const C w = ((s.selection == Selection::ClipCov && in.selected) || !region) ? C(0) : in.w;
   o.phi = w * (-A * v);
