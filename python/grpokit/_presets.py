@@ -532,7 +532,7 @@ _FRAMEWORK_PRESETS = [
     ),
     _p(
         "prime.ipo",
-        "prime-rl loss 'ipo': −A·r where |p − p_old| ≤ 0.1 + τ·(log r)², τ = 1e-3",
+        "prime-rl loss 'ipo': −A·r on tokens with |p − p_old| ≤ 0.1, + τ·(log r)² on all, τ = 1e-3",
         "The threshold is ipo_threshold (epsilon_low = epsilon_high).",
         trust_region="tv",
         epsilon_low=0.1,
