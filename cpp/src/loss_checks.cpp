@@ -22,11 +22,15 @@ std::vector<int> metric_ids(const LossSpec& s, const LossInputs& in) {
   }
   if (s.surrogate == Surrogate::Logp) {
     if (s.logp_weight == LogpWeight::Cap) ids.push_back(kCispoClipRatio);
-    if (s.logp_weight == LogpWeight::Clip || s.logp_weight == LogpWeight::DppoTv ||
-        s.logp_weight == LogpWeight::DppoKl)
-      ids.push_back(kWeightClipfrac);  // verl's pg_clipfrac of CISPO (r ≠ clip r) and DPPO (invalid)
     if (s.logp_weight == LogpWeight::Vespo) ids.push_back(kVespoPhi);
   }
+  // verl's pg_clipfrac of CISPO (r ≠ clip r) and DPPO (invalid); TOPR's clamped negatives; tokens
+  // outside the trust region (not beside the PPO clip's own pg_clipfrac)
+  const bool weight_clips = s.surrogate == Surrogate::Logp &&
+                            (s.logp_weight == LogpWeight::Clip || s.logp_weight == LogpWeight::DppoTv ||
+                             s.logp_weight == LogpWeight::DppoKl || s.logp_weight == LogpWeight::Topr);
+  if (weight_clips || (s.trust_region != TrustRegion::None && s.surrogate != Surrogate::Clip))
+    ids.push_back(kWeightClipfrac);
   for (int k : {kRatioMin, kRatioMean, kRatioMax, kPpoKl}) ids.push_back(k);
   if (s.kl != KlEstimator::None && s.beta != 0.0) ids.push_back(kKl);
   if (in.entropies.defined()) ids.push_back(kEntropy);

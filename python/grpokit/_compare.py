@@ -350,6 +350,7 @@ FACTORS: Dict[str, Tuple[str, ...]] = {
     "clip rule": (
         "surrogate",
         "logp_weight",
+        "trust_region",
         "epsilon_low",
         "epsilon_high",
         "delta",

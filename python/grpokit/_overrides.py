@@ -1,4 +1,5 @@
-"""Override names: TRL's GRPOConfig names and verl's, each mapped to the LossSpec fields it sets.
+"""Override names: TRL's GRPOConfig names, verl's and a few of ROLL's, prime-rl's and AReaL's, each
+mapped to the LossSpec fields it sets.
 
 ``ALIASES[name](value)`` gives the fields; listed in docs/losses.md.
 """
@@ -64,6 +65,13 @@ ALIASES = {
     "rollout_is_threshold": lambda v: dict(epsilon_high=v),
     "rollout_is": lambda v: dict(ratio=_ROLLOUT_IS[v]) if v in _ROLLOUT_IS else _bad("rollout_is", v, _ROLLOUT_IS),
     "gamma": lambda v: dict(prune_threshold=v),  # the paper's CPPO γ
+    # ROLL, prime-rl, AReaL
+    "cispo_use_unified_mask": lambda v: dict(trust_region="ppo" if v else "none"),
+    "ipo_threshold": lambda v: dict(epsilon_low=v, epsilon_high=v),
+    "kl_tau": lambda v: dict(dro_beta=2.0 * v),  # prime-rl's τ·(log r)² is DRO's ½·dro_beta·(log r)²
+    "eps_clip": lambda v: dict(epsilon_low=v),
+    "eps_clip_higher": lambda v: dict(epsilon_high=v),
+    "c_clip": lambda v: dict(clip_ratio_c=v),
 }
 
 

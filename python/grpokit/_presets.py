@@ -499,7 +499,67 @@ _VERL_PRESETS = [
     ),
 ]
 
-_PRESETS: Dict[str, Preset] = {p.name: p for p in _PAPER + _TRL_PRESETS + _VERL_PRESETS}
+# The newer frameworks (issue 22): ROLL (alibaba/ROLL roll/pipeline/rlvr/actor_pg_worker.py; loss_agg_mode
+# "seq-mean-token-mean" over the samples with a valid token, KL k3 once use_kl_loss), prime-rl
+# (src/prime_rl/trainer/rl/loss.py: a token sum ÷ the step's loss tokens, r against the inference
+# log-probs: pass them as old_logp; kl_tau 1e-3), AReaL (areal/utils/functional/functional.py
+# ppo_actor_loss_fn: eps_clip 0.2, token mean).
+_ROLL: Dict[str, Any] = dict(surrogate="logp", kl="k3", sampler_is="none", is_max=None, **_SEQ_MEAN_TOKEN_MEAN)
+_ROLL_CISPO: Dict[str, Any] = dict(logp_weight="clip", epsilon_low=0.1, epsilon_high=0.1, **_ROLL)
+_PRIME: Dict[str, Any] = dict(surrogate="unclipped", dro_beta=2e-3, aggregation="token_mean", sampler_is="none")
+_FRAMEWORK_PRESETS = [
+    _p(
+        "roll.topr",
+        "ROLL pg_variant='topr' (TOPR): −A·log π for A > 0, −sg(clamp(r, 0, 1))·A·log π for A ≤ 0",
+        "ROLL splits by scores > 0, grpokit by A > 0: the same loss where A > 0 rows score > 0 and A < 0 rows "
+        "score ≤ 0 (0/1 rewards, group-mean baseline). The paper weighs raw rewards: pass them as advantages.",
+        logp_weight="topr",
+        **_ROLL,
+    ),
+    _p("roll.cispo", "ROLL pg_variant='cispo': −sg(clip(r, 0.9, 1.1))·A·log π", **_ROLL_CISPO),
+    _p(
+        "roll.cispo_unified_mask",
+        "ROLL cispo_use_unified_mask: roll.cispo on the tokens PPO's clip keeps (MiniMax-M1 eq. 7)",
+        trust_region="ppo",
+        **_ROLL_CISPO,
+    ),
+    _p(
+        "prime.default",
+        "prime-rl loss 'default': −A·r inside the DPPO-TV trust region (0.2/0.2) + τ·(log r)², τ = 1e-3",
+        "τ is kl_tau (dro_beta = 2τ); adv_tau scales A. prime-rl's loss_weights also scale τ·(log r)².",
+        trust_region="dppo_tv",
+        **_PRIME,
+    ),
+    _p(
+        "prime.ipo",
+        "prime-rl loss 'ipo': −A·r on tokens with |p − p_old| ≤ 0.1, + τ·(log r)² on all, τ = 1e-3",
+        "The threshold is ipo_threshold (epsilon_low = epsilon_high).",
+        trust_region="tv",
+        epsilon_low=0.1,
+        epsilon_high=0.1,
+        **_PRIME,
+    ),
+    _p(
+        "areal.decoupled_ppo",
+        "AReaL use_decoupled_loss: PPO clip of π/π_prox, × π_prox/π_behave zeroed above 5 (rejection)",
+        "Pass the proximal log-probs as old_logp, the behaviour (rollout) ones as sampling_logp; without "
+        "sampling_logp it is AReaL's default rejection_sampling=None (no behaviour weight). The log-linear "
+        "proximal approximation is an old_logp: see docs/losses.md.",
+        aggregation="token_mean",
+        sampler_is="token_mask",
+        is_max=5.0,
+    ),
+    _p(
+        "areal.decoupled_ppo_paper",
+        "AReaL paper's decoupled PPO: PPO clip of π/π_prox × π_prox/π_behave, unbounded",
+        "As areal.decoupled_ppo; the paper's behaviour weight has no bound (AReaL's code masks above 5).",
+        aggregation="token_mean",
+        sampler_is="token_truncate",
+        is_max=None,
+    ),
+]
+
+_PRESETS: Dict[str, Preset] = {p.name: p for p in _PAPER + _TRL_PRESETS + _VERL_PRESETS + _FRAMEWORK_PRESETS}
 
 
 def presets() -> Dict[str, Dict[str, Any]]:

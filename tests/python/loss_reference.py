@@ -122,13 +122,14 @@ def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None
                 "dppo_tv": lambda: _dppo(lp_sg, old, A, el, eh, "tv") * np.minimum(r_sg, f(s.clip_ratio_c, inf)),
                 "dppo_kl": lambda: _dppo(lp_sg, old, A, el, eh, "kl") * np.minimum(r_sg, f(s.clip_ratio_c, inf)),
                 "vespo": lambda: None,
+                "topr": lambda: np.where(A > 0, 1.0, np.clip(r_sg, 0.0, 1.0)),
             }[s.logp_weight]()
             if s.logp_weight == "vespo":
                 w = _vespo(s, lp_sg, old, A, m, smp)
             pg = -w * A * lp
         else:
             raise ValueError(s.surrogate)
-        phi = pg
+        phi = pg * _trust_region(s.trust_region, r_sg, lp_sg, old, A, el, eh)
 
     # weight rule (TRL order: OPSM → entropy mask → sampler IS; plus keep flags, λ, CPPO)
     w_rule = np.ones_like(lp)
@@ -258,6 +259,18 @@ def _dppo(lp, old, A, el, eh, kind):
     with np.errstate(divide="ignore", invalid="ignore"):  # p = 1 only at padding
         b = po * (old - lp) + (1 - po) * np.log((1 - po + 1e-8) / (1 - p + 1e-8))
     return np.where(A > 0, (b <= eh) | (p <= po), (b <= el) | (p >= po)).astype(np.float64)
+
+
+def _trust_region(kind, r, lp, old, A, el, eh):
+    """1 where the token's policy term is kept (ROLL's unified CISPO mask; prime-rl default and ipo)."""
+    if kind == "none":
+        return 1.0
+    if kind == "ppo":
+        return (~(((A > 0) & (r > 1 + eh)) | ((A < 0) & (r < 1 - el)))).astype(np.float64)
+    if kind == "dppo_tv":
+        return _dppo(lp, old, A, el, eh, "tv")
+    dp = np.exp(lp) - np.exp(old)
+    return ((dp >= -el) & (dp <= eh)).astype(np.float64)
 
 
 def fd_grad(fun, x, h=1e-6):

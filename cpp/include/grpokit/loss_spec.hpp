@@ -18,6 +18,7 @@ using math::RatioLevel;
 using math::SamplerIs;
 using math::Selection;
 using math::Surrogate;
+using math::TrustRegion;
 
 enum class SpecFieldKind { Rule, Real, Flag, Unsettable, Count };
 

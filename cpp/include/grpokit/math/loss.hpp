@@ -223,9 +223,34 @@ GRPOKIT_HD C logp_weight(LogpWeight rule, C r, C logp, C old_logp, C A, C eps_lo
     }
     case LogpWeight::Vespo:
       break;  // per-row weight, applied by the caller
+    case LogpWeight::Topr: {  // ROLL: SFT on positive samples, the ratio clamped to [0, 1] on negatives
+      const bool pos = A > C(0);
+      w = pos ? C(1) : (r < C(1) ? r : C(1));
+      c = !pos & (r > C(1));
+      break;
+    }
   }
   if (clipped) *clipped = c;
   return w;
+}
+
+// Whether a token's policy term is inside the spec's trust region (TrustRegion in math/loss_spec.def);
+// r is the ratio the surrogate sees, the probabilities are per token.
+template <class C, class E = StdExp>
+GRPOKIT_HD bool in_trust_region(TrustRegion rule, C r, C logp, C old_logp, C A, C eps_low, C eps_high) {
+  switch (rule) {
+    case TrustRegion::None:
+      break;
+    case TrustRegion::Ppo:
+      return !(((A > C(0)) & (r > C(1) + eps_high)) | ((A < C(0)) & (r < C(1) - eps_low)));
+    case TrustRegion::DppoTv:
+      return dppo_tv_valid<C, E>(logp, old_logp, A, eps_low, eps_high);
+    case TrustRegion::Tv: {
+      const C d = E::exp(logp) - E::exp(old_logp);
+      return (d >= -eps_low) & (d <= eps_high);
+    }
+  }
+  return true;
 }
 
 // GMPO's sign-aware clipped log-ratio: Δ̂ = sgn(A)·min(sgn(A)·Δ, sgn(A)·clamp(Δ, −ε_low, ε_high)),
@@ -432,7 +457,10 @@ GRPOKIT_HD_HOT TokenOut<C> token_term(const LossSpec& s, const TokenIn<C>& in) {
       dv = C(1);
       break;
   }
-  const C w = (s.selection == Selection::ClipCov && in.selected) ? C(0) : in.w;
+  const bool region =
+      in_trust_region(s.trust_region, r.v, in.logp, in.old_logp, A, C(s.epsilon_low), C(s.epsilon_high));
+  o.weight_clipped = o.weight_clipped | !region;
+  const C w = ((s.selection == Selection::ClipCov && in.selected) || !region) ? C(0) : in.w;
   o.phi = w * (-A * v);
   o.d_logp = w * (-A) * dv * dx_direct;
   o.d_u = w * (-A) * dv * dx_u;
