@@ -139,7 +139,7 @@ __device__ void token_weights(const ImpArgs& a, int64_t i, double geo_ratio, con
 
 __global__ void importance_rows_kernel(const ImpArgs a) {
   const ImportanceOptions& o = a.opt;
-  const bool seq = o.level == IsLevel::Sequence || o.level == IsLevel::Geometric;  // a weight per row
+  const bool seq = weight_per_row(o.level);
   const int mode = static_cast<int>(o.mode);
   const double upper = o.clip_max, lower = math::is_lower_bound(o.clip_min, upper);
   for (int64_t i = first_index(); i < a.B; i += grid_stride()) {
@@ -219,7 +219,7 @@ __global__ void importance_finish_kernel(const ImpArgs a) {
   strided::block_reduce<kNumImp>(v, smem, ops);
   if (threadIdx.x != 0) return;
   const ImportanceOptions& o = a.opt;
-  const bool seq = o.level == IsLevel::Sequence;
+  const bool seq = weight_per_row(o.level);
   const double B = static_cast<double>(a.B), n = v[pNSel], n_scored = v[pNScored];
   const double c_mean = math::verl_masked_mean(v[pCSum], n);
   const double ess_sq = v[pCSq] / ((c_mean + 1e-8) * (c_mean + 1e-8));  // Σ (c / (mean + 1e-8))²

@@ -163,7 +163,7 @@ void check_importance(const TensorView& trainer_logp, const TensorView& sampler_
     value_error("geo_eps: expected a number in [0, 1), got ", opt.geo_eps);
   check_log_ratio_inputs(trainer_logp, sampler_logp, mask, dev);
   const int64_t B = trainer_logp.shape[0];
-  if (opt.level == IsLevel::Sequence || opt.level == IsLevel::Geometric) {
+  if (weight_per_row(opt.level)) {
     check_ndim(weights, "weights", {1});
     if (weights.shape[0] != B) value_error("weights: expected shape (", B, ",), got ", weights.shape_str());
   } else {
@@ -189,7 +189,7 @@ void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sa
   check_importance(trainer_logp, sampler_logp, mask, opt, weights, metrics, Device{});
   const LogRatios r = log_ratios(trainer_logp, sampler_logp, mask);
   const int64_t B = r.B, T = r.T;
-  const bool seq = opt.level == IsLevel::Sequence || opt.level == IsLevel::Geometric;  // a weight per row
+  const bool seq = weight_per_row(opt.level);
   const int mode = static_cast<int>(opt.mode);
 
   // Raw and applied weights, per token (broadcast at row level) and per row. row_lr: the row's
@@ -343,36 +343,33 @@ RejectionCriterion parse_rejection_criterion(const std::string& name) {
   const auto invalid = [&]() {
     value_error("criteria: expected names among ", kValid, ", got '", name, "'");
   };
+  // Aggregation names: verl's (family 1), ROLL's (family 2), both (3).
+  struct AggName {
+    const char* name;
+    RsAggregation agg;
+    int family;
+  };
+  static const AggName kAggs[] = {
+      {"token", RsAggregation::Token, 3},       {"seq_sum", RsAggregation::SeqSum, 1},
+      {"seq_mean", RsAggregation::SeqMean, 1},  {"seq_max", RsAggregation::SeqMax, 1},
+      {"geometric", RsAggregation::RowMean, 2}, {"sequence", RsAggregation::SeqSum, 2},
+      {"segment", RsAggregation::Segment, 2}};
   RejectionCriterion c;
   const auto pos = name.rfind('_');
   if (pos == std::string::npos) invalid();
   const std::string agg = name.substr(0, pos), stat = name.substr(pos + 1);
-  if (stat == "ratio" || stat == "diff") {  // ROLL's filters
+  const bool roll = stat == "ratio" || stat == "diff";  // ROLL's filters
+  if (roll)
     c.k = stat == "ratio" ? math::kRsRatio : math::kRsDiff;
-    if (agg == "token")
-      c.agg = RsAggregation::Token;
-    else if (agg == "geometric")
-      c.agg = RsAggregation::RowMean;
-    else if (agg == "sequence")
-      c.agg = RsAggregation::SeqSum;
-    else if (agg == "segment")
-      c.agg = RsAggregation::Segment;
-    else
-      invalid();
-    return c;
-  }
-  if (stat.size() != 2 || stat[0] != 'k' || stat[1] < '1' || stat[1] > '3') invalid();
-  c.k = stat[1] - '0';
-  if (agg == "token")
-    c.agg = RsAggregation::Token;
-  else if (agg == "seq_sum")
-    c.agg = RsAggregation::SeqSum;
-  else if (agg == "seq_mean")
-    c.agg = RsAggregation::SeqMean;
-  else if (agg == "seq_max" && c.k != 1)
-    c.agg = RsAggregation::SeqMax;
+  else if (stat.size() == 2 && stat[0] == 'k' && stat[1] >= '1' && stat[1] <= '3')
+    c.k = stat[1] - '0';
   else
     invalid();
+  const AggName* found = nullptr;
+  for (const auto& a : kAggs)
+    if (agg == a.name && (a.family & (roll ? 2 : 1))) found = &a;
+  if (found == nullptr || (found->agg == RsAggregation::SeqMax && c.k == 1)) invalid();
+  c.agg = found->agg;
   return c;
 }
 

@@ -346,19 +346,19 @@ CORRECTIONS: Mapping[str, Mapping] = MappingProxyType(
             for level in ("token", "geometric", "sequence", "segment")
             for stat, bounds in (("ratio", (0.8, 1.2)), ("diff", (-0.2, 0.2)))
         },
-        # OpenRLHF: --algo.advantage.is_correction_type, thresholds [0.5, 5.0] by default.
-        "openrlhf.tis": _preset(
-            {"level": "token", "mode": "truncate", "clip_min": 0.5, "clip_max": 5.0},
-            peer="OpenRLHF is_correction_type='tis'",
-        ),
-        "openrlhf.icepop": _preset(
-            {"level": "token", "mode": "mask", "clip_min": 0.5, "clip_max": 5.0},
-            peer="OpenRLHF is_correction_type='icepop'",
-        ),
-        "openrlhf.seq_mask_tis": _preset(
-            {"level": "token", "mode": "geo_mask", "clip_min": 0.5, "clip_max": 5.0, "geo_eps": 0.0},
-            peer="OpenRLHF is_correction_type='seq-mask-tis' (geometric mean Σ lr / L)",
-        ),
+        # OpenRLHF: --algo.advantage.is_correction_type, thresholds [0.5, 5.0] by default; its seq-mask-tis
+        # geometric mean is Σ lr / L (ε 0).
+        **{
+            f"openrlhf.{name.replace('-', '_')}": _preset(
+                {"level": "token", "mode": mode, "clip_min": 0.5, "clip_max": 5.0, **extra},
+                peer=f"OpenRLHF is_correction_type='{name}'",
+            )
+            for name, mode, extra in (
+                ("tis", "truncate", {}),
+                ("icepop", "mask", {}),
+                ("seq-mask-tis", "geo_mask", {"geo_eps": 0.0}),
+            )
+        },
         # NeMo-RL: truncated_importance_sampling_type; its documented reference bounds.
         "nemo.seq_mask_tis": _preset(
             {"level": "token", "mode": "geo_mask", "clip_min": 0.999, "clip_max": 1.002},

@@ -249,7 +249,7 @@ void run_importance(int64_t B, int64_t T, const ImportanceOptions& opt, const st
                     double atol) {
   const DType dt = dtype_of<R>();
   LogProbs<R> lp = make_logprobs<R>(B, T, 0.4, static_cast<unsigned>(B * 13 + T));
-  const bool seq = opt.level == IsLevel::Sequence || opt.level == IsLevel::Geometric;
+  const bool seq = weight_per_row(opt.level);
   const int64_t nw = seq ? B : B * T;
   const int64_t M = static_cast<int64_t>(importance_metric_names().size());
   std::vector<R> w_cpu(nw, R(-7)), w_emu(nw, R(-7));
@@ -326,6 +326,36 @@ void run_rejection(int64_t B, int64_t T, const std::vector<std::string>& names,
   if (rejected == 0 && B * T > 40) std::printf("  note: %s rejects nothing\n", tag.c_str());
 }
 
+template <class R>
+void run_variance_proxy(int64_t B, int64_t T, bool with_is, double gradient_norm) {
+  const DType dt = dtype_of<R>();
+  std::mt19937 g(static_cast<unsigned>(B * 5 + T));
+  std::normal_distribution<double> n01(0.0, 1.0);
+  std::uniform_real_distribution<double> u(0.05, 0.95);
+  std::vector<uint8_t> mask = make_mask(B, T, g);
+  std::vector<R> lp, spp, adv, rho;
+  for (int64_t k = 0; k < B * T; ++k) {
+    const double p = u(g);
+    lp.push_back(R(std::log(p)));
+    spp.push_back(R(p * p + 0.3 * u(g)));
+    adv.push_back(R(n01(g)));
+    rho.push_back(R(k % 7 == 3 ? 0.0 : std::exp(0.3 * n01(g))));  // a zero weight: verl's 1e-10 floor
+  }
+  const auto view = [&](std::vector<R>& v) { return make_view(v.data(), dt, {B, T}); };
+  VarianceProxyInputs in{view(lp), view(spp), view(adv), make_view(mask.data(), DType::Bool, {B, T}),
+                         with_is ? view(rho) : TensorView{}};
+  const int64_t M = static_cast<int64_t>(variance_proxy_metric_names().size());
+  std::vector<double> m_cpu(M, -7.0), m_emu(M, -7.0), ws(cuda::variance_proxy_workspace_size(B), NAN);
+  ++g_runs;
+  variance_proxy_cpu(in, gradient_norm, make_view(m_cpu.data(), DType::Float64, {M}));
+  cuda::variance_proxy(in, gradient_norm, make_view(m_emu.data(), DType::Float64, {M}),
+                       make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())}), 0);
+  const std::string tag = std::string("variance_proxy") + (with_is ? " is" : "") +
+                          (sizeof(R) == 4 ? " f32" : " f64") + " B=" + std::to_string(B) +
+                          " T=" + std::to_string(T);
+  if (!compare(tag, m_cpu, m_emu, 1e-12, 1e-14)) ++g_bad_runs;
+}
+
 }  // namespace
 
 int main() {
@@ -388,6 +418,14 @@ int main() {
                           {{0.9, 1.1}, {0.0, 0.01}, {-0.02, 0.02}}, 1e-11);
   }
   std::printf("%-24s %s\n", "rejection_mask", g_bad_runs == before ? "ok" : "DIFFERS");
+  before = g_bad_runs;
+  for (auto [B, T] : {std::pair<int64_t, int64_t>{6, 5}, {12, 33}, {1, 4}, {300, 9}})
+    for (bool with_is : {false, true})
+      for (double gn : {static_cast<double>(NAN), 0.3}) {
+        run_variance_proxy<double>(B, T, with_is, gn);
+        run_variance_proxy<float>(B, T, with_is, gn);
+      }
+  std::printf("%-24s %s\n", "variance_proxy", g_bad_runs == before ? "ok" : "DIFFERS");
   std::printf("%d of %d runs differ, %d launches the device would refuse\n", g_bad_runs, g_runs,
               g_emulate_launch_errors);
   return g_bad_runs != 0 || g_emulate_launch_errors != 0;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "grpokit/config.hpp"
 #include "grpokit/tensor.hpp"
 
 namespace grpokit {
@@ -16,6 +17,10 @@ namespace grpokit {
 // Token: e^{lr_t}; Sequence: e^{Σ lr}; Geometric: e^{Σ lr / (L + geo_eps)} per row; Segment: per
 // maximal run of selected tokens, e^{Σ_run lr / (n_run + geo_eps)} (ROLL's multi-turn weights).
 enum class IsLevel : uint8_t { Token, Sequence, Geometric, Segment };
+// Whether a level has one weight per row (weights (B,)) rather than per token.
+GRPOKIT_HD bool weight_per_row(IsLevel level) {
+  return level == IsLevel::Sequence || level == IsLevel::Geometric;
+}
 // Codes math::kIsTruncate, kIsMask, kIsGeoMask.
 enum class IsMode : uint8_t { Truncate, Mask, GeoMask };
 
