@@ -48,6 +48,9 @@ void importance_weights(const TensorView& trainer_logp, const TensorView& sample
 void rejection_mask(const TensorView& trainer_logp, const TensorView& sampler_logp, const TensorView& mask,
                     const std::vector<RejectionCriterion>& criteria, const TensorView& keep,
                     const TensorView& metrics, const TensorView& workspace, std::intptr_t stream);
+int64_t variance_proxy_workspace_size(int64_t num_rows);
+void variance_proxy(const VarianceProxyInputs& in, double gradient_norm, const TensorView& metrics,
+                    const TensorView& workspace, std::intptr_t stream);
 
 void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const TensorView& entropy,
                     const TensorView& lse, const TensorView& sum_sq_probs, std::intptr_t stream);

@@ -72,6 +72,8 @@ PYBIND11_MODULE(_core, m) {
   cpu.rejection_workspace_size = &no_scratch;
   cpu.importance_weights = &cpu_entry<&importance_weights_cpu>;
   cpu.rejection_mask = &cpu_entry<&rejection_mask_cpu>;
+  cpu.variance_proxy_workspace_size = &no_scratch;
+  cpu.variance_proxy = &cpu_entry<&variance_proxy_cpu>;
   bindings::bind_advantages(m, cpu);
   bindings::bind_adam(m, cpu);
   bindings::bind_loss(m, cpu);

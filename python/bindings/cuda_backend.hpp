@@ -31,6 +31,8 @@ inline const Backend& cuda_backend() {
     b.rejection_workspace_size = &cuda::rejection_workspace_size;
     b.importance_weights = &cuda::importance_weights;
     b.rejection_mask = &cuda::rejection_mask;
+    b.variance_proxy_workspace_size = &cuda::variance_proxy_workspace_size;
+    b.variance_proxy = &cuda::variance_proxy;
     return b;
   }();
   return gpu;

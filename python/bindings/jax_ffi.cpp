@@ -26,6 +26,10 @@ const bindings::Backend& cpu_backend() {
     b.name = "cpu";
     b.advantages = [](const TensorView& r, const TensorView& ids, const AdvantageOptions& opt,
                       const TensorView& out, std::intptr_t) { advantages_cpu(r, ids, opt, out); };
+    b.estimator_workspace_size = [](Estimator, int64_t, int64_t) -> int64_t { return 0; };
+    b.estimator_advantages = [](const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
+                                const TensorView& returns, const TensorView&,
+                                std::intptr_t) { estimator_advantages_cpu(in, opt, out, returns); };
     b.loss = [](const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int threads,
                 std::intptr_t) { policy_loss_cpu(spec, in, out, threads); };
     b.token_logprobs = [](const TokenLogprobArgs& in, const TensorView& lp, const TensorView& ent,

@@ -62,6 +62,44 @@ inline std::string name_of(const Params& p, const char* name, const char* fallba
   return it == p.end() ? fallback : it->second;
 }
 
+// A comma-separated list of numbers ("" → empty).
+inline std::vector<double> numbers(const Params& p, const char* name) {
+  std::vector<double> out;
+  const std::string all = name_of(p, name, "");
+  std::string_view text = all;
+  while (!text.empty()) {
+    const size_t end = text.find(',');
+    const std::string item(text.substr(0, end));
+    auto v = as_number(item);
+    if (!v) value_error(name, ": expected numbers, got '", item, "'");
+    out.push_back(*v);
+    text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
+  }
+  return out;
+}
+
+// The estimator options by the names of _core.estimator_advantages' keywords
+// (grpokit._estimators.engine_options).
+inline EstimatorOptions estimator_options_of(const Params& p) {
+  EstimatorOptions opt;
+  opt.estimator = parse_estimator(name_of(p, "estimator", "grpo"));
+  opt.group_size = static_cast<int64_t>(number(p, "group_size", 0));
+  opt.baseline = parse_baseline(name_of(p, "baseline", "mean"));
+  opt.std = parse_std_divisor(name_of(p, "std", "none"));
+  opt.std_scope = parse_std_scope(name_of(p, "std_scope", "group"));
+  opt.epsilon = number(p, "epsilon", opt.epsilon);
+  opt.batch_norm = parse_batch_norm(name_of(p, "batch_norm", "none"));
+  opt.final_epsilon = number(p, "final_epsilon", opt.final_epsilon);
+  opt.gamma = number(p, "gamma", opt.gamma);
+  opt.f_norm = number(p, "f_norm", opt.f_norm);
+  opt.handle_zero_tail = number(p, "handle_zero_tail", 1.0) != 0.0;
+  opt.otb_epsilon = number(p, "otb_epsilon", opt.otb_epsilon);
+  opt.reward_clip_min = number(p, "reward_clip_min", opt.reward_clip_min);
+  opt.reward_clip_max = number(p, "reward_clip_max", opt.reward_clip_max);
+  opt.kl_beta = number(p, "beta", opt.kl_beta);
+  return opt;
+}
+
 inline LossSpec spec_of(const Params& p) {
   LossSpec spec;
   for (const auto& [name, value] : p) {
@@ -144,6 +182,35 @@ inline void run_op(const Place& at, const std::string& op, const Params& p, cons
     opt.epsilon = number(p, "epsilon", 0.0);
     if (check_only) return check_advantage_args(in[0], in[1], opt, out[0]);
     be.advantages(in[0], in[1], opt, out[0], at.stream);
+  } else if (op == "estimator_advantages") {
+    // in: rewards, group_ids, mask, lengths, baseline_rewards, logp, ref_logp, sum_pi_squared, is_weights;
+    // out: advantages, returns. reward_weights is a static list (the engine reads it on the host).
+    const EstimatorOptions opt = estimator_options_of(p);
+    std::vector<double> weights = numbers(p, "reward_weights");
+    EstimatorInputs ei;
+    ei.rewards = in[0];
+    ei.group_ids = in[1];
+    if (!weights.empty())
+      ei.reward_weights = make_view(weights.data(), DType::Float64, {static_cast<int64_t>(weights.size())});
+    ei.mask = in[2];
+    ei.lengths = in[3];
+    ei.baseline_rewards = in[4];
+    ei.logp = in[5];
+    ei.ref_logp = in[6];
+    ei.sum_pi_squared = in[7];
+    ei.is_weights = in[8];
+    if (check_only) {  // the value-free checks of the GPU launchers: the CPU's read values a trace lacks
+      EstimatorInputs c = ei;
+      TensorView o = out[0], ret = out[1];
+      for (TensorView* v : {&c.rewards, &c.group_ids, &c.mask, &c.lengths, &c.baseline_rewards, &c.logp,
+                            &c.ref_logp, &c.sum_pi_squared, &c.is_weights, &o, &ret})
+        v->device = Device{DeviceType::CUDA, 0};
+      return check_estimator_args(c, opt, o, ret);
+    }
+    const int64_t rows = in[0].ndim > 0 ? in[0].shape[0] : 0, tokens = in[2].ndim == 2 ? in[2].shape[1] : 0;
+    const TensorView ws =
+        scratch_view(at, in[0], DType::Float64, be.estimator_workspace_size(opt.estimator, rows, tokens));
+    be.estimator_advantages(ei, opt, out[0], out[1], ws, at.stream);
   } else {
     value_error("op: unknown grpokit op '", op, "'");
   }

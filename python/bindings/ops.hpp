@@ -92,6 +92,9 @@ struct Backend {
                          const TensorView& mask, const std::vector<RejectionCriterion>& criteria,
                          const TensorView& keep, const TensorView& metrics, const TensorView& workspace,
                          std::intptr_t stream);
+  int64_t (*variance_proxy_workspace_size)(int64_t num_rows);
+  void (*variance_proxy)(const VarianceProxyInputs& in, double gradient_norm, const TensorView& metrics,
+                         const TensorView& workspace, std::intptr_t stream);
 };
 
 void bind_advantages(py::module_& m, const Backend& backend);

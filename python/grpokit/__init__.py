@@ -10,7 +10,7 @@ from . import diagnostics, stationary
 from ._advantages import advantages
 from ._compare import Explanation, PresetComparison, compare, explain
 from ._core import __version__
-from ._corrections import CORRECTIONS, correction, importance_weights, rejection_mask
+from ._corrections import CORRECTIONS, correction, importance_weights, rejection_mask, variance_proxy
 from ._estimators import ESTIMATORS
 from ._estimators import PRESETS as ESTIMATOR_PRESETS
 from ._logprobs import (
@@ -47,6 +47,7 @@ __all__ = [
     "token_logprobs",
     "token_logprobs_backward",
     "TokenLogprobs",
+    "variance_proxy",
     "linear_token_logprobs",
     "linear_token_logprobs_backward",
 ]

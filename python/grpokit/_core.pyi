@@ -286,6 +286,7 @@ def importance_weights(
     clip_max: float,
     log_clamp: float,
     batch_normalize: bool,
+    geo_eps: float,
     workspace: _Opt = None,
     stream: int = 0,
 ) -> None: ...
@@ -304,6 +305,19 @@ def rejection_mask(
     stream: int = 0,
 ) -> None: ...
 def rejection_workspace_size(num_rows: int, num_criteria: int) -> int: ...
+def variance_proxy_metric_names() -> list[str]: ...
+def variance_proxy(
+    logp: _Array,
+    sum_pi_squared: _Array,
+    advantages: _Array,
+    mask: _Opt,
+    is_weights: _Opt,
+    metrics: _Array,
+    gradient_norm: float,
+    workspace: _Opt = None,
+    stream: int = 0,
+) -> None: ...
+def variance_proxy_workspace_size(num_rows: int) -> int: ...
 
 # ---- stationary policies (bind_stationary.cpp; see grpokit.stationary) ----
 class StationaryModel:

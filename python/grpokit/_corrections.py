@@ -1,5 +1,5 @@
 """Train–inference corrections: importance weights between the trainer's and the sampler's
-log-probabilities, verl's rejection sampling, and named peer presets of both.
+log-probabilities, verl's rejection sampling and ROLL's filters, and named peer presets of them.
 
 The sampler (vLLM, SGLang) and the trainer compute slightly different log-probabilities for the
 same tokens; each peer corrects the policy term for it. docs/estimators.md has the exact formulas.
@@ -15,7 +15,8 @@ from . import _arrays, _backend, _core
 
 
 class ImportanceWeights(NamedTuple):
-    """weights: (B, T) (token level, 0 where the mask is unset) or (B,) (sequence level)."""
+    """weights: (B, T) (token and segment level, 0 where the mask is unset) or (B,) (sequence and
+    geometric level)."""
 
     weights: Any
     metrics: Dict[str, Any]
@@ -76,16 +77,22 @@ def importance_weights(
     clip_max: Optional[float] = 3.0,
     log_clamp: Optional[float] = None,
     batch_normalize: bool = False,
+    geo_eps: float = 1e-8,
     stream: Any = None,
 ) -> ImportanceWeights:
     """Importance weights ρ = π_trainer / π_sampler that correct the sampler–trainer mismatch.
 
     lr_t = trainer_logp − sampler_logp at selected positions. Token level: ρ_t = exp(lr_t);
-    sequence level: ρ_i = exp(Σ_t lr_t). With ``log_clamp`` the (token or summed) log-ratio is
-    clamped to ±log_clamp first (verl: 20). ``mode="truncate"``: clamp(ρ, clip_min, clip_max);
-    ``mode="mask"``: ρ·1[clip_min ≤ ρ ≤ clip_max] (TRL's masked IS; IcePop with both bounds). A
-    missing bound is ∓inf. ``batch_normalize`` divides by the batch mean weight (verl: over tokens,
-    or over the sequences that have tokens), after the metrics are taken.
+    sequence level: ρ_i = exp(Σ_t lr_t); geometric level: ρ_i = exp(Σ_t lr_t / (L_i + geo_eps))
+    (ROLL); segment level: per segment (a maximal run of selected tokens: a multi-turn row's turns,
+    split by masked tool output) exp(Σ_seg lr / (n_seg + geo_eps)) on its tokens (ROLL). With
+    ``log_clamp`` the log-ratio is clamped to ±log_clamp first (verl: 20). ``mode="truncate"``:
+    clamp(ρ, clip_min, clip_max); ``mode="mask"``: ρ·1[clip_min ≤ ρ ≤ clip_max] (TRL's masked IS;
+    IcePop with both bounds); ``mode="geo_mask"``: ρ·1[clip_min ≤ exp(Σ_t lr_t / (L_i + geo_eps))
+    ≤ clip_max], whole rows zeroed by their geometric-mean ratio (OpenRLHF's and NeMo-RL's
+    ``seq-mask-tis``: token level, geo_eps 0 / 1e-8). A missing bound is ∓inf. ``batch_normalize``
+    divides by the batch mean weight (verl: over tokens, or over the sequences that have tokens),
+    after the metrics are taken.
 
     Defaults are TRL's (``vllm_importance_sampling_mode="sequence_mask"``, C_max 3.0, C_min None).
     verl's ``rollout_is="token"``, threshold 2.0 is ``level="token", mode="truncate", clip_max=2.0,
@@ -110,19 +117,23 @@ def importance_weights(
         level), ``ratio_token_mean``, ``fraction_high``, ``fraction_low``, ``ess``, ``std``,
         ``batch_norm_factor`` (verl ``rollout_is_*``), ``masked_fraction`` / ``seq_masked_fraction``
         (weights the mask mode zeroed), ``kl``, ``k3_kl``, ``chi2_token``, ``chi2_seq`` (verl's
-        mismatch metrics) and ``logp_diff_mean`` / ``logp_diff_max`` (TRL's).
+        mismatch metrics), ``logp_diff_mean`` / ``logp_diff_max`` (TRL's) and
+        ``fraction_high_token`` (ROLL's ``is_weight_clipfrac``: selected tokens whose raw ratio,
+        broadcast over the row at row level, exceeds clip_max).
     """
-    if level not in ("token", "sequence"):
-        raise ValueError(f"level: expected one of ('token', 'sequence'), got {level!r}")
-    if mode not in ("truncate", "mask"):
-        raise ValueError(f"mode: expected one of ('truncate', 'mask'), got {mode!r}")
+    levels, modes = ("token", "sequence", "geometric", "segment"), ("truncate", "mask", "geo_mask")
+    if level not in levels:
+        raise ValueError(f"level: expected one of {levels}, got {level!r}")
+    if mode not in modes:
+        raise ValueError(f"mode: expected one of {modes}, got {mode!r}")
+    eps = _bound(geo_eps, "geo_eps", 1e-8)
     lo = _bound(clip_min, "clip_min", -math.inf)
     hi = _bound(clip_max, "clip_max", math.inf)
     clamp = _bound(log_clamp, "log_clamp", math.inf)
     a, b, m, place = _inputs(trainer_logp, sampler_logp, mask)
     backend = _backend.for_placement(place)
     B = int(a.shape[0])
-    shape = (B,) if level == "sequence" else tuple(int(s) for s in a.shape)
+    shape = (B,) if level in ("sequence", "geometric") else tuple(int(s) for s in a.shape)
     names = _core.importance_metric_names()
     handle = _arrays.resolve_stream(place, stream)
     with _arrays.allocating_on(place, handle):  # from the pool of the stream the kernels write on
@@ -141,6 +152,7 @@ def importance_weights(
         clip_max=hi,
         log_clamp=clamp,
         batch_normalize=bool(batch_normalize),
+        geo_eps=eps,
         workspace=workspace,
         stream=handle,
     )
@@ -165,9 +177,11 @@ def _criteria(criteria: Union[str, Sequence[str]]) -> list:
 
 
 def _threshold_pair(spec: Any, criterion: str) -> Tuple[float, float]:
-    """verl's threshold spec of one criterion → (lower, upper). k1: ratio bounds 'lower_upper' (a
-    single number u means [1/u, u]); k2/k3: a single upper bound."""
-    k1 = criterion.endswith("k1")
+    """verl's threshold spec of one criterion → (lower, upper). k1 and ROLL's ratio filters: ratio
+    bounds 'lower_upper' (a single number u means [1/u, u]); ROLL's diff filters: 'lower_upper' (u
+    means [−u, u]); k2/k3: a single upper bound."""
+    diff = criterion.endswith("_diff")
+    k1 = criterion.endswith("k1") or criterion.endswith("_ratio") or diff
     if isinstance(spec, tuple):
         if not k1:
             raise ValueError(f"thresholds: criterion {criterion!r} takes a single upper bound, got {spec!r}")
@@ -183,7 +197,7 @@ def _threshold_pair(spec: Any, criterion: str) -> Tuple[float, float]:
             upper = float(spec)
         except (TypeError, ValueError):
             raise ValueError(f"thresholds: invalid threshold {spec!r} for criterion {criterion!r}") from None
-        lower = 1.0 / upper if (k1 and upper > 0) else 0.0
+        lower = -upper if diff else (1.0 / upper if (k1 and upper > 0) else 0.0)
     return lower, upper
 
 
@@ -205,10 +219,16 @@ def rejection_mask(
     k1 keeps log(lower) ≤ statistic ≤ log(upper) (ratio bounds on π_sampler/π_trainer; a single
     number u means [1/u, u]); k2/k3 keep statistic ≤ upper.
 
+    ROLL's filters (``TrainInferFilterConfig``), ``<agg>_ratio`` and ``<agg>_diff`` with agg one of
+    ``token``, ``geometric`` (Σ / L), ``sequence`` (Σ), ``segment`` (per maximal run of selected
+    tokens, Σ / n): the ratio exp(agg(lr)) or the probability difference
+    agg(e^{trainer} − e^{sampler}) must lie in [lower, upper] (unclamped; a single number u means
+    [1/u, u] for a ratio, [−u, u] for a difference).
+
     Args:
         thresholds: one spec shared by every criterion, or a list with one per criterion (or verl's
             comma-separated string). A spec is a number, verl's ``"lower_upper"`` string or a
-            ``(lower, upper)`` tuple (the last two for k1 only).
+            ``(lower, upper)`` tuple (the last two for k1 and ROLL's filters only).
         stream: CUDA stream for GPU inputs (default: the caller's current stream). CUDA inputs run
             on the GPU with no host synchronisation (mask and metrics stay on the device).
 
@@ -307,10 +327,51 @@ CORRECTIONS: Mapping[str, Mapping] = MappingProxyType(
             {"criteria": "seq_mean_k3", "thresholds": 0.01},
             peer="verl RolloutCorrectionConfig.bypass_ppo_clip_k3_rs() (its RS part)",
         ),
+        # ROLL: TrainInferISWeightConfig(weight_type=..., upper_bound=1.2) (clamp(w, 0, 1.2)) and
+        # TrainInferFilterConfig's defaults (ratio in [0.8, 1.2]; diff in [-0.2, 0.2]). ROLL's means
+        # divide by n + 1e-8 with n an integer count, so the sum is float32 and the 1e-8 vanishes: ε 0.
+        **{
+            f"roll.{level}_is": _preset(
+                {"level": level, "mode": "truncate", "clip_max": 1.2, "geo_eps": 0.0},
+                peer=f"ROLL TrainInferISWeightConfig(weight_type='{level}')",
+            )
+            for level in ("token", "geometric", "sequence", "segment")
+        },
+        **{
+            f"roll.{level}_{stat}_filter": _preset(
+                None,
+                {"criteria": f"{level}_{stat}", "thresholds": bounds},
+                peer=f"ROLL TrainInferFilterConfig(agg_type='{level}', {stat}_enabled=True)",
+            )
+            for level in ("token", "geometric", "sequence", "segment")
+            for stat, bounds in (("ratio", (0.8, 1.2)), ("diff", (-0.2, 0.2)))
+        },
+        # OpenRLHF: --algo.advantage.is_correction_type, thresholds [0.5, 5.0] by default; its seq-mask-tis
+        # geometric mean is Σ lr / L (ε 0).
+        **{
+            f"openrlhf.{name.replace('-', '_')}": _preset(
+                {"level": "token", "mode": mode, "clip_min": 0.5, "clip_max": 5.0, **extra},
+                peer=f"OpenRLHF is_correction_type='{name}'",
+            )
+            for name, mode, extra in (
+                ("tis", "truncate", {}),
+                ("icepop", "mask", {}),
+                ("seq-mask-tis", "geo_mask", {"geo_eps": 0.0}),
+            )
+        },
+        # NeMo-RL: truncated_importance_sampling_type; its documented reference bounds.
+        "nemo.seq_mask_tis": _preset(
+            {"level": "token", "mode": "geo_mask", "clip_min": 0.999, "clip_max": 1.002},
+            peer="NeMo-RL truncated_importance_sampling_type='seq-mask-tis', ratio_min 0.999, ratio 1.002",
+        ),
+        "nemo.icepop": _preset(
+            {"level": "token", "mode": "mask", "clip_min": 0.5, "clip_max": 5.0},
+            peer="NeMo-RL truncated_importance_sampling_type='icepop', ratio_min 0.5, ratio 5.0",
+        ),
     }
 )
 
-_IMPORTANCE_KEYS = ("level", "mode", "clip_min", "clip_max", "log_clamp", "batch_normalize")
+_IMPORTANCE_KEYS = ("level", "mode", "clip_min", "clip_max", "log_clamp", "batch_normalize", "geo_eps")
 _REJECTION_KEYS = ("criteria", "thresholds")
 
 
@@ -351,3 +412,73 @@ def correction(name: str, trainer_logp: Any, sampler_logp: Any, mask: Any, **ove
         weights, is_metrics = importance_weights(trainer_logp, sampler_logp, mask, **imp)
         metrics.update({f"is/{k}": v for k, v in is_metrics.items()})
     return Correction(weights, keep, metrics)
+
+
+def variance_proxy(
+    advantages: Any,
+    mask: Any,
+    *,
+    logprobs: Any = None,
+    logp: Any = None,
+    sum_pi_squared: Any = None,
+    is_weights: Any = None,
+    gradient_norm: Optional[float] = None,
+    stream: Any = None,
+) -> Dict[str, Any]:
+    """verl's variance-proxy metrics (``compute_variance_proxy_metrics``): how noisy the policy
+    gradient of this batch is, from the score-norm proxy W(τ) = Σ_t (1 − 2π_t + Σ_v π_v²)·ρ_t².
+
+    Per row Ā_i = masked_mean(A) and W_i = Σ_t m_t w_t; ``proxy2_total_power`` = mean_i Ā_i²·max(W_i, 0)
+    (with ``is_weights``: mean_i ρ̄_i²·Ā_i²·max(W_orig_i, 0), ρ̄ the row's mean weight and W_orig the
+    sum of w_t / max(ρ_t², 1e-10)); ``proxy1_signal_strength`` = ‖g‖² and ``proxy3_pure_noise`` =
+    max(0, (proxy2 − ‖g‖²)/(B − 1)) given ``gradient_norm`` (0 otherwise); ``expected_a_squared`` =
+    mean Ā², ``expected_w`` = mean W. masked_mean is verl's Σ / (n + 1e-8); means run over all B rows.
+
+    Args:
+        advantages, mask: (B, T) (the advantages broadcast over tokens, as verl stores them).
+        logprobs: a ``grpokit.token_logprobs(..., sum_sq_probs=True)`` result on the (B, T) completion
+            positions (or ``linear_token_logprobs``), supplying ``logp`` (π_t = e^logp, the old
+            policy's, as verl) and ``sum_pi_squared`` (Σ_v π_v²) from the one fused pass; or pass both.
+        is_weights: (B, T) rollout IS weights ρ (``importance_weights(...).weights`` at token level).
+        gradient_norm: the batch gradient's norm (verl passes the optimizer step's grad norm).
+        stream: CUDA stream for GPU inputs (the metrics stay on the device, 0-d float64 arrays).
+
+    Returns:
+        ``{"proxy1_signal_strength", "proxy2_total_power", "proxy3_pure_noise", "expected_a_squared",
+        "expected_w"}`` (verl's names under ``variance_proxy/``).
+    """
+    from ._estimators import _unpack_logprobs
+
+    given = _unpack_logprobs({"logprobs": logprobs, "logp": logp, "sum_pi_squared": sum_pi_squared})
+    for name in ("logp", "sum_pi_squared"):
+        if given.get(name) is None:
+            raise ValueError(f"{name}: required (or pass logprobs=, a token_logprobs(..., sum_sq_probs=True) result)")
+    g = _bound(gradient_norm, "gradient_norm", math.nan)
+    arrays = {
+        "logp": _arrays.as_input(given["logp"], "logp"),
+        "sum_pi_squared": _arrays.as_input(given["sum_pi_squared"], "sum_pi_squared"),
+        "advantages": _arrays.as_input(advantages, "advantages"),
+        "mask": _arrays.as_input(mask, "mask", default="bool"),
+    }
+    if is_weights is not None:
+        arrays["is_weights"] = _arrays.as_input(is_weights, "is_weights")
+    place = _arrays.common_placement(arrays)
+    backend = _backend.for_placement(place)
+    names = _core.variance_proxy_metric_names()
+    lp = arrays["logp"]
+    handle = _arrays.resolve_stream(place, stream)
+    with _arrays.allocating_on(place, handle):
+        values = _arrays.empty(place, (len(names),), "float64", like=lp)
+        workspace = _workspace(place, backend.variance_proxy_workspace_size(int(lp.shape[0])) if lp.shape else 0, lp)
+    backend.variance_proxy(
+        lp,
+        arrays["sum_pi_squared"],
+        arrays["advantages"],
+        arrays["mask"],
+        arrays.get("is_weights"),
+        values,
+        gradient_norm=g,
+        workspace=workspace,
+        stream=handle,
+    )
+    return _metrics(names, _arrays.finish(place, values))

@@ -90,6 +90,15 @@ from grpokit._core import (
 from grpokit._core import (
     validate_loss_spec as validate_loss_spec,
 )
+from grpokit._core import (
+    variance_proxy as variance_proxy,
+)
+from grpokit._core import (
+    variance_proxy_metric_names as variance_proxy_metric_names,
+)
+from grpokit._core import (
+    variance_proxy_workspace_size as variance_proxy_workspace_size,
+)
 
 def device_count() -> Tuple[int, str]: ...
 def build_info() -> str: ...

@@ -328,6 +328,31 @@ def _weights(w: Any) -> Optional[np.ndarray]:
     return arr
 
 
+def engine_options(info: EstimatorInfo, opts: Mapping[str, Any]) -> dict:
+    """The engine's scalar options of a resolved estimator, by the names of ``_core.estimator_advantages``
+    (and of grpokit.jax's custom call)."""
+    clip = opts.get("reward_clip_range") or (None, None)
+    if len(clip) != 2:
+        raise ValueError(f"reward_clip_range: expected (min, max), got {clip!r}")
+    otb = info.engine.endswith("optimal_token_baseline")  # its epsilon is the baseline's denominator's
+    return dict(
+        estimator=info.engine,
+        baseline=opts.get("baseline", "mean"),
+        std=opts.get("std", "none"),
+        std_scope=opts.get("std_scope", "group"),
+        epsilon=0.0 if otb else float(opts.get("epsilon", 0.0)),
+        batch_norm=_BATCH_NORM.get(info.name, "standardise" if opts.get("normalize") else "none"),
+        final_epsilon=float(opts.get("final_epsilon", 1e-4)),
+        gamma=float(opts.get("gamma", 1.0)),
+        f_norm=float(opts.get("f_norm", 1.0)),
+        handle_zero_tail=bool(opts.get("handle_zero_tail", True)),
+        otb_epsilon=float(opts["epsilon"]) if otb else 1e-8,
+        reward_clip_min=float(clip[0]) if clip[0] is not None else -math.inf,
+        reward_clip_max=float(clip[1]) if clip[1] is not None else math.inf,
+        beta=float(opts.get("beta", 0.0)),
+    )
+
+
 def compute(
     rewards: Any,
     group_size: Optional[int],
@@ -374,11 +399,6 @@ def compute(
             size = backend.estimator_workspace_size(info.engine, rows, tokens)
             if size > 0:
                 workspace = _arrays.empty(place, (size,), "float64", like=rewards)
-    clip = opts.get("reward_clip_range") or (None, None)
-    if len(clip) != 2:
-        raise ValueError(f"reward_clip_range: expected (min, max), got {clip!r}")
-    otb = info.engine.endswith("optimal_token_baseline")  # its epsilon is the baseline's denominator's
-    batch_norm = _BATCH_NORM.get(info.name, "standardise" if opts.get("normalize") else "none")
     backend.estimator_advantages(
         rewards,
         ids,
@@ -392,21 +412,8 @@ def compute(
         arrays["is_weights"],
         out,
         returns,
-        estimator=info.engine,
         group_size=int(group_size) if group_size is not None else 0,
-        baseline=opts.get("baseline", "mean"),
-        std=opts.get("std", "none"),
-        std_scope=opts.get("std_scope", "group"),
-        epsilon=0.0 if otb else float(opts.get("epsilon", 0.0)),
-        batch_norm=batch_norm,
-        final_epsilon=float(opts.get("final_epsilon", 1e-4)),
-        gamma=float(opts.get("gamma", 1.0)),
-        f_norm=float(opts.get("f_norm", 1.0)),
-        handle_zero_tail=bool(opts.get("handle_zero_tail", True)),
-        otb_epsilon=float(opts["epsilon"]) if otb else 1e-8,
-        reward_clip_min=float(clip[0]) if clip[0] is not None else -math.inf,
-        reward_clip_max=float(clip[1]) if clip[1] is not None else math.inf,
-        beta=float(opts.get("beta", 0.0)),
+        **engine_options(info, opts),
         workspace=workspace,
         stream=handle,
     )

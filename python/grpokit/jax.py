@@ -66,6 +66,8 @@ _OPS: Dict[str, Tuple[int, int]] = {
     "linear_token_logprobs": (3, 4),  # hidden, weight, ids -> as token_logprobs
     "linear_token_logprobs_backward": (7, 2),  # hidden, weight, ids, lse, entropy, grads -> grad_hidden, grad_weight
     "advantages": (2, 1),  # rewards, group_ids -> advantages
+    # rewards, group_ids, then _estimators.ARRAY_INPUTS but reward_weights (a static list) -> advantages, returns
+    "estimator_advantages": (2 + len(_estimators.ARRAY_INPUTS) - 1, 2),
 }
 
 Spec = Optional[jax.ShapeDtypeStruct]
@@ -200,7 +202,7 @@ _loss_op.defvjp(_loss_forward, _loss_backward)
 
 # The arguments of grpokit.policy_loss / grpokit.advantages, less their GPU options (XLA owns the stream).
 _LOSS_ARGUMENTS = _arguments.Arguments(_loss.policy_loss, drop=("stream", "check_finite"))
-_ADVANTAGE_ARGUMENTS = _arguments.Arguments(_advantages.advantages, drop=("stream", "check_finite", "options"))
+_ADVANTAGE_ARGUMENTS = _arguments.Arguments(_advantages.advantages, drop=("stream", "check_finite"))
 
 
 @_LOSS_ARGUMENTS
@@ -273,31 +275,46 @@ def global_counts(masks: Any, *, spec: Any = "trl.grpo", dp_size: int = 1) -> Di
 
 @_ADVANTAGE_ARGUMENTS
 def advantages(rewards: Any, group_size: Optional[int] = None, **kw: Any) -> Any:
-    """:func:`grpokit.advantages` of (B,) rewards as a JAX op (no gradient: advantages are constants).
+    """:func:`grpokit.advantages` as a JAX op (no gradient: advantages are constants), for every
+    estimator and peer preset of ``grpokit.ESTIMATORS`` / ``ESTIMATOR_PRESETS``.
 
-    The group estimators with their options (``"grpo"`` and its peer presets ``"trl.grpo"``,
-    ``"verl.grpo"``; ``baseline="leave_one_out"`` is RLOO's baseline). ``group_size`` and the options
-    are static. The other estimators of :func:`grpokit.advantages` are not offered here yet.
+    Array inputs (``mask``, ``lengths``, ``baseline_rewards``, ``logp``, ``ref_logp``,
+    ``sum_pi_squared``, ``is_weights``; ``logprobs=`` a :func:`token_logprobs` result with
+    ``sum_sq_probs``) are traced; ``group_size``, ``reward_weights`` and the other options are static.
+    Returns the advantages, or ``(advantages, returns)`` with ``return_returns=True``, as
+    :func:`grpokit.advantages` does; the values are bit-equal to it.
     """
-    o, _ = _ADVANTAGE_ARGUMENTS.split("advantages", kw)
+    o, options = _ADVANTAGE_ARGUMENTS.split("advantages", kw)
     group_ids, estimator = o.pop("group_ids"), o.pop("estimator")
     info, preset = _estimators.lookup(estimator)
-    opts = _estimators.resolve_options(info, o, preset)  # o: baseline, std, std_scope, epsilon
-    if info.name != "grpo":
-        raise NotImplementedError(
-            f"estimator: grpokit.jax.advantages offers the group estimators ('grpo' and its presets), "
-            f"got {estimator!r}; use grpokit.advantages outside jit"
-        )
+    opts = _estimators.resolve_options(info, {**o, **options}, preset)  # o: baseline, std, std_scope, epsilon
     if group_size is not None and (isinstance(group_size, bool) or int(group_size) != group_size):
         raise TypeError(f"group_size: expected an integer, got {group_size!r}")
-    if group_ids is None and group_size is None:
+    if info.grouped and group_ids is None and group_size is None:
         raise ValueError("group_size: pass the number of completions per prompt, or group_ids")
     r = jax.lax.stop_gradient(_array(rewards, "rewards"))
     if not jnp.issubdtype(r.dtype, jnp.floating):
         r = r.astype(_float64())
-    params = _params({"group_size": int(group_size or 0), **{k: opts[k] for k in o}})
-    out = jax.ShapeDtypeStruct(r.shape, r.dtype)
-    return _call("advantages", params, (r, _array(group_ids, "group_ids")), (out,))[0]
+    ids = _array(group_ids, "group_ids")
+    if info.name == "grpo" and not any(v is not None for v in options.values()) and r.ndim == 1:
+        params = _params(
+            {"group_size": int(group_size or 0), **{k: opts[k] for k in ("baseline", "std", "std_scope", "epsilon")}}
+        )
+        return _call("advantages", params, (r, ids), (jax.ShapeDtypeStruct(r.shape, r.dtype),))[0]
+    arrays = {k: opts.pop(k, None) for k in _estimators.ARRAY_INPUTS}
+    weights = _estimators._weights(arrays.pop("reward_weights"))
+    traced = {k: None if v is None else jax.lax.stop_gradient(_array(v, k)) for k, v in arrays.items()}
+    engine = _estimators.engine_options(info, opts)
+    if weights is not None:
+        engine["reward_weights"] = ",".join(repr(float(w)) for w in weights)
+    params = _params({"group_size": int(group_size or 0), **engine})
+    mask = traced["mask"]
+    shape = tuple(mask.shape) if info.kind == "token" and mask is not None else (r.shape[0] if r.ndim else 0,)
+    out = jax.ShapeDtypeStruct(shape, r.dtype)
+    a, ret = _call(
+        "estimator_advantages", params, (r, ids, *traced.values()), (out, out if opts.get("return_returns") else None)
+    )
+    return (a, ret) if ret is not None else a
 
 
 # ---- token log-probabilities -----------------------------------------------------------------------

@@ -2,8 +2,9 @@
 // and compares them with the CPU engine on random inputs: every estimator (outcome and token, each
 // option that changes the code path, contiguous groups and uneven group ids, mask or lengths, K = 1
 // or 3 reward columns with NaN entries and an unscorable row, an all-masked row, strided rewards) and
-// every correction (token/sequence level, truncate/mask modes, clip and log-clamp bounds, batch
-// renormalisation, NaN sampler log-probs; each rejection criterion and a combination), float32 and
+// every correction (token/sequence/geometric/segment level, truncate/mask/geo_mask modes, clip and
+// log-clamp bounds, batch renormalisation, NaN sampler log-probs; each rejection criterion, verl's and
+// ROLL's, and combinations), float32 and
 // float64, several shapes. A check of indexing, pass structure, reductions and barriers without a
 // GPU (not of the device compiler, device math or half precision: the GPU tests cover those).
 //
@@ -269,7 +270,7 @@ void run_importance(int64_t B, int64_t T, const ImportanceOptions& opt, const st
                     double atol) {
   const DType dt = dtype_of<R>();
   LogProbs<R> lp = make_logprobs<R>(B, T, 0.4, static_cast<unsigned>(B * 13 + T));
-  const bool seq = opt.level == IsLevel::Sequence;
+  const bool seq = weight_per_row(opt.level);
   const int64_t nw = seq ? B : B * T;
   const int64_t M = static_cast<int64_t>(importance_metric_names().size());
   std::vector<R> w_cpu(nw, R(-7)), w_emu(nw, R(-7));
@@ -346,6 +347,36 @@ void run_rejection(int64_t B, int64_t T, const std::vector<std::string>& names,
   if (rejected == 0 && B * T > 40) std::printf("  note: %s rejects nothing\n", tag.c_str());
 }
 
+template <class R>
+void run_variance_proxy(int64_t B, int64_t T, bool with_is, double gradient_norm) {
+  const DType dt = dtype_of<R>();
+  std::mt19937 g(static_cast<unsigned>(B * 5 + T));
+  std::normal_distribution<double> n01(0.0, 1.0);
+  std::uniform_real_distribution<double> u(0.05, 0.95);
+  std::vector<uint8_t> mask = make_mask(B, T, g);
+  std::vector<R> lp, spp, adv, rho;
+  for (int64_t k = 0; k < B * T; ++k) {
+    const double p = u(g);
+    lp.push_back(R(std::log(p)));
+    spp.push_back(R(p * p + 0.3 * u(g)));
+    adv.push_back(R(n01(g)));
+    rho.push_back(R(k % 7 == 3 ? 0.0 : std::exp(0.3 * n01(g))));  // a zero weight: verl's 1e-10 floor
+  }
+  const auto view = [&](std::vector<R>& v) { return make_view(v.data(), dt, {B, T}); };
+  VarianceProxyInputs in{view(lp), view(spp), view(adv), make_view(mask.data(), DType::Bool, {B, T}),
+                         with_is ? view(rho) : TensorView{}};
+  const int64_t M = static_cast<int64_t>(variance_proxy_metric_names().size());
+  std::vector<double> m_cpu(M, -7.0), m_emu(M, -7.0), ws(cuda::variance_proxy_workspace_size(B), NAN);
+  ++g_runs;
+  variance_proxy_cpu(in, gradient_norm, make_view(m_cpu.data(), DType::Float64, {M}));
+  cuda::variance_proxy(in, gradient_norm, make_view(m_emu.data(), DType::Float64, {M}),
+                       make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())}), 0);
+  const std::string tag = std::string("variance_proxy") + (with_is ? " is" : "") +
+                          (sizeof(R) == 4 ? " f32" : " f64") + " B=" + std::to_string(B) +
+                          " T=" + std::to_string(T);
+  if (!compare(tag, m_cpu, m_emu, 1e-12, 1e-14)) ++g_bad_runs;
+}
+
 }  // namespace
 
 int main() {
@@ -367,18 +398,21 @@ int main() {
   const Bounds bounds[] = {
       {-inf, 3.0, inf}, {0.5, 5.0, 20.0}, {-inf, 2.0, 20.0}, {-inf, inf, inf}, {0.8, 1.2, 0.1}};
   int before = g_bad_runs;
-  for (IsLevel level : {IsLevel::Token, IsLevel::Sequence})
-    for (IsMode mode : {IsMode::Truncate, IsMode::Mask})
+  const char* level_names[] = {"token", "sequence", "geometric", "segment"};
+  const char* mode_names[] = {"truncate", "mask", "geo_mask"};
+  for (IsLevel level : {IsLevel::Token, IsLevel::Sequence, IsLevel::Geometric, IsLevel::Segment})
+    for (IsMode mode : {IsMode::Truncate, IsMode::Mask, IsMode::GeoMask})
       for (const Bounds& bd : bounds)
         for (bool bn : {false, true}) {
+          if (bn && (mode == IsMode::GeoMask || level == IsLevel::Geometric)) continue;  // fewer runs
           ImportanceOptions o;
           o.level = level, o.mode = mode, o.clip_min = bd.lo, o.clip_max = bd.hi, o.log_clamp = bd.clamp;
           o.batch_normalize = bn;
+          o.geo_eps = mode == IsMode::GeoMask && bd.lo > 0.6 ? 0.0 : 1e-8;  // OpenRLHF's and ROLL's ε
           char name[160];
           std::snprintf(name, sizeof name, "importance %s %s [%g, %g] clamp %g%s",
-                        level == IsLevel::Token ? "token" : "sequence",
-                        mode == IsMode::Mask ? "mask" : "truncate", bd.lo, bd.hi, bd.clamp,
-                        bn ? " batch_norm" : "");
+                        level_names[static_cast<int>(level)], mode_names[static_cast<int>(mode)], bd.lo,
+                        bd.hi, bd.clamp, bn ? " batch_norm" : "");
           for (auto [B, T] : {std::pair<int64_t, int64_t>{6, 5}, {12, 33}, {10, 1}, {70, 9}}) {
             run_importance<double>(B, T, o, name, 1e-11, 1e-13);
             run_importance<float>(B, T, o, name, 2.5e-7, 1e-12);  // double arithmetic, float weights
@@ -387,10 +421,13 @@ int main() {
   std::printf("%-24s %s\n", "importance_weights", g_bad_runs == before ? "ok" : "DIFFERS");
   before = g_bad_runs;
   const std::vector<std::pair<std::string, std::pair<double, double>>> single = {
-      {"token_k1", {0.8, 1.25}},     {"token_k2", {0.0, 0.01}},    {"token_k3", {0.0, 0.01}},
-      {"seq_sum_k1", {0.5, 2.0}},    {"seq_sum_k2", {0.0, 0.05}},  {"seq_sum_k3", {0.0, 0.05}},
-      {"seq_mean_k1", {0.95, 1.05}}, {"seq_mean_k2", {0.0, 0.01}}, {"seq_mean_k3", {0.0, 0.01}},
-      {"seq_max_k2", {0.0, 0.03}},   {"seq_max_k3", {0.0, 0.03}}};
+      {"token_k1", {0.8, 1.25}},         {"token_k2", {0.0, 0.01}},         {"token_k3", {0.0, 0.01}},
+      {"seq_sum_k1", {0.5, 2.0}},        {"seq_sum_k2", {0.0, 0.05}},       {"seq_sum_k3", {0.0, 0.05}},
+      {"seq_mean_k1", {0.95, 1.05}},     {"seq_mean_k2", {0.0, 0.01}},      {"seq_mean_k3", {0.0, 0.01}},
+      {"seq_max_k2", {0.0, 0.03}},       {"seq_max_k3", {0.0, 0.03}},       {"token_ratio", {0.85, 1.15}},
+      {"geometric_ratio", {0.97, 1.03}}, {"sequence_ratio", {0.8, 1.25}},   {"segment_ratio", {0.9, 1.1}},
+      {"token_diff", {-0.03, 0.03}},     {"geometric_diff", {-0.01, 0.01}}, {"sequence_diff", {-0.05, 0.05}},
+      {"segment_diff", {-0.02, 0.02}}};
   for (auto [B, T] : {std::pair<int64_t, int64_t>{6, 5}, {12, 33}, {10, 1}, {70, 9}}) {
     for (const auto& [name, bd] : single) {
       run_rejection<double>(B, T, {name}, {bd}, 1e-11);
@@ -398,8 +435,18 @@ int main() {
     }
     run_rejection<double>(B, T, {"token_k1", "seq_mean_k3", "seq_max_k2"},
                           {{0.8, 1.25}, {0.0, 0.01}, {0.0, 0.03}}, 1e-11);
+    run_rejection<double>(B, T, {"segment_ratio", "token_k2", "segment_diff"},
+                          {{0.9, 1.1}, {0.0, 0.01}, {-0.02, 0.02}}, 1e-11);
   }
   std::printf("%-24s %s\n", "rejection_mask", g_bad_runs == before ? "ok" : "DIFFERS");
+  before = g_bad_runs;
+  for (auto [B, T] : {std::pair<int64_t, int64_t>{6, 5}, {12, 33}, {1, 4}, {300, 9}})
+    for (bool with_is : {false, true})
+      for (double gn : {static_cast<double>(NAN), 0.3}) {
+        run_variance_proxy<double>(B, T, with_is, gn);
+        run_variance_proxy<float>(B, T, with_is, gn);
+      }
+  std::printf("%-24s %s\n", "variance_proxy", g_bad_runs == before ? "ok" : "DIFFERS");
   std::printf("%d of %d runs differ, %d launches the device would refuse\n", g_bad_runs, g_runs,
               g_emulate_launch_errors);
   return g_bad_runs != 0 || g_emulate_launch_errors != 0;

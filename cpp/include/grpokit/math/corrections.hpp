@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #include "grpokit/config.hpp"
 #include "grpokit/math/estimators.hpp"
@@ -41,9 +42,33 @@ GRPOKIT_HD double sampler_log_ratio(double trainer, double sampler) {
   return sampler != sampler ? 0.0 : trainer - sampler;
 }
 
-// The applied IS weight of one raw ratio: truncated (mask_mode = false) or masked.
-GRPOKIT_HD double apply_is_weight(double raw, bool mask_mode, double lo, double hi) {
-  return mask_mode ? mask_weight(raw, lo, hi) : truncate_weight(raw, lo, hi);
+// The mean log-ratio of a row or a segment, Σ / (n + eps): the log of the geometric-mean ratio
+// (ROLL's and NeMo-RL's masked_mean: eps 1e-8; OpenRLHF's: eps 0). No tokens: 0 (ROLL).
+GRPOKIT_HD double mean_log_ratio(double sum, double n, double eps) { return n > 0.0 ? sum / (n + eps) : 0.0; }
+
+// Codes of IsMode (grpokit/corrections.hpp).
+constexpr int kIsTruncate = 0, kIsMask = 1, kIsGeoMask = 2;
+
+// The applied IS weight of one raw ratio: truncated, masked, or (geo_mask: seq-mask-tis of
+// OpenRLHF and NeMo-RL) kept whole when the row's geometric-mean ratio lies in [lo, hi], else 0.
+GRPOKIT_HD double apply_is_weight(double raw, int mode, double lo, double hi, double geo_ratio) {
+  if (mode == kIsTruncate) return truncate_weight(raw, lo, hi);
+  if (mode == kIsMask) return mask_weight(raw, lo, hi);
+  return (geo_ratio < lo || geo_ratio > hi) ? 0.0 : raw;
+}
+
+// ROLL's segments: maximal runs of selected positions of a row (a multi-turn row's turns, split by
+// masked tool output). The first position at or after t that is not selected.
+template <class Selected>
+GRPOKIT_HD int64_t segment_end(const Selected& selected, int64_t t, int64_t T) {
+  while (t < T && selected(t)) ++t;
+  return t;
+}
+
+// The probability difference ROLL's diff filter reads, e^{trainer} − e^{sampler}; 0 where the
+// sampler could not score the token (NaN).
+GRPOKIT_HD double prob_difference(double trainer, double sampler) {
+  return sampler != sampler ? 0.0 : exp(trainer) - exp(sampler);
 }
 
 // The lower bound verl's fraction_low compares with: clip_min, else 1/clip_max, else 0.
@@ -60,17 +85,80 @@ GRPOKIT_HD double is_weight_std(double sum_sq, double mean, double n) {
   return n > 1.0 ? sqrt(var > 0.0 ? var : 0.0) : 0.0;
 }
 
-// Whether a rejection statistic passes: k1 keeps log(lower) ≤ s ≤ log(upper); k2/k3 keep s ≤ upper.
+// Rejection statistics beyond verl's k1..k3: ROLL's filters on the ratio e^{agg lr} and on the
+// probability difference agg(e^{trainer} − e^{sampler}) (TrainInferFilterConfig ratio_* / diff_*).
+constexpr int kRsRatio = 4, kRsDiff = 5;
+
+// The per-token value a rejection statistic aggregates: verl's divergence k(lr) (lr clamped to
+// ±20), lr itself (ratio: exp is taken after aggregating, as ROLL) or the probability difference.
+GRPOKIT_HD double rs_token_value(int k, double lr, double diff) {
+  if (k == kRsRatio) return lr;
+  if (k == kRsDiff) return diff;
+  return rs_divergence(k, clamp_log_ratio(lr, kVerlLogRatioBound));
+}
+
+// The statistic from an aggregated value (a ratio criterion exponentiates).
+GRPOKIT_HD double rs_finish(int k, double v) { return k == kRsRatio ? exp(v) : v; }
+
+// Whether a rejection statistic passes: k1 keeps log(lower) ≤ s ≤ log(upper); k2/k3 keep s ≤ upper;
+// ROLL's ratio and diff filters keep lower ≤ s ≤ upper.
 GRPOKIT_HD bool rs_passes(int k, double s, double lower, double upper) {
-  return k == 1 ? (s >= log(lower) && s <= log(upper)) : s <= upper;
+  if (k == 1) return s >= log(lower) && s <= log(upper);
+  if (k == kRsRatio || k == kRsDiff) return s >= lower && s <= upper;
+  return s <= upper;
 }
 
 // A sequence-level rejection statistic from the row's Σ and max of the token divergence:
-// agg 1 = sum, 2 = mean (Σ / (L + 1e-8), verl's masked_mean), 3 = max (0 for an empty row).
+// agg 1 = sum, 2 = mean (Σ / (L + 1e-8), verl's masked_mean), 3 = max (0 for an empty row), 4 = mean
+// Σ / L (ROLL's: its 1e-8 vanishes in float32 against an integer count; 0 for an empty row).
 GRPOKIT_HD double rs_row_statistic(int agg, double sum, double max, double len) {
   if (agg == 1) return sum;
   if (agg == 2) return sum / (len + 1e-8);
+  if (agg == 4) return mean_log_ratio(sum, len, 0.0);
   return len > 0.0 ? max : 0.0;
+}
+
+// verl's variance proxy (compute_variance_proxy_metrics) of one row from its masked sums: Ā = ΣA /
+// (L + 1e-8), ρ̄ = Σρ / (L + 1e-8); W = Σ w_t, w_t = otb_token_weight (ρ² included); W_orig = Σ w_t /
+// max(ρ_t², 1e-10). power: ρ̄²·Ā²·max(W_orig, 0) with IS weights, Ā²·max(W, 0) without.
+struct VarianceProxyRow {
+  double a2 = 0.0, w = 0.0, power = 0.0;
+};
+
+GRPOKIT_HD VarianceProxyRow variance_proxy_row(double sum_a, double sum_w, double sum_w_orig, double sum_rho,
+                                               double len, bool has_is) {
+  VarianceProxyRow r;
+  const double a = verl_masked_mean(sum_a, len);
+  r.a2 = a * a;
+  r.w = sum_w;
+  if (has_is) {
+    const double rho = verl_masked_mean(sum_rho, len);
+    r.power = rho * rho * r.a2 * (sum_w_orig > 0.0 ? sum_w_orig : 0.0);
+  } else {
+    r.power = r.a2 * (sum_w > 0.0 ? sum_w : 0.0);
+  }
+  return r;
+}
+
+// The recovered per-token weight without ρ² (verl divides by max(ρ², 1e-10)).
+GRPOKIT_HD double variance_proxy_unweighted(double w, double rho) {
+  const double r2 = rho * rho;
+  return w / (r2 > 1e-10 ? r2 : 1e-10);
+}
+
+// The five metrics from the batch sums over B rows and the gradient norm g (NaN: not given):
+// proxy1 = g², proxy2 = mean power, proxy3 = max(0, (proxy2 − g²)/(B − 1)) (0 without g or B = 1),
+// E[Ā²], E[W].
+GRPOKIT_HD void variance_proxy_metrics(double sum_power, double sum_a2, double sum_w, double B, double g,
+                                       double* out) {
+  const bool has_g = g == g;
+  const double proxy2 = sum_power / B, g2 = has_g ? g * g : 0.0;
+  const double noise = (has_g && B > 1.0) ? (proxy2 - g2) / (B - 1.0) : 0.0;
+  out[0] = g2;
+  out[1] = proxy2;
+  out[2] = noise > 0.0 ? noise : 0.0;
+  out[3] = sum_a2 / B;
+  out[4] = sum_w / B;
 }
 
 }  // namespace math
