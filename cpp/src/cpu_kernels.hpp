@@ -56,20 +56,18 @@ struct f16 {
 };
 #endif
 
-inline float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-inline uint32_t float_to_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
+// The bits of a value read as another type of the same size (C++20's std::bit_cast).
+template <class To, class From>
+inline To bit_cast(From v) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast: sizes differ");
+  To out;
+  std::memcpy(&out, &v, sizeof out);
+  return out;
 }
 
 inline float load(float x) { return x; }
 inline double load(double x) { return x; }
-inline float load(bf16 x) { return bits_to_float(static_cast<uint32_t>(x.bits) << 16); }
+inline float load(bf16 x) { return bit_cast<float>(static_cast<uint32_t>(x.bits) << 16); }
 
 template <class Out>
 inline Out store(float v);
@@ -80,7 +78,7 @@ inline float store<float>(float v) {
 template <>
 inline bf16 store<bf16>(float v) {
   // Round to nearest even; NaN stays a (quiet) NaN.
-  const uint32_t u = float_to_bits(v);
+  const uint32_t u = bit_cast<uint32_t>(v);
   const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   return bf16{static_cast<uint16_t>(v != v ? ((u >> 16) | 0x40u) : rounded)};
 }
@@ -95,13 +93,13 @@ inline f16 store<f16>(float v) {
 // Scalar IEEE binary16 conversions for compilers without _Float16.
 inline float load(f16 x) {
   const uint32_t h = x.bits, sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (man << 13));
+  if (exp == 0x1f) return bit_cast<float>(sign | 0x7f800000u | (man << 13));
   if (exp == 0) return (sign ? -1.0f : 1.0f) * static_cast<float>(man) * 5.9604644775390625e-8f;
-  return bits_to_float(sign | ((exp + 112) << 23) | (man << 13));
+  return bit_cast<float>(sign | ((exp + 112) << 23) | (man << 13));
 }
 template <>
 inline f16 store<f16>(float v) {
-  const uint32_t u = float_to_bits(v), sign = (u >> 16) & 0x8000u;
+  const uint32_t u = bit_cast<uint32_t>(v), sign = (u >> 16) & 0x8000u;
   const float a = v < 0 ? -v : v;
   if (v != v) return f16{static_cast<uint16_t>(sign | 0x7e00u)};
   if (a >= 65520.0f) return f16{static_cast<uint16_t>(sign | 0x7c00u)};
@@ -110,7 +108,7 @@ inline f16 store<f16>(float v) {
     const auto m = static_cast<uint32_t>(q + 12582912.0f - 12582912.0f);
     return f16{static_cast<uint16_t>(sign | m)};
   }
-  const uint32_t au = float_to_bits(a);
+  const uint32_t au = bit_cast<uint32_t>(a);
   const uint32_t r = au + 0xfffu + ((au >> 13) & 1u);
   return f16{static_cast<uint16_t>(sign | (((r >> 23) - 112) << 10) | ((r >> 13) & 0x3ffu))};
 }
@@ -157,7 +155,7 @@ inline float zero_below(float v, float x, float lo) {
     return x < lo ? 0.0f : v;
   } else {
     const uint32_t keep = 0u - static_cast<uint32_t>(!(x < lo));
-    return bits_to_float(float_to_bits(v) & keep);
+    return bit_cast<float>(bit_cast<uint32_t>(v) & keep);
   }
 }
 
@@ -190,17 +188,6 @@ inline float exp_vec(float x) {
   return p * scale.v;
 }
 
-inline double double_bits_to(uint64_t u) {
-  double d;
-  std::memcpy(&d, &u, sizeof d);
-  return d;
-}
-inline uint64_t double_to_bits(double d) {
-  uint64_t u;
-  std::memcpy(&u, &d, sizeof u);
-  return u;
-}
-
 // exp for double without libm calls, written so compilers vectorise it: x = n·ln2 + f (n rounded by
 // the 1.5·2^52 shift, whose low mantissa bits are n: no double → int64 conversion, which AVX2 lacks;
 // ln2 split in two, Cody–Waite), e^f by Cephes' Padé form 1 + 2f·P(f²)/(Q(f²) − f·P(f²)), times 2^n
@@ -220,7 +207,8 @@ inline double exp_vec(double x) {
       ((3.00198505138664455042e-6 * ff + 2.52448340349684104192e-3) * ff + 2.27265548208155028766e-1) * ff +
       2.00000000000000000009e0;
   const double e = 1.0 + 2.0 * p / (q - p);
-  const double scale = double_bits_to((double_to_bits(shifted) - double_to_bits(kShift) + 1022u) << 52);
+  const double scale =
+      bit_cast<double>((bit_cast<uint64_t>(shifted) - bit_cast<uint64_t>(kShift) + 1022u) << 52);
   const double v = (2.0 * e) * scale;
   return x > 709.782712893384 ? double(INFINITY) : (x < -708.0 ? 0.0 : v);
 }
@@ -231,9 +219,9 @@ inline double exp_vec(double x) {
 // std::log for normal positive x (checked against NumPy on 4·10^5 points); 0 → −inf, +inf → +inf,
 // negative or NaN → NaN; subnormal inputs are not supported (their result is not a logarithm).
 inline float log_vec(float x) {
-  const uint32_t u = float_to_bits(x);
+  const uint32_t u = bit_cast<uint32_t>(x);
   float e = static_cast<float>(static_cast<int32_t>((u >> 23) & 0xffu) - 126);
-  float m = bits_to_float((u & 0x007fffffu) | 0x3f000000u);  // [0.5, 1)
+  float m = bit_cast<float>((u & 0x007fffffu) | 0x3f000000u);  // [0.5, 1)
   const bool small = m < 0.707106781186547524f;
   e = small ? e - 1.0f : e;
   const float f = (small ? m + m : m) - 1.0f;
@@ -252,9 +240,9 @@ inline float log_vec(float x) {
   return x > 0.0f ? (x < INFINITY ? r : x) : (x == 0.0f ? -INFINITY : NAN);
 }
 inline double log_vec(double x) {
-  const uint64_t u = double_to_bits(x);
+  const uint64_t u = bit_cast<uint64_t>(x);
   double e = static_cast<double>(static_cast<int64_t>((u >> 52) & 0x7ffu) - 1022);
-  double m = double_bits_to((u & 0x000fffffffffffffull) | 0x3fe0000000000000ull);  // [0.5, 1)
+  double m = bit_cast<double>((u & 0x000fffffffffffffull) | 0x3fe0000000000000ull);  // [0.5, 1)
   const bool small = m < 0.70710678118654752440;
   e = small ? e - 1.0 : e;
   const double f = (small ? m + m : m) - 1.0;
@@ -290,7 +278,8 @@ inline float exp_nonpositive(float x, float lo = kExpLo) {
   const float shifted = xc * 1.44269504088896341f + 12582912.0f;
   const float n = shifted - 12582912.0f;
   const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
-  const float value = exp_reduced(r) * bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
+  const float value =
+      exp_reduced(r) * bit_cast<float>((bit_cast<uint32_t>(shifted) - 0x4B400000u + 127u) << 23);
   return zero_below<kSelect>(value, x, lo);
 }
 

@@ -246,10 +246,11 @@ GRPOKIT_CPU_CLONES void kept_sums_f32(const In* x, int64_t n, float m, float it,
         const float e = cpu::exp_nonpositive(d, elo);
         // integer masks rather than float selects: the AVX2 and baseline loops vectorise
         const uint32_t keep = 0u - static_cast<uint32_t>((v >= t) & (raw >= lmp));
-        ek[k] = cpu::bits_to_float(cpu::float_to_bits(e) & keep);
-        dk[k] = cpu::bits_to_float(cpu::float_to_bits(e * d) & keep);
-        vk[k] = cpu::bits_to_float((cpu::float_to_bits(v) & keep) | (cpu::float_to_bits(INFINITY) & ~keep));
-        ck[k] = cpu::bits_to_float(cpu::float_to_bits(1.0f) & keep);
+        ek[k] = cpu::bit_cast<float>(cpu::bit_cast<uint32_t>(e) & keep);
+        dk[k] = cpu::bit_cast<float>(cpu::bit_cast<uint32_t>(e * d) & keep);
+        vk[k] = cpu::bit_cast<float>((cpu::bit_cast<uint32_t>(v) & keep) |
+                                     (cpu::bit_cast<uint32_t>(INFINITY) & ~keep));
+        ck[k] = cpu::bit_cast<float>(cpu::bit_cast<uint32_t>(1.0f) & keep);
       }
       for (int k = 0; k < kLanes; ++k) {
         sk[k] += ek[k], sd[k] += dk[k], nk[k] += ck[k];
