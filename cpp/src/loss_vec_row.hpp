@@ -287,6 +287,8 @@ void vector_row_rules(const LossSpec& s, const FastRow<C>& row, const LaneInt<C>
       return vector_row_kl<C, TIS, X, Surrogate::Logp, LW::DppoTv>(s, row, valid, ex, a);
     case LW::DppoKl:
       return vector_row_kl<C, TIS, X, Surrogate::Logp, LW::DppoKl>(s, row, valid, ex, a);
+    case LW::Topr:  // not reached: general_row_only (loss_engine.cpp) keeps TOPR on the general row
+      break;
   }
 }
 
