@@ -305,7 +305,7 @@ def main_gpu(args):
 # dual clip, SAPO, log-π surrogates with the one / ratio / clip / cap weights, the KL estimators, every
 # aggregation, and with --sampler-is the sampler IS weight per token or per sequence: sampling_logp is
 # then passed to every preset with a sampler IS rule); a preset that also needs other inputs or rules
-# (entropies, selections, OPSM, CPPO, VESPO, DPPO, GMPO, GTPO, DRO) is timed for grpokit only and shows
+# (entropies, selections, OPSM, CPPO, VESPO, DPPO, GMPO, GTPO, DRO, TOPR, a trust region) is timed for grpokit only and shows
 # n/a for torch. Parity with the torch loss and gradient is asserted before timing. --quick: two small
 # shapes, four presets.
 
@@ -325,6 +325,7 @@ def torch_supported(f):
         and f["prune_threshold"] == -np.inf
         and f["dro_beta"] == 0.0
         and f["entropy_coef"] == 0.0
+        and f["trust_region"] == "none"
     )
     return surrogate_ok and no_opsm and extras_off
 

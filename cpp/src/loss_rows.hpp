@@ -2,6 +2,7 @@
 // arrays read one completion (row) at a time, and flag arrays of any dtype read as bytes.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -91,8 +92,18 @@ inline const uint8_t* flag_bytes(const TensorView& v, const Layout& L, int64_t i
   if (bytes && a.step == 1) return static_cast<const uint8_t*>(v.data) + a.base;
   const int64_t n = L.len(i);
   buf.resize(static_cast<size_t>(n));
-  for (int64_t t = 0; t < n; ++t) buf[t] = flag_at(v.data, v.dtype, a.base + t * a.step) ? 1 : 0;
-  return buf.data();
+  uint8_t* out = buf.data();
+  // typed once per row (float and integer masks from torch and JAX convert at memory speed)
+  const bool known = math::visit_typed(v.data, v.dtype, false, [&](auto x) {
+    x += a.base;
+    if (a.step == 1)
+      for (int64_t t = 0; t < n; ++t) out[t] = x[t] != 0;
+    else
+      for (int64_t t = 0; t < n; ++t) out[t] = x[t * a.step] != 0;
+    return true;
+  });
+  if (!known) std::fill(out, out + n, uint8_t{1});  // flag_at's reading of an unknown dtype
+  return out;
 }
 
 // Element i of a (B,) flag array; true when undefined.

@@ -41,6 +41,8 @@ def case(name, b):
     G = 4
     cases = {
         "grpo": (b["Rk"], G, {}, {"reward_weights": [1.0, 0.5], "std": "sample", "epsilon": 1e-4}),
+        "maxrl": (np.abs(b["R"]) + 0.5, G, {}, {}),  # pass rates: the group means stay away from 0
+        "batch_mean": (b["R"], G, {}, {"baseline": "leave_one_out", "std_scope": "group"}),
         "rloo": (
             b["R"],
             G,

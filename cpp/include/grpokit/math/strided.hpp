@@ -33,33 +33,50 @@ namespace math {
 constexpr std::initializer_list<DType> kFlagDTypes = {
     DType::Bool, DType::UInt8, DType::Int8, DType::Int32, DType::Int64, DType::Float32, DType::Float64};
 
-// f(element `off` of the array at p) with the element in its own type (16-bit floats as float), or
-// `unknown` for a dtype it does not read. The one dtype switch of the reads below.
+// An element as the engines compute with it: itself, or float for the 16-bit floats.
+template <class T>
+GRPOKIT_HD T widen(T x) {
+  return x;
+}
+#if defined(GRPOKIT_HALF_TYPES)
+GRPOKIT_HD float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+GRPOKIT_HD float widen(__half x) { return __half2float(x); }
+#endif
+
+// f(p as a pointer to the dtype's element type), or `unknown` for a dtype it does not read. The one
+// dtype switch of the reads below (and of row loops that type an array once, not per element).
 template <class R, class F>
-GRPOKIT_HD R visit_element(const void* p, DType dt, int64_t off, R unknown, F&& f) {
+GRPOKIT_HD R visit_typed(const void* p, DType dt, R unknown, F&& f) {
   switch (dt) {
     case DType::Bool:
     case DType::UInt8:
-      return f(static_cast<const uint8_t*>(p)[off]);
+      return f(static_cast<const uint8_t*>(p));
     case DType::Int8:
-      return f(static_cast<const int8_t*>(p)[off]);
+      return f(static_cast<const int8_t*>(p));
     case DType::Int32:
-      return f(static_cast<const int32_t*>(p)[off]);
+      return f(static_cast<const int32_t*>(p));
     case DType::Int64:
-      return f(static_cast<const int64_t*>(p)[off]);
+      return f(static_cast<const int64_t*>(p));
     case DType::Float32:
-      return f(static_cast<const float*>(p)[off]);
+      return f(static_cast<const float*>(p));
     case DType::Float64:
-      return f(static_cast<const double*>(p)[off]);
+      return f(static_cast<const double*>(p));
 #if defined(GRPOKIT_HALF_TYPES)
     case DType::BFloat16:
-      return f(__bfloat162float(static_cast<const __nv_bfloat16*>(p)[off]));
+      return f(static_cast<const __nv_bfloat16*>(p));
     case DType::Float16:
-      return f(__half2float(static_cast<const __half*>(p)[off]));
+      return f(static_cast<const __half*>(p));
 #endif
     default:
       return unknown;
   }
+}
+
+// f(element `off` of the array at p) with the element in its own type (16-bit floats as float), or
+// `unknown` for a dtype it does not read.
+template <class R, class F>
+GRPOKIT_HD R visit_element(const void* p, DType dt, int64_t off, R unknown, F&& f) {
+  return visit_typed(p, dt, unknown, [&](auto q) -> R { return f(widen(q[off])); });
 }
 
 // A flag (mask, keep flag, selection): set when nonzero, compared in its own type.
