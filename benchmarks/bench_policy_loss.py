@@ -306,8 +306,8 @@ def main_gpu(args):
 # aggregation, and with --sampler-is the sampler IS weight per token or per sequence: sampling_logp is
 # then passed to every preset with a sampler IS rule); a preset that also needs other inputs or rules
 # (entropies, selections, OPSM, CPPO, VESPO, DPPO, GMPO, GTPO, DRO, TOPR, a trust region) is timed for
-# grpokit only and shows n/a for torch. Parity with the torch loss and gradient is asserted before timing. --quick: two small
-# shapes, four presets.
+# grpokit only and shows n/a for torch. Parity with the torch loss and gradient is asserted before
+# timing. --quick: two small shapes, four presets.
 
 QUICK_PRESETS = ["trl.grpo", "trl.dapo", "verl.vanilla", "paper.gspo"]
 
