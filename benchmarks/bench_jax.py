@@ -73,6 +73,7 @@ def bench_loss(B: int, T: int, repeats: int) -> dict:
         rng.normal(size=B).astype(np.float32),
         (np.arange(T)[None, :] < rng.integers(1, T + 1, B)[:, None]).astype(np.float32),
     )
+    args = tuple(jnp.asarray(x) for x in args)  # on the device already, as in a training step
     fns = {name: jax.jit(jax.value_and_grad(f)) for name, f in (("grpokit", grpokit_loss), ("jnp", jnp_grpo_loss))}
     (l1, g1), (l2, g2) = fns["grpokit"](*args), fns["jnp"](*args)
     np.testing.assert_allclose(float(l1), float(l2), rtol=1e-4, atol=1e-6)
@@ -83,6 +84,7 @@ def bench_loss(B: int, T: int, repeats: int) -> dict:
 def bench_logprobs(N: int, V: int, repeats: int, backward: bool) -> dict:
     rng = np.random.default_rng(1)
     args = (rng.normal(size=(N, V)).astype(np.float32), rng.integers(0, V, N).astype(np.int32))
+    args = tuple(jnp.asarray(x) for x in args)  # a host → device copy per call would dominate the time
     fns = {}
     for name, f in (("grpokit", grpokit_logprobs), ("jnp", jnp_logprobs)):
         if backward:
