@@ -347,38 +347,6 @@ A strided(const TensorView& v) {
 Arr arr(const TensorView& v) { return strided<Arr>(v); }
 OutArr out_arr(const TensorView& v) { return strided<OutArr>(v); }
 
-bool is_half(DType d) { return d == DType::Float16 || d == DType::BFloat16; }
-
-// check_loss_args accepts float32/float64; half inputs are checked as float32 once every float
-// tensor is known to share logp's dtype (the rule check_loss_args applies to float32 too).
-void check_args_any_float(const LossSpec& spec, const LossInputs& in, const LossOutputs& out) {
-  const TensorView& lp = in.logp;
-  check_dtype(lp, "logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
-  if (!is_half(lp.dtype)) return check_loss_args(spec, in, out);
-  LossInputs in2 = in;
-  LossOutputs out2 = out;
-  auto relabel = [&](TensorView& v, const char* name) {
-    if (!v.defined()) return;
-    if (v.dtype != lp.dtype)
-      type_error(name, ": expected dtype ", dtype_name(lp.dtype), " (the dtype of logp), got ",
-                 dtype_name(v.dtype));
-    v.dtype = DType::Float32;
-  };
-  relabel(in2.old_logp, "old_logp");
-  relabel(in2.advantages, "advantages");
-  relabel(in2.ref_logp, "ref_logp");
-  relabel(in2.entropies, "entropies");
-  relabel(in2.sampling_logp, "sampling_logp");
-  relabel(in2.token_weights, "token_weights");
-  relabel(out2.loss, "loss");
-  relabel(out2.grad_logp, "grad_logp");
-  relabel(out2.grad_entropy, "grad_entropy");
-  relabel(out2.per_token, "per_token");
-  relabel(out2.weights, "weights");
-  in2.logp.dtype = DType::Float32;
-  check_loss_args(spec, in2, out2);
-}
-
 template <class T>
 void launch(const Args& a, cudaStream_t stream) {
   const unsigned rows = static_cast<unsigned>(a.B);
@@ -404,7 +372,7 @@ int64_t loss_workspace_size(int64_t num_rows) {
 
 void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int /*num_threads*/,
                  std::intptr_t stream) {
-  check_args_any_float(spec, in, out);
+  check_loss_args_any_float(spec, in, out);
 #if !defined(GRPOKIT_CUDA_EMULATE)
   check_cuda_device(in.logp, "logp");
 #endif

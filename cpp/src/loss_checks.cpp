@@ -59,6 +59,9 @@ void check_loss_args(const LossSpec& s, const LossInputs& in, const LossOutputs&
   validate_spec(s);
   const TensorView& lp = in.logp;
   check_ndim(lp, "logp", {1, 2});
+  if (lp.dtype == DType::BFloat16 || lp.dtype == DType::Float16)  // check_loss_args_any_float takes them
+    type_error("logp: expected dtype float32, float64, got ", dtype_name(lp.dtype),
+               " (bfloat16/float16 are GPU-only)");
   check_dtype(lp, "logp", {DType::Float32, DType::Float64});
   const bool packed = in.cu_seqlens.defined();
   if (packed && lp.ndim != 1)
@@ -168,6 +171,37 @@ void check_loss_args(const LossSpec& s, const LossInputs& in, const LossOutputs&
       value_error("metrics: expected ", metric_ids(s, in).size(), " entries, got ", out.metrics.shape[0]);
   }
   if (out.grad_logp.data == lp.data) value_error("grad_logp: must not alias logp");
+}
+
+// The GPU engine's rule (cuda/loss.cu, grpokit.jax's trace-time check): bfloat16/float16 logp too, with
+// every float array in logp's dtype; such a call is then checked as float32 (check_loss_args' rules
+// compare dtypes only with logp's).
+void check_loss_args_any_float(const LossSpec& spec, const LossInputs& in, const LossOutputs& out) {
+  const TensorView& lp = in.logp;
+  check_dtype(lp, "logp", {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16});
+  if (lp.dtype != DType::BFloat16 && lp.dtype != DType::Float16) return check_loss_args(spec, in, out);
+  LossInputs in2 = in;
+  LossOutputs out2 = out;
+  auto relabel = [&lp](TensorView& v, const char* name) {
+    if (!v.defined()) return;
+    if (v.dtype != lp.dtype)
+      type_error(name, ": expected dtype ", dtype_name(lp.dtype), " (the dtype of logp), got ",
+                 dtype_name(v.dtype));
+    v.dtype = DType::Float32;
+  };
+  relabel(in2.old_logp, "old_logp");
+  relabel(in2.advantages, "advantages");
+  relabel(in2.ref_logp, "ref_logp");
+  relabel(in2.entropies, "entropies");
+  relabel(in2.sampling_logp, "sampling_logp");
+  relabel(in2.token_weights, "token_weights");
+  relabel(out2.loss, "loss");
+  relabel(out2.grad_logp, "grad_logp");
+  relabel(out2.grad_entropy, "grad_entropy");
+  relabel(out2.per_token, "per_token");
+  relabel(out2.weights, "weights");
+  in2.logp.dtype = DType::Float32;
+  check_loss_args(spec, in2, out2);
 }
 
 }  // namespace grpokit

@@ -210,7 +210,8 @@ def policy_loss(logp: Any, old_logp: Any, advantages: Any, mask: Any = None, **k
     """Differentiable GRPO-family loss: :func:`grpokit.policy_loss` as a JAX op.
 
     Same arrays, layouts, options and presets as :func:`grpokit.policy_loss` (JAX arrays or anything
-    ``jnp.asarray`` takes; float32/float64 ``logp``). ``spec`` and ``**overrides`` are static: plain
+    ``jnp.asarray`` takes; float32/float64 ``logp``, or bfloat16/float16 on a GPU with every float
+    array in that dtype: the CPU refuses them when the call runs). ``spec`` and ``**overrides`` are static: plain
     Python values, not traced arrays. The forward runs the engine once, which also yields ∂loss/∂logp
     (and ∂loss/∂entropies); the backward multiplies them by the incoming cotangent.
 
@@ -230,8 +231,8 @@ def policy_loss(logp: Any, old_logp: Any, advantages: Any, mask: Any = None, **k
     o.update(logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
     a = {name: _array(o[name], name) for name in _LOSS_INPUTS}
     lp = a["logp"]
-    if np.dtype(lp.dtype).name not in ("float32", "float64"):
-        raise TypeError(f"logp: expected dtype float32 or float64, got {np.dtype(lp.dtype).name}")
+    if np.dtype(lp.dtype).name not in ("float32", "float64", "bfloat16", "float16"):
+        raise TypeError(f"logp: expected dtype float32, float64, bfloat16 or float16, got {np.dtype(lp.dtype).name}")
     has_ent, has_smp = o["entropies"] is not None, o["sampling_logp"] is not None
     fields, names, ent_grad = _loss._plan(o["spec"], overrides, has_ent, has_smp)
     static = (

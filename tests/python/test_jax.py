@@ -176,10 +176,24 @@ def test_bad_shapes_and_dtypes_raise_at_trace_time_with_the_numpy_message():
     with pytest.raises(ValueError) as got:  # lowering traces without running anything
         jax.jit(lambda lp: gkj.policy_loss(lp, b["old"], bad_adv, b["mask"]).loss).lower(b["lp"])
     assert str(got.value) == str(want.value)
-    with pytest.raises(TypeError, match="logp: expected dtype float32 or float64, got int32"):
+    with pytest.raises(TypeError, match="logp: expected dtype float32, float64, bfloat16 or float16, got int32"):
         gkj.policy_loss(np.zeros((2, 3), np.int32), None, np.zeros(2, np.float32))
     with pytest.raises(ValueError, match="epsilon"):
         gkj.policy_loss(b["lp"], b["old"], b["A"], spec="trl.grpo", epsilon=-1.0)
+
+
+@pytest.mark.parametrize("half", ["bfloat16", "float16"])
+def test_16bit_losses_pass_the_gpu_rules_at_trace_time_and_the_cpu_refuses_them_at_run_time(half):
+    b = batch(dtype=np.float32)
+    lp, old, A = (jnp.asarray(b[k], dtype=half) for k in ("lp", "old", "A"))
+    f = jax.jit(lambda lp, old, A: gkj.policy_loss(lp, old, A, b["mask"], spec="trl.dapo").loss)
+    assert f.lower(lp, old, A).out_info.dtype == np.dtype(half)  # traced with the GPU engine's checks
+    with pytest.raises(
+        Exception, match=f"logp: expected dtype float32, float64, got {half} \\(bfloat16/float16 are GPU-only\\)"
+    ):
+        jax.block_until_ready(f(lp, old, A))
+    with pytest.raises(TypeError, match=f"old_logp: expected dtype {half} \\(the dtype of logp\\), got float32"):
+        f.lower(lp, jnp.asarray(b["old"]), A)
 
 
 def test_value_errors_of_the_engine_surface_at_run_time():

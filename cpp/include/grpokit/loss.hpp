@@ -63,6 +63,9 @@ std::vector<std::string> loss_metric_names(const LossSpec& spec, const LossInput
 // Validates every argument (shapes, dtypes, devices, required inputs for the spec).
 void check_loss_args(const LossSpec& spec, const LossInputs& in, const LossOutputs& out);
 
+// The same with the GPU engine's dtypes: bfloat16/float16 logp too, every float array in logp's dtype.
+void check_loss_args_any_float(const LossSpec& spec, const LossInputs& in, const LossOutputs& out);
+
 // CPU engine. Rows are processed in parallel (OpenMP when available, `num_threads` <= 0: the
 // runtime's default); every reduction runs in row order, so results are bitwise identical for any
 // thread count. Value checks: NaN/inf at valid positions are errors (sampling_logp: NaN = unscored).
