@@ -99,3 +99,30 @@ def test_torch_in_torch_out_and_bad_inputs():
         gk.variance_proxy(A, m, logp=lp, sum_pi_squared=spp, gradient_norm=-1.0)
     with pytest.raises(ValueError, match="is_weights: .*shape"):
         gk.variance_proxy(A, m, logp=lp, sum_pi_squared=spp, is_weights=rho[:, :-1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("with_is", [False, True])
+def test_cuda_kernel_equals_the_cpu_engine(dtype, with_is):
+    """The CUDA kernel on device tensors (Σπ² from the fused op on the GPU) against the CPU engine on the
+    very values the GPU read; results stay on the device."""
+    torch = pytest.importorskip("torch")  # conftest skips gpu tests without a usable CUDA build and device
+    logits, ids, m, A, rho = batch(B=33, T=70, V=517, seed=4)
+    dt = getattr(torch, dtype)
+    on = lambda x, t=dt: torch.tensor(x, dtype=t, device="cuda")  # noqa: E731
+    r = gk.token_logprobs(on(logits), on(ids, torch.int64), sum_sq_probs=True)
+    kw = dict(is_weights=on(rho) if with_is else None, gradient_norm=0.05)
+    got = gk.variance_proxy(on(A), on(m, torch.bool), logprobs=r, **kw)
+    host = lambda x: None if x is None else x.double().cpu().numpy()  # noqa: E731
+    want = gk.variance_proxy(
+        host(on(A)),
+        m,
+        logp=host(r.logp),
+        sum_pi_squared=host(r.sum_sq_probs),
+        is_weights=host(kw["is_weights"]),
+        gradient_norm=0.05,
+    )
+    for k in NAMES:
+        assert got[k].device.type == "cuda", k
+        assert float(got[k]) == pytest.approx(float(want[k]), rel=1e-9, abs=1e-12), k
