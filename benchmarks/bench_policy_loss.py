@@ -3,7 +3,8 @@ TRL writes it, with the machine's memory bandwidth measured (CPU) or queried (GP
 
     python benchmarks/bench_policy_loss.py [--shapes 64x2048,256x4096] [--threads N] [--append]
     python benchmarks/bench_policy_loss.py --device cuda [--tokens 16:25] [--dtypes float32,bfloat16] [--append]
-    python benchmarks/bench_policy_loss.py --matrix [--shapes ...] [--presets ...] [--threads N]  (--quick: a check)
+    python benchmarks/bench_policy_loss.py --matrix [--shapes ...] [--presets ...] [--threads all|N] [--out rows.csv]
+        [--backends grpokit,eager,compile] [--sampler-is]  (--quick: a check)
 
 GPU (--device cuda): see run_gpu() below.
 
@@ -19,7 +20,9 @@ row state is added from its size).
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
+import math
 import os
 import platform
 import statistics
@@ -28,6 +31,7 @@ import tracemalloc
 import numpy as np
 
 import grpokit
+import policy_torch
 from grpokit._presets import resolve
 from timing import median_time
 
@@ -50,25 +54,6 @@ def emit(lines, append):
             fh.write("\n" + text)
 
 
-def torch_trl_dapo(torch, lp, old, A, mask, n_items, eps_lo=0.2, eps_hi=0.28):
-    lp = lp.detach().requires_grad_(True)
-    coef_1 = torch.exp(lp - old)
-    coef_2 = torch.clamp(coef_1, 1 - eps_lo, 1 + eps_hi)
-    adv = A.unsqueeze(1)
-    per_token_loss = -torch.min(coef_1 * adv, coef_2 * adv)
-    loss = (per_token_loss * mask).sum() / n_items
-    loss.backward()
-    with torch.no_grad():
-        low = (coef_1 < 1 - eps_lo) & (adv < 0)
-        high = (coef_1 > 1 + eps_hi) & (adv > 0)
-        m = mask.sum()
-        metrics = [(low * mask).sum() / m, (high * mask).sum() / m, ((low | high) * mask).sum() / m]
-        seq_low = (low * mask).sum(-1) / mask.sum(-1)
-        seq_high = (high * mask).sum(-1) / mask.sum(-1)
-        metrics += [seq_low.min(), seq_high.max()]
-    return loss, lp.grad, metrics
-
-
 def run(B, T, threads, repeat):
     import torch
 
@@ -80,8 +65,9 @@ def run(B, T, threads, repeat):
     mask = np.arange(T)[None, :] < rng.integers(T // 2, T + 1, size=B)[:, None]
     n_items = float(mask.sum())
 
+    f = resolve("trl.dapo", {"epsilon_high": 0.28, "num_items_in_batch": n_items}).engine_fields()
     t_lp, t_old, t_A, t_mask = (torch.from_numpy(x) for x in (lp, old, A, mask.astype(np.float32)))
-    t_torch = median_time(lambda: torch_trl_dapo(torch, t_lp, t_old, t_A, t_mask, n_items), repeat)
+    t_torch = median_time(lambda: policy_torch.policy_loss(f, t_lp, t_old, t_A, t_mask), repeat)
 
     def ours():
         return grpokit.policy_loss(
@@ -91,7 +77,7 @@ def run(B, T, threads, repeat):
     t_ours = median_time(ours, repeat)
     # parity of the two computations at this shape (float32 sums: relative 1e-4)
     r = ours()
-    tl, tg, _ = torch_trl_dapo(torch, t_lp, t_old, t_A, t_mask, n_items)
+    tl, tg, _ = policy_torch.policy_loss(f, t_lp, t_old, t_A, t_mask)
     assert abs(float(r.loss) - tl.item()) <= 1e-4 * max(1.0, abs(tl.item())), (float(r.loss), tl.item())
     np.testing.assert_allclose(r.grad_logp, tg.numpy(), rtol=1e-4, atol=1e-9)
 
@@ -298,134 +284,14 @@ def main_gpu(args):
 # ---- the preset matrix (--matrix) -------------------------------------------------------------------
 #
 # Every preset × beta ∈ {0, 0.04} × shape, grpokit against PyTorch eager and torch.compile of the same
-# preset written as TRL / verl write it (whole-array torch: ratio, surrogate, KL, masked aggregation,
-# then autograd), one thread and all threads, interleaved in one run; ns per token (B·T) and torch /
-# grpokit ratios. The torch formulation is built from the preset's own rule row for the rules peers
-# write as whole-array code (token / sequence / sequence-token / sequence-sum ratios, clip with δ and
-# dual clip, SAPO, log-π surrogates with the one / ratio / clip / cap weights, the KL estimators, every
-# aggregation, and with --sampler-is the sampler IS weight per token or per sequence: sampling_logp is
-# then passed to every preset with a sampler IS rule); a preset that also needs other inputs or rules
-# (entropies, selections, OPSM, CPPO, VESPO, DPPO, GMPO, GTPO, DRO, TOPR, a trust region) is timed for
-# grpokit only and shows n/a for torch. Parity with the torch loss and gradient is asserted before
-# timing. --quick: two small shapes, four presets.
+# preset written as TRL / verl write it (policy_torch.py: one function per rule, composed as the engine
+# composes them; loss, autograd backward and the preset's metrics), one thread and all threads,
+# interleaved in one run; ns per token (B·T) and torch / grpokit ratios. Each preset gets the inputs its
+# rules read (entropies, a 2 % token selection; with --sampler-is the sampler's log-probs). Parity of
+# the torch loss and gradient with grpokit's is checked before timing. --quick: small shapes, four presets.
 
 QUICK_PRESETS = ["trl.grpo", "trl.dapo", "verl.vanilla", "paper.gspo"]
-
-
-def torch_supported(f):
-    """Whether the whole-array torch formulation below covers this rule row with plain inputs."""
-    surrogate_ok = f["surrogate"] in ("clip", "unclipped", "sapo") or (
-        f["surrogate"] == "logp" and f["logp_weight"] in ("one", "ratio", "clip", "cap")
-    )
-    no_opsm = f["off_policy_mask_threshold"] != f["off_policy_mask_threshold"]  # NaN: off
-    extras_off = (
-        f["selection"] == "none"
-        and not f["gtpo_entropy"]
-        and f["top_entropy_quantile"] >= 1.0
-        and f["prune_threshold"] == -np.inf
-        and f["dro_beta"] == 0.0
-        and f["entropy_coef"] == 0.0
-        and f["trust_region"] == "none"
-    )
-    return surrogate_ok and no_opsm and extras_off
-
-
-def torch_is_weight(torch, f, old, smp, m):
-    """TRL's vLLM importance-sampling weight (detached): ρ = exp(ℓ_old − ℓ_smp) per token, or exp of its
-    masked row sum per sequence; truncated to [is_min, is_max] or zeroed outside it."""
-    d = torch.nan_to_num(old - smp, nan=0.0)
-    if f["sampler_is"].startswith("sequence"):
-        d = (d * m).sum(-1, keepdim=True)
-    rho = torch.exp(d)
-    lo, hi = f["is_min"], f["is_max"]
-    if f["sampler_is"].endswith("truncate"):
-        return torch.clamp(rho, lo, hi)
-    return torch.where((rho < lo) | (rho > hi), torch.zeros_like(rho), rho)
-
-
-def torch_loss(torch, f, lp, old, A, mask, ref, smp=None):
-    """The preset's loss, gradient and ratio / clip metrics, as whole-array torch (TRL / verl style).
-    smp: sampling_logp (the sampler IS weight multiplies the policy term), or None."""
-    x = lp.detach().requires_grad_(True)
-    m = mask
-    L = m.sum(-1).clamp(min=1.0)
-    d = (x - old).clamp(f["log_ratio_min"], f["log_ratio_max"])
-    if f["ratio"] == "token":
-        r = torch.exp(d)
-    else:
-        s = (d * m).sum(-1, keepdim=True)
-        u = s if f["ratio"] == "sequence_sum" else s / L.unsqueeze(-1)
-        if f["ratio"] == "sequence_token":  # value s_i, gradient s_i·∇ℓ_t
-            r = torch.exp(u.detach() + x - x.detach())
-        else:
-            r = torch.exp(u).expand_as(x)
-    a = A.unsqueeze(-1)
-    el, eh = f["epsilon_low"], f["epsilon_high"]
-    metrics = {}
-    if f["surrogate"] == "clip":
-        rt = torch.clamp(r, max=f["delta"])
-        rc = torch.clamp(r, 1 - el, 1 + eh)
-        pg = -torch.min(rt * a, rc * a)
-        if f["clip_ratio_c"] != np.inf:  # verl's dual clip for A < 0
-            pg = torch.where(a < 0, torch.min(pg, -a * f["clip_ratio_c"]), pg)
-        with torch.no_grad():
-            low = ((r < 1 - el) & (a < 0)).float()
-            high = ((r > 1 + eh) & (a > 0)).float()
-            n = m.sum()
-            metrics["clip_low"] = (low * m).sum() / n
-            metrics["clip_high"] = (high * m).sum() / n
-    elif f["surrogate"] == "sapo":
-        tau = torch.where(a > 0, torch.tensor(f["sapo_temperature_pos"]), torch.tensor(f["sapo_temperature_neg"]))
-        pg = -a * 4.0 / tau * torch.sigmoid(tau * (r - 1.0))
-    elif f["surrogate"] == "logp":
-        w = {
-            "one": torch.ones_like(r),
-            "ratio": r,
-            "clip": torch.clamp(r, 1 - el, 1 + eh),
-            "cap": torch.clamp(r, max=eh),
-        }[f["logp_weight"]].detach()
-        pg = -a * w * x
-    else:
-        pg = -a * r
-    if smp is not None and f["sampler_is"] != "none":
-        w_is = torch_is_weight(torch, f, old, smp, m)
-        pg = pg * w_is
-        with torch.no_grad():
-            metrics["is_mean"] = (w_is.expand_as(m) * m).sum() / m.sum()
-    phi = pg
-    if f["kl"] != "none" and f["beta"] != 0.0:
-        lc = f["kl_log_clamp"] if f["kl"] == "k3" else np.inf
-        z = (ref - x).clamp(-lc, lc)
-        k = {"k1": -z, "k2": 0.5 * z * z, "k3": torch.exp(z) - z - 1.0, "abs": z.abs()}[f["kl"]]
-        if f["kl"] == "k3" and f["kl_value_clamp"] != np.inf:
-            k = k.clamp(-f["kl_value_clamp"], f["kl_value_clamp"])
-        if f["kl_is_corrected"]:
-            k = k * r
-        phi = phi + f["beta"] * k
-        with torch.no_grad():
-            metrics["kl"] = (k * m).sum() / m.sum()
-    agg = f["aggregation"]
-    B = float(m.shape[0])
-    scale = f["dp_size"] / (f["gradient_accumulation_steps"] if f["divide_by_ga"] else 1.0)
-    if agg == "token_mean":
-        loss = (phi * m).sum() / m.sum().clamp(min=1.0)
-    elif agg == "token_sum":
-        loss = (phi * m).sum()
-    elif agg == "seq_mean_token_mean":
-        loss = ((phi * m).sum(-1) / L).sum() / B
-    elif agg == "seq_mean_token_sum":
-        loss = (phi * m).sum() / B
-    else:
-        C = f["max_completion_length"] if f["max_completion_length"] > 0 else float(m.shape[1])
-        loss = (phi * m).sum() / (B * C)
-    loss = loss * scale
-    loss.backward()
-    with torch.no_grad():
-        rm = r.detach()
-        metrics["ratio_mean"] = (rm * m).sum() / m.sum()
-        metrics["ratio_min"] = torch.where(m > 0, rm, torch.inf).min()
-        metrics["ratio_max"] = torch.where(m > 0, rm, -torch.inf).max()
-    return loss, x.grad, metrics
+BACKENDS = ("grpokit", "eager", "compile")
 
 
 def inputs(B, T, seed=0):
@@ -438,46 +304,83 @@ def inputs(B, T, seed=0):
     return lp, old, ref, A, mask
 
 
-def bench_row(torch, name, beta, shape, threads, repeat, compiled_cache, sampler_is=False):
+def extra_inputs(f, B, T, old, sampler_is, selected=0.02):
+    """The inputs a preset's rules read besides the log-probs, as grpokit.policy_loss keywords
+    (``selected``: the fraction of tokens in a selection)."""
+    rng = np.random.default_rng(1)
+    extra = {}
+    if f["selection"] != "none":
+        extra["selection"] = rng.random((B, T)) < selected
+    if f["gtpo_entropy"] or f["entropy_coef"] != 0.0 or f["top_entropy_quantile"] < 1.0:
+        extra["entropies"] = rng.uniform(0.1, 2.0, size=(B, T)).astype(old.dtype)
+    if sampler_is and (f["sampler_is"] != "none" or not math.isnan(f["off_policy_mask_threshold"])):
+        # vLLM's log-probs of the sampled tokens (the IS weight and the off-policy mask read them)
+        extra["sampling_logp"] = (old + rng.normal(0, 0.05, size=(B, T))).astype(old.dtype)
+    return extra
+
+
+def torch_args(torch, lp, old, A, mask, ref, extra):
+    """policy_torch.policy_loss's positional tensors for the same inputs."""
+    t = {k: None if v is None else torch.from_numpy(v) for k, v in extra.items()}
+    m = torch.from_numpy(mask.astype(lp.dtype))
+    return tuple(torch.from_numpy(v) for v in (lp, old, A)) + (
+        m,
+        torch.from_numpy(ref),
+        t.get("entropies"),
+        t.get("sampling_logp"),
+        t.get("selection"),
+    )
+
+
+def check_parity(name, r, loss, grad):
+    """grpokit against the torch formulation in float32: the loss to 1e-4 relative; the gradient to 1e-3
+    relative except at a few tokens (at most 1e-5 of them, one at least), where a float32 rounding can
+    put a token on the other side of a mask's threshold (trust regions, quantiles)."""
+    lt = loss.item()
+    if abs(float(r.loss) - lt) > 1e-4 * max(1.0, abs(lt)):
+        raise AssertionError(f"{name}: loss grpokit {float(r.loss)} != torch {lt}")
+    g, gt = np.asarray(r.grad_logp, np.float64), grad.numpy().astype(np.float64)
+    bad = np.abs(g - gt) > 1e-3 * np.abs(gt) + 1e-4 * np.abs(gt).max()
+    if bad.sum() > max(1, 1e-5 * g.size):
+        raise AssertionError(f"{name}: gradient differs at {int(bad.sum())} of {g.size} tokens")
+
+
+def bench_row(torch, name, beta, shape, threads, repeat, compiled_cache, sampler_is=False, backends=BACKENDS):
+    """Seconds per call of each backend (None where not run) for one preset, beta, shape and thread count."""
     B, T = shape
     f = dict(resolve(name, {"beta": beta}).engine_fields())
     lp, old, ref, A, mask = inputs(B, T)
+    extra = extra_inputs(f, B, T, old, sampler_is)
     torch.set_num_threads(threads)
-
-    extra = {}  # the inputs a preset's rules read besides the log-probs (as the tests give them)
-    rng = np.random.default_rng(1)
-    if f["selection"] != "none":
-        extra["selection"] = rng.random((B, T)) < 0.02
-    if f["gtpo_entropy"] or f["entropy_coef"] != 0.0 or f["top_entropy_quantile"] < 1.0:
-        extra["entropies"] = rng.uniform(0.1, 2.0, size=(B, T)).astype(np.float32)
-    smp = None
-    if sampler_is and f["sampler_is"] != "none":  # vLLM's log-probs of the sampled tokens
-        smp = (old + rng.normal(0, 0.05, size=(B, T))).astype(np.float32)
-        extra["sampling_logp"] = smp
 
     def ours():
         return grpokit.policy_loss(lp, old, A, mask, spec=name, beta=beta, ref_logp=ref, num_threads=threads, **extra)
 
-    out = {"grpokit": median_time(ours, repeat), "eager": None, "compile": None}
-    if not torch_supported(f):
-        return out
-    t_lp, t_old, t_ref, t_A = (torch.from_numpy(v) for v in (lp, old, ref, A))
-    t_m = torch.from_numpy(mask.astype(np.float32))
-    t_smp = None if smp is None else torch.from_numpy(smp)
-    r = ours()
-    loss, grad, _ = torch_loss(torch, f, t_lp, t_old, t_A, t_m, t_ref, t_smp)
-    assert abs(float(r.loss) - loss.item()) <= 1e-4 * max(1.0, abs(loss.item())), (name, float(r.loss), loss.item())
-    np.testing.assert_allclose(r.grad_logp, grad.numpy(), rtol=1e-3, atol=1e-4 * float(np.abs(grad.numpy()).max()))
-    out["eager"] = median_time(lambda: torch_loss(torch, f, t_lp, t_old, t_A, t_m, t_ref, t_smp), repeat)
-    key = (name, beta, smp is not None)
-    if key not in compiled_cache:
-        compiled_cache[key] = torch.compile(lambda *a: torch_loss(torch, f, *a), dynamic=False)
-    fn = compiled_cache[key]
-    try:
-        out["compile"] = median_time(lambda: fn(t_lp, t_old, t_A, t_m, t_ref, t_smp), repeat)
-    except Exception as exc:  # noqa: BLE001 - report, don't abort the matrix
-        print(f"note: torch.compile failed for {name} beta={beta}: {type(exc).__name__}: {str(exc)[:100]}")
+    args = torch_args(torch, lp, old, A, mask, ref, extra)
+    loss, grad, _ = policy_torch.policy_loss(f, *args)
+    check_parity(name, ours(), loss, grad)
+    out = dict.fromkeys(BACKENDS)
+    if "grpokit" in backends:
+        out["grpokit"] = median_time(ours, repeat)
+    if "eager" in backends:
+        out["eager"] = median_time(lambda: policy_torch.policy_loss(f, *args), repeat)
+    if "compile" in backends:
+        key = (name, beta, "sampling_logp" in extra)
+        if key not in compiled_cache:
+            compiled_cache[key] = torch.compile(lambda *a: policy_torch.policy_loss(f, *a), dynamic=False)
+        fn = compiled_cache[key]
+        try:
+            out["compile"] = median_time(lambda: fn(*args), repeat)
+        except Exception as exc:  # noqa: BLE001 - report, don't abort the matrix
+            print(f"note: torch.compile failed for {name} beta={beta}: {type(exc).__name__}: {str(exc)[:100]}")
     return out
+
+
+def thread_counts(threads):
+    """--threads N: N only; --threads all: one thread and every core, interleaved (issue 17)."""
+    if threads == "all":
+        return sorted({1, os.cpu_count() or 1})
+    return [int(threads)]
 
 
 def main_matrix(args):
@@ -493,7 +396,9 @@ def main_matrix(args):
         presets = [p for p in presets if p in QUICK_PRESETS] or QUICK_PRESETS
         shapes, args.repeat = "8x256,16x512", min(args.repeat, 2)
     shapes = [tuple(int(v) for v in s.split("x")) for s in shapes.split(",")]
-    thread_counts = sorted({1, args.threads})
+    backends = tuple(b for b in args.backends.split(",") if b)
+    if not set(backends) <= set(BACKENDS) or "grpokit" not in backends:
+        raise SystemExit(f"--backends: expected grpokit plus any of eager, compile; got {args.backends!r}")
     print(f"### policy_loss matrix, CPU — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, grpokit {grpokit.__version__} "
@@ -502,23 +407,39 @@ def main_matrix(args):
     )
     print("| preset | beta | B×T | threads | grpokit ns/tok | eager ns/tok (×) | compile ns/tok (×) |")
     print("|---|---|---|---|---|---|---|")
+    rows = []
     cache = {}
     # interleaved: every configuration of one shape and thread count before the next
     for shape in shapes:
-        for threads in thread_counts:
+        for threads in thread_counts(args.threads):
             for name in presets:
                 for beta in (0.0, 0.04):
-                    r = bench_row(torch, name, beta, shape, threads, args.repeat, cache, args.sampler_is)
+                    r = bench_row(torch, name, beta, shape, threads, args.repeat, cache, args.sampler_is, backends)
                     n = shape[0] * shape[1]
+                    ns = {k: None if t is None else t / n * 1e9 for k, t in r.items()}
+                    rows.append(dict(preset=name, beta=beta, B=shape[0], T=shape[1], threads=threads, **ns))
 
-                    def cell(t, r=r, n=n):
-                        return "n/a" if t is None else f"{t / n * 1e9:.2f} ({t / r['grpokit']:.1f}×)"
+                    def cell(k, ns=ns):
+                        return "n/a" if ns[k] is None else f"{ns[k]:.2f} ({ns[k] / ns['grpokit']:.1f}×)"
 
                     print(
-                        f"| {name} | {beta} | {shape[0]}×{shape[1]} | {threads} | {r['grpokit'] / n * 1e9:.2f} | "
-                        f"{cell(r['eager'])} | {cell(r['compile'])} |",
+                        f"| {name} | {beta} | {shape[0]}×{shape[1]} | {threads} | {ns['grpokit']:.2f} | "
+                        f"{cell('eager')} | {cell('compile')} |",
                         flush=True,
                     )
+    if args.out:
+        write_csv(args.out, rows)
+    return rows
+
+
+def write_csv(path, rows):
+    """One line per preset, beta, shape and thread count: ns/token of each backend (empty: not run)."""
+    cols = ["preset", "beta", "B", "T", "threads"] + [f"{b}_ns_per_token" for b in BACKENDS]
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r[c] for c in cols[:5]] + ["" if r[b] is None else f"{r[b]:.4f}" for b in BACKENDS])
 
 
 def main():
@@ -527,7 +448,11 @@ def main():
     ap.add_argument("--tokens", default="16:25", help="GPU: log2 of N = B×T, as lo:hi")
     ap.add_argument("--dtypes", default="float32,bfloat16", help="GPU: input dtypes")
     ap.add_argument("--shapes", default="64x2048,256x4096")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--threads",
+        default="all",
+        help="N, or all: every core (--matrix: one thread and every core, interleaved in one run)",
+    )
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--append", action="store_true", help="append the results to benchmarks/RESULTS.md")
     ap.add_argument("--matrix", action="store_true", help="every preset × beta × shape against eager and compile")
@@ -538,6 +463,8 @@ def main():
         action="store_true",
         help="--matrix: pass sampling_logp to the presets with a sampler IS rule (TRL's vLLM IS correction)",
     )
+    ap.add_argument("--backends", default=",".join(BACKENDS), help="--matrix: grpokit plus any of eager, compile")
+    ap.add_argument("--out", default="", help="--matrix: also write the rows to this CSV file")
     args = ap.parse_args()
     if args.device == "cuda":
         return main_gpu(args)
@@ -548,6 +475,7 @@ def main():
         return main_matrix(args)
     import torch
 
+    args.threads = thread_counts(args.threads)[-1]
     bw = stream_bandwidth(args.threads)
     lines = [
         f"### policy_loss, CPU — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
