@@ -53,7 +53,9 @@ REMEDIES = (
     ("clip-consistent m", {"momentum_guard": "consistent"}, None),
     ("per-token projection", {"momentum_guard": "project"}, None),
     ("projection, margin 0.02", {"momentum_guard": "project", "guard_margin": 0.02}, None),
+    ("projection (hold momentum)", {"momentum_guard": "project", "guard_hold": "momentum"}, None),
     ("μ = 1 (no clip)", {"momentum_guard": "off"}, 1),
+    ("AdamW lr 5e-3", {"momentum_guard": "off", "lr": 5e-3}, None),  # reward against step size, no guard
 )
 
 
