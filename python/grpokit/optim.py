@@ -20,7 +20,9 @@ left the clip region, where its own advantage gradient is zero (Props 3, 7; docs
 * ``"project"`` (per-token step control): the look-ahead's tokens predicted past bound + margin are
   held at it by removing from Adam's step only its component along their log-prob gradients
   (weighted by Adam's own per-coordinate step), instead of shrinking the whole step; η then covers
-  what the first order misses.
+  what the first order misses. ``hold="momentum"``: a token may still go as far out as the step's
+  gradient part alone takes it; only what momentum adds beyond that is removed (the projection form
+  of clip-consistent momentum).
 
 No clipping with μ = 1, the paper's own suggestion, is a configuration, not a mode.
 """
@@ -111,6 +113,9 @@ class MomentumGuard:
         rounds, max_constraints: ``"project"``: how many times the set of constrained tokens may grow
             (one batched reverse pass for the new tokens' gradients and one prediction each) and its
             largest size (the tokens with the largest predicted excess first; η covers the rest).
+        hold: ``"project"``: ``"step"`` holds the tokens against Adam's whole step; ``"momentum"``
+            lets each go as far out as the step's gradient part (1 − β1)·g alone would take it (one
+            more prediction per step).
         model: the module whose parameters the optimizer updates (needed by ``"lookahead"`` and
             ``"consistent"``).
     """
