@@ -452,6 +452,8 @@ def test_demo_switch():
     assert max(guarded.max_overshoot) <= 0.01 + 0.01  # margin + the first-order error
     with pytest.raises(ValueError, match="mode: expected one of"):
         demo.run_demo(momentum_guard="on", **kw)
+    with pytest.raises(ValueError, match="hold: expected 'step' or 'momentum', got 'all'"):
+        demo.run_demo(momentum_guard="project", guard_hold="all", **kw)
 
 
 def test_cli_switch(tmp_path, capsys):
