@@ -2,6 +2,7 @@
 
     python benchmarks/eval_momentum_guard.py [--seeds 5] [--steps 40] [--trl-steps 8] [--trl-seeds 2]
                                              [--plot docs/images/momentum_guard.png] [--quick]
+                                             [--only "AdamW;look-ahead"]
 
 Three settings, every remedy against plain AdamW in the same runs (same seeds, same samples until the
 trajectories part):
@@ -53,7 +54,9 @@ REMEDIES = (
     ("clip-consistent m", {"momentum_guard": "consistent"}, None),
     ("per-token projection", {"momentum_guard": "project"}, None),
     ("projection, margin 0.02", {"momentum_guard": "project", "guard_margin": 0.02}, None),
+    ("projection (hold momentum)", {"momentum_guard": "project", "guard_hold": "momentum"}, None),
     ("μ = 1 (no clip)", {"momentum_guard": "off"}, 1),
+    ("AdamW lr 5e-3", {"momentum_guard": "off", "lr": 5e-3}, None),  # reward against step size, no guard
 )
 
 
@@ -300,14 +303,14 @@ def main() -> None:
     ap.add_argument("--trl-steps", type=int, default=8, help="optimizer steps per TRL run (0: skip)")
     ap.add_argument("--plot", default=None, help="write the demo figure to this PNG")
     ap.add_argument("--quick", action="store_true", help="a tiny run that only checks the script works")
-    ap.add_argument("--only", default=None, help="comma-separated remedy labels to run (default: all)")
+    ap.add_argument("--only", default=None, help="';'-separated remedy labels to run (default: all)")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.steps, a.mus, a.trl_seeds, a.trl_steps = 2, 3, "2", 1, 0
     torch.set_num_threads(1)
     if a.only:
         global REMEDIES
-        REMEDIES = tuple(r for r in REMEDIES if r[0] in a.only.split(","))
+        REMEDIES = tuple(r for r in REMEDIES if r[0] in a.only.split(";"))
     print("## The one-token toy (σ(z), π_old = ½, A = +1, ε = 0.2, μ = 12, Adam lr 0.05, β = (0.9, 0.95))\n")
     print(toy_table())
     seeds = list(range(a.seeds))
@@ -321,7 +324,7 @@ def main() -> None:
     if a.trl_steps:
         trl_seeds = list(range(a.trl_seeds))
         print(f"\n## TRL GRPOTrainer, tiny Qwen2, num_iterations = 4, {a.trl_steps} steps, seeds {trl_seeds}\n")
-        print(trl_rows(trl_seeds, a.trl_steps, a.only and a.only.split(",")))
+        print(trl_rows(trl_seeds, a.trl_steps, a.only and a.only.split(";")))
     if a.plot:
         plot(rows_by_mu, a.plot)
         print(f"\nwrote {a.plot}")

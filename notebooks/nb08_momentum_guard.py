@@ -54,13 +54,18 @@ print("η per step (margin 0.01, secant):", [round(r.eta, 4) for r in guard.reco
 ## The demo task, μ = 4
 The same samples for every remedy; the strict look-ahead removes the overshoot, at the price of smaller
 steps (lower reward after the same number of batches); the per-token projection removes it too and keeps
-most of each step (η close to 1), at the cost of one batched backward pass per round of constraints."""),
+most of each step (η close to 1), at the cost of one batched backward pass per round of constraints.
+`guard_hold="momentum"` lets a token still move as far as the step's gradient part alone takes it and
+removes only what momentum adds. Over 40 batches and 5 seeds (docs/diagnostics.md §5), every projection
+ends about 0.006–0.011 below AdamW's reward. That gap is the trust region itself: AdamW's extra reward
+comes from pushing sampled wrong answers past 1 − ε, which is the overshoot the guard removes."""),
     code("""
 runs = {}
 for label, opts in [("AdamW", {}), ("reset m", {"momentum_guard": "reset"}),
                     ("look-ahead", {"momentum_guard": "lookahead"}),
                     ("look-ahead 5%", {"momentum_guard": "lookahead", "guard_fraction": 0.05}),
-                    ("projection", {"momentum_guard": "project"})]:
+                    ("projection", {"momentum_guard": "project"}),
+                    ("proj. hold m", {"momentum_guard": "project", "guard_hold": "momentum"})]:
     (run,), _ = demo.run_demo(variants=("trl.grpo",), steps=15, inner_steps=4, progress=False, plots=False, **opts)
     runs[label] = run
     print(f"{label:14s} mean excess {np.mean(run.overshoot):.4f}  max {np.mean(run.max_overshoot):.4f}  "

@@ -51,6 +51,7 @@ class DemoConfig:
     momentum_guard: str = "off"  # grpokit.optim.MomentumGuard mode ("off", "reset", "lookahead", ...)
     guard_margin: float = 0.01  # MomentumGuard margin (ratio units past the clip bound)
     guard_fraction: float = 0.0  # MomentumGuard max_fraction (tokens allowed past bound + margin per step)
+    guard_hold: str = "step"  # MomentumGuard hold ("momentum": "project" lets the gradient alone push a token out)
 
 
 @dataclass
@@ -218,6 +219,7 @@ def train_variant(variant: Any, cfg: DemoConfig, progress: Any = None) -> Varian
         cfg.momentum_guard,
         margin=cfg.guard_margin,
         max_fraction=cfg.guard_fraction,
+        hold=cfg.guard_hold,
         epsilon=spec.epsilon_low,
         epsilon_high=spec.epsilon_high,
         model=policy,

@@ -20,7 +20,9 @@ left the clip region, where its own advantage gradient is zero (Props 3, 7; docs
 * ``"project"`` (per-token step control): the look-ahead's tokens predicted past bound + margin are
   held at it by removing from Adam's step only its component along their log-prob gradients
   (weighted by Adam's own per-coordinate step), instead of shrinking the whole step; η then covers
-  what the first order misses.
+  what the first order misses. ``hold="momentum"``: a token may still go as far out as the step's
+  gradient part alone takes it; only what momentum adds beyond that is removed (the projection form
+  of clip-consistent momentum).
 
 No clipping with μ = 1, the paper's own suggestion, is a configuration, not a mode.
 """
@@ -39,6 +41,7 @@ from .diagnostics import _optim
 
 MODES = ("off", "reset", "lookahead", "reset+lookahead", "consistent", "project")
 PREDICTIONS = ("jvp", "secant")
+HOLDS = ("step", "momentum")
 _SLACK = 1e-6  # moves below this share of the step's largest are round-off (a projected token's residual)
 
 
@@ -110,6 +113,9 @@ class MomentumGuard:
         rounds, max_constraints: ``"project"``: how many times the set of constrained tokens may grow
             (one batched reverse pass for the new tokens' gradients and one prediction each) and its
             largest size (the tokens with the largest predicted excess first; η covers the rest).
+        hold: ``"project"``: ``"step"`` holds the tokens against Adam's whole step; ``"momentum"``
+            lets each go as far out as the step's gradient part (1 − β1)·g alone would take it (one
+            more prediction per step).
         model: the module whose parameters the optimizer updates (needed by ``"lookahead"`` and
             ``"consistent"``).
     """
@@ -129,6 +135,7 @@ class MomentumGuard:
         model: Any = None,
         rounds: int = 8,
         max_constraints: int = 256,
+        hold: str = "step",
     ) -> None:
         self.optimizer = _adam(optimizer)
         if mode not in MODES:
@@ -143,6 +150,8 @@ class MomentumGuard:
             raise ValueError(f"max_fraction: expected a number in [0, 1), got {max_fraction!r}")
         if not all(isinstance(x, int) and x >= 1 for x in (rounds, max_constraints)):
             raise ValueError(f"rounds, max_constraints: expected integers >= 1, got {rounds!r}, {max_constraints!r}")
+        if hold not in HOLDS:
+            raise ValueError(f"hold: expected 'step' or 'momentum', got {hold!r}")
         if _needs_model(mode) and model is None:
             raise ValueError(f"model: required with mode {mode!r} (the module the optimizer updates)")
         self.mode = mode
@@ -154,6 +163,7 @@ class MomentumGuard:
         self.reset_second_moment = bool(reset_second_moment)
         self.model = model
         self.rounds, self.max_constraints = rounds, max_constraints
+        self.hold = hold
         self._correction: Optional[Dict[str, Any]] = None  # "project": Δ' − Δ of the planned step
         self.records: List[GuardRecord] = []
         self.steps = 0
@@ -185,6 +195,7 @@ class MomentumGuard:
                 "reset_second_moment": self.reset_second_moment,
                 "rounds": self.rounds,
                 "max_constraints": self.max_constraints,
+                "hold": self.hold,
                 "steps": self.steps,
                 "batches": self.batches,
                 "records": [asdict(r) for r in self.records],
@@ -367,16 +378,19 @@ class MomentumGuard:
         r, (s,), sign, valid = self._predict(logp_fn, old_logp, advantages, mask, [self.pending_update()])
         self._scale(rec, r, s, s, sign, valid)
 
-    def _scale(self, rec: GuardRecord, r: Any, s: Any, s_full: Any, sign: Any, valid: Any, cap: float = 1.0) -> None:
+    def _scale(
+        self, rec: GuardRecord, r: Any, s: Any, s_full: Any, sign: Any, valid: Any, cap: float = 1.0, allow: Any = 0.0
+    ) -> None:
         """η: the largest scale ≤ ``cap`` of the step (slopes ``s``) that keeps the tokens within the
-        margin (``s_full``: the slopes of Adam's own step, for the record)."""
+        margin, or within ``allow`` (an outward move each token may make anyway) where that is more
+        (``s_full``: the slopes of Adam's own step, for the record)."""
         room = self._room(r, sign, self.margin)
         push = sign * s  # outward speed along the step
         inside = room >= 0
-        # the scale at which each outward-moving token reaches bound + margin (0: already past, held)
+        # the scale at which each outward-moving token reaches its budget (0: already past, held)
         slack = _SLACK * float(np.max(np.abs(s_full), initial=0.0))  # a projected token's round-off
-        limit = (inside | self.hold_outside) & (push > slack)
-        reach = np.sort(np.maximum(room[limit], 0.0) / push[limit])
+        limit = (inside | self.hold_outside) & (push > slack + allow)
+        reach = np.sort(np.maximum(np.maximum(room, 0.0), allow)[limit] / push[limit])
         allowed = int(math.floor(self.max_fraction * valid.sum()))  # tokens that may cross
         rec.eta = float(min(cap, reach[allowed])) if reach.size > allowed else cap
         self.predicted = r + rec.eta * s
@@ -418,8 +432,15 @@ class MomentumGuard:
         set (``rounds``), and η (:meth:`_scale`) covers what is left."""
         import torch
 
-        full = self.pending_update()
-        r, (s,), sign, valid = self._predict(logp_fn, old_logp, advantages, mask, [full])
+        if self.hold == "momentum":  # a token may go as far out as the gradient alone takes it
+            stale, fresh = self.pending_update(split=True)
+            full = {n: stale[n] + fresh[n] for n in stale}
+            r, (s, s_fr), sign, valid = self._predict(logp_fn, old_logp, advantages, mask, [full, fresh])
+            allow = np.maximum(sign * s_fr, 0.0)
+        else:
+            full = self.pending_update()
+            r, (s,), sign, valid = self._predict(logp_fn, old_logp, advantages, mask, [full])
+            allow = np.zeros_like(r)
         s_full, step, cap = s, full, 1.0
         # Adam's own per-coordinate step as the metric: the correction scales the coordinates it moves
         metric = {n: x.detach().double().abs() for n, x in full.items()}
@@ -427,7 +448,8 @@ class MomentumGuard:
         rows: Dict[str, Any] = {}
         for _ in range(self.rounds):
             room = self._room(r, sign, self.margin)
-            over = (sign * s - np.maximum(room, 0.0)) * ((room >= 0) | self.hold_outside)
+            budget = np.maximum(np.maximum(room, 0.0), allow)
+            over = (sign * s - budget) * ((room >= 0) | self.hold_outside)
             done = set(active)
             slack = _SLACK * float(np.max(np.abs(s_full), initial=0.0))
             new = [int(i) for i in np.argsort(-over, axis=None) if over.flat[i] > slack and int(i) not in done]
@@ -439,7 +461,7 @@ class MomentumGuard:
             active += new
             J = {n: x.reshape(len(active), -1).double() for n, x in rows.items()}
             K = sum(J[n] @ (metric[n].reshape(-1, 1) * J[n].T) for n in J).cpu().numpy()
-            target = sign.flat[active] * np.maximum(room.flat[active], 0.0)
+            target = sign.flat[active] * budget.flat[active]
             now = sum(J[n] @ full[n].reshape(-1).double() for n in J).cpu().numpy()  # JΔ, one linear model
             lam = torch.as_tensor(np.linalg.lstsq(K, now - target, rcond=1e-8)[0])  # near-duplicate tokens
             step = {
@@ -454,7 +476,7 @@ class MomentumGuard:
             cap = min(1.0, largest[0] / largest[1]) if largest[1] > 0 else 1.0
             self._correction = {n: step[n] - full[n] for n in full}
         rec.n_projected = len(active)
-        self._scale(rec, r, s, s_full, sign, valid, cap)
+        self._scale(rec, r, s, s_full, sign, valid, cap, allow)
 
     def _consistent(self, rec: GuardRecord, logp_fn: Any, old_logp: Any, advantages: Any, mask: Any) -> None:
         stale, fresh = self.pending_update(split=True)

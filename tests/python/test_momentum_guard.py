@@ -114,6 +114,15 @@ def test_toy_projection_stops_at_the_bound(predict):
     assert all(r.n_projected == 1 for r in guard.records[8:])  # one token, one parameter: the step is its push
 
 
+def test_toy_projection_holding_momentum_stops_the_clipped_token():
+    """hold="momentum": the gradient's own part of a step (1 − β1 of it) never carries the token past
+    bound + margin here, and once clipped its gradient is zero: momentum may not carry it either."""
+    held, _ = toy_run("project", margin=0.01)
+    ratios, guard = toy_run("project", margin=0.01, hold="momentum")
+    np.testing.assert_allclose(ratios, held, rtol=0, atol=1e-12)
+    assert [r.n_projected for r in guard.records] == [0] * 8 + [1] * 4
+
+
 # ---- a tiny network -----------------------------------------------------------------------------
 
 
@@ -269,6 +278,32 @@ def test_projection_holds_the_tokens_and_keeps_more_of_the_step(seed):
     assert size["lookahead"] < size["project"]
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_projection_holding_momentum_lets_only_the_gradient_push(seed):
+    """hold="momentum" from the same state: each token's predicted outward change is within
+    max(room, the outward change of the step's gradient part alone), the rest as "project"."""
+    batch = _batch(seed, B=8, T=6)
+    fn = _logp_fn(batch[0], batch[1])
+    model = _net(seed)
+    guard = MomentumGuard(
+        torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1), "project", hold="momentum", model=model
+    )
+    old = _train(guard, model, batch, steps=3)
+    guard.zero_grad()
+    r = torch.exp(fn(model) - old)
+    (-torch.min(r * batch[3][:, None], r.clamp(0.8, 1.2) * batch[3][:, None]) * batch[2]).sum().backward()
+    stale, fresh = guard.pending_update(split=True)
+    r_now, (s_fresh,), sign, _ = guard._predict(fn, old, batch[3], batch[2], [fresh])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rec = guard.step(fn, old, batch[3], batch[2])
+    budget = np.maximum(np.maximum(guard._room(r_now, sign, guard.margin), 0.0), sign * s_fresh)
+    assert np.all(sign * (guard.predicted - r_now) <= budget + 1e-9)
+    largest = max(float((stale[n] + fresh[n]).abs().max()) for n in stale)  # Adam's furthest coordinate
+    moved = max(float((p.detach() - before[n]).abs().max()) for n, p in model.named_parameters())
+    assert 0.0 <= rec.eta <= 1.0 and moved <= largest * (1 + 1e-9)
+    assert any(r.n_projected > 0 for r in guard.records)  # these batches do trigger it
+
+
 class _Plain:
     """The optimizer itself, called as the guard is."""
 
@@ -304,7 +339,13 @@ def test_consistent_momentum_removes_only_stale_momentum(seed):
 def test_off_and_unconstrained_guards_are_bitwise_adamw():
     batch = _batch(3)
     runs = []
-    for mode, extra in (("none", {}), ("off", {}), ("lookahead", {"margin": 1e6}), ("project", {"margin": 1e6})):
+    for mode, extra in (
+        ("none", {}),
+        ("off", {}),
+        ("lookahead", {"margin": 1e6}),
+        ("project", {"margin": 1e6}),
+        ("project", {"margin": 1e6, "hold": "momentum"}),
+    ):
         model = _net(3).float()
         opt = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1)
         step = _Plain(opt) if mode == "none" else MomentumGuard(opt, mode, model=model, **extra)
@@ -321,14 +362,22 @@ def test_off_and_unconstrained_guards_are_bitwise_adamw():
 def test_state_dict_round_trip():
     batch = _batch(4)
     model = _net(4)
-    guard = MomentumGuard(torch.optim.Adam(model.parameters(), lr=0.05), "reset+lookahead", margin=0.02, model=model)
+    guard = MomentumGuard(
+        torch.optim.Adam(model.parameters(), lr=0.05), "reset+lookahead", margin=0.02, hold="momentum", model=model
+    )
     guard.new_batch()
     _train(guard, model, batch, steps=3)
     state = copy.deepcopy(guard.state_dict())
     model2 = copy.deepcopy(model)
     guard2 = MomentumGuard(torch.optim.Adam(model2.parameters(), lr=0.05), "off", model=model2)
     guard2.load_state_dict(state)
-    assert (guard2.mode, guard2.margin, guard2.steps, guard2.batches) == ("reset+lookahead", 0.02, 3, 1)
+    assert (guard2.mode, guard2.margin, guard2.hold, guard2.steps, guard2.batches) == (
+        "reset+lookahead",
+        0.02,
+        "momentum",
+        3,
+        1,
+    )
     assert guard2.records == guard.records
     for g in (guard, guard2):
         g.new_batch()
@@ -383,6 +432,8 @@ def test_bad_input():
         MomentumGuard(adam, model=model, max_fraction=1)
     with pytest.raises(ValueError, match="rounds, max_constraints: expected integers >= 1, got 0, 256"):
         MomentumGuard(adam, "project", model=model, rounds=0)
+    with pytest.raises(ValueError, match="hold: expected 'step' or 'momentum', got 'all'"):
+        MomentumGuard(adam, "project", model=model, hold="all")
     with pytest.raises(ValueError, match="predict: expected 'jvp' or 'secant', got 'exact'"):
         MomentumGuard(adam, model=model, predict="exact")
     guard = MomentumGuard(adam, model=model)
@@ -401,6 +452,8 @@ def test_demo_switch():
     assert max(guarded.max_overshoot) <= 0.01 + 0.01  # margin + the first-order error
     with pytest.raises(ValueError, match="mode: expected one of"):
         demo.run_demo(momentum_guard="on", **kw)
+    with pytest.raises(ValueError, match="hold: expected 'step' or 'momentum', got 'all'"):
+        demo.run_demo(momentum_guard="project", guard_hold="all", **kw)
 
 
 def test_cli_switch(tmp_path, capsys):
