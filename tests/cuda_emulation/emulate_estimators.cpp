@@ -1,8 +1,9 @@
 // Runs cuda/estimators.cu's and cuda/corrections.cu's kernels on host threads (cuda_emulator.hpp)
 // and compares them with the CPU engine on random inputs: every estimator (outcome and token, each
 // option that changes the code path, contiguous groups and uneven group ids, mask or lengths, K = 1
-// or 3 reward columns with NaN entries and an unscorable row, an all-masked row, strided rewards) and
-// every correction (token/sequence/geometric/segment level, truncate/mask/geo_mask modes, clip and
+// or 3 reward columns with NaN entries and an unscorable row, an all-masked row, strided rewards; the
+// running estimator's new state) and every correction (token/sequence/geometric/segment level,
+// truncate/mask/geo_mask modes, clip and
 // log-clamp bounds, batch renormalisation, NaN sampler log-probs; each rejection criterion, verl's and
 // ROLL's, and combinations), float32 and
 // float64, several shapes. A check of indexing, pass structure, reductions and barriers without a
@@ -70,6 +71,7 @@ struct EstCase {
   bool isw = false;        // OTB rollout IS weights
   bool token_rewards_2d = true;
   bool returns = false;
+  bool state = false;      // the running estimator's new state (3,) float64, in place of returns
   double scale = 1.0;      // outcome rewards × scale (float64 only): the scaled statistics at ±1e308
 };
 
@@ -147,21 +149,27 @@ void run_estimator(const EstCase& c, const Shape& sh, bool strided_rewards, doub
       static_cast<size_t>(cuda::estimator_workspace_size(opt.estimator, B, in.mask.defined() ? T : 0)), NAN);
   const TensorView wsv =
       ws.empty() ? TensorView{} : make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())});
+  std::vector<double> st_cpu(3, -7.0), st_emu(3, -7.0);
+  auto second = [&](std::vector<R>& ret, std::vector<double>& st) {
+    if (c.state) return make_view(st.data(), DType::Float64, {3});
+    return c.returns ? view(ret) : TensorView{};
+  };
   ++g_runs;
   try {
-    estimator_advantages_cpu(in, opt, view(out_cpu), c.returns ? view(ret_cpu) : TensorView{});
+    estimator_advantages_cpu(in, opt, view(out_cpu), second(ret_cpu, st_cpu));
   } catch (const std::exception& e) {
     std::printf("  CPU ERROR %s B=%lld T=%lld G=%lld: %s\n", c.name.c_str(), (long long)B, (long long)T,
                 (long long)sh.G, e.what());
     ++g_bad_runs;
     return;
   }
-  cuda::estimator_advantages(in, opt, view(out_emu), c.returns ? view(ret_emu) : TensorView{}, wsv, 0);
+  cuda::estimator_advantages(in, opt, view(out_emu), second(ret_emu, st_emu), wsv, 0);
   const std::string tag = c.name + (sizeof(R) == 4 ? " f32" : " f64") + " B=" + std::to_string(B) +
                           " T=" + std::to_string(T) + (sh.G ? " G=" + std::to_string(sh.G) : " ids") +
                           (strided_rewards ? " strided" : "");
   bool ok = compare(tag + " advantages", out_cpu, out_emu, rtol, atol);
   if (c.returns) ok = compare(tag + " returns", ret_cpu, ret_emu, rtol, atol) && ok;
+  if (c.state) ok = compare(tag + " state", st_cpu, st_emu, 1e-12, 0.0) && ok;
   if (!ok) ++g_bad_runs;
 }
 
@@ -216,6 +224,15 @@ std::vector<EstCase> estimator_cases() {
   add("batch_mean_loo_group_std", Estimator::BatchMean, [](EstCase& c) {
     c.opt.baseline = Baseline::LeaveOneOut, c.opt.std = StdDivisor::Population,
     c.opt.std_scope = StdScope::Group;
+  });
+  add("running_roll", Estimator::Running, [](EstCase& c) {  // a state from earlier batches, updated
+    c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-6, c.opt.running_count = 37.0,
+    c.opt.running_mean = 0.25, c.opt.running_var = 0.8, c.state = true;
+  });
+  add("running_empty_no_std", Estimator::Running, [](EstCase& c) { c.state = true; });
+  add("running_no_update", Estimator::Running, [](EstCase& c) {
+    c.opt.std = StdDivisor::Population, c.opt.running_count = 5.0, c.opt.running_mean = -1.0,
+    c.opt.running_var = 2.0, c.opt.running_update = false;
   });
   for (const auto& [name, e] :
        {std::pair{"grpo_sample_1e307", Estimator::Grpo}, std::pair{"gdpo_1e307", Estimator::NormalizeThenSum},

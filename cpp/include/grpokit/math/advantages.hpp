@@ -135,6 +135,43 @@ GRPOKIT_HD double unscale(double c, double sc) {
   return c <= lim && c >= -lim ? (c < 0.0 ? -DBL_MAX : DBL_MAX) : v;
 }
 
+// The running moments of a reward stream (ROLL's RunningMoments, norm_mean_type="running"): count, mean
+// and population variance, kept by the caller between batches. merge is Chan et al.'s parallel update
+// in its weighted form (shares na/n and nb/n, never a sum of squares): ROLL's update when b is a batch,
+// and the data-parallel merge of two ranks' states. Empty states (count 0) merge as the identity.
+struct RunningMoments {
+  double count = 0.0;
+  double mean = 0.0;
+  double var = 0.0;  // population variance around mean
+
+  GRPOKIT_HD void merge(const RunningMoments& b) {
+    if (b.count == 0.0) return;
+    if (count == 0.0) {
+      *this = b;
+      return;
+    }
+    const double n = count + b.count, wa = count / n, wb = b.count / n, d = b.mean - mean;
+    mean += d * wb;
+    var = wa * var + wb * b.var + wa * wb * d * d;
+    count = n;
+  }
+  // The std of the normaliser: divisor count (population) or count − 1 (sample, ROLL's); 0 below two.
+  GRPOKIT_HD double std(bool sample) const {
+    const double div = sample ? count - 1.0 : count;
+    return div > 0.0 && var > 0.0 ? sqrt(var * (count / div)) : 0.0;
+  }
+};
+
+// A batch's moments from its two-pass sums (s, and m2 around s's mean): population variance unscaled.
+GRPOKIT_HD RunningMoments batch_moments(const MomentSums& s, const SquaredDeviations& m2) {
+  RunningMoments b;
+  b.count = s.n;
+  b.mean = s.mean();
+  const double sd = std_from_m2(m2, s.n, false) * s.scale;
+  b.var = sd * sd;
+  return b;
+}
+
 // The final per-row value (r − b) / (σ + ε) from the scaled forms c = (r − b) / sc and sd = σ / ss (sc, ss
 // powers of two; sd < 0 means "no scaling"), so nothing overflows whenever σ scales: 0/0 := 0.
 // Without σ the result is r − b, which overflows only where the exact value does (|r − b| > DBL_MAX).
