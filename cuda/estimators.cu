@@ -146,12 +146,12 @@ __global__ void batch_kernel(const Args a) {
     glob[1] = s.scale;
     glob[2] = s.shift, glob[3] = s.sum, glob[4] = s.n, glob[5] = s.scale;
     if (a.opt.estimator == Estimator::Running) {  // ROLL: the caller's state updated with the batch
-      math::RunningMoments m{a.opt.running_count, a.opt.running_mean, a.opt.running_var};
+      math::RunningMoments m{a.opt.running_count, a.opt.running_mean, a.opt.running_std};
       if (a.opt.running_update) m.merge(math::batch_moments(s, total));
       glob[6] = m.mean;
-      glob[7] = a.opt.std == StdDivisor::None ? -1.0 : m.std(sample);
+      glob[7] = a.opt.std == StdDivisor::None ? -1.0 : m.divisor_std(sample);
       if (a.ret.p != nullptr)
-        store(a.ret, 0, 0, m.count), store(a.ret, 1, 0, m.mean), store(a.ret, 2, 0, m.var);
+        store(a.ret, 0, 0, m.count), store(a.ret, 1, 0, m.mean), store(a.ret, 2, 0, m.std);
     }
   }
 }
@@ -246,7 +246,7 @@ __global__ void outcome_groups_kernel(const Args a) {
         break;
       }
       case Estimator::Running:  // the running mean and σ from the batch kernel
-        if (!math::is_nan(Ri)) Ai = math::advantage_value(Ri, glob[6], glob[7], o.epsilon);
+        if (!math::is_nan(Ri)) Ai = math::running_advantage(Ri, glob[6], glob[7], o.epsilon);
         break;
       case Estimator::NormalizeThenSum: {
         double S = 0.0;

@@ -190,7 +190,7 @@ void batch_mean(const std::vector<double>& R, const GroupLayout& layout, const E
 // (math::RunningMoments), then R − running mean [/ (running σ + ε)]. Writes the new state to `state`.
 void running(const std::vector<double>& R, const EstimatorOptions& opt, std::vector<double>& A,
              const TensorView& state) {
-  math::RunningMoments m{opt.running_count, opt.running_mean, opt.running_var};
+  math::RunningMoments m{opt.running_count, opt.running_mean, opt.running_std};
   if (opt.running_update) {
     math::MomentSums b;
     for (double v : R) b.add(v);
@@ -198,12 +198,11 @@ void running(const std::vector<double>& R, const EstimatorOptions& opt, std::vec
     for (double v : R) math::add_sq_dev(m2, v, b);
     m.merge(math::batch_moments(b, m2));
   }
-  const double sd = opt.std == StdDivisor::None ? -1.0 : m.std(opt.std == StdDivisor::Sample);
-  for (size_t i = 0; i < R.size(); ++i)
-    A[i] = math::is_nan(R[i]) ? 0.0 : math::advantage_value(R[i], m.mean, sd, opt.epsilon);
+  const double sd = opt.std == StdDivisor::None ? -1.0 : m.divisor_std(opt.std == StdDivisor::Sample);
+  for (size_t i = 0; i < R.size(); ++i) A[i] = math::running_advantage(R[i], m.mean, sd, opt.epsilon);
   if (state.defined())
     for (int64_t k = 0; k < 3; ++k)
-      detail::write_real(state, k, 0, k == 0 ? m.count : k == 1 ? m.mean : m.var);
+      detail::write_real(state, k, 0, k == 0 ? m.count : k == 1 ? m.mean : m.std);
 }
 
 std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& opt,

@@ -93,8 +93,8 @@ void check_running(const EstimatorOptions& opt, const TensorView& state, const D
   if (!(opt.running_count >= 0.0) || std::isinf(opt.running_count))
     value_error("state: expected a count >= 0, got ", opt.running_count);
   if (!std::isfinite(opt.running_mean)) value_error("state: expected a finite mean, got ", opt.running_mean);
-  if (!(opt.running_var >= 0.0) || std::isinf(opt.running_var))
-    value_error("state: expected a finite variance >= 0, got ", opt.running_var);
+  if (!(opt.running_std >= 0.0) || std::isinf(opt.running_std))
+    value_error("state: expected a finite std >= 0, got ", opt.running_std);
   if (opt.baseline != Baseline::Mean)
     value_error("baseline: estimator 'running' subtracts the running mean; expected 'mean'");
   if (!state.defined()) return;

@@ -19,7 +19,7 @@ void bind_estimators(py::module_& m, const Backend& backend) {
                 const std::string& std, const std::string& std_scope, double epsilon,
                 const std::string& batch_norm, double final_epsilon, double gamma, double f_norm,
                 bool handle_zero_tail, double otb_epsilon, double reward_clip_min, double reward_clip_max,
-                double beta, double running_count, double running_mean, double running_var,
+                double beta, double running_count, double running_mean, double running_std,
                 bool running_update, py::object workspace, std::intptr_t stream) {
         EstimatorOptions opt;
         opt.estimator = parse_estimator(estimator);
@@ -39,7 +39,7 @@ void bind_estimators(py::module_& m, const Backend& backend) {
         opt.kl_beta = beta;
         opt.running_count = running_count;
         opt.running_mean = running_mean;
-        opt.running_var = running_var;
+        opt.running_std = running_std;
         opt.running_update = running_update;
         Imported r = import_array(rewards, "rewards", stream, false);
         Imported ids = import_array(group_ids, "group_ids", stream, false);
@@ -75,18 +75,18 @@ void bind_estimators(py::module_& m, const Backend& backend) {
       py::arg("epsilon"), py::arg("batch_norm"), py::arg("final_epsilon"), py::arg("gamma"),
       py::arg("f_norm"), py::arg("handle_zero_tail"), py::arg("otb_epsilon"), py::arg("reward_clip_min"),
       py::arg("reward_clip_max"), py::arg("beta"), py::arg("running_count") = 0.0,
-      py::arg("running_mean") = 0.0, py::arg("running_var") = 0.0, py::arg("running_update") = true,
+      py::arg("running_mean") = 0.0, py::arg("running_std") = 0.0, py::arg("running_update") = true,
       py::arg("workspace") = py::none(), py::arg("stream") = 0,
       "Advantages of any estimator into out. See grpokit.advantages.");
   m.def(
       "running_moments_merge",
-      [](double count_a, double mean_a, double var_a, double count_b, double mean_b, double var_b) {
-        math::RunningMoments a{count_a, mean_a, var_a};
-        a.merge(math::RunningMoments{count_b, mean_b, var_b});
-        return py::make_tuple(a.count, a.mean, a.var);
+      [](double count_a, double mean_a, double std_a, double count_b, double mean_b, double std_b) {
+        math::RunningMoments a{count_a, mean_a, std_a};
+        a.merge(math::RunningMoments{count_b, mean_b, std_b});
+        return py::make_tuple(a.count, a.mean, a.std);
       },
-      py::arg("count_a"), py::arg("mean_a"), py::arg("var_a"), py::arg("count_b"), py::arg("mean_b"),
-      py::arg("var_b"), "Chan's merge of two running-moment states (count, mean, population variance).");
+      py::arg("count_a"), py::arg("mean_a"), py::arg("std_a"), py::arg("count_b"), py::arg("mean_b"),
+      py::arg("std_b"), "Chan's merge of two running-moment states (count, mean, population std).");
   m.def(
       "estimator_workspace_size",
       [backend](const std::string& estimator, int64_t num_rows, int64_t num_tokens) {

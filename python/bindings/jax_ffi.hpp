@@ -99,7 +99,7 @@ inline EstimatorOptions estimator_options_of(const Params& p) {
   opt.kl_beta = number(p, "beta", opt.kl_beta);
   opt.running_count = number(p, "running_count", opt.running_count);
   opt.running_mean = number(p, "running_mean", opt.running_mean);
-  opt.running_var = number(p, "running_var", opt.running_var);
+  opt.running_std = number(p, "running_std", opt.running_std);
   opt.running_update = number(p, "running_update", 1.0) != 0.0;
   return opt;
 }

@@ -371,18 +371,19 @@ def engine_options(info: EstimatorInfo, opts: Mapping[str, Any]) -> dict:
 @dataclass
 class RunningMoments:
     """The state of the ``running`` estimator (ROLL's running reward normalisation), kept by the caller:
-    the number of rewards seen, their mean and their population variance. ``advantages(...,
+    the number of rewards seen, their mean and their population std (ROLL keeps the variance,
+    ``std ** 2``; the std stays finite for rewards up to the largest double). ``advantages(...,
     estimator="running", state=s)`` merges the batch into ``s`` (in place: passing a state is the opt-in,
-    as ROLL's object) and normalises with it; ``update=False`` uses ``s`` as it is and leaves it so.
+    as with ROLL's object) and normalises with it; ``update=False`` uses ``s`` as it is and leaves it so.
     ``a.merge(b)`` is a new state of both streams (Chan's parallel update: one state per data-parallel
     rank, merged in any order)."""
 
     count: float = 0.0
     mean: float = 0.0
-    var: float = 0.0
+    std: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("count", "mean", "var"):
+        for name in ("count", "mean", "std"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
                 raise TypeError(f"state: expected a number for {name}, got {type(v).__name__}")
@@ -391,23 +392,18 @@ class RunningMoments:
             raise ValueError(f"state: expected a count >= 0, got {self.count}")
         if not math.isfinite(self.mean):
             raise ValueError(f"state: expected a finite mean, got {self.mean}")
-        if not (self.var >= 0 and math.isfinite(self.var)):
-            raise ValueError(f"state: expected a finite variance >= 0, got {self.var}")
-
-    def std(self, sample: bool = True) -> float:
-        """The standard deviation the estimator divides by (sample: ROLL's, divisor count − 1)."""
-        div = self.count - 1.0 if sample else self.count
-        return math.sqrt(self.var * self.count / div) if div > 0 and self.var > 0 else 0.0
+        if not (self.std >= 0 and math.isfinite(self.std)):
+            raise ValueError(f"state: expected a finite std >= 0, got {self.std}")
 
     def merge(self, other: "RunningMoments") -> "RunningMoments":
         if not isinstance(other, RunningMoments):
             raise TypeError(f"other: expected a grpokit.RunningMoments, got {type(other).__name__}")
         from . import _core  # the engine's merge (math::RunningMoments), not a second copy
 
-        return RunningMoments(*_core.running_moments_merge(self.count, self.mean, self.var, *other.as_tuple()))
+        return RunningMoments(*_core.running_moments_merge(*self.as_tuple(), *other.as_tuple()))
 
     def as_tuple(self) -> Tuple[float, float, float]:
-        return (self.count, self.mean, self.var)
+        return (self.count, self.mean, self.std)
 
 
 def _running_options(opts: Mapping[str, Any]) -> dict:
@@ -420,8 +416,8 @@ def _running_options(opts: Mapping[str, Any]) -> dict:
     update = opts.get("update", True)
     if not isinstance(update, (bool, np.bool_)):
         raise TypeError(f"update: expected a bool, got {type(update).__name__}")
-    count, mean, var = state.as_tuple()
-    return dict(running_count=count, running_mean=mean, running_var=var, running_update=bool(update))
+    count, mean, std = state.as_tuple()
+    return dict(running_count=count, running_mean=mean, running_std=std, running_update=bool(update))
 
 
 def compute(
@@ -495,7 +491,7 @@ def compute(
     )
     out = _arrays.finish(place, out)
     if state is not None:  # three numbers to the host (one synchronisation on a GPU)
-        state.count, state.mean, state.var = returns.tolist()
+        state.count, state.mean, state.std = returns.tolist()
         return out
     if returns is not None:
         return out, _arrays.finish(place, returns)

@@ -227,12 +227,16 @@ std::vector<EstCase> estimator_cases() {
   });
   add("running_roll", Estimator::Running, [](EstCase& c) {  // a state from earlier batches, updated
     c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-6, c.opt.running_count = 37.0,
-    c.opt.running_mean = 0.25, c.opt.running_var = 0.8, c.state = true;
+    c.opt.running_mean = 0.25, c.opt.running_std = 0.9, c.state = true;
   });
   add("running_empty_no_std", Estimator::Running, [](EstCase& c) { c.state = true; });
+  add("running_1e307", Estimator::Running, [](EstCase& c) {
+    c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-6, c.opt.running_count = 9.0,
+    c.opt.running_mean = -3e307, c.opt.running_std = 8e307, c.state = true, c.scale = 5e307;
+  });
   add("running_no_update", Estimator::Running, [](EstCase& c) {
     c.opt.std = StdDivisor::Population, c.opt.running_count = 5.0, c.opt.running_mean = -1.0,
-    c.opt.running_var = 2.0, c.opt.running_update = false;
+    c.opt.running_std = 1.5, c.opt.running_update = false;
   });
   for (const auto& [name, e] :
        {std::pair{"grpo_sample_1e307", Estimator::Grpo}, std::pair{"gdpo_1e307", Estimator::NormalizeThenSum},
@@ -283,10 +287,21 @@ LogProbs<R> make_logprobs(int64_t B, int64_t T, double noise, unsigned seed) {
 }
 
 template <class R>
-void run_importance(int64_t B, int64_t T, const ImportanceOptions& opt, const std::string& name, double rtol,
-                    double atol) {
+void run_importance(int64_t B, int64_t T, const ImportanceOptions& given, const std::string& name,
+                    double rtol, double atol, bool segment_ids = false) {
   const DType dt = dtype_of<R>();
   LogProbs<R> lp = make_logprobs<R>(B, T, 0.4, static_cast<unsigned>(B * 13 + T));
+  // Explicit segment ids: a new turn at a third of the selected positions, a turn spanning masked gaps
+  // otherwise; unselected positions hold -5 (never read).
+  ImportanceOptions opt = given;
+  std::vector<int64_t> ids(static_cast<size_t>(B * T), -5);
+  if (segment_ids) {
+    std::mt19937 g(static_cast<unsigned>(B + 7 * T));
+    for (int64_t i = 0; i < B; ++i)
+      for (int64_t t = 0, id = 0; t < T; ++t)
+        if (lp.mask[i * T + t]) ids[i * T + t] = (id += g() % 3 == 0 ? 1 : 0);
+    opt.segment_ids = make_view(ids.data(), DType::Int64, {B, T});
+  }
   const bool seq = weight_per_row(opt.level);
   const int64_t nw = seq ? B : B * T;
   const int64_t M = static_cast<int64_t>(importance_metric_names().size());
@@ -433,6 +448,8 @@ int main() {
           for (auto [B, T] : {std::pair<int64_t, int64_t>{6, 5}, {12, 33}, {10, 1}, {70, 9}}) {
             run_importance<double>(B, T, o, name, 1e-11, 1e-13);
             run_importance<float>(B, T, o, name, 2.5e-7, 1e-12);  // double arithmetic, float weights
+            if (level == IsLevel::Segment)
+              run_importance<double>(B, T, o, std::string(name) + " segment_ids", 1e-11, 1e-13, true);
           }
         }
   std::printf("%-24s %s\n", "importance_weights", g_bad_runs == before ? "ok" : "DIFFERS");

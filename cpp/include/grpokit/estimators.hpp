@@ -79,11 +79,11 @@ struct EstimatorOptions {
   double f_norm = 1.0;  // Gpg
   bool handle_zero_tail = true;  // OptimalTokenBaseline
   double otb_epsilon = 1e-8;  // OptimalTokenBaseline denominator
-  // Running: the state before this batch (count, mean, population variance; count 0: none yet), and
+  // Running: the state before this batch (count, mean, population std; count 0: none yet), and
   // whether the batch updates it before normalising (ROLL: yes; false normalises with it as given).
   double running_count = 0.0;
   double running_mean = 0.0;
-  double running_var = 0.0;
+  double running_std = 0.0;
   bool running_update = true;
 };
 
@@ -95,7 +95,7 @@ void check_estimator_args(const EstimatorInputs& in, const EstimatorOptions& opt
 
 // Validates (dtypes, shapes, devices, group layout, finite values) and computes. `out` has the
 // rewards' dtype and shape (B,) or (B, T); `returns` (B, T) is optional (token estimators only; for
-// Running it is the new state (3,) float64: count, mean, population variance).
+// Running it is the new state (3,) float64: count, mean, population std).
 // Inputs are never written. CPU only.
 void estimator_advantages_cpu(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
                               const TensorView& returns);
