@@ -86,6 +86,7 @@ void set_batch(CorrBatch& a, const TensorView& trainer_logp, const TensorView& s
 
 struct ImpArgs : CorrBatch {
   ImportanceOptions opt;
+  In segment_ids;  // opt.segment_ids (null: segments are runs of the mask)
   Out weights;
   double* part = nullptr;     // B × kNumImp
   double* seq_sum = nullptr;  // B: Σ lr per row
@@ -108,15 +109,23 @@ __device__ void row_log_ratio(const CorrBatch& a, int64_t i, double& sum, double
     if (flag_at(a.mask, i, t)) sum += log_ratio_at(a, i, t), len += 1.0;
 }
 
-// The mean of value(t) over the segment of row i that starts at t0 (a maximal run of selected
-// tokens, Σ / (n + eps)); *end receives where it stops.
+// The mean of value(t) over the selected tokens of the segment of row i that starts at t0 (a maximal
+// run of selected tokens, or the selected tokens sharing t0's id in `ids`; Σ / (n + eps)); *end
+// receives where it stops.
 template <class Value>
-__device__ double segment_mean(const CorrBatch& a, int64_t i, int64_t t0, double eps, const Value& value,
-                               int64_t* end) {
-  *end = math::segment_end([&](int64_t t) { return flag_at(a.mask, i, t); }, t0, a.T);
-  double sum = 0.0;
-  for (int64_t t = t0; t < *end; ++t) sum += value(t);
-  return math::mean_log_ratio(sum, static_cast<double>(*end - t0), eps);
+__device__ double segment_mean(const CorrBatch& a, const In& ids, int64_t i, int64_t t0, double eps,
+                               const Value& value, int64_t* end) {
+  const auto selected = [&](int64_t t) { return flag_at(a.mask, i, t); };
+  if (ids.defined()) {
+    const int64_t id = ids.integer(i, t0);
+    *end = math::segment_end_by_id(selected, [&](int64_t t) { return ids.integer(i, t) == id; }, t0, a.T);
+  } else {
+    *end = math::segment_end(selected, t0, a.T);
+  }
+  double sum = 0.0, n = 0.0;
+  for (int64_t t = t0; t < *end; ++t)
+    if (selected(t)) sum += value(t), n += 1.0;
+  return math::mean_log_ratio(sum, n, eps);
 }
 
 // The applied token weights of row i at token or segment level, calling f(t, lr, raw, w) per
@@ -131,7 +140,8 @@ __device__ void token_weights(const ImpArgs& a, int64_t i, double geo_ratio, con
   for (int64_t t = 0; t < a.T; ++t) {
     if (!flag_at(a.mask, i, t)) continue;
     const double lr = lr_at(t);
-    if (o.level == IsLevel::Segment && t >= seg_end) seg = segment_mean(a, i, t, o.geo_eps, lr_at, &seg_end);
+    if (o.level == IsLevel::Segment && t >= seg_end)
+      seg = segment_mean(a, a.segment_ids, i, t, o.geo_eps, lr_at, &seg_end);
     const double raw = raw_weight(o.level == IsLevel::Segment ? seg : lr, o.log_clamp);
     f(t, lr, raw, math::apply_is_weight(raw, mode, o.clip_min, o.clip_max, geo_ratio));
   }
@@ -353,7 +363,8 @@ __global__ void rejection_rows_kernel(const RejArgs a) {
           double* q = p + kPerCriterion * c;
           const int agg = a.crit[c].agg;
           if (agg == kSegment && t >= seg_end[c])
-            seg[c] = segment_mean(a, i, t, 0.0, [&](int64_t u) { return rs_value(a, c, i, u); }, &seg_end[c]);
+            seg[c] = segment_mean(
+                a, In{}, i, t, 0.0, [&](int64_t u) { return rs_value(a, c, i, u); }, &seg_end[c]);
           const bool per_token = agg == kToken || agg == kSegment;
           const double s =
               per_token ? math::rs_finish(a.crit[c].k, agg == kToken ? rs_value(a, c, i, t) : seg[c]) : rv[c];
@@ -500,6 +511,7 @@ void importance_weights(const TensorView& trainer_logp, const TensorView& sample
   ImpArgs a;
   set_batch(a, trainer_logp, sampler_logp, mask, metrics);
   a.opt = opt;
+  a.segment_ids = in_of(opt.segment_ids);
   a.weights = strided::out_of(weights);
   double* ws = device_workspace(workspace, importance_workspace_size(a.B), "importance_workspace_size(B)",
                                 trainer_logp, "trainer_logp");

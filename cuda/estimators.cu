@@ -4,7 +4,8 @@
 // Outcome estimators (advantages (B,)):
 //   1. rows    (thread per row): combined reward R_i (weighted nansum of K columns; RLOO's clip and
 //              KL-in-reward), row length L_i (mask, lengths or 1).
-//   2. batch   (one block, GRPO with a batch std, the batch mean): the batch sums and σ of R.
+//   2. batch   (one block, GRPO with a batch std, the batch mean, the running estimator): the batch
+//              sums and σ of R; the running moments merged with them (the new state written there).
 //   3. groups  (thread per row): the estimator's value from its group, visited in row order (the CPU
 //              engine's order, so group statistics are the CPU's to the bit); NaN = no signal.
 //   4. finish  (one block): GPG's α, the batch normalisation (TRL standardising, verl masked
@@ -144,6 +145,14 @@ __global__ void batch_kernel(const Args a) {
     glob[0] = areal ? math::areal_std(total, s.n, sample, s.scale) : math::std_from_m2(total, s.n, sample);
     glob[1] = s.scale;
     glob[2] = s.shift, glob[3] = s.sum, glob[4] = s.n, glob[5] = s.scale;
+    if (a.opt.estimator == Estimator::Running) {  // ROLL: the caller's state updated with the batch
+      math::RunningMoments m{a.opt.running_count, a.opt.running_mean, a.opt.running_std};
+      if (a.opt.running_update) m.merge(math::batch_moments(s, total));
+      glob[6] = m.mean;
+      glob[7] = a.opt.std == StdDivisor::None ? -1.0 : m.divisor_std(sample);
+      if (a.ret.p != nullptr)
+        store(a.ret, 0, 0, m.count), store(a.ret, 1, 0, m.mean), store(a.ret, 2, 0, m.std);
+    }
   }
 }
 
@@ -236,6 +245,9 @@ __global__ void outcome_groups_kernel(const Args a) {
           Ai = math::scaled_advantage(batch_centred(a, b, Ri), b.scale, sd, b.scale, o.epsilon);
         break;
       }
+      case Estimator::Running:  // the running mean and σ from the batch kernel
+        if (!math::is_nan(Ri)) Ai = math::running_advantage(Ri, glob[6], glob[7], o.epsilon);
+        break;
       case Estimator::NormalizeThenSum: {
         double S = 0.0;
         for (int64_t k = 0; k < a.K; ++k) {
@@ -323,7 +335,7 @@ void run(const Args& a, Stream stream) {
   GRPOKIT_LAUNCH(outcome_rows_kernel, rows, kRowThreads, stream, a);
   if ((e == Estimator::Grpo && a.opt.baseline != Baseline::LeaveOneOut && a.opt.std != StdDivisor::None &&
        a.opt.std_scope == StdScope::Batch) ||
-      e == Estimator::BatchMean)
+      e == Estimator::BatchMean || e == Estimator::Running)
     GRPOKIT_LAUNCH(batch_kernel, 1, kReduceThreads, stream, a);
   GRPOKIT_LAUNCH(outcome_groups_kernel, rows, kRowThreads, stream, a);
   GRPOKIT_LAUNCH(outcome_finish_kernel, 1, kReduceThreads, stream, a);

@@ -27,20 +27,24 @@ struct LogRatios {
   std::vector<double> len, seq_sum;  // selected tokens per row, Σ_t lr per row
   double n_selected = 0.0;
   size_t at(int64_t i, int64_t t) const { return static_cast<size_t>(i * T + t); }
-  // Calls f(i, begin, end, mean) for each segment of row i (a maximal run of selected tokens) with
-  // the mean of x over it (Σ / (n + eps)).
+  // Calls f(i, begin, end, mean) for each segment of row i (a maximal run of selected tokens, or the
+  // selected tokens sharing a segment id) with the mean of x over its selected tokens (Σ / (n + eps)).
   template <class F>
-  void for_segments(int64_t i, const std::vector<double>& x, double eps, F&& f) const {
+  void for_segments(int64_t i, const std::vector<double>& x, double eps, const TensorView& ids, F&& f) const {
     const auto selected = [&](int64_t t) { return sel[at(i, t)] != 0; };
     for (int64_t t = 0; t < T;) {
       if (!selected(t)) {
         ++t;
         continue;
       }
-      const int64_t end = math::segment_end(selected, t, T);
-      double sum = 0.0;
-      for (int64_t u = t; u < end; ++u) sum += x[at(i, u)];
-      f(t, end, math::mean_log_ratio(sum, static_cast<double>(end - t), eps));
+      const int64_t id = ids.defined() ? detail::read_int(ids, i, t) : 0;
+      const auto same = [&](int64_t u) { return detail::read_int(ids, i, u) == id; };
+      const int64_t end =
+          ids.defined() ? math::segment_end_by_id(selected, same, t, T) : math::segment_end(selected, t, T);
+      double sum = 0.0, n = 0.0;
+      for (int64_t u = t; u < end; ++u)
+        if (selected(u)) sum += x[at(i, u)], n += 1.0;
+      f(t, end, math::mean_log_ratio(sum, n, eps));
       t = end;
     }
   }
@@ -173,6 +177,28 @@ void check_importance(const TensorView& trainer_logp, const TensorView& sampler_
   check_on(weights, "weights", dev);
   check_writable(weights, "weights");
   check_metrics_out(metrics, importance_metric_names().size(), dev);
+  const TensorView& ids = opt.segment_ids;
+  if (!ids.defined()) return;
+  if (opt.level != IsLevel::Segment) value_error("segment_ids: only level='segment' reads segment ids");
+  check_shape_equal(ids, "segment_ids", trainer_logp, "trainer_logp");
+  check_dtype(ids, "segment_ids", {DType::Int32, DType::Int64});
+  check_on(ids, "segment_ids", dev);
+}
+
+// Segment ids at selected positions: >= 0 and non-decreasing along each row (host arrays only).
+void check_segment_ids(const TensorView& ids, const LogRatios& r) {
+  for (int64_t i = 0; i < r.B; ++i) {
+    int64_t prev = 0;
+    for (int64_t t = 0; t < r.T; ++t) {
+      if (!r.sel[r.at(i, t)]) continue;
+      const int64_t id = detail::read_int(ids, i, t);
+      if (id < 0) value_error("segment_ids: element (", i, ", ", t, ") is ", id, "; ids must be >= 0");
+      if (id < prev)
+        value_error("segment_ids: element (", i, ", ", t, ") is ", id, " after ", prev,
+                    " at an earlier selected position of its row; ids must not decrease along a row");
+      prev = id;
+    }
+  }
 }
 
 }  // namespace
@@ -188,6 +214,7 @@ void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sa
                             const TensorView& metrics) {
   check_importance(trainer_logp, sampler_logp, mask, opt, weights, metrics, Device{});
   const LogRatios r = log_ratios(trainer_logp, sampler_logp, mask);
+  if (opt.segment_ids.defined()) check_segment_ids(opt.segment_ids, r);
   const int64_t B = r.B, T = r.T;
   const bool seq = weight_per_row(opt.level);
   const int mode = static_cast<int>(opt.mode);
@@ -206,7 +233,7 @@ void importance_weights_cpu(const TensorView& trainer_logp, const TensorView& sa
     raw_row[i] = std::exp(math::clamp_log_ratio(row_lr[i], opt.log_clamp));
     w_row[i] = apply(raw_row[i]);
     if (opt.level == IsLevel::Segment)
-      r.for_segments(i, r.lr, opt.geo_eps, [&](int64_t t0, int64_t t1, double mean) {
+      r.for_segments(i, r.lr, opt.geo_eps, opt.segment_ids, [&](int64_t t0, int64_t t1, double mean) {
         for (int64_t t = t0; t < t1; ++t) tok_lr[r.at(i, t)] = mean;
       });
     for (int64_t t = 0; t < T; ++t) {
@@ -437,7 +464,7 @@ void rejection_mask_cpu(const TensorView& trainer_logp, const TensorView& sample
     double smin = kInf, smax = -kInf, ssum = 0.0, rejected = 0.0, rows_valid = 0.0, rows_rejected = 0.0;
     for (int64_t i = 0; i < B; ++i) {
       if (c.agg == RsAggregation::Segment) {
-        r.for_segments(i, stat, 0.0, [&](int64_t t0, int64_t t1, double mean) {
+        r.for_segments(i, stat, 0.0, TensorView{}, [&](int64_t t0, int64_t t1, double mean) {
           for (int64_t t = t0; t < t1; ++t) stat[r.at(i, t)] = mean;
         });
       } else if (c.agg != RsAggregation::Token) {

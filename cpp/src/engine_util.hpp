@@ -20,8 +20,8 @@ inline int64_t offset_of(const TensorView& t, int64_t i, int64_t j) {
 inline double read_real(const TensorView& t, int64_t i, int64_t j = 0) {
   return math::load_real(t.data, t.dtype, offset_of(t, i, j));
 }
-inline int64_t read_int(const TensorView& t, int64_t i) {
-  return math::load_int(t.data, t.dtype, i * t.strides[0]);
+inline int64_t read_int(const TensorView& t, int64_t i, int64_t j = 0) {
+  return math::load_int(t.data, t.dtype, offset_of(t, i, j));
 }
 inline bool read_mask(const TensorView& m, int64_t i, int64_t j) {
   return math::flag_at(m.data, m.dtype, offset_of(m, i, j));

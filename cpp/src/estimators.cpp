@@ -186,7 +186,27 @@ void batch_mean(const std::vector<double>& R, const GroupLayout& layout, const E
     if (!math::is_nan(R[i])) A[i] = math::scaled_advantage(C[i], b.scale, sd[i], b.scale, opt.epsilon);
 }
 
-std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& opt) {
+// ROLL's running normalisation: the batch's moments (two-pass sums) merged into the caller's state
+// (math::RunningMoments), then R − running mean [/ (running σ + ε)]. Writes the new state to `state`.
+void running(const std::vector<double>& R, const EstimatorOptions& opt, std::vector<double>& A,
+             const TensorView& state) {
+  math::RunningMoments m{opt.running_count, opt.running_mean, opt.running_std};
+  if (opt.running_update) {
+    math::MomentSums b;
+    for (double v : R) b.add(v);
+    math::SquaredDeviations m2;
+    for (double v : R) math::add_sq_dev(m2, v, b);
+    m.merge(math::batch_moments(b, m2));
+  }
+  const double sd = opt.std == StdDivisor::None ? -1.0 : m.divisor_std(opt.std == StdDivisor::Sample);
+  for (size_t i = 0; i < R.size(); ++i) A[i] = math::running_advantage(R[i], m.mean, sd, opt.epsilon);
+  if (state.defined())
+    for (int64_t k = 0; k < 3; ++k)
+      detail::write_real(state, k, 0, k == 0 ? m.count : k == 1 ? m.mean : m.std);
+}
+
+std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& opt,
+                            const TensorView& returns) {
   const int64_t B = in.rewards.shape[0];
   const char* est = estimator_name(opt.estimator);
   std::vector<double> R = combined_rewards(in.rewards, in.reward_weights);
@@ -321,6 +341,10 @@ std::vector<double> outcome(const EstimatorInputs& in, const EstimatorOptions& o
 
     case Estimator::BatchMean:
       batch_mean(R, layout, opt, A);
+      break;
+
+    case Estimator::Running:
+      running(R, opt, A, returns);
       break;
 
     default:
@@ -485,7 +509,7 @@ void estimator_advantages_cpu(const EstimatorInputs& in, const EstimatorOptions&
     token_estimator(in, opt, out, returns);
     return;
   }
-  const std::vector<double> A = outcome(in, opt);
+  const std::vector<double> A = outcome(in, opt, returns);
   for (int64_t i = 0; i < static_cast<int64_t>(A.size()); ++i) detail::write_real(out, i, 0, A[i]);
 }
 

@@ -33,6 +33,7 @@ constexpr NamedEstimator kEstimators[] = {
     {"tir_optimal_token_baseline", Estimator::TirOptimalTokenBaseline},
     {"maxrl", Estimator::MaxRl},
     {"batch_mean", Estimator::BatchMean},
+    {"running", Estimator::Running},
 };
 
 // ---- validation ---------------------------------------------------------------------------------
@@ -87,6 +88,24 @@ void check_groups(const EstimatorInputs& in, const EstimatorOptions& opt, int64_
                 opt.group_size, "; pass group_ids for uneven groups");
 }
 
+// The running estimator's state in (options) and out (`returns`: (3,) float64, optional).
+void check_running(const EstimatorOptions& opt, const TensorView& state, const Device& dev) {
+  if (!(opt.running_count >= 0.0) || std::isinf(opt.running_count))
+    value_error("state: expected a count >= 0, got ", opt.running_count);
+  if (!std::isfinite(opt.running_mean)) value_error("state: expected a finite mean, got ", opt.running_mean);
+  if (!(opt.running_std >= 0.0) || std::isinf(opt.running_std))
+    value_error("state: expected a finite std >= 0, got ", opt.running_std);
+  if (opt.baseline != Baseline::Mean)
+    value_error("baseline: estimator 'running' subtracts the running mean; expected 'mean'");
+  if (!state.defined()) return;
+  check_ndim(state, "returns", {1});
+  check_dtype(state, "returns", {DType::Float64});
+  check_on(state, "returns", dev);
+  check_writable(state, "returns");
+  if (state.shape[0] != 3)
+    value_error("returns: the running state has 3 values, got shape ", state.shape_str());
+}
+
 void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
                   const TensorView& returns, const Device& dev) {
   const char* est = estimator_name(opt.estimator);
@@ -121,7 +140,8 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     }
     if (in.lengths.defined()) value_error("lengths: estimator '", est, "' takes a mask, not lengths");
   } else {
-    if (returns.defined()) value_error("returns: only token estimators produce returns");
+    if (returns.defined() && opt.estimator != Estimator::Running)
+      value_error("returns: only token estimators produce returns");
     check_ndim(out, "out", {1});
     if (out.shape[0] != B) value_error("out: expected shape (", B, ",), got ", out.shape_str());
     if (in.reward_weights.defined()) {
@@ -224,6 +244,7 @@ void check_inputs(const EstimatorInputs& in, const EstimatorOptions& opt, const 
     value_error("f_norm: expected a finite non-zero value, got ", opt.f_norm);
   if (opt.batch_norm == BatchNorm::MaskedWhiten && is_token_estimator(opt.estimator))
     value_error("batch_norm: token estimators whiten (or not) by definition");
+  if (opt.estimator == Estimator::Running) check_running(opt, returns, dev);
   if (needs_groups(opt)) check_groups(in, opt, B, dev);
 }
 
@@ -235,6 +256,7 @@ bool needs_groups(const EstimatorOptions& opt) {
   switch (opt.estimator) {
     case Estimator::ReinforcePP:
     case Estimator::Remax:
+    case Estimator::Running:
       return false;
     case Estimator::BatchMean:
       return opt.std != StdDivisor::None && opt.std_scope == StdScope::Group;

@@ -51,8 +51,8 @@ void bind_corrections(py::module_& m, const Backend& backend) {
       "importance_weights",
       [backend](py::object trainer_logp, py::object sampler_logp, py::object mask, py::object weights,
                 py::object metrics, const std::string& level, const std::string& mode, double clip_min,
-                double clip_max, double log_clamp, bool batch_normalize, double geo_eps, py::object workspace,
-                std::intptr_t stream) {
+                double clip_max, double log_clamp, bool batch_normalize, double geo_eps,
+                py::object segment_ids, py::object workspace, std::intptr_t stream) {
         ImportanceOptions opt;
         opt.level = one_of<IsLevel>("level", level,
                                     {{"token", IsLevel::Token},
@@ -69,14 +69,17 @@ void bind_corrections(py::module_& m, const Backend& backend) {
         opt.batch_normalize = batch_normalize;
         const CorrectionArrays x = import_correction_arrays(trainer_logp, sampler_logp, mask, weights,
                                                             "weights", metrics, workspace, stream);
+        const Imported ids = import_array(segment_ids, "segment_ids", stream, false);
+        opt.segment_ids = ids.view();
         py::gil_scoped_release nogil;
         backend.importance_weights(x.trainer.view(), x.sampler.view(), x.mask.view(), opt, x.out.view(),
                                    x.metrics.view(), x.workspace.view(), stream);
       },
       py::arg("trainer_logp"), py::arg("sampler_logp"), py::arg("mask"), py::arg("weights"),
       py::arg("metrics"), py::arg("level"), py::arg("mode"), py::arg("clip_min"), py::arg("clip_max"),
-      py::arg("log_clamp"), py::arg("batch_normalize"), py::arg("geo_eps"), py::arg("workspace") = py::none(),
-      py::arg("stream") = 0, "Importance weights and their metrics. See grpokit.importance_weights.");
+      py::arg("log_clamp"), py::arg("batch_normalize"), py::arg("geo_eps"),
+      py::arg("segment_ids") = py::none(), py::arg("workspace") = py::none(), py::arg("stream") = 0,
+      "Importance weights and their metrics. See grpokit.importance_weights.");
   m.def("rejection_metric_names", &rejection_metric_names, py::arg("criteria"),
         "Names of the metric slots written by rejection_mask for these criteria, in order.");
   m.def(

@@ -2,6 +2,7 @@
 #include <string>
 
 #include "grpokit/estimators.hpp"
+#include "grpokit/math/advantages.hpp"
 #include "ops.hpp"
 #include "tensor_import.hpp"
 
@@ -18,7 +19,8 @@ void bind_estimators(py::module_& m, const Backend& backend) {
                 const std::string& std, const std::string& std_scope, double epsilon,
                 const std::string& batch_norm, double final_epsilon, double gamma, double f_norm,
                 bool handle_zero_tail, double otb_epsilon, double reward_clip_min, double reward_clip_max,
-                double beta, py::object workspace, std::intptr_t stream) {
+                double beta, double running_count, double running_mean, double running_std,
+                bool running_update, py::object workspace, std::intptr_t stream) {
         EstimatorOptions opt;
         opt.estimator = parse_estimator(estimator);
         opt.group_size = group_size;
@@ -35,6 +37,10 @@ void bind_estimators(py::module_& m, const Backend& backend) {
         opt.reward_clip_min = reward_clip_min;
         opt.reward_clip_max = reward_clip_max;
         opt.kl_beta = beta;
+        opt.running_count = running_count;
+        opt.running_mean = running_mean;
+        opt.running_std = running_std;
+        opt.running_update = running_update;
         Imported r = import_array(rewards, "rewards", stream, false);
         Imported ids = import_array(group_ids, "group_ids", stream, false);
         Imported w = import_array(reward_weights, "reward_weights", stream, false);
@@ -68,8 +74,19 @@ void bind_estimators(py::module_& m, const Backend& backend) {
       py::arg("estimator"), py::arg("group_size"), py::arg("baseline"), py::arg("std"), py::arg("std_scope"),
       py::arg("epsilon"), py::arg("batch_norm"), py::arg("final_epsilon"), py::arg("gamma"),
       py::arg("f_norm"), py::arg("handle_zero_tail"), py::arg("otb_epsilon"), py::arg("reward_clip_min"),
-      py::arg("reward_clip_max"), py::arg("beta"), py::arg("workspace") = py::none(), py::arg("stream") = 0,
+      py::arg("reward_clip_max"), py::arg("beta"), py::arg("running_count") = 0.0,
+      py::arg("running_mean") = 0.0, py::arg("running_std") = 0.0, py::arg("running_update") = true,
+      py::arg("workspace") = py::none(), py::arg("stream") = 0,
       "Advantages of any estimator into out. See grpokit.advantages.");
+  m.def(
+      "running_moments_merge",
+      [](double count_a, double mean_a, double std_a, double count_b, double mean_b, double std_b) {
+        math::RunningMoments a{count_a, mean_a, std_a};
+        a.merge(math::RunningMoments{count_b, mean_b, std_b});
+        return py::make_tuple(a.count, a.mean, a.std);
+      },
+      py::arg("count_a"), py::arg("mean_a"), py::arg("std_a"), py::arg("count_b"), py::arg("mean_b"),
+      py::arg("std_b"), "Chan's merge of two running-moment states (count, mean, population std).");
   m.def(
       "estimator_workspace_size",
       [backend](const std::string& estimator, int64_t num_rows, int64_t num_tokens) {

@@ -97,6 +97,10 @@ inline EstimatorOptions estimator_options_of(const Params& p) {
   opt.reward_clip_min = number(p, "reward_clip_min", opt.reward_clip_min);
   opt.reward_clip_max = number(p, "reward_clip_max", opt.reward_clip_max);
   opt.kl_beta = number(p, "beta", opt.kl_beta);
+  opt.running_count = number(p, "running_count", opt.running_count);
+  opt.running_mean = number(p, "running_mean", opt.running_mean);
+  opt.running_std = number(p, "running_std", opt.running_std);
+  opt.running_update = number(p, "running_update", 1.0) != 0.0;
   return opt;
 }
 

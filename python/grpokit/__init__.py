@@ -11,7 +11,7 @@ from ._advantages import advantages
 from ._compare import Explanation, PresetComparison, compare, explain
 from ._core import __version__
 from ._corrections import CORRECTIONS, correction, importance_weights, rejection_mask, variance_proxy
-from ._estimators import ESTIMATORS
+from ._estimators import ESTIMATORS, RunningMoments
 from ._estimators import PRESETS as ESTIMATOR_PRESETS
 from ._logprobs import (
     TokenLogprobs,
@@ -43,6 +43,7 @@ __all__ = [
     "PresetComparison",
     "presets",
     "rejection_mask",
+    "RunningMoments",
     "stationary",
     "token_logprobs",
     "token_logprobs_backward",

@@ -83,6 +83,9 @@ def advantages(
       ``sum_pi_squared`` (B, T) (and ``is_weights``), ``handle_zero_tail`` (True), ``epsilon`` (1e-8);
       ``logprobs=`` a ``token_logprobs(..., sum_sq_probs=True)`` result supplies both at once;
       ``"tir_optimal_token_baseline"`` compares each row's selected tokens by rank (multi-turn).
+    - ``"running"`` (ROLL ``norm_mean_type="running"``; preset ``"roll.running"``): R − running mean
+      [/ (running σ + ε)], ``state=`` a :class:`grpokit.RunningMoments` the batch is merged into (in
+      place) first; ``update=False`` normalises with it as given.
 
     ``estimator`` may also name a peer preset — an estimator with the peer's default options, e.g.
     ``"trl.grpo"`` (sample std, ε 1e-4), ``"verl.grpo"`` (sample std, ε 1e-6), ``"verl.gdpo"``

@@ -269,9 +269,16 @@ def estimator_advantages(
     reward_clip_min: float,
     reward_clip_max: float,
     beta: float,
+    running_count: float = 0.0,
+    running_mean: float = 0.0,
+    running_std: float = 0.0,
+    running_update: bool = True,
     workspace: _Opt = None,
     stream: int = 0,
 ) -> None: ...
+def running_moments_merge(
+    count_a: float, mean_a: float, std_a: float, count_b: float, mean_b: float, std_b: float
+) -> tuple[float, float, float]: ...
 def estimator_workspace_size(estimator: str, num_rows: int, num_tokens: int) -> int: ...
 def importance_metric_names() -> list[str]: ...
 def importance_weights(
@@ -287,6 +294,7 @@ def importance_weights(
     log_clamp: float,
     batch_normalize: bool,
     geo_eps: float,
+    segment_ids: _Opt = None,
     workspace: _Opt = None,
     stream: int = 0,
 ) -> None: ...

@@ -78,6 +78,7 @@ def importance_weights(
     log_clamp: Optional[float] = None,
     batch_normalize: bool = False,
     geo_eps: float = 1e-8,
+    segment_ids: Any = None,
     stream: Any = None,
 ) -> ImportanceWeights:
     """Importance weights ρ = π_trainer / π_sampler that correct the sampler–trainer mismatch.
@@ -104,6 +105,10 @@ def importance_weights(
             A NaN sampler log-prob at a selected position (the sampler could not score it) gives
             ratio 1 there and is left out of the mismatch metrics (TRL).
         mask: (B, T) bool/int/float; selected where non-zero. At least one position.
+        segment_ids: (B, T) int32/int64, segment level only: each token's segment (turn) id, >= 0 and
+            non-decreasing along a row at selected positions; a segment is then the row's selected
+            tokens sharing an id (adjacent turns need no masked gap). Without it a segment is a
+            maximal run of selected tokens; ids that number those runs give the same weights.
         stream: CUDA stream for GPU inputs (default: the caller's current stream).
 
     CUDA inputs run on the GPU (float32/float64/bfloat16/float16 log-probs) with no host
@@ -131,6 +136,7 @@ def importance_weights(
     hi = _bound(clip_max, "clip_max", math.inf)
     clamp = _bound(log_clamp, "log_clamp", math.inf)
     a, b, m, place = _inputs(trainer_logp, sampler_logp, mask)
+    ids = _arrays.as_input(segment_ids, "segment_ids", default="int64")
     backend = _backend.for_placement(place)
     B = int(a.shape[0])
     shape = (B,) if level in ("sequence", "geometric") else tuple(int(s) for s in a.shape)
@@ -153,6 +159,7 @@ def importance_weights(
         log_clamp=clamp,
         batch_normalize=bool(batch_normalize),
         geo_eps=eps,
+        segment_ids=ids,
         workspace=workspace,
         stream=handle,
     )
@@ -371,7 +378,7 @@ CORRECTIONS: Mapping[str, Mapping] = MappingProxyType(
     }
 )
 
-_IMPORTANCE_KEYS = ("level", "mode", "clip_min", "clip_max", "log_clamp", "batch_normalize", "geo_eps")
+_IMPORTANCE_KEYS = ("level", "mode", "clip_min", "clip_max", "log_clamp", "batch_normalize", "geo_eps", "segment_ids")
 _REJECTION_KEYS = ("criteria", "thresholds")
 
 

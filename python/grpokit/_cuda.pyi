@@ -76,6 +76,9 @@ from grpokit._core import (
     rejection_workspace_size as rejection_workspace_size,
 )
 from grpokit._core import (
+    running_moments_merge as running_moments_merge,
+)
+from grpokit._core import (
     token_logprobs as token_logprobs,
 )
 from grpokit._core import (

@@ -191,6 +191,17 @@ ESTIMATORS: Mapping[str, EstimatorInfo] = MappingProxyType(
                 ("reward_weights",),
             ),
             _info(
+                "running",
+                "running",
+                "outcome",
+                "ROLL reward_norm(norm_mean_type='running', norm_std_type='running')",
+                "R − running mean [/ (running σ + epsilon)]: the caller's RunningMoments state (state=) "
+                "updated in place with the batch first (update=False: used as given)",
+                {"std": "sample", "epsilon": 1e-6, "state": None, "update": True},
+                ("reward_weights",),
+                grouped=False,
+            ),
+            _info(
                 "batch_mean",
                 "batch_mean",
                 "outcome",
@@ -246,6 +257,9 @@ PRESETS: Mapping[str, Tuple[str, Mapping[str, Any]]] = MappingProxyType(
         "areal.batch_mean": _p("batch_mean", std="sample", std_scope="batch", epsilon=1e-5),
         "areal.batch_mean_group_std": _p("batch_mean", std="sample", std_scope="group", epsilon=1e-5),
         "areal.batch_mean_no_std": _p("batch_mean", std="none"),
+        # ROLL's reward_norm: norm_mean_type="running" with norm_std_type="running" (its sample std, 1e-6), or None
+        "roll.running": _p("running", std="sample", epsilon=1e-6),
+        "roll.running_mean": _p("running", std="none"),
     }
 )
 
@@ -350,7 +364,60 @@ def engine_options(info: EstimatorInfo, opts: Mapping[str, Any]) -> dict:
         reward_clip_min=float(clip[0]) if clip[0] is not None else -math.inf,
         reward_clip_max=float(clip[1]) if clip[1] is not None else math.inf,
         beta=float(opts.get("beta", 0.0)),
+        **_running_options(opts),
     )
+
+
+@dataclass
+class RunningMoments:
+    """The state of the ``running`` estimator (ROLL's running reward normalisation), kept by the caller:
+    the number of rewards seen, their mean and their population std (ROLL keeps the variance,
+    ``std ** 2``; the std stays finite for rewards up to the largest double). ``advantages(...,
+    estimator="running", state=s)`` merges the batch into ``s`` (in place: passing a state is the opt-in,
+    as with ROLL's object) and normalises with it; ``update=False`` uses ``s`` as it is and leaves it so.
+    ``a.merge(b)`` is a new state of both streams (Chan's parallel update: one state per data-parallel
+    rank, merged in any order)."""
+
+    count: float = 0.0
+    mean: float = 0.0
+    std: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("count", "mean", "std"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+                raise TypeError(f"state: expected a number for {name}, got {type(v).__name__}")
+            setattr(self, name, float(v))
+        if not (self.count >= 0 and math.isfinite(self.count)):
+            raise ValueError(f"state: expected a count >= 0, got {self.count}")
+        if not math.isfinite(self.mean):
+            raise ValueError(f"state: expected a finite mean, got {self.mean}")
+        if not (self.std >= 0 and math.isfinite(self.std)):
+            raise ValueError(f"state: expected a finite std >= 0, got {self.std}")
+
+    def merge(self, other: "RunningMoments") -> "RunningMoments":
+        if not isinstance(other, RunningMoments):
+            raise TypeError(f"other: expected a grpokit.RunningMoments, got {type(other).__name__}")
+        from . import _core  # the engine's merge (math::RunningMoments), not a second copy
+
+        return RunningMoments(*_core.running_moments_merge(*self.as_tuple(), *other.as_tuple()))
+
+    def as_tuple(self) -> Tuple[float, float, float]:
+        return (self.count, self.mean, self.std)
+
+
+def _running_options(opts: Mapping[str, Any]) -> dict:
+    """The running estimator's state and update flag as engine options (an empty state by default)."""
+    state = opts.get("state")
+    if state is None:
+        state = RunningMoments()
+    if not isinstance(state, RunningMoments):
+        raise TypeError(f"state: expected a grpokit.RunningMoments (or None: none yet), got {type(state).__name__}")
+    update = opts.get("update", True)
+    if not isinstance(update, (bool, np.bool_)):
+        raise TypeError(f"update: expected a bool, got {type(update).__name__}")
+    count, mean, std = state.as_tuple()
+    return dict(running_count=count, running_mean=mean, running_std=std, running_update=bool(update))
 
 
 def compute(
@@ -391,6 +458,11 @@ def compute(
     with _arrays.allocating_on(place, handle):  # from the pool of the stream the kernels write on
         out = _arrays.empty(place, shape, dtype, like=rewards)
         returns = _arrays.empty(place, shape, dtype, like=rewards) if opts.get("return_returns") else None
+        state = opts.get("state") if info.engine == "running" else None
+        if state is not None and opts.get("update", True):  # the new state, in the second output
+            returns = _arrays.empty(place, (3,), "float64", like=rewards)
+        else:
+            state = None
         workspace = None
         if place.is_cuda:  # scratch from the caller's framework: the kernels never allocate
             mask = arrays["mask"]
@@ -418,6 +490,9 @@ def compute(
         stream=handle,
     )
     out = _arrays.finish(place, out)
+    if state is not None:  # three numbers to the host (one synchronisation on a GPU)
+        state.count, state.mean, state.std = returns.tolist()
+        return out
     if returns is not None:
         return out, _arrays.finish(place, returns)
     return out

@@ -302,6 +302,8 @@ def advantages(rewards: Any, group_size: Optional[int] = None, **kw: Any) -> Any
             {"group_size": int(group_size or 0), **{k: opts[k] for k in ("baseline", "std", "std_scope", "epsilon")}}
         )
         return _call("advantages", params, (r, ids), (jax.ShapeDtypeStruct(r.shape, r.dtype),))[0]
+    if info.engine == "running":  # its state is host data carried between calls, not a traced value
+        raise ValueError("estimator: 'running' updates a host state object each call; use grpokit.advantages")
     arrays = {k: opts.pop(k, None) for k in _estimators.ARRAY_INPUTS}
     weights = _estimators._weights(arrays.pop("reward_weights"))
     traced = {k: None if v is None else jax.lax.stop_gradient(_array(v, k)) for k, v in arrays.items()}

@@ -53,6 +53,28 @@ TEST_CASE("MaxRL divides by the group mean; the batch mean needs no groups", "[e
                     Catch::Contains("group_size: expected a positive integer"));
 }
 
+TEST_CASE("running: the state merges with the batch before normalising; it comes back in returns",
+          "[estimators]") {
+  std::vector<double> r{1.0, 3.0}, out(2), state(3, -1.0);
+  EstimatorInputs in;
+  in.rewards = vec(r);
+  EstimatorOptions opt;
+  opt.estimator = Estimator::Running;
+  opt.std = StdDivisor::Sample;
+  opt.running_count = 2.0;  // earlier rewards {-1, 1}: mean 0, population std 1
+  opt.running_std = 1.0;
+  estimator_advantages_cpu(in, opt, vec(out), vec(state));
+  // all four rewards {-1, 1, 1, 3}: mean 1, population std sqrt(2), sample std sqrt(8 / 3)
+  CHECK(state[0] == 4.0);
+  CHECK(state[1] == Approx(1.0));
+  CHECK(state[2] == Approx(std::sqrt(2.0)));
+  CHECK(out[0] == Approx(0.0).margin(1e-15));
+  CHECK(out[1] == Approx(2.0 / std::sqrt(8.0 / 3.0)));
+  opt.running_std = -1.0;
+  CHECK_THROWS_WITH(estimator_advantages_cpu(in, opt, vec(out), vec(state)),
+                    Catch::Contains("state: expected a finite std >= 0"));
+}
+
 TEST_CASE("multi-reward weights: wrong K is an error naming reward_weights", "[estimators]") {
   std::vector<double> r(6, 1.0), w{1.0, 2.0, 3.0}, out(3);
   EstimatorInputs in;

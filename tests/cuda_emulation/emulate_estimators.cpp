@@ -1,8 +1,9 @@
 // Runs cuda/estimators.cu's and cuda/corrections.cu's kernels on host threads (cuda_emulator.hpp)
 // and compares them with the CPU engine on random inputs: every estimator (outcome and token, each
 // option that changes the code path, contiguous groups and uneven group ids, mask or lengths, K = 1
-// or 3 reward columns with NaN entries and an unscorable row, an all-masked row, strided rewards) and
-// every correction (token/sequence/geometric/segment level, truncate/mask/geo_mask modes, clip and
+// or 3 reward columns with NaN entries and an unscorable row, an all-masked row, strided rewards; the
+// running estimator's new state) and every correction (token/sequence/geometric/segment level,
+// truncate/mask/geo_mask modes, clip and
 // log-clamp bounds, batch renormalisation, NaN sampler log-probs; each rejection criterion, verl's and
 // ROLL's, and combinations), float32 and
 // float64, several shapes. A check of indexing, pass structure, reductions and barriers without a
@@ -70,6 +71,7 @@ struct EstCase {
   bool isw = false;        // OTB rollout IS weights
   bool token_rewards_2d = true;
   bool returns = false;
+  bool state = false;      // the running estimator's new state (3,) float64, in place of returns
   double scale = 1.0;      // outcome rewards × scale (float64 only): the scaled statistics at ±1e308
 };
 
@@ -147,21 +149,27 @@ void run_estimator(const EstCase& c, const Shape& sh, bool strided_rewards, doub
       static_cast<size_t>(cuda::estimator_workspace_size(opt.estimator, B, in.mask.defined() ? T : 0)), NAN);
   const TensorView wsv =
       ws.empty() ? TensorView{} : make_view(ws.data(), DType::Float64, {static_cast<int64_t>(ws.size())});
+  std::vector<double> st_cpu(3, -7.0), st_emu(3, -7.0);
+  auto second = [&](std::vector<R>& ret, std::vector<double>& st) {
+    if (c.state) return make_view(st.data(), DType::Float64, {3});
+    return c.returns ? view(ret) : TensorView{};
+  };
   ++g_runs;
   try {
-    estimator_advantages_cpu(in, opt, view(out_cpu), c.returns ? view(ret_cpu) : TensorView{});
+    estimator_advantages_cpu(in, opt, view(out_cpu), second(ret_cpu, st_cpu));
   } catch (const std::exception& e) {
     std::printf("  CPU ERROR %s B=%lld T=%lld G=%lld: %s\n", c.name.c_str(), (long long)B, (long long)T,
                 (long long)sh.G, e.what());
     ++g_bad_runs;
     return;
   }
-  cuda::estimator_advantages(in, opt, view(out_emu), c.returns ? view(ret_emu) : TensorView{}, wsv, 0);
+  cuda::estimator_advantages(in, opt, view(out_emu), second(ret_emu, st_emu), wsv, 0);
   const std::string tag = c.name + (sizeof(R) == 4 ? " f32" : " f64") + " B=" + std::to_string(B) +
                           " T=" + std::to_string(T) + (sh.G ? " G=" + std::to_string(sh.G) : " ids") +
                           (strided_rewards ? " strided" : "");
   bool ok = compare(tag + " advantages", out_cpu, out_emu, rtol, atol);
   if (c.returns) ok = compare(tag + " returns", ret_cpu, ret_emu, rtol, atol) && ok;
+  if (c.state) ok = compare(tag + " state", st_cpu, st_emu, 1e-12, 0.0) && ok;
   if (!ok) ++g_bad_runs;
 }
 
@@ -217,6 +225,19 @@ std::vector<EstCase> estimator_cases() {
     c.opt.baseline = Baseline::LeaveOneOut, c.opt.std = StdDivisor::Population,
     c.opt.std_scope = StdScope::Group;
   });
+  add("running_roll", Estimator::Running, [](EstCase& c) {  // a state from earlier batches, updated
+    c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-6, c.opt.running_count = 37.0,
+    c.opt.running_mean = 0.25, c.opt.running_std = 0.9, c.state = true;
+  });
+  add("running_empty_no_std", Estimator::Running, [](EstCase& c) { c.state = true; });
+  add("running_1e307", Estimator::Running, [](EstCase& c) {
+    c.opt.std = StdDivisor::Sample, c.opt.epsilon = 1e-6, c.opt.running_count = 9.0,
+    c.opt.running_mean = -3e307, c.opt.running_std = 8e307, c.state = true, c.scale = 5e307;
+  });
+  add("running_no_update", Estimator::Running, [](EstCase& c) {
+    c.opt.std = StdDivisor::Population, c.opt.running_count = 5.0, c.opt.running_mean = -1.0,
+    c.opt.running_std = 1.5, c.opt.running_update = false;
+  });
   for (const auto& [name, e] :
        {std::pair{"grpo_sample_1e307", Estimator::Grpo}, std::pair{"gdpo_1e307", Estimator::NormalizeThenSum},
         std::pair{"grpo_passk_1e307", Estimator::GrpoPassk},
@@ -266,10 +287,21 @@ LogProbs<R> make_logprobs(int64_t B, int64_t T, double noise, unsigned seed) {
 }
 
 template <class R>
-void run_importance(int64_t B, int64_t T, const ImportanceOptions& opt, const std::string& name, double rtol,
-                    double atol) {
+void run_importance(int64_t B, int64_t T, const ImportanceOptions& given, const std::string& name,
+                    double rtol, double atol, bool segment_ids = false) {
   const DType dt = dtype_of<R>();
   LogProbs<R> lp = make_logprobs<R>(B, T, 0.4, static_cast<unsigned>(B * 13 + T));
+  // Explicit segment ids: a new turn at a third of the selected positions, a turn spanning masked gaps
+  // otherwise; unselected positions hold -5 (never read).
+  ImportanceOptions opt = given;
+  std::vector<int64_t> ids(static_cast<size_t>(B * T), -5);
+  if (segment_ids) {
+    std::mt19937 g(static_cast<unsigned>(B + 7 * T));
+    for (int64_t i = 0; i < B; ++i)
+      for (int64_t t = 0, id = 0; t < T; ++t)
+        if (lp.mask[i * T + t]) ids[i * T + t] = (id += g() % 3 == 0 ? 1 : 0);
+    opt.segment_ids = make_view(ids.data(), DType::Int64, {B, T});
+  }
   const bool seq = weight_per_row(opt.level);
   const int64_t nw = seq ? B : B * T;
   const int64_t M = static_cast<int64_t>(importance_metric_names().size());
@@ -416,6 +448,8 @@ int main() {
           for (auto [B, T] : {std::pair<int64_t, int64_t>{6, 5}, {12, 33}, {10, 1}, {70, 9}}) {
             run_importance<double>(B, T, o, name, 1e-11, 1e-13);
             run_importance<float>(B, T, o, name, 2.5e-7, 1e-12);  // double arithmetic, float weights
+            if (level == IsLevel::Segment)
+              run_importance<double>(B, T, o, std::string(name) + " segment_ids", 1e-11, 1e-13, true);
           }
         }
   std::printf("%-24s %s\n", "importance_weights", g_bad_runs == before ? "ok" : "DIFFERS");

@@ -139,3 +139,14 @@ def test_deterministic_side_stream_and_errors():
         grpokit.importance_weights(a, b, m.cpu())
     with pytest.raises(ValueError, match="clip_max"):
         grpokit.importance_weights(a, b, m, clip_max=-1.0)
+
+
+def test_segment_ids_match_cpu():
+    B, T = 12, 33
+    a, b, m = logprobs(B, T, 0.4, 5)
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.cumsum(m & (torch.rand(B, T, generator=gen) < 0.3), dim=1)
+    opts = dict(level="segment", mode="truncate", clip_max=1.2)
+    cpu = grpokit.importance_weights(a, b, m, segment_ids=ids, **opts)
+    gpu = grpokit.importance_weights(a.cuda(), b.cuda(), m.cuda(), segment_ids=ids.cuda(), **opts)
+    np.testing.assert_allclose(gpu.weights.cpu().numpy(), cpu.weights.numpy(), rtol=1e-12, atol=1e-15)

@@ -48,6 +48,8 @@ OUTCOME = [
     ("maxrl", {}, 3, ()),
     ("areal.batch_mean", {}, 1, ()),
     ("areal.batch_mean_group_std", {}, 3, ()),
+    ("roll.running", {}, 3, ()),
+    ("roll.running_mean", {}, 1, ()),
     ("batch_mean", {"baseline": "leave_one_out", "std": "none"}, 1, ()),
 ]
 
@@ -227,3 +229,16 @@ def test_degenerate_inputs_give_the_formulas_values():
         torch.tensor([1.0, 2.0, 5.0], device="cuda"), estimator="rloo", group_ids=torch.tensor([0, 0, 1], device="cuda")
     )
     assert out.cpu().tolist() == [-1.0, 1.0, 0.0]
+
+
+def test_running_state_matches_cpu():
+    # the state is merged on the device (the batch kernel) and comes back as three host numbers
+    gen = torch.Generator().manual_seed(11)
+    cpu_state = grpokit.RunningMoments(20, 0.3, 1.2)
+    gpu_state = grpokit.RunningMoments(20, 0.3, 1.2)
+    for B in (7, 130, 1):
+        r = torch.randn(B, generator=gen, dtype=torch.float64)
+        cpu = grpokit.advantages(r, estimator="roll.running", state=cpu_state)
+        gpu = grpokit.advantages(r.cuda(), estimator="roll.running", state=gpu_state)
+        assert_close(gpu, cpu, torch.float64)
+        np.testing.assert_allclose(gpu_state.as_tuple(), cpu_state.as_tuple(), rtol=1e-12)

@@ -32,6 +32,9 @@ struct ImportanceOptions {
   double log_clamp = INFINITY;     // clamp of the (token or summed) log-ratio before exp (verl: 20)
   bool batch_normalize = false;    // divide by the batch mean weight (verl rollout_is_batch_normalize)
   double geo_eps = 1e-8;           // of the geometric means (ROLL, NeMo-RL: 1e-8; OpenRLHF: 0)
+  // Segment level: optional (B, T) int32/int64 ids of each token's segment (turn), >= 0 and
+  // non-decreasing along a row at selected positions; without them a segment is a run of the mask.
+  TensorView segment_ids;
 };
 
 // Metric slots written by importance_weights_cpu, in this order (names as Python reports them).

@@ -32,6 +32,8 @@ enum class Estimator : uint8_t {
   MaxRl,  // SkyRL maxrl: (R − group mean) / (group mean + ε); a group of one keeps R
   BatchMean,  // AReaL Normalization(mean_level="batch"): R − batch mean [/ (σ + ε)], σ around that mean
               // over the batch or the group (no groups needed without a group σ)
+  Running,  // ROLL norm_mean_type="running": R − running mean [/ (running σ + ε)], the running moments
+            // (caller-kept) updated with the batch first; the new state is the second output (3,)
 };
 
 // The final batch normalisation of the leave-one-out and normalise-then-sum estimators.
@@ -77,6 +79,12 @@ struct EstimatorOptions {
   double f_norm = 1.0;  // Gpg
   bool handle_zero_tail = true;  // OptimalTokenBaseline
   double otb_epsilon = 1e-8;  // OptimalTokenBaseline denominator
+  // Running: the state before this batch (count, mean, population std; count 0: none yet), and
+  // whether the batch updates it before normalising (ROLL: yes; false normalises with it as given).
+  double running_count = 0.0;
+  double running_mean = 0.0;
+  double running_std = 0.0;
+  bool running_update = true;
 };
 
 // The checks that need no array values (dtypes, shapes, one device, options, group layout of
@@ -86,7 +94,8 @@ void check_estimator_args(const EstimatorInputs& in, const EstimatorOptions& opt
                           const TensorView& returns);
 
 // Validates (dtypes, shapes, devices, group layout, finite values) and computes. `out` has the
-// rewards' dtype and shape (B,) or (B, T); `returns` (B, T) is optional (token estimators only).
+// rewards' dtype and shape (B,) or (B, T); `returns` (B, T) is optional (token estimators only; for
+// Running it is the new state (3,) float64: count, mean, population std).
 // Inputs are never written. CPU only.
 void estimator_advantages_cpu(const EstimatorInputs& in, const EstimatorOptions& opt, const TensorView& out,
                               const TensorView& returns);

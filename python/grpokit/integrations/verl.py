@@ -17,6 +17,7 @@ See docs/verl.md.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -32,7 +33,16 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
         "grpokit.integrations.verl needs verl 0.9 and what importing its trainer needs: pip install 'grpokit[verl]'"
     ) from exc
 
-__all__ = ["PREFIX", "adv_estimator_fn", "policy_loss_fn", "register_adv_est", "register_policy_loss", "verl_options"]
+__all__ = [
+    "PREFIX",
+    "KLController",
+    "adv_estimator_fn",
+    "kl_controller",
+    "policy_loss_fn",
+    "register_adv_est",
+    "register_policy_loss",
+    "verl_options",
+]
 
 PREFIX = "grpokit."
 # grpokit's metric -> verl's name for it (verl's logging and aggregation read these)
@@ -318,6 +328,47 @@ def register_adv_est(name: str, estimator: str) -> None:
     """Registers grpokit's ``estimator`` as verl's advantage estimator ``name``
     (``algorithm.adv_estimator=<name>``)."""
     core_algos.register_adv_est(name)(adv_estimator_fn(estimator))
+
+
+class KLController:
+    """verl's KL coefficient controller (``algorithm.kl_ctrl``), step for step: ``type="fixed"`` keeps
+    ``kl_coef``; ``type="adaptive"`` (verl's ``AdaptiveKLController``, Ziegler et al. 2019) multiplies
+    ``value`` after each batch by 1 + clip(KL / target_kl − 1, −0.2, 0.2) · n_steps / horizon.
+
+    In verl it drives the KL in the reward (``use_kl_in_reward``: verl's trainer applies it before the
+    advantage estimator, so ``grpokit.verl.*`` estimators see it unchanged). With grpokit's KL in the
+    loss, pass ``beta=ctrl.value`` to the loss and feed back its ``"kl"`` metric:
+    ``ctrl.update(float(out.metrics["kl"]), n_steps=batch_size)`` (docs/verl.md)."""
+
+    def __init__(self, kl_coef: float, type: str = "fixed", target_kl: float = 0.1, horizon: int = 10000):
+        if type not in ("fixed", "adaptive"):
+            raise ValueError(f"kl_ctrl.type: expected 'fixed' or 'adaptive', got {type!r}")
+        if not (isinstance(kl_coef, (int, float)) and math.isfinite(kl_coef) and kl_coef >= 0):
+            raise ValueError(f"kl_ctrl.kl_coef: expected a finite value >= 0, got {kl_coef!r}")
+        if type == "adaptive":
+            if not (isinstance(horizon, (int, float)) and horizon > 0):
+                raise ValueError(f"kl_ctrl.horizon: expected a value > 0 for the adaptive controller, got {horizon!r}")
+            if not (isinstance(target_kl, (int, float)) and math.isfinite(target_kl) and target_kl > 0):
+                raise ValueError(f"kl_ctrl.target_kl: expected a finite value > 0, got {target_kl!r}")
+        self.type, self.value, self.target, self.horizon = type, float(kl_coef), target_kl, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """The controller's step after a batch of ``n_steps`` sequences whose mean KL was ``current_kl``."""
+        if self.type == "fixed":
+            return
+        if not math.isfinite(current_kl):
+            raise ValueError(f"current_kl: expected a finite KL, got {current_kl!r}")
+        proportional_error = min(max(current_kl / self.target - 1, -0.2), 0.2)
+        self.value *= 1 + proportional_error * n_steps / self.horizon
+
+
+def kl_controller(kl_ctrl: Any) -> KLController:
+    """The controller verl's trainer builds from ``algorithm.kl_ctrl`` (its ``KLControlConfig`` or a
+    mapping: ``type``, ``kl_coef``, ``target_kl``, ``horizon``, verl's defaults where unset)."""
+    get = kl_ctrl.get if hasattr(kl_ctrl, "get") else lambda k, d: getattr(kl_ctrl, k, d)
+    return KLController(
+        get("kl_coef", 0.001), type=get("type", "fixed"), target_kl=get("target_kl", 0.1), horizon=get("horizon", 10000)
+    )
 
 
 def _register_all() -> None:

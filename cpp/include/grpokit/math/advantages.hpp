@@ -135,6 +135,47 @@ GRPOKIT_HD double unscale(double c, double sc) {
   return c <= lim && c >= -lim ? (c < 0.0 ? -DBL_MAX : DBL_MAX) : v;
 }
 
+// The running moments of a reward stream (ROLL's RunningMoments, norm_mean_type="running"): count, mean
+// and population std, kept by the caller between batches. merge is Chan et al.'s parallel update in
+// its weighted form (shares na/n and nb/n, never a sum of squares): ROLL's update when b is a batch,
+// and the data-parallel merge of two ranks' states. It runs in the scaled domain of the largest |mean|
+// or std (pow2_scale), so rewards up to ±DBL_MAX never overflow. Empty states (count 0) merge as the
+// identity.
+struct RunningMoments {
+  double count = 0.0;
+  double mean = 0.0;
+  double std = 0.0;  // population std around mean
+
+  GRPOKIT_HD void merge(const RunningMoments& b) {
+    if (b.count == 0.0) return;
+    if (count == 0.0) {
+      *this = b;
+      return;
+    }
+    const double m1 = mean < 0.0 ? -mean : mean, m2 = b.mean < 0.0 ? -b.mean : b.mean;
+    const double sc = pow2_scale(fmax(fmax(m1, m2), fmax(std, b.std)));
+    const double n = count + b.count, wa = count / n, wb = b.count / n;
+    const double d = b.mean / sc - mean / sc, sa = std / sc, sb = b.std / sc;
+    mean = (mean / sc + d * wb) * sc;
+    std = sqrt(wa * sa * sa + wb * sb * sb + wa * wb * d * d) * sc;
+    count = n;
+  }
+  // The std the estimator divides by: population, or sample (ROLL's: divisor count − 1; 0 below two).
+  GRPOKIT_HD double divisor_std(bool sample) const {
+    if (!sample) return std;
+    return count > 1.0 ? std * sqrt(count / (count - 1.0)) : 0.0;
+  }
+};
+
+// A batch's moments from its two-pass sums (s, and m2 around s's mean).
+GRPOKIT_HD RunningMoments batch_moments(const MomentSums& s, const SquaredDeviations& m2) {
+  RunningMoments b;
+  b.count = s.n;
+  b.mean = s.mean();
+  b.std = std_from_m2(m2, s.n, false) * s.scale;
+  return b;
+}
+
 // The final per-row value (r − b) / (σ + ε) from the scaled forms c = (r − b) / sc and sd = σ / ss (sc, ss
 // powers of two; sd < 0 means "no scaling"), so nothing overflows whenever σ scales: 0/0 := 0.
 // Without σ the result is r − b, which overflows only where the exact value does (|r − b| > DBL_MAX).
@@ -150,6 +191,15 @@ GRPOKIT_HD double scaled_advantage(double c, double sc, double sd, double ss, do
 GRPOKIT_HD double group_advantage(double r, const MomentSums& s, bool loo, double sd, double ss, double eps) {
   if (is_nan(r)) return 0.0;
   return scaled_advantage(loo ? s.loo_centred(r) : s.centred(r), s.scale, sd, ss, eps);
+}
+
+// The running estimator's (r − mean) / (sd + eps) (sd < 0: r − mean), in the scaled domain of the
+// largest of |r|, |mean| and sd, so nothing overflows where the exact value does not; NaN r → 0.
+GRPOKIT_HD double running_advantage(double r, double mean, double sd, double eps) {
+  if (is_nan(r)) return 0.0;
+  const double a = r < 0.0 ? -r : r, m = mean < 0.0 ? -mean : mean;
+  const double sc = pow2_scale(fmax(fmax(a, m), sd));
+  return scaled_advantage(r / sc - mean / sc, sc, sd < 0.0 ? -1.0 : sd / sc, sc, eps);
 }
 
 // The same from unscaled values (callers whose values cannot overflow): (r − baseline) / (scale + eps).

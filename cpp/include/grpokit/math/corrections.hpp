@@ -65,6 +65,16 @@ GRPOKIT_HD int64_t segment_end(const Selected& selected, int64_t t, int64_t T) {
   return t;
 }
 
+// With explicit segment ids: the segment that starts at selected position t holds the row's later
+// selected positions whose id is t's (`same(u)`), positions not selected in between skipped. The first
+// position after it: a selected position with another id, or T.
+template <class Selected, class Same>
+GRPOKIT_HD int64_t segment_end_by_id(const Selected& selected, const Same& same, int64_t t, int64_t T) {
+  for (++t; t < T && (!selected(t) || same(t)); ++t) {
+  }
+  return t;
+}
+
 // The probability difference ROLL's diff filter reads, e^{trainer} − e^{sampler}; 0 where the
 // sampler could not score the token (NaN).
 GRPOKIT_HD double prob_difference(double trainer, double sampler) {
