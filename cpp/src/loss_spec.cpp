@@ -158,6 +158,9 @@ void validate_spec(const LossSpec& s) {
   if (!std::isfinite(s.entropy_coef))
     value_error("entropy_coef: expected a finite value, got ", s.entropy_coef);
   nonneg(s.dro_beta, "dro_beta");
+  if (!(s.positive_example_nll_weight >= 0.0 && std::isfinite(s.positive_example_nll_weight)))
+    value_error("positive_example_nll_weight: expected a finite value >= 0, got ",
+                s.positive_example_nll_weight);
   positive(s.kl_log_clamp, "kl_log_clamp");
   positive(s.kl_value_clamp, "kl_value_clamp");
   if (!(s.top_entropy_quantile > 0.0 && s.top_entropy_quantile <= 1.0))

@@ -192,6 +192,11 @@ def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None
         else:
             em = mf * ent_mask
             loss = loss - s.entropy_coef * (Hm * em).sum() / max(em.sum(), 1.0) / s.gradient_accumulation_steps
+    if s.selection == "positive_nll":  # VAPO: μ·mean(−ℓ) over the selected tokens, outside φ
+        pm = mf * np.asarray(sel, bool)
+        scale = s.dp_size / (s.gradient_accumulation_steps if s.divide_by_ga else 1.0)
+        if pm.sum() > 0:
+            loss = loss + s.positive_example_nll_weight * scale * (-lp * pm).sum() / pm.sum()
     return loss, phi
 
 

@@ -165,6 +165,13 @@ GRPOKIT_HD double agg_coefficient(const LossSpec& s, const AggCounts& k, double 
   return 0.0;
 }
 
+// VAPO's NLL coefficient μ·scale/N_sel, N_sel the call's valid selected tokens (NeMo-RL: the mean of −ℓ
+// over this micro-batch's positive tokens, 0 when there are none); 0 unless Selection::PositiveNll.
+GRPOKIT_HD double nll_coefficient(const LossSpec& s, const AggCounts& k, double n_sel) {
+  if (s.selection != Selection::PositiveNll || !(n_sel > 0.0)) return 0.0;
+  return s.positive_example_nll_weight * k.scale / n_sel;
+}
+
 // TRL's local entropy-bonus coefficient 1 / (max(Σ m, 1) · K) (no top-entropy selection).
 GRPOKIT_HD double entropy_local_coefficient(const LossSpec& s, double n_tok) {
   return 1.0 / ((n_tok > 1.0 ? n_tok : 1.0) * s.gradient_accumulation_steps);
