@@ -419,6 +419,8 @@ int64_t loss_workspace_size(int64_t num_rows) {
 void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int /*num_threads*/,
                  std::intptr_t stream) {
   check_args_any_float(spec, in, out);
+  if (!std::isnan(spec.m2_threshold))  // its batch-level selection is written for the CPU engine only
+    value_error("m2_threshold: M2PO runs on the CPU engine only for now; pass CPU arrays (got CUDA ones)");
 #if !defined(GRPOKIT_CUDA_EMULATE)
   check_cuda_device(in.logp, "logp");
 #endif

@@ -442,16 +442,25 @@ void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutpu
   }
   if (!any) value_error("mask: no valid token (every position is masked); there is no loss to compute");
 
+  // M2PO: the engine runs on the mask less the tokens it drops (loss_m2po.cpp)
+  std::vector<uint8_t> m2po;
+  LossInputs in_m2 = in;
+  if (!std::isnan(spec.m2_threshold)) {
+    m2po = m2po_keep(spec, in, L);
+    const int64_t n = static_cast<int64_t>(m2po.size());
+    in_m2.mask =
+        L.packed ? make_view(m2po.data(), DType::Bool, {n}) : make_view(m2po.data(), DType::Bool, {L.B, L.T});
+  }
   const bool adv_row = in.advantages.ndim == 1 && (!L.packed || in.advantages.shape[0] != in.logp.shape[0]);
   Call k{spec,
-         in,
+         in_m2,
          out,
          L,
          math::pass_flags(spec, in.old_logp.defined(), in.entropies.defined(), in.sampling_logp.defined(),
                           in.ref_logp.defined(), in.token_weights.defined()),
          adv_row,
          math::ratio_metrics_per_row(spec),
-         fast_path_applies(spec, in, out, adv_row) && !general_row_only(spec),
+         fast_path_applies(spec, in_m2, out, adv_row) && !general_row_only(spec),
          spec.top_entropy_quantile < 1.0};
   if (in.logp.dtype == DType::Float32)
     run<float>(k, num_threads);

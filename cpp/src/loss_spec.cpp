@@ -168,6 +168,8 @@ void validate_spec(const LossSpec& s) {
   if (!std::isnan(s.off_policy_mask_threshold) && !(s.off_policy_mask_threshold >= 0.0))
     value_error("off_policy_mask_threshold: expected a value >= 0 (or None), got ",
                 s.off_policy_mask_threshold);
+  if (!std::isnan(s.m2_threshold) && !(s.m2_threshold >= 0.0))
+    value_error("m2_threshold: expected a value >= 0 (or None), got ", s.m2_threshold);
   if (!(s.is_min < s.is_max))
     value_error("vllm_importance_sampling_clip_min: must be less than the max, got ", s.is_min,
                 " >= ", s.is_max);

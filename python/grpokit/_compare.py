@@ -373,7 +373,7 @@ FACTORS: Dict[str, Tuple[str, ...]] = {
         "vespo_lambda_neg",
     ),
     "KL placement": ("kl", "beta", "kl_is_corrected", "kl_straight_through", "kl_log_clamp", "kl_value_clamp"),
-    "IS weights": ("ratio", "sampler_is", "is_min", "is_max", "off_policy_mask_threshold"),
+    "IS weights": ("ratio", "sampler_is", "is_min", "is_max", "off_policy_mask_threshold", "m2_threshold"),
     "other terms": (
         "entropy_coef",
         "entropy_aggregation",

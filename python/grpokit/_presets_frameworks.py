@@ -13,7 +13,28 @@ Row = Tuple[str, str, str, Dict[str, Any]]
 # nemo_rl/algorithms/loss/loss_functions.py, the DAPO/VAPO settings of examples/configs/ppo_math_1B.yaml.
 _NEMO_PPO: Dict[str, Any] = dict(epsilon_low=0.2, epsilon_high=0.28, clip_ratio_c=10.0, aggregation="token_mean")
 
+# AReaL (inclusionAI/AReaL 4aef98d8d818af55b43621aaadba047ae10f4e77): grpo_loss_fn and _apply_m2po_masking in
+# areal/trainer/ppo/actor.py, the settings of examples/math/gsm8k_m2po.yaml (eps_clip 0.0, decoupled loss,
+# rejection_sampling ratio ≤ 5, m2_threshold 0.04).
+_AREAL_DECOUPLED: Dict[str, Any] = dict(aggregation="token_mean", sampler_is="token_mask", is_max=5.0)
+
 ROWS: List[Row] = [
+    (
+        "areal.m2po",
+        "AReaL m2_threshold (M2PO) as gsm8k_m2po.yaml: areal.decoupled_ppo with ε = 0, on the tokens left once the "
+        "largest (log π_prox/π_behave)² are dropped until their mean is < 0.04",
+        "Pass the proximal log-probs as old_logp and the behaviour ones as sampling_logp (without them the moment "
+        "is of log π/π_old). The dropped tokens leave the token count, as AReaL's loss_mask. Batch-level: see "
+        "docs/losses.md for data parallel.",
+        dict(epsilon_low=0.0, epsilon_high=0.0, m2_threshold=0.04, **_AREAL_DECOUPLED),
+    ),
+    (
+        "areal.m2po_paper",
+        "The M2PO paper's objective (Zheng et al. 2025): −M·r·A, r = π/π_behave unclipped, token mean over the "
+        "tokens M keeps (second moment of log r under 0.04)",
+        "Pass the behaviour log-probs as old_logp; the mask is a selection (no gradient through it).",
+        dict(surrogate="unclipped", aggregation="token_mean", m2_threshold=0.04),
+    ),
     (
         "nemo.vapo",
         "NeMo-RL positive_example_nll_weight (VAPO eq. 10): PPO clip 0.2/0.28, dual clip 10, token mean, "

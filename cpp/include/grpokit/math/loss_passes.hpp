@@ -114,6 +114,25 @@ GRPOKIT_HD RowStats row_stats_finish(const LossSpec& s, const RowSums<A>& a) {
   return r;
 }
 
+// ---- M2PO (AReaL m2_threshold): a selection before pass A ------------------------------------------
+
+// A valid token's second moment (log r)²: r = π_old/π_sampler when sampling_logp is given (AReaL's
+// behaviour vs proximal policy; an unscored token, NaN, has 0), else π/π_old (the current policy is
+// the proximal one). In double, on both engines.
+template <class C>
+GRPOKIT_HD double m2po_moment(bool has_smp, C l, C lo, C smp) {
+  const double d = has_smp ? static_cast<double>(lo) - static_cast<double>(smp)
+                           : static_cast<double>(l) - static_cast<double>(lo);
+  return is_nan_v(d) ? 0.0 : d * d;
+}
+
+// AReaL's stopping test at rank i of the moments sorted in decreasing order: the mean of the ranks ≥ i
+// (sum `rest` of n − i values) is under the threshold. M2PO drops the ranks below the first i that
+// passes, at most n − 1 of them.
+GRPOKIT_HD bool m2po_rest_passes(const LossSpec& s, double rest, double n_rest) {
+  return rest / n_rest < s.m2_threshold;
+}
+
 // ---- between the passes: counts and the aggregation coefficient c_i -----------------------------
 
 struct AggCounts {
