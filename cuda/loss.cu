@@ -71,7 +71,10 @@ __global__ void __launch_bounds__(kRowThreads) stats_kernel(const Args a) {
   const math::PassFlags& f = a.f;
   const bool need_lo = f.need_u || f.use_is || f.opsm, need_l = f.need_u || f.opsm;
   const bool need_adv = f.need_u || f.gmpo, need_h = f.gtpo_h, need_smp = f.has_smp && (f.use_is || f.opsm);
+  const bool need_sel = a.s.selection == math::Selection::PositiveNll && a.sel.p != nullptr;
+  const RowAddr asel = addr(a, a.sel.s0, a.sel.s1, i, rr);
   math::RowSums<C> s{};
+  C n_sel = C(0);  // valid selected tokens (VAPO's NLL)
   int64_t first = rr.len;
   for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
     if (a.mask.p && !flag_at(a.mask.p, a.mask_dt, am.base + t * am.step)) continue;
@@ -82,8 +85,9 @@ __global__ void __launch_bounds__(kRowThreads) stats_kernel(const Args a) {
     const C h = need_h ? C(ld<T>(a.ent, ae, t)) : C(0);
     const C smp = need_smp ? C(ld<T>(a.smp, as, t)) : C(0);
     math::row_sums_add<C, C>(a.s, f, s, l, lo, adv, h, smp);
+    if (need_sel && flag_at(a.sel.p, a.sel_dt, asel.base + t * asel.step)) n_sel += C(1);
   }
-  C v[7] = {s.n, s.su, s.svw, s.sh, s.sa, s.sis, s.sop};
+  C v[8] = {s.n, s.su, s.svw, s.sh, s.sa, s.sis, s.sop, n_sel};
   block_reduce(v, smem, Sum{}, C(0));
   long long fv[1] = {static_cast<long long>(first)};
   __shared__ long long smem_first[32];
@@ -100,6 +104,7 @@ __global__ void __launch_bounds__(kRowThreads) stats_kernel(const Args a) {
     o[kOpsmDiv] = r.opsm_div;
     o[kVespoLogw] = r.vespo_logw;
     o[kFirst] = static_cast<double>(fv[0]);
+    o[kNSel] = static_cast<double>(v[7]);
   }
 }
 
@@ -111,13 +116,14 @@ struct RowTokens {  // row j's valid-token count, for math::group_tokens
 };
 
 __global__ void __launch_bounds__(kReduceThreads) counts_kernel(const Args a) {
-  __shared__ double smem[2 * 32];
+  __shared__ double smem[3 * 32];
   __shared__ double shared_counts[2];
-  double v[2] = {0.0, 0.0};
+  double v[3] = {0.0, 0.0, 0.0};
   for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x) {
     const double L = a.st[i * kNumStat + kL];
     v[0] += L;
     v[1] += L > 0.0 ? 1.0 : 0.0;
+    v[2] += a.st[i * kNumStat + kNSel];
   }
   block_reduce(v, smem, Sum{}, 0.0);
   if (threadIdx.x == 0) {
@@ -135,6 +141,7 @@ __global__ void __launch_bounds__(kReduceThreads) counts_kernel(const Args a) {
   __syncthreads();
   const math::AggCounts k =
       math::agg_counts(a.s, shared_counts[0], shared_counts[1], static_cast<double>(a.B));
+  if (threadIdx.x == 0) a.glob[gNllC] = math::nll_coefficient(a.s, k, v[2]);
   const RowTokens row_tokens{a.st};
   for (int64_t i = threadIdx.x; i < a.B; i += blockDim.x)
     a.st[i * kNumStat + kC] = math::agg_coefficient(a.s, k, a.st[i * kNumStat + kL], static_cast<double>(a.T),
@@ -200,8 +207,9 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   ti.keep = keep ? C(1) : C(0);
   const C abar = static_cast<C>(st[kAbar]);
 
-  // sums: φ, ∂/∂u, ω_u, ∂/∂⟨H⟩, H of the tokens the entropy rule keeps; and the metric sums
-  C v[5] = {};
+  // sums: φ, ∂/∂u, ω_u, ∂/∂⟨H⟩, H of the tokens the entropy rule keeps, VAPO's NLL; and the metric sums
+  C v[6] = {};
+  const C nll_c = static_cast<C>(a.glob[gNllC]);
   Sums ms = Sums::zero();
   unsigned long long bad = kNoError;
   for (int64_t t = threadIdx.x; t < rr.len; t += blockDim.x) {
@@ -254,7 +262,13 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
     v[1] += c * o.d_u;
     v[2] += c * o.omega_u;
     v[3] += c * o.d_hbar;
-    if (g) g[ag.base + t * ag.step] = from_compute<T>(c * o.d_logp);
+    C d_logp = c * o.d_logp;
+    if (ti.selected && nll_c != C(0)) {  // VAPO's NLL, outside φ and c_i (the CPU engine's order)
+      const math::ValueGrad<C> nll = math::positive_nll<C>(ti.logp, nll_c);
+      v[5] += nll.v;
+      d_logp += nll.d;
+    }
+    if (g) g[ag.base + t * ag.step] = from_compute<T>(d_logp);
     if (om) om[aom.base + t * aom.step] = from_compute<T>(c * o.omega_direct);
     if (pt) pt[apt.base + t * apt.step] = from_compute<T>(o.phi);
     if (gh)
@@ -273,7 +287,7 @@ __global__ void __launch_bounds__(kRowThreads) tokens_kernel(const Args a) {
   if (threadIdx.x == 0) {
     RowResult& o = a.acc[i];
     // the row's loss, entropy bonus included (cH: the policy coefficient or TRL's local one)
-    o.loss = st[kC] * static_cast<double>(v[0]) -
+    o.loss = st[kC] * static_cast<double>(v[0]) + static_cast<double>(v[5]) -
              (s.entropy_coef != 0.0 ? s.entropy_coef * cH_d * static_cast<double>(v[4]) : 0.0);
     o.m = Metrics::zero();
     o.m.merge(ms);
@@ -373,6 +387,8 @@ int64_t loss_workspace_size(int64_t num_rows) {
 void policy_loss(const LossSpec& spec, const LossInputs& in, const LossOutputs& out, int /*num_threads*/,
                  std::intptr_t stream) {
   check_loss_args_any_float(spec, in, out);
+  if (!std::isnan(spec.m2_threshold))  // its batch-level selection is written for the CPU engine only
+    value_error("m2_threshold: M2PO runs on the CPU engine only for now; pass CPU arrays (got CUDA ones)");
 #if !defined(GRPOKIT_CUDA_EMULATE)
   check_cuda_device(in.logp, "logp");
 #endif

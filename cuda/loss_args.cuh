@@ -26,8 +26,8 @@ constexpr unsigned long long kNoError = 0x7FFFFFFFFFFFFFFFull;
 
 // ---- workspace layout (float64) ---------------------------------------------------------------------
 
-enum StatField { kL, kU, kHbar, kAbar, kSumIsLog, kOpsmDiv, kVespoLogw, kFirst, kC, kNumStat };
-enum GlobalField { gNTok, gNNonEmpty, gEntC, kNumGlobal };
+enum StatField { kL, kU, kHbar, kAbar, kSumIsLog, kOpsmDiv, kVespoLogw, kFirst, kC, kNSel, kNumStat };
+enum GlobalField { gNTok, gNNonEmpty, gEntC, gNllC, kNumGlobal };  // gNllC: math::nll_coefficient
 
 // A row's results: its loss (entropy bonus included) and metric sums (math/metric_sums.hpp).
 using Metrics = math::MetricSums<double>;

@@ -137,7 +137,8 @@ void check_loss_args(const LossSpec& s, const LossInputs& in, const LossOutputs&
     value_error("group_size: aggregation='prompt_mean' needs whole prompt groups in a call; ", B,
                 " completions are not a multiple of group_size = ", static_cast<int64_t>(s.group_size));
   if (s.selection != Selection::None && !in.selection.defined())
-    value_error("selection: required by the clip_cov / kl_cov rules (the tokens they act on)");
+    value_error(
+        "selection: required by the clip_cov / kl_cov rules and by positive_nll (the tokens they act on)");
   if (in.selection.defined()) {
     same_layout(in.selection, "selection");
     check_flags(in.selection, "selection");

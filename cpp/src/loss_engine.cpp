@@ -37,6 +37,7 @@ struct RowStats {
   int64_t L = 0;            // valid tokens
   math::RowStats r{};       // u_i, ⟨H⟩_i, Ā_i, sampler IS log-weight, OPSM divergence, VESPO's log W_i
   double n_ent_kept = 0.0;  // Σ m·entropy mask
+  double n_sel = 0.0;       // valid selected tokens (Selection::PositiveNll)
   double c = 0.0;           // aggregation coefficient
 };
 
@@ -52,6 +53,7 @@ struct Call {
   bool fast;                   // pass B runs loss_fast.cpp's loop
   bool has_quantile;           // top-entropy masking
   double h_threshold = -kInf;  // ... its threshold
+  double nll_c = 0.0;          // VAPO's NLL coefficient (math::nll_coefficient)
   bool ent_kept(double h) const { return !has_quantile || h >= h_threshold; }
 };
 
@@ -158,10 +160,14 @@ void row_stats(const Call& k, int64_t i, RowStats& r) {
   const Row<const T> h = row_of<const T>(k.in.entropies, k.L, i),
                      smp = row_of<const T>(k.in.sampling_logp, k.L, i);
   // the same per-token steps as the CUDA kernels (math/loss_passes.hpp), summed in double
+  thread_local std::vector<uint8_t> sbuf;
+  const uint8_t* sel =
+      k.s.selection == Selection::PositiveNll ? flag_bytes(k.in.selection, k.L, i, sbuf) : nullptr;
   math::RowSums<double> sums{};
-  double nk = 0.0;
+  double nk = 0.0, ns = 0.0;
   for (int64_t t = 0; t < len; ++t) {
     if (m && !m[t]) continue;
+    if (sel && sel[t]) ns += 1.0;
     const C l = lp[t], lo = pf.has_old ? C(old[t]) : l;
     const C ht = h ? C(h[t]) : C(0), st_smp = smp ? C(smp[t]) : C(0);
     math::row_sums_add<C, double>(k.s, pf, sums, l, lo, C(adv[t]), ht, st_smp);
@@ -170,6 +176,7 @@ void row_stats(const Call& k, int64_t i, RowStats& r) {
   r.r = math::row_stats_finish(k.s, sums);
   r.L = static_cast<int64_t>(r.r.L);
   r.n_ent_kept = nk;
+  r.n_sel = ns;
 }
 
 // ---- pass B: one row's tokens (the general loop) ---------------------------------------------------
@@ -201,7 +208,7 @@ void token_row(const Call& k, int64_t i, const RowStats& r, double cH_d, RowResu
   ti.u = static_cast<C>(r.r.u);
   ti.hbar = static_cast<C>(r.r.hbar);
   ti.keep = flag_of_row(k.in.keep, i) ? C(1) : C(0);
-  double sum_phi = 0.0, G_u = 0.0, W_u = 0.0, G_h = 0.0;
+  double sum_phi = 0.0, sum_nll = 0.0, G_u = 0.0, W_u = 0.0, G_h = 0.0;
   bool first = true;
   for (int64_t t = 0; t < len; ++t) {
     if (m && !m[t]) {
@@ -240,7 +247,13 @@ void token_row(const Call& k, int64_t i, const RowStats& r, double cH_d, RowResu
     G_u += static_cast<double>(c * o.d_u);
     W_u += static_cast<double>(c * o.omega_u);
     G_h += static_cast<double>(c * o.d_hbar);
-    if (g) g[t] = static_cast<T>(c * o.d_logp);
+    C d_logp = c * o.d_logp;
+    if (ti.selected && k.nll_c != 0.0) {  // VAPO's NLL, outside φ and c_i
+      const math::ValueGrad<C> nll = math::positive_nll<C>(ti.logp, static_cast<C>(k.nll_c));
+      sum_nll += static_cast<double>(nll.v);
+      d_logp += nll.d;
+    }
+    if (g) g[t] = static_cast<T>(d_logp);
     if (om) om[t] = static_cast<T>(c * o.omega_direct);
     if (pt) pt[t] = static_cast<T>(o.phi);
     const bool bonus = s.entropy_coef != 0.0 && hk;
@@ -251,7 +264,7 @@ void token_row(const Call& k, int64_t i, const RowStats& r, double cH_d, RowResu
     first = false;
   }
   a.m.row_done(k.per_row_ratio);
-  a.loss = r.c * sum_phi;
+  a.loss = r.c * sum_phi + sum_nll;
 
   // distribute ∂/∂u_i and ∂/∂⟨H⟩_i over the row
   if (!((pf.u_grad || pf.gtpo_h) && r.L > 0)) return;
@@ -384,13 +397,15 @@ void run(Call& k, int num_threads) {
   for_rows(k, num_threads, [&](int64_t i) { row_stats<T>(k, i, st[i]); });
 
   // global counts and aggregation coefficients: the functions the CUDA kernels call
-  double n_tok = 0.0, n_rows_nonempty = 0.0, n_ent_kept = 0.0;
+  double n_tok = 0.0, n_rows_nonempty = 0.0, n_ent_kept = 0.0, n_sel = 0.0;
   for (int64_t i = 0; i < B; ++i) {
     n_tok += static_cast<double>(st[i].L);
     n_rows_nonempty += st[i].L > 0 ? 1.0 : 0.0;
     n_ent_kept += st[i].n_ent_kept;
+    n_sel += st[i].n_sel;
   }
   const math::AggCounts counts = math::agg_counts(k.s, n_tok, n_rows_nonempty, static_cast<double>(B));
+  k.nll_c = math::nll_coefficient(k.s, counts, n_sel);
   const auto row_tokens = [&](int64_t j) { return static_cast<double>(st[j].L); };
   for (int64_t i = 0; i < B; ++i)
     st[i].c = math::agg_coefficient(k.s, counts, static_cast<double>(st[i].L), static_cast<double>(k.L.T),
@@ -427,16 +442,25 @@ void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutpu
   }
   if (!any) value_error("mask: no valid token (every position is masked); there is no loss to compute");
 
+  // M2PO: the engine runs on the mask less the tokens it drops (loss_m2po.cpp)
+  std::vector<uint8_t> m2po;
+  LossInputs in_m2 = in;
+  if (!std::isnan(spec.m2_threshold)) {
+    m2po = m2po_keep(spec, in, L);
+    const int64_t n = static_cast<int64_t>(m2po.size());
+    in_m2.mask =
+        L.packed ? make_view(m2po.data(), DType::Bool, {n}) : make_view(m2po.data(), DType::Bool, {L.B, L.T});
+  }
   const bool adv_row = in.advantages.ndim == 1 && (!L.packed || in.advantages.shape[0] != in.logp.shape[0]);
   Call k{spec,
-         in,
+         in_m2,
          out,
          L,
          math::pass_flags(spec, in.old_logp.defined(), in.entropies.defined(), in.sampling_logp.defined(),
                           in.ref_logp.defined(), in.token_weights.defined()),
          adv_row,
          math::ratio_metrics_per_row(spec),
-         fast_path_applies(spec, in, out, adv_row) && !general_row_only(spec),
+         fast_path_applies(spec, in_m2, out, adv_row) && !general_row_only(spec),
          spec.top_entropy_quantile < 1.0};
   if (in.logp.dtype == DType::Float32)
     run<float>(k, num_threads);

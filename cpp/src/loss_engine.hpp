@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "grpokit/loss.hpp"
 #include "grpokit/math/metric_sums.hpp"
@@ -41,6 +42,11 @@ struct RowResult {
 // sampler IS per sequence only, no per-token inputs beyond mask and ref_logp. Both: keep flags and
 // CPPO's pruning.
 bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row);
+
+// M2PO (m2_threshold set): the mask, one byte per position of logp's layout, less the tokens M2PO drops
+// (loss_m2po.cpp).
+struct Layout;
+std::vector<uint8_t> m2po_keep(const LossSpec& s, const LossInputs& in, const Layout& L);
 
 // Pass A of a padded row on the fast path with a sequence-level ratio: its log-ratio u_i (as
 // math::row_stats_finish forms it) and its valid tokens.

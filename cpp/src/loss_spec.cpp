@@ -158,6 +158,9 @@ void validate_spec(const LossSpec& s) {
   if (!std::isfinite(s.entropy_coef))
     value_error("entropy_coef: expected a finite value, got ", s.entropy_coef);
   nonneg(s.dro_beta, "dro_beta");
+  if (!(s.positive_example_nll_weight >= 0.0 && std::isfinite(s.positive_example_nll_weight)))
+    value_error("positive_example_nll_weight: expected a finite value >= 0, got ",
+                s.positive_example_nll_weight);
   positive(s.kl_log_clamp, "kl_log_clamp");
   positive(s.kl_value_clamp, "kl_value_clamp");
   if (!(s.top_entropy_quantile > 0.0 && s.top_entropy_quantile <= 1.0))
@@ -165,6 +168,8 @@ void validate_spec(const LossSpec& s) {
   if (!std::isnan(s.off_policy_mask_threshold) && !(s.off_policy_mask_threshold >= 0.0))
     value_error("off_policy_mask_threshold: expected a value >= 0 (or None), got ",
                 s.off_policy_mask_threshold);
+  if (!std::isnan(s.m2_threshold) && !(s.m2_threshold >= 0.0))
+    value_error("m2_threshold: expected a value >= 0 (or None), got ", s.m2_threshold);
   if (!(s.is_min < s.is_max))
     value_error("vllm_importance_sampling_clip_min: must be less than the max, got ", s.is_min,
                 " >= ", s.is_max);

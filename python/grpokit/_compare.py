@@ -26,7 +26,7 @@ BATCH_KEYS = {
     "logp": "(B, T) current per-token log-probabilities (required)",
     "old_logp": "(B, T) log-probabilities of the sampling policy (absent: on-policy, ratio 1)",
     "mask": "(B, T) valid tokens (absent: all valid)",
-    "selection": "(B, T) tokens verl's clip_cov / kl_cov act on (absent: those rules select no token)",
+    "selection": "(B, T) tokens clip_cov / kl_cov / positive_nll act on (absent: none; positive_nll: rewards > 0)",
     "completion_ids": "(B, T) token ids (needed for the prefix bias)",
     "ref_logp": "(B, T) reference-model log-probabilities (absent: KL terms are switched off)",
     "sampling_logp": "(B, T) the sampler's (vLLM's) log-probabilities (TRL's IS correction)",
@@ -96,11 +96,19 @@ def _advantages(b: Dict[str, Any], v: _variants.Variant) -> np.ndarray:
     return np.asarray(v.advantages(np.asarray(b["rewards"], dtype=np.float64), b["group_size"], mask=b.get("mask")))
 
 
+def _selection(b: Dict[str, Any], spec: LossSpec) -> Any:
+    """The batch's selection; for VAPO's positive_nll without one, NeMo-RL's positive samples (rewards > 0)."""
+    if b.get("selection") is not None or spec.selection != "positive_nll" or b.get("rewards") is None:
+        return b.get("selection")
+    positive = np.asarray(b["rewards"], dtype=np.float64) > 0
+    return np.broadcast_to(positive[:, None], np.shape(b["logp"]))
+
+
 def _spec_for_batch(b: Dict[str, Any], spec: LossSpec) -> LossSpec:
     # without reference log-probabilities a KL term cannot be evaluated: switch it off (documented)
     if b.get("ref_logp") is None and spec.kl != "none" and spec.beta != 0.0:
         spec = spec.replace(beta=0.0)
-    if b.get("selection") is None and spec.selection != "none":
+    if _selection(b, spec) is None and spec.selection != "none":
         spec = spec.replace(selection="none")  # clip_cov / kl_cov act on the tokens the caller selects
     if spec.aggregation == "prompt_mean" and spec.group_size is None and b.get("group_size") is not None:
         spec = spec.replace(group_size=b["group_size"])  # the batch's prompt groups
@@ -152,7 +160,7 @@ def _run(
         spec=spec,
         ref_logp=b.get("ref_logp"),
         sampling_logp=sampling,
-        selection=b.get("selection"),
+        selection=_selection(b, spec),
         token_weights=token_weights,
         return_weights=True,
     )
@@ -365,7 +373,7 @@ FACTORS: Dict[str, Tuple[str, ...]] = {
         "vespo_lambda_neg",
     ),
     "KL placement": ("kl", "beta", "kl_is_corrected", "kl_straight_through", "kl_log_clamp", "kl_value_clamp"),
-    "IS weights": ("ratio", "sampler_is", "is_min", "is_max", "off_policy_mask_threshold"),
+    "IS weights": ("ratio", "sampler_is", "is_min", "is_max", "off_policy_mask_threshold", "m2_threshold"),
     "other terms": (
         "entropy_coef",
         "entropy_aggregation",
@@ -375,6 +383,7 @@ FACTORS: Dict[str, Tuple[str, ...]] = {
         "prune_threshold",
         "selection",
         "ppo_kl_coef",
+        "positive_example_nll_weight",
     ),
 }
 

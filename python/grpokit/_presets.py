@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, cast
 
 from . import _core
 from ._overrides import ALIASES as _ALIASES
+from ._presets_frameworks import ROWS as _MORE_FRAMEWORK_ROWS
 
 # ---- the record: built from the engine's one declaration of its fields --------------------------
 
@@ -559,6 +560,7 @@ _FRAMEWORK_PRESETS = [
     ),
 ]
 
+_FRAMEWORK_PRESETS += [_p(name, desc, notes, **fields) for name, desc, notes, fields in _MORE_FRAMEWORK_ROWS]
 _PRESETS: Dict[str, Preset] = {p.name: p for p in _PAPER + _TRL_PRESETS + _VERL_PRESETS + _FRAMEWORK_PRESETS}
 
 

@@ -29,7 +29,7 @@ struct Result {
   std::vector<double> grad;
 };
 
-Result run(const LossSpec& s, Batch& b, int threads = 1) {
+Result run(const LossSpec& s, Batch& b, int threads = 1, uint8_t* selection = nullptr) {
   Result r;
   r.grad.assign(static_cast<size_t>(b.B * b.T), -1.0);
   LossInputs in;
@@ -37,6 +37,7 @@ Result run(const LossSpec& s, Batch& b, int threads = 1) {
   in.old_logp = make_view(b.old.data(), DType::Float64, {b.B, b.T});
   in.advantages = make_view(b.adv.data(), DType::Float64, {b.B});
   in.mask = make_view(b.mask.data(), DType::Bool, {b.B, b.T});
+  if (selection) in.selection = make_view(selection, DType::Bool, {b.B, b.T});
   LossOutputs out;
   out.loss = make_view(&r.loss, DType::Float64, {1});
   out.grad_logp = make_view(r.grad.data(), DType::Float64, {b.B, b.T});
@@ -151,4 +152,23 @@ TEST_CASE("prompt_mean: on-policy, each group's token mean of −A, averaged ove
   CHECK(r.grad[8] == Approx(-b.adv[2] / (2 * g1)));   // row 2, group 1
   s.num_prompts = 4;                                   // the step holds 4 prompts: half the weight
   CHECK(run(s, b).loss == Approx(want / 2));
+}
+
+TEST_CASE("positive_nll: + μ·mean(−ℓ) over the selected valid tokens, outside the aggregation", "[loss]") {
+  Batch b;
+  LossSpec s;
+  const Result base = run(s, b);
+  std::vector<uint8_t> sel(static_cast<size_t>(b.B * b.T), 0);
+  for (int64_t t = 0; t < b.T; ++t) sel[static_cast<size_t>(2 * b.T + t)] = 1;  // row 2: the positive sample
+  s.selection = Selection::PositiveNll;
+  s.positive_example_nll_weight = 0.5;
+  const Result r = run(s, b, 1, sel.data());
+  double sum = 0.0, n = 0.0;
+  for (int64_t t = 0; t < b.T; ++t)
+    if (b.mask[static_cast<size_t>(2 * b.T + t)]) sum -= b.lp[static_cast<size_t>(2 * b.T + t)], n += 1.0;
+  CHECK(r.loss == Approx(base.loss + 0.5 * sum / n));
+  CHECK(r.grad[8] == Approx(base.grad[8] - 0.5 / n));  // row 2, token 0
+  CHECK(r.grad[0] == base.grad[0]);  // row 0: not selected
+  std::vector<uint8_t> none(sel.size(), 0);
+  CHECK(run(s, b, 1, none.data()).loss == base.loss);  // no positive token: no term
 }

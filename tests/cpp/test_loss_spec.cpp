@@ -27,7 +27,7 @@ TEST_CASE("the field table lists every LossSpec member in order with the struct'
 #undef GRPOKIT_ONE_
   REQUIRE(fields.size() == kDeclared);  // one entry per line of math/loss_spec.def
   CHECK(fields.front().name == "ratio");
-  CHECK(fields.back().name == "seq_count_nonempty");
+  CHECK(fields.back().name == "m2_threshold");
   const LossSpec d{};
   CHECK(field("epsilon_low").kind == SpecFieldKind::Real);
   CHECK(field("epsilon_low").default_value == d.epsilon_low);

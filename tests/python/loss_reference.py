@@ -58,6 +58,8 @@ def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None
     A = np.asarray(A, np.float64)
     A = A[:, None] * np.ones_like(lp) if A.ndim == 1 else A
     m = np.asarray(mask).astype(bool)
+    if s.m2_threshold is not None:
+        m = m & _m2po_keep(s.m2_threshold, lp_sg, old, smp, m)
     mf = m.astype(np.float64)
     B, T = lp.shape
     # padding may hold anything: replace it (selection, not multiplication)
@@ -192,6 +194,11 @@ def reference_loss(s, lp, old, A, mask, *, ref=None, H=None, smp=None, keep=None
         else:
             em = mf * ent_mask
             loss = loss - s.entropy_coef * (Hm * em).sum() / max(em.sum(), 1.0) / s.gradient_accumulation_steps
+    if s.selection == "positive_nll":  # VAPO: μ·mean(−ℓ) over the selected tokens, outside φ
+        pm = mf * np.asarray(sel, bool)
+        scale = s.dp_size / (s.gradient_accumulation_steps if s.divide_by_ga else 1.0)
+        if pm.sum() > 0:
+            loss = loss + s.positive_example_nll_weight * scale * (-lp * pm).sum() / pm.sum()
     return loss, phi
 
 
@@ -284,3 +291,19 @@ def fd_grad(fun, x, h=1e-6):
         xm[idx] -= h
         g[idx] = (fun(xp) - fun(xm)) / (2 * h)
     return g
+
+
+def _m2po_keep(threshold, lp, old, smp, m):
+    """M2PO: sort the valid tokens' (log r)² in decreasing order, drop the first k, k the least index whose
+    suffix mean is < threshold (n − 1 if none); tokens tied with the first kept one stay."""
+    with np.errstate(invalid="ignore"):
+        d = (old - np.asarray(smp, np.float64)) if smp is not None else (lp - old)
+    m2 = np.where(m & ~np.isnan(d), d, 0.0) ** 2
+    x = np.sort(m2[m])[::-1]
+    n = x.size
+    if n == 0:
+        return m
+    suffix_mean = np.cumsum(x[::-1])[::-1] / np.arange(n, 0, -1)
+    below = np.nonzero(suffix_mean < threshold)[0]
+    k = int(below[0]) if below.size else n - 1
+    return m & (m2 <= x[k])

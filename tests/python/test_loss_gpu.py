@@ -26,7 +26,8 @@ from grpokit._presets import resolve
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
-PRESETS = sorted(grpokit.presets())
+# M2PO (m2_threshold) runs on the CPU engine only: the CUDA backend refuses it (test below)
+PRESETS = sorted(n for n, p in grpokit.presets().items() if p["defaults"]["m2_threshold"] is None)
 DEVICE = "cuda"
 TOL = {  # dtype: (rtol, atol as a fraction of the largest |value|)
     "float64": (1e-9, 1e-12),
@@ -283,3 +284,10 @@ def test_errors():
             cu_seqlens=torch.tensor([0, 1, 2], device="cuda"),
             check_finite=True,
         )
+
+
+def test_m2po_is_refused_on_the_gpu():
+    lp = torch.log(torch.full((2, 3), 0.5, device=DEVICE, dtype=torch.float64))
+    adv = torch.ones(2, device=DEVICE, dtype=torch.float64)
+    with pytest.raises(ValueError, match="m2_threshold: M2PO runs on the CPU engine only"):
+        grpokit.policy_loss(lp, lp, adv, None, spec="areal.m2po_paper")

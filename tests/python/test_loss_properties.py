@@ -101,6 +101,7 @@ def test_weights_are_the_policy_gradient_per_unit_advantage(seed, name, token_ad
         beta=0.0,
         entropy_coef=0.0,
         dro_beta=0.0,
+        positive_example_nll_weight=0.0,
         **({"ppo_kl_coef": 0.0} if spec.selection == "kl_cov" else {}),
     )
     A = b["A"] if token_adv else b["A"][:, None]

@@ -313,6 +313,13 @@ GRPOKIT_HD ValueGrad<C> kl_estimate(KlEstimator est, C logp, C ref_logp, C log_c
   return {v, straight_through != C(0) ? (logp - ref_logp) : d};  // ∂/∂ℓ of ½(ℓ − ℓ_ref)², unclamped
 }
 
+// VAPO's positive-example NLL on one selected token: k·(−ℓ) and its ∂/∂ℓ, k = the call's coefficient
+// (nll_coefficient, math/loss_passes.hpp). Outside φ and the aggregation, as the entropy bonus.
+template <class C>
+GRPOKIT_HD ValueGrad<C> positive_nll(C logp, C k) {
+  return {-k * logp, -k};
+}
+
 // ---- sampler (train–inference) importance weights (TRL's vLLM IS correction) --------------------
 
 // ρ = exp(log_rho) truncated to [lo, hi] or zeroed outside it (a missing bound is ±inf).

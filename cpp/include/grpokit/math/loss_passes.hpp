@@ -114,6 +114,25 @@ GRPOKIT_HD RowStats row_stats_finish(const LossSpec& s, const RowSums<A>& a) {
   return r;
 }
 
+// ---- M2PO (AReaL m2_threshold): a selection before pass A ------------------------------------------
+
+// A valid token's second moment (log r)²: r = π_old/π_sampler when sampling_logp is given (AReaL's
+// behaviour vs proximal policy; an unscored token, NaN, has 0), else π/π_old (the current policy is
+// the proximal one). In double, on both engines.
+template <class C>
+GRPOKIT_HD double m2po_moment(bool has_smp, C l, C lo, C smp) {
+  const double d = has_smp ? static_cast<double>(lo) - static_cast<double>(smp)
+                           : static_cast<double>(l) - static_cast<double>(lo);
+  return is_nan_v(d) ? 0.0 : d * d;
+}
+
+// AReaL's stopping test at rank i of the moments sorted in decreasing order: the mean of the ranks ≥ i
+// (sum `rest` of n − i values) is under the threshold. M2PO drops the ranks below the first i that
+// passes, at most n − 1 of them.
+GRPOKIT_HD bool m2po_rest_passes(const LossSpec& s, double rest, double n_rest) {
+  return rest / n_rest < s.m2_threshold;
+}
+
 // ---- between the passes: counts and the aggregation coefficient c_i -----------------------------
 
 struct AggCounts {
@@ -163,6 +182,13 @@ GRPOKIT_HD double agg_coefficient(const LossSpec& s, const AggCounts& k, double 
       return k.scale / (k.N_prompt * (n_group > 1.0 ? n_group : 1.0));
   }
   return 0.0;
+}
+
+// VAPO's NLL coefficient μ·scale/N_sel, N_sel the call's valid selected tokens (NeMo-RL: the mean of −ℓ
+// over this micro-batch's positive tokens, 0 when there are none); 0 unless Selection::PositiveNll.
+GRPOKIT_HD double nll_coefficient(const LossSpec& s, const AggCounts& k, double n_sel) {
+  if (s.selection != Selection::PositiveNll || !(n_sel > 0.0)) return 0.0;
+  return s.positive_example_nll_weight * k.scale / n_sel;
 }
 
 // TRL's local entropy-bonus coefficient 1 / (max(Σ m, 1) · K) (no top-entropy selection).
