@@ -107,33 +107,29 @@ void backward_rows(const TokenLogprobArgs& in, const KeepArgs& k, const TensorVi
     const F it = static_cast<F>(inv_t), shift = static_cast<F>(sh.shift), c0 = static_cast<F>(sh.c0);
     int64_t cur = kr.begin, next = kr.all() ? -1 : keep_id(k, cur);
     for (int64_t i = 0; i < L.vocab; ++i) {
-      F d = math::clamp_exp_arg((static_cast<F>(cpu::load(row[i])) - shift) * it - c0);
+      const F d_raw = (static_cast<F>(cpu::load(row[i])) - shift) * it - c0;  // log p
+      F d = math::clamp_exp_arg(d_raw);
       d = d > F(0) ? F(0) : d;
       bool in_kept = kr.all();
       if (i == next) {
         in_kept = true;
         next = ++cur < kr.end ? keep_id(k, cur) : -1;
       }
-      F gv = sg.element(exp_of(d), d, in_kept);
+      F lq = math::clamp_exp_arg(d_raw - sg.lm);  // log q, from log p: q may be ≫ p
+      lq = lq > F(0) ? F(0) : lq;
+      F gv = sg.element_q(exp_of(d), d, in_kept ? exp_of(lq) : F(0), lq, in_kept);
       if (i == id && y_kept) gv += sg.ca;
       g[i] = store<In>(gv);  // after reading x_i: in-place safe
     }
   });
 }
 
-// The CSR arrays: shapes, dtypes, and values (offsets from 0 to len(ids), non-decreasing; each row's
-// ids inside the vocabulary and strictly increasing).
-void check_keep(const TokenLogprobArgs& in, const KeepArgs& k) {
+// The CSR arrays' values (on the CPU): offsets from 0 to len(ids), non-decreasing; each row's ids
+// inside the vocabulary and strictly increasing.
+void check_keep_values(const TokenLogprobArgs& in, const KeepArgs& k) {
   const RowLayout L = RowLayout::of(in.logits);
-  check_ndim(k.ids, "keep_ids", {1});
-  check_ndim(k.offsets, "keep_offsets", {1});
-  check_dtype(k.ids, "keep_ids", {DType::Int32, DType::Int64});
-  check_dtype(k.offsets, "keep_offsets", {DType::Int32, DType::Int64});
   check_cpu(k.ids, "keep_ids");
   check_cpu(k.offsets, "keep_offsets");
-  if (k.offsets.shape[0] != L.rows + 1)
-    value_error("keep_offsets: expected ", L.rows + 1, " offsets (one per row of logits, plus the end), got ",
-                k.offsets.shape[0]);
   if (const int64_t o0 = read_id(k.offsets, 0); o0 != 0)
     value_error("keep_offsets: expected 0 first, got ", o0);
   for (int64_t r = 0; r < L.rows; ++r) {
@@ -167,7 +163,20 @@ void check_token_logprobs_keep_args(const TokenLogprobArgs& in, const KeepArgs& 
                                     const TensorView& kept_logmass) {
   check_token_logprobs_args(in, logp, entropy, lse);
   check_token_logprobs_args(in, kept_logmass, TensorView{}, kept_logmass);
-  check_keep(in, k);
+  check_keep_shapes(in, k);
+}
+
+void check_keep_shapes(const TokenLogprobArgs& in, const KeepArgs& k) {
+  check_ndim(k.ids, "keep_ids", {1});
+  check_ndim(k.offsets, "keep_offsets", {1});
+  check_dtype(k.ids, "keep_ids", {DType::Int32, DType::Int64});
+  check_dtype(k.offsets, "keep_offsets", {DType::Int32, DType::Int64});
+  check_same_device(k.ids, "keep_ids", in.logits, "logits");
+  check_same_device(k.offsets, "keep_offsets", in.logits, "logits");
+  const int64_t rows = RowLayout::of(in.logits).rows;
+  if (k.offsets.shape[0] != rows + 1)
+    value_error("keep_offsets: expected ", rows + 1, " offsets (one per row of logits, plus the end), got ",
+                k.offsets.shape[0]);
 }
 
 void token_logprobs_keep_cpu(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
@@ -175,19 +184,29 @@ void token_logprobs_keep_cpu(const TokenLogprobArgs& in, const KeepArgs& k, cons
                              const TensorView& kept_logmass) {
   check_token_logprobs_keep_args(in, k, logp, entropy, lse, kept_logmass);
   check_cpu(in.logits, "logits");
+  check_keep_values(in, k);
   by_dtype(in.logits.dtype, [&](auto in_t, auto f_t) {
     forward_rows<decltype(in_t), decltype(f_t)>(in, k, logp, entropy, lse, kept_logmass);
   });
+}
+
+void check_token_logprobs_keep_backward_args(const TokenLogprobArgs& in, const KeepArgs& k,
+                                             const TensorView& lse, const TensorView& kept_logmass,
+                                             const TensorView& entropy, const TensorView& grad_logp,
+                                             const TensorView& grad_entropy, const TensorView& grad_logits) {
+  check_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
+  check_token_logprobs_backward_args(in, kept_logmass, TensorView{}, TensorView{}, TensorView{}, grad_logits);
+  check_keep_shapes(in, k);
 }
 
 void token_logprobs_keep_backward_cpu(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& lse,
                                       const TensorView& kept_logmass, const TensorView& entropy,
                                       const TensorView& grad_logp, const TensorView& grad_entropy,
                                       const TensorView& grad_logits) {
-  check_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
-  check_token_logprobs_backward_args(in, kept_logmass, TensorView{}, TensorView{}, TensorView{}, grad_logits);
-  check_keep(in, k);
+  check_token_logprobs_keep_backward_args(in, k, lse, kept_logmass, entropy, grad_logp, grad_entropy,
+                                          grad_logits);
   check_cpu(in.logits, "logits");
+  check_keep_values(in, k);
   by_dtype(in.logits.dtype, [&](auto in_t, auto f_t) {
     backward_rows<decltype(in_t), decltype(f_t)>(in, k, lse, kept_logmass, entropy, grad_logp, grad_entropy,
                                                  grad_logits);

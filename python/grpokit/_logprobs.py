@@ -228,8 +228,8 @@ def token_logprobs(
             ``(keep_ids, keep_offsets)`` (CSR over the flattened rows: row r keeps
             ``keep_ids[keep_offsets[r]:keep_offsets[r + 1]]``, ascending; an empty row keeps the
             whole vocabulary), an object with ``token_ids`` and ``offsets`` (vLLM's
-            ``SamplingMask``), or a boolean mask shaped like the logits. Not with top_k/top_p/min_p.
-            CPU only for now.
+            ``SamplingMask``), or a boolean mask shaped like the logits; on the logits' device. Not
+            with top_k/top_p/min_p. CPU and GPU (the GPU marks a row with bad ids NaN).
         sampler: ``"vllm"`` (default) or ``"sglang"``: whose order and boundary convention.
         entropy: ``True``/``"full"``: the entropy of the full temperature-scaled softmax (what TRL
             and verl log and regularise); ``"sampler"``: of the kept, renormalised distribution;
@@ -286,6 +286,8 @@ def token_logprobs(
         backend.token_logprobs_keep(
             x, ids, logp, ent, lse, kept_logmass, float(temperature), *keep, over == "sampler", handle
         )
+        if place.is_cuda and check_finite:  # the kernels mark a bad id, span or row with NaN
+            _raise_if_bad_rows(lse, "logits/keep", handle)
         lp = _arrays.finish(place, logp)
         return TokenLogprobs(
             logp=lp,

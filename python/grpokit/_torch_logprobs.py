@@ -267,7 +267,7 @@ def token_logprobs(
             its backward: no graph break under ``torch.compile``.
         keep: the sampler's own kept set, replayed (as in :func:`grpokit.token_logprobs`: a
             ``(keep_ids, keep_offsets)`` pair of tensors, vLLM's ``SamplingMask``, or a boolean
-            mask); custom op ``token_logprobs_keep`` and its backward. CPU tensors for now.
+            mask); custom op ``token_logprobs_keep`` and its backward. CPU and GPU.
         entropy: ``True``/``"full"`` (whole vocabulary), ``"sampler"`` (the kept set), ``False``.
         sum_sq_probs: also return Σ_v p_v² per row (same pass; e.g. for the optimal token baseline).
             A diagnostic: it does not require grad.

@@ -102,6 +102,13 @@ struct KeepArgs {
 void check_token_logprobs_keep_args(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
                                     const TensorView& entropy, const TensorView& lse,
                                     const TensorView& kept_logmass);
+// The arrays' shapes, dtypes and devices (the CPU engine also checks their values; the GPU marks a
+// row whose ids are out of range or not ascending with NaN outputs).
+void check_keep_shapes(const TokenLogprobArgs& in, const KeepArgs& k);
+void check_token_logprobs_keep_backward_args(const TokenLogprobArgs& in, const KeepArgs& k,
+                                             const TensorView& lse, const TensorView& kept_logmass,
+                                             const TensorView& entropy, const TensorView& grad_logp,
+                                             const TensorView& grad_entropy, const TensorView& grad_logits);
 void token_logprobs_keep_cpu(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
                              const TensorView& entropy, const TensorView& lse,
                              const TensorView& kept_logmass);

@@ -150,8 +150,12 @@ struct SamplerGrad {
   bool over_kept;
 
   GRPOKIT_HD F element(F p, F d, bool in_kept) const {
-    const F q = in_kept ? p * cq : F(0);
-    if (over_kept) return in_kept ? -q * (ca + cb * (d - lm + h)) : F(0);
+    return element_q(p, d, in_kept ? p * cq : F(0), d - lm, in_kept);
+  }
+  // The same from q and lq = log q given (exact replay: a kept set without the row's maximum can
+  // hold q ≫ p, where p underflows or 1/Σ_kept p overflows).
+  GRPOKIT_HD F element_q(F p, F d, F q, F lq, bool in_kept) const {
+    if (over_kept) return in_kept && q > F(0) ? -q * (ca + cb * (lq + h)) : F(0);
     return -(ca * q + cb * p * (d + h));
   }
 };
