@@ -260,17 +260,9 @@ struct Csr {
     const int64_t v = at(i);
     return v < 0 || v >= vocab || (i > begin && at(i - 1) >= v);
   }
-  // Whether the ascending ids[begin, end) hold v: a binary search.
+  __device__ int64_t operator()(int64_t i) const { return at(i); }
   __device__ bool holds(int64_t begin, int64_t end, int64_t v) const {
-    while (begin < end) {
-      const int64_t mid = begin + (end - begin) / 2, u = at(mid);
-      if (u == v) return true;
-      if (u < v)
-        begin = mid + 1;
-      else
-        end = mid;
-    }
-    return false;
+    return math::ascending_holds(*this, begin, end, v);
   }
 };
 

@@ -29,21 +29,6 @@ KeepRow keep_row(const KeepArgs& k, int64_t r) {
 
 int64_t keep_id(const KeepArgs& k, int64_t i) { return read_id(k.ids, i * k.ids.strides[0]); }
 
-// Whether the (ascending) ids of row k hold v: a binary search.
-bool holds(const KeepArgs& k, const KeepRow& row, int64_t v) {
-  int64_t lo = row.begin, hi = row.end;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    const int64_t u = keep_id(k, mid);
-    if (u == v) return true;
-    if (u < v)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return false;
-}
-
 template <class In, class F>
 void forward_rows(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
                   const TensorView& entropy, const TensorView& lse, const TensorView& kept_logmass) {
@@ -53,8 +38,7 @@ void forward_rows(const TokenLogprobArgs& in, const KeepArgs& k, const TensorVie
   for_each_row<In>(in, L, [&](int64_t r, int64_t id, const In* row, RowError& err) {
     double m = -INFINITY;
     const math::RowState<double> st = row_state<F, false>(row, L.vocab, inv_t, &m);
-    const double l = st.lse();
-    if (!err.finite_lse(r, l)) return;
+    if (!err.finite_lse(r, st.lse())) return;
     // d = (x − m)/τ as the row state's sums (relative to its maximum m/τ)
     auto gap = [&](int64_t v) {
       return math::scaled_gap(static_cast<double>(static_cast<F>(cpu::load(row[v]))), m, inv_t);
@@ -77,7 +61,7 @@ void forward_rows(const TokenLogprobArgs& in, const KeepArgs& k, const TensorVie
     }
     write_real<R>(logp, per_row_offset(logp, r, L.inner),
                   y_kept ? math::token_logp(gap(id), t.log_s) : -INFINITY);
-    write_real<R>(lse, per_row_offset(lse, r, L.inner), l);
+    write_real<R>(lse, per_row_offset(lse, r, L.inner), st.lse());
     write_real<R>(kept_logmass, per_row_offset(kept_logmass, r, L.inner), t.log_mass);
     if (entropy.defined())
       write_real<R>(entropy, per_row_offset(entropy, r, L.inner),
@@ -96,7 +80,9 @@ void backward_rows(const TokenLogprobArgs& in, const KeepArgs& k, const TensorVi
     In* g = grad_logits.ptr<In>() + row_offset(grad_logits, r, L.inner);
     const KeepRow kr = keep_row(k, r);
     // logp = −inf for a token outside the set or at a −inf logit: no gradient through it
-    const bool y_kept = (kr.all() || holds(k, kr, id)) && cpu::load(row[id]) > -INFINITY;
+    const bool y_kept =
+        (kr.all() || math::ascending_holds([&](int64_t i) { return keep_id(k, i); }, kr.begin, kr.end, id)) &&
+        cpu::load(row[id]) > -INFINITY;
     const RowGrads u = row_grads(grad_logp, grad_entropy, entropy, r, L.inner);
     const double a = y_kept ? u.a : 0.0;
     const double log_mass = read_real(kept_logmass, per_row_offset(kept_logmass, r, L.inner));

@@ -138,6 +138,21 @@ GRPOKIT_HD KeptTerms kept_terms(double all, double kept_sum, double dot) {
   return k;
 }
 
+// Whether ids at(begin) < … < at(end − 1) hold v: a binary search (exact replay's kept ids; `at` reads
+// one id of the caller's array).
+template <class At>
+GRPOKIT_HD bool ascending_holds(const At& at, int64_t begin, int64_t end, int64_t v) {
+  while (begin < end) {
+    const int64_t mid = begin + (end - begin) / 2, u = at(mid);
+    if (u == v) return true;
+    if (u < v)
+      begin = mid + 1;
+    else
+      end = mid;
+  }
+  return false;
+}
+
 // One element of the logits gradient under truncation, with the kept set held fixed:
 //   ∂L/∂x_v = −(1/τ)·[a·q_v + b·r_v·(log r_v + H)]   (+ a/τ at the target, added by the caller)
 // p the full softmax, q the kept one (q = p / Σ_kept p on the kept set, 0 elsewhere), r the
