@@ -67,6 +67,15 @@ void token_logprobs_sampler_backward(const TokenLogprobArgs& in, bool entropy_ov
                                      const TensorView& keep_min, const TensorView& entropy,
                                      const TensorView& grad_logp, const TensorView& grad_entropy,
                                      const TensorView& grad_logits, std::intptr_t stream);
+// The kept set the sampler exported (cpp/src/logprobs_keep.cpp's computation, one block per row);
+// a row whose ids are out of range or not ascending, or whose span is bad, gets NaN outputs.
+void token_logprobs_keep(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
+                         const TensorView& entropy, const TensorView& lse, const TensorView& kept_logmass,
+                         std::intptr_t stream);
+void token_logprobs_keep_backward(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& lse,
+                                  const TensorView& kept_logmass, const TensorView& entropy,
+                                  const TensorView& grad_logp, const TensorView& grad_entropy,
+                                  const TensorView& grad_logits, std::intptr_t stream);
 
 // The unified surrogate loss (cuda/loss.cu). float32/float64/bfloat16/float16 inputs; the caller
 // passes out.workspace (loss_workspace_size(B) float64 elements) and, for value checks, out.status

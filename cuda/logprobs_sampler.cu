@@ -245,6 +245,117 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ---- exact replay: the kept set as the sampler exported it (CSR, ascending ids per row) -----------
+
+// Row r's kept ids: [begin, end) of ids; an empty range keeps the whole vocabulary.
+struct Csr {
+  PerRow ids, offsets;
+  int64_t len;  // of ids
+  __device__ int64_t at(int64_t i) const { return ids.id(i, 1); }
+  __device__ void span(int64_t r, int64_t& begin, int64_t& end) const {
+    begin = offsets.id(r, 1), end = offsets.id(r + 1, 1);
+  }
+  // Whether ids[i] is outside [0, V), repeats or falls below its predecessor, or the span is bad.
+  __device__ bool bad(int64_t i, int64_t begin, int64_t vocab) const {
+    const int64_t v = at(i);
+    return v < 0 || v >= vocab || (i > begin && at(i - 1) >= v);
+  }
+  __device__ int64_t operator()(int64_t i) const { return at(i); }
+  __device__ bool holds(int64_t begin, int64_t end, int64_t v) const {
+    return math::ascending_holds(*this, begin, end, v);
+  }
+};
+
+// Forward, per row: the full row state, then the kept entries' Σ e and Σ e·d by id (KeptSums' `all`
+// counts bad ids, `lo` is −1 where the token is among them). A bad span, id or order: NaN outputs.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    keep_forward_kernel(const T* x, Rows L, PerRow ids, float inv_t, Csr keep, bool over_kept, PerRow logp,
+                        PerRow entropy, PerRow lse, PerRow kept_logmass) {
+  const int64_t r = blockIdx.x;
+  const T* row = x + L.offset(r);
+  const RowInfo st = block_row_info(row, L.vocab, inv_t);
+  math::RowState<float> full;
+  full.max = st.max, full.sum = st.sum, full.dot = st.dot;
+  const int64_t id = ids.id(r, L.inner);
+  int64_t begin, end;
+  keep.span(r, begin, end);
+  const bool bad_row = id < 0 || id >= L.vocab || begin < 0 || end < begin || end > keep.len;
+  if (bad_row || !(st.sum > 0.0f)) {  // a bad id or span; NaN/+inf or no finite logit
+    if (threadIdx.x != 0) return;
+    lse.write(r, L.inner, bad_row ? NAN : static_cast<float>(full.lse(static_cast<double>(inv_t))));
+    logp.write(r, L.inner, NAN);
+    entropy.write(r, L.inner, NAN);
+    kept_logmass.write(r, L.inner, NAN);
+    return;
+  }
+  KeptSums part{0.0, 0.0, 0.0, 0.0f};
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    if (keep.bad(i, begin, L.vocab)) {
+      part.all += 1.0;
+      continue;
+    }
+    // in float64: a set without the row's maximum may hold only entries below float32's exp range
+    const int64_t v = keep.at(i);
+    double d = math::scaled_gap(to_float(row[v]), st.max, inv_t);
+    d = d > 0.0 ? 0.0 : d;
+    const double e = exp(d);
+    part.kept += e, part.dot += e > 0.0 ? e * d : 0.0;
+    if (v == id) part.lo = -1.0f;
+  }
+  const KeptSums k = block_sum(part);
+  if (threadIdx.x != 0) return;
+  math::KeptTerms t{log(static_cast<double>(st.sum)), 0.0, full.entropy()};
+  const bool all = begin == end, y_kept = all || k.lo < 0.0f;
+  if (!all) t = math::kept_terms(st.sum, k.kept, k.dot);
+  const bool bad = k.all > 0.0 || !(all || k.kept > 0.0);  // bad ids, or no finite logit kept
+  const double x_y = to_float(row[id]);
+  const double gap = math::scaled_gap(x_y, static_cast<double>(st.max), static_cast<double>(inv_t));
+  const float lp = y_kept ? static_cast<float>(math::token_logp(gap, t.log_s)) : -INFINITY;
+  logp.write(r, L.inner, bad ? NAN : lp);
+  lse.write(r, L.inner, bad ? NAN : static_cast<float>(full.lse(static_cast<double>(inv_t))));
+  kept_logmass.write(r, L.inner, bad ? NAN : static_cast<float>(t.log_mass));
+  entropy.write(r, L.inner, bad ? NAN : over_kept ? static_cast<float>(t.entropy) : full.entropy());
+}
+
+// Backward: one read and one write per element; membership by binary search in the row's ids.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    keep_backward_kernel(const T* x, T* g, Rows G, Rows L, PerRow ids, float inv_t, Csr keep, bool over_kept,
+                         PerRow lse, PerRow kept_logmass, PerRow entropy, PerRow grad_logp,
+                         PerRow grad_entropy) {
+  const int64_t r = blockIdx.x;
+  const T* row = x + L.offset(r);
+  T* grow = g + G.offset(r);
+  const int64_t id = ids.id(r, L.inner);
+  int64_t begin, end;
+  keep.span(r, begin, end);
+  if (id < 0 || id >= L.vocab || begin < 0 || end < begin || end > keep.len) {
+    for (int64_t i = threadIdx.x; i < L.vocab; i += blockDim.x) grow[i] = from_float<T>(NAN);
+    return;
+  }
+  const GradShift gs = block_grad_shift(row, L.vocab, inv_t, lse.real(r, L.inner));
+  const float log_mass = kept_logmass.real(r, L.inner);
+  const float x_y = to_float(row[id]);  // read by every thread before any write (in-place gradients)
+  __syncthreads();
+  const bool all = begin == end, y_kept = (all || keep.holds(begin, end, id)) && x_y > -INFINITY;
+  const float a = y_kept ? grad_logp.real(r, L.inner) : 0.0f;  // logp = −inf there: no gradient
+  const float b = grad_entropy.real(r, L.inner), h = grad_entropy.data ? entropy.real(r, L.inner) : 0.0f;
+  const math::SamplerGrad<float> c{a * inv_t, b * inv_t, expf(-log_mass), log_mass, h, over_kept};
+  for (int64_t i = threadIdx.x; i < L.vocab; i += blockDim.x) {
+    const float x_i = to_float(row[i]), d = grad_gap(x_i, gs, inv_t);
+    const bool in_kept = all || keep.holds(begin, end, i);
+    float lq =
+        math::clamp_exp_arg(math::scaled_gap(x_i, gs.shift, inv_t) - gs.c0 - log_mass);  // log q ≫ log p
+    lq = lq > 0.0f ? 0.0f : lq;
+    float gv = c.element_q(exp_or_zero(d), d, in_kept ? exp_or_zero(lq) : 0.0f, lq, in_kept);
+    if (i == id && y_kept) gv += c.ca;
+    grow[i] = from_float<T>(gv);
+  }
+}
+
+Csr csr_of(const KeepArgs& k) { return {PerRow::of(k.ids), PerRow::of(k.offsets), k.ids.shape[0]}; }
+
 Params params_of(const SamplerArgs& s) {
   return {PerRow::of(s.top_k), PerRow::of(s.top_p), PerRow::of(s.min_p)};
 }
@@ -291,6 +402,50 @@ void token_logprobs_sampler_backward(const TokenLogprobArgs& in, bool entropy_ov
                    PerRow::of(grad_entropy));
   });
   check_launch("token_logprobs_backward (top_k/top_p/min_p)");
+}
+
+}  // namespace cuda
+}  // namespace grpokit
+
+namespace grpokit {
+namespace cuda {
+
+void token_logprobs_keep(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
+                         const TensorView& entropy, const TensorView& lse, const TensorView& kept_logmass,
+                         std::intptr_t stream) {
+  check_token_logprobs_keep_args(in, k, logp, entropy, lse, kept_logmass);
+  const RowLaunch go(in, stream);
+  if (go.L.rows == 0) return;
+  DeviceGuard guard(in.logits.device.index);
+  dispatch_float(in.logits.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const auto kernel = keep_forward_kernel<T>;
+    GRPOKIT_LAUNCH(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(), go.L,
+                   PerRow::of(in.token_ids), go.inv_t, csr_of(k), k.entropy_over_kept, PerRow::of(logp),
+                   PerRow::of(entropy), PerRow::of(lse), PerRow::of(kept_logmass));
+  });
+  check_launch("token_logprobs (keep)");
+}
+
+void token_logprobs_keep_backward(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& lse,
+                                  const TensorView& kept_logmass, const TensorView& entropy,
+                                  const TensorView& grad_logp, const TensorView& grad_entropy,
+                                  const TensorView& grad_logits, std::intptr_t stream) {
+  check_token_logprobs_keep_backward_args(in, k, lse, kept_logmass, entropy, grad_logp, grad_entropy,
+                                          grad_logits);
+  const RowLaunch go(in, stream);
+  if (go.L.rows == 0) return;
+  DeviceGuard guard(in.logits.device.index);
+  const Rows G = Rows::of(grad_logits);
+  dispatch_float(in.logits.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const auto kernel = keep_backward_kernel<T>;
+    GRPOKIT_LAUNCH(kernel, go.grid, go.threads, go.stream, in.logits.ptr<const T>(), grad_logits.ptr<T>(), G,
+                   go.L, PerRow::of(in.token_ids), go.inv_t, csr_of(k), k.entropy_over_kept, PerRow::of(lse),
+                   PerRow::of(kept_logmass), PerRow::of(entropy), PerRow::of(grad_logp),
+                   PerRow::of(grad_entropy));
+  });
+  check_launch("token_logprobs_backward (keep)");
 }
 
 }  // namespace cuda

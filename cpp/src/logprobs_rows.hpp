@@ -230,7 +230,7 @@ inline RowGrads row_grads(const TensorView& grad_logp, const TensorView& grad_en
 // Row-level value errors found inside a parallel loop; the lowest row is reported after it.
 struct RowError {
   int64_t row = -1;
-  int kind = 0;  // 1: token id out of range, 2: NaN/+inf logits, 3: no finite logit
+  int kind = 0;  // 1: token id out of range, 2: NaN/+inf logits, 3: no finite logit, 4: none kept
   int64_t id = 0;
 
   void record(int64_t r, int k, int64_t bad_id = 0) {
@@ -256,6 +256,7 @@ struct RowError {
     if (kind == 1)
       value_error("token_ids: row ", row, " holds ", id, ", outside the vocabulary [0, ", vocab, ")");
     if (kind == 2) value_error("logits: row ", row, " contains NaN or +inf");
+    if (kind == 4) value_error("keep_ids: the kept set of row ", row, " holds no finite logit (all −inf)");
     value_error("logits: row ", row, " has no finite value (all −inf); its probabilities are undefined");
   }
 };
@@ -337,6 +338,23 @@ inline void grad_row(const In* row, In* g, int64_t n, double inv_t, const GradSh
     F d_y = math::clamp_exp_arg(static_cast<F>((x_y - s.shift) * inv_t - s.c0));
     d_y = d_y > F(0) ? F(0) : d_y;
     g[id] = store<In>(math::grad_element(c, exp_of(d_y), d_y) + c.target);
+  }
+}
+
+// Calls f(In{}, F{}) with the logits' element type In and its math type F.
+template <class Fn>
+inline void by_dtype(DType dt, Fn&& f) {
+  switch (dt) {
+    case DType::Float32:
+      return f(float{}, float{});
+    case DType::BFloat16:
+      return f(cpu::bf16{}, float{});
+    case DType::Float16:
+      return f(cpu::f16{}, float{});
+    case DType::Float64:
+      return f(double{}, double{});
+    default:
+      break;
   }
 }
 

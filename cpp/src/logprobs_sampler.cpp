@@ -178,22 +178,6 @@ void backward_rows(const TokenLogprobArgs& in, bool over_kept, const TensorView&
   });
 }
 
-template <class Fn>
-void by_dtype(DType dt, Fn&& f) {
-  switch (dt) {
-    case DType::Float32:
-      return f(float{}, float{});
-    case DType::BFloat16:
-      return f(cpu::bf16{}, float{});
-    case DType::Float16:
-      return f(cpu::f16{}, float{});
-    case DType::Float64:
-      return f(double{}, double{});
-    default:
-      break;
-  }
-}
-
 void check_param(const TensorView& t, const char* name, const TensorView& logits,
                  std::initializer_list<DType> dt, double lo, double hi, bool lo_open, const char* expects) {
   if (!t.defined()) return;

@@ -88,6 +88,22 @@ void require_sampler(bool available, const Backend& backend) {
     not_implemented("top_k/top_p/min_p: not implemented on ", backend.name, " yet; pass CPU arrays");
 }
 
+// The kept set the sampler exported (CSR), imported; the engine's KeepArgs view it.
+struct KeepInputs {
+  Imported ids, offsets;
+  KeepArgs args(bool entropy_over_kept) const { return {ids.view(), offsets.view(), entropy_over_kept}; }
+};
+
+KeepInputs import_keep(py::object keep_ids, py::object keep_offsets, std::intptr_t stream) {
+  return {import_array(keep_ids, "keep_ids", stream, false),
+          import_array(keep_offsets, "keep_offsets", stream, false)};
+}
+
+void require_keep(bool available, const Backend& backend) {
+  if (!available)
+    not_implemented("keep: replay is not implemented on ", backend.name, " yet; pass CPU arrays");
+}
+
 }  // namespace
 
 void bind_logprobs(py::module_& m, const Backend& backend) {
@@ -163,6 +179,48 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_logits"),
       py::arg("temperature"), py::arg("entropy_over_kept"), py::arg("stream") = 0,
       "Logits gradient of token_logprobs_sampler with the kept set held fixed. See "
+      "grpokit.token_logprobs_backward.");
+
+  m.def(
+      "token_logprobs_keep",
+      [backend](py::object logits, py::object token_ids, py::object logp, py::object entropy, py::object lse,
+                py::object kept_logmass, double temperature, py::object keep_ids, py::object keep_offsets,
+                bool entropy_over_kept, std::intptr_t stream) {
+        require_keep(backend.token_logprobs_keep, backend);
+        const TokenInputs x = import_token(logits, token_ids, stream);
+        const RowOutputs o = import_rows(logp, entropy, lse, stream);
+        Imported km = import_array(kept_logmass, "kept_logmass", stream, true);
+        const KeepInputs k = import_keep(keep_ids, keep_offsets, stream);
+        py::gil_scoped_release nogil;
+        backend.token_logprobs_keep(x.args(temperature), k.args(entropy_over_kept), o.logp.view(),
+                                    o.entropy.view(), o.lse.view(), km.view(), stream);
+      },
+      py::arg("logits"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"), py::arg("lse"),
+      py::arg("kept_logmass"), py::arg("temperature"), py::arg("keep_ids"), py::arg("keep_offsets"),
+      py::arg("entropy_over_kept"), py::arg("stream") = 0,
+      "Per-row log-probability under the kept set the sampler exported (CSR keep_ids/keep_offsets), entropy "
+      "(optional), lse and log kept mass. See grpokit.token_logprobs.");
+  m.def(
+      "token_logprobs_keep_backward",
+      [backend](py::object logits, py::object token_ids, py::object lse, py::object kept_logmass,
+                py::object entropy, py::object grad_logp, py::object grad_entropy, py::object grad_logits,
+                double temperature, py::object keep_ids, py::object keep_offsets, bool entropy_over_kept,
+                std::intptr_t stream) {
+        require_keep(backend.token_logprobs_keep_backward, backend);
+        const TokenInputs x = import_token(logits, token_ids, stream);
+        const Upstream u = import_upstream(lse, entropy, grad_logp, grad_entropy, stream);
+        Imported km = import_array(kept_logmass, "kept_logmass", stream, false);
+        const KeepInputs k = import_keep(keep_ids, keep_offsets, stream);
+        Imported g = import_array(grad_logits, "grad_logits", stream, true);
+        py::gil_scoped_release nogil;
+        backend.token_logprobs_keep_backward(x.args(temperature), k.args(entropy_over_kept), u.lse.view(),
+                                             km.view(), u.entropy.view(), u.grad_logp.view(),
+                                             u.grad_entropy.view(), g.view(), stream);
+      },
+      py::arg("logits"), py::arg("token_ids"), py::arg("lse"), py::arg("kept_logmass"), py::arg("entropy"),
+      py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_logits"), py::arg("temperature"),
+      py::arg("keep_ids"), py::arg("keep_offsets"), py::arg("entropy_over_kept"), py::arg("stream") = 0,
+      "Logits gradient of token_logprobs_keep with the kept set held fixed. See "
       "grpokit.token_logprobs_backward.");
 
   m.def(

@@ -17,6 +17,8 @@ inline const Backend& cuda_backend() {
     b.token_logprobs_backward = &cuda::token_logprobs_backward;
     b.token_logprobs_sampler = &cuda::token_logprobs_sampler;
     b.token_logprobs_sampler_backward = &cuda::token_logprobs_sampler_backward;
+    b.token_logprobs_keep = &cuda::token_logprobs_keep;
+    b.token_logprobs_keep_backward = &cuda::token_logprobs_keep_backward;
     b.linear_workspace_bytes = &cuda::linear_workspace_bytes;
     b.linear_token_logprobs = &cuda::linear_token_logprobs;
     b.linear_token_logprobs_backward = &cuda::linear_token_logprobs_backward;

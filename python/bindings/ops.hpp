@@ -43,6 +43,14 @@ struct Backend {
                                           const TensorView& keep_min, const TensorView& entropy,
                                           const TensorView& grad_logp, const TensorView& grad_entropy,
                                           const TensorView& grad_logits, std::intptr_t stream);
+  // Under the kept set the sampler exported (exact replay; null where not implemented yet).
+  void (*token_logprobs_keep)(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
+                              const TensorView& entropy, const TensorView& lse,
+                              const TensorView& kept_logmass, std::intptr_t stream);
+  void (*token_logprobs_keep_backward)(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& lse,
+                                       const TensorView& kept_logmass, const TensorView& entropy,
+                                       const TensorView& grad_logp, const TensorView& grad_entropy,
+                                       const TensorView& grad_logits, std::intptr_t stream);
   void (*linear_token_logprobs_sampler)(const LinearLogprobArgs& in, const SamplerArgs& s,
                                         const TensorView& logp, const TensorView& entropy,
                                         const TensorView& lse, const TensorView& kept_logmass,

@@ -108,6 +108,34 @@ def token_logprobs_sampler_backward(
     entropy_over_kept: bool,
     stream: int = 0,
 ) -> None: ...
+def token_logprobs_keep(
+    logits: _Array,
+    token_ids: _Array,
+    logp: _Array,
+    entropy: _Opt,
+    lse: _Array,
+    kept_logmass: _Array,
+    temperature: float,
+    keep_ids: _Array,
+    keep_offsets: _Array,
+    entropy_over_kept: bool,
+    stream: int = 0,
+) -> None: ...
+def token_logprobs_keep_backward(
+    logits: _Array,
+    token_ids: _Array,
+    lse: _Array,
+    kept_logmass: _Array,
+    entropy: _Opt,
+    grad_logp: _Opt,
+    grad_entropy: _Opt,
+    grad_logits: _Array,
+    temperature: float,
+    keep_ids: _Array,
+    keep_offsets: _Array,
+    entropy_over_kept: bool,
+    stream: int = 0,
+) -> None: ...
 def linear_token_logprobs_sampler(
     hidden: _Array,
     weight: _Array,

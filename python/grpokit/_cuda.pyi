@@ -85,6 +85,12 @@ from grpokit._core import (
     token_logprobs_backward as token_logprobs_backward,
 )
 from grpokit._core import (
+    token_logprobs_keep as token_logprobs_keep,
+)
+from grpokit._core import (
+    token_logprobs_keep_backward as token_logprobs_keep_backward,
+)
+from grpokit._core import (
     token_logprobs_sampler as token_logprobs_sampler,
 )
 from grpokit._core import (

@@ -10,6 +10,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _arrays, _backend
+from ._logprobs_keep import prepare_keep
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class TokenLogprobs:
             kept set (or have a −inf logit). ``None`` without truncation. (On the GPU, counting
             synchronises the host once.)
         entropy_over: ``"full"`` (the whole vocabulary) or ``"sampler"`` (the kept set).
+        keep: with ``keep=``: the ``(keep_ids, keep_offsets)`` pair replayed (the backward reads it);
+            ``kept_logmass`` and ``num_outside`` are then those of that set, ``keep_min`` is ``None``.
 
     The arrays are float32 (float64 for float64 logits), of the caller's kind and device.
     """
@@ -45,6 +48,7 @@ class TokenLogprobs:
     keep_min: Any = None
     num_outside: Optional[int] = None
     entropy_over: str = "full"
+    keep: Any = None
 
 
 def _result_dtype(logits: Any) -> str:
@@ -192,6 +196,7 @@ def token_logprobs(
     top_k: Any = None,
     top_p: Any = None,
     min_p: Any = None,
+    keep: Any = None,
     sampler: str = "vllm",
     entropy: Any = True,
     sum_sq_probs: bool = False,
@@ -219,6 +224,12 @@ def token_logprobs(
             log-probability under the distribution the sampler drew from: the temperature-scaled
             softmax restricted to the kept set and renormalised; a token outside it gets −inf
             (counted in ``num_outside``). CPU and GPU. Semantics in docs/logprobs.md.
+        keep: the sampler's own kept set per row, replayed instead of recomputed from these logits:
+            ``(keep_ids, keep_offsets)`` (CSR over the flattened rows: row r keeps
+            ``keep_ids[keep_offsets[r]:keep_offsets[r + 1]]``, ascending; an empty row keeps the
+            whole vocabulary), an object with ``token_ids`` and ``offsets`` (vLLM's
+            ``SamplingMask``), or a boolean mask shaped like the logits; on the logits' device. Not
+            with top_k/top_p/min_p. CPU and GPU (the GPU marks a row with bad ids NaN).
         sampler: ``"vllm"`` (default) or ``"sglang"``: whose order and boundary convention.
         entropy: ``True``/``"full"``: the entropy of the full temperature-scaled softmax (what TRL
             and verl log and regularise); ``"sampler"``: of the kept, renormalised distribution;
@@ -251,9 +262,14 @@ def token_logprobs(
     params = [_row_param(top_k, "top_k", shape, True), _row_param(top_p, "top_p", shape, False)]
     params.append(_row_param(min_p, "min_p", shape, False))
     truncated = any(v is not None for v in params)
-    if truncated and sum_sq_probs:
-        raise ValueError("sum_sq_probs: not available with top_k/top_p/min_p; call without truncation for Σπ²")
-    if over == "sampler" and not truncated:
+    if keep is not None:
+        if truncated:
+            raise ValueError("keep: replays the sampler's kept set; pass it or top_k/top_p/min_p, not both")
+        keep = prepare_keep(keep, x)
+        _arrays.common_placement({"logits": x, "keep_ids": keep[0], "keep_offsets": keep[1]})
+    if (truncated or keep is not None) and sum_sq_probs:
+        raise ValueError("sum_sq_probs: not available with top_k/top_p/min_p/keep; call without them for Σπ²")
+    if over == "sampler" and not truncated and keep is None:
         over = "full"  # the same distribution
     handle = _arrays.resolve_stream(place, stream)
     with _arrays.allocating_on(place, handle):  # from the pool of the stream the kernels write on
@@ -264,6 +280,25 @@ def token_logprobs(
         kept = [_arrays.empty(place, shape, dtype, like=x) for _ in range(2)] if truncated else None
         params = _on_device(place, params, x) if truncated else params
     backend = _backend.for_placement(place)
+    if keep is not None:
+        with _arrays.allocating_on(place, handle):
+            kept_logmass = _arrays.empty(place, shape, dtype, like=x)
+        backend.token_logprobs_keep(
+            x, ids, logp, ent, lse, kept_logmass, float(temperature), *keep, over == "sampler", handle
+        )
+        if place.is_cuda and check_finite:  # the kernels mark a bad id, span or row with NaN
+            _raise_if_bad_rows(lse, "logits/keep", handle)
+        lp = _arrays.finish(place, logp)
+        return TokenLogprobs(
+            logp=lp,
+            entropy=_arrays.finish(place, ent) if ent is not None else None,
+            lse=_arrays.finish(place, lse),
+            temperature=float(temperature),
+            kept_logmass=_arrays.finish(place, kept_logmass),
+            num_outside=_count_outside(lp, handle),
+            entropy_over=over or "full",
+            keep=keep,
+        )
     if kept is not None:
         backend.token_logprobs_sampler(
             x, ids, logp, ent, lse, kept[0], kept[1], float(temperature), *params, sampler, over == "sampler", handle
@@ -351,6 +386,12 @@ def token_logprobs_backward(
         with _arrays.allocating_on(place, handle):
             out = _arrays.empty(place, tuple(int(s) for s in x.shape), _arrays.dtype_name(x), like=x)
     backend = _backend.for_placement(place)
+    if saved.keep is not None:  # the replayed kept set
+        km = _arrays.as_input(saved.kept_logmass, "kept_logmass")
+        backend.token_logprobs_keep_backward(
+            x, ids, lse, km, ent, ga, gb, out, saved.temperature, *saved.keep, saved.entropy_over == "sampler", handle
+        )
+        return _arrays.finish(place, out)
     if saved.keep_min is not None:  # under the sampler's truncation: the kept set as saved
         km = _arrays.as_input(saved.kept_logmass, "kept_logmass")
         kn = _arrays.as_input(saved.keep_min, "keep_min")

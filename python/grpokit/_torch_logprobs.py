@@ -9,6 +9,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 
 from . import _logprobs
+from ._torch_logprobs_keep import keep_logprobs
 
 
 class LogprobsOutput(NamedTuple):
@@ -240,6 +241,7 @@ def token_logprobs(
     top_k=None,
     top_p=None,
     min_p=None,
+    keep=None,
     sampler: str = "vllm",
     entropy=True,
     sum_sq_probs: bool = False,
@@ -263,6 +265,9 @@ def token_logprobs(
             ``torch.isneginf(out.logp).sum()``, mask before the loss); the gradient holds the kept
             set fixed and is 0 through a −inf ``logp``. Custom ops ``token_logprobs_sampler`` and
             its backward: no graph break under ``torch.compile``.
+        keep: the sampler's own kept set, replayed (as in :func:`grpokit.token_logprobs`: a
+            ``(keep_ids, keep_offsets)`` pair of tensors, vLLM's ``SamplingMask``, or a boolean
+            mask); custom op ``token_logprobs_keep`` and its backward. CPU and GPU.
         entropy: ``True``/``"full"`` (whole vocabulary), ``"sampler"`` (the kept set), ``False``.
         sum_sq_probs: also return Σ_v p_v² per row (same pass; e.g. for the optimal token baseline).
             A diagnostic: it does not require grad.
@@ -292,6 +297,11 @@ def token_logprobs(
         )
     over = _logprobs._entropy_over(entropy)
     temperature, sampler = _logprobs.sampler_options(temperature, sampler)
+    if keep is not None:
+        if sum_sq_probs or inplace_grad or top_k is not None or top_p is not None or min_p is not None:
+            raise ValueError("keep: not available with top_k/top_p/min_p, sum_sq_probs or inplace_grad")
+        logp, ent = keep_logprobs(logits, token_ids, keep, temperature, over == "sampler")
+        return LogprobsOutput(logp, ent if over else None, None)
     if top_k is not None or top_p is not None or min_p is not None:
         if sum_sq_probs or inplace_grad:
             name = "sum_sq_probs" if sum_sq_probs else "inplace_grad"

@@ -119,3 +119,33 @@ TEST_CASE("every compiled version of the forward chunk kernel agrees with float6
     }
   }
 }
+
+TEST_CASE("token_logprobs_keep_cpu replays a kept set given by id, and its errors", "[logprobs]") {
+  // row 0 keeps {1, 3} (not an upper set: 2 is larger than 1 and dropped), row 1 the whole vocabulary
+  std::vector<double> x = {0.0, 1.0, 2.0, 0.5, 1.0, 2.0, 3.0, 4.0};
+  std::vector<int64_t> ids = {3, 2}, keep_ids = {1, 3}, offsets = {0, 2, 2};
+  std::vector<double> logp(2), h(2), lse(2), mass(2);
+  TokenLogprobArgs in{make_view(x.data(), DType::Float64, {2, 4}), make_view(ids.data(), DType::Int64, {2}),
+                      1.0};
+  KeepArgs k{make_view(keep_ids.data(), DType::Int64, {2}), make_view(offsets.data(), DType::Int64, {3}),
+             true};
+  auto v = [](std::vector<double>& a) { return make_view(a.data(), DType::Float64, {2}); };
+  token_logprobs_keep_cpu(in, k, v(logp), v(h), v(lse), v(mass));
+  const double s0 = std::exp(1.0) + std::exp(0.5), all0 = 1.0 + std::exp(1.0) + std::exp(2.0) + std::exp(0.5);
+  CHECK(logp[0] == Approx(0.5 - std::log(s0)).epsilon(1e-12));
+  CHECK(mass[0] == Approx(std::log(s0 / all0)).epsilon(1e-12));
+  const double q1 = std::exp(1.0) / s0, q3 = std::exp(0.5) / s0;
+  CHECK(h[0] == Approx(-q1 * std::log(q1) - q3 * std::log(q3)).epsilon(1e-12));
+  CHECK(mass[1] == 0.0);
+  CHECK(logp[1] == Approx(3.0 - std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0) + std::exp(4.0))));
+  keep_ids = {3, 1};
+  CHECK_THROWS_WITH(token_logprobs_keep_cpu(in, k, v(logp), v(h), v(lse), v(mass)),
+                    Catch::Contains("keep_ids: row 0 holds 1 after 3"));
+  keep_ids = {1, 4};
+  CHECK_THROWS_WITH(token_logprobs_keep_cpu(in, k, v(logp), v(h), v(lse), v(mass)),
+                    Catch::Contains("keep_ids: row 0 holds 4, outside the vocabulary [0, 4)"));
+  keep_ids = {1, 3};
+  offsets = {0, 2, 1};
+  CHECK_THROWS_WITH(token_logprobs_keep_cpu(in, k, v(logp), v(h), v(lse), v(mass)),
+                    Catch::Contains("keep_offsets: row 1 ends at 1 before it begins at 2"));
+}

@@ -94,6 +94,38 @@ def test_torch_autograd_and_compile_on_the_gpu():
     torch.testing.assert_close(compiled(x.detach()), gkt.token_logprobs(x.detach(), ids, top_p=0.9).logp)
 
 
+@pytest.mark.parametrize("entropy", ["full", "sampler"])
+def test_keep_replay_matches_cpu(entropy):
+    from grpokit._logprobs_keep import keep_from_mask
+
+    x = rows(21, kind="neginf")
+    g = torch.Generator().manual_seed(22)
+    ids = torch.randint(0, x.shape[1], (x.shape[0],), generator=g)
+    mask = torch.rand(x.shape, generator=g) < 0.05
+    mask[:, 0] = True  # a finite logit in every set
+    mask[torch.arange(x.shape[0]), ids] = True
+    mask[0] = False  # the whole vocabulary
+    mask[1, ids[1]] = ids[1] == 0  # the token outside its set
+    k_ids, k_off = keep_from_mask(mask)
+    cpu = grpokit.token_logprobs(x, ids, keep=(k_ids, k_off), entropy=entropy)
+    gpu = grpokit.token_logprobs(
+        x.cuda(), ids.cuda(), keep=(k_ids.cuda(), k_off.cuda()), entropy=entropy, check_finite=True
+    )
+    assert gpu.num_outside == cpu.num_outside
+    fin = torch.isfinite(cpu.logp)
+    assert torch.equal(torch.isfinite(gpu.logp.cpu()), fin)
+    torch.testing.assert_close(gpu.logp.cpu()[fin], cpu.logp[fin], rtol=2e-5, atol=2e-5)
+    for name in ("entropy", "lse", "kept_logmass"):
+        torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), rtol=2e-5, atol=2e-5)
+    a = torch.randn(x.shape[0], generator=g)
+    g_cpu = grpokit.token_logprobs_backward(x, ids, cpu, a, a)
+    g_gpu = grpokit.token_logprobs_backward(x.cuda(), ids.cuda(), gpu, a.cuda(), a.cuda())
+    torch.testing.assert_close(g_gpu.cpu(), g_cpu, rtol=1e-4, atol=2e-6)
+    bad = (torch.tensor([2, 1], device="cuda"), torch.tensor([0, 2] + [2] * (x.shape[0] - 1), device="cuda"))
+    with pytest.raises(ValueError, match="logits/keep"):
+        grpokit.token_logprobs(x.cuda(), ids.cuda(), keep=bad, check_finite=True)
+
+
 def test_bad_parameters_and_rows():
     x = torch.zeros(2, 10, device="cuda")
     ids = torch.tensor([0, 1], device="cuda")

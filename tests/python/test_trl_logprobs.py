@@ -118,3 +118,36 @@ def test_trainer_per_token_logps_equal_trls_and_training_runs(tmp_path, calls):
     assert len(logs) == 2 and all(math.isfinite(h["loss"]) for h in logs)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert len(calls) > 1
+
+
+def test_truncation_passes_the_sampler_settings_and_masks_outside(tmp_path):
+    kw = dict(
+        reward_funcs=tt.reward_count_a,
+        args=tt.config(tmp_path, max_steps=2, temperature=0.8, top_k=4, top_p=0.9),
+        train_dataset=tt.dataset(),
+        processing_class=tt.tokenizer(),
+    )
+    with pytest.raises(ValueError, match="truncation=True: needs logprobs='grpokit'"):
+        gtrl.GRPOTrainer(model=tt.model(seed=2), truncation=True, **kw)
+    model = tt.model(seed=2)
+    ours = gtrl.GRPOTrainer(model=model, logprobs="grpokit", truncation=True, **kw)
+    ids, attn, _ = _batch(seed=6, T=10)
+    got = ours._get_per_token_logps_and_entropies(ours.model, ids, attn, 6, compute_entropy=True)[0]
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, -7:-1]
+    want = gtrl.gkt.token_logprobs(logits, ids[:, -6:], temperature=0.8, top_k=4, top_p=0.9).logp
+    assert torch.equal(torch.isneginf(got), torch.isneginf(want)) and bool(torch.isneginf(want).any())
+    fin = torch.isfinite(want)
+    torch.testing.assert_close(got[fin], want[fin], rtol=1e-5, atol=1e-5)
+    # outside the kept set: out of the loss mask, a finite 0 in its place, counted
+    mask = torch.ones_like(got, dtype=torch.long)
+    mask[0] = 0
+    old = got.detach().clone()
+    old[1, 0] = -float("inf")
+    lp, o, m = ours._mask_outside(got, old, mask)
+    outside = torch.isneginf(got) | torch.isneginf(old)
+    assert torch.equal(m.bool(), mask.bool() & ~outside) and torch.isfinite(lp).all() and torch.isfinite(o).all()
+    assert ours._metrics["train"]["outside_kept_set"][-1] == float((outside & mask.bool()).sum())
+    ours.train()
+    logs = [h for h in ours.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) and "outside_kept_set" in h for h in logs)

@@ -85,6 +85,39 @@ void token_logprobs_sampler_backward_cpu(const TokenLogprobArgs& in, bool entrop
                                          const TensorView& grad_logp, const TensorView& grad_entropy,
                                          const TensorView& grad_logits);
 
+// ---- exact replay: the kept set as the sampler exported it (docs/logprobs.md) -------------------
+//
+// Row r (of the flattened leading shape) keeps ids[offsets[r] : offsets[r + 1]], ascending without
+// repeats (vLLM's SamplingMask and SGLang's output_token_sampling_mask, CSR); an empty row keeps the
+// whole vocabulary (no replay at that position). ids and offsets: 1-D int32/int64, any stride;
+// offsets has N + 1 entries from 0 to len(ids).
+struct KeepArgs {
+  TensorView ids, offsets;
+  bool entropy_over_kept = false;  // entropy of the kept distribution instead of the full one
+};
+
+// Outputs as token_logprobs_sampler's less keep_min: logp under the softmax restricted to the kept
+// set and renormalised (−inf for a token outside it), entropy (optional; full or kept), lse over the
+// whole row and kept_logmass = log Σ_{kept} p_v. One read of the row plus the kept entries.
+void check_token_logprobs_keep_args(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
+                                    const TensorView& entropy, const TensorView& lse,
+                                    const TensorView& kept_logmass);
+// The arrays' shapes, dtypes and devices (the CPU engine also checks their values; the GPU marks a
+// row whose ids are out of range or not ascending with NaN outputs).
+void check_keep_shapes(const TokenLogprobArgs& in, const KeepArgs& k);
+void check_token_logprobs_keep_backward_args(const TokenLogprobArgs& in, const KeepArgs& k,
+                                             const TensorView& lse, const TensorView& kept_logmass,
+                                             const TensorView& entropy, const TensorView& grad_logp,
+                                             const TensorView& grad_entropy, const TensorView& grad_logits);
+void token_logprobs_keep_cpu(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
+                             const TensorView& entropy, const TensorView& lse,
+                             const TensorView& kept_logmass);
+// The logits gradient with the kept set held fixed: one pass over the row, a cursor into its ids.
+void token_logprobs_keep_backward_cpu(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& lse,
+                                      const TensorView& kept_logmass, const TensorView& entropy,
+                                      const TensorView& grad_logp, const TensorView& grad_entropy,
+                                      const TensorView& grad_logits);
+
 // Row addressing shared by the engines: row r of a (N,) or (B, T) leading shape.
 struct RowLayout {
   int64_t rows = 0;    // N or B·T

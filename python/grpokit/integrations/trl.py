@@ -157,6 +157,12 @@ class GRPOTrainer(_TRLGRPOTrainer):
             gradient_accumulation_steps / steps_per_generation; ``"exact"`` counts the tokens of the
             optimizer step's own micro-batches (all processes), which differs from TRL's when
             steps_per_generation ≠ gradient_accumulation_steps (docs/trl.md).
+        truncation: ``False`` (default): log-probabilities over the full vocabulary, as TRL. ``True``
+            (with ``logprobs="grpokit"``): under the distribution the sampler drew from, GRPOConfig's
+            ``temperature``, ``top_k``, ``top_p`` and ``min_p`` (docs/logprobs.md); a completion token
+            outside the kept set (log-probability −inf, also in the old log-probabilities) is masked
+            out of the loss and counted in the ``outside_kept_set`` metric. The reference model keeps
+            the full distribution. Settings that are all off leave it the default.
         momentum_guard: ``None`` (default), a ``grpokit.optim.MomentumGuard`` mode (``"lookahead"``,
             ``"reset"``, ...) or a dict of its options: momentum-aware clipping around the optimizer
             (``trl_guard.MomentumGuardCallback``; docs/diagnostics.md).
@@ -179,6 +185,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
         loss_options: Optional[Dict[str, Any]] = None,
         normalization: str = "trl",
         logprobs: str = "trl",
+        truncation: bool = False,
         momentum_guard: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -186,6 +193,10 @@ class GRPOTrainer(_TRLGRPOTrainer):
             raise ValueError(f"normalization: expected 'trl' or 'exact', got {normalization!r}")
         if logprobs not in ("trl", "grpokit"):
             raise ValueError(f"logprobs: expected 'trl' or 'grpokit', got {logprobs!r}")
+        if truncation and logprobs != "grpokit":
+            raise ValueError(
+                "truncation=True: needs logprobs='grpokit' (TRL's fused LM head scores the full vocabulary)"
+            )
         guard = guard_options(momentum_guard)
         super().__init__(*args, **kwargs)
         self.momentum_guard = None  # grpokit.optim.MomentumGuard, made at the first optimizer step
@@ -197,16 +208,21 @@ class GRPOTrainer(_TRLGRPOTrainer):
 
             policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
             why = _plain_lm_head(policy)
+            if why is not None and truncation:
+                raise ValueError(f"truncation=True: {why}; grpokit's head cannot serve it")
             if why is not None:
                 warnings.warn(f"logprobs='grpokit': {why}; TRL's fused LM head is kept", stacklevel=2)
             else:
-                self.grpokit_logprobs = add_grpokit_lm_head(policy, self.temperature)
+                a = self.args
+                trunc = dict(top_k=a.top_k, top_p=a.top_p, min_p=a.min_p) if truncation else {}
+                self.grpokit_logprobs = add_grpokit_lm_head(policy, self.temperature, **trunc)
                 if self.ref_model is not None:
                     add_grpokit_lm_head(self.ref_model, self.temperature, entropy=False)
         self.loss_spec = spec_from_config(self.args, loss, loss_options)
         for text in config_traps(self.args, loss):  # reproduced, but said once at start-up
             warnings.warn(f"grpokit: {text}", UserWarning, stacklevel=2)
         self.normalization = normalization
+        self.truncation = truncation
         self.grpokit_window: list = []  # this optimizer step's micro-batch loss inputs (DiagnosticsCallback)
         for cb in self.callback_handler.callbacks:
             if isinstance(cb, DiagnosticsCallback) and cb.trainer is None:
@@ -281,6 +297,9 @@ class GRPOTrainer(_TRLGRPOTrainer):
             compute_aux_loss=self.aux_loss_enabled,
             **mm,
         )
+        old = inputs.get("old_per_token_logps")  # None: TRL's on-policy shortcut (ratio 1), as the engine's
+        if self.truncation:
+            logp, old, mask = self._mask_outside(logp, old, mask)
         s = self.loss_spec
         if self.use_adaptive_entropy:  # TRL's gate: the coefficient of the last step, if its entropy was low
             low = self._last_world_entropy <= self.args.entropy_target
@@ -288,7 +307,6 @@ class GRPOTrainer(_TRLGRPOTrainer):
         sampling = None
         if s.sampler_is != "none" or s.off_policy_mask_threshold is not None:
             sampling = inputs.get("sampling_per_token_logps")
-        old = inputs.get("old_per_token_logps")  # None: TRL's on-policy shortcut (ratio 1), as the engine's
         ref = inputs.get("ref_per_token_logps") if s.beta != 0.0 else None
         adv = inputs["advantages"].to(logp.dtype)
         if not bool(mask.any()):
@@ -334,6 +352,17 @@ class GRPOTrainer(_TRLGRPOTrainer):
                 }
             )
         return loss
+
+    def _mask_outside(self, logp: torch.Tensor, old: Any, mask: torch.Tensor):
+        """Under truncation: the tokens outside the kept set (−inf in logp or old) leave the loss mask,
+        their −inf becomes 0 (no NaN in sums; no gradient reaches them), and their count is logged."""
+        outside = torch.isneginf(logp) if old is None else torch.isneginf(logp) | torch.isneginf(old)
+        count = (outside & mask.bool()).sum().double().reshape(1)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["outside_kept_set"].append(self.accelerator.gather(count).sum().item())
+        if old is not None:
+            old = old.masked_fill(outside, 0.0)
+        return logp.masked_fill(outside, 0.0), old, mask * ~outside
 
     def _entropy_controller(self, entropies: torch.Tensor, mask: torch.Tensor) -> None:
         """TRL's adaptive entropy control (Skywork-OR1), as its ``_compute_loss`` runs it: the window's

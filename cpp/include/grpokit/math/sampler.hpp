@@ -138,6 +138,21 @@ GRPOKIT_HD KeptTerms kept_terms(double all, double kept_sum, double dot) {
   return k;
 }
 
+// Whether ids at(begin) < … < at(end − 1) hold v: a binary search (exact replay's kept ids; `at` reads
+// one id of the caller's array).
+template <class At>
+GRPOKIT_HD bool ascending_holds(const At& at, int64_t begin, int64_t end, int64_t v) {
+  while (begin < end) {
+    const int64_t mid = begin + (end - begin) / 2, u = at(mid);
+    if (u == v) return true;
+    if (u < v)
+      begin = mid + 1;
+    else
+      end = mid;
+  }
+  return false;
+}
+
 // One element of the logits gradient under truncation, with the kept set held fixed:
 //   ∂L/∂x_v = −(1/τ)·[a·q_v + b·r_v·(log r_v + H)]   (+ a/τ at the target, added by the caller)
 // p the full softmax, q the kept one (q = p / Σ_kept p on the kept set, 0 elsewhere), r the
@@ -150,8 +165,12 @@ struct SamplerGrad {
   bool over_kept;
 
   GRPOKIT_HD F element(F p, F d, bool in_kept) const {
-    const F q = in_kept ? p * cq : F(0);
-    if (over_kept) return in_kept ? -q * (ca + cb * (d - lm + h)) : F(0);
+    return element_q(p, d, in_kept ? p * cq : F(0), d - lm, in_kept);
+  }
+  // The same from q and lq = log q given (exact replay: a kept set without the row's maximum can
+  // hold q ≫ p, where p underflows or 1/Σ_kept p overflows).
+  GRPOKIT_HD F element_q(F p, F d, F q, F lq, bool in_kept) const {
+    if (over_kept) return in_kept && q > F(0) ? -q * (ca + cb * (lq + h)) : F(0);
     return -(ca * q + cb * p * (d + h));
   }
 };
