@@ -7,7 +7,6 @@
 // -fno-trapping-math -fno-tree-sink (CMakeLists.txt; loss_fast.cpp says why).
 #pragma once
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -15,7 +14,6 @@
 #include "grpokit/math/loss.hpp"
 #include "grpokit/math/metric_sums.hpp"
 #include "loss_engine.hpp"
-#include "loss_simd.hpp"
 #include "loss_vec.hpp"
 
 namespace grpokit {
@@ -38,35 +36,6 @@ struct RowExtras {
   C ent_sum = 0, kept_h = 0, gh_sum = 0;  // Σ H, Σ H over kept tokens, Σ c·∂φ/∂⟨H⟩_i
 };
 
-// A row's sums, kLanes accumulators each (token t adds to lane t mod kLanes), summed in lane order
-// after the row. An accumulator indexed by the lane is no loop-carried dependence, so the loop needs
-// no `omp simd reduction`, whose per-lane arrays GCC 12 keeps on the stack (a load and a store per sum
-// per vector of tokens: ≈ 250 of a KL row's ≈ 600 instructions per 16 tokens); each sum here is one
-// register.
-template <class C>
-struct LaneSums {
-  C phi[cpu::kLanes], ratio[cpu::kLanes], ppo_kl[cpu::kLanes], rmin[cpu::kLanes], rmax[cpu::kLanes];
-  C low[cpu::kLanes], high[cpu::kLanes], verl[cpu::kLanes], dual[cpu::kLanes], wclip[cpu::kLanes];
-  C kl[cpu::kLanes], ref_check[cpu::kLanes], is[cpu::kLanes], smp_bad[cpu::kLanes];
-  C is_min[cpu::kLanes], is_max[cpu::kLanes];
-  C ent[cpu::kLanes], kept_h[cpu::kLanes], gh[cpu::kLanes], x_check[cpu::kLanes];
-};
-template <class C>
-double lane_total(const C (&x)[cpu::kLanes]) {
-  double su = 0;
-  for (int k = 0; k < cpu::kLanes; ++k) su += static_cast<double>(x[k]);
-  return su;
-}
-
-// A row's streams from some token on: the row's own arrays, or for its last partial block local
-// copies padded with invalid tokens.
-template <class C>
-struct RowStreams {
-  const C *lp, *old, *ref, *smp, *adv, *tw, *h, *sel;
-  const LaneInt<C>* valid;
-  C *g, *gh;
-};
-
 // One row of the token-ratio rules: the surrogate SUR (and its weight rule LW for Surrogate::Logp), the
 // KL estimator KL (None: no KL term) fixed at compile time, so that every rule's math/ formula inlines
 // to selects and the loop vectorises. valid: the row's mask as LaneInt (row.m: the same as bytes,
@@ -75,8 +44,6 @@ struct RowStreams {
 // IV (Surrogate::Clip without δ and dual-clip cap, X = false): the clip in its interval form
 // (math::clip_interval), one `outside` count instead of four flag sums. TIS: the sampler IS weight per
 // token (math::weight_rule's, from row.smp), times the row's weight row.w. X: the extended row (ex).
-// Only the sums these rules can change are accumulated (a dead `s += 0` is not removed: x + 0 is not
-// x at −0).
 //
 // Each loop is cloned for AVX-512 and AVX2 (GRPOKIT_CPU_CLONES, picked when the library loads): at SSE
 // width the row sums spill registers (measured 5.2 → 1.3 ns/token with AVX-512 at 64×2048).
@@ -88,11 +55,12 @@ GRPOKIT_CPU_CLONES
     void vector_row(const LossSpec& s, const FastRow<C>& row, const LaneInt<C>* valid, RowExtras<C>& ex,
                     RowResult& a) {
   static_assert(!(IV && X), "the interval form needs one advantage per row");
-  constexpr int K = cpu::kLanes;
-  constexpr bool kWclip = SUR == Surrogate::Logp && LW != LogpWeight::One && LW != LogpWeight::Ratio;
-  constexpr bool kKl = KL != KlEstimator::None;
+  const C *lp = row.lp, *old = row.old, *ref = row.ref, *smp = row.smp;
   const C A = row.A, c = row.c, w_row = row.w;
   const int64_t len = row.len;
+  C* g = row.g;
+  const C *adv = ex.adv, *tw = ex.tw, *hs = ex.h, *sel = ex.sel;
+  C* gh = ex.gh;
   const C h_thr = ex.h_thr, prune = ex.prune, gtpo = ex.gtpo, hbar = ex.hbar, gh_kept = ex.gh_kept;
   const C clip_cov = ex.clip_cov, kl_cov = ex.kl_cov;
   const C is_trunc = cpu::opaque(
@@ -106,208 +74,166 @@ GRPOKIT_CPU_CLONES
   const math::ClipInterval<C> iv = math::clip_interval(A, el, eh);
   const C dro = static_cast<C>(s.dro_beta);
   // Every lane quantity is of type C (flags as 0/1 values): mixed widths stop the vectoriser.
-  LaneSums<C> acc;
-  for (int k = 0; k < K; ++k) {
-    acc.phi[k] = acc.ratio[k] = acc.ppo_kl[k] = acc.low[k] = acc.high[k] = acc.verl[k] = acc.dual[k] = 0;
-    acc.wclip[k] = acc.kl[k] = acc.ref_check[k] = acc.is[k] = acc.smp_bad[k] = 0;
-    acc.ent[k] = acc.kept_h[k] = acc.gh[k] = acc.x_check[k] = 0;
-    acc.rmin[k] = acc.is_min[k] = C(INFINITY);
-    acc.rmax[k] = acc.is_max[k] = -C(INFINITY);
-  }
-  // K tokens from t0 on, token t0 + k on lane k (inlined into both calls below: acc stays in registers)
-  auto block = [&](const RowStreams<C>& p, int64_t t0) __attribute__((always_inline)) {
-    // (an absent stream is nullptr and never read: no offset is formed from it)
-    const C *lp = p.lp + t0, *old = p.old + t0, *ref = kKl ? p.ref + t0 : nullptr;
-    const C *smp = TIS ? p.smp + t0 : nullptr, *adv = X ? p.adv + t0 : nullptr, *tw = X ? p.tw + t0 : nullptr;
-    const C *hs = X ? p.h + t0 : nullptr, *sel = X ? p.sel + t0 : nullptr;
-    const LaneInt<C>* vd = p.valid + t0;
-    C *g = p.g + t0, *gh = X ? p.gh + t0 : nullptr;
-#pragma omp simd
-    for (int k = 0; k < K; ++k) {
-      // Loads are unconditional (conditional loads stop the vectoriser); values are then selected,
-      // never multiplied by the mask (padding may hold NaN).
-      const bool ok = vd[k] != 0;
-      const C l = lp[k], o = old[k];
-      C At = A;
-      if constexpr (X) At = adv[k];
-      const C d = ok ? l - o : C(0);
-      const math::ValueGrad<C> r = math::ratio_from_log<C, VecExp>(d, lo, hi);
-      C v, dv, dx = r.d;
-      if constexpr (SUR == Surrogate::Clip && IV) {
-        const C rv = r.v < iv.lo ? iv.lo : r.v;
-        v = rv > iv.hi ? iv.hi : rv;
-        dv = (r.v >= iv.lo) & (r.v <= iv.hi) ? C(1) : C(0);
-        acc.low[k] += ok ? C(1) - dv : C(0);  // outside the interval: low / high by the sign of A below
-      } else if constexpr (SUR == Surrogate::Clip) {
-        math::ClipFlags f;
-        const math::ValueGrad<C> b = math::clip_branch(r.v, At, el, eh, delta, dual_c, &f);
-        v = b.v;
-        dv = b.d;
-        // (`x += ok & f ? 1 : 0` rather than a 0/1 variable: GCC 12 then vectorises the sums)
-        acc.low[k] += ok & f.low ? C(1) : C(0);
-        acc.high[k] += ok & f.high ? C(1) : C(0);
-        acc.verl[k] += ok & f.verl ? C(1) : C(0);
-        acc.dual[k] += ok & f.dual ? C(1) : C(0);
-      } else if constexpr (SUR == Surrogate::Sapo) {
-        const math::ValueGrad<C> b = math::sapo_gate<C, VecExp>(r.v, At, tp, tn);
-        v = b.v;
-        dv = b.d;
-      } else if constexpr (SUR == Surrogate::Logp) {
-        bool clipped = false;
-        const C w = math::logp_weight<C, VecExp>(LW, r.v, l, o, At, el, eh, dual_c, &clipped);
-        v = w * l;
-        dv = w;
-        dx = C(1);
-        if constexpr (kWclip) acc.wclip[k] += ok & clipped ? C(1) : C(0);
-      } else {
-        v = r.v;
-        dv = C(1);
-      }
-      C w = w_row;
-      C kept = C(1);
-      if constexpr (X) {  // math::weight_rule's per-token factors: λ_t, CPPO's |A_t| > γ, H_t ≥ the threshold
-        const C at = At < C(0) ? -At : At;
-        w = at > prune ? w * tw[k] : C(0);
-        kept = hs[k] >= h_thr ? C(1) : C(0);
-        w = w * kept;
-      }
-      if constexpr (TIS) {  // ρ_t = exp(ℓ_old − ℓ_smp), an unscored token (NaN) as 1 (math::weight_rule)
-        const C sm = smp[k], di = o - sm, xi = di != di ? C(0) : di;
-        // both forms (one exp), then a select on a number: a loop-invariant bool stops GCC 12's vectoriser
-        const C w_trunc = math::sampler_is_weight<C, VecExp>(xi, true, is_lo, is_hi);
-        const C w_mask = math::sampler_is_weight<C, VecExp>(xi, false, is_lo, is_hi);
-        const C wis = is_trunc != C(0) ? w_trunc : w_mask;
-        w = w * wis;
-        acc.is[k] += ok ? wis : C(0);
-        const C w_lo = ok ? wis : C(INFINITY), w_hi = ok ? wis : -C(INFINITY);
-        acc.is_min[k] = w_lo < acc.is_min[k] ? w_lo : acc.is_min[k];
-        acc.is_max[k] = w_hi > acc.is_max[k] ? w_hi : acc.is_max[k];
-        const C sm_abs = sm < C(0) ? -sm : sm;  // ±inf is an error, NaN an unscored token
-        acc.smp_bad[k] += ok ? (sm_abs == C(INFINITY) ? C(1) : C(0)) : C(0);
-      }
-      if constexpr (X) w = w * (C(1) - clip_cov * sel[k]);  // Clip-Cov: no policy term at a selected token
-      C phi = w * (-At * v);
-      C gt = c * (w * (-At)) * dv * dx;
-      if constexpr (kKl) {
-        const C rf = ref[k];
-        acc.ref_check[k] += ok ? rf - rf : C(0);  // 0, or NaN once a valid ref_logp is not finite
-        const math::ValueGrad<C> kt = kl.template term<KL>(l, rf, r.v, r.d);
-        phi += kl.beta * kt.v;
-        gt += c * (kl.beta * kt.d);
-        acc.kl[k] += ok ? kt.v : C(0);
-      }
-      if constexpr (X) {
-        // GTPO: + β·δ_i·λ_t·⟨H⟩_i·I, I = e^(ℓ − ℓ_old) (math::token_term); gtpo = 0 without it
-        const C kg = gtpo * tw[k], hk = kg * hbar, I = VecExp::exp(d);
-        phi += gtpo != C(0) ? hk * I : C(0);
-        gt += gtpo != C(0) ? c * (hk * I) : C(0);
-        acc.gh[k] += ok & (gtpo != C(0)) ? c * (kg * I) : C(0);
-        // KL-Cov: + κ|ℓ − ℓ_old| at a selected token
-        const C ks = kl_cov * sel[k], ad = d < C(0) ? -d : d,
-                sd = d < C(0) ? C(-1) : (d > C(0) ? C(1) : C(0));
-        phi += ks * ad;
-        gt += c * (ks * sd);
-        // the entropy bonus at a kept token, the entropy metric, and the inputs' finiteness
-        const C h = hs[k];
-        gh[k] = ok ? gh_kept * kept : C(0);
-        acc.ent[k] += ok ? h : C(0);
-        acc.kept_h[k] += ok ? h * kept : C(0);
-        acc.x_check[k] += ok ? (At - At) + (tw[k] - tw[k]) + (h - h) : C(0);
-      }
-      // DRO: + ½β(ℓ − ℓ_old)², + 0 without it (unconditional: a loop-invariant bool stops GCC 12's
-      // vectoriser)
-      phi += C(0.5) * dro * d * d;
-      gt += c * (dro * d);
-      g[k] = ok ? gt : C(0);
-      acc.phi[k] += ok ? phi : C(0);
-      acc.ratio[k] += ok ? r.v : C(0);
-      const C r_lo = ok ? r.v : C(INFINITY), r_hi = ok ? r.v : -C(INFINITY);  // plain min/max: vectorisable
-      acc.rmin[k] = r_lo < acc.rmin[k] ? r_lo : acc.rmin[k];
-      acc.rmax[k] = r_hi > acc.rmax[k] ? r_hi : acc.rmax[k];
-      // d = 0 at padding; a non-finite valid ℓ or ℓ_old makes the sum non-finite (no per-token flag: a
-      // bool of the mask's width mixed with the floats' stops GCC 12's vectoriser)
-      acc.ppo_kl[k] -= d;
+  // Row sums are accumulated in C per lane; a row is at most a few 10^4 tokens.
+  C sum_phi = 0, ratio_sum = 0, ppo_kl = 0, n = 0, low = 0, high = 0, verl = 0, dual = 0, wclip = 0;
+  C kl_sum = 0, ref_check = 0, is_sum = 0, smp_bad = 0;
+  C rmin = C(INFINITY), rmax = -C(INFINITY), is_min = C(INFINITY), is_max = -C(INFINITY);
+  C ent_sum = 0, kept_h = 0, gh_sum = 0, x_check = 0;
+#pragma omp simd reduction(+ : sum_phi, ratio_sum, ppo_kl, n, low, high, verl, dual, wclip, kl_sum, \
+                               ref_check, is_sum, smp_bad, ent_sum, kept_h, gh_sum, x_check)        \
+    reduction(min : rmin, is_min) reduction(max : rmax, is_max)
+  for (int64_t t = 0; t < len; ++t) {
+    // Loads are unconditional (conditional loads stop the vectoriser); values are then selected,
+    // never multiplied by the mask (padding may hold NaN).
+    const bool ok = valid[t] != 0;
+    const C l = lp[t], o = old[t];
+    C At = A;
+    if constexpr (X) At = adv[t];
+    const C d = ok ? l - o : C(0);
+    const math::ValueGrad<C> r = math::ratio_from_log<C, VecExp>(d, lo, hi);
+    C v, dv, dx = r.d;
+    C f_low = 0, f_high = 0, f_verl = 0, f_dual = 0, wc = 0;
+    if constexpr (SUR == Surrogate::Clip && IV) {
+      const C rv = r.v < iv.lo ? iv.lo : r.v;
+      v = rv > iv.hi ? iv.hi : rv;
+      dv = (r.v >= iv.lo) & (r.v <= iv.hi) ? C(1) : C(0);
+      f_low = C(1) - dv;  // outside the interval: split into low / high by the sign of A below
+    } else if constexpr (SUR == Surrogate::Clip) {
+      math::ClipFlags f;
+      const math::ValueGrad<C> b = math::clip_branch(r.v, At, el, eh, delta, dual_c, &f);
+      v = b.v;
+      dv = b.d;
+      f_low = f.low ? C(1) : C(0);
+      f_high = f.high ? C(1) : C(0);
+      f_verl = f.verl ? C(1) : C(0);
+      f_dual = f.dual ? C(1) : C(0);
+    } else if constexpr (SUR == Surrogate::Sapo) {
+      const math::ValueGrad<C> b = math::sapo_gate<C, VecExp>(r.v, At, tp, tn);
+      v = b.v;
+      dv = b.d;
+    } else if constexpr (SUR == Surrogate::Logp) {
+      bool clipped = false;
+      const C w = math::logp_weight<C, VecExp>(LW, r.v, l, o, At, el, eh, dual_c, &clipped);
+      v = w * l;
+      dv = w;
+      dx = C(1);
+      wc = clipped ? C(1) : C(0);
+    } else {
+      v = r.v;
+      dv = C(1);
     }
-  };
-  const RowStreams<C> p{row.lp, row.old, row.ref, row.smp, ex.adv, ex.tw, ex.h, ex.sel, valid, row.g, ex.gh};
-  // Blocks in chunks of kChunk tokens, each chunk first prefetching its streams' lines 2 KiB ahead
-  // (cpu::prefetch_lines says why; the vectoriser drops a prefetch inside the vectorised loop).
-  constexpr int64_t kChunk = 8 * K;
-  constexpr size_t kBytes = kChunk * sizeof(C);
-  const int64_t full = len - len % K;
-  int64_t t0 = 0;
-  while (t0 < full) {
-    cpu::prefetch_lines(p.lp + t0, kBytes);
-    cpu::prefetch_lines(p.old + t0, kBytes);
-    cpu::prefetch_lines(p.valid + t0, kBytes);
-    cpu::prefetch_lines(p.g + t0, kBytes);
-    if constexpr (kKl) cpu::prefetch_lines(p.ref + t0, kBytes);
-    if constexpr (TIS) cpu::prefetch_lines(p.smp + t0, kBytes);
-    if constexpr (X)
-      for (const C* q : {p.adv, p.tw, p.h, p.sel, static_cast<const C*>(p.gh)})
-        cpu::prefetch_lines(q + t0, kBytes);
-    const int64_t end = full - t0 < kChunk ? full : t0 + kChunk;
-    for (; t0 < end; t0 += K) block(p, t0);
+    C w = w_row;
+    C kept = C(1);
+    if constexpr (X) {  // math::weight_rule's per-token factors: λ_t, CPPO's |A_t| > γ, H_t ≥ the threshold
+      const C at = At < C(0) ? -At : At;
+      w = at > prune ? w * tw[t] : C(0);
+      kept = hs[t] >= h_thr ? C(1) : C(0);
+      w = w * kept;
+    }
+    if constexpr (TIS) {  // ρ_t = exp(ℓ_old − ℓ_smp), an unscored token (NaN) as 1 (math::weight_rule)
+      const C sm = smp[t], di = o - sm, xi = di != di ? C(0) : di;
+      // both forms (one exp), then a select on a number: a loop-invariant bool stops GCC 12's vectoriser
+      const C w_trunc = math::sampler_is_weight<C, VecExp>(xi, true, is_lo, is_hi);
+      const C w_mask = math::sampler_is_weight<C, VecExp>(xi, false, is_lo, is_hi);
+      const C wis = is_trunc != C(0) ? w_trunc : w_mask;
+      w = w * wis;
+      is_sum += ok ? wis : C(0);
+      const C w_lo = ok ? wis : C(INFINITY), w_hi = ok ? wis : -C(INFINITY);
+      is_min = w_lo < is_min ? w_lo : is_min;
+      is_max = w_hi > is_max ? w_hi : is_max;
+      const C sm_abs = sm < C(0) ? -sm : sm;  // ±inf is an error, NaN an unscored token
+      smp_bad += ok ? (sm_abs == C(INFINITY) ? C(1) : C(0)) : C(0);
+    }
+    if constexpr (X) w = w * (C(1) - clip_cov * sel[t]);  // Clip-Cov: no policy term at a selected token
+    C phi = w * (-At * v);
+    C gt = c * (w * (-At)) * dv * dx;
+    if constexpr (KL != KlEstimator::None) {
+      const C rf = ref[t];
+      ref_check += ok ? rf - rf : C(0);  // 0, or NaN once a valid ref_logp is not finite
+      const math::ValueGrad<C> k = kl.template term<KL>(l, rf, r.v, r.d);
+      phi += kl.beta * k.v;
+      gt += c * (kl.beta * k.d);
+      kl_sum += ok ? k.v : C(0);
+    }
+    if constexpr (X) {
+      // GTPO: + β·δ_i·λ_t·⟨H⟩_i·I, I = e^(ℓ − ℓ_old) (math::token_term); gtpo = 0 without it
+      const C kg = gtpo * tw[t], hk = kg * hbar, I = VecExp::exp(d);
+      phi += gtpo != C(0) ? hk * I : C(0);
+      gt += gtpo != C(0) ? c * (hk * I) : C(0);
+      gh_sum += ok & (gtpo != C(0)) ? c * (kg * I) : C(0);
+      // KL-Cov: + κ|ℓ − ℓ_old| at a selected token
+      const C ks = kl_cov * sel[t], ad = d < C(0) ? -d : d, sd = d < C(0) ? C(-1) : (d > C(0) ? C(1) : C(0));
+      phi += ks * ad;
+      gt += c * (ks * sd);
+      // the entropy bonus at a kept token, the entropy metric, and the inputs' finiteness
+      const C h = hs[t];
+      gh[t] = ok ? gh_kept * kept : C(0);
+      ent_sum += ok ? h : C(0);
+      kept_h += ok ? h * kept : C(0);
+      x_check += ok ? (At - At) + (tw[t] - tw[t]) + (h - h) : C(0);
+    }
+    // DRO: + ½β(ℓ − ℓ_old)², + 0 without it (unconditional: a loop-invariant bool stops GCC 12's vectoriser)
+    phi += C(0.5) * dro * d * d;
+    gt += c * (dro * d);
+    g[t] = ok ? gt : C(0);
+    sum_phi += ok ? phi : C(0);
+    // (`x += ok ? 1 : 0` rather than a 0/1 variable: GCC 12 then recognises the reductions)
+    n += ok ? C(1) : C(0);
+    low += ok ? f_low : C(0);
+    high += ok ? f_high : C(0);
+    verl += ok ? f_verl : C(0);
+    dual += ok ? f_dual : C(0);
+    wclip += ok ? wc : C(0);
+    ratio_sum += ok ? r.v : C(0);
+    const C r_lo = ok ? r.v : C(INFINITY), r_hi = ok ? r.v : -C(INFINITY);  // plain min/max: vectorisable
+    rmin = r_lo < rmin ? r_lo : rmin;
+    rmax = r_hi > rmax ? r_hi : rmax;
+    // d = 0 at padding; a non-finite valid ℓ or ℓ_old makes the sum non-finite (no per-token flag: a
+    // bool of the mask's width mixed with the floats' stops GCC 12's vectoriser)
+    ppo_kl -= d;
   }
-  if (t0 < len) {  // the last partial block, on copies padded with invalid tokens
-    const int64_t rest = len - t0;
-    C buf[8][K] = {}, g_tail[K], gh_tail[K];
-    LaneInt<C> v_tail[K] = {};
-    const C* in[8] = {p.lp, p.old, p.ref, p.smp, p.adv, p.tw, p.h, p.sel};
-    for (int j = 0; j < 8; ++j)
-      if (in[j]) std::copy(in[j] + t0, in[j] + len, buf[j]);
-    std::copy(p.valid + t0, p.valid + len, v_tail);
-    block(RowStreams<C>{buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7], v_tail, g_tail,
-                        gh_tail},
-          0);
-    std::copy(g_tail, g_tail + rest, row.g + t0);
-    if (ex.gh) std::copy(gh_tail, gh_tail + rest, ex.gh + t0);
+  if constexpr (IV) {  // a token outside the interval is the low (A < 0) or high (A > 0) and verl flag
+    const C outside = low;
+    low = A < C(0) ? outside : C(0);
+    high = A > C(0) ? outside : C(0);
+    verl = low + high;
   }
-  const double low = lane_total(acc.low), high = lane_total(acc.high);
+  const double nn = static_cast<double>(n);
+  a.loss = static_cast<double>(c) * static_cast<double>(sum_phi);
   using Sums = math::MetricSums<double>;
   Sums& ms = a.m;
-  const double nn = static_cast<double>(row.n_valid);
-  a.loss = static_cast<double>(c) * lane_total(acc.phi);
   ms.sum[Sums::sN] = nn;
-  if constexpr (IV) {  // a token outside the interval is the low (A < 0) or high (A > 0) and verl flag
-    const double lo_n = A < C(0) ? low : 0.0, hi_n = A > C(0) ? low : 0.0;
-    ms.sum[Sums::sLow] = lo_n;
-    ms.sum[Sums::sHigh] = hi_n;
-    ms.sum[Sums::sRegion] = ms.sum[Sums::sVerl] = lo_n + hi_n;
-  } else {
-    ms.sum[Sums::sLow] = low;
-    ms.sum[Sums::sHigh] = high;
-    ms.sum[Sums::sRegion] = low + high;
-    ms.sum[Sums::sVerl] = lane_total(acc.verl);
-  }
-  ms.sum[Sums::sDual] = lane_total(acc.dual);
-  ms.sum[Sums::sWclip] = lane_total(acc.wclip);
-  ms.sum[Sums::sRatio] = lane_total(acc.ratio);
-  const double ppo_kl = lane_total(acc.ppo_kl);
+  ms.sum[Sums::sLow] = low;
+  ms.sum[Sums::sHigh] = high;
+  ms.sum[Sums::sRegion] = static_cast<double>(low) + static_cast<double>(high);
+  ms.sum[Sums::sVerl] = verl;
+  ms.sum[Sums::sDual] = dual;
+  ms.sum[Sums::sWclip] = wclip;
+  ms.sum[Sums::sRatio] = ratio_sum;
   ms.sum[Sums::sPpoKl] = ppo_kl;
-  ms.sum[Sums::sKl] = lane_total(acc.kl);
+  ms.sum[Sums::sKl] = kl_sum;
   if (nn > 0) {
-    ms.min[Sums::mRatioMin] = static_cast<double>(*std::min_element(acc.rmin, acc.rmin + K));
-    ms.max[Sums::xRatioMax] = static_cast<double>(*std::max_element(acc.rmax, acc.rmax + K));
+    ms.min[Sums::mRatioMin] = static_cast<double>(rmin);
+    ms.max[Sums::xRatioMax] = static_cast<double>(rmax);
   }
   if constexpr (TIS) {
-    ms.sum[Sums::sIs] = lane_total(acc.is);
+    ms.sum[Sums::sIs] = is_sum;
     ms.sum[Sums::sNIs] = nn;
     if (nn > 0) {
-      ms.min[Sums::mIsMin] = static_cast<double>(*std::min_element(acc.is_min, acc.is_min + K));
-      ms.max[Sums::xIsMax] = static_cast<double>(*std::max_element(acc.is_max, acc.is_max + K));
+      ms.min[Sums::mIsMin] = static_cast<double>(is_min);
+      ms.max[Sums::xIsMax] = static_cast<double>(is_max);
     }
   }
   ms.row_done(false);
   if constexpr (X) {
-    ms.sum[Sums::sEnt] = lane_total(acc.ent);
-    ex.ent_sum = static_cast<C>(ms.sum[Sums::sEnt]);
-    ex.kept_h = static_cast<C>(lane_total(acc.kept_h));
-    ex.gh_sum = static_cast<C>(lane_total(acc.gh));
+    ms.sum[Sums::sEnt] = ent_sum;
+    ex.ent_sum = ent_sum;
+    ex.kept_h = kept_h;
+    ex.gh_sum = gh_sum;
   }
-  if (!std::isfinite(ppo_kl) || !std::isfinite(lane_total(acc.ref_check)) || lane_total(acc.smp_bad) != 0 ||
-      row.smp_bad || !std::isfinite(lane_total(acc.x_check)))
-    first_bad_position(row, kKl, a);
+  if (!std::isfinite(ppo_kl) || !std::isfinite(ref_check) || smp_bad != C(0) || row.smp_bad ||
+      !std::isfinite(x_check))
+    first_bad_position(row, KL != KlEstimator::None, a);
 }
 
 // The KL estimator, then the surrogate (and weight rule), as template arguments.

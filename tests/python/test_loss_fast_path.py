@@ -73,7 +73,7 @@ CONFIGS = [
     ("verl.geo_mean", {"beta": 0.04, "kl": "abs"}),
 ]
 
-# row lengths around the 16-token blocks of the row loops, and past their 128-token prefetch chunks
+# row lengths around the SIMD widths of the row loops, and one of several hundred tokens
 TS = [1, 7, 15, 16, 17, 31, 33, 100, 300]
 
 
