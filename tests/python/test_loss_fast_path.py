@@ -73,7 +73,8 @@ CONFIGS = [
     ("verl.geo_mean", {"beta": 0.04, "kl": "abs"}),
 ]
 
-TS = [1, 7, 15, 16, 17, 31, 33, 100]
+# row lengths around the SIMD widths of the row loops, and one of several hundred tokens
+TS = [1, 7, 15, 16, 17, 31, 33, 100, 300]
 
 
 def batch(T, dtype, seed=0, B=6, spread=0.4):
