@@ -298,7 +298,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
             **mm,
         )
         old = inputs.get("old_per_token_logps")  # None: TRL's on-policy shortcut (ratio 1), as the engine's
-        if self.truncation:
+        if getattr(self, "truncation", False):  # set by __init__ (absent where _compute_loss is borrowed)
             logp, old, mask = self._mask_outside(logp, old, mask)
         s = self.loss_spec
         if self.use_adaptive_entropy:  # TRL's gate: the coefficient of the last step, if its entropy was low
