@@ -172,3 +172,24 @@ TEST_CASE("positive_nll: + μ·mean(−ℓ) over the selected valid tokens, outs
   std::vector<uint8_t> none(sel.size(), 0);
   CHECK(run(s, b, 1, none.data()).loss == base.loss);  // no positive token: no term
 }
+
+TEST_CASE("m2_threshold: the largest (log r)² leave the mask until the rest's mean is under it", "[loss]") {
+  Batch b;
+  b.old = b.lp;
+  b.old[1] = b.lp[1] + 2.0;  // row 0, token 1: (log r)² = 4, every other token 0
+  LossSpec s;
+  const Result full = run(s, b);
+  std::vector<uint8_t> mask = b.mask;
+  s.m2_threshold = 0.1;  // the mean with it, 4/n, is over 0.1; without it 0
+  const Result r = run(s, b);
+  b.mask[1] = 0;
+  s.m2_threshold = NAN;
+  const Result dropped = run(s, b);
+  CHECK(r.loss == Approx(dropped.loss));
+  CHECK(r.grad[1] == 0.0);
+  CHECK(r.grad[0] == Approx(dropped.grad[0]));
+  CHECK(r.loss != Approx(full.loss));
+  b.mask = mask;
+  s.m2_threshold = 100.0;  // already under it: nothing is dropped
+  CHECK(run(s, b).loss == full.loss);
+}

@@ -238,6 +238,8 @@ def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> C
             selected = _clip_cov_selection(spec, config, log_prob, old_log_prob, advantages, response_mask)
             keep = (~selected).to(log_prob.dtype)
             weights = keep if weights is None else weights * keep
+        if spec.selection == "positive_nll":  # VAPO's positive samples: verl's call carries A, not rewards
+            kl_selected = advantages > 0
         out = gkt.policy_loss(
             log_prob,
             old_log_prob,
