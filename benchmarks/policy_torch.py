@@ -7,7 +7,8 @@ is written from its peer's own code where it has one: TRL 1.16.0 GRPOTrainer._co
 get_gamma_weights (clip with δ, SAPO, CISPO, VESPO, the KL with its bias correction, the vLLM IS
 weight, the off-policy sequence mask, the top-entropy mask, the entropy bonus), verl 0.9.1
 core_algos.compute_policy_loss_* (dual clip, GSPO-token, geo_mean, CISPO, clip_cov, kl_cov, DPPO-TV/KL,
-DRO, kl_penalty's low_var_kl clamps), ROLL (TOPR, the unified CISPO mask) and prime-rl (default, ipo).
+DRO, kl_penalty's low_var_kl clamps), ROLL (TOPR, the unified CISPO mask), prime-rl (default, ipo),
+AReaL (M2PO's token mask) and NeMo-RL (VAPO's positive-example NLL).
 Where the peers differ only in a guard the engine fixes (verl's L + 1e-8, TRL's unmasked sums) the
 engine's convention is used, so the loss and gradient equal grpokit's (tests/python/test_bench_formulations.py).
 
@@ -154,6 +155,34 @@ def top_entropy_mask(f, H, m):
     return (H >= thr) & (m > 0)
 
 
+def m2po_mask(f, x, old, smp, m):
+    """AReaL _get_m2po_loss_mask: drop the valid tokens with the largest (log r)² (log r = ℓ_old − ℓ_smp
+    with sampler log-probs, else ℓ − ℓ_old) until the mean of the rest is under the threshold (a sort,
+    as AReaL does; ties with the first kept token stay, the engine's convention)."""
+    with torch.no_grad():
+        d = old - smp if smp is not None else x.detach() - old
+        m2 = torch.where((m > 0) & ~torch.isnan(d), d, torch.zeros_like(d)) ** 2
+        v = torch.sort(m2[m > 0], descending=True).values
+        if v.numel() == 0:
+            return m
+        n = v.numel()
+        suffix_mean = torch.flip(torch.cumsum(torch.flip(v, (0,)), 0), (0,)) / torch.arange(n, 0, -1, dtype=v.dtype)
+        below = torch.nonzero(suffix_mean < f["m2_threshold"])
+        k = int(below[0, 0]) if below.numel() else n - 1
+        return m * (m2 <= v[k]).to(m.dtype)
+
+
+def positive_nll(f, x, m, sel):
+    """NeMo-RL ClippedPGLossFn's positive_example_nll_weight: μ·mean(−ℓ) over the valid selected tokens
+    (rewards > 0), outside the per-token term and its aggregation; scaled as the aggregation is."""
+    pm = m * sel.to(m.dtype)
+    n = pm.sum()
+    if n == 0:
+        return None
+    scale = f["dp_size"] / (f["gradient_accumulation_steps"] if f["divide_by_ga"] else 1.0)
+    return f["positive_example_nll_weight"] * scale * (-x * pm).sum() / n
+
+
 def weight(f, x, old, a, m, L, H, smp, smp_w, sel):
     """The weight rules' product (TRL's order: OPSM, entropy mask, sampler IS; CPPO, clip_cov), or None."""
     w = []
@@ -230,7 +259,7 @@ def policy_loss(f, lp, old, A, mask, ref=None, H=None, smp=None, sel=None, backw
     0/1 in the dtype of ``lp``, ``A`` is (B,), ``sel`` a bool (B, T) selection. Metrics stay tensors (a
     .item() each would synchronise)."""
     x = lp.detach().requires_grad_(True)
-    m = mask
+    m = mask if math.isnan(f["m2_threshold"]) else m2po_mask(f, x, old, smp, mask)
     L = m.sum(-1, keepdim=True).clamp(min=1.0)
     a = A.unsqueeze(-1)
     metrics = {}
@@ -261,6 +290,8 @@ def policy_loss(f, lp, old, A, mask, ref=None, H=None, smp=None, sel=None, backw
             em = m * top_entropy_mask(f, H, m) if f["top_entropy_quantile"] < 1.0 else m
             bonus = (H * em).sum() / em.sum().clamp(min=1.0) / f["gradient_accumulation_steps"]
         loss = loss - f["entropy_coef"] * bonus
+    if f["selection"] == "positive_nll" and (nll := positive_nll(f, x, m, sel)) is not None:
+        loss = loss + nll
     grad = None
     if backward:
         loss.backward()
