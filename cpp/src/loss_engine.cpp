@@ -338,12 +338,6 @@ void fast_token_row(const Call& k, int64_t i, const RowStats& r, double cH, RowR
   }
 }
 
-// Rules the vectorised rows (loss_fast.cpp, loss_seq_rows.cpp) do not implement: token_row runs them.
-bool general_row_only(const LossSpec& s) {
-  return s.trust_region != TrustRegion::None ||
-         (s.surrogate == Surrogate::Logp && s.logp_weight == LogpWeight::Topr);
-}
-
 // ---- errors, then deterministic reductions in row order ----------------------------------------------
 
 void finish(const Call& k, const std::vector<RowResult>& acc) {
@@ -436,7 +430,7 @@ void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutpu
                           in.ref_logp.defined(), in.token_weights.defined()),
          adv_row,
          math::ratio_metrics_per_row(spec),
-         fast_path_applies(spec, in, out, adv_row) && !general_row_only(spec),
+         fast_path_applies(spec, in, out, adv_row),
          spec.top_entropy_quantile < 1.0};
   if (in.logp.dtype == DType::Float32)
     run<float>(k, num_threads);

@@ -117,10 +117,11 @@ void fast_row_interval(const LossSpec& s, const C* lp, const C* old, const uint8
   if (sums.bad) first_bad_position<C>(lp, old, nullptr, nullptr, MASKED ? m : nullptr, len, a);
 }
 
-// Whether a row takes the interval form of the clip: no δ, no dual-clip cap, no KL, no DRO.
+// Whether a row takes the interval form of the clip: no δ, no dual-clip cap, no trust region, no KL, no DRO.
 bool interval_applies(const LossSpec& s) {
   return s.surrogate == Surrogate::Clip && s.delta == kInf && s.clip_ratio_c == kInf &&
-         (s.kl == KlEstimator::None || s.beta == 0.0) && s.dro_beta == 0.0;
+         s.trust_region == TrustRegion::None && (s.kl == KlEstimator::None || s.beta == 0.0) &&
+         s.dro_beta == 0.0;
 }
 
 }  // namespace
@@ -136,8 +137,17 @@ bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutput
   const LW lw = s.logp_weight;
   if (!(sur == Surrogate::Clip || sur == Surrogate::Sapo || sur == Surrogate::Unclipped ||
         sur == Surrogate::GeoMean || sur == Surrogate::Logp) ||
-      (sur == Surrogate::Logp && !(lw == LW::One || lw == LW::Ratio || lw == LW::Clip || lw == LW::Cap ||
-                                   lw == LW::DppoTv || lw == LW::DppoKl || lw == LW::Vespo)))
+      (sur == Surrogate::Logp &&
+       !(lw == LW::One || lw == LW::Ratio || lw == LW::Clip || lw == LW::Cap || lw == LW::DppoTv ||
+         lw == LW::DppoKl || lw == LW::Vespo || lw == LW::Topr)))
+    return false;
+  // the trust region: per token in the token-ratio rows, without a KL term (vector_row's REGION); with
+  // one ratio per row PPO's only (a test of the row's ratio: math::token_term in seq_row), as the
+  // probability tests are per token
+  using TR = TrustRegion;
+  if (!(s.trust_region == TR::None || s.trust_region == TR::Ppo || s.trust_region == TR::DppoTv ||
+        s.trust_region == TR::Tv) ||
+      (s.trust_region != TR::None && (seq ? s.trust_region != TR::Ppo : kl)))
     return false;
   if (!(s.selection == Selection::None || s.selection == Selection::ClipCov ||
         s.selection == Selection::KlCov))
