@@ -127,7 +127,7 @@ bool interval_applies(const LossSpec& s) {
 }  // namespace
 
 bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row) {
-  if (in.cu_seqlens.defined() || out.per_token.defined() || out.weights.defined()) return false;
+  if (out.per_token.defined() || out.weights.defined()) return false;
   const bool kl = s.kl != KlEstimator::None && s.beta != 0.0;
   const bool seq = math::uses_row_log_ratio(s);
   // one ratio per row (seq_row): any surrogate but DPPO's masks (per token), no DRO (per token)
