@@ -80,6 +80,7 @@ GRPOKIT_CPU_CLONES
   const C dro = static_cast<C>(s.dro_beta);
   const C tr_ppo = cpu::opaque(C(s.trust_region == TrustRegion::Ppo ? 1 : 0));
   const C tr_tv = cpu::opaque(C(s.trust_region == TrustRegion::Tv ? 1 : 0));
+  const C tr_dtv = cpu::opaque(C(s.trust_region == TrustRegion::DppoTv ? 1 : 0));
   // Every lane quantity is of type C (flags as 0/1 values): mixed widths stop the vectoriser.
   // Row sums are accumulated in C per lane; a row is at most a few 10^4 tokens.
   C sum_phi = 0, ratio_sum = 0, ppo_kl = 0, n = 0, low = 0, high = 0, verl = 0, dual = 0, wclip = 0;
@@ -157,9 +158,12 @@ GRPOKIT_CPU_CLONES
       const C in_ppo = math::in_trust_region<C, VecExp>(TR::Ppo, r.v, l, o, At, el, eh) ? C(1) : C(0);
       const C in_tv = math::in_trust_region<C, VecExp>(TR::Tv, r.v, l, o, At, el, eh) ? C(1) : C(0);
       const C in_dtv = math::in_trust_region<C, VecExp>(TR::DppoTv, r.v, l, o, At, el, eh) ? C(1) : C(0);
-      const C in_region = tr_ppo != C(0) ? in_ppo : (tr_tv != C(0) ? in_tv : in_dtv);
+      // 0/1 values picked by arithmetic, and one select each: selects sharing a condition (or picking
+      // by loop-invariant numbers) left this loop scalar under GCC 12 (measured)
+      const C in_region = tr_ppo * in_ppo + tr_tv * in_tv + tr_dtv * in_dtv;
+      const C out_region = C(1) - in_region;
       w = in_region != C(0) ? w : C(0);
-      wc = in_region != C(0) ? wc : C(1);
+      wc = wc > out_region ? wc : out_region;  // max(wc, [outside])
     }
     C phi = w * (-At * v);
     C gt = c * (w * (-At)) * dv * dx;
