@@ -114,15 +114,17 @@ int64_t count_valid(const uint8_t* m, int64_t len) {
   return n;
 }
 
-// Row i of a padded (B, T) array on the fast path (unit stride), or of a (B,) array; nullptr if absent.
+// Row i of a per-token array on the fast path (padded or packed, unit stride), or element i of a (B,)
+// array (per_row); nullptr if absent.
 template <class T>
-T* padded_row(const TensorView& v, int64_t i) {
-  return v.defined() ? v.ptr<T>() + i * v.strides[0] : nullptr;
+T* fast_row_of(const Call& k, const TensorView& v, int64_t i, bool per_row = false) {
+  if (!v.defined()) return nullptr;
+  return v.ptr<T>() + (per_row ? i * v.strides[0] : row_addr(v, k.L, i).base);
 }
 // ... of old_logp; on-policy, logp itself (the log-ratio is then exactly 0)
 template <class T>
 const T* fast_old(const Call& k, int64_t i) {
-  return k.in.old_logp.defined() ? padded_row<const T>(k.in.old_logp, i) : padded_row<const T>(k.in.logp, i);
+  return fast_row_of<const T>(k, k.in.old_logp.defined() ? k.in.old_logp : k.in.logp, i);
 }
 
 // ---- pass A: one row's statistics ----------------------------------------------------------------
@@ -138,21 +140,21 @@ void row_stats(const Call& k, int64_t i, RowStats& r) {
     if (pf.vespo) {
       r.L = count_valid(m, len);
       r.r.vespo_logw = math::clampv<double>(
-          fast_row_vespo_log<T>(padded_row<const T>(k.in.logp, i), fast_old<T>(k, i), m, len),
+          fast_row_vespo_log<T>(fast_row_of<const T>(k, k.in.logp, i), fast_old<T>(k, i), m, len),
           -18.420680743952367, 20.0);  // [log 1e-8, 20], as math::row_stats_finish
     } else if (pf.need_u)
-      r.r.u = fast_row_log_ratio<T>(k.s, padded_row<const T>(k.in.logp, i), fast_old<T>(k, i), m,
-                                    padded_row<const T>(k.in.advantages, i)[0], len, r.L);
+      r.r.u = fast_row_log_ratio<T>(k.s, fast_row_of<const T>(k, k.in.logp, i), fast_old<T>(k, i), m,
+                                    fast_row_of<const T>(k, k.in.advantages, i, true)[0], len, r.L);
     else
       r.L = count_valid(m, len);
     if (pf.has_ent) {  // ⟨H⟩_i for GTPO, the tokens the top-entropy mask keeps
-      const double sh =
-          fast_row_entropy<T>(padded_row<const T>(k.in.entropies, i), m, len, k.h_threshold, r.n_ent_kept);
+      const double sh = fast_row_entropy<T>(fast_row_of<const T>(k, k.in.entropies, i), m, len, k.h_threshold,
+                                            r.n_ent_kept);
       r.r.hbar = sh / static_cast<double>(r.L > 1 ? r.L : 1);
     }
     if (pf.seq_is)
       r.r.sum_is_log =
-          fast_row_is_log<T>(fast_old<T>(k, i), padded_row<const T>(k.in.sampling_logp, i), m, len);
+          fast_row_is_log<T>(fast_old<T>(k, i), fast_row_of<const T>(k, k.in.sampling_logp, i), m, len);
     return;
   }
   const Row<const T> lp = row_of<const T>(k.in.logp, k.L, i), old = row_of<const T>(k.in.old_logp, k.L, i);
@@ -287,7 +289,7 @@ void token_row(const Call& k, int64_t i, const RowStats& r, double cH_d, RowResu
 // bonus's coefficient for this row.
 template <class T>
 void fast_token_row(const Call& k, int64_t i, const RowStats& r, double cH, RowResult& a) {
-  const T A = k.adv_row ? padded_row<const T>(k.in.advantages, i)[0] : T(0);
+  const T A = k.adv_row ? fast_row_of<const T>(k, k.in.advantages, i, true)[0] : T(0);
   thread_local std::vector<uint8_t> buf, sbuf;
   const math::PassFlags& pf = k.pf;
   const T keep = flag_of_row(k.in.keep, i) ? T(1) : T(0);
@@ -309,11 +311,11 @@ void fast_token_row(const Call& k, int64_t i, const RowStats& r, double cH, RowR
     w *= vespo;
   }
   FastRow<T> row{};
-  row.adv = k.adv_row ? nullptr : padded_row<const T>(k.in.advantages, i);
-  row.tw = padded_row<const T>(k.in.token_weights, i);
-  row.h = padded_row<const T>(k.in.entropies, i);
+  row.adv = k.adv_row ? nullptr : fast_row_of<const T>(k, k.in.advantages, i);
+  row.tw = fast_row_of<const T>(k, k.in.token_weights, i);
+  row.h = fast_row_of<const T>(k, k.in.entropies, i);
   row.sel = flag_bytes(k.in.selection, k.L, i, sbuf);
-  row.gh = padded_row<T>(k.out.grad_entropy, i);
+  row.gh = fast_row_of<T>(k, k.out.grad_entropy, i);
   row.keep = keep;
   row.hbar = static_cast<T>(r.r.hbar);
   row.cH = static_cast<T>(cH);
@@ -321,20 +323,20 @@ void fast_token_row(const Call& k, int64_t i, const RowStats& r, double cH, RowR
   T thr = static_cast<T>(k.h_threshold);
   if (static_cast<double>(thr) < k.h_threshold) thr = std::nextafter(thr, static_cast<T>(kInf));
   row.h_thr = thr;
-  row.lp = padded_row<const T>(k.in.logp, i);
+  row.lp = fast_row_of<const T>(k, k.in.logp, i);
   row.old = fast_old<T>(k, i);
-  row.ref = padded_row<const T>(k.in.ref_logp, i);
-  row.smp = pf.use_is ? padded_row<const T>(k.in.sampling_logp, i) : nullptr;
+  row.ref = fast_row_of<const T>(k, k.in.ref_logp, i);
+  row.smp = pf.use_is ? fast_row_of<const T>(k, k.in.sampling_logp, i) : nullptr;
   row.m = mask_of(k, i, buf);
   row.A = A;
   row.c = static_cast<T>(r.c);
   row.w = w;
   row.u = r.r.u;
-  row.len = k.L.T;
+  row.len = k.L.len(i);
   row.n_valid = r.L;
   row.token_is = pf.use_is && !pf.seq_is;
   row.smp_bad = pf.seq_is && !std::isfinite(r.r.sum_is_log);
-  row.g = padded_row<T>(k.out.grad_logp, i);
+  row.g = fast_row_of<T>(k, k.out.grad_logp, i);
   fast_row<T>(k.s, row, a);
   if (pf.vespo && r.L > 0) a.m.add_row_weight(vespo);
   if (pf.seq_is && r.L > 0) {  // the general loop's add_is_weight(w_is) for each of the L valid tokens
@@ -349,12 +351,6 @@ void fast_token_row(const Call& k, int64_t i, const RowStats& r, double cH, RowR
     a.err_pos = -1;
     a.fail(0, "advantages", static_cast<double>(A));
   }
-}
-
-// Rules the vectorised rows (loss_fast.cpp, loss_seq_rows.cpp) do not implement: token_row runs them.
-bool general_row_only(const LossSpec& s) {
-  return s.trust_region != TrustRegion::None ||
-         (s.surrogate == Surrogate::Logp && s.logp_weight == LogpWeight::Topr);
 }
 
 // ---- errors, then deterministic reductions in row order ----------------------------------------------
@@ -460,7 +456,7 @@ void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutpu
                           in.ref_logp.defined(), in.token_weights.defined()),
          adv_row,
          math::ratio_metrics_per_row(spec),
-         fast_path_applies(spec, in_m2, out, adv_row) && !general_row_only(spec),
+         fast_path_applies(spec, in_m2, out, adv_row),
          spec.top_entropy_quantile < 1.0};
   if (in.logp.dtype == DType::Float32)
     run<float>(k, num_threads);

@@ -33,9 +33,9 @@ struct RowResult {
   }
 };
 
-// Whether the call runs the fast row loops: padded rows, unit-stride rows of the per-token arrays, no
-// per-token outputs but the gradients. Token ratio: any surrogate, any weight rule but DppoKl and
-// Vespo, any KL estimator, DRO, the sampler IS per token or per sequence, and (the extended row,
+// Whether the call runs the fast row loops: padded or packed rows, unit-stride rows of the per-token arrays,
+// no per-token outputs but the gradients. Token ratio: any surrogate, any weight rule but DppoKl and Vespo,
+// any KL estimator, DRO, the sampler IS per token or per sequence, and (the extended row,
 // fast_row_is_extended) per-token advantages, token weights, entropies (GTPO's term, the top-entropy
 // mask, the entropy bonus and its gradient) and the clip_cov / kl_cov selections. Sequence-level ratios
 // (uses_row_log_ratio): one advantage per row, any surrogate but Logp, no DRO, no IS-corrected KL, the

@@ -117,16 +117,17 @@ void fast_row_interval(const LossSpec& s, const C* lp, const C* old, const uint8
   if (sums.bad) first_bad_position<C>(lp, old, nullptr, nullptr, MASKED ? m : nullptr, len, a);
 }
 
-// Whether a row takes the interval form of the clip: no δ, no dual-clip cap, no KL, no DRO.
+// Whether a row takes the interval form of the clip: no δ, no dual-clip cap, no trust region, no KL, no DRO.
 bool interval_applies(const LossSpec& s) {
   return s.surrogate == Surrogate::Clip && s.delta == kInf && s.clip_ratio_c == kInf &&
-         (s.kl == KlEstimator::None || s.beta == 0.0) && s.dro_beta == 0.0;
+         s.trust_region == TrustRegion::None && (s.kl == KlEstimator::None || s.beta == 0.0) &&
+         s.dro_beta == 0.0;
 }
 
 }  // namespace
 
 bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row) {
-  if (in.cu_seqlens.defined() || out.per_token.defined() || out.weights.defined()) return false;
+  if (out.per_token.defined() || out.weights.defined()) return false;
   const bool kl = s.kl != KlEstimator::None && s.beta != 0.0;
   const bool seq = math::uses_row_log_ratio(s);
   // one ratio per row (seq_row): any surrogate but DPPO's masks (per token), no DRO (per token)
@@ -136,8 +137,17 @@ bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutput
   const LW lw = s.logp_weight;
   if (!(sur == Surrogate::Clip || sur == Surrogate::Sapo || sur == Surrogate::Unclipped ||
         sur == Surrogate::GeoMean || sur == Surrogate::Logp) ||
-      (sur == Surrogate::Logp && !(lw == LW::One || lw == LW::Ratio || lw == LW::Clip || lw == LW::Cap ||
-                                   lw == LW::DppoTv || lw == LW::DppoKl || lw == LW::Vespo)))
+      (sur == Surrogate::Logp &&
+       !(lw == LW::One || lw == LW::Ratio || lw == LW::Clip || lw == LW::Cap || lw == LW::DppoTv ||
+         lw == LW::DppoKl || lw == LW::Vespo || lw == LW::Topr)))
+    return false;
+  // the trust region: per token in the token-ratio rows, without a KL term (vector_row's REGION); with
+  // one ratio per row PPO's only (a test of the row's ratio: math::token_term in seq_row), as the
+  // probability tests are per token
+  using TR = TrustRegion;
+  if (!(s.trust_region == TR::None || s.trust_region == TR::Ppo || s.trust_region == TR::DppoTv ||
+        s.trust_region == TR::Tv) ||
+      (s.trust_region != TR::None && (seq ? s.trust_region != TR::Ppo : kl)))
     return false;
   if (!(s.selection == Selection::None || s.selection == Selection::ClipCov ||
         s.selection == Selection::KlCov))

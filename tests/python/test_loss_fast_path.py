@@ -71,6 +71,21 @@ CONFIGS = [
     ("trl.luspo", {}),
     ("verl.geo_mean", {}),
     ("verl.geo_mean", {"beta": 0.04, "kl": "abs"}),
+    # TOPR's weight and the trust regions (ROLL, prime-rl), alone and beside the other rules (a trust
+    # region with a KL term runs the general loop: both sides are then the same loop)
+    ("roll.topr", {}),
+    ("roll.topr", {"beta": 0.04}),
+    ("roll.cispo_unified_mask", {}),
+    ("roll.cispo_unified_mask", {"epsilon_low": 0.05, "epsilon_high": 0.05}),
+    ("prime.default", {}),
+    ("prime.default", {"epsilon_low": 0.05, "epsilon_high": 0.05}),  # the region binds often
+    ("prime.ipo", {}),
+    ("trl.dapo", {"trust_region": "ppo"}),  # not the interval form
+    ("trl.dapo", {"trust_region": "tv", "epsilon_low": 0.05, "epsilon_high": 0.05}),
+    ("verl.vanilla", {"trust_region": "dppo_tv"}),
+    ("trl.sapo", {"trust_region": "tv", "epsilon_low": 0.05, "epsilon_high": 0.05}),
+    ("paper.gspo", {"trust_region": "ppo"}),  # one ratio per row: PPO's region is the row's
+    ("verl.reinforce_seq", {"trust_region": "ppo", "beta": 0.04}),
 ]
 
 # row lengths around the SIMD widths of the row loops, and one of several hundred tokens
@@ -168,6 +183,9 @@ WEIGHTED = [
     ("verl.gspo", {"sampler_is": "sequence_truncate", "is_max": 2.0, "beta": 0.04}),
     ("paper.cppo", {"prune_threshold": 0.5}),
     ("paper.cppo", {"prune_threshold": 0.5, "beta": 0.0}),
+    ("roll.topr", {"sampler_is": "token_mask", "is_min": 0.7, "is_max": 1.3}),
+    ("prime.default", {"sampler_is": "token_truncate", "is_max": 2.0}),
+    ("prime.ipo", {"sampler_is": "sequence_truncate", "is_max": 2.0}),
 ]
 
 
@@ -383,6 +401,10 @@ EXTENDED = [
     ("verl.kl_cov", {}, dict(sel=True)),
     ("verl.kl_cov", {"beta": 0.04}, dict(sel=True, tw=True)),
     ("paper.cppo", {"prune_threshold": 0.5}, dict(adv=True)),
+    ("roll.topr", {"beta": 0.04}, dict(adv=True, tw=True)),
+    ("roll.cispo_unified_mask", {}, dict(adv=True, sel=True)),
+    ("prime.default", {"entropy_coef": 0.01}, dict(ent=True, adv=True)),
+    ("prime.ipo", {}, dict(tw=True)),
 ]
 
 
@@ -477,3 +499,47 @@ def test_extended_rows_do_not_depend_on_the_thread_count(name, overrides, which)
             np.testing.assert_array_equal(r.grad_entropy, one.grad_entropy)
         for k in one.metrics:
             np.testing.assert_array_equal(float(r.metrics[k]), float(one.metrics[k]), err_msg=k)
+
+
+# ---- packed rows (cu_seqlens): the same vectorised rows over each completion's slice --------------------
+
+
+def packed(lp, old, A, mask, extras):
+    """The rows of a padded batch packed back to back, each cut at a random length (0 included)."""
+    rng = np.random.default_rng(lp.shape[1] + 31)
+    lengths = rng.integers(0, lp.shape[1] + 1, size=lp.shape[0])
+    lengths[0] = lp.shape[1]
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    cat = lambda x: np.concatenate([x[i, :n] for i, n in enumerate(lengths)])  # noqa: E731
+    per_token = {k: cat(v) if np.ndim(v) == 2 else v for k, v in extras.items()}
+    return cat(lp), cat(old), A, cat(mask), cu, per_token
+
+
+PACKED = [
+    ("trl.dapo", {}, {}),
+    ("trl.grpo", {"beta": 0.04}, {}),
+    ("verl.vanilla", {}, dict(adv=True)),
+    ("roll.topr", {}, {}),
+    ("prime.default", {}, dict(tw=True)),
+    ("paper.gtpo", {}, dict(ent=True)),
+    ("paper.gspo", {"beta": 0.04}, {}),
+    ("trl.vespo", {}, {}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,overrides,which", PACKED, ids=[f"{n}+{','.join(o)}+{','.join(w)}" for n, o, w in PACKED])
+def test_packed_rows_match_the_general_path(name, overrides, which, dtype):
+    rtol = 2e-6 if dtype == np.float32 else 1e-12
+    for T in (1, 17, 100):
+        lp, old, A, mask = batch(T, dtype)
+        ex = dict(ref_logp=ref_of(lp, T), **extras_of(lp, mask, T, dtype=dtype, **which))
+        lp, old, A, m, cu, ex = packed(lp, old, A, mask, ex)
+        adv = ex.pop("advantages", A)
+        kw = dict(overrides, cu_seqlens=cu, **ex)
+        fast = grpokit.policy_loss(lp, old, adv, m, spec=name, **kw)
+        general = grpokit.policy_loss(lp, old, adv, m, spec=name, return_per_token=True, **kw)
+        _compare(fast, general, m, rtol, True)
+        if general.grad_entropy is not None:
+            atol = rtol * max(np.abs(general.grad_entropy).max(), 1e-30)
+            np.testing.assert_allclose(fast.grad_entropy, general.grad_entropy, rtol=rtol, atol=atol)
