@@ -87,6 +87,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         momentum_guard=args.momentum_guard,
         guard_margin=args.guard_margin,
+        guard_hold=args.guard_hold,
     )
     if args.seeds is not None:  # the spread over seeds; plots are of one run (--seed)
         seeds = demo.parse_seeds(args.seeds, first=args.seed)
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_demo(sub) -> None:
     from .demo import DEFAULT_VARIANTS, DemoConfig
-    from .optim import MODES
+    from .optim import HOLDS, MODES
 
     d = DemoConfig()
     p = sub.add_parser(
@@ -214,6 +215,13 @@ def _add_demo(sub) -> None:
         "step so no token is predicted past its clip bound by more than --guard-margin (docs/diagnostics.md)",
     )
     p.add_argument("--guard-margin", type=float, default=d.guard_margin, help="MomentumGuard margin (ratio units)")
+    p.add_argument(
+        "--guard-hold",
+        default=d.guard_hold,
+        choices=HOLDS,
+        help="with --momentum-guard project: 'momentum' lets the step's current-gradient part alone push a "
+        "token past its bound and removes only what momentum adds (docs/diagnostics.md)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 

@@ -462,8 +462,11 @@ def test_cli_switch(tmp_path, capsys):
     argv = ["demo", "--variants", "trl.grpo", "--steps", "1", "--mu", "2", "--no-progress", "--out", str(tmp_path)]
     assert cli.main(argv + ["--momentum-guard", "reset+lookahead", "--guard-margin", "0.02"]) == 0
     assert "trl.grpo" in capsys.readouterr().out
+    assert cli.main(argv + ["--momentum-guard", "project", "--guard-hold", "momentum"]) == 0
     with pytest.raises(SystemExit):
         cli.main(argv + ["--momentum-guard", "on"])
+    with pytest.raises(SystemExit):
+        cli.main(argv + ["--momentum-guard", "project", "--guard-hold", "all"])
 
 
 def test_trl_switch(tmp_path):
