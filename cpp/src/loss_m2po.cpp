@@ -5,7 +5,8 @@
 // k, the number AReaL drops, is found without sorting the batch: a binary search over ranks whose
 // probes are nth_element calls on a shrinking segment (expected O(n) in all). The tokens kept are those
 // with a moment ≤ the moment at rank k: AReaL's torch.sort leaves the order of equal moments
-// unspecified; grpokit keeps every token tied with the first one kept (the CUDA kernels do the same).
+// unspecified; grpokit keeps every token tied with the first one kept (the CUDA engine refuses M2PO
+// for now: cuda/loss.cu).
 #include <algorithm>
 #include <cmath>
 #include <functional>
