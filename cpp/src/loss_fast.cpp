@@ -141,13 +141,13 @@ bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutput
        !(lw == LW::One || lw == LW::Ratio || lw == LW::Clip || lw == LW::Cap || lw == LW::DppoTv ||
          lw == LW::DppoKl || lw == LW::Vespo || lw == LW::Topr)))
     return false;
-  // the trust region: per token in the token-ratio rows, without a KL term (vector_row's REGION); with
+  // the trust region: per token in the token-ratio rows, with no KL term or k3 (vector_row's REGION); with
   // one ratio per row PPO's only (a test of the row's ratio: math::token_term in seq_row), as the
   // probability tests are per token
   using TR = TrustRegion;
   if (!(s.trust_region == TR::None || s.trust_region == TR::Ppo || s.trust_region == TR::DppoTv ||
         s.trust_region == TR::Tv) ||
-      (s.trust_region != TR::None && (seq ? s.trust_region != TR::Ppo : kl)))
+      (s.trust_region != TR::None && (seq ? s.trust_region != TR::Ppo : kl && s.kl != KlEstimator::K3)))
     return false;
   if (!(s.selection == Selection::None || s.selection == Selection::ClipCov ||
         s.selection == Selection::KlCov))

@@ -45,7 +45,7 @@ struct RowExtras {
 // IV (Surrogate::Clip without δ and dual-clip cap, X = false): the clip in its interval form
 // (math::clip_interval), one `outside` count instead of four flag sums. TIS: the sampler IS weight per
 // token (math::weight_rule's, from row.smp), times the row's weight row.w. X: the extended row (ex).
-// REGION: the spec's trust region (math::in_trust_region), with KL = None only (fast_path_applies): one
+// REGION: the spec's trust region (math::in_trust_region), with KL = None or K3 (fast_path_applies): one
 // instantiation for its three rules, each tested and one picked by number (a template argument per
 // rule made these files take four times as long to compile).
 //
@@ -269,9 +269,12 @@ template <class C, bool TIS, bool X, Surrogate SUR, LogpWeight LW, bool IV = fal
 void vector_row_kl(const LossSpec& s, const FastRow<C>& row, const LaneInt<C>* valid, RowExtras<C>& ex,
                    RowResult& a) {
   const KlEstimator kl = s.beta != 0.0 ? s.kl : KlEstimator::None;
-  if (s.trust_region != TrustRegion::None) {
-    if (kl != KlEstimator::None) no_vector_row("kl beside trust_region", static_cast<int>(kl));
-    return vector_row<C, SUR, LW, KlEstimator::None, IV, TIS, X, true>(s, row, valid, ex, a);
+  if (s.trust_region != TrustRegion::None) {  // beside no KL term or k3 (the default estimator) only
+    if (kl == KlEstimator::None)
+      return vector_row<C, SUR, LW, KlEstimator::None, IV, TIS, X, true>(s, row, valid, ex, a);
+    if (kl == KlEstimator::K3)
+      return vector_row<C, SUR, LW, KlEstimator::K3, IV, TIS, X, true>(s, row, valid, ex, a);
+    no_vector_row("kl beside trust_region", static_cast<int>(kl));
   }
   switch (kl) {
     case KlEstimator::None:

@@ -72,11 +72,14 @@ CONFIGS = [
     ("verl.geo_mean", {}),
     ("verl.geo_mean", {"beta": 0.04, "kl": "abs"}),
     # TOPR's weight and the trust regions (ROLL, prime-rl), alone and beside the other rules (a trust
-    # region with a KL term runs the general loop: both sides are then the same loop)
+    # region with a KL term other than k3 runs the general loop: both sides are then the same loop)
     ("roll.topr", {}),
     ("roll.topr", {"beta": 0.04}),
     ("roll.cispo_unified_mask", {}),
     ("roll.cispo_unified_mask", {"epsilon_low": 0.05, "epsilon_high": 0.05}),
+    ("roll.cispo_unified_mask", {"beta": 0.04}),  # beside the k3 KL: the vector row
+    ("prime.ipo", {"beta": 0.1, "kl": "k3", "use_bias_correction_kl": True}),
+    ("trl.sapo", {"trust_region": "ppo", "beta": 0.1, "kl": "k3", "kl_log_clamp": 0.2, "kl_value_clamp": 0.01}),
     ("prime.default", {}),
     ("prime.default", {"epsilon_low": 0.05, "epsilon_high": 0.05}),  # the region binds often
     ("prime.ipo", {}),
