@@ -265,32 +265,39 @@ def plot(rows_by_mu, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     mu = max(rows_by_mu)
-    rows = rows_by_mu[mu]
-    for label, s in rows:
+    labels = [lab for lab, _ in rows_by_mu[mu]]
+    # one colour per remedy in every panel (plain AdamW black, the others tab10's), one marker per μ
+    others = [lab for lab in labels if lab != "AdamW"]
+    colour = {"AdamW": "black", **{lab: plt.get_cmap("tab10")(i % 10) for i, lab in enumerate(others)}}
+    for label, s in rows_by_mu[mu]:
         r = np.mean(np.asarray(s["reward_curve"]), axis=0)
         w = max(1, len(r) // 8)
-        axes[0].plot(np.convolve(r, np.ones(w) / w, mode="valid"), label=label)
+        style = "--" if label.startswith("AdamW") else "-"
+        axes[0].plot(np.convolve(r, np.ones(w) / w, mode="valid"), style, color=colour[label], label=label)
     axes[0].set(xlabel="batch", ylabel="mean reward (seed mean, smoothed)", title=f"demo task, μ = {mu}")
-    axes[0].legend(fontsize=7)
+    markers = dict(zip(sorted(rows_by_mu), "os^D"))
     for m, rows in sorted(rows_by_mu.items()):
-        labels = [lab for lab, _ in rows]
         x = np.arange(len(rows))
         ex = [np.mean(s["mean_ex"]) for _, s in rows]
         sd = [np.std(s["mean_ex"], ddof=1) if len(s["mean_ex"]) > 1 else 0 for _, s in rows]
-        axes[1].errorbar(x + 0.1 * (m == mu), ex, yerr=sd, fmt="o", label=f"μ = {m}")
-        rw = [np.mean(s["reward"]) for _, s in rows]
-        kl = [np.mean(s["kl"]) for _, s in rows]
-        axes[2].scatter(kl, rw, label=f"μ = {m}")
-        for i, lab in enumerate(labels):
-            axes[2].annotate(lab, (kl[i], rw[i]), fontsize=6)
-    axes[1].set_xticks(np.arange(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+        axes[1].errorbar(x + 0.15 * (m == mu), ex, yerr=sd, fmt=markers[m], color="0.3", label=f"μ = {m}")
+        for lab, s in rows:
+            axes[2].scatter(np.mean(s["kl"]), np.mean(s["reward"]), marker=markers[m], color=colour[lab], s=36)
+    axes[1].set_xticks(np.arange(len(labels)), labels, rotation=35, ha="right", fontsize=7)
     axes[1].set(ylabel="mean excess past the bound after μ steps", title="overshoot (mean ± std over seeds)")
     axes[1].legend(fontsize=7)
-    axes[2].set(xlabel="KL(π_old‖π) per token after μ steps", ylabel="final reward", title="reward vs step size")
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
+    axes[2].set(
+        xlabel="KL(π_old‖π) per token after μ steps",
+        ylabel="final reward (seed mean)",
+        title="reward vs how far the policy moved",
+    )
+    for m in sorted(rows_by_mu):
+        axes[2].scatter([], [], marker=markers[m], color="0.3", label=f"μ = {m}")
+    axes[2].legend(fontsize=7, loc="lower right")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=90)
 
 
