@@ -220,20 +220,51 @@ class _VocabParallelSamplerLogprobs(torch.autograd.Function):
         return (g.to(logits.dtype).reshape(logits.shape),) + (None,) * 9
 
 
-def _sampler_logprobs(logits, token_ids, vocab_start, group, temperature, params, sampler, keep, over, vocab, fname):
-    """vocab_parallel_token_logprobs under top_k/top_p/min_p or keep=: this shard's kept mask, then the op."""
+class _SumGradOverRanks(torch.autograd.Function):
+    """The identity forward; the backward all-reduces the gradient (hidden feeds every rank's shard)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.clone()
+        dist.all_reduce(g, group=ctx.group)
+        return g, None
+
+
+def _sampler_logprobs(
+    fname, logits, token_ids, vocab_start, group, temperature, params, sampler, keep, entropy, vocab, check
+):
+    """The vocabulary-parallel log-probabilities under top_k/top_p/min_p or keep=: this shard's kept
+    mask (_torch_sharded_sampler), then the op."""
+    over = _logprobs._entropy_over(entropy)
     x = _sampler.values(logits.detach())
     n, size, dev = x.shape[0], x.shape[1], logits.device
     m = _sampler.raw_max(x, group)
     if keep is not None:
-        kept = _sampler.replay_mask(_FN, keep, n, vocab_start, size, vocab, dev)
+        if any(v is not None for v in params):
+            raise ValueError(f"{fname}: keep: replays the sampler's kept set; pass it or top_k/top_p/min_p, not both")
+        kept = _sampler.replay_mask(fname, keep, n, vocab_start, size, vocab, dev)
     else:
-        params = _sampler.row_params(_FN, tuple(logits.shape[:-1]), *params, dev)
+        params = _sampler.row_params(fname, tuple(logits.shape[:-1]), *params, dev)
         vocab = vocab if vocab is not None else _sampler.global_vocab(size, group, dev)
         kept = _sampler.truncation_mask(x, m, temperature, params, sampler, vocab, group)
-    return _VocabParallelSamplerLogprobs.apply(
-        logits, token_ids, kept, m, vocab_start, group, temperature, keep is not None, over == "sampler", fname
+    logp, ent = _VocabParallelSamplerLogprobs.apply(
+        logits,
+        token_ids,
+        kept,
+        m,
+        vocab_start,
+        group,
+        temperature,
+        keep is not None,
+        over == "sampler",
+        fname if check else None,
     )
+    return LogprobsOutput(logp, ent if over else None, None)
 
 
 def vocab_parallel_token_logprobs(
@@ -286,18 +317,10 @@ def vocab_parallel_token_logprobs(
     over = _logprobs._entropy_over(entropy)
     temperature, sampler = _logprobs.sampler_options(temperature, sampler)
     vocab = _check(_FN, token_ids, vocab_start, int(logits.shape[-1]), group, logits.device, check)
-    truncated = top_k is not None or top_p is not None or min_p is not None
-    if truncated or keep is not None:
-        if truncated and keep is not None:
-            raise ValueError(f"{_FN}: keep: replays the sampler's kept set; pass it or top_k/top_p/min_p, not both")
-        if sum_sq_probs:
-            raise ValueError(f"{_FN}: sum_sq_probs: not available with top_k/top_p/min_p/keep")
-        params = (top_k, top_p, min_p)
-        fname = _FN if check else None
-        logp, ent = _sampler_logprobs(
-            logits, token_ids, vocab_start, group, temperature, params, sampler, keep, over, vocab, fname
-        )
-        return LogprobsOutput(logp, ent if over else None, None)
+    params = (top_k, top_p, min_p)
+    if _sampler.truncates(_FN, params, keep, sum_sq_probs):
+        args = (temperature, params, sampler, keep, entropy, vocab, check)
+        return _sampler_logprobs(_FN, logits, token_ids, vocab_start, group, *args)
     logp, ent, _, sq = _VocabParallelLogprobs.apply(
         logits, token_ids, vocab_start, group, temperature, bool(sum_sq_probs), _FN if check else None
     )
@@ -312,9 +335,14 @@ def vocab_parallel_linear_token_logprobs(
     vocab_start: int,
     group: Optional[dist.ProcessGroup] = None,
     temperature: float = 1.0,
-    entropy: bool = True,
+    entropy=True,
     sum_sq_probs: bool = False,
     chunk_size: Optional[int] = None,
+    top_k=None,
+    top_p=None,
+    min_p=None,
+    sampler: str = "vllm",
+    keep=None,
     check: bool = True,
 ) -> LogprobsOutput:
     """:func:`vocab_parallel_token_logprobs` of ``hidden · weightᵀ`` where ``weight`` (V_local, H) is this
@@ -325,6 +353,10 @@ def vocab_parallel_linear_token_logprobs(
     all-reduce of N·H values in the backward), so do not all-reduce it again (e.g. through Megatron's
     ``copy_to_tensor_model_parallel_region``). ``chunk_size``: as in
     :func:`grpokit.torch.linear_token_logprobs`; the other arguments as in :func:`vocab_parallel_token_logprobs`.
+
+    With ``top_k``/``top_p``/``min_p`` or ``keep`` this rank's logits ``hidden · weightᵀ`` (N, V_local)
+    are materialised (a PyTorch matmul; its autograd gives the gradients, grad hidden all-reduced)
+    and the logits form runs on them.
     """
     fname = _FN_LINEAR
     for name, t in (("hidden", hidden), ("weight", weight)):
@@ -332,17 +364,23 @@ def vocab_parallel_linear_token_logprobs(
             raise TypeError(f"{fname}: {name} must be a torch tensor, got {type(t).__name__}")
     if weight.dim() != 2:
         raise ValueError(f"{fname}: weight must be (V_local, H), got shape {tuple(weight.shape)}")
-    _check(fname, token_ids, vocab_start, int(weight.shape[0]), group, hidden.device, check)
+    vocab = _check(fname, token_ids, vocab_start, int(weight.shape[0]), group, hidden.device, check)
     chunk = _logprobs._chunk(chunk_size)
+    temperature, sampler = _logprobs.sampler_options(temperature, sampler)
+    params = (top_k, top_p, min_p)
+    if _sampler.truncates(fname, params, keep, sum_sq_probs):
+        logits = _SumGradOverRanks.apply(hidden, group) @ weight.transpose(0, 1)
+        args = (temperature, params, sampler, keep, entropy, vocab, check)
+        return _sampler_logprobs(fname, logits, token_ids, vocab_start, group, *args)
     logp, ent, _, sq = _VocabParallelLinearLogprobs.apply(
         hidden,
         weight,
         token_ids,
         vocab_start,
         group,
-        float(temperature),
+        temperature,
         chunk,
         bool(sum_sq_probs),
         fname if check else None,
     )
-    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
+    return LogprobsOutput(logp, ent if _logprobs._entropy_over(entropy) else None, sq if sum_sq_probs else None)

@@ -35,6 +35,14 @@ def _s64(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
 
+def truncates(fname: str, params: tuple, keep, sum_sq_probs: bool) -> bool:
+    """Whether top_k/top_p/min_p or keep= is asked for (not with Σp²)."""
+    on = keep is not None or any(v is not None for v in params)
+    if on and sum_sq_probs:
+        raise ValueError(f"{fname}: sum_sq_probs: not available with top_k/top_p/min_p/keep")
+    return on
+
+
 def values(logits: torch.Tensor) -> torch.Tensor:
     """The shard as (N, V_local) in the engine's math type: float64, or float32 (16-bit logits widened)."""
     x = logits.reshape(-1, logits.shape[-1])

@@ -378,6 +378,38 @@ def case_keep(rank: int, world: int) -> None:
                 _close(gg, wg[:, start : start + size], dtype, f"{what}: grad logits")
 
 
+def case_linear_sampler(rank: int, world: int) -> None:
+    """The hidden-states form under truncation and keep= against the unsharded ops (grad hidden and
+    grad weight), with and without the checks (without: V from an all-reduce)."""
+    V, H, N = 13, 4, 9
+    shards = _shards(world, V)
+    start, size = shards[rank]
+    for dtype in (torch.float32, torch.float64):
+        g = torch.Generator().manual_seed(41)
+        hidden = (2 * torch.randn(N, H, generator=g, dtype=dtype)).requires_grad_()
+        weight = torch.randn(V, H, generator=g, dtype=dtype).requires_grad_()
+        ids = _ids_everywhere(g, (N,), V, shards)
+        grads = _upstream(g, (N,), dtype)
+        keep = _random_sets(g, N, V, shards)
+        settings = (dict(top_k=4, top_p=0.8), dict(min_p=0.2, entropy="sampler"), dict(keep=keep))
+        for i, kw in enumerate(settings):
+            what = f"linear {dtype} {kw}"
+            if "keep" in kw:
+                want = gkt.token_logprobs(hidden @ weight.T, ids, temperature=0.9, **kw)
+            else:
+                want = gkt.linear_token_logprobs(hidden, weight, ids, temperature=0.9, **kw)
+            wh, ww = torch.autograd.grad(_masked_loss(want, grads), (hidden, weight))
+            h = hidden.detach().clone().requires_grad_()
+            w = weight.detach()[start : start + size].clone().requires_grad_()
+            got = gkt.vocab_parallel_linear_token_logprobs(
+                h, w, ids, vocab_start=start, temperature=0.9, check=i % 2 == 0, **kw
+            )
+            _same_kept_result(got, want, dtype, what)
+            gh, gw = torch.autograd.grad(_masked_loss(got, grads), (h, w))
+            _close(gh, wh, dtype, f"{what}: grad hidden")
+            _close(gw, ww[start : start + size], dtype, f"{what}: grad weight")
+
+
 def case_sampler_errors(rank: int, world: int) -> None:
     V = 13
     start, size = _shards(world, V)[rank]
@@ -427,5 +459,6 @@ CASES = {
     "subgroups": case_subgroups,
     "sampler": case_sampler,
     "keep": case_keep,
+    "linear_sampler": case_linear_sampler,
     "sampler_errors": case_sampler_errors,
 }

@@ -37,5 +37,5 @@ def _has_megatron() -> bool:
 @pytest.mark.parametrize("world", [2, 4])
 def test_vocab_parallel_matches_unsharded(world):
     extra = ["errors", "sampler_errors", "compile"] + ["megatron"] * _has_megatron() if world == 2 else ["subgroups"]
-    cases = ["logits", "linear", "sampler", "keep", *extra]  # one spawn per world size: the slow part
+    cases = ["logits", "linear", "sampler", "keep", "linear_sampler", *extra]  # one spawn per world size: the slow part
     mp.spawn(sharded_workers.run, args=(world, _free_port(), cases), nprocs=world, join=True)
