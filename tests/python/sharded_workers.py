@@ -301,7 +301,7 @@ def case_sampler(rank: int, world: int) -> None:
         dict(top_k=k_rows, top_p=p_rows, min_p=torch.linspace(0, 0.3, N)),
         dict(top_k=k_rows.tolist()),
     ]
-    for dtype in (torch.float32, torch.float64):
+    for dtype, some in ((torch.float32, settings), (torch.float64, settings), (torch.bfloat16, settings[7:9])):
         x = _logits(g, (N, V), dtype)
         _tie_rows(x, V)
         x[5:8] = torch.randint(-3, 4, (3, V), generator=g).to(dtype)  # more ties
@@ -309,7 +309,7 @@ def case_sampler(rank: int, world: int) -> None:
         ids = _ids_everywhere(g, (N,), V, shards)
         grads = _upstream(g, (N,), torch.float64 if dtype == torch.float64 else torch.float32)
         part = full.detach()[:, start : start + size].clone().requires_grad_()
-        for kw in settings:
+        for kw in some:
             for entropy in ("full", "sampler"):
                 what = f"{dtype} {entropy} {kw}"
                 want = gkt.token_logprobs(full, ids, temperature=0.7, entropy=entropy, **kw)
@@ -321,7 +321,7 @@ def case_sampler(rank: int, world: int) -> None:
                 (gg,) = torch.autograd.grad(_masked_loss(got, grads), part)
                 _close(gg, wg[:, start : start + size], dtype, f"{what}: grad logits")
     # (B, T, V) logits and a logp-only upstream gradient
-    full3 = full.detach()[:8].reshape(2, 4, V).requires_grad_()
+    full3 = full.detach()[:8].double().reshape(2, 4, V).requires_grad_()
     part3 = full3.detach()[..., start : start + size].clone().requires_grad_()
     want = gkt.token_logprobs(full3, ids[:8].reshape(2, 4), top_k=4, top_p=0.9, temperature=1.3)
     got = gkt.vocab_parallel_token_logprobs(
@@ -357,7 +357,7 @@ def case_keep(rank: int, world: int) -> None:
     shards = _shards(world, V)
     start, size = shards[rank]
     g = torch.Generator().manual_seed(33)
-    for dtype in (torch.float32, torch.float64):
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
         full = (3 * torch.randn(N, V, generator=g, dtype=torch.float64)).to(dtype)
         full[6, 4] = float("-inf")
         full.requires_grad_()
