@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from . import _logprobs
+from . import _torch_sharded_sampler as _sampler
 from ._torch_logprobs import LogprobsOutput, _result_dtype
 
 _FN = "grpokit.torch.vocab_parallel_token_logprobs"
@@ -37,9 +38,10 @@ def _shard_ids(token_ids: torch.Tensor, vocab_start: int, v_local: int) -> Tuple
     return torch.where(mine, local, torch.zeros_like(local)), mine
 
 
-def _check(fname: str, token_ids, vocab_start, v_local: int, group, device, check: bool) -> None:
+def _check(fname: str, token_ids, vocab_start, v_local: int, group, device, check: bool) -> Optional[int]:
     """Local argument checks; with ``check``, also that all ranks' shards tile [0, V) (all-gathered,
-    2 ints per rank) and that the token ids lie in [0, V) (host syncs: graph breaks under compile)."""
+    2 ints per rank) and that the token ids lie in [0, V) (host syncs: graph breaks under compile).
+    Returns V with ``check``, else None."""
     if not isinstance(token_ids, torch.Tensor) or token_ids.dtype not in (torch.int32, torch.int64):
         got = token_ids.dtype if isinstance(token_ids, torch.Tensor) else type(token_ids).__name__
         raise TypeError(f"{fname}: token_ids must be an int32 or int64 torch tensor, got {got}")
@@ -48,7 +50,7 @@ def _check(fname: str, token_ids, vocab_start, v_local: int, group, device, chec
     if v_local < 1:
         raise ValueError(f"{fname}: this rank's vocabulary shard is empty (V_local = 0); every rank needs >= 1 id")
     if not check:
-        return
+        return None
     mine = torch.tensor([vocab_start, v_local], dtype=torch.int64, device=device)
     every = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
     dist.all_gather(every, mine, group=group)
@@ -65,6 +67,7 @@ def _check(fname: str, token_ids, vocab_start, v_local: int, group, device, chec
         lo, hi = (int(v) for v in torch.aminmax(token_ids))
         if lo < 0 or hi >= end:
             raise ValueError(f"{fname}: token_ids must lie in [0, {end}) (the global vocabulary), got [{lo}, {hi}]")
+    return end
 
 
 def _local(op, fname: Optional[str], like: torch.Tensor, *args):
@@ -183,6 +186,87 @@ class _VocabParallelLinearLogprobs(torch.autograd.Function):
         return (gh if want_h else None), (gw if want_w else None), None, None, None, None, None, None, None
 
 
+class _VocabParallelSamplerLogprobs(torch.autograd.Function):
+    """Under a kept set given as this shard's mask (truncation or replay, _torch_sharded_sampler): the
+    engine's untruncated pass for the full entropy (and its checks), then the kept set's sums."""
+
+    @staticmethod
+    def forward(ctx, logits, token_ids, kept, m, vocab_start, group, temperature, replay, over, fname):
+        local, mine = _shard_ids(token_ids, vocab_start, logits.shape[-1])
+        op = torch.ops.grpokit.token_logprobs
+        _, ent_r, lse_r, _, error = _local(op, fname, logits, logits, local, temperature, False, False)
+        no_target = torch.zeros_like(lse_r, dtype=torch.float64)
+        _, ent, _, _ = _combine(lse_r, ent_r, None, no_target, mine, group, error, fname, torch.float64)
+        local, mine, ent = local.reshape(-1).long(), mine.reshape(-1), ent.reshape(-1)
+        x = _sampler.values(logits)
+        logp, h, log_s, log_all, y_kept = _sampler.kept_forward(
+            x, kept, m, local, mine, temperature, replay, group, fname
+        )
+        h = h if over else ent
+        ctx.save_for_backward(logits, kept, m, log_s, log_all, h, y_kept, local, mine)
+        ctx.temperature, ctx.over = temperature, over
+        dt, lead = _result_dtype(logits), logits.shape[:-1]
+        return logp.to(dt).reshape(lead), h.to(dt).reshape(lead)
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 10
+        logits, kept, m, log_s, log_all, h, y_kept, local, mine = ctx.saved_tensors
+        x = _sampler.values(logits)
+        g = _sampler.kept_backward(
+            x, kept, m, log_s, log_all, h, y_kept, local, mine, grad_logp, grad_entropy, ctx.temperature, ctx.over
+        )
+        return (g.to(logits.dtype).reshape(logits.shape),) + (None,) * 9
+
+
+class _SumGradOverRanks(torch.autograd.Function):
+    """The identity forward; the backward all-reduces the gradient (hidden feeds every rank's shard)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.clone()
+        dist.all_reduce(g, group=ctx.group)
+        return g, None
+
+
+def _sampler_logprobs(
+    fname, logits, token_ids, vocab_start, group, temperature, params, sampler, keep, entropy, vocab, check
+):
+    """The vocabulary-parallel log-probabilities under top_k/top_p/min_p or keep=: this shard's kept
+    mask (_torch_sharded_sampler), then the op."""
+    over = _logprobs._entropy_over(entropy)
+    x = _sampler.values(logits.detach())
+    n, size, dev = x.shape[0], x.shape[1], logits.device
+    m = _sampler.raw_max(x, group)
+    if keep is not None:
+        if any(v is not None for v in params):
+            raise ValueError(f"{fname}: keep: replays the sampler's kept set; pass it or top_k/top_p/min_p, not both")
+        kept = _sampler.replay_mask(fname, keep, n, vocab_start, size, vocab, dev)
+    else:
+        params = _sampler.row_params(fname, tuple(logits.shape[:-1]), *params, dev)
+        vocab = vocab if vocab is not None else _sampler.global_vocab(size, group, dev)
+        kept = _sampler.truncation_mask(x, m, temperature, params, sampler, vocab, group)
+    logp, ent = _VocabParallelSamplerLogprobs.apply(
+        logits,
+        token_ids,
+        kept,
+        m,
+        vocab_start,
+        group,
+        temperature,
+        keep is not None,
+        over == "sampler",
+        fname if check else None,
+    )
+    return LogprobsOutput(logp, ent if over else None, None)
+
+
 def vocab_parallel_token_logprobs(
     logits: torch.Tensor,
     token_ids: torch.Tensor,
@@ -190,8 +274,13 @@ def vocab_parallel_token_logprobs(
     vocab_start: int,
     group: Optional[dist.ProcessGroup] = None,
     temperature: float = 1.0,
-    entropy: bool = True,
+    entropy=True,
     sum_sq_probs: bool = False,
+    top_k=None,
+    top_p=None,
+    min_p=None,
+    sampler: str = "vllm",
+    keep=None,
     check: bool = True,
 ) -> LogprobsOutput:
     """Differentiable per-token log-probabilities and entropies over a vocabulary sharded across ranks.
@@ -212,6 +301,12 @@ def vocab_parallel_token_logprobs(
         group: the tensor-parallel process group (``None``: the default group).
         temperature, entropy, sum_sq_probs: as in :func:`grpokit.torch.token_logprobs` (Σp² adds one
             row, Σ_r e^{2(lse_r − m)} Σ(p^r)², to the SUM all-reduce).
+        top_k, top_p, min_p, sampler: the sampler's truncation, as in :func:`grpokit.torch.token_logprobs`
+            (the same values, −inf outside the kept set, entropies and gradients as the unsharded op on
+            the gathered logits); the ranks agree on the kept set with communication independent of V
+            (docs/logprobs.md). Not under ``torch.compile`` without graph breaks (host syncs).
+        keep: the sampler's kept set replayed, ``(keep_ids, keep_offsets)`` in **global** vocabulary
+            ids or vLLM's ``SamplingMask`` (every rank passes the same; each uses the ids in its shard).
         check: check that the ranks' shards tile [0, V) and the ids lie in it (one all-gather of 2
             ints per rank), and make an engine refusal on one rank (CPU: a NaN, an all −inf row) a
             ``ValueError`` on every rank instead of a hang. Each costs a host sync (a graph break
@@ -219,11 +314,17 @@ def vocab_parallel_token_logprobs(
     """
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"{_FN}: logits must be a torch tensor, got {type(logits).__name__}")
-    _check(_FN, token_ids, vocab_start, int(logits.shape[-1]), group, logits.device, check)
+    over = _logprobs._entropy_over(entropy)
+    temperature, sampler = _logprobs.sampler_options(temperature, sampler)
+    vocab = _check(_FN, token_ids, vocab_start, int(logits.shape[-1]), group, logits.device, check)
+    params = (top_k, top_p, min_p)
+    if _sampler.truncates(_FN, params, keep, sum_sq_probs):
+        args = (temperature, params, sampler, keep, entropy, vocab, check)
+        return _sampler_logprobs(_FN, logits, token_ids, vocab_start, group, *args)
     logp, ent, _, sq = _VocabParallelLogprobs.apply(
-        logits, token_ids, vocab_start, group, float(temperature), bool(sum_sq_probs), _FN if check else None
+        logits, token_ids, vocab_start, group, temperature, bool(sum_sq_probs), _FN if check else None
     )
-    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
+    return LogprobsOutput(logp, ent if over else None, sq if sum_sq_probs else None)
 
 
 def vocab_parallel_linear_token_logprobs(
@@ -234,9 +335,14 @@ def vocab_parallel_linear_token_logprobs(
     vocab_start: int,
     group: Optional[dist.ProcessGroup] = None,
     temperature: float = 1.0,
-    entropy: bool = True,
+    entropy=True,
     sum_sq_probs: bool = False,
     chunk_size: Optional[int] = None,
+    top_k=None,
+    top_p=None,
+    min_p=None,
+    sampler: str = "vllm",
+    keep=None,
     check: bool = True,
 ) -> LogprobsOutput:
     """:func:`vocab_parallel_token_logprobs` of ``hidden · weightᵀ`` where ``weight`` (V_local, H) is this
@@ -247,6 +353,10 @@ def vocab_parallel_linear_token_logprobs(
     all-reduce of N·H values in the backward), so do not all-reduce it again (e.g. through Megatron's
     ``copy_to_tensor_model_parallel_region``). ``chunk_size``: as in
     :func:`grpokit.torch.linear_token_logprobs`; the other arguments as in :func:`vocab_parallel_token_logprobs`.
+
+    With ``top_k``/``top_p``/``min_p`` or ``keep`` this rank's logits ``hidden · weightᵀ`` (N, V_local)
+    are materialised (a PyTorch matmul; its autograd gives the gradients, grad hidden all-reduced)
+    and the logits form runs on them.
     """
     fname = _FN_LINEAR
     for name, t in (("hidden", hidden), ("weight", weight)):
@@ -254,17 +364,23 @@ def vocab_parallel_linear_token_logprobs(
             raise TypeError(f"{fname}: {name} must be a torch tensor, got {type(t).__name__}")
     if weight.dim() != 2:
         raise ValueError(f"{fname}: weight must be (V_local, H), got shape {tuple(weight.shape)}")
-    _check(fname, token_ids, vocab_start, int(weight.shape[0]), group, hidden.device, check)
+    vocab = _check(fname, token_ids, vocab_start, int(weight.shape[0]), group, hidden.device, check)
     chunk = _logprobs._chunk(chunk_size)
+    temperature, sampler = _logprobs.sampler_options(temperature, sampler)
+    params = (top_k, top_p, min_p)
+    if _sampler.truncates(fname, params, keep, sum_sq_probs):
+        logits = _SumGradOverRanks.apply(hidden, group) @ weight.transpose(0, 1)
+        args = (temperature, params, sampler, keep, entropy, vocab, check)
+        return _sampler_logprobs(fname, logits, token_ids, vocab_start, group, *args)
     logp, ent, _, sq = _VocabParallelLinearLogprobs.apply(
         hidden,
         weight,
         token_ids,
         vocab_start,
         group,
-        float(temperature),
+        temperature,
         chunk,
         bool(sum_sq_probs),
         fname if check else None,
     )
-    return LogprobsOutput(logp, ent if entropy else None, sq if sum_sq_probs else None)
+    return LogprobsOutput(logp, ent if _logprobs._entropy_over(entropy) else None, sq if sum_sq_probs else None)

@@ -255,6 +255,201 @@ def case_compile(rank: int, world: int) -> None:
     _close(got, want, torch.float32, "compiled linear loss")
 
 
+def _tie_rows(x: torch.Tensor, V: int) -> None:
+    """Rows 0–2: a flat row; integers, so equal values on both sides of every shard border; the k = 3rd
+    value (1) at columns 1, 2, 3, 6 and 11 (the borders of both worlds' shards) and nowhere else."""
+    x[0] = 0.5
+    x[1] = torch.arange(V, dtype=x.dtype).remainder(4)
+    x[2] = 0.0
+    x[2, [1, 2, 3, 6, 11]] = 1.0
+    x[2, 0], x[2, 5] = 2.0, 3.0
+
+
+def _masked_loss(out, grads):
+    """Σ ga·logp + Σ gb·entropy over the tokens inside the kept set (logp = −inf elsewhere)."""
+    ga, gb = grads
+    logp = torch.where(torch.isneginf(out.logp), 0.0, out.logp)
+    return (logp * ga).sum() + (out.entropy * gb).sum()
+
+
+def _same_kept_result(got, want, dtype, what):
+    assert torch.equal(torch.isneginf(got.logp), torch.isneginf(want.logp)), f"{what}: tokens outside differ"
+    _close(got.logp, want.logp, dtype, f"{what}: logp")
+    _close(got.entropy, want.entropy, dtype, f"{what}: entropy")
+
+
+def case_sampler(rank: int, world: int) -> None:
+    """top_k / top_p / min_p on the shards against the unsharded op: scalars and per-row values, off
+    values (k = 0, k = V, k > V, p = 1), both conventions, both entropies, ties at the shard borders."""
+    V, N = 13, 10
+    shards = _shards(world, V)
+    start, size = shards[rank]
+    g = torch.Generator().manual_seed(21)
+    k_rows = torch.tensor([3, 0, 3, 13, 1, 20, 5, 2, 7, 4])
+    p_rows = torch.tensor([0.5, 1.0, 0.9, 0.3, 1.0, 0.75, 0.2, 0.95, 0.6, 0.85], dtype=torch.float64)
+    settings = [
+        dict(top_k=3),
+        dict(top_k=13),
+        dict(top_k=20),
+        dict(top_k=0),
+        dict(top_p=0.6),
+        dict(top_p=1.0),
+        dict(min_p=0.1),
+        dict(top_k=5, top_p=0.8, min_p=0.05),
+        dict(top_k=5, top_p=0.8, min_p=0.05, sampler="sglang"),
+        dict(top_p=0.7, sampler="sglang"),
+        dict(top_k=k_rows, top_p=p_rows, min_p=torch.linspace(0, 0.3, N)),
+        dict(top_k=k_rows.tolist()),
+    ]
+    for dtype, some in ((torch.float32, settings), (torch.float64, settings), (torch.bfloat16, settings[7:9])):
+        x = _logits(g, (N, V), dtype)
+        _tie_rows(x, V)
+        x[5:8] = torch.randint(-3, 4, (3, V), generator=g).to(dtype)  # more ties
+        full = x.requires_grad_()
+        ids = _ids_everywhere(g, (N,), V, shards)
+        grads = _upstream(g, (N,), torch.float64 if dtype == torch.float64 else torch.float32)
+        part = full.detach()[:, start : start + size].clone().requires_grad_()
+        for kw in some:
+            for entropy in ("full", "sampler"):
+                what = f"{dtype} {entropy} {kw}"
+                want = gkt.token_logprobs(full, ids, temperature=0.7, entropy=entropy, **kw)
+                got = gkt.vocab_parallel_token_logprobs(
+                    part, ids, vocab_start=start, temperature=0.7, entropy=entropy, **kw
+                )
+                _same_kept_result(got, want, dtype, what)
+                (wg,) = torch.autograd.grad(_masked_loss(want, grads), full)
+                (gg,) = torch.autograd.grad(_masked_loss(got, grads), part)
+                _close(gg, wg[:, start : start + size], dtype, f"{what}: grad logits")
+    # (B, T, V) logits and a logp-only upstream gradient
+    full3 = full.detach()[:8].double().reshape(2, 4, V).requires_grad_()
+    part3 = full3.detach()[..., start : start + size].clone().requires_grad_()
+    want = gkt.token_logprobs(full3, ids[:8].reshape(2, 4), top_k=4, top_p=0.9, temperature=1.3)
+    got = gkt.vocab_parallel_token_logprobs(
+        part3, ids[:8].reshape(2, 4), vocab_start=start, top_k=4, top_p=0.9, temperature=1.3
+    )
+    _same_kept_result(got, want, torch.float64, "(B, T, V)")
+    up = torch.where(torch.isneginf(want.logp), 0.0, want.logp)
+    (wg,) = torch.autograd.grad(up.sum(), full3)
+    (gg,) = torch.autograd.grad(torch.where(torch.isneginf(got.logp), 0.0, got.logp).sum(), part3)
+    _close(gg, wg[..., start : start + size], torch.float64, "(B, T, V): grad logits")
+
+
+def _random_sets(g, N: int, V: int, shards):
+    """CSR kept sets in global ids: random subsets, an empty row (no replay), sets inside one shard."""
+    rows = []
+    for r in range(N):
+        if r == 0:
+            rows.append(torch.zeros(0, dtype=torch.int64))
+        elif r <= len(shards):
+            s, n = shards[r - 1]
+            rows.append(torch.arange(s, s + n))  # all of one shard: nothing kept on the others
+        else:
+            rows.append(torch.nonzero(torch.rand(V, generator=g) < 0.4).reshape(-1))
+    offsets = torch.tensor([0] + [len(x) for x in rows]).cumsum(0)
+    return torch.cat(rows), offsets
+
+
+def case_keep(rank: int, world: int) -> None:
+    """keep= (global ids, CSR pair or a SamplingMask-like object) against the unsharded replay."""
+    import types
+
+    V, N = 13, 9
+    shards = _shards(world, V)
+    start, size = shards[rank]
+    g = torch.Generator().manual_seed(33)
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        full = (3 * torch.randn(N, V, generator=g, dtype=torch.float64)).to(dtype)
+        full[6, 4] = float("-inf")
+        full.requires_grad_()
+        ids = _ids_everywhere(g, (N,), V, shards)
+        keep = _random_sets(g, N, V, shards)
+        grads = _upstream(g, (N,), torch.float64 if dtype == torch.float64 else torch.float32)
+        part = full.detach()[:, start : start + size].clone().requires_grad_()
+        for entropy in ("full", "sampler"):
+            for form in (keep, types.SimpleNamespace(token_ids=keep[0], offsets=keep[1].int())):
+                what = f"keep {dtype} {entropy}"
+                want = gkt.token_logprobs(full, ids, temperature=0.8, keep=keep, entropy=entropy)
+                got = gkt.vocab_parallel_token_logprobs(
+                    part, ids, vocab_start=start, temperature=0.8, keep=form, entropy=entropy
+                )
+                _same_kept_result(got, want, dtype, what)
+                (wg,) = torch.autograd.grad(_masked_loss(want, grads), full)
+                (gg,) = torch.autograd.grad(_masked_loss(got, grads), part)
+                _close(gg, wg[:, start : start + size], dtype, f"{what}: grad logits")
+
+
+def case_linear_sampler(rank: int, world: int) -> None:
+    """The hidden-states form under truncation and keep= against the unsharded ops (grad hidden and
+    grad weight), with and without the checks (without: V from an all-reduce)."""
+    V, H, N = 13, 4, 9
+    shards = _shards(world, V)
+    start, size = shards[rank]
+    for dtype in (torch.float32, torch.float64):
+        g = torch.Generator().manual_seed(41)
+        hidden = (2 * torch.randn(N, H, generator=g, dtype=dtype)).requires_grad_()
+        weight = torch.randn(V, H, generator=g, dtype=dtype).requires_grad_()
+        ids = _ids_everywhere(g, (N,), V, shards)
+        grads = _upstream(g, (N,), dtype)
+        keep = _random_sets(g, N, V, shards)
+        settings = (dict(top_k=4, top_p=0.8), dict(min_p=0.2, entropy="sampler"), dict(keep=keep))
+        for i, kw in enumerate(settings):
+            what = f"linear {dtype} {kw}"
+            if "keep" in kw:
+                want = gkt.token_logprobs(hidden @ weight.T, ids, temperature=0.9, **kw)
+            else:
+                want = gkt.linear_token_logprobs(hidden, weight, ids, temperature=0.9, **kw)
+            wh, ww = torch.autograd.grad(_masked_loss(want, grads), (hidden, weight))
+            h = hidden.detach().clone().requires_grad_()
+            w = weight.detach()[start : start + size].clone().requires_grad_()
+            got = gkt.vocab_parallel_linear_token_logprobs(
+                h, w, ids, vocab_start=start, temperature=0.9, check=i % 2 == 0, **kw
+            )
+            _same_kept_result(got, want, dtype, what)
+            gh, gw = torch.autograd.grad(_masked_loss(got, grads), (h, w))
+            _close(gh, wh, dtype, f"{what}: grad hidden")
+            _close(gw, ww[start : start + size], dtype, f"{what}: grad weight")
+
+
+def case_sampler_errors(rank: int, world: int) -> None:
+    V = 13
+    start, size = _shards(world, V)[rank]
+    x = torch.randn(3, size)
+    ids = torch.tensor([0, 5, 12])
+    f = functools.partial(gkt.vocab_parallel_token_logprobs, x, ids, vocab_start=start)
+    _raises(r"top_p: row 0 holds 0; expected a value in \(0, 1\]", lambda: f(top_p=0.0))
+    _raises(r"top_p: row 2 holds 1.5", lambda: f(top_p=torch.tensor([0.5, 1.0, 1.5])))
+    _raises(r"min_p: row 0 holds -0.1; expected a value in \[0, 1\]", lambda: f(min_p=-0.1))
+    _raises(r"top_k: expected integers", lambda: f(top_k=2.5))
+    _raises(r"top_k: expected a scalar or shape \(3,\)", lambda: f(top_k=[1, 2]))
+    _raises(r"keep: .*not both", lambda: f(top_k=2, keep=(ids, torch.tensor([0, 1, 2, 3]))))
+    _raises(r"sum_sq_probs: not available", lambda: f(top_p=0.5, sum_sq_probs=True))
+    _raises(r"keep_offsets: expected 4 offsets", lambda: f(keep=(ids, torch.tensor([0, 3]))))
+    _raises(
+        r"keep_offsets: the last offset is 2; expected len\(keep_ids\) = 3",
+        lambda: f(keep=(ids, torch.tensor([0, 1, 2, 2]))),
+    )
+    _raises(
+        r"keep_ids: row 2 holds 13, outside the vocabulary \[0, 13\)",
+        lambda: f(keep=(torch.tensor([0, 5, 13]), torch.tensor([0, 1, 2, 3]))),
+    )
+    _raises(r"keep_ids: row 0 holds 1 after 4", lambda: f(keep=(torch.tensor([4, 1, 2]), torch.tensor([0, 2, 2, 3]))))
+    bad = torch.zeros(3, 13)
+    bad[1, 7] = float("-inf")
+    part = bad[:, start : start + size]
+    _raises(
+        r"kept set of row 1 holds no finite logit",
+        lambda: gkt.vocab_parallel_token_logprobs(
+            part, ids, vocab_start=start, keep=(torch.tensor([7]), torch.tensor([0, 0, 1, 1]))
+        ),
+    )
+    try:
+        f(keep=torch.ones(3, size, dtype=torch.bool))
+    except TypeError as e:
+        assert "keep: expected (keep_ids, keep_offsets) in global vocabulary ids" in str(e), str(e)
+    else:
+        raise AssertionError("a boolean keep mask was accepted on a shard")
+
+
 CASES = {
     "logits": case_logits,
     "linear": case_linear,
@@ -262,4 +457,8 @@ CASES = {
     "megatron": case_megatron,
     "compile": case_compile,
     "subgroups": case_subgroups,
+    "sampler": case_sampler,
+    "keep": case_keep,
+    "linear_sampler": case_linear_sampler,
+    "sampler_errors": case_sampler_errors,
 }
