@@ -6,6 +6,22 @@
 namespace grpokit {
 namespace bindings {
 
+namespace {
+
+// Both rows of logits and the token ids, imported; the engine's arguments view them.
+struct KlInputs {
+  Imported x, y, ids;
+  TokenLogprobArgs args(double temperature) const { return {x.view(), ids.view(), temperature}; }
+};
+
+KlInputs import_kl(py::object logits, py::object ref_logits, py::object token_ids, std::intptr_t stream) {
+  return {import_array(logits, "logits", stream, false),
+          import_array(ref_logits, "ref_logits", stream, false),
+          import_array(token_ids, "token_ids", stream, false)};
+}
+
+}  // namespace
+
 void bind_logprobs_kl(py::module_& m, const Backend& backend) {
   auto require = [backend](bool available) {
     if (!available)
@@ -18,16 +34,14 @@ void bind_logprobs_kl(py::module_& m, const Backend& backend) {
                          py::object entropy, py::object kl, py::object lse, py::object ref_lse,
                          double temperature, std::intptr_t stream) {
         require(backend.token_logprobs_kl);
-        const Imported x = import_array(logits, "logits", stream, false);
-        const Imported y = import_array(ref_logits, "ref_logits", stream, false);
-        const Imported ids = import_array(token_ids, "token_ids", stream, false);
+        const KlInputs in = import_kl(logits, ref_logits, token_ids, stream);
         const Imported lp = import_array(logp, "logp", stream, true),
                        h = import_array(entropy, "entropy", stream, true),
                        k = import_array(kl, "kl", stream, true), l = import_array(lse, "lse", stream, true),
                        lr = import_array(ref_lse, "ref_lse", stream, true);
         py::gil_scoped_release nogil;
-        backend.token_logprobs_kl({x.view(), ids.view(), temperature}, y.view(), lp.view(), h.view(),
-                                  k.view(), l.view(), lr.view(), stream);
+        backend.token_logprobs_kl(in.args(temperature), in.y.view(), lp.view(), h.view(), k.view(), l.view(),
+                                  lr.view(), stream);
       },
       py::arg("logits"), py::arg("ref_logits"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"),
       py::arg("kl"), py::arg("lse"), py::arg("ref_lse"), py::arg("temperature"), py::arg("stream") = 0,
@@ -40,9 +54,7 @@ void bind_logprobs_kl(py::module_& m, const Backend& backend) {
                          py::object grad_entropy, py::object grad_kl, py::object grad_logits,
                          double temperature, std::intptr_t stream) {
         require(backend.token_logprobs_kl_backward);
-        const Imported x = import_array(logits, "logits", stream, false);
-        const Imported y = import_array(ref_logits, "ref_logits", stream, false);
-        const Imported ids = import_array(token_ids, "token_ids", stream, false);
+        const KlInputs in = import_kl(logits, ref_logits, token_ids, stream);
         const Imported l = import_array(lse, "lse", stream, false),
                        lr = import_array(ref_lse, "ref_lse", stream, false),
                        h = import_array(entropy, "entropy", stream, false),
@@ -52,9 +64,8 @@ void bind_logprobs_kl(py::module_& m, const Backend& backend) {
                        gk = import_array(grad_kl, "grad_kl", stream, false);
         Imported g = import_array(grad_logits, "grad_logits", stream, true);
         py::gil_scoped_release nogil;
-        backend.token_logprobs_kl_backward({x.view(), ids.view(), temperature}, y.view(), l.view(), lr.view(),
-                                           h.view(), k.view(), ga.view(), gb.view(), gk.view(), g.view(),
-                                           stream);
+        backend.token_logprobs_kl_backward(in.args(temperature), in.y.view(), l.view(), lr.view(), h.view(),
+                                           k.view(), ga.view(), gb.view(), gk.view(), g.view(), stream);
       },
       py::arg("logits"), py::arg("ref_logits"), py::arg("token_ids"), py::arg("lse"), py::arg("ref_lse"),
       py::arg("entropy"), py::arg("kl"), py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_kl"),
