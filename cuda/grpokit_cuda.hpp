@@ -57,6 +57,16 @@ void token_logprobs(const TokenLogprobArgs& in, const TensorView& logp, const Te
 void token_logprobs_backward(const TokenLogprobArgs& in, const TensorView& lse, const TensorView& entropy,
                              const TensorView& grad_logp, const TensorView& grad_entropy,
                              const TensorView& grad_logits, std::intptr_t stream);
+// The full-vocabulary KL against a reference (cuda/logprobs_kl.cu): the CPU engine's
+// token_logprobs_kl_cpu and its backward (grpokit/logprobs_kl.hpp), float32/bfloat16/float16.
+void token_logprobs_kl(const TokenLogprobArgs& in, const TensorView& ref_logits, const TensorView& logp,
+                       const TensorView& entropy, const TensorView& kl, const TensorView& lse,
+                       const TensorView& ref_lse, std::intptr_t stream);
+void token_logprobs_kl_backward(const TokenLogprobArgs& in, const TensorView& ref_logits,
+                                const TensorView& lse, const TensorView& ref_lse, const TensorView& entropy,
+                                const TensorView& kl, const TensorView& grad_logp,
+                                const TensorView& grad_entropy, const TensorView& grad_kl,
+                                const TensorView& grad_logits, std::intptr_t stream);
 // Under the sampler's truncation (cuda/logprobs_sampler.cu): the CPU engine's token_logprobs_sampler_cpu
 // and its backward, bad rows as NaN.
 void token_logprobs_sampler(const TokenLogprobArgs& in, const SamplerArgs& s, const TensorView& logp,

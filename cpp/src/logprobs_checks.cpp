@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "grpokit/logprobs.hpp"
+#include "grpokit/logprobs_kl.hpp"
 
 namespace grpokit {
 namespace {
@@ -45,6 +46,13 @@ void extent(const TensorView& t, intptr_t& lo, intptr_t& hi) {
   }
   lo = a;
   hi = b + es;
+}
+
+bool overlaps(const TensorView& a, const TensorView& b) {
+  intptr_t a0, a1, b0, b1;
+  extent(a, a0, a1);
+  extent(b, b0, b1);
+  return a0 < b1 && b0 < a1;
 }
 
 bool same_view(const TensorView& a, const TensorView& b) {
@@ -109,15 +117,52 @@ void check_token_logprobs_backward_args(const TokenLogprobArgs& in, const Tensor
   check_same_device(grad_logits, "grad_logits", x, "logits");
   check_writable(grad_logits, "grad_logits");
   check_vocab_contiguous(grad_logits, "grad_logits");
-  if (!same_view(grad_logits, x)) {
-    intptr_t a0, a1, b0, b1;
-    extent(grad_logits, a0, a1);
-    extent(x, b0, b1);
-    if (a0 < b1 && b0 < a1)
-      value_error(
-          "grad_logits: overlaps logits without being the same view; pass the logits "
-          "view itself (in-place) or a separate buffer");
-  }
+  if (!same_view(grad_logits, x) && overlaps(grad_logits, x))
+    value_error(
+        "grad_logits: overlaps logits without being the same view; pass the logits "
+        "view itself (in-place) or a separate buffer");
+}
+
+// ---- the full KL against a reference (grpokit/logprobs_kl.hpp) ----------------------------------
+
+namespace {
+
+// ref_logits: the logits' shape, dtype, device and layout rule; never written.
+void check_ref(const TokenLogprobArgs& in, const TensorView& ref) {
+  check_shape_equal(ref, "ref_logits", in.logits, "logits");
+  check_dtype(ref, "ref_logits", {in.logits.dtype});
+  check_same_device(ref, "ref_logits", in.logits, "logits");
+  check_vocab_contiguous(ref, "ref_logits");
+}
+
+}  // namespace
+
+void check_token_logprobs_kl_args(const TokenLogprobArgs& in, const TensorView& ref_logits,
+                                  const TensorView& logp, const TensorView& entropy, const TensorView& kl,
+                                  const TensorView& lse, const TensorView& ref_lse) {
+  check_token_logprobs_args(in, logp, entropy, lse);
+  check_ref(in, ref_logits);
+  const DType rd = result_dtype(in.logits.dtype);
+  if (!entropy.defined()) value_error("entropy: required (the same pass computes it)");
+  check_per_row(kl, "kl", in.logits, {rd}, true);
+  check_per_row(ref_lse, "ref_lse", in.logits, {rd}, true);
+}
+
+void check_token_logprobs_kl_backward_args(const TokenLogprobArgs& in, const TensorView& ref_logits,
+                                           const TensorView& lse, const TensorView& ref_lse,
+                                           const TensorView& entropy, const TensorView& kl,
+                                           const TensorView& grad_logp, const TensorView& grad_entropy,
+                                           const TensorView& grad_kl, const TensorView& grad_logits) {
+  check_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
+  check_ref(in, ref_logits);
+  const DType rd = result_dtype(in.logits.dtype);
+  check_per_row(ref_lse, "ref_lse", in.logits, {rd}, false);
+  check_per_row(kl, "kl", in.logits, {rd}, false);
+  if (grad_kl.defined())
+    check_per_row(grad_kl, "grad_kl", in.logits, {DType::Float32, DType::Float64}, false);
+  if (overlaps(grad_logits, ref_logits))
+    value_error(
+        "grad_logits: overlaps ref_logits; pass the logits view itself (in-place) or a separate buffer");
 }
 
 }  // namespace grpokit

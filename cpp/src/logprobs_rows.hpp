@@ -230,7 +230,8 @@ inline RowGrads row_grads(const TensorView& grad_logp, const TensorView& grad_en
 // Row-level value errors found inside a parallel loop; the lowest row is reported after it.
 struct RowError {
   int64_t row = -1;
-  int kind = 0;  // 1: token id out of range, 2: NaN/+inf logits, 3: no finite logit, 4: none kept
+  int kind = 0;  // 1: token id out of range, 2: NaN/+inf logits, 3: no finite logit, 4: none kept,
+                // 5, 6: 2, 3 of ref_logits
   int64_t id = 0;
 
   void record(int64_t r, int k, int64_t bad_id = 0) {
@@ -240,12 +241,13 @@ struct RowError {
     if (row < 0 || r < row) row = r, kind = k, id = bad_id;
   }
 
-  // Records row r if its log-sum-exp l is NaN/+inf or −inf; true when l is finite.
-  bool finite_lse(int64_t r, double l) {
+  // Records row r if its log-sum-exp l is NaN/+inf or −inf; true when l is finite. ref: of the
+  // reference's logits (the full-KL op), else of the logits.
+  bool finite_lse(int64_t r, double l, bool ref = false) {
     if (!(l < INFINITY))
-      record(r, 2);
+      record(r, ref ? 5 : 2);
     else if (!(l > -INFINITY))
-      record(r, 3);
+      record(r, ref ? 6 : 3);
     else
       return true;
     return false;
@@ -256,6 +258,10 @@ struct RowError {
     if (kind == 1)
       value_error("token_ids: row ", row, " holds ", id, ", outside the vocabulary [0, ", vocab, ")");
     if (kind == 2) value_error("logits: row ", row, " contains NaN or +inf");
+    if (kind == 5) value_error("ref_logits: row ", row, " contains NaN or +inf");
+    if (kind == 6)
+      value_error("ref_logits: row ", row,
+                  " has no finite value (all −inf); its probabilities are undefined");
     if (kind == 4) value_error("keep_ids: the kept set of row ", row, " holds no finite logit (all −inf)");
     value_error("logits: row ", row, " has no finite value (all −inf); its probabilities are undefined");
   }
@@ -270,6 +276,17 @@ inline F exp_of(F d) {
     return cpu::exp_nonpositive(d);
 }
 
+// One chunk of a row (n ≤ kChunk entries) in math type F (float or double), widened to double.
+template <class F, bool kSq, class In>
+inline math::ChunkStats<double> chunk_stats(const In* x, int64_t n, double inv_t) {
+  if constexpr (std::is_same<F, double>::value) {
+    return chunk_stats_f64<kSq>(x, n, inv_t);
+  } else {
+    const math::ChunkStats<float> f = chunk_stats_f32<kSq>(x, n, static_cast<float>(inv_t));
+    return {f.max, f.sum, f.dot, f.sq};
+  }
+}
+
 // Folds n entries of a row into st, kChunk at a time (with Σ exp² when the state has kSq). F is the
 // math type (float, or double); each chunk's raw maximum is scaled by 1/τ in float64 here, so the
 // state's maximum is finite for every finite row.
@@ -279,13 +296,7 @@ inline void accumulate_row(math::RowState<double, kSq>& st, const In* row, int64
                            double* raw_max = nullptr) {
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t m = n - c0 < kChunk ? n - c0 : kChunk;
-    math::ChunkStats<double> c;
-    if constexpr (std::is_same<F, double>::value) {
-      c = chunk_stats_f64<kSq>(row + c0, m, inv_t);
-    } else {
-      const math::ChunkStats<float> f = chunk_stats_f32<kSq>(row + c0, m, static_cast<float>(inv_t));
-      c = {f.max, f.sum, f.dot, f.sq};
-    }
+    math::ChunkStats<double> c = chunk_stats<F, kSq>(row + c0, m, inv_t);
     if (raw_max && *raw_max < c.max) *raw_max = c.max;
     c.max *= inv_t;
     st.merge(c);

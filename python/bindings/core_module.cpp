@@ -54,6 +54,8 @@ PYBIND11_MODULE(_core, m) {
   cpu.loss = &cpu_entry<&policy_loss_cpu>;
   cpu.token_logprobs = &cpu_entry<&token_logprobs_cpu>;
   cpu.token_logprobs_backward = &cpu_entry<&token_logprobs_backward_cpu>;
+  cpu.token_logprobs_kl = &cpu_entry<&token_logprobs_kl_cpu>;
+  cpu.token_logprobs_kl_backward = &cpu_entry<&token_logprobs_kl_backward_cpu>;
   cpu.token_logprobs_sampler = &cpu_entry<&token_logprobs_sampler_cpu>;
   cpu.token_logprobs_sampler_backward = &cpu_entry<&token_logprobs_sampler_backward_cpu>;
   cpu.token_logprobs_keep = &cpu_entry<&token_logprobs_keep_cpu>;
@@ -80,6 +82,7 @@ PYBIND11_MODULE(_core, m) {
   bindings::bind_adam(m, cpu);
   bindings::bind_loss(m, cpu);
   bindings::bind_logprobs(m, cpu);
+  bindings::bind_logprobs_kl(m, cpu);
   bindings::bind_diagnostics(m);
   bindings::bind_estimators(m, cpu);
   bindings::bind_corrections(m, cpu);

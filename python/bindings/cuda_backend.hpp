@@ -15,6 +15,8 @@ inline const Backend& cuda_backend() {
     b.loss = &cuda::policy_loss;
     b.token_logprobs = &cuda::token_logprobs;
     b.token_logprobs_backward = &cuda::token_logprobs_backward;
+    b.token_logprobs_kl = &cuda::token_logprobs_kl;
+    b.token_logprobs_kl_backward = &cuda::token_logprobs_kl_backward;
     b.token_logprobs_sampler = &cuda::token_logprobs_sampler;
     b.token_logprobs_sampler_backward = &cuda::token_logprobs_sampler_backward;
     b.token_logprobs_keep = &cuda::token_logprobs_keep;

@@ -32,6 +32,7 @@ PYBIND11_MODULE(_cuda, m) {
   bindings::bind_advantages(m, gpu);
   bindings::bind_adam(m, gpu);
   bindings::bind_logprobs(m, gpu);
+  bindings::bind_logprobs_kl(m, gpu);
   bindings::bind_loss(m, gpu);
   bindings::bind_estimators(m, gpu);
   bindings::bind_corrections(m, gpu);

@@ -15,6 +15,7 @@
 #include "grpokit/loss.hpp"
 #include "grpokit/linear_logprobs.hpp"
 #include "grpokit/logprobs.hpp"
+#include "grpokit/logprobs_kl.hpp"
 
 namespace grpokit {
 namespace bindings {
@@ -33,6 +34,16 @@ struct Backend {
                                   const TensorView& entropy, const TensorView& grad_logp,
                                   const TensorView& grad_entropy, const TensorView& grad_logits,
                                   std::intptr_t stream);
+  // The full-vocabulary KL against a reference, fused with the above (null where not implemented yet).
+  void (*token_logprobs_kl)(const TokenLogprobArgs& in, const TensorView& ref_logits, const TensorView& logp,
+                            const TensorView& entropy, const TensorView& kl, const TensorView& lse,
+                            const TensorView& ref_lse, std::intptr_t stream);
+  void (*token_logprobs_kl_backward)(const TokenLogprobArgs& in, const TensorView& ref_logits,
+                                     const TensorView& lse, const TensorView& ref_lse,
+                                     const TensorView& entropy, const TensorView& kl,
+                                     const TensorView& grad_logp, const TensorView& grad_entropy,
+                                     const TensorView& grad_kl, const TensorView& grad_logits,
+                                     std::intptr_t stream);
   // Under the sampler's truncation (null where the backend has no such kernels yet).
   void (*token_logprobs_sampler)(const TokenLogprobArgs& in, const SamplerArgs& s, const TensorView& logp,
                                  const TensorView& entropy, const TensorView& lse,
@@ -108,6 +119,7 @@ struct Backend {
 void bind_advantages(py::module_& m, const Backend& backend);
 void bind_loss(py::module_& m, const Backend& backend);
 void bind_logprobs(py::module_& m, const Backend& backend);
+void bind_logprobs_kl(py::module_& m, const Backend& backend);
 void bind_adam(py::module_& m, const Backend& backend);
 void bind_diagnostics(py::module_& m);  // CPU only (the rest of grpokit.diagnostics)
 void bind_estimators(py::module_& m, const Backend& backend);

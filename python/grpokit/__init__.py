@@ -20,6 +20,7 @@ from ._logprobs import (
     token_logprobs,
     token_logprobs_backward,
 )
+from ._logprobs_kl import TokenLogprobsKL, token_logprobs_kl, token_logprobs_kl_backward
 from ._loss import LossResult, policy_loss
 from ._presets import LossSpec, presets
 from .info import build_info
@@ -48,6 +49,9 @@ __all__ = [
     "token_logprobs",
     "token_logprobs_backward",
     "TokenLogprobs",
+    "token_logprobs_kl",
+    "token_logprobs_kl_backward",
+    "TokenLogprobsKL",
     "variance_proxy",
     "linear_token_logprobs",
     "linear_token_logprobs_backward",

@@ -78,6 +78,33 @@ def token_logprobs_backward(
     temperature: float,
     stream: int = 0,
 ) -> None: ...
+def token_logprobs_kl(
+    logits: _Array,
+    ref_logits: _Array,
+    token_ids: _Array,
+    logp: _Array,
+    entropy: _Array,
+    kl: _Array,
+    lse: _Array,
+    ref_lse: _Array,
+    temperature: float,
+    stream: int = 0,
+) -> None: ...
+def token_logprobs_kl_backward(
+    logits: _Array,
+    ref_logits: _Array,
+    token_ids: _Array,
+    lse: _Array,
+    ref_lse: _Array,
+    entropy: _Array,
+    kl: _Array,
+    grad_logp: _Opt,
+    grad_entropy: _Opt,
+    grad_kl: _Opt,
+    grad_logits: _Array,
+    temperature: float,
+    stream: int = 0,
+) -> None: ...
 def token_logprobs_sampler(
     logits: _Array,
     token_ids: _Array,

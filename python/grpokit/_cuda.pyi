@@ -91,6 +91,12 @@ from grpokit._core import (
     token_logprobs_keep_backward as token_logprobs_keep_backward,
 )
 from grpokit._core import (
+    token_logprobs_kl as token_logprobs_kl,
+)
+from grpokit._core import (
+    token_logprobs_kl_backward as token_logprobs_kl_backward,
+)
+from grpokit._core import (
     token_logprobs_sampler as token_logprobs_sampler,
 )
 from grpokit._core import (

@@ -1,10 +1,10 @@
-// Runs cuda/logprobs.cu's and cuda/linear_logprobs.cu's kernels on host threads and compares them
-// with the CPU engine: a check of the kernels' indexing, vector/scalar row traversal, warp and block
-// reductions (incl. the Σπ² accumulator) and barriers on machines without a GPU. It does not
-// exercise the device compiler; __expf is std::exp here, and bfloat16/float16 are host structs with
-// the device's round-to-nearest-even conversions (cuda_emulator.hpp). cuBLAS is a naive host GEMM
-// with float32 accumulation. With EMULATE_MAX_BLOCK > 64 it runs a few launches at their real block
-// size instead. ctest runs it both ways (tests/cpp/CMakeLists.txt).
+// Runs cuda/logprobs.cu's, cuda/logprobs_kl.cu's and cuda/linear_logprobs.cu's kernels on host threads and
+// compares them with the CPU engine: a check of the kernels' indexing, vector/scalar row traversal, warp and
+// block reductions (incl. the Σπ² accumulator) and barriers on machines without a GPU. It does not exercise
+// the device compiler; __expf is std::exp here, and bfloat16/float16 are host structs with the device's
+// round-to-nearest-even conversions (cuda_emulator.hpp). cuBLAS is a naive host GEMM with float32
+// accumulation. With EMULATE_MAX_BLOCK > 64 it runs a few launches at their real block size instead. ctest
+// runs it both ways (tests/cpp/CMakeLists.txt).
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -109,6 +109,7 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasO
 
 #include "linear_logprobs.cu"
 #include "logprobs.cu"
+#include "logprobs_kl.cu"
 
 using namespace grpokit;
 
@@ -213,6 +214,65 @@ void check_logits(const char* name, int64_t N, int64_t V, int64_t pad, int64_t o
   // 16-bit gradients: one rounding. ±1e4 logits: both engines recompute the row's raw maximum for
   // |lse| > math::exact_lse_bound and are exact there. One-hot rows: p = 1 to float32 rounding of
   // d, a few 1e-7 times |a|.
+  compare(what, g0, g1, sizeof(H) == 2 ? 1.0 / 128 : 1e-4, 2e-6);
+}
+
+// The full KL against a reference: rows of V policy logits and a reference near them, each at row
+// stride V + pad (the reference one entry further, so the two rows' alignments differ); forward's five
+// outputs and the gradient of logp + 0.5·entropy + 0.7·kl. kind as in check_logits (2: −inf in both).
+template <class H>
+void check_kl(const char* name, int64_t N, int64_t V, int64_t pad, double temperature, int kind) {
+  std::mt19937 gen(static_cast<unsigned>(N * 31 + V * 7 + pad + kind));
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  const int64_t stride = V + pad;
+  std::vector<H> x(static_cast<size_t>(N * stride), from_d<H>(0.0f)), y(x.size() + 1, from_d<H>(0.0f));
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t v = 0; v < V; ++v) {
+      float z = nd(gen), w = z + nd(gen) / 3.0f;
+      if (kind == 1 && v % 5 == 0) z = (v % 10 == 0) ? 1e4f : -1e4f, w = z + 1.0f;
+      if (kind == 2 && v % 3 != 0) z = w = -INFINITY;
+      x[r * stride + v] = from_d<H>(z), y[1 + r * stride + v] = from_d<H>(w);
+    }
+  std::vector<int64_t> ids(static_cast<size_t>(N));
+  for (int64_t r = 0; r < N; ++r) ids[r] = kind == 2 ? (r * 3) % V : static_cast<int64_t>(gen() % V);
+  TensorView xv = make_view(x.data(), dtype_of<H>(), {N, V}),
+             yv = make_view(y.data() + 1, dtype_of<H>(), {N, V});
+  xv.strides[0] = yv.strides[0] = stride;
+  const TensorView idv = make_view(ids.data(), DType::Int64, {N});
+  std::vector<float> out[2][5], ga(N, 1.0f), gb(N, 0.5f), gk(N, 0.7f);
+  std::vector<H> g[2];
+  for (int k = 0; k < 2; ++k) {
+    const DeviceType d = k == 0 ? DeviceType::CPU : DeviceType::CUDA;
+    for (auto& o : out[k]) o.assign(static_cast<size_t>(N), -7.0f);
+    g[k].assign(static_cast<size_t>(N * V), from_d<H>(-7.0f));
+    const TokenLogprobArgs in{on(xv, d), on(idv, d), temperature};
+    auto v = [&](std::vector<float>& a) { return on(make_view(a.data(), DType::Float32, {N}), d); };
+    const TensorView gv = on(make_view(g[k].data(), dtype_of<H>(), {N, V}), d);
+    // Both backwards read the CPU's saved lse, ref_lse, entropy and kl.
+    if (k == 0) {
+      token_logprobs_kl_cpu(in, on(yv, d), v(out[k][0]), v(out[k][1]), v(out[k][2]), v(out[k][3]),
+                            v(out[k][4]));
+      token_logprobs_kl_backward_cpu(in, on(yv, d), v(out[0][3]), v(out[0][4]), v(out[0][1]), v(out[0][2]),
+                                     v(ga), v(gb), v(gk), gv);
+    } else {
+      cuda::token_logprobs_kl(in, on(yv, d), v(out[k][0]), v(out[k][1]), v(out[k][2]), v(out[k][3]),
+                              v(out[k][4]), 0);
+      cuda::token_logprobs_kl_backward(in, on(yv, d), v(out[0][3]), v(out[0][4]), v(out[0][1]), v(out[0][2]),
+                                       v(ga), v(gb), v(gk), gv, 0);
+    }
+  }
+  char what[160];
+  const char* names[5] = {"logp", "entropy", "kl", "lse", "ref_lse"};
+  for (int j = 0; j < 5; ++j) {
+    std::snprintf(what, sizeof what, "kl %s %s N=%lld V=%lld pad=%lld T=%g kind=%d", name, names[j],
+                  (long long)N, (long long)V, (long long)pad, temperature, kind);
+    // float32 sums in another order (the GPU's state is float32, the CPU's float64): ulps of the row's scale.
+    compare(what, out[0][j], out[1][j], 2e-5, j == 0 || j >= 3 ? 2e-5 : 1e-5);
+  }
+  std::vector<float> g0, g1;
+  for (int64_t i = 0; i < N * V; ++i) g0.push_back(to_d(g[0][i])), g1.push_back(to_d(g[1][i]));
+  std::snprintf(what, sizeof what, "kl %s grad N=%lld V=%lld kind=%d", name, (long long)N, (long long)V,
+                kind);
   compare(what, g0, g1, sizeof(H) == 2 ? 1.0 / 128 : 1e-4, 2e-6);
 }
 
@@ -358,6 +418,8 @@ int main() {
     check_logits<__nv_bfloat16>("bf16 full", 2, 4099, 3, 1, 1.3, 1, true);
     check_logits<__half>("f16 full", 1, 700, 8, 0, 1.0, 0, true);  // 128 threads
     check_linear<float>("f32 full", 2, 8, 5000, 4096, 0.9);
+    check_kl<float>("f32 full", 2, 5000, 3, 0.7, 0);
+    check_kl<__nv_bfloat16>("bf16 full", 1, 3000, 0, 1.0, 1);
     std::printf("full blocks: %d of %d checks differ\n", g_failures, g_checks);
     return g_failures != 0 || g_emulate_launch_errors != 0;
   }
@@ -369,6 +431,9 @@ int main() {
       check_logits<float>("f32", 2, V, 0, 0, 1.0, kind, false);
       check_logits<__nv_bfloat16>("bf16", 2, V, 3, 1, 1.3, kind, true);
       check_logits<__half>("f16", 2, V, 8, 0, 1.0, kind, true);
+      check_kl<float>("f32", 3, V, 5, 0.7, kind);
+      check_kl<__nv_bfloat16>("bf16", 2, V, 0, 1.3, kind);
+      check_kl<__half>("f16", 2, V, 8, 1.0, kind);
     }
     std::printf("V=%lld done (%d of %d checks differ so far)\n", (long long)V, g_failures, g_checks);
     std::fflush(stdout);

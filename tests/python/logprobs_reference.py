@@ -119,3 +119,26 @@ def ref_sampler_backward(logits, ids, keep, grad_logp, grad_entropy, temperature
     if entropy_over == "full":
         g = g + ref_backward(x, ids, zero, b, temperature)
     return np.where(np.isfinite(masked) | (entropy_over == "full"), g, 0.0)
+
+
+def ref_kl(logits, ref_logits, temperature=1.0):
+    """KL(π ‖ π_ref) = Σ_v p_v (log p_v − log q_v) per row, in float64, from both log-softmaxes; terms
+    with p_v = 0 are 0, a term with p_v > 0 and q_v = 0 is +inf."""
+    logp_all, _ = _log_softmax(logits, temperature)
+    logq_all, _ = _log_softmax(ref_logits, temperature)
+    p = np.exp(logp_all)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(p > 0, p * (logp_all - logq_all), 0.0)
+    return terms.sum(-1)
+
+
+def ref_kl_backward(logits, ref_logits, grad_kl, temperature=1.0):
+    """∂(Σ k·KL)/∂logits in float64: p_v·((log p_v − log q_v) − KL)·k/τ (the reference held fixed)."""
+    logp_all, _ = _log_softmax(logits, temperature)
+    logq_all, _ = _log_softmax(ref_logits, temperature)
+    p = np.exp(logp_all)
+    kl = ref_kl(logits, ref_logits, temperature)[..., None]
+    k = np.asarray(grad_kl, dtype=np.float64)[..., None]
+    with np.errstate(invalid="ignore"):
+        g = np.where(p > 0, p * (logp_all - logq_all - kl), 0.0)
+    return k * g / temperature
