@@ -232,3 +232,12 @@ def test_torch_autograd_opcheck_and_compile():
     torch.testing.assert_close(loss_c, _step(hb, wb, it, k_ids, k_off, m), rtol=1e-6, atol=0)
     torch.testing.assert_close(h_c.grad, h_e.grad, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(w_c.grad, w_e.grad, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.gpu
+def test_gpu_inputs_are_refused_for_now():
+    """The CUDA engine has no hidden-state replay yet: a clear NotImplementedError, not a wrong result."""
+    h, w, ids = torch.ones(2, 3, device="cuda"), torch.ones(5, 3, device="cuda"), torch.tensor([0, 1], device="cuda")
+    keep = (torch.tensor([0, 1], device="cuda"), torch.tensor([0, 1, 2], device="cuda"))
+    with pytest.raises(NotImplementedError, match="keep: replay is not implemented on cuda yet"):
+        grpokit.linear_token_logprobs(h, w, ids, keep=keep)
