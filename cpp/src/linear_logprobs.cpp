@@ -216,18 +216,61 @@ TokenLogprobArgs tile_args(const LinearLogprobArgs& in, MutMap<T>& z, int64_t r0
   return a;
 }
 
-// Runs f on each tile of whole rows; an error of the logits engine names the row of hidden.
-template <class T, class Fn>
-void for_each_row_block(const LinearLogprobArgs& in, Fn&& f) {
-  LogitTiles<T> tiles(in, true);
-  tiles.for_each([&](int64_t r0, int64_t nr, int64_t, int64_t, MutMap<T>& z) {
-    try {
-      f(tiles, r0, nr, z, tile_args(in, z, r0, nr, tiles.V));
-    } catch (const Error& e) {
-      throw Error(e.kind(), std::string("hidden rows from ") + std::to_string(r0) +
-                                " (row numbers below count from there): " + e.what());
-    }
-  });
+// Runs f(a, r0, nr) on each tile of whole rows in hidden's dtype, a the tile as the logits engine's
+// (nr, V) input with rows r0.. of token_ids; an error of the logits engine names the row of hidden.
+// With grad_hidden / grad_weight defined (the backward), f turns the tile into ∂L/∂logits in place and
+// the two GEMMs follow.
+template <class Fn>
+void for_each_row_block(const LinearLogprobArgs& in, Fn&& f, const TensorView& grad_hidden = TensorView{},
+                        const TensorView& grad_weight = TensorView{}) {
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    LogitTiles<T> t(in, true);
+    MutMap<T> gh(grad_hidden.defined() ? grad_hidden.ptr<T>() : nullptr, t.N, t.H, Eigen::OuterStride<>(t.H));
+    MutMap<T> gw(grad_weight.defined() ? grad_weight.ptr<T>() : nullptr, t.V, t.H, Eigen::OuterStride<>(t.H));
+    if (grad_hidden.defined()) gh.setZero();
+    if (grad_weight.defined()) gw.setZero();
+    t.for_each([&](int64_t r0, int64_t nr, int64_t, int64_t, MutMap<T>& z) {
+      try {
+        f(tile_args(in, z, r0, nr, t.V), r0, nr);
+      } catch (const Error& e) {
+        throw Error(e.kind(), std::string("hidden rows from ") + std::to_string(r0) +
+                                  " (row numbers below count from there): " + e.what());
+      }
+      if (grad_hidden.defined()) gh.middleRows(r0, nr).noalias() += z * t.w;
+      if (grad_weight.defined()) gw.noalias() += z.transpose() * t.hid.middleRows(r0, nr);
+    });
+  };
+  if (in.hidden.dtype == DType::Float32)
+    run(float{});
+  else
+    run(double{});
+}
+
+SamplerArgs sampler_rows(const SamplerArgs& s, int64_t r0, int64_t n) {
+  SamplerArgs b = s;
+  b.top_k = rows_of(s.top_k, r0, n), b.top_p = rows_of(s.top_p, r0, n), b.min_p = rows_of(s.min_p, r0, n);
+  return b;
+}
+
+// Rows [r0, r0 + n) of a kept set as the logits engine reads it: their ids, and their offsets rebased
+// to start at 0 (into off, n + 1 entries).
+KeepArgs keep_rows(const KeepArgs& k, int64_t r0, int64_t n, std::vector<int64_t>& off) {
+  off.resize(static_cast<size_t>(n + 1));
+  const int64_t base = read_id(k.offsets, r0 * k.offsets.strides[0]);
+  for (int64_t i = 0; i <= n; ++i)
+    off[static_cast<size_t>(i)] = read_id(k.offsets, (r0 + i) * k.offsets.strides[0]) - base;
+  KeepArgs b = k;
+  b.ids.data = static_cast<char*>(k.ids.data) + base * k.ids.strides[0] * dtype_size(k.ids.dtype);
+  b.ids.shape[0] = off.back();
+  b.offsets = make_view(off.data(), DType::Int64, {n + 1});
+  return b;
+}
+
+// The kept set's arrays against hidden, and their values (before any tile, so errors name hidden's rows).
+void check_keep(const LinearLogprobArgs& in, const KeepArgs& k) {
+  check_keep_shapes(k, in.hidden.shape[0], in.hidden, "hidden");
+  check_keep_values(k, in.hidden.shape[0], in.weight.shape[0]);
 }
 
 }  // namespace
@@ -240,21 +283,11 @@ void linear_token_logprobs_sampler_cpu(const LinearLogprobArgs& in, const Sample
   check_linear_token_logprobs_args(in, kept_logmass, TensorView{}, keep_min);
   require_cpu_dtype(in.hidden);
   check_ids(in.token_ids, in.weight.shape[0]);
-  auto run = [&](auto zero) {
-    using T = decltype(zero);
-    for_each_row_block<T>(in, [&](LogitTiles<T>&, int64_t r0, int64_t nr, MutMap<T>&,
-                                  const TokenLogprobArgs& a) {
-      SamplerArgs b = s;
-      b.top_k = rows_of(s.top_k, r0, nr), b.top_p = rows_of(s.top_p, r0, nr),
-      b.min_p = rows_of(s.min_p, r0, nr);
-      token_logprobs_sampler_cpu(a, b, rows_of(logp, r0, nr), rows_of(entropy, r0, nr), rows_of(lse, r0, nr),
-                                 rows_of(kept_logmass, r0, nr), rows_of(keep_min, r0, nr));
-    });
-  };
-  if (in.hidden.dtype == DType::Float32)
-    run(float{});
-  else
-    run(double{});
+  for_each_row_block(in, [&](const TokenLogprobArgs& a, int64_t r0, int64_t nr) {
+    token_logprobs_sampler_cpu(a, sampler_rows(s, r0, nr), rows_of(logp, r0, nr), rows_of(entropy, r0, nr),
+                               rows_of(lse, r0, nr), rows_of(kept_logmass, r0, nr),
+                               rows_of(keep_min, r0, nr));
+  });
 }
 
 void linear_token_logprobs_sampler_backward_cpu(const LinearLogprobArgs& in, bool entropy_over_kept,
@@ -268,29 +301,52 @@ void linear_token_logprobs_sampler_backward_cpu(const LinearLogprobArgs& in, boo
   check_linear_token_logprobs_args(in, kept_logmass, TensorView{}, keep_min);
   require_cpu_dtype(in.hidden);
   check_ids(in.token_ids, in.weight.shape[0]);
-  auto run = [&](auto zero) {
-    using T = decltype(zero);
-    MutMap<T> gh(grad_hidden.defined() ? grad_hidden.ptr<T>() : nullptr, in.hidden.shape[0],
-                 in.hidden.shape[1], Eigen::OuterStride<>(in.hidden.shape[1]));
-    MutMap<T> gw(grad_weight.defined() ? grad_weight.ptr<T>() : nullptr, in.weight.shape[0],
-                 in.weight.shape[1], Eigen::OuterStride<>(in.weight.shape[1]));
-    if (grad_hidden.defined()) gh.setZero();
-    if (grad_weight.defined()) gw.setZero();
-    for_each_row_block<T>(
-        in, [&](LogitTiles<T>& t, int64_t r0, int64_t nr, MutMap<T>& z, const TokenLogprobArgs& a) {
-          // ∂L/∂logits of the block, in place in the tile, then the two GEMMs.
-          token_logprobs_sampler_backward_cpu(a, entropy_over_kept, rows_of(lse, r0, nr),
-                                              rows_of(kept_logmass, r0, nr), rows_of(keep_min, r0, nr),
-                                              rows_of(entropy, r0, nr), rows_of(grad_logp, r0, nr),
-                                              rows_of(grad_entropy, r0, nr), a.logits);
-          if (grad_hidden.defined()) gh.middleRows(r0, nr).noalias() += z * t.w;
-          if (grad_weight.defined()) gw.noalias() += z.transpose() * t.hid.middleRows(r0, nr);
-        });
-  };
-  if (in.hidden.dtype == DType::Float32)
-    run(float{});
-  else
-    run(double{});
+  for_each_row_block(
+      in,
+      [&](const TokenLogprobArgs& a, int64_t r0, int64_t nr) {
+        token_logprobs_sampler_backward_cpu(a, entropy_over_kept, rows_of(lse, r0, nr),
+                                            rows_of(kept_logmass, r0, nr), rows_of(keep_min, r0, nr),
+                                            rows_of(entropy, r0, nr), rows_of(grad_logp, r0, nr),
+                                            rows_of(grad_entropy, r0, nr), a.logits);
+      },
+      grad_hidden, grad_weight);
+}
+
+void linear_token_logprobs_keep_cpu(const LinearLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
+                                    const TensorView& entropy, const TensorView& lse,
+                                    const TensorView& kept_logmass) {
+  check_linear_token_logprobs_args(in, logp, entropy, lse);
+  check_linear_token_logprobs_args(in, kept_logmass, TensorView{}, kept_logmass);
+  require_cpu_dtype(in.hidden);
+  check_ids(in.token_ids, in.weight.shape[0]);
+  check_keep(in, k);
+  std::vector<int64_t> off;
+  for_each_row_block(in, [&](const TokenLogprobArgs& a, int64_t r0, int64_t nr) {
+    token_logprobs_keep_cpu(a, keep_rows(k, r0, nr, off), rows_of(logp, r0, nr), rows_of(entropy, r0, nr),
+                            rows_of(lse, r0, nr), rows_of(kept_logmass, r0, nr));
+  });
+}
+
+void linear_token_logprobs_keep_backward_cpu(const LinearLogprobArgs& in, const KeepArgs& k,
+                                             const TensorView& lse, const TensorView& kept_logmass,
+                                             const TensorView& entropy, const TensorView& grad_logp,
+                                             const TensorView& grad_entropy, const TensorView& grad_hidden,
+                                             const TensorView& grad_weight) {
+  check_linear_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_hidden,
+                                            grad_weight);
+  check_linear_token_logprobs_args(in, kept_logmass, TensorView{}, kept_logmass);
+  require_cpu_dtype(in.hidden);
+  check_ids(in.token_ids, in.weight.shape[0]);
+  check_keep(in, k);
+  std::vector<int64_t> off;
+  for_each_row_block(
+      in,
+      [&](const TokenLogprobArgs& a, int64_t r0, int64_t nr) {
+        token_logprobs_keep_backward_cpu(a, keep_rows(k, r0, nr, off), rows_of(lse, r0, nr),
+                                         rows_of(kept_logmass, r0, nr), rows_of(entropy, r0, nr),
+                                         rows_of(grad_logp, r0, nr), rows_of(grad_entropy, r0, nr), a.logits);
+      },
+      grad_hidden, grad_weight);
 }
 
 void check_linear_token_logprobs_args(const LinearLogprobArgs& in, const TensorView& logp,

@@ -110,15 +110,14 @@ void backward_rows(const TokenLogprobArgs& in, const KeepArgs& k, const TensorVi
   });
 }
 
-// The CSR arrays' values (on the CPU): offsets from 0 to len(ids), non-decreasing; each row's ids
-// inside the vocabulary and strictly increasing.
-void check_keep_values(const TokenLogprobArgs& in, const KeepArgs& k) {
-  const RowLayout L = RowLayout::of(in.logits);
+}  // namespace
+
+void check_keep_values(const KeepArgs& k, int64_t rows, int64_t vocab) {
   check_cpu(k.ids, "keep_ids");
   check_cpu(k.offsets, "keep_offsets");
   if (const int64_t o0 = read_id(k.offsets, 0); o0 != 0)
     value_error("keep_offsets: expected 0 first, got ", o0);
-  for (int64_t r = 0; r < L.rows; ++r) {
+  for (int64_t r = 0; r < rows; ++r) {
     const KeepRow kr = keep_row(k, r);
     if (kr.end < kr.begin)
       value_error("keep_offsets: row ", r, " ends at ", kr.end, " before it begins at ", kr.begin,
@@ -126,14 +125,14 @@ void check_keep_values(const TokenLogprobArgs& in, const KeepArgs& k) {
     if (kr.end > k.ids.shape[0])
       value_error("keep_offsets: row ", r, " ends at ", kr.end, ", beyond len(keep_ids) = ", k.ids.shape[0]);
   }
-  if (const int64_t last = read_id(k.offsets, L.rows * k.offsets.strides[0]); last != k.ids.shape[0])
+  if (const int64_t last = read_id(k.offsets, rows * k.offsets.strides[0]); last != k.ids.shape[0])
     value_error("keep_offsets: the last offset is ", last, "; expected len(keep_ids) = ", k.ids.shape[0]);
-  for (int64_t r = 0; r < L.rows; ++r) {
+  for (int64_t r = 0; r < rows; ++r) {
     const KeepRow kr = keep_row(k, r);
     for (int64_t i = kr.begin, prev = -1; i < kr.end; ++i) {
       const int64_t v = keep_id(k, i);
-      if (v < 0 || v >= L.vocab)
-        value_error("keep_ids: row ", r, " holds ", v, ", outside the vocabulary [0, ", L.vocab, ")");
+      if (v < 0 || v >= vocab)
+        value_error("keep_ids: row ", r, " holds ", v, ", outside the vocabulary [0, ", vocab, ")");
       if (v <= prev)
         value_error("keep_ids: row ", r, " holds ", v, " after ", prev,
                     "; expected each row's ids ascending without repeats");
@@ -142,27 +141,24 @@ void check_keep_values(const TokenLogprobArgs& in, const KeepArgs& k) {
   }
 }
 
-}  // namespace
-
 void check_token_logprobs_keep_args(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
                                     const TensorView& entropy, const TensorView& lse,
                                     const TensorView& kept_logmass) {
   check_token_logprobs_args(in, logp, entropy, lse);
   check_token_logprobs_args(in, kept_logmass, TensorView{}, kept_logmass);
-  check_keep_shapes(in, k);
+  check_keep_shapes(k, RowLayout::of(in.logits).rows, in.logits, "logits");
 }
 
-void check_keep_shapes(const TokenLogprobArgs& in, const KeepArgs& k) {
+void check_keep_shapes(const KeepArgs& k, int64_t rows, const TensorView& like, const char* like_name) {
   check_ndim(k.ids, "keep_ids", {1});
   check_ndim(k.offsets, "keep_offsets", {1});
   check_dtype(k.ids, "keep_ids", {DType::Int32, DType::Int64});
   check_dtype(k.offsets, "keep_offsets", {DType::Int32, DType::Int64});
-  check_same_device(k.ids, "keep_ids", in.logits, "logits");
-  check_same_device(k.offsets, "keep_offsets", in.logits, "logits");
-  const int64_t rows = RowLayout::of(in.logits).rows;
+  check_same_device(k.ids, "keep_ids", like, like_name);
+  check_same_device(k.offsets, "keep_offsets", like, like_name);
   if (k.offsets.shape[0] != rows + 1)
-    value_error("keep_offsets: expected ", rows + 1, " offsets (one per row of logits, plus the end), got ",
-                k.offsets.shape[0]);
+    value_error("keep_offsets: expected ", rows + 1, " offsets (one per row of ", like_name,
+                ", plus the end), got ", k.offsets.shape[0]);
 }
 
 void token_logprobs_keep_cpu(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
@@ -170,7 +166,7 @@ void token_logprobs_keep_cpu(const TokenLogprobArgs& in, const KeepArgs& k, cons
                              const TensorView& kept_logmass) {
   check_token_logprobs_keep_args(in, k, logp, entropy, lse, kept_logmass);
   check_cpu(in.logits, "logits");
-  check_keep_values(in, k);
+  check_keep_values(k, RowLayout::of(in.logits).rows, RowLayout::of(in.logits).vocab);
   by_dtype(in.logits.dtype, [&](auto in_t, auto f_t) {
     forward_rows<decltype(in_t), decltype(f_t)>(in, k, logp, entropy, lse, kept_logmass);
   });
@@ -182,7 +178,7 @@ void check_token_logprobs_keep_backward_args(const TokenLogprobArgs& in, const K
                                              const TensorView& grad_entropy, const TensorView& grad_logits) {
   check_token_logprobs_backward_args(in, lse, entropy, grad_logp, grad_entropy, grad_logits);
   check_token_logprobs_backward_args(in, kept_logmass, TensorView{}, TensorView{}, TensorView{}, grad_logits);
-  check_keep_shapes(in, k);
+  check_keep_shapes(k, RowLayout::of(in.logits).rows, in.logits, "logits");
 }
 
 void token_logprobs_keep_backward_cpu(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& lse,
@@ -192,7 +188,7 @@ void token_logprobs_keep_backward_cpu(const TokenLogprobArgs& in, const KeepArgs
   check_token_logprobs_keep_backward_args(in, k, lse, kept_logmass, entropy, grad_logp, grad_entropy,
                                           grad_logits);
   check_cpu(in.logits, "logits");
-  check_keep_values(in, k);
+  check_keep_values(k, RowLayout::of(in.logits).rows, RowLayout::of(in.logits).vocab);
   by_dtype(in.logits.dtype, [&](auto in_t, auto f_t) {
     backward_rows<decltype(in_t), decltype(f_t)>(in, k, lse, kept_logmass, entropy, grad_logp, grad_entropy,
                                                  grad_logits);

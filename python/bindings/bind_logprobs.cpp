@@ -269,6 +269,51 @@ void bind_logprobs(py::module_& m, const Backend& backend) {
       "Gradients of linear_token_logprobs_sampler. See grpokit.linear_token_logprobs_backward.");
 
   m.def(
+      "linear_token_logprobs_keep",
+      [backend](py::object hidden, py::object weight, py::object token_ids, py::object logp,
+                py::object entropy, py::object lse, py::object kept_logmass, double temperature,
+                py::object keep_ids, py::object keep_offsets, bool entropy_over_kept, std::intptr_t stream) {
+        require_keep(backend.linear_token_logprobs_keep, backend);
+        const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
+        const RowOutputs o = import_rows(logp, entropy, lse, stream);
+        Imported km = import_array(kept_logmass, "kept_logmass", stream, true);
+        const KeepInputs k = import_keep(keep_ids, keep_offsets, stream);
+        const LinearLogprobArgs in = x.args(temperature, 0);
+        py::gil_scoped_release nogil;
+        backend.linear_token_logprobs_keep(in, k.args(entropy_over_kept), o.logp.view(), o.entropy.view(),
+                                           o.lse.view(), km.view(), stream);
+      },
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("logp"), py::arg("entropy"),
+      py::arg("lse"), py::arg("kept_logmass"), py::arg("temperature"), py::arg("keep_ids"),
+      py::arg("keep_offsets"), py::arg("entropy_over_kept"), py::arg("stream") = 0,
+      "token_logprobs_keep of hidden · weightᵀ. See grpokit.linear_token_logprobs.");
+  m.def(
+      "linear_token_logprobs_keep_backward",
+      [backend](py::object hidden, py::object weight, py::object token_ids, py::object lse,
+                py::object kept_logmass, py::object entropy, py::object grad_logp, py::object grad_entropy,
+                py::object grad_hidden, py::object grad_weight, double temperature, py::object keep_ids,
+                py::object keep_offsets, bool entropy_over_kept, std::intptr_t stream) {
+        require_keep(backend.linear_token_logprobs_keep_backward, backend);
+        const LinearInputs x = import_linear(hidden, weight, token_ids, stream);
+        const Upstream u = import_upstream(lse, entropy, grad_logp, grad_entropy, stream);
+        Imported km = import_array(kept_logmass, "kept_logmass", stream, false);
+        const KeepInputs k = import_keep(keep_ids, keep_offsets, stream);
+        Imported gh = import_array(grad_hidden, "grad_hidden", stream, true);
+        Imported gw = import_array(grad_weight, "grad_weight", stream, true);
+        const LinearLogprobArgs in = x.args(temperature, 0);
+        py::gil_scoped_release nogil;
+        backend.linear_token_logprobs_keep_backward(in, k.args(entropy_over_kept), u.lse.view(), km.view(),
+                                                    u.entropy.view(), u.grad_logp.view(),
+                                                    u.grad_entropy.view(), gh.view(), gw.view(), stream);
+      },
+      py::arg("hidden"), py::arg("weight"), py::arg("token_ids"), py::arg("lse"), py::arg("kept_logmass"),
+      py::arg("entropy"), py::arg("grad_logp"), py::arg("grad_entropy"), py::arg("grad_hidden"),
+      py::arg("grad_weight"), py::arg("temperature"), py::arg("keep_ids"), py::arg("keep_offsets"),
+      py::arg("entropy_over_kept"), py::arg("stream") = 0,
+      "Gradients of linear_token_logprobs_keep with the kept set held fixed. See "
+      "grpokit.linear_token_logprobs_backward.");
+
+  m.def(
       "linear_workspace_bytes",
       [backend](py::object hidden, py::object weight, py::object token_ids, int64_t chunk_size, bool backward,
                 std::intptr_t stream) {

@@ -62,6 +62,8 @@ PYBIND11_MODULE(_core, m) {
   cpu.token_logprobs_keep_backward = &cpu_entry<&token_logprobs_keep_backward_cpu>;
   cpu.linear_token_logprobs_sampler = &cpu_entry<&linear_token_logprobs_sampler_cpu>;
   cpu.linear_token_logprobs_sampler_backward = &cpu_entry<&linear_token_logprobs_sampler_backward_cpu>;
+  cpu.linear_token_logprobs_keep = &cpu_entry<&linear_token_logprobs_keep_cpu>;
+  cpu.linear_token_logprobs_keep_backward = &cpu_entry<&linear_token_logprobs_keep_backward_cpu>;
   cpu.linear_workspace_bytes = &no_scratch;
   cpu.linear_token_logprobs = &cpu_entry<&linear_token_logprobs_cpu>;
   cpu.linear_token_logprobs_backward = &cpu_entry<&linear_token_logprobs_backward_cpu>;

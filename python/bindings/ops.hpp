@@ -72,6 +72,14 @@ struct Backend {
                                                  const TensorView& grad_logp, const TensorView& grad_entropy,
                                                  const TensorView& grad_hidden, const TensorView& grad_weight,
                                                  std::intptr_t stream);
+  void (*linear_token_logprobs_keep)(const LinearLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
+                                     const TensorView& entropy, const TensorView& lse,
+                                     const TensorView& kept_logmass, std::intptr_t stream);
+  void (*linear_token_logprobs_keep_backward)(const LinearLogprobArgs& in, const KeepArgs& k,
+                                              const TensorView& lse, const TensorView& kept_logmass,
+                                              const TensorView& entropy, const TensorView& grad_logp,
+                                              const TensorView& grad_entropy, const TensorView& grad_hidden,
+                                              const TensorView& grad_weight, std::intptr_t stream);
   // Bytes of device scratch the hidden-state ops need (0 on the CPU, which allocates its own tile).
   int64_t (*linear_workspace_bytes)(const LinearLogprobArgs& in, bool backward);
   void (*linear_token_logprobs)(const LinearLogprobArgs& in, const TensorView& logp,

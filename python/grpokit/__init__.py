@@ -13,13 +13,8 @@ from ._core import __version__
 from ._corrections import CORRECTIONS, correction, importance_weights, rejection_mask, variance_proxy
 from ._estimators import ESTIMATORS, RunningMoments
 from ._estimators import PRESETS as ESTIMATOR_PRESETS
-from ._logprobs import (
-    TokenLogprobs,
-    linear_token_logprobs,
-    linear_token_logprobs_backward,
-    token_logprobs,
-    token_logprobs_backward,
-)
+from ._linear_logprobs import linear_token_logprobs, linear_token_logprobs_backward
+from ._logprobs import TokenLogprobs, token_logprobs, token_logprobs_backward
 from ._logprobs_kl import TokenLogprobsKL, token_logprobs_kl, token_logprobs_kl_backward
 from ._loss import LossResult, policy_loss
 from ._presets import LossSpec, presets

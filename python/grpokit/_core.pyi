@@ -196,6 +196,37 @@ def linear_token_logprobs_sampler_backward(
     entropy_over_kept: bool,
     stream: int = 0,
 ) -> None: ...
+def linear_token_logprobs_keep(
+    hidden: _Array,
+    weight: _Array,
+    token_ids: _Array,
+    logp: _Array,
+    entropy: _Opt,
+    lse: _Array,
+    kept_logmass: _Array,
+    temperature: float,
+    keep_ids: _Array,
+    keep_offsets: _Array,
+    entropy_over_kept: bool,
+    stream: int = 0,
+) -> None: ...
+def linear_token_logprobs_keep_backward(
+    hidden: _Array,
+    weight: _Array,
+    token_ids: _Array,
+    lse: _Array,
+    kept_logmass: _Array,
+    entropy: _Opt,
+    grad_logp: _Opt,
+    grad_entropy: _Opt,
+    grad_hidden: _Opt,
+    grad_weight: _Opt,
+    temperature: float,
+    keep_ids: _Array,
+    keep_offsets: _Array,
+    entropy_over_kept: bool,
+    stream: int = 0,
+) -> None: ...
 
 # ---- diagnostics (CPU only; see grpokit.diagnostics) ----
 def prefix_bias(

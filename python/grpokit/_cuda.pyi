@@ -43,6 +43,12 @@ from grpokit._core import (
     linear_token_logprobs_backward as linear_token_logprobs_backward,
 )
 from grpokit._core import (
+    linear_token_logprobs_keep as linear_token_logprobs_keep,
+)
+from grpokit._core import (
+    linear_token_logprobs_keep_backward as linear_token_logprobs_keep_backward,
+)
+from grpokit._core import (
     linear_token_logprobs_sampler as linear_token_logprobs_sampler,
 )
 from grpokit._core import (

@@ -31,20 +31,22 @@ def keep_from_mask(mask: Any) -> Tuple[Any, Any]:
     return cols.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def prepare_keep(keep: Any, logits: Any) -> Tuple[Any, Any]:
+def prepare_keep(keep: Any, logits_shape: tuple) -> Tuple[Any, Any]:
     """``keep=`` as the engine's ``(keep_ids, keep_offsets)``: a pair of arrays, an object with
-    ``token_ids`` and ``offsets`` (vLLM's ``SamplingMask``), or a boolean mask shaped like the logits.
-    The values are checked by the engine."""
+    ``token_ids`` and ``offsets`` (vLLM's ``SamplingMask``), or a boolean mask shaped like the logits
+    (``logits_shape``; ``hidden · weightᵀ``'s in the hidden-state form). The values are checked by
+    the engine."""
     if hasattr(keep, "token_ids") and hasattr(keep, "offsets"):
         keep = (keep.token_ids, keep.offsets)
     if isinstance(keep, (tuple, list)) and len(keep) == 2:
         ids = _arrays.as_input(keep[0], "keep_ids", default="int64")
         offsets = _arrays.as_input(keep[1], "keep_offsets", default="int64")
         return ids, offsets
+    want = tuple(int(s) for s in logits_shape)
     shape = tuple(int(s) for s in getattr(keep, "shape", ()))
-    if shape and shape == tuple(int(s) for s in logits.shape) and str(getattr(keep, "dtype", "")).endswith("bool"):
+    if shape and shape == want and str(getattr(keep, "dtype", "")).endswith("bool"):
         return keep_from_mask(keep)
     raise TypeError(
         "keep: expected (keep_ids, keep_offsets), an object with token_ids and offsets (vLLM's SamplingMask) "
-        f"or a boolean mask of the logits' shape {tuple(int(s) for s in logits.shape)}, got {_arrays._short(keep)}"
+        f"or a boolean mask of the logits' shape {want}, got {_arrays._short(keep)}"
     )

@@ -3,12 +3,11 @@
 Every function here takes and returns torch tensors on the tensors' own device; the forward and the
 backward run in the engine (CPU or CUDA, on the current stream), zero-copy through DLPack.
 
-Sections: token log-probabilities from logits and from hidden states (``torch.library`` custom ops, in
-``_torch_logprobs.py``; with the full KL against a reference in ``_torch_logprobs_kl.py``); the policy
-loss (a custom op), its rewards form, and the global counts for gradient accumulation and data
-parallelism. Every op has a fake implementation, so all of them run under
-``torch.compile``
-without a graph break.
+Sections: token log-probabilities from logits and from hidden states (``torch.library`` custom ops,
+in ``_torch_logprobs.py`` and ``_torch_linear_logprobs.py``; with the full KL against a reference in
+``_torch_logprobs_kl.py``); the policy loss (a custom op), its rewards form, and the global counts for
+gradient accumulation and data parallelism. Every op has a fake implementation, so all of them run under
+``torch.compile`` without a graph break.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 
 from . import _advantages, _arguments, _arrays, _core, _loss, _presets
-from ._torch_logprobs import LogprobsOutput, linear_token_logprobs, refuse_double_backward, token_logprobs
+from ._torch_linear_logprobs import linear_token_logprobs
+from ._torch_logprobs import LogprobsOutput, refuse_double_backward, token_logprobs
 from ._torch_logprobs_kl import LogprobsKLOutput, token_logprobs_kl
 from ._torch_sharded import vocab_parallel_linear_token_logprobs, vocab_parallel_token_logprobs
 

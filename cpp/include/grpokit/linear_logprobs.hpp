@@ -58,4 +58,16 @@ void linear_token_logprobs_sampler_backward_cpu(const LinearLogprobArgs& in, boo
                                                 const TensorView& grad_logp, const TensorView& grad_entropy,
                                                 const TensorView& grad_hidden, const TensorView& grad_weight);
 
+// Replaying the kept set the sampler exported (the outputs and semantics of token_logprobs_keep_cpu;
+// keep_offsets has N + 1 entries over hidden's rows). Tiles of whole rows as under truncation; the
+// kept set's arrays are checked whole before the first tile.
+void linear_token_logprobs_keep_cpu(const LinearLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
+                                    const TensorView& entropy, const TensorView& lse,
+                                    const TensorView& kept_logmass);
+void linear_token_logprobs_keep_backward_cpu(const LinearLogprobArgs& in, const KeepArgs& k,
+                                             const TensorView& lse, const TensorView& kept_logmass,
+                                             const TensorView& entropy, const TensorView& grad_logp,
+                                             const TensorView& grad_entropy, const TensorView& grad_hidden,
+                                             const TensorView& grad_weight);
+
 }  // namespace grpokit

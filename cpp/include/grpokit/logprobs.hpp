@@ -102,9 +102,12 @@ struct KeepArgs {
 void check_token_logprobs_keep_args(const TokenLogprobArgs& in, const KeepArgs& k, const TensorView& logp,
                                     const TensorView& entropy, const TensorView& lse,
                                     const TensorView& kept_logmass);
-// The arrays' shapes, dtypes and devices (the CPU engine also checks their values; the GPU marks a
-// row whose ids are out of range or not ascending with NaN outputs).
-void check_keep_shapes(const TokenLogprobArgs& in, const KeepArgs& k);
+// The arrays' shapes, dtypes and devices for `rows` rows, on the device of `like` (the logits or the
+// hidden states, named like_name). The CPU engine also checks their values (check_keep_values: offsets
+// from 0 to len(ids), non-decreasing; each row's ids in [0, vocab) and strictly increasing; on the
+// CPU); the GPU marks a row whose ids are out of range or not ascending with NaN outputs.
+void check_keep_shapes(const KeepArgs& k, int64_t rows, const TensorView& like, const char* like_name);
+void check_keep_values(const KeepArgs& k, int64_t rows, int64_t vocab);
 void check_token_logprobs_keep_backward_args(const TokenLogprobArgs& in, const KeepArgs& k,
                                              const TensorView& lse, const TensorView& kept_logmass,
                                              const TensorView& entropy, const TensorView& grad_logp,
