@@ -2,7 +2,7 @@
 // largest second moment (log r)² are dropped, largest first, until the mean of the rest is under the
 // threshold. The engine then runs on the mask less those tokens (counts, L_i and metrics included).
 //
-// The radix selection of math/m2po_select.hpp, the CUDA engine's too (cuda/loss_m2po.cuh). Moments are
+// The radix selection of math/m2po_select.hpp (the CUDA engine refuses M2PO for now). Moments are
 // computed on the fly from the inputs, never stored for the whole batch:
 //   1. every valid token: the histogram of the exponents (count, exact sum of significands); the scan
 //      picks the exponent bucket that holds the last dropped rank (or keeps every token);

@@ -13,8 +13,9 @@
 // Pass 0's digit is the exponent, so one bucket's moments are integer significands M times one power of
 // two and their sums are exact 128-bit integers: the answer does not depend on the order of the tokens
 // (nor on the threads or atomics that summed them). After the last digit the bucket is one value v;
-// j*'s successor is tied with it if the rest at the group's last rank passes. Both engines call
-// m2po_scan between their histogram passes (cpp/src/loss_m2po.cpp, cuda/loss_m2po.cuh).
+// j*'s successor is tied with it if the rest at the group's last rank passes. The CPU engine calls
+// scan between its histogram passes (cpp/src/loss_m2po.cpp); written for the device too (GRPOKIT_HD,
+// integer counts and sums), for a CUDA engine that does not take M2PO yet (cuda/loss.cu).
 #pragma once
 
 #include <cmath>
