@@ -36,6 +36,7 @@ std::vector<int> metric_ids(const LossSpec& s, const LossInputs& in) {
   if (in.entropies.defined()) ids.push_back(kEntropy);
   if (s.sampler_is != SamplerIs::None && in.sampling_logp.defined())
     for (int k : {kIsMin, kIsMean, kIsMax}) ids.push_back(k);
+  if (!std::isnan(s.m2_threshold)) ids.push_back(kM2poMaskedFraction);
   return ids;
 }
 

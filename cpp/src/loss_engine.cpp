@@ -54,6 +54,7 @@ struct Call {
   bool has_quantile;           // top-entropy masking
   double h_threshold = -kInf;  // ... its threshold
   double nll_c = 0.0;          // VAPO's NLL coefficient (math::nll_coefficient)
+  double m2po_dropped = 0.0;   // valid tokens M2PO left out of the mask
   bool ent_kept(double h) const { return !has_quantile || h >= h_threshold; }
 };
 
@@ -372,6 +373,7 @@ void finish(const Call& k, const std::vector<RowResult>& acc) {
     tot.merge(acc[i].m);
   }
   loss -= k.s.entropy_coef * bonus;
+  tot.add_m2po_dropped(k.m2po_dropped);
   if (k.out.loss.dtype == DType::Float32)
     *k.out.loss.ptr<float>() = static_cast<float>(loss);
   else
@@ -440,9 +442,10 @@ void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutpu
 
   // M2PO: the engine runs on the mask less the tokens it drops (loss_m2po.cpp)
   std::vector<uint8_t> m2po;
+  int64_t m2po_dropped = 0;
   LossInputs in_m2 = in;
   if (!std::isnan(spec.m2_threshold)) {
-    m2po = m2po_keep(spec, in, L);
+    m2po = m2po_keep(spec, in, L, m2po_dropped);
     const int64_t n = static_cast<int64_t>(m2po.size());
     in_m2.mask =
         L.packed ? make_view(m2po.data(), DType::Bool, {n}) : make_view(m2po.data(), DType::Bool, {L.B, L.T});
@@ -458,6 +461,7 @@ void policy_loss_cpu(const LossSpec& spec, const LossInputs& in, const LossOutpu
          math::ratio_metrics_per_row(spec),
          fast_path_applies(spec, in_m2, out, adv_row),
          spec.top_entropy_quantile < 1.0};
+  k.m2po_dropped = static_cast<double>(m2po_dropped);
   if (in.logp.dtype == DType::Float32)
     run<float>(k, num_threads);
   else

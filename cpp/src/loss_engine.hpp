@@ -44,9 +44,9 @@ struct RowResult {
 bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row);
 
 // M2PO (m2_threshold set): the mask, one byte per position of logp's layout, less the tokens M2PO drops
-// (loss_m2po.cpp).
+// (loss_m2po.cpp); `dropped` is set to their number.
 struct Layout;
-std::vector<uint8_t> m2po_keep(const LossSpec& s, const LossInputs& in, const Layout& L);
+std::vector<uint8_t> m2po_keep(const LossSpec& s, const LossInputs& in, const Layout& L, int64_t& dropped);
 
 // Pass A of a padded row on the fast path with a sequence-level ratio: its log-ratio u_i (as
 // math::row_stats_finish forms it) and its valid tokens.

@@ -25,6 +25,7 @@ enum Metric {
   kIsMean,
   kIsMax,
   kVespoPhi,
+  kM2poMaskedFraction,
   kNumMetrics
 };
 
@@ -48,7 +49,8 @@ constexpr const char* kMetricNames[kNumMetrics] = {"clip_ratio/low_mean",
                                                    "sampling/importance_sampling_ratio/min",
                                                    "sampling/importance_sampling_ratio/mean",
                                                    "sampling/importance_sampling_ratio/max",
-                                                   "vespo/phi_seq_mean"};
+                                                   "vespo/phi_seq_mean",
+                                                   "m2po/masked_fraction"};
 
 }  // namespace loss_metrics
 }  // namespace grpokit

@@ -39,6 +39,7 @@ struct MetricSums {
     sIs,        // Σ sampler IS weight
     sNIs,       // tokens weighted by the sampler IS
     sVespoPhi,  // Σ over rows of VESPO's φ_γ
+    sM2poDrop,  // valid tokens M2PO dropped (added once per call: add_m2po_dropped)
     kNumSums
   };
   // mRowLowMin / xRowHighMax: min / max over non-empty rows of the row's clip low / high mean
@@ -98,6 +99,10 @@ struct MetricSums {
     sum[sVespoPhi] += static_cast<A>(w);
   }
 
+  // The call's valid tokens that M2PO's selection left out of the mask (not per token: they are no
+  // longer valid).
+  GRPOKIT_HD void add_m2po_dropped(double n) { sum[sM2poDrop] += static_cast<A>(n); }
+
   // After a row's tokens: its clip low / high means enter the across-row min / max.
   GRPOKIT_HD void row_done(bool per_row_ratio) {
     const A n = sum[sN];
@@ -139,6 +144,8 @@ struct MetricSums {
     vals[lm::kIsMean] = static_cast<double>(sum[sIs]) / at_least_1(static_cast<double>(sum[sNIs]));
     vals[lm::kIsMax] = static_cast<double>(max[xIsMax]);
     vals[lm::kVespoPhi] = static_cast<double>(sum[sVespoPhi]) / n_rows;
+    const double dropped = static_cast<double>(sum[sM2poDrop]);
+    vals[lm::kM2poMaskedFraction] = dropped / at_least_1(static_cast<double>(sum[sN]) + dropped);
   }
 };
 
