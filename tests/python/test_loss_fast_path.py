@@ -89,6 +89,9 @@ CONFIGS = [
     ("trl.sapo", {"trust_region": "tv", "epsilon_low": 0.05, "epsilon_high": 0.05}),
     ("paper.gspo", {"trust_region": "ppo"}),  # one ratio per row: PPO's region is the row's
     ("verl.reinforce_seq", {"trust_region": "ppo", "beta": 0.04}),
+    # M2PO: the token pass runs on the mask less the tokens it drops (a threshold that drops some)
+    ("areal.m2po", {"m2_threshold": 0.05}),
+    ("areal.m2po_paper", {"m2_threshold": 0.05, "beta": 0.04}),
 ]
 
 # row lengths around the SIMD widths of the row loops, and one of several hundred tokens
@@ -189,6 +192,7 @@ WEIGHTED = [
     ("roll.topr", {"sampler_is": "token_mask", "is_min": 0.7, "is_max": 1.3}),
     ("prime.default", {"sampler_is": "token_truncate", "is_max": 2.0}),
     ("prime.ipo", {"sampler_is": "sequence_truncate", "is_max": 2.0}),
+    ("areal.m2po", {"m2_threshold": 0.05}),  # the moment of log π_old/π_smp; the IS mask at 5
 ]
 
 
@@ -330,6 +334,7 @@ def test_uint8_masks_count_any_nonzero_byte(T):
         ("verl.gspo", {"beta": 0.04}),
         ("paper.gcpo", {}),
         ("verl.geo_mean", {}),
+        ("areal.m2po", {"m2_threshold": 0.05}),
     ],
 )
 def test_rows_do_not_depend_on_the_thread_count(name, overrides, dtype):
