@@ -115,6 +115,15 @@ int64_t count_valid(const uint8_t* m, int64_t len) {
   return n;
 }
 
+// Σ_t [m_t ≠ 0][sel_t ≠ 0] of a row of mask and selection bytes (m: nullptr = all valid).
+int64_t count_selected(const uint8_t* m, const uint8_t* sel, int64_t len) {
+  if (!m) return count_valid(sel, len);
+  int64_t n = 0;
+#pragma omp simd reduction(+ : n)
+  for (int64_t t = 0; t < len; ++t) n += (m[t] != 0) & (sel[t] != 0);
+  return n;
+}
+
 // Row i of a per-token array on the fast path (padded or packed, unit stride), or element i of a (B,)
 // array (per_row); nullptr if absent.
 template <class T>
@@ -138,6 +147,10 @@ void row_stats(const Call& k, int64_t i, RowStats& r) {
   const int64_t len = k.L.len(i);
   const math::PassFlags& pf = k.pf;
   if (k.fast) {  // L_i, u_i for the sequence-level ratios, the per-sequence sampler IS (A_i per row)
+    if (k.s.selection == Selection::PositiveNll) {  // N_sel of VAPO's NLL
+      thread_local std::vector<uint8_t> sbuf;
+      r.n_sel = static_cast<double>(count_selected(m, flag_bytes(k.in.selection, k.L, i, sbuf), len));
+    }
     if (pf.vespo) {
       r.L = count_valid(m, len);
       r.r.vespo_logw = math::clampv<double>(
@@ -324,6 +337,7 @@ void fast_token_row(const Call& k, int64_t i, const RowStats& r, double cH, RowR
   T thr = static_cast<T>(k.h_threshold);
   if (static_cast<double>(thr) < k.h_threshold) thr = std::nextafter(thr, static_cast<T>(kInf));
   row.h_thr = thr;
+  row.nll = static_cast<T>(k.nll_c);
   row.lp = fast_row_of<const T>(k, k.in.logp, i);
   row.old = fast_old<T>(k, i);
   row.ref = fast_row_of<const T>(k, k.in.ref_logp, i);

@@ -37,10 +37,10 @@ struct RowResult {
 // no per-token outputs but the gradients. Token ratio: any surrogate, any weight rule but DppoKl and Vespo,
 // any KL estimator, DRO, the sampler IS per token or per sequence, and (the extended row,
 // fast_row_is_extended) per-token advantages, token weights, entropies (GTPO's term, the top-entropy
-// mask, the entropy bonus and its gradient) and the clip_cov / kl_cov selections. Sequence-level ratios
-// (uses_row_log_ratio): one advantage per row, any surrogate but Logp, no DRO, no IS-corrected KL, the
-// sampler IS per sequence only, no per-token inputs beyond mask and ref_logp. Both: keep flags and
-// CPPO's pruning.
+// mask, the entropy bonus and its gradient) and the clip_cov / kl_cov / positive_nll selections.
+// Sequence-level ratios (uses_row_log_ratio): one advantage per row, any surrogate but Logp, no DRO, no
+// IS-corrected KL, the sampler IS per sequence only, no per-token inputs beyond mask and ref_logp. Both: keep
+// flags and CPPO's pruning.
 bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutputs& out, bool adv_row);
 
 // M2PO (m2_threshold set): the mask, one byte per position of logp's layout, less the tokens M2PO drops
@@ -67,7 +67,8 @@ double fast_row_is_log(const C* old, const C* smp, const uint8_t* m, int64_t len
 // smp_bad (pass A saw a ±inf sampling_logp). Writes g (0 at padding) and the row's loss and metric sums.
 // The extended row's inputs (nullptr where absent): adv (per-token advantages; A is then unused), tw,
 // h (entropies), sel (selection bytes), gh (grad_entropy, written); keep (δ_i), hbar (⟨H⟩_i), cH (the
-// entropy bonus's coefficient), h_thr (the top-entropy threshold, −inf when none).
+// entropy bonus's coefficient), h_thr (the top-entropy threshold, −inf when none), nll (VAPO's NLL
+// coefficient, math::nll_coefficient: 0 without positive_nll).
 template <class C>
 struct FastRow {
   const C *lp, *old, *ref, *smp;
@@ -81,6 +82,7 @@ struct FastRow {
   const uint8_t* sel;
   C* gh;
   C keep, hbar, cH, h_thr;
+  C nll;
 };
 
 // Whether a fast row reads per-token inputs beyond mask, ref_logp and sampling_logp (loss_fast_extra.cpp).

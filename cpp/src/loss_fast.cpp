@@ -150,7 +150,7 @@ bool fast_path_applies(const LossSpec& s, const LossInputs& in, const LossOutput
       (s.trust_region != TR::None && (seq ? s.trust_region != TR::Ppo : kl && s.kl != KlEstimator::K3)))
     return false;
   if (!(s.selection == Selection::None || s.selection == Selection::ClipCov ||
-        s.selection == Selection::KlCov))
+        s.selection == Selection::KlCov || s.selection == Selection::PositiveNll))
     return false;
   if (kl && !(s.kl == KlEstimator::K1 || s.kl == KlEstimator::K2 || s.kl == KlEstimator::K3 ||
               s.kl == KlEstimator::Abs))

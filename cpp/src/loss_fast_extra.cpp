@@ -1,7 +1,7 @@
 // The CPU loss's extended token-ratio rows: the vectorised row of loss_vec_row.hpp (X = true) with
 // per-token advantages, token weights, entropies (GTPO's term, the top-entropy mask, the entropy bonus
-// and its gradient) and the clip_cov / kl_cov selections. An absent input is a row of A, 1 or 0, so one
-// loop serves every combination. Built with the flags of loss_fast.cpp (CMakeLists.txt).
+// and its gradient) and the clip_cov / kl_cov / positive_nll selections. An absent input is a row of A, 1 or
+// 0, so one loop serves every combination. Built with the flags of loss_fast.cpp (CMakeLists.txt).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -83,6 +83,7 @@ void extended_row(const LossSpec& s, const FastRow<C>& row, RowResult& a) {
   ex.gh_kept = cpu::opaque(s.entropy_coef != 0.0 ? -static_cast<C>(s.entropy_coef) * row.cH : C(0));
   ex.clip_cov = cpu::opaque(C(s.selection == Selection::ClipCov ? 1 : 0));
   ex.kl_cov = cpu::opaque(s.selection == Selection::KlCov ? static_cast<C>(s.ppo_kl_coef) : C(0));
+  ex.nll = cpu::opaque(row.nll);
   const LaneInt<C>* valid = lane_mask<C>(row.m, len);
   if (row.token_is)
     vector_row_rules<C, true, true>(s, row, valid, ex, a);

@@ -3,8 +3,8 @@
 // sampler_is_weight), dispatched once per row. loss_fast.cpp instantiates the plain rows (X = false:
 // one advantage per row, no per-token inputs beyond mask, ref_logp and sampling_logp), loss_fast_extra.cpp
 // the extended ones (X = true: per-token advantages, token weights, entropies with GTPO's term, the
-// top-entropy mask and the entropy bonus, clip_cov / kl_cov selections). Both TUs are built with
-// -fno-trapping-math -fno-tree-sink (CMakeLists.txt; loss_fast.cpp says why).
+// top-entropy mask and the entropy bonus, clip_cov / kl_cov selections, VAPO's positive_nll). Both TUs are
+// built with -fno-trapping-math -fno-tree-sink (CMakeLists.txt; loss_fast.cpp says why).
 #pragma once
 
 #include <cmath>
@@ -33,6 +33,7 @@ struct RowExtras {
   C hbar;                       // ⟨H⟩_i
   C gh_kept;                    // ∂/∂H_t of the entropy bonus at a kept token (−entropy_coef·c_H)
   C clip_cov, kl_cov;           // 1 / κ where the selection rule applies, else 0
+  C nll;                        // VAPO's NLL coefficient k (math::nll_coefficient), else 0
   // left by the loop
   C ent_sum = 0, kept_h = 0, gh_sum = 0;  // Σ H, Σ H over kept tokens, Σ c·∂φ/∂⟨H⟩_i
 };
@@ -67,7 +68,7 @@ GRPOKIT_CPU_CLONES
   const C *adv = ex.adv, *tw = ex.tw, *hs = ex.h, *sel = ex.sel;
   C* gh = ex.gh;
   const C h_thr = ex.h_thr, prune = ex.prune, gtpo = ex.gtpo, hbar = ex.hbar, gh_kept = ex.gh_kept;
-  const C clip_cov = ex.clip_cov, kl_cov = ex.kl_cov;
+  const C clip_cov = ex.clip_cov, kl_cov = ex.kl_cov, nll = ex.nll;
   const C is_trunc = cpu::opaque(
       C(s.sampler_is == SamplerIs::TokenTruncate || s.sampler_is == SamplerIs::SequenceTruncate ? 1 : 0));
   const C is_lo = static_cast<C>(s.is_min), is_hi = static_cast<C>(s.is_max);
@@ -86,9 +87,9 @@ GRPOKIT_CPU_CLONES
   C sum_phi = 0, ratio_sum = 0, ppo_kl = 0, n = 0, low = 0, high = 0, verl = 0, dual = 0, wclip = 0;
   C kl_sum = 0, ref_check = 0, is_sum = 0, smp_bad = 0;
   C rmin = C(INFINITY), rmax = -C(INFINITY), is_min = C(INFINITY), is_max = -C(INFINITY);
-  C ent_sum = 0, kept_h = 0, gh_sum = 0, x_check = 0;
-#pragma omp simd reduction(+ : sum_phi, ratio_sum, ppo_kl, n, low, high, verl, dual, wclip, kl_sum, \
-                               ref_check, is_sum, smp_bad, ent_sum, kept_h, gh_sum, x_check)        \
+  C ent_sum = 0, kept_h = 0, gh_sum = 0, x_check = 0, nll_sum = 0;
+#pragma omp simd reduction(+ : sum_phi, ratio_sum, ppo_kl, n, low, high, verl, dual, wclip, kl_sum,   \
+                               ref_check, is_sum, smp_bad, ent_sum, kept_h, gh_sum, x_check, nll_sum) \
     reduction(min : rmin, is_min) reduction(max : rmax, is_max)
   for (int64_t t = 0; t < len; ++t) {
     // Loads are unconditional (conditional loads stop the vectoriser); values are then selected,
@@ -195,6 +196,11 @@ GRPOKIT_CPU_CLONES
     // DRO: + ½β(ℓ − ℓ_old)², + 0 without it (unconditional: a loop-invariant bool stops GCC 12's vectoriser)
     phi += C(0.5) * dro * d * d;
     gt += c * (dro * d);
+    if constexpr (X) {  // VAPO: + k·(−ℓ) at a selected token, outside φ and c_i (k = 0 without it)
+      const math::ValueGrad<C> nl = math::positive_nll<C>(l, nll * sel[t]);
+      gt += nl.d;
+      nll_sum += ok ? nl.v : C(0);
+    }
     g[t] = ok ? gt : C(0);
     sum_phi += ok ? phi : C(0);
     // (`x += ok ? 1 : 0` rather than a 0/1 variable: GCC 12 then recognises the reductions)
@@ -219,7 +225,7 @@ GRPOKIT_CPU_CLONES
     verl = low + high;
   }
   const double nn = static_cast<double>(n);
-  a.loss = static_cast<double>(c) * static_cast<double>(sum_phi);
+  a.loss = static_cast<double>(c) * static_cast<double>(sum_phi) + static_cast<double>(nll_sum);
   using Sums = math::MetricSums<double>;
   Sums& ms = a.m;
   ms.sum[Sums::sN] = nn;

@@ -89,6 +89,9 @@ CONFIGS = [
     ("trl.sapo", {"trust_region": "tv", "epsilon_low": 0.05, "epsilon_high": 0.05}),
     ("paper.gspo", {"trust_region": "ppo"}),  # one ratio per row: PPO's region is the row's
     ("verl.reinforce_seq", {"trust_region": "ppo", "beta": 0.04}),
+    # M2PO: the token pass runs on the mask less the tokens it drops (a threshold that drops some)
+    ("areal.m2po", {"m2_threshold": 0.05}),
+    ("areal.m2po_paper", {"m2_threshold": 0.05, "beta": 0.04}),
 ]
 
 # row lengths around the SIMD widths of the row loops, and one of several hundred tokens
@@ -189,6 +192,7 @@ WEIGHTED = [
     ("roll.topr", {"sampler_is": "token_mask", "is_min": 0.7, "is_max": 1.3}),
     ("prime.default", {"sampler_is": "token_truncate", "is_max": 2.0}),
     ("prime.ipo", {"sampler_is": "sequence_truncate", "is_max": 2.0}),
+    ("areal.m2po", {"m2_threshold": 0.05}),  # the moment of log π_old/π_smp; the IS mask at 5
 ]
 
 
@@ -330,6 +334,7 @@ def test_uint8_masks_count_any_nonzero_byte(T):
         ("verl.gspo", {"beta": 0.04}),
         ("paper.gcpo", {}),
         ("verl.geo_mean", {}),
+        ("areal.m2po", {"m2_threshold": 0.05}),
     ],
 )
 def test_rows_do_not_depend_on_the_thread_count(name, overrides, dtype):
@@ -408,6 +413,10 @@ EXTENDED = [
     ("roll.cispo_unified_mask", {}, dict(adv=True, sel=True)),
     ("prime.default", {"entropy_coef": 0.01}, dict(ent=True, adv=True)),
     ("prime.ipo", {}, dict(tw=True)),
+    # VAPO's positive-example NLL (a selection outside φ and c_i), beside the other rules
+    ("nemo.vapo", {}, dict(sel=True)),
+    ("nemo.vapo", {"beta": 0.04, "positive_example_nll_weight": 0.5}, dict(sel=True, adv=True, tw=True)),
+    ("nemo.vapo", {"aggregation": "seq_mean_token_mean"}, dict(sel=True, ent=True)),
 ]
 
 
@@ -477,6 +486,19 @@ def test_extended_rows_report_the_first_bad_value(which, dtype):
             grpokit.policy_loss(lp, old, adv, mask, spec="paper.gtpo", **ex)
 
 
+def test_vapo_row_without_a_selected_token():
+    # no positive token: the NLL term is 0 (NeMo-RL's mean over none), on both paths
+    lp, old, A, mask = batch(33, np.float32)
+    sel = np.zeros(mask.shape, bool)
+    sel[~mask] = True  # selected padding is not a selected token
+    fast = grpokit.policy_loss(lp, old, A, mask, spec="nemo.vapo", selection=sel)
+    general = grpokit.policy_loss(lp, old, A, mask, spec="nemo.vapo", selection=sel, return_per_token=True)
+    plain = grpokit.policy_loss(lp, old, A, mask, spec="nemo.vapo", selection=sel, positive_example_nll_weight=0.0)
+    _compare(fast, general, mask, 2e-6, True)
+    assert float(fast.loss) == float(plain.loss)
+    np.testing.assert_array_equal(fast.grad_logp, plain.grad_logp)
+
+
 def test_empty_rows_in_extended_and_sequence_rows():
     lp, old, A, mask = batch(33, np.float32)
     mask[1:3] = False
@@ -488,7 +510,7 @@ def test_empty_rows_in_extended_and_sequence_rows():
         assert np.all(fast.grad_logp[1:3] == 0)
 
 
-@pytest.mark.parametrize("name,overrides,which", [EXTENDED[9], EXTENDED[14], EXTENDED[17]])
+@pytest.mark.parametrize("name,overrides,which", [EXTENDED[9], EXTENDED[14], EXTENDED[17], EXTENDED[25]])
 def test_extended_rows_do_not_depend_on_the_thread_count(name, overrides, which):
     lp, old, A, mask = batch(2048, np.float32, B=64)
     kw = dict(overrides, ref_logp=ref_of(lp, 2048), **extras_of(lp, mask, 2048, **which))
@@ -527,6 +549,7 @@ PACKED = [
     ("paper.gtpo", {}, dict(ent=True)),
     ("paper.gspo", {"beta": 0.04}, {}),
     ("trl.vespo", {}, {}),
+    ("nemo.vapo", {}, dict(sel=True)),
 ]
 
 
