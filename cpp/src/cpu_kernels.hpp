@@ -174,9 +174,14 @@ inline float exp_reduced(float r) {
 // polynomial, 2^n from the exponent bits. Max relative error ≈ 2 ulp on [−87, 88]; inputs outside
 // are clamped (e^−87 ≈ 1.6e−38, e^88 ≈ 1.7e38). The loss's row loops use it (and the double one below).
 inline float exp_vec(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  // two selects, not one nested: GCC 12 made the nested form four compares and two blends
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
   const float t = x * 1.44269504088896341f;
-  const int n = static_cast<int>(t + (t >= 0.0f ? 0.5f : -0.5f));
+  // round half away from zero, ±½ with t's sign by bit operations (the same n as t ≥ 0 ? ½ : −½ for
+  // every t, −0 and NaN included): a select here made GCC 12 convert both sums and blend the results
+  const float half = bit_cast<float>((bit_cast<uint32_t>(t) & 0x80000000u) | 0x3f000000u);
+  const int n = static_cast<int>(t + half);
   const float nf = static_cast<float>(n);
   const float f = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
   const float p = exp_reduced(f);
