@@ -134,6 +134,20 @@ def test_long_rows_bounds_and_fallbacks(conv, dtype):
         check(x, ids, 0.7 if dtype == np.float32 else 1.3, conv=conv, entropy="sampler", tol=tol, **kw)
 
 
+def test_top_k_bound_from_folded_group_maxima():
+    # V = 20000: 2048 group maxima, folded to 8·k..16·k coarser groups (at least 256) for the k bound;
+    # ties (rounded values) at the k-th value, and k on both sides of every fold
+    rng = np.random.default_rng(5)
+    v = 20000
+    x = np.round(rng.standard_normal((6, v)) * np.array([3.0, 3.0, 0.3, 8.0, 3.0, 1.0])[:, None], 1)
+    x = x.astype(np.float32)
+    ids = rng.integers(0, v, 6)
+    ids[::2] = np.argmax(x[::2], -1)
+    ks = np.array([1, 16, 17, 50, 64, 129])
+    for kw in [{"top_k": ks}, {"top_k": ks, "top_p": 0.9}]:
+        check(x, ids, 0.7, conv="vllm", entropy="sampler", tol=2e-5, **kw)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**31),

@@ -25,6 +25,8 @@ import torch
 from .. import _advantages, _presets
 from .. import torch as gkt
 from ..diagnostics import clip_region
+from . import verl_logprobs
+from .verl_logprobs import restore_logprobs, sampler_logprobs_from_logits, sampler_settings, use_sampler_logprobs
 
 try:
     from verl.trainer.ppo import core_algos
@@ -41,6 +43,10 @@ __all__ = [
     "policy_loss_fn",
     "register_adv_est",
     "register_policy_loss",
+    "restore_logprobs",
+    "sampler_logprobs_from_logits",
+    "sampler_settings",
+    "use_sampler_logprobs",
     "verl_options",
 ]
 
@@ -229,6 +235,12 @@ def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> C
         if config is None:
             raise ValueError(f"config: {PREFIX}{preset} reads verl's ActorConfig, got None")
         opts = {**verl_options(preset, config, loss_agg_mode), **overrides}
+        outside = None
+        if verl_logprobs.active():  # truncated log-probs: tokens outside the kept set leave the loss
+            outside = torch.isneginf(log_prob.detach()) | torch.isneginf(old_log_prob)
+            log_prob, old_log_prob = log_prob.masked_fill(outside, 0.0), old_log_prob.masked_fill(outside, 0.0)
+            outside = outside & response_mask.bool()
+            response_mask = response_mask * ~outside
         spec = _presets.resolve(preset, opts)
         weights = _token_weights(preset, spec, rollout_is_weights, response_mask, log_prob.dtype)
         selected = kl_selected = None
@@ -256,6 +268,8 @@ def policy_loss_fn(preset: str, diagnostics: bool = True, **overrides: Any) -> C
             metrics["actor/ppo_kl"] = float(((log_prob.detach() - old_log_prob).abs() * m).sum() / (m.sum() + 1e-8))
         if selected is not None:  # verl's clip_cov reports the share of selected tokens as its clip fraction
             metrics["actor/pg_clipfrac"] = (selected.sum() / (response_mask.sum() + 1e-8)).item()
+        if outside is not None:
+            metrics["grpokit/outside_kept_set"] = outside.sum().item()
         if diagnostics and spec.ratio == "token":
             metrics.update(_diagnostics(spec, log_prob, old_log_prob, advantages, response_mask))
         return out.loss.to(log_prob.dtype), metrics
@@ -383,3 +397,4 @@ def _register_all() -> None:
 
 
 _register_all()
+verl_logprobs.activate_from_env()
